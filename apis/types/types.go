@@ -1,0 +1,184 @@
+package types
+
+import "time"
+
+// ResultInfo is the envelope of the legacy dfget protocol. HTTP status is 200
+// and the outcome is in Code.
+type ResultInfo struct {
+	Code int    `json:"code,omitempty"`
+	Msg  string `json:"msg,omitempty"`
+	Data any    `json:"data,omitempty"`
+}
+
+// ErrorResponse is the body of a non-200 reply (REST routes and register
+// failures): {"code":500,"message":"..."}.
+type ErrorResponse struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// RegisterRequest is the body of POST /peer/registry, with the keys a
+// Dragonfly 1.x dfget sends. StreamMode and WindowSize are Damselfly's
+// stream-mode extension; a 1.x supernode ignores them.
+type RegisterRequest struct {
+	SuperNodeIP string   `json:"superNodeIp,omitempty"`
+	RawURL      string   `json:"rawUrl,omitempty"`
+	TaskURL     string   `json:"taskUrl,omitempty"`
+	CID         string   `json:"cid,omitempty"`
+	IP          string   `json:"ip,omitempty"`
+	HostName    string   `json:"hostName,omitempty"`
+	Port        int      `json:"port"`
+	Path        string   `json:"path,omitempty"`
+	Version     string   `json:"version,omitempty"`
+	Md5         string   `json:"md5,omitempty"`
+	Identifier  string   `json:"identifier,omitempty"`
+	CallSystem  string   `json:"callSystem,omitempty"`
+	Headers     []string `json:"headers,omitempty"`
+	Dfdaemon    bool     `json:"dfdaemon,omitempty"`
+	Insecure    bool     `json:"insecure,omitempty"`
+	RootCAs     [][]byte `json:"rootCAs,omitempty"`
+	TaskID      string   `json:"taskId,omitempty"`
+	FileLength  int64    `json:"fileLength,omitempty"`
+	AsSeed      bool     `json:"asSeed,omitempty"`
+	Pattern     string   `json:"pattern,omitempty"`
+	StreamMode  bool     `json:"streamMode,omitempty"`
+	WindowSize  int      `json:"windowSize,omitempty"`
+}
+
+// RegisterResponseData is ResultInfo.Data of a successful register.
+// FileLength is the source length (-1 if unknown); PieceSize includes the
+// 5-byte piece wrapper.
+type RegisterResponseData struct {
+	TaskID     string `json:"taskId"`
+	FileLength int64  `json:"fileLength"`
+	PieceSize  int32  `json:"pieceSize"`
+	CDNSource  string `json:"cdnSource"`
+	AsSeed     bool   `json:"asSeed"`
+	SeedTaskID string `json:"seedTaskID"`
+}
+
+// PieceInfo is one element of ResultInfo.Data of a 601 /peer/task reply: a
+// piece to fetch and the holder to fetch it from.
+type PieceInfo struct {
+	Range     string `json:"range"`
+	PieceNum  int    `json:"pieceNum"`
+	PieceSize int32  `json:"pieceSize"`
+	PieceMd5  string `json:"pieceMd5"`
+	CID       string `json:"cid"`
+	PeerIP    string `json:"peerIp"`
+	PeerPort  int    `json:"peerPort"`
+	Path      string `json:"path"`
+	DownLink  int    `json:"downLink"`
+}
+
+// FinishData is ResultInfo.Data of a 600 /peer/task reply. FileLength is the
+// wrapped (CDN) length, not the source length.
+type FinishData struct {
+	Md5        string `json:"md5"`
+	FileLength int64  `json:"fileLength"`
+}
+
+// TaskMetricsRequest is the body of POST /task/metrics.
+type TaskMetricsRequest struct {
+	IP               string  `json:"IP,omitempty"`
+	Port             int     `json:"port,omitempty"`
+	TaskID           string  `json:"taskId,omitempty"`
+	CID              string  `json:"cID,omitempty"`
+	CallSystem       string  `json:"callSystem,omitempty"`
+	Duration         float64 `json:"duration,omitempty"`
+	Success          bool    `json:"success"`
+	BacksourceReason string  `json:"backsourceReason,omitempty"`
+	FileLength       int64   `json:"fileLength,omitempty"`
+}
+
+// TaskInfo is the reply of GET /api/v1/tasks/{id}. FileLength is the wrapped
+// CDN length, HTTPFileLength the source length.
+type TaskInfo struct {
+	ID             string            `json:"ID"`
+	FileLength     int64             `json:"fileLength"`
+	HTTPFileLength int64             `json:"httpFileLength"`
+	PieceSize      int32             `json:"pieceSize"`
+	PieceTotal     int32             `json:"pieceTotal"`
+	CdnStatus      string            `json:"cdnStatus"`
+	RawURL         string            `json:"rawURL"`
+	TaskURL        string            `json:"taskURL"`
+	Md5            string            `json:"md5,omitempty"`
+	RealMd5        string            `json:"realMd5,omitempty"`
+	Identifier     string            `json:"identifier,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	AsSeed         bool              `json:"asSeed"`
+}
+
+// PeerCreateRequest is the body of POST /api/v1/peers.
+type PeerCreateRequest struct {
+	IP       string `json:"IP"`
+	HostName string `json:"hostName"`
+	Port     int    `json:"port"`
+	Version  string `json:"version,omitempty"`
+}
+
+// PeerCreateResponse is the 201 reply of POST /api/v1/peers.
+type PeerCreateResponse struct {
+	ID string `json:"ID"`
+}
+
+// PeerInfo is one peer as listed by /api/v1/peers.
+type PeerInfo struct {
+	ID       string    `json:"ID"`
+	IP       string    `json:"IP"`
+	HostName string    `json:"hostName"`
+	Port     int       `json:"port"`
+	Version  string    `json:"version,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+// PieceErrorRequest is the JSON body of the /api/v1 piece-error route.
+type PieceErrorRequest struct {
+	DstIP       string `json:"dstIP,omitempty"`
+	DstPid      string `json:"dstPid"`
+	ErrorType   string `json:"errorType,omitempty"`
+	ExpectedMd5 string `json:"expectedMd5,omitempty"`
+	Range       string `json:"range,omitempty"`
+	RealMd5     string `json:"realMd5,omitempty"`
+	SrcCid      string `json:"srcCid,omitempty"`
+	TaskID      string `json:"taskId,omitempty"`
+}
+
+// PreheatCreateRequest is the body of POST /preheats.
+type PreheatCreateRequest struct {
+	Type       string            `json:"type"`
+	URL        string            `json:"url"`
+	Filter     string            `json:"filter,omitempty"`
+	Identifier string            `json:"identifier,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
+}
+
+// PreheatCreateResponse is the 201 reply of POST /preheats.
+type PreheatCreateResponse struct {
+	ID string `json:"ID"`
+}
+
+// PreheatInfo is the reply of GET /preheats/{id}.
+type PreheatInfo struct {
+	ID         string    `json:"ID"`
+	Status     string    `json:"status"`
+	StartTime  time.Time `json:"startTime"`
+	FinishTime time.Time `json:"finishTime"`
+	ErrorMsg   string    `json:"errorMsg,omitempty"`
+}
+
+// VersionInfo is the reply of GET /version.
+type VersionInfo struct {
+	Version   string `json:"Version"`
+	Revision  string `json:"Revision,omitempty"`
+	BuildDate string `json:"BuildDate"`
+	GoVersion string `json:"GoVersion"`
+	OS        string `json:"OS"`
+	Arch      string `json:"Arch"`
+}
+
+// HostMeta is the JSON in <home>/meta/host.meta naming the port of the
+// host's dfget peer server.
+type HostMeta struct {
+	ServicePort int `json:"servicePort"`
+}
