@@ -1,0 +1,129 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+)
+
+func TestPercentile(t *testing.T) {
+	d := []time.Duration{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	if p := percentile(d, 50); p != 5 {
+		t.Errorf("p50 = %v", p)
+	}
+	if p := percentile(d, 99); p != 10 {
+		t.Errorf("p99 = %v", p)
+	}
+	if p := percentile(nil, 99); p != 0 {
+		t.Errorf("empty p99 = %v", p)
+	}
+}
+
+// fakeSupernode hands out pieces 4 at a time after one wait, and checks
+// that every piece is reported before it finishes a client.
+type fakeSupernode struct {
+	pieces int
+	mu     sync.Mutex
+	next   map[string]int // per client: next piece to hand out
+	got    map[string]int // per client: pieces reported
+	waited map[string]bool
+}
+
+func (f *fakeSupernode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := r.URL.Query()
+	reply := func(v types.ResultInfo) { _ = json.NewEncoder(w).Encode(v) }
+	switch r.URL.Path {
+	case "/peer/registry":
+		var req types.RegisterRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.CID == "" || req.Port < 15000 {
+			http.Error(w, "bad register", http.StatusInternalServerError)
+			return
+		}
+		reply(types.ResultInfo{Code: types.CodeSuccess, Data: types.RegisterResponseData{
+			TaskID: "t1", FileLength: int64(f.pieces) * 10, PieceSize: 15}})
+	case "/peer/task":
+		cid := q.Get("srcCid")
+		if !f.waited[cid] {
+			f.waited[cid] = true
+			reply(types.ResultInfo{Code: types.CodePeerWait})
+			return
+		}
+		if f.got[cid] == f.pieces {
+			reply(types.ResultInfo{Code: types.CodePeerFinish, Data: types.FinishData{}})
+			return
+		}
+		var ps []types.PieceInfo
+		for len(ps) < 4 && f.next[cid] < f.pieces {
+			n := f.next[cid]
+			ps = append(ps, types.PieceInfo{PieceNum: n, Range: fmt.Sprintf("%d-%d", n*15, n*15+14), CID: "cdnnode:x"})
+			f.next[cid]++
+		}
+		reply(types.ResultInfo{Code: types.CodePeerContinue, Data: ps})
+	case "/peer/piece/suc":
+		if q.Get("dstCid") != "cdnnode:x" || q.Get("pieceRange") == "" {
+			http.Error(w, "bad report", http.StatusInternalServerError)
+			return
+		}
+		f.got[q.Get("cid")]++
+		reply(types.ResultInfo{Code: types.CodeGetPieceReport})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func TestClientFollowsProtocol(t *testing.T) {
+	f := &fakeSupernode{pieces: 10, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
+	ts := httptest.NewServer(f)
+	defer ts.Close()
+	d := &driver{base: ts.URL, snIP: "127.0.0.1", selfIP: "127.0.0.1", rawURL: "http://127.0.0.1/x", hc: ts.Client()}
+	var wg sync.WaitGroup
+	res := make([]clientResult, 5)
+	for i := range res {
+		wg.Add(1)
+		go func() { defer wg.Done(); res[i] = d.client(context.Background(), i, nil) }()
+	}
+	wg.Wait()
+	for i, r := range res {
+		if r.err != nil {
+			t.Fatalf("client %d: %v", i, r.err)
+		}
+		if r.pieces != 10 || r.pieceSize != 15 {
+			t.Errorf("client %d: %d pieces of %d", i, r.pieces, r.pieceSize)
+		}
+		if len(r.suc) != 10 {
+			t.Errorf("client %d reported %d pieces", i, len(r.suc))
+		}
+		// wait, 3 rounds of pieces, finish.
+		if len(r.task) != 5 {
+			t.Errorf("client %d made %d /peer/task calls, want 5", i, len(r.task))
+		}
+	}
+	if d.failed.Load() != 0 {
+		t.Errorf("%d failed requests", d.failed.Load())
+	}
+	for cid, n := range f.got {
+		if n != 10 {
+			t.Errorf("%s reported %d", cid, n)
+		}
+	}
+
+	// A supernode error is a failed request and ends the client.
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, strconv.Itoa(500), http.StatusInternalServerError)
+	}))
+	defer bad.Close()
+	d2 := &driver{base: bad.URL, selfIP: "127.0.0.1", hc: bad.Client()}
+	if r := d2.client(context.Background(), 0, nil); r.err == nil || d2.failed.Load() != 1 {
+		t.Errorf("error not counted: %v, %d", r.err, d2.failed.Load())
+	}
+}
