@@ -1,0 +1,250 @@
+// Command dfget downloads a file through a Dragonfly supernode (P2P), and
+// as `dfget server` runs the host's peer server. It only parses flags and
+// wires them to the dfget packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core"
+	"github.com/damselfly-p2p/damselfly/dfget/core/progress"
+	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// exitError carries an exit status out of cobra.
+type exitError int
+
+func (e exitError) Error() string { return "exit " + strconv.Itoa(int(e)) }
+
+func run(args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(exitError); ok {
+		return int(e)
+	}
+	fmt.Fprintf(os.Stderr, "dfget: %v\n", err)
+	return config.ExitUsage
+}
+
+// seconds is a duration flag that also accepts a plain number of seconds,
+// as Dragonfly 1.x's --timeout did.
+type seconds struct{ d *time.Duration }
+
+func (s seconds) String() string { return s.d.String() }
+func (s seconds) Type() string   { return "duration" }
+func (s seconds) Set(v string) error {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return fmt.Errorf("negative")
+		}
+		*s.d = time.Duration(n) * time.Second
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("invalid duration %q", v)
+	}
+	*s.d = d
+	return nil
+}
+
+func newRoot() *cobra.Command {
+	cfg := config.New()
+	root := &cobra.Command{
+		Use:           "dfget",
+		Short:         "Download a file through a Dragonfly P2P network",
+		Long:          "dfget downloads a file through Dragonfly supernodes and its peers, falling back to the source.",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("url") {
+				return fmt.Errorf("please use -u/--url to give the URL to download")
+			}
+			if err := cfg.Complete(); err != nil {
+				return err
+			}
+			return download(cmd.Context(), cfg)
+		},
+	}
+	f := root.Flags()
+	f.StringVarP(&cfg.URL, "url", "u", "", "URL of the file to download")
+	f.StringVarP(&cfg.Output, "output", "o", "", "destination path (default: the last URL path segment; - for stdout, as --stream)")
+	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = no limit")
+	f.Var(&cfg.MinRate, "minrate", "minimal expected rate, used for the default timeout; 0 = 64KB")
+	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = no limit")
+	f.VarP(seconds{&cfg.Timeout}, "timeout", "e", "download timeout, e.g. 300 or 5m; 0 = length/minrate + 10s")
+	f.StringVarP(&cfg.Md5, "md5", "m", "", "expected md5 of the file")
+	f.StringVarP(&cfg.Identifier, "identifier", "i", "", "task identifier when --md5 is not given")
+	f.StringVar(&cfg.CallSystem, "callsystem", "", "name of the calling system, for statistics")
+	f.StringSliceVar(&cfg.CACerts, "cacerts", nil, "CA certificate files (PEM) for the source")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "skip TLS verification of the source")
+	f.StringVarP(&cfg.Pattern, "pattern", "p", config.PatternP2P, "download pattern: p2p, cdn or source")
+	f.StringVarP(&cfg.Filter, "filter", "f", "", "&-separated query keys left out of the task URL")
+	f.StringArrayVar(&cfg.Headers, "header", nil, "HTTP header for the source, \"Key: Value\" (repeatable)")
+	f.VarP(&cfg.Nodes, "node", "n", "supernodes, host[:port][=weight] comma-separated (default from /etc/dragonfly/dfget.yml or 127.0.0.1:8002)")
+	f.BoolVar(&cfg.NotBS, "notbs", false, "never fall back to downloading from the source")
+	f.BoolVar(&cfg.Dfdaemon, "dfdaemon", false, "mark the download as coming from dfdaemon")
+	f.IntVar(&cfg.ClientQueue, "clientqueue", 0, "pieces buffered between download and write (default 6)")
+	f.BoolVarP(&cfg.ShowBar, "showbar", "b", false, "show a progress bar on a terminal")
+	f.BoolVar(&cfg.Console, "console", false, "also log to the console")
+	f.BoolVar(&cfg.Verbose, "verbose", false, "debug logging")
+	f.StringVar(&cfg.Home, "home", "", "work home (default from properties, else ~/.small-dragonfly)")
+	f.StringVar(&cfg.IP, "ip", "", "IP address peers reach this host on (default: the address used to reach the supernode)")
+	f.IntVar(&cfg.Port, "port", 0, "peer server port (default: chosen automatically)")
+	f.DurationVar(&cfg.ExpireTime, "expiretime", config.DefaultExpireTime, "peer server: keep a served file this long after its last access")
+	f.DurationVar(&cfg.AliveTime, "alivetime", config.DefaultAliveTime, "peer server: exit after idling this long")
+	f.BoolVar(&cfg.Stream, "stream", false, "write the file to stdout in order, never to disk")
+	f.IntVar(&cfg.WindowSize, "window-size", config.DefaultWindowSize, "stream mode: pieces held in the window")
+	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile, "YAML properties file")
+	root.AddCommand(newServer(), newVersion(), newGenDoc(root))
+	return root
+}
+
+func download(ctx context.Context, cfg *config.Config) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	out := core.IO{Data: os.Stdout, Console: os.Stdout}
+	if cfg.Stream {
+		// stdout carries data: status lines go to stderr, and a reader
+		// that closes early must give EPIPE, not kill us.
+		out.Console = os.Stderr
+		signal.Ignore(syscall.SIGPIPE)
+	}
+	if progress.IsTerminal(os.Stderr) {
+		out.Bar = os.Stderr
+	}
+	if code := core.Run(ctx, cfg, out); code != 0 {
+		return exitError(code)
+	}
+	return nil
+}
+
+func newServer() *cobra.Command {
+	var sc uploader.ServerConfig
+	var home string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run this host's peer server (normally started by dfget)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if home == "" {
+				h, err := os.UserHomeDir()
+				if err != nil {
+					return err
+				}
+				home = filepath.Join(h, ".small-dragonfly")
+			}
+			if sc.DataDir == "" {
+				sc.DataDir = filepath.Join(home, "data")
+			}
+			if sc.MetaPath == "" {
+				sc.MetaPath = filepath.Join(home, "meta", "host.meta")
+			}
+			if sc.IP == "" {
+				sc.IP = "0.0.0.0"
+			}
+			log, closeLog, err := core.NewLogger(filepath.Join(home, "logs"), "dfserver.log", verbose, false)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			l, err := uploader.Listen(sc.IP, sc.Port)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), uploader.ShutdownSignals()...)
+			defer stop()
+			return uploader.NewServer(sc, log).Run(ctx, l, os.Stdout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sc.DataDir, "data", "", "data directory of served files (default <home>/data)")
+	f.StringVar(&home, "home", "", "work home")
+	f.StringVar(&sc.IP, "ip", "", "IP to listen on")
+	f.IntVar(&sc.Port, "port", 0, "port to listen on (default: chosen automatically)")
+	f.StringVar(&sc.MetaPath, "meta", "", "meta file recording the port (default <home>/meta/host.meta)")
+	f.DurationVar(&sc.ExpireTime, "expiretime", config.DefaultExpireTime, "keep a served file this long after its last access")
+	f.DurationVar(&sc.AliveTime, "alivetime", config.DefaultAliveTime, "exit after idling this long (0: never)")
+	f.BoolVar(&verbose, "verbose", false, "debug logging")
+	return cmd
+}
+
+func newVersion() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version.Info()
+			fmt.Fprintf(cmd.OutOrStdout(), "dfget version %s\n  revision: %s\n  build date: %s\n  go: %s %s/%s\n",
+				v.Version, v.Revision, v.BuildDate, v.GoVersion, v.OS, v.Arch)
+		},
+	}
+}
+
+func newGenDoc(root *cobra.Command) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "gen-doc",
+		Short: "Write Markdown documentation of the commands",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			for _, c := range append([]*cobra.Command{root}, root.Commands()...) {
+				if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
+					continue
+				}
+				name := strings.ReplaceAll(c.CommandPath(), " ", "_") + ".md"
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(markdown(c)), 0o644); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&dir, "path", "p", "/tmp", "directory to write the Markdown files to")
+	return cmd
+}
+
+func markdown(c *cobra.Command) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## %s\n\n%s\n\n", c.CommandPath(), c.Short)
+	if c.Long != "" {
+		fmt.Fprintf(&b, "%s\n\n", c.Long)
+	}
+	fmt.Fprintf(&b, "```\n%s\n```\n\n### Options\n\n```\n", c.UseLine())
+	c.Flags().VisitAll(func(f *pflag.Flag) {
+		short := "    "
+		if f.Shorthand != "" {
+			short = "-" + f.Shorthand + ", "
+		}
+		fmt.Fprintf(&b, "  %s--%s %s\t%s (default %q)\n", short, f.Name, f.Value.Type(), f.Usage, f.DefValue)
+	})
+	b.WriteString("```\n")
+	return b.String()
+}

@@ -1,0 +1,327 @@
+// Package config holds dfget's configuration: the flags of the download and
+// server commands, the YAML properties file (/etc/dragonfly/dfget.yml), the
+// supernode node list, and the runtime values derived from them (sign, CID,
+// task file name, paths under the work home).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+)
+
+// Patterns of --pattern.
+const (
+	PatternP2P    = "p2p"
+	PatternCDN    = "cdn"
+	PatternSource = "source"
+)
+
+// Defaults that differ from "zero".
+const (
+	DefaultMinRate      = 64 * rate.KB
+	DefaultClientQueue  = 6
+	DefaultExpireTime   = 3 * time.Minute
+	DefaultAliveTime    = 5 * time.Minute
+	DefaultWindowSize   = 8
+	DefaultPropertyFile = "/etc/dragonfly/dfget.yml"
+	// DefaultUnknownLengthTimeout bounds a download whose length is unknown.
+	DefaultUnknownLengthTimeout = 5 * time.Minute
+)
+
+// Exit statuses of dfget (Dragonfly 1.x codes modulo 256).
+const (
+	ExitUsage         = 1
+	ExitLaunchServer  = 76 // 1100
+	ExitPrepare       = 77 // 1101
+	ExitRegister      = 79 // 1103
+	ExitDownloadError = 80 // 1104
+)
+
+// Back-source reasons, printed as reason:N and reported as backsourceReason.
+const (
+	ReasonNone           = 0
+	ReasonRegisterFail   = 1
+	ReasonMd5NotMatch    = 2
+	ReasonDownloadError  = 3
+	ReasonWriteError     = 6
+	ReasonNodeEmpty      = 8
+	ReasonSourceError    = 10
+	ReasonUserSpecified  = 100
+	ReasonNotBSAddition  = 1000
+	ReasonStreamFallback = 3
+)
+
+// Config is everything one dfget download needs: flags, properties and the
+// values derived from them by Complete.
+type Config struct {
+	URL         string
+	Output      string
+	LocalLimit  rate.Rate
+	MinRate     rate.Rate
+	TotalLimit  rate.Rate
+	Timeout     time.Duration
+	Md5         string
+	Identifier  string
+	CallSystem  string
+	CACerts     []string
+	Insecure    bool
+	Pattern     string
+	Filter      string
+	Headers     []string
+	Nodes       NodeList
+	NotBS       bool
+	Dfdaemon    bool
+	ClientQueue int
+	ShowBar     bool
+	Console     bool
+	Verbose     bool
+	Home        string
+	IP          string
+	Port        int
+	ExpireTime  time.Duration
+	AliveTime   time.Duration
+	Stream      bool
+	WindowSize  int
+	// PropertyFile is the YAML properties file; empty means the default.
+	PropertyFile string
+
+	// Derived by Complete.
+	Sign         string
+	TaskURL      string
+	TaskFileName string
+	StartTime    time.Time
+}
+
+// Properties is the YAML properties file.
+type Properties struct {
+	Nodes           []string  `yaml:"nodes"`
+	LocalLimit      rate.Rate `yaml:"localLimit"`
+	MinRate         rate.Rate `yaml:"minRate"`
+	TotalLimit      rate.Rate `yaml:"totalLimit"`
+	ClientQueueSize int       `yaml:"clientQueueSize"`
+	WorkHome        string    `yaml:"workHome"`
+}
+
+// LoadProperties reads a properties file. A missing file is not an error
+// (zero Properties); a malformed one is.
+func LoadProperties(path string) (Properties, error) {
+	var p Properties
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("read properties %s: %w", path, err)
+	}
+	if err := yaml.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("parse properties %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// New returns a Config with the flag defaults.
+func New() *Config {
+	return &Config{
+		Pattern:    PatternP2P,
+		ExpireTime: DefaultExpireTime,
+		AliveTime:  DefaultAliveTime,
+		WindowSize: DefaultWindowSize,
+	}
+}
+
+// Complete merges the properties file (CLI values win when non-zero),
+// applies defaults, validates every value and derives the runtime values.
+// The error names the offending input.
+func (c *Config) Complete() error {
+	pf := c.PropertyFile
+	if pf == "" {
+		pf = DefaultPropertyFile
+	}
+	p, err := LoadProperties(pf)
+	if err != nil {
+		return err
+	}
+	if len(c.Nodes) == 0 && len(p.Nodes) > 0 {
+		if err := c.Nodes.Set(strings.Join(p.Nodes, ",")); err != nil {
+			return fmt.Errorf("properties %s: %w", pf, err)
+		}
+	}
+	if len(c.Nodes) == 0 {
+		c.Nodes = NodeList{{Host: "127.0.0.1", Port: DefaultSupernodePort, Weight: 1}}
+	}
+	if c.LocalLimit == 0 {
+		c.LocalLimit = p.LocalLimit
+	}
+	if c.MinRate == 0 {
+		c.MinRate = p.MinRate
+	}
+	if c.MinRate == 0 {
+		c.MinRate = DefaultMinRate
+	}
+	if c.TotalLimit == 0 {
+		c.TotalLimit = p.TotalLimit
+	}
+	if c.ClientQueue == 0 {
+		c.ClientQueue = p.ClientQueueSize
+	}
+	if c.ClientQueue <= 0 {
+		c.ClientQueue = DefaultClientQueue
+	}
+	if c.Home == "" {
+		c.Home = p.WorkHome
+	}
+	if c.Home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return fmt.Errorf("no --home and no home directory: %w", err)
+		}
+		c.Home = filepath.Join(h, ".small-dragonfly")
+	}
+	if c.Home, err = filepath.Abs(c.Home); err != nil {
+		return fmt.Errorf("invalid --home: %w", err)
+	}
+	switch c.Pattern {
+	case PatternP2P, PatternCDN, PatternSource:
+	default:
+		return fmt.Errorf("invalid --pattern %q: want p2p, cdn or source", c.Pattern)
+	}
+	if _, err := urlutil.Validate(c.URL); err != nil {
+		return err
+	}
+	if _, err := urlutil.ParseHeaders(c.Headers); err != nil {
+		return err
+	}
+	if c.Md5 != "" && !isMd5(c.Md5) {
+		return fmt.Errorf("invalid --md5 %q: want 32 hex digits", c.Md5)
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("invalid --timeout %v: negative", c.Timeout)
+	}
+	if c.Port != 0 && (c.Port < 15000 || c.Port > 65000) {
+		return fmt.Errorf("invalid --port %d: want 15000..65000", c.Port)
+	}
+	if c.IP != "" && !isIPv4(c.IP) {
+		return fmt.Errorf("invalid --ip %q: want a dotted IPv4 address", c.IP)
+	}
+	if c.Output == "-" {
+		c.Stream, c.Output = true, ""
+	}
+	if c.Stream {
+		if c.WindowSize < 1 || c.WindowSize > 1024 {
+			return fmt.Errorf("invalid --window-size %d: want 1..1024", c.WindowSize)
+		}
+		c.Output = ""
+	} else if err := c.completeOutput(); err != nil {
+		return err
+	}
+	c.StartTime = time.Now()
+	c.Sign = fmt.Sprintf("%d-%.3f", os.Getpid(), float64(c.StartTime.UnixNano())/1e9)
+	c.TaskURL = urlutil.FilterQuery(c.URL, c.Filter)
+	base := "stream"
+	if c.Output != "" {
+		base = filepath.Base(c.Output)
+	}
+	c.TaskFileName = base + "-" + c.Sign
+	return nil
+}
+
+func (c *Config) completeOutput() error {
+	if c.Output == "" {
+		u := strings.TrimRight(c.URL, "/")
+		if i := strings.IndexAny(u, "?#"); i >= 0 {
+			u = u[:i]
+		}
+		c.Output = u[strings.LastIndexByte(u, '/')+1:]
+		if c.Output == "" || strings.Contains(c.Output, ":") {
+			return fmt.Errorf("cannot derive an output name from %q: give -o", c.URL)
+		}
+	}
+	out, err := filepath.Abs(c.Output)
+	if err != nil {
+		return fmt.Errorf("invalid output %q: %w", c.Output, err)
+	}
+	c.Output = out
+	if st, err := os.Stat(out); err == nil {
+		if st.IsDir() {
+			return fmt.Errorf("invalid output %q: is a directory", out)
+		}
+		if unix.Access(out, unix.W_OK) != nil {
+			return fmt.Errorf("invalid output %q: not writable", out)
+		}
+	}
+	// The nearest existing parent must be a writable directory.
+	dir := filepath.Dir(out)
+	for {
+		st, err := os.Stat(dir)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("invalid output %q: %s is not a directory", out, dir)
+			}
+			if unix.Access(dir, unix.W_OK|unix.X_OK) != nil {
+				return fmt.Errorf("invalid output %q: directory %s is not writable", out, dir)
+			}
+			return nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("invalid output %q: no existing parent directory", out)
+		}
+		dir = parent
+	}
+}
+
+// Derived paths under the work home.
+func (c *Config) MetaDir() string  { return filepath.Join(c.Home, "meta") }
+func (c *Config) MetaPath() string { return filepath.Join(c.Home, "meta", "host.meta") }
+func (c *Config) DataDir() string  { return filepath.Join(c.Home, "data") }
+func (c *Config) LogDir() string   { return filepath.Join(c.Home, "logs") }
+
+// DownloadTimeout is --timeout, or fileLength/minRate + 10 s, or 5 min when
+// the length is unknown.
+func (c *Config) DownloadTimeout(fileLength int64) time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	if fileLength < 0 || c.MinRate <= 0 {
+		return DefaultUnknownLengthTimeout
+	}
+	return time.Duration(float64(fileLength)/float64(c.MinRate)*float64(time.Second)) + 10*time.Second
+}
+
+func isMd5(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isIPv4(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 0 || v > 255 || p == "" || (len(p) > 1 && p[0] == '0') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,257 @@
+// Package api is dfget's HTTP side of the protocol: calls to the supernode
+// (register, pull piece tasks, piece and service reports, metrics), piece
+// downloads from peers and the supernode, and calls to the local peer
+// server. All calls share one tuned http.Transport so connections are
+// reused, and every query string is URL-escaped.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+// NewTransport returns the transport every dfget HTTP call goes through:
+// generous per-host idle connections so piece fetches from the same holder
+// reuse connections, short dial timeout, no compression (pieces are binary
+// and md5-checked byte for byte).
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+		WriteBufferSize:       64 << 10,
+		ReadBufferSize:        256 << 10,
+	}
+}
+
+// Client talks to supernodes, peers and the local peer server.
+type Client struct {
+	HTTP *http.Client
+}
+
+// New returns a Client on its own tuned transport.
+func New() *Client { return &Client{HTTP: &http.Client{Transport: NewTransport()}} }
+
+// UserAgent is sent with every request.
+func UserAgent() string { return "dfget/" + version.Version }
+
+// Envelope is a decoded ResultInfo whose data is kept raw until the code
+// tells what it holds.
+type Envelope struct {
+	Code int             `json:"code"`
+	Msg  string          `json:"msg"`
+	Data json.RawMessage `json:"data"`
+}
+
+func (c *Client) do(ctx context.Context, method, u string, body []byte, ctype string) ([]byte, int, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, 0, fmt.Errorf("build request %s: %w", u, err)
+	}
+	req.Header.Set("User-Agent", UserAgent())
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("read reply of %s: %w", u, err)
+	}
+	return b, resp.StatusCode, nil
+}
+
+func (c *Client) envelope(ctx context.Context, method, u string, body []byte) (*Envelope, error) {
+	b, status, err := c.do(ctx, method, u, body, "application/json;charset=utf-8")
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		var e types.ErrorResponse
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return nil, fmt.Errorf("%s: HTTP %d: %s", u, status, e.Message)
+		}
+		return nil, fmt.Errorf("%s: HTTP %d", u, status)
+	}
+	var env Envelope
+	if len(bytes.TrimSpace(b)) == 0 {
+		return &env, nil
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("%s: bad reply: %w", u, err)
+	}
+	return &env, nil
+}
+
+func endpoint(node, path string, q url.Values) string {
+	u := url.URL{Scheme: "http", Host: node, Path: path}
+	if q != nil {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// Register posts the register request to node (host:port) and returns the
+// task data. Any non-200 code is an error.
+func (c *Client) Register(ctx context.Context, node string, req *types.RegisterRequest) (*types.RegisterResponseData, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode register request: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	env, err := c.envelope(ctx, http.MethodPost, endpoint(node, "/peer/registry", nil), body)
+	if err != nil {
+		return nil, err
+	}
+	if env.Code != types.CodeSuccess {
+		return nil, fmt.Errorf("register at %s: code %d: %s", node, env.Code, env.Msg)
+	}
+	var d types.RegisterResponseData
+	if err := json.Unmarshal(env.Data, &d); err != nil {
+		return nil, fmt.Errorf("register at %s: bad data: %w", node, err)
+	}
+	if d.TaskID == "" || d.PieceSize <= 0 {
+		return nil, fmt.Errorf("register at %s: reply without task id or piece size", node)
+	}
+	return &d, nil
+}
+
+// PullRequest is one /peer/task call: it reports the last piece event and
+// asks for more work.
+type PullRequest struct {
+	TaskID string
+	SrcCID string
+	DstCID string
+	Status int
+	Result int
+	Range  string
+}
+
+// PullPieceTask calls GET /peer/task. The envelope is returned as is; the
+// caller dispatches on its code.
+func (c *Client) PullPieceTask(ctx context.Context, node string, r PullRequest) (*Envelope, error) {
+	q := url.Values{}
+	q.Set("taskId", r.TaskID)
+	q.Set("srcCid", r.SrcCID)
+	q.Set("dstCid", r.DstCID)
+	q.Set("status", fmt.Sprint(r.Status))
+	q.Set("result", fmt.Sprint(r.Result))
+	q.Set("range", r.Range)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.envelope(ctx, http.MethodGet, endpoint(node, "/peer/task", q), nil)
+}
+
+// ReportPieceSuccess calls GET /peer/piece/suc and wants code 611.
+func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string) error {
+	q := url.Values{}
+	q.Set("taskId", taskID)
+	q.Set("cid", cid)
+	q.Set("dstCid", dstCID)
+	q.Set("pieceRange", pieceRange)
+	return c.want(ctx, http.MethodGet, endpoint(node, "/peer/piece/suc", q), types.CodeGetPieceReport)
+}
+
+// ReportServiceDown calls GET /peer/service/down and wants code 612.
+func (c *Client) ReportServiceDown(ctx context.Context, node, taskID, cid string) error {
+	q := url.Values{}
+	q.Set("taskId", taskID)
+	q.Set("cid", cid)
+	return c.want(ctx, http.MethodGet, endpoint(node, "/peer/service/down", q), types.CodeGetPeerDown)
+}
+
+// StreamPiece tells the supernode that the peer with cid caches (cached) or
+// no longer caches piece pieceRange of a stream: POST or DELETE
+// /peer/piece/stream. It wants code 611.
+func (c *Client) StreamPiece(ctx context.Context, node, taskID, cid, pieceRange string, cached bool) error {
+	q := url.Values{}
+	q.Set("taskId", taskID)
+	q.Set("cid", cid)
+	q.Set("pieceRange", pieceRange)
+	m := http.MethodDelete
+	if cached {
+		m = http.MethodPost
+	}
+	return c.want(ctx, m, endpoint(node, "/peer/piece/stream", q), types.CodeGetPieceReport)
+}
+
+func (c *Client) want(ctx context.Context, method, u string, code int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	env, err := c.envelope(ctx, method, u, nil)
+	if err != nil {
+		return err
+	}
+	if env.Code != code {
+		return fmt.Errorf("%s: code %d (%s), want %d", u, env.Code, env.Msg, code)
+	}
+	return nil
+}
+
+// PieceError is the query of GET /peer/piece/error.
+type PieceError struct {
+	TaskID, Range, SrcCID, DstCID, DstIP, RealMd5, ExpectedMd5, ErrorType string
+}
+
+// ReportPieceError calls GET /peer/piece/error. The reply has no body.
+func (c *Client) ReportPieceError(ctx context.Context, node string, e PieceError) error {
+	q := url.Values{}
+	q.Set("taskId", e.TaskID)
+	q.Set("range", e.Range)
+	q.Set("srcCid", e.SrcCID)
+	q.Set("dstCid", e.DstCID)
+	q.Set("dstIp", e.DstIP)
+	q.Set("realMd5", e.RealMd5)
+	q.Set("expectedMd5", e.ExpectedMd5)
+	q.Set("errorType", e.ErrorType)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, status, err := c.do(ctx, http.MethodGet, endpoint(node, "/peer/piece/error", q), nil, "")
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("report piece error: HTTP %d", status)
+	}
+	return nil
+}
+
+// ReportMetrics posts /task/metrics once. The reply body is "null".
+func (c *Client) ReportMetrics(ctx context.Context, node string, m *types.TaskMetricsRequest) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode metrics: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, status, err := c.do(ctx, http.MethodPost, endpoint(node, "/task/metrics", nil), body, "application/json")
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("report metrics: HTTP %d", status)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package api
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// ErrPieceNotFound is a holder answering 404 for a piece.
+var ErrPieceNotFound = errors.New("piece not found at holder")
+
+// Md5MismatchError is a piece whose bytes do not hash to the expected md5.
+type Md5MismatchError struct{ Real, Expected string }
+
+func (e *Md5MismatchError) Error() string {
+	return fmt.Sprintf("piece md5 mismatch: got %s, want %s", e.Real, e.Expected)
+}
+
+// BufferPool recycles piece buffers so a download allocates about as many
+// as it has pieces in flight, not one per piece.
+type BufferPool struct{ p sync.Pool }
+
+// Get returns an empty buffer with at least size capacity.
+func (b *BufferPool) Get(size int) *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok && cap(*v) >= size {
+		*v = (*v)[:0]
+		return v
+	}
+	s := make([]byte, 0, size)
+	return &s
+}
+
+// Put returns a buffer to the pool.
+func (b *BufferPool) Put(v *[]byte) {
+	if v != nil {
+		b.p.Put(v)
+	}
+}
+
+// FetchRequest names one piece to download from one holder.
+type FetchRequest struct {
+	Info types.PieceInfo
+	// Wrapped is false in source-CDN mode, where pieces carry no wrapper.
+	Wrapped bool
+	// Headers are sent to the holder (source-CDN mode only).
+	Headers map[string]string
+	Limiter *xrate.Limiter
+}
+
+// URL is where the piece is fetched: the path is a full URL in source-CDN
+// mode, otherwise a path on the holder.
+func (r *FetchRequest) URL() string {
+	if strings.Contains(r.Info.Path, "://") {
+		return r.Info.Path
+	}
+	return "http://" + net.JoinHostPort(r.Info.PeerIP, strconv.Itoa(r.Info.PeerPort)) + r.Info.Path
+}
+
+// FetchPiece downloads a piece into buf (which it may grow) and checks it:
+// the md5 of the bytes against pieceMd5 when the supernode gave one, and the
+// wrapper's header and tail. It returns the piece bytes as received
+// (wrapped unless source-CDN mode).
+func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("build piece request: %w", err)
+	}
+	for k, v := range r.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Range", "bytes="+r.Info.Range)
+	req.Header.Set("pieceNum", strconv.Itoa(r.Info.PieceNum))
+	req.Header.Set("pieceSize", strconv.Itoa(int(r.Info.PieceSize)))
+	req.Header.Set("User-Agent", UserAgent())
+	if !r.Wrapped {
+		req.Header.Set("cdnSource", types.CDNSourceSource)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch piece %d: %w", r.Info.PieceNum, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, fmt.Errorf("fetch piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, ErrPieceNotFound)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return nil, fmt.Errorf("fetch piece %d from %s: HTTP %d", r.Info.PieceNum, r.Info.PeerIP, resp.StatusCode)
+	}
+	start, end, err := piece.ParseRange(r.Info.Range)
+	if err != nil {
+		return nil, err
+	}
+	want := end - start + 1
+	if resp.ContentLength > want {
+		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
+	}
+	b := (*buf)[:0]
+	if int64(cap(b)) < want {
+		b = make([]byte, 0, want)
+	}
+	h := md5.New()
+	var src io.Reader = resp.Body
+	if r.Limiter != nil {
+		src = &limitedReader{ctx: ctx, r: resp.Body, l: r.Limiter}
+	}
+	for int64(len(b)) < want {
+		n, err := src.Read(b[len(b):want])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*buf = b
+			return nil, fmt.Errorf("read piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, err)
+		}
+	}
+	*buf = b
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
+	}
+	if exp := piece.Md5OfValue(r.Info.PieceMd5); exp != "" {
+		h.Write(b)
+		if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, exp) {
+			return nil, &Md5MismatchError{Real: got, Expected: exp}
+		}
+	}
+	if r.Wrapped {
+		if _, err := piece.Unwrap(b); err != nil {
+			return nil, &Md5MismatchError{Real: "malformed: " + err.Error(), Expected: piece.Md5OfValue(r.Info.PieceMd5)}
+		}
+	}
+	return b, nil
+}
+
+// LimitReader wraps r so reads wait on l (nil = unlimited).
+func LimitReader(ctx context.Context, r io.Reader, l *xrate.Limiter) io.Reader {
+	if l == nil {
+		return r
+	}
+	return &limitedReader{ctx: ctx, r: r, l: l}
+}
+
+type limitedReader struct {
+	ctx context.Context
+	r   io.Reader
+	l   *xrate.Limiter
+}
+
+func (lr *limitedReader) Read(p []byte) (int, error) {
+	if b := lr.l.Burst(); len(p) > b {
+		p = p[:b]
+	}
+	n, err := lr.r.Read(p)
+	if n > 0 {
+		if werr := lr.l.WaitN(lr.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}

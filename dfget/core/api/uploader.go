@@ -1,0 +1,138 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Header names of the peer server's control endpoints.
+const (
+	HeaderDataDir      = "dataDir"
+	HeaderTotalLimit   = "totalLimit"
+	HeaderRateLimit    = "rateLimit"
+	HeaderTaskID       = "taskID"
+	HeaderTaskFileName = "taskFileName"
+	HeaderPieceNum     = "pieceNum"
+	HeaderPieceSize    = "pieceSize"
+	HeaderWindowSize   = "windowSize"
+	HeaderSuperNode    = "superNode"
+	HeaderCID          = "cid"
+)
+
+func peerURL(ip string, port int, path string, q url.Values) string {
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(port)), Path: path}
+	if q != nil {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func (c *Client) peerCall(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("build request %s: %w", u, err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.ContentLength = int64(len(body))
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("%s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
+}
+
+// CheckServer calls the peer server's /check/{taskFileName}, which also
+// registers the task with it, and returns the body "<name>@<version>".
+func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileName, dataDir string, totalLimit int64) (string, error) {
+	return c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil),
+		map[string]string{HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10)}, nil)
+}
+
+// PingServer calls /server/ping.
+func (c *Client) PingServer(ctx context.Context, ip string, port int) error {
+	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/server/ping", nil), nil, nil)
+	return err
+}
+
+// FinishTask tells the peer server the task file is complete and whom to
+// report its service-down to.
+func (c *Client) FinishTask(ctx context.Context, ip string, port int, taskFileName, taskID, cid, superNode string) error {
+	q := url.Values{}
+	q.Set("taskFileName", taskFileName)
+	q.Set("taskID", taskID)
+	q.Set("cid", cid)
+	q.Set("superNode", superNode)
+	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/client/finish", q), nil, nil)
+	return err
+}
+
+// FairRate asks the peer server for this download's share of the host's
+// total limit, given the rate it would like.
+func (c *Client) FairRate(ctx context.Context, ip string, port int, taskFileName string, want int64) (int64, error) {
+	body, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/rate/"+url.PathEscape(taskFileName), nil),
+		map[string]string{HeaderRateLimit: strconv.FormatInt(want, 10)}, nil)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(body), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad rate reply %q: %w", body, err)
+	}
+	return v, nil
+}
+
+// StreamTask is what the peer server needs to hold a stream cache.
+type StreamTask struct {
+	TaskFileName string
+	TaskID       string
+	CID          string
+	SuperNode    string
+	PieceSize    int32
+	WindowSize   int
+}
+
+// RegisterStreamTask opens a stream cache on the peer server (POST /stream/task).
+func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t StreamTask) error {
+	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), map[string]string{
+		HeaderTaskFileName: t.TaskFileName, HeaderTaskID: t.TaskID, HeaderCID: t.CID, HeaderSuperNode: t.SuperNode,
+		HeaderPieceSize: strconv.Itoa(int(t.PieceSize)), HeaderWindowSize: strconv.Itoa(t.WindowSize),
+	}, nil)
+	return err
+}
+
+// PushStreamPiece hands a verified wrapped piece to the peer server's stream
+// cache (POST /stream/piece).
+func (c *Client) PushStreamPiece(ctx context.Context, ip string, port int, taskFileName string, num int, pieceSize int32, wrapped []byte) error {
+	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
+		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num), HeaderPieceSize: strconv.Itoa(int(pieceSize)),
+	}, wrapped)
+	return err
+}
+
+// CloseStreamTask drops a stream cache (DELETE /stream/task); the peer
+// server reports every still-cached piece as evicted.
+func (c *Client) CloseStreamTask(ctx context.Context, ip string, port int, taskFileName string) error {
+	_, err := c.peerCall(ctx, http.MethodDelete, peerURL(ip, port, "/stream/task", nil),
+		map[string]string{HeaderTaskFileName: taskFileName}, nil)
+	return err
+}

@@ -1,0 +1,409 @@
+// Package core runs one dfget download: prepare (paths, local IP, peer
+// server), register with a supernode, download (P2P into a file or a
+// stream), and fall back to the source when P2P is impossible or fails.
+// It prints the Dragonfly 1.x console lines and returns the exit status.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/dfget/core/progress"
+	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
+	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+// IO is where a download writes: Data receives the stream, Console the
+// v1 status lines, Bar the progress bar (nil: none).
+type IO struct {
+	Data    io.Writer
+	Console io.Writer
+	Bar     io.Writer
+}
+
+// downloadError is a failure with the back-source reason it carries.
+type downloadError struct {
+	reason int
+	err    error
+}
+
+func (e *downloadError) Error() string { return e.err.Error() }
+func (e *downloadError) Unwrap() error { return e.err }
+
+// Download is the state of one dfget run.
+type Download struct {
+	cfg    *config.Config
+	io     IO
+	log    *logrus.Logger
+	client *api.Client
+
+	localIP   string
+	cid       string
+	peerPort  int
+	reg       *regist.Result
+	limiter   *xrate.Limiter
+	bar       *progress.Bar
+	headers   map[string]string
+	reason    int
+	length    int64
+	fromPeers int
+	sw        *downloader.StreamWriter
+}
+
+// Run performs the download described by cfg (already Completed) and
+// returns the process exit status.
+func Run(ctx context.Context, cfg *config.Config, out IO) int {
+	d := &Download{cfg: cfg, io: out, client: api.New(), length: -1}
+	defer d.client.HTTP.CloseIdleConnections()
+	log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.Verbose, cfg.Console)
+	if err != nil {
+		fmt.Fprintf(out.Console, "dfget: %v\n", err)
+		return config.ExitPrepare
+	}
+	defer closeLog()
+	d.log = log
+	d.headers, _ = urlutil.ParseHeaders(cfg.Headers)
+	d.limiter = cfg.LocalLimit.Limiter(burstFor(int64(cfg.LocalLimit)))
+	if d.limiter == nil && cfg.TotalLimit > 0 {
+		d.limiter = cfg.TotalLimit.Limiter(burstFor(int64(cfg.TotalLimit)))
+	}
+	fmt.Fprintf(out.Console, "--%s--  %s\n", cfg.StartTime.Format("2006-01-02 15:04:05"), cfg.URL)
+	fmt.Fprintf(out.Console, "dfget version:%s\n", version.Version)
+	fmt.Fprintf(out.Console, "workspace:%s\n", cfg.Home)
+	fmt.Fprintf(out.Console, "sign:%s\n", cfg.Sign)
+
+	err = d.run(ctx)
+	cost := time.Since(cfg.StartTime).Seconds()
+	d.reportMetrics(err == nil)
+	if d.bar != nil {
+		d.bar.Close()
+	}
+	if err == nil {
+		fmt.Fprintf(out.Console, "download SUCCESS cost:%.3fs length:%d reason:%d\n", cost, d.length, d.reason)
+		log.Infof("download SUCCESS cost:%.3fs length:%d reason:%d peers:%d", cost, d.length, d.reason, d.fromPeers)
+		return 0
+	}
+	if errors.Is(err, downloader.ErrConsumerGone) {
+		fmt.Fprintf(out.Console, "download STOPPED cost:%.3fs length:%d reason:%d: %v\n", cost, d.length, d.reason, err)
+		return 0
+	}
+	fmt.Fprintf(out.Console, "download FAIL(%d) cost:%.3fs length:%d reason:%d error:%v\n",
+		1104, cost, max(d.length, 0), d.reason, err)
+	log.Errorf("download FAIL: %v", err)
+	return config.ExitDownloadError
+}
+
+func burstFor(r int64) int { return int(min(max(r/8, 16<<10), 1<<20)) }
+
+func (d *Download) run(ctx context.Context) error {
+	cfg := d.cfg
+	for _, dir := range []string{cfg.MetaDir(), cfg.DataDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("prepare %s: %w", dir, err)
+		}
+	}
+	if cfg.Pattern == config.PatternSource {
+		d.reason = config.ReasonUserSpecified
+		return d.backSource(ctx, nil, 0)
+	}
+	nodes := regist.Order(cfg.Nodes)
+	d.localIP = cfg.IP
+	if d.localIP == "" {
+		ip, err := regist.LocalIP(ctx, nodes)
+		if err != nil {
+			d.log.Warnf("%v", err)
+			d.reason = config.ReasonRegisterFail
+			return d.backSource(ctx, err, 0)
+		}
+		d.localIP = ip
+	}
+	d.cid = d.localIP + "-" + cfg.Sign
+	if cfg.Pattern == config.PatternP2P {
+		port, err := d.startPeerServer(ctx)
+		if err != nil {
+			d.log.Warnf("peer server unavailable, using the cdn pattern: %v", err)
+		}
+		d.peerPort = port
+	}
+	rootCAs, err := readCAs(cfg.CACerts)
+	if err != nil {
+		return err
+	}
+	reg, err := regist.Register(ctx, d.client, cfg, nodes, regist.Request{CID: d.cid, IP: d.localIP, Port: d.peerPort, RootCAs: rootCAs}, "")
+	if err != nil {
+		d.log.Warnf("%v", err)
+		d.reason = config.ReasonRegisterFail
+		return d.backSource(ctx, err, 0)
+	}
+	d.reg = reg
+	d.length = reg.Data.FileLength
+	fmt.Fprintf(d.io.Console, "client:%s connected to node:%s\n", d.localIP, reg.Node)
+	fmt.Fprintln(d.io.Console, "start download by dragonfly...")
+	d.log.Infof("registered at %s: task %s length %d piece size %d cdn source %s", reg.Node, reg.Data.TaskID,
+		reg.Data.FileLength, reg.Data.PieceSize, reg.Data.CDNSource)
+	d.startBar(reg.Data.FileLength)
+	if cfg.Stream {
+		return d.stream(ctx)
+	}
+	return d.file(ctx)
+}
+
+func (d *Download) startBar(total int64) {
+	if d.cfg.ShowBar && d.io.Bar != nil {
+		d.bar = progress.New(d.io.Bar, total)
+	} else {
+		d.bar = progress.New(nil, total)
+	}
+}
+
+func (d *Download) startPeerServer(ctx context.Context) (int, error) {
+	cfg := d.cfg
+	return uploader.StartOrReuse(ctx, d.client, uploader.SpawnOptions{
+		IP: d.localIP, Port: cfg.Port, Home: cfg.Home, MetaPath: cfg.MetaPath(), DataDir: cfg.DataDir(),
+		LogPath: filepath.Join(cfg.LogDir(), "dfserver.log"), ExpireTime: cfg.ExpireTime, AliveTime: cfg.AliveTime,
+		Verbose: cfg.Verbose, TaskFileName: cfg.TaskFileName, TotalLimit: int64(cfg.TotalLimit),
+	})
+}
+
+func readCAs(files []string) ([][]byte, error) {
+	var out [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read --cacerts %s: %w", f, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// p2p builds the P2P attempt for the registered task.
+func (d *Download) p2p(w downloader.Writer) *downloader.P2P {
+	wrapped := d.reg.Data.CDNSource != types.CDNSourceSource
+	var hdr map[string]string
+	if !wrapped {
+		hdr = d.headers
+	}
+	return &downloader.P2P{
+		Client: d.client, Node: d.reg.Node, TaskID: d.reg.Data.TaskID, CID: d.cid, PieceSize: d.reg.Data.PieceSize,
+		Wrapped: wrapped, Headers: hdr, Writer: w, Limiter: d.limiter, Log: d.log, OnPiece: d.bar.Add,
+	}
+}
+
+// contentPerPiece is how many file bytes one piece carries.
+func (d *Download) contentPerPiece() int64 {
+	if d.reg.Data.CDNSource == types.CDNSourceSource {
+		return int64(d.reg.Data.PieceSize)
+	}
+	return piece.ContentSize(d.reg.Data.PieceSize)
+}
+
+// pieceCount is the number of pieces when the length is known, else the
+// number the supernode had us download.
+func (d *Download) pieceCount(res *downloader.Result) int {
+	if d.length < 0 {
+		return res.Pieces
+	}
+	if d.length == 0 {
+		return 1
+	}
+	c := d.contentPerPiece()
+	return int((d.length + c - 1) / c)
+}
+
+// file downloads into the service file (p2p) or a temp file beside the
+// output (cdn), checks the whole-file md5 and publishes the output.
+func (d *Download) file(ctx context.Context) error {
+	cfg := d.cfg
+	var path string
+	if d.peerPort > 0 {
+		path = filepath.Join(cfg.DataDir(), cfg.TaskFileName+uploader.ServiceSuffix)
+	} else {
+		f, err := os.CreateTemp(filepath.Dir(cfg.Output), "."+filepath.Base(cfg.Output)+".dfget-*")
+		if err != nil {
+			return fmt.Errorf("create temp file: %w", err)
+		}
+		path = f.Name()
+		f.Close()
+	}
+	w, err := downloader.NewFileWriter(path, d.contentPerPiece())
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
+	stopRate := d.fairRate(pctx)
+	res, err := d.p2p(w).Run(pctx)
+	var sum string
+	var length int64
+	if err == nil {
+		length, sum, err = w.Finish(pctx, d.pieceCount(res))
+	} else {
+		w.Abort()
+	}
+	stopRate()
+	cancel()
+	if err == nil {
+		err = d.checkFile(res, length, sum)
+	}
+	if err == nil {
+		if d.peerPort > 0 {
+			err = downloader.Publish(path, cfg.Output)
+		} else if err = os.Chmod(path, 0o644); err == nil {
+			err = os.Rename(path, cfg.Output)
+		}
+	}
+	if err == nil {
+		d.length, d.fromPeers = length, res.FromPeers
+		d.finishPeerServer(ctx)
+		return nil
+	}
+	// P2P is over (Run waited for every fetch): drop its file, tell the
+	// supernode we serve nothing, and fall back.
+	os.Remove(path)
+	d.serviceDown()
+	d.log.Warnf("p2p download failed: %v", err)
+	reason := config.ReasonDownloadError
+	var de *downloadError
+	if errors.As(err, &de) {
+		reason = de.reason
+	}
+	d.reason = reason
+	return d.backSource(ctx, err, 0)
+}
+
+func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {
+	if d.length >= 0 && length != d.length {
+		return &downloadError{config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, d.length)}
+	}
+	want := d.cfg.Md5
+	if want == "" {
+		want = res.Finish.Md5
+	}
+	if want != "" && !downloader.EqualMd5(sum, want) {
+		return &downloadError{config.ReasonMd5NotMatch, fmt.Errorf("md5 of downloaded file is %s, want %s", sum, want)}
+	}
+	return nil
+}
+
+// finishPeerServer hands the completed file to the peer server, which
+// serves it until it expires and then reports service-down.
+func (d *Download) finishPeerServer(ctx context.Context) {
+	if d.peerPort <= 0 {
+		d.serviceDown()
+		return
+	}
+	if err := d.client.FinishTask(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.reg.Data.TaskID, d.cid, d.reg.Node); err != nil {
+		d.log.Warnf("tell peer server the task finished: %v", err)
+		d.serviceDown()
+	}
+}
+
+// serviceDown tells the supernode this client serves nothing for the task.
+func (d *Download) serviceDown() {
+	if d.reg == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.client.ReportServiceDown(ctx, d.reg.Node, d.reg.Data.TaskID, d.cid); err != nil {
+		d.log.Debugf("service down: %v", err)
+	}
+}
+
+// fairRate keeps the download limiter at this download's share of
+// --totallimit, asking the peer server every 3 s. It returns a stop func.
+func (d *Download) fairRate(ctx context.Context) func() {
+	if d.cfg.TotalLimit <= 0 || d.peerPort <= 0 || d.limiter == nil {
+		return func() {}
+	}
+	want := int64(d.cfg.LocalLimit)
+	if want <= 0 {
+		want = int64(d.cfg.TotalLimit)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(3 * time.Second)
+		defer t.Stop()
+		for {
+			if r, err := d.client.FairRate(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, want); err == nil && r > 0 {
+				d.limiter.SetLimit(xrate.Limit(r))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// backSource downloads from the source unless --notbs forbids it. off is
+// where a stream continues.
+func (d *Download) backSource(ctx context.Context, cause error, off int64) error {
+	cfg := d.cfg
+	if cfg.NotBS {
+		d.reason += config.ReasonNotBSAddition
+		if cause == nil {
+			cause = errors.New("p2p download not possible")
+		}
+		return fmt.Errorf("%w (--notbs: no fallback to the source)", cause)
+	}
+	hc, err := downloader.SourceClient(cfg.CACerts, cfg.Insecure)
+	if err != nil {
+		return err
+	}
+	defer hc.CloseIdleConnections()
+	src := &downloader.Source{HTTP: hc, URL: cfg.URL, Headers: d.headers, Limiter: d.limiter}
+	if cfg.Pattern != config.PatternSource {
+		fmt.Fprintf(d.io.Console, "start download %s from the source station\n", filepath.Base(cfg.Output))
+	}
+	d.log.Infof("back-source download, reason %d", d.reason)
+	if d.bar == nil {
+		d.startBar(-1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
+	defer cancel()
+	if cfg.Stream {
+		return d.streamBackSource(ctx, src, off)
+	}
+	n, err := src.DownloadFile(ctx, cfg.Output, cfg.Md5, d.bar.Add)
+	if err != nil {
+		return err
+	}
+	d.length = n
+	return nil
+}
+
+func (d *Download) reportMetrics(success bool) {
+	if d.reg == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m := &types.TaskMetricsRequest{
+		IP: d.localIP, Port: d.peerPort, TaskID: d.reg.Data.TaskID, CID: d.cid, CallSystem: d.cfg.CallSystem,
+		Duration: time.Since(d.cfg.StartTime).Seconds(), Success: success, FileLength: max(d.length, 0),
+		BacksourceReason: fmt.Sprint(d.reason),
+	}
+	if err := d.client.ReportMetrics(ctx, d.reg.Node, m); err != nil {
+		d.log.Debugf("report metrics: %v", err)
+	}
+}

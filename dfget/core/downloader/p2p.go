@@ -1,0 +1,344 @@
+// Package downloader moves a file's pieces: the P2P pull loop against the
+// supernode with parallel piece fetches from peers and the supernode, the
+// back-source download, and the writers that receive verified pieces (the
+// file writer for the service file or a temp file, the stream writer for
+// stdout).
+package downloader
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// P2P is one P2P download attempt against one supernode.
+type P2P struct {
+	Client    *api.Client
+	Node      string // supernode host:port
+	TaskID    string
+	CID       string
+	PieceSize int32
+	// Wrapped is false when the supernode's cdnSource is "source".
+	Wrapped bool
+	// Headers go to holders in source-CDN mode.
+	Headers map[string]string
+	Writer  Writer
+	Limiter *xrate.Limiter
+	Log     *logrus.Logger
+	// OnPiece is called with each written piece's content length.
+	OnPiece func(n int64)
+
+	pool api.BufferPool
+}
+
+// Result is what a finished P2P attempt learned.
+type Result struct {
+	Finish types.FinishData
+	// Pieces is the number of distinct pieces written.
+	Pieces int
+	// FromPeers counts pieces fetched from peers other than the supernode.
+	FromPeers int
+}
+
+type event struct {
+	num    int
+	rng    string
+	dstCID string
+	ok     bool
+	fatal  error
+}
+
+// errNoProgress ends an attempt whose supernode keeps saying "wait" for
+// too long without any piece arriving.
+var errNoProgress = errors.New("no piece scheduled for too long")
+
+// Run pulls piece tasks until the supernode answers 600, fetching pieces in
+// parallel. It returns only after every fetch it started has ended, so a
+// caller may fall back to the source as soon as it returns.
+func (d *P2P) Run(ctx context.Context) (*Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	events := make(chan event, 256)
+	running := map[int]bool{}
+	done := map[int]bool{}
+	res := &Result{}
+	var fails []event
+	var lastOK *event
+	started := false
+	wait := 0
+	lastProgress := time.Now()
+	gate, _ := d.Writer.(Gate)
+
+	handle := func(e event) error {
+		delete(running, e.num)
+		if e.fatal != nil {
+			return e.fatal
+		}
+		if e.ok {
+			if !done[e.num] {
+				done[e.num] = true
+				res.Pieces++
+				if !strings.HasPrefix(e.dstCID, types.SuperNodeCIDPrefix) {
+					res.FromPeers++
+				}
+			}
+			lastOK = &e
+			lastProgress = time.Now()
+			wait = 0
+		} else {
+			fails = append(fails, e)
+		}
+		return nil
+	}
+	// drain applies every event already queued without blocking.
+	drain := func() error {
+		for {
+			select {
+			case e := <-events:
+				if err := handle(e); err != nil {
+					return err
+				}
+			default:
+				return nil
+			}
+		}
+	}
+	// await blocks for the next event or until d elapses.
+	await := func(dur time.Duration) error {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-events:
+			if err := handle(e); err != nil {
+				return err
+			}
+			return drain()
+		case <-t.C:
+			return nil
+		}
+	}
+
+	for {
+		if err := drain(); err != nil {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		req := api.PullRequest{TaskID: d.TaskID, SrcCID: d.CID, Status: types.TaskStatusRunning}
+		switch {
+		case !started:
+			req.Status, req.Result = types.TaskStatusStart, types.ResultInvalid
+		case len(fails) > 0:
+			f := fails[0]
+			fails = fails[1:]
+			req.Result, req.Range, req.DstCID = types.ResultFail, f.rng, f.dstCID
+		case lastOK != nil:
+			req.Result, req.Range, req.DstCID = types.ResultSemiSuc, lastOK.rng, lastOK.dstCID
+		default:
+			req.Status, req.Result = types.TaskStatusStart, types.ResultInvalid
+		}
+		env, err := d.Client.PullPieceTask(ctx, d.Node, req)
+		if err != nil {
+			return nil, fmt.Errorf("pull piece task from %s: %w", d.Node, err)
+		}
+		started = true
+		switch env.Code {
+		case types.CodePeerContinue, types.CodeSuccess:
+			var infos []types.PieceInfo
+			if len(env.Data) > 0 && string(env.Data) != "null" {
+				if err := json.Unmarshal(env.Data, &infos); err != nil {
+					return nil, fmt.Errorf("bad piece task reply: %w", err)
+				}
+			}
+			launched := 0
+			for _, pi := range infos {
+				if pi.PieceSize != 0 && pi.PieceSize != d.PieceSize {
+					continue
+				}
+				if done[pi.PieceNum] {
+					// Re-scheduled piece we already have: confirm it.
+					d.reportSuccessAsync(ctx, &wg, pi)
+					continue
+				}
+				if running[pi.PieceNum] {
+					continue
+				}
+				var release func()
+				if gate != nil {
+					if release, err = gate.Admit(ctx, pi.PieceNum); errors.Is(err, ErrOutOfWindow) {
+						fails = append(fails, event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID})
+						continue
+					} else if err != nil {
+						return nil, err
+					}
+				}
+				running[pi.PieceNum] = true
+				launched++
+				wg.Add(1)
+				go func(pi types.PieceInfo) {
+					defer wg.Done()
+					e := d.fetch(ctx, pi, release)
+					select {
+					case events <- e:
+					case <-ctx.Done():
+					}
+				}(pi)
+			}
+			if launched == 0 {
+				// At our limit or nothing new: wait for a fetch to end.
+				if err := await(time.Second); err != nil {
+					return nil, err
+				}
+			}
+		case types.CodePeerWait, types.CodePeerLimited:
+			if time.Since(lastProgress) > 2*time.Minute && len(running) == 0 {
+				return nil, errNoProgress
+			}
+			lo := 50 << min(wait, 4)
+			wait++
+			if err := await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond); err != nil {
+				return nil, err
+			}
+		case types.CodePeerFinish:
+			if len(env.Data) > 0 {
+				if err := json.Unmarshal(env.Data, &res.Finish); err != nil {
+					return nil, fmt.Errorf("bad finish reply: %w", err)
+				}
+			}
+			cancel()
+			wg.Wait()
+			// Pieces whose write raced the finish still count.
+			for {
+				select {
+				case e := <-events:
+					if err := handle(e); err != nil {
+						return nil, err
+					}
+					continue
+				default:
+				}
+				break
+			}
+			return res, nil
+		case types.CodeSourceError:
+			return nil, fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
+		default:
+			return nil, fmt.Errorf("supernode %s: /peer/task code %d: %s", d.Node, env.Code, env.Msg)
+		}
+	}
+}
+
+// fetch downloads, verifies and writes one piece, reports it, and returns
+// the event for the pull loop.
+func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) event {
+	e := event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID}
+	if pi.PieceSize == 0 {
+		pi.PieceSize = d.PieceSize
+	}
+	buf := d.pool.Get(int(d.PieceSize))
+	owned := true
+	defer func() {
+		if owned {
+			d.pool.Put(buf)
+			if release != nil {
+				release()
+			}
+		}
+	}()
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, Limiter: d.Limiter}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	b, err := d.Client.FetchPiece(fctx, req, buf)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
+			d.reportError(ctx, pi, err)
+			time.Sleep(20 * time.Millisecond)
+		}
+		return e
+	}
+	content := b
+	if d.Wrapped {
+		content = b[piece.HeadSize : len(b)-1]
+	}
+	owned = false
+	p := &Piece{Num: pi.PieceNum, Range: pi.Range, Content: content, Wrapped: b, release: func() {
+		d.pool.Put(buf)
+		if release != nil {
+			release()
+		}
+	}}
+	n := int64(len(content))
+	if err := d.Writer.WritePiece(ctx, p); err != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrOutOfWindow) {
+			return e
+		}
+		e.fatal = err
+		return e
+	}
+	if d.OnPiece != nil {
+		d.OnPiece(n)
+	}
+	d.reportSuccess(ctx, pi)
+	e.ok = true
+	return e
+}
+
+// reportSuccess sends /peer/piece/suc, retrying a few times: until the
+// supernode has it, no other peer is sent to us for this piece.
+func (d *P2P) reportSuccess(ctx context.Context, pi types.PieceInfo) {
+	for i := 0; i < 3; i++ {
+		err := d.Client.ReportPieceSuccess(ctx, d.Node, d.TaskID, d.CID, pi.CID, pi.Range)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		d.Log.Debugf("report piece %d success: %v", pi.PieceNum, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(50+rand.IntN(500)) * time.Millisecond):
+		}
+	}
+}
+
+func (d *P2P) reportSuccessAsync(ctx context.Context, wg *sync.WaitGroup, pi types.PieceInfo) {
+	wg.Add(1)
+	go func() { defer wg.Done(); d.reportSuccess(ctx, pi) }()
+}
+
+// reportError tells the supernode about a holder that sent a bad piece or
+// none, so it stops sending peers there.
+func (d *P2P) reportError(ctx context.Context, pi types.PieceInfo, err error) {
+	pe := api.PieceError{TaskID: d.TaskID, SrcCID: d.CID, DstCID: pi.CID, DstIP: pi.PeerIP, Range: pi.Range}
+	var mm *api.Md5MismatchError
+	switch {
+	case errors.As(err, &mm):
+		pe.ErrorType, pe.RealMd5, pe.ExpectedMd5 = types.PieceErrorFileMd5NotMatch, mm.Real, mm.Expected
+	case errors.Is(err, api.ErrPieceNotFound):
+		pe.ErrorType = types.PieceErrorFileNotExist
+	default:
+		return
+	}
+	if rerr := d.Client.ReportPieceError(ctx, d.Node, pe); rerr != nil {
+		d.Log.Debugf("report piece error: %v", rerr)
+	}
+}

@@ -1,0 +1,190 @@
+package downloader
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+)
+
+// Source downloads straight from the origin: the fallback when P2P is not
+// possible and the whole of --pattern source.
+type Source struct {
+	HTTP    *http.Client
+	URL     string
+	Headers map[string]string
+	Limiter *xrate.Limiter
+}
+
+// SourceClient returns an HTTP client for the origin honouring --cacerts
+// and --insecure.
+func SourceClient(caFiles []string, insecure bool) (*http.Client, error) {
+	tr := api.NewTransport()
+	tr.ResponseHeaderTimeout = 0
+	tr.Proxy = http.ProxyFromEnvironment
+	if len(caFiles) > 0 || insecure {
+		cfg := &tls.Config{InsecureSkipVerify: insecure} //nolint:gosec // the user asked for --insecure
+		if len(caFiles) > 0 {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
+			for _, f := range caFiles {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return nil, fmt.Errorf("read --cacerts %s: %w", f, err)
+				}
+				if !pool.AppendCertsFromPEM(b) {
+					return nil, fmt.Errorf("--cacerts %s: no PEM certificate", f)
+				}
+			}
+			cfg.RootCAs = pool
+		}
+		tr.TLSClientConfig = cfg
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// shiftRange moves a single "bytes=a-[b]" range forward by off bytes.
+func shiftRange(rg string, off int64) (string, bool) {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(rg), "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return "", false
+	}
+	a, b, ok := strings.Cut(spec, "-")
+	start, err := strconv.ParseInt(a, 10, 64)
+	if !ok || err != nil {
+		return "", false
+	}
+	return "bytes=" + strconv.FormatInt(start+off, 10) + "-" + b, true
+}
+
+// Open requests the source from byte off on (of the user's range, if a
+// Range header was given) and returns the body positioned at off.
+func (s *Source) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("source request: %w", err)
+	}
+	for k, v := range s.Headers {
+		req.Header.Set(k, v)
+	}
+	skip := int64(0)
+	if off > 0 {
+		if rg := req.Header.Get("Range"); rg != "" {
+			if shifted, ok := shiftRange(rg, off); ok {
+				req.Header.Set("Range", shifted)
+			} else {
+				skip = off
+			}
+		} else {
+			req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		}
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("source %s: HTTP %d", s.URL, resp.StatusCode)
+	}
+	if off > 0 && skip == 0 && resp.StatusCode == http.StatusOK {
+		// The source ignored our Range: skip what was already delivered.
+		skip = off
+	}
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("source %s: skip %d bytes: %w", s.URL, skip, err)
+		}
+	}
+	length := resp.ContentLength
+	if length >= 0 {
+		length -= skip
+	}
+	return resp.Body, length, nil
+}
+
+// Copy streams the source from off into w, counting bytes with onBytes.
+func (s *Source) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(int64)) (int64, error) {
+	body, length, err := s.Open(ctx, off)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	var r io.Reader = api.LimitReader(ctx, body, s.Limiter)
+	if onBytes != nil {
+		r = &countReader{r: r, f: onBytes}
+	}
+	n, err := io.CopyBuffer(w, r, make([]byte, 512<<10))
+	if err != nil {
+		return n, fmt.Errorf("copy from source: %w", err)
+	}
+	if length >= 0 && n != length {
+		return n, fmt.Errorf("source %s: got %d of %d bytes", s.URL, n, length)
+	}
+	return n, nil
+}
+
+// DownloadFile fetches the whole source into a temp file beside output,
+// checks wantMd5 if given, and renames it over output. output is untouched
+// on failure. It returns the length.
+func (s *Source) DownloadFile(ctx context.Context, output, wantMd5 string, onBytes func(int64)) (int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".backsource-*")
+	if err != nil {
+		return 0, fmt.Errorf("create temp file: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	h := md5.New()
+	n, err := s.Copy(ctx, io.MultiWriter(f, h), 0, onBytes)
+	if err != nil {
+		return n, err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); wantMd5 != "" && !EqualMd5(got, wantMd5) {
+		return n, fmt.Errorf("md5 of source file is %s, want %s", got, wantMd5)
+	}
+	if err := f.Close(); err != nil {
+		return n, fmt.Errorf("close temp file: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return n, fmt.Errorf("chmod temp file: %w", err)
+	}
+	if err := os.Rename(tmp, output); err != nil {
+		return n, fmt.Errorf("move to %s: %w", output, err)
+	}
+	ok = true
+	return n, nil
+}
+
+type countReader struct {
+	r io.Reader
+	f func(int64)
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.f(int64(n))
+	}
+	return n, err
+}

@@ -1,0 +1,205 @@
+package downloader
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+	"syscall"
+)
+
+// ErrOutOfWindow is a piece beyond the stream window: the writer will not
+// hold it, so the pull loop gives it back instead of fetching it.
+var ErrOutOfWindow = errors.New("piece outside the stream window")
+
+// StreamWriter writes pieces to out strictly in order. It holds at most
+// window pieces (in flight or waiting for their turn): Admit blocks the pull
+// loop when the window is full, so memory stays bounded however slow the
+// reader of out is.
+type StreamWriter struct {
+	out    io.Writer
+	window int
+	slots  chan struct{}
+	// Push, if set, is called with each verified piece before it is held
+	// (the peer server's stream cache); its error is only logged by it.
+	Push func(ctx context.Context, p *Piece)
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	next    int
+	held    map[int]*Piece
+	stopped bool
+	err     error
+	written int64
+	h       hash.Hash
+	done    chan struct{}
+}
+
+// NewStreamWriter starts a stream writer to out with the given window.
+func NewStreamWriter(out io.Writer, window int) *StreamWriter {
+	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
+		h: md5.New(), done: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	go w.run()
+	return w
+}
+
+// Admit implements Gate.
+func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
+	w.mu.Lock()
+	next, err := w.next, w.err
+	w.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if num >= next+w.window || num < next {
+		return nil, ErrOutOfWindow
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return func() { <-w.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// WritePiece implements Writer.
+func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
+	w.mu.Lock()
+	if w.err != nil || w.stopped {
+		err := w.err
+		w.mu.Unlock()
+		p.Release()
+		if err == nil {
+			err = errors.New("stream writer stopped")
+		}
+		return err
+	}
+	if p.Num < w.next || w.held[p.Num] != nil {
+		w.mu.Unlock()
+		p.Release()
+		return nil
+	}
+	if p.Num >= w.next+w.window {
+		w.mu.Unlock()
+		p.Release()
+		return ErrOutOfWindow
+	}
+	w.mu.Unlock()
+	if w.Push != nil {
+		w.Push(ctx, p)
+	}
+	w.mu.Lock()
+	w.held[p.Num] = p
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *StreamWriter) run() {
+	defer close(w.done)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		for w.held[w.next] == nil && !w.stopped {
+			w.cond.Wait()
+		}
+		p := w.held[w.next]
+		if p == nil {
+			return
+		}
+		delete(w.held, w.next)
+		w.mu.Unlock()
+		_, err := w.out.Write(p.Content)
+		if err == nil {
+			w.h.Write(p.Content)
+		}
+		n := int64(len(p.Content))
+		p.Release()
+		w.mu.Lock()
+		if err != nil {
+			if errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) {
+				err = ErrConsumerGone
+			} else {
+				err = fmt.Errorf("write stream: %w", err)
+			}
+			w.err = err
+			w.stopped = true
+			w.cond.Broadcast()
+			for k, hp := range w.held {
+				hp.Release()
+				delete(w.held, k)
+			}
+			return
+		}
+		w.written += n
+		w.next++
+		w.cond.Broadcast()
+	}
+}
+
+// Wait blocks until count pieces are written (or the writer failed) and
+// returns the bytes written and their md5.
+func (w *StreamWriter) Wait(ctx context.Context, count int) (int64, string, error) {
+	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	defer stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.next < count && w.err == nil && ctx.Err() == nil {
+		w.cond.Wait()
+	}
+	if w.err != nil {
+		return w.written, "", w.err
+	}
+	if err := ctx.Err(); err != nil {
+		return w.written, "", err
+	}
+	return w.written, hex.EncodeToString(w.h.Sum(nil)), nil
+}
+
+// Stop flushes the contiguous pieces already held, drops the rest and
+// stops the writer. It returns the bytes written, the state a fallback to
+// the source continues from, and the writer's error if it failed.
+func (w *StreamWriter) Stop() (int64, error) {
+	w.mu.Lock()
+	w.stopped = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, p := range w.held {
+		p.Release()
+		delete(w.held, k)
+	}
+	return w.written, w.err
+}
+
+// Continue writes more bytes after Stop (the fallback), keeping the
+// running md5.
+func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
+
+// Sum is the md5 of everything written.
+func (w *StreamWriter) Sum() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return hex.EncodeToString(w.h.Sum(nil))
+}
+
+type streamTail struct{ w *StreamWriter }
+
+func (t streamTail) Write(b []byte) (int, error) {
+	n, err := t.w.out.Write(b)
+	t.w.mu.Lock()
+	t.w.h.Write(b[:n])
+	t.w.written += int64(n)
+	t.w.mu.Unlock()
+	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)) {
+		err = ErrConsumerGone
+	}
+	return n, err
+}

@@ -1,0 +1,232 @@
+package downloader
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Piece is one verified piece handed to a writer. The writer owns it until
+// it calls Release, which returns the buffer to the pool.
+type Piece struct {
+	Num     int
+	Range   string
+	Content []byte // plain bytes of the file
+	Wrapped []byte // bytes as received (wrapped unless source-CDN mode)
+	release func()
+}
+
+// Release returns the piece's buffer; the piece must not be used after.
+func (p *Piece) Release() {
+	if p.release != nil {
+		p.release()
+		p.release = nil
+	}
+}
+
+// Writer receives verified pieces, possibly concurrently and out of order.
+type Writer interface {
+	// WritePiece stores p and takes ownership of it. A returned error is
+	// fatal for the P2P attempt.
+	WritePiece(ctx context.Context, p *Piece) error
+}
+
+// Gate is implemented by writers that bound how many pieces may be in
+// flight (the stream writer's window): Admit blocks until piece num may be
+// fetched, and returns a release for when the fetch failed.
+type Gate interface {
+	Admit(ctx context.Context, num int) (release func(), err error)
+}
+
+// FileWriter writes pieces at their offsets into one file (the service
+// file the peer server shares, or a temp file) and computes the whole-file
+// md5 as the contiguous prefix grows, so finishing needs no second pass
+// over the file.
+type FileWriter struct {
+	f       *os.File
+	path    string
+	content int64 // content bytes per full piece
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written map[int]int64 // piece -> content length, written but not hashed
+	hashed  int           // pieces [0, hashed) are in h
+	length  int64         // bytes hashed so far
+	h       hash.Hash
+	closed  bool
+	err     error
+	hdone   chan struct{}
+}
+
+// NewFileWriter creates (truncating) path and starts its hasher.
+// contentPerPiece is pieceSize-5, or pieceSize in source-CDN mode.
+func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	w := &FileWriter{f: f, path: path, content: contentPerPiece, written: map[int]int64{}, h: md5.New(), hdone: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	go w.hasher()
+	return w, nil
+}
+
+// Path is the file written.
+func (w *FileWriter) Path() string { return w.path }
+
+// WritePiece implements Writer.
+func (w *FileWriter) WritePiece(_ context.Context, p *Piece) error {
+	defer p.Release()
+	if _, err := w.f.WriteAt(p.Content, int64(p.Num)*w.content); err != nil {
+		return fmt.Errorf("write piece %d to %s: %w", p.Num, w.path, err)
+	}
+	w.mu.Lock()
+	if p.Num >= w.hashed {
+		w.written[p.Num] = int64(len(p.Content))
+		w.cond.Broadcast()
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// hasher reads the file back (from the page cache) as its prefix becomes
+// contiguous and feeds it to the md5.
+func (w *FileWriter) hasher() {
+	defer close(w.hdone)
+	buf := make([]byte, 1<<20)
+	for {
+		w.mu.Lock()
+		for !w.closed && !w.ready() {
+			w.cond.Wait()
+		}
+		n, ok := w.written[w.hashed]
+		if !ok {
+			w.mu.Unlock()
+			return
+		}
+		num := w.hashed
+		w.mu.Unlock()
+		off := int64(num) * w.content
+		if _, err := io.CopyBuffer(w.h, io.NewSectionReader(w.f, off, n), buf); err != nil {
+			w.mu.Lock()
+			w.err = fmt.Errorf("hash %s: %w", w.path, err)
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Lock()
+		delete(w.written, num)
+		w.hashed++
+		w.length += n
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+}
+
+// ready reports that the piece at the hash position is written. Caller
+// holds mu.
+func (w *FileWriter) ready() bool {
+	_, ok := w.written[w.hashed]
+	return ok
+}
+
+// Finish waits until pieces [0, count) are hashed, closes the file and
+// returns the file's length and md5. count < 0 means "every piece written",
+// for sources of unknown length.
+func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, error) {
+	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	defer stop()
+	w.mu.Lock()
+	for w.err == nil && ctx.Err() == nil {
+		if count >= 0 && w.hashed >= count {
+			break
+		}
+		if count < 0 && len(w.written) == 0 {
+			break
+		}
+		if count < 0 && len(w.written) > 0 {
+			if _, ok := w.written[w.hashed]; !ok {
+				w.err = fmt.Errorf("piece %d missing from %s", w.hashed, w.path)
+				break
+			}
+		}
+		w.cond.Wait()
+	}
+	err, length, sum := w.err, w.length, hex.EncodeToString(w.h.Sum(nil))
+	if err == nil {
+		err = ctx.Err()
+	}
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	<-w.hdone
+	if cerr := w.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", w.path, cerr)
+	}
+	return length, sum, err
+}
+
+// Abort stops the hasher and closes the file without checking anything.
+func (w *FileWriter) Abort() {
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	<-w.hdone
+	_ = w.f.Close()
+}
+
+// Publish makes src appear atomically at dst: a hard link when both are on
+// one file system, else a copy, written under a temporary name in dst's
+// directory and renamed over dst. dst is untouched on any failure.
+func Publish(src, dst string) error {
+	dir := filepath.Dir(dst)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".dfget-*")
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", dst, err)
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	os.Remove(tmpName)
+	if err := os.Link(src, tmpName); err != nil {
+		if err := copyFile(src, tmpName); err != nil {
+			os.Remove(tmpName)
+			return fmt.Errorf("publish %s: %w", dst, err)
+		}
+	}
+	if err := os.Rename(tmpName, dst); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("publish %s: %w", dst, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// EqualMd5 compares md5 hex strings case-insensitively.
+func EqualMd5(a, b string) bool { return strings.EqualFold(a, b) }
+
+// ErrConsumerGone means the stream's reader closed its end (EPIPE).
+var ErrConsumerGone = errors.New("output closed by its reader")

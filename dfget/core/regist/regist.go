@@ -1,0 +1,103 @@
+// Package regist registers a dfget download with a supernode, trying the
+// configured nodes in weighted random order until one accepts.
+package regist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+// Result is a successful registration.
+type Result struct {
+	Node string // host:port of the supernode that accepted
+	// SuperNodeIP is the address we dialled it on; CDN pieces are fetched
+	// from it.
+	SuperNodeIP string
+	Data        types.RegisterResponseData
+}
+
+// Request carries what the register body needs beyond the config.
+type Request struct {
+	CID     string
+	IP      string
+	Port    int // peer server port; 0 is the CDN pattern
+	RootCAs [][]byte
+}
+
+// LocalIP picks the address other peers reach us on: the local side of a
+// TCP connection to the first reachable node.
+func LocalIP(ctx context.Context, nodes []config.Node) (string, error) {
+	var last error
+	for _, n := range nodes {
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, "tcp4", n.Addr())
+		if err != nil {
+			last = err
+			continue
+		}
+		ip := c.LocalAddr().(*net.TCPAddr).IP.String()
+		c.Close()
+		return ip, nil
+	}
+	if last == nil {
+		last = errors.New("no node")
+	}
+	return "", fmt.Errorf("no supernode reachable to find the local IP: %w", last)
+}
+
+// Register tries nodes in order (skipping skip) and returns the first
+// success, or an error naming every node's failure.
+func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []config.Node, r Request, skip string) (*Result, error) {
+	host, _ := os.Hostname()
+	body := types.RegisterRequest{
+		RawURL: cfg.URL, TaskURL: cfg.TaskURL, CID: r.CID, IP: r.IP, HostName: host, Port: r.Port,
+		Path: types.PeerFilePathPrefix + cfg.TaskFileName, Version: version.Version, Md5: cfg.Md5,
+		CallSystem: cfg.CallSystem, Headers: cfg.Headers, Dfdaemon: cfg.Dfdaemon, Insecure: cfg.Insecure,
+		RootCAs: r.RootCAs,
+	}
+	if cfg.Md5 == "" {
+		body.Identifier = cfg.Identifier
+	}
+	if r.Port == 0 || cfg.Pattern == config.PatternCDN {
+		body.Pattern = config.PatternCDN
+	}
+	if cfg.Stream {
+		body.StreamMode, body.WindowSize = true, cfg.WindowSize
+	}
+	var errs []string
+	for _, n := range nodes {
+		if n.Addr() == skip {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		body.SuperNodeIP = n.Host
+		d, err := c.Register(ctx, n.Addr(), &body)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		return &Result{Node: n.Addr(), SuperNodeIP: n.Host, Data: *d}, nil
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no supernode to register with")
+	}
+	return nil, fmt.Errorf("register failed: %s", strings.Join(errs, "; "))
+}
+
+// Order returns the nodes in the order to try them.
+func Order(nodes config.NodeList) []config.Node {
+	return nodes.Order(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))))
+}

@@ -1,0 +1,109 @@
+package core
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+)
+
+// stream downloads to the data writer in order, never touching the disk.
+// Verified pieces also go to the peer server's stream cache so other peers
+// can fetch them while they are in the window.
+func (d *Download) stream(ctx context.Context) error {
+	cfg := d.cfg
+	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize)
+	cached := false
+	if d.peerPort > 0 && d.reg.Data.CDNSource != types.CDNSourceSource {
+		err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
+			TaskFileName: cfg.TaskFileName, TaskID: d.reg.Data.TaskID, CID: d.cid, SuperNode: d.reg.Node,
+			PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize,
+		})
+		if err != nil {
+			d.log.Warnf("peer server stream cache unavailable: %v", err)
+		} else {
+			cached = true
+			w.Push = func(ctx context.Context, p *downloader.Piece) {
+				if err := d.client.PushStreamPiece(ctx, d.localIP, d.peerPort, cfg.TaskFileName, p.Num, d.reg.Data.PieceSize, p.Wrapped); err != nil {
+					d.log.Debugf("push piece %d to stream cache: %v", p.Num, err)
+				}
+			}
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
+	res, err := d.p2p(w).Run(pctx)
+	var n int64
+	var sum string
+	if err == nil {
+		n, sum, err = w.Wait(pctx, d.pieceCount(res))
+	}
+	cancel()
+	written, werr := w.Stop()
+	if cached {
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if cerr := d.client.CloseStreamTask(cctx, d.localIP, d.peerPort, cfg.TaskFileName); cerr != nil {
+			d.log.Debugf("close stream cache: %v", cerr)
+		}
+		ccancel()
+	}
+	d.serviceDown()
+	d.length = written
+	if errors.Is(werr, downloader.ErrConsumerGone) {
+		return werr
+	}
+	if err == nil {
+		d.fromPeers = res.FromPeers
+		if d.reg.Data.FileLength >= 0 && n != d.reg.Data.FileLength {
+			return fmt.Errorf("streamed %d bytes, want %d", n, d.reg.Data.FileLength)
+		}
+		want := cfg.Md5
+		if want == "" {
+			want = res.Finish.Md5
+		}
+		if want != "" && !downloader.EqualMd5(sum, want) {
+			d.reason = config.ReasonMd5NotMatch
+			return fmt.Errorf("md5 of the stream is %s, want %s", sum, want)
+		}
+		return nil
+	}
+	if werr != nil {
+		return werr
+	}
+	d.log.Warnf("p2p stream failed after %d bytes: %v", written, err)
+	d.reason = config.ReasonDownloadError
+	d.sw = w
+	return d.backSource(ctx, err, written)
+}
+
+// streamBackSource continues the stream from the source at off, so no byte
+// already written is repeated or skipped.
+func (d *Download) streamBackSource(ctx context.Context, src *downloader.Source, off int64) error {
+	var out io.Writer
+	var sum func() string
+	if d.sw != nil {
+		out, sum = d.sw.Continue(), d.sw.Sum
+	} else {
+		h := md5.New()
+		out, sum = io.MultiWriter(d.io.Data, h), func() string { return hex.EncodeToString(h.Sum(nil)) }
+	}
+	n, err := src.Copy(ctx, out, off, d.bar.Add)
+	d.length = off + n
+	if err != nil {
+		if errors.Is(err, downloader.ErrConsumerGone) {
+			return downloader.ErrConsumerGone
+		}
+		return err
+	}
+	if d.cfg.Md5 != "" && !downloader.EqualMd5(sum(), d.cfg.Md5) {
+		return fmt.Errorf("md5 of the stream is %s, want %s", sum(), d.cfg.Md5)
+	}
+	return nil
+}

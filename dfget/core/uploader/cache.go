@@ -1,0 +1,203 @@
+package uploader
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// streamCache holds the last window pieces of a streaming dfget so other
+// peers can fetch them. It evicts FIFO and tells the supernode about every
+// piece it caches and evicts, in order, through one notifier goroutine.
+type streamCache struct {
+	api.StreamTask
+	pieces map[int][]byte
+	order  []int
+
+	// notes is an unbounded queue so a slow supernode never blocks the
+	// streaming dfget's pushes; it holds at most two notes per piece.
+	qmu    sync.Mutex
+	notes  []streamNote
+	closed bool
+	wake   chan struct{}
+	done   chan struct{}
+}
+
+func (sc *streamCache) enqueue(n streamNote) {
+	sc.qmu.Lock()
+	sc.notes = append(sc.notes, n)
+	sc.qmu.Unlock()
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (sc *streamCache) close() {
+	sc.qmu.Lock()
+	sc.closed = true
+	sc.qmu.Unlock()
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next blocks until a note is queued or the cache is closed and drained.
+func (sc *streamCache) next() (streamNote, bool) {
+	for {
+		sc.qmu.Lock()
+		if len(sc.notes) > 0 {
+			n := sc.notes[0]
+			sc.notes = sc.notes[1:]
+			sc.qmu.Unlock()
+			return n, true
+		}
+		closed := sc.closed
+		sc.qmu.Unlock()
+		if closed {
+			return streamNote{}, false
+		}
+		<-sc.wake
+	}
+}
+
+type streamNote struct {
+	num    int
+	cached bool
+}
+
+func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
+	name := r.Header.Get(api.HeaderTaskFileName)
+	if !validName(name) {
+		text(w, http.StatusBadRequest, "invalid task file name")
+		return
+	}
+	if r.Method == http.MethodDelete {
+		s.closeStream(name)
+		text(w, http.StatusOK, "success")
+		return
+	}
+	size, err1 := strconv.ParseInt(r.Header.Get(api.HeaderPieceSize), 10, 32)
+	wnd, err2 := strconv.Atoi(r.Header.Get(api.HeaderWindowSize))
+	t := api.StreamTask{TaskFileName: name, TaskID: r.Header.Get(api.HeaderTaskID), CID: r.Header.Get(api.HeaderCID),
+		SuperNode: r.Header.Get(api.HeaderSuperNode), PieceSize: int32(size), WindowSize: wnd}
+	if err1 != nil || err2 != nil || size <= piece.WrapSize || wnd < 1 || wnd > 1024 || t.TaskID == "" || t.CID == "" {
+		text(w, http.StatusBadRequest, "invalid stream task")
+		return
+	}
+	sc := &streamCache{StreamTask: t, pieces: map[int][]byte{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s.mu.Lock()
+	old := s.streams[name]
+	s.streams[name] = sc
+	s.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	go s.notifier(sc)
+	text(w, http.StatusOK, "success")
+}
+
+func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
+	name := r.Header.Get(api.HeaderTaskFileName)
+	num, err := strconv.Atoi(r.Header.Get(api.HeaderPieceNum))
+	s.mu.Lock()
+	sc := s.streams[name]
+	s.mu.Unlock()
+	if sc == nil || err != nil || num < 0 {
+		text(w, http.StatusBadRequest, "unknown stream task or bad pieceNum")
+		return
+	}
+	if r.ContentLength < piece.WrapSize || r.ContentLength > int64(sc.PieceSize) {
+		text(w, http.StatusBadRequest, "bad piece length")
+		return
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		text(w, http.StatusBadRequest, "short piece body")
+		return
+	}
+	if _, err := piece.Unwrap(b); err != nil {
+		text(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	if s.streams[name] != sc {
+		s.mu.Unlock()
+		text(w, http.StatusGone, "stream task closed")
+		return
+	}
+	if _, dup := sc.pieces[num]; !dup {
+		for len(sc.order) >= sc.WindowSize {
+			old := sc.order[0]
+			sc.order = sc.order[1:]
+			delete(sc.pieces, old)
+			sc.enqueue(streamNote{num: old})
+		}
+		sc.pieces[num] = b
+		sc.order = append(sc.order, num)
+		sc.enqueue(streamNote{num: num, cached: true})
+	}
+	s.mu.Unlock()
+	text(w, http.StatusOK, "success")
+}
+
+// notifier reports cache changes to the supernode in order. Reports are
+// best effort: a lost report only makes the supernode schedule a piece we
+// then answer 404 for, which the fetching peer reports and retries.
+func (s *Server) notifier(sc *streamCache) {
+	defer close(sc.done)
+	for {
+		n, ok := sc.next()
+		if !ok {
+			return
+		}
+		if sc.SuperNode == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rg := piece.Range(n.num, sc.PieceSize, -1)
+		if err := s.client.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
+			s.log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
+		}
+		cancel()
+	}
+}
+
+// closeStream drops a stream cache, reporting its pieces as evicted.
+func (s *Server) closeStream(name string) {
+	s.mu.Lock()
+	sc := s.streams[name]
+	if sc != nil {
+		delete(s.streams, name)
+		for _, n := range sc.order {
+			sc.enqueue(streamNote{num: n})
+		}
+		sc.order, sc.pieces = nil, nil
+		sc.close()
+	}
+	s.mu.Unlock()
+	if sc != nil {
+		<-sc.done
+	}
+}
+
+func (s *Server) serveStream(w http.ResponseWriter, sc *streamCache, pr pieceRequest) {
+	s.mu.Lock()
+	b, ok := sc.pieces[pr.num]
+	s.mu.Unlock()
+	if !ok || !pr.wrapped || int64(len(b)) > pr.length+piece.WrapSize {
+		text(w, http.StatusNotFound, "piece not in stream cache")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusPartialContent)
+	_, _ = w.Write(b)
+}

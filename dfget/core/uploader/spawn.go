@@ -1,0 +1,146 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+// SpawnOptions say which peer server a dfget needs and how to start one.
+type SpawnOptions struct {
+	IP           string
+	Port         int
+	Home         string
+	MetaPath     string
+	DataDir      string
+	LogPath      string
+	ExpireTime   time.Duration
+	AliveTime    time.Duration
+	Verbose      bool
+	TaskFileName string
+	TotalLimit   int64
+	// Executable is the dfget binary to run as "server"; empty means
+	// os.Executable().
+	Executable string
+}
+
+// StartOrReuse returns the port of this host's peer server for opts.Home,
+// registering opts.TaskFileName with it. It reuses a running server of the
+// same version, else spawns one, under an flock on the meta directory so
+// concurrent dfgets start exactly one.
+func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, error) {
+	if p, ok := check(ctx, c, o); ok {
+		return p, nil
+	}
+	metaDir := filepath.Dir(o.MetaPath)
+	if err := os.MkdirAll(metaDir, 0o755); err != nil {
+		return 0, fmt.Errorf("create meta dir: %w", err)
+	}
+	unlock, err := lockDir(ctx, filepath.Join(metaDir, "lock"))
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	if p, ok := check(ctx, c, o); ok {
+		return p, nil
+	}
+	if err := spawn(o); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if p, ok := check(ctx, c, o); ok {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return 0, errors.New("peer server did not come up within 5s")
+}
+
+func check(ctx context.Context, c *api.Client, o SpawnOptions) (int, bool) {
+	p := ReadMeta(o.MetaPath).ServicePort
+	if p <= 0 {
+		return 0, false
+	}
+	body, err := c.CheckServer(ctx, o.IP, p, o.TaskFileName, o.DataDir, o.TotalLimit)
+	return p, err == nil && body == o.TaskFileName+"@"+version.Version
+}
+
+// lockDir takes an exclusive flock on path, polling so ctx can end the wait.
+func lockDir(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// spawn starts "dfget server" detached: its own process group, stdin from
+// /dev/null and output to its log file, so it outlives this dfget and never
+// holds a caller's pipes open.
+func spawn(o SpawnOptions) error {
+	exe := o.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("find dfget executable: %w", err)
+		}
+	}
+	args := []string{"server", "--ip", o.IP, "--port", strconv.Itoa(o.Port), "--meta", o.MetaPath,
+		"--data", o.DataDir, "--home", o.Home, "--expiretime", o.ExpireTime.String(), "--alivetime", o.AliveTime.String()}
+	if o.Verbose {
+		args = append(args, "--verbose")
+	}
+	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o755); err != nil {
+		return fmt.Errorf("create log dir: %w", err)
+	}
+	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open peer server log: %w", err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start peer server: %w", err)
+	}
+	// Reap it if it dies while we live; it is on its own otherwise.
+	go func() { _ = cmd.Wait() }()
+	return nil
+}
