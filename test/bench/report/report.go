@@ -1,0 +1,205 @@
+// Package report collects the figures of one `make bench` run, checks the
+// targets, and writes them as one Markdown table (plus short sections for
+// the other benchmarks) and as JSON for comparing runs.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/load"
+	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
+)
+
+// Targets of issue #5 for the swarm configurations marked as target runs.
+const (
+	TargetOriginFactor = 1.02 // bytes from the origin / F
+	TargetRatio        = 1.5  // time of the last peer / fluid limit
+	TargetTaskP99      = 5 * time.Millisecond
+)
+
+// Row is one swarm configuration's outcome.
+type Row struct {
+	Result *swarm.Result `json:"result,omitempty"`
+	// Target marks a configuration whose targets are checked.
+	Target bool   `json:"target"`
+	Error  string `json:"error,omitempty"`
+	// Spec is set when Result is nil (the run failed to produce one).
+	Spec string `json:"spec"`
+}
+
+// Pass says whether a target row met every target; false for other rows.
+func (r Row) Pass() bool {
+	if !r.Target || r.Result == nil || r.Error != "" {
+		return false
+	}
+	res := r.Result
+	return res.AllVerified && res.OriginFactor() <= TargetOriginFactor && res.Ratio() <= TargetRatio
+}
+
+// Section is a free-form block of figures (load, single download, CDN,
+// stream): a title and name/value lines, kept in order.
+type Section struct {
+	Title string      `json:"title"`
+	Lines [][2]string `json:"lines"`
+	Error string      `json:"error,omitempty"`
+}
+
+// Add appends a line.
+func (s *Section) Add(name, format string, args ...any) {
+	s.Lines = append(s.Lines, [2]string{name, fmt.Sprintf(format, args...)})
+}
+
+// Report is one bench run.
+type Report struct {
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"durationNs"`
+	Mode     string        `json:"mode"`
+	Note     string        `json:"note,omitempty"`
+	Rows     []Row         `json:"swarm"`
+	Load     *load.Result  `json:"load,omitempty"`
+	Sections []Section     `json:"sections"`
+}
+
+// Failed lists what failed: errors and missed targets.
+func (r *Report) Failed() []string {
+	var f []string
+	for _, row := range r.Rows {
+		switch {
+		case row.Error != "":
+			f = append(f, row.Spec+": "+firstLine(row.Error))
+		case row.Target && !row.Pass():
+			f = append(f, row.Spec+": target missed")
+		case row.Result != nil && !row.Result.AllVerified:
+			f = append(f, row.Spec+": wrong content")
+		}
+	}
+	if r.Load != nil && (r.Load.Failed > 0 || r.Load.Completed < r.Load.Clients) {
+		f = append(f, fmt.Sprintf("load: %d failed requests, %d/%d clients completed", r.Load.Failed, r.Load.Completed, r.Load.Clients))
+	}
+	if r.Load != nil && r.Load.TaskP99 > TargetTaskP99 {
+		f = append(f, fmt.Sprintf("load: /peer/task p99 %v > %v", r.Load.TaskP99, TargetTaskP99))
+	}
+	for _, s := range r.Sections {
+		if s.Error != "" {
+			f = append(f, s.Title+": "+firstLine(s.Error))
+		}
+	}
+	return f
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func sec(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+
+// WriteMarkdown writes the swarm table and the other sections.
+func (r *Report) WriteMarkdown(w io.Writer) {
+	fmt.Fprintf(w, "## make bench, %s (%s mode)\n\n", r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Mode)
+	if r.Note != "" {
+		fmt.Fprintf(w, "%s\n\n", r.Note)
+	}
+	if len(r.Rows) > 0 {
+		fmt.Fprintln(w, "| client | N | size | origin | wall s | fluid limit s | ratio | origin bytes / F | peer upload | max RSS | correct | target |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+		for _, row := range r.Rows {
+			if row.Result == nil {
+				fmt.Fprintf(w, "| %s | | | | | | | | | | ERROR: %s | |\n", row.Spec, escape(firstLine(row.Error)))
+				continue
+			}
+			res := row.Result
+			correct := fmt.Sprintf("%d/%d", verified(res), res.Peers)
+			if row.Error != "" {
+				correct += " ERROR: " + escape(firstLine(row.Error))
+			}
+			target := ""
+			if row.Target {
+				target = "FAIL"
+				if row.Pass() {
+					target = "pass"
+				}
+				target += fmt.Sprintf(" (<=%.2fxF, <=%.1fx)", TargetOriginFactor, TargetRatio)
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.2f | %.3f | %s | %s | %s | %s |\n",
+				res.Client, res.Peers, swarm.FormatBytes(res.Size), swarm.FormatRate(res.OriginRate),
+				sec(res.Wall), sec(res.Fluid), res.Ratio(), res.OriginFactor(),
+				swarm.FormatBytes(res.PeerUpload), swarm.FormatBytes(res.MaxRSS), correct, target)
+		}
+		fmt.Fprintln(w)
+	}
+	if l := r.Load; l != nil {
+		fmt.Fprintf(w, "### Supernode load (issue #6)\n\n")
+		fmt.Fprintln(w, "| clients | pieces | piece size | requests | failed | completed | req/s | /peer/task p50 | p99 | max | suc p99 | supernode peak RSS | p99 target |")
+		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		pass := "FAIL"
+		if l.Failed == 0 && l.Completed == l.Clients && l.TaskP99 <= TargetTaskP99 {
+			pass = "pass"
+		}
+		fmt.Fprintf(w, "| %d | %d | %d | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s (<%v) |\n",
+			l.Clients, l.Pieces, l.PieceSize, l.Requests, l.Failed, l.Completed, l.RPS,
+			ms(l.TaskP50), ms(l.TaskP99), ms(l.TaskMax), ms(l.SucP99), swarm.FormatBytes(l.SupernodeRSS), pass, TargetTaskP99)
+		if l.FirstError != "" {
+			fmt.Fprintf(w, "\nfirst error: %s\n", escape(firstLine(l.FirstError)))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, s := range r.Sections {
+		fmt.Fprintf(w, "### %s\n\n", s.Title)
+		if s.Error != "" {
+			fmt.Fprintf(w, "ERROR: %s\n\n", escape(firstLine(s.Error)))
+		}
+		if len(s.Lines) > 0 {
+			fmt.Fprintln(w, "| figure | value |\n| --- | --- |")
+			for _, l := range s.Lines {
+				fmt.Fprintf(w, "| %s | %s |\n", escape(l[0]), escape(l[1]))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if f := r.Failed(); len(f) > 0 {
+		fmt.Fprintf(w, "**%d problem(s):** %s\n", len(f), escape(strings.Join(f, "; ")))
+	} else {
+		fmt.Fprintln(w, "All runs correct and all checked targets met.")
+	}
+	fmt.Fprintf(w, "\nTotal bench time %s.\n", r.Duration.Round(time.Second))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func escape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+func verified(r *swarm.Result) int {
+	n := 0
+	for _, p := range r.PeerResults {
+		if p.Verified {
+			n++
+		}
+	}
+	return n
+}
+
+// Save writes the report as JSON to dir/<timestamp>.json and returns the
+// path.
+func (r *Report) Save(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("results directory: %w", err)
+	}
+	path := filepath.Join(dir, r.Started.UTC().Format("20060102T150405Z")+".json")
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return "", fmt.Errorf("write results: %w", err)
+	}
+	return path, nil
+}

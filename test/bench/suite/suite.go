@@ -1,0 +1,145 @@
+// Package suite is what `make bench` runs: the swarm comparison of curl
+// against dfget for several sizes and peer counts on one shaped origin, the
+// issue #5 target configurations, and the supernode load benchmark, into
+// one report.
+package suite
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/load"
+	"github.com/damselfly-p2p/damselfly/test/bench/report"
+	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
+	"github.com/damselfly-p2p/damselfly/test/cluster"
+)
+
+// Sections that can be selected.
+const (
+	Swarm  = "swarm"
+	Target = "target"
+	Load   = "load"
+)
+
+// Config selects what runs.
+type Config struct {
+	Only       []string // sections; empty means all
+	Sizes      []int64  // bytes
+	Peers      []int
+	OriginRate int64 // bits/s
+	// TargetSize and TargetPeers are the checked configurations.
+	TargetSize    int64
+	TargetPeers   []int
+	LoadClients   int
+	LoadPieces    int
+	Mode          cluster.Mode
+	DfgetArgs     []string
+	SupernodeArgs []string
+	Logf          func(format string, args ...any)
+}
+
+// Default is the default `make bench` run (about 15 minutes on 2 cores).
+func Default() Config {
+	return Config{
+		Sizes:       []int64{64 << 20, 256 << 20},
+		Peers:       []int{1, 4, 8, 16},
+		OriginRate:  400 * cluster.Mbit,
+		TargetSize:  128 << 20,
+		TargetPeers: []int{8, 16},
+		LoadClients: 1000,
+		LoadPieces:  1000,
+	}
+}
+
+// Selected says whether a section runs.
+func (c Config) Selected(section string) bool {
+	return len(c.Only) == 0 || slices.Contains(c.Only, section)
+}
+
+// Run runs the selected sections in order and returns the report; an
+// interrupted context stops it early with what was measured so far.
+func Run(ctx context.Context, cfg Config) *report.Report {
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	rep := &report.Report{Started: time.Now(), Mode: cfg.Mode.String()}
+	defer func() { rep.Duration = time.Since(rep.Started) }()
+	runOne := func(client swarm.Client, n int, size int64, target bool) {
+		if ctx.Err() != nil {
+			return
+		}
+		spec := fmt.Sprintf("%s N=%d %s", client, n, swarm.FormatBytes(size))
+		if free := freeBytes(os.TempDir()); free >= 0 && free < int64(n+2)*size*5/4 {
+			rep.Rows = append(rep.Rows, report.Row{Spec: spec, Target: target,
+				Error: fmt.Sprintf("skipped: %s free in %s, need %s", swarm.FormatBytes(free), os.TempDir(), swarm.FormatBytes(int64(n+2)*size*5/4))})
+			return
+		}
+		res, err := swarm.Run(ctx, swarm.Config{
+			Client: client, Peers: n, Size: size, OriginRate: cfg.OriginRate, Mode: cfg.Mode,
+			DfgetArgs: cfg.DfgetArgs, SupernodeArgs: cfg.SupernodeArgs, Logf: logf,
+		})
+		row := report.Row{Spec: spec, Result: res, Target: target}
+		if err != nil {
+			row.Error = err.Error()
+		}
+		if res != nil {
+			rep.Mode = res.Mode
+			logf("  wall %.2fs, fluid %.2fs, ratio %.2f, origin %.3f x F, %d/%d correct",
+				res.Wall.Seconds(), res.Fluid.Seconds(), res.Ratio(), res.OriginFactor(), countVerified(res), n)
+		} else {
+			logf("  error: %v", err)
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	if cfg.Selected(Swarm) {
+		for _, size := range cfg.Sizes {
+			for _, n := range cfg.Peers {
+				runOne(swarm.Curl, n, size, false)
+				runOne(swarm.Dfget, n, size, false)
+			}
+		}
+	}
+	if cfg.Selected(Target) {
+		for _, n := range cfg.TargetPeers {
+			runOne(swarm.Dfget, n, cfg.TargetSize, true)
+		}
+	}
+	if cfg.Selected(Load) && ctx.Err() == nil {
+		res, err := load.Run(ctx, load.Config{Clients: cfg.LoadClients, Pieces: cfg.LoadPieces, Mode: cfg.Mode,
+			SupernodeArgs: cfg.SupernodeArgs, Logf: logf})
+		if err != nil {
+			rep.Sections = append(rep.Sections, report.Section{Title: "Supernode load (issue #6)", Error: err.Error()})
+		} else {
+			rep.Load = res
+			logf("  %d requests, %.0f req/s, /peer/task p50 %v p99 %v, %d failed", res.Requests, res.RPS, res.TaskP50, res.TaskP99, res.Failed)
+		}
+	}
+	if ctx.Err() != nil {
+		rep.Note = "Interrupted: the table holds the runs finished before the interrupt."
+	}
+	return rep
+}
+
+func countVerified(r *swarm.Result) int {
+	n := 0
+	for _, p := range r.PeerResults {
+		if p.Verified {
+			n++
+		}
+	}
+	return n
+}
+
+// freeBytes is the space available in dir, or -1 if unknown.
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
+}

@@ -1,0 +1,109 @@
+// Command bench runs the benchmark suite (test/bench/suite), prints one
+// Markdown report on stdout, saves it as JSON in bench-results/, and exits
+// non-zero if a run failed or a checked target was missed. Progress goes to
+// stderr.
+//
+// Environment: BENCH_ONLY=swarm,target,load selects sections; BENCH_FULL=1
+// adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
+// BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
+// BENCH_LOAD_PIECES size the load run; BENCH_DFGET_ARGS and
+// BENCH_SUPERNODE_ARGS add flags; BENCH_LOOPBACK=1 forces loopback mode.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/suite"
+	"github.com/damselfly-p2p/damselfly/test/cluster"
+)
+
+func main() {
+	cfg, err := config()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	rep := suite.Run(ctx, cfg)
+	rep.WriteMarkdown(os.Stdout)
+	dir := "bench-results"
+	if root, err := cluster.RepoRoot(); err == nil {
+		dir = filepath.Join(root, dir)
+	}
+	path, err := rep.Save(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintln(os.Stderr, "results saved to", path)
+	if len(rep.Failed()) > 0 || ctx.Err() != nil {
+		os.Exit(1)
+	}
+}
+
+func config() (suite.Config, error) {
+	cfg := suite.Default()
+	if v := os.Getenv("BENCH_ONLY"); v != "" {
+		cfg.Only = strings.Split(v, ",")
+	}
+	if os.Getenv("BENCH_FULL") == "1" {
+		cfg.Sizes = append(cfg.Sizes, 1<<30)
+	}
+	if v := os.Getenv("BENCH_SIZES"); v != "" {
+		mib, err := ints(v)
+		if err != nil {
+			return cfg, fmt.Errorf("BENCH_SIZES: %w", err)
+		}
+		cfg.Sizes = nil
+		for _, m := range mib {
+			cfg.Sizes = append(cfg.Sizes, int64(m)<<20)
+		}
+	}
+	var err error
+	if v := os.Getenv("BENCH_PEERS"); v != "" {
+		if cfg.Peers, err = ints(v); err != nil {
+			return cfg, fmt.Errorf("BENCH_PEERS: %w", err)
+		}
+	}
+	for env, dst := range map[string]*int{"BENCH_LOAD_CLIENTS": &cfg.LoadClients, "BENCH_LOAD_PIECES": &cfg.LoadPieces} {
+		if v := os.Getenv(env); v != "" {
+			if *dst, err = strconv.Atoi(v); err != nil || *dst < 1 {
+				return cfg, fmt.Errorf("%s=%q: want a positive integer", env, v)
+			}
+		}
+	}
+	if v := os.Getenv("BENCH_ORIGIN_MBIT"); v != "" {
+		m, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || m < 1 {
+			return cfg, fmt.Errorf("BENCH_ORIGIN_MBIT=%q: want a positive integer", v)
+		}
+		cfg.OriginRate = m * cluster.Mbit
+	}
+	cfg.DfgetArgs = strings.Fields(os.Getenv("BENCH_DFGET_ARGS"))
+	cfg.SupernodeArgs = strings.Fields(os.Getenv("BENCH_SUPERNODE_ARGS"))
+	if os.Getenv("BENCH_LOOPBACK") == "1" {
+		cfg.Mode = cluster.ModeLoopback
+	}
+	return cfg, nil
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want positive integers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
