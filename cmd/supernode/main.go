@@ -1,0 +1,121 @@
+// Command supernode runs the Damselfly supernode: the scheduler, the CDN
+// cache and its piece server. It only parses flags and calls the daemon.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+	"github.com/damselfly-p2p/damselfly/supernode/config"
+	"github.com/damselfly-p2p/damselfly/supernode/daemon"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "supernode:", err)
+		os.Exit(1)
+	}
+}
+
+// bindFlags binds every v1 flag to the fields of b.
+func bindFlags(fs *pflag.FlagSet, b *config.Base) {
+	fs.StringVar(&b.CDNPattern, "cdn-pattern", b.CDNPattern, "cdn pattern: local (cache on disk) or source (peers fetch ranges from the source)")
+	fs.IntVar(&b.ListenPort, "port", b.ListenPort, "API port")
+	fs.IntVar(&b.DownloadPort, "download-port", b.DownloadPort, "piece server port (serves <home-dir>/repo/download)")
+	fs.StringVar(&b.HomeDir, "home-dir", b.HomeDir, "home directory (cache in repo/, logs in logs/)")
+	fs.Var(&b.SystemReservedBandwidth, "system-bandwidth", "bandwidth reserved for the system, subtracted from --max-bandwidth")
+	fs.Var(&b.MaxBandwidth, "max-bandwidth", "network bandwidth of the host; when set, the CDN reads sources at max-bandwidth minus system-bandwidth (default: unlimited)")
+	fs.IntVar(&b.SchedulerCorePoolSize, "pool-size", b.SchedulerCorePoolSize, "accepted for v1 compatibility; unused")
+	fs.BoolVar(&b.EnableProfiler, "profiler", b.EnableProfiler, "serve /debug/pprof on the API port")
+	fs.BoolVarP(&b.Debug, "debug", "D", b.Debug, "debug logging and /debug/pprof")
+	fs.IntVar(&b.PeerUpLimit, "up-limit", b.PeerUpLimit, "concurrent uploads per peer")
+	fs.IntVar(&b.PeerDownLimit, "down-limit", b.PeerDownLimit, "concurrent pieces per client")
+	fs.StringVar(&b.AdvertiseIP, "advertise-ip", b.AdvertiseIP, "IPv4 the supernode announces (default: first non-loopback IPv4)")
+	fs.DurationVar(&b.FailAccessInterval, "fail-access-interval", b.FailAccessInterval, "how long a source failure is remembered before registration retries it")
+	fs.DurationVar(&b.GCInitialDelay, "gc-initial-delay", b.GCInitialDelay, "delay before the first GC")
+	fs.DurationVar(&b.GCMetaInterval, "gc-meta-interval", b.GCMetaInterval, "interval of task and peer GC")
+	fs.DurationVar(&b.TaskExpireTime, "task-expire-time", b.TaskExpireTime, "idle time after which a task leaves memory")
+	fs.DurationVar(&b.PeerGCDelay, "peer-gc-delay", b.PeerGCDelay, "time a peer stays after going offline")
+}
+
+func newRoot() *cobra.Command {
+	defaults := config.Default()
+	flagCfg := defaults
+	var configPath string
+	root := &cobra.Command{
+		Use:           "supernode",
+		Short:         "Damselfly supernode: scheduler, CDN cache and piece server",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&configPath, "config", config.DefaultConfigPath, "YAML config file (keys under base:)")
+	bindFlags(pf, &flagCfg.Base)
+
+	// effective: defaults, then the YAML file, then the flags given.
+	effective := func(cmd *cobra.Command) (config.Config, error) {
+		cfg := config.Default()
+		if err := config.Load(&cfg, configPath, cmd.Flags().Changed("config")); err != nil {
+			return cfg, err
+		}
+		fs := pflag.NewFlagSet("apply", pflag.ContinueOnError)
+		bindFlags(fs, &cfg.Base)
+		var err error
+		cmd.Flags().Visit(func(f *pflag.Flag) {
+			if g := fs.Lookup(f.Name); g != nil && err == nil {
+				err = fs.Set(f.Name, f.Value.String())
+			}
+		})
+		return cfg, err
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := effective(cmd)
+		if err != nil {
+			return err
+		}
+		d, err := daemon.New(cfg, os.Stderr)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return d.Run(ctx)
+	}
+	cfgCmd := &cobra.Command{Use: "config", Short: "configuration helpers", Args: cobra.NoArgs}
+	cfgCmd.AddCommand(&cobra.Command{
+		Use:   "default",
+		Short: "print the effective configuration as YAML",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := effective(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := config.Marshal(cfg)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	})
+	root.AddCommand(cfgCmd, &cobra.Command{
+		Use:   "version",
+		Short: "print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version.Info()
+			fmt.Fprintf(cmd.OutOrStdout(), "supernode version %s (revision %s, built %s, %s %s/%s)\n",
+				v.Version, v.Revision, v.BuildDate, v.GoVersion, v.OS, v.Arch)
+		},
+	})
+	return root
+}

@@ -1,0 +1,216 @@
+// Package config holds the supernode's configuration: the Dragonfly 1.x
+// flags and their YAML keys under "base:", their defaults, and the rules that
+// tie them together (home directory layout, advertised IP, bandwidth).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+// DefaultConfigPath is read when --config is not given; its absence is fine.
+const DefaultConfigPath = "/etc/dragonfly/supernode.yml"
+
+// CDN patterns.
+const (
+	CDNPatternLocal  = "local"
+	CDNPatternSource = "source"
+)
+
+// Config is the whole YAML document.
+type Config struct {
+	Base Base `yaml:"base"`
+}
+
+// Base holds the v1 `base:` keys. Durations are Go duration strings ("3m").
+type Base struct {
+	CDNPattern              string        `yaml:"cdnPattern"`
+	ListenPort              int           `yaml:"listenPort"`
+	DownloadPort            int           `yaml:"downloadPort"`
+	HomeDir                 string        `yaml:"homeDir"`
+	SystemReservedBandwidth rate.Rate     `yaml:"systemReservedBandwidth"`
+	MaxBandwidth            rate.Rate     `yaml:"maxBandwidth"`
+	SchedulerCorePoolSize   int           `yaml:"schedulerCorePoolSize"`
+	EnableProfiler          bool          `yaml:"enableProfiler"`
+	Debug                   bool          `yaml:"debug"`
+	PeerUpLimit             int           `yaml:"peerUpLimit"`
+	PeerDownLimit           int           `yaml:"peerDownLimit"`
+	EliminationLimit        int           `yaml:"eliminationLimit"`
+	FailureCountLimit       int           `yaml:"failureCountLimit"`
+	LinkLimit               rate.Rate     `yaml:"linkLimit"`
+	AdvertiseIP             string        `yaml:"advertiseIP"`
+	FailAccessInterval      time.Duration `yaml:"failAccessInterval"`
+	GCInitialDelay          time.Duration `yaml:"gcInitialDelay"`
+	GCMetaInterval          time.Duration `yaml:"gcMetaInterval"`
+	TaskExpireTime          time.Duration `yaml:"taskExpireTime"`
+	PeerGCDelay             time.Duration `yaml:"peerGCDelay"`
+	GCDiskInterval          time.Duration `yaml:"gcDiskInterval"`
+	YoungGCThreshold        rate.Rate     `yaml:"youngGCThreshold"`
+	FullGCThreshold         rate.Rate     `yaml:"fullGCThreshold"`
+	IntervalThreshold       time.Duration `yaml:"IntervalThreshold"`
+	CleanRatio              int           `yaml:"CleanRatio"`
+	// SupernodeLoadLimit caps concurrent pieces served by the supernode per
+	// task across all clients. v1 tied it to peerDownLimit (4); a swarm start
+	// needs more. 0 means 4 x peerDownLimit.
+	SupernodeLoadLimit int `yaml:"supernodeLoadLimit"`
+	// SourceTimeout bounds connecting to the source and waiting for its
+	// response headers (not the body transfer).
+	SourceTimeout time.Duration `yaml:"sourceTimeout"`
+	// PieceWait is how long /peer/task may wait for a piece to appear before
+	// answering 602 (long poll). 0 answers at once, as v1.
+	PieceWait time.Duration `yaml:"pieceWait"`
+}
+
+// Default returns the defaults of every key. HomeDir is under the user's
+// home so a non-root user can run without a config file.
+func Default() Config {
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		home = os.TempDir()
+	}
+	return Config{Base: Base{
+		CDNPattern:              CDNPatternLocal,
+		ListenPort:              8002,
+		DownloadPort:            8001,
+		HomeDir:                 filepath.Join(home, ".damselfly", "supernode"),
+		SystemReservedBandwidth: 20 * rate.MB,
+		MaxBandwidth:            0,
+		SchedulerCorePoolSize:   10,
+		PeerUpLimit:             5,
+		PeerDownLimit:           4,
+		EliminationLimit:        5,
+		FailureCountLimit:       5,
+		LinkLimit:               20 * rate.MB,
+		FailAccessInterval:      3 * time.Minute,
+		GCInitialDelay:          6 * time.Second,
+		GCMetaInterval:          2 * time.Minute,
+		TaskExpireTime:          3 * time.Minute,
+		PeerGCDelay:             3 * time.Minute,
+		GCDiskInterval:          15 * time.Second,
+		YoungGCThreshold:        100 * rate.GB,
+		FullGCThreshold:         5 * rate.GB,
+		IntervalThreshold:       2 * time.Hour,
+		CleanRatio:              1,
+		SourceTimeout:           10 * time.Second,
+		PieceWait:               300 * time.Millisecond,
+	}}
+}
+
+// Load reads path into cfg (keys present in the file override cfg). When
+// explicit is false a missing file is not an error.
+func Load(cfg *Config, path string, explicit bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	if err := yaml.Unmarshal(b, cfg); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Marshal renders cfg as YAML (for `supernode config default`).
+func Marshal(cfg Config) ([]byte, error) {
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	return b, nil
+}
+
+// Validate checks ranges and fills derived values (advertise IP).
+func (b *Base) Validate() error {
+	switch {
+	case b.CDNPattern != CDNPatternLocal && b.CDNPattern != CDNPatternSource:
+		return fmt.Errorf("invalid cdn pattern %q: want local or source", b.CDNPattern)
+	case b.ListenPort <= 0 || b.ListenPort > 65535:
+		return fmt.Errorf("invalid port %d", b.ListenPort)
+	case b.DownloadPort <= 0 || b.DownloadPort > 65535:
+		return fmt.Errorf("invalid download port %d", b.DownloadPort)
+	case b.ListenPort == b.DownloadPort:
+		return fmt.Errorf("port and download port are both %d", b.ListenPort)
+	case b.HomeDir == "":
+		return errors.New("empty home dir")
+	case b.PeerUpLimit <= 0 || b.PeerDownLimit <= 0:
+		return fmt.Errorf("up-limit (%d) and down-limit (%d) must be positive", b.PeerUpLimit, b.PeerDownLimit)
+	case b.MaxBandwidth < 0 || b.SystemReservedBandwidth < 0:
+		return errors.New("negative bandwidth")
+	case b.TaskExpireTime <= 0 || b.PeerGCDelay <= 0 || b.GCMetaInterval <= 0 || b.GCDiskInterval <= 0:
+		return errors.New("task-expire-time, peer-gc-delay, gc-meta-interval and gcDiskInterval must be positive")
+	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0:
+		return errors.New("negative duration")
+	}
+	if b.EliminationLimit <= 0 {
+		b.EliminationLimit = 5
+	}
+	if b.FailureCountLimit <= 0 {
+		b.FailureCountLimit = 5
+	}
+	if b.CleanRatio <= 0 || b.CleanRatio > 10 {
+		b.CleanRatio = 1
+	}
+	if b.SupernodeLoadLimit <= 0 {
+		b.SupernodeLoadLimit = 4 * b.PeerDownLimit
+	}
+	if b.SourceTimeout <= 0 {
+		b.SourceTimeout = 10 * time.Second
+	}
+	if b.AdvertiseIP == "" {
+		b.AdvertiseIP = firstIPv4()
+	} else if ip := net.ParseIP(b.AdvertiseIP); ip == nil || ip.To4() == nil {
+		return fmt.Errorf("invalid advertise ip %q: want an IPv4 address", b.AdvertiseIP)
+	}
+	abs, err := filepath.Abs(b.HomeDir)
+	if err != nil {
+		return fmt.Errorf("home dir %q: %w", b.HomeDir, err)
+	}
+	b.HomeDir = abs
+	return nil
+}
+
+// CDNLimit is the CDN's source bandwidth in bytes/s; 0 means unlimited.
+// v1 always limited the CDN to maxBandwidth-systemReservedBandwidth; here the
+// limit applies only when --max-bandwidth was set, so the CDN is not slower
+// than a plain download by default.
+func (b *Base) CDNLimit() rate.Rate {
+	if b.MaxBandwidth <= 0 {
+		return 0
+	}
+	l := b.MaxBandwidth - b.SystemReservedBandwidth
+	if l <= 0 {
+		l = b.MaxBandwidth
+	}
+	return l
+}
+
+// RepoDir is <home>/repo, the root served by the piece server.
+func (b *Base) RepoDir() string { return filepath.Join(b.HomeDir, "repo") }
+
+// LogDir is <home>/logs.
+func (b *Base) LogDir() string { return filepath.Join(b.HomeDir, "logs") }
+
+func firstIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+				if v4 := n.IP.To4(); v4 != nil {
+					return v4.String()
+				}
+			}
+		}
+	}
+	return "127.0.0.1"
+}

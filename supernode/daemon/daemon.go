@@ -1,0 +1,180 @@
+// Package daemon wires the supernode's managers, servers and loops together
+// and runs them until asked to stop, then shuts down in order: API requests
+// finish, piece transfers finish, CDN writes are flushed with their metadata
+// so a restart reuses the cache.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/config"
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/gc"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pieceerror"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/preheat"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+	"github.com/damselfly-p2p/damselfly/supernode/server"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// Daemon is a configured supernode.
+type Daemon struct {
+	cfg     config.Base
+	log     *logrus.Logger
+	logFile io.Closer
+	metrics *metrics.Metrics
+	cdn     *cdn.Manager
+	gc      *gc.Manager
+	pe      *pieceerror.Manager
+	preheat *preheat.Manager
+	api     *http.Server
+	pieces  *http.Server
+	apiLn   net.Listener
+	pieceLn net.Listener
+}
+
+// New validates cfg, prepares the home directory and logs, builds the
+// managers and binds both ports (so a port in use fails here, clearly).
+func New(cfg config.Config, stderr io.Writer) (*Daemon, error) {
+	b := cfg.Base
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(b.LogDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("create log dir: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(b.LogDir(), "app.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.MultiWriter(stderr, lf))
+	if b.Debug {
+		log.SetLevel(logrus.DebugLevel)
+	}
+	d := &Daemon{cfg: b, log: log, logFile: lf, metrics: metrics.New()}
+	if err := d.build(); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) build() error {
+	b, mx, log := d.cfg, d.metrics, d.log
+	st, err := store.New(b.RepoDir())
+	if err != nil {
+		return err
+	}
+	peers := peer.New(mx.Peers)
+	host, _ := os.Hostname()
+	superPID, err := peers.Register(types.PeerCreateRequest{IP: b.AdvertiseIP, HostName: host, Port: b.DownloadPort})
+	if err != nil {
+		return fmt.Errorf("register the supernode as a peer: %w", err)
+	}
+	prog := progress.New(superPID)
+	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed}, superPID)
+	d.cdn = cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout}, st, prog, cdn.Metrics{
+		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
+		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
+	}, log.WithField("mgr", "cdn"))
+	sched := scheduler.New(prog, scheduler.Config{
+		Limits:           progress.Limits{DownLimit: b.PeerDownLimit, UpLimit: b.PeerUpLimit, SuperLimit: b.SupernodeLoadLimit},
+		EliminationLimit: b.EliminationLimit, FailureCountLimit: b.FailureCountLimit,
+	})
+	tasks := task.New(task.Config{
+		AdvertiseIP: b.AdvertiseIP, DownloadPort: b.DownloadPort, FailAccessInterval: b.FailAccessInterval,
+		PieceWait: b.PieceWait, SourcePattern: b.CDNPattern == config.CDNPatternSource,
+	}, d.cdn, prog, sched, peers, dfgets, task.Metrics{
+		Tasks: mx.Tasks, Registered: mx.TasksRegistered, CDNTrigger: mx.CDNTrigger, CDNTriggerFailed: mx.CDNTriggerFailed,
+		ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled, PiecesDownloaded: mx.PiecesDownloaded,
+	}, log.WithField("mgr", "task"))
+	d.gc = gc.New(gc.Config{
+		InitialDelay: b.GCInitialDelay, MetaInterval: b.GCMetaInterval, DiskInterval: b.GCDiskInterval,
+		TaskExpire: b.TaskExpireTime, PeerGCDelay: b.PeerGCDelay,
+		YoungGCThreshold: int64(b.YoungGCThreshold), FullGCThreshold: int64(b.FullGCThreshold),
+	}, tasks, dfgets, prog, peers, d.cdn, st, gc.Metrics{
+		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
+	}, log.WithField("mgr", "gc"))
+	d.pe = pieceerror.New(superPID, tasks, d.cdn, d.gc, st.DataPath, log.WithField("mgr", "pieceerror"))
+	d.preheat = preheat.New(tasks, &http.Client{Timeout: time.Minute}, 30*time.Minute, log.WithField("mgr", "preheat"))
+
+	api := server.NewAPI(server.Deps{
+		Tasks: tasks, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
+		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
+	})
+	d.api = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, ErrorLog: nil}
+	d.pieces = &http.Server{Handler: server.NewPieceServer(st.Root(), d.cdn, mx.PieceServerBytes),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 10 * time.Minute, IdleTimeout: 2 * time.Minute}
+	if d.apiLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(b.ListenPort))); err != nil {
+		return fmt.Errorf("listen on port %d: %w", b.ListenPort, err)
+	}
+	if d.pieceLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(b.DownloadPort))); err != nil {
+		d.apiLn.Close()
+		return fmt.Errorf("listen on download port %d: %w", b.DownloadPort, err)
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.logFile.Close()
+	d.log.Infof("supernode %s listening: api %s, pieces %s, home %s, advertise %s",
+		"up", d.apiLn.Addr(), d.pieceLn.Addr(), d.cfg.HomeDir, d.cfg.AdvertiseIP)
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); d.gc.Run(loopCtx) }()
+	go func() { defer loops.Done(); d.pe.Run(loopCtx) }()
+
+	errc := make(chan error, 2)
+	go func() { errc <- serve(d.api, d.apiLn) }()
+	go func() { errc <- serve(d.pieces, d.pieceLn) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		d.log.WithError(err).Error("server stopped")
+	}
+	d.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if e := d.api.Shutdown(sctx); e != nil {
+		d.log.WithError(e).Warn("api shutdown")
+	}
+	if e := d.pieces.Shutdown(sctx); e != nil {
+		d.log.WithError(e).Warn("piece server shutdown")
+	}
+	stopLoops()
+	loops.Wait()
+	d.preheat.Close()
+	d.cdn.Close()
+	d.log.Info("stopped")
+	return err
+}
+
+func serve(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

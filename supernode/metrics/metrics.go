@@ -1,0 +1,137 @@
+// Package metrics defines the supernode's Prometheus collectors under the
+// Dragonfly 1.x names (namespace "dragonfly"), registered on a registry the
+// daemon owns, plus Damselfly's additions.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+)
+
+const ns = "dragonfly"
+
+// Metrics holds every collector of the supernode.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests     *prometheus.CounterVec
+	HTTPDuration     *prometheus.HistogramVec
+	HTTPRequestSize  *prometheus.HistogramVec
+	HTTPResponseSize *prometheus.HistogramVec
+	PiecesDownloaded prometheus.Counter
+
+	Tasks             *prometheus.GaugeVec
+	TasksRegistered   prometheus.Counter
+	CDNTrigger        prometheus.Counter
+	CDNTriggerFailed  prometheus.Counter
+	ScheduleDuration  *prometheus.HistogramVec
+	Peers             *prometheus.GaugeVec
+	DfgetTasks        *prometheus.GaugeVec
+	DfgetTasksReg     *prometheus.CounterVec
+	DfgetTasksFailed  *prometheus.CounterVec
+	CDNCacheHit       prometheus.Counter
+	CDNDownload       prometheus.Counter
+	CDNDownloadBytes  prometheus.Counter
+	CDNDownloadFailed prometheus.Counter
+	GCTasks           prometheus.Counter
+	GCPeers           prometheus.Counter
+	GCDisks           prometheus.Counter
+	LastGCDisks       prometheus.Gauge
+
+	DfgetDuration *prometheus.HistogramVec
+	DfgetBytes    *prometheus.CounterVec
+	DfgetTotal    *prometheus.CounterVec
+	DfgetFailed   *prometheus.CounterVec
+
+	// Damselfly additions.
+	PieceServerBytes prometheus.Counter
+	PiecesScheduled  *prometheus.CounterVec
+	SourceFailures   prometheus.Counter
+}
+
+// New builds the collectors and registers them (with Go and process
+// collectors and build info) on a new registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	sizeBuckets := prometheus.ExponentialBuckets(100, 10, 8)
+	m := &Metrics{
+		Registry: r,
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "http_requests_total", Help: "Counter of HTTP requests."}, []string{"code", "handler"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "http_request_duration_seconds", Help: "Histogram of latencies for HTTP requests.",
+			Buckets: []float64{.01, .02, .04, .1, .2, .4, 1, 2, 4, 8, 20, 60, 120}}, []string{"handler"}),
+		HTTPRequestSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "http_request_size_bytes", Help: "Histogram of request size for HTTP requests.",
+			Buckets: sizeBuckets}, []string{"handler"}),
+		HTTPResponseSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "http_response_size_bytes", Help: "Histogram of response size for HTTP requests.",
+			Buckets: sizeBuckets}, []string{"handler"}),
+		PiecesDownloaded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "pieces_downloaded_size_bytes_total", Help: "Total bytes of pieces clients reported downloading from the supernode."}),
+		Tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "tasks", Help: "Current tasks by cdn status."}, []string{"cdnstatus"}),
+		TasksRegistered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "tasks_registered_total", Help: "Total task registrations."}),
+		CDNTrigger: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_trigger_total", Help: "Total CDN triggers."}),
+		CDNTriggerFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_trigger_failed_total", Help: "Total failed CDN triggers."}),
+		ScheduleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "schedule_duration_milliseconds", Help: "Duration of scheduling one /peer/task call.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 7)}, []string{"peer"}),
+		Peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "peers", Help: "Current peers."}, []string{"peer"}),
+		DfgetTasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "dfgettasks", Help: "Current dfget tasks."}, []string{"callsystem", "status"}),
+		DfgetTasksReg: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "dfgettasks_registered_total", Help: "Total dfget tasks registered."}, []string{"callsystem"}),
+		DfgetTasksFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "dfgettasks_failed_total", Help: "Total failed dfget tasks."}, []string{"callsystem"}),
+		CDNCacheHit: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_cache_hit_total", Help: "Total CDN full cache hits."}),
+		CDNDownload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_download_total", Help: "Total CDN downloads from the source."}),
+		CDNDownloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_download_size_bytes_total", Help: "Total bytes the CDN read from sources."}),
+		CDNDownloadFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_download_failed_total", Help: "Total failed CDN downloads."}),
+		GCTasks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "gc_tasks_total", Help: "Total tasks garbage collected."}),
+		GCPeers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "gc_peers_total", Help: "Total peers garbage collected."}),
+		GCDisks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "gc_disks_total", Help: "Total cache files removed by disk GC."}),
+		LastGCDisks: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "last_gc_disks_timestamp_seconds", Help: "Time of the last disk GC."}),
+		DfgetDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "dfget",
+			Name: "download_duration_seconds", Help: "Duration of dfget downloads.",
+			Buckets: []float64{1, 2, 5, 10, 30, 60, 120, 300, 600}}, []string{"callsystem", "peer"}),
+		DfgetBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "dfget",
+			Name: "download_size_bytes_total", Help: "Total bytes downloaded by dfget."}, []string{"callsystem", "peer"}),
+		DfgetTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "dfget",
+			Name: "download_total", Help: "Total dfget downloads."}, []string{"callsystem", "peer"}),
+		DfgetFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "dfget",
+			Name: "download_failed_total", Help: "Total failed dfget downloads."}, []string{"callsystem", "peer", "reason"}),
+		PieceServerBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "piece_server_sent_bytes_total", Help: "Bytes sent by the supernode's piece server."}),
+		PiecesScheduled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "pieces_scheduled_total", Help: "Pieces handed out by /peer/task, by holder kind."}, []string{"holder"}),
+		SourceFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "build_info", Help: "Build information."}, []string{"version", "revision", "os", "arch", "goversion"})
+	vi := version.Info()
+	buildInfo.WithLabelValues(vi.Version, vi.Revision, vi.OS, vi.Arch, vi.GoVersion).Set(1)
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo,
+		m.HTTPRequests, m.HTTPDuration, m.HTTPRequestSize, m.HTTPResponseSize, m.PiecesDownloaded,
+		m.Tasks, m.TasksRegistered, m.CDNTrigger, m.CDNTriggerFailed, m.ScheduleDuration, m.Peers,
+		m.DfgetTasks, m.DfgetTasksReg, m.DfgetTasksFailed, m.CDNCacheHit, m.CDNDownload, m.CDNDownloadBytes,
+		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
+		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
+		m.PieceServerBytes, m.PiecesScheduled, m.SourceFailures)
+	return m
+}

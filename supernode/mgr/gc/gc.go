@@ -1,0 +1,237 @@
+// Package gc collects what the supernode no longer needs: tasks idle for
+// --task-expire-time, peers offline for --peer-gc-delay, and, when the disk
+// runs low, cached files of tasks not in memory, least recently used first.
+package gc
+
+//go:generate go tool mockgen -source=gc.go -destination=mock_deps_test.go -package=gc
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// Tasks is the task manager as GC uses it.
+type Tasks interface {
+	Expired(before time.Time) []string
+	Has(id string) bool
+	Remove(id string)
+}
+
+// DfgetTasks is the dfget task registry as GC uses it.
+type DfgetTasks interface {
+	ByTask(taskID string) []dfgettask.Task
+	ByPeer(peerID string) []dfgettask.Task
+	Delete(cid, taskID string)
+}
+
+// Progress is the progress manager as GC uses it.
+type Progress interface {
+	PeerDown(peerID string)
+	DeleteClient(cid string)
+	DeleteTask(taskID string)
+	DeletePeer(peerID string)
+	DownSince(peerID string) time.Time
+	HasPeer(peerID string) bool
+	SuperPID() string
+}
+
+// Peers is the peer registry as GC uses it.
+type Peers interface {
+	IDs() []string
+	Delete(id string) error
+}
+
+// CDN drops a task's CDN state (and files when full).
+type CDN interface {
+	Delete(taskID string, full bool) error
+}
+
+// Store is the cache store as disk GC uses it.
+type Store interface {
+	TaskIDs() ([]string, error)
+	ReadMeta(taskID string) (*store.Meta, error)
+	DataSize(taskID string) int64
+	AvailSpace() (int64, error)
+	Remove(taskID string) error
+}
+
+// Config of the GC loops.
+type Config struct {
+	InitialDelay     time.Duration
+	MetaInterval     time.Duration
+	DiskInterval     time.Duration
+	TaskExpire       time.Duration
+	PeerGCDelay      time.Duration
+	YoungGCThreshold int64 // disk GC starts below this much free space
+	FullGCThreshold  int64 // below this, every idle cache file goes
+}
+
+// Metrics are the GC collectors (any may be nil).
+type Metrics struct {
+	Tasks, Peers, Disks prometheus.Counter
+	LastDisk            prometheus.Gauge
+}
+
+// Manager runs the GC loops.
+type Manager struct {
+	cfg      Config
+	tasks    Tasks
+	dfget    DfgetTasks
+	progress Progress
+	peers    Peers
+	cdn      CDN
+	store    Store
+	metrics  Metrics
+	log      logrus.FieldLogger
+	now      func() time.Time
+	mu       sync.Mutex // one collection at a time
+}
+
+// New returns a GC manager.
+func New(cfg Config, t Tasks, d DfgetTasks, p Progress, peers Peers, c CDN, s Store, mx Metrics, log logrus.FieldLogger) *Manager {
+	return &Manager{cfg: cfg, tasks: t, dfget: d, progress: p, peers: peers, cdn: c, store: s, metrics: mx, log: log, now: time.Now}
+}
+
+// Run runs the loops until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	select {
+	case <-time.After(m.cfg.InitialDelay):
+	case <-ctx.Done():
+		return
+	}
+	meta := time.NewTicker(m.cfg.MetaInterval)
+	defer meta.Stop()
+	disk := time.NewTicker(m.cfg.DiskInterval)
+	defer disk.Stop()
+	m.GCMeta()
+	m.GCDisk()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-meta.C:
+			m.GCMeta()
+		case <-disk.C:
+			m.GCDisk()
+		}
+	}
+}
+
+// GCMeta collects expired tasks, then offline peers.
+func (m *Manager) GCMeta() {
+	for _, id := range m.tasks.Expired(m.now().Add(-m.cfg.TaskExpire)) {
+		m.log.Infof("gc: task %s expired", id)
+		m.GCTask(id, false)
+	}
+	m.gcPeers()
+}
+
+// GCTask drops a task from memory: its clients (their peers go down), its
+// progress and CDN state; full also deletes its cache files.
+func (m *Manager) GCTask(taskID string, full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, dt := range m.dfget.ByTask(taskID) {
+		m.progress.PeerDown(dt.PeerID)
+		m.progress.DeleteClient(dt.CID)
+		m.dfget.Delete(dt.CID, taskID)
+	}
+	m.progress.DeleteTask(taskID)
+	if err := m.cdn.Delete(taskID, full); err != nil {
+		m.log.WithError(err).Warnf("gc: delete cdn of %s", taskID)
+	}
+	if m.tasks.Has(taskID) && m.metrics.Tasks != nil {
+		m.metrics.Tasks.Inc()
+	}
+	m.tasks.Remove(taskID)
+}
+
+func (m *Manager) gcPeers() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	super := m.progress.SuperPID()
+	for _, id := range m.peers.IDs() {
+		if id == super {
+			continue
+		}
+		down := m.progress.DownSince(id)
+		if m.progress.HasPeer(id) && (down.IsZero() || m.now().Sub(down) < m.cfg.PeerGCDelay) {
+			continue
+		}
+		for _, dt := range m.dfget.ByPeer(id) {
+			m.progress.DeleteClient(dt.CID)
+			m.dfget.Delete(dt.CID, dt.TaskID)
+		}
+		m.progress.DeletePeer(id)
+		if err := m.peers.Delete(id); err == nil && m.metrics.Peers != nil {
+			m.metrics.Peers.Inc()
+		}
+		m.log.Infof("gc: peer %s", id)
+	}
+}
+
+// GCDisk frees cache space when free space is below the young threshold:
+// cache files of tasks not in memory go, least recently accessed first,
+// until free space is back above it (all of them below the full threshold).
+func (m *Manager) GCDisk() {
+	avail, err := m.store.AvailSpace()
+	if err != nil {
+		m.log.WithError(err).Warn("gc: disk space")
+		return
+	}
+	if avail >= m.cfg.YoungGCThreshold {
+		return
+	}
+	full := avail <= m.cfg.FullGCThreshold
+	ids, err := m.store.TaskIDs()
+	if err != nil {
+		m.log.WithError(err).Warn("gc: list cache")
+		return
+	}
+	type cand struct {
+		id     string
+		access int64
+		size   int64
+	}
+	var cands []cand
+	for _, id := range ids {
+		if m.tasks.Has(id) {
+			continue
+		}
+		var access int64
+		if meta, err := m.store.ReadMeta(id); err == nil {
+			access = meta.AccessTime
+		}
+		cands = append(cands, cand{id, access, m.store.DataSize(id)})
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].access < cands[j].access })
+	freed := int64(0)
+	for _, c := range cands {
+		if !full && avail+freed >= m.cfg.YoungGCThreshold {
+			break
+		}
+		if m.tasks.Has(c.id) {
+			continue // registered meanwhile
+		}
+		if err := m.store.Remove(c.id); err != nil {
+			m.log.WithError(err).Warnf("gc: remove cache of %s", c.id)
+			continue
+		}
+		freed += c.size
+		if m.metrics.Disks != nil {
+			m.metrics.Disks.Inc()
+		}
+		m.log.Infof("gc: removed cache of %s (%d bytes)", c.id, c.size)
+	}
+	if m.metrics.LastDisk != nil {
+		m.metrics.LastDisk.Set(float64(m.now().Unix()))
+	}
+}

@@ -1,0 +1,119 @@
+// Package peer keeps the peers (dfget hosts) known to the supernode. Each
+// registration creates a new peer, as in Dragonfly 1.x.
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNotFound reports an unknown peer ID.
+var ErrNotFound = errors.New("peer not found")
+
+// Manager stores peers in memory.
+type Manager struct {
+	mu    sync.RWMutex
+	peers map[string]types.PeerInfo
+	gauge *prometheus.GaugeVec
+	now   func() time.Time
+}
+
+// New returns an empty manager; gauge (may be nil) is dragonfly_supernode_peers.
+func New(gauge *prometheus.GaugeVec) *Manager {
+	return &Manager{peers: map[string]types.PeerInfo{}, gauge: gauge, now: time.Now}
+}
+
+// Register validates and stores a peer and returns its new ID.
+func (m *Manager) Register(req types.PeerCreateRequest) (string, error) {
+	ip := net.ParseIP(req.IP)
+	if ip == nil || ip.To4() == nil {
+		return "", fmt.Errorf("invalid peer ip %q: want IPv4", req.IP)
+	}
+	if req.Port < 0 || req.Port > 65535 {
+		return "", fmt.Errorf("invalid peer port %d", req.Port)
+	}
+	now := m.now()
+	id := req.HostName + "-" + req.IP + "-" + strconv.FormatInt(now.UnixNano(), 10)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, taken := m.peers[id]; taken; _, taken = m.peers[id] {
+		now = now.Add(time.Nanosecond)
+		id = req.HostName + "-" + req.IP + "-" + strconv.FormatInt(now.UnixNano(), 10)
+	}
+	m.peers[id] = types.PeerInfo{ID: id, IP: req.IP, HostName: req.HostName, Port: req.Port, Version: req.Version, Created: now}
+	if m.gauge != nil {
+		m.gauge.WithLabelValues(req.IP).Inc()
+	}
+	return id, nil
+}
+
+// Get returns a peer.
+func (m *Manager) Get(id string) (types.PeerInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p, ok := m.peers[id]
+	if !ok {
+		return types.PeerInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return p, nil
+}
+
+// Delete removes a peer.
+func (m *Manager) Delete(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.peers[id]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	delete(m.peers, id)
+	if m.gauge != nil {
+		m.gauge.WithLabelValues(p.IP).Dec()
+	}
+	return nil
+}
+
+// List returns the peers sorted by creation time (desc reverses), paged
+// with pageNum/pageSize (pageSize 0 = all).
+func (m *Manager) List(pageNum, pageSize int, desc bool) []types.PeerInfo {
+	m.mu.RLock()
+	out := make([]types.PeerInfo, 0, len(m.peers))
+	for _, p := range m.peers {
+		out = append(out, p)
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if desc {
+			return out[i].Created.After(out[j].Created)
+		}
+		return out[i].Created.Before(out[j].Created)
+	})
+	if pageSize <= 0 {
+		return out
+	}
+	start := pageNum * pageSize
+	if pageNum < 0 || start >= len(out) {
+		return []types.PeerInfo{}
+	}
+	end := min(start+pageSize, len(out))
+	return out[start:end]
+}
+
+// IDs lists every peer ID.
+func (m *Manager) IDs() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]string, 0, len(m.peers))
+	for id := range m.peers {
+		out = append(out, id)
+	}
+	return out
+}

@@ -1,0 +1,570 @@
+// Package progress keeps the supernode's piece bookkeeping in memory: which
+// pieces the CDN has written, which each client has, is fetching or failed,
+// who holds each piece, how many uploads each holder serves, error counts,
+// blacklists and the sliding windows of streaming clients. Every change
+// that can make a piece schedulable wakes the task's waiters, so /peer/task
+// can long-poll instead of answering "wait" at once.
+package progress
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/bits-and-blooms/bitset"
+)
+
+// Status is a piece state reported for a client.
+type Status int
+
+// Piece states.
+const (
+	Running Status = iota
+	Success
+	Failed
+)
+
+// DefaultWindow is the window of a streaming client that asked for <= 0.
+const DefaultWindow = 8
+
+// Errors callers map to protocol codes.
+var (
+	ErrUnknownTask   = errors.New("unknown task")
+	ErrUnknownClient = errors.New("unknown client")
+	ErrUnknownPiece  = errors.New("piece not written by the cdn")
+)
+
+// Limits are the scheduling limits TryAssign enforces.
+type Limits struct {
+	DownLimit  int // pieces running per client
+	UpLimit    int // uploads per peer
+	SuperLimit int // pieces served by the supernode per task
+}
+
+type taskState struct {
+	cdn      *bitset.BitSet
+	total    int // -1 while unknown
+	holders  map[int]map[string]struct{}
+	super    int // pieces in flight from the supernode
+	changed  chan struct{}
+	failed   bool
+	clients  map[string]struct{}
+	finished bool
+}
+
+type clientState struct {
+	taskID  string
+	peerID  string
+	success *bitset.BitSet
+	failed  *bitset.BitSet
+	running map[int]string // piece -> dst peer ID
+	stream  bool
+	wnd     int
+	una     int
+}
+
+type peerState struct {
+	load       int
+	clientErr  int
+	serviceErr int
+	down       time.Time
+	cdnPattern bool
+	black      map[string]int
+}
+
+// Manager is the in-memory progress store. It is safe for concurrent use.
+type Manager struct {
+	mu       sync.Mutex
+	superPID string
+	tasks    map[string]*taskState
+	clients  map[string]*clientState // key: cid
+	peers    map[string]*peerState
+}
+
+// New returns an empty manager; superPID is the supernode's own peer ID.
+func New(superPID string) *Manager {
+	return &Manager{
+		superPID: superPID,
+		tasks:    map[string]*taskState{},
+		clients:  map[string]*clientState{},
+		peers:    map[string]*peerState{},
+	}
+}
+
+// SuperPID is the supernode's peer ID.
+func (m *Manager) SuperPID() string { return m.superPID }
+
+func (m *Manager) task(taskID string) *taskState {
+	t := m.tasks[taskID]
+	if t == nil {
+		t = &taskState{
+			cdn: bitset.New(0), total: -1, holders: map[int]map[string]struct{}{},
+			changed: make(chan struct{}), clients: map[string]struct{}{},
+		}
+		m.tasks[taskID] = t
+	}
+	return t
+}
+
+func (t *taskState) notify() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// InitTask makes sure the task exists.
+func (m *Manager) InitTask(taskID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.task(taskID)
+}
+
+// ResetCDN forgets the CDN's pieces (a new CDN run starts).
+func (m *Manager) ResetCDN(taskID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.task(taskID)
+	t.cdn.ClearAll()
+	t.failed, t.finished, t.total = false, false, -1
+	t.notify()
+}
+
+// SetCDNPiece marks piece num as written by the CDN (schedulable now).
+func (m *Manager) SetCDNPiece(taskID string, num int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.task(taskID)
+	t.cdn.Set(uint(num))
+	t.notify()
+}
+
+// FinishCDN records the CDN outcome and the final piece count.
+func (m *Manager) FinishCDN(taskID string, total int, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.task(taskID)
+	t.finished = true
+	t.failed = !ok
+	if ok {
+		t.total = total
+	}
+	t.notify()
+}
+
+// Changed returns a channel closed at the task's next change.
+func (m *Manager) Changed(taskID string) <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.task(taskID).changed
+}
+
+// InitClient records a client (cid) of a task on peer peerID. window > 0
+// makes it a streaming client with that window.
+func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.task(taskID)
+	if old := m.clients[cid]; old != nil {
+		m.releaseRunning(old)
+	}
+	if stream && window <= 0 {
+		window = DefaultWindow
+	}
+	m.clients[cid] = &clientState{
+		taskID: taskID, peerID: peerID, success: bitset.New(0), failed: bitset.New(0),
+		running: map[int]string{}, stream: stream, wnd: window,
+	}
+	t.clients[cid] = struct{}{}
+	p := m.peer(peerID)
+	p.cdnPattern = cdnPattern
+	p.down = time.Time{}
+}
+
+func (m *Manager) peer(peerID string) *peerState {
+	p := m.peers[peerID]
+	if p == nil {
+		p = &peerState{black: map[string]int{}}
+		m.peers[peerID] = p
+	}
+	return p
+}
+
+// releaseRunning gives back the loads held by a client's running pieces.
+func (m *Manager) releaseRunning(c *clientState) {
+	for num, dst := range c.running {
+		m.release(c.taskID, dst)
+		delete(c.running, num)
+	}
+}
+
+func (m *Manager) release(taskID, dst string) {
+	t := m.tasks[taskID]
+	if dst == m.superPID {
+		if t != nil && t.super > 0 {
+			t.super--
+		}
+	} else if p := m.peers[dst]; p != nil && p.load > 0 {
+		p.load--
+	}
+	if t != nil {
+		t.notify()
+	}
+}
+
+// Update records that client cid finished piece num with status (Success
+// or Failed). A piece already successful stays so (re-reports are no-ops).
+// It returns the peer the piece was running from ("" if it was not).
+func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil || c.taskID != taskID {
+		return "", fmt.Errorf("%w: %s", ErrUnknownClient, cid)
+	}
+	t := m.task(taskID)
+	if num < 0 || (st == Success && !t.cdn.Test(uint(num))) {
+		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
+	}
+	dst, wasRunning := c.running[num]
+	if wasRunning {
+		delete(c.running, num)
+		m.release(taskID, dst)
+	}
+	switch st {
+	case Success:
+		if c.success.Test(uint(num)) {
+			return dst, nil
+		}
+		c.success.Set(uint(num))
+		c.failed.Clear(uint(num))
+		h := t.holders[num]
+		if h == nil {
+			h = map[string]struct{}{}
+			t.holders[num] = h
+		}
+		h[c.peerID] = struct{}{}
+		if c.stream {
+			c.una = int(nextClear(c.success, uint(c.una)))
+		}
+		if wasRunning && dst != m.superPID {
+			if p := m.peers[c.peerID]; p != nil {
+				p.clientErr = 0
+			}
+			if p := m.peers[dst]; p != nil {
+				p.serviceErr = 0
+			}
+		}
+		t.notify()
+	case Failed:
+		c.failed.Set(uint(num))
+		if wasRunning && dst != m.superPID {
+			src := m.peer(c.peerID)
+			src.clientErr++
+			src.black[dst]++
+			if p := m.peers[dst]; p != nil {
+				p.serviceErr++
+			}
+		}
+	}
+	return dst, nil
+}
+
+func nextClear(b *bitset.BitSet, from uint) uint {
+	for b.Test(from) {
+		from++
+	}
+	return from
+}
+
+// AddHolder makes the peer of client cid a holder of piece num (a stream
+// cache announced it).
+func (m *Manager) AddHolder(taskID, cid string, num int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil || c.taskID != taskID {
+		return fmt.Errorf("%w: %s", ErrUnknownClient, cid)
+	}
+	t := m.task(taskID)
+	h := t.holders[num]
+	if h == nil {
+		h = map[string]struct{}{}
+		t.holders[num] = h
+	}
+	h[c.peerID] = struct{}{}
+	t.notify()
+	return nil
+}
+
+// RemoveHolder drops the peer of client cid as a holder of piece num.
+func (m *Manager) RemoveHolder(taskID, cid string, num int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil || c.taskID != taskID {
+		return fmt.Errorf("%w: %s", ErrUnknownClient, cid)
+	}
+	if t := m.tasks[taskID]; t != nil {
+		delete(t.holders[num], c.peerID)
+	}
+	return nil
+}
+
+// Holders lists the peers (not the supernode) holding piece num.
+func (m *Manager) Holders(taskID string, num int) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tasks[taskID]
+	if t == nil {
+		return nil
+	}
+	out := make([]string, 0, len(t.holders[num]))
+	for p := range t.holders[num] {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Candidate is a piece a client may fetch, with its usable holders.
+type Candidate struct {
+	Num     int
+	Holders []Holder
+}
+
+// Holder is a peer holding a piece, with its current upload load.
+type Holder struct {
+	PeerID string
+	Load   int
+}
+
+// View is what the scheduler needs about a client, taken atomically.
+type View struct {
+	Candidates   []Candidate
+	Running      []int
+	ClientErrors int
+	Stream       bool
+	CDNFailed    bool
+	CDNFinished  bool
+	Total        int
+	SuccessCount int
+}
+
+// ClientView computes the pieces client cid can fetch now: written by the
+// CDN, not had, not running, inside the window for a streaming client. Each
+// comes with the holders that are up, not eliminated (serviceErr >=
+// eliminationLimit, dropped for good), not blacklisted by this client and
+// not CDN-pattern peers.
+func (m *Manager) ClientView(taskID, cid string, eliminationLimit int) (View, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil || c.taskID != taskID {
+		return View{}, fmt.Errorf("%w: %s", ErrUnknownClient, cid)
+	}
+	t := m.tasks[taskID]
+	if t == nil {
+		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
+	}
+	v := View{Stream: c.stream, CDNFailed: t.failed, CDNFinished: t.finished, Total: t.total}
+	v.SuccessCount = int(c.success.Count())
+	if src := m.peers[c.peerID]; src != nil {
+		v.ClientErrors = src.clientErr
+	}
+	for n := range c.running {
+		v.Running = append(v.Running, n)
+	}
+	lo, hi := uint(0), t.cdn.Len()
+	if c.stream {
+		lo, hi = uint(c.una), uint(c.una+c.wnd)
+	}
+	for i, ok := t.cdn.NextSet(lo); ok && i < hi; i, ok = t.cdn.NextSet(i + 1) {
+		if c.success.Test(i) {
+			continue
+		}
+		if _, run := c.running[int(i)]; run {
+			continue
+		}
+		cand := Candidate{Num: int(i)}
+		src := m.peers[c.peerID]
+		for pid := range t.holders[int(i)] {
+			if pid == c.peerID {
+				continue
+			}
+			p := m.peers[pid]
+			if p == nil || !p.down.IsZero() || p.serviceErr >= eliminationLimit {
+				delete(t.holders[int(i)], pid)
+				continue
+			}
+			if p.cdnPattern || (src != nil && src.black[pid] > 0) {
+				continue
+			}
+			cand.Holders = append(cand.Holders, Holder{PeerID: pid, Load: p.load})
+		}
+		v.Candidates = append(v.Candidates, cand)
+	}
+	return v, nil
+}
+
+// TryAssign marks piece num running for client cid from dst, if the limits
+// allow: the client's running count, dst's upload load (or the task's
+// supernode load), and dst still holding the piece. It reports whether it did.
+func (m *Manager) TryAssign(taskID, cid string, num int, dst string, lim Limits) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	t := m.tasks[taskID]
+	if c == nil || t == nil || c.taskID != taskID || len(c.running) >= lim.DownLimit {
+		return false
+	}
+	if _, run := c.running[num]; run || c.success.Test(uint(num)) {
+		return false
+	}
+	if dst == m.superPID {
+		if !t.cdn.Test(uint(num)) || t.super >= lim.SuperLimit {
+			return false
+		}
+		t.super++
+	} else {
+		p := m.peers[dst]
+		if _, held := t.holders[num][dst]; !held || p == nil || !p.down.IsZero() || p.load >= lim.UpLimit {
+			return false
+		}
+		p.load++
+	}
+	c.running[num] = dst
+	return true
+}
+
+// Unassign undoes a TryAssign whose answer could not be sent.
+func (m *Manager) Unassign(taskID, cid string, num int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.clients[cid]; c != nil {
+		if dst, ok := c.running[num]; ok {
+			delete(c.running, num)
+			m.release(taskID, dst)
+		}
+	}
+}
+
+// PeerDown marks a peer offline: it is no longer offered as a holder, its
+// clients' running pieces are released and their windows dropped.
+func (m *Manager) PeerDown(peerID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.peer(peerID)
+	if p.down.IsZero() {
+		p.down = time.Now()
+	}
+	for _, c := range m.clients {
+		if c.peerID == peerID {
+			m.releaseRunning(c)
+			c.stream, c.wnd, c.una = false, 0, 0
+		}
+	}
+}
+
+// DownSince reports when a peer went down (zero if up or unknown).
+func (m *Manager) DownSince(peerID string) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.peers[peerID]; p != nil {
+		return p.down
+	}
+	return time.Time{}
+}
+
+// HasPeer reports whether the peer has progress state.
+func (m *Manager) HasPeer(peerID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.peers[peerID]
+	return ok
+}
+
+// DeleteClient forgets a client, releasing its loads.
+func (m *Manager) DeleteClient(cid string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil {
+		return
+	}
+	m.releaseRunning(c)
+	if t := m.tasks[c.taskID]; t != nil {
+		delete(t.clients, cid)
+	}
+	delete(m.clients, cid)
+}
+
+// DeletePeer forgets a peer and removes it as a holder everywhere.
+func (m *Manager) DeletePeer(peerID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.peers, peerID)
+	for _, t := range m.tasks {
+		for _, h := range t.holders {
+			delete(h, peerID)
+		}
+	}
+	for _, p := range m.peers {
+		delete(p.black, peerID)
+	}
+}
+
+// DeleteTask forgets a task and its clients.
+func (m *Manager) DeleteTask(taskID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tasks[taskID]
+	if t == nil {
+		return
+	}
+	for cid := range t.clients {
+		if c := m.clients[cid]; c != nil {
+			m.releaseRunning(c)
+		}
+		delete(m.clients, cid)
+	}
+	t.notify()
+	delete(m.tasks, taskID)
+}
+
+// Window returns a streaming client's window (una, wnd); ok is false for a
+// non-streaming or unknown client.
+func (m *Manager) Window(cid string) (una, wnd int, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	if c == nil || !c.stream {
+		return 0, 0, false
+	}
+	return c.una, c.wnd, true
+}
+
+// Loads returns the upload load of a peer and the supernode load of a task
+// (for tests and metrics).
+func (m *Manager) Loads(taskID, peerID string) (peer, super int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.peers[peerID]; p != nil {
+		peer = p.load
+	}
+	if t := m.tasks[taskID]; t != nil {
+		super = t.super
+	}
+	return peer, super
+}
+
+// Done reports whether client cid has every piece of a task whose CDN
+// finished successfully.
+func (m *Manager) Done(taskID, cid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.clients[cid]
+	t := m.tasks[taskID]
+	if c == nil || t == nil || !t.finished || t.failed || t.total <= 0 {
+		return false
+	}
+	return int(c.success.Count()) >= t.total
+}

@@ -1,0 +1,130 @@
+// Package scheduler picks the pieces a client fetches next and where from:
+// rarest first (ascending order inside the window for a streaming client),
+// the least loaded usable peer holding it, the supernode as the fallback.
+package scheduler
+
+//go:generate go tool mockgen -source=scheduler.go -destination=mock_progress_test.go -package=scheduler
+
+import (
+	"errors"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+)
+
+// Progress is what the scheduler needs from the progress manager.
+type Progress interface {
+	ClientView(taskID, cid string, eliminationLimit int) (progress.View, error)
+	TryAssign(taskID, cid string, num int, dst string, lim progress.Limits) bool
+	SuperPID() string
+}
+
+// Errors the caller maps to protocol codes.
+var (
+	// ErrWait: nothing to fetch yet (602).
+	ErrWait = errors.New("no piece available yet")
+	// ErrLimited: the client already runs its limit of pieces (601, no data).
+	ErrLimited = errors.New("client is at its running-piece limit")
+	// ErrCDNFailed: the CDN failed (500).
+	ErrCDNFailed = errors.New("cdn failed")
+)
+
+// Assignment is one piece for the client and the peer it comes from.
+type Assignment struct {
+	Num    int
+	DstPID string
+}
+
+// Config holds the limits.
+type Config struct {
+	Limits            progress.Limits
+	EliminationLimit  int
+	FailureCountLimit int
+}
+
+// Scheduler is the default scheduler.
+type Scheduler struct {
+	p   Progress
+	cfg Config
+}
+
+// New returns a scheduler over p.
+func New(p Progress, cfg Config) *Scheduler { return &Scheduler{p: p, cfg: cfg} }
+
+// Schedule assigns up to DownLimit-running pieces to client cid of task.
+func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
+	v, err := s.p.ClientView(taskID, cid, s.cfg.EliminationLimit)
+	if err != nil {
+		return nil, err
+	}
+	if v.CDNFailed {
+		return nil, ErrCDNFailed
+	}
+	if len(v.Candidates) == 0 {
+		return nil, ErrWait
+	}
+	if len(v.Running) >= s.cfg.Limits.DownLimit {
+		return nil, ErrLimited
+	}
+	order(v)
+	super := s.p.SuperPID()
+	var out []Assignment
+	room := s.cfg.Limits.DownLimit - len(v.Running)
+	for _, c := range v.Candidates {
+		if len(out) >= room {
+			break
+		}
+		dsts := make([]string, 0, len(c.Holders)+1)
+		if v.ClientErrors <= s.cfg.FailureCountLimit {
+			sort.SliceStable(c.Holders, func(i, j int) bool { return c.Holders[i].Load < c.Holders[j].Load })
+			for _, h := range c.Holders {
+				dsts = append(dsts, h.PeerID)
+			}
+		}
+		dsts = append(dsts, super)
+		for _, d := range dsts {
+			if s.p.TryAssign(taskID, cid, c.Num, d, s.cfg.Limits) {
+				out = append(out, Assignment{Num: c.Num, DstPID: d})
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, ErrWait
+	}
+	return out, nil
+}
+
+// order sorts candidates: ascending piece number for a streaming client;
+// otherwise fewest holders first, then closest to the centre of the running
+// pieces, then random so clients spread over equally rare pieces.
+func order(v progress.View) {
+	c := v.Candidates
+	if v.Stream {
+		sort.Slice(c, func(i, j int) bool { return c[i].Num < c[j].Num })
+		return
+	}
+	center := 0
+	if len(v.Running) > 0 {
+		sum := 0
+		for _, n := range v.Running {
+			sum += n
+		}
+		center = sum / len(v.Running)
+	}
+	rand.Shuffle(len(c), func(i, j int) { c[i], c[j] = c[j], c[i] })
+	sort.SliceStable(c, func(i, j int) bool {
+		if a, b := len(c[i].Holders), len(c[j].Holders); a != b {
+			return a < b
+		}
+		return abs(c[i].Num-center) < abs(c[j].Num-center)
+	})
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

@@ -1,0 +1,290 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+)
+
+// register: errors are HTTP 500 with {"code","message"} as in v1; the code
+// says why (501 bad input, 607 source unreachable, 500 otherwise).
+func (a *api) register(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
+		return
+	}
+	req, err := decodeRegister(trimContentType(r.Header.Get("Content-Type")), body)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
+		return
+	}
+	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
+	if err != nil {
+		a.Log.WithError(err).Infof("register %s for %s failed", req.CID, req.RawURL)
+		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+		return
+	}
+	writeResult(w, types.CodeSuccess, "success", resp)
+}
+
+func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
+	q, err := parsePullQuery(r.URL.RawQuery)
+	if err != nil {
+		writeResult(w, types.CodeParamError, err.Error(), nil)
+		return
+	}
+	code, data, err := a.Tasks.Pull(r.Context(), task.PullQuery{
+		TaskID: q.TaskID, SrcCID: q.SrcCID, DstCID: q.DstCID, Range: q.Range, Status: q.Status, Result: q.Result,
+	})
+	if err != nil {
+		writeResult(w, task.CodeOf(err), err.Error(), nil)
+		return
+	}
+	msg := ""
+	switch code {
+	case types.CodePeerFinish:
+		msg = "peer task end"
+	case types.CodePeerContinue:
+		msg = "peer task go on"
+	case types.CodePeerWait:
+		msg = "peer task wait"
+	}
+	writeResult(w, code, msg, data)
+}
+
+func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
+	q, err := parsePieceQuery(r.URL.RawQuery)
+	if err != nil {
+		writeResult(w, types.CodeParamError, err.Error(), nil)
+		return
+	}
+	if err := a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range}); err != nil {
+		writeResult(w, task.CodeOf(err), err.Error(), nil)
+		return
+	}
+	writeResult(w, types.CodeGetPieceReport, "", nil)
+}
+
+func (a *api) streamPiece(add bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := parsePieceQuery(r.URL.RawQuery)
+		if err != nil {
+			writeResult(w, types.CodeParamError, err.Error(), nil)
+			return
+		}
+		if err := a.Tasks.StreamPiece(task.PieceReport{TaskID: q.TaskID, CID: q.CID, Range: q.Range}, add); err != nil {
+			writeResult(w, task.CodeOf(err), err.Error(), nil)
+			return
+		}
+		writeResult(w, types.CodeGetPieceReport, "", nil)
+	}
+}
+
+func (a *api) serviceDown(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	v, err := required(q, "taskId", "cid")
+	if err != nil {
+		writeResult(w, types.CodeParamError, err.Error(), nil)
+		return
+	}
+	if err := a.Tasks.ServiceDown(v[0], v[1]); err != nil {
+		writeResult(w, task.CodeOf(err), err.Error(), nil)
+		return
+	}
+	writeResult(w, types.CodeGetPeerDown, "", nil)
+}
+
+// pieceError: v1 answers 200 with an empty body whatever happens.
+func (a *api) pieceError(w http.ResponseWriter, r *http.Request) {
+	req, err := parsePieceErrorQuery(r.URL.RawQuery)
+	if err != nil {
+		writeResult(w, types.CodeParamError, err.Error(), nil)
+		return
+	}
+	if pid := a.Tasks.DstPeer(req.TaskID, req.DstPid); pid != "" {
+		req.DstPid = pid
+		if err := a.PieceErrors.Report(req); err != nil {
+			a.Log.WithError(err).Warn("piece error dropped")
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *api) v1PieceError(w http.ResponseWriter, r *http.Request) {
+	var req types.PieceErrorRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	if req.DstPid == "" {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, "dstPid is empty")
+		return
+	}
+	vars := mux.Vars(r)
+	req.TaskID, req.Range = vars["id"], vars["pieceRange"]
+	if err := a.PieceErrors.Report(req); err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
+	var req types.TaskMetricsRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	m := a.Metrics
+	m.DfgetTotal.WithLabelValues(req.CallSystem, req.IP).Inc()
+	if req.Success {
+		m.DfgetDuration.WithLabelValues(req.CallSystem, req.IP).Observe(req.Duration)
+		if req.FileLength > 0 {
+			m.DfgetBytes.WithLabelValues(req.CallSystem, req.IP).Add(float64(req.FileLength))
+		}
+	} else {
+		m.DfgetFailed.WithLabelValues(req.CallSystem, req.IP, req.BacksourceReason).Inc()
+	}
+	a.Log.WithField("dfget", true).Infof("task metrics: task=%s cid=%s ip=%s success=%t duration=%.3fs length=%d reason=%s",
+		req.TaskID, req.CID, req.IP, req.Success, req.Duration, req.FileLength, req.BacksourceReason)
+	writeJSON(w, http.StatusOK, nil)
+}
+
+// REST errors: v1 answers 500 for unknown IDs; so do we, with the code.
+func (a *api) restError(w http.ResponseWriter, err error) {
+	writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+}
+
+func (a *api) createPeer(w http.ResponseWriter, r *http.Request) {
+	var req types.PeerCreateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	id, err := a.Peers.Register(req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, types.PeerCreateResponse{ID: id})
+}
+
+func (a *api) listPeers(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	num, size := 0, 0
+	var err error
+	if s := q.Get("pageNum"); s != "" {
+		if num, err = strconv.Atoi(s); err != nil || num < 0 {
+			writeError(w, http.StatusBadRequest, types.CodeParamError, "invalid pageNum")
+			return
+		}
+	}
+	if s := q.Get("pageSize"); s != "" {
+		if size, err = strconv.Atoi(s); err != nil || size < 0 {
+			writeError(w, http.StatusBadRequest, types.CodeParamError, "invalid pageSize")
+			return
+		}
+	}
+	desc := false
+	switch strings.ToUpper(q.Get("sortDirect")) {
+	case "", "ASC":
+	case "DESC":
+		desc = true
+	default:
+		writeError(w, http.StatusBadRequest, types.CodeParamError, "invalid sortDirect: want ASC or DESC")
+		return
+	}
+	writeJSON(w, http.StatusOK, a.Peers.List(num, size, desc))
+}
+
+func (a *api) getPeer(w http.ResponseWriter, r *http.Request) {
+	p, err := a.Peers.Get(mux.Vars(r)["id"])
+	if err != nil {
+		a.restError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (a *api) deletePeer(w http.ResponseWriter, r *http.Request) {
+	if err := a.Peers.Delete(mux.Vars(r)["id"]); err != nil {
+		a.restError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *api) getTask(w http.ResponseWriter, r *http.Request) {
+	info, err := a.Tasks.Info(mux.Vars(r)["id"])
+	if err != nil {
+		a.restError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (a *api) deleteTask(w http.ResponseWriter, r *http.Request) {
+	full := false
+	if s := r.URL.Query().Get("full"); s != "" {
+		var err error
+		if full, err = strconv.ParseBool(s); err != nil {
+			writeError(w, http.StatusBadRequest, types.CodeParamError, "invalid full: want true or false")
+			return
+		}
+	}
+	a.GC.GCTask(mux.Vars(r)["id"], full)
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
+	var req types.PreheatCreateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	id, existed, err := a.Preheats.Create(req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
+		return
+	}
+	if existed {
+		writeError(w, http.StatusAlreadyReported, http.StatusAlreadyReported, "preheat task already exists")
+		return
+	}
+	writeJSON(w, http.StatusCreated, types.PreheatCreateResponse{ID: id})
+}
+
+func (a *api) listPreheats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.Preheats.List())
+}
+
+func (a *api) getPreheat(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	info, err := a.Preheats.Get(id)
+	if err != nil {
+		writeError(w, http.StatusNotFound, http.StatusNotFound, id+" doesn't exists")
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (a *api) deletePreheat(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.Preheats.Delete(mux.Vars(r)["id"]))
+}
+
+// decodeJSON reads a size-limited JSON body into v.
+func decodeJSON(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, v)
+}

@@ -1,0 +1,144 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// Servable is the CDN's view of which bytes of a cache file may be sent.
+type Servable interface {
+	Servable(taskID string, start, end int64) (int64, int)
+}
+
+// piecePath accepts only /download/<id[0:3]>/<id> with a plain ID: no
+// dots (so no sidecars, no traversal), no slashes beyond the two.
+var piecePath = regexp.MustCompile(`^/download/([0-9A-Za-z_-]{3})/([0-9A-Za-z_-]{3,200})$`)
+
+// PieceServer serves CDN files on the download port with Range support.
+type PieceServer struct {
+	repo  string
+	cdn   Servable
+	bytes prometheus.Counter
+}
+
+// NewPieceServer serves <repo>/download.
+func NewPieceServer(repo string, c Servable, bytes prometheus.Counter) *PieceServer {
+	return &PieceServer{repo: repo, cdn: c, bytes: bytes}
+}
+
+func (p *PieceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	m := piecePath.FindStringSubmatch(r.URL.Path)
+	if m == nil || !strings.HasPrefix(m[2], m[1]) {
+		http.NotFound(w, r)
+		return
+	}
+	id := m[2]
+	start, end, single := singleRange(r.Header.Get("Range"))
+	if !single {
+		start, end = 0, -1
+	}
+	size, state := p.cdn.Servable(id, start, end)
+	switch state {
+	case cdn.ServeNotFound:
+		http.NotFound(w, r)
+		return
+	case cdn.ServeNotReady:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "piece not written yet", http.StatusServiceUnavailable)
+		return
+	}
+	f, err := openNoFollow(filepath.Join(p.repo, store.DownloadDir, m[1], id))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < size {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(f, 0, size))
+	if p.bytes != nil {
+		p.bytes.Add(float64(cw.n))
+	}
+}
+
+// openNoFollow opens a file refusing a symlink as the last component, and
+// refuses a bucket directory that is a symlink.
+func openNoFollow(path string) (*os.File, error) {
+	dir, err := os.Lstat(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	if !dir.IsDir() {
+		return nil, errors.New("bucket is not a directory")
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// singleRange parses "bytes=s-e" (both bounds); anything else is not a
+// single explicit range.
+func singleRange(h string) (int64, int64, bool) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return 0, 0, false
+	}
+	s, err1 := strconv.ParseInt(a, 10, 64)
+	e, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || s < 0 || e < s {
+		return 0, 0, false
+	}
+	return s, e, true
+}
+
+type countWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps sendfile for the file copy while counting.
+func (c *countWriter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		c.n += n
+		return n, err
+	}
+	n, err := io.Copy(struct{ io.Writer }{c.ResponseWriter}, r)
+	c.n += n
+	return n, err
+}

@@ -1,0 +1,286 @@
+// Package server is the supernode's HTTP side: the API router (legacy dfget
+// protocol, /api/v1, preheat, system routes, with /v{version} aliases and
+// per-category list endpoints), the envelope and error mapping, the
+// Prometheus middleware, and the built-in piece server on the download port.
+package server
+
+//go:generate go tool mockgen -source=server.go -destination=mock_deps_test.go -package=server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+)
+
+// Tasks is the task manager as the handlers use it.
+type Tasks interface {
+	Register(p task.RegisterParams) (types.RegisterResponseData, error)
+	Pull(ctx context.Context, q task.PullQuery) (int, any, error)
+	PieceSuccess(r task.PieceReport) error
+	StreamPiece(r task.PieceReport, add bool) error
+	ServiceDown(taskID, cid string) error
+	DstPeer(taskID, dstCID string) string
+	Info(id string) (types.TaskInfo, error)
+}
+
+// Peers is the peer manager as the handlers use it.
+type Peers interface {
+	Register(req types.PeerCreateRequest) (string, error)
+	Get(id string) (types.PeerInfo, error)
+	Delete(id string) error
+	List(pageNum, pageSize int, desc bool) []types.PeerInfo
+}
+
+// GC collects tasks on demand (DELETE /api/v1/tasks/{id}).
+type GC interface {
+	GCTask(taskID string, full bool)
+}
+
+// PieceErrors receives piece error reports.
+type PieceErrors interface {
+	Report(req types.PieceErrorRequest) error
+}
+
+// Preheats runs preheat jobs.
+type Preheats interface {
+	Create(req types.PreheatCreateRequest) (id string, existed bool, err error)
+	Get(id string) (types.PreheatInfo, error)
+	List() []types.PreheatInfo
+	Delete(id string) bool
+}
+
+// Deps are what the API needs.
+type Deps struct {
+	Tasks       Tasks
+	Peers       Peers
+	GC          GC
+	PieceErrors PieceErrors
+	Preheats    Preheats
+	Metrics     *metrics.Metrics
+	Log         logrus.FieldLogger
+	Profiler    bool
+}
+
+type api struct {
+	Deps
+}
+
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+type category struct {
+	name, prefix string
+	routes       []route
+}
+
+// NewAPI builds the API handler.
+func NewAPI(d Deps) http.Handler {
+	a := &api{Deps: d}
+	r := mux.NewRouter()
+	legacy := category{name: "legacy", prefix: "", routes: []route{
+		{http.MethodPost, "/peer/registry", a.register},
+		{http.MethodGet, "/peer/task", a.pullTask},
+		{http.MethodGet, "/peer/piece/suc", a.pieceSuccess},
+		{http.MethodGet, "/peer/piece/error", a.pieceError},
+		{http.MethodGet, "/peer/service/down", a.serviceDown},
+		{http.MethodPost, "/peer/piece/stream", a.streamPiece(true)},
+		{http.MethodDelete, "/peer/piece/stream", a.streamPiece(false)},
+		{http.MethodPost, "/peer/network", a.network},
+		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
+		{http.MethodPost, "/task/metrics", a.taskMetrics},
+		{http.MethodGet, "/_ping", a.ping},
+		{http.MethodGet, "/version", a.version},
+		{http.MethodGet, "/metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
+	}}
+	preheat := []route{
+		{http.MethodPost, "/preheats", a.createPreheat},
+		{http.MethodGet, "/preheats", a.listPreheats},
+		{http.MethodGet, "/preheats/{id}", a.getPreheat},
+		{http.MethodDelete, "/preheats/{id}", a.deletePreheat},
+	}
+	legacy.routes = append(legacy.routes, preheat...)
+	v1 := category{name: "v1", prefix: "/api/v1", routes: append([]route{
+		{http.MethodPost, "/peers", a.createPeer},
+		{http.MethodGet, "/peers", a.listPeers},
+		{http.MethodGet, "/peers/{id}", a.getPeer},
+		{http.MethodDelete, "/peers/{id}", a.deletePeer},
+		{http.MethodGet, "/tasks/{id}", a.getTask},
+		{http.MethodDelete, "/tasks/{id}", a.deleteTask},
+		{http.MethodGet, "/tasks/{id}/pieces/{pieceRange}/error", a.v1PieceError},
+		{http.MethodPost, "/peer/network", a.network},
+		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
+	}, preheat...)}
+	ext := category{name: "extension", prefix: "/api/ext"}
+	for _, c := range []category{v1, ext, legacy} {
+		for _, rt := range c.routes {
+			p := c.prefix + rt.path
+			h := a.instrument(p, rt.h)
+			r.Handle(p, h).Methods(rt.method)
+			r.Handle("/v{version:[0-9.]+}"+p, h).Methods(rt.method)
+		}
+		list := a.instrument(c.prefix+"/", a.listAPI(c))
+		r.Handle(c.prefix+"/", list).Methods(http.MethodGet)
+		r.Handle("/v{version:[0-9.]+}"+c.prefix+"/", list).Methods(http.MethodGet)
+	}
+	if d.Profiler {
+		r.HandleFunc("/debug/pprof/", pprof.Index)
+		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		r.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, http.StatusNotFound, "no such route")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	return recoverer(d.Log, r)
+}
+
+// recoverer turns a handler panic into a 500 instead of a dropped
+// connection; handlers are written not to panic, this is the last guard.
+func recoverer(log logrus.FieldLogger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Errorf("panic serving %s %s: %v", r.Method, r.URL.Path, v)
+				writeError(w, http.StatusInternalServerError, types.CodeSystemError, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) listAPI(c category) http.HandlerFunc {
+	type entry struct {
+		Method string `json:"method"`
+		Path   string `json:"path"`
+	}
+	list := make([]entry, 0, len(c.routes))
+	for _, rt := range c.routes {
+		list = append(list, entry{rt.method, c.prefix + rt.path})
+	}
+	body := map[string]any{"category": c.name, "prefix": c.prefix, "api": list}
+	return func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, body) }
+}
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	size   int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.size += int64(n)
+	return n, err
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (a *api) instrument(handler string, h http.HandlerFunc) http.Handler {
+	m := a.Metrics
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		timer := newTimer()
+		sw := &statusWriter{ResponseWriter: w}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(sw, r.Body, maxBodySize)
+		}
+		h(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		m.HTTPRequests.WithLabelValues(strconv.Itoa(sw.status), handler).Inc()
+		m.HTTPDuration.WithLabelValues(handler).Observe(timer.seconds())
+		if r.ContentLength > 0 {
+			m.HTTPRequestSize.WithLabelValues(handler).Observe(float64(r.ContentLength))
+		}
+		m.HTTPResponseSize.WithLabelValues(handler).Observe(float64(sw.size))
+	})
+}
+
+// readBody reads a (size-limited) body; errMsg says what was too big.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, errors.New("empty body")
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errors.New("request body too large")
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+func hostOnly(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+func localIP(r *http.Request) string {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return hostOnly(a.String())
+	}
+	return ""
+}
+
+func (a *api) ping(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "OK")
+}
+
+func (a *api) version(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, version.Info())
+}
+
+func (a *api) network(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": nil})
+}
+
+func (a *api) heartbeat(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"seedTaskIDs": nil})
+}
+
+func trimContentType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.TrimSpace(ct)
+}

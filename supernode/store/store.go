@@ -1,0 +1,268 @@
+// Package store is the supernode's on-disk cache layout under <home>/repo:
+// the wrapped CDN data file of each task and its .meta (JSON) and .md5
+// (text) sidecars, written atomically so a crash never leaves a torn sidecar.
+package store
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DownloadDir is the sub-directory of the repo holding CDN files; it is the
+// only part the piece server serves.
+const DownloadDir = "download"
+
+// Meta is the .meta sidecar, with the v1 JSON keys.
+type Meta struct {
+	TaskID       string `json:"taskID"`
+	URL          string `json:"url"`
+	PieceSize    int32  `json:"pieceSize"`
+	HTTPFileLen  int64  `json:"httpFileLen"`
+	BizID        string `json:"bizId"`
+	AccessTime   int64  `json:"accessTime"`
+	Interval     int64  `json:"interval"`
+	FileLength   int64  `json:"fileLength"`
+	Md5          string `json:"md5"`
+	RealMd5      string `json:"realMd5"`
+	LastModified int64  `json:"lastModified"`
+	ETag         string `json:"eTag"`
+	Finish       bool   `json:"finish"`
+	Success      bool   `json:"success"`
+}
+
+// Store is a local directory store.
+type Store struct {
+	root string
+}
+
+// New creates <root>/download if needed.
+func New(root string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Join(root, DownloadDir), 0o755); err != nil {
+		return nil, fmt.Errorf("create repo %s: %w", root, err)
+	}
+	return &Store{root: root}, nil
+}
+
+// Root is the repo directory.
+func (s *Store) Root() string { return s.root }
+
+// RelPath is the URL path (and repo-relative path) of a task's data file:
+// /download/<id[0:3]>/<id>.
+func RelPath(taskID string) string {
+	return "/" + DownloadDir + "/" + bucket(taskID) + "/" + taskID
+}
+
+func bucket(taskID string) string {
+	if len(taskID) < 3 {
+		return taskID
+	}
+	return taskID[:3]
+}
+
+// validID keeps task IDs from escaping the repo.
+func validID(taskID string) error {
+	if taskID == "" || strings.ContainsAny(taskID, "/\\.") {
+		return fmt.Errorf("invalid task id %q", taskID)
+	}
+	return nil
+}
+
+// DataPath is the absolute path of a task's data file.
+func (s *Store) DataPath(taskID string) string {
+	return filepath.Join(s.root, DownloadDir, bucket(taskID), taskID)
+}
+
+func (s *Store) metaPath(taskID string) string { return s.DataPath(taskID) + ".meta" }
+func (s *Store) md5Path(taskID string) string  { return s.DataPath(taskID) + ".md5" }
+
+// OpenData opens (creating) the data file for writing; truncate starts over.
+func (s *Store) OpenData(taskID string, truncate bool) (*os.File, error) {
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	p := s.DataPath(taskID)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("create bucket for %s: %w", taskID, err)
+	}
+	flags := os.O_RDWR | os.O_CREATE
+	if truncate {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(p, flags, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open data of %s: %w", taskID, err)
+	}
+	return f, nil
+}
+
+// ReadMeta returns the meta of a task; fs.ErrNotExist when there is none.
+func (s *Store) ReadMeta(taskID string) (*Meta, error) {
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.metaPath(taskID))
+	if err != nil {
+		return nil, fmt.Errorf("read meta of %s: %w", taskID, err)
+	}
+	m := &Meta{}
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("parse meta of %s: %w", taskID, err)
+	}
+	return m, nil
+}
+
+// WriteMeta replaces the meta of a task atomically.
+func (s *Store) WriteMeta(m *Meta) error {
+	if err := validID(m.TaskID); err != nil {
+		return err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode meta of %s: %w", m.TaskID, err)
+	}
+	return writeAtomic(s.metaPath(m.TaskID), b)
+}
+
+// WriteMd5 writes the .md5 sidecar: one "md5:len" line per piece, the whole
+// file md5, then the SHA-1 of the preceding lines.
+func (s *Store) WriteMd5(taskID string, pieceMd5s []string, fileMd5 string) error {
+	if err := validID(taskID); err != nil {
+		return err
+	}
+	var sb strings.Builder
+	for _, p := range pieceMd5s {
+		sb.WriteString(p)
+		sb.WriteByte('\n')
+	}
+	sb.WriteString(fileMd5)
+	sb.WriteByte('\n')
+	sum := sha1.Sum([]byte(sb.String()))
+	sb.WriteString(hex.EncodeToString(sum[:]))
+	sb.WriteByte('\n')
+	return writeAtomic(s.md5Path(taskID), []byte(sb.String()))
+}
+
+// ReadMd5 reads and verifies the .md5 sidecar; fileMd5 must match want when
+// want is non-empty.
+func (s *Store) ReadMd5(taskID, want string) ([]string, error) {
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.md5Path(taskID))
+	if err != nil {
+		return nil, fmt.Errorf("read md5 of %s: %w", taskID, err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read md5 of %s: %w", taskID, err)
+	}
+	if len(lines) < 3 {
+		return nil, fmt.Errorf("md5 of %s: too short", taskID)
+	}
+	body := strings.Join(lines[:len(lines)-1], "\n") + "\n"
+	sum := sha1.Sum([]byte(body))
+	if hex.EncodeToString(sum[:]) != lines[len(lines)-1] {
+		return nil, fmt.Errorf("md5 of %s: sha1 mismatch", taskID)
+	}
+	if fm := lines[len(lines)-2]; want != "" && fm != want {
+		return nil, fmt.Errorf("md5 of %s: file md5 %s, want %s", taskID, fm, want)
+	}
+	return lines[:len(lines)-2], nil
+}
+
+// Remove deletes the data file and sidecars, and the bucket when empty.
+func (s *Store) Remove(taskID string) error {
+	if err := validID(taskID); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(filepath.Dir(s.DataPath(taskID))) // fails when not empty, as intended
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove %s: %w", taskID, err)
+	}
+	return nil
+}
+
+// TaskIDs lists the task IDs that have a meta sidecar on disk.
+func (s *Store) TaskIDs() ([]string, error) {
+	var ids []string
+	err := filepath.WalkDir(filepath.Join(s.root, DownloadDir), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".meta") {
+			ids = append(ids, strings.TrimSuffix(d.Name(), ".meta"))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk repo: %w", err)
+	}
+	return ids, nil
+}
+
+// DataSize is the size of the data file on disk (0 when absent).
+func (s *Store) DataSize(taskID string) int64 {
+	fi, err := os.Stat(s.DataPath(taskID))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// AvailSpace is the free space for unprivileged users on the repo's disk.
+func (s *Store) AvailSpace() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.root, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+func writeAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	werr := tmp.Chmod(0o644)
+	if werr == nil {
+		_, werr = tmp.Write(b)
+	}
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, werr)
+	}
+	return nil
+}
