@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 			return
 		}
 		res, err := swarm.Run(ctx, swarm.Config{
-			Client: client, Peers: n, Size: size, OriginRate: cfg.OriginRate, Mode: cfg.Mode,
+			Client: client, Peers: n, Size: size, OriginRate: cfg.OriginRate, SupernodeRate: cfg.OriginRate, Mode: cfg.Mode,
 			DfgetArgs: cfg.DfgetArgs, SupernodeArgs: cfg.SupernodeArgs, Logf: logf,
 		})
 		row := report.Row{Spec: spec, Result: res, Target: target}

@@ -9,8 +9,8 @@ import (
 // WriteSummary prints the short per-peer report of one run (the demo's
 // output).
 func WriteSummary(w io.Writer, r *Result) {
-	fmt.Fprintf(w, "%d %s peers downloaded one %s file at once (%s mode, origin uplink %s)\n\n",
-		r.Peers, r.Client, FormatBytes(r.Size), r.Mode, FormatRate(r.OriginRate))
+	fmt.Fprintf(w, "%d %s peers downloaded one %s file at once (%s mode, origin uplink %s, supernode uplink %s)\n\n",
+		r.Peers, r.Client, FormatBytes(r.Size), r.Mode, FormatRate(r.OriginRate), FormatRate(r.SupernodeRate))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "peer\taddress\ttime\tuploaded\tpeak RSS\tcontent")
 	for _, p := range r.PeerResults {

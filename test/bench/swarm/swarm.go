@@ -34,6 +34,10 @@ type Config struct {
 	Size   int64
 	// OriginRate shapes the origin's uplink, bits/s (required).
 	OriginRate int64
+	// SupernodeRate shapes the supernode's uplink, bits/s; 0 leaves it
+	// unshaped. With it equal to OriginRate the supernode cannot feed N
+	// peers alone, so meeting the fluid limit takes peer-to-peer transfer.
+	SupernodeRate int64
 	// PeerRate shapes each peer's uplink, bits/s; 0 leaves it unshaped.
 	PeerRate int64
 	Mode     cluster.Mode
@@ -69,7 +73,9 @@ type Result struct {
 	Size       int64  `json:"sizeBytes"`
 	OriginRate int64  `json:"originRateBits"`
 	PeerRate   int64  `json:"peerRateBits"`
-	Mode       string `json:"mode"`
+	// SupernodeRate is the supernode's uplink (0 unshaped; dfget only).
+	SupernodeRate int64  `json:"supernodeRateBits"`
+	Mode          string `json:"mode"`
 	// Wall is from launching the first client to the exit of the last.
 	Wall time.Duration `json:"wallNs"`
 	// Fluid is the fluid-model lower bound on Wall (see FluidLimit).
@@ -183,7 +189,8 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 	}
 	var sn *cluster.Supernode
 	if cfg.Client == Dfget {
-		sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
+		res.SupernodeRate = cfg.SupernodeRate
+		sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode", Uplink: cfg.SupernodeRate})
 		if err != nil {
 			return nil, err
 		}
@@ -213,7 +220,8 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 		before[i] = counters(h)
 	}
 
-	logf("%s: %d x %s, origin %s, %s mode", cfg.Client, cfg.Peers, FormatBytes(cfg.Size), FormatRate(cfg.OriginRate), c.Mode())
+	logf("%s: %d x %s, origin %s, supernode %s, %s mode", cfg.Client, cfg.Peers, FormatBytes(cfg.Size),
+		FormatRate(cfg.OriginRate), FormatRate(cfg.SupernodeRate), c.Mode())
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	outputs := make([]string, len(peers))
@@ -338,6 +346,8 @@ func FormatBytes(n int64) string {
 // FormatRate prints a rate in bits per second.
 func FormatRate(bits int64) string {
 	switch {
+	case bits == 0:
+		return "unshaped"
 	case bits >= 1e9 && bits%1e9 == 0:
 		return fmt.Sprintf("%d Gbit/s", bits/1e9)
 	case bits >= 1e6:

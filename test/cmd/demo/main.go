@@ -20,7 +20,7 @@ import (
 func main() {
 	peers := flag.Int("peers", 4, "number of dfget peers")
 	sizeMiB := flag.Int64("size", 64, "file size in MiB")
-	rate := flag.Int64("origin-rate", 400, "origin uplink in Mbit/s (namespace mode)")
+	rate := flag.Int64("rate", 400, "origin and supernode uplinks in Mbit/s (namespace mode)")
 	loopback := flag.Bool("loopback", false, "use loopback addresses even when namespaces work")
 	timeout := flag.Duration("timeout", 50*time.Second, "give up after this long")
 	flag.Parse()
@@ -38,7 +38,7 @@ func run(peers int, size, rate int64, loopback bool, timeout time.Duration) erro
 		mode = cluster.ModeLoopback
 	}
 	cfg := swarm.Config{
-		Client: swarm.Dfget, Peers: peers, Size: size, OriginRate: rate, Mode: mode, Timeout: timeout,
+		Client: swarm.Dfget, Peers: peers, Size: size, OriginRate: rate, SupernodeRate: rate, Mode: mode, Timeout: timeout,
 		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) },
 	}
 	res, err := swarm.Run(ctx, cfg)
