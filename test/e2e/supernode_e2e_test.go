@@ -1,0 +1,317 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+func TestSupernodeDownloadAndCache(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(9<<20+12345, 1)
+	u := o.add("/file.bin", data)
+	sn := startSupernode(t, t.TempDir())
+
+	c := newClient(t, sn, "127.0.0.1-1-1.000")
+	reg := c.register(c.registerReq(u))
+	if reg.FileLength != int64(len(data)) || reg.PieceSize != piece.ComputeSize(int64(len(data))) || reg.CDNSource != "supernode" {
+		t.Fatalf("register data: %+v", reg)
+	}
+	got, fin := c.download(time.Minute)
+	if !bytes.Equal(got, data) {
+		t.Fatalf("downloaded %d bytes, md5 %s; want %d bytes md5 %s", len(got), md5hex(got), len(data), md5hex(data))
+	}
+	if fin.Md5 != md5hex(data) || fin.FileLength != piece.WrappedLength(int64(len(data)), reg.PieceSize) {
+		t.Fatalf("600 data %+v", fin)
+	}
+	// A second client of the same file shares the task: no new source read.
+	c2 := newClient(t, sn, "127.0.0.1-2-2.000")
+	if r2 := c2.register(c2.registerReq(u)); r2.TaskID != reg.TaskID {
+		t.Fatalf("second registration got task %s, want %s", r2.TaskID, reg.TaskID)
+	}
+	if got2, _ := c2.download(time.Minute); !bytes.Equal(got2, data) {
+		t.Fatal("second download differs")
+	}
+	if n := o.count("/file.bin", 200); n != 1 {
+		t.Fatalf("origin served the file %d times, want 1", n)
+	}
+	// Sidecars as in v1.
+	dir := filepath.Join(sn.home, "repo", "download", reg.TaskID[:3])
+	var meta map[string]any
+	b, err := os.ReadFile(filepath.Join(dir, reg.TaskID+".meta"))
+	if err != nil || json.Unmarshal(b, &meta) != nil {
+		t.Fatalf("meta: %v %s", err, b)
+	}
+	if meta["realMd5"] != md5hex(data) || meta["finish"] != true || meta["success"] != true {
+		t.Fatalf("meta %v", meta)
+	}
+	md5Lines, err := os.ReadFile(filepath.Join(dir, reg.TaskID+".md5"))
+	if err != nil || strings.Count(string(md5Lines), "\n") != piece.Count(int64(len(data)), reg.PieceSize)+2 {
+		t.Fatalf(".md5 sidecar: %v %q", err, md5Lines)
+	}
+
+	// A restarted supernode revalidates the cache with a conditional
+	// request and does not read the file again.
+	if err := sn.Stop(10 * time.Second); err != nil {
+		t.Fatalf("supernode exit after SIGTERM: %v", err)
+	}
+	sn2 := startSupernode(t, sn.home)
+	c3 := newClient(t, sn2, "127.0.0.1-3-3.000")
+	c3.register(c3.registerReq(u))
+	waitCDN(t, sn2, reg.TaskID, 10*time.Second)
+	if got3, _ := c3.download(time.Minute); !bytes.Equal(got3, data) {
+		t.Fatal("download after restart differs")
+	}
+	if n, n304 := o.count("/file.bin", 200), o.count("/file.bin", 304); n != 1 || n304 != 1 {
+		t.Fatalf("after restart origin sent 200 x%d and 304 x%d, want 1 and 1", n, n304)
+	}
+	if metric(t, sn2, "dragonfly_supernode_cdn_cache_hit_total") != 1 {
+		t.Fatal("cache hit not counted")
+	}
+}
+
+// metric reads one unlabelled value from /metrics.
+func metric(t *testing.T, sn *supernode, name string) float64 {
+	t.Helper()
+	resp, err := httpc.Get(sn.apiURL + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmtSscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func TestSupernodeChunkedSource(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(5<<20+7, 2)
+	u := o.add("/chunked", data)
+	o.chunked["/chunked"] = true
+	sn := startSupernode(t, t.TempDir())
+	c := newClient(t, sn, "127.0.0.1-4-4.000")
+	reg := c.register(c.registerReq(u))
+	if reg.FileLength != -1 || reg.PieceSize != piece.DefaultSize {
+		t.Fatalf("register of an unknown-length source: %+v", reg)
+	}
+	got, fin := c.download(time.Minute)
+	if !bytes.Equal(got, data) || fin.Md5 != md5hex(data) {
+		t.Fatalf("chunked download: %d bytes, want %d", len(got), len(data))
+	}
+	if ti := taskInfo(t, sn, reg.TaskID); ti.HTTPFileLength != int64(len(data)) || ti.PieceTotal != 2 {
+		t.Fatalf("task info after cdn: %+v", ti)
+	}
+}
+
+func TestSupernodeSourceFailures(t *testing.T) {
+	o := newOrigin(t)
+	sn := startSupernode(t, t.TempDir(), "--fail-access-interval", "1s")
+	c := newClient(t, sn, "127.0.0.1-5-5.000")
+	u := o.URL + "/missing"
+	for i := range 2 {
+		status, body := c.registerRaw(c.registerReq(u))
+		var e types.ErrorResponse
+		if status != http.StatusInternalServerError || json.Unmarshal(body, &e) != nil || e.Code != types.CodeURLNotReachable ||
+			!strings.Contains(e.Message, "404") {
+			t.Fatalf("register #%d of a 404 source: HTTP %d %s", i, status, body)
+		}
+	}
+	if n := o.count("/missing", 404); n != 1 {
+		t.Fatalf("origin got %d requests within --fail-access-interval, want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	o.add("/missing", []byte("now here"))
+	reg := c.register(c.registerReq(u))
+	if got, _ := c.download(30 * time.Second); string(got) != "now here" || reg.FileLength != 8 {
+		t.Fatalf("after the interval: %q", got)
+	}
+}
+
+func TestSupernodeStreamWindow(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(5*(4<<20), 3) // 5 full pieces of content -> 6 pieces
+	u := o.add("/stream.bin", data)
+	sn := startSupernode(t, t.TempDir())
+
+	a := newClient(t, sn, "127.0.0.1-6-6.000")
+	req := a.registerReq(u)
+	req.StreamMode, req.WindowSize, req.Port = true, 2, 15001
+	reg := a.register(req)
+	waitCDN(t, sn, reg.TaskID, 30*time.Second)
+	nums := func(ps []types.PieceInfo) []int {
+		var out []int
+		for _, p := range ps {
+			out = append(out, p.PieceNum)
+		}
+		return out
+	}
+	r := a.pull(types.TaskStatusStart, types.ResultInvalid, "", "")
+	ps := a.pieces(r)
+	if r.Code != types.CodePeerContinue || len(ps) != 2 || ps[0].PieceNum != 0 || ps[1].PieceNum != 1 {
+		t.Fatalf("stream window 2 at start: code %d pieces %v", r.Code, nums(ps))
+	}
+	// Nothing outside the window while 0 and 1 are outstanding.
+	if r = a.pull(types.TaskStatusStart, types.ResultInvalid, "", ""); r.Code != types.CodePeerWait {
+		t.Fatalf("window full: got code %d pieces %v", r.Code, nums(a.pieces(r)))
+	}
+	a.fetch(ps[1])
+	a.reportSuccess(ps[1]) // una stays 0: the window does not move
+	if r = a.pull(types.TaskStatusStart, types.ResultInvalid, "", ""); r.Code != types.CodePeerWait {
+		t.Fatalf("una=0: got code %d pieces %v", r.Code, nums(a.pieces(r)))
+	}
+	a.fetch(ps[0])
+	a.reportSuccess(ps[0]) // una = 2: window [2,4)
+	r = a.pull(types.TaskStatusRunning, types.ResultSuc, ps[0].Range, ps[0].CID)
+	if got := nums(a.pieces(r)); len(got) != 2 || got[0] != 2 || got[1] != 3 {
+		t.Fatalf("window after una=2: code %d pieces %v", r.Code, got)
+	}
+
+	// a holds piece 0: another streaming client is sent to a for it.
+	superCID := types.SuperNodeCIDPrefix + "127.0.0.1~" + reg.TaskID
+	holderOf0 := func(cid string) string {
+		b := newClient(t, sn, cid)
+		rq := b.registerReq(u)
+		rq.StreamMode, rq.WindowSize = true, 1
+		b.register(rq)
+		r := b.pull(types.TaskStatusStart, types.ResultInvalid, "", "")
+		ps := b.pieces(r)
+		if len(ps) != 1 || ps[0].PieceNum != 0 {
+			t.Fatalf("%s: want piece 0 only, got code %d %v", cid, r.Code, nums(ps))
+		}
+		return ps[0].CID
+	}
+	if h := holderOf0("127.0.0.1-7-7.000"); h != a.cid {
+		t.Fatalf("piece 0 offered from %s, want the streaming holder %s", h, a.cid)
+	}
+	stream := func(method string) {
+		q := url.Values{"taskId": {reg.TaskID}, "cid": {a.cid}, "pieceRange": {ps[0].Range}}
+		req, _ := http.NewRequest(method, sn.apiURL+"/peer/piece/stream?"+q.Encode(), nil)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r result
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&r) != nil || r.Code != types.CodeGetPieceReport {
+			t.Fatalf("%s /peer/piece/stream: HTTP %d %+v", method, resp.StatusCode, r)
+		}
+	}
+	stream(http.MethodDelete)
+	if h := holderOf0("127.0.0.1-8-8.000"); h != superCID {
+		t.Fatalf("after DELETE piece 0 offered from %s, want the supernode", h)
+	}
+	stream(http.MethodPost)
+	if h := holderOf0("127.0.0.1-9-9.000"); h != a.cid {
+		t.Fatalf("after POST piece 0 offered from %s, want %s", h, a.cid)
+	}
+	// Unknown cid: the v1 error envelope.
+	q := url.Values{"taskId": {reg.TaskID}, "cid": {"nobody"}, "pieceRange": {ps[0].Range}}
+	resp, err := httpc.Post(sn.apiURL+"/peer/piece/stream?"+q.Encode(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e result
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if e.Code != types.CodeTargetNotFound {
+		t.Fatalf("unknown cid: %+v", e)
+	}
+}
+
+func TestSupernodeBadInput(t *testing.T) {
+	o := newOrigin(t)
+	u := o.add("/small", []byte("hello"))
+	sn := startSupernode(t, t.TempDir())
+	c := newClient(t, sn, "127.0.0.1-10-10.000")
+	post := func(body string) (int, types.ErrorResponse) {
+		resp, err := httpc.Post(sn.apiURL+"/peer/registry", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e types.ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+	for _, tc := range []struct{ name, body string }{
+		{"malformed", `{"rawUrl":`},
+		{"ftp", `{"rawUrl":"ftp://127.0.0.1/x","cid":"c","path":"/p","ip":"127.0.0.1"}`},
+		{"no cid", `{"rawUrl":"` + u + `","path":"/p","ip":"127.0.0.1"}`},
+		{"bad ip", `{"rawUrl":"` + u + `","cid":"c","path":"/p","ip":"::1"}`},
+		{"bad header", `{"rawUrl":"` + u + `","cid":"c","path":"/p","ip":"127.0.0.1","headers":["nocolon"]}`},
+		{"huge", `{"rawUrl":"` + strings.Repeat("a", 5<<20) + `"}`},
+	} {
+		if st, e := post(tc.body); st != http.StatusInternalServerError || e.Code != types.CodeParamError || e.Message == "" {
+			t.Errorf("%s: HTTP %d %+v", tc.name, st, e)
+		}
+	}
+	reg := c.register(c.registerReq(u))
+	for _, tc := range []struct {
+		name string
+		q    url.Values
+		code int
+	}{
+		{"unknown task", url.Values{"taskId": {"nope"}, "srcCid": {c.cid}, "status": {"700"}}, types.CodeTargetNotFound},
+		{"unknown client", url.Values{"taskId": {reg.TaskID}, "srcCid": {"nope"}, "status": {"700"}}, types.CodeTargetNotFound},
+		{"bad status", url.Values{"taskId": {reg.TaskID}, "srcCid": {c.cid}, "status": {"abc"}}, types.CodeParamError},
+		{"bad range", url.Values{"taskId": {reg.TaskID}, "srcCid": {c.cid}, "status": {"701"}, "result": {"501"}, "range": {"7-3"}}, types.CodeParamError},
+		{"bad result", url.Values{"taskId": {reg.TaskID}, "srcCid": {c.cid}, "status": {"701"}, "result": {"502"}, "range": {"0-9"}}, types.CodeParamError},
+	} {
+		if r := c.get("/peer/task", tc.q); r.Code != tc.code || r.Msg == "" {
+			t.Errorf("/peer/task %s: %+v, want code %d", tc.name, r, tc.code)
+		}
+	}
+	waitCDN(t, sn, reg.TaskID, 10*time.Second)
+	base := sn.pieceBase + "/download/" + reg.TaskID[:3] + "/" + reg.TaskID
+	for _, tc := range []struct {
+		path, rng string
+		status    int
+	}{
+		{base, "bytes=0-9", http.StatusPartialContent},
+		{base, "bytes=100-200", http.StatusRequestedRangeNotSatisfiable},
+		{base + ".meta", "", http.StatusNotFound},
+		{sn.pieceBase + "/download/", "", http.StatusNotFound},
+		{sn.pieceBase + "/download/" + reg.TaskID[:3] + "/../../logs/app.log", "", http.StatusNotFound},
+		{sn.pieceBase + "/download/abc/abcdef", "", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, tc.path, nil)
+		if tc.rng != "" {
+			req.Header.Set("Range", tc.rng)
+		}
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("GET %s (%s): HTTP %d, want %d", tc.path, tc.rng, resp.StatusCode, tc.status)
+		}
+		if tc.status == http.StatusPartialContent {
+			if content, err := piece.Unwrap(b); err != nil || string(content) != "hello" {
+				t.Errorf("the one piece of a 5-byte file: %q %v", content, err)
+			}
+		}
+	}
+	if sn.Exited() {
+		t.Fatal("supernode exited on bad input")
+	}
+}
