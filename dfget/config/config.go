@@ -96,6 +96,9 @@ type Config struct {
 	WindowSize  int
 	// PropertyFile is the YAML properties file; empty means the default.
 	PropertyFile string
+	// ServerExecutable is the binary run as "server" to start the peer
+	// server; empty means this executable. Not a flag: tests set it.
+	ServerExecutable string
 
 	// Derived by Complete.
 	Sign         string

@@ -176,7 +176,7 @@ func (d *Download) startPeerServer(ctx context.Context) (int, error) {
 	return uploader.StartOrReuse(ctx, d.client, uploader.SpawnOptions{
 		IP: d.localIP, Port: cfg.Port, Home: cfg.Home, MetaPath: cfg.MetaPath(), DataDir: cfg.DataDir(),
 		LogPath: filepath.Join(cfg.LogDir(), "dfserver.log"), ExpireTime: cfg.ExpireTime, AliveTime: cfg.AliveTime,
-		Verbose: cfg.Verbose, TaskFileName: cfg.TaskFileName, TotalLimit: int64(cfg.TotalLimit),
+		Verbose: cfg.Verbose, TaskFileName: cfg.TaskFileName, TotalLimit: int64(cfg.TotalLimit), Executable: cfg.ServerExecutable,
 	})
 }
 

@@ -55,7 +55,8 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	if p, ok := check(ctx, c, o); ok {
 		return p, nil
 	}
-	if err := spawn(o); err != nil {
+	exited, err := spawn(o)
+	if err != nil {
 		return 0, err
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -66,6 +67,12 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		case err := <-exited:
+			// It may have lost a race to a server that is now running.
+			if p, ok := check(ctx, c, o); ok {
+				return p, nil
+			}
+			return 0, fmt.Errorf("peer server exited at start (see %s): %v", o.LogPath, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -108,12 +115,12 @@ func lockDir(ctx context.Context, path string) (func(), error) {
 // spawn starts "dfget server" detached: its own process group, stdin from
 // /dev/null and output to its log file, so it outlives this dfget and never
 // holds a caller's pipes open.
-func spawn(o SpawnOptions) error {
+func spawn(o SpawnOptions) (<-chan error, error) {
 	exe := o.Executable
 	if exe == "" {
 		var err error
 		if exe, err = os.Executable(); err != nil {
-			return fmt.Errorf("find dfget executable: %w", err)
+			return nil, fmt.Errorf("find dfget executable: %w", err)
 		}
 	}
 	args := []string{"server", "--ip", o.IP, "--port", strconv.Itoa(o.Port), "--meta", o.MetaPath,
@@ -122,25 +129,26 @@ func spawn(o SpawnOptions) error {
 		args = append(args, "--verbose")
 	}
 	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o755); err != nil {
-		return fmt.Errorf("create log dir: %w", err)
+		return nil, fmt.Errorf("create log dir: %w", err)
 	}
 	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("open peer server log: %w", err)
+		return nil, fmt.Errorf("open peer server log: %w", err)
 	}
 	defer logf.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", os.DevNull, err)
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start peer server: %w", err)
+		return nil, fmt.Errorf("start peer server: %w", err)
 	}
 	// Reap it if it dies while we live; it is on its own otherwise.
-	go func() { _ = cmd.Wait() }()
-	return nil
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return exited, nil
 }

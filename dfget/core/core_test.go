@@ -1,0 +1,250 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+)
+
+func content(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, uint64(n)))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func origin(t *testing.T, body []byte) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/file" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "file", time.Time{}, bytes.NewReader(body))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func testConfig(t *testing.T, url, node string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.New()
+	cfg.URL = url
+	cfg.Output = filepath.Join(dir, "out")
+	cfg.Home = filepath.Join(dir, "home")
+	cfg.IP = "127.0.0.1"
+	cfg.PropertyFile = filepath.Join(dir, "none.yml")
+	cfg.Timeout = 30 * time.Second
+	// Never exec the test binary as the peer server.
+	cfg.ServerExecutable = "/bin/false"
+	if err := cfg.Nodes.Set(node); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func run(t *testing.T, cfg *config.Config, data io.Writer) (int, string) {
+	t.Helper()
+	if err := cfg.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	var console bytes.Buffer
+	code := Run(context.Background(), cfg, IO{Data: data, Console: &console})
+	return code, console.String()
+}
+
+// peerServer runs a peer server in this process for cfg's home and
+// records it in host.meta, so the download reuses it instead of spawning.
+func peerServer(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	l, err := uploader.Listen("127.0.0.1", 0)
+	if err != nil {
+		l, err = net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s := uploader.NewServer(uploader.ServerConfig{IP: "127.0.0.1", MetaPath: cfg.MetaPath(), DataDir: cfg.DataDir(),
+		ExpireTime: time.Minute, AliveTime: time.Minute}, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx, l, io.Discard) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for uploader.ReadMeta(cfg.MetaPath()).ServicePort == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func mustSame(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes differ from the %d-byte source", path, len(got), len(want))
+	}
+}
+
+const pieceContent = 4194299
+
+func TestCDNPatternDownload(t *testing.T) {
+	body := content(2*pieceContent + 1000)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Pattern = config.PatternCDN
+	code, out := run(t, cfg, nil)
+	if code != 0 || !strings.Contains(out, "download SUCCESS") || !strings.Contains(out, "reason:0") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, body)
+	if sn.metrics != 1 {
+		t.Errorf("metrics reported %d times, want once", sn.metrics)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(cfg.Output)); len(ents) != 2 { // out and home
+		t.Errorf("leftovers beside the output: %v", ents)
+	}
+}
+
+func TestP2PSecondPeerFetchesFromFirst(t *testing.T) {
+	body := content(3*pieceContent + 17)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	cfg1 := testConfig(t, o.URL+"/file", sn.node())
+	peerServer(t, cfg1)
+	if code, out := run(t, cfg1, nil); code != 0 {
+		t.Fatalf("first: exit %d: %s", code, out)
+	}
+	mustSame(t, cfg1.Output, body)
+	hits := sn.cdnHits
+	cfg2 := testConfig(t, o.URL+"/file", sn.node())
+	peerServer(t, cfg2)
+	if code, out := run(t, cfg2, nil); code != 0 {
+		t.Fatalf("second: exit %d: %s", code, out)
+	}
+	mustSame(t, cfg2.Output, body)
+	if sn.cdnHits != hits {
+		t.Errorf("second peer fetched %d pieces from the CDN, want all from the first peer", sn.cdnHits-hits)
+	}
+}
+
+func TestCorruptPieceIsReportedAndRefetched(t *testing.T) {
+	body := content(3*pieceContent + 5)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	sn.corrupt[1] = true
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Pattern = config.PatternCDN
+	cfg.NotBS = true
+	if code, out := run(t, cfg, nil); code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, body)
+	if len(sn.errors) != 1 || !strings.Contains(sn.errors[0], "FILE_MD5_NOT_MATCH") {
+		t.Errorf("piece errors reported: %v", sn.errors)
+	}
+}
+
+func TestSupernodeDown(t *testing.T) {
+	body := content(1000)
+	o := origin(t, body)
+	cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
+	cfg.NotBS = true
+	if code, out := run(t, cfg, nil); code != config.ExitDownloadError || !strings.Contains(out, "reason:1001") {
+		t.Fatalf("--notbs: exit %d: %s", code, out)
+	}
+	if _, err := os.Stat(cfg.Output); !os.IsNotExist(err) {
+		t.Fatalf("output exists after a failed download: %v", err)
+	}
+	cfg = testConfig(t, o.URL+"/file", "127.0.0.1:1")
+	if code, out := run(t, cfg, nil); code != 0 || !strings.Contains(out, "reason:1") {
+		t.Fatalf("fallback: exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, body)
+}
+
+func TestSource404LeavesNothing(t *testing.T) {
+	o := origin(t, nil)
+	cfg := testConfig(t, o.URL+"/missing", "127.0.0.1:1")
+	if err := os.WriteFile(cfg.Output, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(t, cfg, nil)
+	if code != config.ExitDownloadError || !strings.Contains(out, "404") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, []byte("keep"))
+}
+
+func TestStream(t *testing.T) {
+	for _, n := range []int{0, 1, pieceContent, 3*pieceContent + 9} {
+		body := content(n)
+		o := origin(t, body)
+		sn := newFakeSupernode(t, body)
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+		peerServer(t, cfg)
+		var buf bytes.Buffer
+		if code, out := run(t, cfg, &buf); code != 0 {
+			t.Fatalf("%d bytes: exit %d: %s", n, code, out)
+		}
+		if !bytes.Equal(buf.Bytes(), body) {
+			t.Fatalf("%d bytes: stream differs (%d bytes)", n, buf.Len())
+		}
+		if ents, _ := os.ReadDir(cfg.DataDir()); len(ents) != 0 {
+			t.Errorf("stream mode wrote to disk: %v", ents)
+		}
+	}
+}
+
+type closingWriter struct{ left int }
+
+func (c *closingWriter) Write(b []byte) (int, error) {
+	if len(b) > c.left {
+		n := c.left
+		c.left = 0
+		return n, syscall.EPIPE
+	}
+	c.left -= len(b)
+	return len(b), nil
+}
+
+func TestStreamConsumerGone(t *testing.T) {
+	body := content(3*pieceContent + 9)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Stream = true
+	code, out := run(t, cfg, &closingWriter{left: 1000})
+	if code != 0 || !strings.Contains(out, "STOPPED") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if len(sn.down) == 0 {
+		t.Error("no service-down after the consumer left")
+	}
+}
+
+var _ = types.CodeSuccess

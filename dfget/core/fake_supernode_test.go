@@ -1,0 +1,224 @@
+package core
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// fakeSupernode speaks the supernode side of the dfget protocol for one
+// task whose CDN copy is complete from the start. It serves CDN pieces
+// itself on /download/ and schedules, per client, up to 4 pieces at a
+// time that the client has not reported, from a holder chosen by pick.
+type fakeSupernode struct {
+	t       *testing.T
+	srv     *httptest.Server
+	content []byte
+	size    int32
+	wrapped []byte
+	md5     string
+
+	mu       sync.Mutex
+	clients  map[string]*fakeClient // by cid
+	holders  map[int][]string       // piece -> cids that reported it
+	errors   []string
+	metrics  int
+	down     []string
+	corrupt  map[int]bool // CDN pieces served corrupted once
+	cdnHits  int
+	peerAddr map[string]string // cid -> ip:port
+	peerPath map[string]string
+}
+
+type fakeClient struct {
+	done    map[int]bool
+	running map[int]bool
+	window  int
+}
+
+func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
+	f := &fakeSupernode{t: t, content: content, size: piece.ComputeSize(int64(len(content))),
+		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
+		peerAddr: map[string]string{}, peerPath: map[string]string{}}
+	n := piece.Count(int64(len(content)), f.size)
+	for i := 0; i < n; i++ {
+		off := piece.ContentOffset(i, f.size)
+		l := piece.ContentLength(i, int64(len(content)), f.size)
+		f.wrapped = piece.Wrap(f.wrapped, content[off:off+l], f.size)
+	}
+	sum := md5.Sum(content)
+	f.md5 = hex.EncodeToString(sum[:])
+	mux := http.NewServeMux()
+	mux.HandleFunc("/peer/registry", f.register)
+	mux.HandleFunc("/peer/task", f.task)
+	mux.HandleFunc("/peer/piece/suc", f.suc)
+	mux.HandleFunc("/peer/piece/error", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.errors = append(f.errors, r.URL.RawQuery)
+		f.mu.Unlock()
+	})
+	mux.HandleFunc("/peer/service/down", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.down = append(f.down, r.URL.Query().Get("cid"))
+		f.mu.Unlock()
+		reply(w, types.ResultInfo{Code: types.CodeGetPeerDown})
+	})
+	mux.HandleFunc("/peer/piece/stream", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})
+	})
+	mux.HandleFunc("/task/metrics", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.metrics++
+		f.mu.Unlock()
+		w.Write([]byte("null\n"))
+	})
+	mux.HandleFunc("/download/task", f.download)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeSupernode) node() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
+	var req types.RegisterRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.CID == "" || req.RawURL == "" {
+		w.WriteHeader(500)
+		reply(w, types.ErrorResponse{Code: 500, Message: "bad register"})
+		return
+	}
+	f.mu.Lock()
+	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
+	if req.StreamMode {
+		c.window = req.WindowSize
+	}
+	f.clients[req.CID] = c
+	if req.Port != 0 {
+		f.peerAddr[req.CID] = net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
+		f.peerPath[req.CID] = req.Path
+	}
+	f.mu.Unlock()
+	reply(w, types.ResultInfo{Code: 200, Data: types.RegisterResponseData{TaskID: "task", FileLength: int64(len(f.content)),
+		PieceSize: f.size, CDNSource: types.CDNSourceSupernode}})
+}
+
+func (f *fakeSupernode) pieces() int { return piece.Count(int64(len(f.content)), f.size) }
+
+func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.clients[q.Get("srcCid")]
+	if c == nil {
+		reply(w, types.ResultInfo{Code: types.CodeTargetNotFound})
+		return
+	}
+	if rg := q.Get("range"); rg != "" {
+		num, err := piece.NumFromRange(rg, f.size)
+		if err != nil {
+			reply(w, types.ResultInfo{Code: types.CodeParamError})
+			return
+		}
+		delete(c.running, num)
+		if q.Get("result") == "501" || q.Get("result") == "503" {
+			c.done[num] = true
+		}
+	}
+	if len(c.done) == f.pieces() {
+		reply(w, types.ResultInfo{Code: types.CodePeerFinish, Data: types.FinishData{Md5: f.md5, FileLength: int64(len(f.wrapped))}})
+		return
+	}
+	una := 0
+	for c.done[una] {
+		una++
+	}
+	var out []types.PieceInfo
+	for i := 0; i < f.pieces() && len(c.running)+len(out) < 4; i++ {
+		if c.done[i] || c.running[i] || (c.window > 0 && i >= una+c.window) {
+			continue
+		}
+		out = append(out, f.holder(i))
+	}
+	if len(out) == 0 {
+		if len(c.running) > 0 {
+			reply(w, types.ResultInfo{Code: types.CodePeerContinue})
+			return
+		}
+		reply(w, types.ResultInfo{Code: types.CodePeerWait})
+		return
+	}
+	for _, p := range out {
+		c.running[p.PieceNum] = true
+	}
+	reply(w, types.ResultInfo{Code: types.CodePeerContinue, Data: out})
+}
+
+// holder prefers a peer that has the piece, else the CDN. Caller holds mu.
+func (f *fakeSupernode) holder(i int) types.PieceInfo {
+	rg := piece.Range(i, f.size, int64(len(f.wrapped)))
+	s, e, _ := piece.ParseRange(rg)
+	p := types.PieceInfo{Range: rg, PieceNum: i, PieceSize: f.size, PieceMd5: piece.Md5Value(f.wrapped[s : e+1])}
+	for _, cid := range f.holders[i] {
+		if addr, ok := f.peerAddr[cid]; ok {
+			host, port, _ := net.SplitHostPort(addr)
+			p.CID, p.PeerIP, p.Path = cid, host, f.peerPath[cid]
+			p.PeerPort, _ = strconv.Atoi(port)
+			return p
+		}
+	}
+	host, port, _ := net.SplitHostPort(f.node())
+	p.CID, p.PeerIP, p.Path = types.SuperNodeCIDPrefix+"x~task", host, "/download/task"
+	p.PeerPort, _ = strconv.Atoi(port)
+	return p
+}
+
+func (f *fakeSupernode) suc(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	num, err := piece.NumFromRange(q.Get("pieceRange"), f.size)
+	if err != nil {
+		reply(w, types.ResultInfo{Code: types.CodeParamError})
+		return
+	}
+	f.mu.Lock()
+	if c := f.clients[q.Get("cid")]; c != nil {
+		c.done[num] = true
+		delete(c.running, num)
+	}
+	f.holders[num] = append(f.holders[num], q.Get("cid"))
+	f.mu.Unlock()
+	reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})
+}
+
+func (f *fakeSupernode) download(w http.ResponseWriter, r *http.Request) {
+	s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
+	if err != nil || e >= int64(len(f.wrapped)) {
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
+	b := append([]byte(nil), f.wrapped[s:e+1]...)
+	f.mu.Lock()
+	f.cdnHits++
+	if num := int(s / int64(f.size)); f.corrupt[num] {
+		delete(f.corrupt, num)
+		b[len(b)/2] ^= 0xFF
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusPartialContent)
+	w.Write(b)
+}
