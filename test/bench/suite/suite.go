@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 			rep.Sections = append(rep.Sections, report.Section{Title: "Supernode load (issue #6)", Error: err.Error()})
 		} else {
 			rep.Load = res
+			rep.Mode = res.Mode
 			logf("  %d requests, %.0f req/s, /peer/task p50 %v p99 %v, %d failed", res.Requests, res.RPS, res.TaskP50, res.TaskP99, res.Failed)
 		}
 	}
