@@ -87,6 +87,10 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 	fmt.Fprintf(out.Console, "workspace:%s\n", cfg.Home)
 	fmt.Fprintf(out.Console, "sign:%s\n", cfg.Sign)
 
+	if err := prepareOutput(cfg); err != nil {
+		fmt.Fprintf(out.Console, "download FAIL(1101) cost:0.000s length:0 reason:0 error:%v\n", err)
+		return config.ExitPrepare
+	}
 	err = d.run(ctx)
 	cost := time.Since(cfg.StartTime).Seconds()
 	d.reportMetrics(err == nil)
@@ -106,6 +110,24 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 		1104, cost, max(d.length, 0), d.reason, err)
 	log.Errorf("download FAIL: %v", err)
 	return config.ExitDownloadError
+}
+
+// prepareOutput creates the output's directory and proves it writable, so
+// an unusable -o fails before any network work.
+func prepareOutput(cfg *config.Config) error {
+	if cfg.Stream {
+		return nil
+	}
+	dir := filepath.Dir(cfg.Output)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("output directory %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".dfget-probe-*")
+	if err != nil {
+		return fmt.Errorf("output directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 func burstFor(r int64) int { return int(min(max(r/8, 16<<10), 1<<20)) }

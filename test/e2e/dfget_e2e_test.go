@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// Three peers with their own IPs and peer servers fetch one 96 MiB file at
+// once through a real supernode; each gets the exact bytes and the
+// supernode has scheduled pieces from peers, not only from its CDN.
+func TestDfgetSwarm(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(96<<20, 1)
+	url := o.add("/swarm.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	// Warm the CDN first: on a cold task the CDN fill is the frontier and
+	// every new piece is fresh from the supernode; on a warm one the three
+	// peers race over all pieces and must share.
+	warm := newClient(t, sn, "127.0.0.9-warm")
+	waitCDN(t, sn, warm.register(warm.registerReq(url)).TaskID, time.Minute)
+	out := t.TempDir()
+	var wg sync.WaitGroup
+	runs := make([]dfgetRun, 3)
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		p := newDfgetPeer(t, ip)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i] = p.run(sn, "-u", url, "-o", filepath.Join(out, ip), "--notbs")
+		}()
+	}
+	wg.Wait()
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		if runs[i].code != 0 || !strings.Contains(runs[i].stdout, "download SUCCESS") {
+			t.Fatalf("%s: exit %d\n%s%s", ip, runs[i].code, runs[i].stdout, runs[i].stderr)
+		}
+		fileEquals(t, filepath.Join(out, ip), data)
+	}
+	fromPeers := metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="peer"}`)
+	fromCDN := metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="supernode"}`)
+	t.Logf("pieces scheduled from peers %v, from the supernode %v", fromPeers, fromCDN)
+	if fromPeers == 0 {
+		t.Fatal("no piece was scheduled from a peer")
+	}
+	if n := metricValue(t, sn, "dragonfly_dfget_download_total"); n != 3 {
+		t.Errorf("dfget_download_total = %v, want 3 (one metrics report per download)", n)
+	}
+	if n := o.count("/swarm.bin", http.StatusOK); n > 2 {
+		t.Errorf("origin served the whole file %d times", n)
+	}
+}
+
+// The peer server is spawned once per home and reused; it refuses paths
+// that are not registered task files.
+func TestDfgetPeerServerReuseAndRefusal(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(5<<20, 2)
+	url := o.add("/reuse.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	for i := 0; i < 2; i++ {
+		r := p.run(sn, "-u", url, "-o", filepath.Join(out, strconv.Itoa(i)))
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d %s", i, r.code, r.stdout)
+		}
+		fileEquals(t, filepath.Join(out, strconv.Itoa(i)), data)
+	}
+	pid := p.serverPid()
+	if pid == 0 {
+		t.Fatal("no peer server pid recorded")
+	}
+	var meta types.HostMeta
+	b, _ := os.ReadFile(filepath.Join(p.home, "meta", "host.meta"))
+	if err := json.Unmarshal(b, &meta); err != nil || meta.ServicePort == 0 {
+		t.Fatalf("host.meta = %q (%v)", b, err)
+	}
+	log, _ := os.ReadFile(filepath.Join(p.home, "logs", "dfserver.log"))
+	if n := strings.Count(string(log), "dfget uploader server port is"); n != 1 {
+		t.Errorf("peer server started %d times, want once", n)
+	}
+	base := fmt.Sprintf("http://127.0.0.2:%d", meta.ServicePort)
+	secret := filepath.Join(p.home, "data", "secret.service")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(p.home, "data", "link.service")); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/peer/file/secret", "/peer/file/link", "/peer/file/..%2F..%2Fetc%2Fpasswd",
+		"/peer/file/%2Fetc%2Fpasswd", "/peer/file/../../etc/passwd"} {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Range", "bytes=0-100")
+		req.Header.Set("pieceNum", "0")
+		req.Header.Set("pieceSize", "4194304")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			t.Errorf("%s: HTTP %d, want a refusal", path, resp.StatusCode)
+		}
+	}
+}
+
+// Failures: a source 404, a supernode that is down (with and without
+// --notbs), bad flags. Each ends with one clear line, the documented exit
+// status, and no output file.
+func TestDfgetFailures(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(3<<20, 3)
+	url := o.add("/ok.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	down := &supernode{api: FreePort(t)}
+
+	t.Run("source 404", func(t *testing.T) {
+		dst := filepath.Join(out, "404")
+		r := p.run(sn, "-u", o.URL+"/missing", "-o", dst)
+		if r.code != 80 || !strings.Contains(r.stdout, "404") {
+			t.Fatalf("exit %d: %s", r.code, r.stdout)
+		}
+		noFile(t, dst)
+	})
+	t.Run("supernode down notbs", func(t *testing.T) {
+		dst := filepath.Join(out, "notbs")
+		r := p.run(down, "-u", url, "-o", dst, "--notbs")
+		if r.code != 80 || !strings.Contains(r.stdout, "download FAIL") {
+			t.Fatalf("exit %d: %s", r.code, r.stdout)
+		}
+		noFile(t, dst)
+	})
+	t.Run("supernode down falls back", func(t *testing.T) {
+		dst := filepath.Join(out, "bs")
+		r := p.run(down, "-u", url, "-o", dst)
+		if r.code != 0 || !strings.Contains(r.stdout, "reason:1") {
+			t.Fatalf("exit %d: %s", r.code, r.stdout)
+		}
+		fileEquals(t, dst, data)
+	})
+	t.Run("failover to the next node", func(t *testing.T) {
+		dst := filepath.Join(out, "failover")
+		r := p.run(nil, "-u", url, "-o", dst, "--notbs", "--node", Addr(down.api)+"=5,"+Addr(sn.api))
+		if r.code != 0 || !strings.Contains(r.stdout, "connected to node:"+Addr(sn.api)) {
+			t.Fatalf("exit %d: %s", r.code, r.stdout)
+		}
+		fileEquals(t, dst, data)
+	})
+	for name, args := range map[string][]string{
+		"output is a directory": {"-u", url, "-o", out},
+		"bad node":              {"-u", url, "-o", filepath.Join(out, "x"), "--node", "host:99999"},
+		"bad rate":              {"-u", url, "-o", filepath.Join(out, "x"), "--locallimit", "fast"},
+		"bad url":               {"-u", "ftp://example.com/x", "-o", filepath.Join(out, "x")},
+		"output under a file":   {"-u", url, "-o", filepath.Join(out, "bs", "x")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := p.run(sn, args...)
+			if r.code == 0 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || r.stderr == "" {
+				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+			}
+			noFile(t, filepath.Join(out, "x"))
+		})
+	}
+}
+
+// A holder that serves garbage: the test registers a fake peer with the
+// supernode, claims every piece with /peer/piece/suc, and serves corrupt
+// bytes. dfget detects each bad piece, reports it and fetches it elsewhere.
+func TestDfgetCorruptPeer(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(24<<20, 4)
+	url := o.add("/corrupt.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	warm := newDfgetPeer(t, "127.0.0.2")
+	if r := warm.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "warm"), "--notbs"); r.code != 0 {
+		t.Fatalf("warm-up: exit %d %s", r.code, r.stdout)
+	}
+	warm.killServer() // only the CDN and the liar hold pieces now
+
+	var hits sync.Map
+	liar := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := hits.LoadOrStore("n", new(int))
+		*(n.(*int))++
+		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
+		if err != nil {
+			w.WriteHeader(400)
+			return
+		}
+		b := make([]byte, e-s+1)
+		for i := range b {
+			b[i] = 0x7F
+		}
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(b)
+	}))
+	liarPort := 15000 + FreePort(t)%40000
+	l, err := listenOn("127.0.0.5", liarPort)
+	if err != nil {
+		t.Skipf("cannot listen for the fake peer: %v", err)
+	}
+	liar.Listener = l
+	liar.Start()
+	defer liar.Close()
+	c := newClient(t, sn, "127.0.0.5-liar")
+	req := c.registerReq(url)
+	req.IP, req.Port, req.Path = "127.0.0.5", liarPort, "/peer/file/liar"
+	status, body := c.registerRaw(req)
+	if status != 200 {
+		t.Fatalf("liar register: %d %s", status, body)
+	}
+	var env struct {
+		Code int                        `json:"code"`
+		Data types.RegisterResponseData `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		t.Fatal(err)
+	}
+	n := piece.Count(int64(len(data)), env.Data.PieceSize)
+	wrapped := piece.WrappedLength(int64(len(data)), env.Data.PieceSize)
+	for i := 0; i < n; i++ {
+		q := fmt.Sprintf("%s/peer/piece/suc?taskId=%s&cid=%s&dstCid=%s&pieceRange=%s", sn.apiURL, env.Data.TaskID, c.cid,
+			types.SuperNodeCIDPrefix+"127.0.0.1~"+env.Data.TaskID, piece.Range(i, env.Data.PieceSize, wrapped))
+		resp, err := http.Get(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		p := newDfgetPeer(t, ip)
+		dst := filepath.Join(t.TempDir(), "out")
+		r := p.run(sn, "-u", url, "-o", dst, "--notbs")
+		if r.code != 0 {
+			t.Fatalf("download %d: exit %d %s", i, r.code, r.stdout)
+		}
+		fileEquals(t, dst, data)
+	}
+	v, _ := hits.Load("n")
+	if v == nil {
+		t.Skip("the supernode never scheduled a piece from the fake peer; nothing to detect")
+	}
+	t.Logf("fake peer served %d corrupt pieces; files are intact", *(v.(*int)))
+}
+
+// A peer server killed while others download from it: they still finish.
+func TestDfgetPeerKilledMidDownload(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(64<<20, 5)
+	url := o.add("/kill.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	seed := newDfgetPeer(t, "127.0.0.2")
+	if r := seed.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "seed"), "--notbs"); r.code != 0 {
+		t.Fatalf("seed: exit %d %s", r.code, r.stdout)
+	}
+	var wg sync.WaitGroup
+	out := t.TempDir()
+	runs := make([]dfgetRun, 2)
+	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		p := newDfgetPeer(t, ip)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runs[i] = p.run(sn, "-u", url, "-o", filepath.Join(out, ip), "--notbs", "--locallimit", "64MB")
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	seed.killServer()
+	wg.Wait()
+	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		if runs[i].code != 0 {
+			t.Fatalf("%s: exit %d %s", ip, runs[i].code, runs[i].stdout)
+		}
+		fileEquals(t, filepath.Join(out, ip), data)
+	}
+}
