@@ -269,7 +269,9 @@ func (d *Download) file(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
 	stopRate := d.fairRate(pctx)
+	stopAlive := d.keepAlive(pctx)
 	res, err := d.p2p(w).Run(pctx)
+	stopAlive()
 	var sum string
 	var length int64
 	if err == nil {
@@ -371,6 +373,35 @@ func (d *Download) fairRate(ctx context.Context) func() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// keepAlive re-registers the task with the peer server while the download
+// runs: a download that nobody fetches from would otherwise look idle to
+// the server, which could exit and delete the file being written.
+func (d *Download) keepAlive(ctx context.Context) func() {
+	if d.peerPort <= 0 {
+		return func() {}
+	}
+	every := min(max(d.cfg.AliveTime/3, time.Second), 30*time.Second)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := d.client.CheckServer(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.cfg.DataDir(),
+					int64(d.cfg.TotalLimit)); err != nil && ctx.Err() == nil {
+					d.log.Warnf("peer server keepalive: %v", err)
+				}
 			}
 		}
 	}()

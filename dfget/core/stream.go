@@ -39,7 +39,9 @@ func (d *Download) stream(ctx context.Context) error {
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
+	stopAlive := d.keepAlive(pctx)
 	res, err := d.p2p(w).Run(pctx)
+	stopAlive()
 	var n int64
 	var sum string
 	if err == nil {

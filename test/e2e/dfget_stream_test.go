@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// dfget --stream writes exactly the origin's bytes to stdout for sizes
+// around the piece boundaries, and writes nothing to disk.
+func TestDfgetStreamSizes(t *testing.T) {
+	o := newOrigin(t)
+	sn := startSupernode(t, t.TempDir())
+	for _, n := range []int{0, 1, 4194299, 4194300, 40<<20 + 3} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			data := randomData(n, uint64(n)+10)
+			url := o.add("/s"+strconv.Itoa(n), data)
+			p := newDfgetPeer(t, "127.0.0.2")
+			var got [32]byte
+			r := p.stream(sn, func(r io.Reader) {
+				h := sha256.New()
+				_, _ = io.Copy(h, r)
+				copy(got[:], h.Sum(nil))
+			}, "-u", url, "--notbs", "--window-size", "4")
+			if r.code != 0 || !strings.Contains(r.stderr, "download SUCCESS") {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if got != sha256.Sum256(data) {
+				t.Fatal("stream sha256 differs from the origin's")
+			}
+			if ents, _ := os.ReadDir(filepath.Join(p.home, "data")); len(ents) != 0 {
+				t.Fatalf("stream mode wrote files: %v", ents)
+			}
+		})
+	}
+}
+
+// A reader that stops after 1000 bytes (| head -c 1000): dfget ends
+// cleanly, without a panic, soon.
+func TestDfgetStreamEarlyClose(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(40<<20, 21)
+	url := o.add("/early.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	r := p.stream(sn, func(r io.Reader) {
+		b := make([]byte, 1000)
+		if _, err := io.ReadFull(r, b); err != nil {
+			t.Errorf("read: %v", err)
+		}
+		if string(b) != string(data[:1000]) {
+			t.Error("first 1000 bytes differ")
+		}
+		r.(io.Closer).Close()
+	}, "-u", url, "--notbs")
+	if r.code != 0 || strings.Contains(r.stderr, "panic") || !strings.Contains(r.stderr, "STOPPED") {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if r.duration > 30*time.Second {
+		t.Fatalf("took %v to stop", r.duration)
+	}
+}
+
+// --md5 in stream mode: a wrong md5 ends with a non-zero exit.
+func TestDfgetStreamMd5Mismatch(t *testing.T) {
+	o := newOrigin(t)
+	url := o.add("/md5.bin", randomData(5<<20, 22))
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	r := p.stream(sn, func(r io.Reader) { _, _ = io.Copy(io.Discard, r) }, "-u", url, "--notbs",
+		"--md5", "00000000000000000000000000000000")
+	if r.code == 0 {
+		t.Fatalf("exit 0 with a wrong --md5: %s", r.stderr)
+	}
+}
+
+// Two streaming clients and one file-mode client in one swarm all get the
+// right bytes.
+func TestDfgetStreamMixedSwarm(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(64<<20, 23)
+	url := o.add("/mixed.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	want := sha256.Sum256(data)
+	var wg sync.WaitGroup
+	errs := make(chan string, 3)
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		p := newDfgetPeer(t, ip)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got [32]byte
+			r := p.stream(sn, func(r io.Reader) {
+				h := sha256.New()
+				_, _ = io.Copy(h, r)
+				copy(got[:], h.Sum(nil))
+			}, "-u", url, "--notbs")
+			if r.code != 0 || got != want {
+				errs <- ip + ": exit " + strconv.Itoa(r.code) + " or wrong bytes: " + r.stderr
+			}
+		}()
+	}
+	fp := newDfgetPeer(t, "127.0.0.4")
+	dst := filepath.Join(t.TempDir(), "file")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if r := fp.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 {
+			errs <- "file client: exit " + strconv.Itoa(r.code) + " " + r.stdout
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	fileEquals(t, dst, data)
+}
+
+// P2P failing mid-stream (the supernode dies) continues from the source at
+// the right offset: no byte repeated or skipped.
+func TestDfgetStreamFallbackMidway(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(48<<20, 24)
+	url := o.add("/fallback.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	var got [32]byte
+	r := p.stream(sn, func(r io.Reader) {
+		h := sha256.New()
+		if _, err := io.CopyN(h, r, 6<<20); err != nil {
+			t.Errorf("first bytes: %v", err)
+		}
+		_ = sn.Stop(5 * time.Second)
+		_, _ = io.Copy(h, r)
+		copy(got[:], h.Sum(nil))
+	}, "-u", url, "--window-size", "1", "--locallimit", "20MB")
+	if r.code != 0 || got != sha256.Sum256(data) {
+		t.Fatalf("exit %d, sha256 match %v: %s", r.code, got == sha256.Sum256(data), r.stderr)
+	}
+	if !strings.Contains(r.stderr, "from the source") {
+		t.Logf("stream finished without falling back (supernode stopped too late): %s", r.stderr)
+	} else {
+		o.mu.Lock()
+		n := len(o.ranges["/fallback.bin"])
+		o.mu.Unlock()
+		if n == 0 {
+			t.Error("fallback did not ask the origin for a range")
+		}
+	}
+}
