@@ -315,3 +315,67 @@ func TestSupernodeBadInput(t *testing.T) {
 		t.Fatal("supernode exited on bad input")
 	}
 }
+
+// Pieces are served while the CDN still runs; a SIGTERM mid-fetch leaves a
+// consistent partial cache that the next start resumes with a Range request.
+func TestSupernodeEarlyPiecesAndResume(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(24<<20, 4)
+	u := o.add("/slow.bin", data)
+	o.mu.Lock()
+	o.delay["/slow.bin"] = 8 * time.Millisecond // ~8 MB/s: 3 s for the file
+	o.mu.Unlock()
+	home := t.TempDir()
+	sn := startSupernode(t, home)
+	c := newClient(t, sn, "127.0.0.1-11-11.000")
+	reg := c.register(c.registerReq(u))
+
+	var first types.PieceInfo
+	Eventually(t, 10*time.Second, "first piece scheduled", func() bool {
+		r := c.pull(types.TaskStatusStart, types.ResultInvalid, "", "")
+		if ps := c.pieces(r); r.Code == types.CodePeerContinue && len(ps) > 0 {
+			first = ps[0]
+			return true
+		}
+		return false
+	})
+	if st := taskInfo(t, sn, reg.TaskID).CdnStatus; st != types.CDNStatusRunning {
+		t.Fatalf("cdn status %s while the source is still sending, want RUNNING", st)
+	}
+	content := c.fetch(first)
+	off := piece.ContentOffset(first.PieceNum, reg.PieceSize)
+	if !bytes.Equal(content, data[off:off+int64(len(content))]) {
+		t.Fatalf("early piece %d differs", first.PieceNum)
+	}
+	// The last piece is not written yet: the piece server refuses it.
+	lastRange := piece.Range(piece.Count(int64(len(data)), reg.PieceSize)-1, reg.PieceSize, piece.WrappedLength(int64(len(data)), reg.PieceSize))
+	req, _ := http.NewRequest(http.MethodGet, sn.pieceBase+"/download/"+reg.TaskID[:3]+"/"+reg.TaskID, nil)
+	req.Header.Set("Range", "bytes="+lastRange)
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("unwritten piece: HTTP %d, want 503", resp.StatusCode)
+	}
+	if err := sn.Stop(10 * time.Second); err != nil {
+		t.Fatalf("SIGTERM mid-CDN: %v", err)
+	}
+	sn2 := startSupernode(t, home)
+	c2 := newClient(t, sn2, "127.0.0.1-12-12.000")
+	c2.register(c2.registerReq(u))
+	got, fin := c2.download(time.Minute)
+	if !bytes.Equal(got, data) || fin.Md5 != md5hex(data) {
+		t.Fatal("resumed download differs")
+	}
+	o.mu.Lock()
+	ranges := append([]string(nil), o.ranges["/slow.bin"]...)
+	o.mu.Unlock()
+	if len(ranges) != 1 || !strings.HasPrefix(ranges[0], "bytes=") || strings.HasPrefix(ranges[0], "bytes=0-") {
+		t.Fatalf("restart did not resume with one Range request: %v", ranges)
+	}
+	if n := o.count("/slow.bin", 206); n != 1 {
+		t.Fatalf("origin sent 206 x%d, want 1", n)
+	}
+}

@@ -35,7 +35,7 @@ var (
 	ErrUnknownPiece  = errors.New("piece not written by the cdn")
 )
 
-// Limits are the scheduling limits TryAssign enforces.
+// Limits are the scheduling limits Assign enforces.
 type Limits struct {
 	DownLimit  int // pieces running per client
 	UpLimit    int // uploads per peer
@@ -47,7 +47,7 @@ type taskState struct {
 	total    int // -1 while unknown
 	holders  map[int]map[string]struct{}
 	super    int // pieces in flight from the supernode
-	changed  chan struct{}
+	waiters  map[chan struct{}]struct{}
 	failed   bool
 	clients  map[string]struct{}
 	finished bool
@@ -100,16 +100,32 @@ func (m *Manager) task(taskID string) *taskState {
 	if t == nil {
 		t = &taskState{
 			cdn: bitset.New(0), total: -1, holders: map[int]map[string]struct{}{},
-			changed: make(chan struct{}), clients: map[string]struct{}{},
+			waiters: map[chan struct{}]struct{}{}, clients: map[string]struct{}{},
 		}
 		m.tasks[taskID] = t
 	}
 	return t
 }
 
-func (t *taskState) notify() {
-	close(t.changed)
-	t.changed = make(chan struct{})
+// Wake-up budgets: a change wakes only as many long-polling clients as it
+// can serve, so a swarm of waiters does not recompute on every report.
+const (
+	wakeAll    = -1
+	wakePiece  = 8 // a new CDN piece
+	wakeHolder = 2 // a new holder
+	wakeSlot   = 1 // a freed upload slot
+)
+
+// notify wakes up to n waiters (all when n < 0).
+func (t *taskState) notify(n int) {
+	for ch := range t.waiters {
+		if n == 0 {
+			return
+		}
+		ch <- struct{}{} // buffered 1, sent once: never blocks
+		delete(t.waiters, ch)
+		n--
+	}
 }
 
 // InitTask makes sure the task exists.
@@ -126,7 +142,7 @@ func (m *Manager) ResetCDN(taskID string) {
 	t := m.task(taskID)
 	t.cdn.ClearAll()
 	t.failed, t.finished, t.total = false, false, -1
-	t.notify()
+	t.notify(wakeAll)
 }
 
 // SetCDNPiece marks piece num as written by the CDN (schedulable now).
@@ -135,7 +151,7 @@ func (m *Manager) SetCDNPiece(taskID string, num int) {
 	defer m.mu.Unlock()
 	t := m.task(taskID)
 	t.cdn.Set(uint(num))
-	t.notify()
+	t.notify(wakePiece)
 }
 
 // FinishCDN records the CDN outcome and the final piece count.
@@ -148,14 +164,22 @@ func (m *Manager) FinishCDN(taskID string, total int, ok bool) {
 	if ok {
 		t.total = total
 	}
-	t.notify()
+	t.notify(wakeAll)
 }
 
-// Changed returns a channel closed at the task's next change.
-func (m *Manager) Changed(taskID string) <-chan struct{} {
+// Waiter registers a one-shot wake-up for a change of the task that may make
+// a piece schedulable; stop unregisters it.
+func (m *Manager) Waiter(taskID string) (wake <-chan struct{}, stop func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.task(taskID).changed
+	t := m.task(taskID)
+	ch := make(chan struct{}, 1)
+	t.waiters[ch] = struct{}{}
+	return ch, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delete(t.waiters, ch)
+	}
 }
 
 // InitClient records a client (cid) of a task on peer peerID. window > 0
@@ -207,7 +231,7 @@ func (m *Manager) release(taskID, dst string) {
 		p.load--
 	}
 	if t != nil {
-		t.notify()
+		t.notify(wakeSlot)
 	}
 }
 
@@ -254,7 +278,7 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 				p.serviceErr = 0
 			}
 		}
-		t.notify()
+		t.notify(wakeHolder)
 	case Failed:
 		c.failed.Set(uint(num))
 		if wasRunning && dst != m.superPID {
@@ -292,7 +316,7 @@ func (m *Manager) AddHolder(taskID, cid string, num int) error {
 		t.holders[num] = h
 	}
 	h[c.peerID] = struct{}{}
-	t.notify()
+	t.notify(wakeHolder)
 	return nil
 }
 
@@ -325,16 +349,10 @@ func (m *Manager) Holders(taskID string, num int) []string {
 	return out
 }
 
-// Candidate is a piece a client may fetch, with its usable holders.
+// Candidate is a piece a client may fetch and how many peers hold it.
 type Candidate struct {
 	Num     int
-	Holders []Holder
-}
-
-// Holder is a peer holding a piece, with its current upload load.
-type Holder struct {
-	PeerID string
-	Load   int
+	Holders int
 }
 
 // View is what the scheduler needs about a client, taken atomically.
@@ -344,17 +362,12 @@ type View struct {
 	ClientErrors int
 	Stream       bool
 	CDNFailed    bool
-	CDNFinished  bool
-	Total        int
-	SuccessCount int
 }
 
 // ClientView computes the pieces client cid can fetch now: written by the
-// CDN, not had, not running, inside the window for a streaming client. Each
-// comes with the holders that are up, not eliminated (serviceErr >=
-// eliminationLimit, dropped for good), not blacklisted by this client and
-// not CDN-pattern peers.
-func (m *Manager) ClientView(taskID, cid string, eliminationLimit int) (View, error) {
+// CDN, not had, not running, inside the window for a streaming client. It
+// costs O(pieces): holders are only counted here and picked in Assign.
+func (m *Manager) ClientView(taskID, cid string) (View, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
@@ -365,8 +378,7 @@ func (m *Manager) ClientView(taskID, cid string, eliminationLimit int) (View, er
 	if t == nil {
 		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
 	}
-	v := View{Stream: c.stream, CDNFailed: t.failed, CDNFinished: t.finished, Total: t.total}
-	v.SuccessCount = int(c.success.Count())
+	v := View{Stream: c.stream, CDNFailed: t.failed}
 	if src := m.peers[c.peerID]; src != nil {
 		v.ClientErrors = src.clientErr
 	}
@@ -384,58 +396,67 @@ func (m *Manager) ClientView(taskID, cid string, eliminationLimit int) (View, er
 		if _, run := c.running[int(i)]; run {
 			continue
 		}
-		cand := Candidate{Num: int(i)}
-		src := m.peers[c.peerID]
-		for pid := range t.holders[int(i)] {
-			if pid == c.peerID {
-				continue
-			}
-			p := m.peers[pid]
-			if p == nil || !p.down.IsZero() || p.serviceErr >= eliminationLimit {
-				delete(t.holders[int(i)], pid)
-				continue
-			}
-			if p.cdnPattern || (src != nil && src.black[pid] > 0) {
-				continue
-			}
-			cand.Holders = append(cand.Holders, Holder{PeerID: pid, Load: p.load})
+		n := len(t.holders[int(i)])
+		if _, self := t.holders[int(i)][c.peerID]; self {
+			n--
 		}
-		v.Candidates = append(v.Candidates, cand)
+		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: n})
 	}
 	return v, nil
 }
 
-// TryAssign marks piece num running for client cid from dst, if the limits
-// allow: the client's running count, dst's upload load (or the task's
-// supernode load), and dst still holding the piece. It reports whether it did.
-func (m *Manager) TryAssign(taskID, cid string, num int, dst string, lim Limits) bool {
+// Assign marks piece num running for client cid, fetched from the least
+// loaded usable peer holding it or, failing that (or when peers is false),
+// from the supernode. A holder is usable when it is up, under the upload
+// limit, not a CDN-pattern peer and not blacklisted by this client; holders
+// that are down or failed eliminationLimit times are dropped for good. It
+// returns the chosen peer ID, or "" when nothing could be assigned.
+func (m *Manager) Assign(taskID, cid string, num int, peers bool, lim Limits, eliminationLimit int) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
 	t := m.tasks[taskID]
 	if c == nil || t == nil || c.taskID != taskID || len(c.running) >= lim.DownLimit {
-		return false
+		return ""
 	}
 	if _, run := c.running[num]; run || c.success.Test(uint(num)) {
-		return false
+		return ""
 	}
-	if dst == m.superPID {
-		if !t.cdn.Test(uint(num)) || t.super >= lim.SuperLimit {
-			return false
+	var best *peerState
+	bestID := ""
+	if peers {
+		src := m.peers[c.peerID]
+		for pid := range t.holders[num] {
+			if pid == c.peerID {
+				continue
+			}
+			p := m.peers[pid]
+			if p == nil || !p.down.IsZero() || p.serviceErr >= eliminationLimit {
+				delete(t.holders[num], pid)
+				continue
+			}
+			if p.cdnPattern || p.load >= lim.UpLimit || (src != nil && src.black[pid] > 0) {
+				continue
+			}
+			if best == nil || p.load < best.load {
+				best, bestID = p, pid
+			}
 		}
+	}
+	switch {
+	case best != nil:
+		best.load++
+	case t.cdn.Test(uint(num)) && t.super < lim.SuperLimit:
 		t.super++
-	} else {
-		p := m.peers[dst]
-		if _, held := t.holders[num][dst]; !held || p == nil || !p.down.IsZero() || p.load >= lim.UpLimit {
-			return false
-		}
-		p.load++
+		bestID = m.superPID
+	default:
+		return ""
 	}
-	c.running[num] = dst
-	return true
+	c.running[num] = bestID
+	return bestID
 }
 
-// Unassign undoes a TryAssign whose answer could not be sent.
+// Unassign undoes an Assign whose answer could not be sent.
 func (m *Manager) Unassign(taskID, cid string, num int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -526,7 +547,7 @@ func (m *Manager) DeleteTask(taskID string) {
 		}
 		delete(m.clients, cid)
 	}
-	t.notify()
+	t.notify(wakeAll)
 	delete(m.tasks, taskID)
 }
 

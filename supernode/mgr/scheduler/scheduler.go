@@ -15,9 +15,8 @@ import (
 
 // Progress is what the scheduler needs from the progress manager.
 type Progress interface {
-	ClientView(taskID, cid string, eliminationLimit int) (progress.View, error)
-	TryAssign(taskID, cid string, num int, dst string, lim progress.Limits) bool
-	SuperPID() string
+	ClientView(taskID, cid string) (progress.View, error)
+	Assign(taskID, cid string, num int, peers bool, lim progress.Limits, eliminationLimit int) string
 }
 
 // Errors the caller maps to protocol codes.
@@ -54,7 +53,7 @@ func New(p Progress, cfg Config) *Scheduler { return &Scheduler{p: p, cfg: cfg} 
 
 // Schedule assigns up to DownLimit-running pieces to client cid of task.
 func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
-	v, err := s.p.ClientView(taskID, cid, s.cfg.EliminationLimit)
+	v, err := s.p.ClientView(taskID, cid)
 	if err != nil {
 		return nil, err
 	}
@@ -68,26 +67,16 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 		return nil, ErrLimited
 	}
 	order(v)
-	super := s.p.SuperPID()
+	// A client that keeps failing is served by the supernode only.
+	peers := v.ClientErrors <= s.cfg.FailureCountLimit
 	var out []Assignment
 	room := s.cfg.Limits.DownLimit - len(v.Running)
 	for _, c := range v.Candidates {
 		if len(out) >= room {
 			break
 		}
-		dsts := make([]string, 0, len(c.Holders)+1)
-		if v.ClientErrors <= s.cfg.FailureCountLimit {
-			sort.SliceStable(c.Holders, func(i, j int) bool { return c.Holders[i].Load < c.Holders[j].Load })
-			for _, h := range c.Holders {
-				dsts = append(dsts, h.PeerID)
-			}
-		}
-		dsts = append(dsts, super)
-		for _, d := range dsts {
-			if s.p.TryAssign(taskID, cid, c.Num, d, s.cfg.Limits) {
-				out = append(out, Assignment{Num: c.Num, DstPID: d})
-				break
-			}
+		if d := s.p.Assign(taskID, cid, c.Num, peers, s.cfg.Limits, s.cfg.EliminationLimit); d != "" {
+			out = append(out, Assignment{Num: c.Num, DstPID: d})
 		}
 	}
 	if len(out) == 0 {
@@ -115,7 +104,7 @@ func order(v progress.View) {
 	}
 	rand.Shuffle(len(c), func(i, j int) { c[i], c[j] = c[j], c[i] })
 	sort.SliceStable(c, func(i, j int) bool {
-		if a, b := len(c[i].Holders), len(c[j].Holders); a != b {
+		if a, b := c[i].Holders, c[j].Holders; a != b {
 			return a < b
 		}
 		return abs(c[i].Num-center) < abs(c[j].Num-center)

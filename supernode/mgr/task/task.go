@@ -44,7 +44,7 @@ type Progress interface {
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	AddHolder(taskID, cid string, num int) error
 	RemoveHolder(taskID, cid string, num int) error
-	Changed(taskID string) <-chan struct{}
+	Waiter(taskID string) (<-chan struct{}, func())
 	Unassign(taskID, cid string, num int)
 	PeerDown(peerID string)
 	Done(taskID, cid string) bool
@@ -447,41 +447,51 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 		deadline = timer.C
 	}
 	for {
-		changed := m.progress.Changed(q.TaskID)
-		t.mu.Lock()
-		status, tChanged := t.status, t.changed
-		realMd5, fileLength := t.realMd5, t.fileLength
-		t.mu.Unlock()
-		var code int
-		var data any
-		var err error
-		switch status {
-		case types.CDNStatusFailed, types.CDNStatusSourceError:
-			return 0, nil, errorf(types.CodeSystemError, "cdn of task %s failed", q.TaskID)
-		case types.CDNStatusWaiting:
-			code = types.CodePeerWait
-		default:
-			if status == types.CDNStatusSuccess && m.progress.Done(q.TaskID, q.SrcCID) {
-				_ = m.dfget.SetStatus(q.SrcCID, q.TaskID, dfgettask.StatusSuccess)
-				return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, nil
-			}
-			code, data, err = m.schedule(t, dt)
-			if err != nil {
-				return 0, nil, err
-			}
-		}
-		if code != types.CodePeerWait || deadline == nil {
-			return code, data, nil
-		}
-		select {
-		case <-changed:
-		case <-tChanged:
-		case <-deadline:
-			return types.CodePeerWait, nil, nil
-		case <-ctx.Done():
-			return types.CodePeerWait, nil, nil
+		code, data, again, err := m.pullOnce(ctx, t, dt, deadline)
+		if !again {
+			return code, data, err
 		}
 	}
+}
+
+// pullOnce answers /peer/task once; again asks the caller to retry after a
+// wake-up (nothing was available, the deadline has not passed).
+func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, deadline <-chan time.Time) (int, any, bool, error) {
+	// Registered before looking, so a change in between is not missed.
+	changed, stop := m.progress.Waiter(t.id)
+	defer stop()
+	t.mu.Lock()
+	status, tChanged := t.status, t.changed
+	realMd5, fileLength := t.realMd5, t.fileLength
+	t.mu.Unlock()
+	code := types.CodePeerWait
+	var data any
+	switch status {
+	case types.CDNStatusFailed, types.CDNStatusSourceError:
+		return 0, nil, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
+	case types.CDNStatusWaiting:
+	default:
+		if status == types.CDNStatusSuccess && m.progress.Done(t.id, dt.CID) {
+			_ = m.dfget.SetStatus(dt.CID, t.id, dfgettask.StatusSuccess)
+			return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, false, nil
+		}
+		var err error
+		if code, data, err = m.schedule(t, dt); err != nil {
+			return 0, nil, false, err
+		}
+	}
+	if code != types.CodePeerWait || deadline == nil {
+		return code, data, false, nil
+	}
+	select {
+	case <-changed:
+	case <-tChanged:
+	case <-deadline:
+		return types.CodePeerWait, nil, false, nil
+	case <-ctx.Done():
+		return types.CodePeerWait, nil, false, nil
+	}
+	return 0, nil, true, nil
 }
 
 // schedule runs the scheduler once and builds the piece infos.
