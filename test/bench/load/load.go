@@ -138,7 +138,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 	close(gate)
-	wg.Wait()
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	tick := time.NewTicker(15 * time.Second)
+	for waiting := true; waiting; {
+		select {
+		case <-finished:
+			waiting = false
+		case <-tick.C:
+			n := d.requests.Load()
+			logf("load: %v: %d requests (%.0f/s), %d failed", time.Since(start).Round(time.Second), n,
+				float64(n)/time.Since(start).Seconds(), d.failed.Load())
+		}
+	}
+	tick.Stop()
 	res.Duration = time.Since(start)
 
 	var task, suc []time.Duration
