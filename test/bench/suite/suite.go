@@ -32,10 +32,12 @@ type Config struct {
 	Peers      []int
 	OriginRate int64 // bits/s
 	// TargetSize and TargetPeers are the checked configurations.
-	TargetSize    int64
-	TargetPeers   []int
-	LoadClients   int
-	LoadPieces    int
+	TargetSize  int64
+	TargetPeers []int
+	LoadClients int
+	LoadPieces  int
+	// CDNSize is the file size of the CDN-vs-curl section.
+	CDNSize       int64
 	Mode          cluster.Mode
 	DfgetArgs     []string
 	SupernodeArgs []string
@@ -52,6 +54,7 @@ func Default() Config {
 		TargetPeers: []int{8, 16},
 		LoadClients: 1000,
 		LoadPieces:  1000,
+		CDNSize:     1 << 30,
 	}
 }
 
@@ -119,6 +122,10 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 			rep.Mode = res.Mode
 			logf("  %d requests, %.0f req/s, /peer/task p50 %v p99 %v, %d failed", res.Requests, res.RPS, res.TaskP50, res.TaskP99, res.Failed)
 		}
+	}
+	if cfg.Selected(CDN) && ctx.Err() == nil {
+		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))
+		rep.Sections = append(rep.Sections, cdnSection(ctx, cfg.CDNSize))
 	}
 	if ctx.Err() != nil {
 		rep.Note = "Interrupted: the table holds the runs finished before the interrupt."

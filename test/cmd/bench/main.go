@@ -3,10 +3,10 @@
 // non-zero if a run failed or a checked target was missed. Progress goes to
 // stderr.
 //
-// Environment: BENCH_ONLY=swarm,target,load selects sections; BENCH_FULL=1
+// Environment: BENCH_ONLY=swarm,target,load,cdn selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
-// BENCH_LOAD_PIECES size the load run; BENCH_DFGET_ARGS and
+// BENCH_LOAD_PIECES size the load run; BENCH_CDN_MIB sizes the CDN run; BENCH_DFGET_ARGS and
 // BENCH_SUPERNODE_ARGS add flags; BENCH_LOOPBACK=1 forces loopback mode.
 package main
 
@@ -80,6 +80,13 @@ func config() (suite.Config, error) {
 				return cfg, fmt.Errorf("%s=%q: want a positive integer", env, v)
 			}
 		}
+	}
+	if v := os.Getenv("BENCH_CDN_MIB"); v != "" {
+		m, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || m < 1 {
+			return cfg, fmt.Errorf("BENCH_CDN_MIB=%q: want a positive integer", v)
+		}
+		cfg.CDNSize = m << 20
 	}
 	if v := os.Getenv("BENCH_ORIGIN_MBIT"); v != "" {
 		m, err := strconv.ParseInt(v, 10, 64)

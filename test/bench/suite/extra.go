@@ -1,0 +1,66 @@
+package suite
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+	"github.com/damselfly-p2p/damselfly/test/bench/report"
+	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
+	"github.com/damselfly-p2p/damselfly/test/cluster"
+)
+
+// CDN is the section comparing the supernode's CDN fill with curl.
+const CDN = "cdn"
+
+// cdnSection times `curl -o` of a file from an unshaped loopback origin and
+// then the supernode bringing the same file into its CDN cache
+// (cdnbench.MeasureCDN, which runs its own supernode on loopback).
+func cdnSection(ctx context.Context, size int64) report.Section {
+	s := report.Section{Title: fmt.Sprintf("Supernode CDN fill vs curl (%s, loopback, unshaped)", swarm.FormatBytes(size))}
+	fail := func(err error) report.Section { s.Error = err.Error(); return s }
+	bin, err := cluster.Binary("supernode")
+	if err != nil {
+		return fail(err)
+	}
+	c, err := cluster.New(ctx, cluster.Options{Mode: cluster.ModeLoopback})
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	if err != nil {
+		return fail(err)
+	}
+	client, err := c.AddHost(ctx, cluster.HostSpec{Name: "client"})
+	if err != nil {
+		return fail(err)
+	}
+	o, err := c.StartOrigin(ctx, oh)
+	if err != nil {
+		return fail(err)
+	}
+	out := filepath.Join(client.Dir(), "curl.out")
+	p, err := client.StartCurl(ctx, o.URL("cdn-curl.bin", size), out, 10*time.Minute)
+	if err != nil {
+		return fail(err)
+	}
+	if err := p.Wait(); err != nil {
+		return fail(err)
+	}
+	_ = os.Remove(out)
+	curl := p.Duration()
+	cdn, err := cdnbench.MeasureCDN(ctx, o.URL("cdn-fill.bin", size), bin)
+	if err != nil {
+		return fail(fmt.Errorf("MeasureCDN: %w", err))
+	}
+	s.Add("curl -o", "%.3f s (%.0f MiB/s)", curl.Seconds(), mibps(size, curl))
+	s.Add("supernode register to cdnStatus SUCCESS", "%.3f s (%.0f MiB/s)", cdn.Seconds(), mibps(size, cdn))
+	s.Add("CDN / curl", "%.2f", cdn.Seconds()/curl.Seconds())
+	return s
+}
+
+func mibps(size int64, d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
