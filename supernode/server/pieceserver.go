@@ -1,5 +1,7 @@
 package server
 
+//go:generate go tool mockgen -source=pieceserver.go -destination=mock_servable_test.go -package=server
+
 import (
 	"errors"
 	"io"

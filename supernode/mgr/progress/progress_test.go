@@ -1,0 +1,242 @@
+package progress
+
+import (
+	"testing"
+	"time"
+)
+
+const (
+	task  = "t1"
+	super = "super"
+)
+
+var lim = Limits{DownLimit: 4, UpLimit: 2, SuperLimit: 3}
+
+func setup(t *testing.T, pieces int) *Manager {
+	t.Helper()
+	m := New(super)
+	m.InitTask(task)
+	for i := range pieces {
+		m.SetCDNPiece(task, i)
+	}
+	return m
+}
+
+func nums(v View) []int {
+	var out []int
+	for _, c := range v.Candidates {
+		out = append(out, c.Num)
+	}
+	return out
+}
+
+func TestViewAndAssignFromSupernode(t *testing.T) {
+	m := setup(t, 3)
+	m.InitClient(task, "c1", "p1", false, false, 0)
+	v, err := m.ClientView(task, "c1")
+	if err != nil || len(v.Candidates) != 3 {
+		t.Fatalf("view %+v %v", v, err)
+	}
+	if d := m.Assign(task, "c1", 0, true, lim, 5); d != super {
+		t.Fatalf("assign piece 0 -> %q, want the supernode", d)
+	}
+	if d := m.Assign(task, "c1", 0, true, lim, 5); d != "" {
+		t.Fatalf("piece 0 assigned twice -> %q", d)
+	}
+	v, _ = m.ClientView(task, "c1")
+	if got := nums(v); len(got) != 2 || len(v.Running) != 1 {
+		t.Fatalf("after assign: candidates %v running %v", got, v.Running)
+	}
+	if _, s := m.Loads(task, ""); s != 1 {
+		t.Fatalf("super load %d, want 1", s)
+	}
+	if dst, err := m.Update(task, "c1", 0, Success); err != nil || dst != super {
+		t.Fatalf("update: %q %v", dst, err)
+	}
+	if _, s := m.Loads(task, ""); s != 0 {
+		t.Fatalf("super load %d after success, want 0", s)
+	}
+}
+
+func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
+	m := setup(t, 5)
+	m.InitClient(task, "c1", "p1", false, false, 0)
+	m.InitClient(task, "c2", "p2", false, false, 0)
+	for i := range 3 {
+		if d := m.Assign(task, "c1", i, true, lim, 5); d != super {
+			t.Fatalf("piece %d -> %q", i, d)
+		}
+	}
+	if d := m.Assign(task, "c2", 3, true, lim, 5); d != "" {
+		t.Fatalf("supernode over its per-task limit: %q", d)
+	}
+	// A failure gives the slot back (v1 leaked it until a 30 s reset).
+	if _, err := m.Update(task, "c1", 1, Failed); err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Assign(task, "c2", 3, true, lim, 5); d != super {
+		t.Fatalf("slot not released after a failure: %q", d)
+	}
+}
+
+func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
+	m := setup(t, 2)
+	for _, c := range []string{"a", "b", "x", "y", "z"} {
+		m.InitClient(task, c, "p"+c, false, false, 0)
+	}
+	if _, err := m.Update(task, "a", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Update(task, "b", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, c := range []string{"x", "y", "z"} {
+		got[m.Assign(task, c, 0, true, Limits{DownLimit: 4, UpLimit: 1, SuperLimit: 3}, 5)]++
+	}
+	if got["pa"] != 1 || got["pb"] != 1 || got[super] != 1 {
+		t.Fatalf("assignments %v: want one each from pa, pb (up limit 1) and the supernode", got)
+	}
+	if l, _ := m.Loads(task, "pa"); l != 1 {
+		t.Fatalf("pa load %d", l)
+	}
+}
+
+func TestBlacklistEliminationAndPeerDown(t *testing.T) {
+	m := setup(t, 1)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "x", "px", false, false, 0)
+	m.InitClient(task, "y", "py", false, false, 0)
+	if _, err := m.Update(task, "a", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Assign(task, "x", 0, true, lim, 5); d != "pa" {
+		t.Fatalf("want pa, got %q", d)
+	}
+	if _, err := m.Update(task, "x", 0, Failed); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := m.Loads(task, "pa"); l != 0 {
+		t.Fatalf("pa load %d after failure", l)
+	}
+	// x blacklisted pa: the supernode serves x; y still gets pa.
+	if d := m.Assign(task, "x", 0, true, lim, 5); d != super {
+		t.Fatalf("x after failing on pa: %q", d)
+	}
+	if d := m.Assign(task, "y", 0, true, lim, 1); d != super {
+		t.Fatalf("pa has 1 service error >= elimination limit 1: got %q", d)
+	}
+	if h := m.Holders(task, 0); len(h) != 0 {
+		t.Fatalf("eliminated holder kept: %v", h)
+	}
+	m.InitClient(task, "b", "pb", false, false, 0)
+	if _, err := m.Update(task, "b", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	m.PeerDown("pb")
+	if m.DownSince("pb").IsZero() {
+		t.Fatal("pb not down")
+	}
+	m.InitClient(task, "z", "pz", false, false, 0)
+	if d := m.Assign(task, "z", 0, true, lim, 5); d != super {
+		t.Fatalf("down peer offered: %q", d)
+	}
+}
+
+func TestStreamWindow(t *testing.T) {
+	m := setup(t, 10)
+	m.InitClient(task, "s", "ps", false, true, 3)
+	v, _ := m.ClientView(task, "s")
+	if got := nums(v); len(got) != 3 || got[0] != 0 || got[2] != 2 || !v.Stream {
+		t.Fatalf("window at start: %v", got)
+	}
+	for _, n := range []int{1, 2} {
+		if _, err := m.Update(task, "s", n, Success); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if una, wnd, _ := m.Window("s"); una != 0 || wnd != 3 {
+		t.Fatalf("una %d wnd %d, want 0 3", una, wnd)
+	}
+	if _, err := m.Update(task, "s", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if una, _, _ := m.Window("s"); una != 3 {
+		t.Fatalf("una %d, want 3", una)
+	}
+	v, _ = m.ClientView(task, "s")
+	if got := nums(v); len(got) != 3 || got[0] != 3 || got[2] != 5 {
+		t.Fatalf("window after una=3: %v", got)
+	}
+	// The streaming client is a holder until it evicts the piece.
+	m.InitClient(task, "o", "po", false, true, 0)
+	if una, wnd, ok := m.Window("o"); !ok || una != 0 || wnd != DefaultWindow {
+		t.Fatalf("default window: %d %d %t", una, wnd, ok)
+	}
+	if d := m.Assign(task, "o", 0, true, lim, 5); d != "ps" {
+		t.Fatalf("want ps as holder, got %q", d)
+	}
+	m.Unassign(task, "o", 0)
+	if err := m.RemoveHolder(task, "s", 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Assign(task, "o", 0, true, lim, 5); d != super {
+		t.Fatalf("evicted holder offered: %q", d)
+	}
+	m.Unassign(task, "o", 0)
+	if err := m.AddHolder(task, "s", 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := m.Assign(task, "o", 0, true, lim, 5); d != "ps" {
+		t.Fatalf("re-added holder not offered: %q", d)
+	}
+	if err := m.AddHolder(task, "nobody", 0); err == nil {
+		t.Fatal("unknown cid accepted")
+	}
+	m.PeerDown("ps")
+	if _, _, ok := m.Window("s"); ok {
+		t.Fatal("window kept after service down")
+	}
+}
+
+func TestUpdateRejectsUnwrittenPiece(t *testing.T) {
+	m := setup(t, 1)
+	m.InitClient(task, "c", "pc", false, false, 0)
+	if _, err := m.Update(task, "c", 7, Success); err == nil {
+		t.Fatal("success for a piece the cdn never wrote was accepted")
+	}
+	if _, err := m.Update(task, "c", -1, Failed); err == nil {
+		t.Fatal("negative piece accepted")
+	}
+	if _, err := m.Update(task, "zz", 0, Success); err == nil {
+		t.Fatal("unknown client accepted")
+	}
+}
+
+func TestDoneAndWaiters(t *testing.T) {
+	m := New(super)
+	m.InitTask(task)
+	m.InitClient(task, "c", "pc", false, false, 0)
+	w, stop := m.Waiter(task)
+	defer stop()
+	m.SetCDNPiece(task, 0)
+	select {
+	case <-w:
+	case <-time.After(time.Second):
+		t.Fatal("waiter not woken by a new piece")
+	}
+	if m.Done(task, "c") {
+		t.Fatal("done before the cdn finished")
+	}
+	m.FinishCDN(task, 1, true)
+	if _, err := m.Update(task, "c", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Done(task, "c") {
+		t.Fatal("not done with every piece")
+	}
+	m.DeleteTask(task)
+	if _, err := m.ClientView(task, "c"); err == nil {
+		t.Fatal("client kept after task delete")
+	}
+}

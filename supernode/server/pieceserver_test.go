@@ -1,0 +1,90 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+)
+
+func TestPieceServer(t *testing.T) {
+	repo := t.TempDir()
+	id := "abcdef0123"
+	dir := filepath.Join(repo, "download", "abc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id), []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(dir, "abclink")); err != nil {
+		t.Fatal(err)
+	}
+	ctrl := gomock.NewController(t)
+	s := NewMockServable(ctrl)
+	srv := httptest.NewServer(NewPieceServer(repo, s, nil))
+	defer srv.Close()
+	get := func(path, rng string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// Being written: only pieces the CDN reports complete, clipped to them.
+	s.EXPECT().Servable(id, int64(0), int64(3)).Return(int64(4), cdn.ServeOK)
+	if st, b := get("/download/abc/"+id, "bytes=0-3"); st != 206 || b != "0123" {
+		t.Fatalf("written range: %d %q", st, b)
+	}
+	s.EXPECT().Servable(id, int64(4), int64(9)).Return(int64(0), cdn.ServeNotReady)
+	if st, _ := get("/download/abc/"+id, "bytes=4-9"); st != 503 {
+		t.Fatalf("unwritten range: %d", st)
+	}
+	s.EXPECT().Servable(id, int64(0), int64(-1)).Return(int64(10), cdn.ServeOK)
+	if st, b := get("/download/abc/"+id, ""); st != 200 || b != "0123456789" {
+		t.Fatalf("whole complete file: %d %q", st, b)
+	}
+	s.EXPECT().Servable(id, int64(20), int64(30)).Return(int64(10), cdn.ServeOK)
+	if st, _ := get("/download/abc/"+id, "bytes=20-30"); st != 416 {
+		t.Fatalf("range past the end: %d", st)
+	}
+	s.EXPECT().Servable("abclink", gomock.Any(), gomock.Any()).Return(int64(6), cdn.ServeOK)
+	if st, b := get("/download/abc/abclink", ""); st != 404 {
+		t.Fatalf("symlink followed: %d %q", st, b)
+	}
+	s.EXPECT().Servable("abcmissing", gomock.Any(), gomock.Any()).Return(int64(0), cdn.ServeNotFound)
+	if st, _ := get("/download/abc/abcmissing", ""); st != 404 {
+		t.Fatalf("unknown: %d", st)
+	}
+	for _, p := range []string{"/download/", "/download/abc/", "/download/abc/" + id + ".meta", "/download/abd/" + id,
+		"/download/abc/../abc/" + id, "/etc/passwd", "/download/abc/%2e%2e%2fx"} {
+		if st, _ := get(p, ""); st != 404 {
+			t.Errorf("%s: %d, want 404", p, st)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/download/abc/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+)
+
+type fixture struct {
+	tasks    *MockTasks
+	peers    *MockPeers
+	gc       *MockGC
+	pe       *MockPieceErrors
+	preheats *MockPreheats
+	srv      *httptest.Server
+}
+
+func newFixture(t *testing.T) *fixture {
+	ctrl := gomock.NewController(t)
+	f := &fixture{tasks: NewMockTasks(ctrl), peers: NewMockPeers(ctrl), gc: NewMockGC(ctrl),
+		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
+		Preheats: f.preheats, Metrics: metrics.New(), Log: log}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) do(t *testing.T, method, path, ctype, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSuffix(string(b), "\n")
+}
+
+func TestRegisterShapes(t *testing.T) {
+	f := newFixture(t)
+	f.tasks.EXPECT().Register(gomock.Any()).DoAndReturn(func(p task.RegisterParams) (types.RegisterResponseData, error) {
+		if p.Req.RawURL != "http://o/f" || p.Req.CID != "c1" || p.Req.Port != 15001 || !p.Req.StreamMode || p.Req.WindowSize != 4 ||
+			len(p.Req.Headers) != 1 || p.RemoteIP != "127.0.0.1" {
+			t.Errorf("decoded %+v", p)
+		}
+		return types.RegisterResponseData{TaskID: "tid", FileLength: 10, PieceSize: 4194304, CDNSource: "supernode"}, nil
+	})
+	st, body := f.do(t, "POST", "/peer/registry", "application/json;charset=utf-8",
+		`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":["a: b"],"streamMode":true,"windowSize":4}`)
+	want := `{"code":200,"msg":"success","data":{"taskId":"tid","fileLength":10,"pieceSize":4194304,"cdnSource":"supernode","asSeed":false,"seedTaskID":""}}`
+	if st != 200 || body != want {
+		t.Fatalf("HTTP %d %s\nwant %s", st, body, want)
+	}
+	// Form bodies, as v1 accepts them.
+	f.tasks.EXPECT().Register(gomock.Any()).DoAndReturn(func(p task.RegisterParams) (types.RegisterResponseData, error) {
+		if p.Req.RawURL != "http://o/f" || p.Req.Port != 15002 {
+			t.Errorf("form decoded %+v", p.Req)
+		}
+		return types.RegisterResponseData{}, &task.Error{Code: types.CodeURLNotReachable, Err: io.EOF}
+	})
+	st, body = f.do(t, "POST", "/peer/registry", "application/x-www-form-urlencoded", "rawUrl=http%3A%2F%2Fo%2Ff&cid=c&port=15002")
+	if st != 500 || body != `{"code":607,"message":"EOF"}` {
+		t.Fatalf("form register failure: HTTP %d %s", st, body)
+	}
+	for _, bad := range []string{`{`, `[]`, `{"port":"x"}`, `{} {}`} {
+		if st, body := f.do(t, "POST", "/peer/registry", "application/json", bad); st != 500 || !strings.HasPrefix(body, `{"code":501,"message":"invalid register body`) {
+			t.Errorf("body %q: HTTP %d %s", bad, st, body)
+		}
+	}
+}
+
+func TestPeerTaskShapes(t *testing.T) {
+	f := newFixture(t)
+	pi := types.PieceInfo{Range: "0-4194303", PieceNum: 0, PieceSize: 4194304, PieceMd5: "abc:4194304", CID: "cdnnode:1.2.3.4~t",
+		PeerIP: "1.2.3.4", PeerPort: 8001, Path: "/download/t/t"}
+	cases := []struct {
+		name  string
+		query string
+		code  int
+		data  any
+		err   error
+		want  string
+	}{
+		{"continue", "taskId=t&srcCid=c&status=700&result=502", 601, []types.PieceInfo{pi}, nil,
+			`{"code":601,"msg":"peer task go on","data":[{"range":"0-4194303","pieceNum":0,"pieceSize":4194304,"pieceMd5":"abc:4194304","cid":"cdnnode:1.2.3.4~t","peerIp":"1.2.3.4","peerPort":8001,"path":"/download/t/t","downLink":0}]}`},
+		{"finish", "taskId=t&srcCid=c&status=701&result=503&range=0-9&dstCid=d", 600, types.FinishData{Md5: "m", FileLength: 15}, nil,
+			`{"code":600,"msg":"peer task end","data":{"md5":"m","fileLength":15}}`},
+		{"wait", "taskId=t&srcCid=c&status=700", 602, nil, nil, `{"code":602,"msg":"peer task wait"}`},
+		{"limited", "taskId=t&srcCid=c&status=700", 601, nil, nil, `{"code":601,"msg":"peer task go on"}`},
+		{"not found", "taskId=t&srcCid=c&status=700", 0, nil, &task.Error{Code: 502, Err: io.EOF}, `{"code":502,"msg":"EOF"}`},
+		{"cdn failed", "taskId=t&srcCid=c&status=700", 0, nil, io.ErrUnexpectedEOF, `{"code":500,"msg":"unexpected EOF"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(tc.code, tc.data, tc.err)
+			if st, body := f.do(t, "GET", "/peer/task?"+tc.query, "", ""); st != 200 || body != tc.want {
+				t.Fatalf("HTTP %d %s\nwant %s", st, body, tc.want)
+			}
+		})
+	}
+	for _, q := range []string{"", "taskId=t", "taskId=t&srcCid=c", "taskId=t&srcCid=c&status=x", "taskId=t&srcCid=c&status=701&result=501",
+		"taskId=t&srcCid=c&status=700&result=zz", "taskId=%zz"} {
+		if st, body := f.do(t, "GET", "/peer/task?"+q, "", ""); st != 200 || !strings.HasPrefix(body, `{"code":501,"msg":`) {
+			t.Errorf("query %q: HTTP %d %s", q, st, body)
+		}
+	}
+}
+
+func TestPieceReportsAndStream(t *testing.T) {
+	f := newFixture(t)
+	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9"}).Return(nil)
+	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
+		t.Fatalf("suc: %d %s", st, body)
+	}
+	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9"}, true).Return(nil)
+	if st, body := f.do(t, "POST", "/peer/piece/stream?taskId=t&cid=c&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
+		t.Fatalf("stream post: %d %s", st, body)
+	}
+	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9"}, false).Return(&task.Error{Code: 502, Err: io.EOF})
+	if st, body := f.do(t, "DELETE", "/peer/piece/stream?taskId=t&cid=c&pieceRange=0-9", "", ""); st != 200 || body != `{"code":502,"msg":"EOF"}` {
+		t.Fatalf("stream delete unknown: %d %s", st, body)
+	}
+	if st, body := f.do(t, "DELETE", "/peer/piece/stream?taskId=t&cid=c", "", ""); st != 200 || body != `{"code":501,"msg":"pieceRange is empty"}` {
+		t.Fatalf("stream delete without range: %d %s", st, body)
+	}
+	f.tasks.EXPECT().ServiceDown("t", "c").Return(nil)
+	if st, body := f.do(t, "GET", "/peer/service/down?taskId=t&cid=c", "", ""); st != 200 || body != `{"code":612}` {
+		t.Fatalf("service down: %d %s", st, body)
+	}
+	f.tasks.EXPECT().DstPeer("t", "d").Return("pid")
+	f.pe.EXPECT().Report(types.PieceErrorRequest{TaskID: "t", SrcCid: "c", DstPid: "pid", ErrorType: "FILE_NOT_EXIST"}).Return(nil)
+	if st, body := f.do(t, "GET", "/peer/piece/error?taskId=t&srcCid=c&dstCid=d&errorType=FILE_NOT_EXIST", "", ""); st != 200 || body != "" {
+		t.Fatalf("piece error: %d %q", st, body)
+	}
+}
+
+func TestSystemAndRESTRoutes(t *testing.T) {
+	f := newFixture(t)
+	if st, body := f.do(t, "GET", "/_ping", "", ""); st != 200 || body != "OK" {
+		t.Fatalf("ping: %d %q", st, body)
+	}
+	if st, body := f.do(t, "GET", "/v1.24/_ping", "", ""); st != 200 || body != "OK" {
+		t.Fatalf("versioned ping: %d %q", st, body)
+	}
+	if st, body := f.do(t, "GET", "/version", "", ""); st != 200 || !strings.Contains(body, `"GoVersion"`) {
+		t.Fatalf("version: %d %s", st, body)
+	}
+	if st, body := f.do(t, "POST", "/peer/heartbeat", "", ""); st != 200 || body != `{"seedTaskIDs":null}` {
+		t.Fatalf("heartbeat: %d %s", st, body)
+	}
+	if st, body := f.do(t, "POST", "/api/v1/peer/network", "", ""); st != 200 || body != `{"nodes":null}` {
+		t.Fatalf("network: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/api/v1/", "", ""); st != 200 || !strings.HasPrefix(body, `{"api":[{"method":"POST","path":"/api/v1/peers"}`) ||
+		!strings.Contains(body, `"category":"v1","prefix":"/api/v1"`) {
+		t.Fatalf("v1 list: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/api/ext/", "", ""); st != 200 || body != `{"api":[],"category":"extension","prefix":"/api/ext"}` {
+		t.Fatalf("ext list: %d %s", st, body)
+	}
+	f.tasks.EXPECT().Info("nope").Return(types.TaskInfo{}, &task.Error{Code: 502, Err: io.EOF})
+	if st, body := f.do(t, "GET", "/api/v1/tasks/nope", "", ""); st != 500 || body != `{"code":502,"message":"EOF"}` {
+		t.Fatalf("unknown task: %d %s", st, body)
+	}
+	f.gc.EXPECT().GCTask("x", true)
+	if st, _ := f.do(t, "DELETE", "/api/v1/tasks/x?full=true", "", ""); st != 200 {
+		t.Fatalf("delete task: %d", st)
+	}
+	f.peers.EXPECT().Register(types.PeerCreateRequest{IP: "1.2.3.4", HostName: "h", Port: 15000}).Return("pid", nil)
+	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 || body != `{"ID":"pid"}` {
+		t.Fatalf("create peer: %d %s", st, body)
+	}
+	f.preheats.EXPECT().Get("p").Return(types.PreheatInfo{}, io.EOF)
+	if st, body := f.do(t, "GET", "/preheats/p", "", ""); st != 404 || body != `{"code":404,"message":"p doesn't exists"}` {
+		t.Fatalf("preheat 404: %d %s", st, body)
+	}
+	f.preheats.EXPECT().Create(gomock.Any()).Return("id", true, nil)
+	if st, _ := f.do(t, "POST", "/api/v1/preheats", "", `{"type":"file","url":"http://x/y"}`); st != 208 {
+		t.Fatalf("existing preheat: %d", st)
+	}
+	if st, _ := f.do(t, "GET", "/no/such/route", "", ""); st != 404 {
+		t.Fatalf("unknown route: %d", st)
+	}
+	if st, body := f.do(t, "POST", "/task/metrics", "", `{"IP":"1.2.3.4","success":true,"duration":1.5,"fileLength":10}`); st != 200 || body != "null" {
+		t.Fatalf("task metrics: %d %s", st, body)
+	}
+}
