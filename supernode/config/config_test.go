@@ -1,0 +1,82 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+func TestDefaultsAreUsableWithoutRoot(t *testing.T) {
+	c := Default()
+	if !strings.Contains(c.Base.HomeDir, filepath.Join(".damselfly", "supernode")) {
+		t.Fatalf("home dir %s", c.Base.HomeDir)
+	}
+	if c.Base.ListenPort != 8002 || c.Base.DownloadPort != 8001 || c.Base.PeerDownLimit != 4 || c.Base.PeerUpLimit != 5 ||
+		c.Base.FailAccessInterval != 3*time.Minute || c.Base.CDNLimit() != 0 {
+		t.Fatalf("defaults %+v", c.Base)
+	}
+	c.Base.AdvertiseIP = "127.0.0.1"
+	if err := c.Base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Base.SupernodeLoadLimit != 16 {
+		t.Fatalf("supernode load limit %d", c.Base.SupernodeLoadLimit)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sn.yml")
+	if err := os.WriteFile(p, []byte("base:\n  listenPort: 9002\n  maxBandwidth: 100MB\n  taskExpireTime: 5m\n  advertiseIP: 10.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := Load(&c, p, true); err != nil {
+		t.Fatal(err)
+	}
+	if c.Base.ListenPort != 9002 || c.Base.MaxBandwidth != 100*rate.MB || c.Base.TaskExpireTime != 5*time.Minute ||
+		c.Base.DownloadPort != 8001 {
+		t.Fatalf("loaded %+v", c.Base)
+	}
+	if got := c.Base.CDNLimit(); got != 80*rate.MB {
+		t.Fatalf("cdn limit %s, want 80MB", got)
+	}
+	if err := Load(&c, filepath.Join(dir, "missing.yml"), true); err == nil {
+		t.Fatal("missing explicit config accepted")
+	}
+	if err := Load(&c, filepath.Join(dir, "missing.yml"), false); err != nil {
+		t.Fatalf("missing default config: %v", err)
+	}
+	if err := os.WriteFile(p, []byte("base: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Load(&c, p, true); err == nil {
+		t.Fatal("bad yaml accepted")
+	}
+	out, err := Marshal(Default())
+	if err != nil || !strings.Contains(string(out), "listenPort: 8002") || !strings.Contains(string(out), "maxBandwidth: 0B") {
+		t.Fatalf("marshal: %v\n%s", err, out)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for name, mod := range map[string]func(*Base){
+		"pattern":   func(b *Base) { b.CDNPattern = "x" },
+		"port":      func(b *Base) { b.ListenPort = 0 },
+		"same port": func(b *Base) { b.DownloadPort = b.ListenPort },
+		"ip":        func(b *Base) { b.AdvertiseIP = "::1" },
+		"limits":    func(b *Base) { b.PeerDownLimit = 0 },
+		"expire":    func(b *Base) { b.TaskExpireTime = 0 },
+	} {
+		b := Default().Base
+		b.AdvertiseIP = "127.0.0.1"
+		mod(&b)
+		if err := b.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

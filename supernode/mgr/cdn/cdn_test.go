@@ -1,0 +1,223 @@
+package cdn
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+type originT struct {
+	*httptest.Server
+	data     []byte
+	mu       sync.Mutex
+	statuses []int
+	ranges   []string
+}
+
+func newOriginT(t *testing.T, data []byte) *originT {
+	o := &originT{data: data}
+	mod := time.Now().Add(-time.Hour)
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w}
+		if r.URL.Path == "/missing" {
+			http.NotFound(rec, r)
+		} else {
+			http.ServeContent(rec, r, "", mod, bytes.NewReader(o.data))
+		}
+		o.mu.Lock()
+		o.statuses = append(o.statuses, rec.status)
+		o.ranges = append(o.ranges, r.Header.Get("Range"))
+		o.mu.Unlock()
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(c int) { r.status = c; r.ResponseWriter.WriteHeader(c) }
+
+func newManager(t *testing.T, p Progress, limit int64) (*Manager, *store.Store) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m := New(Config{Limit: limit}, st, p, Metrics{}, log)
+	t.Cleanup(m.Close)
+	return m, st
+}
+
+func start(t *testing.T, m *Manager, src Source) (Started, Result) {
+	t.Helper()
+	done := make(chan Result, 1)
+	st, err := m.Start(src, func(r Result) { done <- r })
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	select {
+	case r := <-done:
+		return st, r
+	case <-time.After(20 * time.Second):
+		t.Fatal("cdn did not finish")
+	}
+	return st, Result{}
+}
+
+func expectRun(p *MockProgress, id string, pieces int) {
+	p.EXPECT().ResetCDN(id)
+	for i := range pieces {
+		p.EXPECT().SetCDNPiece(id, i)
+	}
+	p.EXPECT().FinishCDN(id, pieces, true)
+}
+
+func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	o := newOriginT(t, data)
+	p := NewMockProgress(gomock.NewController(t))
+	m, st := newManager(t, p, 0)
+	expectRun(p, "t1", 3)
+	started, res := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	sum := md5.Sum(data)
+	if !res.OK || res.RealMd5 != hex.EncodeToString(sum[:]) || res.PieceTotal != 3 || res.FileLength != int64(len(data))+15 {
+		t.Fatalf("result %+v", res)
+	}
+	if started.HTTPFileLength != int64(len(data)) || started.PieceSize != piece.DefaultSize {
+		t.Fatalf("started %+v", started)
+	}
+	raw, err := os.ReadFile(st.DataPath("t1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for i := range 3 {
+		end := min(int64(i+1)*int64(piece.DefaultSize), int64(len(raw)))
+		w := raw[int64(i)*int64(piece.DefaultSize) : end]
+		c, err := piece.Unwrap(w)
+		if err != nil {
+			t.Fatalf("piece %d: %v", i, err)
+		}
+		if m.PieceMd5("t1", i) != piece.Md5Value(w) {
+			t.Fatalf("piece %d md5 %s", i, m.PieceMd5("t1", i))
+		}
+		got = append(got, c...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
+	md5s, err := st.ReadMd5("t1", res.RealMd5)
+	if err != nil || len(md5s) != 3 || md5s[2] != m.PieceMd5("t1", 2) {
+		t.Fatalf(".md5: %v %v", md5s, err)
+	}
+	meta, err := st.ReadMeta("t1")
+	if err != nil || !meta.Finish || !meta.Success || meta.LastModified == 0 || meta.HTTPFileLen != int64(len(data)) {
+		t.Fatalf("meta %+v %v", meta, err)
+	}
+	if size, state := m.Servable("t1", 0, 10); state != ServeOK || size != res.FileLength {
+		t.Fatalf("servable %d %d", size, state)
+	}
+
+	// A second start of the same task: 304 -> full hit, no body read.
+	p.EXPECT().ResetCDN("t1")
+	for i := range 3 {
+		p.EXPECT().SetCDNPiece("t1", i)
+	}
+	p.EXPECT().FinishCDN("t1", 3, true)
+	started, res2 := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	if !started.CacheHit || !res2.OK || res2.RealMd5 != res.RealMd5 {
+		t.Fatalf("cache hit: %+v %+v", started, res2)
+	}
+	if o.statuses[0] != 200 || o.statuses[1] != 304 || len(o.statuses) != 2 {
+		t.Fatalf("origin statuses %v", o.statuses)
+	}
+}
+
+func TestResumeWithRange(t *testing.T) {
+	cs := int(piece.ContentSize(piece.DefaultSize))
+	data := bytes.Repeat([]byte("abcdefgh"), (3*cs+5)/8+1)
+	o := newOriginT(t, data)
+	p := NewMockProgress(gomock.NewController(t))
+	m, st := newManager(t, p, 0)
+	expectRun(p, "t2", 4)
+	_, res := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	// Make it a half-fetched file: unfinished meta, the last two pieces cut.
+	meta, _ := st.ReadMeta("t2")
+	meta.Finish, meta.Success = false, false
+	if err := st.WriteMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(st.DataPath("t2"), 2*int64(piece.DefaultSize)+7); err != nil {
+		t.Fatal(err)
+	}
+	expectRun(p, "t2", 4)
+	_, res2 := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	if !res2.OK || res2.RealMd5 != res.RealMd5 || res2.FileLength != res.FileLength {
+		t.Fatalf("resumed %+v, want %+v", res2, res)
+	}
+	want := "bytes=" + strconv.Itoa(2*cs) + "-" + strconv.Itoa(len(data)-1)
+	if o.ranges[1] != want || o.statuses[1] != 206 {
+		t.Fatalf("resume request %q status %d, want %q 206", o.ranges[1], o.statuses[1], want)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	o := newOriginT(t, []byte("hello"))
+	p := NewMockProgress(gomock.NewController(t))
+	m, _ := newManager(t, p, 0)
+	p.EXPECT().ResetCDN(gomock.Any()).AnyTimes()
+	_, err := m.Start(Source{TaskID: "t3", RawURL: o.URL + "/missing"}, func(Result) { t.Error("done called on a failed start") })
+	var se *SourceError
+	if !errors.As(err, &se) || se.Status != 404 {
+		t.Fatalf("404: %v", err)
+	}
+	// md5 mismatch: the task fails after the fetch.
+	p.EXPECT().SetCDNPiece("t4", 0)
+	p.EXPECT().FinishCDN("t4", 0, false)
+	_, res := start(t, m, Source{TaskID: "t4", RawURL: o.URL + "/f", Md5: "00000000000000000000000000000000"})
+	if res.OK || res.Err == nil {
+		t.Fatalf("md5 mismatch accepted: %+v", res)
+	}
+	if _, state := m.Servable("t4", 0, 1); state != ServeNotFound {
+		t.Fatalf("failed task servable: %d", state)
+	}
+	if _, err := m.Start(Source{TaskID: "t5", RawURL: "http://127.0.0.1:1/x"}, func(Result) {}); !IsSourceError(err) {
+		t.Fatalf("connection refused: %v", err)
+	}
+}
+
+func TestBandwidthLimit(t *testing.T) {
+	data := make([]byte, 1<<20)
+	o := newOriginT(t, data)
+	p := NewMockProgress(gomock.NewController(t))
+	m, _ := newManager(t, p, 512<<10)
+	expectRun(p, "t6", 1)
+	begin := time.Now()
+	_, res := start(t, m, Source{TaskID: "t6", RawURL: o.URL + "/f"})
+	// 1 MiB at 512 KiB/s with a 512 KiB burst: at least ~1 s.
+	if !res.OK || time.Since(begin) < 900*time.Millisecond {
+		t.Fatalf("limited fetch took %s (%+v)", time.Since(begin), res)
+	}
+}

@@ -1,0 +1,103 @@
+package gc
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+type mocks struct {
+	tasks *MockTasks
+	dfget *MockDfgetTasks
+	prog  *MockProgress
+	peers *MockPeers
+	cdn   *MockCDN
+	store *MockStore
+	m     *Manager
+}
+
+func newMocks(t *testing.T) *mocks {
+	ctrl := gomock.NewController(t)
+	x := &mocks{tasks: NewMockTasks(ctrl), dfget: NewMockDfgetTasks(ctrl), prog: NewMockProgress(ctrl),
+		peers: NewMockPeers(ctrl), cdn: NewMockCDN(ctrl), store: NewMockStore(ctrl)}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	x.m = New(Config{TaskExpire: time.Minute, PeerGCDelay: time.Minute, YoungGCThreshold: 100, FullGCThreshold: 10},
+		x.tasks, x.dfget, x.prog, x.peers, x.cdn, x.store, Metrics{}, log)
+	return x
+}
+
+func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
+	x := newMocks(t)
+	now := time.Now()
+	x.m.now = func() time.Time { return now }
+	x.tasks.EXPECT().Expired(now.Add(-time.Minute)).Return([]string{"t1"})
+	x.dfget.EXPECT().ByTask("t1").Return([]dfgettask.Task{{CID: "c1", TaskID: "t1", PeerID: "p1"}})
+	gomock.InOrder(
+		x.prog.EXPECT().PeerDown("p1"),
+		x.prog.EXPECT().DeleteClient("c1"),
+		x.dfget.EXPECT().Delete("c1", "t1"),
+		x.prog.EXPECT().DeleteTask("t1"),
+		x.cdn.EXPECT().Delete("t1", false).Return(nil),
+	)
+	x.tasks.EXPECT().Has("t1").Return(true)
+	x.tasks.EXPECT().Remove("t1")
+	// Peers: super kept, p1 down long ago goes, p2 down just now stays,
+	// p3 up stays, p4 without progress goes.
+	x.prog.EXPECT().SuperPID().Return("super")
+	x.peers.EXPECT().IDs().Return([]string{"super", "p1", "p2", "p3", "p4"})
+	x.prog.EXPECT().DownSince("p1").Return(now.Add(-2 * time.Minute))
+	x.prog.EXPECT().HasPeer("p1").Return(true)
+	x.prog.EXPECT().DownSince("p2").Return(now.Add(-time.Second))
+	x.prog.EXPECT().HasPeer("p2").Return(true)
+	x.prog.EXPECT().DownSince("p3").Return(time.Time{})
+	x.prog.EXPECT().HasPeer("p3").Return(true)
+	x.prog.EXPECT().DownSince("p4").Return(time.Time{})
+	x.prog.EXPECT().HasPeer("p4").Return(false)
+	for _, p := range []string{"p1", "p4"} {
+		x.dfget.EXPECT().ByPeer(p).Return(nil)
+		x.prog.EXPECT().DeletePeer(p)
+		x.peers.EXPECT().Delete(p).Return(nil)
+	}
+	x.m.GCMeta()
+}
+
+func TestGCDiskLRU(t *testing.T) {
+	x := newMocks(t)
+	// 50 bytes free, young threshold 100: remove least recently used
+	// cache files not in memory until 100 are free.
+	x.store.EXPECT().AvailSpace().Return(int64(50), nil)
+	x.store.EXPECT().TaskIDs().Return([]string{"new", "old", "mid", "live"}, nil)
+	x.tasks.EXPECT().Has("live").Return(true)
+	for id, at := range map[string]int64{"new": 300, "old": 100, "mid": 200} {
+		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
+		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: at}, nil)
+		x.store.EXPECT().DataSize(id).Return(int64(30))
+	}
+	gomock.InOrder(
+		x.store.EXPECT().Remove("old").Return(nil),
+		x.store.EXPECT().Remove("mid").Return(nil),
+	)
+	x.m.GCDisk()
+
+	// Enough space: nothing happens.
+	x.store.EXPECT().AvailSpace().Return(int64(1000), nil)
+	x.m.GCDisk()
+
+	// Below the full threshold: every idle file goes.
+	x.store.EXPECT().AvailSpace().Return(int64(5), nil)
+	x.store.EXPECT().TaskIDs().Return([]string{"a", "b"}, nil)
+	for _, id := range []string{"a", "b"} {
+		x.tasks.EXPECT().Has(id).Return(false).Times(2)
+		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id}, nil)
+		x.store.EXPECT().DataSize(id).Return(int64(1000))
+		x.store.EXPECT().Remove(id).Return(nil)
+	}
+	x.m.GCDisk()
+}
