@@ -379,3 +379,47 @@ func TestSupernodeEarlyPiecesAndResume(t *testing.T) {
 		t.Fatalf("origin sent 206 x%d, want 1", n)
 	}
 }
+
+// --cdn-pattern source: nothing cached, peers are sent to the source with
+// plain ranges.
+func TestSupernodeSourcePattern(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(6<<20+3, 5)
+	u := o.add("/src.bin", data)
+	sn := startSupernode(t, t.TempDir(), "--cdn-pattern", "source")
+	c := newClient(t, sn, "127.0.0.1-13-13.000")
+	reg := c.register(c.registerReq(u))
+	if reg.CDNSource != types.CDNSourceSource || reg.FileLength != int64(len(data)) {
+		t.Fatalf("register: %+v", reg)
+	}
+	r := c.pull(types.TaskStatusStart, types.ResultInvalid, "", "")
+	ps := c.pieces(r)
+	if r.Code != types.CodePeerContinue || len(ps) != 2 {
+		t.Fatalf("pull: %d %v", r.Code, ps)
+	}
+	for _, p := range ps {
+		if p.Path != u || p.PieceMd5 != "" {
+			t.Fatalf("source piece %+v", p)
+		}
+		req, _ := http.NewRequest(http.MethodGet, p.Path, nil)
+		req.Header.Set("Range", "bytes="+p.Range)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		off := int64(p.PieceNum) * int64(reg.PieceSize)
+		if !bytes.Equal(b, data[off:off+int64(len(b))]) || resp.StatusCode != 206 {
+			t.Fatalf("piece %d from the source: HTTP %d", p.PieceNum, resp.StatusCode)
+		}
+		c.reportSuccess(p)
+	}
+	r = c.pull(types.TaskStatusRunning, types.ResultSemiSuc, ps[1].Range, ps[1].CID)
+	if r.Code != types.CodePeerFinish {
+		t.Fatalf("finish: %+v", r)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(sn.home, "repo", "download")); len(entries) != 0 {
+		t.Fatalf("source pattern cached files: %v", entries)
+	}
+}

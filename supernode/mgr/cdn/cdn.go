@@ -658,3 +658,32 @@ func (m *Manager) Running(taskID string) bool {
 	defer fs.mu.Unlock()
 	return !fs.done
 }
+
+// StartSource is the "source" CDN pattern: nothing is cached; the source
+// must tell its length and serve ranges (206 to bytes=0-0), and every piece
+// is a plain range of it that peers fetch from the source directly. done is
+// called at once (from another goroutine) with the piece count.
+func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SourceTimeout)
+	defer cancel()
+	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=0-0"})
+	if err != nil {
+		return Started{}, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
+	resp.Body.Close()
+	length := totalFromContentRange(resp.Header.Get("Content-Range"))
+	if resp.StatusCode != http.StatusPartialContent || length <= 0 {
+		return Started{}, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
+			Err: errors.New("the source pattern needs a source with a known length and range support")}
+	}
+	ps := piece.ComputeSize(length)
+	total := int((length + int64(ps) - 1) / int64(ps))
+	m.progress.ResetCDN(src.TaskID)
+	for i := range total {
+		m.progress.SetCDNPiece(src.TaskID, i)
+	}
+	m.progress.FinishCDN(src.TaskID, total, true)
+	go done(Result{OK: true, FileLength: length, PieceTotal: total})
+	return Started{HTTPFileLength: length, PieceSize: ps}, nil
+}

@@ -111,7 +111,9 @@ func canonical(h map[string]string) map[string]string {
 func (m *Manager) add(id, parent string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.jobs[id]; ok {
+	// A failed preheat may be asked for again; any other existing one is
+	// reported as existing (v1 started a second worker for unfinished ones).
+	if j, ok := m.jobs[id]; ok && j.info.Status != types.PreheatFailed {
 		return false
 	}
 	m.jobs[id] = &job{info: types.PreheatInfo{ID: id, Status: types.PreheatWaiting, StartTime: time.Now().UTC()}, parent: parent}

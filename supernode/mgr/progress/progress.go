@@ -589,3 +589,13 @@ func (m *Manager) Done(taskID, cid string) bool {
 	}
 	return int(c.success.Count()) >= t.total
 }
+
+// EndStream drops a streaming client's window (its download ended); the
+// client stays a holder of what it reported until it evicts it.
+func (m *Manager) EndStream(cid string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.clients[cid]; c != nil {
+		c.stream, c.wnd, c.una = false, 0, 0
+	}
+}

@@ -73,6 +73,21 @@ func (mr *MockCDNMockRecorder) Start(src, done any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Start", reflect.TypeOf((*MockCDN)(nil).Start), src, done)
 }
 
+// StartSource mocks base method.
+func (m *MockCDN) StartSource(src cdn.Source, done func(cdn.Result)) (cdn.Started, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "StartSource", src, done)
+	ret0, _ := ret[0].(cdn.Started)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// StartSource indicates an expected call of StartSource.
+func (mr *MockCDNMockRecorder) StartSource(src, done any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StartSource", reflect.TypeOf((*MockCDN)(nil).StartSource), src, done)
+}
+
 // MockProgress is a mock of Progress interface.
 type MockProgress struct {
 	ctrl     *gomock.Controller
@@ -123,6 +138,18 @@ func (m *MockProgress) Done(taskID, cid string) bool {
 func (mr *MockProgressMockRecorder) Done(taskID, cid any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Done", reflect.TypeOf((*MockProgress)(nil).Done), taskID, cid)
+}
+
+// EndStream mocks base method.
+func (m *MockProgress) EndStream(cid string) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "EndStream", cid)
+}
+
+// EndStream indicates an expected call of EndStream.
+func (mr *MockProgressMockRecorder) EndStream(cid any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "EndStream", reflect.TypeOf((*MockProgress)(nil).EndStream), cid)
 }
 
 // InitClient mocks base method.

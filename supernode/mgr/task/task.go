@@ -34,6 +34,7 @@ import (
 // CDN is what the task manager needs from the CDN manager.
 type CDN interface {
 	Start(src cdn.Source, done func(cdn.Result)) (cdn.Started, error)
+	StartSource(src cdn.Source, done func(cdn.Result)) (cdn.Started, error)
 	PieceMd5(taskID string, num int) string
 }
 
@@ -47,6 +48,7 @@ type Progress interface {
 	Waiter(taskID string) (<-chan struct{}, func())
 	Unassign(taskID, cid string, num int)
 	PeerDown(peerID string)
+	EndStream(cid string)
 	Done(taskID, cid string) bool
 	SuperPID() string
 }
@@ -307,7 +309,11 @@ func (m *Manager) ensure(src cdn.Source) (*Task, error) {
 	if m.metrics.CDNTrigger != nil {
 		m.metrics.CDNTrigger.Inc()
 	}
-	st, err := m.cdn.Start(src, func(r cdn.Result) { m.cdnDone(t, r) })
+	start := m.cdn.Start
+	if m.cfg.SourcePattern {
+		start = m.cdn.StartSource
+	}
+	st, err := start(src, func(r cdn.Result) { m.cdnDone(t, r) })
 	if err != nil {
 		if m.metrics.CDNTriggerFailed != nil {
 			m.metrics.CDNTriggerFailed.Inc()
@@ -323,6 +329,9 @@ func (m *Manager) ensure(src cdn.Source) (*Task, error) {
 	t.failedAt, t.failErr = time.Time{}, nil
 	t.httpLen, t.pieceSize = st.HTTPFileLength, st.PieceSize
 	t.pieceTotal = piece.Count(st.HTTPFileLength, st.PieceSize)
+	if m.cfg.SourcePattern {
+		t.pieceTotal = int((st.HTTPFileLength + int64(st.PieceSize) - 1) / int64(st.PieceSize))
+	}
 	m.setStatus(t, types.CDNStatusRunning)
 	return t, nil
 }
@@ -361,7 +370,7 @@ func (m *Manager) cdnDone(t *Task, r cdn.Result) {
 		return
 	}
 	t.realMd5, t.fileLength, t.pieceTotal = r.RealMd5, r.FileLength, r.PieceTotal
-	if t.httpLen < 0 {
+	if t.httpLen < 0 && !m.cfg.SourcePattern {
 		t.httpLen = r.FileLength - int64(r.PieceTotal)*piece.WrapSize
 	}
 	m.setStatus(t, types.CDNStatusSuccess)
@@ -427,6 +436,7 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 			s = dfgettask.StatusSuccess
 		}
 		_ = m.dfget.SetStatus(q.SrcCID, q.TaskID, s)
+		m.progress.EndStream(q.SrcCID)
 		if s == dfgettask.StatusSuccess {
 			t.mu.Lock()
 			defer t.mu.Unlock()
@@ -473,6 +483,7 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 	default:
 		if status == types.CDNStatusSuccess && m.progress.Done(t.id, dt.CID) {
 			_ = m.dfget.SetStatus(dt.CID, t.id, dfgettask.StatusSuccess)
+			m.progress.EndStream(dt.CID)
 			return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, false, nil
 		}
 		var err error
@@ -508,7 +519,7 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (int, any, error) {
 		return 0, nil, errorf(types.CodeTargetNotFound, "%w", err)
 	}
 	t.mu.Lock()
-	pieceSize, httpLen := t.pieceSize, t.httpLen
+	pieceSize, httpLen, rawURL := t.pieceSize, t.httpLen, t.rawURL
 	wrapped := int64(-1)
 	if httpLen >= 0 {
 		wrapped = piece.WrappedLength(httpLen, pieceSize)
@@ -521,10 +532,17 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (int, any, error) {
 			Range: piece.Range(a.Num, pieceSize, wrapped), PieceNum: a.Num, PieceSize: pieceSize,
 			PieceMd5: m.cdn.PieceMd5(t.id, a.Num),
 		}
+		if m.cfg.SourcePattern {
+			// Plain source ranges, no wrapper, no md5: v1's source pattern.
+			pi.Range, pi.PieceMd5 = piece.Range(a.Num, pieceSize, httpLen), ""
+		}
 		if a.DstPID == super {
 			pi.CID, pi.PeerIP, pi.PeerPort, pi.Path = m.SuperCID(t.id), dt.SupernodeIP, m.cfg.DownloadPort, store.RelPath(t.id)
 			if pi.PeerIP == "" {
 				pi.PeerIP = m.cfg.AdvertiseIP
+			}
+			if m.cfg.SourcePattern {
+				pi.Path = rawURL
 			}
 		} else {
 			dst, derr := m.dfget.GetByPeer(a.DstPID, t.id)

@@ -252,6 +252,7 @@ func TestPullFinishAndStream(t *testing.T) {
 	d.dfget.EXPECT().Get("c1", id).Return(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1"}, nil).AnyTimes()
 	d.dfget.EXPECT().SetStatus("c1", id, gomock.Any()).Return(nil).AnyTimes()
 	d.prog.EXPECT().Done(id, "c1").Return(true)
+	d.prog.EXPECT().EndStream("c1")
 	code, data, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: 700})
 	if err != nil || code != types.CodePeerFinish || data.(types.FinishData) != (types.FinishData{Md5: "md5", FileLength: 15}) {
 		t.Fatalf("finish: %d %v %v", code, data, err)
