@@ -49,12 +49,14 @@ type Result struct {
 	FileSize  int64 `json:"fileSizeBytes"`
 	PieceSize int32 `json:"pieceSize"`
 	// Pieces is the task's piece count as the supernode sized it.
-	Pieces    int           `json:"pieces"`
-	Mode      string        `json:"mode"`
-	Duration  time.Duration `json:"durationNs"`
-	Requests  int64         `json:"requests"`
-	Failed    int64         `json:"failed"`
-	Completed int           `json:"completed"`
+	Pieces   int           `json:"pieces"`
+	Mode     string        `json:"mode"`
+	Duration time.Duration `json:"durationNs"`
+	Requests int64         `json:"requests"`
+	Failed   int64         `json:"failed"`
+	// Aborted requests were cut short by the run's timeout or an interrupt.
+	Aborted   int64 `json:"aborted"`
+	Completed int   `json:"completed"`
 	// RPS is Requests over Duration, all routes together.
 	RPS       float64       `json:"rps"`
 	TaskCalls int64         `json:"taskCalls"`
@@ -166,6 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Requests = d.requests.Load()
 	res.Failed = d.failed.Load()
+	res.Aborted = d.aborted.Load()
 	res.RPS = float64(res.Requests) / res.Duration.Seconds()
 	res.TaskCalls = int64(len(task))
 	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
@@ -189,7 +192,17 @@ func percentile(d []time.Duration, p int) time.Duration {
 type driver struct {
 	base, snIP, selfIP, rawURL string
 	hc                         *http.Client
-	requests, failed           atomic.Int64
+	requests, failed, aborted  atomic.Int64
+}
+
+// fail counts a failed request, or an aborted one when the run's own
+// deadline or interrupt cut it short.
+func (d *driver) fail(ctx context.Context) {
+	if ctx.Err() != nil {
+		d.aborted.Add(1)
+		return
+	}
+	d.failed.Add(1)
 }
 
 type clientResult struct {
@@ -205,7 +218,7 @@ func (d *driver) do(ctx context.Context, method, path string, body []byte, out a
 	d.requests.Add(1)
 	req, err := http.NewRequestWithContext(ctx, method, d.base+path, bytes.NewReader(body))
 	if err != nil {
-		d.failed.Add(1)
+		d.fail(ctx)
 		return err
 	}
 	if body != nil {
@@ -213,17 +226,17 @@ func (d *driver) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
-		d.failed.Add(1)
+		d.fail(ctx)
 		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil || resp.StatusCode != http.StatusOK {
-		d.failed.Add(1)
+		d.fail(ctx)
 		return fmt.Errorf("%s %s: status %d: %s (%v)", method, path, resp.StatusCode, bytes.TrimSpace(b), err)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		d.failed.Add(1)
+		d.fail(ctx)
 		return fmt.Errorf("%s %s: %w: %s", method, path, err, b)
 	}
 	return nil
@@ -250,7 +263,7 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 	}
 	var rd types.RegisterResponseData
 	if env.Code != types.CodeSuccess || json.Unmarshal(env.Data, &rd) != nil || rd.TaskID == "" {
-		d.failed.Add(1)
+		d.fail(ctx)
 		r.err = fmt.Errorf("register: code %d msg %q data %s", env.Code, env.Msg, env.Data)
 		return r
 	}
@@ -297,14 +310,14 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 			continue
 		case env.Code == types.CodePeerContinue:
 		default:
-			d.failed.Add(1)
+			d.fail(ctx)
 			r.err = fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
 			return r
 		}
 		waitLo = 50 * time.Millisecond
 		var pieces []types.PieceInfo
 		if err := json.Unmarshal(env.Data, &pieces); err != nil {
-			d.failed.Add(1)
+			d.fail(ctx)
 			r.err = fmt.Errorf("/peer/task pieces: %w", err)
 			return r
 		}
@@ -314,7 +327,7 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 			err := d.do(ctx, http.MethodGet, "/peer/piece/suc?"+sq.Encode(), nil, &env)
 			r.suc = append(r.suc, time.Since(t1))
 			if err == nil && env.Code != types.CodeGetPieceReport {
-				d.failed.Add(1)
+				d.fail(ctx)
 				err = fmt.Errorf("/peer/piece/suc: code %d msg %q", env.Code, env.Msg)
 			}
 			if err != nil {

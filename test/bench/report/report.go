@@ -138,14 +138,14 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	}
 	if l := r.Load; l != nil {
 		fmt.Fprintf(w, "### Supernode load (issue #6)\n\n")
-		fmt.Fprintln(w, "| clients | pieces | piece size | requests | failed | completed | req/s | /peer/task p50 | p99 | max | suc p99 | supernode peak RSS | p99 target |")
-		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		fmt.Fprintln(w, "| clients | pieces | piece size | time s | requests | failed | aborted | completed | req/s | /peer/task p50 | p99 | max | suc p99 | supernode peak RSS | target |")
+		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 		pass := "FAIL"
 		if l.Failed == 0 && l.Completed == l.Clients && l.TaskP99 <= TargetTaskP99 {
 			pass = "pass"
 		}
-		fmt.Fprintf(w, "| %d | %d | %d | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s (<%v) |\n",
-			l.Clients, l.Pieces, l.PieceSize, l.Requests, l.Failed, l.Completed, l.RPS,
+		fmt.Fprintf(w, "| %d | %d | %d | %s | %d | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s (p99<%v, none failed) |\n",
+			l.Clients, l.Pieces, l.PieceSize, sec(l.Duration), l.Requests, l.Failed, l.Aborted, l.Completed, l.RPS,
 			ms(l.TaskP50), ms(l.TaskP99), ms(l.TaskMax), ms(l.SucP99), swarm.FormatBytes(l.SupernodeRSS), pass, TargetTaskP99)
 		if l.FirstError != "" {
 			fmt.Fprintf(w, "\nfirst error: %s\n", escape(firstLine(l.FirstError)))
