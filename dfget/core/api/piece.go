@@ -111,6 +111,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if int64(cap(b)) < want {
 		b = make([]byte, 0, want)
 	}
+	// The md5 is computed as the bytes arrive, so hashing overlaps the
+	// network instead of following it.
+	exp := piece.Md5OfValue(r.Info.PieceMd5)
 	h := md5.New()
 	var src io.Reader = resp.Body
 	if r.Limiter != nil {
@@ -118,6 +121,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	}
 	for int64(len(b)) < want {
 		n, err := src.Read(b[len(b):want])
+		if exp != "" && n > 0 {
+			h.Write(b[len(b) : len(b)+n])
+		}
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			break
@@ -131,8 +137,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
 		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
 	}
-	if exp := piece.Md5OfValue(r.Info.PieceMd5); exp != "" {
-		h.Write(b)
+	if exp != "" {
 		if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, exp) {
 			return nil, &Md5MismatchError{Real: got, Expected: exp}
 		}

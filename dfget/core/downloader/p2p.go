@@ -156,7 +156,12 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 		default:
 			req.Status, req.Result = types.TaskStatusStart, types.ResultInvalid
 		}
+		t0 := time.Now()
 		env, err := d.Client.PullPieceTask(ctx, d.Node, req)
+		if d.Log.IsLevelEnabled(logrus.DebugLevel) && err == nil {
+			d.Log.Debugf("pull status=%d result=%d range=%s -> code %d data %dB in %v, running %d",
+				req.Status, req.Result, req.Range, env.Code, len(env.Data), time.Since(t0), len(running))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pull piece task from %s: %w", d.Node, err)
 		}
@@ -266,8 +271,10 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 	}()
 	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, Limiter: d.Limiter}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	t0 := time.Now()
 	b, err := d.Client.FetchPiece(fctx, req, buf)
 	cancel()
+	tFetch := time.Since(t0)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
@@ -288,6 +295,13 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 		}
 	}}
 	n := int64(len(content))
+	if pi.PieceMd5 == "" {
+		// Only the wrapper vouches for this piece: have the whole file
+		// hashed so the final check covers it.
+		if h, ok := d.Writer.(interface{ EnableHash() }); ok {
+			h.EnableHash()
+		}
+	}
 	if err := d.Writer.WritePiece(ctx, p); err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrOutOfWindow) {
 			return e
@@ -295,10 +309,12 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 		e.fatal = err
 		return e
 	}
+	tWrite := time.Since(t0) - tFetch
 	if d.OnPiece != nil {
 		d.OnPiece(n)
 	}
 	d.reportSuccess(ctx, pi)
+	d.Log.Debugf("piece %d from %s: fetch %v write %v report %v", pi.PieceNum, pi.PeerIP, tFetch, tWrite, time.Since(t0)-tFetch-tWrite)
 	e.ok = true
 	return e
 }

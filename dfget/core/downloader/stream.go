@@ -40,9 +40,14 @@ type StreamWriter struct {
 }
 
 // NewStreamWriter starts a stream writer to out with the given window.
-func NewStreamWriter(out io.Writer, window int) *StreamWriter {
+// With hash it keeps the md5 of the whole stream (for --md5); each piece
+// is verified on its own either way.
+func NewStreamWriter(out io.Writer, window int, hash bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		h: md5.New(), done: make(chan struct{})}
+		done: make(chan struct{})}
+	if hash {
+		w.h = md5.New()
+	}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -115,7 +120,7 @@ func (w *StreamWriter) run() {
 		delete(w.held, w.next)
 		w.mu.Unlock()
 		_, err := w.out.Write(p.Content)
-		if err == nil {
+		if err == nil && w.h != nil {
 			w.h.Write(p.Content)
 		}
 		n := int64(len(p.Content))
@@ -158,7 +163,7 @@ func (w *StreamWriter) Wait(ctx context.Context, count int) (int64, string, erro
 	if err := ctx.Err(); err != nil {
 		return w.written, "", err
 	}
-	return w.written, hex.EncodeToString(w.h.Sum(nil)), nil
+	return w.written, w.sum(), nil
 }
 
 // Stop flushes the contiguous pieces already held, drops the rest and
@@ -183,10 +188,17 @@ func (w *StreamWriter) Stop() (int64, error) {
 // running md5.
 func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
 
-// Sum is the md5 of everything written.
+// Sum is the md5 of everything written, "" without hashing.
 func (w *StreamWriter) Sum() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.sum()
+}
+
+func (w *StreamWriter) sum() string {
+	if w.h == nil {
+		return ""
+	}
 	return hex.EncodeToString(w.h.Sum(nil))
 }
 
@@ -195,7 +207,9 @@ type streamTail struct{ w *StreamWriter }
 func (t streamTail) Write(b []byte) (int, error) {
 	n, err := t.w.out.Write(b)
 	t.w.mu.Lock()
-	t.w.h.Write(b[:n])
+	if t.w.h != nil {
+		t.w.h.Write(b[:n])
+	}
 	t.w.written += int64(n)
 	t.w.mu.Unlock()
 	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)) {

@@ -47,9 +47,9 @@ type Gate interface {
 }
 
 // FileWriter writes pieces at their offsets into one file (the service
-// file the peer server shares, or a temp file) and computes the whole-file
-// md5 as the contiguous prefix grows, so finishing needs no second pass
-// over the file.
+// file the peer server shares, or a temp file). When asked to hash, it
+// computes the whole-file md5 as the contiguous prefix grows, so finishing
+// needs no second pass over the file.
 type FileWriter struct {
 	f       *os.File
 	path    string
@@ -57,17 +57,18 @@ type FileWriter struct {
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	written map[int]int64 // piece -> content length, written but not hashed
-	hashed  int           // pieces [0, hashed) are in h
-	length  int64         // bytes hashed so far
+	written map[int]int64 // piece -> content length
+	hashing bool
+	hashed  int // pieces [0, hashed) are in h
 	h       hash.Hash
 	closed  bool
 	err     error
 	hdone   chan struct{}
 }
 
-// NewFileWriter creates (truncating) path and starts its hasher.
-// contentPerPiece is pieceSize-5, or pieceSize in source-CDN mode.
+// NewFileWriter creates (truncating) path and starts its hasher, idle
+// until EnableHash. contentPerPiece is pieceSize-5, or pieceSize in
+// source-CDN mode.
 func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -82,6 +83,15 @@ func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 // Path is the file written.
 func (w *FileWriter) Path() string { return w.path }
 
+// EnableHash makes the writer compute the whole-file md5. It may be called
+// at any time: the hasher catches up from the start of the file.
+func (w *FileWriter) EnableHash() {
+	w.mu.Lock()
+	w.hashing = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
 // WritePiece implements Writer.
 func (w *FileWriter) WritePiece(_ context.Context, p *Piece) error {
 	defer p.Release()
@@ -89,10 +99,8 @@ func (w *FileWriter) WritePiece(_ context.Context, p *Piece) error {
 		return fmt.Errorf("write piece %d to %s: %w", p.Num, w.path, err)
 	}
 	w.mu.Lock()
-	if p.Num >= w.hashed {
-		w.written[p.Num] = int64(len(p.Content))
-		w.cond.Broadcast()
-	}
+	w.written[p.Num] = int64(len(p.Content))
+	w.cond.Broadcast()
 	w.mu.Unlock()
 	return nil
 }
@@ -107,59 +115,59 @@ func (w *FileWriter) hasher() {
 		for !w.closed && !w.ready() {
 			w.cond.Wait()
 		}
-		n, ok := w.written[w.hashed]
-		if !ok {
+		if !w.ready() {
 			w.mu.Unlock()
 			return
 		}
-		num := w.hashed
+		num, n := w.hashed, w.written[w.hashed]
 		w.mu.Unlock()
 		off := int64(num) * w.content
 		if _, err := io.CopyBuffer(w.h, io.NewSectionReader(w.f, off, n), buf); err != nil {
 			w.mu.Lock()
 			w.err = fmt.Errorf("hash %s: %w", w.path, err)
+			w.cond.Broadcast()
 			w.mu.Unlock()
 			return
 		}
 		w.mu.Lock()
-		delete(w.written, num)
 		w.hashed++
-		w.length += n
 		w.cond.Broadcast()
 		w.mu.Unlock()
 	}
 }
 
-// ready reports that the piece at the hash position is written. Caller
-// holds mu.
+// ready reports that hashing is on and the piece at the hash position is
+// written. Caller holds mu.
 func (w *FileWriter) ready() bool {
+	if !w.hashing {
+		return false
+	}
 	_, ok := w.written[w.hashed]
 	return ok
 }
 
-// Finish waits until pieces [0, count) are hashed, closes the file and
-// returns the file's length and md5. count < 0 means "every piece written",
-// for sources of unknown length.
+// Finish checks that pieces [0, count) are written, waits for the hasher
+// if hashing, closes the file, and returns the file's length and md5 (""
+// when not hashing).
 func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, error) {
 	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
 	defer stop()
 	w.mu.Lock()
-	for w.err == nil && ctx.Err() == nil {
-		if count >= 0 && w.hashed >= count {
-			break
+	var length int64
+	for i := 0; i < count && w.err == nil; i++ {
+		n, ok := w.written[i]
+		if !ok {
+			w.err = fmt.Errorf("piece %d missing from %s", i, w.path)
 		}
-		if count < 0 && len(w.written) == 0 {
-			break
-		}
-		if count < 0 && len(w.written) > 0 {
-			if _, ok := w.written[w.hashed]; !ok {
-				w.err = fmt.Errorf("piece %d missing from %s", w.hashed, w.path)
-				break
-			}
-		}
+		length += n
+	}
+	for w.err == nil && ctx.Err() == nil && w.hashing && w.hashed < count {
 		w.cond.Wait()
 	}
-	err, length, sum := w.err, w.length, hex.EncodeToString(w.h.Sum(nil))
+	err, sum := w.err, ""
+	if w.hashing {
+		sum = hex.EncodeToString(w.h.Sum(nil))
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -177,6 +185,7 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 func (w *FileWriter) Abort() {
 	w.mu.Lock()
 	w.closed = true
+	w.hashing = false
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	<-w.hdone

@@ -1,0 +1,399 @@
+// Package dfgetbench measures dfget on this machine against a local origin
+// and a real supernode: a cold download through the supernode and a warm
+// one (file in the CDN) against `curl -o` from the origin, and stream mode
+// (throughput, time to first byte, peak RSS from wait4's rusage). The
+// functions return figures; `make bench` and the tests print them.
+package dfgetbench
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+)
+
+// Config says what to run.
+type Config struct {
+	DfgetBin     string
+	SupernodeBin string
+	// Size of the test file in bytes (default 1 GiB).
+	Size int64
+	// WorkDir holds the origin file, homes and outputs (default a temp
+	// dir, removed afterwards).
+	WorkDir string
+	// ProfileDir, if set, receives a CPU profile of each dfget run
+	// (cold.prof, warm.prof, stream.prof).
+	ProfileDir string
+}
+
+// Run is one timed process.
+type Run struct {
+	Wall time.Duration
+	// PeakRSS is the process's maximum resident set size in bytes.
+	PeakRSS int64
+	// TTFB is the time to the first byte on stdout (stream runs).
+	TTFB time.Duration
+	// CPU is the process's user plus system time (children excluded).
+	CPU time.Duration
+}
+
+// Figures are the measurements of one Measure call.
+type Figures struct {
+	Size int64
+	// CDN is the supernode alone bringing the file into its cache (a
+	// separate supernode, timed by cdnbench): the floor of a cold download.
+	CDN    time.Duration
+	Curl   Run
+	Cold   Run // dfget, task not yet in the CDN
+	Warm   Run // dfget, task in the CDN
+	Stream Run // dfget --stream, task in the CDN
+}
+
+// ColdRatio is cold dfget time over curl time (target <= 1.3).
+func (f *Figures) ColdRatio() float64 { return ratio(f.Cold.Wall, f.Curl.Wall) }
+
+// WarmRatio is warm dfget time over curl time (target <= 1.15).
+func (f *Figures) WarmRatio() float64 { return ratio(f.Warm.Wall, f.Curl.Wall) }
+
+// StreamVsFile is stream throughput over warm file-mode throughput (target >= 0.8).
+func (f *Figures) StreamVsFile() float64 { return ratio(f.Warm.Wall, f.Stream.Wall) }
+
+// MBps is a throughput in MiB/s for d.
+func (f *Figures) MBps(d time.Duration) float64 { return float64(f.Size) / (1 << 20) / d.Seconds() }
+
+// String is a one-figure-per-line report.
+func (f *Figures) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "size %d bytes\n", f.Size)
+	fmt.Fprintf(&b, "curl -o            %8.3fs %7.1f MiB/s  cpu %.2fs\n", f.Curl.Wall.Seconds(), f.MBps(f.Curl.Wall), f.Curl.CPU.Seconds())
+	fmt.Fprintf(&b, "supernode CDN fill %8.3fs %7.1f MiB/s  (cdnbench; floor of a cold download)\n", f.CDN.Seconds(), f.MBps(f.CDN))
+	fmt.Fprintf(&b, "dfget cold         %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx curl (target <= 1.30)  peak RSS %d MiB\n",
+		f.Cold.Wall.Seconds(), f.MBps(f.Cold.Wall), f.Cold.CPU.Seconds(), f.ColdRatio(), f.Cold.PeakRSS>>20)
+	fmt.Fprintf(&b, "dfget warm         %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx curl (target <= 1.15)  peak RSS %d MiB\n",
+		f.Warm.Wall.Seconds(), f.MBps(f.Warm.Wall), f.Warm.CPU.Seconds(), f.WarmRatio(), f.Warm.PeakRSS>>20)
+	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
+		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
+	return b.String()
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a.Seconds() / b.Seconds()
+}
+
+// Measure runs the whole set once: origin and supernode start, curl, then
+// dfget cold, warm and stream, each output checked against the origin.
+func Measure(ctx context.Context, cfg Config) (*Figures, error) {
+	if cfg.Size <= 0 {
+		cfg.Size = 1 << 30
+	}
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "dfgetbench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		cfg.WorkDir = d
+	}
+	src := filepath.Join(cfg.WorkDir, "origin.bin")
+	sum, crc, err := writeRandom(src, cfg.Size)
+	if err != nil {
+		return nil, err
+	}
+	originURL, stopOrigin, err := serveOrigin(src)
+	if err != nil {
+		return nil, err
+	}
+	defer stopOrigin()
+	f := &Figures{Size: cfg.Size}
+
+	curlOut := filepath.Join(cfg.WorkDir, "curl.out")
+	if f.Curl, err = timed(ctx, nil, "curl", "-sS", "-f", "-o", curlOut, originURL); err != nil {
+		return nil, fmt.Errorf("curl: %w", err)
+	}
+	if err := checkFile(curlOut, sum); err != nil {
+		return nil, err
+	}
+	os.Remove(curlOut)
+	settle()
+	if f.CDN, err = cdnbench.MeasureCDN(ctx, originURL, cfg.SupernodeBin); err != nil {
+		return nil, fmt.Errorf("cdn fill: %w", err)
+	}
+
+	node, stopSN, err := startSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
+	if err != nil {
+		return nil, err
+	}
+	defer stopSN()
+
+	homes := []string{}
+	defer func() {
+		for _, h := range homes {
+			killServer(h)
+		}
+	}()
+	prof := func(name string) []string {
+		if cfg.ProfileDir == "" {
+			return nil
+		}
+		return []string{"--cpuprofile", filepath.Join(cfg.ProfileDir, name+".prof")}
+	}
+	dfget := func(ip string, extra ...string) (Run, error) {
+		home := filepath.Join(cfg.WorkDir, "home-"+ip)
+		homes = append(homes, home)
+		args := append([]string{"-u", originURL, "--node", node, "--ip", ip, "--home", home, "--notbs",
+			"--config", "/nonexistent", "--alivetime", "30s"}, extra...)
+		return timed(ctx, nil, cfg.DfgetBin, args...)
+	}
+	for _, step := range []struct {
+		ip, name string
+		run      *Run
+	}{{"127.0.0.2", "cold", &f.Cold}, {"127.0.0.3", "warm", &f.Warm}} {
+		out := filepath.Join(cfg.WorkDir, "out-"+step.ip)
+		if *step.run, err = dfget(step.ip, append([]string{"-o", out}, prof(step.name)...)...); err != nil {
+			return nil, err
+		}
+		if err := checkFile(out, sum); err != nil {
+			return nil, err
+		}
+		os.Remove(out)
+	}
+	home := filepath.Join(cfg.WorkDir, "home-127.0.0.4")
+	homes = append(homes, home)
+	// crc32 keeps the checking consumer cheap next to the process timed.
+	h := crc32.NewIEEE()
+	f.Stream, err = timed(ctx, h, cfg.DfgetBin, append([]string{"-u", originURL, "--node", node, "--ip", "127.0.0.4",
+		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "30s", "--stream"}, prof("stream")...)...)
+	if err != nil {
+		return nil, err
+	}
+	if got := h.Sum32(); got != crc {
+		return nil, fmt.Errorf("stream crc32 %08x, want %08x", got, crc)
+	}
+	return f, nil
+}
+
+// settle writes back dirty pages so each timed run starts from the same
+// state: otherwise one run pays for the previous one's writeback.
+func settle() { syscall.Sync() }
+
+// timed runs a command; with stdout non-nil its output is copied there and
+// the first byte's arrival is the TTFB.
+func timed(ctx context.Context, stdout io.Writer, bin string, args ...string) (Run, error) {
+	var r Run
+	settle()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	var pipe io.ReadCloser
+	var err error
+	if stdout != nil {
+		if pipe, err = cmd.StdoutPipe(); err != nil {
+			return r, err
+		}
+	} else {
+		cmd.Stdout = &errb
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return r, fmt.Errorf("start %s: %w", bin, err)
+	}
+	if pipe != nil {
+		buf := make([]byte, 1<<20)
+		first := true
+		for {
+			n, rerr := pipe.Read(buf)
+			if n > 0 {
+				if first {
+					r.TTFB, first = time.Since(start), false
+				}
+				stdout.Write(buf[:n])
+			}
+			if rerr != nil {
+				break
+			}
+		}
+	}
+	err = cmd.Wait()
+	r.Wall = time.Since(start)
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.PeakRSS = ru.Maxrss * 1024
+		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	if err != nil {
+		return r, fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, lastLines(errb.String()))
+	}
+	return r, nil
+}
+
+func lastLines(s string) string {
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+func writeRandom(path string, size int64) (string, uint32, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := md5.New()
+	c := crc32.NewIEEE()
+	r := rand.New(rand.NewPCG(uint64(size), 7))
+	buf := make([]byte, 4<<20)
+	for left := size; left > 0; {
+		n := min(int64(len(buf)), left)
+		for i := 0; i+8 <= int(n); i += 8 {
+			v := r.Uint64()
+			for k := 0; k < 8; k++ {
+				buf[i+k] = byte(v >> (8 * k))
+			}
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			return "", 0, err
+		}
+		h.Write(buf[:n])
+		c.Write(buf[:n])
+		left -= n
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), c.Sum32(), nil
+}
+
+func checkFile(path, sum string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := fmt.Sprintf("%x", h.Sum(nil)); got != sum {
+		return fmt.Errorf("%s: md5 %s, want %s", path, got, sum)
+	}
+	return nil
+}
+
+func serveOrigin(path string) (string, func(), error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, path)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String() + "/origin.bin", func() { _ = srv.Close() }, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startSupernode starts a supernode with a fresh home and returns its API
+// address and a stop function.
+func startSupernode(ctx context.Context, bin, home string) (string, func(), error) {
+	api, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	dl, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return "", nil, err
+	}
+	logf, err := os.Create(filepath.Join(home, "supernode.out"))
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl),
+		"--advertise-ip", "127.0.0.1", "--config", "/dev/null")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return "", nil, fmt.Errorf("start supernode: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(api)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp4", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+		select {
+		case <-exited:
+			return "", nil, errors.New("supernode exited at start")
+		case <-ctx.Done():
+			stop()
+			return "", nil, ctx.Err()
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, errors.New("supernode did not open its port")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// killServer ends the peer server a dfget spawned under home.
+func killServer(home string) {
+	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n * mult, err
+}

@@ -1,0 +1,45 @@
+package dfgetbench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestMeasure runs the measurement on a small file so the package stays
+// working; the 1 GiB figures come from `make bench` or DFGETBENCH_SIZE.
+func TestMeasure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	bin := os.Getenv("DAMSELFLY_BIN")
+	if bin == "" {
+		_, file, _, _ := runtime.Caller(0)
+		bin = filepath.Join(filepath.Dir(file), "..", "..", "..", "bin")
+	}
+	for _, b := range []string{"dfget", "supernode"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			t.Fatalf("binary %s missing (run make build): %v", b, err)
+		}
+	}
+	size := int64(64 << 20)
+	if s := os.Getenv("DFGETBENCH_SIZE"); s != "" {
+		if n, err := parseSize(s); err == nil {
+			size = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	f, err := Measure(ctx, Config{DfgetBin: filepath.Join(bin, "dfget"), SupernodeBin: filepath.Join(bin, "supernode"),
+		Size: size, WorkDir: t.TempDir(), ProfileDir: os.Getenv("DFGETBENCH_PROFILE_DIR")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", f)
+	if f.Stream.TTFB <= 0 || f.Stream.PeakRSS <= 0 {
+		t.Fatalf("stream figures missing: %+v", f.Stream)
+	}
+}
