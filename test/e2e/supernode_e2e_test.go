@@ -423,3 +423,70 @@ func TestSupernodeSourcePattern(t *testing.T) {
 		t.Fatalf("source pattern cached files: %v", entries)
 	}
 }
+
+// A file preheat runs the CDN in the supernode without any client; a later
+// client finds the task done and the source read once. An idle task then
+// leaves memory (GC) while its cache file stays and is reused.
+func TestSupernodePreheatAndGC(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(3<<20+1, 6)
+	u := o.add("/pre.bin", data)
+	sn := startSupernode(t, t.TempDir(), "--gc-initial-delay", "0s", "--gc-meta-interval", "200ms", "--task-expire-time", "500ms")
+	resp, err := httpc.Post(sn.apiURL+"/preheats", "application/json", strings.NewReader(`{"type":"file","url":"`+u+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created types.PreheatCreateResponse
+	_ = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || created.ID == "" {
+		t.Fatalf("create preheat: HTTP %d %+v", resp.StatusCode, created)
+	}
+	Eventually(t, 20*time.Second, "preheat success", func() bool {
+		resp, err := httpc.Get(sn.apiURL + "/preheats/" + created.ID)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var info types.PreheatInfo
+		_ = json.NewDecoder(resp.Body).Decode(&info)
+		if info.Status == types.PreheatFailed {
+			t.Fatalf("preheat failed: %+v", info)
+		}
+		return info.Status == types.PreheatSuccess
+	})
+	c := newClient(t, sn, "127.0.0.1-14-14.000")
+	reg := c.register(c.registerReq(u))
+	if got, _ := c.download(30 * time.Second); !bytes.Equal(got, data) {
+		t.Fatal("download after preheat differs")
+	}
+	if n := o.count("/pre.bin", 200); n != 1 {
+		t.Fatalf("origin served %d times, want 1", n)
+	}
+	// Idle: the task is collected from memory.
+	Eventually(t, 10*time.Second, "task gc", func() bool {
+		resp, err := httpc.Get(sn.apiURL + "/api/v1/tasks/" + reg.TaskID)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusInternalServerError
+	})
+	if _, err := os.Stat(filepath.Join(sn.home, "repo", "download", reg.TaskID[:3], reg.TaskID)); err != nil {
+		t.Fatalf("cache file removed by task gc: %v", err)
+	}
+	c2 := newClient(t, sn, "127.0.0.1-15-15.000")
+	c2.register(c2.registerReq(u))
+	if got, _ := c2.download(30 * time.Second); !bytes.Equal(got, data) {
+		t.Fatal("download after gc differs")
+	}
+	if n, n304 := o.count("/pre.bin", 200), o.count("/pre.bin", 304); n != 1 || n304 != 1 {
+		t.Fatalf("after gc origin sent 200 x%d 304 x%d, want 1 and 1", n, n304)
+	}
+	for _, name := range []string{"dragonfly_supernode_gc_tasks_total", "dragonfly_supernode_cdn_download_size_bytes_total",
+		"dragonfly_supernode_piece_server_sent_bytes_total"} {
+		if v := metric(t, sn, name); v <= 0 {
+			t.Errorf("%s = %v", name, v)
+		}
+	}
+}
