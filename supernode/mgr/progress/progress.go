@@ -440,6 +440,9 @@ func (m *Manager) Assign(taskID, cid string, num int, peers bool, lim Limits, el
 			}
 			if best == nil || p.load < best.load {
 				best, bestID = p, pid
+				if p.load == 0 {
+					break // cannot do better; keeps this O(1) in a big swarm
+				}
 			}
 		}
 	}

@@ -23,6 +23,8 @@ type Progress interface {
 var (
 	// ErrWait: nothing to fetch yet (602).
 	ErrWait = errors.New("no piece available yet")
+	// ErrBusy: pieces exist but every holder is at its limit (602).
+	ErrBusy = errors.New("every holder of the available pieces is busy")
 	// ErrLimited: the client already runs its limit of pieces (601, no data).
 	ErrLimited = errors.New("client is at its running-piece limit")
 	// ErrCDNFailed: the CDN failed (500).
@@ -80,7 +82,7 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, ErrWait
+		return nil, ErrBusy
 	}
 	return out, nil
 }

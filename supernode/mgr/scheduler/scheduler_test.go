@@ -82,10 +82,10 @@ func TestScheduleFailingClientGoesToSupernodeOnly(t *testing.T) {
 	if err != nil || len(as) != 1 {
 		t.Fatalf("room for one piece: %v %v", as, err)
 	}
-	// All candidates unassignable: wait.
+	// All candidates unassignable: busy.
 	p.EXPECT().ClientView("t", "c").Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
 	p.EXPECT().Assign("t", "c", 0, true, cfg.Limits, 5).Return("")
-	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrWait) {
-		t.Fatalf("got %v, want ErrWait", err)
+	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("got %v, want ErrBusy", err)
 	}
 }

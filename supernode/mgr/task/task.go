@@ -487,11 +487,16 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 			return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, false, nil
 		}
 		var err error
-		if code, data, err = m.schedule(t, dt); err != nil {
+		var busy bool
+		if code, data, busy, err = m.schedule(t, dt); err != nil {
 			return 0, nil, false, err
 		}
+		if busy {
+			return code, nil, false, nil
+		}
 	}
-	if code != types.CodePeerWait || deadline == nil {
+	// Long-poll only while the CDN may still write new pieces.
+	if code != types.CodePeerWait || deadline == nil || (status != types.CDNStatusRunning && status != types.CDNStatusWaiting) {
 		return code, data, false, nil
 	}
 	select {
@@ -505,18 +510,23 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 	return 0, nil, true, nil
 }
 
-// schedule runs the scheduler once and builds the piece infos.
-func (m *Manager) schedule(t *Task, dt dfgettask.Task) (int, any, error) {
+// schedule runs the scheduler once and builds the piece infos. busy marks a
+// 602 caused by load limits rather than missing pieces: it is answered at
+// once (as v1) instead of long-polled, since a slot frees only when another
+// client reports and the client's own back-off handles that.
+func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy bool, err error) {
 	as, err := m.sched.Schedule(t.id, dt.CID)
 	switch {
 	case errors.Is(err, scheduler.ErrWait):
-		return types.CodePeerWait, nil, nil
+		return types.CodePeerWait, nil, false, nil
+	case errors.Is(err, scheduler.ErrBusy):
+		return types.CodePeerWait, nil, true, nil
 	case errors.Is(err, scheduler.ErrLimited):
-		return types.CodePeerContinue, nil, nil
+		return types.CodePeerContinue, nil, false, nil
 	case errors.Is(err, scheduler.ErrCDNFailed):
-		return 0, nil, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
+		return 0, nil, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
 	case err != nil:
-		return 0, nil, errorf(types.CodeTargetNotFound, "%w", err)
+		return 0, nil, false, errorf(types.CodeTargetNotFound, "%w", err)
 	}
 	t.mu.Lock()
 	pieceSize, httpLen, rawURL := t.pieceSize, t.httpLen, t.rawURL
@@ -564,9 +574,9 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (int, any, error) {
 		infos = append(infos, pi)
 	}
 	if len(infos) == 0 {
-		return types.CodePeerWait, nil, nil
+		return types.CodePeerWait, nil, true, nil
 	}
-	return types.CodePeerContinue, infos, nil
+	return types.CodePeerContinue, infos, false, nil
 }
 
 // PieceReport is a /peer/piece/suc or /peer/piece/stream call.
