@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -39,7 +40,10 @@ type Config struct {
 	SupernodeArgs []string
 	// Timeout bounds the measured phase (the CDN warm-up has its own).
 	Timeout time.Duration
-	Logf    func(format string, args ...any)
+	// PieceTime is a simulated download time per batch of pieces handed
+	// out (0: report at once, the saturation test of issue #6).
+	PieceTime time.Duration
+	Logf      func(format string, args ...any)
 }
 
 // Result is what a run measured. Latencies are seen by the clients, so they
@@ -64,6 +68,13 @@ type Result struct {
 	TaskP99   time.Duration `json:"taskP99Ns"`
 	TaskMax   time.Duration `json:"taskMaxNs"`
 	SucP99    time.Duration `json:"sucP99Ns"`
+	PieceTime time.Duration `json:"pieceTimeNs"`
+	// Server-side figures from the supernode's own histograms over the
+	// measured phase (bucket-interpolated, as histogram_quantile):
+	// handler time of /peer/task and the scheduler's time per call.
+	ServerTaskP50 string `json:"serverTaskP50"`
+	ServerTaskP99 string `json:"serverTaskP99"`
+	ScheduleP99   string `json:"scheduleP99"`
 	// SupernodeRSS is the supernode's peak resident set (VmHWM) in bytes.
 	SupernodeRSS int64  `json:"supernodePeakRssBytes"`
 	FirstError   string `json:"firstError,omitempty"`
@@ -113,7 +124,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			MaxIdleConns: cfg.Clients + 16, MaxIdleConnsPerHost: cfg.Clients + 16, IdleConnTimeout: time.Minute,
 		}},
 	}
-	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String()}
+	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), PieceTime: cfg.PieceTime}
+	d.pieceTime = cfg.PieceTime
 
 	logf("load: warming the CDN with one client (%s file)", fmtBytes(size))
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -128,6 +140,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	logf("load: %d clients, %d pieces of %d bytes", cfg.Clients, res.Pieces, res.PieceSize)
 	mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	mBefore, err := sn.Metrics(ctx)
+	if err != nil {
+		return nil, err
+	}
 	outs := make([]clientResult, cfg.Clients)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -173,6 +189,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.TaskCalls = int64(len(task))
 	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
 	res.SucP99 = percentile(suc, 99)
+	if mAfter, err := sn.Metrics(ctx); err == nil {
+		h := histogram(mAfter, mBefore, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
+		res.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
+		res.ServerTaskP99 = fmtQuantile(h, 0.99, time.Second)
+		sh := histogram(mAfter, mBefore, "dragonfly_supernode_schedule_duration_milliseconds", "")
+		res.ScheduleP99 = fmtQuantile(sh, 0.99, time.Millisecond)
+	}
 	if rss, err := sn.Proc.PeakRSS(); err == nil {
 		res.SupernodeRSS = rss
 	}
@@ -191,6 +214,7 @@ func percentile(d []time.Duration, p int) time.Duration {
 
 type driver struct {
 	base, snIP, selfIP, rawURL string
+	pieceTime                  time.Duration
 	hc                         *http.Client
 	requests, failed, aborted  atomic.Int64
 }
@@ -321,6 +345,14 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 			r.err = fmt.Errorf("/peer/task pieces: %w", err)
 			return r
 		}
+		if d.pieceTime > 0 && len(pieces) > 0 {
+			select {
+			case <-time.After(d.pieceTime):
+			case <-ctx.Done():
+				r.err = ctx.Err()
+				return r
+			}
+		}
 		for _, p := range pieces {
 			sq := url.Values{"taskId": {rd.TaskID}, "cid": {cid}, "dstCid": {p.CID}, "pieceRange": {p.Range}}
 			t1 := time.Now()
@@ -345,6 +377,28 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 	}
 	r.err = errors.New("client did not finish within its round limit")
 	return r
+}
+
+// fmtQuantile prints a histogram quantile in unit, or where it lies
+// when it is past the last finite bucket.
+func fmtQuantile(bs []bucket, q float64, unit time.Duration) string {
+	v := quantile(bs, q)
+	switch {
+	case math.IsNaN(v):
+		return "n/a"
+	case math.IsInf(v, 1):
+		last := 0.0
+		for _, b := range bs {
+			if !math.IsInf(b.le, 1) {
+				last = b.le
+			}
+		}
+		return "> " + time.Duration(last*float64(unit)).String()
+	case v <= bs[0].le:
+		// Interpolating inside the first bucket would invent precision.
+		return "<= " + time.Duration(bs[0].le*float64(unit)).String()
+	}
+	return time.Duration(v * float64(unit)).Round(time.Microsecond).String()
 }
 
 func fmtBytes(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

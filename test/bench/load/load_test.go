@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -125,5 +126,29 @@ func TestClientFollowsProtocol(t *testing.T) {
 	d2 := &driver{base: bad.URL, selfIP: "127.0.0.1", hc: bad.Client()}
 	if r := d2.client(context.Background(), 0, nil); r.err == nil || d2.failed.Load() != 1 {
 		t.Errorf("error not counted: %v, %d", r.err, d2.failed.Load())
+	}
+}
+
+func TestHistogramQuantile(t *testing.T) {
+	before := map[string]float64{`x_bucket{h="/a",le="1"}`: 10, `x_bucket{h="/a",le="2"}`: 10, `x_bucket{h="/a",le="+Inf"}`: 10}
+	after := map[string]float64{
+		`x_bucket{h="/a",le="1"}`: 60, `x_bucket{h="/a",le="2"}`: 100, `x_bucket{h="/a",le="+Inf"}`: 110,
+		`x_bucket{h="/b",le="1"}`: 1000, `x_count{h="/a"}`: 5,
+	}
+	bs := histogram(after, before, "x", `h="/a"`)
+	if len(bs) != 3 || bs[2].count != 100 {
+		t.Fatalf("buckets %+v", bs)
+	}
+	if q := quantile(bs, 0.5); q != 1 {
+		t.Errorf("p50 = %v, want 1", q)
+	}
+	if q := quantile(bs, 0.75); q != 1.625 {
+		t.Errorf("p75 = %v, want 1.625", q)
+	}
+	if q := quantile(bs, 0.99); !math.IsInf(q, 1) {
+		t.Errorf("p99 = %v, want +Inf", q)
+	}
+	if q := quantile(nil, 0.5); !math.IsNaN(q) {
+		t.Errorf("empty = %v", q)
 	}
 }

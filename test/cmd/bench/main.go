@@ -6,7 +6,8 @@
 // Environment: BENCH_ONLY=swarm,target,load,cdn selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
-// BENCH_LOAD_PIECES size the load run; BENCH_CDN_MIB sizes the CDN run; BENCH_DFGET_ARGS and
+// BENCH_LOAD_PIECES size the load runs and BENCH_LOAD_PIECE_MS=0,2000 sets
+// their simulated per-batch download times; BENCH_CDN_MIB sizes the CDN run; BENCH_DFGET_ARGS and
 // BENCH_SUPERNODE_ARGS add flags; BENCH_LOOPBACK=1 forces loopback mode.
 package main
 
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/suite"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
@@ -95,6 +97,16 @@ func config() (suite.Config, error) {
 		}
 		cfg.OriginRate = m * cluster.Mbit
 	}
+	if v := os.Getenv("BENCH_LOAD_PIECE_MS"); v != "" {
+		ms, err := ints0(v)
+		if err != nil {
+			return cfg, fmt.Errorf("BENCH_LOAD_PIECE_MS: %w", err)
+		}
+		cfg.LoadPieceTimes = nil
+		for _, m := range ms {
+			cfg.LoadPieceTimes = append(cfg.LoadPieceTimes, time.Duration(m)*time.Millisecond)
+		}
+	}
 	cfg.DfgetArgs = strings.Fields(os.Getenv("BENCH_DFGET_ARGS"))
 	cfg.SupernodeArgs = strings.Fields(os.Getenv("BENCH_SUPERNODE_ARGS"))
 	if os.Getenv("BENCH_LOOPBACK") == "1" {
@@ -103,12 +115,18 @@ func config() (suite.Config, error) {
 	return cfg, nil
 }
 
-func ints(s string) ([]int, error) {
+// ints parses a comma-separated list of positive integers.
+func ints(s string) ([]int, error) { return intList(s, 1) }
+
+// ints0 parses a comma-separated list of non-negative integers.
+func ints0(s string) ([]int, error) { return intList(s, 0) }
+
+func intList(s string, least int) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%q: want positive integers separated by commas", s)
+		if err != nil || n < least {
+			return nil, fmt.Errorf("%q: want integers >= %d separated by commas", s, least)
 		}
 		out = append(out, n)
 	}
