@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+	"github.com/damselfly-p2p/damselfly/test/bench/dfgetbench"
 	"github.com/damselfly-p2p/damselfly/test/bench/report"
 	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
@@ -64,3 +65,43 @@ func cdnSection(ctx context.Context, size int64) report.Section {
 }
 
 func mibps(size int64, d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
+
+// Single is the section of single-download figures (test/bench/dfgetbench).
+const Single = "dfget"
+
+// singleSection runs dfgetbench.Measure: curl against dfget cold, warm and
+// --stream on one loopback file.
+func singleSection(ctx context.Context, size int64) report.Section {
+	s := report.Section{Title: fmt.Sprintf("Single download, dfget vs curl (%s, loopback, test/bench/dfgetbench)", swarm.FormatBytes(size))}
+	dfget, err := cluster.Binary("dfget")
+	if err != nil {
+		s.Error = err.Error()
+		return s
+	}
+	sn, err := cluster.Binary("supernode")
+	if err != nil {
+		s.Error = err.Error()
+		return s
+	}
+	f, err := dfgetbench.Measure(ctx, dfgetbench.Config{DfgetBin: dfget, SupernodeBin: sn, Size: size})
+	if err != nil {
+		s.Error = fmt.Sprintf("dfgetbench.Measure: %v", err)
+		return s
+	}
+	check := func(ok bool) string {
+		if ok {
+			return "pass"
+		}
+		return "FAIL"
+	}
+	run := func(r dfgetbench.Run) string {
+		return fmt.Sprintf("%.3f s (%.0f MiB/s), CPU %.2f s, peak RSS %s", r.Wall.Seconds(), f.MBps(r.Wall), r.CPU.Seconds(), swarm.FormatBytes(r.PeakRSS))
+	}
+	s.Add("curl -o", "%s", run(f.Curl))
+	s.Add("supernode CDN fill (cdnbench)", "%.3f s (%.0f MiB/s)", f.CDN.Seconds(), f.MBps(f.CDN))
+	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s", run(f.Cold), f.ColdRatio(), check(f.ColdRatio() <= 1.3))
+	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.15: %s", run(f.Warm), f.WarmRatio(), check(f.WarmRatio() <= 1.15))
+	s.Add("dfget --stream (warm)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
+		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), check(f.StreamVsFile() >= 0.8))
+	return s
+}

@@ -40,7 +40,9 @@ type Config struct {
 	// one load run each; 0 is the issue #6 saturation run (target checked).
 	LoadPieceTimes []time.Duration
 	// CDNSize is the file size of the CDN-vs-curl section.
-	CDNSize       int64
+	CDNSize int64
+	// SingleSize is the file size of the single-download section.
+	SingleSize    int64
 	Mode          cluster.Mode
 	DfgetArgs     []string
 	SupernodeArgs []string
@@ -134,6 +136,10 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 			logf("  %d requests, %.0f req/s, /peer/task p50 %v p99 %v (server p99 %s), %d failed",
 				res.Requests, res.RPS, res.TaskP50, res.TaskP99, res.ServerTaskP99, res.Failed)
 		}
+	}
+	if cfg.Selected(Single) && ctx.Err() == nil {
+		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
+		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
 	}
 	if cfg.Selected(CDN) && ctx.Err() == nil {
 		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))

@@ -3,11 +3,11 @@
 // non-zero if a run failed or a checked target was missed. Progress goes to
 // stderr.
 //
-// Environment: BENCH_ONLY=swarm,target,load,cdn selects sections; BENCH_FULL=1
+// Environment: BENCH_ONLY=swarm,target,load,dfget,cdn selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
 // BENCH_LOAD_PIECES size the load runs and BENCH_LOAD_PIECE_MS=0,2000 sets
-// their simulated per-batch download times; BENCH_CDN_MIB sizes the CDN run; BENCH_DFGET_ARGS and
+// their simulated per-batch download times; BENCH_CDN_MIB and BENCH_SINGLE_MIB size the CDN and single-download runs; BENCH_DFGET_ARGS and
 // BENCH_SUPERNODE_ARGS add flags; BENCH_LOOPBACK=1 forces loopback mode.
 package main
 
@@ -83,12 +83,14 @@ func config() (suite.Config, error) {
 			}
 		}
 	}
-	if v := os.Getenv("BENCH_CDN_MIB"); v != "" {
-		m, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || m < 1 {
-			return cfg, fmt.Errorf("BENCH_CDN_MIB=%q: want a positive integer", v)
+	for env, dst := range map[string]*int64{"BENCH_CDN_MIB": &cfg.CDNSize, "BENCH_SINGLE_MIB": &cfg.SingleSize} {
+		if v := os.Getenv(env); v != "" {
+			m, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || m < 1 {
+				return cfg, fmt.Errorf("%s=%q: want a positive integer", env, v)
+			}
+			*dst = m << 20
 		}
-		cfg.CDNSize = m << 20
 	}
 	if v := os.Getenv("BENCH_ORIGIN_MBIT"); v != "" {
 		m, err := strconv.ParseInt(v, 10, 64)
