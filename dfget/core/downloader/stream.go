@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrOutOfWindow is a piece beyond the stream window: the writer will not
@@ -53,15 +54,27 @@ func NewStreamWriter(out io.Writer, window int, hash bool) *StreamWriter {
 	return w
 }
 
-// Admit implements Gate.
+// Admit implements Gate. A piece beyond the window waits until the
+// stream has moved far enough (the supernode's window runs ahead of ours
+// by the pieces held for a slow reader); after outOfWindowWait it is given
+// back with ErrOutOfWindow, so a supernode without windows cannot stall us.
 func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
+	wctx, cancel := context.WithTimeout(ctx, outOfWindowWait)
+	defer cancel()
+	stop := context.AfterFunc(wctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	defer stop()
 	w.mu.Lock()
+	for w.err == nil && !w.stopped && num >= w.next+w.window && wctx.Err() == nil {
+		w.cond.Wait()
+	}
 	next, err := w.next, w.err
 	w.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if num >= next+w.window || num < next {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case num < next || num >= next+w.window:
 		return nil, ErrOutOfWindow
 	}
 	select {
@@ -71,6 +84,9 @@ func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
 		return nil, ctx.Err()
 	}
 }
+
+// outOfWindowWait bounds how long Admit holds a piece beyond the window.
+const outOfWindowWait = 5 * time.Second
 
 // WritePiece implements Writer.
 func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {

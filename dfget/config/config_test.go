@@ -1,0 +1,196 @@
+package config
+
+import (
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+func TestParseNodes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		fail bool
+	}{
+		{in: "10.0.0.1", want: "10.0.0.1:8002=1"},
+		{in: "10.0.0.1:8003", want: "10.0.0.1:8003=1"},
+		{in: "a:1=2,b=4", want: "a:1=1,b:8002=2"},
+		{in: " a , b:9=3 ", want: "a:8002=1,b:9=3"},
+		{in: "", fail: true}, {in: ",", fail: true}, {in: "a:0", fail: true}, {in: "a:99999", fail: true},
+		{in: "a=0", fail: true}, {in: "a=x", fail: true}, {in: ":80", fail: true}, {in: "a:b:c", fail: true},
+		{in: "a/b", fail: true}, {in: "a=1=2", fail: true},
+	} {
+		var l NodeList
+		err := l.Set(tc.in)
+		if (err != nil) != tc.fail {
+			t.Errorf("%q: err %v, want fail=%v", tc.in, err, tc.fail)
+			continue
+		}
+		if !tc.fail && l.String() != tc.want {
+			t.Errorf("%q = %q, want %q", tc.in, l.String(), tc.want)
+		}
+	}
+}
+
+func TestOrderIsWeightedAndComplete(t *testing.T) {
+	l, err := ParseNodes("a=1,b=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	first := map[string]int{}
+	for i := 0; i < 4000; i++ {
+		o := NodeList(l).Order(r)
+		if len(o) != 2 || o[0].Host == o[1].Host {
+			t.Fatalf("order %v is not a permutation", o)
+		}
+		first[o[0].Host]++
+	}
+	if first["b"] < 2700 || first["b"] > 3300 {
+		t.Fatalf("b first %d of 4000 times, want about 3000", first["b"])
+	}
+}
+
+func newTestConfig(t *testing.T) *Config {
+	c := New()
+	c.URL = "http://example.com/dir/file.tar?x=1"
+	c.Home = t.TempDir()
+	c.PropertyFile = filepath.Join(t.TempDir(), "none.yml")
+	return c
+}
+
+func TestCompleteDefaultsAndDerived(t *testing.T) {
+	c := newTestConfig(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	c.Filter = "x"
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Output != filepath.Join(dir, "file.tar") {
+		t.Errorf("output %q", c.Output)
+	}
+	if c.TaskURL != "http://example.com/dir/file.tar" {
+		t.Errorf("task URL %q", c.TaskURL)
+	}
+	if !strings.HasPrefix(c.TaskFileName, "file.tar-") || c.Nodes.String() != "127.0.0.1:8002=1" {
+		t.Errorf("task file %q nodes %q", c.TaskFileName, c.Nodes.String())
+	}
+	if c.LocalLimit != 0 || c.MinRate != DefaultMinRate || c.ClientQueue != DefaultClientQueue {
+		t.Errorf("defaults: local %v min %v queue %d", c.LocalLimit, c.MinRate, c.ClientQueue)
+	}
+	if got := c.DownloadTimeout(64 * 1024 * 10); got != 20*time.Second {
+		t.Errorf("timeout %v", got)
+	}
+	if got := c.DownloadTimeout(-1); got != DefaultUnknownLengthTimeout {
+		t.Errorf("unknown-length timeout %v", got)
+	}
+}
+
+func TestCompleteProperties(t *testing.T) {
+	c := newTestConfig(t)
+	c.Output = filepath.Join(t.TempDir(), "o")
+	home := t.TempDir()
+	c.Home = ""
+	yml := "nodes:\n  - 10.0.0.1:8002=2\n  - 10.0.0.2\nlocalLimit: 10MB\nminRate: 1MB\ntotalLimit: 100M\nclientQueueSize: 9\nworkHome: " + home + "\n"
+	if err := os.WriteFile(c.PropertyFile, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.TotalLimit = rate.MB // the flag wins
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodes.String() != "10.0.0.1:8002=2,10.0.0.2:8002=1" || c.LocalLimit != 10*rate.MB || c.MinRate != rate.MB ||
+		c.TotalLimit != rate.MB || c.ClientQueue != 9 || c.Home != home {
+		t.Fatalf("merged config: nodes %s local %v min %v total %v queue %d home %s", c.Nodes.String(), c.LocalLimit,
+			c.MinRate, c.TotalLimit, c.ClientQueue, c.Home)
+	}
+}
+
+func TestCompleteRejects(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"output is a directory": func(c *Config) { c.Output = dir },
+		"output under a file":   func(c *Config) { c.Output = filepath.Join(file, "x") },
+		"bad url":               func(c *Config) { c.URL = "ftp://x/y" },
+		"bad pattern":           func(c *Config) { c.Pattern = "torrent" },
+		"bad md5":               func(c *Config) { c.Md5 = "xyz" },
+		"bad ip":                func(c *Config) { c.IP = "1.2.3" },
+		"bad port":              func(c *Config) { c.Port = 80 },
+		"bad header":            func(c *Config) { c.Headers = []string{"nocolon"} },
+		"bad window":            func(c *Config) { c.Stream, c.WindowSize = true, 0 },
+	} {
+		c := newTestConfig(t)
+		c.Output = filepath.Join(dir, "out")
+		mut(c)
+		if err := c.Complete(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestStreamOutputDash(t *testing.T) {
+	c := newTestConfig(t)
+	c.Output = "-"
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Stream || c.Output != "" {
+		t.Fatalf("-o - gives stream %v output %q", c.Stream, c.Output)
+	}
+}
+
+// FuzzParseNodes: the node list parser never panics, and what it accepts
+// round-trips through its String form.
+func FuzzParseNodes(f *testing.F) {
+	for _, s := range []string{"a", "a:1", "a:1=2,b", "10.0.0.1:8002=3", "=", ":::", "a=99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var l NodeList
+		if err := l.Set(s); err != nil {
+			return
+		}
+		var again NodeList
+		if err := again.Set(l.String()); err != nil {
+			t.Fatalf("%q parsed to %q which does not parse: %v", s, l.String(), err)
+		}
+		for _, n := range l {
+			if n.Port < 1 || n.Port > 65535 || n.Weight < 1 || n.Host == "" {
+				t.Fatalf("%q gave bad node %+v", s, n)
+			}
+		}
+	})
+}
+
+// FuzzRateFlag: rate strings given as flags parse or fail cleanly, never
+// negative.
+func FuzzRateFlag(f *testing.F) {
+	for _, s := range []string{"20MB", "64k", "1.5G", "0", "-1", "1e400M", "NaN", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c := New()
+		fs := pflag.NewFlagSet("dfget", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.VarP(&c.LocalLimit, "locallimit", "s", "")
+		if err := fs.Parse([]string{"--locallimit=" + s}); err != nil {
+			return
+		}
+		if c.LocalLimit < 0 {
+			t.Fatalf("%q parsed to negative %d", s, c.LocalLimit)
+		}
+	})
+}

@@ -1,0 +1,254 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+const testPieceSize = 1 << 20 // a small wrapped piece size for tests
+
+func quietLog() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+func newTestServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
+	return s, dir
+}
+
+func do(t *testing.T, h http.Handler, method, target, remote string, hdr map[string]string, body []byte) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, target, bytes.NewReader(body))
+	r.RemoteAddr = remote
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func pieceHeaders(num int, wrappedLen int64) map[string]string {
+	return map[string]string{
+		"Range":     "bytes=" + piece.Range(num, testPieceSize, wrappedLen),
+		"pieceNum":  strconv.Itoa(num),
+		"pieceSize": strconv.Itoa(testPieceSize),
+	}
+}
+
+func TestServePieces(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	content := bytes.Repeat([]byte("0123456789abcdef"), (2*testPieceSize+1000)/16)
+	if err := os.WriteFile(filepath.Join(dir, "task-1"+ServiceSuffix), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wrappedLen := piece.WrappedLength(int64(len(content)), testPieceSize)
+	if w := do(t, h, "GET", "/peer/file/task-1", "10.0.0.9:1234", pieceHeaders(0, wrappedLen), nil); w.Code != 404 {
+		t.Fatalf("unregistered task served: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/check/task-1", "127.0.0.1:999", map[string]string{"dataDir": dir}, nil); w.Code != 200 {
+		t.Fatalf("check: %d %s", w.Code, w.Body)
+	}
+	for num := 0; num < piece.Count(int64(len(content)), testPieceSize); num++ {
+		w := do(t, h, "GET", "/peer/file/task-1", "10.0.0.9:1234", pieceHeaders(num, wrappedLen), nil)
+		off := piece.ContentOffset(num, testPieceSize)
+		want := piece.Wrap(nil, content[off:off+piece.ContentLength(num, int64(len(content)), testPieceSize)], testPieceSize)
+		if w.Code != http.StatusPartialContent || !bytes.Equal(w.Body.Bytes(), want) {
+			t.Fatalf("piece %d: %d, %d bytes, want %d", num, w.Code, w.Body.Len(), len(want))
+		}
+	}
+	hdr := pieceHeaders(9, -1)
+	if w := do(t, h, "GET", "/peer/file/task-1", "10.0.0.9:1234", hdr, nil); w.Code != http.StatusRequestedRangeNotSatisfiable {
+		t.Errorf("piece past the end: %d", w.Code)
+	}
+	hdr["pieceNum"] = "1"
+	if w := do(t, h, "GET", "/peer/file/task-1", "10.0.0.9:1234", hdr, nil); w.Code != http.StatusBadRequest {
+		t.Errorf("range not starting its piece: %d", w.Code)
+	}
+}
+
+func TestRefusesOtherFiles(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(dir, "link"+ServiceSuffix)); err != nil {
+		t.Fatal(err)
+	}
+	do(t, h, "GET", "/check/link", "127.0.0.1:1", nil, nil)
+	for _, target := range []string{"/peer/file/link", "/peer/file/..%2Fsecret", "/peer/file/%2Fetc%2Fpasswd", "/peer/file/.."} {
+		if w := do(t, h, "GET", target, "10.0.0.9:1", pieceHeaders(0, -1), nil); w.Code/100 == 2 {
+			t.Errorf("%s served: %d", target, w.Code)
+		}
+	}
+	if w := do(t, h, "GET", "/check/x", "10.0.0.9:1", nil, nil); w.Code != http.StatusForbidden {
+		t.Errorf("remote /check/: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/check/x", "127.0.0.1:1", map[string]string{"dataDir": "/etc"}, nil); w.Code != http.StatusBadRequest {
+		t.Errorf("/check/ with another dataDir: %d", w.Code)
+	}
+}
+
+func TestFairShare(t *testing.T) {
+	for _, tc := range []struct{ req, total, sum, want int64 }{
+		{10, 0, 10, 10}, {10, 100, 30, 10}, {50, 100, 200, 25}, {1, 3, 4, 1}, {200, 100, 200, 100},
+	} {
+		if got := FairShare(tc.req, tc.total, tc.sum); got != tc.want {
+			t.Errorf("FairShare(%d,%d,%d) = %d, want %d", tc.req, tc.total, tc.sum, got, tc.want)
+		}
+	}
+}
+
+func TestRateEndpoint(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	for _, n := range []string{"a", "b"} {
+		do(t, h, "GET", "/check/"+n, "127.0.0.1:1", map[string]string{"dataDir": dir, "totalLimit": "1000"}, nil)
+	}
+	do(t, h, "GET", "/rate/a", "127.0.0.1:1", map[string]string{"rateLimit": "1000"}, nil)
+	w := do(t, h, "GET", "/rate/b", "127.0.0.1:1", map[string]string{"rateLimit": "1000"}, nil)
+	if w.Code != 200 || w.Body.String() != "500" {
+		t.Fatalf("fair share of two: %d %q", w.Code, w.Body)
+	}
+	if w := do(t, h, "GET", "/rate/b", "127.0.0.1:1", map[string]string{"rateLimit": "x"}, nil); w.Code != 400 {
+		t.Fatalf("bad rateLimit: %d", w.Code)
+	}
+}
+
+// fakeSupernode records /peer/piece/stream calls.
+type fakeSupernode struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (f *fakeSupernode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.calls = append(f.calls, r.Method+" "+r.URL.Query().Get("pieceRange"))
+	f.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: types.CodeGetPieceReport})
+}
+
+func (f *fakeSupernode) snapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func TestStreamCacheEvictsFIFOAndReports(t *testing.T) {
+	fs := &fakeSupernode{}
+	sn := httptest.NewServer(fs)
+	defer sn.Close()
+	s, _ := newTestServer(t)
+	h := s.Handler()
+	node := sn.Listener.Addr().String()
+	w := do(t, h, "POST", "/stream/task", "127.0.0.1:1", map[string]string{"taskFileName": "st", "taskID": "T",
+		"cid": "C", "superNode": node, "pieceSize": strconv.Itoa(testPieceSize), "windowSize": "2"}, nil)
+	if w.Code != 200 {
+		t.Fatalf("stream task: %d %s", w.Code, w.Body)
+	}
+	wrapped := make([][]byte, 3)
+	for i := range wrapped {
+		wrapped[i] = piece.Wrap(nil, bytes.Repeat([]byte{byte(i)}, 1000), testPieceSize)
+		w := do(t, h, "POST", "/stream/piece", "127.0.0.1:1", map[string]string{"taskFileName": "st",
+			"pieceNum": strconv.Itoa(i), "pieceSize": strconv.Itoa(testPieceSize)}, wrapped[i])
+		if w.Code != 200 {
+			t.Fatalf("push %d: %d %s", i, w.Code, w.Body)
+		}
+	}
+	if w := do(t, h, "GET", "/peer/file/st", "10.0.0.9:1", pieceHeaders(0, -1), nil); w.Code != 404 {
+		t.Errorf("evicted piece 0 served: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/peer/file/st", "10.0.0.9:1", pieceHeaders(2, -1), nil); w.Code != 206 || !bytes.Equal(w.Body.Bytes(), wrapped[2]) {
+		t.Errorf("cached piece 2: %d", w.Code)
+	}
+	bad := append([]byte(nil), wrapped[0]...)
+	bad[len(bad)-1] = 0
+	if w := do(t, h, "POST", "/stream/piece", "127.0.0.1:1", map[string]string{"taskFileName": "st", "pieceNum": "5",
+		"pieceSize": strconv.Itoa(testPieceSize)}, bad); w.Code != 400 {
+		t.Errorf("malformed piece accepted: %d", w.Code)
+	}
+	do(t, h, "DELETE", "/stream/task", "127.0.0.1:1", map[string]string{"taskFileName": "st"}, nil)
+	r := func(n int) string { return piece.Range(n, testPieceSize, -1) }
+	want := []string{"POST " + r(0), "POST " + r(1), "DELETE " + r(0), "POST " + r(2), "DELETE " + r(1), "DELETE " + r(2)}
+	got := fs.snapshot()
+	if len(got) != len(want) {
+		t.Fatalf("supernode calls %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("supernode calls %v, want %v", got, want)
+		}
+	}
+}
+
+func TestIdleExitResetsMeta(t *testing.T) {
+	dir := t.TempDir()
+	meta := filepath.Join(dir, "meta", "host.meta")
+	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: filepath.Join(dir, "data"), MetaPath: meta,
+		ExpireTime: time.Minute, AliveTime: 500 * time.Millisecond}, quietLog())
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Run(ctx, l, &out); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("server did not exit when idle")
+	}
+	if !bytes.Contains(out.Bytes(), []byte("dfget uploader server port is ")) {
+		t.Errorf("startup line: %q", out.String())
+	}
+	if ReadMeta(meta).ServicePort != 0 {
+		t.Error("meta port not reset at exit")
+	}
+}
+
+// FuzzPieceRequest: any Range/pieceNum/pieceSize headers parse or fail
+// cleanly; an accepted request names a non-negative span inside one piece.
+func FuzzPieceRequest(f *testing.F) {
+	f.Add("bytes=0-4194303", "0", "4194304", "")
+	f.Add("bytes=4194304-8388607", "1", "4194304", "")
+	f.Add("bytes=100-50", "0", "4194304", "source")
+	f.Add("bytes=-1", "x", "5", "")
+	f.Fuzz(func(t *testing.T, rg, num, size, src string) {
+		h := http.Header{}
+		h.Set("Range", rg)
+		h.Set("pieceNum", num)
+		h.Set("pieceSize", size)
+		h.Set("cdnSource", src)
+		p, err := parsePieceRequest(h)
+		if err != nil {
+			return
+		}
+		if p.start < 0 || p.length < 0 || p.length > int64(p.pieceSize) || p.num < 0 {
+			t.Fatalf("%q %q %q: accepted %+v", rg, num, size, p)
+		}
+	})
+}
