@@ -120,7 +120,7 @@ func newRoot() *cobra.Command {
 	f.VarP(&cfg.Nodes, "node", "n", "supernodes, host[:port][=weight] comma-separated (default from /etc/dragonfly/dfget.yml or 127.0.0.1:8002)")
 	f.BoolVar(&cfg.NotBS, "notbs", false, "never fall back to downloading from the source")
 	f.BoolVar(&cfg.Dfdaemon, "dfdaemon", false, "mark the download as coming from dfdaemon")
-	f.IntVar(&cfg.ClientQueue, "clientqueue", 0, "pieces buffered between download and write (default 6)")
+	f.IntVar(&cfg.ClientQueue, "clientqueue", 0, "pieces fetched at once, bounding piece buffers; 0 = properties clientQueueSize, else 6")
 	f.BoolVarP(&cfg.ShowBar, "showbar", "b", false, "show a progress bar on a terminal")
 	f.BoolVar(&cfg.Console, "console", false, "also log to the console")
 	f.BoolVar(&cfg.Verbose, "verbose", false, "debug logging")

@@ -63,6 +63,9 @@ type Download struct {
 	length    int64
 	fromPeers int
 	sw        *downloader.StreamWriter
+	nodes     []config.Node
+	tried     map[string]bool
+	regReq    regist.Request
 }
 
 // Run performs the download described by cfg (already Completed) and
@@ -166,7 +169,9 @@ func (d *Download) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	reg, err := regist.Register(ctx, d.client, cfg, nodes, regist.Request{CID: d.cid, IP: d.localIP, Port: d.peerPort, RootCAs: rootCAs}, "")
+	d.nodes, d.tried = nodes, map[string]bool{}
+	d.regReq = regist.Request{CID: d.cid, IP: d.localIP, Port: d.peerPort, RootCAs: rootCAs}
+	reg, err := regist.Register(ctx, d.client, cfg, nodes, d.regReq, "")
 	if err != nil {
 		d.log.Warnf("%v", err)
 		d.reason = config.ReasonRegisterFail
@@ -224,6 +229,7 @@ func (d *Download) p2p(w downloader.Writer) *downloader.P2P {
 	return &downloader.P2P{
 		Client: d.client, Node: d.reg.Node, TaskID: d.reg.Data.TaskID, CID: d.cid, PieceSize: d.reg.Data.PieceSize,
 		Wrapped: wrapped, Headers: hdr, Writer: w, Limiter: d.limiter, Log: d.log, OnPiece: d.bar.Add,
+		MaxFetch: d.cfg.ClientQueue,
 	}
 }
 
@@ -249,8 +255,62 @@ func (d *Download) pieceCount(res *downloader.Result) int {
 }
 
 // file downloads into the service file (p2p) or a temp file beside the
-// output (cdn), checks the whole-file md5 and publishes the output.
+// output (cdn), checks it and publishes the output. When the supernode
+// fails mid-download it migrates to the next node and starts over; when
+// P2P fails otherwise it falls back to the source.
 func (d *Download) file(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.DownloadTimeout(d.length))
+	defer cancel()
+	for {
+		err := d.fileAttempt(pctx)
+		if err == nil {
+			return nil
+		}
+		var se *downloader.SupernodeError
+		if errors.As(err, &se) && pctx.Err() == nil && d.migrate(pctx) {
+			continue
+		}
+		// P2P is over (Run waited for every fetch): tell the supernode
+		// we serve nothing, and fall back.
+		d.serviceDown()
+		d.log.Warnf("p2p download failed: %v", err)
+		d.reason = config.ReasonDownloadError
+		var de *downloadError
+		if errors.As(err, &de) {
+			d.reason = de.reason
+		}
+		return d.backSource(ctx, err, 0)
+	}
+}
+
+// migrate registers with the next supernode not tried yet.
+func (d *Download) migrate(ctx context.Context) bool {
+	d.serviceDown()
+	d.tried[d.reg.Node] = true
+	var rest []config.Node
+	for _, n := range d.nodes {
+		if !d.tried[n.Addr()] {
+			rest = append(rest, n)
+		}
+	}
+	if len(rest) == 0 {
+		return false
+	}
+	reg, err := regist.Register(ctx, d.client, d.cfg, rest, d.regReq, "")
+	if err != nil {
+		d.log.Warnf("migration: %v", err)
+		return false
+	}
+	d.reg, d.length = reg, reg.Data.FileLength
+	fmt.Fprintf(d.io.Console, "migrated to node:%s\n", reg.Node)
+	d.log.Infof("migrated to %s: task %s", reg.Node, reg.Data.TaskID)
+	return true
+}
+
+// fileAttempt is one P2P download against the registered supernode. The
+// output is published only if everything checks; on failure its file is
+// gone.
+func (d *Download) fileAttempt(ctx context.Context) error {
 	cfg := d.cfg
 	var path string
 	if d.peerPort > 0 {
@@ -273,20 +333,18 @@ func (d *Download) file(ctx context.Context) error {
 	if cfg.Md5 != "" || d.reg.Data.CDNSource == types.CDNSourceSource {
 		w.EnableHash()
 	}
-	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
-	stopRate := d.fairRate(pctx)
-	stopAlive := d.keepAlive(pctx)
-	res, err := d.p2p(w).Run(pctx)
+	stopRate := d.fairRate(ctx)
+	stopAlive := d.keepAlive(ctx)
+	res, err := d.p2p(w).Run(ctx)
 	stopAlive()
 	var sum string
 	var length int64
 	if err == nil {
-		length, sum, err = w.Finish(pctx, d.pieceCount(res))
+		length, sum, err = w.Finish(ctx, d.pieceCount(res))
 	} else {
 		w.Abort()
 	}
 	stopRate()
-	cancel()
 	if err == nil {
 		err = d.checkFile(res, length, sum)
 	}
@@ -297,23 +355,13 @@ func (d *Download) file(ctx context.Context) error {
 			err = os.Rename(path, cfg.Output)
 		}
 	}
-	if err == nil {
-		d.length, d.fromPeers = length, res.FromPeers
-		d.finishPeerServer(ctx)
-		return nil
+	if err != nil {
+		os.Remove(path)
+		return err
 	}
-	// P2P is over (Run waited for every fetch): drop its file, tell the
-	// supernode we serve nothing, and fall back.
-	os.Remove(path)
-	d.serviceDown()
-	d.log.Warnf("p2p download failed: %v", err)
-	reason := config.ReasonDownloadError
-	var de *downloadError
-	if errors.As(err, &de) {
-		reason = de.reason
-	}
-	d.reason = reason
-	return d.backSource(ctx, err, 0)
+	d.length, d.fromPeers = length, res.FromPeers
+	d.finishPeerServer(ctx)
+	return nil
 }
 
 func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {

@@ -186,6 +186,24 @@ func TestSupernodeDown(t *testing.T) {
 	mustSame(t, cfg.Output, body)
 }
 
+// A supernode that fails mid-download: dfget migrates to the next node and
+// finishes there, without falling back to the source.
+func TestMigrationToNextSupernode(t *testing.T) {
+	body := content(2*pieceContent + 3)
+	o := origin(t, nil) // a source fallback would fail
+	bad := newFakeSupernode(t, body)
+	bad.failTask = true
+	good := newFakeSupernode(t, body)
+	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
+	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
+	cfg.Pattern = config.PatternCDN
+	code, out := run(t, cfg, nil)
+	if code != 0 || !strings.Contains(out, "migrated to node:"+good.node()) || !strings.Contains(out, "reason:0") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, body)
+}
+
 func TestSource404LeavesNothing(t *testing.T) {
 	o := origin(t, nil)
 	cfg := testConfig(t, o.URL+"/missing", "127.0.0.1:1")

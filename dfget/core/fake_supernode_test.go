@@ -36,6 +36,10 @@ type fakeSupernode struct {
 	down     []string
 	corrupt  map[int]bool // CDN pieces served corrupted once
 	cdnHits  int
+	// failTask makes /peer/task answer 500; refuse makes register fail.
+	failTask bool
+	refuse   func() bool
+	pulls    int
 	peerAddr map[string]string // cid -> ip:port
 	peerPath map[string]string
 }
@@ -102,6 +106,11 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 		reply(w, types.ErrorResponse{Code: 500, Message: "bad register"})
 		return
 	}
+	if f.refuse != nil && f.refuse() {
+		w.WriteHeader(500)
+		reply(w, types.ErrorResponse{Code: 500, Message: "not now"})
+		return
+	}
 	f.mu.Lock()
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
 	if req.StreamMode {
@@ -123,6 +132,11 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.pulls++
+	if f.failTask {
+		reply(w, types.ResultInfo{Code: types.CodeSystemError, Msg: "broken"})
+		return
+	}
 	c := f.clients[q.Get("srcCid")]
 	if c == nil {
 		reply(w, types.ResultInfo{Code: types.CodeTargetNotFound})

@@ -39,6 +39,10 @@ type P2P struct {
 	Log     *logrus.Logger
 	// OnPiece is called with each written piece's content length.
 	OnPiece func(n int64)
+	// MaxFetch caps the pieces fetched at once (--clientqueue), which
+	// bounds piece buffers; the supernode's own per-client limit usually
+	// binds first. 0 means no cap.
+	MaxFetch int
 
 	pool api.BufferPool
 }
@@ -60,6 +64,16 @@ type event struct {
 	fatal  error
 }
 
+// SupernodeError is a P2P attempt ended by its supernode: unreachable, or
+// answering codes the protocol does not allow. Another supernode may do.
+type SupernodeError struct {
+	Node string
+	Err  error
+}
+
+func (e *SupernodeError) Error() string { return "supernode " + e.Node + ": " + e.Err.Error() }
+func (e *SupernodeError) Unwrap() error { return e.Err }
+
 // errNoProgress ends an attempt whose supernode keeps saying "wait" for
 // too long without any piece arriving.
 var errNoProgress = errors.New("no piece scheduled for too long")
@@ -75,6 +89,10 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	defer cancel()
 
 	events := make(chan event, 256)
+	var fetchSlots chan struct{}
+	if d.MaxFetch > 0 {
+		fetchSlots = make(chan struct{}, d.MaxFetch)
+	}
 	running := map[int]bool{}
 	done := map[int]bool{}
 	res := &Result{}
@@ -163,7 +181,10 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				req.Status, req.Result, req.Range, env.Code, len(env.Data), time.Since(t0), len(running))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("pull piece task from %s: %w", d.Node, err)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, &SupernodeError{Node: d.Node, Err: fmt.Errorf("pull piece task: %w", err)}
 		}
 		started = true
 		switch env.Code {
@@ -201,6 +222,17 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				wg.Add(1)
 				go func(pi types.PieceInfo) {
 					defer wg.Done()
+					if fetchSlots != nil {
+						select {
+						case fetchSlots <- struct{}{}:
+							defer func() { <-fetchSlots }()
+						case <-ctx.Done():
+							if release != nil {
+								release()
+							}
+							return
+						}
+					}
 					e := d.fetch(ctx, pi, release)
 					select {
 					case events <- e:
@@ -247,7 +279,7 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 		case types.CodeSourceError:
 			return nil, fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
 		default:
-			return nil, fmt.Errorf("supernode %s: /peer/task code %d: %s", d.Node, env.Code, env.Msg)
+			return nil, &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
 		}
 	}
 }
