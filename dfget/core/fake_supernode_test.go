@@ -28,14 +28,14 @@ type fakeSupernode struct {
 	wrapped []byte
 	md5     string
 
-	mu       sync.Mutex
-	clients  map[string]*fakeClient // by cid
-	holders  map[int][]string       // piece -> cids that reported it
-	errors   []string
-	metrics  int
-	down     []string
-	corrupt  map[int]bool // CDN pieces served corrupted once
-	cdnHits  int
+	mu      sync.Mutex
+	clients map[string]*fakeClient // by cid
+	holders map[int][]string       // piece -> cids that reported it
+	errors  []string
+	metrics int
+	down    []string
+	corrupt map[int]bool // CDN pieces served corrupted once
+	cdnHits int
 	// failTask makes /peer/task answer 500; refuse makes register fail.
 	failTask bool
 	refuse   func() bool
