@@ -287,3 +287,39 @@ func TestDfgetPeerKilledMidDownload(t *testing.T) {
 		fileEquals(t, filepath.Join(out, ip), data)
 	}
 }
+
+// --locallimit slows one download; --totallimit is shared by the
+// downloads of a host through its peer server's /rate/ fair share.
+func TestDfgetRateLimits(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(12<<20, 6)
+	url := o.add("/rate.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	r := p.run(sn, "-u", url, "-o", filepath.Join(out, "local"), "--notbs", "--locallimit", "4MB")
+	if r.code != 0 {
+		t.Fatalf("exit %d %s", r.code, r.stdout)
+	}
+	fileEquals(t, filepath.Join(out, "local"), data)
+	if r.duration < 2*time.Second {
+		t.Errorf("12 MiB at 4 MB/s took %v", r.duration)
+	}
+	var wg sync.WaitGroup
+	durs := make([]time.Duration, 2)
+	for i := range durs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := p.run(sn, "-u", url, "-o", filepath.Join(out, "total"+strconv.Itoa(i)), "--notbs", "--totallimit", "8MB")
+			if r.code != 0 {
+				t.Errorf("total %d: exit %d %s", i, r.code, r.stdout)
+			}
+			durs[i] = r.duration
+		}()
+	}
+	wg.Wait()
+	if max(durs[0], durs[1]) < 2*time.Second {
+		t.Errorf("two 12 MiB downloads under an 8 MB/s host limit took %v", durs)
+	}
+}

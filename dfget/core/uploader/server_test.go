@@ -252,3 +252,46 @@ func FuzzPieceRequest(f *testing.F) {
 		}
 	})
 }
+
+// A finished task's file goes --expiretime after its last access, with a
+// service-down report to its supernode; unfinished tasks stay.
+func TestGCExpiresFinishedTasks(t *testing.T) {
+	var downs []string
+	var mu sync.Mutex
+	sn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		downs = append(downs, r.URL.Path+"?"+r.URL.RawQuery)
+		mu.Unlock()
+		_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: types.CodeGetPeerDown})
+	}))
+	defer sn.Close()
+	s, dir := newTestServer(t)
+	s.cfg.ExpireTime = 50 * time.Millisecond
+	h := s.Handler()
+	for _, n := range []string{"done", "running"} {
+		if err := os.WriteFile(filepath.Join(dir, n+ServiceSuffix), []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		do(t, h, "GET", "/check/"+n, "127.0.0.1:1", nil, nil)
+	}
+	q := "taskFileName=done&taskID=T1&cid=C1&superNode=" + sn.Listener.Addr().String()
+	if w := do(t, h, "GET", "/client/finish?"+q, "127.0.0.1:1", nil, nil); w.Code != 200 {
+		t.Fatalf("finish: %d", w.Code)
+	}
+	if w := do(t, h, "GET", "/client/finish?taskFileName=x", "127.0.0.1:1", nil, nil); w.Code != 400 {
+		t.Fatalf("finish without ids: %d", w.Code)
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.gc(context.Background(), false)
+	if _, err := os.Stat(filepath.Join(dir, "done"+ServiceSuffix)); !os.IsNotExist(err) {
+		t.Error("expired file kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "running"+ServiceSuffix)); err != nil {
+		t.Error("unfinished task's file removed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(downs) != 1 || downs[0] != "/peer/service/down?cid=C1&taskId=T1" {
+		t.Fatalf("service-down calls: %v", downs)
+	}
+}
