@@ -51,8 +51,13 @@ func (b *Bar) SetTotal(t int64) { atomic.StoreInt64(&b.total, t) }
 func (b *Bar) Close() {
 	close(b.stop)
 	b.wg.Wait()
-	if b.out != nil {
-		fmt.Fprintln(b.out, b.Line(time.Now()))
+	if b.out == nil {
+		return
+	}
+	if b.done.Load() > 0 {
+		fmt.Fprint(b.out, "\r"+b.Line(time.Now())+"\x1b[K\n")
+	} else {
+		fmt.Fprint(b.out, "\r\x1b[K")
 	}
 }
 
