@@ -220,8 +220,11 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 		before[i] = counters(h)
 	}
 
-	logf("%s: %d x %s, origin %s, supernode %s, %s mode", cfg.Client, cfg.Peers, FormatBytes(cfg.Size),
-		FormatRate(cfg.OriginRate), FormatRate(cfg.SupernodeRate), c.Mode())
+	sup := ""
+	if sn != nil {
+		sup = ", supernode " + FormatRate(cfg.SupernodeRate)
+	}
+	logf("%s: %d x %s, origin %s%s, %s mode", cfg.Client, cfg.Peers, FormatBytes(cfg.Size), FormatRate(cfg.OriginRate), sup, c.Mode())
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	outputs := make([]string, len(peers))
