@@ -1,0 +1,83 @@
+package report
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/load"
+	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
+)
+
+func result(wall, fluid time.Duration, origin int64, ok bool) *swarm.Result {
+	return &swarm.Result{Client: swarm.Dfget, Peers: 8, Size: 1000, OriginRate: 400e6, Wall: wall, Fluid: fluid,
+		OriginBytes: origin, AllVerified: ok, PeerUpload: -1, MaxRSS: 1 << 20,
+		PeerResults: []swarm.Peer{{Verified: ok}}}
+}
+
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		row  Row
+		pass bool
+	}{
+		{"met", Row{Target: true, Result: result(3*time.Second, 2*time.Second, 1020, true)}, true},
+		{"slow", Row{Target: true, Result: result(3100*time.Millisecond, 2*time.Second, 1000, true)}, false},
+		{"origin", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1021, true)}, false},
+		{"wrong bytes", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1000, false)}, false},
+		{"error", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1000, true), Error: "boom"}, false},
+		{"not a target", Row{Result: result(2*time.Second, 2*time.Second, 1000, true)}, false},
+	} {
+		if got := tc.row.Pass(); got != tc.pass {
+			t.Errorf("%s: Pass() = %v", tc.name, got)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	r := &Report{Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Mode: "netns", Rows: []Row{
+		{Spec: "dfget N=8", Target: true, Result: result(3*time.Second, 2*time.Second, 1000, true)},
+		{Spec: "curl N=8", Result: result(20*time.Second, 16*time.Second, 8000, true)},
+	}, Loads: []LoadRow{{Target: true, Result: &load.Result{Clients: 10, Completed: 10, TaskP99: time.Millisecond}}}}
+	if f := r.Failed(); len(f) != 0 {
+		t.Fatalf("failed: %v", f)
+	}
+	var b strings.Builder
+	r.WriteMarkdown(&b)
+	out := b.String()
+	for _, want := range []string{"| dfget | 8 | 1000 B | 400 Mbit/s | 3.00 | 2.00 | 1.50 | 1.000 |", "pass (", "All runs correct"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
+	}
+
+	r.Loads[0].Result.Failed = 1
+	r.Rows = append(r.Rows, Row{Spec: "dfget N=16", Target: true, Error: "supernode exited"})
+	if f := r.Failed(); len(f) != 2 {
+		t.Fatalf("failed = %v, want the load failure and the error row", f)
+	}
+	b.Reset()
+	r.WriteMarkdown(&b)
+	if !strings.Contains(b.String(), "ERROR: supernode exited") || !strings.Contains(b.String(), "2 problem(s)") {
+		t.Errorf("markdown:\n%s", b.String())
+	}
+
+	path, err := r.Save(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(path) != "20260102T030405Z.json" {
+		t.Errorf("path %s", path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Rows) != 3 || back.Rows[0].Result.Wall != 3*time.Second {
+		t.Errorf("round trip: %v %+v", err, back.Rows)
+	}
+}
