@@ -362,6 +362,8 @@ type View struct {
 	ClientErrors int
 	Stream       bool
 	CDNFailed    bool
+	// Done: the CDN finished successfully and the client has every piece.
+	Done bool
 }
 
 // ClientView computes the pieces client cid can fetch now: written by the
@@ -379,6 +381,7 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
 	}
 	v := View{Stream: c.stream, CDNFailed: t.failed}
+	v.Done = t.finished && !t.failed && t.total > 0 && int(c.success.Count()) >= t.total
 	if src := m.peers[c.peerID]; src != nil {
 		v.ClientErrors = src.clientErr
 	}
@@ -405,20 +408,40 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 	return v, nil
 }
 
-// Assign marks piece num running for client cid, fetched from the least
-// loaded usable peer holding it or, failing that (or when peers is false),
-// from the supernode. A holder is usable when it is up, under the upload
-// limit, not a CDN-pattern peer and not blacklisted by this client; holders
-// that are down or failed eliminationLimit times are dropped for good. It
-// returns the chosen peer ID, or "" when nothing could be assigned.
-func (m *Manager) Assign(taskID, cid string, num int, peers bool, lim Limits, eliminationLimit int) string {
+// Assigned is a piece marked running for a client and its source peer.
+type Assigned struct {
+	Num int
+	Dst string
+}
+
+// Assign marks pieces running for client cid, trying nums in the given
+// order until the client runs lim.DownLimit pieces. Each comes from the
+// least loaded usable peer holding it or, failing that (or when peers is
+// false), from the supernode. A holder is usable when it is up, under the
+// upload limit, not a CDN-pattern peer and not blacklisted by this client;
+// holders that are down or failed eliminationLimit times are dropped for
+// good. One lock for the whole batch keeps a busy swarm from queueing on it.
+func (m *Manager) Assign(taskID, cid string, nums []int, peers bool, lim Limits, eliminationLimit int) []Assigned {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
 	t := m.tasks[taskID]
-	if c == nil || t == nil || c.taskID != taskID || len(c.running) >= lim.DownLimit {
-		return ""
+	if c == nil || t == nil || c.taskID != taskID {
+		return nil
 	}
+	var out []Assigned
+	for _, num := range nums {
+		if len(c.running) >= lim.DownLimit {
+			break
+		}
+		if d := m.assignOne(t, c, num, peers, lim, eliminationLimit); d != "" {
+			out = append(out, Assigned{Num: num, Dst: d})
+		}
+	}
+	return out
+}
+
+func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, lim Limits, eliminationLimit int) string {
 	if _, run := c.running[num]; run || c.success.Test(uint(num)) {
 		return ""
 	}
@@ -578,19 +601,6 @@ func (m *Manager) Loads(taskID, peerID string) (peer, super int) {
 		super = t.super
 	}
 	return peer, super
-}
-
-// Done reports whether client cid has every piece of a task whose CDN
-// finished successfully.
-func (m *Manager) Done(taskID, cid string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c := m.clients[cid]
-	t := m.tasks[taskID]
-	if c == nil || t == nil || !t.finished || t.failed || t.total <= 0 {
-		return false
-	}
-	return int(c.success.Count()) >= t.total
 }
 
 // EndStream drops a streaming client's window (its download ended); the

@@ -37,10 +37,10 @@ func TestViewAndAssignFromSupernode(t *testing.T) {
 	if err != nil || len(v.Candidates) != 3 {
 		t.Fatalf("view %+v %v", v, err)
 	}
-	if d := m.Assign(task, "c1", 0, true, lim, 5); d != super {
+	if d := assign1(m, "c1", 0, true, lim, 5); d != super {
 		t.Fatalf("assign piece 0 -> %q, want the supernode", d)
 	}
-	if d := m.Assign(task, "c1", 0, true, lim, 5); d != "" {
+	if d := assign1(m, "c1", 0, true, lim, 5); d != "" {
 		t.Fatalf("piece 0 assigned twice -> %q", d)
 	}
 	v, _ = m.ClientView(task, "c1")
@@ -63,18 +63,18 @@ func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
 	m.InitClient(task, "c1", "p1", false, false, 0)
 	m.InitClient(task, "c2", "p2", false, false, 0)
 	for i := range 3 {
-		if d := m.Assign(task, "c1", i, true, lim, 5); d != super {
+		if d := assign1(m, "c1", i, true, lim, 5); d != super {
 			t.Fatalf("piece %d -> %q", i, d)
 		}
 	}
-	if d := m.Assign(task, "c2", 3, true, lim, 5); d != "" {
+	if d := assign1(m, "c2", 3, true, lim, 5); d != "" {
 		t.Fatalf("supernode over its per-task limit: %q", d)
 	}
 	// A failure gives the slot back (v1 leaked it until a 30 s reset).
 	if _, err := m.Update(task, "c1", 1, Failed); err != nil {
 		t.Fatal(err)
 	}
-	if d := m.Assign(task, "c2", 3, true, lim, 5); d != super {
+	if d := assign1(m, "c2", 3, true, lim, 5); d != super {
 		t.Fatalf("slot not released after a failure: %q", d)
 	}
 }
@@ -92,7 +92,7 @@ func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 	}
 	got := map[string]int{}
 	for _, c := range []string{"x", "y", "z"} {
-		got[m.Assign(task, c, 0, true, Limits{DownLimit: 4, UpLimit: 1, SuperLimit: 3}, 5)]++
+		got[assign1(m, c, 0, true, Limits{DownLimit: 4, UpLimit: 1, SuperLimit: 3}, 5)]++
 	}
 	if got["pa"] != 1 || got["pb"] != 1 || got[super] != 1 {
 		t.Fatalf("assignments %v: want one each from pa, pb (up limit 1) and the supernode", got)
@@ -110,7 +110,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
-	if d := m.Assign(task, "x", 0, true, lim, 5); d != "pa" {
+	if d := assign1(m, "x", 0, true, lim, 5); d != "pa" {
 		t.Fatalf("want pa, got %q", d)
 	}
 	if _, err := m.Update(task, "x", 0, Failed); err != nil {
@@ -120,10 +120,10 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 		t.Fatalf("pa load %d after failure", l)
 	}
 	// x blacklisted pa: the supernode serves x; y still gets pa.
-	if d := m.Assign(task, "x", 0, true, lim, 5); d != super {
+	if d := assign1(m, "x", 0, true, lim, 5); d != super {
 		t.Fatalf("x after failing on pa: %q", d)
 	}
-	if d := m.Assign(task, "y", 0, true, lim, 1); d != super {
+	if d := assign1(m, "y", 0, true, lim, 1); d != super {
 		t.Fatalf("pa has 1 service error >= elimination limit 1: got %q", d)
 	}
 	if h := m.Holders(task, 0); len(h) != 0 {
@@ -138,7 +138,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 		t.Fatal("pb not down")
 	}
 	m.InitClient(task, "z", "pz", false, false, 0)
-	if d := m.Assign(task, "z", 0, true, lim, 5); d != super {
+	if d := assign1(m, "z", 0, true, lim, 5); d != super {
 		t.Fatalf("down peer offered: %q", d)
 	}
 }
@@ -173,21 +173,21 @@ func TestStreamWindow(t *testing.T) {
 	if una, wnd, ok := m.Window("o"); !ok || una != 0 || wnd != DefaultWindow {
 		t.Fatalf("default window: %d %d %t", una, wnd, ok)
 	}
-	if d := m.Assign(task, "o", 0, true, lim, 5); d != "ps" {
+	if d := assign1(m, "o", 0, true, lim, 5); d != "ps" {
 		t.Fatalf("want ps as holder, got %q", d)
 	}
 	m.Unassign(task, "o", 0)
 	if err := m.RemoveHolder(task, "s", 0); err != nil {
 		t.Fatal(err)
 	}
-	if d := m.Assign(task, "o", 0, true, lim, 5); d != super {
+	if d := assign1(m, "o", 0, true, lim, 5); d != super {
 		t.Fatalf("evicted holder offered: %q", d)
 	}
 	m.Unassign(task, "o", 0)
 	if err := m.AddHolder(task, "s", 0); err != nil {
 		t.Fatal(err)
 	}
-	if d := m.Assign(task, "o", 0, true, lim, 5); d != "ps" {
+	if d := assign1(m, "o", 0, true, lim, 5); d != "ps" {
 		t.Fatalf("re-added holder not offered: %q", d)
 	}
 	if err := m.AddHolder(task, "nobody", 0); err == nil {
@@ -225,18 +225,43 @@ func TestDoneAndWaiters(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("waiter not woken by a new piece")
 	}
-	if m.Done(task, "c") {
+	if v, _ := m.ClientView(task, "c"); v.Done {
 		t.Fatal("done before the cdn finished")
 	}
 	m.FinishCDN(task, 1, true)
 	if _, err := m.Update(task, "c", 0, Success); err != nil {
 		t.Fatal(err)
 	}
-	if !m.Done(task, "c") {
+	if v, _ := m.ClientView(task, "c"); !v.Done {
 		t.Fatal("not done with every piece")
 	}
 	m.DeleteTask(task)
 	if _, err := m.ClientView(task, "c"); err == nil {
 		t.Fatal("client kept after task delete")
+	}
+}
+
+// assign1 assigns one piece and returns its source ("" if none).
+func assign1(m *Manager, cid string, num int, peers bool, l Limits, elim int) string {
+	if a := m.Assign(task, cid, []int{num}, peers, l, elim); len(a) == 1 {
+		return a[0].Dst
+	}
+	return ""
+}
+
+func TestAssignBatchStopsAtDownLimit(t *testing.T) {
+	m := setup(t, 6)
+	m.InitClient(task, "c", "pc", false, false, 0)
+	got := m.Assign(task, "c", []int{5, 4, 3, 2, 1}, true, lim, 5)
+	if len(got) != 3 || got[0].Num != 5 || got[2].Num != 3 {
+		t.Fatalf("batch %v: want pieces 5 4 3 (super limit 3)", got)
+	}
+	if got := m.Assign(task, "c", []int{0}, true, Limits{DownLimit: 3, UpLimit: 5, SuperLimit: 10}, 5); len(got) != 0 {
+		t.Fatalf("over the down limit: %v", got)
+	}
+	m.EndStream("c")
+	v, _ := m.ClientView(task, "c")
+	if v.Done || len(v.Running) != 3 {
+		t.Fatalf("view %+v", v)
 	}
 }

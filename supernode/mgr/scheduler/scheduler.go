@@ -16,7 +16,7 @@ import (
 // Progress is what the scheduler needs from the progress manager.
 type Progress interface {
 	ClientView(taskID, cid string) (progress.View, error)
-	Assign(taskID, cid string, num int, peers bool, lim progress.Limits, eliminationLimit int) string
+	Assign(taskID, cid string, nums []int, peers bool, lim progress.Limits, eliminationLimit int) []progress.Assigned
 }
 
 // Errors the caller maps to protocol codes.
@@ -27,6 +27,8 @@ var (
 	ErrBusy = errors.New("every holder of the available pieces is busy")
 	// ErrLimited: the client already runs its limit of pieces (601, no data).
 	ErrLimited = errors.New("client is at its running-piece limit")
+	// ErrDone: the client has every piece of a finished task (600).
+	ErrDone = errors.New("client has every piece")
 	// ErrCDNFailed: the CDN failed (500).
 	ErrCDNFailed = errors.New("cdn failed")
 )
@@ -62,6 +64,9 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 	if v.CDNFailed {
 		return nil, ErrCDNFailed
 	}
+	if v.Done {
+		return nil, ErrDone
+	}
 	if len(v.Candidates) == 0 {
 		return nil, ErrWait
 	}
@@ -69,17 +74,15 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 		return nil, ErrLimited
 	}
 	order(v)
+	nums := make([]int, len(v.Candidates))
+	for i, c := range v.Candidates {
+		nums[i] = c.Num
+	}
 	// A client that keeps failing is served by the supernode only.
 	peers := v.ClientErrors <= s.cfg.FailureCountLimit
 	var out []Assignment
-	room := s.cfg.Limits.DownLimit - len(v.Running)
-	for _, c := range v.Candidates {
-		if len(out) >= room {
-			break
-		}
-		if d := s.p.Assign(taskID, cid, c.Num, peers, s.cfg.Limits, s.cfg.EliminationLimit); d != "" {
-			out = append(out, Assignment{Num: c.Num, DstPID: d})
-		}
+	for _, a := range s.p.Assign(taskID, cid, nums, peers, s.cfg.Limits, s.cfg.EliminationLimit) {
+		out = append(out, Assignment{Num: a.Num, DstPID: a.Dst})
 	}
 	if len(out) == 0 {
 		return nil, ErrBusy

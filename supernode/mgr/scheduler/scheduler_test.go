@@ -17,32 +17,33 @@ func TestScheduleRarestFirst(t *testing.T) {
 	p.EXPECT().ClientView("t", "c").Return(progress.View{Candidates: []progress.Candidate{
 		{Num: 0, Holders: 3}, {Num: 1, Holders: 0}, {Num: 2, Holders: 2}, {Num: 3, Holders: 1},
 	}}, nil)
-	var order []int
-	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, 5).DoAndReturn(
-		func(_, _ string, num int, _ bool, _ progress.Limits, _ int) string {
-			order = append(order, num)
-			return "peer"
-		}).Times(3)
+	p.EXPECT().Assign("t", "c", []int{1, 3, 2, 0}, true, cfg.Limits, 5).
+		Return([]progress.Assigned{{Num: 1, Dst: "super"}, {Num: 3, Dst: "peer"}})
 	as, err := New(p, cfg).Schedule("t", "c")
-	if err != nil || len(as) != 3 {
+	if err != nil || len(as) != 2 || as[0] != (Assignment{1, "super"}) || as[1] != (Assignment{3, "peer"}) {
 		t.Fatalf("schedule: %v %v", as, err)
-	}
-	if order[0] != 1 || order[1] != 3 || order[2] != 2 {
-		t.Fatalf("order %v, want rarest first [1 3 2]", order)
 	}
 }
 
-func TestScheduleStreamAscendingAndSkipsUnassignable(t *testing.T) {
+func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	p := NewMockProgress(ctrl)
+	p.EXPECT().ClientView("t", "c").Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
+		{Num: 0}, {Num: 20}, {Num: 11}, {Num: 13},
+	}}, nil)
+	p.EXPECT().Assign("t", "c", []int{11, 13, 20, 0}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 11, Dst: "super"}})
+	if _, err := New(p, cfg).Schedule("t", "c"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestScheduleStreamAscending(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
 	p.EXPECT().ClientView("t", "s").Return(progress.View{Stream: true, Candidates: []progress.Candidate{
 		{Num: 7, Holders: 0}, {Num: 5, Holders: 4}, {Num: 6, Holders: 1},
 	}}, nil)
-	gomock.InOrder(
-		p.EXPECT().Assign("t", "s", 5, true, cfg.Limits, 5).Return(""),
-		p.EXPECT().Assign("t", "s", 6, true, cfg.Limits, 5).Return("super"),
-		p.EXPECT().Assign("t", "s", 7, true, cfg.Limits, 5).Return("peer"),
-	)
+	p.EXPECT().Assign("t", "s", []int{5, 6, 7}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 6, Dst: "super"}, {Num: 7, Dst: "peer"}})
 	as, err := New(p, cfg).Schedule("t", "s")
 	if err != nil || len(as) != 2 || as[0] != (Assignment{6, "super"}) || as[1] != (Assignment{7, "peer"}) {
 		t.Fatalf("schedule: %v %v", as, err)
@@ -57,6 +58,7 @@ func TestScheduleOutcomes(t *testing.T) {
 		want error
 	}{
 		{"cdn failed", progress.View{CDNFailed: true}, nil, ErrCDNFailed},
+		{"done", progress.View{Done: true}, nil, ErrDone},
 		{"nothing yet", progress.View{}, nil, ErrWait},
 		{"at limit", progress.View{Running: []int{1, 2, 3}, Candidates: []progress.Candidate{{Num: 4}}}, nil, ErrLimited},
 		{"unknown", progress.View{}, progress.ErrUnknownClient, progress.ErrUnknownClient},
@@ -72,19 +74,18 @@ func TestScheduleOutcomes(t *testing.T) {
 	}
 }
 
-func TestScheduleFailingClientGoesToSupernodeOnly(t *testing.T) {
+func TestScheduleFailingClientAndBusy(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c").Return(progress.View{ClientErrors: 6, Running: []int{9, 10},
-		Candidates: []progress.Candidate{{Num: 0, Holders: 2}, {Num: 1, Holders: 2}}}, nil)
-	p.EXPECT().Assign("t", "c", gomock.Any(), false, cfg.Limits, 5).Return("super").Times(1)
-	as, err := New(p, cfg).Schedule("t", "c")
-	if err != nil || len(as) != 1 {
-		t.Fatalf("room for one piece: %v %v", as, err)
+	// A client over the failure limit: supernode only (peers=false).
+	p.EXPECT().ClientView("t", "c").Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
+	p.EXPECT().Assign("t", "c", []int{0}, false, cfg.Limits, 5).Return([]progress.Assigned{{Num: 0, Dst: "super"}})
+	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
+		t.Fatalf("failing client: %v %v", as, err)
 	}
-	// All candidates unassignable: busy.
+	// Candidates exist but nothing could be assigned: busy.
 	p.EXPECT().ClientView("t", "c").Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
-	p.EXPECT().Assign("t", "c", 0, true, cfg.Limits, 5).Return("")
+	p.EXPECT().Assign("t", "c", []int{0}, true, cfg.Limits, 5).Return(nil)
 	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("got %v, want ErrBusy", err)
 	}

@@ -126,20 +126,6 @@ func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockProgress)(nil).AddHolder), taskID, cid, num)
 }
 
-// Done mocks base method.
-func (m *MockProgress) Done(taskID, cid string) bool {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Done", taskID, cid)
-	ret0, _ := ret[0].(bool)
-	return ret0
-}
-
-// Done indicates an expected call of Done.
-func (mr *MockProgressMockRecorder) Done(taskID, cid any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Done", reflect.TypeOf((*MockProgress)(nil).Done), taskID, cid)
-}
-
 // EndStream mocks base method.
 func (m *MockProgress) EndStream(cid string) {
 	m.ctrl.T.Helper()

@@ -49,7 +49,6 @@ type Progress interface {
 	Unassign(taskID, cid string, num int)
 	PeerDown(peerID string)
 	EndStream(cid string)
-	Done(taskID, cid string) bool
 	SuperPID() string
 }
 
@@ -467,13 +466,18 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 // pullOnce answers /peer/task once; again asks the caller to retry after a
 // wake-up (nothing was available, the deadline has not passed).
 func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, deadline <-chan time.Time) (int, any, bool, error) {
-	// Registered before looking, so a change in between is not missed.
-	changed, stop := m.progress.Waiter(t.id)
-	defer stop()
 	t.mu.Lock()
 	status, tChanged := t.status, t.changed
 	realMd5, fileLength := t.realMd5, t.fileLength
 	t.mu.Unlock()
+	pollable := deadline != nil && (status == types.CDNStatusRunning || status == types.CDNStatusWaiting)
+	var changed <-chan struct{}
+	if pollable {
+		// Registered before scheduling, so a change in between is not missed.
+		var stop func()
+		changed, stop = m.progress.Waiter(t.id)
+		defer stop()
+	}
 	code := types.CodePeerWait
 	var data any
 	switch status {
@@ -481,22 +485,22 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 		return 0, nil, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
 	case types.CDNStatusWaiting:
 	default:
-		if status == types.CDNStatusSuccess && m.progress.Done(t.id, dt.CID) {
+		var err error
+		var busy, done bool
+		if code, data, busy, done, err = m.schedule(t, dt); err != nil {
+			return 0, nil, false, err
+		}
+		if done && status == types.CDNStatusSuccess {
 			_ = m.dfget.SetStatus(dt.CID, t.id, dfgettask.StatusSuccess)
 			m.progress.EndStream(dt.CID)
 			return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, false, nil
-		}
-		var err error
-		var busy bool
-		if code, data, busy, err = m.schedule(t, dt); err != nil {
-			return 0, nil, false, err
 		}
 		if busy {
 			return code, nil, false, nil
 		}
 	}
 	// Long-poll only while the CDN may still write new pieces.
-	if code != types.CodePeerWait || deadline == nil || (status != types.CDNStatusRunning && status != types.CDNStatusWaiting) {
+	if code != types.CodePeerWait || !pollable {
 		return code, data, false, nil
 	}
 	select {
@@ -514,19 +518,21 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 // 602 caused by load limits rather than missing pieces: it is answered at
 // once (as v1) instead of long-polled, since a slot frees only when another
 // client reports and the client's own back-off handles that.
-func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy bool, err error) {
+func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy, done bool, err error) {
 	as, err := m.sched.Schedule(t.id, dt.CID)
 	switch {
+	case errors.Is(err, scheduler.ErrDone):
+		return types.CodePeerWait, nil, false, true, nil
 	case errors.Is(err, scheduler.ErrWait):
-		return types.CodePeerWait, nil, false, nil
+		return types.CodePeerWait, nil, false, false, nil
 	case errors.Is(err, scheduler.ErrBusy):
-		return types.CodePeerWait, nil, true, nil
+		return types.CodePeerWait, nil, true, false, nil
 	case errors.Is(err, scheduler.ErrLimited):
-		return types.CodePeerContinue, nil, false, nil
+		return types.CodePeerContinue, nil, false, false, nil
 	case errors.Is(err, scheduler.ErrCDNFailed):
-		return 0, nil, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
+		return 0, nil, false, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
 	case err != nil:
-		return 0, nil, false, errorf(types.CodeTargetNotFound, "%w", err)
+		return 0, nil, false, false, errorf(types.CodeTargetNotFound, "%w", err)
 	}
 	t.mu.Lock()
 	pieceSize, httpLen, rawURL := t.pieceSize, t.httpLen, t.rawURL
@@ -574,9 +580,9 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy
 		infos = append(infos, pi)
 	}
 	if len(infos) == 0 {
-		return types.CodePeerWait, nil, true, nil
+		return types.CodePeerWait, nil, true, false, nil
 	}
-	return types.CodePeerContinue, infos, false, nil
+	return types.CodePeerContinue, infos, false, false, nil
 }
 
 // PieceReport is a /peer/piece/suc or /peer/piece/stream call.

@@ -149,7 +149,6 @@ func TestPullPieceInfos(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
 	id := running(t, d)
-	d.prog.EXPECT().Done(id, "c1").Return(false).AnyTimes()
 	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: "p2"}, {Num: 2, DstPID: "gone"}}, nil)
 	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
 	d.dfget.EXPECT().GetByPeer("p2", id).Return(dfgettask.Task{CID: "c2", Path: "/peer/file/c2"}, nil)
@@ -205,7 +204,6 @@ func TestPullLongPollWakesUp(t *testing.T) {
 	id := running(t, d)
 	wake := make(chan struct{}, 1)
 	d.prog.EXPECT().Waiter(id).Return(wake, func() {}).AnyTimes()
-	d.prog.EXPECT().Done(id, "c1").Return(false).AnyTimes()
 	gomock.InOrder(
 		d.sched.EXPECT().Schedule(id, "c1").DoAndReturn(func(string, string) ([]scheduler.Assignment, error) {
 			wake <- struct{}{} // a piece appears while the call waits
@@ -251,7 +249,7 @@ func TestPullFinishAndStream(t *testing.T) {
 	}
 	d.dfget.EXPECT().Get("c1", id).Return(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1"}, nil).AnyTimes()
 	d.dfget.EXPECT().SetStatus("c1", id, gomock.Any()).Return(nil).AnyTimes()
-	d.prog.EXPECT().Done(id, "c1").Return(true)
+	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrDone)
 	d.prog.EXPECT().EndStream("c1")
 	code, data, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: 700})
 	if err != nil || code != types.CodePeerFinish || data.(types.FinishData) != (types.FinishData{Md5: "md5", FileLength: 15}) {
