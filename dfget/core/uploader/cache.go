@@ -17,8 +17,11 @@ import (
 // piece it caches and evicts, in order, through one notifier goroutine.
 type streamCache struct {
 	api.StreamTask
-	pieces map[int][]byte
+	pieces map[int]*cached
 	order  []int
+	// free holds evicted buffers for reuse, so the cache's memory stays
+	// about window x piece size instead of growing with the garbage.
+	free [][]byte
 
 	// notes is an unbounded queue so a slow supernode never blocks the
 	// streaming dfget's pushes; it holds at most two notes per piece.
@@ -68,6 +71,34 @@ func (sc *streamCache) next() (streamNote, bool) {
 	}
 }
 
+// cached is one piece in the cache; refs counts responses still sending it,
+// so its buffer is recycled only when none is.
+type cached struct {
+	b       []byte
+	refs    int
+	evicted bool
+}
+
+// recycle returns an evicted piece's buffer to the free list. Caller holds
+// the server's mu.
+func (sc *streamCache) recycle(c *cached) {
+	if c.refs == 0 && len(sc.free) < sc.WindowSize {
+		sc.free = append(sc.free, c.b[:0])
+	}
+}
+
+// buffer returns a buffer of n bytes, reused when possible. Caller holds
+// the server's mu.
+func (sc *streamCache) buffer(n int) []byte {
+	for i := len(sc.free) - 1; i >= 0; i-- {
+		if b := sc.free[i]; cap(b) >= n {
+			sc.free = append(sc.free[:i], sc.free[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
 type streamNote struct {
 	num    int
 	cached bool
@@ -92,7 +123,7 @@ func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "invalid stream task")
 		return
 	}
-	sc := &streamCache{StreamTask: t, pieces: map[int][]byte{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.mu.Lock()
 	old := s.streams[name]
 	s.streams[name] = sc
@@ -118,7 +149,9 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "bad piece length")
 		return
 	}
-	b := make([]byte, r.ContentLength)
+	s.mu.Lock()
+	b := sc.buffer(int(r.ContentLength))
+	s.mu.Unlock()
 	if _, err := io.ReadFull(r.Body, b); err != nil {
 		text(w, http.StatusBadRequest, "short piece body")
 		return
@@ -137,10 +170,13 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 		for len(sc.order) >= sc.WindowSize {
 			old := sc.order[0]
 			sc.order = sc.order[1:]
+			c := sc.pieces[old]
 			delete(sc.pieces, old)
+			c.evicted = true
+			sc.recycle(c)
 			sc.enqueue(streamNote{num: old})
 		}
-		sc.pieces[num] = b
+		sc.pieces[num] = &cached{b: b}
 		sc.order = append(sc.order, num)
 		sc.enqueue(streamNote{num: num, cached: true})
 	}
@@ -179,7 +215,7 @@ func (s *Server) closeStream(name string) {
 		for _, n := range sc.order {
 			sc.enqueue(streamNote{num: n})
 		}
-		sc.order, sc.pieces = nil, nil
+		sc.order, sc.pieces, sc.free = nil, nil, nil
 		sc.close()
 	}
 	s.mu.Unlock()
@@ -190,14 +226,27 @@ func (s *Server) closeStream(name string) {
 
 func (s *Server) serveStream(w http.ResponseWriter, sc *streamCache, pr pieceRequest) {
 	s.mu.Lock()
-	b, ok := sc.pieces[pr.num]
+	c, ok := sc.pieces[pr.num]
+	if ok && pr.wrapped && int64(len(c.b)) <= pr.length+piece.WrapSize {
+		c.refs++
+	} else {
+		ok = false
+	}
 	s.mu.Unlock()
-	if !ok || !pr.wrapped || int64(len(b)) > pr.length+piece.WrapSize {
+	if !ok {
 		text(w, http.StatusNotFound, "piece not in stream cache")
 		return
 	}
+	defer func() {
+		s.mu.Lock()
+		c.refs--
+		if c.evicted {
+			sc.recycle(c)
+		}
+		s.mu.Unlock()
+	}()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(c.b)))
 	w.WriteHeader(http.StatusPartialContent)
-	_, _ = w.Write(b)
+	_, _ = w.Write(c.b)
 }

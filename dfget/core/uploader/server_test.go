@@ -295,3 +295,40 @@ func TestGCExpiresFinishedTasks(t *testing.T) {
 		t.Fatalf("service-down calls: %v", downs)
 	}
 }
+
+// FuzzPeerServerPath: whatever the path and piece headers, a remote caller
+// gets piece bytes only for the registered task file, and the server never
+// panics.
+func FuzzPeerServerPath(f *testing.F) {
+	f.Add("/peer/file/t", "bytes=0-99", "0", "4194304")
+	f.Add("/peer/file/..%2Ft", "bytes=0-99", "0", "4194304")
+	f.Add("/peer/file/secret", "bytes=0-99", "0", "4194304")
+	f.Add("/check/t", "", "", "")
+	f.Add("/peer/file/t/../secret", "bytes=0-5", "0", "100")
+	dir := f.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "t"+ServiceSuffix), bytes.Repeat([]byte("x"), 1000), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "secret"+ServiceSuffix), []byte("secret"), 0o644)
+	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
+	h := s.Handler()
+	reg := httptest.NewRequest("GET", "/check/t", nil)
+	reg.RemoteAddr = "127.0.0.1:1"
+	h.ServeHTTP(httptest.NewRecorder(), reg)
+	f.Fuzz(func(t *testing.T, path, rg, num, size string) {
+		r, err := http.NewRequest("GET", "http://x"+path, nil)
+		if err != nil || r.URL.Path == "" {
+			return
+		}
+		r.RemoteAddr = "10.1.2.3:4"
+		r.Header.Set("Range", rg)
+		r.Header.Set("pieceNum", num)
+		r.Header.Set("pieceSize", size)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code/100 == 2 && r.URL.Path != "/peer/file/t" && r.URL.Path != "/server/ping" {
+			t.Fatalf("%q served %d: %q", path, w.Code, w.Body.String())
+		}
+		if bytes.Contains(w.Body.Bytes(), []byte("secret")) {
+			t.Fatalf("%q leaked the secret", path)
+		}
+	})
+}

@@ -62,6 +62,9 @@ type Figures struct {
 	Cold   Run // dfget, task not yet in the CDN
 	Warm   Run // dfget, task in the CDN
 	Stream Run // dfget --stream, task in the CDN
+	// StreamServerRSS is the peak RSS (VmHWM) of the streaming dfget's
+	// peer server, which holds the stream cache.
+	StreamServerRSS int64
 }
 
 // ColdRatio is cold dfget time over curl time (target <= 1.3).
@@ -88,6 +91,7 @@ func (f *Figures) String() string {
 		f.Warm.Wall.Seconds(), f.MBps(f.Warm.Wall), f.Warm.CPU.Seconds(), f.WarmRatio(), f.Warm.PeakRSS>>20)
 	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
 		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
+	fmt.Fprintf(&b, "stream peer server peak RSS %d MiB\n", f.StreamServerRSS>>20)
 	return b.String()
 }
 
@@ -184,6 +188,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.StreamServerRSS = serverHWM(home)
 	if got := h.Sum32(); got != crc {
 		return nil, fmt.Errorf("stream crc32 %08x, want %08x", got, crc)
 	}
@@ -373,6 +378,25 @@ func startSupernode(ctx context.Context, bin, home string) (string, func(), erro
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// serverHWM is the peak RSS of the peer server under home, 0 if unknown.
+func serverHWM(home string) int64 {
+	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
+	if err != nil {
+		return 0
+	}
+	st, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // killServer ends the peer server a dfget spawned under home.
