@@ -323,3 +323,42 @@ func TestDfgetRateLimits(t *testing.T) {
 		t.Errorf("two 12 MiB downloads under an 8 MB/s host limit took %v", durs)
 	}
 }
+
+// File mode at the piece boundaries: empty, one byte, exactly one piece,
+// one piece plus a byte.
+func TestDfgetPieceBoundaries(t *testing.T) {
+	o := newOrigin(t)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	for _, n := range []int{0, 1, 4194299, 4194300} {
+		data := randomData(n, uint64(n)+99)
+		url := o.add("/b"+strconv.Itoa(n), data)
+		dst := filepath.Join(out, strconv.Itoa(n))
+		if r := p.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 || !strings.Contains(r.stdout, "length:"+strconv.Itoa(n)+" ") {
+			t.Fatalf("%d bytes: exit %d %s", n, r.code, r.stdout)
+		}
+		fileEquals(t, dst, data)
+	}
+}
+
+// A Range header is honoured through the supernode and on fallback.
+func TestDfgetRangeHeader(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(6<<20, 7)
+	url := o.add("/range.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	want := data[1000 : 5<<20]
+	hdr := fmt.Sprintf("Range: bytes=1000-%d", 5<<20-1)
+	if r := p.run(sn, "-u", url, "-o", filepath.Join(out, "p2p"), "--header", hdr); r.code != 0 {
+		t.Fatalf("p2p: exit %d %s", r.code, r.stdout)
+	}
+	fileEquals(t, filepath.Join(out, "p2p"), want)
+	down := &supernode{api: FreePort(t)}
+	if r := p.run(down, "-u", url, "-o", filepath.Join(out, "bs"), "--header", hdr); r.code != 0 {
+		t.Fatalf("fallback: exit %d %s", r.code, r.stdout)
+	}
+	fileEquals(t, filepath.Join(out, "bs"), want)
+}

@@ -87,6 +87,8 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 	data := randomData(64<<20, 23)
 	url := o.add("/mixed.bin", data)
 	sn := startSupernode(t, t.TempDir())
+	warm := newClient(t, sn, "127.0.0.9-warm")
+	waitCDN(t, sn, warm.register(warm.registerReq(url)).TaskID, time.Minute)
 	want := sha256.Sum256(data)
 	var wg sync.WaitGroup
 	errs := make(chan string, 3)
@@ -121,6 +123,9 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 		t.Error(e)
 	}
 	fileEquals(t, dst, data)
+	t.Logf("pieces scheduled from peers %v, from the supernode %v",
+		metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="peer"}`),
+		metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="supernode"}`))
 }
 
 // P2P failing mid-stream (the supernode dies) continues from the source at
