@@ -250,7 +250,7 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 			if time.Since(lastProgress) > 2*time.Minute && len(running) == 0 {
 				return nil, errNoProgress
 			}
-			lo := 50 << min(wait, 4)
+			lo := 20 << min(wait, 5)
 			wait++
 			if err := await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond); err != nil {
 				return nil, err
