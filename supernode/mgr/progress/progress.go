@@ -399,11 +399,8 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 		if _, run := c.running[int(i)]; run {
 			continue
 		}
-		n := len(t.holders[int(i)])
-		if _, self := t.holders[int(i)][c.peerID]; self {
-			n--
-		}
-		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: n})
+		// The client itself is not among the holders of a piece it lacks.
+		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: len(t.holders[int(i)])})
 	}
 	return v, nil
 }
