@@ -51,16 +51,15 @@ const (
 
 // Back-source reasons, printed as reason:N and reported as backsourceReason.
 const (
-	ReasonNone           = 0
-	ReasonRegisterFail   = 1
-	ReasonMd5NotMatch    = 2
-	ReasonDownloadError  = 3
-	ReasonWriteError     = 6
-	ReasonNodeEmpty      = 8
-	ReasonSourceError    = 10
-	ReasonUserSpecified  = 100
-	ReasonNotBSAddition  = 1000
-	ReasonStreamFallback = 3
+	ReasonNone          = 0
+	ReasonRegisterFail  = 1
+	ReasonMd5NotMatch   = 2
+	ReasonDownloadError = 3
+	ReasonWriteError    = 6
+	ReasonNodeEmpty     = 8
+	ReasonSourceError   = 10
+	ReasonUserSpecified = 100
+	ReasonNotBSAddition = 1000
 )
 
 // Config is everything one dfget download needs: flags, properties and the

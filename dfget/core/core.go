@@ -171,7 +171,7 @@ func (d *Download) run(ctx context.Context) error {
 	}
 	d.nodes, d.tried = nodes, map[string]bool{}
 	d.regReq = regist.Request{CID: d.cid, IP: d.localIP, Port: d.peerPort, RootCAs: rootCAs}
-	reg, err := regist.Register(ctx, d.client, cfg, nodes, d.regReq, "")
+	reg, err := regist.Register(ctx, d.client, cfg, nodes, d.regReq)
 	if err != nil {
 		d.log.Warnf("%v", err)
 		d.reason = config.ReasonRegisterFail
@@ -296,7 +296,7 @@ func (d *Download) migrate(ctx context.Context) bool {
 	if len(rest) == 0 {
 		return false
 	}
-	reg, err := regist.Register(ctx, d.client, d.cfg, rest, d.regReq, "")
+	reg, err := regist.Register(ctx, d.client, d.cfg, rest, d.regReq)
 	if err != nil {
 		d.log.Warnf("migration: %v", err)
 		return false

@@ -56,9 +56,9 @@ func LocalIP(ctx context.Context, nodes []config.Node) (string, error) {
 	return "", fmt.Errorf("no supernode reachable to find the local IP: %w", last)
 }
 
-// Register tries nodes in order (skipping skip) and returns the first
-// success, or an error naming every node's failure.
-func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []config.Node, r Request, skip string) (*Result, error) {
+// Register tries nodes in order and returns the first success, or an
+// error naming every node's failure.
+func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []config.Node, r Request) (*Result, error) {
 	host, _ := os.Hostname()
 	body := types.RegisterRequest{
 		RawURL: cfg.URL, TaskURL: cfg.TaskURL, CID: r.CID, IP: r.IP, HostName: host, Port: r.Port,
@@ -77,9 +77,6 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 	}
 	var errs []string
 	for _, n := range nodes {
-		if n.Addr() == skip {
-			continue
-		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
