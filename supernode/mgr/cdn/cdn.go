@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bits-and-blooms/bitset"
@@ -367,9 +368,10 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix,
 }
 
 type job struct {
-	num int
-	buf []byte
-	n   int
+	num  int
+	buf  []byte
+	n    int
+	refs *atomic.Int32 // the writer and the file hasher both release buf
 }
 
 // run reads the body, cuts it into pieces and writes them with a pool of
@@ -422,10 +424,26 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 	}
 	workers := m.cfg.Workers
 	jobs := make(chan job, workers)
-	pool := make(chan []byte, workers*2)
-	for range workers * 2 {
+	pool := make(chan []byte, workers*2+1)
+	for range workers*2 + 1 {
 		pool <- make([]byte, ps)
 	}
+	release := func(j job) {
+		if j.refs.Add(-1) == 0 {
+			pool <- j.buf
+		}
+	}
+	// The whole-file md5 runs beside the reader so reading the socket never
+	// waits for hashing; pieces reach it in order.
+	hashq := make(chan job, workers*2+1)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for j := range hashq {
+			fileMd5.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+			release(j)
+		}
+	}()
 	var werr error
 	var werrOnce sync.Once
 	var wg sync.WaitGroup
@@ -451,7 +469,7 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 					fs.mu.Unlock()
 					m.progress.SetCDNPiece(id, j.num)
 				}
-				pool <- j.buf
+				release(j)
 			}
 		}()
 	}
@@ -471,10 +489,14 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 		}
 		n, err := io.ReadFull(body, buf[piece.HeadSize:piece.HeadSize+cs])
 		if n > 0 || (num == 0 && errors.Is(err, io.EOF)) {
-			fileMd5.Write(buf[piece.HeadSize : piece.HeadSize+n])
 			read += int64(n)
-			jobs <- job{num: num, buf: buf, n: n}
+			j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
+			j.refs.Store(2)
+			hashq <- j
+			jobs <- j
 			num++
+		} else {
+			pool <- buf
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -484,7 +506,9 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 		}
 	}
 	close(jobs)
+	close(hashq)
 	wg.Wait()
+	<-hashed
 	// No fsync of the data: the page cache survives a process restart, and
 	// a file torn by a power loss fails its piece md5s at the clients, whose
 	// piece-error reports drop it. Syncing 1 GiB would double the CDN time.
