@@ -253,7 +253,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		res := m.run(ctx, src, resp, newMeta, resume, state)
+		res := m.run(ctx, cancel, src, resp, newMeta, resume, state)
 		done(res)
 	}()
 	return Started{HTTPFileLength: length, PieceSize: pieceSize}, nil
@@ -376,7 +376,7 @@ type job struct {
 
 // run reads the body, cuts it into pieces and writes them with a pool of
 // writers; each written piece becomes ready at once.
-func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta *store.Meta, resume *prefix, fs *fileState) Result {
+func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source, resp *http.Response, meta *store.Meta, resume *prefix, fs *fileState) Result {
 	id := src.TaskID
 	defer resp.Body.Close()
 	log := m.log.WithField("task", id)
@@ -473,7 +473,14 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 			}
 		}()
 	}
-	body := &countingReader{r: resp.Body, ctx: ctx, lim: m.limiter, c: m.metrics.DownloadBytes}
+	// A source that stops sending fails the task instead of holding it
+	// RUNNING forever: the request is cancelled after idle time without data.
+	idle := 3 * m.cfg.SourceTimeout
+	stalled := make(chan struct{})
+	watchdog := time.AfterFunc(idle, func() { close(stalled); cancel() })
+	defer watchdog.Stop()
+	body := &countingReader{r: resp.Body, ctx: ctx, lim: m.limiter, c: m.metrics.DownloadBytes,
+		progress: func() { watchdog.Reset(idle) }}
 	num := first
 	var read int64
 	var rerr error
@@ -488,6 +495,20 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 			break
 		}
 		n, err := io.ReadFull(body, buf[piece.HeadSize:piece.HeadSize+cs])
+		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !end {
+			// A broken read: the partial piece must never become ready.
+			pool <- buf
+			rerr = &SourceError{URL: src.RawURL, Err: err}
+			break
+		}
+		if want := meta.HTTPFileLen; want >= 0 && end && int64(n) != piece.ContentLength(num, want, ps) {
+			// The source closed early: the short piece must not become ready.
+			pool <- buf
+			rerr = &SourceError{URL: src.RawURL, Err: fmt.Errorf("body ended at %d of %d bytes",
+				piece.ContentOffset(num, ps)+int64(n), want)}
+			break
+		}
 		if n > 0 || (num == 0 && errors.Is(err, io.EOF)) {
 			read += int64(n)
 			j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
@@ -498,10 +519,7 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 		} else {
 			pool <- buf
 		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				rerr = &SourceError{URL: src.RawURL, Err: err}
-			}
+		if end {
 			break
 		}
 	}
@@ -509,6 +527,12 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 	close(hashq)
 	wg.Wait()
 	<-hashed
+	select {
+	case <-stalled:
+		m.countSourceFailure()
+		rerr = &SourceError{URL: src.RawURL, Err: fmt.Errorf("no data for %s", idle)}
+	default:
+	}
 	// No fsync of the data: the page cache survives a process restart, and
 	// a file torn by a power loss fails its piece md5s at the clients, whose
 	// piece-error reports drop it. Syncing 1 GiB would double the CDN time.
@@ -550,12 +574,14 @@ func (m *Manager) run(ctx context.Context, src Source, resp *http.Response, meta
 	return Result{OK: true, RealMd5: realMd5, FileLength: wrappedLen, PieceTotal: total}
 }
 
-// countingReader applies the bandwidth limit and counts source bytes.
+// countingReader applies the bandwidth limit, counts source bytes and
+// reports progress (to the stall watchdog).
 type countingReader struct {
-	r   io.Reader
-	ctx context.Context
-	lim *xrate.Limiter
-	c   prometheus.Counter
+	r        io.Reader
+	ctx      context.Context
+	lim      *xrate.Limiter
+	c        prometheus.Counter
+	progress func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -567,6 +593,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	if n > 0 {
+		c.progress()
 		if c.c != nil {
 			c.c.Add(float64(n))
 		}

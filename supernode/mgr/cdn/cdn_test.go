@@ -221,3 +221,55 @@ func TestBandwidthLimit(t *testing.T) {
 		t.Fatalf("limited fetch took %s (%+v)", time.Since(begin), res)
 	}
 }
+
+func TestStalledSourceFails(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("some bytes"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	p := NewMockProgress(gomock.NewController(t))
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m := New(Config{SourceTimeout: 100 * time.Millisecond}, st, p, Metrics{}, log)
+	defer m.Close()
+	p.EXPECT().ResetCDN("t7")
+	p.EXPECT().FinishCDN("t7", 0, false)
+	begin := time.Now()
+	_, res := start(t, m, Source{TaskID: "t7", RawURL: srv.URL + "/f"})
+	if res.OK || !IsSourceError(res.Err) || time.Since(begin) > 5*time.Second {
+		t.Fatalf("stalled source: %+v after %s", res, time.Since(begin))
+	}
+}
+
+func TestShortBodyNeverReady(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(make([]byte, 50000)) // the handler returns: the connection closes early
+	}))
+	defer srv.Close()
+	p := NewMockProgress(gomock.NewController(t)) // strict: no SetCDNPiece expected
+	m, _ := newManager(t, p, 0)
+	p.EXPECT().ResetCDN("t8")
+	p.EXPECT().FinishCDN("t8", 0, false)
+	_, res := start(t, m, Source{TaskID: "t8", RawURL: srv.URL + "/f"})
+	if res.OK || !IsSourceError(res.Err) {
+		t.Fatalf("short body: %+v", res)
+	}
+	if _, state := m.Servable("t8", 0, 10); state != ServeNotFound {
+		t.Fatalf("short piece servable: %d", state)
+	}
+}
