@@ -99,6 +99,10 @@ func newRoot() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Show derived values (advertise IP, load limit) as the daemon uses them.
+			if err := cfg.Base.Validate(); err != nil {
+				return err
+			}
 			b, err := config.Marshal(cfg)
 			if err != nil {
 				return err
