@@ -22,6 +22,9 @@ type streamCache struct {
 	// free holds evicted buffers for reuse, so the cache's memory stays
 	// about window x piece size instead of growing with the garbage.
 	free [][]byte
+	// reserved counts pushes being received: they hold buffers, so they
+	// count against the window too.
+	reserved int
 
 	// notes is an unbounded queue so a slow supernode never blocks the
 	// streaming dfget's pushes; it holds at most two notes per piece.
@@ -99,6 +102,18 @@ func (sc *streamCache) buffer(n int) []byte {
 	return make([]byte, n)
 }
 
+// evictOldest drops the oldest cached piece and queues its report. Caller
+// holds the server's mu.
+func (sc *streamCache) evictOldest() {
+	old := sc.order[0]
+	sc.order = sc.order[1:]
+	c := sc.pieces[old]
+	delete(sc.pieces, old)
+	c.evicted = true
+	sc.recycle(c)
+	sc.enqueue(streamNote{num: old})
+}
+
 type streamNote struct {
 	num    int
 	cached bool
@@ -149,9 +164,23 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "bad piece length")
 		return
 	}
+	// Make room first: the buffer this push fills is part of the window.
 	s.mu.Lock()
+	for len(sc.order) > 0 && len(sc.order)+sc.reserved >= sc.WindowSize {
+		sc.evictOldest()
+	}
+	sc.reserved++
 	b := sc.buffer(int(r.ContentLength))
 	s.mu.Unlock()
+	keep := false
+	defer func() {
+		s.mu.Lock()
+		sc.reserved--
+		if !keep && len(sc.free) < sc.WindowSize {
+			sc.free = append(sc.free, b[:0])
+		}
+		s.mu.Unlock()
+	}()
 	if _, err := io.ReadFull(r.Body, b); err != nil {
 		text(w, http.StatusBadRequest, "short piece body")
 		return
@@ -168,17 +197,12 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, dup := sc.pieces[num]; !dup {
 		for len(sc.order) >= sc.WindowSize {
-			old := sc.order[0]
-			sc.order = sc.order[1:]
-			c := sc.pieces[old]
-			delete(sc.pieces, old)
-			c.evicted = true
-			sc.recycle(c)
-			sc.enqueue(streamNote{num: old})
+			sc.evictOldest()
 		}
 		sc.pieces[num] = &cached{b: b}
 		sc.order = append(sc.order, num)
 		sc.enqueue(streamNote{num: num, cached: true})
+		keep = true
 	}
 	s.mu.Unlock()
 	text(w, http.StatusOK, "success")
