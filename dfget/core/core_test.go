@@ -266,3 +266,22 @@ func TestStreamConsumerGone(t *testing.T) {
 }
 
 var _ = types.CodeSuccess
+
+// A reader that leaves while the stream comes from the source (no
+// supernode): still a clean stop.
+func TestStreamFallbackConsumerGone(t *testing.T) {
+	body := content(3 << 20)
+	o := origin(t, body)
+	cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
+	cfg.Stream = true
+	code, out := run(t, cfg, &closingWriter{left: 1000})
+	if code != 0 || !strings.Contains(out, "STOPPED") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	var buf bytes.Buffer
+	cfg = testConfig(t, o.URL+"/file", "127.0.0.1:1")
+	cfg.Stream = true
+	if code, out := run(t, cfg, &buf); code != 0 || !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("fallback stream: exit %d, %d bytes: %s", code, buf.Len(), out)
+	}
+}

@@ -2,11 +2,8 @@ package core
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -86,14 +83,13 @@ func (d *Download) stream(ctx context.Context) error {
 // streamBackSource continues the stream from the source at off, so no byte
 // already written is repeated or skipped.
 func (d *Download) streamBackSource(ctx context.Context, src *downloader.Source, off int64) error {
-	var out io.Writer
-	var sum func() string
-	if d.sw != nil {
-		out, sum = d.sw.Continue(), d.sw.Sum
-	} else {
-		h := md5.New()
-		out, sum = io.MultiWriter(d.io.Data, h), func() string { return hex.EncodeToString(h.Sum(nil)) }
+	if d.sw == nil {
+		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
+		// and keeps the --md5 hash.
+		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "")
+		_, _ = d.sw.Stop()
 	}
+	out, sum := d.sw.Continue(), d.sw.Sum
 	n, err := src.Copy(ctx, out, off, d.bar.Add)
 	d.length = off + n
 	if err != nil {
