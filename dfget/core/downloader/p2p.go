@@ -170,7 +170,11 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 			fails = fails[1:]
 			req.Result, req.Range, req.DstCID = types.ResultFail, f.rng, f.dstCID
 		case lastOK != nil:
+			// Each success is reported in one pull only (it also went to
+			// /peer/piece/suc); later pulls with nothing new to say use
+			// the start status, which every supernode treats as "any work?".
 			req.Result, req.Range, req.DstCID = types.ResultSemiSuc, lastOK.rng, lastOK.dstCID
+			lastOK = nil
 		default:
 			req.Status, req.Result = types.TaskStatusStart, types.ResultInvalid
 		}
