@@ -96,7 +96,7 @@ func Default() Config {
 		TaskExpireTime:          3 * time.Minute,
 		PeerGCDelay:             3 * time.Minute,
 		GCDiskInterval:          15 * time.Second,
-		YoungGCThreshold:        100 * rate.GB,
+		YoungGCThreshold:        20 * rate.GB,
 		FullGCThreshold:         5 * rate.GB,
 		IntervalThreshold:       2 * time.Hour,
 		CleanRatio:              1,

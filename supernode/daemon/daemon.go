@@ -111,6 +111,7 @@ func (d *Daemon) build() error {
 		InitialDelay: b.GCInitialDelay, MetaInterval: b.GCMetaInterval, DiskInterval: b.GCDiskInterval,
 		TaskExpire: b.TaskExpireTime, PeerGCDelay: b.PeerGCDelay,
 		YoungGCThreshold: int64(b.YoungGCThreshold), FullGCThreshold: int64(b.FullGCThreshold),
+		YoungMinIdle: b.IntervalThreshold,
 	}, tasks, dfgets, prog, peers, d.cdn, st, gc.Metrics{
 		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
 	}, log.WithField("mgr", "gc"))

@@ -71,7 +71,11 @@ type Config struct {
 	TaskExpire       time.Duration
 	PeerGCDelay      time.Duration
 	YoungGCThreshold int64 // disk GC starts below this much free space
-	FullGCThreshold  int64 // below this, every idle cache file goes
+	FullGCThreshold  int64 // below this, recently used files may go too
+	// YoungMinIdle keeps files accessed this recently out of a young GC, so
+	// a disk that is merely below the young threshold (or a restart, before
+	// clients register again) does not wipe a cache in use.
+	YoungMinIdle time.Duration
 }
 
 // Metrics are the GC collectors (any may be nil).
@@ -180,7 +184,8 @@ func (m *Manager) gcPeers() {
 
 // GCDisk frees cache space when free space is below the young threshold:
 // cache files of tasks not in memory go, least recently accessed first,
-// until free space is back above it (all of them below the full threshold).
+// until free space is back above it. Files idle for less than YoungMinIdle
+// are kept unless free space is below the full threshold.
 func (m *Manager) GCDisk() {
 	avail, err := m.store.AvailSpace()
 	if err != nil {
@@ -214,9 +219,10 @@ func (m *Manager) GCDisk() {
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].access < cands[j].access })
 	freed := int64(0)
+	recent := m.now().Add(-m.cfg.YoungMinIdle).UnixMilli()
 	for _, c := range cands {
-		if !full && avail+freed >= m.cfg.YoungGCThreshold {
-			break
+		if avail+freed >= m.cfg.YoungGCThreshold || (!full && c.access > recent) {
+			break // sorted: every later file is more recent
 		}
 		if m.tasks.Has(c.id) {
 			continue // registered meanwhile

@@ -28,7 +28,7 @@ func newMocks(t *testing.T) *mocks {
 		peers: NewMockPeers(ctrl), cdn: NewMockCDN(ctrl), store: NewMockStore(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	x.m = New(Config{TaskExpire: time.Minute, PeerGCDelay: time.Minute, YoungGCThreshold: 100, FullGCThreshold: 10},
+	x.m = New(Config{TaskExpire: time.Minute, PeerGCDelay: time.Minute, YoungGCThreshold: 100, FullGCThreshold: 10, YoungMinIdle: time.Hour},
 		x.tasks, x.dfget, x.prog, x.peers, x.cdn, x.store, Metrics{}, log)
 	return x
 }
@@ -70,6 +70,7 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 
 func TestGCDiskLRU(t *testing.T) {
 	x := newMocks(t)
+	x.m.now = func() time.Time { return time.UnixMilli(1000).Add(2 * time.Hour) }
 	// 50 bytes free, young threshold 100: remove least recently used
 	// cache files not in memory until 100 are free.
 	x.store.EXPECT().AvailSpace().Return(int64(50), nil)
@@ -90,14 +91,23 @@ func TestGCDiskLRU(t *testing.T) {
 	x.store.EXPECT().AvailSpace().Return(int64(1000), nil)
 	x.m.GCDisk()
 
-	// Below the full threshold: every idle file goes.
+	// Young GC keeps recently used files even if space stays low.
+	x.store.EXPECT().AvailSpace().Return(int64(50), nil)
+	x.store.EXPECT().TaskIDs().Return([]string{"fresh"}, nil)
+	x.tasks.EXPECT().Has("fresh").Return(false)
+	x.store.EXPECT().ReadMeta("fresh").Return(&store.Meta{TaskID: "fresh", AccessTime: x.m.now().UnixMilli()}, nil)
+	x.store.EXPECT().DataSize("fresh").Return(int64(30))
+	x.m.GCDisk()
+
+	// Below the full threshold: recent files go too, oldest first, until
+	// free space is back above the young threshold.
 	x.store.EXPECT().AvailSpace().Return(int64(5), nil)
-	x.store.EXPECT().TaskIDs().Return([]string{"a", "b"}, nil)
-	for _, id := range []string{"a", "b"} {
-		x.tasks.EXPECT().Has(id).Return(false).Times(2)
-		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id}, nil)
-		x.store.EXPECT().DataSize(id).Return(int64(1000))
-		x.store.EXPECT().Remove(id).Return(nil)
+	x.store.EXPECT().TaskIDs().Return([]string{"a", "b", "c"}, nil)
+	for _, id := range []string{"a", "b", "c"} {
+		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
+		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: x.m.now().UnixMilli() + int64(id[0])}, nil)
+		x.store.EXPECT().DataSize(id).Return(int64(60))
 	}
+	gomock.InOrder(x.store.EXPECT().Remove("a").Return(nil), x.store.EXPECT().Remove("b").Return(nil))
 	x.m.GCDisk()
 }
