@@ -65,7 +65,14 @@ func TestSupernodeDownloadAndCache(t *testing.T) {
 	if err := sn.Stop(10 * time.Second); err != nil {
 		t.Fatalf("supernode exit after SIGTERM: %v", err)
 	}
-	sn2 := startSupernode(t, sn.home)
+	// The restarted supernode runs disk GC at once with a threshold no disk
+	// meets (keys from a YAML config): a young GC must spare a recent file.
+	cfgPath := filepath.Join(t.TempDir(), "supernode.yml")
+	if err := os.WriteFile(cfgPath, []byte("base:\n  youngGCThreshold: 1000000GB\n  fullGCThreshold: 1KB\n  gcDiskInterval: 100ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sn2 := startSupernode(t, sn.home, "--config", cfgPath, "--gc-initial-delay", "0s")
+	time.Sleep(500 * time.Millisecond)
 	c3 := newClient(t, sn2, "127.0.0.1-3-3.000")
 	c3.register(c3.registerReq(u))
 	waitCDN(t, sn2, reg.TaskID, 10*time.Second)

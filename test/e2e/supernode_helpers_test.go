@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -157,8 +158,11 @@ func startSupernode(t *testing.T, home string, extra ...string) *supernode {
 	for dl == api {
 		dl = FreePort(t)
 	}
-	args := append([]string{"--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl),
-		"--advertise-ip", "127.0.0.1", "--config", "/dev/null"}, extra...)
+	args := []string{"--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1"}
+	if !slices.Contains(extra, "--config") {
+		args = append(args, "--config", "/dev/null")
+	}
+	args = append(args, extra...)
 	p := StartProcess(t, "supernode-"+strconv.Itoa(api), Binary(t, "supernode"), args...)
 	WaitPort(t, Addr(api), 10*time.Second)
 	WaitPort(t, Addr(dl), 10*time.Second)
