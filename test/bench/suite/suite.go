@@ -63,6 +63,7 @@ func Default() Config {
 		// a paced load below the supernode's saturation point.
 		LoadPieceTimes: []time.Duration{0, 2 * time.Second},
 		CDNSize:        1 << 30,
+		SingleSize:     1 << 30,
 	}
 }
 
