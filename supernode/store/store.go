@@ -247,12 +247,12 @@ func writeAtomic(path string, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// No fsync: rename keeps a reader (or a restarted supernode) from ever
+	// seeing a torn sidecar; on ext4 an fsync here would also flush the
+	// whole freshly written data file and stall the CDN for seconds.
 	werr := tmp.Chmod(0o644)
 	if werr == nil {
 		_, werr = tmp.Write(b)
-	}
-	if werr == nil {
-		werr = tmp.Sync()
 	}
 	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
