@@ -213,3 +213,23 @@ func FuzzShiftRange(f *testing.F) {
 		}
 	})
 }
+
+func TestFileWriterInOrderHashesFromMemory(t *testing.T) {
+	const per = 100
+	data := bytes.Repeat([]byte("0123456789"), 95)
+	w, err := NewFileWriter(filepath.Join(t.TempDir(), "f"), per)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.EnableHash()
+	for n := 0; n < 10; n++ {
+		if err := w.WritePiece(context.Background(), pieceOf(data, n, per)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, sum, err := w.Finish(context.Background(), 10)
+	want := md5.Sum(data)
+	if err != nil || n != int64(len(data)) || sum != hex.EncodeToString(want[:]) {
+		t.Fatalf("length %d md5 %s err %v", n, sum, err)
+	}
+}

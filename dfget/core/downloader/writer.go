@@ -59,7 +59,8 @@ type FileWriter struct {
 	cond    *sync.Cond
 	written map[int]int64 // piece -> content length
 	hashing bool
-	hashed  int // pieces [0, hashed) are in h
+	hashed  int  // pieces [0, hashed) are in h
+	busy    bool // someone is feeding h (a writer or the hasher)
 	h       hash.Hash
 	closed  bool
 	err     error
@@ -100,6 +101,16 @@ func (w *FileWriter) WritePiece(_ context.Context, p *Piece) error {
 	}
 	w.mu.Lock()
 	w.written[p.Num] = int64(len(p.Content))
+	if w.hashing && !w.busy && p.Num == w.hashed {
+		// The next piece of the prefix is in hand: hash it from memory
+		// instead of having the hasher read it back.
+		w.busy = true
+		w.mu.Unlock()
+		w.h.Write(p.Content)
+		w.mu.Lock()
+		w.hashed++
+		w.busy = false
+	}
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	return nil
@@ -112,18 +123,20 @@ func (w *FileWriter) hasher() {
 	buf := make([]byte, 1<<20)
 	for {
 		w.mu.Lock()
-		for !w.closed && !w.ready() {
+		for !w.closed && (w.busy || !w.ready()) {
 			w.cond.Wait()
 		}
-		if !w.ready() {
+		if w.busy || !w.ready() {
 			w.mu.Unlock()
 			return
 		}
 		num, n := w.hashed, w.written[w.hashed]
+		w.busy = true
 		w.mu.Unlock()
 		off := int64(num) * w.content
 		if _, err := io.CopyBuffer(w.h, io.NewSectionReader(w.f, off, n), buf); err != nil {
 			w.mu.Lock()
+			w.busy = false
 			w.err = fmt.Errorf("hash %s: %w", w.path, err)
 			w.cond.Broadcast()
 			w.mu.Unlock()
@@ -131,6 +144,7 @@ func (w *FileWriter) hasher() {
 		}
 		w.mu.Lock()
 		w.hashed++
+		w.busy = false
 		w.cond.Broadcast()
 		w.mu.Unlock()
 	}
