@@ -21,7 +21,11 @@ func WriteSummary(w io.Writer, r *Result) {
 		fmt.Fprintf(tw, "%s\t%s\t%.2fs\t%s\t%s\t%s\n", p.Host, p.IP, p.Duration.Seconds(), FormatBytes(p.Sent), FormatBytes(p.MaxRSS), status)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nall peers done in %.2fs; fluid-model limit %.2fs (ratio %.2f)\n", r.Wall.Seconds(), r.Fluid.Seconds(), r.Ratio())
+	if r.Mode == "loopback" {
+		fmt.Fprintf(w, "\nall peers done in %.2fs (loopback: nothing shaped, so no fluid-model limit)\n", r.Wall.Seconds())
+	} else {
+		fmt.Fprintf(w, "\nall peers done in %.2fs; fluid-model limit %.2fs (ratio %.2f)\n", r.Wall.Seconds(), r.Fluid.Seconds(), r.Ratio())
+	}
 	fmt.Fprintf(w, "bytes from the origin: %s (%.3f x the file)", FormatBytes(r.OriginBytes), r.OriginFactor())
 	if r.OriginWire >= 0 {
 		fmt.Fprintf(w, "; %s on the origin's wire", FormatBytes(r.OriginWire))

@@ -249,6 +249,9 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 		waitErrs[i] = p.Wait()
 	}
 	res.Wall = time.Since(start)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+	}
 
 	if k := counters(oh); k.Sent >= 0 {
 		res.OriginWire = k.Sub(originBefore).Sent
