@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res, err := run(ctx, c, cfg, logf)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		logPath := filepath.Join(os.TempDir(), filepath.Base(c.Dir())+"-failure.log")
 		if f, ferr := os.Create(logPath); ferr == nil {
 			c.DumpLogs(f, 64<<10)
