@@ -37,8 +37,8 @@ func FuzzParsePieceQuery(f *testing.F) {
 		if err == nil && (p.TaskID == "" || p.CID == "" || p.Range == "") {
 			t.Fatalf("accepted incomplete query %q: %+v", q, p)
 		}
-		if _, err := parsePieceErrorQuery(q); err == nil && !strings.Contains(q, "errorType") {
-			t.Fatalf("piece error query without errorType accepted: %q", q)
+		if r, err := parsePieceErrorQuery(q); err == nil && (r.ErrorType == "" || r.TaskID == "" || r.SrcCid == "" || r.DstPid == "") {
+			t.Fatalf("incomplete piece error query accepted: %q -> %+v", q, r)
 		}
 	})
 }
