@@ -338,7 +338,9 @@ func (d *Download) fileAttempt(ctx context.Context) error {
 	var sum string
 	var length int64
 	if err == nil {
+		t0 := time.Now()
 		length, sum, err = w.Finish(ctx, d.pieceCount(res))
+		d.log.Debugf("p2p done; whole-file hash finished %v later", time.Since(t0))
 	} else {
 		w.Abort()
 	}
