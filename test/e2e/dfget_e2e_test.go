@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -361,4 +362,28 @@ func TestDfgetRangeHeader(t *testing.T) {
 		t.Fatalf("fallback: exit %d %s", r.code, r.stdout)
 	}
 	fileEquals(t, filepath.Join(out, "bs"), want)
+}
+
+// A supernode in source-CDN mode: pieces are raw ranges of the source
+// (no wrapper, no piece md5), fetched from the origin or from peers.
+func TestDfgetSourceCDNPattern(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(10<<20+77, 8)
+	url := o.add("/srccdn.bin", data)
+	sn := startSupernode(t, t.TempDir(), "--cdn-pattern", "source")
+	out := t.TempDir()
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		p := newDfgetPeer(t, ip)
+		dst := filepath.Join(out, ip)
+		if r := p.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 {
+			t.Fatalf("%s: exit %d %s", ip, r.code, r.stdout)
+		}
+		fileEquals(t, dst, data)
+	}
+	p := newDfgetPeer(t, "127.0.0.4")
+	var got []byte
+	r := p.stream(sn, func(r io.Reader) { got, _ = io.ReadAll(r) }, "-u", url, "--notbs")
+	if r.code != 0 || string(got) != string(data) {
+		t.Fatalf("stream: exit %d, %d bytes: %s", r.code, len(got), r.stderr)
+	}
 }
