@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -208,10 +209,16 @@ func TestDfgetCorruptPeer(t *testing.T) {
 		w.WriteHeader(http.StatusPartialContent)
 		_, _ = w.Write(b)
 	}))
-	liarPort := 15000 + FreePort(t)%40000
-	l, err := listenOn("127.0.0.5", liarPort)
-	if err != nil {
-		t.Skipf("cannot listen for the fake peer: %v", err)
+	// Peer ports must be in [15000, 65000] for the supernode.
+	var l net.Listener
+	var liarPort int
+	var err error
+	for i := 0; i < 20 && l == nil; i++ {
+		liarPort = 15000 + (FreePort(t)+i*7919)%50000
+		l, err = listenOn("127.0.0.5", liarPort)
+	}
+	if l == nil {
+		t.Fatalf("cannot listen for the fake peer: %v", err)
 	}
 	liar.Listener = l
 	liar.Start()
