@@ -74,7 +74,7 @@ func BuildOrigin(ctx context.Context, dir string) (string, error) {
 	out := filepath.Join(dir, "origin")
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./test/cmd/origin")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-buildvcs=false", "-o", out, "./test/cmd/origin")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
