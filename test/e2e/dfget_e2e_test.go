@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,10 +194,9 @@ func TestDfgetCorruptPeer(t *testing.T) {
 	}
 	warm.killServer() // only the CDN and the liar hold pieces now
 
-	var hits sync.Map
+	var hits atomic.Int64
 	liar := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := hits.LoadOrStore("n", new(int))
-		*(n.(*int))++
+		hits.Add(1)
 		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
 		if err != nil {
 			w.WriteHeader(400)
@@ -248,6 +248,7 @@ func TestDfgetCorruptPeer(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	reported := 0
 	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		p := newDfgetPeer(t, ip)
 		dst := filepath.Join(t.TempDir(), "out")
@@ -256,12 +257,16 @@ func TestDfgetCorruptPeer(t *testing.T) {
 			t.Fatalf("download %d: exit %d %s", i, r.code, r.stdout)
 		}
 		fileEquals(t, dst, data)
+		log, _ := os.ReadFile(filepath.Join(p.home, "logs", "dfclient.log"))
+		reported += strings.Count(string(log), "reported FILE_MD5_NOT_MATCH")
 	}
-	v, _ := hits.Load("n")
-	if v == nil {
+	if hits.Load() == 0 {
 		t.Skip("the supernode never scheduled a piece from the fake peer; nothing to detect")
 	}
-	t.Logf("fake peer served %d corrupt pieces; files are intact", *(v.(*int)))
+	if reported == 0 {
+		t.Error("corrupt pieces were not reported to the supernode")
+	}
+	t.Logf("fake peer served %d corrupt pieces, %d reported; files are intact", hits.Load(), reported)
 }
 
 // A peer server killed while others download from it: they still finish.

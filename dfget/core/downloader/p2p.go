@@ -391,6 +391,8 @@ func (d *P2P) reportError(ctx context.Context, pi types.PieceInfo, err error) {
 		return
 	}
 	if rerr := d.Client.ReportPieceError(ctx, d.Node, pe); rerr != nil {
-		d.Log.Debugf("report piece error: %v", rerr)
+		d.Log.Warnf("report piece error: %v", rerr)
+		return
 	}
+	d.Log.Infof("reported %s for piece %d from %s", pe.ErrorType, pi.PieceNum, pi.CID)
 }
