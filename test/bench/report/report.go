@@ -127,11 +127,11 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "%s\n\n", r.Note)
 	}
 	if len(r.Rows) > 0 {
-		fmt.Fprintln(w, "| client | N | size | origin | wall s | fluid limit s | ratio | origin bytes / F | peer upload | max RSS | correct | target |")
-		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+		fmt.Fprintln(w, "| client | N | size | origin | wall s | fluid limit s | ratio | origin bytes / F | peer upload | supernode share | max RSS | correct | target |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 		for _, row := range r.Rows {
 			if row.Result == nil {
-				fmt.Fprintf(w, "| %s | | | | | | | | | | ERROR: %s | |\n", row.Spec, escape(firstLine(row.Error)))
+				fmt.Fprintf(w, "| %s | | | | | | | | | | | ERROR: %s | |\n", row.Spec, escape(firstLine(row.Error)))
 				continue
 			}
 			res := row.Result
@@ -147,10 +147,14 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				}
 				target += fmt.Sprintf(" (<=%.2fxF, <=%.1fx)", TargetOriginFactor, TargetRatio)
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.2f | %.3f | %s | %s | %s | %s |\n",
+			share := ""
+			if res.SupernodeServed >= 0 && res.Size > 0 {
+				share = fmt.Sprintf("%.2f", float64(res.SupernodeServed)/float64(int64(res.Peers)*res.Size))
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.2f | %.3f | %s | %s | %s | %s | %s |\n",
 				res.Client, res.Peers, swarm.FormatBytes(res.Size), swarm.FormatRate(res.OriginRate),
 				sec(res.Wall), sec(res.Fluid), res.Ratio(), res.OriginFactor(),
-				swarm.FormatBytes(res.PeerUpload), swarm.FormatBytes(res.MaxRSS), correct, target)
+				swarm.FormatBytes(res.PeerUpload), share, swarm.FormatBytes(res.MaxRSS), correct, target)
 		}
 		fmt.Fprintln(w)
 	}
