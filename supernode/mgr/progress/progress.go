@@ -46,7 +46,8 @@ type taskState struct {
 	cdn      *bitset.BitSet
 	total    int // -1 while unknown
 	holders  map[int]map[string]struct{}
-	super    int // pieces in flight from the supernode
+	inflight []int32 // clients fetching each piece right now, by piece
+	super    int     // pieces in flight from the supernode
 	waiters  map[chan struct{}]struct{}
 	failed   bool
 	clients  map[string]struct{}
@@ -215,10 +216,24 @@ func (m *Manager) peer(peerID string) *peerState {
 
 // releaseRunning gives back the loads held by a client's running pieces.
 func (m *Manager) releaseRunning(c *clientState) {
-	for num, dst := range c.running {
-		m.release(c.taskID, dst)
-		delete(c.running, num)
+	for num := range c.running {
+		m.stopRunning(c, num)
 	}
+}
+
+// stopRunning ends piece num running for c: the source's load and the
+// piece's in-flight count go back. It returns the source, if it was running.
+func (m *Manager) stopRunning(c *clientState, num int) (string, bool) {
+	dst, ok := c.running[num]
+	if !ok {
+		return "", false
+	}
+	delete(c.running, num)
+	if t := m.tasks[c.taskID]; t != nil && num < len(t.inflight) && t.inflight[num] > 0 {
+		t.inflight[num]--
+	}
+	m.release(c.taskID, dst)
+	return dst, true
 }
 
 func (m *Manager) release(taskID, dst string) {
@@ -249,11 +264,7 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 	if num < 0 || (st == Success && !t.cdn.Test(uint(num))) {
 		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
-	dst, wasRunning := c.running[num]
-	if wasRunning {
-		delete(c.running, num)
-		m.release(taskID, dst)
-	}
+	dst, wasRunning := m.stopRunning(c, num)
 	switch st {
 	case Success:
 		if c.success.Test(uint(num)) {
@@ -349,7 +360,8 @@ func (m *Manager) Holders(taskID string, num int) []string {
 	return out
 }
 
-// Candidate is a piece a client may fetch and how many peers hold it.
+// Candidate is a piece a client may fetch and how many peers hold it or
+// are fetching it.
 type Candidate struct {
 	Num     int
 	Holders int
@@ -399,8 +411,16 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 		if _, run := c.running[int(i)]; run {
 			continue
 		}
-		// The client itself is not among the holders of a piece it lacks.
-		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: len(t.holders[int(i)])})
+		// Pieces others are fetching count as held: they soon will be, so
+		// clients starting together spread over different pieces instead of
+		// all taking piece 0 from the supernode. (The client itself is not
+		// among the holders or fetchers of a piece it lacks and is not
+		// running.)
+		n := len(t.holders[int(i)])
+		if int(i) < len(t.inflight) {
+			n += int(t.inflight[i])
+		}
+		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: n})
 	}
 	return v, nil
 }
@@ -476,6 +496,10 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 		return ""
 	}
 	c.running[num] = bestID
+	if num >= len(t.inflight) {
+		t.inflight = append(t.inflight, make([]int32, num+1-len(t.inflight))...)
+	}
+	t.inflight[num]++
 	return bestID
 }
 
@@ -483,11 +507,8 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 func (m *Manager) Unassign(taskID, cid string, num int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c := m.clients[cid]; c != nil {
-		if dst, ok := c.running[num]; ok {
-			delete(c.running, num)
-			m.release(taskID, dst)
-		}
+	if c := m.clients[cid]; c != nil && c.taskID == taskID {
+		m.stopRunning(c, num)
 	}
 }
 

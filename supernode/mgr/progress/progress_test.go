@@ -265,3 +265,29 @@ func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 		t.Fatalf("view %+v", v)
 	}
 }
+
+func TestInflightCountsAsHolder(t *testing.T) {
+	m := setup(t, 3)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
+	if d := assign1(m, "a", 0, true, lim, 5); d != super {
+		t.Fatalf("a: %q", d)
+	}
+	v, _ := m.ClientView(task, "b")
+	if v.Candidates[0].Num != 0 || v.Candidates[0].Holders != 1 || v.Candidates[1].Holders != 0 {
+		t.Fatalf("b's view %+v: piece 0 is being fetched by a", v.Candidates)
+	}
+	if _, err := m.Update(task, "a", 0, Failed); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := m.ClientView(task, "b"); v.Candidates[0].Holders != 0 {
+		t.Fatalf("in-flight count kept after failure: %+v", v.Candidates)
+	}
+	if d := assign1(m, "a", 1, true, lim, 5); d != super {
+		t.Fatalf("a: %q", d)
+	}
+	m.DeleteClient("a")
+	if v, _ := m.ClientView(task, "b"); v.Candidates[1].Holders != 0 {
+		t.Fatalf("in-flight count kept after client delete: %+v", v.Candidates)
+	}
+}
