@@ -55,6 +55,7 @@ const (
 	ReasonRegisterFail  = 1
 	ReasonMd5NotMatch   = 2
 	ReasonDownloadError = 3
+	ReasonNoSpace       = 4
 	ReasonWriteError    = 6
 	ReasonNodeEmpty     = 8
 	ReasonSourceError   = 10

@@ -327,6 +327,11 @@ func (d *Download) fileAttempt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.Preallocate(d.length); err != nil {
+		w.Abort()
+		os.Remove(path)
+		return &downloadError{config.ReasonNoSpace, err}
+	}
 	// Every piece is verified on arrival; the whole file is hashed too,
 	// as its contiguous prefix grows, so the output appears only when its
 	// md5 matches --md5 or the supernode's, without a pass at the end.
