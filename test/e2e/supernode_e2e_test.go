@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -495,5 +497,41 @@ func TestSupernodePreheatAndGC(t *testing.T) {
 		if v := metric(t, sn, name); v <= 0 {
 			t.Errorf("%s = %v", name, v)
 		}
+	}
+}
+
+// Flags beat the YAML file, which beats the defaults; a named config that
+// cannot be read is an error, the default path missing is not.
+func TestSupernodeConfigPrecedence(t *testing.T) {
+	bin := Binary(t, "supernode")
+	cfg := filepath.Join(t.TempDir(), "sn.yml")
+	if err := os.WriteFile(cfg, []byte("base:\n  listenPort: 9100\n  downloadPort: 9101\n  peerUpLimit: 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "config", "default", "--config", cfg, "--port", "9200", "--advertise-ip", "127.0.0.1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("config default: %v\n%s", err, out)
+	}
+	for _, want := range []string{"listenPort: 9200", "downloadPort: 9101", "peerUpLimit: 7", "peerDownLimit: 4", "advertiseIP: 127.0.0.1"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("effective config lacks %q:\n%s", want, out)
+		}
+	}
+	for _, args := range [][]string{
+		{"--config", filepath.Join(t.TempDir(), "missing.yml")},
+		{"--port", "0"},
+		{"--advertise-ip", "not-an-ip"},
+		{"--cdn-pattern", "p2p"},
+	} {
+		// A daemon that wrongly starts is killed after 10 s and fails the check.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, append(args, "--home-dir", t.TempDir())...)
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.HasPrefix(string(out), "supernode: ") {
+			t.Errorf("%v: want a clear error and a non-zero exit, got %v %q", args, err, out)
+		}
+	}
+	if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "supernode version ") {
+		t.Errorf("version: %v %q", err, out)
 	}
 }
