@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -31,10 +32,14 @@ func TestMeasure(t *testing.T) {
 			size = n
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	runs := 1
+	if n, err := strconv.Atoi(os.Getenv("DFGETBENCH_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	f, err := Measure(ctx, Config{DfgetBin: filepath.Join(bin, "dfget"), SupernodeBin: filepath.Join(bin, "supernode"),
-		Size: size, WorkDir: t.TempDir(), ProfileDir: os.Getenv("DFGETBENCH_PROFILE_DIR")})
+		Size: size, WorkDir: t.TempDir(), ProfileDir: os.Getenv("DFGETBENCH_PROFILE_DIR"), Runs: runs})
 	if err != nil {
 		t.Fatal(err)
 	}
