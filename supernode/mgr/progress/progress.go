@@ -47,7 +47,11 @@ type taskState struct {
 	total    int // -1 while unknown
 	holders  map[int]map[string]struct{}
 	inflight []int32 // clients fetching each piece right now, by piece
-	super    int     // pieces in flight from the supernode
+	// seeding counts, by piece, fetches by clients that will serve the
+	// piece to others; seededAt is when the last of them started.
+	seeding  []int32
+	seededAt []time.Time
+	super    int // pieces in flight from the supernode
 	waiters  map[chan struct{}]struct{}
 	failed   bool
 	clients  map[string]struct{}
@@ -63,6 +67,7 @@ type clientState struct {
 	stream  bool
 	wnd     int
 	una     int
+	seeds   bool // its peer serves others (not a CDN-pattern client)
 }
 
 type peerState struct {
@@ -77,6 +82,7 @@ type peerState struct {
 // Manager is the in-memory progress store. It is safe for concurrent use.
 type Manager struct {
 	mu       sync.Mutex
+	now      func() time.Time
 	superPID string
 	tasks    map[string]*taskState
 	clients  map[string]*clientState // key: cid
@@ -86,6 +92,7 @@ type Manager struct {
 // New returns an empty manager; superPID is the supernode's own peer ID.
 func New(superPID string) *Manager {
 	return &Manager{
+		now:      time.Now,
 		superPID: superPID,
 		tasks:    map[string]*taskState{},
 		clients:  map[string]*clientState{},
@@ -197,7 +204,7 @@ func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream
 	}
 	m.clients[cid] = &clientState{
 		taskID: taskID, peerID: peerID, success: bitset.New(0), failed: bitset.New(0),
-		running: map[int]string{}, stream: stream, wnd: window,
+		running: map[int]string{}, stream: stream, wnd: window, seeds: !cdnPattern,
 	}
 	t.clients[cid] = struct{}{}
 	p := m.peer(peerID)
@@ -231,6 +238,9 @@ func (m *Manager) stopRunning(c *clientState, num int) (string, bool) {
 	delete(c.running, num)
 	if t := m.tasks[c.taskID]; t != nil && num < len(t.inflight) && t.inflight[num] > 0 {
 		t.inflight[num]--
+		if c.seeds && t.seeding[num] > 0 {
+			t.seeding[num]--
+		}
 	}
 	m.release(c.taskID, dst)
 	return dst, true
@@ -464,6 +474,7 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 	}
 	var best *peerState
 	bestID := ""
+	busyHolder := false
 	if peers {
 		src := m.peers[c.peerID]
 		for pid := range t.holders[num] {
@@ -475,7 +486,11 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 				delete(t.holders[num], pid)
 				continue
 			}
-			if p.cdnPattern || p.load >= lim.UpLimit || (src != nil && src.black[pid] > 0) {
+			if p.cdnPattern || (src != nil && src.black[pid] > 0) {
+				continue
+			}
+			if p.load >= lim.UpLimit {
+				busyHolder = true
 				continue
 			}
 			if best == nil || p.load < best.load {
@@ -489,6 +504,12 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 	switch {
 	case best != nil:
 		best.load++
+	case peers && (busyHolder || m.seededRecently(t, num)):
+		// Super-seeding: a piece a usable peer has, or a serving peer is
+		// fetching right now, is not sent again by the supernode; the
+		// client waits for a peer copy. The supernode's uplink then carries
+		// each piece about once instead of once per client.
+		return ""
 	case t.cdn.Test(uint(num)) && t.super < lim.SuperLimit:
 		t.super++
 		bestID = m.superPID
@@ -497,10 +518,30 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 	}
 	c.running[num] = bestID
 	if num >= len(t.inflight) {
-		t.inflight = append(t.inflight, make([]int32, num+1-len(t.inflight))...)
+		grow := num + 1 - len(t.inflight)
+		t.inflight = append(t.inflight, make([]int32, grow)...)
+		t.seeding = append(t.seeding, make([]int32, grow)...)
+		t.seededAt = append(t.seededAt, make([]time.Time, grow)...)
 	}
 	t.inflight[num]++
+	if c.seeds {
+		t.seeding[num]++
+		t.seededAt[num] = m.now()
+	}
 	return bestID
+}
+
+// seedFor is how long a fetch by a serving peer keeps the supernode from
+// sending the same piece again; past it the fetcher may be stuck or gone.
+const seedFor = 10 * time.Second
+
+// seededRecently reports whether a serving client (never c: it does not run
+// num) started fetching piece num less than seedFor ago and is still at it.
+func (m *Manager) seededRecently(t *taskState, num int) bool {
+	if num >= len(t.seeding) {
+		return false
+	}
+	return t.seeding[num] > 0 && m.now().Sub(t.seededAt[num]) < seedFor
 }
 
 // Unassign undoes an Assign whose answer could not be sent.

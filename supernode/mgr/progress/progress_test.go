@@ -94,8 +94,8 @@ func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 	for _, c := range []string{"x", "y", "z"} {
 		got[assign1(m, c, 0, true, Limits{DownLimit: 4, UpLimit: 1, SuperLimit: 3}, 5)]++
 	}
-	if got["pa"] != 1 || got["pb"] != 1 || got[super] != 1 {
-		t.Fatalf("assignments %v: want one each from pa, pb (up limit 1) and the supernode", got)
+	if got["pa"] != 1 || got["pb"] != 1 || got[""] != 1 {
+		t.Fatalf("assignments %v: want one each from pa and pb (up limit 1); the third waits for a peer", got)
 	}
 	if l, _ := m.Loads(task, "pa"); l != 1 {
 		t.Fatalf("pa load %d", l)
@@ -123,6 +123,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	if d := assign1(m, "x", 0, true, lim, 5); d != super {
 		t.Fatalf("x after failing on pa: %q", d)
 	}
+	m.Unassign(task, "x", 0) // nobody fetches piece 0 any more
 	if d := assign1(m, "y", 0, true, lim, 1); d != super {
 		t.Fatalf("pa has 1 service error >= elimination limit 1: got %q", d)
 	}
@@ -137,6 +138,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	if m.DownSince("pb").IsZero() {
 		t.Fatal("pb not down")
 	}
+	m.Unassign(task, "y", 0)
 	m.InitClient(task, "z", "pz", false, false, 0)
 	if d := assign1(m, "z", 0, true, lim, 5); d != super {
 		t.Fatalf("down peer offered: %q", d)
@@ -289,5 +291,39 @@ func TestInflightCountsAsHolder(t *testing.T) {
 	m.DeleteClient("a")
 	if v, _ := m.ClientView(task, "b"); v.Candidates[1].Holders != 0 {
 		t.Fatalf("in-flight count kept after client delete: %+v", v.Candidates)
+	}
+}
+
+func TestSuperSeeding(t *testing.T) {
+	m := setup(t, 2)
+	now := time.Now()
+	m.now = func() time.Time { return now }
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
+	m.InitClient(task, "c", "pc", true, false, 0) // CDN pattern: never serves
+	if d := assign1(m, "c", 0, true, lim, 5); d != super {
+		t.Fatalf("c: %q", d)
+	}
+	if d := assign1(m, "a", 0, true, lim, 5); d != super {
+		t.Fatalf("a: %q (a CDN-pattern fetcher does not count as a seed)", d)
+	}
+	if d := assign1(m, "b", 0, true, lim, 5); d != "" {
+		t.Fatalf("b got piece 0 from %q while a serving peer fetches it", d)
+	}
+	if d := assign1(m, "b", 0, false, lim, 5); d != super {
+		t.Fatalf("a client served by the supernode only: %q", d)
+	}
+	m.Unassign(task, "b", 0)
+	now = now.Add(seedFor + time.Second)
+	if d := assign1(m, "b", 0, true, lim, 5); d != super {
+		t.Fatalf("after %s the fetch no longer holds the supernode back: %q", seedFor, d)
+	}
+	m.Unassign(task, "b", 0)
+	now = now.Add(-seedFor - time.Second)
+	if _, err := m.Update(task, "a", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if d := assign1(m, "b", 0, true, lim, 5); d != "pa" {
+		t.Fatalf("b: %q, want the holder", d)
 	}
 }
