@@ -11,18 +11,17 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
 	"github.com/damselfly-p2p/damselfly/dfget/core/progress"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -134,7 +133,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile, "YAML properties file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	_ = f.MarkHidden("cpuprofile")
-	root.AddCommand(newServer(), newVersion(), newGenDoc(root))
+	root.AddCommand(newServer(), newVersion(), clidoc.Command(root))
 	return root
 }
 
@@ -234,48 +233,4 @@ func newVersion() *cobra.Command {
 				v.Version, v.Revision, v.BuildDate, v.GoVersion, v.OS, v.Arch)
 		},
 	}
-}
-
-func newGenDoc(root *cobra.Command) *cobra.Command {
-	var dir string
-	cmd := &cobra.Command{
-		Use:   "gen-doc",
-		Short: "Write Markdown documentation of the commands",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-			for _, c := range append([]*cobra.Command{root}, root.Commands()...) {
-				if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
-					continue
-				}
-				name := strings.ReplaceAll(c.CommandPath(), " ", "_") + ".md"
-				if err := os.WriteFile(filepath.Join(dir, name), []byte(markdown(c)), 0o644); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&dir, "path", "p", "/tmp", "directory to write the Markdown files to")
-	return cmd
-}
-
-func markdown(c *cobra.Command) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "## %s\n\n%s\n\n", c.CommandPath(), c.Short)
-	if c.Long != "" {
-		fmt.Fprintf(&b, "%s\n\n", c.Long)
-	}
-	fmt.Fprintf(&b, "```\n%s\n```\n\n### Options\n\n```\n", c.UseLine())
-	c.Flags().VisitAll(func(f *pflag.Flag) {
-		short := "    "
-		if f.Shorthand != "" {
-			short = "-" + f.Shorthand + ", "
-		}
-		fmt.Fprintf(&b, "  %s--%s %s\t%s (default %q)\n", short, f.Name, f.Value.Type(), f.Usage, f.DefValue)
-	})
-	b.WriteString("```\n")
-	return b.String()
 }

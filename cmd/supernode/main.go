@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/daemon"
@@ -43,6 +44,10 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.DurationVar(&b.GCMetaInterval, "gc-meta-interval", b.GCMetaInterval, "interval of task and peer GC")
 	fs.DurationVar(&b.TaskExpireTime, "task-expire-time", b.TaskExpireTime, "idle time after which a task leaves memory")
 	fs.DurationVar(&b.PeerGCDelay, "peer-gc-delay", b.PeerGCDelay, "time a peer stays after going offline")
+	fs.Var(&b.SourceAllow, "source-allow", "comma-separated source hosts the supernode may fetch from (default: any)")
+	fs.StringVar(&b.AuthToken, "auth-token", b.AuthToken, "shared token API clients must send as 'Authorization: Bearer <token>' (default: none; prefer the YAML key authToken, flags show in ps)")
+	fs.StringVar(&b.TLSCert, "tls-cert", b.TLSCert, "PEM certificate (chain) for HTTPS on the API port; needs --tls-key")
+	fs.StringVar(&b.TLSKey, "tls-key", b.TLSKey, "PEM private key for --tls-cert")
 }
 
 func newRoot() *cobra.Command {
@@ -111,7 +116,7 @@ func newRoot() *cobra.Command {
 			return err
 		},
 	})
-	root.AddCommand(cfgCmd, &cobra.Command{
+	root.AddCommand(cfgCmd, clidoc.Command(root), &cobra.Command{
 		Use:   "version",
 		Short: "print the version",
 		Args:  cobra.NoArgs,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -68,6 +69,39 @@ type Base struct {
 	// PieceWait is how long /peer/task may wait for a piece to appear before
 	// answering 602 (long poll). 0 answers at once, as v1.
 	PieceWait time.Duration `yaml:"pieceWait"`
+	// SourceAllow, when not empty, is the only set of source hosts the
+	// supernode fetches from (registrations and preheats of other hosts
+	// are refused). Empty allows any http/https host, as v1.
+	SourceAllow HostList `yaml:"sourceAllow"`
+	// AuthToken, when set, must be sent by API clients as
+	// "Authorization: Bearer <token>". Empty: open API, as v1.
+	AuthToken string `yaml:"authToken"`
+	// TLSCert and TLSKey (PEM files), when both set, make the API port
+	// serve HTTPS. The piece server stays plain HTTP (pieces are md5-checked).
+	TLSCert string `yaml:"tlsCert"`
+	TLSKey  string `yaml:"tlsKey"`
+}
+
+// HostList is a list of host names, given as one comma-separated flag
+// value or a YAML list. Set replaces the list, so a flag re-applied over
+// the YAML value wins whole.
+type HostList []string
+
+func (h *HostList) String() string { return strings.Join(*h, ",") }
+
+// Type is the pflag type name.
+func (h *HostList) Type() string { return "hosts" }
+
+// Set parses "a,b,c"; blanks are dropped.
+func (h *HostList) Set(v string) error {
+	var out HostList
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	*h = out
+	return nil
 }
 
 // Default returns the defaults of every key. HomeDir is under the user's
@@ -151,6 +185,13 @@ func (b *Base) Validate() error {
 		return errors.New("task-expire-time, peer-gc-delay, gc-meta-interval and gcDiskInterval must be positive")
 	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0:
 		return errors.New("negative duration")
+	case (b.TLSCert == "") != (b.TLSKey == ""):
+		return errors.New("tls-cert and tls-key must be given together")
+	}
+	for _, h := range b.SourceAllow {
+		if strings.ContainsAny(h, "/:@ ") {
+			return fmt.Errorf("invalid source-allow host %q: want a host name or IPv4 address, no scheme or port", h)
+		}
 	}
 	if b.EliminationLimit <= 0 {
 		b.EliminationLimit = 5

@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -121,11 +122,20 @@ func (d *Daemon) build() error {
 	api := server.NewAPI(server.Deps{
 		Tasks: tasks, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
 		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
+		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow,
 	})
 	d.api = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, ErrorLog: nil}
 	d.pieces = &http.Server{Handler: server.NewPieceServer(st.Root(), d.cdn, mx.PieceServerBytes),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 10 * time.Minute, IdleTimeout: 2 * time.Minute}
+	if b.TLSCert != "" {
+		// Loaded here so a bad pair fails the start, not the first client.
+		cert, err := tls.LoadX509KeyPair(b.TLSCert, b.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load tls-cert/tls-key: %w", err)
+		}
+		d.api.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	if d.apiLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(b.ListenPort))); err != nil {
 		return fmt.Errorf("listen on port %d: %w", b.ListenPort, err)
 	}
@@ -173,8 +183,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// serve serves HTTPS when s has a TLS config (certificates loaded), else HTTP.
 func serve(s *http.Server, ln net.Listener) error {
-	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if s.TLSConfig != nil {
+		err = s.ServeTLS(ln, "", "")
+	} else {
+		err = s.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -26,6 +26,10 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
 		return
 	}
+	if err := sourceAllowed(a.SourceAllow, req.RawURL); err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
+		return
+	}
 	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
 	if err != nil {
 		a.Log.WithError(err).Infof("register %s for %s failed", req.CID, req.RawURL)
@@ -248,6 +252,10 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 	var req types.PreheatCreateRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	if err := sourceAllowed(a.SourceAllow, req.URL); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
 	id, existed, err := a.Preheats.Create(req)

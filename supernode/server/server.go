@@ -73,6 +73,11 @@ type Deps struct {
 	Metrics     *metrics.Metrics
 	Log         logrus.FieldLogger
 	Profiler    bool
+	// AuthToken, when set, is required on every API call but /_ping.
+	AuthToken string
+	// SourceAllow, when not empty, lists the only source hosts accepted
+	// at registration and preheat.
+	SourceAllow []string
 }
 
 type api struct {
@@ -152,7 +157,7 @@ func NewAPI(d Deps) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	return recoverer(d.Log, r)
+	return recoverer(d.Log, requireToken(d.AuthToken, r))
 }
 
 // recoverer turns a handler panic into a 500 instead of a dropped
