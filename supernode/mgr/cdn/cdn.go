@@ -588,8 +588,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	if len(p) > readChunk {
-		p = p[:readChunk]
+	chunk := readChunk
+	if c.lim != nil {
+		// Small reads under a low limit, so no single wait outlasts the
+		// stall watchdog: at most about half a second of the rate.
+		chunk = min(chunk, max(1<<10, int(c.lim.Limit())/2))
+	}
+	if len(p) > chunk {
+		p = p[:chunk]
 	}
 	n, err := c.r.Read(p)
 	if n > 0 {
