@@ -130,6 +130,8 @@ func newRoot() *cobra.Command {
 	f.DurationVar(&cfg.AliveTime, "alivetime", config.DefaultAliveTime, "peer server: exit after idling this long")
 	f.BoolVar(&cfg.Stream, "stream", false, "write the file to stdout in order, never to disk")
 	f.IntVar(&cfg.WindowSize, "window-size", config.DefaultWindowSize, "stream mode: pieces held in the window")
+	f.StringVar(&cfg.NodeToken, "node-token", "", "token sent to the supernodes as 'Authorization: Bearer <token>' (default: properties nodeToken, else none)")
+	f.StringSliceVar(&cfg.NodeCACerts, "node-cacerts", nil, "CA certificate files (PEM) of the supernodes; when set, supernodes are reached over HTTPS")
 	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile, "YAML properties file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	_ = f.MarkHidden("cpuprofile")

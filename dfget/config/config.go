@@ -94,6 +94,12 @@ type Config struct {
 	AliveTime   time.Duration
 	Stream      bool
 	WindowSize  int
+	// NodeToken is sent to supernodes as "Authorization: Bearer <token>"
+	// (--node-token or properties nodeToken).
+	NodeToken string
+	// NodeCACerts, when set, make dfget reach supernodes over HTTPS,
+	// trusting these PEM CA files (--node-cacerts or nodeCACerts).
+	NodeCACerts []string
 	// PropertyFile is the YAML properties file; empty means the default.
 	PropertyFile string
 	// ServerExecutable is the binary run as "server" to start the peer
@@ -115,6 +121,8 @@ type Properties struct {
 	TotalLimit      rate.Rate `yaml:"totalLimit"`
 	ClientQueueSize int       `yaml:"clientQueueSize"`
 	WorkHome        string    `yaml:"workHome"`
+	NodeToken       string    `yaml:"nodeToken"`
+	NodeCACerts     []string  `yaml:"nodeCACerts"`
 }
 
 // LoadProperties reads a properties file. A missing file is not an error
@@ -184,6 +192,17 @@ func (c *Config) Complete() error {
 	}
 	if c.Home == "" {
 		c.Home = p.WorkHome
+	}
+	if c.NodeToken == "" {
+		c.NodeToken = p.NodeToken
+	}
+	if len(c.NodeCACerts) == 0 {
+		c.NodeCACerts = p.NodeCACerts
+	}
+	for _, f := range c.NodeCACerts {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("invalid --node-cacerts: %w", err)
+		}
 	}
 	if c.Home == "" {
 		h, err := os.UserHomeDir()

@@ -73,6 +73,10 @@ type Download struct {
 func Run(ctx context.Context, cfg *config.Config, out IO) int {
 	d := &Download{cfg: cfg, io: out, client: api.New(), length: -1}
 	defer d.client.HTTP.CloseIdleConnections()
+	if err := d.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
+		fmt.Fprintf(out.Console, "dfget: %v\n", err)
+		return config.ExitUsage
+	}
 	log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.Verbose, cfg.Console)
 	if err != nil {
 		fmt.Fprintf(out.Console, "dfget: %v\n", err)

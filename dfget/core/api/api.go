@@ -8,12 +8,16 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -41,6 +45,37 @@ func NewTransport() *http.Transport {
 // Client talks to supernodes, peers and the local peer server.
 type Client struct {
 	HTTP *http.Client
+	// https makes supernode calls use HTTPS (see SecureNodes).
+	https bool
+	// token is sent to supernodes only, never to peers.
+	token string
+}
+
+// SecureNodes makes supernode calls carry "Authorization: Bearer <token>"
+// (when token is set) and, when caFiles are given, go over HTTPS trusting
+// only those PEM CAs. Off by default, as a v1 supernode wants.
+func (c *Client) SecureNodes(token string, caFiles []string) error {
+	c.token = token
+	if len(caFiles) == 0 {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	for _, f := range caFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("supernode CA: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("supernode CA %s: no PEM certificate", f)
+		}
+	}
+	tr, ok := c.HTTP.Transport.(*http.Transport)
+	if !ok {
+		return errors.New("supernode TLS: client has no *http.Transport")
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c.https = true
+	return nil
 }
 
 // New returns a Client on its own tuned transport.
@@ -67,6 +102,9 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, ctype st
 		return nil, 0, fmt.Errorf("build request %s: %w", u, err)
 	}
 	req.Header.Set("User-Agent", UserAgent())
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
@@ -104,8 +142,13 @@ func (c *Client) envelope(ctx context.Context, method, u string, body []byte) (*
 	return &env, nil
 }
 
-func endpoint(node, path string, q url.Values) string {
+// endpoint is a supernode URL; do (which adds the token) is only called
+// with these.
+func (c *Client) endpoint(node, path string, q url.Values) string {
 	u := url.URL{Scheme: "http", Host: node, Path: path}
+	if c.https {
+		u.Scheme = "https"
+	}
 	if q != nil {
 		u.RawQuery = q.Encode()
 	}
@@ -121,7 +164,7 @@ func (c *Client) Register(ctx context.Context, node string, req *types.RegisterR
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	env, err := c.envelope(ctx, http.MethodPost, endpoint(node, "/peer/registry", nil), body)
+	env, err := c.envelope(ctx, http.MethodPost, c.endpoint(node, "/peer/registry", nil), body)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +204,7 @@ func (c *Client) PullPieceTask(ctx context.Context, node string, r PullRequest) 
 	q.Set("range", r.Range)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return c.envelope(ctx, http.MethodGet, endpoint(node, "/peer/task", q), nil)
+	return c.envelope(ctx, http.MethodGet, c.endpoint(node, "/peer/task", q), nil)
 }
 
 // ReportPieceSuccess calls GET /peer/piece/suc and wants code 611.
@@ -171,7 +214,7 @@ func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstC
 	q.Set("cid", cid)
 	q.Set("dstCid", dstCID)
 	q.Set("pieceRange", pieceRange)
-	return c.want(ctx, http.MethodGet, endpoint(node, "/peer/piece/suc", q), types.CodeGetPieceReport)
+	return c.want(ctx, http.MethodGet, c.endpoint(node, "/peer/piece/suc", q), types.CodeGetPieceReport)
 }
 
 // ReportServiceDown calls GET /peer/service/down and wants code 612.
@@ -179,7 +222,7 @@ func (c *Client) ReportServiceDown(ctx context.Context, node, taskID, cid string
 	q := url.Values{}
 	q.Set("taskId", taskID)
 	q.Set("cid", cid)
-	return c.want(ctx, http.MethodGet, endpoint(node, "/peer/service/down", q), types.CodeGetPeerDown)
+	return c.want(ctx, http.MethodGet, c.endpoint(node, "/peer/service/down", q), types.CodeGetPeerDown)
 }
 
 // StreamPiece tells the supernode that the peer with cid caches (cached) or
@@ -194,7 +237,7 @@ func (c *Client) StreamPiece(ctx context.Context, node, taskID, cid, pieceRange 
 	if cached {
 		m = http.MethodPost
 	}
-	return c.want(ctx, m, endpoint(node, "/peer/piece/stream", q), types.CodeGetPieceReport)
+	return c.want(ctx, m, c.endpoint(node, "/peer/piece/stream", q), types.CodeGetPieceReport)
 }
 
 func (c *Client) want(ctx context.Context, method, u string, code int) error {
@@ -228,7 +271,7 @@ func (c *Client) ReportPieceError(ctx context.Context, node string, e PieceError
 	q.Set("errorType", e.ErrorType)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, status, err := c.do(ctx, http.MethodGet, endpoint(node, "/peer/piece/error", q), nil, "")
+	_, status, err := c.do(ctx, http.MethodGet, c.endpoint(node, "/peer/piece/error", q), nil, "")
 	if err != nil {
 		return err
 	}
@@ -246,7 +289,7 @@ func (c *Client) ReportMetrics(ctx context.Context, node string, m *types.TaskMe
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, status, err := c.do(ctx, http.MethodPost, endpoint(node, "/task/metrics", nil), body, "application/json")
+	_, status, err := c.do(ctx, http.MethodPost, c.endpoint(node, "/task/metrics", nil), body, "application/json")
 	if err != nil {
 		return err
 	}
