@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/supernode/config"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testConfig(t *testing.T) config.Config {
+	c := config.Default()
+	c.Base.HomeDir = t.TempDir()
+	c.Base.AdvertiseIP = "127.0.0.1"
+	c.Base.ListenPort, c.Base.DownloadPort = freePort(t), freePort(t)
+	for c.Base.DownloadPort == c.Base.ListenPort {
+		c.Base.DownloadPort = freePort(t)
+	}
+	return c
+}
+
+func TestRunAndShutdown(t *testing.T) {
+	c := testConfig(t)
+	d, err := New(c, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(c.Base.ListenPort) + "/_ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "OK" {
+		t.Fatalf("ping: %q", b)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no shutdown")
+	}
+}
+
+func TestNewFailsClearly(t *testing.T) {
+	c := testConfig(t)
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(c.Base.ListenPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := New(c, io.Discard); err == nil {
+		t.Fatal("port in use accepted")
+	}
+	c = testConfig(t)
+	c.Base.PeerUpLimit = 0
+	if _, err := New(c, io.Discard); err == nil {
+		t.Fatal("invalid config accepted")
+	}
+}
