@@ -99,7 +99,11 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 		_ = os.WriteFile(PidPath(s.cfg.MetaPath), []byte(strconv.Itoa(os.Getpid())), 0o644)
 	}
 	fmt.Fprintf(out, "dfget uploader server port is %d\n", port)
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Timeouts bound what a slow or silent client can hold: headers 10 s,
+	// a pushed stream piece 1 min, one piece upload (rate-limited by
+	// totalLimit) 10 min.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: 10 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 
