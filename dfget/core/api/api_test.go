@@ -107,3 +107,18 @@ func TestRegisterErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestBufferPoolReuses(t *testing.T) {
+	var p BufferPool
+	a := p.Get(100)
+	*a = append(*a, 1, 2, 3)
+	p.Put(a)
+	b := p.Get(50)
+	if b != a || len(*b) != 0 {
+		t.Fatal("buffer not reused or not emptied")
+	}
+	p.Put(b)
+	if c := p.Get(1000); cap(*c) < 1000 || c == a {
+		t.Fatal("too small a buffer handed out")
+	}
+}

@@ -30,23 +30,46 @@ func (e *Md5MismatchError) Error() string {
 }
 
 // BufferPool recycles piece buffers so a download allocates about as many
-// as it has pieces in flight, not one per piece.
-type BufferPool struct{ p sync.Pool }
+// as it has pieces in flight, not one per piece. It is a bounded free list,
+// not a sync.Pool: a GC empties a sync.Pool, and every fresh multi-MiB
+// buffer then costs page faults on its first use.
+type BufferPool struct {
+	once sync.Once
+	free chan *[]byte
+}
+
+// poolSize bounds the buffers kept; more than the pieces ever in flight.
+const poolSize = 16
+
+func (b *BufferPool) init() { b.once.Do(func() { b.free = make(chan *[]byte, poolSize) }) }
 
 // Get returns an empty buffer with at least size capacity.
 func (b *BufferPool) Get(size int) *[]byte {
-	if v, ok := b.p.Get().(*[]byte); ok && cap(*v) >= size {
-		*v = (*v)[:0]
-		return v
+	b.init()
+	for {
+		select {
+		case v := <-b.free:
+			if cap(*v) >= size {
+				*v = (*v)[:0]
+				return v
+			}
+			// Too small (the piece size changed): drop it.
+		default:
+			s := make([]byte, 0, size)
+			return &s
+		}
 	}
-	s := make([]byte, 0, size)
-	return &s
 }
 
-// Put returns a buffer to the pool.
+// Put returns a buffer to the pool; beyond its bound the buffer is dropped.
 func (b *BufferPool) Put(v *[]byte) {
-	if v != nil {
-		b.p.Put(v)
+	if v == nil {
+		return
+	}
+	b.init()
+	select {
+	case b.free <- v:
+	default:
 	}
 }
 
