@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// kill sends SIGKILL to the process group and waits for the exit: a crash,
+// with no graceful shutdown.
+func (p *Proc) kill(t *testing.T) {
+	t.Helper()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if err := p.Wait(10 * time.Second); err == nil {
+		t.Fatalf("%s exited cleanly after SIGKILL?", p.Name)
+	}
+}
+
+// runAsync starts a dfget run and returns a channel with its result.
+func (p *dfgetPeer) runAsync(sn *supernode, extra ...string) <-chan dfgetRun {
+	ch := make(chan dfgetRun, 1)
+	go func() { ch <- p.run(sn, extra...) }()
+	return ch
+}
+
+// The supernode is killed (SIGKILL) while dfgets download through it
+// (rate-limited so the kill lands mid-download):
+//   - with a second --node, dfget migrates to it and finishes (--notbs);
+//   - alone with --notbs, dfget fails cleanly: exit 80, no output file;
+//   - alone without --notbs, dfget finishes from the source;
+//   - a supernode restarted on the same home serves the finished cache
+//     without reading the source body again (only a conditional 304).
+func TestFaultSupernodeKilledMidDownload(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(24<<20, 91)
+	url := o.add("/snkill.bin", data)
+	home := t.TempDir()
+	sn1 := startSupernode(t, home)
+	sn2 := startSupernode(t, t.TempDir())
+	warm := newClient(t, sn1, "127.0.0.9-warm")
+	id := warm.register(warm.registerReq(url)).TaskID
+	waitCDN(t, sn1, id, time.Minute)
+	if n := o.count("/snkill.bin", 200); n != 1 {
+		t.Fatalf("warm-up: origin sent the file %d times", n)
+	}
+
+	out := t.TempDir()
+	slow := []string{"--locallimit", "6MB"} // 24 MiB: about 4 s
+	pa, pb, pc := newDfgetPeer(t, "127.0.0.2"), newDfgetPeer(t, "127.0.0.3"), newDfgetPeer(t, "127.0.0.4")
+	failover := pa.runAsync(nil, append([]string{"-u", url, "-o", filepath.Join(out, "failover"), "--notbs",
+		"--node", Addr(sn1.api) + "=1000," + Addr(sn2.api)}, slow...)...)
+	notbs := pb.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "notbs"), "--notbs"}, slow...)...)
+	back := pc.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "back")}, slow...)...)
+	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	sn1.kill(t)
+
+	r := <-failover
+	t.Logf("failover: exit %d after the kill %v", r.code, time.Since(start).Round(time.Millisecond))
+	if r.code != 0 || !strings.Contains(r.stdout, "migrated to node:"+Addr(sn2.api)) {
+		t.Errorf("with a second node: exit %d\n%s", r.code, r.stdout)
+	} else {
+		fileEquals(t, filepath.Join(out, "failover"), data)
+	}
+	r = <-notbs
+	if r.code != 80 || !strings.Contains(r.stdout, "download FAIL") {
+		t.Errorf("--notbs alone: exit %d\n%s", r.code, r.stdout)
+	}
+	noFile(t, filepath.Join(out, "notbs"))
+	r = <-back
+	if r.code != 0 || !strings.Contains(r.stdout, "reason:") || strings.Contains(r.stdout, "reason:0") {
+		t.Errorf("fallback to the source: exit %d\n%s", r.code, r.stdout)
+	} else {
+		fileEquals(t, filepath.Join(out, "back"), data)
+	}
+	full := o.count("/snkill.bin", 200) + o.count("/snkill.bin", 206)
+	t.Logf("origin: %d full/range answers so far (warm-up, sn2's CDN, fallback)", full)
+
+	// Restart on the same home: the finished cache is trusted after a 304.
+	before200, before206 := o.count("/snkill.bin", 200), o.count("/snkill.bin", 206)
+	sn3 := startSupernode(t, home)
+	pd := newDfgetPeer(t, "127.0.0.5")
+	if r := pd.run(sn3, "-u", url, "-o", filepath.Join(out, "restart"), "--notbs"); r.code != 0 {
+		t.Fatalf("after restart: exit %d %s", r.code, r.stdout)
+	}
+	fileEquals(t, filepath.Join(out, "restart"), data)
+	if d200, d206, n304 := o.count("/snkill.bin", 200)-before200, o.count("/snkill.bin", 206)-before206, o.count("/snkill.bin", 304); d200 != 0 || d206 != 0 || n304 != 1 {
+		t.Errorf("restarted supernode: origin sent 200 x%d, 206 x%d, 304 x%d; want 0, 0, 1", d200, d206, n304)
+	}
+	if v := metricValue(t, sn3, "dragonfly_supernode_cdn_download_size_bytes_total"); v != 0 {
+		t.Errorf("restarted supernode read %v bytes from the source, want 0", v)
+	}
+}
