@@ -399,3 +399,26 @@ func TestDfgetSourceCDNPattern(t *testing.T) {
 		t.Fatalf("stream: exit %d, %d bytes: %s", r.code, len(got), r.stderr)
 	}
 }
+
+// A source of unknown length (chunked): the piece count comes from the
+// supernode's finish, in file and stream mode.
+func TestDfgetChunkedSource(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(9<<20+5, 9)
+	url := o.add("/chunked.bin", data)
+	o.mu.Lock()
+	o.chunked["/chunked.bin"] = true
+	o.mu.Unlock()
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	dst := filepath.Join(t.TempDir(), "out")
+	if r := p.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 || !strings.Contains(r.stdout, "length:"+strconv.Itoa(len(data))) {
+		t.Fatalf("file: exit %d %s", r.code, r.stdout)
+	}
+	fileEquals(t, dst, data)
+	var got []byte
+	q := newDfgetPeer(t, "127.0.0.3")
+	if r := q.stream(sn, func(r io.Reader) { got, _ = io.ReadAll(r) }, "-u", url, "--notbs"); r.code != 0 || string(got) != string(data) {
+		t.Fatalf("stream: exit %d, %d bytes: %s", r.code, len(got), r.stderr)
+	}
+}
