@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 
@@ -45,9 +46,15 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, types.CodeParamError, err.Error(), nil)
 		return
 	}
-	code, data, err := a.Tasks.Pull(r.Context(), task.PullQuery{
+	var held time.Duration
+	code, data, err := a.Tasks.Pull(task.WithHoldRecorder(r.Context(), &held), task.PullQuery{
 		TaskID: q.TaskID, SrcCID: q.SrcCID, DstCID: q.DstCID, Range: q.Range, Status: q.Status, Result: q.Result,
 	})
+	if held > 0 {
+		// Long-poll time, so clients and benchmarks can tell waiting for a
+		// piece from processing time.
+		w.Header().Set("Server-Timing", fmt.Sprintf("hold;dur=%.1f", float64(held)/float64(time.Millisecond)))
+	}
 	if err != nil {
 		writeResult(w, task.CodeOf(err), err.Error(), nil)
 		return

@@ -503,6 +503,9 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 	if code != types.CodePeerWait || !pollable {
 		return code, data, false, nil
 	}
+	if h, ok := ctx.Value(holdKey{}).(*time.Duration); ok {
+		defer func(t0 time.Time) { *h += time.Since(t0) }(time.Now())
+	}
 	select {
 	case <-changed:
 	case <-tChanged:
@@ -512,6 +515,15 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 		return types.CodePeerWait, nil, false, nil
 	}
 	return 0, nil, true, nil
+}
+
+type holdKey struct{}
+
+// WithHoldRecorder returns a context in which Pull adds to *held the time
+// it held the call as a long-poll (waiting for a piece, not working), so
+// the API can tell the client which part of its latency was intentional.
+func WithHoldRecorder(ctx context.Context, held *time.Duration) context.Context {
+	return context.WithValue(ctx, holdKey{}, held)
 }
 
 // schedule runs the scheduler once and builds the piece infos. busy marks a

@@ -1,8 +1,10 @@
-// Package load drives a real supernode with many simulated dfget clients:
-// goroutines that speak the v1 protocol (register, pull /peer/task, report
-// /peer/piece/suc for each piece as if they had downloaded it) without
-// moving any piece data. It measures the supernode's request rate, the
-// latency of /peer/task and its peak memory (issue #6).
+// Package load drives a real supernode with many simulated dfget clients
+// (issue #6): goroutines that speak the v1 protocol the way dfget's pull
+// loop does (register, pull /peer/task, "download" each piece handed out
+// for a simulated time, report /peer/piece/suc, pull again) without moving
+// any piece data. It measures the supernode's request rate, the latency of
+// /peer/task (answers the supernode held as a long-poll apart from the
+// others), its CPU time and its peak memory.
 package load
 
 import (
@@ -16,19 +18,67 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 )
 
-// DefaultPieceContent is the content of a default 4 MiB piece (4 MiB less
-// the 5 wrapper bytes); the file is Pieces of these.
-const DefaultPieceContent = 4194299
+// PieceSize is the piece size the supernode picks for the benchmark file
+// (the v1 rule's maximum, 15 MiB); the file is Pieces x (PieceSize - 5)
+// bytes, which makes exactly Pieces pieces.
+const PieceSize = 15 << 20
+
+// Rate is the simulated download rate of one piece, drawn uniformly from
+// [Lo, Hi] bytes/s for each piece; the zero Rate downloads instantly (the
+// saturation run).
+type Rate struct {
+	Lo, Hi int64
+}
+
+func (r Rate) String() string {
+	if r.Lo <= 0 {
+		return "0 (saturation)"
+	}
+	if r.Hi <= r.Lo {
+		return fmt.Sprintf("%d MB/s", r.Lo/1e6)
+	}
+	return fmt.Sprintf("%d-%d MB/s", r.Lo/1e6, r.Hi/1e6)
+}
+
+// ParseRate parses "0", "200" or "100-400" (MB/s, 10^6 bytes).
+func ParseRate(s string) (Rate, error) {
+	lo, hi, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		hi = lo
+	}
+	l, err1 := strconv.ParseInt(lo, 10, 64)
+	h, err2 := strconv.ParseInt(hi, 10, 64)
+	if err1 != nil || err2 != nil || l < 0 || h < l {
+		return Rate{}, fmt.Errorf("rate %q: want MB/s as N or LO-HI", s)
+	}
+	return Rate{Lo: l * 1e6, Hi: h * 1e6}, nil
+}
+
+// time is how long a piece of n bytes takes at a rate drawn from r.
+func (r Rate) time(n int64) time.Duration {
+	if r.Lo <= 0 {
+		return 0
+	}
+	bps := r.Lo
+	if r.Hi > r.Lo {
+		bps += rand.Int64N(r.Hi - r.Lo + 1)
+	}
+	return time.Duration(float64(n) / float64(bps) * float64(time.Second))
+}
 
 // Config is one load run.
 type Config struct {
@@ -38,12 +88,15 @@ type Config struct {
 	BaseDir string
 	// SupernodeArgs are extra supernode flags.
 	SupernodeArgs []string
-	// Timeout bounds the measured phase (the CDN warm-up has its own).
-	Timeout time.Duration
-	// PieceTime is a simulated download time per batch of pieces handed
-	// out (0: report at once, the saturation test of issue #6).
-	PieceTime time.Duration
-	Logf      func(format string, args ...any)
+	// Rate is the simulated per-piece download rate.
+	Rate Rate
+	// Window bounds the measured phase: clients stop (between requests)
+	// when it ends, finished or not. 0 means 60 s.
+	Window time.Duration
+	// ProfileDir, when set, receives a CPU profile of the supernode taken
+	// over the middle of the window (the supernode runs with --profiler).
+	ProfileDir string
+	Logf       func(format string, args ...any)
 }
 
 // Result is what a run measured. Latencies are seen by the clients, so they
@@ -55,39 +108,65 @@ type Result struct {
 	// Pieces is the task's piece count as the supernode sized it.
 	Pieces   int           `json:"pieces"`
 	Mode     string        `json:"mode"`
+	Rate     Rate          `json:"rate"`
 	Duration time.Duration `json:"durationNs"`
 	Requests int64         `json:"requests"`
 	Failed   int64         `json:"failed"`
-	// Aborted requests were cut short by the run's timeout or an interrupt.
-	Aborted   int64 `json:"aborted"`
-	Completed int   `json:"completed"`
+	// Aborted requests were cut short by the hard deadline or an interrupt
+	// (the window itself stops clients between requests).
+	Aborted int64 `json:"aborted"`
+	// Completed clients got every piece and code 600; Stopped ones were
+	// still downloading when the window ended; the rest failed.
+	Completed int `json:"completed"`
+	Stopped   int `json:"stopped"`
+	// PiecesDone is the number of pieces reported by all clients.
+	PiecesDone int64 `json:"piecesDone"`
 	// RPS is Requests over Duration, all routes together.
-	RPS       float64       `json:"rps"`
-	TaskCalls int64         `json:"taskCalls"`
-	TaskP50   time.Duration `json:"taskP50Ns"`
-	TaskP99   time.Duration `json:"taskP99Ns"`
-	TaskMax   time.Duration `json:"taskMaxNs"`
-	SucP99    time.Duration `json:"sucP99Ns"`
-	PieceTime time.Duration `json:"pieceTimeNs"`
+	RPS       float64 `json:"rps"`
+	TaskCalls int64   `json:"taskCalls"`
+	// TaskP50/P99/Max are over the /peer/task answers the supernode did
+	// not hold (the checked figure); Held* over the ones it held as a
+	// long-poll because nothing was available yet (intentional waiting).
+	TaskP50  time.Duration `json:"taskP50Ns"`
+	TaskP99  time.Duration `json:"taskP99Ns"`
+	TaskMax  time.Duration `json:"taskMaxNs"`
+	HeldCall int64         `json:"heldCalls"`
+	HeldP50  time.Duration `json:"heldP50Ns"`
+	HeldP99  time.Duration `json:"heldP99Ns"`
+	SucP99   time.Duration `json:"sucP99Ns"`
+	RegP99   time.Duration `json:"registerP99Ns"`
 	// Server-side figures from the supernode's own histograms over the
 	// measured phase (bucket-interpolated, as histogram_quantile):
 	// handler time of /peer/task and the scheduler's time per call.
 	ServerTaskP50 string `json:"serverTaskP50"`
 	ServerTaskP99 string `json:"serverTaskP99"`
 	ScheduleP99   string `json:"scheduleP99"`
+	// SupernodeCPU is the supernode's CPU time (user+system) over the
+	// measured phase.
+	SupernodeCPU time.Duration `json:"supernodeCpuNs"`
 	// SupernodeRSS is the supernode's peak resident set (VmHWM) in bytes.
 	SupernodeRSS int64  `json:"supernodePeakRssBytes"`
 	FirstError   string `json:"firstError,omitempty"`
 }
 
-// Run starts an origin and a supernode, warms the task's CDN with one
-// client, then runs Clients clients concurrently to completion.
+// HeldShare is the fraction of /peer/task answers that were long-poll holds.
+func (r *Result) HeldShare() float64 {
+	if r.TaskCalls == 0 {
+		return 0
+	}
+	return float64(r.HeldCall) / float64(r.TaskCalls)
+}
+
+// Run starts an origin and a supernode in the source CDN pattern (pieces
+// are ranges of the origin, nothing is copied), then runs Clients clients
+// concurrently on one task of Pieces pieces until they finish or the
+// window ends.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Clients < 1 || cfg.Pieces < 1 {
 		return nil, fmt.Errorf("bad configuration: %d clients, %d pieces", cfg.Clients, cfg.Pieces)
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Minute
+	if cfg.Window <= 0 {
+		cfg.Window = time.Minute
 	}
 	logf := cfg.Logf
 	if logf == nil {
@@ -110,85 +189,108 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn, err := c.StartSupernode(ctx, sh, cfg.SupernodeArgs...)
+	args := append([]string{"--cdn-pattern", "source"}, cfg.SupernodeArgs...)
+	if cfg.ProfileDir != "" {
+		args = append(args, "--profiler")
+	}
+	sn, err := c.StartSupernode(ctx, sh, args...)
 	if err != nil {
 		return nil, err
 	}
-	size := int64(cfg.Pieces) * DefaultPieceContent
+	size := int64(cfg.Pieces) * piece.ContentSize(PieceSize)
 	d := &driver{
 		base:   "http://" + sn.Node(),
 		snIP:   sh.IP,
 		selfIP: c.BridgeIP(),
 		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), size),
+		rate:   cfg.Rate,
+		stop:   make(chan struct{}),
 		hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			MaxIdleConns: cfg.Clients + 16, MaxIdleConnsPerHost: cfg.Clients + 16, IdleConnTimeout: time.Minute,
+			MaxIdleConns: 4*cfg.Clients + 16, MaxIdleConnsPerHost: 4*cfg.Clients + 16, IdleConnTimeout: time.Minute,
 		}},
 	}
-	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), PieceTime: cfg.PieceTime}
-	d.pieceTime = cfg.PieceTime
+	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), Rate: cfg.Rate}
 
-	logf("load: warming the CDN with one client (%s file)", fmtBytes(size))
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	warm := d.client(wctx, -1, nil)
-	cancel()
-	if warm.err != nil {
-		return nil, fmt.Errorf("warm-up client: %w", warm.err)
-	}
-	res.PieceSize = warm.pieceSize
-	res.Pieces = warm.pieces
-
-	logf("load: %d clients, %d pieces of %d bytes", cfg.Clients, res.Pieces, res.PieceSize)
-	mctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	logf("load: %d clients, %s file, piece rate %v, window %v", cfg.Clients, fmtBytes(size), cfg.Rate, cfg.Window)
+	// The hard deadline only guards against a hung supernode: the window
+	// stops clients between requests, so a healthy run never reaches it.
+	hctx, cancel := context.WithTimeout(ctx, cfg.Window+time.Minute)
 	defer cancel()
 	mBefore, err := sn.Metrics(ctx)
 	if err != nil {
 		return nil, err
 	}
+	cpuBefore, _ := cpuTime(sn.Proc.Pid())
 	outs := make([]clientResult, cfg.Clients)
 	var wg sync.WaitGroup
-	start := time.Now()
 	gate := make(chan struct{})
 	for i := range outs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i] = d.client(mctx, i, gate)
+			<-gate
+			outs[i] = d.client(hctx, i)
 		}()
 	}
+	start := time.Now()
 	close(gate)
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
+	window := time.NewTimer(cfg.Window)
+	defer window.Stop()
 	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	if cfg.ProfileDir != "" {
+		go profile(hctx, d.base, cfg.ProfileDir, cfg.Rate, cfg.Window, logf)
+	}
 	for waiting := true; waiting; {
 		select {
 		case <-finished:
 			waiting = false
+		case <-window.C:
+			close(d.stop)
+			<-finished
+			waiting = false
 		case <-tick.C:
 			n := d.requests.Load()
-			logf("load: %v: %d requests (%.0f/s), %d failed", time.Since(start).Round(time.Second), n,
-				float64(n)/time.Since(start).Seconds(), d.failed.Load())
+			logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed", time.Since(start).Round(time.Second), n,
+				float64(n)/time.Since(start).Seconds(), d.pieces.Load(), d.failed.Load())
 		}
 	}
-	tick.Stop()
 	res.Duration = time.Since(start)
+	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
+		res.SupernodeCPU = cpuAfter - cpuBefore
+	}
 
-	var task, suc []time.Duration
+	var task, held, suc, reg []time.Duration
 	for _, o := range outs {
 		task = append(task, o.task...)
+		held = append(held, o.held...)
 		suc = append(suc, o.suc...)
-		if o.err == nil {
+		reg = append(reg, o.reg)
+		switch {
+		case o.err == nil:
 			res.Completed++
-		} else if res.FirstError == "" {
+		case errors.Is(o.err, errStopped):
+			res.Stopped++
+		case res.FirstError == "":
 			res.FirstError = o.err.Error()
+		}
+		if o.pieces > 0 {
+			res.Pieces, res.PieceSize = o.pieces, o.pieceSize
 		}
 	}
 	res.Requests = d.requests.Load()
 	res.Failed = d.failed.Load()
 	res.Aborted = d.aborted.Load()
+	res.PiecesDone = d.pieces.Load()
 	res.RPS = float64(res.Requests) / res.Duration.Seconds()
-	res.TaskCalls = int64(len(task))
+	res.TaskCalls = int64(len(task) + len(held))
+	res.HeldCall = int64(len(held))
 	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
+	res.HeldP50, res.HeldP99 = percentile(held, 50), percentile(held, 99)
 	res.SucP99 = percentile(suc, 99)
+	res.RegP99 = percentile(reg, 99)
 	if mAfter, err := sn.Metrics(ctx); err == nil {
 		h := histogram(mAfter, mBefore, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
 		res.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
@@ -200,6 +302,61 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.SupernodeRSS = rss
 	}
 	return res, nil
+}
+
+// profile saves a 10 s CPU profile of the supernode from the middle of the
+// window.
+func profile(ctx context.Context, base, dir string, r Rate, window time.Duration, logf func(string, ...any)) {
+	secs := min(10, int(window/time.Second)/2)
+	select {
+	case <-time.After((window - time.Duration(secs)*time.Second) / 2):
+	case <-ctx.Done():
+		return
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		logf("load: profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	name := filepath.Join(dir, fmt.Sprintf("supernode-%d-%d.pprof", r.Lo/1e6, time.Now().Unix()))
+	f, err := os.Create(name)
+	if err == nil {
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		logf("load: profile: %v", err)
+		return
+	}
+	logf("load: CPU profile in %s", name)
+}
+
+// cpuTime is a process's user+system CPU time from /proc/<pid>/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) start after ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad stat times")
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 // percentile is the p-th percentile (nearest rank) of d, which it sorts.
@@ -214,9 +371,23 @@ func percentile(d []time.Duration, p int) time.Duration {
 
 type driver struct {
 	base, snIP, selfIP, rawURL string
-	pieceTime                  time.Duration
+	rate                       Rate
 	hc                         *http.Client
-	requests, failed, aborted  atomic.Int64
+	// stop ends the window: clients stop between requests.
+	stop                              chan struct{}
+	requests, failed, aborted, pieces atomic.Int64
+}
+
+// errStopped ends a client that the window stopped.
+var errStopped = errors.New("stopped by the end of the window")
+
+func (d *driver) stopped() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // fail counts a failed request, or an aborted one when the run's own
@@ -230,20 +401,29 @@ func (d *driver) fail(ctx context.Context) {
 }
 
 type clientResult struct {
-	task, suc []time.Duration
-	pieceSize int32
-	pieces    int
-	err       error
+	task, held, suc []time.Duration
+	reg             time.Duration
+	pieceSize       int32
+	pieces          int
+	err             error
 }
 
-// get sends one request and decodes the envelope; any transport error,
-// non-200 status or undecodable body counts as a failed request.
-func (d *driver) do(ctx context.Context, method, path string, body []byte, out any) error {
+type envelope struct {
+	Code int             `json:"code"`
+	Msg  string          `json:"msg"`
+	Data json.RawMessage `json:"data"`
+}
+
+// do sends one request and decodes the envelope; any transport error,
+// non-200 status or undecodable body counts as a failed request. held
+// says the supernode marked the answer as a long-poll hold
+// (Server-Timing: hold).
+func (d *driver) do(ctx context.Context, method, path string, body []byte, out *envelope) (held bool, err error) {
 	d.requests.Add(1)
 	req, err := http.NewRequestWithContext(ctx, method, d.base+path, bytes.NewReader(body))
 	if err != nil {
 		d.fail(ctx)
-		return err
+		return false, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json;charset=utf-8")
@@ -251,25 +431,36 @@ func (d *driver) do(ctx context.Context, method, path string, body []byte, out a
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		d.fail(ctx)
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil || resp.StatusCode != http.StatusOK {
 		d.fail(ctx)
-		return fmt.Errorf("%s %s: status %d: %s (%v)", method, path, resp.StatusCode, bytes.TrimSpace(b), err)
+		return false, fmt.Errorf("%s %s: status %d: %s (%v)", method, path, resp.StatusCode, bytes.TrimSpace(b), err)
 	}
+	*out = envelope{}
 	if err := json.Unmarshal(b, out); err != nil {
 		d.fail(ctx)
-		return fmt.Errorf("%s %s: %w: %s", method, path, err, b)
+		return false, fmt.Errorf("%s %s: %w: %s", method, path, err, b)
 	}
-	return nil
+	return strings.HasPrefix(resp.Header.Get("Server-Timing"), "hold"), nil
 }
 
-// client runs one simulated dfget to completion. id -1 is the warm-up
-// client. It waits on gate (if any) after registering, so that the measured
-// phase starts with every client registered.
-func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clientResult {
+// event is the end of one simulated piece download.
+type event struct {
+	pi types.PieceInfo
+	ok bool
+}
+
+// client runs one simulated dfget until it has every piece (nil), the
+// window ends (errStopped) or something fails. It follows dfget's pull
+// loop (dfget/core/downloader/p2p.go): a pull reports the last piece
+// downloaded, every piece handed out is downloaded concurrently and
+// reported with /peer/piece/suc, a pull that launches nothing waits up to
+// 1 s for a download to end, and 602/603 back off 20·2^k ms (k <= 5,
+// plus jitter) unless a download ends first.
+func (d *driver) client(ctx context.Context, id int) clientResult {
 	var r clientResult
 	cid := fmt.Sprintf("%s-load%d-%d", d.selfIP, id, time.Now().UnixNano())
 	reg := types.RegisterRequest{
@@ -277,12 +468,11 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 		HostName: "load" + strconv.Itoa(id), Port: 15000 + (id+1)%50000, Path: "/peer/file/load-" + cid, Version: "load",
 	}
 	body, _ := json.Marshal(reg)
-	var env struct {
-		Code int             `json:"code"`
-		Msg  string          `json:"msg"`
-		Data json.RawMessage `json:"data"`
-	}
-	if r.err = d.do(ctx, http.MethodPost, "/peer/registry", body, &env); r.err != nil {
+	var env envelope
+	t0 := time.Now()
+	_, r.err = d.do(ctx, http.MethodPost, "/peer/registry", body, &env)
+	r.reg = time.Since(t0)
+	if r.err != nil {
 		return r
 	}
 	var rd types.RegisterResponseData
@@ -292,91 +482,172 @@ func (d *driver) client(ctx context.Context, id int, gate <-chan struct{}) clien
 		return r
 	}
 	r.pieceSize = rd.PieceSize
-	if rd.PieceSize > 5 && rd.FileLength >= 0 {
-		content := int64(rd.PieceSize) - 5
-		r.pieces = int((rd.FileLength + content - 1) / content)
+	if rd.PieceSize > 0 && rd.FileLength >= 0 {
+		r.pieces = int((rd.FileLength + int64(rd.PieceSize) - 1) / int64(rd.PieceSize))
 	}
-	if gate != nil {
+
+	r.err = d.pull(ctx, cid, rd.TaskID, &r)
+	return r
+}
+
+// pull is the pull loop of client (which see); r collects latencies.
+func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) error {
+	var env envelope
+	events := make(chan event)
+	quit := make(chan struct{})
+	var mu sync.Mutex // guards r.suc, written by the download goroutines
+	var wg sync.WaitGroup
+	defer func() {
+		close(quit)
+		wg.Wait()
+	}()
+	send := func(e event) {
 		select {
-		case <-gate:
-		case <-ctx.Done():
-			r.err = ctx.Err()
-			return r
+		case events <- e:
+		case <-quit:
 		}
 	}
-	q := url.Values{"taskId": {rd.TaskID}, "srcCid": {cid}, "dstCid": {""}, "range": {""},
-		"status": {strconv.Itoa(types.TaskStatusStart)}, "result": {strconv.Itoa(types.ResultInvalid)}}
-	waitLo := 50 * time.Millisecond
-	// Each round gets at most a few pieces; a client needing more rounds
-	// than 20x the piece count is stuck.
-	for round := 0; round < 20*max(r.pieces, 1)+1000; round++ {
-		t0 := time.Now()
-		err := d.do(ctx, http.MethodGet, "/peer/task?"+q.Encode(), nil, &env)
-		r.task = append(r.task, time.Since(t0))
-		if err != nil {
-			r.err = err
-			return r
+	running := map[int]bool{}
+	done := map[int]bool{}
+	var lastOK *types.PieceInfo
+	started := false
+	wait := 0
+	handle := func(e event) {
+		delete(running, e.pi.PieceNum)
+		if e.ok {
+			done[e.pi.PieceNum] = true
+			lastOK = &e.pi
+			wait = 0
 		}
-		empty := env.Code == types.CodePeerContinue && (len(env.Data) == 0 || string(env.Data) == "null" || string(env.Data) == "[]")
-		switch {
-		case env.Code == types.CodePeerFinish:
-			return r
-		case env.Code == types.CodePeerWait || empty:
-			// 601 without pieces: the client has its limit in flight.
-			// dfget's backoff: random [lo, 2lo), doubling up to 800 ms.
+	}
+	// await waits up to dur for a download to end, then takes every ended one.
+	await := func(dur time.Duration) error {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		select {
+		case e := <-events:
+			handle(e)
+		case <-t.C:
+		case <-d.stop:
+			return errStopped
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		for {
 			select {
-			case <-time.After(waitLo + rand.N(waitLo)):
-			case <-ctx.Done():
-				r.err = ctx.Err()
-				return r
+			case e := <-events:
+				handle(e)
+			default:
+				return nil
 			}
-			waitLo = min(2*waitLo, 800*time.Millisecond)
-			continue
-		case env.Code == types.CodePeerContinue:
+		}
+	}
+	download := func(pi types.PieceInfo) {
+		defer wg.Done()
+		s, e, err := piece.ParseRange(pi.Range)
+		if err != nil {
+			d.fail(ctx)
+			send(event{pi: pi})
+			return
+		}
+		if dt := d.rate.time(e - s + 1); dt > 0 {
+			t := time.NewTimer(dt)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-d.stop:
+				send(event{pi: pi})
+				return
+			case <-ctx.Done():
+				send(event{pi: pi})
+				return
+			}
+		}
+		if d.stopped() {
+			send(event{pi: pi})
+			return
+		}
+		sq := url.Values{"taskId": {taskID}, "cid": {cid}, "dstCid": {pi.CID}, "pieceRange": {pi.Range}}
+		var env envelope
+		t1 := time.Now()
+		_, err = d.do(ctx, http.MethodGet, "/peer/piece/suc?"+sq.Encode(), nil, &env)
+		mu.Lock()
+		r.suc = append(r.suc, time.Since(t1))
+		mu.Unlock()
+		if err == nil && env.Code != types.CodeGetPieceReport {
+			d.fail(ctx)
+			err = fmt.Errorf("/peer/piece/suc: code %d msg %q", env.Code, env.Msg)
+		}
+		if err == nil {
+			d.pieces.Add(1)
+		}
+		send(event{pi: pi, ok: err == nil})
+	}
+
+	for {
+		if err := await(0); err != nil {
+			return err
+		}
+		if d.stopped() {
+			return errStopped
+		}
+		q := url.Values{"taskId": {taskID}, "srcCid": {cid}, "dstCid": {""}, "range": {""},
+			"status": {strconv.Itoa(types.TaskStatusStart)}, "result": {strconv.Itoa(types.ResultInvalid)}}
+		if started && lastOK != nil {
+			q.Set("status", strconv.Itoa(types.TaskStatusRunning))
+			q.Set("result", strconv.Itoa(types.ResultSemiSuc))
+			q.Set("dstCid", lastOK.CID)
+			q.Set("range", lastOK.Range)
+			lastOK = nil
+		}
+		t0 := time.Now()
+		held, err := d.do(ctx, http.MethodGet, "/peer/task?"+q.Encode(), nil, &env)
+		if dt := time.Since(t0); held {
+			r.held = append(r.held, dt)
+		} else {
+			r.task = append(r.task, dt)
+		}
+		if err != nil {
+			return err
+		}
+		started = true
+		switch env.Code {
+		case types.CodePeerContinue, types.CodeSuccess:
+			var infos []types.PieceInfo
+			if len(env.Data) > 0 && string(env.Data) != "null" {
+				if err := json.Unmarshal(env.Data, &infos); err != nil {
+					d.fail(ctx)
+					return fmt.Errorf("/peer/task pieces: %w", err)
+				}
+			}
+			launched := 0
+			for _, pi := range infos {
+				if done[pi.PieceNum] || running[pi.PieceNum] {
+					continue
+				}
+				running[pi.PieceNum] = true
+				launched++
+				wg.Add(1)
+				go download(pi)
+			}
+			if launched == 0 {
+				if err := await(time.Second); err != nil {
+					return err
+				}
+			}
+		case types.CodePeerWait, types.CodePeerLimited:
+			lo := 20 << min(wait, 5)
+			wait++
+			if err := await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond); err != nil {
+				return err
+			}
+		case types.CodePeerFinish:
+			return nil
 		default:
 			d.fail(ctx)
-			r.err = fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
-			return r
-		}
-		waitLo = 50 * time.Millisecond
-		var pieces []types.PieceInfo
-		if err := json.Unmarshal(env.Data, &pieces); err != nil {
-			d.fail(ctx)
-			r.err = fmt.Errorf("/peer/task pieces: %w", err)
-			return r
-		}
-		if d.pieceTime > 0 && len(pieces) > 0 {
-			select {
-			case <-time.After(d.pieceTime):
-			case <-ctx.Done():
-				r.err = ctx.Err()
-				return r
-			}
-		}
-		for _, p := range pieces {
-			sq := url.Values{"taskId": {rd.TaskID}, "cid": {cid}, "dstCid": {p.CID}, "pieceRange": {p.Range}}
-			t1 := time.Now()
-			err := d.do(ctx, http.MethodGet, "/peer/piece/suc?"+sq.Encode(), nil, &env)
-			r.suc = append(r.suc, time.Since(t1))
-			if err == nil && env.Code != types.CodeGetPieceReport {
-				d.fail(ctx)
-				err = fmt.Errorf("/peer/piece/suc: code %d msg %q", env.Code, env.Msg)
-			}
-			if err != nil {
-				r.err = err
-				return r
-			}
-		}
-		q.Set("status", strconv.Itoa(types.TaskStatusRunning))
-		if len(pieces) > 0 {
-			last := pieces[len(pieces)-1]
-			q.Set("result", strconv.Itoa(types.ResultSemiSuc))
-			q.Set("dstCid", last.CID)
-			q.Set("range", last.Range)
+			return fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
 		}
 	}
-	r.err = errors.New("client did not finish within its round limit")
-	return r
 }
 
 // fmtQuantile prints a histogram quantile in unit, or where it lies

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -51,11 +52,12 @@ func (f *fakeSupernode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(types.ResultInfo{Code: types.CodeSuccess, Data: types.RegisterResponseData{
-			TaskID: "t1", FileLength: int64(f.pieces) * 10, PieceSize: 15}})
+			TaskID: "t1", FileLength: int64(f.pieces)*15 - 5, PieceSize: 15}})
 	case "/peer/task":
 		cid := q.Get("srcCid")
 		if !f.waited[cid] {
 			f.waited[cid] = true
+			w.Header().Set("Server-Timing", "hold;dur=1.0")
 			reply(types.ResultInfo{Code: types.CodePeerWait})
 			return
 		}
@@ -82,16 +84,21 @@ func (f *fakeSupernode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func newDriver(base string, hc *http.Client, r Rate) *driver {
+	return &driver{base: base, snIP: "127.0.0.1", selfIP: "127.0.0.1", rawURL: "http://127.0.0.1/x", hc: hc,
+		rate: r, stop: make(chan struct{})}
+}
+
 func TestClientFollowsProtocol(t *testing.T) {
 	f := &fakeSupernode{pieces: 10, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
 	ts := httptest.NewServer(f)
 	defer ts.Close()
-	d := &driver{base: ts.URL, snIP: "127.0.0.1", selfIP: "127.0.0.1", rawURL: "http://127.0.0.1/x", hc: ts.Client()}
+	d := newDriver(ts.URL, ts.Client(), Rate{Lo: 1e3, Hi: 2e3}) // 15 bytes: 7.5-15 ms a piece
 	var wg sync.WaitGroup
 	res := make([]clientResult, 5)
 	for i := range res {
 		wg.Add(1)
-		go func() { defer wg.Done(); res[i] = d.client(context.Background(), i, nil) }()
+		go func() { defer wg.Done(); res[i] = d.client(context.Background(), i) }()
 	}
 	wg.Wait()
 	for i, r := range res {
@@ -104,13 +111,13 @@ func TestClientFollowsProtocol(t *testing.T) {
 		if len(r.suc) != 10 {
 			t.Errorf("client %d reported %d pieces", i, len(r.suc))
 		}
-		// wait, 3 rounds of pieces, finish.
-		if len(r.task) != 5 {
-			t.Errorf("client %d made %d /peer/task calls, want 5", i, len(r.task))
+		// One held wait, then at least 3 rounds of pieces and the finish.
+		if len(r.held) != 1 || len(r.task) < 4 {
+			t.Errorf("client %d: %d held and %d other /peer/task calls, want 1 and >= 4", i, len(r.held), len(r.task))
 		}
 	}
-	if d.failed.Load() != 0 {
-		t.Errorf("%d failed requests", d.failed.Load())
+	if d.failed.Load() != 0 || d.pieces.Load() != 50 {
+		t.Errorf("%d failed requests, %d pieces", d.failed.Load(), d.pieces.Load())
 	}
 	for cid, n := range f.got {
 		if n != 10 {
@@ -123,9 +130,47 @@ func TestClientFollowsProtocol(t *testing.T) {
 		http.Error(w, strconv.Itoa(500), http.StatusInternalServerError)
 	}))
 	defer bad.Close()
-	d2 := &driver{base: bad.URL, selfIP: "127.0.0.1", hc: bad.Client()}
-	if r := d2.client(context.Background(), 0, nil); r.err == nil || d2.failed.Load() != 1 {
+	d2 := newDriver(bad.URL, bad.Client(), Rate{})
+	if r := d2.client(context.Background(), 0); r.err == nil || d2.failed.Load() != 1 {
 		t.Errorf("error not counted: %v, %d", r.err, d2.failed.Load())
+	}
+}
+
+func TestWindowStopsClients(t *testing.T) {
+	f := &fakeSupernode{pieces: 1000, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
+	ts := httptest.NewServer(f)
+	defer ts.Close()
+	d := newDriver(ts.URL, ts.Client(), Rate{Lo: 100, Hi: 100}) // 150 ms a piece
+	out := make(chan clientResult)
+	go func() { out <- d.client(context.Background(), 0) }()
+	time.Sleep(300 * time.Millisecond)
+	close(d.stop)
+	select {
+	case r := <-out:
+		if !errors.Is(r.err, errStopped) {
+			t.Errorf("err = %v, want errStopped", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not stop")
+	}
+	if d.failed.Load() != 0 || d.aborted.Load() != 0 {
+		t.Errorf("stopping counted %d failed, %d aborted", d.failed.Load(), d.aborted.Load())
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]Rate{"0": {}, "200": {200e6, 200e6}, "100-400": {100e6, 400e6}} {
+		if r, err := ParseRate(in); err != nil || r != want {
+			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, r, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "400-100", "-1"} {
+		if _, err := ParseRate(in); err == nil {
+			t.Errorf("ParseRate(%q) accepted", in)
+		}
+	}
+	if d := (Rate{Lo: 1e6, Hi: 1e6}).time(2e6); d != 2*time.Second {
+		t.Errorf("2 MB at 1 MB/s = %v", d)
 	}
 }
 

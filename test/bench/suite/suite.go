@@ -36,9 +36,14 @@ type Config struct {
 	TargetPeers []int
 	LoadClients int
 	LoadPieces  int
-	// LoadPieceTimes are the simulated download times per batch of pieces,
-	// one load run each; 0 is the issue #6 saturation run (target checked).
-	LoadPieceTimes []time.Duration
+	// LoadRates are the simulated per-piece download rates, one load run
+	// each: a paced rate is the issue #6 run (target checked), the zero
+	// rate the saturation run (requests/second, latency not checked).
+	LoadRates []load.Rate
+	// LoadWindow bounds each load run's measured phase.
+	LoadWindow time.Duration
+	// LoadProfileDir, when set, receives a supernode CPU profile per run.
+	LoadProfileDir string
 	// CDNSize is the file size of the CDN-vs-curl section.
 	CDNSize int64
 	// SingleSize is the file size of the single-download section.
@@ -59,11 +64,12 @@ func Default() Config {
 		TargetPeers: []int{8, 16},
 		LoadClients: 1000,
 		LoadPieces:  1000,
-		// 2 s per batch of up to 4 pieces of 15 MiB is ~30 MB/s per client:
-		// a paced load below the supernode's saturation point.
-		LoadPieceTimes: []time.Duration{0, 2 * time.Second},
-		CDNSize:        1 << 30,
-		SingleSize:     1 << 30,
+		// A piece at 100-400 MB/s, as a dfget on a fast link; then no
+		// simulated time at all (the saturation throughput).
+		LoadRates:  []load.Rate{{Lo: 100e6, Hi: 400e6}, {}},
+		LoadWindow: 60 * time.Second,
+		CDNSize:    1 << 30,
+		SingleSize: 1 << 30,
 	}
 }
 
@@ -122,20 +128,21 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		}
 	}
 	if cfg.Selected(Load) {
-		for _, pt := range cfg.LoadPieceTimes {
+		for _, rate := range cfg.LoadRates {
 			if ctx.Err() != nil {
 				break
 			}
 			res, err := load.Run(ctx, load.Config{Clients: cfg.LoadClients, Pieces: cfg.LoadPieces, Mode: cfg.Mode,
-				SupernodeArgs: cfg.SupernodeArgs, PieceTime: pt, Logf: logf})
+				SupernodeArgs: cfg.SupernodeArgs, Rate: rate, Window: cfg.LoadWindow, ProfileDir: cfg.LoadProfileDir, Logf: logf})
 			if err != nil {
-				rep.Sections = append(rep.Sections, report.Section{Title: fmt.Sprintf("Supernode load, piece time %v", pt), Error: err.Error()})
+				rep.Sections = append(rep.Sections, report.Section{Title: fmt.Sprintf("Supernode load, piece rate %v", rate), Error: err.Error()})
 				continue
 			}
-			rep.Loads = append(rep.Loads, report.LoadRow{Result: res, Target: pt == 0})
+			rep.Loads = append(rep.Loads, report.LoadRow{Result: res, Target: rate.Lo > 0})
 			rep.Mode = res.Mode
-			logf("  %d requests, %.0f req/s, /peer/task p50 %v p99 %v (server p99 %s), %d failed",
-				res.Requests, res.RPS, res.TaskP50, res.TaskP99, res.ServerTaskP99, res.Failed)
+			logf("  %d requests, %.0f req/s, %d pieces, /peer/task unheld p50 %v p99 %v, held %.1f%% (p99 %v), server p99 %s, CPU %.1fs, %d failed",
+				res.Requests, res.RPS, res.PiecesDone, res.TaskP50, res.TaskP99, 100*res.HeldShare(), res.HeldP99,
+				res.ServerTaskP99, res.SupernodeCPU.Seconds(), res.Failed)
 		}
 	}
 	if cfg.Selected(Single) && ctx.Err() == nil {

@@ -6,8 +6,10 @@
 // Environment: BENCH_ONLY=swarm,target,load,dfget,cdn selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
-// BENCH_LOAD_PIECES size the load runs and BENCH_LOAD_PIECE_MS=0,2000 sets
-// their simulated per-batch download times; BENCH_CDN_MIB and BENCH_SINGLE_MIB size the CDN and single-download runs; BENCH_DFGET_ARGS and
+// BENCH_LOAD_PIECES size the load runs, BENCH_LOAD_MBPS=100-400,0 sets their
+// simulated per-piece download rates (MB/s; 0 is the saturation run),
+// BENCH_LOAD_SECONDS their window and BENCH_LOAD_PROFILE a directory for
+// supernode CPU profiles; BENCH_CDN_MIB and BENCH_SINGLE_MIB size the CDN and single-download runs; BENCH_DFGET_ARGS and
 // BENCH_SUPERNODE_ARGS add flags; BENCH_LOOPBACK=1 forces loopback mode.
 package main
 
@@ -22,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/test/bench/load"
 	"github.com/damselfly-p2p/damselfly/test/bench/suite"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 )
@@ -99,16 +102,24 @@ func config() (suite.Config, error) {
 		}
 		cfg.OriginRate = m * cluster.Mbit
 	}
-	if v := os.Getenv("BENCH_LOAD_PIECE_MS"); v != "" {
-		ms, err := ints0(v)
-		if err != nil {
-			return cfg, fmt.Errorf("BENCH_LOAD_PIECE_MS: %w", err)
-		}
-		cfg.LoadPieceTimes = nil
-		for _, m := range ms {
-			cfg.LoadPieceTimes = append(cfg.LoadPieceTimes, time.Duration(m)*time.Millisecond)
+	if v := os.Getenv("BENCH_LOAD_MBPS"); v != "" {
+		cfg.LoadRates = nil
+		for _, f := range strings.Split(v, ",") {
+			r, err := load.ParseRate(f)
+			if err != nil {
+				return cfg, fmt.Errorf("BENCH_LOAD_MBPS: %w", err)
+			}
+			cfg.LoadRates = append(cfg.LoadRates, r)
 		}
 	}
+	if v := os.Getenv("BENCH_LOAD_SECONDS"); v != "" {
+		s, err := strconv.Atoi(v)
+		if err != nil || s < 1 {
+			return cfg, fmt.Errorf("BENCH_LOAD_SECONDS=%q: want a positive integer", v)
+		}
+		cfg.LoadWindow = time.Duration(s) * time.Second
+	}
+	cfg.LoadProfileDir = os.Getenv("BENCH_LOAD_PROFILE")
 	cfg.DfgetArgs = strings.Fields(os.Getenv("BENCH_DFGET_ARGS"))
 	cfg.SupernodeArgs = strings.Fields(os.Getenv("BENCH_SUPERNODE_ARGS"))
 	if os.Getenv("BENCH_LOOPBACK") == "1" {
@@ -119,9 +130,6 @@ func config() (suite.Config, error) {
 
 // ints parses a comma-separated list of positive integers.
 func ints(s string) ([]int, error) { return intList(s, 1) }
-
-// ints0 parses a comma-separated list of non-negative integers.
-func ints0(s string) ([]int, error) { return intList(s, 0) }
 
 func intList(s string, least int) ([]int, error) {
 	var out []int
