@@ -44,9 +44,9 @@ type Limits struct {
 
 type taskState struct {
 	cdn      *bitset.BitSet
-	total    int // -1 while unknown
-	holders  map[int]map[string]struct{}
-	inflight []int32 // clients fetching each piece right now, by piece
+	total    int                   // -1 while unknown
+	holders  []map[string]struct{} // by piece; a slice so counting them is cheap
+	inflight []int32               // clients fetching each piece right now, by piece
 	// seeding counts, by piece, fetches by clients that will serve the
 	// piece to others; seededAt is when the last of them started.
 	seeding  []int32
@@ -107,7 +107,7 @@ func (m *Manager) task(taskID string) *taskState {
 	t := m.tasks[taskID]
 	if t == nil {
 		t = &taskState{
-			cdn: bitset.New(0), total: -1, holders: map[int]map[string]struct{}{},
+			cdn: bitset.New(0), total: -1,
 			waiters: map[chan struct{}]struct{}{}, clients: map[string]struct{}{},
 		}
 		m.tasks[taskID] = t
@@ -282,12 +282,7 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 		}
 		c.success.Set(uint(num))
 		c.failed.Clear(uint(num))
-		h := t.holders[num]
-		if h == nil {
-			h = map[string]struct{}{}
-			t.holders[num] = h
-		}
-		h[c.peerID] = struct{}{}
+		t.holderSet(num)[c.peerID] = struct{}{}
 		if c.stream {
 			c.una = int(nextClear(c.success, uint(c.una)))
 		}
@@ -330,15 +325,34 @@ func (m *Manager) AddHolder(taskID, cid string, num int) error {
 	if c == nil || c.taskID != taskID {
 		return fmt.Errorf("%w: %s", ErrUnknownClient, cid)
 	}
+	if num < 0 {
+		return fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
+	}
 	t := m.task(taskID)
+	t.holderSet(num)[c.peerID] = struct{}{}
+	t.notify(wakeHolder)
+	return nil
+}
+
+// holderSet is the holders of piece num, created if needed.
+func (t *taskState) holderSet(num int) map[string]struct{} {
+	if num >= len(t.holders) {
+		t.holders = append(t.holders, make([]map[string]struct{}, num+1-len(t.holders))...)
+	}
 	h := t.holders[num]
 	if h == nil {
 		h = map[string]struct{}{}
 		t.holders[num] = h
 	}
-	h[c.peerID] = struct{}{}
-	t.notify(wakeHolder)
-	return nil
+	return h
+}
+
+// holdersOf is the holders of piece num (nil if none).
+func (t *taskState) holdersOf(num int) map[string]struct{} {
+	if num < 0 || num >= len(t.holders) {
+		return nil
+	}
+	return t.holders[num]
 }
 
 // RemoveHolder drops the peer of client cid as a holder of piece num.
@@ -350,7 +364,7 @@ func (m *Manager) RemoveHolder(taskID, cid string, num int) error {
 		return fmt.Errorf("%w: %s", ErrUnknownClient, cid)
 	}
 	if t := m.tasks[taskID]; t != nil {
-		delete(t.holders[num], c.peerID)
+		delete(t.holdersOf(num), c.peerID)
 	}
 	return nil
 }
@@ -363,8 +377,8 @@ func (m *Manager) Holders(taskID string, num int) []string {
 	if t == nil {
 		return nil
 	}
-	out := make([]string, 0, len(t.holders[num]))
-	for p := range t.holders[num] {
+	out := make([]string, 0, len(t.holdersOf(num)))
+	for p := range t.holdersOf(num) {
 		out = append(out, p)
 	}
 	return out
@@ -389,9 +403,12 @@ type View struct {
 }
 
 // ClientView computes the pieces client cid can fetch now: written by the
-// CDN, not had, not running, inside the window for a streaming client. It
-// costs O(pieces): holders are only counted here and picked in Assign.
-func (m *Manager) ClientView(taskID, cid string) (View, error) {
+// CDN, not had, not running, inside the window for a streaming client. The
+// candidates are appended to buf[:0] (pass the last View's Candidates back
+// to reuse it: this runs for every /peer/task under the manager's lock, so
+// it must neither allocate nor hash per piece). It costs O(pieces): holders
+// are only counted here and picked in Assign.
+func (m *Manager) ClientView(taskID, cid string, buf []Candidate) (View, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
@@ -402,7 +419,7 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 	if t == nil {
 		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
 	}
-	v := View{Stream: c.stream, CDNFailed: t.failed}
+	v := View{Stream: c.stream, CDNFailed: t.failed, Candidates: buf[:0]}
 	v.Done = t.finished && !t.failed && t.total > 0 && int(c.success.Count()) >= t.total
 	if src := m.peers[c.peerID]; src != nil {
 		v.ClientErrors = src.clientErr
@@ -418,15 +435,20 @@ func (m *Manager) ClientView(taskID, cid string) (View, error) {
 		if c.success.Test(i) {
 			continue
 		}
-		if _, run := c.running[int(i)]; run {
-			continue
+		if len(c.running) > 0 {
+			if _, run := c.running[int(i)]; run {
+				continue
+			}
 		}
 		// Pieces others are fetching count as held: they soon will be, so
 		// clients starting together spread over different pieces instead of
 		// all taking piece 0 from the supernode. (The client itself is not
 		// among the holders or fetchers of a piece it lacks and is not
 		// running.)
-		n := len(t.holders[int(i)])
+		n := 0
+		if int(i) < len(t.holders) {
+			n = len(t.holders[i])
+		}
 		if int(i) < len(t.inflight) {
 			n += int(t.inflight[i])
 		}
@@ -477,9 +499,16 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 	busyHolder := false
 	if peers {
 		src := m.peers[c.peerID]
-		for pid := range t.holders[num] {
+		// Map iteration starts at a random holder; looking at a bounded
+		// sample of a popular piece's holders keeps a big swarm's calls
+		// cheap and still finds an idle or lightly loaded one.
+		seen := 0
+		for pid := range t.holdersOf(num) {
 			if pid == c.peerID {
 				continue
+			}
+			if seen++; seen > holderSample {
+				break
 			}
 			p := m.peers[pid]
 			if p == nil || !p.down.IsZero() || p.serviceErr >= eliminationLimit {
@@ -530,6 +559,9 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 	}
 	return bestID
 }
+
+// holderSample bounds the holders of one piece Assign looks at.
+const holderSample = 64
 
 // seedFor is how long a fetch by a serving peer keeps the supernode from
 // sending the same piece again; past it the fetcher may be stuck or gone.

@@ -7,10 +7,10 @@ import (
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 )
 
-// BenchmarkSchedule measures one scheduling call on a task of 267 pieces
+// BenchmarkSchedule measures one scheduling call on a task of 1000 pieces
 // with 1000 clients, each piece held by every client that finished it.
 func BenchmarkSchedule(b *testing.B) {
-	const pieces, clients = 267, 1000
+	const pieces, clients = 1000, 1000
 	p := progress.New("super")
 	p.InitTask("t")
 	for i := range pieces {

@@ -6,17 +6,17 @@ package scheduler
 //go:generate go tool mockgen -source=scheduler.go -destination=mock_progress_test.go -package=scheduler
 
 import (
-	"cmp"
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 )
 
 // Progress is what the scheduler needs from the progress manager.
 type Progress interface {
-	ClientView(taskID, cid string) (progress.View, error)
+	ClientView(taskID, cid string, buf []progress.Candidate) (progress.View, error)
 	Assign(taskID, cid string, nums []int, peers bool, lim progress.Limits, eliminationLimit int) []progress.Assigned
 }
 
@@ -51,17 +51,36 @@ type Config struct {
 type Scheduler struct {
 	p   Progress
 	cfg Config
+	// scratch recycles the per-call buffers (candidates, sort keys, piece
+	// numbers): with 1,000 pieces they are ~40 KiB a call, which at
+	// thousands of calls a second kept the garbage collector busy.
+	scratch sync.Pool
+}
+
+type scratch struct {
+	cands []progress.Candidate
+	keys  []uint64
+	nums  []int
 }
 
 // New returns a scheduler over p.
-func New(p Progress, cfg Config) *Scheduler { return &Scheduler{p: p, cfg: cfg} }
+func New(p Progress, cfg Config) *Scheduler {
+	return &Scheduler{p: p, cfg: cfg, scratch: sync.Pool{New: func() any { return new(scratch) }}}
+}
+
+// firstTry is how many of the best candidates are ordered and offered
+// first; the rest are sorted only when these cannot fill the client's slots.
+const firstTry = 32
 
 // Schedule assigns up to DownLimit-running pieces to client cid of task.
 func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
-	v, err := s.p.ClientView(taskID, cid)
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	v, err := s.p.ClientView(taskID, cid, sc.cands)
 	if err != nil {
 		return nil, err
 	}
+	sc.cands = v.Candidates
 	if v.CDNFailed {
 		return nil, ErrCDNFailed
 	}
@@ -74,16 +93,37 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 	if len(v.Running) >= s.cfg.Limits.DownLimit {
 		return nil, ErrLimited
 	}
-	order(v)
-	nums := make([]int, len(v.Candidates))
-	for i, c := range v.Candidates {
-		nums[i] = c.Num
-	}
 	// A client that keeps failing is served by the supernode only.
 	peers := v.ClientErrors <= s.cfg.FailureCountLimit
 	var out []Assignment
-	for _, a := range s.p.Assign(taskID, cid, nums, peers, s.cfg.Limits, s.cfg.EliminationLimit) {
-		out = append(out, Assignment{Num: a.Num, DstPID: a.Dst})
+	assign := func(nums []int) {
+		for _, a := range s.p.Assign(taskID, cid, nums, peers, s.cfg.Limits, s.cfg.EliminationLimit) {
+			out = append(out, Assignment{Num: a.Num, DstPID: a.Dst})
+		}
+	}
+	sc.nums = sc.nums[:0]
+	if v.Stream {
+		for _, c := range v.Candidates {
+			sc.nums = append(sc.nums, c.Num)
+		}
+		slices.Sort(sc.nums)
+		assign(sc.nums)
+	} else {
+		sc.keys = keys(v, sc.keys[:0])
+		n := len(sc.keys)
+		if n > firstTry {
+			selectSmallest(sc.keys, firstTry)
+			n = firstTry
+		}
+		slices.Sort(sc.keys[:n])
+		sc.nums = appendNums(sc.nums, sc.keys[:n], v.Candidates)
+		assign(sc.nums)
+		if want := s.cfg.Limits.DownLimit - len(v.Running); len(out) < want && n < len(sc.keys) {
+			rest := sc.keys[n:]
+			slices.Sort(rest)
+			sc.nums = appendNums(sc.nums[:0], rest, v.Candidates)
+			assign(sc.nums)
+		}
 	}
 	if len(out) == 0 {
 		return nil, ErrBusy
@@ -91,17 +131,18 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 	return out, nil
 }
 
-// order sorts candidates: ascending piece number for a streaming client;
-// otherwise fewest holders first, then closest to the centre of the running
-// pieces, then random so clients spread over equally rare pieces. The three
-// criteria are packed into one integer key per piece, which keeps this cheap
-// when many clients pull a task of many pieces.
-func order(v progress.View) {
-	c := v.Candidates
-	if v.Stream {
-		slices.SortFunc(c, func(a, b progress.Candidate) int { return a.Num - b.Num })
-		return
-	}
+// Key layout: fewest holders first, then closest to the centre of the
+// running pieces, then random so clients spread over equally rare pieces;
+// the low bits carry the candidate's index.
+const (
+	idxBits  = 22
+	randBits = 12
+	distBits = 20
+	holdBits = 64 - idxBits - randBits - distBits
+)
+
+// keys packs one sortable key per candidate (non-streaming clients).
+func keys(v progress.View, out []uint64) []uint64 {
 	center := 0
 	if len(v.Running) > 0 {
 		sum := 0
@@ -110,19 +151,59 @@ func order(v progress.View) {
 		}
 		center = sum / len(v.Running)
 	}
-	type keyed struct {
-		key uint64
-		c   progress.Candidate
+	r := rand.Uint64()
+	for i, x := range v.Candidates {
+		if i >= 1<<idxBits {
+			break // more pieces than a key can index: the rest wait for a later call
+		}
+		if i%5 == 0 {
+			r = rand.Uint64() // 5 x 12 random bits per draw
+		}
+		h := uint64(min(max(x.Holders, 0), 1<<holdBits-1))
+		d := uint64(min(abs(x.Num-center), 1<<distBits-1))
+		rb := r & (1<<randBits - 1)
+		r >>= randBits
+		out = append(out, h<<(64-holdBits)|d<<(idxBits+randBits)|rb<<idxBits|uint64(i))
 	}
-	ks := make([]keyed, len(c))
-	for i, x := range c {
-		h := uint64(min(max(x.Holders, 0), 1<<20-1))
-		d := uint64(min(abs(x.Num-center), 1<<22-1))
-		ks[i] = keyed{key: h<<42 | d<<20 | uint64(rand.IntN(1<<20)), c: x}
+	return out
+}
+
+func appendNums(nums []int, ks []uint64, c []progress.Candidate) []int {
+	for _, k := range ks {
+		nums = append(nums, c[k&(1<<idxBits-1)].Num)
 	}
-	slices.SortFunc(ks, func(a, b keyed) int { return cmp.Compare(a.key, b.key) })
-	for i := range ks {
-		c[i] = ks[i].c
+	return nums
+}
+
+// selectSmallest moves the k smallest keys to ks[:k] (in no order), in
+// O(len(ks)) expected time (quickselect).
+func selectSmallest(ks []uint64, k int) {
+	lo, hi := 0, len(ks)
+	for hi-lo > 1 {
+		p := ks[lo+rand.IntN(hi-lo)]
+		// Three-way partition of ks[lo:hi] around p.
+		lt, i, gt := lo, lo, hi
+		for i < gt {
+			switch {
+			case ks[i] < p:
+				ks[lt], ks[i] = ks[i], ks[lt]
+				lt++
+				i++
+			case ks[i] > p:
+				gt--
+				ks[gt], ks[i] = ks[i], ks[gt]
+			default:
+				i++
+			}
+		}
+		switch {
+		case k < lt:
+			hi = lt
+		case k > gt:
+			lo = gt
+		default:
+			return
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"go.uber.org/mock/gomock"
@@ -14,7 +16,7 @@ var cfg = Config{Limits: progress.Limits{DownLimit: 3, UpLimit: 5, SuperLimit: 1
 func TestScheduleRarestFirst(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c").Return(progress.View{Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{
 		{Num: 0, Holders: 3}, {Num: 1, Holders: 0}, {Num: 2, Holders: 2}, {Num: 3, Holders: 1},
 	}}, nil)
 	p.EXPECT().Assign("t", "c", []int{1, 3, 2, 0}, true, cfg.Limits, 5).
@@ -28,7 +30,7 @@ func TestScheduleRarestFirst(t *testing.T) {
 func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c").Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
 		{Num: 0}, {Num: 20}, {Num: 11}, {Num: 13},
 	}}, nil)
 	p.EXPECT().Assign("t", "c", []int{11, 13, 20, 0}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 11, Dst: "super"}})
@@ -40,7 +42,7 @@ func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
 func TestScheduleStreamAscending(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "s").Return(progress.View{Stream: true, Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "s", gomock.Any()).Return(progress.View{Stream: true, Candidates: []progress.Candidate{
 		{Num: 7, Holders: 0}, {Num: 5, Holders: 4}, {Num: 6, Holders: 1},
 	}}, nil)
 	p.EXPECT().Assign("t", "s", []int{5, 6, 7}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 6, Dst: "super"}, {Num: 7, Dst: "peer"}})
@@ -66,7 +68,7 @@ func TestScheduleOutcomes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctrl := gomock.NewController(t)
 			p := NewMockProgress(ctrl)
-			p.EXPECT().ClientView("t", "c").Return(tc.view, tc.err)
+			p.EXPECT().ClientView("t", "c", gomock.Any()).Return(tc.view, tc.err)
 			if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -78,15 +80,59 @@ func TestScheduleFailingClientAndBusy(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
 	// A client over the failure limit: supernode only (peers=false).
-	p.EXPECT().ClientView("t", "c").Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
 	p.EXPECT().Assign("t", "c", []int{0}, false, cfg.Limits, 5).Return([]progress.Assigned{{Num: 0, Dst: "super"}})
 	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
 		t.Fatalf("failing client: %v %v", as, err)
 	}
 	// Candidates exist but nothing could be assigned: busy.
-	p.EXPECT().ClientView("t", "c").Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
 	p.EXPECT().Assign("t", "c", []int{0}, true, cfg.Limits, 5).Return(nil)
 	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("got %v, want ErrBusy", err)
+	}
+}
+
+// With more candidates than firstTry, the rarest are offered first and the
+// rest only when those cannot be assigned.
+func TestScheduleManyCandidates(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	p := NewMockProgress(ctrl)
+	var cs []progress.Candidate
+	for i := range 100 {
+		cs = append(cs, progress.Candidate{Num: i, Holders: 100 - i})
+	}
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: cs}, nil)
+	first := p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).DoAndReturn(
+		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
+			if len(nums) != firstTry || nums[0] != 99 || nums[firstTry-1] != 100-firstTry {
+				t.Errorf("first batch %v, want 99 down to %d", nums, 100-firstTry)
+			}
+			return nil
+		})
+	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).After(first).DoAndReturn(
+		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
+			if len(nums) != 100-firstTry || nums[0] != 99-firstTry || nums[len(nums)-1] != 0 {
+				t.Errorf("second batch %v", nums)
+			}
+			return []progress.Assigned{{Num: nums[0], Dst: "p"}}
+		})
+	as, err := New(p, cfg).Schedule("t", "c")
+	if err != nil || len(as) != 1 || as[0].Num != 99-firstTry {
+		t.Fatalf("got %v, %v", as, err)
+	}
+}
+
+func TestSelectSmallest(t *testing.T) {
+	for _, n := range []int{2, 33, 100, 1000} {
+		ks := make([]uint64, n)
+		for i := range ks {
+			ks[i] = uint64(rand.IntN(50))<<32 | uint64(i) // duplicates in the high bits
+		}
+		k := min(n-1, firstTry)
+		selectSmallest(ks, k)
+		if mx, mn := slices.Max(ks[:k]), slices.Min(ks[k:]); mx > mn {
+			t.Errorf("n=%d: max of the first %d is %d > %d", n, k, mx, mn)
+		}
 	}
 }
