@@ -45,6 +45,7 @@ type P2P struct {
 	MaxFetch int
 
 	pool api.BufferPool
+	slow slowGuard
 }
 
 // Result is what a finished P2P attempt learned.
@@ -306,11 +307,21 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 		}
 	}()
 	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, Limiter: d.Limiter}
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	limit := 2 * time.Minute
+	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
+	if fromPeer {
+		limit = min(limit, d.slow.limit(d.PieceSize, d.Limiter))
+	}
+	fctx, cancel := context.WithTimeout(ctx, limit)
 	t0 := time.Now()
 	b, err := d.Client.FetchPiece(fctx, req, buf)
 	cancel()
 	tFetch := time.Since(t0)
+	if err == nil {
+		d.slow.observe(tFetch)
+	} else if fromPeer && fctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("holder too slow, gave up after %v (fetch elsewhere): %w", limit.Round(time.Millisecond), err)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
