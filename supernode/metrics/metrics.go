@@ -48,6 +48,7 @@ type Metrics struct {
 	// Damselfly additions.
 	PieceServerBytes prometheus.Counter
 	PiecesScheduled  *prometheus.CounterVec
+	PiecesFailed     *prometheus.CounterVec
 	SourceFailures   prometheus.Counter
 }
 
@@ -119,6 +120,8 @@ func New() *Metrics {
 			Name: "piece_server_sent_bytes_total", Help: "Bytes sent by the supernode's piece server."}),
 		PiecesScheduled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 			Name: "pieces_scheduled_total", Help: "Pieces handed out by /peer/task, by holder kind."}, []string{"holder"}),
+		PiecesFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "pieces_failed_total", Help: "Pieces clients reported failed (/peer/task result 501), by holder kind."}, []string{"holder"}),
 		SourceFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
 	}
@@ -132,6 +135,6 @@ func New() *Metrics {
 		m.DfgetTasks, m.DfgetTasksReg, m.DfgetTasksFailed, m.CDNCacheHit, m.CDNDownload, m.CDNDownloadBytes,
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
-		m.PieceServerBytes, m.PiecesScheduled, m.SourceFailures)
+		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures)
 	return m
 }

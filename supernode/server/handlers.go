@@ -46,6 +46,13 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, types.CodeParamError, err.Error(), nil)
 		return
 	}
+	if q.Status == types.TaskStatusRunning && q.Result == types.ResultFail && a.Metrics != nil {
+		holder := "peer"
+		if strings.HasPrefix(q.DstCID, types.SuperNodeCIDPrefix) {
+			holder = "supernode"
+		}
+		a.Metrics.PiecesFailed.WithLabelValues(holder).Inc()
+	}
 	var held time.Duration
 	code, data, err := a.Tasks.Pull(task.WithHoldRecorder(r.Context(), &held), task.PullQuery{
 		TaskID: q.TaskID, SrcCID: q.SrcCID, DstCID: q.DstCID, Range: q.Range, Status: q.Status, Result: q.Result,

@@ -133,6 +133,9 @@ func TestFaultTruncatingPeer(t *testing.T) {
 	if total == 0 {
 		t.Fatal("the supernode never scheduled the fake holder; nothing was tested")
 	}
+	if n := metricValue(t, sn, `dragonfly_supernode_pieces_failed_total{holder="peer"}`); n < float64(total) {
+		t.Errorf("pieces_failed_total{holder=peer} = %v, want >= %d", n, total)
+	}
 }
 
 // A seed's peer server is killed while others download from it, and more
