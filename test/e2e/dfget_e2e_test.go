@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -195,7 +193,7 @@ func TestDfgetCorruptPeer(t *testing.T) {
 	warm.killServer() // only the CDN and the liar hold pieces now
 
 	var hits atomic.Int64
-	liar := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fakeHolder(t, sn, url, "127.0.0.5", int64(len(data)), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
 		if err != nil {
@@ -209,45 +207,6 @@ func TestDfgetCorruptPeer(t *testing.T) {
 		w.WriteHeader(http.StatusPartialContent)
 		_, _ = w.Write(b)
 	}))
-	// Peer ports must be in [15000, 65000] for the supernode.
-	var l net.Listener
-	var liarPort int
-	var err error
-	for i := 0; i < 20 && l == nil; i++ {
-		liarPort = 15000 + (FreePort(t)+i*7919)%50000
-		l, err = listenOn("127.0.0.5", liarPort)
-	}
-	if l == nil {
-		t.Fatalf("cannot listen for the fake peer: %v", err)
-	}
-	liar.Listener = l
-	liar.Start()
-	defer liar.Close()
-	c := newClient(t, sn, "127.0.0.5-liar")
-	req := c.registerReq(url)
-	req.IP, req.Port, req.Path = "127.0.0.5", liarPort, "/peer/file/liar"
-	status, body := c.registerRaw(req)
-	if status != 200 {
-		t.Fatalf("liar register: %d %s", status, body)
-	}
-	var env struct {
-		Code int                        `json:"code"`
-		Data types.RegisterResponseData `json:"data"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		t.Fatal(err)
-	}
-	n := piece.Count(int64(len(data)), env.Data.PieceSize)
-	wrapped := piece.WrappedLength(int64(len(data)), env.Data.PieceSize)
-	for i := 0; i < n; i++ {
-		q := fmt.Sprintf("%s/peer/piece/suc?taskId=%s&cid=%s&dstCid=%s&pieceRange=%s", sn.apiURL, env.Data.TaskID, c.cid,
-			types.SuperNodeCIDPrefix+"127.0.0.1~"+env.Data.TaskID, piece.Range(i, env.Data.PieceSize, wrapped))
-		resp, err := http.Get(q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
 	reported := 0
 	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		p := newDfgetPeer(t, ip)
