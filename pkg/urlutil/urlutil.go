@@ -101,3 +101,18 @@ func HeaderLines(h map[string]string) []string {
 	}
 	return out
 }
+
+// HostAllowed reports whether u's host is in allow (exact host names or
+// IPs, case-insensitive; no ports). An empty list allows every host.
+func HostAllowed(allow []string, u *url.URL) bool {
+	if len(allow) == 0 {
+		return true
+	}
+	host := strings.ToLower(u.Hostname())
+	for _, h := range allow {
+		if strings.ToLower(h) == host {
+			return true
+		}
+	}
+	return false
+}

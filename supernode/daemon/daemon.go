@@ -93,7 +93,7 @@ func (d *Daemon) build() error {
 	}
 	prog := progress.New(superPID)
 	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed}, superPID)
-	d.cdn = cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout}, st, prog, cdn.Metrics{
+	d.cdn = cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow}, st, prog, cdn.Metrics{
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 	}, log.WithField("mgr", "cdn"))

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -45,11 +44,8 @@ func sourceAllowed(allow []string, raw string) error {
 	if err != nil {
 		return err
 	}
-	host := strings.ToLower(u.Hostname())
-	for _, h := range allow {
-		if strings.ToLower(h) == host {
-			return nil
-		}
+	if !urlutil.HostAllowed(allow, u) {
+		return fmt.Errorf("source host %q is not in the allow-list", u.Hostname())
 	}
-	return fmt.Errorf("source host %q is not in the allow-list", host)
+	return nil
 }

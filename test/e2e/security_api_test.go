@@ -13,9 +13,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,6 +169,18 @@ func TestSecuritySourceAllowList(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("preheat of a host outside the allow-list: HTTP %d, want 400", resp.StatusCode)
+	}
+	// An allowed host that redirects elsewhere does not take the CDN there.
+	var hidden atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hidden.Add(1)
+		_, _ = w.Write([]byte("internal"))
+	}))
+	defer target.Close()
+	redir := httptest.NewServer(http.RedirectHandler(strings.Replace(target.URL, "127.0.0.1", "localhost", 1)+"/x", http.StatusFound))
+	defer redir.Close()
+	if status, body := c.registerRaw(c.registerReq(redir.URL + "/r")); status == http.StatusOK || hidden.Load() != 0 {
+		t.Errorf("redirect out of the allow-list: HTTP %d %s, target hit %d times", status, body, hidden.Load())
 	}
 	// dfget falls back to the source when the supernode refuses, and fails
 	// cleanly with --notbs.

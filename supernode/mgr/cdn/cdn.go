@@ -83,6 +83,9 @@ type Config struct {
 	Limit         int64 // bytes/s from sources; 0 = unlimited
 	SourceTimeout time.Duration
 	Workers       int
+	// SourceAllow, when not empty, limits redirects to these hosts, so an
+	// allowed source cannot send the CDN elsewhere.
+	SourceAllow []string
 }
 
 // Metrics are the CDN collectors (any may be nil).
@@ -136,7 +139,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
-		http: &http.Client{Transport: newTransport(cfg.SourceTimeout, nil)},
+		http: &http.Client{Transport: newTransport(cfg.SourceTimeout, nil), CheckRedirect: checkRedirect(cfg.SourceAllow)},
 		ctx:  ctx, cancel: cancel, files: map[string]*fileState{},
 	}
 	if cfg.Limit > 0 {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // SourceError is a source answer that fails the task: a bad status, a
@@ -73,7 +75,20 @@ func (m *Manager) client(src Source) (*http.Client, error) {
 		}
 		cfg.RootCAs = pool
 	}
-	return &http.Client{Transport: newTransport(m.cfg.SourceTimeout, cfg)}, nil
+	return &http.Client{Transport: newTransport(m.cfg.SourceTimeout, cfg), CheckRedirect: checkRedirect(m.cfg.SourceAllow)}, nil
+}
+
+// checkRedirect follows at most 10 redirects, only to allowed hosts.
+func checkRedirect(allow []string) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if !urlutil.HostAllowed(allow, req.URL) {
+			return fmt.Errorf("redirect to host %q outside the source allow-list", req.URL.Hostname())
+		}
+		return nil
+	}
 }
 
 // get sends GET with the task headers plus extra, and fails on statuses
