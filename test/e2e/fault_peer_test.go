@@ -202,4 +202,7 @@ func TestFaultDeadPeerNotScheduled(t *testing.T) {
 	if total == 0 {
 		t.Fatal("no client was sent to the dead seed; nothing was tested")
 	}
+	if n := metricValue(t, sn, `dragonfly_supernode_pieces_failed_total{holder="peer"}`); n < float64(total) {
+		t.Errorf("pieces_failed_total{holder=peer} = %v, want >= %d failed fetches", n, total)
+	}
 }
