@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -197,6 +198,12 @@ func newServer() *cobra.Command {
 			}
 			if sc.IP == "" {
 				sc.IP = "0.0.0.0"
+			}
+			sc.NodeToken = os.Getenv(uploader.EnvNodeToken)
+			for _, f := range strings.Split(os.Getenv(uploader.EnvNodeCACerts), ",") {
+				if f != "" {
+					sc.NodeCACerts = append(sc.NodeCACerts, f)
+				}
 			}
 			log, closeLog, err := core.NewLogger(filepath.Join(home, "logs"), "dfserver.log", verbose, false)
 			if err != nil {

@@ -208,6 +208,7 @@ func (d *Download) startPeerServer(ctx context.Context) (int, error) {
 		IP: d.localIP, Port: cfg.Port, Home: cfg.Home, MetaPath: cfg.MetaPath(), DataDir: cfg.DataDir(),
 		LogPath: filepath.Join(cfg.LogDir(), "dfserver.log"), ExpireTime: cfg.ExpireTime, AliveTime: cfg.AliveTime,
 		Verbose: cfg.Verbose, TaskFileName: cfg.TaskFileName, TotalLimit: int64(cfg.TotalLimit), Executable: cfg.ServerExecutable,
+		NodeToken: cfg.NodeToken, NodeCACerts: cfg.NodeCACerts,
 	})
 }
 

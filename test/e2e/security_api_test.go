@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,6 +117,19 @@ func TestSecurityTLSAndToken(t *testing.T) {
 		t.Fatalf("dfget with CA and token: exit %d %s", r.code, r.stdout)
 	}
 	fileEquals(t, ok, data)
+	// Stream mode: the peer server (spawned by the run above, which handed
+	// it the token and CA in its environment) reports its stream cache to
+	// the supernode over HTTPS with the token.
+	var streamed []byte
+	if r := p.stream(sn, func(rd io.Reader) { streamed, _ = io.ReadAll(rd) }, "-u", url, "--notbs",
+		"--node-cacerts", cert, "--node-token", token); r.code != 0 || !bytes.Equal(streamed, data) {
+		t.Fatalf("stream with CA and token: exit %d, %d bytes\n%s", r.code, len(streamed), r.stderr)
+	}
+	_, metrics := get("/metrics", "Bearer "+token)
+	ok200 := regexp.MustCompile(`(?m)^dragonfly_supernode_http_requests_total\{code="200",handler="/peer/piece/stream"\} [1-9]`)
+	if !ok200.Match(metrics) || bytes.Contains(metrics, []byte(`code="401",handler="/peer/piece/stream"`)) {
+		t.Errorf("stream-cache reports from the peer server were not accepted:\n%s", grepLines(metrics, "/peer/piece/stream"))
+	}
 	props := filepath.Join(dir, "dfget.yml")
 	if err := os.WriteFile(props, []byte("nodeToken: "+token+"\nnodeCACerts: ["+cert+"]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -190,4 +205,15 @@ func TestSecuritySourceAllowList(t *testing.T) {
 		t.Errorf("dfget --notbs of a refused source: exit %d %s", r.code, r.stdout)
 	}
 	noFile(t, dst)
+}
+
+// grepLines returns the lines of b that contain s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

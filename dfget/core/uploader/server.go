@@ -44,6 +44,10 @@ type ServerConfig struct {
 	DataDir    string
 	ExpireTime time.Duration
 	AliveTime  time.Duration
+	// NodeToken and NodeCACerts secure the server's calls to supernodes
+	// (stream-cache reports), as dfget's --node-token / --node-cacerts.
+	NodeToken   string
+	NodeCACerts []string
 }
 
 type task struct {
@@ -75,6 +79,10 @@ type Server struct {
 // NewServer returns a peer server for cfg.
 func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, client: api.New(), tasks: map[string]*task{}, streams: map[string]*streamCache{}}
+	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
+		// Files are still served; only stream-cache reports will fail.
+		log.Warnf("supernode token/CA: %v", err)
+	}
 	s.touch()
 	return s
 }

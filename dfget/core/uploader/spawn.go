@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +34,19 @@ type SpawnOptions struct {
 	// Executable is the dfget binary to run as "server"; empty means
 	// os.Executable().
 	Executable string
+	// NodeToken and NodeCACerts reach the spawned server through its
+	// environment (EnvNodeToken, EnvNodeCACerts), not its command line,
+	// which any user can read in ps.
+	NodeToken   string
+	NodeCACerts []string
 }
+
+// Environment of a spawned peer server: how it authenticates its stream
+// reports to the supernode (see dfget --node-token / --node-cacerts).
+const (
+	EnvNodeToken   = "DFGET_NODE_TOKEN"
+	EnvNodeCACerts = "DFGET_NODE_CACERTS" // comma-separated PEM files
+)
 
 // StartOrReuse returns the port of this host's peer server for opts.Home,
 // registering opts.TaskFileName with it. It reuses a running server of the
@@ -143,6 +156,7 @@ func spawn(o SpawnOptions) (<-chan error, error) {
 	defer devnull.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.Env = append(os.Environ(), EnvNodeToken+"="+o.NodeToken, EnvNodeCACerts+"="+strings.Join(o.NodeCACerts, ","))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start peer server: %w", err)
