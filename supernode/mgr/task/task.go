@@ -470,7 +470,11 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 	status, tChanged := t.status, t.changed
 	realMd5, fileLength := t.realMd5, t.fileLength
 	t.mu.Unlock()
-	pollable := deadline != nil && (status == types.CDNStatusRunning || status == types.CDNStatusWaiting)
+	// A finished CDN long-polls too: a piece that only the supernode had
+	// and is being sent to a peer becomes available when that peer reports
+	// it, and its waiters are woken then instead of after their back-off.
+	pollable := deadline != nil && (status == types.CDNStatusRunning || status == types.CDNStatusWaiting ||
+		status == types.CDNStatusSuccess)
 	var changed <-chan struct{}
 	if pollable {
 		// Registered before scheduling, so a change in between is not missed.
@@ -486,8 +490,8 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 	case types.CDNStatusWaiting:
 	default:
 		var err error
-		var busy, done bool
-		if code, data, busy, done, err = m.schedule(t, dt); err != nil {
+		var done bool
+		if code, data, done, err = m.schedule(t, dt); err != nil {
 			return 0, nil, false, err
 		}
 		if done && status == types.CDNStatusSuccess {
@@ -495,11 +499,7 @@ func (m *Manager) pullOnce(ctx context.Context, t *Task, dt dfgettask.Task, dead
 			m.progress.EndStream(dt.CID)
 			return types.CodePeerFinish, types.FinishData{Md5: realMd5, FileLength: fileLength}, false, nil
 		}
-		if busy {
-			return code, nil, false, nil
-		}
 	}
-	// Long-poll only while the CDN may still write new pieces.
 	if code != types.CodePeerWait || !pollable {
 		return code, data, false, nil
 	}
@@ -526,25 +526,25 @@ func WithHoldRecorder(ctx context.Context, held *time.Duration) context.Context 
 	return context.WithValue(ctx, holdKey{}, held)
 }
 
-// schedule runs the scheduler once and builds the piece infos. busy marks a
-// 602 caused by load limits rather than missing pieces: it is answered at
-// once (as v1) instead of long-polled, since a slot frees only when another
-// client reports and the client's own back-off handles that.
-func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy, done bool, err error) {
+// schedule runs the scheduler once and builds the piece infos. A 602,
+// whether no piece is available or every holder is busy, is long-polled
+// by the caller: a slot frees or a holder appears when another client
+// reports, and that wakes the waiters.
+func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, done bool, err error) {
 	as, err := m.sched.Schedule(t.id, dt.CID)
 	switch {
 	case errors.Is(err, scheduler.ErrDone):
-		return types.CodePeerWait, nil, false, true, nil
+		return types.CodePeerWait, nil, true, nil
 	case errors.Is(err, scheduler.ErrWait):
-		return types.CodePeerWait, nil, false, false, nil
+		return types.CodePeerWait, nil, false, nil
 	case errors.Is(err, scheduler.ErrBusy):
-		return types.CodePeerWait, nil, true, false, nil
+		return types.CodePeerWait, nil, false, nil
 	case errors.Is(err, scheduler.ErrLimited):
-		return types.CodePeerContinue, nil, false, false, nil
+		return types.CodePeerContinue, nil, false, nil
 	case errors.Is(err, scheduler.ErrCDNFailed):
-		return 0, nil, false, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
+		return 0, nil, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.id)
 	case err != nil:
-		return 0, nil, false, false, errorf(types.CodeTargetNotFound, "%w", err)
+		return 0, nil, false, errorf(types.CodeTargetNotFound, "%w", err)
 	}
 	t.mu.Lock()
 	pieceSize, httpLen, rawURL := t.pieceSize, t.httpLen, t.rawURL
@@ -592,9 +592,9 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, busy
 		infos = append(infos, pi)
 	}
 	if len(infos) == 0 {
-		return types.CodePeerWait, nil, true, false, nil
+		return types.CodePeerWait, nil, false, nil
 	}
-	return types.CodePeerContinue, infos, false, false, nil
+	return types.CodePeerContinue, infos, false, nil
 }
 
 // PieceReport is a /peer/piece/suc or /peer/piece/stream call.

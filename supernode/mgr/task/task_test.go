@@ -26,6 +26,8 @@ type deps struct {
 	peers *MockPeers
 	dfget *MockDfgetTasks
 	m     *Manager
+	// cdnDone is the completion callback of the last CDN started by running.
+	cdnDone func(cdn.Result)
 }
 
 func newDeps(t *testing.T, wait time.Duration) *deps {
@@ -139,7 +141,7 @@ func running(t *testing.T, d *deps) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = done })
+	d.cdnDone = done
 	d.dfget.EXPECT().Get("c1", res.TaskID).Return(dfgettask.Task{CID: "c1", TaskID: res.TaskID, PeerID: "p1", SupernodeIP: "10.9.9.9"}, nil).AnyTimes()
 	d.dfget.EXPECT().SetStatus(gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
 	return res.TaskID
@@ -223,6 +225,30 @@ func TestPullLongPollWakesUp(t *testing.T) {
 	defer cancel()
 	if code, _, err := d.m.Pull(ctx, PullQuery{TaskID: id, SrcCID: "c1", Status: 700}); err != nil || code != types.CodePeerWait {
 		t.Fatalf("wait: %d %v", code, err)
+	}
+}
+
+// After the CDN finished, a 602 (holders busy, or a piece only being
+// fetched) is still long-polled: the waiter is woken when a peer reports a
+// piece, and the hold is recorded for the Server-Timing header.
+func TestPullLongPollAfterCDN(t *testing.T) {
+	d := newDeps(t, 2*time.Second)
+	id := running(t, d)
+	d.cdnDone(cdn.Result{OK: true, RealMd5: "md5", FileLength: 15, PieceTotal: 3})
+	wake := make(chan struct{}, 1)
+	d.prog.EXPECT().Waiter(id).Return(wake, func() {}).AnyTimes()
+	gomock.InOrder(
+		d.sched.EXPECT().Schedule(id, "c1").DoAndReturn(func(string, string) ([]scheduler.Assignment, error) {
+			go func() { time.Sleep(20 * time.Millisecond); wake <- struct{}{} }()
+			return nil, scheduler.ErrBusy
+		}),
+		d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 1, DstPID: "super"}}, nil),
+	)
+	d.cdn.EXPECT().PieceMd5(id, 1).Return("")
+	var held time.Duration
+	code, _, err := d.m.Pull(WithHoldRecorder(context.Background(), &held), PullQuery{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || code != types.CodePeerContinue || held < 10*time.Millisecond || held > time.Second {
+		t.Fatalf("long poll after the CDN: %d %v, held %v", code, err, held)
 	}
 }
 
