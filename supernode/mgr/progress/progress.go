@@ -9,6 +9,7 @@ package progress
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,10 +44,12 @@ type Limits struct {
 }
 
 type taskState struct {
-	cdn      *bitset.BitSet
-	total    int                   // -1 while unknown
-	holders  []map[string]struct{} // by piece; a slice so counting them is cheap
-	inflight []int32               // clients fetching each piece right now, by piece
+	cdn   *bitset.BitSet
+	total int // -1 while unknown
+	// holders of each piece, by piece (a slice, so counting is cheap),
+	// with their peer state (so picking one needs no second lookup).
+	holders  []map[string]*peerState
+	inflight []int32 // clients fetching each piece right now, by piece
 	// seeding counts, by piece, fetches by clients that will serve the
 	// piece to others; seededAt is when the last of them started.
 	seeding  []int32
@@ -282,7 +285,7 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 		}
 		c.success.Set(uint(num))
 		c.failed.Clear(uint(num))
-		t.holderSet(num)[c.peerID] = struct{}{}
+		t.holderSet(num)[c.peerID] = m.peer(c.peerID)
 		if c.stream {
 			c.una = int(nextClear(c.success, uint(c.una)))
 		}
@@ -329,26 +332,26 @@ func (m *Manager) AddHolder(taskID, cid string, num int) error {
 		return fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	t := m.task(taskID)
-	t.holderSet(num)[c.peerID] = struct{}{}
+	t.holderSet(num)[c.peerID] = m.peer(c.peerID)
 	t.notify(wakeHolder)
 	return nil
 }
 
 // holderSet is the holders of piece num, created if needed.
-func (t *taskState) holderSet(num int) map[string]struct{} {
+func (t *taskState) holderSet(num int) map[string]*peerState {
 	if num >= len(t.holders) {
-		t.holders = append(t.holders, make([]map[string]struct{}, num+1-len(t.holders))...)
+		t.holders = append(t.holders, make([]map[string]*peerState, num+1-len(t.holders))...)
 	}
 	h := t.holders[num]
 	if h == nil {
-		h = map[string]struct{}{}
+		h = map[string]*peerState{}
 		t.holders[num] = h
 	}
 	return h
 }
 
 // holdersOf is the holders of piece num (nil if none).
-func (t *taskState) holdersOf(num int) map[string]struct{} {
+func (t *taskState) holdersOf(num int) map[string]*peerState {
 	if num < 0 || num >= len(t.holders) {
 		return nil
 	}
@@ -388,7 +391,8 @@ func (m *Manager) Holders(taskID string, num int) []string {
 // are fetching it.
 type Candidate struct {
 	Num     int
-	Holders int
+	Holders int // holders plus clients fetching it
+	Held    int // holders only
 }
 
 // View is what the scheduler needs about a client, taken atomically.
@@ -400,6 +404,8 @@ type View struct {
 	CDNFailed    bool
 	// Done: the CDN finished successfully and the client has every piece.
 	Done bool
+	// Super is the number of pieces of the task in flight from the supernode.
+	Super int
 }
 
 // ClientView computes the pieces client cid can fetch now: written by the
@@ -419,7 +425,7 @@ func (m *Manager) ClientView(taskID, cid string, buf []Candidate) (View, error) 
 	if t == nil {
 		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
 	}
-	v := View{Stream: c.stream, CDNFailed: t.failed, Candidates: buf[:0]}
+	v := View{Stream: c.stream, CDNFailed: t.failed, Candidates: buf[:0], Super: t.super}
 	v.Done = t.finished && !t.failed && t.total > 0 && int(c.success.Count()) >= t.total
 	if src := m.peers[c.peerID]; src != nil {
 		v.ClientErrors = src.clientErr
@@ -435,24 +441,22 @@ func (m *Manager) ClientView(taskID, cid string, buf []Candidate) (View, error) 
 		if c.success.Test(i) {
 			continue
 		}
-		if len(c.running) > 0 {
-			if _, run := c.running[int(i)]; run {
-				continue
-			}
+		if slices.Contains(v.Running, int(i)) { // a handful: cheaper than the map
+			continue
 		}
 		// Pieces others are fetching count as held: they soon will be, so
 		// clients starting together spread over different pieces instead of
 		// all taking piece 0 from the supernode. (The client itself is not
 		// among the holders or fetchers of a piece it lacks and is not
 		// running.)
-		n := 0
+		held, n := 0, 0
 		if int(i) < len(t.holders) {
-			n = len(t.holders[i])
+			held = len(t.holders[i])
 		}
 		if int(i) < len(t.inflight) {
-			n += int(t.inflight[i])
+			n = int(t.inflight[i])
 		}
-		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: n})
+		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: held + n, Held: held})
 	}
 	return v, nil
 }
@@ -503,19 +507,18 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 		// sample of a popular piece's holders keeps a big swarm's calls
 		// cheap and still finds an idle or lightly loaded one.
 		seen := 0
-		for pid := range t.holdersOf(num) {
-			if pid == c.peerID {
+		for pid, p := range t.holdersOf(num) {
+			if p == src {
 				continue
 			}
 			if seen++; seen > holderSample {
 				break
 			}
-			p := m.peers[pid]
-			if p == nil || !p.down.IsZero() || p.serviceErr >= eliminationLimit {
+			if !p.down.IsZero() || p.serviceErr >= eliminationLimit {
 				delete(t.holders[num], pid)
 				continue
 			}
-			if p.cdnPattern || (src != nil && src.black[pid] > 0) {
+			if p.cdnPattern || (src != nil && len(src.black) > 0 && src.black[pid] > 0) {
 				continue
 			}
 			if p.load >= lim.UpLimit {
@@ -561,7 +564,7 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 }
 
 // holderSample bounds the holders of one piece Assign looks at.
-const holderSample = 64
+const holderSample = 16
 
 // seedFor is how long a fetch by a serving peer keeps the supernode from
 // sending the same piece again; past it the fetcher may be stuck or gone.

@@ -68,9 +68,11 @@ func New(p Progress, cfg Config) *Scheduler {
 	return &Scheduler{p: p, cfg: cfg, scratch: sync.Pool{New: func() any { return new(scratch) }}}
 }
 
-// firstTry is how many of the best candidates are ordered and offered
-// first; the rest are sorted only when these cannot fill the client's slots.
-const firstTry = 32
+// Candidates are ordered and offered batch by batch (see Schedule).
+const (
+	batch    = 32
+	maxTried = 8 * batch
+)
 
 // Schedule assigns up to DownLimit-running pieces to client cid of task.
 func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
@@ -109,20 +111,27 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 		slices.Sort(sc.nums)
 		assign(sc.nums)
 	} else {
-		sc.keys = keys(v, sc.keys[:0])
-		n := len(sc.keys)
-		if n > firstTry {
-			selectSmallest(sc.keys, firstTry)
-			n = firstTry
-		}
-		slices.Sort(sc.keys[:n])
-		sc.nums = appendNums(sc.nums, sc.keys[:n], v.Candidates)
-		assign(sc.nums)
-		if want := s.cfg.Limits.DownLimit - len(v.Running); len(out) < want && n < len(sc.keys) {
-			rest := sc.keys[n:]
-			slices.Sort(rest)
-			sc.nums = appendNums(sc.nums[:0], rest, v.Candidates)
+		// The rarest pieces are offered in batches, each picked from the
+		// rest by quickselect, until the client's slots are filled or
+		// maxTried pieces were offered: past that the client long-polls
+		// (602) rather than making every call cost O(pieces x holders)
+		// when the rare pieces' holders are all busy.
+		// With the supernode at its limit, a piece no peer holds cannot be
+		// had now; nor can one only in flight (super-seeding keeps the
+		// supernode from sending it twice). Leaving them out keeps the
+		// batches for pieces a peer can serve.
+		skipUnheld := peers && v.Super >= s.cfg.Limits.SuperLimit
+		sc.keys = keys(v, skipUnheld, sc.keys[:0])
+		want := s.cfg.Limits.DownLimit - len(v.Running)
+		for rest := sc.keys; len(rest) > 0 && len(out) < want && len(sc.keys)-len(rest) < maxTried; {
+			n := min(batch, len(rest))
+			if n < len(rest) {
+				selectSmallest(rest, n)
+			}
+			slices.Sort(rest[:n])
+			sc.nums = appendNums(sc.nums[:0], rest[:n], v.Candidates)
 			assign(sc.nums)
+			rest = rest[n:]
 		}
 	}
 	if len(out) == 0 {
@@ -141,8 +150,9 @@ const (
 	holdBits = 64 - idxBits - randBits - distBits
 )
 
-// keys packs one sortable key per candidate (non-streaming clients).
-func keys(v progress.View, out []uint64) []uint64 {
+// keys packs one sortable key per candidate (non-streaming clients),
+// without the candidates no peer holds when skipUnheld is set.
+func keys(v progress.View, skipUnheld bool, out []uint64) []uint64 {
 	center := 0
 	if len(v.Running) > 0 {
 		sum := 0
@@ -156,7 +166,10 @@ func keys(v progress.View, out []uint64) []uint64 {
 		if i >= 1<<idxBits {
 			break // more pieces than a key can index: the rest wait for a later call
 		}
-		if i%5 == 0 {
+		if skipUnheld && x.Held == 0 {
+			continue
+		}
+		if len(out)%5 == 0 {
 			r = rand.Uint64() // 5 x 12 random bits per draw
 		}
 		h := uint64(min(max(x.Holders, 0), 1<<holdBits-1))

@@ -93,33 +93,37 @@ func TestScheduleFailingClientAndBusy(t *testing.T) {
 	}
 }
 
-// With more candidates than firstTry, the rarest are offered first and the
-// rest only when those cannot be assigned.
+// With many candidates, the rarest are offered first, batch by batch, and
+// no more than maxTried of them in one call.
 func TestScheduleManyCandidates(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
+	const n = 300
 	var cs []progress.Candidate
-	for i := range 100 {
-		cs = append(cs, progress.Candidate{Num: i, Holders: 100 - i})
+	for i := range n {
+		cs = append(cs, progress.Candidate{Num: i, Holders: n - i})
 	}
 	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: cs}, nil)
-	first := p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).DoAndReturn(
+	var offered []int
+	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).DoAndReturn(
 		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
-			if len(nums) != firstTry || nums[0] != 99 || nums[firstTry-1] != 100-firstTry {
-				t.Errorf("first batch %v, want 99 down to %d", nums, 100-firstTry)
+			if len(nums) != batch {
+				t.Errorf("batch of %d", len(nums))
+			}
+			offered = append(offered, nums...)
+			if len(offered) == 2*batch {
+				return []progress.Assigned{{Num: nums[0], Dst: "p"}}
 			}
 			return nil
-		})
-	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).After(first).DoAndReturn(
-		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
-			if len(nums) != 100-firstTry || nums[0] != 99-firstTry || nums[len(nums)-1] != 0 {
-				t.Errorf("second batch %v", nums)
-			}
-			return []progress.Assigned{{Num: nums[0], Dst: "p"}}
-		})
+		}).Times(maxTried / batch)
 	as, err := New(p, cfg).Schedule("t", "c")
-	if err != nil || len(as) != 1 || as[0].Num != 99-firstTry {
+	if err != nil || len(as) != 1 || as[0].Num != n-1-batch {
 		t.Fatalf("got %v, %v", as, err)
+	}
+	for i, num := range offered {
+		if num != n-1-i {
+			t.Fatalf("offered %v, want %d down to %d", offered, n-1, n-maxTried)
+		}
 	}
 }
 
@@ -129,10 +133,23 @@ func TestSelectSmallest(t *testing.T) {
 		for i := range ks {
 			ks[i] = uint64(rand.IntN(50))<<32 | uint64(i) // duplicates in the high bits
 		}
-		k := min(n-1, firstTry)
+		k := min(n-1, batch)
 		selectSmallest(ks, k)
 		if mx, mn := slices.Max(ks[:k]), slices.Min(ks[k:]); mx > mn {
 			t.Errorf("n=%d: max of the first %d is %d > %d", n, k, mx, mn)
 		}
+	}
+}
+
+// With the supernode at its limit, pieces no peer holds are not offered.
+func TestScheduleSkipsUnheldWhenSupernodeFull(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	p := NewMockProgress(ctrl)
+	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Super: cfg.Limits.SuperLimit, Candidates: []progress.Candidate{
+		{Num: 0}, {Num: 1, Holders: 1}, {Num: 2, Holders: 3, Held: 1},
+	}}, nil)
+	p.EXPECT().Assign("t", "c", []int{2}, true, cfg.Limits, cfg.EliminationLimit).Return([]progress.Assigned{{Num: 2, Dst: "p"}})
+	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
+		t.Fatalf("got %v, %v", as, err)
 	}
 }
