@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,14 +128,17 @@ type Result struct {
 	// TaskP50/P99/Max are over the /peer/task answers the supernode did
 	// not hold (the checked figure); Held* over the ones it held as a
 	// long-poll because nothing was available yet (intentional waiting).
-	TaskP50  time.Duration `json:"taskP50Ns"`
-	TaskP99  time.Duration `json:"taskP99Ns"`
-	TaskMax  time.Duration `json:"taskMaxNs"`
-	HeldCall int64         `json:"heldCalls"`
-	HeldP50  time.Duration `json:"heldP50Ns"`
-	HeldP99  time.Duration `json:"heldP99Ns"`
-	SucP99   time.Duration `json:"sucP99Ns"`
-	RegP99   time.Duration `json:"registerP99Ns"`
+	TaskP50 time.Duration `json:"taskP50Ns"`
+	TaskP99 time.Duration `json:"taskP99Ns"`
+	TaskMax time.Duration `json:"taskMaxNs"`
+	// SteadyP99 is TaskP99 over the calls sent after the first
+	// steadyAfter of the window (the simultaneous start excluded).
+	SteadyP99 time.Duration `json:"steadyP99Ns"`
+	HeldCall  int64         `json:"heldCalls"`
+	HeldP50   time.Duration `json:"heldP50Ns"`
+	HeldP99   time.Duration `json:"heldP99Ns"`
+	SucP99    time.Duration `json:"sucP99Ns"`
+	RegP99    time.Duration `json:"registerP99Ns"`
 	// Server-side figures from the supernode's own histograms over the
 	// measured phase (bucket-interpolated, as histogram_quantile):
 	// handler time of /peer/task and the scheduler's time per call.
@@ -144,6 +148,9 @@ type Result struct {
 	// SupernodeCPU is the supernode's CPU time (user+system) over the
 	// measured phase.
 	SupernodeCPU time.Duration `json:"supernodeCpuNs"`
+	// ClientCPU is the CPU time of this process (the simulated clients),
+	// which shares the machine's cores with the supernode.
+	ClientCPU time.Duration `json:"clientCpuNs"`
 	// SupernodeRSS is the supernode's peak resident set (VmHWM) in bytes.
 	SupernodeRSS int64  `json:"supernodePeakRssBytes"`
 	FirstError   string `json:"firstError,omitempty"`
@@ -220,7 +227,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The simulated clients allocate per request; with the default GC
+	// target their collections stall the goroutines that time the calls
+	// and add up to ~10 ms to the measured p99. The supernode is not
+	// affected by this setting (it runs with its own defaults).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	cpuBefore, _ := cpuTime(sn.Proc.Pid())
+	selfBefore, _ := cpuTime(os.Getpid())
 	outs := make([]clientResult, cfg.Clients)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -233,6 +246,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 	start := time.Now()
+	d.steadyFrom = start.Add(steadyAfter)
 	close(gate)
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
@@ -261,10 +275,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
 		res.SupernodeCPU = cpuAfter - cpuBefore
 	}
+	if selfAfter, err := cpuTime(os.Getpid()); err == nil {
+		res.ClientCPU = selfAfter - selfBefore
+	}
 
-	var task, held, suc, reg []time.Duration
+	var task, steady, held, suc, reg []time.Duration
 	for _, o := range outs {
 		task = append(task, o.task...)
+		steady = append(steady, o.steady...)
 		held = append(held, o.held...)
 		suc = append(suc, o.suc...)
 		reg = append(reg, o.reg)
@@ -288,6 +306,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.TaskCalls = int64(len(task) + len(held))
 	res.HeldCall = int64(len(held))
 	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
+	res.SteadyP99 = percentile(steady, 99)
 	res.HeldP50, res.HeldP99 = percentile(held, 50), percentile(held, 99)
 	res.SucP99 = percentile(suc, 99)
 	res.RegP99 = percentile(reg, 99)
@@ -304,8 +323,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// profile saves a 10 s CPU profile of the supernode from the middle of the
-// window.
+// profile saves a 10 s CPU profile and the allocations over the same
+// 10 s of the supernode, from the middle of the window.
 func profile(ctx context.Context, base, dir string, r Rate, window time.Duration, logf func(string, ...any)) {
 	secs := min(10, int(window/time.Second)/2)
 	select {
@@ -313,26 +332,41 @@ func profile(ctx context.Context, base, dir string, r Rate, window time.Duration
 	case <-ctx.Done():
 		return
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	var wg sync.WaitGroup
+	for _, kind := range []string{"profile", "allocs"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := filepath.Join(dir, fmt.Sprintf("supernode-%s-%d-%d.pprof", kind, r.Lo/1e6, time.Now().Unix()))
+			if err := fetch(ctx, fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", base, kind, secs), name); err != nil {
+				logf("load: %s: %v", kind, err)
+				return
+			}
+			logf("load: %s in %s", kind, name)
+		}()
+	}
+	wg.Wait()
+}
+
+func fetch(ctx context.Context, url, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		logf("load: profile: %v", err)
-		return
+		return err
 	}
 	defer resp.Body.Close()
-	name := filepath.Join(dir, fmt.Sprintf("supernode-%d-%d.pprof", r.Lo/1e6, time.Now().Unix()))
 	f, err := os.Create(name)
-	if err == nil {
-		_, err = io.Copy(f, resp.Body)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
 	if err != nil {
-		logf("load: profile: %v", err)
-		return
+		return err
 	}
-	logf("load: CPU profile in %s", name)
+	_, err = io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // cpuTime is a process's user+system CPU time from /proc/<pid>/stat.
@@ -373,10 +407,15 @@ type driver struct {
 	base, snIP, selfIP, rawURL string
 	rate                       Rate
 	hc                         *http.Client
+	steadyFrom                 time.Time
 	// stop ends the window: clients stop between requests.
 	stop                              chan struct{}
 	requests, failed, aborted, pieces atomic.Int64
 }
+
+// steadyAfter is when the start burst (every client registering and
+// pulling at once) is over, for the steady-state figure.
+const steadyAfter = 5 * time.Second
 
 // errStopped ends a client that the window stopped.
 var errStopped = errors.New("stopped by the end of the window")
@@ -402,6 +441,7 @@ func (d *driver) fail(ctx context.Context) {
 
 type clientResult struct {
 	task, held, suc []time.Duration
+	steady          []time.Duration // task, for calls sent after steadyAfter
 	reg             time.Duration
 	pieceSize       int32
 	pieces          int
@@ -606,6 +646,9 @@ func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) 
 			r.held = append(r.held, dt)
 		} else {
 			r.task = append(r.task, dt)
+			if t0.After(d.steadyFrom) {
+				r.steady = append(r.steady, dt)
+			}
 		}
 		if err != nil {
 			return err

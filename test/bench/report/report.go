@@ -161,8 +161,8 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	}
 	if len(r.Loads) > 0 {
 		fmt.Fprintf(w, "### Supernode load (issue #6)\n\n")
-		fmt.Fprintln(w, "| clients | pieces | piece size | piece rate | time s | requests | req/s | pieces done | failed | aborted | completed / stopped | /peer/task p50 | p99 | max | held share | held p50 | held p99 | suc p99 | register p99 | server /peer/task p50 | p99 | schedule p99 | supernode CPU | supernode peak RSS | target |")
-		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		fmt.Fprintln(w, "| clients | pieces | piece size | piece rate | time s | requests | req/s | pieces done | failed | aborted | completed / stopped | /peer/task p50 | p99 | max | p99 after 5 s | held share | held p50 | held p99 | suc p99 | register p99 | server /peer/task p50 | p99 | schedule p99 | supernode CPU | client CPU | supernode peak RSS | target |")
+		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 		for _, lr := range r.Loads {
 			l := lr.Result
 			target := "(not checked)"
@@ -173,11 +173,12 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				}
 				target += fmt.Sprintf(" (p99<%v, none failed)", TargetTaskP99)
 			}
-			fmt.Fprintf(w, "| %d | %d | %d | %v | %s | %d | %.0f | %d | %d | %d | %d / %d | %s | %s | %s | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %.1f s (%.2f cores) | %s | %s |\n",
+			fmt.Fprintf(w, "| %d | %d | %d | %v | %s | %d | %.0f | %d | %d | %d | %d / %d | %s | %s | %s | %s | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %.1f s (%.2f cores) | %.2f cores | %s | %s |\n",
 				l.Clients, l.Pieces, l.PieceSize, l.Rate, sec(l.Duration), l.Requests, l.RPS, l.PiecesDone, l.Failed, l.Aborted,
-				l.Completed, l.Stopped, ms(l.TaskP50), ms(l.TaskP99), ms(l.TaskMax), 100*l.HeldShare(), ms(l.HeldP50), ms(l.HeldP99),
+				l.Completed, l.Stopped, ms(l.TaskP50), ms(l.TaskP99), ms(l.TaskMax), ms(l.SteadyP99), 100*l.HeldShare(), ms(l.HeldP50), ms(l.HeldP99),
 				ms(l.SucP99), ms(l.RegP99), l.ServerTaskP50, l.ServerTaskP99, l.ScheduleP99,
-				l.SupernodeCPU.Seconds(), l.SupernodeCPU.Seconds()/max(l.Duration.Seconds(), 1e-9), swarm.FormatBytes(l.SupernodeRSS), target)
+				l.SupernodeCPU.Seconds(), l.SupernodeCPU.Seconds()/max(l.Duration.Seconds(), 1e-9),
+				l.ClientCPU.Seconds()/max(l.Duration.Seconds(), 1e-9), swarm.FormatBytes(l.SupernodeRSS), target)
 		}
 		for _, lr := range r.Loads {
 			if lr.Result.FirstError != "" {

@@ -10,7 +10,7 @@ func TestDefault(t *testing.T) {
 	if len(c.TargetPeers) != 2 || c.TargetPeers[0] != 8 || c.TargetPeers[1] != 16 {
 		t.Errorf("target peers %v, want 8 and 16", c.TargetPeers)
 	}
-	if c.LoadClients != 1000 || c.LoadPieces != 1000 || len(c.LoadRates) != 2 || c.LoadRates[0].Lo <= 0 || c.LoadRates[1].Lo != 0 {
+	if c.LoadClients != 1000 || c.LoadPieces != 1000 || len(c.LoadRates) != 3 || c.LoadRates[0].Lo <= 0 || c.LoadRates[2].Lo != 0 {
 		t.Errorf("load config %+v", c)
 	}
 	for _, s := range []string{Swarm, Target, Load, Single, CDN} {

@@ -6,7 +6,7 @@
 // Environment: BENCH_ONLY=swarm,target,load,dfget,cdn selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
-// BENCH_LOAD_PIECES size the load runs, BENCH_LOAD_MBPS=100-400,0 sets their
+// BENCH_LOAD_PIECES size the load runs, BENCH_LOAD_MBPS=2-5,5-10,0 sets their
 // simulated per-piece download rates (MB/s; 0 is the saturation run),
 // BENCH_LOAD_SECONDS their window and BENCH_LOAD_PROFILE a directory for
 // supernode CPU profiles; BENCH_CDN_MIB and BENCH_SINGLE_MIB size the CDN and single-download runs; BENCH_DFGET_ARGS and
