@@ -51,14 +51,18 @@ func MeasureCDN(ctx context.Context, originURL, supernodeBin string) (time.Durat
 		return 0, fmt.Errorf("start supernode: %w", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// done, not exited, tells the deferred stop that the process ended:
+	// the loops below may already have taken exited's value, and waiting
+	// on it again would hang forever.
+	done := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(done) }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-done:
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-done
 		}
 	}()
 	base := "http://127.0.0.1:" + strconv.Itoa(api)
