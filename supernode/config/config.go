@@ -155,8 +155,13 @@ func Load(cfg *Config, path string, explicit bool) error {
 	return nil
 }
 
-// Marshal renders cfg as YAML (for `supernode config default`).
+// Marshal renders cfg as YAML (for `supernode config default`). A set
+// auth token is shown as "<redacted>": the output is meant to be pasted into
+// tickets and chats.
 func Marshal(cfg Config) ([]byte, error) {
+	if cfg.Base.AuthToken != "" {
+		cfg.Base.AuthToken = "<redacted>"
+	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("marshal config: %w", err)

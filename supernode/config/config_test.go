@@ -80,3 +80,15 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestMarshalRedactsToken(t *testing.T) {
+	cfg := Default()
+	cfg.Base.AuthToken = "s3cret"
+	out, err := Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "s3cret") || !strings.Contains(string(out), "<redacted>") {
+		t.Fatalf("token not redacted:\n%s", out)
+	}
+}
