@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -331,6 +332,14 @@ func profile(ctx context.Context, base, dir string, r Rate, window time.Duration
 	case <-time.After((window - time.Duration(secs)*time.Second) / 2):
 	case <-ctx.Done():
 		return
+	}
+	// The clients' own CPU profile over the same seconds.
+	if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("clients-%d-%d.pprof", r.Lo/1e6, time.Now().Unix()))); err == nil {
+		if pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		} else {
+			f.Close()
+		}
 	}
 	var wg sync.WaitGroup
 	for _, kind := range []string{"profile", "allocs"} {
