@@ -66,7 +66,7 @@ func Default() Config {
 		LoadPieces:  1000,
 		// Paced clients below the saturation point (checked), then no
 		// simulated time at all (the saturation throughput). A piece at
-		// 100-400 MB/s would offer ~77,000 req/s, 8x the saturation
+		// 100-400 MB/s would offer ~77,000 req/s, 6.6x the saturation
 		// throughput on 2 cores: it is a saturation run in disguise (see
 		// docs/benchmarks.md).
 		LoadRates:  []load.Rate{{Lo: 2e6, Hi: 5e6}, {Lo: 5e6, Hi: 10e6}, {}},
