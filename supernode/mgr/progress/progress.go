@@ -413,8 +413,10 @@ type View struct {
 // candidates are appended to buf[:0] (pass the last View's Candidates back
 // to reuse it: this runs for every /peer/task under the manager's lock, so
 // it must neither allocate nor hash per piece). It costs O(pieces): holders
-// are only counted here and picked in Assign.
-func (m *Manager) ClientView(taskID, cid string, buf []Candidate) (View, error) {
+// are only counted here and picked in Assign. A client already running
+// maxRunning pieces (when > 0) cannot be given more, so the scan stops at
+// the first candidate: whether there is one is all the caller needs.
+func (m *Manager) ClientView(taskID, cid string, maxRunning int, buf []Candidate) (View, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
@@ -457,6 +459,9 @@ func (m *Manager) ClientView(taskID, cid string, buf []Candidate) (View, error) 
 			n = int(t.inflight[i])
 		}
 		v.Candidates = append(v.Candidates, Candidate{Num: int(i), Holders: held + n, Held: held})
+		if maxRunning > 0 && len(v.Running) >= maxRunning {
+			break
+		}
 	}
 	return v, nil
 }

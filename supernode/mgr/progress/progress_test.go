@@ -33,7 +33,7 @@ func nums(v View) []int {
 func TestViewAndAssignFromSupernode(t *testing.T) {
 	m := setup(t, 3)
 	m.InitClient(task, "c1", "p1", false, false, 0)
-	v, err := m.ClientView(task, "c1", nil)
+	v, err := m.ClientView(task, "c1", 0, nil)
 	if err != nil || len(v.Candidates) != 3 {
 		t.Fatalf("view %+v %v", v, err)
 	}
@@ -43,9 +43,13 @@ func TestViewAndAssignFromSupernode(t *testing.T) {
 	if d := assign1(m, "c1", 0, true, lim, 5); d != "" {
 		t.Fatalf("piece 0 assigned twice -> %q", d)
 	}
-	v, _ = m.ClientView(task, "c1", nil)
+	v, _ = m.ClientView(task, "c1", 0, nil)
 	if got := nums(v); len(got) != 2 || len(v.Running) != 1 {
 		t.Fatalf("after assign: candidates %v running %v", got, v.Running)
+	}
+	// At its running limit the client only learns that a candidate exists.
+	if v, _ := m.ClientView(task, "c1", 1, nil); len(v.Candidates) != 1 || len(v.Running) != 1 {
+		t.Fatalf("at the limit: candidates %v running %v", nums(v), v.Running)
 	}
 	if _, s := m.Loads(task, ""); s != 1 {
 		t.Fatalf("super load %d, want 1", s)
@@ -148,7 +152,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 func TestStreamWindow(t *testing.T) {
 	m := setup(t, 10)
 	m.InitClient(task, "s", "ps", false, true, 3)
-	v, _ := m.ClientView(task, "s", nil)
+	v, _ := m.ClientView(task, "s", 0, nil)
 	if got := nums(v); len(got) != 3 || got[0] != 0 || got[2] != 2 || !v.Stream {
 		t.Fatalf("window at start: %v", got)
 	}
@@ -166,7 +170,7 @@ func TestStreamWindow(t *testing.T) {
 	if una, _, _ := m.Window("s"); una != 3 {
 		t.Fatalf("una %d, want 3", una)
 	}
-	v, _ = m.ClientView(task, "s", nil)
+	v, _ = m.ClientView(task, "s", 0, nil)
 	if got := nums(v); len(got) != 3 || got[0] != 3 || got[2] != 5 {
 		t.Fatalf("window after una=3: %v", got)
 	}
@@ -227,18 +231,18 @@ func TestDoneAndWaiters(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("waiter not woken by a new piece")
 	}
-	if v, _ := m.ClientView(task, "c", nil); v.Done {
+	if v, _ := m.ClientView(task, "c", 0, nil); v.Done {
 		t.Fatal("done before the cdn finished")
 	}
 	m.FinishCDN(task, 1, true)
 	if _, err := m.Update(task, "c", 0, Success); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := m.ClientView(task, "c", nil); !v.Done {
+	if v, _ := m.ClientView(task, "c", 0, nil); !v.Done {
 		t.Fatal("not done with every piece")
 	}
 	m.DeleteTask(task)
-	if _, err := m.ClientView(task, "c", nil); err == nil {
+	if _, err := m.ClientView(task, "c", 0, nil); err == nil {
 		t.Fatal("client kept after task delete")
 	}
 }
@@ -262,7 +266,7 @@ func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 		t.Fatalf("over the down limit: %v", got)
 	}
 	m.EndStream("c")
-	v, _ := m.ClientView(task, "c", nil)
+	v, _ := m.ClientView(task, "c", 0, nil)
 	if v.Done || len(v.Running) != 3 {
 		t.Fatalf("view %+v", v)
 	}
@@ -275,21 +279,21 @@ func TestInflightCountsAsHolder(t *testing.T) {
 	if d := assign1(m, "a", 0, true, lim, 5); d != super {
 		t.Fatalf("a: %q", d)
 	}
-	v, _ := m.ClientView(task, "b", nil)
+	v, _ := m.ClientView(task, "b", 0, nil)
 	if v.Candidates[0].Num != 0 || v.Candidates[0].Holders != 1 || v.Candidates[1].Holders != 0 {
 		t.Fatalf("b's view %+v: piece 0 is being fetched by a", v.Candidates)
 	}
 	if _, err := m.Update(task, "a", 0, Failed); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := m.ClientView(task, "b", nil); v.Candidates[0].Holders != 0 {
+	if v, _ := m.ClientView(task, "b", 0, nil); v.Candidates[0].Holders != 0 {
 		t.Fatalf("in-flight count kept after failure: %+v", v.Candidates)
 	}
 	if d := assign1(m, "a", 1, true, lim, 5); d != super {
 		t.Fatalf("a: %q", d)
 	}
 	m.DeleteClient("a")
-	if v, _ := m.ClientView(task, "b", nil); v.Candidates[1].Holders != 0 {
+	if v, _ := m.ClientView(task, "b", 0, nil); v.Candidates[1].Holders != 0 {
 		t.Fatalf("in-flight count kept after client delete: %+v", v.Candidates)
 	}
 }

@@ -55,16 +55,16 @@ func (mr *MockProgressMockRecorder) Assign(taskID, cid, nums, peers, lim, elimin
 }
 
 // ClientView mocks base method.
-func (m *MockProgress) ClientView(taskID, cid string, buf []progress.Candidate) (progress.View, error) {
+func (m *MockProgress) ClientView(taskID, cid string, maxRunning int, buf []progress.Candidate) (progress.View, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "ClientView", taskID, cid, buf)
+	ret := m.ctrl.Call(m, "ClientView", taskID, cid, maxRunning, buf)
 	ret0, _ := ret[0].(progress.View)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }
 
 // ClientView indicates an expected call of ClientView.
-func (mr *MockProgressMockRecorder) ClientView(taskID, cid, buf any) *gomock.Call {
+func (mr *MockProgressMockRecorder) ClientView(taskID, cid, maxRunning, buf any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ClientView", reflect.TypeOf((*MockProgress)(nil).ClientView), taskID, cid, buf)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ClientView", reflect.TypeOf((*MockProgress)(nil).ClientView), taskID, cid, maxRunning, buf)
 }

@@ -16,7 +16,7 @@ import (
 
 // Progress is what the scheduler needs from the progress manager.
 type Progress interface {
-	ClientView(taskID, cid string, buf []progress.Candidate) (progress.View, error)
+	ClientView(taskID, cid string, maxRunning int, buf []progress.Candidate) (progress.View, error)
 	Assign(taskID, cid string, nums []int, peers bool, lim progress.Limits, eliminationLimit int) []progress.Assigned
 }
 
@@ -78,7 +78,7 @@ const (
 func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	v, err := s.p.ClientView(taskID, cid, sc.cands)
+	v, err := s.p.ClientView(taskID, cid, s.cfg.Limits.DownLimit, sc.cands)
 	if err != nil {
 		return nil, err
 	}

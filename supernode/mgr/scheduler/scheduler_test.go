@@ -16,7 +16,7 @@ var cfg = Config{Limits: progress.Limits{DownLimit: 3, UpLimit: 5, SuperLimit: 1
 func TestScheduleRarestFirst(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{
 		{Num: 0, Holders: 3}, {Num: 1, Holders: 0}, {Num: 2, Holders: 2}, {Num: 3, Holders: 1},
 	}}, nil)
 	p.EXPECT().Assign("t", "c", []int{1, 3, 2, 0}, true, cfg.Limits, 5).
@@ -30,7 +30,7 @@ func TestScheduleRarestFirst(t *testing.T) {
 func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
 		{Num: 0}, {Num: 20}, {Num: 11}, {Num: 13},
 	}}, nil)
 	p.EXPECT().Assign("t", "c", []int{11, 13, 20, 0}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 11, Dst: "super"}})
@@ -42,7 +42,7 @@ func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
 func TestScheduleStreamAscending(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "s", gomock.Any()).Return(progress.View{Stream: true, Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "s", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Stream: true, Candidates: []progress.Candidate{
 		{Num: 7, Holders: 0}, {Num: 5, Holders: 4}, {Num: 6, Holders: 1},
 	}}, nil)
 	p.EXPECT().Assign("t", "s", []int{5, 6, 7}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 6, Dst: "super"}, {Num: 7, Dst: "peer"}})
@@ -68,7 +68,7 @@ func TestScheduleOutcomes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctrl := gomock.NewController(t)
 			p := NewMockProgress(ctrl)
-			p.EXPECT().ClientView("t", "c", gomock.Any()).Return(tc.view, tc.err)
+			p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(tc.view, tc.err)
 			if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -80,13 +80,13 @@ func TestScheduleFailingClientAndBusy(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
 	// A client over the failure limit: supernode only (peers=false).
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
 	p.EXPECT().Assign("t", "c", []int{0}, false, cfg.Limits, 5).Return([]progress.Assigned{{Num: 0, Dst: "super"}})
 	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
 		t.Fatalf("failing client: %v %v", as, err)
 	}
 	// Candidates exist but nothing could be assigned: busy.
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
 	p.EXPECT().Assign("t", "c", []int{0}, true, cfg.Limits, 5).Return(nil)
 	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("got %v, want ErrBusy", err)
@@ -103,7 +103,7 @@ func TestScheduleManyCandidates(t *testing.T) {
 	for i := range n {
 		cs = append(cs, progress.Candidate{Num: i, Holders: n - i})
 	}
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Candidates: cs}, nil)
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: cs}, nil)
 	var offered []int
 	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).DoAndReturn(
 		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
@@ -145,7 +145,7 @@ func TestSelectSmallest(t *testing.T) {
 func TestScheduleSkipsUnheldWhenSupernodeFull(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	p := NewMockProgress(ctrl)
-	p.EXPECT().ClientView("t", "c", gomock.Any()).Return(progress.View{Super: cfg.Limits.SuperLimit, Candidates: []progress.Candidate{
+	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Super: cfg.Limits.SuperLimit, Candidates: []progress.Candidate{
 		{Num: 0}, {Num: 1, Holders: 1}, {Num: 2, Holders: 3, Held: 1},
 	}}, nil)
 	p.EXPECT().Assign("t", "c", []int{2}, true, cfg.Limits, cfg.EliminationLimit).Return([]progress.Assigned{{Num: 2, Dst: "p"}})
