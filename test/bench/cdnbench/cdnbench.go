@@ -31,44 +31,12 @@ func MeasureCDN(ctx context.Context, originURL, supernodeBin string) (time.Durat
 		return 0, fmt.Errorf("temp home: %w", err)
 	}
 	defer os.RemoveAll(home)
-	api, err := freePort()
+	sn, err := StartSupernode(ctx, supernodeBin, filepath.Join(home, "sn"))
 	if err != nil {
 		return 0, err
 	}
-	dl, err := freePort()
-	if err != nil {
-		return 0, err
-	}
-	logf, err := os.Create(filepath.Join(home, "supernode.out"))
-	if err != nil {
-		return 0, fmt.Errorf("log file: %w", err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(supernodeBin, "--home-dir", filepath.Join(home, "sn"), "--port", strconv.Itoa(api),
-		"--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1", "--config", "/dev/null")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start supernode: %w", err)
-	}
-	exited := make(chan error, 1)
-	// done, not exited, tells the deferred stop that the process ended:
-	// the loops below may already have taken exited's value, and waiting
-	// on it again would hang forever.
-	done := make(chan struct{})
-	go func() { exited <- cmd.Wait(); close(done) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	base := "http://127.0.0.1:" + strconv.Itoa(api)
-	if err := waitPing(ctx, base, exited); err != nil {
-		return 0, err
-	}
+	defer sn.Stop()
+	base := "http://" + sn.Addr
 	body, _ := json.Marshal(types.RegisterRequest{RawURL: originURL, TaskURL: originURL, CID: "127.0.0.1-cdnbench-0.000",
 		IP: "127.0.0.1", HostName: "cdnbench", Port: 0, Path: "/peer/file/cdnbench", SuperNodeIP: "127.0.0.1"})
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -115,8 +83,8 @@ func MeasureCDN(ctx context.Context, originURL, supernodeBin string) (time.Durat
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case err := <-exited:
-			return 0, fmt.Errorf("supernode exited: %v", err)
+		case <-sn.Exited():
+			return 0, fmt.Errorf("supernode exited: %v", sn.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -131,10 +99,75 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitPing(ctx context.Context, base string, exited <-chan error) error {
+// Supernode is a bench supernode listening on free loopback ports.
+type Supernode struct {
+	// Addr is the API address, host:port.
+	Addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // the process's exit error, set before done closes
+}
+
+// StartSupernode starts bin with home as its home directory on free loopback
+// ports, its output in home/supernode.out, and waits until /_ping answers.
+// dfgetbench uses it too, so both benches run the supernode the same way.
+func StartSupernode(ctx context.Context, bin, home string) (*Supernode, error) {
+	api, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dl, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return nil, fmt.Errorf("supernode home: %w", err)
+	}
+	logf, err := os.Create(filepath.Join(home, "supernode.out"))
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	cmd := exec.Command(bin, "--home-dir", home, "--port", strconv.Itoa(api),
+		"--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1", "--config", "/dev/null")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start supernode: %w", err)
+	}
+	s := &Supernode{Addr: "127.0.0.1:" + strconv.Itoa(api), cmd: cmd, done: make(chan struct{})}
+	// Only this goroutine waits on the process; everyone else watches done,
+	// which can be read any number of times (a value channel read once by a
+	// poll loop once left Stop waiting forever).
+	go func() { s.err = cmd.Wait(); logf.Close(); close(s.done) }()
+	if err := s.waitPing(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Exited is closed when the process has ended.
+func (s *Supernode) Exited() <-chan struct{} { return s.done }
+
+// Err is the process's exit error once Exited is closed.
+func (s *Supernode) Err() error { return s.err }
+
+// Stop sends SIGTERM, then SIGKILL after 10 s, and waits for the exit.
+func (s *Supernode) Stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+func (s *Supernode) waitPing(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/_ping")
+		resp, err := client.Get("http://" + s.Addr + "/_ping")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -144,10 +177,10 @@ func waitPing(ctx context.Context, base string, exited <-chan error) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("supernode exited at start: %v", err)
+		case <-s.done:
+			return fmt.Errorf("supernode exited at start: %v", s.err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("supernode at %s not ready", base)
+	return fmt.Errorf("supernode at %s not ready", s.Addr)
 }

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -137,11 +136,12 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 	defer stopOrigin()
 	f := &Figures{Size: cfg.Size, Runs: cfg.Runs}
 
-	node, stopSN, err := startSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
+	sn, err := cdnbench.StartSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
 	if err != nil {
 		return nil, err
 	}
-	defer stopSN()
+	defer sn.Stop()
+	node := sn.Addr
 	var homes []string
 	defer func() {
 		for _, h := range homes {
@@ -340,75 +340,6 @@ func serveOrigin(path string) (string, func(), error) {
 	})}
 	go func() { _ = srv.Serve(l) }()
 	return "http://" + l.Addr().String() + "/origin.bin", func() { _ = srv.Close() }, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// startSupernode starts a supernode with a fresh home and returns its API
-// address and a stop function.
-func startSupernode(ctx context.Context, bin, home string) (string, func(), error) {
-	api, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	dl, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := os.MkdirAll(home, 0o755); err != nil {
-		return "", nil, err
-	}
-	logf, err := os.Create(filepath.Join(home, "supernode.out"))
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(bin, "--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl),
-		"--advertise-ip", "127.0.0.1", "--config", "/dev/null")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return "", nil, fmt.Errorf("start supernode: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(api)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp4", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return addr, stop, nil
-		}
-		select {
-		case <-exited:
-			return "", nil, errors.New("supernode exited at start")
-		case <-ctx.Done():
-			stop()
-			return "", nil, ctx.Err()
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, errors.New("supernode did not open its port")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // serverHWM is the peak RSS of the peer server under home, 0 if unknown.
