@@ -207,15 +207,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	size := int64(cfg.Pieces) * piece.ContentSize(PieceSize)
 	d := &driver{
-		base:   "http://" + sn.Node(),
+		addr:   sn.Node(),
 		snIP:   sh.IP,
 		selfIP: c.BridgeIP(),
 		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), size),
 		rate:   cfg.Rate,
 		stop:   make(chan struct{}),
-		hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			MaxIdleConns: 4*cfg.Clients + 16, MaxIdleConnsPerHost: 4*cfg.Clients + 16, IdleConnTimeout: time.Minute,
-		}},
 	}
 	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), Rate: cfg.Rate}
 
@@ -256,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
 	if cfg.ProfileDir != "" {
-		go profile(hctx, d.base, cfg.ProfileDir, cfg.Rate, cfg.Window, logf)
+		go profile(hctx, "http://"+d.addr, cfg.ProfileDir, cfg.Rate, cfg.Window, logf)
 	}
 	for waiting := true; waiting; {
 		select {
@@ -413,9 +410,9 @@ func percentile(d []time.Duration, p int) time.Duration {
 }
 
 type driver struct {
-	base, snIP, selfIP, rawURL string
+	// addr is the supernode's API address (host:port).
+	addr, snIP, selfIP, rawURL string
 	rate                       Rate
-	hc                         *http.Client
 	steadyFrom                 time.Time
 	// stop ends the window: clients stop between requests.
 	stop                              chan struct{}
@@ -463,37 +460,28 @@ type envelope struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// do sends one request and decodes the envelope; any transport error,
-// non-200 status or undecodable body counts as a failed request. held
-// says the supernode marked the answer as a long-poll hold
-// (Server-Timing: hold).
-func (d *driver) do(ctx context.Context, method, path string, body []byte, out *envelope) (held bool, err error) {
+// do sends one request on the client's connections and decodes the
+// envelope; any transport error, non-200 status or undecodable body counts
+// as a failed request. held says the supernode marked the answer as a
+// long-poll hold (Server-Timing: hold).
+func (d *driver) do(ctx context.Context, p *pool, method, target string, body []byte, out *envelope) (held bool, err error) {
 	d.requests.Add(1)
-	req, err := http.NewRequestWithContext(ctx, method, d.base+path, bytes.NewReader(body))
+	err = p.roundTrip(ctx, method, target, body, func(r response) error {
+		if r.status != http.StatusOK {
+			return fmt.Errorf("%s %s: status %d: %s", method, target, r.status, bytes.TrimSpace(r.body))
+		}
+		*out = envelope{}
+		if err := json.Unmarshal(r.body, out); err != nil {
+			return fmt.Errorf("%s %s: %w: %s", method, target, err, r.body)
+		}
+		held = r.held
+		return nil
+	})
 	if err != nil {
 		d.fail(ctx)
 		return false, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json;charset=utf-8")
-	}
-	resp, err := d.hc.Do(req)
-	if err != nil {
-		d.fail(ctx)
-		return false, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		d.fail(ctx)
-		return false, fmt.Errorf("%s %s: status %d: %s (%v)", method, path, resp.StatusCode, bytes.TrimSpace(b), err)
-	}
-	*out = envelope{}
-	if err := json.Unmarshal(b, out); err != nil {
-		d.fail(ctx)
-		return false, fmt.Errorf("%s %s: %w: %s", method, path, err, b)
-	}
-	return strings.HasPrefix(resp.Header.Get("Server-Timing"), "hold"), nil
+	return held, nil
 }
 
 // event is the end of one simulated piece download.
@@ -517,9 +505,11 @@ func (d *driver) client(ctx context.Context, id int) clientResult {
 		HostName: "load" + strconv.Itoa(id), Port: 15000 + (id+1)%50000, Path: "/peer/file/load-" + cid, Version: "load",
 	}
 	body, _ := json.Marshal(reg)
+	p := &pool{addr: d.addr, host: d.addr}
+	defer p.closeAll()
 	var env envelope
 	t0 := time.Now()
-	_, r.err = d.do(ctx, http.MethodPost, "/peer/registry", body, &env)
+	_, r.err = d.do(ctx, p, http.MethodPost, "/peer/registry", body, &env)
 	r.reg = time.Since(t0)
 	if r.err != nil {
 		return r
@@ -535,12 +525,12 @@ func (d *driver) client(ctx context.Context, id int) clientResult {
 		r.pieces = int((rd.FileLength + int64(rd.PieceSize) - 1) / int64(rd.PieceSize))
 	}
 
-	r.err = d.pull(ctx, cid, rd.TaskID, &r)
+	r.err = d.pull(ctx, p, cid, rd.TaskID, &r)
 	return r
 }
 
 // pull is the pull loop of client (which see); r collects latencies.
-func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) error {
+func (d *driver) pull(ctx context.Context, p *pool, cid, taskID string, r *clientResult) error {
 	var env envelope
 	events := make(chan event)
 	quit := make(chan struct{})
@@ -616,10 +606,11 @@ func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) 
 			send(event{pi: pi})
 			return
 		}
-		sq := url.Values{"taskId": {taskID}, "cid": {cid}, "dstCid": {pi.CID}, "pieceRange": {pi.Range}}
+		// The query as url.Values.Encode writes it (keys sorted).
+		target := query("/peer/piece/suc?", "cid", cid, "dstCid", pi.CID, "pieceRange", pi.Range, "taskId", taskID)
 		var env envelope
 		t1 := time.Now()
-		_, err = d.do(ctx, http.MethodGet, "/peer/piece/suc?"+sq.Encode(), nil, &env)
+		_, err = d.do(ctx, p, http.MethodGet, target, nil, &env)
 		mu.Lock()
 		r.suc = append(r.suc, time.Since(t1))
 		mu.Unlock()
@@ -633,6 +624,9 @@ func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) 
 		send(event{pi: pi, ok: err == nil})
 	}
 
+	// The /peer/task status and result values, as query text.
+	startStatus, runningStatus := strconv.Itoa(types.TaskStatusStart), strconv.Itoa(types.TaskStatusRunning)
+	invalidResult, semiSucResult := strconv.Itoa(types.ResultInvalid), strconv.Itoa(types.ResultSemiSuc)
 	for {
 		if err := await(0); err != nil {
 			return err
@@ -640,17 +634,14 @@ func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) 
 		if d.stopped() {
 			return errStopped
 		}
-		q := url.Values{"taskId": {taskID}, "srcCid": {cid}, "dstCid": {""}, "range": {""},
-			"status": {strconv.Itoa(types.TaskStatusStart)}, "result": {strconv.Itoa(types.ResultInvalid)}}
+		dst, rng, status, result := "", "", startStatus, invalidResult
 		if started && lastOK != nil {
-			q.Set("status", strconv.Itoa(types.TaskStatusRunning))
-			q.Set("result", strconv.Itoa(types.ResultSemiSuc))
-			q.Set("dstCid", lastOK.CID)
-			q.Set("range", lastOK.Range)
+			dst, rng, status, result = lastOK.CID, lastOK.Range, runningStatus, semiSucResult
 			lastOK = nil
 		}
+		target := query("/peer/task?", "dstCid", dst, "range", rng, "result", result, "srcCid", cid, "status", status, "taskId", taskID)
 		t0 := time.Now()
-		held, err := d.do(ctx, http.MethodGet, "/peer/task?"+q.Encode(), nil, &env)
+		held, err := d.do(ctx, p, http.MethodGet, target, nil, &env)
 		if dt := time.Since(t0); held {
 			r.held = append(r.held, dt)
 		} else {
@@ -700,6 +691,25 @@ func (d *driver) pull(ctx context.Context, cid, taskID string, r *clientResult) 
 			return fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
 		}
 	}
+}
+
+// query appends kv (key, value pairs) to prefix as a query string.
+func query(prefix string, kv ...string) string {
+	n := len(prefix)
+	for _, s := range kv {
+		n += len(s) + 1
+	}
+	b := make([]byte, 0, n+16)
+	b = append(b, prefix...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if i > 0 {
+			b = append(b, '&')
+		}
+		b = append(b, url.QueryEscape(kv[i])...)
+		b = append(b, '=')
+		b = append(b, url.QueryEscape(kv[i+1])...)
+	}
+	return string(b)
 }
 
 // fmtQuantile prints a histogram quantile in unit, or where it lies

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,16 +85,16 @@ func (f *fakeSupernode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func newDriver(base string, hc *http.Client, r Rate) *driver {
-	return &driver{base: base, snIP: "127.0.0.1", selfIP: "127.0.0.1", rawURL: "http://127.0.0.1/x", hc: hc,
-		rate: r, stop: make(chan struct{})}
+func newDriver(ts *httptest.Server, r Rate) *driver {
+	return &driver{addr: strings.TrimPrefix(ts.URL, "http://"), snIP: "127.0.0.1", selfIP: "127.0.0.1",
+		rawURL: "http://127.0.0.1/x", rate: r, stop: make(chan struct{})}
 }
 
 func TestClientFollowsProtocol(t *testing.T) {
 	f := &fakeSupernode{pieces: 10, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
 	ts := httptest.NewServer(f)
 	defer ts.Close()
-	d := newDriver(ts.URL, ts.Client(), Rate{Lo: 1e3, Hi: 2e3}) // 15 bytes: 7.5-15 ms a piece
+	d := newDriver(ts, Rate{Lo: 1e3, Hi: 2e3}) // 15 bytes: 7.5-15 ms a piece
 	var wg sync.WaitGroup
 	res := make([]clientResult, 5)
 	for i := range res {
@@ -130,7 +131,7 @@ func TestClientFollowsProtocol(t *testing.T) {
 		http.Error(w, strconv.Itoa(500), http.StatusInternalServerError)
 	}))
 	defer bad.Close()
-	d2 := newDriver(bad.URL, bad.Client(), Rate{})
+	d2 := newDriver(bad, Rate{})
 	if r := d2.client(context.Background(), 0); r.err == nil || d2.failed.Load() != 1 {
 		t.Errorf("error not counted: %v, %d", r.err, d2.failed.Load())
 	}
@@ -140,7 +141,7 @@ func TestWindowStopsClients(t *testing.T) {
 	f := &fakeSupernode{pieces: 1000, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
 	ts := httptest.NewServer(f)
 	defer ts.Close()
-	d := newDriver(ts.URL, ts.Client(), Rate{Lo: 100, Hi: 100}) // 150 ms a piece
+	d := newDriver(ts, Rate{Lo: 100, Hi: 100}) // 150 ms a piece
 	out := make(chan clientResult)
 	go func() { out <- d.client(context.Background(), 0) }()
 	time.Sleep(300 * time.Millisecond)
