@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -52,6 +53,28 @@ func FuzzSingleRange(f *testing.F) {
 		s, e, ok := singleRange(h)
 		if ok && (s < 0 || e < s) {
 			t.Fatalf("%q -> %d-%d", h, s, e)
+		}
+	})
+}
+
+// The map-free query scan of the hot routes answers exactly as the
+// url.ParseQuery path does, errors included.
+func FuzzScanQueryMatchesParseQuery(f *testing.F) {
+	f.Add("taskId=t&srcCid=c&status=701&result=501&range=0-9&dstCid=d")
+	f.Add("taskId=t&taskId=u&srcCid=c+d&status=%37%30%30&&result=")
+	f.Add("taskId=t;x&srcCid=c&status=700")
+	f.Add("task%49d=t&srcCid=c&status=700&x=%zz")
+	f.Add("taskId=t&cid=c&dstCid=d&pieceRange=0-4194303&cid=e")
+	f.Fuzz(func(t *testing.T, q string) {
+		p1, err1 := parsePullQuery(q)
+		p2, err2 := parsePullValues(q)
+		if p1 != p2 || fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Fatalf("pull %q: scan %+v %v, ParseQuery %+v %v", q, p1, err1, p2, err2)
+		}
+		r1, err1 := parsePieceQuery(q)
+		r2, err2 := parsePieceValues(q)
+		if r1 != r2 || fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Fatalf("piece %q: scan %+v %v, ParseQuery %+v %v", q, r1, err1, r2, err2)
 		}
 	})
 }

@@ -43,7 +43,7 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePullQuery(r.URL.RawQuery)
 	if err != nil {
-		writeResult(w, types.CodeParamError, err.Error(), nil)
+		a.result(w, types.CodeParamError, err.Error(), nil)
 		return
 	}
 	if q.Status == types.TaskStatusRunning && q.Result == types.ResultFail && a.Metrics != nil {
@@ -60,10 +60,10 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	if held > 0 {
 		// Long-poll time, so clients and benchmarks can tell waiting for a
 		// piece from processing time.
-		w.Header().Set("Server-Timing", fmt.Sprintf("hold;dur=%.1f", float64(held)/float64(time.Millisecond)))
+		w.Header()["Server-Timing"] = []string{"hold;dur=" + strconv.FormatFloat(float64(held)/float64(time.Millisecond), 'f', 1, 64)}
 	}
 	if err != nil {
-		writeResult(w, task.CodeOf(err), err.Error(), nil)
+		a.result(w, task.CodeOf(err), err.Error(), nil)
 		return
 	}
 	msg := ""
@@ -75,20 +75,20 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	case types.CodePeerWait:
 		msg = "peer task wait"
 	}
-	writeResult(w, code, msg, data)
+	a.result(w, code, msg, data)
 }
 
 func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePieceQuery(r.URL.RawQuery)
 	if err != nil {
-		writeResult(w, types.CodeParamError, err.Error(), nil)
+		a.result(w, types.CodeParamError, err.Error(), nil)
 		return
 	}
 	if err := a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range}); err != nil {
-		writeResult(w, task.CodeOf(err), err.Error(), nil)
+		a.result(w, task.CodeOf(err), err.Error(), nil)
 		return
 	}
-	writeResult(w, types.CodeGetPieceReport, "", nil)
+	a.result(w, types.CodeGetPieceReport, "", nil)
 }
 
 func (a *api) streamPiece(add bool) http.HandlerFunc {

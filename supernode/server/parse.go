@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -76,9 +77,8 @@ func decodeRegisterForm(body string) (types.RegisterRequest, error) {
 	return req, nil
 }
 
-// queryInt reads an integer query parameter; missing is an error.
-func queryInt(q url.Values, key string) (int, error) {
-	s := q.Get(key)
+// intValue reads an integer query parameter; missing is an error.
+func intValue(key, s string) (int, error) {
 	if s == "" {
 		return 0, fmt.Errorf("%s is empty", key)
 	}
@@ -110,21 +110,38 @@ type pullQuery struct {
 // parsePullQuery reads /peer/task's query. result and range are only
 // required for a running status, as dfget sends them.
 func parsePullQuery(raw string) (pullQuery, error) {
+	keys := [...]string{"taskId", "srcCid", "dstCid", "range", "status", "result"}
+	var v [len(keys)]string
+	if !scanQuery(raw, keys[:], v[:]) {
+		return parsePullValues(raw)
+	}
+	return pullFrom(v[0], v[1], v[2], v[3], v[4], v[5])
+}
+
+// parsePullValues is parsePullQuery through url.ParseQuery: the reference
+// scanQuery follows, and the path for queries it leaves to it (errors).
+func parsePullValues(raw string) (pullQuery, error) {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return pullQuery{}, fmt.Errorf("invalid query: %w", err)
 	}
-	var p pullQuery
-	v, err := required(q, "taskId", "srcCid")
-	if err != nil {
+	return pullFrom(q.Get("taskId"), q.Get("srcCid"), q.Get("dstCid"), q.Get("range"), q.Get("status"), q.Get("result"))
+}
+
+func pullFrom(taskID, srcCID, dstCID, rng, status, result string) (pullQuery, error) {
+	p := pullQuery{TaskID: taskID, SrcCID: srcCID, DstCID: dstCID, Range: rng}
+	var err error
+	switch {
+	case taskID == "":
+		return p, errors.New("taskId is empty")
+	case srcCID == "":
+		return p, errors.New("srcCid is empty")
+	}
+	if p.Status, err = intValue("status", status); err != nil {
 		return p, err
 	}
-	p.TaskID, p.SrcCID, p.DstCID, p.Range = v[0], v[1], q.Get("dstCid"), q.Get("range")
-	if p.Status, err = queryInt(q, "status"); err != nil {
-		return p, err
-	}
-	if q.Get("result") != "" {
-		if p.Result, err = queryInt(q, "result"); err != nil {
+	if result != "" {
+		if p.Result, err = intValue("result", result); err != nil {
 			return p, err
 		}
 	}
@@ -140,16 +157,76 @@ type pieceQuery struct {
 }
 
 func parsePieceQuery(raw string) (pieceQuery, error) {
+	keys := [...]string{"taskId", "cid", "pieceRange", "dstCid"}
+	var v [len(keys)]string
+	if !scanQuery(raw, keys[:], v[:]) {
+		return parsePieceValues(raw)
+	}
+	return pieceFrom(v[0], v[1], v[2], v[3])
+}
+
+// parsePieceValues is parsePieceQuery through url.ParseQuery (see
+// parsePullValues).
+func parsePieceValues(raw string) (pieceQuery, error) {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return pieceQuery{}, fmt.Errorf("invalid query: %w", err)
 	}
-	v, err := required(q, "taskId", "cid", "pieceRange")
-	if err != nil {
-		return pieceQuery{}, err
-	}
-	return pieceQuery{TaskID: v[0], CID: v[1], Range: v[2], DstCID: q.Get("dstCid")}, nil
+	return pieceFrom(q.Get("taskId"), q.Get("cid"), q.Get("pieceRange"), q.Get("dstCid"))
 }
+
+func pieceFrom(taskID, cid, rng, dstCID string) (pieceQuery, error) {
+	for _, kv := range [...][2]string{{"taskId", taskID}, {"cid", cid}, {"pieceRange", rng}} {
+		if kv[1] == "" {
+			return pieceQuery{}, fmt.Errorf("%s is empty", kv[0])
+		}
+	}
+	return pieceQuery{TaskID: taskID, CID: cid, Range: rng, DstCID: dstCID}, nil
+}
+
+// scanQuery sets vals[i] to the first value of keys[i] in the raw query,
+// as url.ParseQuery followed by Get would, without building the map (the
+// hot routes run it thousands of times a second). It returns false, and
+// the caller parses with url.ParseQuery instead, for anything it does not
+// handle the same way: escaped keys, errors (bad escapes, semicolons) and
+// very long queries.
+func scanQuery(raw string, keys, vals []string) bool {
+	if len(raw) > maxScanQuery {
+		return false
+	}
+	var seen uint64
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		if strings.IndexByte(pair, ';') >= 0 {
+			return false
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(k, "%+") {
+			return false
+		}
+		i := slices.Index(keys, k)
+		if strings.ContainsAny(v, "%+") {
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return false
+			}
+			v = u
+		}
+		if i >= 0 && seen&(1<<i) == 0 {
+			seen |= 1 << i
+			vals[i] = v
+		}
+	}
+	return true
+}
+
+// maxScanQuery keeps scanQuery far below url.ParseQuery's parameter
+// limit, whose error it leaves to it.
+const maxScanQuery = 8 << 10
 
 // pieceErrorQuery reads GET /peer/piece/error.
 func parsePieceErrorQuery(raw string) (types.PieceErrorRequest, error) {

@@ -15,8 +15,10 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
@@ -82,6 +84,7 @@ type Deps struct {
 
 type api struct {
 	Deps
+	json jsonWriter
 }
 
 type route struct {
@@ -132,16 +135,26 @@ func NewAPI(d Deps) http.Handler {
 		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
 	}, preheat...)}
 	ext := category{name: "extension", prefix: "/api/ext"}
+	// exact maps a path without variables and a method to its handler:
+	// looked up before the router, whose regexp matching of every route
+	// in turn cost as much as the /peer/task handler's own work.
+	exact := map[string]map[string]http.Handler{}
+	handle := func(method, p string, h http.Handler) {
+		r.Handle(p, h).Methods(method)
+		r.Handle("/v{version:[0-9.]+}"+p, h).Methods(method)
+		if !strings.Contains(p, "{") {
+			if exact[p] == nil {
+				exact[p] = map[string]http.Handler{}
+			}
+			exact[p][method] = h
+		}
+	}
 	for _, c := range []category{v1, ext, legacy} {
 		for _, rt := range c.routes {
 			p := c.prefix + rt.path
-			h := a.instrument(p, rt.h)
-			r.Handle(p, h).Methods(rt.method)
-			r.Handle("/v{version:[0-9.]+}"+p, h).Methods(rt.method)
+			handle(rt.method, p, a.instrument(p, rt.h))
 		}
-		list := a.instrument(c.prefix+"/", a.listAPI(c))
-		r.Handle(c.prefix+"/", list).Methods(http.MethodGet)
-		r.Handle("/v{version:[0-9.]+}"+c.prefix+"/", list).Methods(http.MethodGet)
+		handle(http.MethodGet, c.prefix+"/", a.instrument(c.prefix+"/", a.listAPI(c)))
 	}
 	if d.Profiler {
 		r.HandleFunc("/debug/pprof/", pprof.Index)
@@ -157,7 +170,16 @@ func NewAPI(d Deps) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	return recoverer(d.Log, requireToken(d.AuthToken, r))
+	// A route not in exact (variables, a version prefix, a method the
+	// path does not have: 405) goes through the router, as everything did.
+	dispatch := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if h := exact[req.URL.Path][req.Method]; h != nil {
+			h.ServeHTTP(w, req)
+			return
+		}
+		r.ServeHTTP(w, req)
+	})
+	return recoverer(d.Log, requireToken(d.AuthToken, dispatch))
 }
 
 // recoverer turns a handler panic into a 500 instead of a dropped
@@ -215,24 +237,36 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// instrument counts and times a handler's requests. The collectors of the
+// handler are looked up once (the label hashing of WithLabelValues cost
+// several per cent of the supernode's CPU at thousands of requests a
+// second), each on first use so that no zero series appears for a route
+// never called.
 func (a *api) instrument(handler string, h http.HandlerFunc) http.Handler {
 	m := a.Metrics
+	requests := m.HTTPRequests.MustCurryWith(prometheus.Labels{"handler": handler})
+	ok := sync.OnceValue(func() prometheus.Counter { return requests.WithLabelValues(strconv.Itoa(http.StatusOK)) })
+	observer := func(v *prometheus.HistogramVec) func() prometheus.Observer {
+		return sync.OnceValue(func() prometheus.Observer { return v.WithLabelValues(handler) })
+	}
+	duration, reqSize, respSize := observer(m.HTTPDuration), observer(m.HTTPRequestSize), observer(m.HTTPResponseSize)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		timer := newTimer()
 		sw := &statusWriter{ResponseWriter: w}
-		if r.Body != nil {
+		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(sw, r.Body, maxBodySize)
 		}
 		h(sw, r)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
+		if sw.status == 0 || sw.status == http.StatusOK {
+			ok().Inc()
+		} else {
+			requests.WithLabelValues(strconv.Itoa(sw.status)).Inc()
 		}
-		m.HTTPRequests.WithLabelValues(strconv.Itoa(sw.status), handler).Inc()
-		m.HTTPDuration.WithLabelValues(handler).Observe(timer.seconds())
+		duration().Observe(timer.seconds())
 		if r.ContentLength > 0 {
-			m.HTTPRequestSize.WithLabelValues(handler).Observe(float64(r.ContentLength))
+			reqSize().Observe(float64(r.ContentLength))
 		}
-		m.HTTPResponseSize.WithLabelValues(handler).Observe(float64(sw.size))
+		respSize().Observe(float64(sw.size))
 	})
 }
 

@@ -200,3 +200,52 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 		t.Fatalf("task metrics: %d %s", st, body)
 	}
 }
+
+// The hot routes answer the same through the exact-path table as through
+// the router (versioned alias), with a Content-Length and never chunked,
+// and are counted under their handler label.
+func TestExactRoutesAndMetrics(t *testing.T) {
+	f := newFixture(t)
+	pis := make([]types.PieceInfo, 40) // ~5 KB: past net/http's 2 KB chunking buffer
+	for i := range pis {
+		pis[i] = types.PieceInfo{Range: "0-4194303", PieceNum: i, PieceSize: 4194304, CID: "cdnnode:1.2.3.4~t", Path: "/download/t/t"}
+	}
+	f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(601, pis, nil).Times(2)
+	var bodies []string
+	for _, p := range []string{"/peer/task", "/v1.0/peer/task"} {
+		resp, err := http.Get(f.srv.URL + p + "?taskId=t&srcCid=c&status=700")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(resp.TransferEncoding) != 0 || resp.ContentLength != int64(len(b)) ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: HTTP %d, transfer encoding %v, length %d for %d bytes, type %q", p, resp.StatusCode,
+				resp.TransferEncoding, resp.ContentLength, len(b), resp.Header.Get("Content-Type"))
+		}
+		bodies = append(bodies, string(b))
+	}
+	if bodies[0] != bodies[1] || !strings.HasPrefix(bodies[0], `{"code":601,"msg":"peer task go on","data":[{`) || !strings.HasSuffix(bodies[0], "}]}\n") {
+		t.Errorf("answers differ or are malformed:\n%s\n%s", bodies[0], bodies[1])
+	}
+	if st, body := f.do(t, "POST", "/peer/task?taskId=t", "", ""); st != http.StatusMethodNotAllowed || body != `{"code":405,"message":"method not allowed"}` {
+		t.Errorf("wrong method: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/task?taskId=t", "", ""); st != 200 || body != `{"code":501,"msg":"srcCid is empty"}` {
+		t.Errorf("bad query: %d %s", st, body)
+	}
+	_, text := f.do(t, "GET", "/metrics", "", "")
+	for _, want := range []string{
+		`dragonfly_supernode_http_requests_total{code="200",handler="/peer/task"} 3`,
+		`dragonfly_supernode_http_request_duration_seconds_count{handler="/peer/task"} 3`,
+		`dragonfly_supernode_http_response_size_bytes_count{handler="/peer/task"} 3`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(text, `handler="/peer/piece/suc"`) {
+		t.Error("a route never called has series")
+	}
+}
