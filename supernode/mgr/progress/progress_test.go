@@ -1,6 +1,7 @@
 package progress
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -329,5 +330,56 @@ func TestSuperSeeding(t *testing.T) {
 	}
 	if d := assign1(m, "b", 0, true, lim, 5); d != "pa" {
 		t.Fatalf("b: %q, want the holder", d)
+	}
+}
+
+// The candidate scan's holder counts follow every way a holder comes and
+// goes (reports, stream announcements, removal, elimination, deletion),
+// across word boundaries of the piece bitsets.
+func TestCandidateHeldCounts(t *testing.T) {
+	const pieces = 130
+	m := setup(t, pieces)
+	for _, c := range []string{"a", "b", "c", "x"} {
+		m.InitClient(task, c, "p"+c, false, false, 0)
+	}
+	check := func(step string) {
+		t.Helper()
+		v, err := m.ClientView(task, "x", 0, nil)
+		if err != nil || len(v.Candidates) != pieces {
+			t.Fatalf("%s: %d candidates, %v", step, len(v.Candidates), err)
+		}
+		for i, c := range v.Candidates {
+			if c.Num != i || c.Held != len(m.Holders(task, i)) || c.Holders != c.Held {
+				t.Fatalf("%s: candidate %+v, holders %v", step, c, m.Holders(task, i))
+			}
+		}
+	}
+	for _, n := range []int{0, 63, 64, 129} {
+		for _, c := range []string{"a", "b"} {
+			if _, err := m.Update(task, c, n, Success); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := m.AddHolder(task, "c", 64); err != nil {
+		t.Fatal(err)
+	}
+	check("reports")
+	if err := m.RemoveHolder(task, "a", 63); err != nil {
+		t.Fatal(err)
+	}
+	check("removal")
+	m.PeerDown("pb")
+	// Assign looks at piece 0's holders and drops the one that is down.
+	if d := assign1(m, "x", 0, true, lim, 5); d != "pa" {
+		t.Fatalf("piece 0 from %q, want pa", d)
+	}
+	m.Unassign(task, "x", 0)
+	check("elimination")
+	m.DeletePeer("pa")
+	check("deletion")
+	// pb is down but still listed where no Assign looked yet.
+	if h := m.Holders(task, 64); len(h) != 2 || slices.Contains(h, "pa") {
+		t.Errorf("piece 64 holders %v", h)
 	}
 }
