@@ -28,9 +28,11 @@ func TestMeasure(t *testing.T) {
 	}
 	size := int64(64 << 20)
 	if s := os.Getenv("DFGETBENCH_SIZE"); s != "" {
-		if n, err := parseSize(s); err == nil {
-			size = n
+		n, err := parseSize(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("DFGETBENCH_SIZE=%q: want bytes or N[M|G] (%v)", s, err)
 		}
+		size = n
 	}
 	runs := 1
 	if n, err := strconv.Atoi(os.Getenv("DFGETBENCH_RUNS")); err == nil && n > 0 {

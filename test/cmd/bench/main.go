@@ -79,6 +79,11 @@ func config() (suite.Config, error) {
 			return cfg, fmt.Errorf("BENCH_PEERS: %w", err)
 		}
 	}
+	if v := os.Getenv("BENCH_TARGET_PEERS"); v != "" {
+		if cfg.TargetPeers, err = ints(v); err != nil {
+			return cfg, fmt.Errorf("BENCH_TARGET_PEERS: %w", err)
+		}
+	}
 	for env, dst := range map[string]*int{"BENCH_LOAD_CLIENTS": &cfg.LoadClients, "BENCH_LOAD_PIECES": &cfg.LoadPieces} {
 		if v := os.Getenv(env); v != "" {
 			if *dst, err = strconv.Atoi(v); err != nil || *dst < 1 {
