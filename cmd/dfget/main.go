@@ -205,7 +205,12 @@ func newServer() *cobra.Command {
 					sc.NodeCACerts = append(sc.NodeCACerts, f)
 				}
 			}
-			log, closeLog, err := core.NewLogger(filepath.Join(home, "logs"), "dfserver.log", verbose, false)
+			// The peer server reads only logConfig from the properties file.
+			props, err := config.ReadProperties("")
+			if err != nil {
+				return err
+			}
+			log, closeLog, err := core.NewLogger(filepath.Join(home, "logs"), "dfserver.log", props.LogConfig, verbose, false)
 			if err != nil {
 				return err
 			}

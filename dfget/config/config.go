@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -36,6 +37,9 @@ const (
 	DefaultAliveTime    = 5 * time.Minute
 	DefaultWindowSize   = 8
 	DefaultPropertyFile = "/etc/dragonfly/dfget.yml"
+	// LegacyPropertyFile is v1's INI file, read when DefaultPropertyFile
+	// does not exist.
+	LegacyPropertyFile = "/etc/dragonfly.conf"
 	// DefaultUnknownLengthTimeout bounds a download whose length is unknown.
 	DefaultUnknownLengthTimeout = 5 * time.Minute
 )
@@ -102,6 +106,8 @@ type Config struct {
 	NodeCACerts []string
 	// PropertyFile is the YAML properties file; empty means the default.
 	PropertyFile string
+	// LogConfig rotates the log files (properties logConfig).
+	LogConfig logfile.Rotation
 	// ServerExecutable is the binary run as "server" to start the peer
 	// server; empty means this executable. Not a flag: tests set it.
 	ServerExecutable string
@@ -123,21 +129,81 @@ type Properties struct {
 	WorkHome        string    `yaml:"workHome"`
 	NodeToken       string    `yaml:"nodeToken"`
 	NodeCACerts     []string  `yaml:"nodeCACerts"`
+	// LogConfig rotates dfclient.log and dfserver.log.
+	LogConfig logfile.Rotation `yaml:"logConfig"`
 }
 
 // LoadProperties reads a properties file. A missing file is not an error
 // (zero Properties); a malformed one is.
 func LoadProperties(path string) (Properties, error) {
-	var p Properties
+	p, _, err := loadProperties(path)
+	return p, err
+}
+
+// ReadProperties loads path or, when path is empty, the first of
+// DefaultPropertyFile and LegacyPropertyFile that exists (v1 order).
+func ReadProperties(path string) (Properties, error) {
+	if path != "" {
+		return LoadProperties(path)
+	}
+	for _, f := range []string{DefaultPropertyFile, LegacyPropertyFile} {
+		if p, found, err := loadProperties(f); found || err != nil {
+			return p, err
+		}
+	}
+	return Properties{}, nil
+}
+
+// loadProperties reads YAML, or v1's legacy INI for a .conf or .ini file
+// (LegacyPropertyFile); found is false for a missing file.
+func loadProperties(path string) (p Properties, found bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return p, nil
+		return p, false, nil
 	}
 	if err != nil {
-		return p, fmt.Errorf("read properties %s: %w", path, err)
+		return p, true, fmt.Errorf("read properties %s: %w", path, err)
 	}
-	if err := yaml.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("parse properties %s: %w", path, err)
+	if ext := filepath.Ext(path); ext == ".conf" || ext == ".ini" {
+		p, err = parseLegacyINI(b)
+	} else {
+		err = yaml.Unmarshal(b, &p)
+	}
+	if err != nil {
+		return p, true, fmt.Errorf("parse properties %s: %w", path, err)
+	}
+	return p, true, nil
+}
+
+// parseLegacyINI reads v1's /etc/dragonfly.conf, whose only setting is
+// "[node]" "address = host[:port][=weight],...". Other sections and keys are
+// ignored, as v1 did.
+func parseLegacyINI(b []byte) (Properties, error) {
+	var p Properties
+	section := ""
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#' || line[0] == ';':
+		case line[0] == '[':
+			if !strings.HasSuffix(line, "]") {
+				return p, fmt.Errorf("line %d: unterminated section %q", i+1, line)
+			}
+			section = strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				return p, fmt.Errorf("line %d: want key = value, got %q", i+1, line)
+			}
+			if section == "node" && strings.EqualFold(strings.TrimSpace(k), "address") {
+				p.Nodes = nil
+				for _, n := range strings.Split(v, ",") {
+					if n = strings.TrimSpace(n); n != "" {
+						p.Nodes = append(p.Nodes, n)
+					}
+				}
+			}
+		}
 	}
 	return p, nil
 }
@@ -156,17 +222,14 @@ func New() *Config {
 // applies defaults, validates every value and derives the runtime values.
 // The error names the offending input.
 func (c *Config) Complete() error {
-	pf := c.PropertyFile
-	if pf == "" {
-		pf = DefaultPropertyFile
-	}
-	p, err := LoadProperties(pf)
+	p, err := ReadProperties(c.PropertyFile)
 	if err != nil {
 		return err
 	}
+	c.LogConfig = p.LogConfig
 	if len(c.Nodes) == 0 && len(p.Nodes) > 0 {
 		if err := c.Nodes.Set(strings.Join(p.Nodes, ",")); err != nil {
-			return fmt.Errorf("properties %s: %w", pf, err)
+			return fmt.Errorf("properties nodes: %w", err)
 		}
 	}
 	if len(c.Nodes) == 0 {

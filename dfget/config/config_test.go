@@ -194,3 +194,52 @@ func FuzzRateFlag(f *testing.F) {
 		}
 	})
 }
+
+func TestPropertiesLogConfig(t *testing.T) {
+	c := newTestConfig(t)
+	c.Output = filepath.Join(t.TempDir(), "o")
+	if err := os.WriteFile(c.PropertyFile, []byte("logConfig:\n  maxSize: 7\n  maxBackups: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if c.LogConfig.MaxSize != 7 || c.LogConfig.MaxBackups != 3 {
+		t.Fatalf("logConfig %+v, want maxSize 7 maxBackups 3", c.LogConfig)
+	}
+}
+
+func TestLegacyINIProperties(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, ini, nodes, err string
+	}{
+		{"v1 file", "; v1 dfget\n[node]\naddress = 10.0.0.1:8002=2, 10.0.0.2\n", "10.0.0.1:8002=2,10.0.0.2:8002=1", ""},
+		{"other sections ignored", "[other]\naddress=1.2.3.4\n[Node]\n# comment\nAddress=10.0.0.3\n", "10.0.0.3:8002=1", ""},
+		{"no node section", "[other]\nx=y\n", "127.0.0.1:8002=1", ""},
+		{"bad line", "[node]\naddress\n", "", "line 2"},
+		{"bad section", "[node\naddress=a\n", "", "unterminated section"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestConfig(t)
+			c.Output = filepath.Join(t.TempDir(), "o")
+			c.PropertyFile = filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".conf")
+			if err := os.WriteFile(c.PropertyFile, []byte(tc.ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := c.Complete()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Nodes.String(); got != tc.nodes {
+				t.Fatalf("nodes %s, want %s", got, tc.nodes)
+			}
+		})
+	}
+}

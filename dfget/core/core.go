@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 		fmt.Fprintf(out.Console, "dfget: %v\n", err)
 		return config.ExitUsage
 	}
-	log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.Verbose, cfg.Console)
+	log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.LogConfig, cfg.Verbose, cfg.Console)
 	if err != nil {
 		fmt.Fprintf(out.Console, "dfget: %v\n", err)
 		return config.ExitPrepare

@@ -1,22 +1,20 @@
 package core
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 )
 
 // newLogger logs to dir/name, and to stderr too with console.
-func newLogger(dir, name string, verbose, console bool) (*logrus.Logger, func(), error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("create log dir: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+func newLogger(dir, name string, rot logfile.Rotation, verbose, console bool) (*logrus.Logger, func(), error) {
+	f, err := logfile.Open(filepath.Join(dir, name), rot)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open log: %w", err)
+		return nil, nil, err
 	}
 	l := logrus.New()
 	l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
@@ -33,6 +31,6 @@ func newLogger(dir, name string, verbose, console bool) (*logrus.Logger, func(),
 }
 
 // NewLogger is newLogger for the peer server command.
-func NewLogger(dir, name string, verbose, console bool) (*logrus.Logger, func(), error) {
-	return newLogger(dir, name, verbose, console)
+func NewLogger(dir, name string, rot logfile.Rotation, verbose, console bool) (*logrus.Logger, func(), error) {
+	return newLogger(dir, name, rot, verbose, console)
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -80,6 +81,8 @@ type Base struct {
 	// serve HTTPS. The piece server stays plain HTTP (pieces are md5-checked).
 	TLSCert string `yaml:"tlsCert"`
 	TLSKey  string `yaml:"tlsKey"`
+	// LogConfig rotates logs/app.log (v1 key; 0 means the default).
+	LogConfig logfile.Rotation `yaml:"logConfig"`
 }
 
 // HostList is a list of host names, given as one comma-separated flag
@@ -121,6 +124,7 @@ func Default() Config {
 		SchedulerCorePoolSize:   10,
 		PeerUpLimit:             5,
 		PeerDownLimit:           4,
+		LogConfig:               logfile.Rotation{MaxSize: logfile.DefaultMaxSizeMB, MaxBackups: logfile.DefaultMaxBackups},
 		EliminationLimit:        5,
 		FailureCountLimit:       5,
 		LinkLimit:               20 * rate.MB,
@@ -192,6 +196,9 @@ func (b *Base) Validate() error {
 		return errors.New("negative duration")
 	case (b.TLSCert == "") != (b.TLSKey == ""):
 		return errors.New("tls-cert and tls-key must be given together")
+	}
+	if err := b.LogConfig.Validate(); err != nil {
+		return err
 	}
 	for _, h := range b.SourceAllow {
 		if strings.ContainsAny(h, "/:@ ") {

@@ -31,7 +31,7 @@ func TestDefaultsAreUsableWithoutRoot(t *testing.T) {
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "sn.yml")
-	if err := os.WriteFile(p, []byte("base:\n  listenPort: 9002\n  maxBandwidth: 100MB\n  taskExpireTime: 5m\n  advertiseIP: 10.0.0.1\n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("base:\n  listenPort: 9002\n  maxBandwidth: 100MB\n  taskExpireTime: 5m\n  advertiseIP: 10.0.0.1\n  logConfig:\n    maxSize: 100\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := Default()
@@ -39,7 +39,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Base.ListenPort != 9002 || c.Base.MaxBandwidth != 100*rate.MB || c.Base.TaskExpireTime != 5*time.Minute ||
-		c.Base.DownloadPort != 8001 {
+		c.Base.DownloadPort != 8001 || c.Base.LogConfig.MaxSize != 100 || c.Base.LogConfig.MaxBackups != 1 {
 		t.Fatalf("loaded %+v", c.Base)
 	}
 	if got := c.Base.CDNLimit(); got != 80*rate.MB {
@@ -71,6 +71,7 @@ func TestValidate(t *testing.T) {
 		"ip":        func(b *Base) { b.AdvertiseIP = "::1" },
 		"limits":    func(b *Base) { b.PeerDownLimit = 0 },
 		"expire":    func(b *Base) { b.TaskExpireTime = 0 },
+		"log size":  func(b *Base) { b.LogConfig.MaxSize = -1 },
 	} {
 		b := Default().Base
 		b.AdvertiseIP = "127.0.0.1"

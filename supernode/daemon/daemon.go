@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -59,12 +60,9 @@ func New(cfg config.Config, stderr io.Writer) (*Daemon, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(b.LogDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
-	}
-	lf, err := os.OpenFile(filepath.Join(b.LogDir(), "app.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	lf, err := logfile.Open(filepath.Join(b.LogDir(), "app.log"), b.LogConfig)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, err
 	}
 	log := logrus.New()
 	log.SetOutput(io.MultiWriter(stderr, lf))
