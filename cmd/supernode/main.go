@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -31,6 +33,11 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.IntVar(&b.ListenPort, "port", b.ListenPort, "API port")
 	fs.IntVar(&b.DownloadPort, "download-port", b.DownloadPort, "piece server port (serves <home-dir>/repo/download)")
 	fs.StringVar(&b.HomeDir, "home-dir", b.HomeDir, "home directory (cache in repo/, logs in logs/)")
+	// Show the default as $HOME/..., not as the home of whoever ran
+	// --help or gen-doc.
+	if h, err := os.UserHomeDir(); err == nil && strings.HasPrefix(b.HomeDir, h+string(filepath.Separator)) {
+		fs.Lookup("home-dir").DefValue = "$HOME" + strings.TrimPrefix(b.HomeDir, h)
+	}
 	fs.Var(&b.SystemReservedBandwidth, "system-bandwidth", "bandwidth reserved for the system, subtracted from --max-bandwidth")
 	fs.Var(&b.MaxBandwidth, "max-bandwidth", "network bandwidth of the host; when set, the CDN reads sources at max-bandwidth minus system-bandwidth (default: unlimited)")
 	fs.IntVar(&b.SchedulerCorePoolSize, "pool-size", b.SchedulerCorePoolSize, "accepted for v1 compatibility; unused")
