@@ -47,6 +47,7 @@ type Daemon struct {
 	gc      *gc.Manager
 	pe      *pieceerror.Manager
 	preheat *preheat.Manager
+	tasks   *task.Manager
 	api     *http.Server
 	pieces  *http.Server
 	apiLn   net.Listener
@@ -106,6 +107,7 @@ func (d *Daemon) build() error {
 		Tasks: mx.Tasks, Registered: mx.TasksRegistered, CDNTrigger: mx.CDNTrigger, CDNTriggerFailed: mx.CDNTriggerFailed,
 		ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled, PiecesDownloaded: mx.PiecesDownloaded,
 	}, log.WithField("mgr", "task"))
+	d.tasks = tasks
 	d.gc = gc.New(gc.Config{
 		InitialDelay: b.GCInitialDelay, MetaInterval: b.GCMetaInterval, DiskInterval: b.GCDiskInterval,
 		TaskExpire: b.TaskExpireTime, PeerGCDelay: b.PeerGCDelay,
@@ -175,6 +177,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stopLoops()
 	loops.Wait()
+	d.tasks.WaitProbes()
 	d.preheat.Close()
 	d.cdn.Close()
 	d.log.Info("stopped")

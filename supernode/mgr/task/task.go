@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,12 +151,17 @@ type Manager struct {
 
 	mu    sync.Mutex
 	tasks map[string]*Task
+	// probing holds the peers whose server is being checked after a
+	// failed piece (see probePeer).
+	probing map[string]bool
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	probes  sync.WaitGroup
 }
 
 // New returns a task manager.
 func New(cfg Config, c CDN, p Progress, s Scheduler, peers Peers, d DfgetTasks, mx Metrics, log logrus.FieldLogger) *Manager {
 	return &Manager{cfg: cfg, cdn: c, progress: p, sched: s, peers: peers, dfget: d, metrics: mx, log: log,
-		now: time.Now, tasks: map[string]*Task{}}
+		now: time.Now, tasks: map[string]*Task{}, probing: map[string]bool{}, dial: (&net.Dialer{}).DialContext}
 }
 
 // idSalt keeps task IDs from being plain hashes of URLs.
@@ -426,8 +433,12 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 		if err != nil {
 			return 0, nil, errorf(types.CodeParamError, "range: %w", err)
 		}
-		if _, err := m.progress.Update(q.TaskID, q.SrcCID, num, st); err != nil {
+		dst, err := m.progress.Update(q.TaskID, q.SrcCID, num, st)
+		if err != nil {
 			return 0, nil, errorf(types.CodeTargetNotFound, "%w", err)
+		}
+		if st == progress.Failed && dst != "" && dst != m.progress.SuperPID() {
+			m.probePeer(dst)
 		}
 	case types.TaskStatusFinish:
 		s := dfgettask.StatusFailed
@@ -655,6 +666,55 @@ func (m *Manager) StreamPiece(r PieceReport, add bool) error {
 	}
 	return nil
 }
+
+// probeTimeout bounds the connection attempt of a peer probe.
+const probeTimeout = 3 * time.Second
+
+// probePeer checks, in the background and once at a time per peer, whether
+// the server of a peer a client just failed to fetch from still accepts
+// connections. A refused or unreachable one (its process died, its host
+// left the network) is marked down at once, so no other client is sent to
+// it; otherwise it would take eliminationLimit failed pieces. A server that
+// accepts, or a dial that merely times out (an overloaded host), proves
+// nothing and is left to the failure counts.
+func (m *Manager) probePeer(peerID string) {
+	info, err := m.peers.Get(peerID)
+	if err != nil || info.Port <= 0 || info.IP == "" {
+		return
+	}
+	m.mu.Lock()
+	if m.probing[peerID] {
+		m.mu.Unlock()
+		return
+	}
+	m.probing[peerID] = true
+	m.mu.Unlock()
+	m.probes.Add(1)
+	go func() {
+		defer m.probes.Done()
+		defer func() {
+			m.mu.Lock()
+			delete(m.probing, peerID)
+			m.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		defer cancel()
+		addr := net.JoinHostPort(info.IP, strconv.Itoa(info.Port))
+		conn, err := m.dial(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
+			return
+		}
+		m.progress.PeerDown(peerID)
+		m.log.WithField("peer", peerID).Warnf("peer server %s is gone (%v): no longer scheduled until it registers again", addr, err)
+	}()
+}
+
+// WaitProbes waits for the peer probes in flight (tests, shutdown).
+func (m *Manager) WaitProbes() { m.probes.Wait() }
 
 // ServiceDown handles GET /peer/service/down.
 func (m *Manager) ServiceDown(taskID, cid string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +300,47 @@ func TestPullFinishAndStream(t *testing.T) {
 	info, err := d.m.Info(id)
 	if err != nil || info.CdnStatus != types.CDNStatusSuccess || info.FileLength != 15 || info.HTTPFileLength != 10 || info.PieceTotal != 1 {
 		t.Fatalf("info %+v %v", info, err)
+	}
+}
+
+// A failed piece from a peer makes the supernode probe that peer's server:
+// a refused connection marks it down at once; a server that still accepts
+// is left to the failure counts.
+func TestPullFailedPieceProbesPeer(t *testing.T) {
+	live, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	dead.Close()
+	for _, tc := range []struct {
+		name string
+		port int
+		down bool
+	}{
+		{"refused", deadPort, true},
+		{"accepting", live.Addr().(*net.TCPAddr).Port, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDeps(t, 0)
+			idleWaiter(d)
+			id := running(t, d)
+			d.prog.EXPECT().Update(id, "c1", 1, progress.Failed).Return("p2", nil)
+			d.peers.EXPECT().Get("p2").Return(types.PeerInfo{IP: "127.0.0.1", Port: tc.port}, nil)
+			if tc.down {
+				d.prog.EXPECT().PeerDown("p2")
+			}
+			d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
+			if _, _, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
+				Result: types.ResultFail, Range: "4194304-8388607"}); err != nil {
+				t.Fatal(err)
+			}
+			d.m.WaitProbes()
+		})
 	}
 }
