@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -50,13 +51,19 @@ func (c *httpConn) close() {
 // generator's own.
 type pool struct {
 	addr, host string
-	mu         sync.Mutex
-	idle       []*httpConn
+	// dials, when set, counts the connections opened.
+	dials *atomic.Int64
+	mu    sync.Mutex
+	idle  []*httpConn
 }
 
-// maxIdle is the idle connections a client keeps (its running-piece limit
-// plus the pull loop's).
-const maxIdle = 5
+// maxIdle is the idle connections a client keeps. A pull can hand out new
+// pieces while the reports of the last ones are still in flight, so a
+// client's concurrency passes its running limit (4) plus the pull loop's
+// connection; closing what was above 5 made the saturation run open ~200
+// connections a second, and the dials cost the supernode more than the
+// requests they carried.
+const maxIdle = 16
 
 func (p *pool) get(ctx context.Context) (*httpConn, bool, error) {
 	p.mu.Lock()
@@ -72,6 +79,9 @@ func (p *pool) get(ctx context.Context) (*httpConn, bool, error) {
 	nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", p.addr)
 	if err != nil {
 		return nil, false, err
+	}
+	if p.dials != nil {
+		p.dials.Add(1)
 	}
 	c := &httpConn{c: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 2048)}
 	// An interrupt or the run's hard deadline aborts a request in flight

@@ -123,6 +123,9 @@ type Result struct {
 	Stopped   int `json:"stopped"`
 	// PiecesDone is the number of pieces reported by all clients.
 	PiecesDone int64 `json:"piecesDone"`
+	// Connections is the number of connections the clients opened (each
+	// client keeps its own alive; more than a few per client is churn).
+	Connections int64 `json:"connections"`
 	// RPS is Requests over Duration, all routes together.
 	RPS       float64 `json:"rps"`
 	TaskCalls int64   `json:"taskCalls"`
@@ -265,11 +268,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			waiting = false
 		case <-tick.C:
 			n := d.requests.Load()
-			logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed", time.Since(start).Round(time.Second), n,
-				float64(n)/time.Since(start).Seconds(), d.pieces.Load(), d.failed.Load())
+			logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed, %d connections opened", time.Since(start).Round(time.Second), n,
+				float64(n)/time.Since(start).Seconds(), d.pieces.Load(), d.failed.Load(), d.dials.Load())
 		}
 	}
 	res.Duration = time.Since(start)
+	logf("load: %d connections opened by %d clients", d.dials.Load(), cfg.Clients)
 	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
 		res.SupernodeCPU = cpuAfter - cpuBefore
 	}
@@ -300,6 +304,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Failed = d.failed.Load()
 	res.Aborted = d.aborted.Load()
 	res.PiecesDone = d.pieces.Load()
+	res.Connections = d.dials.Load()
 	res.RPS = float64(res.Requests) / res.Duration.Seconds()
 	res.TaskCalls = int64(len(task) + len(held))
 	res.HeldCall = int64(len(held))
@@ -417,6 +422,7 @@ type driver struct {
 	// stop ends the window: clients stop between requests.
 	stop                              chan struct{}
 	requests, failed, aborted, pieces atomic.Int64
+	dials                             atomic.Int64 // connections opened
 }
 
 // steadyAfter is when the start burst (every client registering and
@@ -505,7 +511,7 @@ func (d *driver) client(ctx context.Context, id int) clientResult {
 		HostName: "load" + strconv.Itoa(id), Port: 15000 + (id+1)%50000, Path: "/peer/file/load-" + cid, Version: "load",
 	}
 	body, _ := json.Marshal(reg)
-	p := &pool{addr: d.addr, host: d.addr}
+	p := &pool{addr: d.addr, host: d.addr, dials: &d.dials}
 	defer p.closeAll()
 	var env envelope
 	t0 := time.Now()
