@@ -141,7 +141,10 @@ func TestWindowStopsClients(t *testing.T) {
 	f := &fakeSupernode{pieces: 1000, next: map[string]int{}, got: map[string]int{}, waited: map[string]bool{}}
 	ts := httptest.NewServer(f)
 	defer ts.Close()
-	d := newDriver(ts, Rate{Lo: 100, Hi: 100}) // 150 ms a piece
+	// 1.5 s a piece: the fake hands out pieces without a running limit, so
+	// a fast client launches all 1,000 at once; they must still be running
+	// when the window ends.
+	d := newDriver(ts, Rate{Lo: 10, Hi: 10})
 	out := make(chan clientResult)
 	go func() { out <- d.client(context.Background(), 0) }()
 	time.Sleep(300 * time.Millisecond)
