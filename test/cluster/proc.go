@@ -9,11 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
 
 // Exec describes a program to run on a host.
@@ -45,6 +46,7 @@ type Proc struct {
 	end   time.Time
 	err   error
 	state *os.ProcessState
+	peak  int64 // VmHWM at exit (procmem.Watch)
 }
 
 func startProc(ctx context.Context, h *Host, e Exec) (*Proc, error) {
@@ -84,12 +86,15 @@ func startProc(ctx context.Context, h *Host, e Exec) (*Proc, error) {
 		close(p.done)
 		return nil, fmt.Errorf("start %s on %s: %w", e.Label, h.Name, err)
 	}
+	stopWatch := procmem.Watch(cmd.Process.Pid)
 	go func() {
 		err := cmd.Wait()
+		peak := stopWatch()
 		p.mu.Lock()
 		p.end = time.Now()
 		p.err = err
 		p.state = cmd.ProcessState
+		p.peak = peak
 		p.mu.Unlock()
 		lf.Close()
 		close(p.done)
@@ -136,37 +141,23 @@ func (p *Proc) Duration() time.Duration {
 	return p.end.Sub(p.start)
 }
 
-// MaxRSS is the peak resident set size in bytes, from wait4's rusage; 0
+// MaxRSS is the peak resident set size in bytes (VmHWM sampled every
+// procmem.SampleEvery while it ran, not rusage: see package procmem); 0
 // before exit.
 func (p *Proc) MaxRSS() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state == nil {
-		return 0
-	}
-	if ru, ok := p.state.SysUsage().(*syscall.Rusage); ok {
-		return ru.Maxrss * 1024
-	}
-	return 0
+	return p.peak
 }
 
 // PeakRSS reads the running process's peak resident set size (VmHWM) in
 // bytes.
 func (p *Proc) PeakRSS() (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid()) + "/status")
+	v, err := procmem.PeakRSS(p.Pid())
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", p.Label, err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s VmHWM %q: %w", p.Label, v, err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("%s: no VmHWM", p.Label)
+	return v, nil
 }
 
 // Stop sends SIGTERM to the process group, then SIGKILL after grace.

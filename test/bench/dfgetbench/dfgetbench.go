@@ -1,7 +1,7 @@
 // Package dfgetbench measures dfget on this machine against a local origin
 // and a real supernode: a cold download through the supernode and a warm
 // one (file in the CDN) against `curl -o` from the origin, and stream mode
-// (throughput, time to first byte, peak RSS from wait4's rusage). The
+// (throughput, time to first byte, peak RSS from /proc VmHWM). The
 // functions return figures; `make bench` and the tests print them.
 package dfgetbench
 
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
 
 // Config says what to run.
@@ -251,6 +252,7 @@ func timed(ctx context.Context, stdout io.Writer, bin string, args ...string) (R
 	if err := cmd.Start(); err != nil {
 		return r, fmt.Errorf("start %s: %w", bin, err)
 	}
+	stopWatch := procmem.Watch(cmd.Process.Pid)
 	if pipe != nil {
 		buf := make([]byte, 1<<20)
 		first := true
@@ -269,8 +271,9 @@ func timed(ctx context.Context, stdout io.Writer, bin string, args ...string) (R
 	}
 	err = cmd.Wait()
 	r.Wall = time.Since(start)
+	// Not ru_maxrss, which carries this process's own peak (package procmem).
+	r.PeakRSS = stopWatch()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.PeakRSS = ru.Maxrss * 1024
 		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	if err != nil {
@@ -348,17 +351,12 @@ func serverHWM(home string) int64 {
 	if err != nil {
 		return 0
 	}
-	st, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/status")
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	v, _ := procmem.PeakRSS(pid)
+	return v
 }
 
 // killServer ends the peer server a dfget spawned under home.

@@ -1,0 +1,53 @@
+package procmem
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A child of a process that has touched a lot of memory: rusage reports
+// the parent's size, VmHWM the child's own.
+func TestWatchIgnoresParentMemory(t *testing.T) {
+	ballast := make([]byte, 256<<20)
+	for i := 0; i < len(ballast); i += 4096 {
+		ballast[i] = 1
+	}
+	cmd := exec.Command("sleep", "0.3")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no sleep binary: %v", err)
+	}
+	stop := Watch(cmd.Process.Pid)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	peak := stop()
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	t.Logf("sleep: VmHWM %d KiB, ru_maxrss %d KiB (parent touched %d MiB)", peak>>10, ru>>10, len(ballast)>>20)
+	if peak <= 0 || peak > 64<<20 {
+		t.Fatalf("VmHWM of sleep is %d bytes, want a small positive size", peak)
+	}
+	if ballast[4096] != 1 {
+		t.Fatal("ballast lost")
+	}
+}
+
+func TestPeakRSSOfSelfAndGone(t *testing.T) {
+	if v, err := PeakRSS(os.Getpid()); err != nil || v <= 0 {
+		t.Fatalf("own VmHWM: %d %v", v, err)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("no true binary: %v", err)
+	}
+	if _, err := PeakRSS(cmd.Process.Pid); err == nil {
+		t.Fatal("VmHWM of a reaped process")
+	}
+	stop := Watch(cmd.Process.Pid)
+	time.Sleep(2 * SampleEvery)
+	if v := stop(); v != 0 {
+		t.Fatalf("Watch of a reaped process = %d, want 0", v)
+	}
+}
