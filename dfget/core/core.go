@@ -246,17 +246,36 @@ func (d *Download) contentPerPiece() int64 {
 	return piece.ContentSize(d.reg.Data.PieceSize)
 }
 
-// pieceCount is the number of pieces when the length is known, else the
-// number the supernode had us download.
+// pieceCount is the number of pieces of the file: from its length when
+// registration or the supernode's finish gave one, else the number the
+// supernode had us download.
 func (d *Download) pieceCount(res *downloader.Result) int {
-	if d.length < 0 {
+	n := d.expectedLength(res)
+	if n < 0 {
 		return res.Pieces
 	}
-	if d.length == 0 {
+	if n == 0 {
 		return 1
 	}
 	c := d.contentPerPiece()
-	return int((d.length + c - 1) / c)
+	return int((n + c - 1) / c)
+}
+
+// expectedLength is the file length known at registration or, for a
+// source of unknown length (chunked), the one the supernode's finish
+// reports; -1 if neither. Counting pieces from the length, not from the
+// pieces this run happened to see finish, is what keeps a piece whose
+// completion raced the finish from being left out.
+func (d *Download) expectedLength(res *downloader.Result) int64 {
+	if d.length >= 0 {
+		return d.length
+	}
+	// The finish carries the CDN's wrapped length (v1); there is none to
+	// go by in source-CDN mode.
+	if res.Finish.FileLength > 0 && d.reg.Data.CDNSource != types.CDNSourceSource {
+		return piece.UnwrappedLength(res.Finish.FileLength, d.reg.Data.PieceSize)
+	}
+	return -1
 }
 
 // file downloads into the service file (p2p) or a temp file beside the
@@ -381,8 +400,8 @@ func (d *Download) fileAttempt(ctx context.Context) error {
 }
 
 func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {
-	if d.length >= 0 && length != d.length {
-		return &downloadError{config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, d.length)}
+	if want := d.expectedLength(res); want >= 0 && length != want {
+		return &downloadError{config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, want)}
 	}
 	want := d.cfg.Md5
 	if want == "" {

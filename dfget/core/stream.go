@@ -53,6 +53,10 @@ func (d *Download) stream(ctx context.Context) error {
 		}
 		ccancel()
 	}
+	want := int64(-1)
+	if err == nil {
+		want = d.expectedLength(res) // for a chunked source, the finish knows
+	}
 	d.serviceDown()
 	d.length = written
 	if errors.Is(werr, downloader.ErrConsumerGone) {
@@ -60,8 +64,8 @@ func (d *Download) stream(ctx context.Context) error {
 	}
 	if err == nil {
 		d.fromPeers = res.FromPeers
-		if d.reg.Data.FileLength >= 0 && n != d.reg.Data.FileLength {
-			return fmt.Errorf("streamed %d bytes, want %d", n, d.reg.Data.FileLength)
+		if want >= 0 && n != want {
+			return fmt.Errorf("streamed %d bytes, want %d", n, want)
 		}
 		// Every piece was verified before it was written; the whole
 		// stream is hashed only when the user gave --md5.

@@ -76,6 +76,18 @@ func WrappedLength(length int64, pieceSize int32) int64 {
 	return length + int64(Count(length, pieceSize))*WrapSize
 }
 
+// UnwrappedLength inverts WrappedLength: the source length behind a
+// wrapped file of the given size (v1's finish reports the wrapped one).
+// Every piece but the last fills pieceSize, so the piece count is the
+// wrapped size over pieceSize, rounded up. Negative in, -1 out.
+func UnwrappedLength(wrapped int64, pieceSize int32) int64 {
+	if wrapped < 0 || pieceSize <= WrapSize {
+		return -1
+	}
+	n := (wrapped + int64(pieceSize) - 1) / int64(pieceSize)
+	return wrapped - n*WrapSize
+}
+
 // ContentOffset is where piece num starts in the plain (unwrapped) file.
 func ContentOffset(num int, pieceSize int32) int64 {
 	return int64(num) * ContentSize(pieceSize)

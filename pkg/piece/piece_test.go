@@ -36,6 +36,9 @@ func TestCountAndLengths(t *testing.T) {
 		if got := WrappedLength(tc.length, ps); got != tc.wrapped {
 			t.Errorf("WrappedLength(%d) = %d, want %d", tc.length, got, tc.wrapped)
 		}
+		if got := UnwrappedLength(tc.wrapped, ps); got != tc.length {
+			t.Errorf("UnwrappedLength(%d) = %d, want %d", tc.wrapped, got, tc.length)
+		}
 	}
 	if got := ContentLength(1, c+7, ps); got != 7 {
 		t.Errorf("ContentLength of short last piece = %d, want 7", got)

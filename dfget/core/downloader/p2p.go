@@ -239,9 +239,17 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 						}
 					}
 					e := d.fetch(ctx, pi, release)
+					// The buffered send comes first: after a finish
+					// (600) cancels ctx, a written piece must still be
+					// counted, not dropped by a select that picked
+					// ctx.Done at random.
 					select {
 					case events <- e:
-					case <-ctx.Done():
+					default:
+						select {
+						case events <- e:
+						case <-ctx.Done():
+						}
 					}
 				}(pi)
 			}
