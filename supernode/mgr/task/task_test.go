@@ -256,26 +256,13 @@ func TestPullLongPollAfterCDN(t *testing.T) {
 func TestPullFinishAndStream(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
-	d.prog.EXPECT().InitTask(gomock.Any())
-	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).DoAndReturn(func(_ cdn.Source, f func(cdn.Result)) (cdn.Started, error) {
-		go f(cdn.Result{OK: true, RealMd5: "md5", FileLength: 15, PieceTotal: 1})
-		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
-	})
-	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil)
-	d.dfget.EXPECT().Add(gomock.Any()).Return(nil)
-	d.prog.EXPECT().InitClient(gomock.Any(), "c1", "p1", false, false, 0)
-	res, err := d.m.Register(RegisterParams{Req: validReq()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := res.TaskID
+	id := running(t, d)
+	d.cdnDone(cdn.Result{OK: true, RealMd5: "md5", FileLength: 15, PieceTotal: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if st, err := d.m.Wait(ctx, id); err != nil || st != types.CDNStatusSuccess {
 		t.Fatalf("wait: %s %v", st, err)
 	}
-	d.dfget.EXPECT().Get("c1", id).Return(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1"}, nil).AnyTimes()
-	d.dfget.EXPECT().SetStatus("c1", id, gomock.Any()).Return(nil).AnyTimes()
 	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrDone)
 	d.prog.EXPECT().EndStream("c1")
 	code, data, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: 700})
