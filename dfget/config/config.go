@@ -133,18 +133,13 @@ type Properties struct {
 	LogConfig logfile.Rotation `yaml:"logConfig"`
 }
 
-// LoadProperties reads a properties file. A missing file is not an error
-// (zero Properties); a malformed one is.
-func LoadProperties(path string) (Properties, error) {
-	p, _, err := loadProperties(path)
-	return p, err
-}
-
 // ReadProperties loads path or, when path is empty, the first of
-// DefaultPropertyFile and LegacyPropertyFile that exists (v1 order).
+// DefaultPropertyFile and LegacyPropertyFile that exists (v1 order). A
+// missing file is not an error (zero Properties); a malformed one is.
 func ReadProperties(path string) (Properties, error) {
 	if path != "" {
-		return LoadProperties(path)
+		p, _, err := loadProperties(path)
+		return p, err
 	}
 	for _, f := range []string{DefaultPropertyFile, LegacyPropertyFile} {
 		if p, found, err := loadProperties(f); found || err != nil {

@@ -7,7 +7,7 @@ import (
 )
 
 // FuzzLoadProperties feeds arbitrary YAML as the properties file to
-// LoadProperties and Complete: an error or a completed configuration,
+// ReadProperties and Complete: an error or a completed configuration,
 // never a panic.
 func FuzzLoadProperties(f *testing.F) {
 	f.Add("nodes: [\"10.0.0.1:8002=2\", \"10.0.0.2\"]\nlocalLimit: 20MB\nnodeToken: t\n")
@@ -20,7 +20,7 @@ func FuzzLoadProperties(f *testing.F) {
 		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadProperties(path); err != nil {
+		if _, err := ReadProperties(path); err != nil {
 			return
 		}
 		c := New()
