@@ -17,6 +17,7 @@ import (
 	xrate "golang.org/x/time/rate"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
 // Source downloads straight from the origin: the fallback when P2P is not
@@ -129,7 +130,8 @@ func (s *Source) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(
 	if onBytes != nil {
 		r = &countReader{r: r, f: onBytes}
 	}
-	n, err := io.CopyBuffer(w, r, make([]byte, 512<<10))
+	// fileio.Chunk-sized writes keep page-cache folios small (package fileio).
+	n, err := io.CopyBuffer(w, r, make([]byte, fileio.Chunk))
 	if err != nil {
 		return n, fmt.Errorf("copy from source: %w", err)
 	}

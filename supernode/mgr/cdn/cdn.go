@@ -28,6 +28,7 @@ import (
 	"github.com/sirupsen/logrus"
 	xrate "golang.org/x/time/rate"
 
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -449,6 +450,10 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 	}()
 	var werr error
 	var werrOnce sync.Once
+	// Writes go one at a time: concurrent writers to one file wait on
+	// the inode lock in the kernel by spinning on the CPU that the other
+	// workers need for their md5.
+	var wmu sync.Mutex
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -460,7 +465,10 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 				wrapped[0], wrapped[1], wrapped[2], wrapped[3] = byte(h>>24), byte(h>>16), byte(h>>8), byte(h)
 				wrapped[len(wrapped)-1] = piece.TailChar
 				sum := piece.Md5Value(wrapped)
-				if _, err := f.WriteAt(wrapped, int64(j.num)*int64(ps)); err != nil {
+				wmu.Lock()
+				_, err := fileio.WriteAt(f, wrapped, int64(j.num)*int64(ps))
+				wmu.Unlock()
+				if err != nil {
 					werrOnce.Do(func() { werr = fmt.Errorf("write piece %d of %s: %w", j.num, id, err) })
 				} else {
 					fs.mu.Lock()

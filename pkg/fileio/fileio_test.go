@@ -1,0 +1,71 @@
+package fileio
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// chunkLog records each write's offset and length.
+type chunkLog struct {
+	f      *os.File
+	writes [][2]int64
+	failAt int64 // fail the write starting here (-1: never)
+}
+
+func (c *chunkLog) WriteAt(b []byte, off int64) (int, error) {
+	c.writes = append(c.writes, [2]int64{off, int64(len(b))})
+	if off == c.failAt {
+		return 10, errors.New("disk full")
+	}
+	return c.f.WriteAt(b, off)
+}
+
+func TestWriteAtChunks(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 3*Chunk+17)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	c := &chunkLog{f: f, failAt: -1}
+	const base = 5
+	n, err := WriteAt(c, data, base)
+	if err != nil || n != len(data) {
+		t.Fatalf("WriteAt = %d, %v; want %d, nil", n, err, len(data))
+	}
+	want := [][2]int64{{base, Chunk}, {base + Chunk, Chunk}, {base + 2*Chunk, Chunk}, {base + 3*Chunk, 17}}
+	if len(c.writes) != len(want) {
+		t.Fatalf("writes %v, want %v", c.writes, want)
+	}
+	for i := range want {
+		if c.writes[i] != want[i] {
+			t.Fatalf("write %d = %v, want %v", i, c.writes[i], want[i])
+		}
+	}
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, base); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file content differs (err %v)", err)
+	}
+}
+
+func TestWriteAtStopsAtError(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := &chunkLog{f: f, failAt: Chunk}
+	n, err := WriteAt(c, make([]byte, 3*Chunk), 0)
+	if err == nil || n != Chunk+10 {
+		t.Fatalf("WriteAt = %d, %v; want %d and an error", n, err, Chunk+10)
+	}
+	if len(c.writes) != 2 {
+		t.Fatalf("%d writes after the error, want 2", len(c.writes))
+	}
+}
