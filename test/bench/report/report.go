@@ -63,6 +63,19 @@ type Section struct {
 	Title string      `json:"title"`
 	Lines [][2]string `json:"lines"`
 	Error string      `json:"error,omitempty"`
+	// Missed names the section's checked targets that were missed; each
+	// is a problem of the run, like a failed swarm target.
+	Missed []string `json:"missed,omitempty"`
+}
+
+// Check records a checked target: "pass", or "FAIL" with name added to
+// Missed.
+func (s *Section) Check(name string, ok bool) string {
+	if ok {
+		return "pass"
+	}
+	s.Missed = append(s.Missed, name)
+	return "FAIL"
 }
 
 // Add appends a line.
@@ -107,6 +120,9 @@ func (r *Report) Failed() []string {
 	for _, s := range r.Sections {
 		if s.Error != "" {
 			f = append(f, s.Title+": "+firstLine(s.Error))
+		}
+		for _, m := range s.Missed {
+			f = append(f, s.Title+": "+m+" target missed")
 		}
 	}
 	return f

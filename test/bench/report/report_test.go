@@ -81,3 +81,25 @@ func TestReport(t *testing.T) {
 		t.Errorf("round trip: %v %+v", err, back.Rows)
 	}
 }
+
+// A section's missed target is a problem of the run: the summary must not
+// say every target was met.
+func TestSectionCheck(t *testing.T) {
+	s := Section{Title: "Single download"}
+	if got := s.Check("dfget warm", true); got != "pass" || len(s.Missed) != 0 {
+		t.Fatalf("Check(true) = %q, missed %v", got, s.Missed)
+	}
+	if got := s.Check("dfget cold", false); got != "FAIL" {
+		t.Fatalf("Check(false) = %q", got)
+	}
+	r := &Report{Sections: []Section{s}}
+	f := r.Failed()
+	if len(f) != 1 || f[0] != "Single download: dfget cold target missed" {
+		t.Fatalf("Failed() = %q", f)
+	}
+	var b strings.Builder
+	r.WriteMarkdown(&b)
+	if out := b.String(); strings.Contains(out, "All runs correct") || !strings.Contains(out, "1 problem(s)") {
+		t.Errorf("markdown:\n%s", out)
+	}
+}

@@ -88,20 +88,14 @@ func singleSection(ctx context.Context, size int64) report.Section {
 		s.Error = fmt.Sprintf("dfgetbench.Measure: %v", err)
 		return s
 	}
-	check := func(ok bool) string {
-		if ok {
-			return "pass"
-		}
-		return "FAIL"
-	}
 	run := func(r dfgetbench.Run) string {
 		return fmt.Sprintf("%.3f s (%.0f MiB/s), CPU %.2f s, peak RSS %s", r.Wall.Seconds(), f.MBps(r.Wall), r.CPU.Seconds(), swarm.FormatBytes(r.PeakRSS))
 	}
 	s.Add("curl -o", "%s", run(f.Curl))
 	s.Add("supernode CDN fill (cdnbench)", "%.3f s (%.0f MiB/s)", f.CDN.Seconds(), f.MBps(f.CDN))
-	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s", run(f.Cold), f.ColdRatio(), check(f.ColdRatio() <= 1.3))
-	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.15: %s", run(f.Warm), f.WarmRatio(), check(f.WarmRatio() <= 1.15))
+	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s", run(f.Cold), f.ColdRatio(), s.Check("dfget cold", f.ColdRatio() <= 1.3))
+	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.15: %s", run(f.Warm), f.WarmRatio(), s.Check("dfget warm", f.WarmRatio() <= 1.15))
 	s.Add("dfget --stream (warm)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
-		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), check(f.StreamVsFile() >= 0.8))
+		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), s.Check("dfget --stream", f.StreamVsFile() >= 0.8))
 	return s
 }
