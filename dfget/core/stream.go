@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
 // stream downloads to the data writer in order, never touching the disk.
@@ -20,7 +22,7 @@ func (d *Download) stream(ctx context.Context) error {
 	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "")
 	cached := false
 	if d.peerPort > 0 && d.reg.Data.CDNSource != types.CDNSourceSource {
-		err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
+		ring, err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
 			TaskFileName: cfg.TaskFileName, TaskID: d.reg.Data.TaskID, CID: d.cid, SuperNode: d.reg.Node,
 			PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize,
 		})
@@ -28,11 +30,9 @@ func (d *Download) stream(ctx context.Context) error {
 			d.log.Warnf("peer server stream cache unavailable: %v", err)
 		} else {
 			cached = true
-			w.Push = func(ctx context.Context, p *downloader.Piece) {
-				if err := d.client.PushStreamPiece(ctx, d.localIP, d.peerPort, cfg.TaskFileName, p.Num, d.reg.Data.PieceSize, p.Wrapped); err != nil {
-					d.log.Debugf("push piece %d to stream cache: %v", p.Num, err)
-				}
-			}
+			var closeRing func()
+			w.Push, closeRing = d.streamPusher(ring)
+			defer closeRing()
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
@@ -82,6 +82,46 @@ func (d *Download) stream(ctx context.Context) error {
 	d.reason = config.ReasonDownloadError
 	d.sw = w
 	return d.backSource(ctx, err, written)
+}
+
+// streamPusher returns how verified pieces reach the peer server's stream
+// cache: written into a slot of the ring the server shares (one copy, no
+// HTTP body), or pushed as an HTTP body when there is no ring or a slot
+// cannot be had. closeRing releases the ring file.
+func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context, *downloader.Piece), closeRing func()) {
+	name, size := d.cfg.TaskFileName, d.reg.Data.PieceSize
+	body := func(ctx context.Context, p *downloader.Piece) {
+		if err := d.client.PushStreamPiece(ctx, d.localIP, d.peerPort, name, p.Num, size, p.Wrapped); err != nil {
+			d.log.Debugf("push piece %d to stream cache: %v", p.Num, err)
+		}
+	}
+	if ring.Path == "" {
+		return body, func() {}
+	}
+	f, err := os.OpenFile(ring.Path, os.O_RDWR, 0)
+	if err != nil {
+		d.log.Infof("stream ring %s: %v; pushing pieces by HTTP", ring.Path, err)
+		return body, func() {}
+	}
+	push = func(ctx context.Context, p *downloader.Piece) {
+		slot, err := d.client.ReserveStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num)
+		if err == nil {
+			n := len(p.Wrapped)
+			if _, werr := fileio.WriteAt(f, p.Wrapped, int64(slot)*int64(size)); werr != nil {
+				// A length of 0 fails the commit's checks, which frees
+				// the slot: a half-written slot is never cached.
+				n, err = 0, fmt.Errorf("write ring slot %d: %w", slot, werr)
+			}
+			if cerr := d.client.CommitStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num, slot, n); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			d.log.Debugf("piece %d to stream ring: %v; pushing it by HTTP", p.Num, err)
+			body(ctx, p)
+		}
+	}
+	return push, func() { _ = f.Close() }
 }
 
 // streamBackSource continues the stream from the source at off, so no byte

@@ -45,6 +45,12 @@ func (p *dfgetPeer) serverPid() int {
 	return pid
 }
 
+// clientLog is the peer's dfget log ("" if none yet).
+func (p *dfgetPeer) clientLog() string {
+	b, _ := os.ReadFile(filepath.Join(p.home, "logs", "dfclient.log"))
+	return string(b)
+}
+
 func (p *dfgetPeer) killServer() {
 	if pid := p.serverPid(); pid > 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)

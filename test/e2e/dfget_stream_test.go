@@ -92,8 +92,10 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 	want := sha256.Sum256(data)
 	var wg sync.WaitGroup
 	errs := make(chan string, 3)
+	var streamers []*dfgetPeer
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
 		p := newDfgetPeer(t, ip)
+		streamers = append(streamers, p)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -102,7 +104,7 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 				h := sha256.New()
 				_, _ = io.Copy(h, r)
 				copy(got[:], h.Sum(nil))
-			}, "-u", url, "--notbs")
+			}, "-u", url, "--notbs", "--verbose")
 			if r.code != 0 || got != want {
 				errs <- ip + ": exit " + strconv.Itoa(r.code) + " or wrong bytes: " + r.stderr
 			}
@@ -113,7 +115,7 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if r := fp.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 {
+		if r := fp.run(sn, "-u", url, "-o", dst, "--notbs", "--verbose"); r.code != 0 {
 			errs <- "file client: exit " + strconv.Itoa(r.code) + " " + r.stdout
 		}
 	}()
@@ -126,6 +128,20 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 	t.Logf("pieces scheduled from peers %v, from the supernode %v",
 		metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="peer"}`),
 		metricValue(t, sn, `dragonfly_supernode_pieces_scheduled_total{holder="supernode"}`))
+	// The streamers' pieces reach their peer servers through the shared
+	// ring, not HTTP bodies, and other peers fetch them from there.
+	fromStreamers := 0
+	for _, p := range append(streamers, fp) {
+		log := p.clientLog()
+		if n := strings.Count(log, "pushing it by HTTP"); n > 0 {
+			t.Errorf("%s pushed %d pieces by HTTP instead of the ring", p.ip, n)
+		}
+		fromStreamers += strings.Count(log, " from 127.0.0.2: ") + strings.Count(log, " from 127.0.0.3: ")
+	}
+	t.Logf("pieces fetched from the streamers' caches: %d", fromStreamers)
+	if fromStreamers == 0 {
+		t.Error("no piece was fetched from a streamer's cache")
+	}
 }
 
 // P2P failing mid-stream (the supernode dies) continues from the source at

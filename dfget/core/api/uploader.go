@@ -25,6 +25,14 @@ const (
 	HeaderWindowSize   = "windowSize"
 	HeaderSuperNode    = "superNode"
 	HeaderCID          = "cid"
+	// HeaderStreamRing asks for a shared piece ring at stream registration
+	// and, in the answer, is the path the dfget opens it by.
+	HeaderStreamRing      = "streamRing"
+	HeaderStreamRingSlots = "streamRingSlots"
+	// HeaderStreamSlot and HeaderPieceLength commit a piece written into a
+	// ring slot (POST /stream/piece without a body).
+	HeaderStreamSlot  = "streamSlot"
+	HeaderPieceLength = "pieceLength"
 )
 
 func peerURL(ip string, port int, path string, q url.Values) string {
@@ -36,11 +44,17 @@ func peerURL(ip string, port int, path string, q url.Values) string {
 }
 
 func (c *Client) peerCall(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, error) {
+	b, _, err := c.peerDo(ctx, method, u, hdr, body)
+	return b, err
+}
+
+// peerDo is peerCall that also returns the answer's header.
+func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return "", fmt.Errorf("build request %s: %w", u, err)
+		return "", nil, fmt.Errorf("build request %s: %w", u, err)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -48,17 +62,17 @@ func (c *Client) peerCall(ctx context.Context, method, u string, hdr map[string]
 	req.ContentLength = int64(len(body))
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", u, err)
+		return "", nil, fmt.Errorf("read %s: %w", u, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("%s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
+		return string(b), resp.Header, fmt.Errorf("%s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
-	return string(b), nil
+	return string(b), resp.Header, nil
 }
 
 // CheckServer calls the peer server's /check/{taskFileName}, which also
@@ -111,11 +125,55 @@ type StreamTask struct {
 	WindowSize   int
 }
 
-// RegisterStreamTask opens a stream cache on the peer server (POST /stream/task).
-func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t StreamTask) error {
-	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), map[string]string{
+// StreamRing is the peer server's shared piece ring for a stream: a memory
+// file (Path) of Slots piece-sized slots. The zero value means none.
+type StreamRing struct {
+	Path  string
+	Slots int
+}
+
+// RegisterStreamTask opens a stream cache on the peer server (POST
+// /stream/task), asking for a shared ring; a server that has none to give
+// answers without one, and pieces are pushed by HTTP.
+func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t StreamTask) (StreamRing, error) {
+	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), map[string]string{
 		HeaderTaskFileName: t.TaskFileName, HeaderTaskID: t.TaskID, HeaderCID: t.CID, HeaderSuperNode: t.SuperNode,
 		HeaderPieceSize: strconv.Itoa(int(t.PieceSize)), HeaderWindowSize: strconv.Itoa(t.WindowSize),
+		HeaderStreamRing: "1",
+	}, nil)
+	if err != nil {
+		return StreamRing{}, err
+	}
+	r := StreamRing{Path: h.Get(HeaderStreamRing)}
+	if r.Slots, err = strconv.Atoi(h.Get(HeaderStreamRingSlots)); err != nil || r.Path == "" || r.Slots <= 0 {
+		return StreamRing{}, nil
+	}
+	return r, nil
+}
+
+// ReserveStreamSlot asks for the ring slot piece num is to be written into
+// (POST /stream/slot).
+func (c *Client) ReserveStreamSlot(ctx context.Context, ip string, port int, taskFileName string, num int) (int, error) {
+	body, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/slot", nil), map[string]string{
+		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num),
+	}, nil)
+	if err != nil {
+		return 0, err
+	}
+	slot, err := strconv.Atoi(strings.TrimSpace(body))
+	if err != nil {
+		return 0, fmt.Errorf("bad slot reply %q: %w", body, err)
+	}
+	return slot, nil
+}
+
+// CommitStreamSlot tells the peer server that slot holds piece num, length
+// bytes wrapped (POST /stream/piece without a body). The server checks the
+// wrapper; a failed commit frees the slot.
+func (c *Client) CommitStreamSlot(ctx context.Context, ip string, port int, taskFileName string, num, slot, length int) error {
+	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
+		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num),
+		HeaderStreamSlot: strconv.Itoa(slot), HeaderPieceLength: strconv.Itoa(length),
 	}, nil)
 	return err
 }

@@ -2,6 +2,8 @@ package uploader
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -25,6 +27,14 @@ type streamCache struct {
 	// reserved counts pushes being received: they hold buffers, so they
 	// count against the window too.
 	reserved int
+	// ring, if the dfget asked for one, holds the pieces pushed through
+	// slots; pending maps a reserved slot to the piece it was reserved for.
+	ring    *ring
+	pending map[int]int
+	// sending counts responses still sending a cached piece; shut is set
+	// when the cache is dropped, and the ring is unmapped once both say so.
+	sending int
+	shut    bool
 
 	// notes is an unbounded queue so a slow supernode never blocks the
 	// streaming dfget's pushes; it holds at most two notes per piece.
@@ -78,16 +88,57 @@ func (sc *streamCache) next() (streamNote, bool) {
 // so its buffer is recycled only when none is.
 type cached struct {
 	b       []byte
+	slot    int // ring slot holding b, or -1 for a heap buffer
 	refs    int
 	evicted bool
 }
 
-// recycle returns an evicted piece's buffer to the free list. Caller holds
-// the server's mu.
+// recycle returns an evicted piece's buffer to the free list, or its ring
+// slot to the ring. Caller holds the server's mu.
 func (sc *streamCache) recycle(c *cached) {
-	if c.refs == 0 && len(sc.free) < sc.WindowSize {
+	switch {
+	case c.refs != 0:
+	case c.slot >= 0:
+		if sc.ring != nil {
+			sc.ring.busy[c.slot] = false
+		}
+	case len(sc.free) < sc.WindowSize:
 		sc.free = append(sc.free, c.b[:0])
 	}
+}
+
+// shutRing marks the cache dropped and unmaps its ring unless a response
+// is still sending from it (serveStream then does). Caller holds the
+// server's mu.
+func (sc *streamCache) shutRing() {
+	sc.shut = true
+	if sc.sending == 0 && sc.ring != nil {
+		sc.ring.close()
+		sc.ring = nil
+	}
+}
+
+// makeRoom evicts the oldest pieces until one more push fits in the
+// window. Caller holds the server's mu.
+func (sc *streamCache) makeRoom() {
+	for len(sc.order) > 0 && len(sc.order)+sc.reserved >= sc.WindowSize {
+		sc.evictOldest()
+	}
+}
+
+// add caches a received piece unless it is already cached (then it
+// reports false and the caller frees b). Caller holds the server's mu.
+func (sc *streamCache) add(num int, c *cached) bool {
+	if _, dup := sc.pieces[num]; dup {
+		return false
+	}
+	for len(sc.order) >= sc.WindowSize {
+		sc.evictOldest()
+	}
+	sc.pieces[num] = c
+	sc.order = append(sc.order, num)
+	sc.enqueue(streamNote{num: num, cached: true})
+	return true
 }
 
 // buffer returns a buffer of n bytes, reused when possible. Caller holds
@@ -138,10 +189,25 @@ func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "invalid stream task")
 		return
 	}
-	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, pending: map[int]int{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if r.Header.Get(api.HeaderStreamRing) != "" {
+		// Twice the window: evicted pieces still being sent keep their
+		// slots. Without a ring the dfget pushes piece bodies.
+		rg, err := newRing(2*wnd, int(size))
+		if err != nil {
+			s.log.Infof("stream %s: no shared ring, pieces come by HTTP: %v", name, err)
+		} else {
+			sc.ring = rg
+			w.Header().Set(api.HeaderStreamRing, rg.path)
+			w.Header().Set(api.HeaderStreamRingSlots, strconv.Itoa(len(rg.busy)))
+		}
+	}
 	s.mu.Lock()
 	old := s.streams[name]
 	s.streams[name] = sc
+	if old != nil {
+		old.shutRing()
+	}
 	s.mu.Unlock()
 	if old != nil {
 		old.close()
@@ -160,15 +226,17 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "unknown stream task or bad pieceNum")
 		return
 	}
+	if r.Header.Get(api.HeaderStreamSlot) != "" {
+		s.commitSlot(w, r, sc, num)
+		return
+	}
 	if r.ContentLength < piece.WrapSize || r.ContentLength > int64(sc.PieceSize) {
 		text(w, http.StatusBadRequest, "bad piece length")
 		return
 	}
 	// Make room first: the buffer this push fills is part of the window.
 	s.mu.Lock()
-	for len(sc.order) > 0 && len(sc.order)+sc.reserved >= sc.WindowSize {
-		sc.evictOldest()
-	}
+	sc.makeRoom()
 	sc.reserved++
 	b := sc.buffer(int(r.ContentLength))
 	s.mu.Unlock()
@@ -195,16 +263,68 @@ func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusGone, "stream task closed")
 		return
 	}
-	if _, dup := sc.pieces[num]; !dup {
-		for len(sc.order) >= sc.WindowSize {
-			sc.evictOldest()
-		}
-		sc.pieces[num] = &cached{b: b}
-		sc.order = append(sc.order, num)
-		sc.enqueue(streamNote{num: num, cached: true})
-		keep = true
-	}
+	keep = sc.add(num, &cached{b: b, slot: -1})
 	s.mu.Unlock()
+	text(w, http.StatusOK, "success")
+}
+
+// handleStreamSlot reserves a ring slot for a piece (POST /stream/slot):
+// room is made in the window as for a push, and the slot number is the
+// answer. 503 means every slot is busy: push the body instead.
+func (s *Server) handleStreamSlot(w http.ResponseWriter, r *http.Request) {
+	name := r.Header.Get(api.HeaderTaskFileName)
+	num, err := strconv.Atoi(r.Header.Get(api.HeaderPieceNum))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.streams[name]
+	if sc == nil || sc.ring == nil || err != nil || num < 0 {
+		text(w, http.StatusBadRequest, "unknown stream task, no ring, or bad pieceNum")
+		return
+	}
+	sc.makeRoom()
+	slot := sc.ring.take()
+	if slot < 0 {
+		text(w, http.StatusServiceUnavailable, "every ring slot is busy")
+		return
+	}
+	sc.reserved++
+	sc.pending[slot] = num
+	text(w, http.StatusOK, strconv.Itoa(slot))
+}
+
+// commitSlot caches the piece the dfget wrote into its reserved slot. A
+// commit that fails its checks frees the slot, so a dfget that could not
+// write the slot commits anyway and then pushes the body.
+func (s *Server) commitSlot(w http.ResponseWriter, r *http.Request, sc *streamCache, num int) {
+	slot, err1 := strconv.Atoi(r.Header.Get(api.HeaderStreamSlot))
+	n, err2 := strconv.Atoi(r.Header.Get(api.HeaderPieceLength))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want, ok := sc.pending[slot]
+	if err1 != nil || !ok || want != num || sc.ring == nil {
+		text(w, http.StatusBadRequest, "slot not reserved for this piece")
+		return
+	}
+	delete(sc.pending, slot)
+	sc.reserved--
+	c := &cached{slot: slot}
+	var err error
+	switch {
+	case err2 != nil || n < piece.WrapSize || n > sc.ring.size:
+		err = fmt.Errorf("bad piece length %q", r.Header.Get(api.HeaderPieceLength))
+	case s.streams[sc.TaskFileName] != sc:
+		err = errors.New("stream task closed")
+	default:
+		c.b = sc.ring.slot(slot, n)
+		_, err = piece.Unwrap(c.b)
+	}
+	if err != nil || !sc.add(num, c) {
+		sc.ring.busy[slot] = false
+	}
+	if err != nil {
+		text(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	text(w, http.StatusOK, "success")
 }
 
@@ -240,6 +360,7 @@ func (s *Server) closeStream(name string) {
 			sc.enqueue(streamNote{num: n})
 		}
 		sc.order, sc.pieces, sc.free = nil, nil, nil
+		sc.shutRing()
 		sc.close()
 	}
 	s.mu.Unlock()
@@ -253,6 +374,7 @@ func (s *Server) serveStream(w http.ResponseWriter, sc *streamCache, pr pieceReq
 	c, ok := sc.pieces[pr.num]
 	if ok && pr.wrapped && int64(len(c.b)) <= pr.length+piece.WrapSize {
 		c.refs++
+		sc.sending++
 	} else {
 		ok = false
 	}
@@ -264,8 +386,12 @@ func (s *Server) serveStream(w http.ResponseWriter, sc *streamCache, pr pieceReq
 	defer func() {
 		s.mu.Lock()
 		c.refs--
+		sc.sending--
 		if c.evicted {
 			sc.recycle(c)
+		}
+		if sc.shut {
+			sc.shutRing()
 		}
 		s.mu.Unlock()
 	}()

@@ -99,6 +99,7 @@ func (s *Server) Handler() http.Handler {
 	r.HandleFunc("/server/ping", func(w http.ResponseWriter, _ *http.Request) { text(w, http.StatusOK, "success") })
 	r.HandleFunc("/stream/task", s.active(s.local(s.handleStreamTask))).Methods(http.MethodPost, http.MethodDelete)
 	r.HandleFunc("/stream/piece", s.active(s.local(s.handleStreamPiece))).Methods(http.MethodPost)
+	r.HandleFunc("/stream/slot", s.active(s.local(s.handleStreamSlot))).Methods(http.MethodPost)
 	return r
 }
 

@@ -1,0 +1,74 @@
+package uploader
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// ring is the piece memory of a stream cache, shared with the streaming
+// dfget. It is a memfd the server maps; the dfget opens it through
+// /proc/<server pid>/fd/<fd> and writes each verified piece into a slot the
+// server reserved for it. Compared with pushing the piece over HTTP, the
+// piece is copied once (into the slot) instead of twice through loopback
+// TCP, and the slots' pages are reused lap after lap instead of the server
+// allocating fresh buffers. Measured on 1 GiB (2 cores): a stream with
+// HTTP pushes took 2.24-2.81 s, one without any cache 1.66-1.76 s.
+type ring struct {
+	fd   int
+	mem  []byte
+	size int // bytes per slot: the piece size
+	// busy marks slots holding a reserved or cached piece, or an evicted
+	// one still being sent.
+	busy []bool
+	path string
+}
+
+// maxRingBytes bounds a ring's address space; a bigger window falls back
+// to HTTP pushes.
+const maxRingBytes = 1 << 30
+
+// newRing creates a ring of slots pieces of size bytes.
+func newRing(slots, size int) (*ring, error) {
+	if slots <= 0 || size <= 0 || int64(slots)*int64(size) > maxRingBytes {
+		return nil, fmt.Errorf("ring of %d x %d bytes: out of range", slots, size)
+	}
+	fd, err := unix.MemfdCreate("damselfly-stream", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	n := slots * size
+	if err := unix.Ftruncate(fd, int64(n)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("size memfd: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("map memfd: %w", err)
+	}
+	return &ring{fd: fd, mem: mem, size: size, busy: make([]bool, slots),
+		path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd)}, nil
+}
+
+// take marks a free slot busy and returns it, or -1 if every slot is busy.
+func (r *ring) take() int {
+	for i, b := range r.busy {
+		if !b {
+			r.busy[i] = true
+			return i
+		}
+	}
+	return -1
+}
+
+// slot returns the first n bytes of slot i.
+func (r *ring) slot(i, n int) []byte { return r.mem[i*r.size : i*r.size+n : i*r.size+n] }
+
+// close unmaps and closes the ring; nothing may read its slots after.
+func (r *ring) close() {
+	_ = unix.Munmap(r.mem)
+	_ = unix.Close(r.fd)
+	r.mem = nil
+}
