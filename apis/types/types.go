@@ -18,8 +18,10 @@ type ErrorResponse struct {
 }
 
 // RegisterRequest is the body of POST /peer/registry, with the keys a
-// Dragonfly 1.x dfget sends. StreamMode and WindowSize are Damselfly's
-// stream-mode extension; a 1.x supernode ignores them.
+// Dragonfly 1.x dfget sends. StreamMode, WindowSize and StartPiece are
+// Damselfly's stream-mode extension; a 1.x supernode ignores them.
+// StartPiece is where a stream resumes when it moves to another supernode:
+// the pieces before it are already written and are not scheduled.
 type RegisterRequest struct {
 	SuperNodeIP string   `json:"superNodeIp,omitempty"`
 	RawURL      string   `json:"rawUrl,omitempty"`
@@ -43,6 +45,7 @@ type RegisterRequest struct {
 	Pattern     string   `json:"pattern,omitempty"`
 	StreamMode  bool     `json:"streamMode,omitempty"`
 	WindowSize  int      `json:"windowSize,omitempty"`
+	StartPiece  int      `json:"startPiece,omitempty"`
 }
 
 // RegisterResponseData is ResultInfo.Data of a successful register.

@@ -238,6 +238,43 @@ func TestStream(t *testing.T) {
 	}
 }
 
+// A stream whose supernode fails moves to the next node and resumes at the
+// first piece not yet written. This next node ignores startPiece (as a
+// Dragonfly 1.x one would) and offers the written pieces again: they are
+// confirmed, never fetched, and the stream is still exact.
+func TestStreamMigratesToNodeIgnoringStart(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	o := origin(t, nil) // a source fallback would fail
+	bad := newFakeSupernode(t, body)
+	bad.failAfter = 3
+	good := newFakeSupernode(t, body)
+	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
+	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
+	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 1, true
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	code, out := run(t, cfg, &buf)
+	if code != 0 || !strings.Contains(out, "migrated to node:"+good.node()) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("stream differs (%d of %d bytes)", buf.Len(), len(body))
+	}
+	good.mu.Lock()
+	defer good.mu.Unlock()
+	if good.startPiece < 1 {
+		t.Fatalf("registered with the next node at startPiece %d after 3 pieces", good.startPiece)
+	}
+	for i := 0; i < good.startPiece; i++ {
+		if good.served[i] != 0 {
+			t.Errorf("written piece %d fetched again from the next node", i)
+		}
+		if !good.clients[good.lastCID()].done[i] {
+			t.Errorf("written piece %d not confirmed to the next node", i)
+		}
+	}
+}
+
 type closingWriter struct{ left int }
 
 func (c *closingWriter) Write(b []byte) (int, error) {

@@ -36,12 +36,18 @@ type fakeSupernode struct {
 	down    []string
 	corrupt map[int]bool // CDN pieces served corrupted once
 	cdnHits int
-	// failTask makes /peer/task answer 500; refuse makes register fail.
-	failTask bool
-	refuse   func() bool
-	pulls    int
-	peerAddr map[string]string // cid -> ip:port
-	peerPath map[string]string
+	// failTask makes /peer/task answer 500, failAfter once a client has
+	// that many pieces (0: never); refuse makes register fail.
+	failTask  bool
+	failAfter int
+	// served counts CDN pieces sent; startPiece is the last register's
+	// startPiece, which this fake ignores as a Dragonfly 1.x one does.
+	served     map[int]int
+	startPiece int
+	refuse     func() bool
+	pulls      int
+	peerAddr   map[string]string // cid -> ip:port
+	peerPath   map[string]string
 }
 
 type fakeClient struct {
@@ -53,7 +59,7 @@ type fakeClient struct {
 func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
 	f := &fakeSupernode{t: t, content: content, size: piece.ComputeSize(int64(len(content))),
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
-		peerAddr: map[string]string{}, peerPath: map[string]string{}}
+		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}}
 	n := piece.Count(int64(len(content)), f.size)
 	for i := 0; i < n; i++ {
 		off := piece.ContentOffset(i, f.size)
@@ -113,6 +119,7 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
+	f.startPiece = req.StartPiece
 	if req.StreamMode {
 		c.window = req.WindowSize
 	}
@@ -152,6 +159,10 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 		if q.Get("result") == "501" || q.Get("result") == "503" {
 			c.done[num] = true
 		}
+	}
+	if f.failAfter > 0 && len(c.done) >= f.failAfter {
+		reply(w, types.ResultInfo{Code: types.CodeSystemError, Msg: "broken"})
+		return
 	}
 	if len(c.done) == f.pieces() {
 		reply(w, types.ResultInfo{Code: types.CodePeerFinish, Data: types.FinishData{Md5: f.md5, FileLength: int64(len(f.wrapped))}})
@@ -227,6 +238,7 @@ func (f *fakeSupernode) download(w http.ResponseWriter, r *http.Request) {
 	b := append([]byte(nil), f.wrapped[s:e+1]...)
 	f.mu.Lock()
 	f.cdnHits++
+	f.served[int(s/int64(f.size))]++
 	if num := int(s / int64(f.size)); f.corrupt[num] {
 		delete(f.corrupt, num)
 		b[len(b)/2] ^= 0xFF
@@ -235,4 +247,12 @@ func (f *fakeSupernode) download(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusPartialContent)
 	w.Write(b)
+}
+
+// lastCID is the one registered client's CID. Caller holds mu.
+func (f *fakeSupernode) lastCID() string {
+	for cid := range f.clients {
+		return cid
+	}
+	return ""
 }

@@ -16,29 +16,36 @@ import (
 
 // stream downloads to the data writer in order, never touching the disk.
 // Verified pieces also go to the peer server's stream cache so other peers
-// can fetch them while they are in the window.
+// can fetch them while they are in the window. When the supernode fails
+// mid-stream, the stream moves to the next --node and resumes at the first
+// piece not yet written; only when no node is left does it fall back to
+// the source.
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
 	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "")
-	cached := false
-	if d.peerPort > 0 && d.reg.Data.CDNSource != types.CDNSourceSource {
-		ring, err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
-			TaskFileName: cfg.TaskFileName, TaskID: d.reg.Data.TaskID, CID: d.cid, SuperNode: d.reg.Node,
-			PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize,
-		})
-		if err != nil {
-			d.log.Warnf("peer server stream cache unavailable: %v", err)
-		} else {
-			cached = true
-			var closeRing func()
-			w.Push, closeRing = d.streamPusher(ring)
-			defer closeRing()
-		}
-	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
-	stopAlive := d.keepAlive(pctx)
-	res, err := d.p2p(w).Run(pctx)
-	stopAlive()
+	var res *downloader.Result
+	var err error
+	closeCache := d.openStreamCache(ctx, w)
+	for {
+		stopAlive := d.keepAlive(pctx)
+		res, err = d.p2p(w).Run(pctx)
+		stopAlive()
+		var se *downloader.SupernodeError
+		if err == nil || !errors.As(err, &se) || pctx.Err() != nil {
+			break
+		}
+		// The cache reports to the failed supernode: drop it, and open
+		// one for the next node once registered there.
+		closeCache()
+		d.regReq.StartPiece = w.Next()
+		if !d.migrate(pctx) {
+			closeCache = func() {}
+			break
+		}
+		d.log.Infof("stream resumes at piece %d on %s", d.regReq.StartPiece, d.reg.Node)
+		closeCache = d.openStreamCache(ctx, w)
+	}
 	var n int64
 	var sum string
 	if err == nil {
@@ -46,13 +53,7 @@ func (d *Download) stream(ctx context.Context) error {
 	}
 	cancel()
 	written, werr := w.Stop()
-	if cached {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if cerr := d.client.CloseStreamTask(cctx, d.localIP, d.peerPort, cfg.TaskFileName); cerr != nil {
-			d.log.Debugf("close stream cache: %v", cerr)
-		}
-		ccancel()
-	}
+	closeCache()
 	want := int64(-1)
 	if err == nil {
 		want = d.expectedLength(res) // for a chunked source, the finish knows
@@ -82,6 +83,36 @@ func (d *Download) stream(ctx context.Context) error {
 	d.reason = config.ReasonDownloadError
 	d.sw = w
 	return d.backSource(ctx, err, written)
+}
+
+// openStreamCache opens a stream cache on the peer server for the current
+// registration and points w's pushes at it; the returned func drops it.
+// Without a peer server (or in source-CDN mode) there is no cache.
+func (d *Download) openStreamCache(ctx context.Context, w *downloader.StreamWriter) func() {
+	cfg := d.cfg
+	w.Push = nil
+	if d.peerPort <= 0 || d.reg.Data.CDNSource == types.CDNSourceSource {
+		return func() {}
+	}
+	ring, err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
+		TaskFileName: cfg.TaskFileName, TaskID: d.reg.Data.TaskID, CID: d.cid, SuperNode: d.reg.Node,
+		PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize,
+	})
+	if err != nil {
+		d.log.Warnf("peer server stream cache unavailable: %v", err)
+		return func() {}
+	}
+	var closeRing func()
+	w.Push, closeRing = d.streamPusher(ring)
+	return func() {
+		w.Push = nil
+		closeRing()
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if cerr := d.client.CloseStreamTask(cctx, d.localIP, d.peerPort, cfg.TaskFileName); cerr != nil {
+			d.log.Debugf("close stream cache: %v", cerr)
+		}
+	}
 }
 
 // streamPusher returns how verified pieces reach the peer server's stream

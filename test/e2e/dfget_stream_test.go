@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,62 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 	if fromStreamers == 0 {
 		t.Error("no piece was fetched from a streamer's cache")
 	}
+}
+
+// The supernode dying mid-stream moves the stream to the next --node, which
+// resumes at the first piece not yet written: the bytes are exact, the
+// source is never read by dfget (--notbs), and the second supernode is never
+// asked for the pieces already written.
+func TestDfgetStreamMigratesToNextNode(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(48<<20, 25)
+	url := o.add("/migrate.bin", data)
+	a, b := startSupernode(t, t.TempDir()), startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	scheduled := func(sn *supernode) float64 {
+		return metricValue(t, sn, "dragonfly_supernode_pieces_scheduled_total")
+	}
+	var got [32]byte
+	var first, second *supernode
+	r := p.stream(nil, func(r io.Reader) {
+		h := sha256.New()
+		if _, err := io.CopyN(h, r, 6<<20); err != nil {
+			t.Errorf("first bytes: %v", err)
+		}
+		// The node order is weighted-random: stop the one in use.
+		first, second = a, b
+		if scheduled(a) == 0 {
+			first, second = b, a
+		}
+		_ = first.Stop(5 * time.Second)
+		_, _ = io.Copy(h, r)
+		copy(got[:], h.Sum(nil))
+	}, "-u", url, "--node", Addr(a.api)+","+Addr(b.api), "--window-size", "2", "--locallimit", "20MB", "--notbs")
+	if r.code != 0 || got != sha256.Sum256(data) {
+		t.Fatalf("exit %d, sha256 match %v: %s", r.code, got == sha256.Sum256(data), r.stderr)
+	}
+	if !strings.Contains(r.stderr, "migrated to node:"+Addr(second.api)) {
+		t.Fatalf("no migration to the second node on the console: %s", r.stderr)
+	}
+	m := regexp.MustCompile(`stream resumes at piece (\d+)`).FindStringSubmatch(p.clientLog())
+	if m == nil {
+		t.Fatal("dfget log does not say where the stream resumed")
+	}
+	start, _ := strconv.Atoi(m[1])
+	total := (len(data) + (4<<20 - 5) - 1) / (4<<20 - 5)
+	if start < 1 {
+		t.Errorf("resumed at piece %d after 6 MiB were written", start)
+	}
+	if n := int(scheduled(second)); n > total-start {
+		t.Errorf("second node scheduled %d pieces, want at most the %d from piece %d on", n, total-start, start)
+	}
+	o.mu.Lock()
+	ranges := len(o.ranges["/migrate.bin"])
+	o.mu.Unlock()
+	if ranges != 0 {
+		t.Errorf("the origin got %d range requests: the stream fell back to the source", ranges)
+	}
+	t.Logf("resumed at piece %d of %d on the second node, which scheduled %d", start, total, int(scheduled(second)))
 }
 
 // P2P failing mid-stream (the supernode dies) continues from the source at

@@ -200,7 +200,7 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 					return nil, fmt.Errorf("bad piece task reply: %w", err)
 				}
 			}
-			launched := 0
+			launched, confirmed := 0, 0
 			for _, pi := range infos {
 				if pi.PieceSize != 0 && pi.PieceSize != d.PieceSize {
 					continue
@@ -208,6 +208,7 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				if done[pi.PieceNum] {
 					// Re-scheduled piece we already have: confirm it.
 					d.reportSuccessAsync(ctx, &wg, pi)
+					confirmed++
 					continue
 				}
 				if running[pi.PieceNum] {
@@ -217,6 +218,10 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				if gate != nil {
 					if release, err = gate.Admit(ctx, pi.PieceNum); errors.Is(err, ErrOutOfWindow) {
 						fails = append(fails, event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID})
+						continue
+					} else if errors.Is(err, ErrWritten) {
+						d.reportSuccessAsync(ctx, &wg, pi)
+						confirmed++
 						continue
 					} else if err != nil {
 						return nil, err
@@ -253,7 +258,14 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 					}
 				}(pi)
 			}
-			if launched == 0 {
+			switch {
+			case launched == 0 && confirmed > 0:
+				// Only pieces we have: give the confirmations a moment
+				// to land, then ask for more.
+				if err := await(20 * time.Millisecond); err != nil {
+					return nil, err
+				}
+			case launched == 0:
 				// At our limit or nothing new: wait for a fetch to end.
 				if err := await(time.Second); err != nil {
 					return nil, err

@@ -33,6 +33,8 @@ type Request struct {
 	IP      string
 	Port    int // peer server port; 0 is the CDN pattern
 	RootCAs [][]byte
+	// StartPiece is where a stream resumes on another supernode.
+	StartPiece int
 }
 
 // LocalIP picks the address other peers reach us on: the local side of a
@@ -73,7 +75,7 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 		body.Pattern = config.PatternCDN
 	}
 	if cfg.Stream {
-		body.StreamMode, body.WindowSize = true, cfg.WindowSize
+		body.StreamMode, body.WindowSize, body.StartPiece = true, cfg.WindowSize, r.StartPiece
 	}
 	var errs []string
 	for _, n := range nodes {

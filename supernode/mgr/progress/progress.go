@@ -199,9 +199,10 @@ func (m *Manager) Waiter(taskID string) (wake <-chan struct{}, stop func()) {
 	}
 }
 
-// InitClient records a client (cid) of a task on peer peerID. window > 0
-// makes it a streaming client with that window.
-func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window int) {
+// InitClient records a client (cid) of a task on peer peerID. With stream
+// it is a streaming client with that window (0: the default), whose window
+// starts at piece start (a stream moved here from another supernode).
+func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window, start int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t := m.task(taskID)
@@ -211,9 +212,12 @@ func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream
 	if stream && window <= 0 {
 		window = DefaultWindow
 	}
+	if !stream || start < 0 {
+		start = 0
+	}
 	m.clients[cid] = &clientState{
 		taskID: taskID, peerID: peerID, success: bitset.New(0), failed: bitset.New(0),
-		running: map[int]string{}, stream: stream, wnd: window, seeds: !cdnPattern,
+		running: map[int]string{}, stream: stream, wnd: window, una: start, seeds: !cdnPattern,
 	}
 	t.clients[cid] = struct{}{}
 	p := m.peer(peerID)
@@ -449,7 +453,10 @@ func (m *Manager) ClientView(taskID, cid string, maxRunning int, buf []Candidate
 		return View{}, fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
 	}
 	v := View{Stream: c.stream, CDNFailed: t.failed, Candidates: buf[:0], Super: t.super}
-	v.Done = t.finished && !t.failed && t.total > 0 && int(c.success.Count()) >= t.total
+	// A stream that moved here from another supernode started at its una:
+	// it is done when the window has passed the last piece.
+	v.Done = t.finished && !t.failed && t.total > 0 &&
+		(int(c.success.Count()) >= t.total || (c.stream && c.una >= t.total))
 	if src := m.peers[c.peerID]; src != nil {
 		v.ClientErrors = src.clientErr
 	}

@@ -33,7 +33,7 @@ func nums(v View) []int {
 
 func TestViewAndAssignFromSupernode(t *testing.T) {
 	m := setup(t, 3)
-	m.InitClient(task, "c1", "p1", false, false, 0)
+	m.InitClient(task, "c1", "p1", false, false, 0, 0)
 	v, err := m.ClientView(task, "c1", 0, nil)
 	if err != nil || len(v.Candidates) != 3 {
 		t.Fatalf("view %+v %v", v, err)
@@ -65,8 +65,8 @@ func TestViewAndAssignFromSupernode(t *testing.T) {
 
 func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
 	m := setup(t, 5)
-	m.InitClient(task, "c1", "p1", false, false, 0)
-	m.InitClient(task, "c2", "p2", false, false, 0)
+	m.InitClient(task, "c1", "p1", false, false, 0, 0)
+	m.InitClient(task, "c2", "p2", false, false, 0, 0)
 	for i := range 3 {
 		if d := assign1(m, "c1", i, true, lim, 5); d != super {
 			t.Fatalf("piece %d -> %q", i, d)
@@ -87,7 +87,7 @@ func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
 func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 	m := setup(t, 2)
 	for _, c := range []string{"a", "b", "x", "y", "z"} {
-		m.InitClient(task, c, "p"+c, false, false, 0)
+		m.InitClient(task, c, "p"+c, false, false, 0, 0)
 	}
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
@@ -109,9 +109,9 @@ func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 
 func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "a", "pa", false, false, 0)
-	m.InitClient(task, "x", "px", false, false, 0)
-	m.InitClient(task, "y", "py", false, false, 0)
+	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "x", "px", false, false, 0, 0)
+	m.InitClient(task, "y", "py", false, false, 0, 0)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	if h := m.Holders(task, 0); len(h) != 0 {
 		t.Fatalf("eliminated holder kept: %v", h)
 	}
-	m.InitClient(task, "b", "pb", false, false, 0)
+	m.InitClient(task, "b", "pb", false, false, 0, 0)
 	if _, err := m.Update(task, "b", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 		t.Fatal("pb not down")
 	}
 	m.Unassign(task, "y", 0)
-	m.InitClient(task, "z", "pz", false, false, 0)
+	m.InitClient(task, "z", "pz", false, false, 0, 0)
 	if d := assign1(m, "z", 0, true, lim, 5); d != super {
 		t.Fatalf("down peer offered: %q", d)
 	}
@@ -152,7 +152,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 
 func TestStreamWindow(t *testing.T) {
 	m := setup(t, 10)
-	m.InitClient(task, "s", "ps", false, true, 3)
+	m.InitClient(task, "s", "ps", false, true, 3, 0)
 	v, _ := m.ClientView(task, "s", 0, nil)
 	if got := nums(v); len(got) != 3 || got[0] != 0 || got[2] != 2 || !v.Stream {
 		t.Fatalf("window at start: %v", got)
@@ -176,7 +176,7 @@ func TestStreamWindow(t *testing.T) {
 		t.Fatalf("window after una=3: %v", got)
 	}
 	// The streaming client is a holder until it evicts the piece.
-	m.InitClient(task, "o", "po", false, true, 0)
+	m.InitClient(task, "o", "po", false, true, 0, 0)
 	if una, wnd, ok := m.Window("o"); !ok || una != 0 || wnd != DefaultWindow {
 		t.Fatalf("default window: %d %d %t", una, wnd, ok)
 	}
@@ -208,7 +208,7 @@ func TestStreamWindow(t *testing.T) {
 
 func TestUpdateRejectsUnwrittenPiece(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "c", "pc", false, false, 0)
+	m.InitClient(task, "c", "pc", false, false, 0, 0)
 	if _, err := m.Update(task, "c", 7, Success); err == nil {
 		t.Fatal("success for a piece the cdn never wrote was accepted")
 	}
@@ -223,7 +223,7 @@ func TestUpdateRejectsUnwrittenPiece(t *testing.T) {
 func TestDoneAndWaiters(t *testing.T) {
 	m := New(super)
 	m.InitTask(task)
-	m.InitClient(task, "c", "pc", false, false, 0)
+	m.InitClient(task, "c", "pc", false, false, 0, 0)
 	w, stop := m.Waiter(task)
 	defer stop()
 	m.SetCDNPiece(task, 0)
@@ -258,7 +258,7 @@ func assign1(m *Manager, cid string, num int, peers bool, l Limits, elim int) st
 
 func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 	m := setup(t, 6)
-	m.InitClient(task, "c", "pc", false, false, 0)
+	m.InitClient(task, "c", "pc", false, false, 0, 0)
 	got := m.Assign(task, "c", []int{5, 4, 3, 2, 1}, true, lim, 5)
 	if len(got) != 3 || got[0].Num != 5 || got[2].Num != 3 {
 		t.Fatalf("batch %v: want pieces 5 4 3 (super limit 3)", got)
@@ -275,8 +275,8 @@ func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 
 func TestInflightCountsAsHolder(t *testing.T) {
 	m := setup(t, 3)
-	m.InitClient(task, "a", "pa", false, false, 0)
-	m.InitClient(task, "b", "pb", false, false, 0)
+	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "b", "pb", false, false, 0, 0)
 	if d := assign1(m, "a", 0, true, lim, 5); d != super {
 		t.Fatalf("a: %q", d)
 	}
@@ -303,9 +303,9 @@ func TestSuperSeeding(t *testing.T) {
 	m := setup(t, 2)
 	now := time.Now()
 	m.now = func() time.Time { return now }
-	m.InitClient(task, "a", "pa", false, false, 0)
-	m.InitClient(task, "b", "pb", false, false, 0)
-	m.InitClient(task, "c", "pc", true, false, 0) // CDN pattern: never serves
+	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "b", "pb", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", true, false, 0, 0) // CDN pattern: never serves
 	if d := assign1(m, "c", 0, true, lim, 5); d != super {
 		t.Fatalf("c: %q", d)
 	}
@@ -340,7 +340,7 @@ func TestCandidateHeldCounts(t *testing.T) {
 	const pieces = 130
 	m := setup(t, pieces)
 	for _, c := range []string{"a", "b", "c", "x"} {
-		m.InitClient(task, c, "p"+c, false, false, 0)
+		m.InitClient(task, c, "p"+c, false, false, 0, 0)
 	}
 	check := func(step string) {
 		t.Helper()
@@ -381,5 +381,34 @@ func TestCandidateHeldCounts(t *testing.T) {
 	// pb is down but still listed where no Assign looked yet.
 	if h := m.Holders(task, 64); len(h) != 2 || slices.Contains(h, "pa") {
 		t.Errorf("piece 64 holders %v", h)
+	}
+}
+
+// A stream that moved here from another supernode starts its window at
+// its start piece, is never offered the pieces before it, and is done when
+// the window passes the last piece, holding only the pieces it fetched here.
+func TestStreamStartPiece(t *testing.T) {
+	m := setup(t, 6)
+	m.FinishCDN(task, 6, true)
+	m.InitClient(task, "s", "ps", false, true, 2, 4)
+	if una, wnd, ok := m.Window("s"); !ok || una != 4 || wnd != 2 {
+		t.Fatalf("window %d+%d (%t), want 4+2", una, wnd, ok)
+	}
+	v, _ := m.ClientView(task, "s", 0, nil)
+	if got := nums(v); !slices.Equal(got, []int{4, 5}) || v.Done {
+		t.Fatalf("candidates %v done %t, want [4 5] and not done", got, v.Done)
+	}
+	for _, n := range []int{4, 5} {
+		if _, err := m.Update(task, "s", n, Success); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _ := m.ClientView(task, "s", 0, nil); !v.Done || len(v.Candidates) != 0 {
+		t.Fatalf("after pieces 4 and 5: done %t, candidates %v", v.Done, nums(v))
+	}
+	// Not a stream: the start is ignored, every piece is due.
+	m.InitClient(task, "f", "pf", false, false, 0, 4)
+	if v, _ := m.ClientView(task, "f", 0, nil); len(v.Candidates) != 6 || v.Done {
+		t.Fatalf("file client candidates %v done %t", nums(v), v.Done)
 	}
 }

@@ -139,15 +139,15 @@ func (mr *MockProgressMockRecorder) EndStream(cid any) *gomock.Call {
 }
 
 // InitClient mocks base method.
-func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) {
+func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) {
 	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window)
+	m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
 }
 
 // InitClient indicates an expected call of InitClient.
-func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window any) *gomock.Call {
+func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window, start any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window, start)
 }
 
 // InitTask mocks base method.

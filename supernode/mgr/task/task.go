@@ -43,7 +43,7 @@ type CDN interface {
 // Progress is what the task manager needs from the progress manager.
 type Progress interface {
 	InitTask(taskID string)
-	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int)
+	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int)
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	AddHolder(taskID, cid string, num int) error
 	RemoveHolder(taskID, cid string, num int) error
@@ -207,6 +207,8 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, errorf(types.CodeParamError, "path is empty")
 	case req.Port < 0 || req.Port > 65535:
 		return types.RegisterResponseData{}, errorf(types.CodeParamError, "invalid port %d", req.Port)
+	case req.StartPiece < 0 || (req.StartPiece > 0 && !req.StreamMode):
+		return types.RegisterResponseData{}, errorf(types.CodeParamError, "invalid startPiece %d: want >= 0, and only with streamMode", req.StartPiece)
 	}
 	ip := req.IP
 	if ip == "" {
@@ -259,7 +261,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}
 	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
-	m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize)
+	m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece)
 	if m.metrics.Registered != nil {
 		m.metrics.Registered.Inc()
 	}

@@ -68,6 +68,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"ipv6", func(r *types.RegisterRequest) { r.IP = "::1" }},
 		{"header", func(r *types.RegisterRequest) { r.Headers = []string{"bad"} }},
 		{"task url scheme", func(r *types.RegisterRequest) { r.TaskURL = "gopher://x" }},
+		{"negative start piece", func(r *types.RegisterRequest) { r.StreamMode, r.StartPiece = true, -1 }},
+		{"start piece without stream", func(r *types.RegisterRequest) { r.StartPiece = 3 }},
 	} {
 		r := validReq()
 		tc.mod(&r)
@@ -95,8 +97,8 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 		}
 		return nil
 	}).Times(2)
-	d.prog.EXPECT().InitClient(id, "c1", "p1", false, false, 0)
-	d.prog.EXPECT().InitClient(id, "c2", "p2", false, true, 3)
+	d.prog.EXPECT().InitClient(id, "c1", "p1", false, false, 0, 0)
+	d.prog.EXPECT().InitClient(id, "c2", "p2", false, true, 3, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil || res.TaskID != id || res.FileLength != 300<<20 || res.PieceSize != 5<<20 || res.CDNSource != "supernode" {
 		t.Fatalf("register: %+v %v", res, err)
@@ -137,7 +139,7 @@ func running(t *testing.T, d *deps) string {
 	})
 	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil)
 	d.dfget.EXPECT().Add(gomock.Any()).Return(nil)
-	d.prog.EXPECT().InitClient(gomock.Any(), "c1", "p1", false, false, 0)
+	d.prog.EXPECT().InitClient(gomock.Any(), "c1", "p1", false, false, 0, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil {
 		t.Fatal(err)
