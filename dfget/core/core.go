@@ -420,13 +420,19 @@ func (d *Download) finishPeerServer(ctx context.Context) {
 		d.serviceDown()
 		return
 	}
-	if err := d.client.FinishTask(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.reg.Data.TaskID, d.cid, d.reg.Node); err != nil {
+	if err := d.client.FinishTask(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.reg.Data.TaskID, d.cid, d.reg.Node, d.nodeCreds()); err != nil {
 		d.log.Warnf("tell peer server the task finished: %v", err)
 		d.serviceDown()
 	}
 }
 
 // serviceDown tells the supernode this client serves nothing for the task.
+// nodeCreds are this dfget's supernode credentials, for the peer server's
+// reports about its task.
+func (d *Download) nodeCreds() api.NodeCreds {
+	return api.NodeCreds{Token: d.cfg.NodeToken, CACerts: d.cfg.NodeCACerts}
+}
+
 func (d *Download) serviceDown() {
 	if d.reg == nil {
 		return

@@ -112,14 +112,20 @@ func TestSecurityTLSAndToken(t *testing.T) {
 
 	p := newDfgetPeer(t, "127.0.0.2")
 	out := t.TempDir()
+	// The host's peer server is started by a dfget of a plain supernode,
+	// with no token and no CA: the secured dfgets below reuse it.
+	plain := startSupernode(t, t.TempDir())
+	if r := p.run(plain, "-u", url, "-o", filepath.Join(out, "plain"), "--notbs"); r.code != 0 {
+		t.Fatalf("dfget of the plain supernode: exit %d %s", r.code, r.stdout)
+	}
 	ok := filepath.Join(out, "ok")
 	if r := p.run(sn, "-u", url, "-o", ok, "--notbs", "--node-cacerts", cert, "--node-token", token); r.code != 0 {
 		t.Fatalf("dfget with CA and token: exit %d %s", r.code, r.stdout)
 	}
 	fileEquals(t, ok, data)
-	// Stream mode: the peer server (spawned by the run above, which handed
-	// it the token and CA in its environment) reports its stream cache to
-	// the supernode over HTTPS with the token.
+	// Stream mode: the peer server, started without credentials, reports
+	// the stream cache to this supernode over HTTPS with the token, which
+	// the streaming dfget handed it with the stream task.
 	var streamed []byte
 	if r := p.stream(sn, func(rd io.Reader) { streamed, _ = io.ReadAll(rd) }, "-u", url, "--notbs",
 		"--node-cacerts", cert, "--node-token", token); r.code != 0 || !bytes.Equal(streamed, data) {

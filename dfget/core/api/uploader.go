@@ -33,7 +33,40 @@ const (
 	// ring slot (POST /stream/piece without a body).
 	HeaderStreamSlot  = "streamSlot"
 	HeaderPieceLength = "pieceLength"
+	// HeaderNodeToken and HeaderNodeCACerts (comma-separated PEM files)
+	// are how the dfget that registers a stream or finishes a task
+	// reaches its supernode, for the peer server's reports to it.
+	HeaderNodeToken   = "nodeToken"
+	HeaderNodeCACerts = "nodeCACerts"
 )
+
+// NodeCreds is how a dfget reaches its supernodes: the bearer token and
+// the CA files of --node-token and --node-cacerts. The peer server makes
+// its reports about a task with the credentials of the dfget that told it
+// about the task, not those of the dfget that started the server.
+type NodeCreds struct {
+	Token   string
+	CACerts []string
+}
+
+func (n NodeCreds) addTo(hdr map[string]string) map[string]string {
+	if n.Token != "" {
+		hdr[HeaderNodeToken] = n.Token
+	}
+	if len(n.CACerts) > 0 {
+		hdr[HeaderNodeCACerts] = strings.Join(n.CACerts, ",")
+	}
+	return hdr
+}
+
+// NodeCredsFrom reads the credentials a request carries.
+func NodeCredsFrom(h http.Header) NodeCreds {
+	n := NodeCreds{Token: h.Get(HeaderNodeToken)}
+	if v := h.Get(HeaderNodeCACerts); v != "" {
+		n.CACerts = strings.Split(v, ",")
+	}
+	return n
+}
 
 func peerURL(ip string, port int, path string, q url.Values) string {
 	u := url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(port)), Path: path}
@@ -90,13 +123,13 @@ func (c *Client) PingServer(ctx context.Context, ip string, port int) error {
 
 // FinishTask tells the peer server the task file is complete and whom to
 // report its service-down to.
-func (c *Client) FinishTask(ctx context.Context, ip string, port int, taskFileName, taskID, cid, superNode string) error {
+func (c *Client) FinishTask(ctx context.Context, ip string, port int, taskFileName, taskID, cid, superNode string, creds NodeCreds) error {
 	q := url.Values{}
 	q.Set("taskFileName", taskFileName)
 	q.Set("taskID", taskID)
 	q.Set("cid", cid)
 	q.Set("superNode", superNode)
-	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/client/finish", q), nil, nil)
+	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/client/finish", q), creds.addTo(map[string]string{}), nil)
 	return err
 }
 
@@ -123,6 +156,7 @@ type StreamTask struct {
 	SuperNode    string
 	PieceSize    int32
 	WindowSize   int
+	Creds        NodeCreds
 }
 
 // StreamRing is the peer server's shared piece ring for a stream: a memory
@@ -136,11 +170,11 @@ type StreamRing struct {
 // /stream/task), asking for a shared ring; a server that has none to give
 // answers without one, and pieces are pushed by HTTP.
 func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t StreamTask) (StreamRing, error) {
-	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), map[string]string{
+	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), t.Creds.addTo(map[string]string{
 		HeaderTaskFileName: t.TaskFileName, HeaderTaskID: t.TaskID, HeaderCID: t.CID, HeaderSuperNode: t.SuperNode,
 		HeaderPieceSize: strconv.Itoa(int(t.PieceSize)), HeaderWindowSize: strconv.Itoa(t.WindowSize),
 		HeaderStreamRing: "1",
-	}, nil)
+	}), nil)
 	if err != nil {
 		return StreamRing{}, err
 	}

@@ -35,6 +35,8 @@ type streamCache struct {
 	// when the cache is dropped, and the ring is unmapped once both say so.
 	sending int
 	shut    bool
+	// node reaches SuperNode with the streaming dfget's credentials.
+	node *api.Client
 
 	// notes is an unbounded queue so a slow supernode never blocks the
 	// streaming dfget's pushes; it holds at most two notes per piece.
@@ -203,6 +205,7 @@ func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Lock()
+	sc.node = s.nodeClient(api.NodeCredsFrom(r.Header))
 	old := s.streams[name]
 	s.streams[name] = sc
 	if old != nil {
@@ -343,7 +346,7 @@ func (s *Server) notifier(sc *streamCache) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		rg := piece.Range(n.num, sc.PieceSize, -1)
-		if err := s.client.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
+		if err := sc.node.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
 			s.log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
 		}
 		cancel()

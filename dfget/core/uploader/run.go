@@ -196,7 +196,11 @@ func (s *Server) gc(ctx context.Context, final bool) {
 	s.mu.Unlock()
 	for _, t := range expired {
 		if t.superNode != "" && t.taskID != "" {
-			if err := s.client.ReportServiceDown(ctx, t.superNode, t.taskID, t.cid); err != nil {
+			node := t.node
+			if node == nil {
+				node = s.client
+			}
+			if err := node.ReportServiceDown(ctx, t.superNode, t.taskID, t.cid); err != nil {
 				s.log.Debugf("service down %s: %v", t.name, err)
 			}
 		}

@@ -45,7 +45,8 @@ type ServerConfig struct {
 	ExpireTime time.Duration
 	AliveTime  time.Duration
 	// NodeToken and NodeCACerts secure the server's calls to supernodes
-	// (stream-cache reports), as dfget's --node-token / --node-cacerts.
+	// (stream-cache reports, service-down), as dfget's --node-token /
+	// --node-cacerts, for tasks whose dfget sent no credentials of its own.
 	NodeToken   string
 	NodeCACerts []string
 }
@@ -58,6 +59,7 @@ type task struct {
 	taskID     string
 	cid        string
 	superNode  string
+	node       *api.Client // reaches superNode
 }
 
 // Server is the peer server. Create it with NewServer.
@@ -67,6 +69,7 @@ type Server struct {
 	client *api.Client
 
 	mu      sync.Mutex
+	nodes   map[string]*api.Client // by credentials (nodeClient)
 	tasks   map[string]*task
 	streams map[string]*streamCache
 	limiter *xrate.Limiter
@@ -78,7 +81,8 @@ type Server struct {
 
 // NewServer returns a peer server for cfg.
 func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
-	s := &Server{cfg: cfg, log: log, client: api.New(), tasks: map[string]*task{}, streams: map[string]*streamCache{}}
+	s := &Server{cfg: cfg, log: log, client: api.New(), nodes: map[string]*api.Client{}, tasks: map[string]*task{},
+		streams: map[string]*streamCache{}}
 	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		// Files are still served; only stream-cache reports will fail.
 		log.Warnf("supernode token/CA: %v", err)
@@ -202,8 +206,29 @@ func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	t.finished, t.rateLimit, t.accessTime = true, 0, time.Now()
 	t.taskID, t.cid, t.superNode = taskID, cid, q.Get("superNode")
+	t.node = s.nodeClient(api.NodeCredsFrom(r.Header))
 	s.mu.Unlock()
 	text(w, http.StatusOK, "success")
+}
+
+// nodeClient returns a client that reaches supernodes with creds, one per
+// distinct credentials; without any, the server's own (from the dfget that
+// started it). Caller holds mu.
+func (s *Server) nodeClient(creds api.NodeCreds) *api.Client {
+	if creds.Token == "" && len(creds.CACerts) == 0 {
+		return s.client
+	}
+	key := creds.Token + "\x00" + strings.Join(creds.CACerts, ",")
+	if c := s.nodes[key]; c != nil {
+		return c
+	}
+	c := api.New()
+	if err := c.SecureNodes(creds.Token, creds.CACerts); err != nil {
+		s.log.Warnf("supernode credentials of a dfget: %v; reporting with the server's own", err)
+		return s.client
+	}
+	s.nodes[key] = c
+	return c
 }
 
 func (s *Server) handleRate(w http.ResponseWriter, r *http.Request) {

@@ -332,3 +332,63 @@ func FuzzPeerServerPath(f *testing.F) {
 		}
 	})
 }
+
+// The peer server reports about a task (stream-cache notes, service-down)
+// with the credentials of the dfget that told it about the task; a dfget
+// that sends none gets the server's own, from the dfget that started it.
+func TestReportsUseTheTasksCredentials(t *testing.T) {
+	var mu sync.Mutex
+	auth := map[string]string{} // path -> Authorization
+	sn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auth[r.URL.Path+" "+r.URL.Query().Get("cid")] = r.Header.Get("Authorization")
+		mu.Unlock()
+		code := types.CodeGetPieceReport
+		if r.URL.Path == "/peer/service/down" {
+			code = types.CodeGetPeerDown
+		}
+		_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: code})
+	}))
+	defer sn.Close()
+	node := sn.Listener.Addr().String()
+	dir := t.TempDir()
+	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: 50 * time.Millisecond, AliveTime: time.Minute,
+		NodeToken: "starter"}, quietLog())
+	h := s.Handler()
+
+	do(t, h, "POST", "/stream/task", "127.0.0.1:1", map[string]string{"taskFileName": "st", "taskID": "T", "cid": "S",
+		"superNode": node, "pieceSize": strconv.Itoa(testPieceSize), "windowSize": "2", "nodeToken": "streamer"}, nil)
+	if w := do(t, h, "POST", "/stream/piece", "127.0.0.1:1", map[string]string{"taskFileName": "st", "pieceNum": "0",
+		"pieceSize": strconv.Itoa(testPieceSize)}, piece.Wrap(nil, []byte("abc"), testPieceSize)); w.Code != 200 {
+		t.Fatalf("push: %d %s", w.Code, w.Body)
+	}
+	do(t, h, "DELETE", "/stream/task", "127.0.0.1:1", map[string]string{"taskFileName": "st"}, nil)
+
+	for _, f := range []struct{ name, cid, token string }{{"mine", "M", "finisher"}, {"theirs", "O", ""}} {
+		if err := os.WriteFile(filepath.Join(dir, f.name+ServiceSuffix), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		hdr := map[string]string{}
+		if f.token != "" {
+			hdr["nodeToken"] = f.token
+		}
+		q := "taskFileName=" + f.name + "&taskID=T&cid=" + f.cid + "&superNode=" + node
+		if w := do(t, h, "GET", "/client/finish?"+q, "127.0.0.1:1", hdr, nil); w.Code != 200 {
+			t.Fatalf("finish: %d", w.Code)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.gc(context.Background(), false)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for key, want := range map[string]string{
+		"/peer/piece/stream S": "Bearer streamer",
+		"/peer/service/down M": "Bearer finisher",
+		"/peer/service/down O": "Bearer starter",
+	} {
+		if got := auth[key]; got != want {
+			t.Errorf("%s: Authorization %q, want %q (all: %v)", key, got, want, auth)
+		}
+	}
+}
