@@ -96,7 +96,7 @@ func (d *Download) openStreamCache(ctx context.Context, w *downloader.StreamWrit
 	}
 	ring, err := d.client.RegisterStreamTask(ctx, d.localIP, d.peerPort, api.StreamTask{
 		TaskFileName: cfg.TaskFileName, TaskID: d.reg.Data.TaskID, CID: d.cid, SuperNode: d.reg.Node,
-		PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize, Creds: d.nodeCreds(),
+		PieceSize: d.reg.Data.PieceSize, WindowSize: cfg.WindowSize, Creds: d.nodeCreds(), PID: os.Getpid(),
 	})
 	if err != nil {
 		d.log.Warnf("peer server stream cache unavailable: %v", err)

@@ -51,6 +51,12 @@ func (p *dfgetPeer) clientLog() string {
 	return string(b)
 }
 
+// serverLog is the peer server's log ("" if none yet).
+func (p *dfgetPeer) serverLog() string {
+	b, _ := os.ReadFile(filepath.Join(p.home, "logs", "dfserver.log"))
+	return string(b)
+}
+
 func (p *dfgetPeer) killServer() {
 	if pid := p.serverPid(); pid > 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)

@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -199,6 +202,46 @@ func TestDfgetStreamMigratesToNextNode(t *testing.T) {
 		t.Errorf("the origin got %d range requests: the stream fell back to the source", ranges)
 	}
 	t.Logf("resumed at piece %d of %d on the second node, which scheduled %d", start, total, int(scheduled(second)))
+}
+
+// A streaming dfget killed mid-stream (SIGKILL: no chance to drop its
+// stream cache) does not keep its peer server alive forever: the server
+// drops the cache of a dfget that is gone and idles out after --alivetime.
+func TestDfgetStreamKilledClientReleasesServer(t *testing.T) {
+	o := newOrigin(t)
+	url := o.add("/killed.bin", randomData(48<<20, 26))
+	sn := startSupernode(t, t.TempDir())
+	p := newDfgetPeer(t, "127.0.0.2")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(t, "dfget"), p.args(sn, "--stream", "-u", url, "--notbs",
+		"--locallimit", "10MB", "--alivetime", "3s")...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, out, 4<<20); err != nil {
+		t.Fatalf("first bytes: %v", err)
+	}
+	server := p.serverPid()
+	if server == 0 {
+		t.Fatal("no peer server recorded")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(server, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("peer server %d still running 30 s after its streaming dfget was killed (--alivetime 3s)", server)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(p.serverLog(), "its dfget is gone") {
+		t.Errorf("server log does not say it dropped the orphan stream:\n%s", p.serverLog())
+	}
 }
 
 // P2P failing mid-stream (the supernode dies) continues from the source at

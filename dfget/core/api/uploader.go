@@ -38,6 +38,9 @@ const (
 	// reaches its supernode, for the peer server's reports to it.
 	HeaderNodeToken   = "nodeToken"
 	HeaderNodeCACerts = "nodeCACerts"
+	// HeaderDfgetPID is the streaming dfget's process ID: the peer server
+	// drops the stream cache when that process is gone.
+	HeaderDfgetPID = "dfgetPid"
 )
 
 // NodeCreds is how a dfget reaches its supernodes: the bearer token and
@@ -157,6 +160,8 @@ type StreamTask struct {
 	PieceSize    int32
 	WindowSize   int
 	Creds        NodeCreds
+	// PID is the streaming dfget's process (0: not sent).
+	PID int
 }
 
 // StreamRing is the peer server's shared piece ring for a stream: a memory
@@ -170,11 +175,15 @@ type StreamRing struct {
 // /stream/task), asking for a shared ring; a server that has none to give
 // answers without one, and pieces are pushed by HTTP.
 func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t StreamTask) (StreamRing, error) {
-	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), t.Creds.addTo(map[string]string{
+	hdr := t.Creds.addTo(map[string]string{
 		HeaderTaskFileName: t.TaskFileName, HeaderTaskID: t.TaskID, HeaderCID: t.CID, HeaderSuperNode: t.SuperNode,
 		HeaderPieceSize: strconv.Itoa(int(t.PieceSize)), HeaderWindowSize: strconv.Itoa(t.WindowSize),
 		HeaderStreamRing: "1",
-	}), nil)
+	})
+	if t.PID > 0 {
+		hdr[HeaderDfgetPID] = strconv.Itoa(t.PID)
+	}
+	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), hdr, nil)
 	if err != nil {
 		return StreamRing{}, err
 	}

@@ -37,6 +37,9 @@ type streamCache struct {
 	shut    bool
 	// node reaches SuperNode with the streaming dfget's credentials.
 	node *api.Client
+	// owner is the streaming dfget's process, if it said which: a dfget
+	// killed mid-stream never drops its cache, so the server does.
+	owner proc
 
 	// notes is an unbounded queue so a slow supernode never blocks the
 	// streaming dfget's pushes; it holds at most two notes per piece.
@@ -204,6 +207,9 @@ func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(api.HeaderStreamRingSlots, strconv.Itoa(len(rg.busy)))
 		}
 	}
+	if pid, err := strconv.Atoi(r.Header.Get(api.HeaderDfgetPID)); err == nil && pid > 0 {
+		sc.owner = procOf(pid)
+	}
 	s.mu.Lock()
 	sc.node = s.nodeClient(api.NodeCredsFrom(r.Header))
 	old := s.streams[name]
@@ -350,6 +356,22 @@ func (s *Server) notifier(sc *streamCache) {
 			s.log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
 		}
 		cancel()
+	}
+}
+
+// dropOrphanStreams closes the stream caches whose dfget process is gone.
+func (s *Server) dropOrphanStreams() {
+	var gone []string
+	s.mu.Lock()
+	for name, sc := range s.streams {
+		if !sc.owner.alive() {
+			gone = append(gone, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, name := range gone {
+		s.log.Infof("stream %s: its dfget is gone, dropping the cache", name)
+		s.closeStream(name)
 	}
 }
 

@@ -126,6 +126,7 @@ loop:
 		case <-gc.C:
 			s.gc(ctx, false)
 		case <-idle.C:
+			s.dropOrphanStreams()
 			if s.idle() {
 				s.log.Infof("idle for %v, exiting", s.cfg.AliveTime)
 				break loop
