@@ -280,13 +280,16 @@ func (d *Download) expectedLength(res *downloader.Result) int64 {
 
 // file downloads into the service file (p2p) or a temp file beside the
 // output (cdn), checks it and publishes the output. When the supernode
-// fails mid-download it migrates to the next node and starts over; when
-// P2P fails otherwise it falls back to the source.
+// fails mid-download it migrates to the next node and goes on with the
+// pieces already written (the next node is told it has them, not asked
+// for them again); when P2P fails otherwise it falls back to the source.
 func (d *Download) file(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.DownloadTimeout(d.length))
 	defer cancel()
+	var st *fileState
 	for {
-		err := d.fileAttempt(pctx)
+		var err error
+		st, err = d.fileAttempt(pctx, st)
 		if err == nil {
 			return nil
 		}
@@ -294,6 +297,7 @@ func (d *Download) file(ctx context.Context) error {
 		if errors.As(err, &se) && pctx.Err() == nil && d.migrate(pctx) {
 			continue
 		}
+		st.discard()
 		// P2P is over (Run waited for every fetch): tell the supernode
 		// we serve nothing, and fall back.
 		d.serviceDown()
@@ -331,45 +335,53 @@ func (d *Download) migrate(ctx context.Context) bool {
 	return true
 }
 
-// fileAttempt is one P2P download against the registered supernode. The
-// output is published only if everything checks; on failure its file is
-// gone.
-func (d *Download) fileAttempt(ctx context.Context) error {
+// fileState is the file a download writes, kept across a migration to
+// another supernode when the piece layout stays the same.
+type fileState struct {
+	w         *downloader.FileWriter
+	path      string
+	pieceSize int32
+	cdnSource string
+}
+
+// discard drops the file; a nil state is fine.
+func (st *fileState) discard() {
+	if st != nil {
+		st.w.Abort()
+		os.Remove(st.path)
+	}
+}
+
+// fileAttempt is one P2P download against the registered supernode, into
+// prev's file when it has this registration's piece layout. The output is
+// published only if everything checks. When the supernode failed, the file
+// is returned for the next node; on any other failure it is gone.
+func (d *Download) fileAttempt(ctx context.Context, prev *fileState) (*fileState, error) {
 	cfg := d.cfg
-	var path string
-	if d.peerPort > 0 {
-		path = filepath.Join(cfg.DataDir(), cfg.TaskFileName+uploader.ServiceSuffix)
-	} else {
-		f, err := os.CreateTemp(filepath.Dir(cfg.Output), "."+filepath.Base(cfg.Output)+".dfget-*")
-		if err != nil {
-			return fmt.Errorf("create temp file: %w", err)
+	st := prev
+	if st != nil && (st.pieceSize != d.reg.Data.PieceSize || st.cdnSource != d.reg.Data.CDNSource) {
+		d.log.Infof("piece layout changed (size %d to %d): starting over", st.pieceSize, d.reg.Data.PieceSize)
+		st.discard()
+		st = nil
+	}
+	if st == nil {
+		var err error
+		if st, err = d.newFileState(); err != nil {
+			return nil, err
 		}
-		path = f.Name()
-		f.Close()
+	} else {
+		d.log.Infof("going on with the %d pieces already written", st.w.Written())
 	}
-	w, err := downloader.NewFileWriter(path, d.contentPerPiece())
-	if err != nil {
-		return err
-	}
-	if err := w.Preallocate(d.length); err != nil {
-		w.Abort()
-		os.Remove(path)
-		return &downloadError{config.ReasonNoSpace, err}
-	}
-	// Every piece is checked on arrival against the md5 the supernode
-	// computed from the same bytes as the file's md5, so a file of checked
-	// pieces has that md5 by construction and a second md5 pass over every
-	// byte (half of dfget's CPU) proves nothing more. The whole file is
-	// hashed, as its contiguous prefix grows, when the user gave --md5 (an
-	// independent claim) or when a piece arrives without an md5 to check
-	// (the downloader then enables hashing itself).
-	if cfg.Md5 != "" {
-		w.EnableHash()
-	}
+	w, path := st.w, st.path
 	stopRate := d.fairRate(ctx)
 	stopAlive := d.keepAlive(ctx)
 	res, err := d.p2p(w).Run(ctx)
 	stopAlive()
+	var se *downloader.SupernodeError
+	if errors.As(err, &se) {
+		stopRate()
+		return st, err
+	}
 	var sum string
 	var length int64
 	if err == nil {
@@ -392,11 +404,48 @@ func (d *Download) fileAttempt(ctx context.Context) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return err
+		return nil, err
 	}
 	d.length, d.fromPeers = length, res.FromPeers
 	d.finishPeerServer(ctx)
-	return nil
+	return nil, nil
+}
+
+// newFileState creates the file a download writes: the service file the
+// peer server shares, or a temp file beside the output without one.
+func (d *Download) newFileState() (*fileState, error) {
+	cfg := d.cfg
+	var path string
+	if d.peerPort > 0 {
+		path = filepath.Join(cfg.DataDir(), cfg.TaskFileName+uploader.ServiceSuffix)
+	} else {
+		f, err := os.CreateTemp(filepath.Dir(cfg.Output), "."+filepath.Base(cfg.Output)+".dfget-*")
+		if err != nil {
+			return nil, fmt.Errorf("create temp file: %w", err)
+		}
+		path = f.Name()
+		f.Close()
+	}
+	w, err := downloader.NewFileWriter(path, d.contentPerPiece())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Preallocate(d.length); err != nil {
+		w.Abort()
+		os.Remove(path)
+		return nil, &downloadError{config.ReasonNoSpace, err}
+	}
+	// Every piece is checked on arrival against the md5 the supernode
+	// computed from the same bytes as the file's md5, so a file of checked
+	// pieces has that md5 by construction and a second md5 pass over every
+	// byte (half of dfget's CPU) proves nothing more. The whole file is
+	// hashed, as its contiguous prefix grows, when the user gave --md5 (an
+	// independent claim) or when a piece arrives without an md5 to check
+	// (the downloader then enables hashing itself).
+	if cfg.Md5 != "" {
+		w.EnableHash()
+	}
+	return &fileState{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}, nil
 }
 
 func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {

@@ -204,6 +204,52 @@ func TestMigrationToNextSupernode(t *testing.T) {
 	mustSame(t, cfg.Output, body)
 }
 
+// failoverPair is a supernode that fails once a client has failAfter
+// pieces, a second one that takes registrations only after the first was
+// used, and a config naming both, whose source a fallback cannot use.
+func failoverPair(t *testing.T, body []byte, failAfter int) (bad, good *fakeSupernode, cfg *config.Config) {
+	t.Helper()
+	o := origin(t, nil)
+	bad = newFakeSupernode(t, body)
+	bad.failAfter = failAfter
+	good = newFakeSupernode(t, body)
+	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
+	return bad, good, testConfig(t, o.URL+"/file", bad.node()+","+good.node())
+}
+
+// A download whose supernode fails goes on at the next node with the
+// pieces already written: the next node is told about them, not asked for
+// them again, and the file is exact.
+func TestMigrationKeepsWrittenPieces(t *testing.T) {
+	body := content(6*pieceContent + 11)
+	bad, good, cfg := failoverPair(t, body, 3)
+	cfg.Pattern = config.PatternCDN
+	code, out := run(t, cfg, nil)
+	if code != 0 || !strings.Contains(out, "migrated to node:"+good.node()) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	mustSame(t, cfg.Output, body)
+	bad.mu.Lock()
+	defer bad.mu.Unlock()
+	good.mu.Lock()
+	defer good.mu.Unlock()
+	// The pieces reported written to the failing node (in-flight fetches
+	// it served were cancelled by the failure and are fetched again).
+	written := 0
+	for i := range bad.clients[bad.lastCID()].done {
+		written++
+		if good.served[i] != 0 {
+			t.Errorf("piece %d, written before the migration, fetched again from the next node", i)
+		}
+		if !good.clients[good.lastCID()].done[i] {
+			t.Errorf("piece %d, written before the migration, not confirmed to the next node", i)
+		}
+	}
+	if written < 3 {
+		t.Errorf("%d pieces written before the migration, want at least 3", written)
+	}
+}
+
 func TestSource404LeavesNothing(t *testing.T) {
 	o := origin(t, nil)
 	cfg := testConfig(t, o.URL+"/missing", "127.0.0.1:1")
@@ -244,12 +290,7 @@ func TestStream(t *testing.T) {
 // confirmed, never fetched, and the stream is still exact.
 func TestStreamMigratesToNodeIgnoringStart(t *testing.T) {
 	body := content(6*pieceContent + 5)
-	o := origin(t, nil) // a source fallback would fail
-	bad := newFakeSupernode(t, body)
-	bad.failAfter = 3
-	good := newFakeSupernode(t, body)
-	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
-	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
+	_, good, cfg := failoverPair(t, body, 3)
 	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 1, true
 	peerServer(t, cfg)
 	var buf bytes.Buffer

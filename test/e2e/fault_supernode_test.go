@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,7 +55,7 @@ func TestFaultSupernodeKilledMidDownload(t *testing.T) {
 		"--node", Addr(sn1.api) + "=1000," + Addr(sn2.api)}, slow...)...)
 	notbs := pb.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "notbs"), "--notbs"}, slow...)...)
 	back := pc.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "back")}, slow...)...)
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	start := time.Now()
 	sn1.kill(t)
 
@@ -63,6 +65,20 @@ func TestFaultSupernodeKilledMidDownload(t *testing.T) {
 		t.Errorf("with a second node: exit %d\n%s", r.code, r.stdout)
 	} else {
 		fileEquals(t, filepath.Join(out, "failover"), data)
+		// The pieces written before the kill are confirmed to sn2, not
+		// fetched from it again: sn2 (whose only client this is) sends
+		// less than the whole wrapped file.
+		sent := metricValue(t, sn2, "dragonfly_supernode_piece_server_sent_bytes_total")
+		pieces := (len(data) + 4<<20 - 5 - 1) / (4<<20 - 5)
+		wrapped := float64(len(data) + 5*pieces)
+		m := regexp.MustCompile(`going on with the (\d+) pieces already written`).FindStringSubmatch(pa.clientLog())
+		if m == nil {
+			t.Error("the failover dfget did not say how many pieces it kept")
+		} else if n, _ := strconv.Atoi(m[1]); n > 0 && (sent <= 0 || sent >= wrapped) {
+			t.Errorf("sn2 sent %.0f of %.0f bytes although %d pieces were written before the kill", sent, wrapped, n)
+		} else {
+			t.Logf("failover: %d pieces written before the kill; sn2 sent %.0f of %.0f bytes", n, sent, wrapped)
+		}
 	}
 	r = <-notbs
 	if r.code != 80 || !strings.Contains(r.stdout, "download FAIL") {

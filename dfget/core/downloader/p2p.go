@@ -103,6 +103,7 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	wait := 0
 	lastProgress := time.Now()
 	gate, _ := d.Writer.(Gate)
+	have, _ := d.Writer.(interface{ Has(num int) bool })
 
 	handle := func(e event) error {
 		delete(running, e.num)
@@ -205,8 +206,9 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				if pi.PieceSize != 0 && pi.PieceSize != d.PieceSize {
 					continue
 				}
-				if done[pi.PieceNum] {
-					// Re-scheduled piece we already have: confirm it.
+				if done[pi.PieceNum] || (have != nil && have.Has(pi.PieceNum)) {
+					// Re-scheduled piece we already have, or one written
+					// before a migration: confirm it.
 					d.reportSuccessAsync(ctx, &wg, pi)
 					confirmed++
 					continue

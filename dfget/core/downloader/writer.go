@@ -95,6 +95,23 @@ func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 // Path is the file written.
 func (w *FileWriter) Path() string { return w.path }
 
+// Has reports that piece num is written. The pull loop confirms such a
+// piece to a supernode that offers it instead of fetching it again (after
+// a migration, the new supernode knows nothing of the earlier pieces).
+func (w *FileWriter) Has(num int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.written[num]
+	return ok
+}
+
+// Written is the number of pieces written.
+func (w *FileWriter) Written() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.written)
+}
+
 // Preallocate reserves the file's final length up front: the file system
 // allocates its blocks once instead of on every piece (cheaper writes), and
 // a full disk shows at the start. File systems without fallocate are fine;
