@@ -475,13 +475,13 @@ func (d *Download) finishPeerServer(ctx context.Context) {
 	}
 }
 
-// serviceDown tells the supernode this client serves nothing for the task.
 // nodeCreds are this dfget's supernode credentials, for the peer server's
 // reports about its task.
 func (d *Download) nodeCreds() api.NodeCreds {
 	return api.NodeCreds{Token: d.cfg.NodeToken, CACerts: d.cfg.NodeCACerts}
 }
 
+// serviceDown tells the supernode this client serves nothing for the task.
 func (d *Download) serviceDown() {
 	if d.reg == nil {
 		return

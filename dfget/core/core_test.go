@@ -316,6 +316,34 @@ func TestStreamMigratesToNodeIgnoringStart(t *testing.T) {
 	}
 }
 
+// A next node that cuts the file into other pieces cannot continue the
+// stream by piece number: it goes on from the source at the byte where it
+// stopped, exact, and nothing is fetched from that node.
+func TestStreamMigrationToOtherPieceSizeFallsBack(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	o := origin(t, body)
+	bad := newFakeSupernode(t, body)
+	bad.failAfter = 2
+	good := newFakeSupernodeSize(t, body, bad.size/2)
+	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
+	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
+	cfg.Stream, cfg.WindowSize = true, 1
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	code, out := run(t, cfg, &buf)
+	if code != 0 || !strings.Contains(out, "migrated to node:"+good.node()) {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("stream differs (%d of %d bytes)", buf.Len(), len(body))
+	}
+	good.mu.Lock()
+	defer good.mu.Unlock()
+	if good.cdnHits != 0 {
+		t.Errorf("%d pieces fetched from the node with the other piece size", good.cdnHits)
+	}
+}
+
 type closingWriter struct{ left int }
 
 func (c *closingWriter) Write(b []byte) (int, error) {

@@ -57,7 +57,12 @@ type fakeClient struct {
 }
 
 func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
-	f := &fakeSupernode{t: t, content: content, size: piece.ComputeSize(int64(len(content))),
+	return newFakeSupernodeSize(t, content, piece.ComputeSize(int64(len(content))))
+}
+
+// newFakeSupernodeSize is newFakeSupernode cutting pieces of size bytes.
+func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSupernode {
+	f := &fakeSupernode{t: t, content: content, size: size,
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
 		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}}
 	n := piece.Count(int64(len(content)), f.size)

@@ -39,7 +39,15 @@ func (d *Download) stream(ctx context.Context) error {
 		// one for the next node once registered there.
 		closeCache()
 		d.regReq.StartPiece = w.Next()
+		size, src := d.reg.Data.PieceSize, d.reg.Data.CDNSource
 		if !d.migrate(pctx) {
+			closeCache = func() {}
+			break
+		}
+		if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src {
+			// Piece numbers would name other bytes: the source goes on
+			// from the byte where the stream stopped instead.
+			err = fmt.Errorf("%w; next node %s cuts the file into other pieces (size %d, not %d)", err, d.reg.Node, d.reg.Data.PieceSize, size)
 			closeCache = func() {}
 			break
 		}
