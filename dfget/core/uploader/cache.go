@@ -28,9 +28,9 @@ type streamCache struct {
 	// count against the window too.
 	reserved int
 	// ring, if the dfget asked for one, holds the pieces pushed through
-	// slots; pending maps a reserved slot to the piece it was reserved for.
+	// slots; pending maps a reserved slot to its reservation.
 	ring    *ring
-	pending map[int]int
+	pending map[int]reservation
 	// sending counts responses still sending a cached piece; shut is set
 	// when the cache is dropped, and the ring is unmapped once both say so.
 	sending int
@@ -123,6 +123,27 @@ func (sc *streamCache) shutRing() {
 	}
 }
 
+// reservation is a ring slot reserved for piece num at a time.
+type reservation struct {
+	num int
+	at  time.Time
+}
+
+// expireReservations frees the slots reserved longer than ttl ago: a
+// dfget writes a reserved slot and commits it within milliseconds, so such
+// a reservation was lost (its commit request failed) and would otherwise
+// hold a slot and a place in the window until the stream ends. Caller
+// holds the server's mu.
+func (sc *streamCache) expireReservations(ttl time.Duration) {
+	for slot, r := range sc.pending {
+		if time.Since(r.at) > ttl {
+			delete(sc.pending, slot)
+			sc.ring.busy[slot] = false
+			sc.reserved--
+		}
+	}
+}
+
 // makeRoom evicts the oldest pieces until one more push fits in the
 // window. Caller holds the server's mu.
 func (sc *streamCache) makeRoom() {
@@ -194,7 +215,8 @@ func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "invalid stream task")
 		return
 	}
-	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, pending: map[int]int{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, pending: map[int]reservation{}, wake: make(chan struct{}, 1),
+		done: make(chan struct{})}
 	if r.Header.Get(api.HeaderStreamRing) != "" {
 		// Twice the window: evicted pieces still being sent keep their
 		// slots. Without a ring the dfget pushes piece bodies.
@@ -290,6 +312,7 @@ func (s *Server) handleStreamSlot(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusBadRequest, "unknown stream task, no ring, or bad pieceNum")
 		return
 	}
+	sc.expireReservations(s.slotTTL)
 	sc.makeRoom()
 	slot := sc.ring.take()
 	if slot < 0 {
@@ -297,7 +320,7 @@ func (s *Server) handleStreamSlot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sc.reserved++
-	sc.pending[slot] = num
+	sc.pending[slot] = reservation{num: num, at: time.Now()}
 	text(w, http.StatusOK, strconv.Itoa(slot))
 }
 
@@ -309,8 +332,8 @@ func (s *Server) commitSlot(w http.ResponseWriter, r *http.Request, sc *streamCa
 	n, err2 := strconv.Atoi(r.Header.Get(api.HeaderPieceLength))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	want, ok := sc.pending[slot]
-	if err1 != nil || !ok || want != num || sc.ring == nil {
+	res, ok := sc.pending[slot]
+	if err1 != nil || !ok || res.num != num || sc.ring == nil {
 		text(w, http.StatusBadRequest, "slot not reserved for this piece")
 		return
 	}

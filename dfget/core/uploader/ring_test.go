@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -129,5 +130,38 @@ func TestStreamRingAbsent(t *testing.T) {
 	}
 	if w := do(t, h, "POST", "/stream/slot", "127.0.0.1:1", map[string]string{"taskFileName": "st", "pieceNum": "0"}, nil); w.Code != 400 {
 		t.Errorf("slot without a ring: %d", w.Code)
+	}
+}
+
+// A reservation whose commit never comes (the commit request was lost)
+// frees its slot and its place in the window after slotTTL.
+func TestStreamRingReservationExpires(t *testing.T) {
+	s, _ := newTestServer(t)
+	s.slotTTL = 10 * time.Millisecond
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	c := api.New()
+	ctx := context.Background()
+	if _, err := c.RegisterStreamTask(ctx, "127.0.0.1", port, api.StreamTask{TaskFileName: "st", TaskID: "T", CID: "C",
+		PieceSize: testPieceSize, WindowSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	lost, err := c.ReserveStreamSlot(ctx, "127.0.0.1", port, "st", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if _, err := c.ReserveStreamSlot(ctx, "127.0.0.1", port, "st", 1); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	reserved, pending := s.streams["st"].reserved, len(s.streams["st"].pending)
+	s.mu.Unlock()
+	if reserved != 1 || pending != 1 {
+		t.Errorf("after the lost reservation expired: %d reserved, %d pending, want 1 and 1", reserved, pending)
+	}
+	if err := c.CommitStreamSlot(ctx, "127.0.0.1", port, "st", 0, lost, 100); err == nil {
+		t.Error("a commit of an expired reservation was accepted")
 	}
 }

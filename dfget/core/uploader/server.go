@@ -77,12 +77,14 @@ type Server struct {
 
 	lastActive atomic.Int64
 	inflight   atomic.Int64
+	// slotTTL is how long a reserved stream ring slot waits for its commit.
+	slotTTL time.Duration
 }
 
 // NewServer returns a peer server for cfg.
 func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
 	s := &Server{cfg: cfg, log: log, client: api.New(), nodes: map[string]*api.Client{}, tasks: map[string]*task{},
-		streams: map[string]*streamCache{}}
+		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second}
 	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		// Files are still served; only stream-cache reports will fail.
 		log.Warnf("supernode token/CA: %v", err)
