@@ -1,0 +1,92 @@
+package regist
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+)
+
+// registry is a /peer/registry that records the bodies it gets and
+// accepts them unless it refuses.
+type registry struct {
+	*httptest.Server
+	refuse bool
+	mu     sync.Mutex
+	got    []types.RegisterRequest
+}
+
+func newRegistry(t *testing.T, refuse bool) *registry {
+	r := &registry{refuse: refuse}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var body types.RegisterRequest
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		r.mu.Lock()
+		r.got = append(r.got, body)
+		r.mu.Unlock()
+		if r.refuse {
+			_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: types.CodeSystemError, Msg: "not today"})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: types.CodeSuccess,
+			Data: types.RegisterResponseData{TaskID: "T", FileLength: 10, PieceSize: 4 << 20}})
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *registry) node(t *testing.T) config.Node {
+	t.Helper()
+	n, err := config.ParseNode(strings.TrimPrefix(r.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestRegisterTriesNodesInOrder(t *testing.T) {
+	down, up := newRegistry(t, true), newRegistry(t, false)
+	cfg := config.New()
+	cfg.URL = "http://origin/f"
+	res, err := Register(context.Background(), api.New(), cfg, []config.Node{down.node(t), up.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Node != up.node(t).Addr() || res.Data.TaskID != "T" {
+		t.Fatalf("registered at %s (task %q), want %s", res.Node, res.Data.TaskID, up.node(t).Addr())
+	}
+	if len(down.got) != 1 || len(up.got) != 1 {
+		t.Fatalf("requests: refusing node %d, accepting node %d; want 1 and 1", len(down.got), len(up.got))
+	}
+	_, err = Register(context.Background(), api.New(), cfg, []config.Node{down.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
+	if err == nil || !strings.Contains(err.Error(), "not today") {
+		t.Fatalf("all nodes refusing: %v, want their reason", err)
+	}
+}
+
+// The stream fields go only with --stream; startPiece only then too.
+func TestRegisterStreamFields(t *testing.T) {
+	r := newRegistry(t, false)
+	for _, stream := range []bool{false, true} {
+		cfg := config.New()
+		cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
+		if _, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)},
+			Request{CID: "c", IP: "127.0.0.1", Port: 1, StartPiece: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file, str := r.got[0], r.got[1]
+	if file.StreamMode || file.WindowSize != 0 || file.StartPiece != 0 {
+		t.Errorf("file mode sent stream fields: %+v", file)
+	}
+	if !str.StreamMode || str.WindowSize != 5 || str.StartPiece != 7 {
+		t.Errorf("stream mode sent streamMode %v windowSize %d startPiece %d, want true 5 7", str.StreamMode, str.WindowSize, str.StartPiece)
+	}
+}
