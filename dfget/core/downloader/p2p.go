@@ -207,8 +207,8 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 					continue
 				}
 				if done[pi.PieceNum] || (have != nil && have.Has(pi.PieceNum)) {
-					// Re-scheduled piece we already have, or one written
-					// before a migration: confirm it.
+					// Re-scheduled piece we already have, or one the
+					// writer had before a migration: confirm it.
 					d.reportSuccessAsync(ctx, &wg, pi)
 					confirmed++
 					continue
@@ -220,10 +220,6 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				if gate != nil {
 					if release, err = gate.Admit(ctx, pi.PieceNum); errors.Is(err, ErrOutOfWindow) {
 						fails = append(fails, event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID})
-						continue
-					} else if errors.Is(err, ErrWritten) {
-						d.reportSuccessAsync(ctx, &wg, pi)
-						confirmed++
 						continue
 					} else if err != nil {
 						return nil, err

@@ -17,11 +17,6 @@ import (
 // hold it, so the pull loop gives it back instead of fetching it.
 var ErrOutOfWindow = errors.New("piece outside the stream window")
 
-// ErrWritten is a piece the stream has already written (a supernode the
-// stream moved to, which ignored where it resumed, offers it again): the
-// pull loop confirms it instead of fetching it.
-var ErrWritten = errors.New("piece already written to the stream")
-
 // StreamWriter writes pieces to out strictly in order. It holds at most
 // window pieces (in flight or waiting for their turn): Admit blocks the pull
 // loop when the window is full, so memory stays bounded however slow the
@@ -79,9 +74,7 @@ func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
 		return nil, err
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
-	case num < next:
-		return nil, ErrWritten
-	case num >= next+w.window:
+	case num < next || num >= next+w.window:
 		return nil, ErrOutOfWindow
 	}
 	select {
@@ -210,6 +203,15 @@ func (w *StreamWriter) Stop() (int64, error) {
 // Continue writes more bytes after Stop (the fallback), keeping the
 // running md5.
 func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
+
+// Has reports that piece num is written or held for writing. The pull
+// loop confirms such a piece instead of fetching it: a supernode the
+// stream moved to and that ignored where it resumed offers it again.
+func (w *StreamWriter) Has(num int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return num < w.next || w.held[num] != nil
+}
 
 // Next is the number of pieces written so far: where the stream resumes.
 func (w *StreamWriter) Next() int {

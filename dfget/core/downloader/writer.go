@@ -98,6 +98,7 @@ func (w *FileWriter) Path() string { return w.path }
 // Has reports that piece num is written. The pull loop confirms such a
 // piece to a supernode that offers it instead of fetching it again (after
 // a migration, the new supernode knows nothing of the earlier pieces).
+// StreamWriter has the same method.
 func (w *FileWriter) Has(num int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
