@@ -430,9 +430,9 @@ func (d *Download) newFileState() (*fileState, error) {
 	if err != nil {
 		return nil, err
 	}
+	st := &fileState{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}
 	if err := w.Preallocate(d.length); err != nil {
-		w.Abort()
-		os.Remove(path)
+		st.discard()
 		return nil, &downloadError{config.ReasonNoSpace, err}
 	}
 	// Every piece is checked on arrival against the md5 the supernode
@@ -445,7 +445,7 @@ func (d *Download) newFileState() (*fileState, error) {
 	if cfg.Md5 != "" {
 		w.EnableHash()
 	}
-	return &fileState{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}, nil
+	return st, nil
 }
 
 func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {

@@ -105,7 +105,7 @@ func (sc *streamCache) recycle(c *cached) {
 	case c.refs != 0:
 	case c.slot >= 0:
 		if sc.ring != nil {
-			sc.ring.busy[c.slot] = false
+			sc.ring.release(c.slot)
 		}
 	case len(sc.free) < sc.WindowSize:
 		sc.free = append(sc.free, c.b[:0])
@@ -138,7 +138,7 @@ func (sc *streamCache) expireReservations(ttl time.Duration) {
 	for slot, r := range sc.pending {
 		if time.Since(r.at) > ttl {
 			delete(sc.pending, slot)
-			sc.ring.busy[slot] = false
+			sc.ring.release(slot)
 			sc.reserved--
 		}
 	}
@@ -351,7 +351,7 @@ func (s *Server) commitSlot(w http.ResponseWriter, r *http.Request, sc *streamCa
 		_, err = piece.Unwrap(c.b)
 	}
 	if err != nil || !sc.add(num, c) {
-		sc.ring.busy[slot] = false
+		sc.ring.release(slot)
 	}
 	if err != nil {
 		text(w, http.StatusBadRequest, err.Error())

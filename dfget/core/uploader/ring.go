@@ -63,6 +63,9 @@ func (r *ring) take() int {
 	return -1
 }
 
+// release makes slot i free again.
+func (r *ring) release(i int) { r.busy[i] = false }
+
 // slot returns the first n bytes of slot i.
 func (r *ring) slot(i, n int) []byte { return r.mem[i*r.size : i*r.size+n : i*r.size+n] }
 

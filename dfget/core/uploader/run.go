@@ -197,11 +197,7 @@ func (s *Server) gc(ctx context.Context, final bool) {
 	s.mu.Unlock()
 	for _, t := range expired {
 		if t.superNode != "" && t.taskID != "" {
-			node := t.node
-			if node == nil {
-				node = s.client
-			}
-			if err := node.ReportServiceDown(ctx, t.superNode, t.taskID, t.cid); err != nil {
+			if err := t.node.ReportServiceDown(ctx, t.superNode, t.taskID, t.cid); err != nil {
 				s.log.Debugf("service down %s: %v", t.name, err)
 			}
 		}

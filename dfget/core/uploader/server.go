@@ -59,7 +59,7 @@ type task struct {
 	taskID     string
 	cid        string
 	superNode  string
-	node       *api.Client // reaches superNode
+	node       *api.Client // reaches superNode; set with it by /client/finish
 }
 
 // Server is the peer server. Create it with NewServer.
