@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,8 +106,10 @@ type fileState struct {
 	md5s       []string
 	done, ok   bool
 	wrappedLen int64
-	cancel     context.CancelFunc
-	finished   chan struct{}
+	// source is a source-pattern task: digests only, no cache file.
+	source   bool
+	cancel   context.CancelFunc
+	finished chan struct{}
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -169,7 +172,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.WithError(err).Warnf("ignore unreadable cache meta of %s", id)
 	}
-	same := err == nil && meta.TaskID == id && meta.URL == src.TaskURL && meta.Md5 == src.Md5 &&
+	same := err == nil && meta.TaskID == id && meta.URL == src.TaskURL && strings.EqualFold(meta.Md5, src.Md5) &&
 		(src.Md5 != "" || meta.BizID == src.Identifier)
 	_, userRange := src.Headers["Range"]
 
@@ -383,22 +386,13 @@ type job struct {
 func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source, resp *http.Response, meta *store.Meta, resume *prefix, fs *fileState) Result {
 	id := src.TaskID
 	defer resp.Body.Close()
-	log := m.log.WithField("task", id)
 	start := time.Now()
 	fail := func(err error, final bool) Result {
-		fs.mu.Lock()
-		fs.done, fs.ok = true, false
-		fs.mu.Unlock()
-		close(fs.finished)
 		meta.Finish = final
 		if werr := m.store.WriteMeta(meta); werr != nil {
-			log.WithError(werr).Warn("write meta")
+			m.log.WithField("task", id).WithError(werr).Warn("write meta")
 		}
-		m.progress.FinishCDN(id, 0, false)
-		if m.metrics.DownloadFailed != nil {
-			m.metrics.DownloadFailed.Inc()
-		}
-		log.WithError(err).Warn("cdn failed")
+		m.end(id, fs, 0, 0, err)
 		return Result{Err: err}
 	}
 	f, err := m.store.OpenData(id, resume == nil)
@@ -407,142 +401,24 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 	}
 	defer f.Close()
 	ps := meta.PieceSize
-	cs := piece.ContentSize(ps)
-	fileMd5 := md5.New()
-	first := 0
+	fileMd5, first := md5.New(), 0
 	if resume != nil {
-		fileMd5 = resume.fileMd5
-		first = resume.count
+		fileMd5, first = resume.fileMd5, resume.count
 		if err := f.Truncate(int64(first) * int64(ps)); err != nil {
 			return fail(fmt.Errorf("truncate cache of %s: %w", id, err), false)
 		}
-		fs.mu.Lock()
-		fs.md5s = append(fs.md5s, resume.md5s...)
-		for i := range first {
-			fs.ready.Set(uint(i))
-		}
-		fs.mu.Unlock()
-		for i := range first {
-			m.progress.SetCDNPiece(id, i)
+		for i, sum := range resume.md5s {
+			m.setReady(id, fs, i, sum)
 		}
 	}
-	workers := m.cfg.Workers
-	jobs := make(chan job, workers)
-	pool := make(chan []byte, workers*2+1)
-	for range workers*2 + 1 {
-		pool <- make([]byte, ps)
-	}
-	release := func(j job) {
-		if j.refs.Add(-1) == 0 {
-			pool <- j.buf
-		}
-	}
-	// The whole-file md5 runs beside the reader so reading the socket never
-	// waits for hashing; pieces reach it in order.
-	hashq := make(chan job, workers*2+1)
-	hashed := make(chan struct{})
-	go func() {
-		defer close(hashed)
-		for j := range hashq {
-			fileMd5.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
-			release(j)
-		}
-	}()
-	var werr error
-	var werrOnce sync.Once
-	// Writes go one at a time: concurrent writers to one file wait on
-	// the inode lock in the kernel by spinning on the CPU that the other
-	// workers need for their md5.
-	var wmu sync.Mutex
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				wrapped := j.buf[:j.n+piece.WrapSize]
-				h := piece.Header(j.n, ps)
-				wrapped[0], wrapped[1], wrapped[2], wrapped[3] = byte(h>>24), byte(h>>16), byte(h>>8), byte(h)
-				wrapped[len(wrapped)-1] = piece.TailChar
-				sum := piece.Md5Value(wrapped)
-				wmu.Lock()
-				_, err := fileio.WriteAt(f, wrapped, int64(j.num)*int64(ps))
-				wmu.Unlock()
-				if err != nil {
-					werrOnce.Do(func() { werr = fmt.Errorf("write piece %d of %s: %w", j.num, id, err) })
-				} else {
-					fs.mu.Lock()
-					for len(fs.md5s) <= j.num {
-						fs.md5s = append(fs.md5s, "")
-					}
-					fs.md5s[j.num] = sum
-					fs.ready.Set(uint(j.num))
-					fs.mu.Unlock()
-					m.progress.SetCDNPiece(id, j.num)
-				}
-				release(j)
-			}
-		}()
-	}
-	// A source that stops sending fails the task instead of holding it
-	// RUNNING forever: the request is cancelled after idle time without data.
-	idle := 3 * m.cfg.SourceTimeout
-	stalled := make(chan struct{})
-	watchdog := time.AfterFunc(idle, func() { close(stalled); cancel() })
-	defer watchdog.Stop()
-	body := &countingReader{r: resp.Body, ctx: ctx, lim: m.limiter, c: m.metrics.DownloadBytes,
-		progress: func() { watchdog.Reset(idle) }}
-	num := first
-	var read int64
-	var rerr error
-	for {
-		var buf []byte
-		select {
-		case buf = <-pool:
-		case <-ctx.Done():
-			rerr = ctx.Err()
-		}
-		if rerr != nil {
-			break
-		}
-		n, err := io.ReadFull(body, buf[piece.HeadSize:piece.HeadSize+cs])
-		end := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-		if err != nil && !end {
-			// A broken read: the partial piece must never become ready.
-			pool <- buf
-			rerr = &SourceError{URL: src.RawURL, Err: err}
-			break
-		}
-		if want := meta.HTTPFileLen; want >= 0 && end && int64(n) != piece.ContentLength(num, want, ps) {
-			// The source closed early: the short piece must not become ready.
-			pool <- buf
-			rerr = &SourceError{URL: src.RawURL, Err: fmt.Errorf("body ended at %d of %d bytes",
-				piece.ContentOffset(num, ps)+int64(n), want)}
-			break
-		}
-		if n > 0 || (num == 0 && errors.Is(err, io.EOF)) {
-			read += int64(n)
-			j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
-			j.refs.Store(2)
-			hashq <- j
-			jobs <- j
-			num++
-		} else {
-			pool <- buf
-		}
-		if end {
-			break
-		}
-	}
-	close(jobs)
-	close(hashq)
-	wg.Wait()
-	<-hashed
-	select {
-	case <-stalled:
-		m.countSourceFailure()
-		rerr = &SourceError{URL: src.RawURL, Err: fmt.Errorf("no data for %s", idle)}
-	default:
+	w := m.startWriters(id, f, fs, ps, fileMd5)
+	body := m.watchBody(ctx, cancel, resp.Body)
+	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
+		num: first, off: piece.ContentOffset(first, ps)}
+	rerr := w.feed(ctx, cut)
+	werr := w.wait()
+	if serr := body.stop(m, src.RawURL); serr != nil {
+		rerr = serr
 	}
 	// No fsync of the data: the page cache survives a process restart, and
 	// a file torn by a power loss fails its piece md5s at the clients, whose
@@ -553,15 +429,11 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 	if werr != nil {
 		return fail(werr, false)
 	}
-	total := num
-	if want := meta.HTTPFileLen; want >= 0 && piece.ContentOffset(first, ps)+read != want {
-		return fail(fmt.Errorf("source %s sent %d bytes, want %d", src.RawURL, piece.ContentOffset(first, ps)+read, want), false)
-	}
 	realMd5 := hex.EncodeToString(fileMd5.Sum(nil))
-	if src.Md5 != "" && src.Md5 != realMd5 {
-		return fail(fmt.Errorf("source %s md5 is %s, want %s", src.RawURL, realMd5, src.Md5), true)
+	if err := checkMd5(src, realMd5); err != nil {
+		return fail(err, true)
 	}
-	contentLen := piece.ContentOffset(first, ps) + read
+	total, contentLen := cut.num, cut.off
 	wrappedLen := contentLen + int64(total)*piece.WrapSize
 	fs.mu.Lock()
 	md5s := append([]string(nil), fs.md5s[:total]...)
@@ -576,51 +448,144 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 	if err := m.store.WriteMeta(meta); err != nil {
 		return fail(err, false)
 	}
-	fs.mu.Lock()
-	fs.done, fs.ok, fs.wrappedLen = true, true, wrappedLen
-	fs.mu.Unlock()
-	close(fs.finished)
-	m.progress.FinishCDN(id, total, true)
-	log.Infof("cdn done: %d bytes in %d pieces, %s", contentLen, total, time.Since(start).Round(time.Millisecond))
+	m.end(id, fs, total, wrappedLen, nil)
+	m.log.WithField("task", id).Infof("cdn done: %d bytes in %d pieces, %s", contentLen, total, time.Since(start).Round(time.Millisecond))
 	return Result{OK: true, RealMd5: realMd5, FileLength: wrappedLen, PieceTotal: total}
 }
 
-// countingReader applies the bandwidth limit, counts source bytes and
-// reports progress (to the stall watchdog).
-type countingReader struct {
-	r        io.Reader
-	ctx      context.Context
-	lim      *xrate.Limiter
-	c        prometheus.Counter
-	progress func()
+// setReady records a piece's digest and only then offers the piece, so no
+// peer is ever sent to a piece whose digest the supernode does not know.
+func (m *Manager) setReady(id string, fs *fileState, num int, sum string) {
+	fs.mu.Lock()
+	for len(fs.md5s) <= num {
+		fs.md5s = append(fs.md5s, "")
+	}
+	fs.md5s[num] = sum
+	fs.ready.Set(uint(num))
+	fs.mu.Unlock()
+	m.progress.SetCDNPiece(id, num)
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
+// end closes a file's run and reports it: err == nil is success with total
+// pieces and wrappedLen bytes on disk.
+func (m *Manager) end(id string, fs *fileState, total int, wrappedLen int64, err error) {
+	fs.mu.Lock()
+	fs.done, fs.ok = true, err == nil
+	if err == nil {
+		fs.wrappedLen = wrappedLen
 	}
-	chunk := readChunk
-	if c.lim != nil {
-		// Small reads under a low limit, so no single wait outlasts the
-		// stall watchdog: at most about half a second of the rate.
-		chunk = min(chunk, max(1<<10, int(c.lim.Limit())/2))
+	fs.mu.Unlock()
+	close(fs.finished)
+	if err == nil {
+		m.progress.FinishCDN(id, total, true)
+		return
 	}
-	if len(p) > chunk {
-		p = p[:chunk]
+	m.progress.FinishCDN(id, 0, false)
+	if m.metrics.DownloadFailed != nil {
+		m.metrics.DownloadFailed.Inc()
 	}
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.progress()
-		if c.c != nil {
-			c.c.Add(float64(n))
+	m.log.WithField("task", id).WithError(err).Warn("cdn failed")
+}
+
+// writers wrap, hash and write the pieces the reader cuts, while the
+// whole-file md5 runs beside the reader so reading the socket never waits
+// for hashing; pieces reach it in order.
+type writers struct {
+	m      *Manager
+	id     string
+	f      *os.File
+	fs     *fileState
+	ps     int32
+	jobs   chan job
+	hashq  chan job
+	pool   chan []byte
+	hashed chan struct{}
+	wg     sync.WaitGroup
+	// Writes go one at a time: concurrent writers to one file wait on
+	// the inode lock in the kernel by spinning on the CPU that the other
+	// workers need for their md5.
+	wmu     sync.Mutex
+	errOnce sync.Once
+	err     error
+}
+
+func (m *Manager) startWriters(id string, f *os.File, fs *fileState, ps int32, fileMd5 hash.Hash) *writers {
+	n := m.cfg.Workers
+	w := &writers{m: m, id: id, f: f, fs: fs, ps: ps, jobs: make(chan job, n), hashq: make(chan job, n*2+1),
+		pool: make(chan []byte, n*2+1), hashed: make(chan struct{})}
+	for range n*2 + 1 {
+		w.pool <- make([]byte, ps)
+	}
+	go func() {
+		defer close(w.hashed)
+		for j := range w.hashq {
+			fileMd5.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+			w.release(j)
 		}
-		if c.lim != nil {
-			if werr := c.lim.WaitN(c.ctx, n); werr != nil {
-				return n, werr
-			}
-		}
+	}()
+	for range n {
+		w.wg.Add(1)
+		go w.work()
 	}
-	return n, err
+	return w
+}
+
+func (w *writers) release(j job) {
+	if j.refs.Add(-1) == 0 {
+		w.pool <- j.buf
+	}
+}
+
+func (w *writers) work() {
+	defer w.wg.Done()
+	for j := range w.jobs {
+		wrapped := j.buf[:j.n+piece.WrapSize]
+		h := piece.Header(j.n, w.ps)
+		wrapped[0], wrapped[1], wrapped[2], wrapped[3] = byte(h>>24), byte(h>>16), byte(h>>8), byte(h)
+		wrapped[len(wrapped)-1] = piece.TailChar
+		sum := piece.Md5Value(wrapped)
+		w.wmu.Lock()
+		_, err := fileio.WriteAt(w.f, wrapped, int64(j.num)*int64(w.ps))
+		w.wmu.Unlock()
+		if err != nil {
+			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
+		} else {
+			w.m.setReady(w.id, w.fs, j.num, sum)
+		}
+		w.release(j)
+	}
+}
+
+// feed cuts the body into pieces and queues them until the body ends or
+// fails. A piece of a failed read is never queued, so never ready.
+func (w *writers) feed(ctx context.Context, cut *cutter) error {
+	for !cut.ended {
+		var buf []byte
+		select {
+		case buf = <-w.pool:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		num, n, ok, err := cut.next(buf[piece.HeadSize:])
+		if err != nil || !ok {
+			w.pool <- buf
+			return err
+		}
+		j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
+		j.refs.Store(2)
+		w.hashq <- j
+		w.jobs <- j
+	}
+	return nil
+}
+
+// wait stops the writers and the hasher and returns the first write error.
+func (w *writers) wait() error {
+	close(w.jobs)
+	close(w.hashq)
+	w.wg.Wait()
+	<-w.hashed
+	return w.err
 }
 
 // PieceMd5 is the "md5:len" of a written piece ("" when unknown).
@@ -661,6 +626,9 @@ func (m *Manager) Servable(taskID string, start, end int64) (int64, int) {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	if fs.source {
+		return 0, ServeNotFound
+	}
 	if fs.done {
 		if !fs.ok {
 			return 0, ServeNotFound
@@ -725,33 +693,4 @@ func (m *Manager) Running(taskID string) bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return !fs.done
-}
-
-// StartSource is the "source" CDN pattern: nothing is cached; the source
-// must tell its length and serve ranges (206 to bytes=0-0), and every piece
-// is a plain range of it that peers fetch from the source directly. done is
-// called at once (from another goroutine) with the piece count.
-func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
-	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SourceTimeout)
-	defer cancel()
-	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=0-0"})
-	if err != nil {
-		return Started{}, err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
-	resp.Body.Close()
-	length := totalFromContentRange(resp.Header.Get("Content-Range"))
-	if resp.StatusCode != http.StatusPartialContent || length <= 0 {
-		return Started{}, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
-			Err: errors.New("the source pattern needs a source with a known length and range support")}
-	}
-	ps := piece.ComputeSize(length)
-	total := int((length + int64(ps) - 1) / int64(ps))
-	m.progress.ResetCDN(src.TaskID)
-	for i := range total {
-		m.progress.SetCDNPiece(src.TaskID, i)
-	}
-	m.progress.FinishCDN(src.TaskID, total, true)
-	go done(Result{OK: true, FileLength: length, PieceTotal: total})
-	return Started{HTTPFileLength: length, PieceSize: ps}, nil
 }

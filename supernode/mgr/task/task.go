@@ -574,8 +574,9 @@ func (m *Manager) schedule(t *Task, dt dfgettask.Task) (code int, data any, done
 			PieceMd5: m.cdn.PieceMd5(t.id, a.Num),
 		}
 		if m.cfg.SourcePattern {
-			// Plain source ranges, no wrapper, no md5: v1's source pattern.
-			pi.Range, pi.PieceMd5 = piece.Range(a.Num, pieceSize, httpLen), ""
+			// Plain source ranges, no wrapper (v1's source pattern), but with
+			// the digest the CDN read from the source.
+			pi.Range = piece.Range(a.Num, pieceSize, httpLen)
 		}
 		if a.DstPID == super {
 			pi.CID, pi.PeerIP, pi.PeerPort, pi.Path = m.SuperCID(t.id), dt.SupernodeIP, m.cfg.DownloadPort, store.RelPath(t.id)

@@ -1,0 +1,137 @@
+package cdn
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bits-and-blooms/bitset"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// StartSource is the "source" CDN pattern: nothing is cached and every
+// piece is a plain range of the source that peers fetch from the source
+// directly, as in v1. Unlike v1, the supernode reads the source once,
+// streaming and storing nothing, to learn each piece's digest and the
+// whole-file md5: a piece is offered only once its digest is known, so no
+// client ever takes a piece it cannot check, and a source that fails
+// during that read fails the task as a CDN failure does. It returns once
+// the source has told its length (it must serve ranges: 206 to bytes=0-0);
+// done is called from another goroutine when the read ends.
+func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
+	if m.ctx.Err() != nil {
+		return Started{}, errors.New("cdn manager is closed")
+	}
+	length, err := m.probe(src)
+	if err != nil {
+		return Started{}, err
+	}
+	ps := piece.ComputeSize(length)
+	total := int((length + int64(ps) - 1) / int64(ps))
+	m.progress.ResetCDN(src.TaskID)
+	ctx, cancel := context.WithCancel(m.ctx)
+	fs := &fileState{pieceSize: ps, ready: bitset.New(uint(total)), source: true, cancel: cancel,
+		finished: make(chan struct{}), wrappedLen: -1}
+	m.setFile(src.TaskID, fs)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer cancel()
+		done(m.hashSource(ctx, cancel, src, length, fs))
+	}()
+	return Started{HTTPFileLength: length, PieceSize: ps}, nil
+}
+
+// probe asks the source for its first byte: the answer tells the length
+// and that ranges are served, which peers fetching pieces rely on.
+func (m *Manager) probe(src Source) (int64, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SourceTimeout)
+	defer cancel()
+	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=0-0"})
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
+	resp.Body.Close()
+	length := totalFromContentRange(resp.Header.Get("Content-Range"))
+	if resp.StatusCode != http.StatusPartialContent || length <= 0 {
+		return 0, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
+			Err: errors.New("the source pattern needs a source with a known length and range support")}
+	}
+	return length, nil
+}
+
+// hashSource reads the whole source once and records the "md5:len" digest
+// of each plain piece (the bytes a client receives for it in this pattern),
+// offering each piece as its digest becomes known.
+func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, length int64, fs *fileState) Result {
+	id := src.TaskID
+	start := time.Now()
+	fail := func(err error) Result {
+		m.end(id, fs, 0, 0, err)
+		return Result{Err: err}
+	}
+	resp, err := m.get(ctx, wholeSource(src), nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || (resp.ContentLength >= 0 && resp.ContentLength != length) {
+		m.countSourceFailure()
+		return fail(&SourceError{URL: src.RawURL, Err: fmt.Errorf(
+			"answered %d with %d bytes to the digest read, want 200 with the %d bytes it announced",
+			resp.StatusCode, resp.ContentLength, length)})
+	}
+	if m.metrics.Download != nil {
+		m.metrics.Download.Inc()
+	}
+	body := m.watchBody(ctx, cancel, resp.Body)
+	cut := &cutter{body: body, url: src.RawURL, size: int64(fs.pieceSize), length: length}
+	fileMd5 := md5.New()
+	buf := make([]byte, fs.pieceSize)
+	var rerr error
+	for !cut.ended {
+		num, n, ok, err := cut.next(buf)
+		if err != nil || !ok {
+			rerr = err
+			break
+		}
+		fileMd5.Write(buf[:n])
+		m.setReady(id, fs, num, piece.Md5Value(buf[:n]))
+	}
+	if serr := body.stop(m, src.RawURL); serr != nil {
+		rerr = serr
+	}
+	if rerr != nil {
+		return fail(rerr)
+	}
+	realMd5 := hex.EncodeToString(fileMd5.Sum(nil))
+	if err := checkMd5(src, realMd5); err != nil {
+		return fail(err)
+	}
+	m.end(id, fs, cut.num, length, nil)
+	m.log.WithField("task", id).Infof("source digests done: %d bytes in %d pieces, %s", length, cut.num,
+		time.Since(start).Round(time.Millisecond))
+	return Result{OK: true, RealMd5: realMd5, FileLength: length, PieceTotal: cut.num}
+}
+
+// wholeSource is src without a user Range header: the pieces peers fetch
+// are ranges of the whole resource (the probe's total), so the digests are
+// too.
+func wholeSource(src Source) Source {
+	h := make(map[string]string, len(src.Headers))
+	for k, v := range src.Headers {
+		if !strings.EqualFold(k, "Range") {
+			h[k] = v
+		}
+	}
+	src.Headers = h
+	return src
+}
