@@ -228,12 +228,13 @@ func readCAs(files []string) ([][]byte, error) {
 func (d *Download) p2p(w downloader.Writer) *downloader.P2P {
 	wrapped := d.reg.Data.CDNSource != types.CDNSourceSource
 	var hdr map[string]string
+	var srcURL string
 	if !wrapped {
-		hdr = d.headers
+		hdr, srcURL = d.headers, d.cfg.URL
 	}
 	return &downloader.P2P{
 		Client: d.client, Node: d.reg.Node, TaskID: d.reg.Data.TaskID, CID: d.cid, PieceSize: d.reg.Data.PieceSize,
-		Wrapped: wrapped, Headers: hdr, Writer: w, Limiter: d.limiter, Log: d.log, OnPiece: d.bar.Add,
+		Wrapped: wrapped, Headers: hdr, SourceURL: srcURL, Writer: w, Limiter: d.limiter, Log: d.log, OnPiece: d.bar.Add,
 		MaxFetch: d.cfg.ClientQueue,
 	}
 }

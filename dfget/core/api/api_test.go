@@ -52,7 +52,7 @@ func TestFetchPieceChecks(t *testing.T) {
 		var gotHdr http.Header
 		ip, port := holder(t, func(r *http.Request) (int, []byte) { gotHdr = r.Header; return tc.status, tc.body })
 		info := types.PieceInfo{Range: "0-" + strconv.Itoa(max(len(tc.body), 1)-1), PieceNum: 0, PieceSize: size,
-			PieceMd5: tc.md5, PeerIP: ip, PeerPort: port, Path: "/peer/file/x"}
+			PieceMd5: tc.md5, PeerIP: ip, PeerPort: port, Path: "/peer/file/x", CID: types.SuperNodeCIDPrefix + "x"}
 		buf := new([]byte)
 		b, err := New().FetchPiece(context.Background(), &FetchRequest{Info: info, Wrapped: true}, buf)
 		if !tc.check(err) {

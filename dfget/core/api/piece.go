@@ -73,6 +73,10 @@ func (b *BufferPool) Put(v *[]byte) {
 	}
 }
 
+// ErrNoDigest is a piece offered by a peer without a digest: its bytes
+// could not be checked, so it is not taken.
+var ErrNoDigest = errors.New("piece offered by a peer without a digest")
+
 // FetchRequest names one piece to download from one holder.
 type FetchRequest struct {
 	Info types.PieceInfo
@@ -80,7 +84,11 @@ type FetchRequest struct {
 	Wrapped bool
 	// Headers are sent to the holder (source-CDN mode only).
 	Headers map[string]string
-	Limiter *xrate.Limiter
+	// SourceURL is the URL this download is of. In source-CDN mode a piece
+	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
+	// from it, whoever the supernode named as the holder.
+	SourceURL string
+	Limiter   *xrate.Limiter
 }
 
 // URL is where the piece is fetched: the path is a full URL in source-CDN
@@ -92,12 +100,83 @@ func (r *FetchRequest) URL() string {
 	return "http://" + net.JoinHostPort(r.Info.PeerIP, strconv.Itoa(r.Info.PeerPort)) + r.Info.Path
 }
 
+// target is where the piece is really fetched. A piece with a digest may
+// come from anyone: the digest checks it. One without is taken only from
+// a party trusted as much as a digest would be: in source-CDN mode the
+// download's own source URL (a peer, or a path a peer registered, could
+// send anything), in CDN mode the supernode's cache, whose pieces the
+// whole-file md5 covers. Never from a peer.
+func (r *FetchRequest) target() (string, error) {
+	switch {
+	case r.Info.PieceMd5 != "":
+		return r.URL(), nil
+	case !r.Wrapped && r.SourceURL != "":
+		return r.SourceURL, nil
+	case r.Wrapped && strings.HasPrefix(r.Info.CID, types.SuperNodeCIDPrefix):
+		return r.URL(), nil
+	}
+	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)
+}
+
 // FetchPiece downloads a piece into buf (which it may grow) and checks it:
-// the md5 of the bytes against pieceMd5 when the supernode gave one, and the
-// wrapper's header and tail. It returns the piece bytes as received
-// (wrapped unless source-CDN mode).
+// the whole requested range must arrive, its md5 must match pieceMd5 when
+// the supernode gave one, and a wrapped piece's header and tail must be
+// right. It returns the piece bytes as received (wrapped unless source-CDN
+// mode).
 func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL(), nil)
+	start, end, err := piece.ParseRange(r.Info.Range)
+	if err != nil {
+		return nil, err
+	}
+	want := end - start + 1
+	resp, err := c.requestPiece(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > want {
+		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
+	}
+	b := (*buf)[:0]
+	if int64(cap(b)) < want {
+		b = make([]byte, 0, want)
+	}
+	// The md5 is computed as the bytes arrive, so hashing overlaps the
+	// network instead of following it.
+	h := md5.New()
+	var src io.Reader = resp.Body
+	if r.Limiter != nil {
+		src = &limitedReader{ctx: ctx, r: resp.Body, l: r.Limiter}
+	}
+	for int64(len(b)) < want {
+		n, err := src.Read(b[len(b):want])
+		h.Write(b[len(b) : len(b)+n])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*buf = b
+			return nil, fmt.Errorf("read piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, err)
+		}
+	}
+	*buf = b
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
+	}
+	if err := r.check(b, hex.EncodeToString(h.Sum(nil)), want); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// requestPiece sends the piece request and fails on a non-2xx answer.
+func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Response, error) {
+	u, err := r.target()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("build piece request: %w", err)
 	}
@@ -115,62 +194,52 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if err != nil {
 		return nil, fmt.Errorf("fetch piece %d: %w", r.Info.PieceNum, err)
 	}
-	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
+		resp.Body.Close()
 		return nil, fmt.Errorf("fetch piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, ErrPieceNotFound)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		resp.Body.Close()
 		return nil, fmt.Errorf("fetch piece %d from %s: HTTP %d", r.Info.PieceNum, r.Info.PeerIP, resp.StatusCode)
 	}
-	start, end, err := piece.ParseRange(r.Info.Range)
-	if err != nil {
-		return nil, err
-	}
-	want := end - start + 1
-	if resp.ContentLength > want {
-		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
-	}
-	b := (*buf)[:0]
-	if int64(cap(b)) < want {
-		b = make([]byte, 0, want)
-	}
-	// The md5 is computed as the bytes arrive, so hashing overlaps the
-	// network instead of following it.
+	return resp, nil
+}
+
+// check judges a received piece: b, its md5 sum, for a range of want
+// bytes. A piece is the whole range or a failure, whatever the digest
+// says; the one exception is a full-piece range of a file whose length was
+// unknown when it was scheduled, which the holder clips at the end of the
+// file and whose wrapper then states the shorter length. Failures are
+// Md5MismatchErrors, so the holder is reported.
+func (r *FetchRequest) check(b []byte, sum string, want int64) error {
 	exp := piece.Md5OfValue(r.Info.PieceMd5)
-	h := md5.New()
-	var src io.Reader = resp.Body
-	if r.Limiter != nil {
-		src = &limitedReader{ctx: ctx, r: resp.Body, l: r.Limiter}
+	bad := func(real string) error { return &Md5MismatchError{Real: real, Expected: exp} }
+	clipped := r.Wrapped && want == int64(r.Info.PieceSize)
+	if int64(len(b)) != want && !clipped {
+		return bad(fmt.Sprintf("short: %d of %d bytes", len(b), want))
 	}
-	for int64(len(b)) < want {
-		n, err := src.Read(b[len(b):want])
-		if exp != "" && n > 0 {
-			h.Write(b[len(b) : len(b)+n])
-		}
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			*buf = b
-			return nil, fmt.Errorf("read piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, err)
-		}
+	if exp != "" && !strings.EqualFold(sum, exp) {
+		return bad(sum)
 	}
-	*buf = b
-	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
-		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
-	}
-	if exp != "" {
-		if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, exp) {
-			return nil, &Md5MismatchError{Real: got, Expected: exp}
-		}
+	if n, ok := digestLength(r.Info.PieceMd5); ok && n != len(b) {
+		return bad(fmt.Sprintf("%s: %d bytes, the digest says %d", sum, len(b), n))
 	}
 	if r.Wrapped {
 		if _, err := piece.Unwrap(b); err != nil {
-			return nil, &Md5MismatchError{Real: "malformed: " + err.Error(), Expected: piece.Md5OfValue(r.Info.PieceMd5)}
+			return bad("malformed: " + err.Error())
 		}
 	}
-	return b, nil
+	return nil
+}
+
+// digestLength is the length part of an "md5:len" piece digest.
+func digestLength(v string) (int, bool) {
+	_, l, ok := strings.Cut(v, ":")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(l)
+	return n, err == nil
 }
 
 // LimitReader wraps r so reads wait on l (nil = unlimited).

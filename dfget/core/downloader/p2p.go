@@ -34,9 +34,12 @@ type P2P struct {
 	Wrapped bool
 	// Headers go to holders in source-CDN mode.
 	Headers map[string]string
-	Writer  Writer
-	Limiter *xrate.Limiter
-	Log     *logrus.Logger
+	// SourceURL is the download's URL: in source-CDN mode a piece without
+	// a digest is fetched from it, never from a peer (api.FetchRequest).
+	SourceURL string
+	Writer    Writer
+	Limiter   *xrate.Limiter
+	Log       *logrus.Logger
 	// OnPiece is called with each written piece's content length.
 	OnPiece func(n int64)
 	// MaxFetch caps the pieces fetched at once (--clientqueue), which
@@ -324,7 +327,7 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 			}
 		}
 	}()
-	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, Limiter: d.Limiter}
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL, Limiter: d.Limiter}
 	limit := 2 * time.Minute
 	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
 	if fromPeer {
