@@ -390,7 +390,8 @@ func TestSupernodeEarlyPiecesAndResume(t *testing.T) {
 }
 
 // --cdn-pattern source: nothing cached, peers are sent to the source with
-// plain ranges.
+// plain ranges, each with the digest of its bytes, which the supernode
+// read once from the source; the 600 carries the whole-file md5.
 func TestSupernodeSourcePattern(t *testing.T) {
 	o := newOrigin(t)
 	data := randomData(6<<20+3, 5)
@@ -401,13 +402,14 @@ func TestSupernodeSourcePattern(t *testing.T) {
 	if reg.CDNSource != types.CDNSourceSource || reg.FileLength != int64(len(data)) {
 		t.Fatalf("register: %+v", reg)
 	}
+	waitCDN(t, sn, reg.TaskID, 20*time.Second)
 	r := c.pull(types.TaskStatusStart, types.ResultInvalid, "", "")
 	ps := c.pieces(r)
 	if r.Code != types.CodePeerContinue || len(ps) != 2 {
 		t.Fatalf("pull: %d %v", r.Code, ps)
 	}
 	for _, p := range ps {
-		if p.Path != u || p.PieceMd5 != "" {
+		if p.Path != u || p.PieceMd5 == "" {
 			t.Fatalf("source piece %+v", p)
 		}
 		req, _ := http.NewRequest(http.MethodGet, p.Path, nil)
@@ -419,13 +421,14 @@ func TestSupernodeSourcePattern(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		off := int64(p.PieceNum) * int64(reg.PieceSize)
-		if !bytes.Equal(b, data[off:off+int64(len(b))]) || resp.StatusCode != 206 {
-			t.Fatalf("piece %d from the source: HTTP %d", p.PieceNum, resp.StatusCode)
+		if !bytes.Equal(b, data[off:off+int64(len(b))]) || resp.StatusCode != 206 || p.PieceMd5 != piece.Md5Value(b) {
+			t.Fatalf("piece %d from the source: HTTP %d, digest %s", p.PieceNum, resp.StatusCode, p.PieceMd5)
 		}
 		c.reportSuccess(p)
 	}
 	r = c.pull(types.TaskStatusRunning, types.ResultSemiSuc, ps[1].Range, ps[1].CID)
-	if r.Code != types.CodePeerFinish {
+	var fd types.FinishData
+	if r.Code != types.CodePeerFinish || json.Unmarshal(r.Data, &fd) != nil || fd.Md5 != md5hex(data) {
 		t.Fatalf("finish: %+v", r)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(sn.home, "repo", "download")); len(entries) != 0 {
