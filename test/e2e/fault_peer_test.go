@@ -61,6 +61,35 @@ func fakeHolder(t *testing.T, sn *supernode, url, ip string, size int64, h http.
 	}
 }
 
+// zeroHolder answers a piece range of n bytes with size(n) zero bytes and
+// a matching Content-Length: wrong bytes that only a digest or a length
+// check shows. It counts the requests in hits.
+func zeroHolder(hits *atomic.Int64, size func(n int64) int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		n := size(e - s + 1)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(make([]byte, n))
+	})
+}
+
+// warmUp downloads url once with a dfget whose peer server is then killed,
+// so the task is complete and only the supernode (or source) holds it.
+func warmUp(t *testing.T, sn *supernode, url string) {
+	t.Helper()
+	warm := newDfgetPeer(t, "127.0.0.2")
+	if r := warm.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "warm"), "--notbs"); r.code != 0 {
+		t.Fatalf("warm-up: exit %d %s", r.code, r.stdout)
+	}
+	warm.killServer()
+}
+
 // failuresFrom counts the pieces a dfget (by its log) failed to fetch
 // from holders at ip, and the piece errors it reported.
 func failuresFrom(t *testing.T, p *dfgetPeer, ip string) (failed, reported int) {
@@ -90,24 +119,9 @@ func TestFaultTruncatingPeer(t *testing.T) {
 	data := randomData(size, 111)
 	url := o.add("/trunc.bin", data)
 	sn := startSupernode(t, t.TempDir())
-	warm := newDfgetPeer(t, "127.0.0.2")
-	if r := warm.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "warm"), "--notbs"); r.code != 0 {
-		t.Fatalf("warm-up: exit %d %s", r.code, r.stdout)
-	}
-	warm.killServer() // only the CDN and the liar hold pieces now
+	warmUp(t, sn, url) // only the CDN and the liar hold pieces now
 	var hits atomic.Int64
-	fakeHolder(t, sn, url, "127.0.0.5", int64(size), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		half := (e - s + 1) / 2
-		w.Header().Set("Content-Length", strconv.FormatInt(half, 10))
-		w.WriteHeader(http.StatusPartialContent)
-		_, _ = w.Write(make([]byte, half))
-	}))
+	fakeHolder(t, sn, url, "127.0.0.5", int64(size), zeroHolder(&hits, func(n int64) int64 { return n / 2 }))
 	total := 0
 	for i := range 4 {
 		p := newDfgetPeer(t, "127.0.0."+strconv.Itoa(10+i))

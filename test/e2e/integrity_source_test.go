@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // --cdn-pattern source with a lying peer: it registers through the open
@@ -24,23 +21,9 @@ func TestIntegritySourcePatternLyingPeer(t *testing.T) {
 	url := o.add("/lie.bin", data)
 	sn := startSupernode(t, t.TempDir(), "--cdn-pattern", "source")
 	out := t.TempDir()
-	warm := newDfgetPeer(t, "127.0.0.2")
-	if r := warm.run(sn, "-u", url, "-o", filepath.Join(out, "warm"), "--notbs"); r.code != 0 {
-		t.Fatalf("warm-up: exit %d %s", r.code, r.stdout)
-	}
-	warm.killServer() // only the source and the liar hold pieces now
+	warmUp(t, sn, url) // only the source and the liar hold pieces now
 	var hits atomic.Int64
-	fakeHolder(t, sn, url, "127.0.0.5", int64(size), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Length", strconv.FormatInt(e-s+1, 10))
-		w.WriteHeader(http.StatusPartialContent)
-		_, _ = w.Write(make([]byte, e-s+1))
-	}))
+	fakeHolder(t, sn, url, "127.0.0.5", int64(size), zeroHolder(&hits, func(n int64) int64 { return n }))
 	for i, extra := range [][]string{{"--notbs"}, {}, {"--notbs"}} {
 		p := newDfgetPeer(t, "127.0.0."+strconv.Itoa(10+i))
 		dst := filepath.Join(out, strconv.Itoa(i))

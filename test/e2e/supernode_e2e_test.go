@@ -444,29 +444,9 @@ func TestSupernodePreheatAndGC(t *testing.T) {
 	data := randomData(3<<20+1, 6)
 	u := o.add("/pre.bin", data)
 	sn := startSupernode(t, t.TempDir(), "--gc-initial-delay", "0s", "--gc-meta-interval", "200ms", "--task-expire-time", "500ms")
-	resp, err := httpc.Post(sn.apiURL+"/preheats", "application/json", strings.NewReader(`{"type":"file","url":"`+u+`"}`))
-	if err != nil {
-		t.Fatal(err)
+	if info := preheat(t, sn, u); info.Status != types.PreheatSuccess {
+		t.Fatalf("preheat: %+v", info)
 	}
-	var created types.PreheatCreateResponse
-	_ = json.NewDecoder(resp.Body).Decode(&created)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated || created.ID == "" {
-		t.Fatalf("create preheat: HTTP %d %+v", resp.StatusCode, created)
-	}
-	Eventually(t, 20*time.Second, "preheat success", func() bool {
-		resp, err := httpc.Get(sn.apiURL + "/preheats/" + created.ID)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var info types.PreheatInfo
-		_ = json.NewDecoder(resp.Body).Decode(&info)
-		if info.Status == types.PreheatFailed {
-			t.Fatalf("preheat failed: %+v", info)
-		}
-		return info.Status == types.PreheatSuccess
-	})
 	c := newClient(t, sn, "127.0.0.1-14-14.000")
 	reg := c.register(c.registerReq(u))
 	if got, _ := c.download(30 * time.Second); !bytes.Equal(got, data) {

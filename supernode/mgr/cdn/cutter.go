@@ -42,7 +42,7 @@ func (c *cutter) next(buf []byte) (num, n int, ok bool, err error) {
 	n, err = io.ReadFull(c.body, buf[:c.size])
 	// Only io.ReadFull's own end markers mean the body ended cleanly; a
 	// transport truncation arrives as errTruncated.
-	end := err == io.EOF || err == io.ErrUnexpectedEOF //nolint:errorlint // io.ReadFull returns them unwrapped
+	end := err == io.EOF || err == io.ErrUnexpectedEOF
 	if err != nil && !end {
 		return 0, 0, false, &SourceError{URL: c.url, Err: err}
 	}
