@@ -143,6 +143,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	}
 	// The md5 is computed as the bytes arrive, so hashing overlaps the
 	// network instead of following it.
+	hashing := r.Info.PieceMd5 != ""
 	h := md5.New()
 	var src io.Reader = resp.Body
 	if r.Limiter != nil {
@@ -150,7 +151,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	}
 	for int64(len(b)) < want {
 		n, err := src.Read(b[len(b):want])
-		h.Write(b[len(b) : len(b)+n])
+		if hashing && n > 0 {
+			h.Write(b[len(b) : len(b)+n])
+		}
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			break
