@@ -424,8 +424,12 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 	case types.TaskStatusRunning:
 		var st progress.Status
 		switch q.Result {
-		case types.ResultSuc, types.ResultSemiSuc:
+		case types.ResultSuc:
 			st = progress.Success
+		case types.ResultSemiSuc:
+			// v1: 503 is "in my memory"; the client becomes a holder
+			// only on /peer/piece/suc, once the piece is in its file.
+			st = progress.SemiSuccess
 		case types.ResultFail:
 			st = progress.Failed
 		default:

@@ -177,8 +177,9 @@ func TestPullReportsAndErrors(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
 	id := running(t, d)
-	// A running report updates progress with the piece number from the range.
-	d.prog.EXPECT().Update(id, "c1", 1, progress.Success).Return("super", nil)
+	// A running report updates progress with the piece number from the
+	// range; a 503 is v1's SEMISUC (had, not yet a holder).
+	d.prog.EXPECT().Update(id, "c1", 1, progress.SemiSuccess).Return("super", nil)
 	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
 	code, data, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
 		Result: types.ResultSemiSuc, Range: "4194304-8388607"})
