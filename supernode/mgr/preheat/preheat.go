@@ -325,8 +325,9 @@ func (m *Manager) fetchManifest(ctx context.Context, u string, headers map[strin
 
 // token answers a Bearer challenge: realm, service and scope.
 func (m *Manager) token(ctx context.Context, challenge string, headers map[string]string) (string, error) {
-	rest, ok := strings.CutPrefix(challenge, "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive (RFC 9110 section 11.1).
+	scheme, rest, ok := strings.Cut(challenge, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", fmt.Errorf("unsupported auth challenge %q", challenge)
 	}
 	params := map[string]string{}
