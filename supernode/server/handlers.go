@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
@@ -27,13 +28,18 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
 		return
 	}
+	// Sizes first: nothing below may echo or keep an oversized field.
+	if err := task.CheckRequest(req); err != nil {
+		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+		return
+	}
 	if err := sourceAllowed(a.SourceAllow, req.RawURL); err != nil {
 		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
 		return
 	}
 	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
 	if err != nil {
-		a.Log.WithError(err).Infof("register %s for %s failed", req.CID, req.RawURL)
+		a.Log.Infof("register %s for %s failed: %s", req.CID, urlutil.Redact(req.RawURL), shown(err.Error()))
 		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
 		return
 	}
@@ -162,17 +168,20 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := a.Metrics
-	m.DfgetTotal.WithLabelValues(req.CallSystem, req.IP).Inc()
+	// Labels and the log line carry client text: bounded.
+	label := func(s string) string { return urlutil.Clip(s, task.EchoLimit) }
+	callSystem, ip, reason := label(req.CallSystem), label(req.IP), label(req.BacksourceReason)
+	m.DfgetTotal.WithLabelValues(callSystem, ip).Inc()
 	if req.Success {
-		m.DfgetDuration.WithLabelValues(req.CallSystem, req.IP).Observe(req.Duration)
+		m.DfgetDuration.WithLabelValues(callSystem, ip).Observe(req.Duration)
 		if req.FileLength > 0 {
-			m.DfgetBytes.WithLabelValues(req.CallSystem, req.IP).Add(float64(req.FileLength))
+			m.DfgetBytes.WithLabelValues(callSystem, ip).Add(float64(req.FileLength))
 		}
 	} else {
-		m.DfgetFailed.WithLabelValues(req.CallSystem, req.IP, req.BacksourceReason).Inc()
+		m.DfgetFailed.WithLabelValues(callSystem, ip, reason).Inc()
 	}
 	a.Log.WithField("dfget", true).Infof("task metrics: task=%s cid=%s ip=%s success=%t duration=%.3fs length=%d reason=%s",
-		req.TaskID, req.CID, req.IP, req.Success, req.Duration, req.FileLength, req.BacksourceReason)
+		label(req.TaskID), label(req.CID), ip, req.Success, req.Duration, req.FileLength, reason)
 	writeJSON(w, http.StatusOK, nil)
 }
 
@@ -266,6 +275,10 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 	var req types.PreheatCreateRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	if err := task.CheckPreheat(req); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err := sourceAllowed(a.SourceAllow, req.URL); err != nil {
