@@ -137,8 +137,10 @@ func (m *Manager) start(id string, req types.PreheatCreateRequest, headers map[s
 			err = m.image(ctx, id, req, headers)
 		}
 		if err != nil {
-			m.log.WithError(err).Warnf("preheat %s of %s failed", id, req.URL)
-			m.set(id, types.PreheatFailed, err.Error())
+			// The message is shown by the open API: no URL credentials.
+			msg := urlutil.Redact(err.Error())
+			m.log.Warnf("preheat %s of %s failed: %s", id, urlutil.Redact(req.URL), msg)
+			m.set(id, types.PreheatFailed, msg)
 			return
 		}
 		m.set(id, types.PreheatSuccess, "")
