@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +175,193 @@ func TestIntegrityV1SemiSuccessIsNotAHolder(t *testing.T) {
 	}
 	if len(served) == 0 {
 		t.Errorf("dfget never fetched piece 0 from the v1 peer after its /peer/piece/suc")
+	}
+}
+
+// longestLogLine is the longest line the supernode wrote to its output and
+// its log files.
+func longestLogLine(t *testing.T, sn *supernode) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(sn.home, "logs", "*"))
+	longest := 0
+	for _, f := range append(files, sn.LogPath) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range bytes.Split(b, []byte("\n")) {
+			longest = max(longest, len(l))
+		}
+	}
+	return longest
+}
+
+// supernodeLogs is everything the supernode logged.
+func supernodeLogs(t *testing.T, sn *supernode) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(sn.home, "logs", "*"))
+	var sb strings.Builder
+	for _, f := range append(files, sn.LogPath) {
+		b, _ := os.ReadFile(f)
+		sb.Write(b)
+	}
+	return sb.String()
+}
+
+// A registration or a preheat with a 1.9 MB URL (under the 4 MiB body
+// limit) is refused at once with a short error naming the limit; neither
+// the reply nor any log line echoes the URL.
+func TestIntegrityAPILongURLRefused(t *testing.T) {
+	o := newOrigin(t)
+	long := o.add("/long.bin", []byte("x")) + "?pad=" + strings.Repeat("a", 1900000)
+	sn := startSupernode(t, t.TempDir())
+	c := newClient(t, sn, "long-url-cid")
+	for i := range 5 {
+		t0 := time.Now()
+		status, body := c.registerRaw(c.registerReq(long))
+		took := time.Since(t0)
+		if i == 0 {
+			t.Logf("register with a %d-byte URL: HTTP %d in %v, %d-byte reply: %.300s", len(long), status, took, len(body), body)
+		}
+		var e types.ErrorResponse
+		if status != http.StatusInternalServerError || json.Unmarshal(body, &e) != nil || e.Code != types.CodeParamError ||
+			!strings.Contains(e.Message, "the limit is 16384") {
+			t.Fatalf("register: HTTP %d %.300s", status, body)
+		}
+		if len(body) > 512 || took > 2*time.Second {
+			t.Fatalf("reply of %d bytes in %v", len(body), took)
+		}
+	}
+	b, _ := json.Marshal(types.PreheatCreateRequest{Type: "file", URL: long})
+	resp, err := httpc.Post(sn.apiURL+"/api/v1/preheats", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	t.Logf("preheat: HTTP %d, %d-byte reply: %s", resp.StatusCode, len(pb), pb)
+	if resp.StatusCode != http.StatusBadRequest || len(pb) > 512 || !strings.Contains(string(pb), "the limit is 16384") {
+		t.Fatalf("preheat: HTTP %d %.300s", resp.StatusCode, pb)
+	}
+	if n := longestLogLine(t, sn); n > 4096 {
+		t.Fatalf("a supernode log line is %d bytes long", n)
+	}
+}
+
+// A source Range header naming several ranges is refused at registration
+// (its answer is a multipart body, not the file); a single range works.
+func TestIntegrityAPIMultiRangeRefused(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(100, 7)
+	url := o.add("/range.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	c := newClient(t, sn, "multi-range-cid")
+	req := c.registerReq(url)
+	req.Headers = []string{"Range: bytes=0-9,20-29"}
+	status, body := c.registerRaw(req)
+	t.Logf("multi-range register: HTTP %d %s", status, body)
+	if status != http.StatusInternalServerError || !strings.Contains(string(body), "single range") {
+		t.Fatalf("multi-range register: HTTP %d %s", status, body)
+	}
+	one := newClient(t, sn, "single-range-cid")
+	req = one.registerReq(url)
+	req.Headers = []string{"Range: bytes=20-29"}
+	one.register(req)
+	got, _ := one.download(30 * time.Second)
+	if !bytes.Equal(got, data[20:30]) {
+		t.Fatalf("single range: got %q, want %q", got, data[20:30])
+	}
+}
+
+// URL credentials are used to fetch the source but never shown by the API,
+// logged or written to the .meta; a restarted supernode still recognises
+// its cache for that URL (revalidated, not fetched again).
+func TestIntegrityAPICredentialsMasked(t *testing.T) {
+	data := randomData(3<<20, 12)
+	mod := time.Now().Add(-time.Hour).Truncate(time.Second)
+	var full, auth atomicCounter
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "user" || p != "s3cret" {
+			auth.add()
+			w.Header().Set("WWW-Authenticate", `Basic realm="e2e"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		sw := &statusRecorder{ResponseWriter: w}
+		http.ServeContent(sw, r, "", mod, bytes.NewReader(data))
+		if sw.status == http.StatusOK {
+			full.add()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	url := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/cred.bin"
+	home := t.TempDir()
+	sn := startSupernode(t, home)
+	c := newClient(t, sn, "cred-cid")
+	c.register(c.registerReq(url))
+	got, _ := c.download(30 * time.Second)
+	if !bytes.Equal(got, data) {
+		t.Fatal("downloaded content differs")
+	}
+	resp, err := httpc.Get(sn.apiURL + "/api/v1/tasks/" + c.taskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	t.Logf("task info: %s", info)
+	meta, err := os.ReadFile(filepath.Join(home, "repo", "download", c.taskID[:3], c.taskID+".meta"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf(".meta: %s", meta)
+	for what, s := range map[string]string{"task info": string(info), ".meta": string(meta), "log": supernodeLogs(t, sn)} {
+		if strings.Contains(s, "s3cret") {
+			t.Errorf("%s holds the password", what)
+		}
+	}
+	if !strings.Contains(string(info), "user:xxxxx@") || !strings.Contains(string(meta), "user:xxxxx@") {
+		t.Errorf("masked URL missing: info %s meta %s", info, meta)
+	}
+	if err := sn.Stop(5 * time.Second); err != nil {
+		t.Logf("stop: %v", err)
+	}
+	sn2 := startSupernode(t, home)
+	c2 := newClient(t, sn2, "cred-cid-2")
+	c2.register(c2.registerReq(url))
+	got, _ = c2.download(30 * time.Second)
+	if !bytes.Equal(got, data) {
+		t.Fatal("content after restart differs")
+	}
+	t.Logf("origin: %d full GETs, %d unauthorised", full.get(), auth.get())
+	if full.get() != 1 || auth.get() != 0 {
+		t.Errorf("origin: %d full GETs (want 1: the restarted supernode revalidates its cache), %d unauthorised (want 0)", full.get(), auth.get())
+	}
+}
+
+type atomicCounter struct{ n atomic.Int64 }
+
+func (c *atomicCounter) add()       { c.n.Add(1) }
+func (c *atomicCounter) get() int64 { return c.n.Load() }
+
+// The Bearer scheme of the API token is case-insensitive (RFC 9110).
+func TestIntegrityAPIBearerCaseInsensitive(t *testing.T) {
+	sn := startSupernode(t, t.TempDir(), "--auth-token", "tok")
+	for auth, want := range map[string]int{
+		"Bearer tok": http.StatusOK, "bearer tok": http.StatusOK, "BEARER tok": http.StatusOK,
+		"bearer other": http.StatusUnauthorized, "": http.StatusUnauthorized,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, sn.apiURL+"/api/v1/peers", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization %q: HTTP %d, want %d", auth, resp.StatusCode, want)
+		}
 	}
 }
