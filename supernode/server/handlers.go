@@ -84,14 +84,16 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	a.result(w, code, msg, data)
 }
 
+// pieceSuccess: as v1, any failure (bad query, unknown task or client) is
+// HTTP 500 {"code":500}: a v1 dfget takes an HTTP 200 with another code
+// for an acknowledged report.
 func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePieceQuery(r.URL.RawQuery)
-	if err != nil {
-		a.result(w, types.CodeParamError, err.Error(), nil)
-		return
+	if err == nil {
+		err = a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range})
 	}
-	if err := a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range}); err != nil {
-		a.result(w, task.CodeOf(err), err.Error(), nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
 	a.result(w, types.CodeGetPieceReport, "", nil)
@@ -112,15 +114,14 @@ func (a *api) streamPiece(add bool) http.HandlerFunc {
 	}
 }
 
+// serviceDown: failures are HTTP 500 {"code":500}, as v1 (see pieceSuccess).
 func (a *api) serviceDown(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	v, err := required(q, "taskId", "cid")
-	if err != nil {
-		writeResult(w, types.CodeParamError, err.Error(), nil)
-		return
+	v, err := required(r.URL.Query(), "taskId", "cid")
+	if err == nil {
+		err = a.Tasks.ServiceDown(v[0], v[1])
 	}
-	if err := a.Tasks.ServiceDown(v[0], v[1]); err != nil {
-		writeResult(w, task.CodeOf(err), err.Error(), nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
 	writeResult(w, types.CodeGetPeerDown, "", nil)
@@ -185,9 +186,9 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nil)
 }
 
-// REST errors: v1 answers 500 for unknown IDs; so do we, with the code.
+// REST errors: v1 answers HTTP 500 {"code":500} for unknown IDs.
 func (a *api) restError(w http.ResponseWriter, err error) {
-	writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+	writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 }
 
 func (a *api) createPeer(w http.ResponseWriter, r *http.Request) {
@@ -291,7 +292,8 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if existed {
-		writeError(w, http.StatusAlreadyReported, http.StatusAlreadyReported, "preheat task already exists")
+		// v1's message carries the ID; clients (Harbor) parse it from "id:".
+		writeError(w, http.StatusAlreadyReported, http.StatusAlreadyReported, "preheat task already exists, id:"+id)
 		return
 	}
 	writeJSON(w, http.StatusCreated, types.PreheatCreateResponse{ID: id})
@@ -311,8 +313,10 @@ func (a *api) getPreheat(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
+// deletePreheat answers true whether or not the preheat existed, as v1.
 func (a *api) deletePreheat(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.Preheats.Delete(mux.Vars(r)["id"]))
+	a.Preheats.Delete(mux.Vars(r)["id"])
+	writeJSON(w, http.StatusOK, true)
 }
 
 // decodeJSON reads a size-limited JSON body into v.

@@ -365,3 +365,55 @@ func TestIntegrityAPIBearerCaseInsensitive(t *testing.T) {
 		}
 	}
 }
+
+// Where a v1 dfget acts on the answer, the supernode answers as v1 does:
+// reports for an unknown task are HTTP 500 {"code":500} (a v1 dfget takes
+// an HTTP 200 for an acknowledgement), unknown REST IDs are HTTP 500 with
+// code 500, deleting an unknown preheat answers true and a duplicate
+// preheat's 208 carries the ID.
+func TestIntegrityAPIV1Answers(t *testing.T) {
+	o := newOrigin(t)
+	url := o.add("/v1answers.bin", randomData(1000, 3))
+	sn := startSupernode(t, t.TempDir())
+	call := func(method, path string, body []byte) (int, string) {
+		req, _ := http.NewRequest(method, sn.apiURL+path, bytes.NewReader(body))
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	for _, path := range []string{
+		"/peer/piece/suc?taskId=nope&cid=c&dstCid=d&pieceRange=0-9",
+		"/peer/service/down?taskId=nope&cid=c",
+		"/api/v1/tasks/nope",
+	} {
+		st, body := call(http.MethodGet, path, nil)
+		t.Logf("GET %s: HTTP %d %s", path, st, body)
+		if st != http.StatusInternalServerError || !strings.HasPrefix(body, `{"code":500,"message":`) {
+			t.Errorf("GET %s: HTTP %d %s, want HTTP 500 {\"code\":500,...}", path, st, body)
+		}
+	}
+	st, body := call(http.MethodDelete, "/api/v1/preheats/nope", nil)
+	t.Logf("DELETE unknown preheat: HTTP %d %s", st, body)
+	if st != http.StatusOK || body != "true" {
+		t.Errorf("DELETE unknown preheat: HTTP %d %s, want 200 true", st, body)
+	}
+	req, _ := json.Marshal(types.PreheatCreateRequest{Type: "file", URL: url})
+	st, body = call(http.MethodPost, "/api/v1/preheats", req)
+	var created types.PreheatCreateResponse
+	if st != http.StatusCreated || json.Unmarshal([]byte(body), &created) != nil {
+		t.Fatalf("preheat: HTTP %d %s", st, body)
+	}
+	Eventually(t, 30*time.Second, "preheat done", func() bool {
+		_, b := call(http.MethodGet, "/api/v1/preheats/"+created.ID, nil)
+		return strings.Contains(b, `"status":"SUCCESS"`)
+	})
+	st, body = call(http.MethodPost, "/api/v1/preheats", req)
+	t.Logf("duplicate preheat: HTTP %d %s", st, body)
+	if st != http.StatusAlreadyReported || body != `{"code":208,"message":"preheat task already exists, id:`+created.ID+`"}` {
+		t.Errorf("duplicate preheat: HTTP %d %s", st, body)
+	}
+}
