@@ -39,7 +39,8 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
 	if err != nil {
-		a.Log.Infof("register %s for %s failed: %s", req.CID, urlutil.Redact(req.RawURL), shown(err.Error()))
+		a.Log.Infof("register %s for %s failed: %s", urlutil.Clip(req.CID, task.EchoLimit),
+			urlutil.Clip(urlutil.Redact(req.RawURL), task.EchoLimit), shown(err.Error()))
 		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
 		return
 	}
