@@ -198,6 +198,11 @@ func (a *api) createPeer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, types.CodeParamError, fmt.Sprintf("invalid body: %v", err))
 		return
 	}
+	// Peers are kept until peer GC: no megabyte host names.
+	if err := task.CheckFields("IP", req.IP, "hostName", req.HostName, "version", req.Version); err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, err.Error())
+		return
+	}
 	id, err := a.Peers.Register(req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, types.CodeParamError, err.Error())

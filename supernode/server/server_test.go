@@ -204,6 +204,15 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 || body != `{"ID":"pid"}` {
 		t.Fatalf("create peer: %d %s", st, body)
 	}
+	long := strings.Repeat("h", 2<<10)
+	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"`+long+`","port":15000}`); st != 400 ||
+		body != `{"code":501,"message":"hostName is 2048 bytes: the limit is 1024"}` {
+		t.Fatalf("long host name: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/piece/error?taskId=t&srcCid=c&dstCid=d&errorType=x&realMd5="+long, "", ""); st != 200 ||
+		!strings.Contains(body, "realMd5 is 2048 bytes") {
+		t.Fatalf("long piece error field: %d %s", st, body)
+	}
 	f.preheats.EXPECT().Get("p").Return(types.PreheatInfo{}, io.EOF)
 	if st, body := f.do(t, "GET", "/preheats/p", "", ""); st != 404 || body != `{"code":404,"message":"p doesn't exists"}` {
 		t.Fatalf("preheat 404: %d %s", st, body)

@@ -31,16 +31,23 @@ func CheckRequest(req types.RegisterRequest) error {
 	if err := CheckURL("taskUrl", req.TaskURL); err != nil {
 		return err
 	}
-	for _, f := range [...]struct{ name, v string }{
-		{"cid", req.CID}, {"path", req.Path}, {"md5", req.Md5}, {"identifier", req.Identifier},
-		{"callSystem", req.CallSystem}, {"hostName", req.HostName}, {"version", req.Version},
-		{"ip", req.IP}, {"superNodeIp", req.SuperNodeIP}, {"pattern", req.Pattern}, {"taskId", req.TaskID},
-	} {
-		if len(f.v) > MaxFieldLen {
-			return errorf(types.CodeParamError, "%s is %d bytes: the limit is %d", f.name, len(f.v), MaxFieldLen)
-		}
+	if err := CheckFields("cid", req.CID, "path", req.Path, "md5", req.Md5, "identifier", req.Identifier,
+		"callSystem", req.CallSystem, "hostName", req.HostName, "version", req.Version, "ip", req.IP,
+		"superNodeIp", req.SuperNodeIP, "pattern", req.Pattern, "taskId", req.TaskID); err != nil {
+		return err
 	}
 	return CheckHeaderLines(req.Headers)
+}
+
+// CheckFields refuses any of the (name, value) pairs whose value is longer
+// than MaxFieldLen.
+func CheckFields(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if n := len(pairs[i+1]); n > MaxFieldLen {
+			return errorf(types.CodeParamError, "%s is %d bytes: the limit is %d", pairs[i], n, MaxFieldLen)
+		}
+	}
+	return nil
 }
 
 // CheckURL refuses a URL longer than MaxURLLen.
