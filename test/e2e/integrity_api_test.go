@@ -287,6 +287,16 @@ func TestIntegrityAPICredentialsMasked(t *testing.T) {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
+		switch r.URL.Path {
+		case "/cred.bin":
+		case "/cut.bin": // dies mid-body: the CDN fails after registration
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			_, _ = w.Write(data[:1<<20])
+			panic(http.ErrAbortHandler)
+		default:
+			http.NotFound(w, r)
+			return
+		}
 		sw := &statusRecorder{ResponseWriter: w}
 		http.ServeContent(sw, r, "", mod, bytes.NewReader(data))
 		if sw.status == http.StatusOK {
@@ -322,6 +332,23 @@ func TestIntegrityAPICredentialsMasked(t *testing.T) {
 	}
 	if !strings.Contains(string(info), "user:xxxxx@") || !strings.Contains(string(meta), "user:xxxxx@") {
 		t.Errorf("masked URL missing: info %s meta %s", info, meta)
+	}
+	// A failing source: neither the refusal nor the log shows the password.
+	bad := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/missing.bin"
+	cb := newClient(t, sn, "cred-cid-bad")
+	st, reply := cb.registerRaw(cb.registerReq(bad))
+	t.Logf("failing source: HTTP %d %s", st, reply)
+	if st != http.StatusInternalServerError || strings.Contains(string(reply), "s3cret") {
+		t.Errorf("failing source: HTTP %d %s", st, reply)
+	}
+	cut := newClient(t, sn, "cred-cid-cut")
+	cut.register(cut.registerReq(strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/cut.bin"))
+	Eventually(t, 10*time.Second, "cdn of the cut source failed", func() bool {
+		return taskInfo(t, sn, cut.taskID).CdnStatus == types.CDNStatusFailed
+	})
+	if logs := supernodeLogs(t, sn); strings.Contains(logs, "s3cret") {
+		i := strings.Index(logs, "s3cret")
+		t.Errorf("the log holds the password after failing sources: ...%s...", logs[max(0, i-200):i+20])
 	}
 	if err := sn.Stop(5 * time.Second); err != nil {
 		t.Logf("stop: %v", err)
