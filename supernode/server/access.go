@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -22,16 +23,28 @@ func requireToken(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get(AuthHeader))
-		if !openPath.MatchString(r.URL.Path) && subtle.ConstantTimeCompare(got, want) != 1 {
+		got, ok := bearerToken(r.Header.Get(AuthHeader))
+		if !openPath.MatchString(r.URL.Path) && (!ok || subtle.ConstantTimeCompare([]byte(got), want) != 1) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="supernode"`)
 			writeError(w, http.StatusUnauthorized, http.StatusUnauthorized, "missing or wrong auth token")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken takes the token out of an Authorization value. The scheme is
+// case-insensitive and may be followed by more than one space (RFC 9110
+// section 11.1); clients send "bearer" as well as "Bearer".
+func bearerToken(v string) (string, bool) {
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimLeft(tok, " ")
+	return tok, tok != ""
 }
 
 // sourceAllowed checks a source URL's host against the allow-list (exact

@@ -23,7 +23,13 @@ func TestRequireToken(t *testing.T) {
 		{"/peer/registry", "", http.StatusUnauthorized},
 		{"/peer/registry", "Bearer tok", http.StatusTeapot},
 		{"/peer/registry", "Bearer tok ", http.StatusUnauthorized},
-		{"/peer/registry", "bearer tok", http.StatusUnauthorized},
+		// The scheme is case-insensitive (RFC 9110 section 11.1).
+		{"/peer/registry", "bearer tok", http.StatusTeapot},
+		{"/peer/registry", "BEARER  tok", http.StatusTeapot},
+		{"/peer/registry", "Bearer", http.StatusUnauthorized},
+		{"/peer/registry", "Bearer ", http.StatusUnauthorized},
+		{"/peer/registry", "Bearertok", http.StatusUnauthorized},
+		{"/peer/registry", "Basic tok", http.StatusUnauthorized},
 		{"/peer/registry", "tok", http.StatusUnauthorized},
 		{"/metrics", "Bearer other", http.StatusUnauthorized},
 	} {

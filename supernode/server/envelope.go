@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // jsonWriter writes JSON answers whole, with a Content-Length (never
@@ -57,15 +58,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeResult writes the legacy envelope with HTTP 200.
 func writeResult(w http.ResponseWriter, code int, msg string, data any) {
-	writeJSON(w, http.StatusOK, types.ResultInfo{Code: code, Msg: msg, Data: data})
+	writeJSON(w, http.StatusOK, types.ResultInfo{Code: code, Msg: shown(msg), Data: data})
 }
 
 // result writes the legacy envelope with HTTP 200 from a pooled buffer.
 func (a *api) result(w http.ResponseWriter, code int, msg string, data any) {
-	a.json.write(w, http.StatusOK, types.ResultInfo{Code: code, Msg: msg, Data: data})
+	a.json.write(w, http.StatusOK, types.ResultInfo{Code: code, Msg: shown(msg), Data: data})
 }
 
 // writeError writes the REST error body {"code","message"}.
 func writeError(w http.ResponseWriter, status, code int, msg string) {
-	writeJSON(w, status, types.ErrorResponse{Code: code, Message: msg})
+	writeJSON(w, status, types.ErrorResponse{Code: code, Message: shown(msg)})
+}
+
+// maxShown bounds an error message or a client-given value in a reply, a
+// log line or a metric label: messages quote client input (IDs, URLs,
+// header values), and one request must not make a megabyte reply or line.
+const maxShown = 1 << 10
+
+// shown is text fit to show: URL credentials masked, length bounded.
+func shown(s string) string {
+	return urlutil.Clip(urlutil.Redact(s), maxShown)
 }

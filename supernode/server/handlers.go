@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
@@ -27,13 +28,19 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
 		return
 	}
+	// Sizes first: nothing below may echo or keep an oversized field.
+	if err := task.CheckRequest(req); err != nil {
+		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+		return
+	}
 	if err := sourceAllowed(a.SourceAllow, req.RawURL); err != nil {
 		writeError(w, http.StatusInternalServerError, types.CodeParamError, err.Error())
 		return
 	}
 	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
 	if err != nil {
-		a.Log.WithError(err).Infof("register %s for %s failed", req.CID, req.RawURL)
+		a.Log.Infof("register %s for %s failed: %s", urlutil.Clip(req.CID, task.EchoLimit),
+			urlutil.Clip(urlutil.Redact(req.RawURL), task.EchoLimit), shown(err.Error()))
 		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
 		return
 	}
@@ -78,14 +85,16 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	a.result(w, code, msg, data)
 }
 
+// pieceSuccess: as v1, any failure (bad query, unknown task or client) is
+// HTTP 500 {"code":500}: a v1 dfget takes an HTTP 200 with another code
+// for an acknowledged report.
 func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePieceQuery(r.URL.RawQuery)
-	if err != nil {
-		a.result(w, types.CodeParamError, err.Error(), nil)
-		return
+	if err == nil {
+		err = a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range})
 	}
-	if err := a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range}); err != nil {
-		a.result(w, task.CodeOf(err), err.Error(), nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
 	a.result(w, types.CodeGetPieceReport, "", nil)
@@ -106,15 +115,14 @@ func (a *api) streamPiece(add bool) http.HandlerFunc {
 	}
 }
 
+// serviceDown: failures are HTTP 500 {"code":500}, as v1 (see pieceSuccess).
 func (a *api) serviceDown(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	v, err := required(q, "taskId", "cid")
-	if err != nil {
-		writeResult(w, types.CodeParamError, err.Error(), nil)
-		return
+	v, err := required(r.URL.Query(), "taskId", "cid")
+	if err == nil {
+		err = a.Tasks.ServiceDown(v[0], v[1])
 	}
-	if err := a.Tasks.ServiceDown(v[0], v[1]); err != nil {
-		writeResult(w, task.CodeOf(err), err.Error(), nil)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
 	writeResult(w, types.CodeGetPeerDown, "", nil)
@@ -162,29 +170,37 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := a.Metrics
-	m.DfgetTotal.WithLabelValues(req.CallSystem, req.IP).Inc()
+	// Labels and the log line carry client text: bounded.
+	label := func(s string) string { return urlutil.Clip(s, task.EchoLimit) }
+	callSystem, ip, reason := label(req.CallSystem), label(req.IP), label(req.BacksourceReason)
+	m.DfgetTotal.WithLabelValues(callSystem, ip).Inc()
 	if req.Success {
-		m.DfgetDuration.WithLabelValues(req.CallSystem, req.IP).Observe(req.Duration)
+		m.DfgetDuration.WithLabelValues(callSystem, ip).Observe(req.Duration)
 		if req.FileLength > 0 {
-			m.DfgetBytes.WithLabelValues(req.CallSystem, req.IP).Add(float64(req.FileLength))
+			m.DfgetBytes.WithLabelValues(callSystem, ip).Add(float64(req.FileLength))
 		}
 	} else {
-		m.DfgetFailed.WithLabelValues(req.CallSystem, req.IP, req.BacksourceReason).Inc()
+		m.DfgetFailed.WithLabelValues(callSystem, ip, reason).Inc()
 	}
 	a.Log.WithField("dfget", true).Infof("task metrics: task=%s cid=%s ip=%s success=%t duration=%.3fs length=%d reason=%s",
-		req.TaskID, req.CID, req.IP, req.Success, req.Duration, req.FileLength, req.BacksourceReason)
+		label(req.TaskID), label(req.CID), ip, req.Success, req.Duration, req.FileLength, reason)
 	writeJSON(w, http.StatusOK, nil)
 }
 
-// REST errors: v1 answers 500 for unknown IDs; so do we, with the code.
+// REST errors: v1 answers HTTP 500 {"code":500} for unknown IDs.
 func (a *api) restError(w http.ResponseWriter, err error) {
-	writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
+	writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 }
 
 func (a *api) createPeer(w http.ResponseWriter, r *http.Request) {
 	var req types.PeerCreateRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, types.CodeParamError, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	// Peers are kept until peer GC: no megabyte host names.
+	if err := task.CheckFields("IP", req.IP, "hostName", req.HostName, "version", req.Version); err != nil {
+		writeError(w, http.StatusBadRequest, types.CodeParamError, err.Error())
 		return
 	}
 	id, err := a.Peers.Register(req)
@@ -268,6 +284,10 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
 		return
 	}
+	if err := task.CheckPreheat(req); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err := sourceAllowed(a.SourceAllow, req.URL); err != nil {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
@@ -278,7 +298,8 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if existed {
-		writeError(w, http.StatusAlreadyReported, http.StatusAlreadyReported, "preheat task already exists")
+		// v1's message carries the ID; clients (Harbor) parse it from "id:".
+		writeError(w, http.StatusAlreadyReported, http.StatusAlreadyReported, "preheat task already exists, id:"+id)
 		return
 	}
 	writeJSON(w, http.StatusCreated, types.PreheatCreateResponse{ID: id})
@@ -298,8 +319,10 @@ func (a *api) getPreheat(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
+// deletePreheat answers true whether or not the preheat existed, as v1.
 func (a *api) deletePreheat(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.Preheats.Delete(mux.Vars(r)["id"]))
+	a.Preheats.Delete(mux.Vars(r)["id"])
+	writeJSON(w, http.StatusOK, true)
 }
 
 // decodeJSON reads a size-limited JSON body into v.

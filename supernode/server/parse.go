@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 // maxBodySize caps request bodies (root CAs make registrations the largest).
@@ -240,6 +241,12 @@ func parsePieceErrorQuery(raw string) (types.PieceErrorRequest, error) {
 	v, err := required(q, "taskId", "srcCid", "dstCid", "errorType")
 	if err != nil {
 		return types.PieceErrorRequest{}, err
+	}
+	// Reports are queued: each field is bounded (a query may be 1 MiB).
+	for _, k := range [...]string{"taskId", "srcCid", "dstCid", "errorType", "dstIp", "range", "realMd5", "expectedMd5"} {
+		if err := task.CheckFields(k, q.Get(k)); err != nil {
+			return types.PieceErrorRequest{}, err
+		}
 	}
 	return types.PieceErrorRequest{
 		TaskID: v[0], SrcCid: v[1], DstIP: q.Get("dstIp"), ErrorType: v[3], Range: q.Get("range"),

@@ -191,7 +191,7 @@ func recoverer(log logrus.FieldLogger, next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				log.Errorf("panic serving %s %s: %v", r.Method, r.URL.Path, v)
+				log.Errorf("panic serving %s %s: %v", shown(r.Method), shown(r.URL.Path), v)
 				writeError(w, http.StatusInternalServerError, types.CodeSystemError, "internal error")
 			}
 		}()

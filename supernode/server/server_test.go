@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -142,6 +143,24 @@ func TestPieceReportsAndStream(t *testing.T) {
 	if st, body := f.do(t, "GET", "/peer/service/down?taskId=t&cid=c", "", ""); st != 200 || body != `{"code":612}` {
 		t.Fatalf("service down: %d %s", st, body)
 	}
+	// Failures are HTTP 500 {"code":500}, as v1: a v1 dfget would take an
+	// HTTP 200 with another code for an acknowledged report.
+	f.tasks.EXPECT().PieceSuccess(gomock.Any()).Return(&task.Error{Code: 502, Err: errors.New("task x not found")})
+	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=x&cid=c&dstCid=d&pieceRange=0-9", "", ""); st != 500 ||
+		body != `{"code":500,"message":"task x not found"}` {
+		t.Fatalf("suc for an unknown task: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=x&cid=c", "", ""); st != 500 || !strings.HasPrefix(body, `{"code":500,`) {
+		t.Fatalf("suc without range: %d %s", st, body)
+	}
+	f.tasks.EXPECT().ServiceDown("x", "c").Return(&task.Error{Code: 502, Err: errors.New("task x not found")})
+	if st, body := f.do(t, "GET", "/peer/service/down?taskId=x&cid=c", "", ""); st != 500 ||
+		body != `{"code":500,"message":"task x not found"}` {
+		t.Fatalf("service down for an unknown task: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/service/down?taskId=x", "", ""); st != 500 || !strings.HasPrefix(body, `{"code":500,`) {
+		t.Fatalf("service down without cid: %d %s", st, body)
+	}
 	f.tasks.EXPECT().DstPeer("t", "d").Return("pid")
 	f.pe.EXPECT().Report(types.PieceErrorRequest{TaskID: "t", SrcCid: "c", DstPid: "pid", ErrorType: "FILE_NOT_EXIST"}).Return(nil)
 	if st, body := f.do(t, "GET", "/peer/piece/error?taskId=t&srcCid=c&dstCid=d&errorType=FILE_NOT_EXIST", "", ""); st != 200 || body != "" {
@@ -174,7 +193,7 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 		t.Fatalf("ext list: %d %s", st, body)
 	}
 	f.tasks.EXPECT().Info("nope").Return(types.TaskInfo{}, &task.Error{Code: 502, Err: io.EOF})
-	if st, body := f.do(t, "GET", "/api/v1/tasks/nope", "", ""); st != 500 || body != `{"code":502,"message":"EOF"}` {
+	if st, body := f.do(t, "GET", "/api/v1/tasks/nope", "", ""); st != 500 || body != `{"code":500,"message":"EOF"}` {
 		t.Fatalf("unknown task: %d %s", st, body)
 	}
 	f.gc.EXPECT().GCTask("x", true)
@@ -185,13 +204,27 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 || body != `{"ID":"pid"}` {
 		t.Fatalf("create peer: %d %s", st, body)
 	}
+	long := strings.Repeat("h", 2<<10)
+	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"`+long+`","port":15000}`); st != 400 ||
+		body != `{"code":501,"message":"hostName is 2048 bytes: the limit is 1024"}` {
+		t.Fatalf("long host name: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/piece/error?taskId=t&srcCid=c&dstCid=d&errorType=x&realMd5="+long, "", ""); st != 200 ||
+		!strings.Contains(body, "realMd5 is 2048 bytes") {
+		t.Fatalf("long piece error field: %d %s", st, body)
+	}
 	f.preheats.EXPECT().Get("p").Return(types.PreheatInfo{}, io.EOF)
 	if st, body := f.do(t, "GET", "/preheats/p", "", ""); st != 404 || body != `{"code":404,"message":"p doesn't exists"}` {
 		t.Fatalf("preheat 404: %d %s", st, body)
 	}
 	f.preheats.EXPECT().Create(gomock.Any()).Return("id", true, nil)
-	if st, _ := f.do(t, "POST", "/api/v1/preheats", "", `{"type":"file","url":"http://x/y"}`); st != 208 {
-		t.Fatalf("existing preheat: %d", st)
+	if st, body := f.do(t, "POST", "/api/v1/preheats", "", `{"type":"file","url":"http://x/y"}`); st != 208 ||
+		body != `{"code":208,"message":"preheat task already exists, id:id"}` {
+		t.Fatalf("existing preheat: %d %s", st, body)
+	}
+	f.preheats.EXPECT().Delete("unknown").Return(false)
+	if st, body := f.do(t, "DELETE", "/api/v1/preheats/unknown", "", ""); st != 200 || body != "true" {
+		t.Fatalf("delete unknown preheat: %d %s", st, body)
 	}
 	if st, _ := f.do(t, "GET", "/no/such/route", "", ""); st != 404 {
 		t.Fatalf("unknown route: %d", st)

@@ -6,6 +6,7 @@ package store
 import (
 	"bufio"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,16 +17,22 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // DownloadDir is the sub-directory of the repo holding CDN files; it is the
 // only part the piece server serves.
 const DownloadDir = "download"
 
-// Meta is the .meta sidecar, with the v1 JSON keys.
+// Meta is the .meta sidecar, with the v1 JSON keys. URL credentials never
+// reach the disk: WriteMeta stores the URL with them masked and, to still
+// recognise the task's URL when the cache is reused, URLDigest (the SHA-256
+// of the real URL); SameURL compares with both.
 type Meta struct {
 	TaskID       string `json:"taskID"`
 	URL          string `json:"url"`
+	URLDigest    string `json:"urlDigest,omitempty"`
 	PieceSize    int32  `json:"pieceSize"`
 	HTTPFileLen  int64  `json:"httpFileLen"`
 	BizID        string `json:"bizId"`
@@ -121,12 +128,30 @@ func (s *Store) ReadMeta(taskID string) (*Meta, error) {
 	return m, nil
 }
 
-// WriteMeta replaces the meta of a task atomically.
+// SameURL reports whether the meta was written for the task URL u.
+func (m *Meta) SameURL(u string) bool {
+	if m.URLDigest == "" {
+		return m.URL == u
+	}
+	return m.URL == urlutil.Redact(u) && m.URLDigest == urlDigest(u)
+}
+
+func urlDigest(u string) string {
+	sum := sha256.Sum256([]byte(u))
+	return hex.EncodeToString(sum[:])
+}
+
+// WriteMeta replaces the meta of a task atomically, with the URL's
+// credentials masked (m itself is left as it is).
 func (s *Store) WriteMeta(m *Meta) error {
 	if err := validID(m.TaskID); err != nil {
 		return err
 	}
-	b, err := json.Marshal(m)
+	onDisk := *m
+	if masked := urlutil.Redact(m.URL); masked != m.URL {
+		onDisk.URL, onDisk.URLDigest = masked, urlDigest(m.URL)
+	}
+	b, err := json.Marshal(&onDisk)
 	if err != nil {
 		return fmt.Errorf("encode meta of %s: %w", m.TaskID, err)
 	}

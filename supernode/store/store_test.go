@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +69,41 @@ func TestSidecarsAndLayout(t *testing.T) {
 		if _, err := s.OpenData(bad, false); err == nil {
 			t.Errorf("id %q accepted", bad)
 		}
+	}
+}
+
+// URL credentials never reach the .meta; the real URL is still recognised.
+func TestMetaMasksURLCredentials(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := "http://user:s3cret@o/f?a=1"
+	m := &Meta{TaskID: "abcdef", URL: real, Finish: true}
+	if err := s.WriteMeta(m); err != nil {
+		t.Fatal(err)
+	}
+	if m.URL != real {
+		t.Fatalf("WriteMeta changed its argument: %q", m.URL)
+	}
+	b, _ := os.ReadFile(s.DataPath("abcdef") + ".meta")
+	if strings.Contains(string(b), "s3cret") || !strings.Contains(string(b), "user:xxxxx@o") {
+		t.Fatalf(".meta holds %s", b)
+	}
+	got, err := s.ReadMeta("abcdef")
+	if err != nil || !got.SameURL(real) || got.SameURL("http://user:other@o/f?a=1") || got.SameURL("http://user:xxxxx@o/f?a=1") {
+		t.Fatalf("SameURL on %+v (%v)", got, err)
+	}
+	// Written back as read (an update of another field): still recognised.
+	if err := s.WriteMeta(got); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.ReadMeta("abcdef"); !again.SameURL(real) {
+		t.Fatalf("after a rewrite: %+v", again)
+	}
+	// A meta without credentials (or from before) compares plainly.
+	plain := &Meta{URL: "http://o/f"}
+	if !plain.SameURL("http://o/f") || plain.SameURL("http://o/g") {
+		t.Fatal("plain SameURL")
 	}
 }

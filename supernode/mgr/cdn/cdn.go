@@ -172,7 +172,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.WithError(err).Warnf("ignore unreadable cache meta of %s", id)
 	}
-	same := err == nil && meta.TaskID == id && meta.URL == src.TaskURL && strings.EqualFold(meta.Md5, src.Md5) &&
+	same := err == nil && meta.TaskID == id && meta.SameURL(src.TaskURL) && strings.EqualFold(meta.Md5, src.Md5) &&
 		(src.Md5 != "" || meta.BizID == src.Identifier)
 	_, userRange := src.Headers["Range"]
 

@@ -24,11 +24,12 @@ type SourceError struct {
 	Err    error
 }
 
+// Error masks the URL's credentials: the message is logged and sent back.
 func (e *SourceError) Error() string {
 	if e.Status != 0 {
-		return fmt.Sprintf("source %s answered %d %s", e.URL, e.Status, http.StatusText(e.Status))
+		return fmt.Sprintf("source %s answered %d %s", urlutil.Redact(e.URL), e.Status, http.StatusText(e.Status))
 	}
-	return fmt.Sprintf("source %s: %v", e.URL, e.Err)
+	return fmt.Sprintf("source %s: %v", urlutil.Redact(e.URL), e.Err)
 }
 
 func (e *SourceError) Unwrap() error { return e.Err }

@@ -137,8 +137,10 @@ func (m *Manager) start(id string, req types.PreheatCreateRequest, headers map[s
 			err = m.image(ctx, id, req, headers)
 		}
 		if err != nil {
-			m.log.WithError(err).Warnf("preheat %s of %s failed", id, req.URL)
-			m.set(id, types.PreheatFailed, err.Error())
+			// The message is shown by the open API: no URL credentials.
+			msg := urlutil.Redact(err.Error())
+			m.log.Warnf("preheat %s of %s failed: %s", id, urlutil.Redact(req.URL), msg)
+			m.set(id, types.PreheatFailed, msg)
 			return
 		}
 		m.set(id, types.PreheatSuccess, "")
@@ -325,8 +327,9 @@ func (m *Manager) fetchManifest(ctx context.Context, u string, headers map[strin
 
 // token answers a Bearer challenge: realm, service and scope.
 func (m *Manager) token(ctx context.Context, challenge string, headers map[string]string) (string, error) {
-	rest, ok := strings.CutPrefix(challenge, "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive (RFC 9110 section 11.1).
+	scheme, rest, ok := strings.Cut(challenge, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", fmt.Errorf("unsupported auth challenge %q", challenge)
 	}
 	params := map[string]string{}

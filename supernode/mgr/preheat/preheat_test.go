@@ -89,7 +89,8 @@ func TestImagePreheat(t *testing.T) {
 			_, _ = io.WriteString(w, `{"token":"tok"}`)
 		case "/v2/lib/app/manifests/v1":
 			if r.Header.Get("Authorization") != "Bearer tok" {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+r.Host+`/token",service="reg",scope="repository:lib/app:pull"`)
+				// A lower-case scheme: it is case-insensitive (RFC 9110).
+				w.Header().Set("WWW-Authenticate", `bearer realm="http://`+r.Host+`/token",service="reg",scope="repository:lib/app:pull"`)
 				w.WriteHeader(http.StatusUnauthorized)
 				return
 			}

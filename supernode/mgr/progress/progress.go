@@ -25,6 +25,11 @@ const (
 	Running Status = iota
 	Success
 	Failed
+	// SemiSuccess is v1's SEMISUC (result 503 on /peer/task): the client
+	// has the piece in memory, not yet in the file its peer server reads.
+	// It counts as had by that client but does not make it a holder; only
+	// Success (/peer/piece/suc, sent once the piece is written) does.
+	SemiSuccess
 )
 
 // DefaultWindow is the window of a streaming client that asked for <= 0.
@@ -273,9 +278,10 @@ func (m *Manager) release(taskID, dst string) {
 	}
 }
 
-// Update records that client cid finished piece num with status (Success
-// or Failed). A piece already successful stays so (re-reports are no-ops).
-// It returns the peer the piece was running from ("" if it was not).
+// Update records that client cid finished piece num with status (Success,
+// SemiSuccess or Failed). A piece already had stays so: a re-report only
+// adds the holder a Success brings, as v1 does when /peer/piece/suc follows
+// a 503. It returns the peer the piece was running from ("" if it was not).
 func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -284,18 +290,21 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 		return "", fmt.Errorf("%w: %s", ErrUnknownClient, cid)
 	}
 	t := m.task(taskID)
-	if num < 0 || (st == Success && !t.cdn.Test(uint(num))) {
+	had := st == Success || st == SemiSuccess
+	if num < 0 || (had && !t.cdn.Test(uint(num))) {
 		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	dst, wasRunning := m.stopRunning(c, num)
-	switch st {
-	case Success:
+	if st == Success && t.addHolder(num, c.peerID, m.peer(c.peerID)) {
+		t.notify(wakeHolder)
+	}
+	switch {
+	case had:
 		if c.success.Test(uint(num)) {
 			return dst, nil
 		}
 		c.success.Set(uint(num))
 		c.failed.Clear(uint(num))
-		t.addHolder(num, c.peerID, m.peer(c.peerID))
 		if c.stream {
 			c.una = int(nextClear(c.success, uint(c.una)))
 		}
@@ -307,8 +316,7 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 				p.serviceErr = 0
 			}
 		}
-		t.notify(wakeHolder)
-	case Failed:
+	case st == Failed:
 		c.failed.Set(uint(num))
 		if wasRunning && dst != m.superPID {
 			src := m.peer(c.peerID)
@@ -342,13 +350,15 @@ func (m *Manager) AddHolder(taskID, cid string, num int) error {
 		return fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	t := m.task(taskID)
-	t.addHolder(num, c.peerID, m.peer(c.peerID))
-	t.notify(wakeHolder)
+	if t.addHolder(num, c.peerID, m.peer(c.peerID)) {
+		t.notify(wakeHolder)
+	}
 	return nil
 }
 
-// addHolder makes peer pid (state p) a holder of piece num.
-func (t *taskState) addHolder(num int, pid string, p *peerState) {
+// addHolder makes peer pid (state p) a holder of piece num; it reports
+// whether pid was not one already.
+func (t *taskState) addHolder(num int, pid string, p *peerState) bool {
 	if num >= len(t.holders) {
 		grow := num + 1 - len(t.holders)
 		t.holders = append(t.holders, make([]map[string]*peerState, grow)...)
@@ -359,8 +369,12 @@ func (t *taskState) addHolder(num int, pid string, p *peerState) {
 		h = map[string]*peerState{}
 		t.holders[num] = h
 	}
+	if old, ok := h[pid]; ok && old == p {
+		return false
+	}
 	h[pid] = p
 	t.held[num] = int32(len(h))
+	return true
 }
 
 // dropHolders removes the peers pids as holders of piece num.

@@ -412,3 +412,63 @@ func TestStreamStartPiece(t *testing.T) {
 		t.Fatalf("file client candidates %v done %t", nums(v), v.Done)
 	}
 }
+
+// A 503 (SemiSuccess) is v1's "in my memory, not yet in my file": the piece
+// counts as had by that client (never scheduled to it again, its source's
+// load comes back) but nobody is sent to it for that piece until its
+// /peer/piece/suc (Success), which v1 may also send first.
+func TestSemiSuccessIsNotAHolderUntilSuccess(t *testing.T) {
+	m := setup(t, 2)
+	m.InitClient(task, "v1", "pv1", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "x", "px", false, false, 0, 0)
+	if _, err := m.Update(task, "a", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	if d := assign1(m, "v1", 0, true, lim, 5); d != "pa" {
+		t.Fatalf("v1 piece 0 from %q, want pa", d)
+	}
+	if dst, err := m.Update(task, "v1", 0, SemiSuccess); err != nil || dst != "pa" {
+		t.Fatalf("503: %q %v", dst, err)
+	}
+	if l, _ := m.Loads(task, "pa"); l != 0 {
+		t.Fatalf("pa load %d after the 503, want 0", l)
+	}
+	if h := m.Holders(task, 0); !slices.Equal(h, []string{"pa"}) {
+		t.Fatalf("holders after the 503: %v, want only pa", h)
+	}
+	if v, _ := m.ClientView(task, "v1", 0, nil); slices.Contains(nums(v), 0) {
+		t.Fatalf("piece 0 still a candidate of the client that 503-reported it: %v", nums(v))
+	}
+	// pa busy (up limit 1): x must not be sent to pv1 for piece 0.
+	one := Limits{DownLimit: 4, UpLimit: 1, SuperLimit: 3}
+	if d := assign1(m, "x", 0, true, one, 5); d != "pa" {
+		t.Fatalf("x piece 0 from %q, want pa", d)
+	}
+	m.Unassign(task, "x", 0)
+	if _, err := m.Update(task, "v1", 0, Success); err != nil {
+		t.Fatal(err)
+	}
+	h := m.Holders(task, 0)
+	slices.Sort(h)
+	if !slices.Equal(h, []string{"pa", "pv1"}) {
+		t.Fatalf("holders after /peer/piece/suc: %v, want pa and pv1", h)
+	}
+	// Success first, then the 503 of the same piece: a holder at once,
+	// and the 503 changes nothing.
+	if d := assign1(m, "v1", 1, true, lim, 5); d != super {
+		t.Fatalf("v1 piece 1 from %q", d)
+	}
+	if _, err := m.Update(task, "v1", 1, Success); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Update(task, "v1", 1, SemiSuccess); err != nil {
+		t.Fatal(err)
+	}
+	if h := m.Holders(task, 1); !slices.Equal(h, []string{"pv1"}) {
+		t.Fatalf("piece 1 holders %v", h)
+	}
+	if v, _ := m.ClientView(task, "v1", 0, nil); len(v.Candidates) != 0 {
+		t.Fatalf("v1 candidates %v, want none", nums(v))
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,6 +198,9 @@ type RegisterParams struct {
 // Register handles POST /peer/registry.
 func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error) {
 	req := p.Req
+	if err := CheckRequest(req); err != nil {
+		return types.RegisterResponseData{}, err
+	}
 	if _, err := urlutil.Validate(req.RawURL); err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeParamError, "rawUrl: %w", err)
 	}
@@ -220,6 +224,9 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	headers, err := urlutil.ParseHeaders(req.Headers)
 	if err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeParamError, "headers: %w", err)
+	}
+	if err := CheckRange(headers); err != nil {
+		return types.RegisterResponseData{}, err
 	}
 	taskURL := req.TaskURL
 	if taskURL == "" {
@@ -275,6 +282,12 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 // Ensure creates the task of src if needed and makes sure its CDN runs or
 // ran (used by preheat, without any client). It returns the task ID.
 func (m *Manager) Ensure(src cdn.Source) (string, error) {
+	for _, err := range []error{CheckURL("url", src.RawURL), CheckURL("taskUrl", src.TaskURL),
+		CheckHeaderMap(src.Headers), CheckRange(src.Headers)} {
+		if err != nil {
+			return "", err
+		}
+	}
 	if _, err := urlutil.Validate(src.RawURL); err != nil {
 		return "", errorf(types.CodeParamError, "url: %w", err)
 	}
@@ -424,8 +437,12 @@ func (m *Manager) Pull(ctx context.Context, q PullQuery) (int, any, error) {
 	case types.TaskStatusRunning:
 		var st progress.Status
 		switch q.Result {
-		case types.ResultSuc, types.ResultSemiSuc:
+		case types.ResultSuc:
 			st = progress.Success
+		case types.ResultSemiSuc:
+			// v1: 503 is "in my memory"; the client becomes a holder
+			// only on /peer/piece/suc, once the piece is in its file.
+			st = progress.SemiSuccess
 		case types.ResultFail:
 			st = progress.Failed
 		default:
@@ -763,9 +780,29 @@ func (m *Manager) Info(id string) (types.TaskInfo, error) {
 	}
 	return types.TaskInfo{
 		ID: t.id, FileLength: fl, HTTPFileLength: t.httpLen, PieceSize: t.pieceSize, PieceTotal: int32(total),
-		CdnStatus: t.status, RawURL: t.rawURL, TaskURL: t.taskURL, Md5: t.md5, RealMd5: t.realMd5,
-		Identifier: t.identifier, Headers: t.headers,
+		CdnStatus: t.status, RawURL: urlutil.Redact(t.rawURL), TaskURL: urlutil.Redact(t.taskURL), Md5: t.md5, RealMd5: t.realMd5,
+		Identifier: t.identifier, Headers: maskedHeaders(t.headers),
 	}, nil
+}
+
+// secretHeader matches the names of headers whose values are credentials.
+var secretHeader = regexp.MustCompile(`(?i)^(authorization|proxy-authorization|cookie)$|token|secret|password|api-?key`)
+
+// maskedHeaders is h with the values of credential headers masked: the
+// task API is open to anyone who can reach the supernode, and the real
+// values stay in memory for the CDN only.
+func maskedHeaders(h map[string]string) map[string]string {
+	if len(h) == 0 {
+		return h
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if secretHeader.MatchString(k) {
+			v = urlutil.Masked
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // Wait blocks until the task's CDN is no longer running or ctx ends, and

@@ -70,6 +70,15 @@ func TestRegisterValidation(t *testing.T) {
 		{"task url scheme", func(r *types.RegisterRequest) { r.TaskURL = "gopher://x" }},
 		{"negative start piece", func(r *types.RegisterRequest) { r.StreamMode, r.StartPiece = true, -1 }},
 		{"start piece without stream", func(r *types.RegisterRequest) { r.StartPiece = 3 }},
+		{"multi-range", func(r *types.RegisterRequest) { r.Headers = []string{"Range: bytes=0-9,20-29"} }},
+		{"two range headers", func(r *types.RegisterRequest) { r.Headers = []string{"Range: bytes=0-9", "range: bytes=20-29"} }},
+		{"range unit", func(r *types.RegisterRequest) { r.Headers = []string{"Range: items=0-9"} }},
+		{"range spec", func(r *types.RegisterRequest) { r.Headers = []string{"Range: bytes=a-b"} }},
+		{"long raw url", func(r *types.RegisterRequest) { r.RawURL = "http://o/" + strings.Repeat("a", MaxURLLen) }},
+		{"long task url", func(r *types.RegisterRequest) { r.TaskURL = "http://o/" + strings.Repeat("a", MaxURLLen) }},
+		{"long cid", func(r *types.RegisterRequest) { r.CID = strings.Repeat("c", MaxFieldLen+1) }},
+		{"many headers", func(r *types.RegisterRequest) { r.Headers = make([]string, MaxHeaders+1) }},
+		{"long header", func(r *types.RegisterRequest) { r.Headers = []string{"X: " + strings.Repeat("v", MaxHeaderLen)} }},
 	} {
 		r := validReq()
 		tc.mod(&r)
@@ -177,8 +186,9 @@ func TestPullReportsAndErrors(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
 	id := running(t, d)
-	// A running report updates progress with the piece number from the range.
-	d.prog.EXPECT().Update(id, "c1", 1, progress.Success).Return("super", nil)
+	// A running report updates progress with the piece number from the
+	// range; a 503 is v1's SEMISUC (had, not yet a holder).
+	d.prog.EXPECT().Update(id, "c1", 1, progress.SemiSuccess).Return("super", nil)
 	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
 	code, data, err := d.m.Pull(context.Background(), PullQuery{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
 		Result: types.ResultSemiSuc, Range: "4194304-8388607"})

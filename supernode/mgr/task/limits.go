@@ -1,0 +1,146 @@
+package task
+
+import (
+	"strings"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+)
+
+// Input limits of a registration or a preheat. A task keeps its URLs and
+// headers in memory until task GC and they are shown by the API, so a
+// request near the 4 MiB body limit must not be able to park megabytes per
+// call; the limits are far above what a real source URL needs.
+const (
+	MaxURLLen     = 16 << 10 // rawUrl, taskUrl, a preheat url
+	MaxHeaders    = 64       // header lines
+	MaxHeaderLen  = 8 << 10  // one "Key: Value" line
+	MaxHeadersLen = 64 << 10 // all header lines together
+	MaxFieldLen   = 1 << 10  // cid, path, md5, identifier and the other names
+)
+
+// EchoLimit bounds untrusted text echoed in replies and log lines.
+const EchoLimit = 256
+
+// CheckRequest refuses a registration whose fields exceed the limits. Its
+// errors name the field and its size, never its content.
+func CheckRequest(req types.RegisterRequest) error {
+	if err := CheckURL("rawUrl", req.RawURL); err != nil {
+		return err
+	}
+	if err := CheckURL("taskUrl", req.TaskURL); err != nil {
+		return err
+	}
+	if err := CheckFields("cid", req.CID, "path", req.Path, "md5", req.Md5, "identifier", req.Identifier,
+		"callSystem", req.CallSystem, "hostName", req.HostName, "version", req.Version, "ip", req.IP,
+		"superNodeIp", req.SuperNodeIP, "pattern", req.Pattern, "taskId", req.TaskID); err != nil {
+		return err
+	}
+	return CheckHeaderLines(req.Headers)
+}
+
+// CheckFields refuses any of the (name, value) pairs whose value is longer
+// than MaxFieldLen.
+func CheckFields(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if n := len(pairs[i+1]); n > MaxFieldLen {
+			return errorf(types.CodeParamError, "%s is %d bytes: the limit is %d", pairs[i], n, MaxFieldLen)
+		}
+	}
+	return nil
+}
+
+// CheckURL refuses a URL longer than MaxURLLen.
+func CheckURL(field, u string) error {
+	if len(u) > MaxURLLen {
+		return errorf(types.CodeParamError, "%s is %d bytes: the limit is %d", field, len(u), MaxURLLen)
+	}
+	return nil
+}
+
+// CheckHeaderLines refuses too many or too long "Key: Value" lines.
+func CheckHeaderLines(lines []string) error {
+	if len(lines) > MaxHeaders {
+		return errorf(types.CodeParamError, "%d headers: the limit is %d", len(lines), MaxHeaders)
+	}
+	total := 0
+	for i, l := range lines {
+		if len(l) > MaxHeaderLen {
+			return errorf(types.CodeParamError, "header %d is %d bytes: the limit is %d", i, len(l), MaxHeaderLen)
+		}
+		total += len(l)
+	}
+	if total > MaxHeadersLen {
+		return errorf(types.CodeParamError, "headers are %d bytes: the limit is %d", total, MaxHeadersLen)
+	}
+	return nil
+}
+
+// CheckPreheat refuses a preheat whose URL, filter, identifier or headers
+// exceed the limits or whose Range header names several ranges.
+func CheckPreheat(req types.PreheatCreateRequest) error {
+	if err := CheckURL("url", req.URL); err != nil {
+		return err
+	}
+	if len(req.Filter) > MaxURLLen {
+		return errorf(types.CodeParamError, "filter is %d bytes: the limit is %d", len(req.Filter), MaxURLLen)
+	}
+	if len(req.Identifier) > MaxFieldLen {
+		return errorf(types.CodeParamError, "identifier is %d bytes: the limit is %d", len(req.Identifier), MaxFieldLen)
+	}
+	if err := CheckHeaderMap(req.Headers); err != nil {
+		return err
+	}
+	return CheckRange(req.Headers)
+}
+
+// CheckHeaderMap is CheckHeaderLines for a header map (a preheat's).
+func CheckHeaderMap(h map[string]string) error {
+	if len(h) > MaxHeaders {
+		return errorf(types.CodeParamError, "%d headers: the limit is %d", len(h), MaxHeaders)
+	}
+	lines := make([]string, 0, len(h))
+	for k, v := range h {
+		lines = append(lines, k+": "+v)
+	}
+	return CheckHeaderLines(lines)
+}
+
+// CheckRange accepts a source Range header only if it names one range
+// ("bytes=s-e", "bytes=s-" or "bytes=-n"): the answer to several ranges is
+// a multipart/byteranges body, which would be stored as the file.
+func CheckRange(headers map[string]string) error {
+	for k, v := range headers {
+		if strings.EqualFold(k, "Range") {
+			if err := checkRangeValue(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func checkRangeValue(v string) error {
+	unit, spec, ok := strings.Cut(v, "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
+	}
+	if strings.Contains(spec, ",") {
+		return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
+			urlutil.Clip(v, EchoLimit))
+	}
+	s, e, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok || (s == "" && e == "") || !digits(s) || !digits(e) {
+		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
+	}
+	return nil
+}
+
+func digits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,72 @@
+package task
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+)
+
+func TestCheckRange(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"bytes=0-9": true, "bytes=5-": true, "bytes=-100": true, "Bytes = 0-9": true,
+		"bytes=0-9,20-29": false, "bytes=0-9, 20-29": false, "bytes=-": false, "bytes=x-1": false,
+		"0-9": false, "items=0-9": false, "bytes=0-9,bytes=20-29": false,
+	} {
+		if err := CheckRange(map[string]string{"Range": v}); (err == nil) != ok {
+			t.Errorf("%q: %v, want ok=%v", v, err, ok)
+		}
+	}
+	// A preheat's header names are not canonical.
+	if CheckRange(map[string]string{"range": "bytes=0-1,3-4"}) == nil {
+		t.Error("lower-case multi-range accepted")
+	}
+	if CheckRange(map[string]string{"X": "y"}) != nil {
+		t.Error("no Range refused")
+	}
+}
+
+// Errors name the field and its size, never the oversized content.
+func TestLimitErrorsDoNotEcho(t *testing.T) {
+	huge := "http://o/?" + strings.Repeat("q", 2<<20)
+	for _, err := range []error{
+		CheckRequest(types.RegisterRequest{RawURL: huge}),
+		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Identifier: huge}),
+		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Headers: []string{"X: " + huge}}),
+		CheckPreheat(types.PreheatCreateRequest{URL: huge}),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"X": huge}}),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"Range": "bytes=0-1," + huge}}),
+	} {
+		if err == nil || CodeOf(err) != types.CodeParamError || len(err.Error()) > 512 {
+			t.Errorf("want a short 501 error, got code %d, %d bytes: %.200v", CodeOf(err), len(errString(err)), err)
+		}
+	}
+	if err := CheckRequest(types.RegisterRequest{RawURL: "http://o/" + strings.Repeat("a", MaxURLLen-9)}); err != nil {
+		t.Errorf("a URL at the limit refused: %v", err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestInfoMasksCredentials(t *testing.T) {
+	d := newDeps(t, 0)
+	d.m.tasks["x"] = &Task{id: "x", rawURL: "http://user:s3cret@o/f?a=1", taskURL: "http://user:s3cret@o/f",
+		headers: map[string]string{"Authorization": "Basic czNjcmV0"}, httpLen: -1, changed: make(chan struct{})}
+	info, err := d.m.Info("x")
+	if err != nil || info.RawURL != "http://user:xxxxx@o/f?a=1" || info.TaskURL != "http://user:xxxxx@o/f" ||
+		info.Headers["Authorization"] != "xxxxx" {
+		t.Fatalf("info %+v %v", info, err)
+	}
+	if d.m.tasks["x"].rawURL != "http://user:s3cret@o/f?a=1" {
+		t.Fatal("the real URL must stay in memory for the CDN")
+	}
+	h := maskedHeaders(map[string]string{"Authorization": "Bearer x", "X-Auth-Token": "t", "Cookie": "c", "Accept": "a"})
+	if h["Authorization"] != "xxxxx" || h["X-Auth-Token"] != "xxxxx" || h["Cookie"] != "xxxxx" || h["Accept"] != "a" {
+		t.Fatalf("masked headers %v", h)
+	}
+}
