@@ -209,3 +209,32 @@ func TestProxy(t *testing.T) {
 		t.Fatalf("direct request to the proxy's address: want a refusal, got %v", err)
 	}
 }
+
+func TestEnvProxies(t *testing.T) {
+	for _, k := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("HTTP_PROXY", "proxy.local:3128")
+	t.Setenv("https_proxy", "https://10.0.0.1")
+	got := envProxies()
+	if len(got) != 2 || !got["proxy.local:3128"] || !got["10.0.0.1:443"] {
+		t.Fatalf("envProxies = %v", got)
+	}
+}
+
+// FuzzValidateEntry: any entry is accepted or refused without a panic, and
+// an accepted one makes a non-empty allow list.
+func FuzzValidateEntry(f *testing.F) {
+	for _, s := range []string{"mirror.example", "127.0.0.1", "::1", "10.0.0.0/8", "::ffff:127.0.0.0/104", "a:b", "", "fe80::1%eth0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := ValidateEntry(s)
+		if g := New([]string{s}); (err == nil) == g.Empty() {
+			t.Fatalf("%q: ValidateEntry %v but Empty() = %v", s, err, g.Empty())
+		}
+		if err == nil {
+			_ = New([]string{s}).Check(netip.MustParseAddr("127.0.0.1"), false)
+		}
+	})
+}
