@@ -181,7 +181,9 @@ type VersionInfo struct {
 }
 
 // HostMeta is the JSON in <home>/meta/host.meta naming the port of the
-// host's dfget peer server.
+// host's dfget peer server and the secret its local-only endpoints want
+// (the file is mode 0600, so only the user's own dfgets can read it).
 type HostMeta struct {
-	ServicePort int `json:"servicePort"`
+	ServicePort int    `json:"servicePort"`
+	Token       string `json:"token,omitempty"`
 }

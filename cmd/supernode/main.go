@@ -51,7 +51,7 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.DurationVar(&b.GCMetaInterval, "gc-meta-interval", b.GCMetaInterval, "interval of task and peer GC")
 	fs.DurationVar(&b.TaskExpireTime, "task-expire-time", b.TaskExpireTime, "idle time after which a task leaves memory")
 	fs.DurationVar(&b.PeerGCDelay, "peer-gc-delay", b.PeerGCDelay, "time a peer stays after going offline")
-	fs.Var(&b.SourceAllow, "source-allow", "comma-separated source hosts the supernode may fetch from (default: any)")
+	fs.Var(&b.SourceAllow, "source-allow", "comma-separated source hosts (names, IPs or CIDRs) the supernode may fetch from (default: any host; loopback, link-local and unspecified addresses only if listed)")
 	fs.StringVar(&b.AuthToken, "auth-token", b.AuthToken, "shared token API clients must send as 'Authorization: Bearer <token>' (default: none; prefer the YAML key authToken, flags show in ps)")
 	fs.StringVar(&b.TLSCert, "tls-cert", b.TLSCert, "PEM certificate (chain) for HTTPS on the API port; needs --tls-key")
 	fs.StringVar(&b.TLSKey, "tls-key", b.TLSKey, "PEM private key for --tls-cert")

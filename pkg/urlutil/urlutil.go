@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+
+	"github.com/damselfly-p2p/damselfly/pkg/netguard"
 )
 
 // Validate accepts only absolute http and https URLs with a host.
@@ -102,17 +104,9 @@ func HeaderLines(h map[string]string) []string {
 	return out
 }
 
-// HostAllowed reports whether u's host is in allow (exact host names or
-// IPs, case-insensitive; no ports). An empty list allows every host.
+// HostAllowed reports whether u's host is in allow: host names
+// (case-insensitive), IP addresses or CIDR prefixes, as netguard reads them.
+// An empty list allows every host.
 func HostAllowed(allow []string, u *url.URL) bool {
-	if len(allow) == 0 {
-		return true
-	}
-	host := strings.ToLower(u.Hostname())
-	for _, h := range allow {
-		if strings.ToLower(h) == host {
-			return true
-		}
-	}
-	return false
+	return netguard.New(allow).HostAllowed(u.Hostname())
 }

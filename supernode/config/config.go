@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
+	"github.com/damselfly-p2p/damselfly/pkg/netguard"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -72,7 +73,10 @@ type Base struct {
 	PieceWait time.Duration `yaml:"pieceWait"`
 	// SourceAllow, when not empty, is the only set of source hosts the
 	// supernode fetches from (registrations and preheats of other hosts
-	// are refused). Empty allows any http/https host, as v1.
+	// are refused). Empty allows any http/https host, as v1. Entries are
+	// host names, IPs or CIDR prefixes; they are also the only way to let
+	// sources connect to loopback, link-local or unspecified addresses
+	// (see pkg/netguard).
 	SourceAllow HostList `yaml:"sourceAllow"`
 	// AuthToken, when set, must be sent by API clients as
 	// "Authorization: Bearer <token>". Empty: open API, as v1.
@@ -201,8 +205,8 @@ func (b *Base) Validate() error {
 		return err
 	}
 	for _, h := range b.SourceAllow {
-		if strings.ContainsAny(h, "/:@ ") {
-			return fmt.Errorf("invalid source-allow host %q: want a host name or IPv4 address, no scheme or port", h)
+		if err := netguard.ValidateEntry(h); err != nil {
+			return err
 		}
 	}
 	if b.EliminationLimit <= 0 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
+	"github.com/damselfly-p2p/damselfly/pkg/netguard"
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -117,7 +118,11 @@ func (d *Daemon) build() error {
 		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
 	}, log.WithField("mgr", "gc"))
 	d.pe = pieceerror.New(superPID, tasks, d.cdn, d.gc, st.DataPath, log.WithField("mgr", "pieceerror"))
-	d.preheat = preheat.New(tasks, &http.Client{Timeout: time.Minute}, 30*time.Minute, log.WithField("mgr", "preheat"))
+	// Preheat fetches registry manifests and tokens: the same source guard
+	// as the CDN keeps them off the supernode's local services.
+	preheatHTTP := netguard.New(b.SourceAllow).NewClient(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
+	preheatHTTP.Timeout = time.Minute
+	d.preheat = preheat.New(tasks, preheatHTTP, 30*time.Minute, log.WithField("mgr", "preheat"))
 
 	api := server.NewAPI(server.Deps{
 		Tasks: tasks, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,

@@ -145,10 +145,16 @@ func (c *Cluster) StartSupernode(ctx context.Context, h *Host, extra ...string) 
 	}
 	label := h.NextLabel("supernode")
 	s := &Supernode{Host: h, Port: port, DownloadPort: dport, Home: filepath.Join(h.Dir(), label)}
-	args := append([]string{
+	args := []string{
 		"--port", strconv.Itoa(port), "--download-port", strconv.Itoa(dport),
 		"--home-dir", s.Home, "--advertise-ip", h.IP,
-	}, extra...)
+	}
+	if c.mode == ModeLoopback {
+		// Origins are on 127.x addresses, which a supernode refuses unless
+		// told; an extra --source-allow replaces this one.
+		args = append(args, "--source-allow", "127.0.0.0/8")
+	}
+	args = append(args, extra...)
 	s.Proc, err = h.Start(c.ctx, Exec{Label: label, Path: bin, Args: args})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
 )
 
 // rawGet sends path exactly as given (no client-side cleaning or
@@ -235,11 +238,11 @@ func peerServerPort(t *testing.T, p *dfgetPeer) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var port int
-	if _, err := fmt.Sscanf(strings.ReplaceAll(string(b), " ", ""), `{"servicePort":%d}`, &port); err != nil || port == 0 {
+	var m types.HostMeta
+	if err := json.Unmarshal(b, &m); err != nil || m.ServicePort == 0 {
 		t.Fatalf("host.meta %q: %v", b, err)
 	}
-	return port
+	return m.ServicePort
 }
 
 // writeRaw writes a GET for path, byte for byte, with headers.

@@ -158,7 +158,10 @@ func startSupernode(t *testing.T, home string, extra ...string) *supernode {
 	for dl == api {
 		dl = FreePort(t)
 	}
-	args := []string{"--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1"}
+	// Test origins are on loopback, which a supernode refuses unless told;
+	// an extra --source-allow replaces this one ("" for none).
+	args := []string{"--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1",
+		"--source-allow", "127.0.0.1"}
 	if !slices.Contains(extra, "--config") {
 		args = append(args, "--config", "/dev/null")
 	}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -49,6 +50,8 @@ type Client struct {
 	https bool
 	// token is sent to supernodes only, never to peers.
 	token string
+	// localToken is sent to this host's peer server only (SetLocalToken).
+	localToken atomic.Pointer[string]
 }
 
 // SecureNodes makes supernode calls carry "Authorization: Bearer <token>"

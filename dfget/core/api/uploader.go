@@ -41,7 +41,33 @@ const (
 	// HeaderDfgetPID is the streaming dfget's process ID: the peer server
 	// drops the stream cache when that process is gone.
 	HeaderDfgetPID = "dfgetPid"
+	// HeaderLocalToken carries the peer server's secret (from its meta
+	// file) on calls to its local-only endpoints.
+	HeaderLocalToken = "localToken"
 )
+
+// SetLocalToken sets the secret of this host's peer server, sent with
+// every call to its local-only endpoints (never to other peers). Empty:
+// none, for a server too old to have one.
+func (c *Client) SetLocalToken(tok string) { c.localToken.Store(&tok) }
+
+// localCall is peerCall for a local-only endpoint of this host's peer
+// server.
+func (c *Client) localCall(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, error) {
+	b, _, err := c.localDo(ctx, method, u, hdr, body)
+	return b, err
+}
+
+// localDo is peerDo for a local-only endpoint: it adds the server's token.
+func (c *Client) localDo(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, http.Header, error) {
+	if tok := c.localToken.Load(); tok != nil && *tok != "" {
+		if hdr == nil {
+			hdr = map[string]string{}
+		}
+		hdr[HeaderLocalToken] = *tok
+	}
+	return c.peerDo(ctx, method, u, hdr, body)
+}
 
 // NodeCreds is how a dfget reaches its supernodes: the bearer token and
 // the CA files of --node-token and --node-cacerts. The peer server makes
@@ -114,7 +140,7 @@ func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]st
 // CheckServer calls the peer server's /check/{taskFileName}, which also
 // registers the task with it, and returns the body "<name>@<version>".
 func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileName, dataDir string, totalLimit int64) (string, error) {
-	return c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil),
+	return c.localCall(ctx, http.MethodGet, peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil),
 		map[string]string{HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10)}, nil)
 }
 
@@ -132,14 +158,14 @@ func (c *Client) FinishTask(ctx context.Context, ip string, port int, taskFileNa
 	q.Set("taskID", taskID)
 	q.Set("cid", cid)
 	q.Set("superNode", superNode)
-	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/client/finish", q), creds.addTo(map[string]string{}), nil)
+	_, err := c.localCall(ctx, http.MethodGet, peerURL(ip, port, "/client/finish", q), creds.addTo(map[string]string{}), nil)
 	return err
 }
 
 // FairRate asks the peer server for this download's share of the host's
 // total limit, given the rate it would like.
 func (c *Client) FairRate(ctx context.Context, ip string, port int, taskFileName string, want int64) (int64, error) {
-	body, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/rate/"+url.PathEscape(taskFileName), nil),
+	body, err := c.localCall(ctx, http.MethodGet, peerURL(ip, port, "/rate/"+url.PathEscape(taskFileName), nil),
 		map[string]string{HeaderRateLimit: strconv.FormatInt(want, 10)}, nil)
 	if err != nil {
 		return 0, err
@@ -183,7 +209,7 @@ func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t 
 	if t.PID > 0 {
 		hdr[HeaderDfgetPID] = strconv.Itoa(t.PID)
 	}
-	_, h, err := c.peerDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), hdr, nil)
+	_, h, err := c.localDo(ctx, http.MethodPost, peerURL(ip, port, "/stream/task", nil), hdr, nil)
 	if err != nil {
 		return StreamRing{}, err
 	}
@@ -197,7 +223,7 @@ func (c *Client) RegisterStreamTask(ctx context.Context, ip string, port int, t 
 // ReserveStreamSlot asks for the ring slot piece num is to be written into
 // (POST /stream/slot).
 func (c *Client) ReserveStreamSlot(ctx context.Context, ip string, port int, taskFileName string, num int) (int, error) {
-	body, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/slot", nil), map[string]string{
+	body, err := c.localCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/slot", nil), map[string]string{
 		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num),
 	}, nil)
 	if err != nil {
@@ -214,7 +240,7 @@ func (c *Client) ReserveStreamSlot(ctx context.Context, ip string, port int, tas
 // bytes wrapped (POST /stream/piece without a body). The server checks the
 // wrapper; a failed commit frees the slot.
 func (c *Client) CommitStreamSlot(ctx context.Context, ip string, port int, taskFileName string, num, slot, length int) error {
-	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
+	_, err := c.localCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
 		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num),
 		HeaderStreamSlot: strconv.Itoa(slot), HeaderPieceLength: strconv.Itoa(length),
 	}, nil)
@@ -224,7 +250,7 @@ func (c *Client) CommitStreamSlot(ctx context.Context, ip string, port int, task
 // PushStreamPiece hands a verified wrapped piece to the peer server's stream
 // cache (POST /stream/piece).
 func (c *Client) PushStreamPiece(ctx context.Context, ip string, port int, taskFileName string, num int, pieceSize int32, wrapped []byte) error {
-	_, err := c.peerCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
+	_, err := c.localCall(ctx, http.MethodPost, peerURL(ip, port, "/stream/piece", nil), map[string]string{
 		HeaderTaskFileName: taskFileName, HeaderPieceNum: strconv.Itoa(num), HeaderPieceSize: strconv.Itoa(int(pieceSize)),
 	}, wrapped)
 	return err
@@ -233,7 +259,7 @@ func (c *Client) PushStreamPiece(ctx context.Context, ip string, port int, taskF
 // CloseStreamTask drops a stream cache (DELETE /stream/task); the peer
 // server reports every still-cached piece as evicted.
 func (c *Client) CloseStreamTask(ctx context.Context, ip string, port int, taskFileName string) error {
-	_, err := c.peerCall(ctx, http.MethodDelete, peerURL(ip, port, "/stream/task", nil),
+	_, err := c.localCall(ctx, http.MethodDelete, peerURL(ip, port, "/stream/task", nil),
 		map[string]string{HeaderTaskFileName: taskFileName}, nil)
 	return err
 }

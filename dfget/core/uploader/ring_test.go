@@ -41,6 +41,7 @@ func TestStreamRing(t *testing.T) {
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	c := api.New()
+	c.SetLocalToken(testToken)
 	ctx := context.Background()
 	ring, err := c.RegisterStreamTask(ctx, "127.0.0.1", port, api.StreamTask{TaskFileName: "st", TaskID: "T", CID: "C",
 		SuperNode: sn.Listener.Addr().String(), PieceSize: testPieceSize, WindowSize: 2})
@@ -142,6 +143,7 @@ func TestStreamRingReservationExpires(t *testing.T) {
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	c := api.New()
+	c.SetLocalToken(testToken)
 	ctx := context.Background()
 	if _, err := c.RegisterStreamTask(ctx, "127.0.0.1", port, api.StreamTask{TaskFileName: "st", TaskID: "T", CID: "C",
 		PieceSize: testPieceSize, WindowSize: 1}); err != nil {

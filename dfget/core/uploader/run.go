@@ -63,11 +63,13 @@ func ReadMeta(path string) types.HostMeta {
 	return m
 }
 
-// WriteMeta replaces the meta file atomically.
+// WriteMeta replaces the meta file atomically, readable by its owner only
+// (it holds the server's token).
 func WriteMeta(path string, m types.HostMeta) error {
 	b, _ := json.Marshal(m)
 	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	_ = os.Remove(tmp) // a leftover would keep its old, wider mode
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("write meta: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -93,7 +95,7 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 		if err := os.MkdirAll(filepath.Dir(s.cfg.MetaPath), 0o755); err != nil {
 			return fmt.Errorf("create meta dir: %w", err)
 		}
-		if err := WriteMeta(s.cfg.MetaPath, types.HostMeta{ServicePort: port}); err != nil {
+		if err := WriteMeta(s.cfg.MetaPath, types.HostMeta{ServicePort: port, Token: s.cfg.Token}); err != nil {
 			return err
 		}
 		_ = os.WriteFile(PidPath(s.cfg.MetaPath), []byte(strconv.Itoa(os.Getpid())), 0o644)

@@ -8,6 +8,8 @@ package uploader
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,6 +51,10 @@ type ServerConfig struct {
 	// --node-cacerts, for tasks whose dfget sent no credentials of its own.
 	NodeToken   string
 	NodeCACerts []string
+	// Token is the secret a caller of the local-only endpoints must send
+	// (api.HeaderLocalToken); NewServer makes a random one when empty.
+	// Run records it in MetaPath, which only the user can read.
+	Token string
 }
 
 type task struct {
@@ -83,6 +89,9 @@ type Server struct {
 
 // NewServer returns a peer server for cfg.
 func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
+	if cfg.Token == "" {
+		cfg.Token = rand.Text()
+	}
 	s := &Server{cfg: cfg, log: log, client: api.New(), nodes: map[string]*api.Client{}, tasks: map[string]*task{},
 		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second}
 	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
@@ -125,14 +134,23 @@ func (s *Server) active(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// local admits only callers on this host: the control endpoints register
-// files to serve, which only a dfget of this host may do.
+// local admits only the dfgets of this host's user: the control endpoints
+// register files to serve and set limits. A local source address is not
+// enough, since any local service that fetches URLs for others (a
+// supernode on this host, a proxy) connects from it too: the caller must
+// also send the server's token, which only the user can read from the meta
+// file.
 func (s *Server) local(h http.HandlerFunc) http.HandlerFunc {
+	want := []byte(s.cfg.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		if err != nil || ip == nil || !(ip.IsLoopback() || host == s.cfg.IP) {
 			text(w, http.StatusForbidden, "control endpoints are for local dfget only")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get(api.HeaderLocalToken)), want) != 1 {
+			text(w, http.StatusForbidden, "control endpoints want this server's local token (see its meta file)")
 			return
 		}
 		h(w, r)

@@ -18,10 +18,16 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
 const testPieceSize = 1 << 20 // a small wrapped piece size for tests
+
+// testToken is the local token of test servers; do sends it unless the
+// headers name one.
+const testToken = "test-local-token"
 
 func quietLog() *logrus.Logger {
 	l := logrus.New()
@@ -32,7 +38,7 @@ func quietLog() *logrus.Logger {
 func newTestServer(t *testing.T) (*Server, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
+	s := NewServer(ServerConfig{IP: "127.0.0.1", Token: testToken, DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
 	return s, dir
 }
 
@@ -40,6 +46,7 @@ func do(t *testing.T, h http.Handler, method, target, remote string, hdr map[str
 	t.Helper()
 	r := httptest.NewRequest(method, target, bytes.NewReader(body))
 	r.RemoteAddr = remote
+	r.Header.Set(api.HeaderLocalToken, testToken)
 	for k, v := range hdr {
 		r.Header.Set(k, v)
 	}
@@ -207,7 +214,7 @@ func TestStreamCacheEvictsFIFOAndReports(t *testing.T) {
 func TestIdleExitResetsMeta(t *testing.T) {
 	dir := t.TempDir()
 	meta := filepath.Join(dir, "meta", "host.meta")
-	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: filepath.Join(dir, "data"), MetaPath: meta,
+	s := NewServer(ServerConfig{IP: "127.0.0.1", Token: testToken, DataDir: filepath.Join(dir, "data"), MetaPath: meta,
 		ExpireTime: time.Minute, AliveTime: 500 * time.Millisecond}, quietLog())
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -308,7 +315,7 @@ func FuzzPeerServerPath(f *testing.F) {
 	dir := f.TempDir()
 	_ = os.WriteFile(filepath.Join(dir, "t"+ServiceSuffix), bytes.Repeat([]byte("x"), 1000), 0o644)
 	_ = os.WriteFile(filepath.Join(dir, "secret"+ServiceSuffix), []byte("secret"), 0o644)
-	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
+	s := NewServer(ServerConfig{IP: "127.0.0.1", Token: testToken, DataDir: dir, ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
 	h := s.Handler()
 	reg := httptest.NewRequest("GET", "/check/t", nil)
 	reg.RemoteAddr = "127.0.0.1:1"
@@ -352,7 +359,7 @@ func TestReportsUseTheTasksCredentials(t *testing.T) {
 	defer sn.Close()
 	node := sn.Listener.Addr().String()
 	dir := t.TempDir()
-	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: dir, ExpireTime: 50 * time.Millisecond, AliveTime: time.Minute,
+	s := NewServer(ServerConfig{IP: "127.0.0.1", Token: testToken, DataDir: dir, ExpireTime: 50 * time.Millisecond, AliveTime: time.Minute,
 		NodeToken: "starter"}, quietLog())
 	h := s.Handler()
 
@@ -390,5 +397,88 @@ func TestReportsUseTheTasksCredentials(t *testing.T) {
 		if got := auth[key]; got != want {
 			t.Errorf("%s: Authorization %q, want %q (all: %v)", key, got, want, auth)
 		}
+	}
+}
+
+// The local-only endpoints want the server's token even from loopback: a
+// local service that fetches URLs for others (a supernode on this host)
+// must not reach them.
+func TestLocalEndpointsWantToken(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	for _, tok := range []string{"", "wrong", testToken + "x"} {
+		for _, c := range []struct{ method, target string }{
+			{"GET", "/check/x"}, {"GET", "/client/finish?taskFileName=x&taskID=T&cid=C"}, {"GET", "/rate/x"},
+			{"POST", "/stream/task"}, {"DELETE", "/stream/task"}, {"POST", "/stream/piece"}, {"POST", "/stream/slot"},
+		} {
+			w := do(t, h, c.method, c.target, "127.0.0.1:1", map[string]string{api.HeaderLocalToken: tok, "dataDir": dir, "rateLimit": "5"}, nil)
+			if w.Code != http.StatusForbidden {
+				t.Errorf("%s %s with token %q: %d %s", c.method, c.target, tok, w.Code, w.Body)
+			}
+		}
+	}
+	s.mu.Lock()
+	n := len(s.tasks)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("refused calls registered %d tasks", n)
+	}
+	if w := do(t, h, "GET", "/check/x", "127.0.0.1:1", map[string]string{"dataDir": dir}, nil); w.Code != http.StatusOK {
+		t.Fatalf("/check/ with the token: %d %s", w.Code, w.Body)
+	}
+}
+
+// The server records its token in a meta file only its user can read, and
+// a dfget's check picks it up from there.
+func TestMetaTokenReachesDfget(t *testing.T) {
+	dir := t.TempDir()
+	meta := filepath.Join(dir, "meta", "host.meta")
+	s := NewServer(ServerConfig{IP: "127.0.0.1", DataDir: filepath.Join(dir, "data"), MetaPath: meta,
+		ExpireTime: time.Minute, AliveTime: time.Minute}, quietLog())
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, l, io.Discard) }()
+	defer func() { cancel(); <-done }()
+	for ReadMeta(meta).ServicePort == 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m := ReadMeta(meta)
+	if m.Token == "" || m.Token != s.cfg.Token {
+		t.Fatalf("meta token %q, server's %q", m.Token, s.cfg.Token)
+	}
+	if st, err := os.Stat(meta); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("meta mode: %v %v", st.Mode(), err)
+	}
+	c := api.New()
+	o := SpawnOptions{IP: "127.0.0.1", MetaPath: meta, DataDir: filepath.Join(dir, "data"), TaskFileName: "x"}
+	if p, ok := check(ctx, c, o); !ok || p != m.ServicePort {
+		t.Fatalf("check: port %d ok %v", p, ok)
+	}
+	if _, err := c.FairRate(ctx, "127.0.0.1", m.ServicePort, "x", 10); err != nil {
+		t.Fatalf("a later control call: %v", err)
+	}
+}
+
+// A running server of an older version has no token in host.meta: a dfget
+// of the same version string still reuses it.
+func TestCheckReusesServerWithoutToken(t *testing.T) {
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(api.HeaderLocalToken) != "" {
+			t.Errorf("token sent to a server that has none")
+		}
+		_, _ = io.WriteString(w, "x@"+version.Version)
+	}))
+	defer old.Close()
+	meta := filepath.Join(t.TempDir(), "host.meta")
+	if err := os.WriteFile(meta, []byte(`{"servicePort":`+strconv.Itoa(old.Listener.Addr().(*net.TCPAddr).Port)+`}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := check(context.Background(), api.New(), SpawnOptions{IP: "127.0.0.1", MetaPath: meta, TaskFileName: "x"}); !ok {
+		t.Fatal("an old server of the same version was not reused")
 	}
 }

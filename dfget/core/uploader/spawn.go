@@ -92,11 +92,16 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	return 0, errors.New("peer server did not come up within 5s")
 }
 
+// check asks the server host.meta names whether it serves this dfget. Its
+// token goes with every later control call of c. A server of an older
+// version (no token) is not reused if the version differs, as before.
 func check(ctx context.Context, c *api.Client, o SpawnOptions) (int, bool) {
-	p := ReadMeta(o.MetaPath).ServicePort
+	m := ReadMeta(o.MetaPath)
+	p := m.ServicePort
 	if p <= 0 {
 		return 0, false
 	}
+	c.SetLocalToken(m.Token)
 	body, err := c.CheckServer(ctx, o.IP, p, o.TaskFileName, o.DataDir, o.TotalLimit)
 	return p, err == nil && body == o.TaskFileName+"@"+version.Version
 }

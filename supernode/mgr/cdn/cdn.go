@@ -143,7 +143,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
-		http: &http.Client{Transport: newTransport(cfg.SourceTimeout, nil), CheckRedirect: checkRedirect(cfg.SourceAllow)},
+		http: newClient(cfg, nil),
 		ctx:  ctx, cancel: cancel, files: map[string]*fileState{},
 	}
 	if cfg.Limit > 0 {

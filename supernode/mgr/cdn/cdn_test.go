@@ -62,7 +62,7 @@ func newManager(t *testing.T, p Progress, limit int64) (*Manager, *store.Store) 
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	m := New(Config{Limit: limit}, st, p, Metrics{}, log)
+	m := New(Config{Limit: limit, SourceAllow: loopbackAllow()}, st, p, Metrics{}, log)
 	t.Cleanup(m.Close)
 	return m, st
 }
@@ -243,7 +243,7 @@ func TestStalledSourceFails(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	m := New(Config{SourceTimeout: 100 * time.Millisecond}, st, p, Metrics{}, log)
+	m := New(Config{SourceTimeout: 100 * time.Millisecond, SourceAllow: loopbackAllow()}, st, p, Metrics{}, log)
 	defer m.Close()
 	p.EXPECT().ResetCDN("t7")
 	p.EXPECT().FinishCDN("t7", 0, false)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/pkg/netguard"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -40,11 +41,20 @@ func IsSourceError(err error) bool {
 	return errors.As(err, &se)
 }
 
+// newClient returns the client of source fetches: every connection it makes,
+// redirects included, is checked by the source guard (no loopback,
+// link-local or unspecified address unless --source-allow names it), and
+// every redirect by the host allow-list.
+func newClient(cfg Config, tlsCfg *tls.Config) *http.Client {
+	d := &net.Dialer{Timeout: cfg.SourceTimeout, KeepAlive: 30 * time.Second}
+	g := netguard.New(cfg.SourceAllow)
+	return &http.Client{Transport: g.Transport(newTransport(cfg.SourceTimeout, tlsCfg), d), CheckRedirect: checkRedirect(cfg.SourceAllow)}
+}
+
+// newTransport has no dialer: newClient gives it the guarded one.
 func newTransport(headerTimeout time.Duration, tlsCfg *tls.Config) *http.Transport {
-	d := &net.Dialer{Timeout: headerTimeout, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
 		TLSHandshakeTimeout:   headerTimeout,
 		ResponseHeaderTimeout: headerTimeout,
 		MaxIdleConnsPerHost:   8,
@@ -76,7 +86,7 @@ func (m *Manager) client(src Source) (*http.Client, error) {
 		}
 		cfg.RootCAs = pool
 	}
-	return &http.Client{Transport: newTransport(m.cfg.SourceTimeout, cfg), CheckRedirect: checkRedirect(m.cfg.SourceAllow)}, nil
+	return newClient(m.cfg, cfg), nil
 }
 
 // checkRedirect follows at most 10 redirects, only to allowed hosts.

@@ -128,7 +128,10 @@ func StartSupernode(ctx context.Context, bin, home string) (*Supernode, error) {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	cmd := exec.Command(bin, "--home-dir", home, "--port", strconv.Itoa(api),
-		"--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1", "--config", "/dev/null")
+		"--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1", "--config", "/dev/null",
+		// The origins of the benchmarks are on loopback, which a supernode
+		// refuses unless told.
+		"--source-allow", "127.0.0.0/8")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
