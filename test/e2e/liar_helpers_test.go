@@ -28,31 +28,32 @@ import (
 // decides. It is the building block of the lying and the semi-success
 // peers of the integrity swarm tests.
 type fakePeer struct {
-	t    *testing.T
-	sn   *supernode
-	ip   string
-	port int
-	cid  string
-	name string // task file name, the last element of the served path
-	reg  types.RegisterResponseData
-	// content returns the content bytes of piece num (n of them) that the
-	// piece server sends, or ok=false for a 404.
-	content func(num int, n int64) (b []byte, ok bool)
+	sn      *supernode
+	ip      string
+	port    int
+	cid     string
+	name    string // task file name, the last element of the served path
+	reg     types.RegisterResponseData
+	content pieceContent
+	lacks   func(num int) bool // whether the peer does not really have piece num
 
 	hits  atomic.Int64 // piece requests
 	early atomic.Int64 // of those, for pieces the peer did not have
-	lied  func(num int) bool
 }
+
+// pieceContent returns the content bytes of piece num (n of them) that a
+// fake peer's piece server sends, or ok=false for a 404.
+type pieceContent func(num int, n int64) (b []byte, ok bool)
 
 // newFakePeer starts the piece server of a fake peer on ip (its own
 // loopback address, like a dfget host) and stops it at cleanup.
-func newFakePeer(t *testing.T, sn *supernode, ip string) *fakePeer {
+func newFakePeer(t *testing.T, sn *supernode, ip string, content pieceContent, lacks func(int) bool) *fakePeer {
 	t.Helper()
 	l, err := listenOn(ip, 0)
 	if err != nil {
 		t.Fatalf("fake peer %s: listen: %v", ip, err)
 	}
-	f := &fakePeer{t: t, sn: sn, ip: ip, port: l.Addr().(*net.TCPAddr).Port,
+	f := &fakePeer{sn: sn, ip: ip, port: l.Addr().(*net.TCPAddr).Port, content: content, lacks: lacks,
 		cid: fmt.Sprintf("%s-%d-%d", ip, os.Getpid(), time.Now().UnixNano()/1e6)}
 	f.name = "fake-" + strings.ReplaceAll(f.cid, ".", "_")
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
@@ -67,22 +68,25 @@ func newFakePeer(t *testing.T, sn *supernode, ip string) *fakePeer {
 func (f *fakePeer) raw() bool { return f.reg.CDNSource == types.CDNSourceSource }
 
 // serve answers a piece request the way a dfget peer server does: Range
-// in wrapped coordinates (plain ones with `cdnSource: source`), 206 with
-// a well-formed wrapped piece of exactly the requested length.
+// in wrapped coordinates (plain ones with `cdnSource: source`) and the
+// pieceNum and pieceSize headers; 206 with a well-formed wrapped piece of
+// exactly the requested length. It reads the piece geometry from the
+// request only, never from the registration.
 func (f *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 	s, e, err := piece.ParseRange(strings.TrimPrefix(r.Header.Get("Range"), "bytes="))
-	if err != nil || f.reg.PieceSize <= piece.WrapSize {
-		http.Error(w, "bad range", http.StatusBadRequest)
-		return
-	}
+	num, nerr := strconv.Atoi(r.Header.Get("pieceNum"))
+	size, serr := strconv.Atoi(r.Header.Get("pieceSize"))
 	raw := r.Header.Get("cdnSource") == types.CDNSourceSource
-	num := int(s / int64(f.reg.PieceSize))
 	n := e - s + 1
 	if !raw {
 		n -= piece.WrapSize
 	}
+	if err != nil || nerr != nil || serr != nil || num < 0 || size <= piece.WrapSize || n < 0 {
+		http.Error(w, "bad piece request", http.StatusBadRequest)
+		return
+	}
 	f.hits.Add(1)
-	if f.lied(num) {
+	if f.lacks(num) {
 		f.early.Add(1)
 	}
 	content, ok := f.content(num, n)
@@ -92,7 +96,7 @@ func (f *fakePeer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	body := content
 	if !raw {
-		body = piece.Wrap(make([]byte, 0, n+piece.WrapSize), content, f.reg.PieceSize)
+		body = piece.Wrap(make([]byte, 0, n+piece.WrapSize), content, int32(size))
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", s, e))
@@ -194,14 +198,12 @@ func (f *fakePeer) pull(ctx context.Context, status, res int, rng, dstCID string
 // bytes, or zeros when zeros is set.
 func startLiar(t *testing.T, sn *supernode, ip, rawURL string, zeros bool) *fakePeer {
 	t.Helper()
-	f := newFakePeer(t, sn, ip)
-	f.content = func(num int, n int64) ([]byte, bool) {
+	f := newFakePeer(t, sn, ip, func(num int, n int64) ([]byte, bool) {
 		if zeros {
 			return make([]byte, n), true
 		}
 		return randomData(int(n), 0xbad0000+uint64(num)), true
-	}
-	f.lied = func(int) bool { return true }
+	}, func(int) bool { return true })
 	if err := f.register(rawURL); err != nil {
 		t.Fatal(err)
 	}
@@ -273,21 +275,20 @@ type semiPeer struct {
 // background until the supernode answers 600 or the test ends.
 func startSemiPeer(t *testing.T, sn *supernode, ip, rawURL string, writeDelay time.Duration, notFound bool) *semiPeer {
 	t.Helper()
-	s := &semiPeer{fakePeer: newFakePeer(t, sn, ip), writeDelay: writeDelay, written: map[int][]byte{}}
-	s.content = func(num int, n int64) ([]byte, bool) {
+	s := &semiPeer{writeDelay: writeDelay, written: map[int][]byte{}}
+	s.fakePeer = newFakePeer(t, sn, ip, func(num int, n int64) ([]byte, bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if b, ok := s.written[num]; ok && int64(len(b)) == n {
 			return b, true
 		}
 		return make([]byte, n), !notFound
-	}
-	s.lied = func(num int) bool {
+	}, func(num int) bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		_, ok := s.written[num]
 		return !ok
-	}
+	})
 	if err := s.register(rawURL); err != nil {
 		t.Fatal(err)
 	}
