@@ -65,6 +65,9 @@ type Download struct {
 	sw        *downloader.StreamWriter
 	nodes     []config.Node
 	tried     map[string]bool
+	// reregs counts registrations made again after a supernode forgot
+	// this client (bounded by maxReregister).
+	reregs int
 	regReq    regist.Request
 }
 
@@ -297,6 +300,12 @@ func (d *Download) file(ctx context.Context) error {
 		if errors.As(err, &se) && pctx.Err() == nil && d.migrate(pctx) {
 			continue
 		}
+		// The attempt discarded its file: the task is registered afresh
+		// and downloaded from the start, since the pieces written belong
+		// to a task whose bytes may have changed with its re-fetch.
+		if errors.Is(err, downloader.ErrTaskGone) && pctx.Err() == nil && d.reregister(pctx) {
+			continue
+		}
 		st.discard()
 		// P2P is over (Run waited for every fetch): tell the supernode
 		// we serve nothing, and fall back.
@@ -320,6 +329,38 @@ func failureReason(err error) int {
 		return de.reason
 	}
 	return config.ReasonDownloadError
+}
+
+// maxReregister bounds how often one download registers again with a
+// supernode that forgot it, so a supernode that keeps dropping the task
+// ends the P2P attempt instead of looping.
+const maxReregister = 3
+
+// reregister registers again with the current supernode after it answered
+// that it does not know this client (ErrTaskGone): it dropped the task, for
+// example on finding its cache file damaged, and re-fetches the file for
+// the new registration.
+func (d *Download) reregister(ctx context.Context) bool {
+	if d.reregs >= maxReregister {
+		d.log.Warnf("supernode %s forgot this client %d times: giving up on it", d.reg.Node, d.reregs)
+		return false
+	}
+	d.reregs++
+	var node []config.Node
+	for _, n := range d.nodes {
+		if n.Addr() == d.reg.Node {
+			node = append(node, n)
+		}
+	}
+	reg, err := regist.Register(ctx, d.client, d.cfg, node, d.regReq)
+	if err != nil {
+		d.log.Warnf("register again: %v", err)
+		return false
+	}
+	d.log.Infof("supernode %s dropped the task; registered again (%d of %d): task %s length %d", reg.Node, d.reregs,
+		maxReregister, reg.Data.TaskID, reg.Data.FileLength)
+	d.reg, d.length = reg, reg.Data.FileLength
+	return true
 }
 
 // migrate registers with the next supernode not tried yet.

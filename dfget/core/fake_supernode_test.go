@@ -46,6 +46,11 @@ type fakeSupernode struct {
 	startPiece int
 	refuse     func() bool
 	pulls      int
+	// forgetAt makes the pull with that number find every client gone
+	// (code 502), as after the task was dropped; forgetEvery repeats it
+	// every that many pulls. registers counts registrations.
+	forgetAt, forgetEvery int
+	registers             int
 	peerAddr   map[string]string // cid -> ip:port
 	peerPath   map[string]string
 }
@@ -123,6 +128,7 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
+	f.registers++
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
 	f.startPiece = req.StartPiece
 	if req.StreamMode {
@@ -145,6 +151,9 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pulls++
+	if f.pulls == f.forgetAt || (f.forgetEvery > 0 && f.pulls%f.forgetEvery == 0) {
+		f.clients, f.holders = map[string]*fakeClient{}, map[int][]string{}
+	}
 	if f.failTask {
 		reply(w, types.ResultInfo{Code: types.CodeSystemError, Msg: "broken"})
 		return
@@ -225,10 +234,16 @@ func (f *fakeSupernode) suc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	if c := f.clients[q.Get("cid")]; c != nil {
-		c.done[num] = true
-		delete(c.running, num)
+	c := f.clients[q.Get("cid")]
+	if c == nil {
+		// As a supernode does: a report from a client it does not know
+		// (any more) makes nobody a holder.
+		f.mu.Unlock()
+		reply(w, types.ResultInfo{Code: types.CodeTargetNotFound})
+		return
 	}
+	c.done[num] = true
+	delete(c.running, num)
 	f.holders[num] = append(f.holders[num], q.Get("cid"))
 	f.mu.Unlock()
 	reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,4 +32,61 @@ func TestIntegrityOutputDiskFullNoRefetch(t *testing.T) {
 		t.Fatalf("the origin was read %d times (want 1, the CDN fill): a local write error re-fetched the file\n%s", gets, r.stdout)
 	}
 	noFile(t, dst)
+}
+
+// issue 11 item 8: one byte of the supernode's cache file flips while it
+// is down. After its restart the client that finds the damaged piece
+// reports it, the supernode drops the task (502 "unknown client" to that
+// client), and the client registers again and gets the re-fetched file:
+// exit 0 with --notbs, exact bytes.
+func TestIntegrityDamagedCacheRegistersAgain(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(10<<20, 1108)
+	url := o.add("/damaged.bin", data)
+	home := t.TempDir()
+	sn := startSupernode(t, home)
+	out := t.TempDir()
+	if r := newDfgetPeer(t, "127.0.0.2").run(sn, "-u", url, "-o", filepath.Join(out, "first"), "--notbs"); r.code != 0 {
+		t.Fatalf("first download: exit %d\n%s", r.code, r.stdout)
+	}
+	if err := sn.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	flipCacheByte(t, home)
+	sn = startSupernode(t, home)
+	p := newDfgetPeer(t, "127.0.0.3")
+	r := p.run(sn, "-u", url, "-o", filepath.Join(out, "second"), "--notbs", "--timeout", "60s")
+	t.Logf("after the damage: exit %d in %v, origin full GETs %d: %s", r.code, r.duration.Round(time.Millisecond),
+		o.count("/damaged.bin", http.StatusOK), lastLine(r.stdout))
+	if r.code != 0 {
+		t.Fatalf("damaged cache: exit %d, want 0 after registering again\n%s\n%s", r.code, r.stdout, p.clientLog())
+	}
+	fileEquals(t, filepath.Join(out, "second"), data)
+	if !strings.Contains(p.clientLog(), "registered again") {
+		t.Errorf("the client did not register again; log:\n%s", p.clientLog())
+	}
+}
+
+// flipCacheByte inverts one byte in the middle of the supernode's only
+// CDN data file under home.
+func flipCacheByte(t *testing.T, home string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(home, "repo", "download", "*", "*"))
+	var data []string
+	for _, f := range files {
+		if filepath.Ext(f) == "" {
+			data = append(data, f)
+		}
+	}
+	if len(data) != 1 {
+		t.Fatalf("want one CDN data file, found %v", files)
+	}
+	b, err := os.ReadFile(data[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(data[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

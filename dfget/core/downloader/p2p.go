@@ -75,6 +75,12 @@ type SupernodeError struct {
 func (e *SupernodeError) Error() string { return "supernode " + e.Node + ": " + e.Err.Error() }
 func (e *SupernodeError) Unwrap() error { return e.Err }
 
+// ErrTaskGone is a supernode answering that it does not know this client
+// (/peer/task code 502): it dropped the task (a damaged cache file, a
+// restart, GC), so the registration is void. Registering again, at the
+// same supernode, starts the task afresh.
+var ErrTaskGone = errors.New("the supernode no longer knows this client")
+
 // errNoProgress ends an attempt whose supernode keeps saying "wait" for
 // too long without any piece arriving.
 var errNoProgress = errors.New("no piece scheduled for too long")
@@ -301,6 +307,8 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 			return res, nil
 		case types.CodeSourceError:
 			return nil, fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
+		case types.CodeTargetNotFound:
+			return nil, fmt.Errorf("supernode %s: /peer/task code %d (%s): %w", d.Node, env.Code, env.Msg, ErrTaskGone)
 		default:
 			return nil, &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
 		}
