@@ -68,7 +68,7 @@ type Download struct {
 	// reregs counts registrations made again after a supernode forgot
 	// this client (bounded by maxReregister).
 	reregs int
-	regReq    regist.Request
+	regReq regist.Request
 }
 
 // Run performs the download described by cfg (already Completed) and

@@ -51,8 +51,8 @@ type fakeSupernode struct {
 	// every that many pulls. registers counts registrations.
 	forgetAt, forgetEvery int
 	registers             int
-	peerAddr   map[string]string // cid -> ip:port
-	peerPath   map[string]string
+	peerAddr              map[string]string // cid -> ip:port
+	peerPath              map[string]string
 }
 
 type fakeClient struct {
