@@ -46,6 +46,9 @@ type P2P struct {
 
 	pool api.BufferPool
 	slow slowGuard
+	// fetcher fetches pieces, paced by Limiter (pacedClient).
+	fetcher  *api.Client
+	initOnce sync.Once
 }
 
 // Result is what a finished P2P attempt learned.
@@ -89,6 +92,7 @@ var errNoProgress = errors.New("no piece scheduled for too long")
 // parallel. It returns only after every fetch it started has ended, so a
 // caller may fall back to the source as soon as it returns.
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
+	d.init()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -332,22 +336,10 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 			}
 		}
 	}()
-	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, Limiter: d.Limiter}
-	limit := 2 * time.Minute
-	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
-	if fromPeer {
-		limit = min(limit, d.slow.limit(d.PieceSize, d.Limiter))
-	}
-	fctx, cancel := context.WithTimeout(ctx, limit)
+	d.init()
 	t0 := time.Now()
-	b, err := d.Client.FetchPiece(fctx, req, buf)
-	cancel()
+	b, err := d.fetchTimed(ctx, pi, buf)
 	tFetch := time.Since(t0)
-	if err == nil {
-		d.slow.observe(tFetch)
-	} else if fromPeer && fctx.Err() != nil && ctx.Err() == nil {
-		err = fmt.Errorf("holder too slow, gave up after %v (fetch elsewhere): %w", limit.Round(time.Millisecond), err)
-	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
@@ -390,6 +382,39 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 	d.Log.Debugf("piece %d from %s: fetch %v write %v report %v", pi.PieceNum, pi.PeerIP, tFetch, tWrite, time.Since(t0)-tFetch-tWrite)
 	e.ok = true
 	return e
+}
+
+// init prepares what fetches share.
+func (d *P2P) init() {
+	d.initOnce.Do(func() { d.fetcher = pacedClient(d.Client) })
+}
+
+// fetchTimed fetches one piece under the slow-holder guard: a fetch whose
+// holder's share of the time (the time not spent waiting on our own
+// limiter) passes the guard's limit is cancelled and fails as "too slow";
+// any other failure keeps its own error.
+func (d *P2P) fetchTimed(ctx context.Context, pi types.PieceInfo, buf *[]byte) ([]byte, error) {
+	limit := supernodeFetchLimit
+	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
+	if fromPeer {
+		limit = min(limit, d.slow.limit())
+	}
+	clock := newHolderClock()
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	fctx = context.WithValue(fctx, pacerKey{}, &pacer{l: d.Limiter, clock: clock})
+	stop := clock.guard(limit, cancel)
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers}
+	b, err := d.fetcher.FetchPiece(fctx, req, buf)
+	stop()
+	if err == nil {
+		d.slow.observe(clock.elapsed())
+		return b, nil
+	}
+	if errors.Is(context.Cause(fctx), errHolderSlow) && ctx.Err() == nil {
+		return nil, fmt.Errorf("gave up after %v of the holder's time (fetch elsewhere): %w", limit.Round(time.Millisecond), err)
+	}
+	return nil, err
 }
 
 // reportSuccess sends /peer/piece/suc, retrying a few times: until the
