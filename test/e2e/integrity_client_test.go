@@ -90,3 +90,40 @@ func flipCacheByte(t *testing.T, home string) {
 		t.Fatal(err)
 	}
 }
+
+// issue 11 item 9: a download under --locallimit 2MB from an honest seed.
+// Six pieces in flight (the supernode allows six per client here, and
+// --clientqueue's default is 6) share the limit, so each takes about 12 s,
+// longer than the old guard's bound of 4 x one piece's pace (8.4 s): the
+// wait on our own limiter must not make the seed look slow. The download
+// ends with no failed piece, and the seed served it.
+func TestIntegrityLocalLimitKeepsHonestSeed(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(24<<20, 1109)
+	url := o.add("/limited.bin", data)
+	cfg := filepath.Join(t.TempDir(), "supernode.yml")
+	if err := os.WriteFile(cfg, []byte("base:\n  peerDownLimit: 6\n  peerUpLimit: 6\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sn := startSupernode(t, t.TempDir(), "--config", cfg)
+	out := t.TempDir()
+	if r := newDfgetPeer(t, "127.0.0.2").run(sn, "-u", url, "-o", filepath.Join(out, "seed")); r.code != 0 {
+		t.Fatalf("seed: exit %d\n%s", r.code, r.stdout)
+	}
+	p := newDfgetPeer(t, "127.0.0.3")
+	r := p.run(sn, "-u", url, "-o", filepath.Join(out, "limited"), "--locallimit", "2MB", "--notbs")
+	log := p.clientLog()
+	failed := strings.Count(log, "level=warning msg=\"piece ")
+	t.Logf("--locallimit 2MB: exit %d in %v, %d failed pieces, %d \"too slow\": %s", r.code,
+		r.duration.Round(time.Millisecond), failed, strings.Count(log, "too slow"), lastLine(r.stdout))
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, log)
+	}
+	fileEquals(t, filepath.Join(out, "limited"), data)
+	if failed != 0 {
+		t.Fatalf("%d pieces failed against an honest seed under our own limit:\n%s", failed, log)
+	}
+	if strings.Contains(log, " peers:0") {
+		t.Fatalf("nothing came from the seed, the test proves nothing:\n%s", log)
+	}
+}
