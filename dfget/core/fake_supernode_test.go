@@ -51,6 +51,12 @@ type fakeSupernode struct {
 	// every that many pulls. registers counts registrations.
 	forgetAt, forgetEvery int
 	registers             int
+	// noStream makes /peer/piece/stream a missing route (HTTP 404), as on
+	// a Dragonfly 1.x supernode; streamReqs counts its requests by method
+	// and patterns the registrations' patterns.
+	noStream   bool
+	streamReqs map[string]int
+	patterns   []string
 	peerAddr              map[string]string // cid -> ip:port
 	peerPath              map[string]string
 }
@@ -69,7 +75,7 @@ func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
 func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSupernode {
 	f := &fakeSupernode{t: t, content: content, size: size,
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
-		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}}
+		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}, streamReqs: map[string]int{}}
 	n := piece.Count(int64(len(content)), f.size)
 	for i := 0; i < n; i++ {
 		off := piece.ContentOffset(i, f.size)
@@ -94,6 +100,14 @@ func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSuperno
 		reply(w, types.ResultInfo{Code: types.CodeGetPeerDown})
 	})
 	mux.HandleFunc("/peer/piece/stream", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.streamReqs[r.Method]++
+		no := f.noStream
+		f.mu.Unlock()
+		if no {
+			http.NotFound(w, r)
+			return
+		}
 		reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})
 	})
 	mux.HandleFunc("/task/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -129,13 +143,16 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.registers++
+	f.patterns = append(f.patterns, req.Pattern)
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
 	f.startPiece = req.StartPiece
 	if req.StreamMode {
 		c.window = req.WindowSize
 	}
 	f.clients[req.CID] = c
-	if req.Port != 0 {
+	delete(f.peerAddr, req.CID)
+	// A cdn-pattern client is never a holder, as in Dragonfly 1.x.
+	if req.Port != 0 && req.Pattern != "cdn" {
 		f.peerAddr[req.CID] = net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
 		f.peerPath[req.CID] = req.Path
 	}

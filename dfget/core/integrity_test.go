@@ -69,3 +69,59 @@ func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
 }
+
+// A stream against a supernode without stream support (Dragonfly 1.x:
+// /peer/piece/stream is a missing route, 404). dfget finds out with one
+// request, never posts a stream-cache report, and registers as the cdn
+// pattern so the supernode never sends peers to pieces the stream cannot
+// keep serving. The stream is exact.
+func TestStreamAgainstSupernodeWithoutStream(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	sn.noStream = true
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	code, out := run(t, cfg, &buf)
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	total := 0
+	for _, n := range sn.streamReqs {
+		total += n
+	}
+	t.Logf("exit %d: /peer/piece/stream requests %v, registration patterns %q", code, sn.streamReqs, sn.patterns)
+	if code != 0 || !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("exit %d, %d of %d bytes\n%s", code, buf.Len(), len(body), out)
+	}
+	if total != 1 || sn.streamReqs["POST"] != 0 {
+		t.Errorf("%d requests to /peer/piece/stream (%v), want exactly one probe and no POST", total, sn.streamReqs)
+	}
+	if len(sn.patterns) != 1 || sn.patterns[0] != "cdn" {
+		t.Errorf("registered with patterns %q, want one cdn registration (never a holder)", sn.patterns)
+	}
+	if n := len(sn.peerAddr); n != 0 {
+		t.Errorf("the stream client is a holder candidate (%d peers)", n)
+	}
+}
+
+// With a supernode that has stream support nothing changes: the stream
+// registers as p2p and its cache reports pieces.
+func TestStreamAgainstSupernodeWithStream(t *testing.T) {
+	body := content(3*pieceContent + 5)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	if code, out := run(t, cfg, &buf); code != 0 || !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.streamReqs["POST"] == 0 || len(sn.patterns) != 1 || sn.patterns[0] != "" {
+		t.Fatalf("stream requests %v, patterns %q: want cache reports and a p2p registration", sn.streamReqs, sn.patterns)
+	}
+}

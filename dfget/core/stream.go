@@ -102,6 +102,10 @@ func (d *Download) stream(ctx context.Context) error {
 func (d *Download) openStreamCache(ctx context.Context, w *downloader.StreamWriter) func() {
 	cfg := d.cfg
 	w.Push = nil
+	if d.reg.NoStreamCache {
+		d.log.Infof("supernode %s has no stream support: registered as the cdn pattern, no stream cache", d.reg.Node)
+		return func() {}
+	}
 	if d.peerPort <= 0 || d.reg.Data.CDNSource == types.CDNSourceSource {
 		return func() {}
 	}
