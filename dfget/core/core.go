@@ -65,10 +65,10 @@ type Download struct {
 	sw        *downloader.StreamWriter
 	nodes     []config.Node
 	tried     map[string]bool
+	regReq    regist.Request
 	// reregs counts registrations made again after a supernode forgot
 	// this client (bounded by maxReregister).
 	reregs int
-	regReq regist.Request
 }
 
 // Run performs the download described by cfg (already Completed) and

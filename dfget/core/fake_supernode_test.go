@@ -57,8 +57,8 @@ type fakeSupernode struct {
 	noStream   bool
 	streamReqs map[string]int
 	patterns   []string
-	peerAddr              map[string]string // cid -> ip:port
-	peerPath              map[string]string
+	peerAddr   map[string]string // cid -> ip:port
+	peerPath   map[string]string
 }
 
 type fakeClient struct {
