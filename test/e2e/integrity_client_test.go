@@ -127,3 +127,30 @@ func TestIntegrityLocalLimitKeepsHonestSeed(t *testing.T) {
 		t.Fatalf("nothing came from the seed, the test proves nothing:\n%s", log)
 	}
 }
+
+// issue 11 item 6: a Range header of several ranges would make the origin
+// answer multipart/byteranges, which dfget wrote as the file. It is refused
+// before anything is contacted, in every pattern; one range works.
+func TestIntegrityMultiRangeHeaderRefused(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(1<<20, 1106)
+	url := o.add("/ranges.bin", data)
+	p := newDfgetPeer(t, "127.0.0.2")
+	out := t.TempDir()
+	for _, pattern := range []string{"source", "p2p"} {
+		r := p.run(nil, "-u", url, "-o", filepath.Join(out, pattern), "--pattern", pattern, "--header", "Range: bytes=0-9,20-29")
+		t.Logf("--pattern %s, two ranges: exit %d: %s", pattern, r.code, strings.TrimSpace(r.stderr+r.stdout))
+		if r.code != 1 || !strings.Contains(r.stderr+r.stdout, "several ranges") {
+			t.Fatalf("--pattern %s: exit %d, want 1 naming the several ranges\n%s%s", pattern, r.code, r.stdout, r.stderr)
+		}
+		noFile(t, filepath.Join(out, pattern))
+	}
+	if n := o.count("/ranges.bin", http.StatusPartialContent); n != 0 {
+		t.Fatalf("the origin was asked %d times", n)
+	}
+	r := p.run(nil, "-u", url, "-o", filepath.Join(out, "one"), "--pattern", "source", "--header", "Range: bytes=20-29")
+	if r.code != 0 {
+		t.Fatalf("one range: exit %d\n%s", r.code, r.stdout)
+	}
+	fileEquals(t, filepath.Join(out, "one"), data[20:30])
+}
