@@ -280,14 +280,8 @@ func (c *Config) Complete() error {
 	if _, err := urlutil.Validate(c.URL); err != nil {
 		return err
 	}
-	hdr, err := urlutil.ParseHeaders(c.Headers)
-	if err != nil {
+	if err := validateHeaders(c.Headers); err != nil {
 		return err
-	}
-	if rg, ok := hdr["Range"]; ok {
-		if err := validateRange(rg); err != nil {
-			return err
-		}
 	}
 	if c.Md5 != "" && !isMd5(c.Md5) {
 		return fmt.Errorf("invalid --md5 %q: want 32 hex digits", c.Md5)
@@ -384,6 +378,18 @@ func (c *Config) DownloadTimeout(fileLength int64) time.Duration {
 		return DefaultUnknownLengthTimeout
 	}
 	return time.Duration(float64(fileLength)/float64(c.MinRate)*float64(time.Second)) + 10*time.Second
+}
+
+// validateHeaders checks the --header lines, and the Range among them.
+func validateHeaders(lines []string) error {
+	hdr, err := urlutil.ParseHeaders(lines)
+	if err != nil {
+		return err
+	}
+	if rg, ok := hdr["Range"]; ok {
+		return validateRange(rg)
+	}
+	return nil
 }
 
 // validateRange accepts a Range header dfget can honour: one byte range,

@@ -92,7 +92,6 @@ var errNoProgress = errors.New("no piece scheduled for too long")
 // parallel. It returns only after every fetch it started has ended, so a
 // caller may fall back to the source as soon as it returns.
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
-	d.init()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
