@@ -77,14 +77,7 @@ func lastLine(s string) string {
 // keep serving. The stream is exact.
 func TestStreamAgainstSupernodeWithoutStream(t *testing.T) {
 	body := content(6*pieceContent + 5)
-	o := origin(t, body)
-	sn := newFakeSupernode(t, body)
-	sn.noStream = true
-	cfg := testConfig(t, o.URL+"/file", sn.node())
-	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
-	peerServer(t, cfg)
-	var buf bytes.Buffer
-	code, out := run(t, cfg, &buf)
+	sn, code, buf, out := streamThrough(t, body, func(f *fakeSupernode) { f.noStream = true })
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	total := 0
@@ -110,13 +103,8 @@ func TestStreamAgainstSupernodeWithoutStream(t *testing.T) {
 // registers as p2p and its cache reports pieces.
 func TestStreamAgainstSupernodeWithStream(t *testing.T) {
 	body := content(3*pieceContent + 5)
-	o := origin(t, body)
-	sn := newFakeSupernode(t, body)
-	cfg := testConfig(t, o.URL+"/file", sn.node())
-	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
-	peerServer(t, cfg)
-	var buf bytes.Buffer
-	if code, out := run(t, cfg, &buf); code != 0 || !bytes.Equal(buf.Bytes(), body) {
+	sn, code, buf, out := streamThrough(t, body, func(*fakeSupernode) {})
+	if code != 0 || !bytes.Equal(buf.Bytes(), body) {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	sn.mu.Lock()
@@ -124,4 +112,19 @@ func TestStreamAgainstSupernodeWithStream(t *testing.T) {
 	if sn.streamReqs["POST"] == 0 || len(sn.patterns) != 1 || sn.patterns[0] != "" {
 		t.Fatalf("stream requests %v, patterns %q: want cache reports and a p2p registration", sn.streamReqs, sn.patterns)
 	}
+}
+
+// streamThrough streams body with --notbs and a window of 2 through a
+// fake supernode that set adjusts, with a peer server.
+func streamThrough(t *testing.T, body []byte, set func(*fakeSupernode)) (*fakeSupernode, int, *bytes.Buffer, string) {
+	t.Helper()
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	set(sn)
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	code, out := run(t, cfg, &buf)
+	return sn, code, &buf, out
 }
