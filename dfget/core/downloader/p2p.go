@@ -308,14 +308,22 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				break
 			}
 			return res, nil
-		case types.CodeSourceError:
-			return nil, fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
-		case types.CodeTargetNotFound:
-			return nil, fmt.Errorf("supernode %s: /peer/task code %d (%s): %w", d.Node, env.Code, env.Msg, ErrTaskGone)
 		default:
-			return nil, &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
+			return nil, d.codeError(env)
 		}
 	}
+}
+
+// codeError is the end of an attempt by a /peer/task code that is not
+// part of the pull loop's conversation.
+func (d *P2P) codeError(env *api.Envelope) error {
+	switch env.Code {
+	case types.CodeSourceError:
+		return fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
+	case types.CodeTargetNotFound:
+		return fmt.Errorf("supernode %s: /peer/task code %d (%s): %w", d.Node, env.Code, env.Msg, ErrTaskGone)
+	}
+	return &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
 }
 
 // fetch downloads, verifies and writes one piece, reports it, and returns
