@@ -153,15 +153,7 @@ type pacerKey struct{}
 // context to the response body: pieces are fetched with no limiter of
 // FetchPiece's own, and every wait on ours is timed.
 func pacedClient(c *api.Client) *api.Client {
-	pc := *c
-	base := c.HTTP.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	hc := *c.HTTP
-	hc.Transport = &pacedTransport{base: base}
-	pc.HTTP = &hc
-	return &pc
+	return c.WithTransport(func(base http.RoundTripper) http.RoundTripper { return &pacedTransport{base: base} })
 }
 
 type pacedTransport struct{ base http.RoundTripper }
