@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,6 +66,22 @@ func TestIntegrityDamagedCacheRegistersAgain(t *testing.T) {
 	fileEquals(t, filepath.Join(out, "second"), data)
 	if !strings.Contains(p.clientLog(), "registered again") {
 		t.Errorf("the client did not register again; log:\n%s", p.clientLog())
+	}
+	// The same in stream mode: the stream registers again and goes on.
+	if err := sn.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	flipCacheByte(t, home)
+	sn = startSupernode(t, home)
+	var got []byte
+	s := newDfgetPeer(t, "127.0.0.4")
+	r = s.stream(sn, func(rd io.Reader) { got, _ = io.ReadAll(rd) }, "-u", url, "--notbs", "--timeout", "60s")
+	t.Logf("stream after the damage: exit %d, %d bytes: %s", r.code, len(got), lastLine(r.stderr))
+	if r.code != 0 || !bytes.Equal(got, data) {
+		t.Fatalf("damaged cache, stream: exit %d, %d of %d bytes\n%s\n%s", r.code, len(got), len(data), r.stderr, s.clientLog())
+	}
+	if !strings.Contains(s.clientLog(), "registered again") {
+		t.Errorf("the stream did not register again: the test proves nothing; log:\n%s", s.clientLog())
 	}
 }
 
