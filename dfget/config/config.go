@@ -280,7 +280,7 @@ func (c *Config) Complete() error {
 	if _, err := urlutil.Validate(c.URL); err != nil {
 		return err
 	}
-	if _, err := urlutil.ParseHeaders(c.Headers); err != nil {
+	if err := validateHeaders(c.Headers); err != nil {
 		return err
 	}
 	if c.Md5 != "" && !isMd5(c.Md5) {
@@ -378,6 +378,41 @@ func (c *Config) DownloadTimeout(fileLength int64) time.Duration {
 		return DefaultUnknownLengthTimeout
 	}
 	return time.Duration(float64(fileLength)/float64(c.MinRate)*float64(time.Second)) + 10*time.Second
+}
+
+// validateHeaders checks the --header lines, and the Range among them.
+func validateHeaders(lines []string) error {
+	hdr, err := urlutil.ParseHeaders(lines)
+	if err != nil {
+		return err
+	}
+	if rg, ok := hdr["Range"]; ok {
+		return validateRange(rg)
+	}
+	return nil
+}
+
+// validateRange accepts a Range header dfget can honour: one byte range,
+// "bytes=a-b", "bytes=a-" or "bytes=-n". Several ranges (also two Range
+// headers, which ParseHeaders joins with a comma) would make the origin
+// answer a multipart/byteranges body, which is not the file: dfget would
+// write the MIME parts as the output.
+func validateRange(rg string) error {
+	unit, spec, ok := strings.Cut(strings.TrimSpace(rg), "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		return fmt.Errorf("invalid --header Range %q: want bytes=a-b, bytes=a- or bytes=-n", rg)
+	}
+	if strings.Contains(spec, ",") {
+		return fmt.Errorf("invalid --header Range %q: several ranges are not supported (the answer would be a multipart body, not the file); give one range", rg)
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	start, err1 := strconv.ParseUint(a, 10, 63)
+	end, err2 := strconv.ParseUint(b, 10, 63)
+	switch {
+	case !ok, a == "" && (b == "" || err2 != nil), a != "" && err1 != nil, a != "" && b != "" && (err2 != nil || end < start):
+		return fmt.Errorf("invalid --header Range %q: want bytes=a-b, bytes=a- or bytes=-n", rg)
+	}
+	return nil
 }
 
 func isMd5(s string) bool {

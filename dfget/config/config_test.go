@@ -131,6 +131,10 @@ func TestCompleteRejects(t *testing.T) {
 		"bad port":              func(c *Config) { c.Port = 80 },
 		"bad header":            func(c *Config) { c.Headers = []string{"nocolon"} },
 		"bad window":            func(c *Config) { c.Stream, c.WindowSize = true, 0 },
+		"multi-range header":    func(c *Config) { c.Headers = []string{"Range: bytes=0-9,20-29"} },
+		"two range headers":     func(c *Config) { c.Headers = []string{"Range: bytes=0-9", "range: bytes=20-29"} },
+		"range not bytes":       func(c *Config) { c.Headers = []string{"Range: items=0-9"} },
+		"range backwards":       func(c *Config) { c.Headers = []string{"Range: bytes=9-0"} },
 	} {
 		c := newTestConfig(t)
 		c.Output = filepath.Join(dir, "out")
@@ -138,6 +142,24 @@ func TestCompleteRejects(t *testing.T) {
 		if err := c.Complete(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// One byte range in any of its three forms is honoured (docs/dfget.md).
+func TestCompleteAcceptsOneRange(t *testing.T) {
+	for _, rg := range []string{"bytes=0-9", "bytes=10-", "bytes=-100", "bytes=5-5"} {
+		c := newTestConfig(t)
+		c.Output = filepath.Join(t.TempDir(), "out")
+		c.Headers = []string{"Range: " + rg}
+		if err := c.Complete(); err != nil {
+			t.Errorf("Range %q refused: %v", rg, err)
+		}
+	}
+	c := newTestConfig(t)
+	c.Output = filepath.Join(t.TempDir(), "out")
+	c.Headers = []string{"Range: bytes=0-9,20-29"}
+	if err := c.Complete(); err == nil || !strings.Contains(err.Error(), "several ranges") {
+		t.Errorf("multi-range error is not clear: %v", err)
 	}
 }
 

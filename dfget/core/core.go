@@ -66,6 +66,9 @@ type Download struct {
 	nodes     []config.Node
 	tried     map[string]bool
 	regReq    regist.Request
+	// reregs counts registrations made again after a supernode forgot
+	// this client (bounded by maxReregister).
+	reregs int
 }
 
 // Run performs the download described by cfg (already Completed) and
@@ -298,18 +301,67 @@ func (d *Download) file(ctx context.Context) error {
 		if errors.As(err, &se) && pctx.Err() == nil && d.migrate(pctx) {
 			continue
 		}
+		// The attempt discarded its file: the task is registered afresh
+		// and downloaded from the start, since the pieces written belong
+		// to a task whose bytes may have changed with its re-fetch.
+		if errors.Is(err, downloader.ErrTaskGone) && pctx.Err() == nil && d.reregister(pctx) {
+			continue
+		}
 		st.discard()
 		// P2P is over (Run waited for every fetch): tell the supernode
 		// we serve nothing, and fall back.
 		d.serviceDown()
 		d.log.Warnf("p2p download failed: %v", err)
-		d.reason = config.ReasonDownloadError
-		var de *downloadError
-		if errors.As(err, &de) {
-			d.reason = de.reason
-		}
+		d.reason = failureReason(err)
 		return d.backSource(ctx, err, 0)
 	}
+}
+
+// failureReason is the back-source reason of a failed P2P attempt.
+func failureReason(err error) int {
+	var lw *downloader.LocalWriteError
+	var de *downloadError
+	switch {
+	case errors.As(err, &lw) && lw.NoSpace():
+		return config.ReasonNoSpace
+	case errors.As(err, &lw):
+		return config.ReasonWriteError
+	case errors.As(err, &de):
+		return de.reason
+	}
+	return config.ReasonDownloadError
+}
+
+// maxReregister bounds how often one download registers again with a
+// supernode that forgot it, so a supernode that keeps dropping the task
+// ends the P2P attempt instead of looping.
+const maxReregister = 3
+
+// reregister registers again with the current supernode after it answered
+// that it does not know this client (ErrTaskGone): it dropped the task, for
+// example on finding its cache file damaged, and re-fetches the file for
+// the new registration.
+func (d *Download) reregister(ctx context.Context) bool {
+	if d.reregs >= maxReregister {
+		d.log.Warnf("supernode %s forgot this client %d times: giving up on it", d.reg.Node, d.reregs)
+		return false
+	}
+	d.reregs++
+	var node []config.Node
+	for _, n := range d.nodes {
+		if n.Addr() == d.reg.Node {
+			node = append(node, n)
+		}
+	}
+	reg, err := regist.Register(ctx, d.client, d.cfg, node, d.regReq)
+	if err != nil {
+		d.log.Warnf("register again: %v", err)
+		return false
+	}
+	d.log.Infof("supernode %s dropped the task; registered again (%d of %d): task %s length %d", reg.Node, d.reregs,
+		maxReregister, reg.Data.TaskID, reg.Data.FileLength)
+	d.reg, d.length = reg, reg.Data.FileLength
+	return true
 }
 
 // migrate registers with the next supernode not tried yet.
@@ -401,6 +453,9 @@ func (d *Download) fileAttempt(ctx context.Context, prev *fileState) (*fileState
 			err = downloader.Publish(path, cfg.Output)
 		} else if err = os.Chmod(path, 0o644); err == nil {
 			err = os.Rename(path, cfg.Output)
+			if err != nil {
+				err = &downloader.LocalWriteError{Err: fmt.Errorf("move to %s: %w", cfg.Output, err)}
+			}
 		}
 	}
 	if err != nil {
@@ -422,7 +477,7 @@ func (d *Download) newFileState() (*fileState, error) {
 	} else {
 		f, err := os.CreateTemp(filepath.Dir(cfg.Output), "."+filepath.Base(cfg.Output)+".dfget-*")
 		if err != nil {
-			return nil, fmt.Errorf("create temp file: %w", err)
+			return nil, &downloader.LocalWriteError{Err: fmt.Errorf("create temp file: %w", err)}
 		}
 		path = f.Name()
 		f.Close()
@@ -434,7 +489,7 @@ func (d *Download) newFileState() (*fileState, error) {
 	st := &fileState{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}
 	if err := w.Preallocate(d.length); err != nil {
 		st.discard()
-		return nil, &downloadError{config.ReasonNoSpace, err}
+		return nil, err
 	}
 	// Every piece is checked on arrival against the md5 the supernode
 	// computed from the same bytes as the file's md5, so a file of checked
@@ -553,14 +608,21 @@ func (d *Download) keepAlive(ctx context.Context) func() {
 	return func() { cancel(); <-done }
 }
 
-// backSource downloads from the source unless --notbs forbids it. off is
-// where a stream continues.
+// backSource downloads from the source unless --notbs forbids it or the
+// P2P attempt failed writing on this host (no space, read-only, I/O or
+// permission error): the source would fail the same way after fetching the
+// whole file again, so, as v1 does for "no space", the fallback is refused
+// (+1000). off is where a stream continues.
 func (d *Download) backSource(ctx context.Context, cause error, off int64) error {
 	cfg := d.cfg
-	if cfg.NotBS {
+	local := d.reason == config.ReasonNoSpace || d.reason == config.ReasonWriteError
+	if cfg.NotBS || local {
 		d.reason += config.ReasonNotBSAddition
 		if cause == nil {
 			cause = errors.New("p2p download not possible")
+		}
+		if local {
+			return fmt.Errorf("%w (a local write error: no fallback to the source)", cause)
 		}
 		return fmt.Errorf("%w (--notbs: no fallback to the source)", cause)
 	}

@@ -46,6 +46,17 @@ type fakeSupernode struct {
 	startPiece int
 	refuse     func() bool
 	pulls      int
+	// forgetAt makes the pull with that number find every client gone
+	// (code 502), as after the task was dropped; forgetEvery repeats it
+	// every that many pulls. registers counts registrations.
+	forgetAt, forgetEvery int
+	registers             int
+	// noStream makes /peer/piece/stream a missing route (HTTP 404), as on
+	// a Dragonfly 1.x supernode; streamReqs counts its requests by method
+	// and patterns the registrations' patterns.
+	noStream   bool
+	streamReqs map[string]int
+	patterns   []string
 	peerAddr   map[string]string // cid -> ip:port
 	peerPath   map[string]string
 }
@@ -64,7 +75,7 @@ func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
 func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSupernode {
 	f := &fakeSupernode{t: t, content: content, size: size,
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
-		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}}
+		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}, streamReqs: map[string]int{}}
 	n := piece.Count(int64(len(content)), f.size)
 	for i := 0; i < n; i++ {
 		off := piece.ContentOffset(i, f.size)
@@ -89,6 +100,14 @@ func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSuperno
 		reply(w, types.ResultInfo{Code: types.CodeGetPeerDown})
 	})
 	mux.HandleFunc("/peer/piece/stream", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.streamReqs[r.Method]++
+		no := f.noStream
+		f.mu.Unlock()
+		if no {
+			http.NotFound(w, r)
+			return
+		}
 		reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})
 	})
 	mux.HandleFunc("/task/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -123,13 +142,17 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
+	f.registers++
+	f.patterns = append(f.patterns, req.Pattern)
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
 	f.startPiece = req.StartPiece
 	if req.StreamMode {
 		c.window = req.WindowSize
 	}
 	f.clients[req.CID] = c
-	if req.Port != 0 {
+	delete(f.peerAddr, req.CID)
+	// A cdn-pattern client is never a holder, as in Dragonfly 1.x.
+	if req.Port != 0 && req.Pattern != "cdn" {
 		f.peerAddr[req.CID] = net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
 		f.peerPath[req.CID] = req.Path
 	}
@@ -145,6 +168,9 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pulls++
+	if f.pulls == f.forgetAt || (f.forgetEvery > 0 && f.pulls%f.forgetEvery == 0) {
+		f.clients, f.holders = map[string]*fakeClient{}, map[int][]string{}
+	}
 	if f.failTask {
 		reply(w, types.ResultInfo{Code: types.CodeSystemError, Msg: "broken"})
 		return
@@ -225,10 +251,16 @@ func (f *fakeSupernode) suc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	if c := f.clients[q.Get("cid")]; c != nil {
-		c.done[num] = true
-		delete(c.running, num)
+	c := f.clients[q.Get("cid")]
+	if c == nil {
+		// As a supernode does: a report from a client it does not know
+		// (any more) makes nobody a holder.
+		f.mu.Unlock()
+		reply(w, types.ResultInfo{Code: types.CodeTargetNotFound})
+		return
 	}
+	c.done[num] = true
+	delete(c.running, num)
 	f.holders[num] = append(f.holders[num], q.Get("cid"))
 	f.mu.Unlock()
 	reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})

@@ -32,22 +32,25 @@ func (d *Download) stream(ctx context.Context) error {
 		res, err = d.p2p(w).Run(pctx)
 		stopAlive()
 		var se *downloader.SupernodeError
-		if err == nil || !errors.As(err, &se) || pctx.Err() != nil {
+		gone := errors.Is(err, downloader.ErrTaskGone)
+		if err == nil || (!gone && !errors.As(err, &se)) || pctx.Err() != nil {
 			break
 		}
-		// The cache reports to the failed supernode: drop it, and open
-		// one for the next node once registered there.
+		// The cache reports to the failed supernode (or for the dropped
+		// task): drop it, and open one once registered again. A supernode
+		// that forgot us is asked again; a failed one is left for the next.
 		closeCache()
 		d.regReq.StartPiece = w.Next()
-		size, src := d.reg.Data.PieceSize, d.reg.Data.CDNSource
-		if !d.migrate(pctx) {
+		size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
+		if (gone && !d.reregister(pctx)) || (!gone && !d.migrate(pctx)) {
 			closeCache = func() {}
 			break
 		}
-		if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src {
+		if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src || d.length != length {
 			// Piece numbers would name other bytes: the source goes on
 			// from the byte where the stream stopped instead.
-			err = fmt.Errorf("%w; next node %s cuts the file into other pieces (size %d, not %d)", err, d.reg.Node, d.reg.Data.PieceSize, size)
+			err = fmt.Errorf("%w; node %s now cuts the file into other pieces (size %d, not %d; length %d, not %d)",
+				err, d.reg.Node, d.reg.Data.PieceSize, size, d.length, length)
 			closeCache = func() {}
 			break
 		}
@@ -99,6 +102,10 @@ func (d *Download) stream(ctx context.Context) error {
 func (d *Download) openStreamCache(ctx context.Context, w *downloader.StreamWriter) func() {
 	cfg := d.cfg
 	w.Push = nil
+	if d.reg.NoStreamCache {
+		d.log.Infof("supernode %s has no stream support: registered as the cdn pattern, no stream cache", d.reg.Node)
+		return func() {}
+	}
 	if d.peerPort <= 0 || d.reg.Data.CDNSource == types.CDNSourceSource {
 		return func() {}
 	}

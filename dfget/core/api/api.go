@@ -84,6 +84,18 @@ func (c *Client) SecureNodes(token string, caFiles []string) error {
 // New returns a Client on its own tuned transport.
 func New() *Client { return &Client{HTTP: &http.Client{Transport: NewTransport()}} }
 
+// WithTransport returns a client like c (same supernode scheme and token)
+// whose requests go through wrap(c's transport).
+func (c *Client) WithTransport(wrap func(http.RoundTripper) http.RoundTripper) *Client {
+	hc := *c.HTTP
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc.Transport = wrap(base)
+	return &Client{HTTP: &hc, https: c.https, token: c.token}
+}
+
 // UserAgent is sent with every request.
 func UserAgent() string { return "dfget/" + version.Version }
 
@@ -241,6 +253,22 @@ func (c *Client) StreamPiece(ctx context.Context, node, taskID, cid, pieceRange 
 		m = http.MethodPost
 	}
 	return c.want(ctx, m, c.endpoint(node, "/peer/piece/stream", q), types.CodeGetPieceReport)
+}
+
+// StreamSupported reports whether node takes stream-cache reports
+// (/peer/piece/stream). A Dragonfly 1.x supernode has no such route and
+// answers HTTP 404 (405 for a method it lacks); ours answers any request
+// there with an envelope, HTTP 200. The probe is a DELETE without a task,
+// which changes nothing on a supernode that has the route. A transport
+// failure is returned as the error, with supported true: it says nothing.
+func (c *Client) StreamSupported(ctx context.Context, node string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, status, err := c.do(ctx, http.MethodDelete, c.endpoint(node, "/peer/piece/stream", nil), nil, "")
+	if err != nil {
+		return true, err
+	}
+	return status != http.StatusNotFound && status != http.StatusMethodNotAllowed, nil
 }
 
 func (c *Client) want(ctx context.Context, method, u string, code int) error {

@@ -49,6 +49,9 @@ type P2P struct {
 
 	pool api.BufferPool
 	slow slowGuard
+	// fetcher fetches pieces, paced by Limiter (pacedClient).
+	fetcher  *api.Client
+	initOnce sync.Once
 }
 
 // Result is what a finished P2P attempt learned.
@@ -77,6 +80,12 @@ type SupernodeError struct {
 
 func (e *SupernodeError) Error() string { return "supernode " + e.Node + ": " + e.Err.Error() }
 func (e *SupernodeError) Unwrap() error { return e.Err }
+
+// ErrTaskGone is a supernode answering that it does not know this client
+// (/peer/task code 502): it dropped the task (a damaged cache file, a
+// restart, GC), so the registration is void. Registering again, at the
+// same supernode, starts the task afresh.
+var ErrTaskGone = errors.New("the supernode no longer knows this client")
 
 // errNoProgress ends an attempt whose supernode keeps saying "wait" for
 // too long without any piece arriving.
@@ -302,12 +311,22 @@ func (d *P2P) Run(ctx context.Context) (*Result, error) {
 				break
 			}
 			return res, nil
-		case types.CodeSourceError:
-			return nil, fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
 		default:
-			return nil, &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
+			return nil, d.codeError(env)
 		}
 	}
+}
+
+// codeError is the end of an attempt by a /peer/task code that is not
+// part of the pull loop's conversation.
+func (d *P2P) codeError(env *api.Envelope) error {
+	switch env.Code {
+	case types.CodeSourceError:
+		return fmt.Errorf("supernode %s: source error: %s", d.Node, env.Msg)
+	case types.CodeTargetNotFound:
+		return fmt.Errorf("supernode %s: /peer/task code %d (%s): %w", d.Node, env.Code, env.Msg, ErrTaskGone)
+	}
+	return &SupernodeError{Node: d.Node, Err: fmt.Errorf("/peer/task code %d: %s", env.Code, env.Msg)}
 }
 
 // fetch downloads, verifies and writes one piece, reports it, and returns
@@ -327,22 +346,10 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 			}
 		}
 	}()
-	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL, Limiter: d.Limiter}
-	limit := 2 * time.Minute
-	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
-	if fromPeer {
-		limit = min(limit, d.slow.limit(d.PieceSize, d.Limiter))
-	}
-	fctx, cancel := context.WithTimeout(ctx, limit)
+	d.init()
 	t0 := time.Now()
-	b, err := d.Client.FetchPiece(fctx, req, buf)
-	cancel()
+	b, err := d.fetchTimed(ctx, pi, buf)
 	tFetch := time.Since(t0)
-	if err == nil {
-		d.slow.observe(tFetch)
-	} else if fromPeer && fctx.Err() != nil && ctx.Err() == nil {
-		err = fmt.Errorf("holder too slow, gave up after %v (fetch elsewhere): %w", limit.Round(time.Millisecond), err)
-	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
@@ -385,6 +392,39 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) eve
 	d.Log.Debugf("piece %d from %s: fetch %v write %v report %v", pi.PieceNum, pi.PeerIP, tFetch, tWrite, time.Since(t0)-tFetch-tWrite)
 	e.ok = true
 	return e
+}
+
+// init prepares what fetches share.
+func (d *P2P) init() {
+	d.initOnce.Do(func() { d.fetcher = pacedClient(d.Client) })
+}
+
+// fetchTimed fetches one piece under the slow-holder guard: a fetch whose
+// holder's share of the time (the time not spent waiting on our own
+// limiter) passes the guard's limit is cancelled and fails as "too slow";
+// any other failure keeps its own error.
+func (d *P2P) fetchTimed(ctx context.Context, pi types.PieceInfo, buf *[]byte) ([]byte, error) {
+	limit := supernodeFetchLimit
+	fromPeer := !strings.HasPrefix(pi.CID, types.SuperNodeCIDPrefix)
+	if fromPeer {
+		limit = min(limit, d.slow.limit())
+	}
+	clock := newHolderClock()
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	fctx = context.WithValue(fctx, pacerKey{}, &pacer{l: d.Limiter, clock: clock})
+	stop := clock.guard(limit, cancel)
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL}
+	b, err := d.fetcher.FetchPiece(fctx, req, buf)
+	stop()
+	if err == nil {
+		d.slow.observe(clock.elapsed())
+		return b, nil
+	}
+	if errors.Is(context.Cause(fctx), errHolderSlow) && ctx.Err() == nil {
+		return nil, fmt.Errorf("gave up after %v of the holder's time (fetch elsewhere): %w", limit.Round(time.Millisecond), err)
+	}
+	return nil, err
 }
 
 // reportSuccess sends /peer/piece/suc, retrying a few times: until the

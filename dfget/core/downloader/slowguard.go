@@ -1,11 +1,17 @@
 package downloader
 
 import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 )
 
 // slowGuard bounds how long a piece fetch from a peer may take before it is
@@ -13,13 +19,18 @@ import (
 // elsewhere (and this client is not sent to that peer again). Without it a
 // peer with a thin uplink holds a piece for minutes while others could
 // serve it in a second. The bound adapts to this download's own piece
-// times (4 x the median of recent ones), so a uniformly slow network or a
-// --locallimit does not make every peer look slow. Fetches from the
-// supernode are never cut: it is the holder of last resort.
+// times (4 x the median of recent ones), so a uniformly slow network does
+// not make every peer look slow. Only the holder's time counts: the time a
+// fetch waits on this download's own rate limiter (--locallimit, shared by
+// every piece in flight) is ours, not the holder's, and is left out of both
+// the piece times and the bound (holderClock). Fetches from the supernode
+// get a fixed 2 minutes: it is the holder of last resort.
 type slowGuard struct {
 	mu     sync.Mutex
-	recent []time.Duration // ring of the last completed fetch times
+	recent []time.Duration // ring of the last completed holder times
 	next   int
+	// initial replaces slowGuardInitial when set (tests).
+	initial time.Duration
 }
 
 const (
@@ -28,9 +39,14 @@ const (
 	slowGuardInitial = 5 * time.Second
 	slowGuardFloor   = 3 * time.Second
 	slowGuardFactor  = 4
+	// supernodeFetchLimit bounds a fetch from the supernode.
+	supernodeFetchLimit = 2 * time.Minute
 )
 
-// observe records a completed fetch.
+// errHolderSlow is the cause of a fetch cancelled by the guard.
+var errHolderSlow = errors.New("holder too slow")
+
+// observe records the holder time of a completed fetch.
 func (g *slowGuard) observe(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -42,20 +58,151 @@ func (g *slowGuard) observe(d time.Duration) {
 	g.next = (g.next + 1) % slowGuardWindow
 }
 
-// limit is the time a peer fetch of pieceSize bytes may take now; the
-// local rate limiter's own pace for a piece (times the factor) is always
-// allowed.
-func (g *slowGuard) limit(pieceSize int32, l *xrate.Limiter) time.Duration {
+// limit is the holder time a peer fetch may take now.
+func (g *slowGuard) limit() time.Duration {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	d := slowGuardInitial
+	if g.initial > 0 {
+		d = g.initial
+	}
 	if n := len(g.recent); n > 0 {
 		s := slices.Clone(g.recent)
 		slices.Sort(s)
 		d = max(slowGuardFloor, slowGuardFactor*s[n/2])
 	}
-	g.mu.Unlock()
-	if l != nil && l.Limit() != xrate.Inf && l.Limit() > 0 {
-		d = max(d, time.Duration(slowGuardFactor*float64(pieceSize)/float64(l.Limit())*float64(time.Second)))
+	return d
+}
+
+// holderClock is the time one fetch has taken minus the time it waited on
+// this download's own rate limiter.
+type holderClock struct {
+	mu        sync.Mutex
+	start     time.Time
+	waited    time.Duration
+	waitSince time.Time // zero when not waiting
+}
+
+func newHolderClock() *holderClock { return &holderClock{start: time.Now()} }
+
+// elapsed is the holder's share of the fetch so far.
+func (c *holderClock) elapsed() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := time.Since(c.start) - c.waited
+	if !c.waitSince.IsZero() {
+		d -= time.Since(c.waitSince)
 	}
 	return d
+}
+
+func (c *holderClock) pause() {
+	c.mu.Lock()
+	c.waitSince = time.Now()
+	c.mu.Unlock()
+}
+
+func (c *holderClock) resume() {
+	c.mu.Lock()
+	c.waited += time.Since(c.waitSince)
+	c.waitSince = time.Time{}
+	c.mu.Unlock()
+}
+
+// guard calls cancel(errHolderSlow) once the holder's share reaches limit.
+// The timer re-arms for what is left whenever it fires early, which it
+// does when the fetch spent part of the time waiting on our limiter.
+func (c *holderClock) guard(limit time.Duration, cancel context.CancelCauseFunc) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	var check func()
+	check = func() {
+		left := limit - c.elapsed()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case stopped:
+		case left <= 0:
+			cancel(errHolderSlow)
+		default:
+			t = time.AfterFunc(left, check)
+		}
+	}
+	mu.Lock()
+	t = time.AfterFunc(limit, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
+
+// pacer is what a paced piece response needs: the download's limiter and
+// the fetch's clock. It travels in the request's context.
+type pacer struct {
+	l     *xrate.Limiter
+	clock *holderClock
+}
+
+type pacerKey struct{}
+
+// pacedClient is c with a transport that applies the pacer in a request's
+// context to the response body: pieces are fetched with no limiter of
+// FetchPiece's own, and every wait on ours is timed.
+func pacedClient(c *api.Client) *api.Client {
+	return c.WithTransport(func(base http.RoundTripper) http.RoundTripper { return &pacedTransport{base: base} })
+}
+
+type pacedTransport struct{ base http.RoundTripper }
+
+func (t *pacedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := req.Context().Value(pacerKey{}).(*pacer); ok && p.l != nil {
+		resp.Body = &pacedBody{ReadCloser: resp.Body, ctx: req.Context(), p: p}
+	}
+	return resp, nil
+}
+
+type pacedBody struct {
+	io.ReadCloser
+	ctx context.Context
+	p   *pacer
+}
+
+// Read reads at most a burst and then waits for the limiter to allow the
+// bytes, with the holder clock paused. It does not use WaitN: WaitN fails
+// at once when the wait would pass the context's deadline, which would
+// turn our own limit into a failed piece.
+func (b *pacedBody) Read(p []byte) (int, error) {
+	if burst := b.p.l.Burst(); len(p) > burst && burst > 0 {
+		p = p[:burst]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if n <= 0 {
+		return n, err
+	}
+	r := b.p.l.ReserveN(time.Now(), n)
+	if !r.OK() {
+		return n, err
+	}
+	if d := r.Delay(); d > 0 {
+		b.p.clock.pause()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+			t.Stop()
+			r.Cancel()
+			b.p.clock.resume()
+			return n, b.ctx.Err()
+		}
+		b.p.clock.resume()
+	}
+	return n, err
 }

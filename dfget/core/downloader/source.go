@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -101,6 +102,13 @@ func (s *Source) Open(ctx context.Context, off int64) (io.ReadCloser, int64, err
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		resp.Body.Close()
 		return nil, 0, fmt.Errorf("source %s: HTTP %d", s.URL, resp.StatusCode)
+	}
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "multipart/byteranges" {
+		// The parts' MIME framing is not the file; config refuses the
+		// several-range header that asks for this, but an origin may send
+		// it anyway.
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("source %s: answered multipart/byteranges (several ranges), not one body", s.URL)
 	}
 	if off > 0 && skip == 0 && resp.StatusCode == http.StatusOK {
 		// The source ignored our Range: skip what was already delivered.

@@ -84,7 +84,7 @@ type FileWriter struct {
 func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return nil, &LocalWriteError{fmt.Errorf("create %s: %w", path, err)}
 	}
 	w := &FileWriter{f: f, path: path, content: contentPerPiece, written: map[int]int64{}, h: md5.New(), hdone: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
@@ -123,7 +123,7 @@ func (w *FileWriter) Preallocate(length int64) error {
 	}
 	err := unix.Fallocate(int(w.f.Fd()), 0, 0, length)
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("no space for %d bytes in %s: %w", length, filepath.Dir(w.path), err)
+		return &LocalWriteError{fmt.Errorf("no space for %d bytes in %s: %w", length, filepath.Dir(w.path), err)}
 	}
 	return nil
 }
@@ -144,7 +144,7 @@ func (w *FileWriter) WritePiece(_ context.Context, p *Piece) error {
 	_, err := fileio.WriteAt(w.f, p.Content, int64(p.Num)*w.content)
 	w.wmu.Unlock()
 	if err != nil {
-		return fmt.Errorf("write piece %d to %s: %w", p.Num, w.path, err)
+		return &LocalWriteError{fmt.Errorf("write piece %d to %s: %w", p.Num, w.path, err)}
 	}
 	w.mu.Lock()
 	w.written[p.Num] = int64(len(p.Content))
@@ -237,7 +237,7 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 	w.mu.Unlock()
 	<-w.hdone
 	if cerr := w.f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close %s: %w", w.path, cerr)
+		err = &LocalWriteError{fmt.Errorf("close %s: %w", w.path, cerr)}
 	}
 	return length, sum, err
 }
@@ -255,8 +255,16 @@ func (w *FileWriter) Abort() {
 
 // Publish makes src appear atomically at dst: a hard link when both are on
 // one file system, else a copy, written under a temporary name in dst's
-// directory and renamed over dst. dst is untouched on any failure.
+// directory and renamed over dst. dst is untouched on any failure, which
+// is a LocalWriteError.
 func Publish(src, dst string) error {
+	if err := publish(src, dst); err != nil {
+		return &LocalWriteError{err}
+	}
+	return nil
+}
+
+func publish(src, dst string) error {
 	dir := filepath.Dir(dst)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".dfget-*")
 	if err != nil {
@@ -297,6 +305,20 @@ func copyFile(src, dst string) error {
 
 // EqualMd5 compares md5 hex strings case-insensitively.
 func EqualMd5(a, b string) bool { return strings.EqualFold(a, b) }
+
+// LocalWriteError is a failure to write the download on this host: the
+// service file, a temp file or the output (no space, quota, read-only file
+// system, I/O error, permissions). Fetching the file again, from the source
+// or anywhere, would end the same way, so it is never a reason to.
+type LocalWriteError struct{ Err error }
+
+func (e *LocalWriteError) Error() string { return e.Err.Error() }
+func (e *LocalWriteError) Unwrap() error { return e.Err }
+
+// NoSpace reports that the file system or the quota is full.
+func (e *LocalWriteError) NoSpace() bool {
+	return errors.Is(e.Err, unix.ENOSPC) || errors.Is(e.Err, unix.EDQUOT)
+}
 
 // ErrConsumerGone means the stream's reader closed its end (EPIPE).
 var ErrConsumerGone = errors.New("output closed by its reader")

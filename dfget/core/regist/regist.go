@@ -25,6 +25,11 @@ type Result struct {
 	// from it.
 	SuperNodeIP string
 	Data        types.RegisterResponseData
+	// NoStreamCache is set for a stream registered with a supernode that
+	// takes no stream-cache reports (Dragonfly 1.x): it was registered as
+	// the cdn pattern, so the supernode never sends peers to it, and it
+	// must not open a stream cache.
+	NoStreamCache bool
 }
 
 // Request carries what the register body needs beyond the config.
@@ -83,17 +88,34 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 			return nil, err
 		}
 		body.SuperNodeIP = n.Host
-		d, err := c.Register(ctx, n.Addr(), &body)
+		b, noCache := streamBody(ctx, c, n, body)
+		d, err := c.Register(ctx, n.Addr(), &b)
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
-		return &Result{Node: n.Addr(), SuperNodeIP: n.Host, Data: *d}, nil
+		return &Result{Node: n.Addr(), SuperNodeIP: n.Host, Data: *d, NoStreamCache: noCache}, nil
 	}
 	if len(errs) == 0 {
 		return nil, errors.New("no supernode to register with")
 	}
 	return nil, fmt.Errorf("register failed: %s", strings.Join(errs, "; "))
+}
+
+// streamBody adapts a stream's registration to node: a supernode without
+// stream support (probed once per registration) would make the stream a
+// holder of every piece it reports (/peer/piece/suc, which it still needs)
+// and send peers to pieces long gone from its window; registered as the
+// cdn pattern it is never offered as a holder.
+func streamBody(ctx context.Context, c *api.Client, n config.Node, body types.RegisterRequest) (types.RegisterRequest, bool) {
+	if !body.StreamMode || body.Pattern == config.PatternCDN {
+		return body, false
+	}
+	if ok, err := c.StreamSupported(ctx, n.Addr()); ok || err != nil {
+		return body, false
+	}
+	body.Pattern = config.PatternCDN
+	return body, true
 }
 
 // Order returns the nodes in the order to try them.

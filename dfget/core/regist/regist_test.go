@@ -21,11 +21,26 @@ type registry struct {
 	refuse bool
 	mu     sync.Mutex
 	got    []types.RegisterRequest
+	// noStream makes /peer/piece/stream a missing route (Dragonfly 1.x);
+	// probes counts requests there.
+	noStream bool
+	probes   int
 }
 
 func newRegistry(t *testing.T, refuse bool) *registry {
 	r := &registry{refuse: refuse}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/peer/piece/stream" {
+			r.mu.Lock()
+			r.probes++
+			r.mu.Unlock()
+			if r.noStream {
+				http.NotFound(w, req)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(types.ResultInfo{Code: types.CodeParamError, Msg: "taskId required"})
+			return
+		}
 		var body types.RegisterRequest
 		_ = json.NewDecoder(req.Body).Decode(&body)
 		r.mu.Lock()
@@ -88,5 +103,31 @@ func TestRegisterStreamFields(t *testing.T) {
 	}
 	if !str.StreamMode || str.WindowSize != 5 || str.StartPiece != 7 {
 		t.Errorf("stream mode sent streamMode %v windowSize %d startPiece %d, want true 5 7", str.StreamMode, str.WindowSize, str.StartPiece)
+	}
+}
+
+// A stream probes each node for stream support once before registering;
+// a node without it (404) gets a cdn-pattern registration and the result
+// says to open no stream cache. A file download probes nothing.
+func TestRegisterStreamProbe(t *testing.T) {
+	for _, noStream := range []bool{false, true} {
+		r := newRegistry(t, false)
+		r.noStream = noStream
+		for _, stream := range []bool{false, true} {
+			cfg := config.New()
+			cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
+			res, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 15001})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := r.got[len(r.got)-1]
+			cdn := stream && noStream
+			if res.NoStreamCache != cdn || (body.Pattern == config.PatternCDN) != cdn {
+				t.Errorf("noStream %v stream %v: NoStreamCache %v pattern %q", noStream, stream, res.NoStreamCache, body.Pattern)
+			}
+		}
+		if r.probes != 1 {
+			t.Errorf("noStream %v: %d probes, want 1 (the stream's)", noStream, r.probes)
+		}
 	}
 }

@@ -1,0 +1,130 @@
+package core
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/dfget/config"
+)
+
+// issue 11 item 8: a supernode that dropped the task (it found its cache
+// file damaged) answers /peer/task with 502 "unknown client". dfget
+// registers again with it and downloads the re-fetched file, with
+// --notbs, in the file and the stream mode.
+func TestTaskGoneRegistersAgain(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	for _, stream := range []bool{false, true} {
+		o := origin(t, body)
+		sn := newFakeSupernode(t, body)
+		sn.forgetAt = 3
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Stream, cfg.WindowSize, cfg.NotBS = stream, 2, true
+		peerServer(t, cfg)
+		var buf bytes.Buffer
+		code, out := run(t, cfg, &buf)
+		t.Logf("stream %v: exit %d, %d registrations: %s", stream, code, sn.registers, lastLine(out))
+		if code != 0 {
+			b, _ := os.ReadFile(filepath.Join(cfg.LogDir(), "dfclient.log"))
+			t.Logf("%s", b)
+		}
+		if code != 0 {
+			t.Fatalf("stream %v: exit %d after the supernode forgot the client\n%s", stream, code, out)
+		}
+		if sn.registers != 2 {
+			t.Errorf("stream %v: %d registrations, want 2", stream, sn.registers)
+		}
+		if stream {
+			if !bytes.Equal(buf.Bytes(), body) {
+				t.Fatalf("stream differs (%d of %d bytes)", buf.Len(), len(body))
+			}
+		} else {
+			mustSame(t, cfg.Output, body)
+		}
+	}
+}
+
+// A supernode that keeps forgetting the client is asked again a bounded
+// number of times; then the download fails (--notbs) instead of looping.
+func TestTaskGoneBounded(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	sn.forgetEvery = 2
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.NotBS = true
+	code, out := run(t, cfg, nil)
+	if code != config.ExitDownloadError || !strings.Contains(out, "no longer knows this client") {
+		t.Fatalf("exit %d, want 80 naming the forgetting supernode\n%s", code, out)
+	}
+	// The first registration and three more (maxReregister).
+	if sn.registers != 4 {
+		t.Errorf("%d registrations, want 4", sn.registers)
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// A stream against a supernode without stream support (Dragonfly 1.x:
+// /peer/piece/stream is a missing route, 404). dfget finds out with one
+// request, never posts a stream-cache report, and registers as the cdn
+// pattern so the supernode never sends peers to pieces the stream cannot
+// keep serving. The stream is exact.
+func TestStreamAgainstSupernodeWithoutStream(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	sn, code, buf, out := streamThrough(t, body, func(f *fakeSupernode) { f.noStream = true })
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	total := 0
+	for _, n := range sn.streamReqs {
+		total += n
+	}
+	t.Logf("exit %d: /peer/piece/stream requests %v, registration patterns %q", code, sn.streamReqs, sn.patterns)
+	if code != 0 || !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("exit %d, %d of %d bytes\n%s", code, buf.Len(), len(body), out)
+	}
+	if total != 1 || sn.streamReqs["POST"] != 0 {
+		t.Errorf("%d requests to /peer/piece/stream (%v), want exactly one probe and no POST", total, sn.streamReqs)
+	}
+	if len(sn.patterns) != 1 || sn.patterns[0] != "cdn" {
+		t.Errorf("registered with patterns %q, want one cdn registration (never a holder)", sn.patterns)
+	}
+	if n := len(sn.peerAddr); n != 0 {
+		t.Errorf("the stream client is a holder candidate (%d peers)", n)
+	}
+}
+
+// With a supernode that has stream support nothing changes: the stream
+// registers as p2p and its cache reports pieces.
+func TestStreamAgainstSupernodeWithStream(t *testing.T) {
+	body := content(3*pieceContent + 5)
+	sn, code, buf, out := streamThrough(t, body, func(*fakeSupernode) {})
+	if code != 0 || !bytes.Equal(buf.Bytes(), body) {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.streamReqs["POST"] == 0 || len(sn.patterns) != 1 || sn.patterns[0] != "" {
+		t.Fatalf("stream requests %v, patterns %q: want cache reports and a p2p registration", sn.streamReqs, sn.patterns)
+	}
+}
+
+// streamThrough streams body with --notbs and a window of 2 through a
+// fake supernode that set adjusts, with a peer server.
+func streamThrough(t *testing.T, body []byte, set func(*fakeSupernode)) (*fakeSupernode, int, *bytes.Buffer, string) {
+	t.Helper()
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	set(sn)
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+	peerServer(t, cfg)
+	var buf bytes.Buffer
+	code, out := run(t, cfg, &buf)
+	return sn, code, &buf, out
+}
