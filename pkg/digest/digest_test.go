@@ -1,0 +1,135 @@
+package digest
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Known answers: md5 from RFC 1321's test suite; BLAKE3 from the reference
+// implementation's published vectors (input i%251 for i in [0, len)).
+func TestKnownVectors(t *testing.T) {
+	seq := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i % 251)
+		}
+		return b
+	}
+	cases := []struct {
+		alg  Algorithm
+		in   []byte
+		want string
+	}{
+		{MD5, nil, "d41d8cd98f00b204e9800998ecf8427e"},
+		{MD5, []byte("abc"), "900150983cd24fb0d6963f7d28e17f72"},
+		{MD5, []byte("12345678901234567890123456789012345678901234567890123456789012345678901234567890"), "57edf4a22be3c955ac49da2e2107b67a"},
+		{BLAKE3, seq(0), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"},
+		{BLAKE3, seq(1), "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"},
+		{BLAKE3, seq(1023), "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11"},
+		{BLAKE3, seq(1024), "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7"},
+		{BLAKE3, seq(1025), "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444"},
+	}
+	for _, c := range cases {
+		if got := Sum(c.alg, c.in).Hex(); got != c.want {
+			t.Errorf("%s of %d bytes = %s, want %s", c.alg, len(c.in), got, c.want)
+		}
+		want, err := ParseHex(c.alg, strings.ToUpper(c.want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := want.Verify(c.in); err != nil {
+			t.Errorf("Verify of upper-case %s: %v", c.alg, err)
+		}
+	}
+}
+
+func TestStreamingEqualsOneShot(t *testing.T) {
+	data := make([]byte, 5<<20+7)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	for _, a := range []Algorithm{MD5, BLAKE3} {
+		h := a.New()
+		for off := 0; off < len(data); {
+			n := min(len(data)-off, 1+off%(300<<10))
+			h.Write(data[off : off+n])
+			off += n
+		}
+		if got, want := FromHash(a, h), Sum(a, data); got != want {
+			t.Errorf("%s: streaming %s != one-shot %s", a, got, want)
+		}
+	}
+}
+
+func TestVerifyMismatchAndZero(t *testing.T) {
+	want := Sum(BLAKE3, []byte("right"))
+	err := want.Verify([]byte("wrong"))
+	var mm *MismatchError
+	if !errors.As(err, &mm) || mm.Want != want {
+		t.Fatalf("Verify of wrong bytes = %v, want a MismatchError", err)
+	}
+	if err := (Digest{}).Verify([]byte("x")); !errors.Is(err, ErrNoDigest) {
+		t.Fatalf("zero Digest Verify = %v, want ErrNoDigest", err)
+	}
+	// A digest of another algorithm over the same bytes is a mismatch too.
+	if err := want.Check(Sum(MD5, []byte("right"))); err == nil {
+		t.Fatal("md5 digest accepted for a BLAKE3 expectation")
+	}
+}
+
+func TestParseIsStrict(t *testing.T) {
+	good := Sum(BLAKE3, []byte("x"))
+	if d, err := Parse(good.String()); err != nil || d != good {
+		t.Fatalf("Parse(%q) = %v, %v", good.String(), d, err)
+	}
+	if d, err := Parse("BLAKE3:" + strings.ToUpper(good.Hex())); err != nil || d != good {
+		t.Fatalf("upper case: %v, %v", d, err)
+	}
+	bad := []string{
+		"",
+		good.Hex(),                             // no algorithm
+		"sha1:" + good.Hex()[:40],              // unknown algorithm
+		"blake3:" + good.Hex()[:62],            // short
+		"blake3:" + good.Hex() + "00",          // long
+		"blake3:" + good.Hex()[:63] + "g",      // not hex
+		"md5:" + good.Hex(),                    // blake3 length under md5
+		"blake3:" + strings.Repeat("a", 1<<20), // huge input is clipped in the error
+	}
+	for _, s := range bad {
+		_, err := Parse(s)
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%.40q) = %v, want ErrMalformed", s, err)
+		}
+		if err != nil && len(err.Error()) > 300 {
+			t.Errorf("error echoes %d bytes of input", len(err.Error()))
+		}
+	}
+}
+
+func TestPieceMd5(t *testing.T) {
+	wrapped := []byte("\x00\x00\x00\x03abc\x7f")
+	v := PieceMd5(wrapped)
+	d, n, err := ParsePieceMd5(v)
+	if err != nil || n != int64(len(wrapped)) || d.Verify(wrapped) != nil {
+		t.Fatalf("ParsePieceMd5(%q) = %v, %d, %v", v, d, n, err)
+	}
+	for _, s := range []string{"", ":", "abc:8", d.Hex(), d.Hex() + ":", d.Hex() + ":-1", d.Hex() + ":x"} {
+		if _, _, err := ParsePieceMd5(s); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParsePieceMd5(%q) = %v, want ErrMalformed", s, err)
+		}
+	}
+}
+
+func BenchmarkSum(b *testing.B) {
+	buf := bytes.Repeat([]byte{0x5a}, 4<<20)
+	for _, a := range []Algorithm{MD5, BLAKE3} {
+		b.Run(a.String(), func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				Sum(a, buf)
+			}
+		})
+	}
+}
