@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -143,4 +144,19 @@ func digits(s string) bool {
 		}
 	}
 	return true
+}
+
+// normalizeMd5 checks an expected whole-file md5 and returns it in lower
+// case: hex digits compare case-insensitively, so "451D..." and "451d..."
+// are one task and one cache, and a value that is not an md5 is refused
+// rather than taken for "no check".
+func normalizeMd5(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	d, err := digest.ParseHex(digest.MD5, v)
+	if err != nil {
+		return "", errorf(types.CodeParamError, "md5: %w", err)
+	}
+	return d.Hex(), nil
 }

@@ -235,8 +235,12 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	if _, err := urlutil.Validate(taskURL); err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeParamError, "taskUrl: %w", err)
 	}
+	md5, err := normalizeMd5(req.Md5)
+	if err != nil {
+		return types.RegisterResponseData{}, err
+	}
 	src := cdn.Source{
-		RawURL: req.RawURL, TaskURL: taskURL, Headers: headers, Md5: req.Md5, Identifier: req.Identifier,
+		RawURL: req.RawURL, TaskURL: taskURL, Headers: headers, Md5: md5, Identifier: req.Identifier,
 		Insecure: req.Insecure, RootCAs: req.RootCAs,
 	}
 	if req.Md5 != "" {
@@ -294,6 +298,11 @@ func (m *Manager) Ensure(src cdn.Source) (string, error) {
 	if src.TaskURL == "" {
 		src.TaskURL = src.RawURL
 	}
+	md5, err := normalizeMd5(src.Md5)
+	if err != nil {
+		return "", err
+	}
+	src.Md5 = md5
 	src.TaskID = ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
 	if _, err := m.ensure(src); err != nil {
 		return "", err

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -79,6 +80,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"long cid", func(r *types.RegisterRequest) { r.CID = strings.Repeat("c", MaxFieldLen+1) }},
 		{"many headers", func(r *types.RegisterRequest) { r.Headers = make([]string, MaxHeaders+1) }},
 		{"long header", func(r *types.RegisterRequest) { r.Headers = []string{"X: " + strings.Repeat("v", MaxHeaderLen)} }},
+		{"md5 not hex", func(r *types.RegisterRequest) { r.Md5 = strings.Repeat("g", 32) }},
+		{"md5 short", func(r *types.RegisterRequest) { r.Md5 = "451d" }},
 	} {
 		r := validReq()
 		tc.mod(&r)
@@ -116,6 +119,32 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 	r2.CID, r2.StreamMode, r2.WindowSize = "c2", true, 3
 	if _, err := d.m.Register(RegisterParams{Req: r2}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An expected md5 in upper case is the same task, and the same CDN
+// check, as in lower case: hex digits compare case-insensitively.
+func TestRegisterMd5IsCaseInsensitive(t *testing.T) {
+	d := newDeps(t, 0)
+	const lower = "451d1c1c12fb4b3c8bd2b94e2c73f17f"
+	id := ID("http://o/f", lower, "", map[string]string{})
+	d.prog.EXPECT().InitTask(id)
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).DoAndReturn(func(src cdn.Source, _ func(cdn.Result)) (cdn.Started, error) {
+		if src.Md5 != lower {
+			t.Errorf("cdn asked to check md5 %q, want %q", src.Md5, lower)
+		}
+		return cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil
+	}).Times(1)
+	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil).Times(2)
+	d.dfget.EXPECT().Add(gomock.Any()).Return(nil).Times(2)
+	d.prog.EXPECT().InitClient(id, gomock.Any(), "p1", false, false, 0, 0).Times(2)
+	for i, md5 := range []string{strings.ToUpper(lower), lower} {
+		r := validReq()
+		r.CID, r.Md5 = fmt.Sprintf("c%d", i), md5
+		res, err := d.m.Register(RegisterParams{Req: r})
+		if err != nil || res.TaskID != id {
+			t.Fatalf("register with md5 %s: task %q, %v; want %q", md5, res.TaskID, err, id)
+		}
 	}
 }
 
