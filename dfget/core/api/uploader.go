@@ -51,8 +51,8 @@ const (
 // none, for a server too old to have one.
 func (c *Client) SetLocalToken(tok string) { c.localToken.Store(&tok) }
 
-// localCall is peerCall for a local-only endpoint of this host's peer
-// server.
+// localCall calls a local-only endpoint of this host's peer server and
+// returns the answer's body.
 func (c *Client) localCall(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, error) {
 	b, _, err := c.localDo(ctx, method, u, hdr, body)
 	return b, err
@@ -105,12 +105,8 @@ func peerURL(ip string, port int, path string, q url.Values) string {
 	return u.String()
 }
 
-func (c *Client) peerCall(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, error) {
-	b, _, err := c.peerDo(ctx, method, u, hdr, body)
-	return b, err
-}
-
-// peerDo is peerCall that also returns the answer's header.
+// peerDo calls a peer server's endpoint and returns the answer's body and
+// header.
 func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -142,12 +138,6 @@ func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]st
 func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileName, dataDir string, totalLimit int64) (string, error) {
 	return c.localCall(ctx, http.MethodGet, peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil),
 		map[string]string{HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10)}, nil)
-}
-
-// PingServer calls /server/ping.
-func (c *Client) PingServer(ctx context.Context, ip string, port int) error {
-	_, err := c.peerCall(ctx, http.MethodGet, peerURL(ip, port, "/server/ping", nil), nil, nil)
-	return err
 }
 
 // FinishTask tells the peer server the task file is complete and whom to
