@@ -20,7 +20,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
-	"github.com/damselfly-p2p/damselfly/dfget/core/progress"
+	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
 	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
@@ -151,7 +151,7 @@ func download(ctx context.Context, cfg *config.Config) error {
 		signal.Ignore(syscall.SIGPIPE)
 		growPipe(os.Stdout)
 	}
-	if progress.IsTerminal(os.Stderr) {
+	if progressbar.IsTerminal(os.Stderr) {
 		out.Bar = os.Stderr
 	}
 	if code := core.Run(ctx, cfg, out); code != 0 {

@@ -44,13 +44,19 @@ const (
 	DefaultUnknownLengthTimeout = 5 * time.Minute
 )
 
-// Exit statuses of dfget (Dragonfly 1.x codes modulo 256).
+// Dragonfly 1.x result codes of a failed download, printed as
+// "download FAIL(code)".
+const (
+	CodePrepare       = 1101
+	CodeDownloadError = 1104
+)
+
+// Exit statuses of dfget: a result code modulo 256, as a process exit
+// status cannot carry more (Dragonfly 1.x exits the same way).
 const (
 	ExitUsage         = 1
-	ExitLaunchServer  = 76 // 1100
-	ExitPrepare       = 77 // 1101
-	ExitRegister      = 79 // 1103
-	ExitDownloadError = 80 // 1104
+	ExitPrepare       = CodePrepare % 256       // 77
+	ExitDownloadError = CodeDownloadError % 256 // 80
 )
 
 // Back-source reasons, printed as reason:N and reported as backsourceReason.

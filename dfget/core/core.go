@@ -20,7 +20,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
-	"github.com/damselfly-p2p/damselfly/dfget/core/progress"
+	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -36,15 +36,6 @@ type IO struct {
 	Bar     io.Writer
 }
 
-// downloadError is a failure with the back-source reason it carries.
-type downloadError struct {
-	reason int
-	err    error
-}
-
-func (e *downloadError) Error() string { return e.err.Error() }
-func (e *downloadError) Unwrap() error { return e.err }
-
 // Download is the state of one dfget run.
 type Download struct {
 	cfg    *config.Config
@@ -57,15 +48,17 @@ type Download struct {
 	peerPort  int
 	reg       *regist.Result
 	limiter   *xrate.Limiter
-	bar       *progress.Bar
+	bar       *progressbar.Bar
 	headers   map[string]string
-	reason    int
 	length    int64
 	fromPeers int
-	sw        *downloader.StreamWriter
-	nodes     []config.Node
-	tried     map[string]bool
-	regReq    regist.Request
+	// sw is the stream a fallback to the source continues, after the
+	// streamed bytes P2P wrote to it.
+	sw       *downloader.StreamWriter
+	streamed int64
+	nodes    []config.Node
+	tried    map[string]bool
+	regReq   regist.Request
 	// reregs counts registrations made again after a supernode forgot
 	// this client (bounded by maxReregister).
 	reregs int
@@ -98,28 +91,16 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 	fmt.Fprintf(out.Console, "sign:%s\n", cfg.Sign)
 
 	if err := prepareOutput(cfg); err != nil {
-		fmt.Fprintf(out.Console, "download FAIL(1101) cost:0.000s length:0 reason:0 error:%v\n", err)
+		fmt.Fprintf(out.Console, "download FAIL(%d) cost:0.000s length:0 reason:%d error:%v\n",
+			config.CodePrepare, config.ReasonNone, err)
 		return config.ExitPrepare
 	}
-	err = d.run(ctx)
-	cost := time.Since(cfg.StartTime).Seconds()
-	d.reportMetrics(err == nil)
+	reason, err := d.run(ctx)
+	d.reportMetrics(err == nil, reason)
 	if d.bar != nil {
 		d.bar.Close()
 	}
-	if err == nil {
-		fmt.Fprintf(out.Console, "download SUCCESS cost:%.3fs length:%d reason:%d\n", cost, d.length, d.reason)
-		log.Infof("download SUCCESS cost:%.3fs length:%d reason:%d peers:%d", cost, d.length, d.reason, d.fromPeers)
-		return 0
-	}
-	if errors.Is(err, downloader.ErrConsumerGone) {
-		fmt.Fprintf(out.Console, "download STOPPED cost:%.3fs length:%d reason:%d: %v\n", cost, d.length, d.reason, err)
-		return 0
-	}
-	fmt.Fprintf(out.Console, "download FAIL(%d) cost:%.3fs length:%d reason:%d error:%v\n",
-		1104, cost, max(d.length, 0), d.reason, err)
-	log.Errorf("download FAIL: %v", err)
-	return config.ExitDownloadError
+	return d.report(reason, err)
 }
 
 // prepareOutput creates the output's directory and proves it writable, so
@@ -142,7 +123,19 @@ func prepareOutput(cfg *config.Config) error {
 
 func burstFor(r int64) int { return int(min(max(r/8, 16<<10), 1<<20)) }
 
-func (d *Download) run(ctx context.Context) error {
+// run downloads by P2P and, when P2P failed in a way the source may make
+// good, from the source. reason is the back-source reason (afterP2P).
+func (d *Download) run(ctx context.Context) (reason int, err error) {
+	reason, err, toSource := afterP2P(d.tryP2P(ctx), d.cfg.NotBS)
+	if toSource {
+		err = d.backSource(ctx, reason)
+	}
+	return reason, err
+}
+
+// tryP2P registers with a supernode and downloads by P2P. A failure the
+// source may make good is a fallBack with its reason.
+func (d *Download) tryP2P(ctx context.Context) error {
 	cfg := d.cfg
 	for _, dir := range []string{cfg.MetaDir(), cfg.DataDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -150,17 +143,30 @@ func (d *Download) run(ctx context.Context) error {
 		}
 	}
 	if cfg.Pattern == config.PatternSource {
-		d.reason = config.ReasonUserSpecified
-		return d.backSource(ctx, nil, 0)
+		return fallBack(config.ReasonUserSpecified, errNoP2P)
 	}
+	if err := d.register(ctx); err != nil {
+		return err
+	}
+	d.startBar(d.reg.Data.FileLength)
+	if cfg.Stream {
+		return d.stream(ctx)
+	}
+	return d.file(ctx)
+}
+
+// register finds the IP other peers reach this host on, starts (or
+// reuses) the peer server for the p2p pattern and registers the task with
+// the first supernode that takes it.
+func (d *Download) register(ctx context.Context) error {
+	cfg := d.cfg
 	nodes := regist.Order(cfg.Nodes)
 	d.localIP = cfg.IP
 	if d.localIP == "" {
 		ip, err := regist.LocalIP(ctx, nodes)
 		if err != nil {
 			d.log.Warnf("%v", err)
-			d.reason = config.ReasonRegisterFail
-			return d.backSource(ctx, err, 0)
+			return fallBack(config.ReasonRegisterFail, err)
 		}
 		d.localIP = ip
 	}
@@ -181,8 +187,7 @@ func (d *Download) run(ctx context.Context) error {
 	reg, err := regist.Register(ctx, d.client, cfg, nodes, d.regReq)
 	if err != nil {
 		d.log.Warnf("%v", err)
-		d.reason = config.ReasonRegisterFail
-		return d.backSource(ctx, err, 0)
+		return fallBack(config.ReasonRegisterFail, err)
 	}
 	d.reg = reg
 	d.length = reg.Data.FileLength
@@ -190,18 +195,14 @@ func (d *Download) run(ctx context.Context) error {
 	fmt.Fprintln(d.io.Console, "start download by dragonfly...")
 	d.log.Infof("registered at %s: task %s length %d piece size %d cdn source %s", reg.Node, reg.Data.TaskID,
 		reg.Data.FileLength, reg.Data.PieceSize, reg.Data.CDNSource)
-	d.startBar(reg.Data.FileLength)
-	if cfg.Stream {
-		return d.stream(ctx)
-	}
-	return d.file(ctx)
+	return nil
 }
 
 func (d *Download) startBar(total int64) {
 	if d.cfg.ShowBar && d.io.Bar != nil {
-		d.bar = progress.New(d.io.Bar, total)
+		d.bar = progressbar.New(d.io.Bar, total)
 	} else {
-		d.bar = progress.New(nil, total)
+		d.bar = progressbar.New(nil, total)
 	}
 }
 
@@ -227,8 +228,8 @@ func readCAs(files []string) ([][]byte, error) {
 	return out, nil
 }
 
-// p2p builds the P2P attempt for the registered task.
-func (d *Download) p2p(w downloader.Writer) *downloader.P2P {
+// newP2P builds the P2P attempt for the registered task.
+func (d *Download) newP2P(w downloader.Writer) *downloader.P2P {
 	wrapped := d.reg.Data.CDNSource != types.CDNSourceSource
 	var hdr map[string]string
 	var srcURL string
@@ -286,11 +287,11 @@ func (d *Download) expectedLength(res *downloader.Result) int64 {
 // output (cdn), checks it and publishes the output. When the supernode
 // fails mid-download it migrates to the next node and goes on with the
 // pieces already written (the next node is told it has them, not asked
-// for them again); when P2P fails otherwise it falls back to the source.
+// for them again); when P2P fails otherwise the failure is a fileFailure.
 func (d *Download) file(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.DownloadTimeout(d.length))
 	defer cancel()
-	var st *fileState
+	var st *partialFile
 	for {
 		var err error
 		st, err = d.fileAttempt(pctx, st)
@@ -309,27 +310,11 @@ func (d *Download) file(ctx context.Context) error {
 		}
 		st.discard()
 		// P2P is over (Run waited for every fetch): tell the supernode
-		// we serve nothing, and fall back.
+		// we serve nothing.
 		d.serviceDown()
 		d.log.Warnf("p2p download failed: %v", err)
-		d.reason = failureReason(err)
-		return d.backSource(ctx, err, 0)
+		return fileFailure(err)
 	}
-}
-
-// failureReason is the back-source reason of a failed P2P attempt.
-func failureReason(err error) int {
-	var lw *downloader.LocalWriteError
-	var de *downloadError
-	switch {
-	case errors.As(err, &lw) && lw.NoSpace():
-		return config.ReasonNoSpace
-	case errors.As(err, &lw):
-		return config.ReasonWriteError
-	case errors.As(err, &de):
-		return de.reason
-	}
-	return config.ReasonDownloadError
 }
 
 // maxReregister bounds how often one download registers again with a
@@ -388,9 +373,10 @@ func (d *Download) migrate(ctx context.Context) bool {
 	return true
 }
 
-// fileState is the file a download writes, kept across a migration to
-// another supernode when the piece layout stays the same.
-type fileState struct {
+// partialFile is the file a P2P download writes before it is published,
+// kept across a migration to another supernode when the piece layout stays
+// the same.
+type partialFile struct {
 	w         *downloader.FileWriter
 	path      string
 	pieceSize int32
@@ -398,7 +384,7 @@ type fileState struct {
 }
 
 // discard drops the file; a nil state is fine.
-func (st *fileState) discard() {
+func (st *partialFile) discard() {
 	if st != nil {
 		st.w.Abort()
 		os.Remove(st.path)
@@ -409,26 +395,15 @@ func (st *fileState) discard() {
 // prev's file when it has this registration's piece layout. The output is
 // published only if everything checks. When the supernode failed, the file
 // is returned for the next node; on any other failure it is gone.
-func (d *Download) fileAttempt(ctx context.Context, prev *fileState) (*fileState, error) {
-	cfg := d.cfg
-	st := prev
-	if st != nil && (st.pieceSize != d.reg.Data.PieceSize || st.cdnSource != d.reg.Data.CDNSource) {
-		d.log.Infof("piece layout changed (size %d to %d): starting over", st.pieceSize, d.reg.Data.PieceSize)
-		st.discard()
-		st = nil
-	}
-	if st == nil {
-		var err error
-		if st, err = d.newFileState(); err != nil {
-			return nil, err
-		}
-	} else {
-		d.log.Infof("going on with the %d pieces already written", st.w.Written())
+func (d *Download) fileAttempt(ctx context.Context, prev *partialFile) (*partialFile, error) {
+	st, err := d.reusePartialFile(prev)
+	if err != nil {
+		return nil, err
 	}
 	w, path := st.w, st.path
 	stopRate := d.fairRate(ctx)
 	stopAlive := d.keepAlive(ctx)
-	res, err := d.p2p(w).Run(ctx)
+	res, err := d.newP2P(w).Run(ctx)
 	stopAlive()
 	var se *downloader.SupernodeError
 	if errors.As(err, &se) {
@@ -449,14 +424,7 @@ func (d *Download) fileAttempt(ctx context.Context, prev *fileState) (*fileState
 		err = d.checkFile(res, length, sum)
 	}
 	if err == nil {
-		if d.peerPort > 0 {
-			err = downloader.Publish(path, cfg.Output)
-		} else if err = os.Chmod(path, 0o644); err == nil {
-			err = os.Rename(path, cfg.Output)
-			if err != nil {
-				err = &downloader.LocalWriteError{Err: fmt.Errorf("move to %s: %w", cfg.Output, err)}
-			}
-		}
+		err = d.publish(path)
 	}
 	if err != nil {
 		os.Remove(path)
@@ -467,9 +435,41 @@ func (d *Download) fileAttempt(ctx context.Context, prev *fileState) (*fileState
 	return nil, nil
 }
 
-// newFileState creates the file a download writes: the service file the
+// reusePartialFile is prev when it has this registration's piece layout,
+// else (prev discarded) a new partial file.
+func (d *Download) reusePartialFile(prev *partialFile) (*partialFile, error) {
+	if prev != nil && (prev.pieceSize != d.reg.Data.PieceSize || prev.cdnSource != d.reg.Data.CDNSource) {
+		d.log.Infof("piece layout changed (size %d to %d): starting over", prev.pieceSize, d.reg.Data.PieceSize)
+		prev.discard()
+		prev = nil
+	}
+	if prev == nil {
+		return d.newPartialFile()
+	}
+	d.log.Infof("going on with the %d pieces already written", prev.w.Written())
+	return prev, nil
+}
+
+// publish makes the checked file at path the output: a link to the
+// service file the peer server goes on sharing, or the temp file itself,
+// renamed (the cdn pattern).
+func (d *Download) publish(path string) error {
+	out := d.cfg.Output
+	if d.peerPort > 0 {
+		return downloader.Publish(path, out)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(path, out); err != nil {
+		return &downloader.LocalWriteError{Err: fmt.Errorf("move to %s: %w", out, err)}
+	}
+	return nil
+}
+
+// newPartialFile creates the file a download writes: the service file the
 // peer server shares, or a temp file beside the output without one.
-func (d *Download) newFileState() (*fileState, error) {
+func (d *Download) newPartialFile() (*partialFile, error) {
 	cfg := d.cfg
 	var path string
 	if d.peerPort > 0 {
@@ -486,18 +486,19 @@ func (d *Download) newFileState() (*fileState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &fileState{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}
+	st := &partialFile{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}
 	if err := w.Preallocate(d.length); err != nil {
 		st.discard()
 		return nil, err
 	}
 	// Every piece is checked on arrival against the md5 the supernode
 	// computed from the same bytes as the file's md5, so a file of checked
-	// pieces has that md5 by construction and a second md5 pass over every
-	// byte (half of dfget's CPU) proves nothing more. The whole file is
-	// hashed, as its contiguous prefix grows, when the user gave --md5 (an
-	// independent claim) or when a piece arrives without an md5 to check
-	// (the downloader then enables hashing itself).
+	// pieces has that md5 by construction, and a second md5 pass over
+	// every byte would cost as much CPU as the piece checks to prove
+	// nothing more. The whole file is hashed, as its contiguous prefix
+	// grows, when the user gave --md5 (an independent claim) or when a
+	// piece arrives without an md5 to check (the downloader then enables
+	// hashing itself).
 	if cfg.Md5 != "" {
 		w.EnableHash()
 	}
@@ -506,14 +507,14 @@ func (d *Download) newFileState() (*fileState, error) {
 
 func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {
 	if want := d.expectedLength(res); want >= 0 && length != want {
-		return &downloadError{config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, want)}
+		return fallBack(config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, want))
 	}
 	want := d.cfg.Md5
 	if want == "" {
 		want = res.Finish.Md5
 	}
 	if sum != "" && want != "" && !downloader.EqualMd5(sum, want) {
-		return &downloadError{config.ReasonMd5NotMatch, fmt.Errorf("md5 of downloaded file is %s, want %s", sum, want)}
+		return fallBack(config.ReasonMd5NotMatch, fmt.Errorf("md5 of downloaded file is %s, want %s", sum, want))
 	}
 	return nil
 }
@@ -608,24 +609,10 @@ func (d *Download) keepAlive(ctx context.Context) func() {
 	return func() { cancel(); <-done }
 }
 
-// backSource downloads from the source unless --notbs forbids it or the
-// P2P attempt failed writing on this host (no space, read-only, I/O or
-// permission error): the source would fail the same way after fetching the
-// whole file again, so, as v1 does for "no space", the fallback is refused
-// (+1000). off is where a stream continues.
-func (d *Download) backSource(ctx context.Context, cause error, off int64) error {
+// backSource downloads from the source, for the back-source reason given;
+// a stream continues where P2P left it (d.sw).
+func (d *Download) backSource(ctx context.Context, reason int) error {
 	cfg := d.cfg
-	local := d.reason == config.ReasonNoSpace || d.reason == config.ReasonWriteError
-	if cfg.NotBS || local {
-		d.reason += config.ReasonNotBSAddition
-		if cause == nil {
-			cause = errors.New("p2p download not possible")
-		}
-		if local {
-			return fmt.Errorf("%w (a local write error: no fallback to the source)", cause)
-		}
-		return fmt.Errorf("%w (--notbs: no fallback to the source)", cause)
-	}
 	hc, err := downloader.SourceClient(cfg.CACerts, cfg.Insecure)
 	if err != nil {
 		return err
@@ -635,14 +622,14 @@ func (d *Download) backSource(ctx context.Context, cause error, off int64) error
 	if cfg.Pattern != config.PatternSource {
 		fmt.Fprintf(d.io.Console, "start download %s from the source station\n", filepath.Base(cfg.Output))
 	}
-	d.log.Infof("back-source download, reason %d", d.reason)
+	d.log.Infof("back-source download, reason %d", reason)
 	if d.bar == nil {
 		d.startBar(-1)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
 	defer cancel()
 	if cfg.Stream {
-		return d.streamBackSource(ctx, src, off)
+		return d.streamBackSource(ctx, src)
 	}
 	n, err := src.DownloadFile(ctx, cfg.Output, cfg.Md5, d.bar.Add)
 	if err != nil {
@@ -652,7 +639,7 @@ func (d *Download) backSource(ctx context.Context, cause error, off int64) error
 	return nil
 }
 
-func (d *Download) reportMetrics(success bool) {
+func (d *Download) reportMetrics(success bool, reason int) {
 	if d.reg == nil {
 		return
 	}
@@ -661,7 +648,7 @@ func (d *Download) reportMetrics(success bool) {
 	m := &types.TaskMetricsRequest{
 		IP: d.localIP, Port: d.peerPort, TaskID: d.reg.Data.TaskID, CID: d.cid, CallSystem: d.cfg.CallSystem,
 		Duration: time.Since(d.cfg.StartTime).Seconds(), Success: success, FileLength: max(d.length, 0),
-		BacksourceReason: fmt.Sprint(d.reason),
+		BacksourceReason: fmt.Sprint(reason),
 	}
 	if err := d.client.ReportMetrics(ctx, d.reg.Node, m); err != nil {
 		d.log.Debugf("report metrics: %v", err)

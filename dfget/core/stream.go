@@ -18,45 +18,13 @@ import (
 // Verified pieces also go to the peer server's stream cache so other peers
 // can fetch them while they are in the window. When the supernode fails
 // mid-stream, the stream moves to the next --node and resumes at the first
-// piece not yet written; only when no node is left does it fall back to
-// the source.
+// piece not yet written; only when no node is left is the failure a
+// fallBack, and the source continues the stream where P2P left it.
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
 	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "")
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
-	var res *downloader.Result
-	var err error
-	closeCache := d.openStreamCache(ctx, w)
-	for {
-		stopAlive := d.keepAlive(pctx)
-		res, err = d.p2p(w).Run(pctx)
-		stopAlive()
-		var se *downloader.SupernodeError
-		gone := errors.Is(err, downloader.ErrTaskGone)
-		if err == nil || (!gone && !errors.As(err, &se)) || pctx.Err() != nil {
-			break
-		}
-		// The cache reports to the failed supernode (or for the dropped
-		// task): drop it, and open one once registered again. A supernode
-		// that forgot us is asked again; a failed one is left for the next.
-		closeCache()
-		d.regReq.StartPiece = w.Next()
-		size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
-		if (gone && !d.reregister(pctx)) || (!gone && !d.migrate(pctx)) {
-			closeCache = func() {}
-			break
-		}
-		if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src || d.length != length {
-			// Piece numbers would name other bytes: the source goes on
-			// from the byte where the stream stopped instead.
-			err = fmt.Errorf("%w; node %s now cuts the file into other pieces (size %d, not %d; length %d, not %d)",
-				err, d.reg.Node, d.reg.Data.PieceSize, size, d.length, length)
-			closeCache = func() {}
-			break
-		}
-		d.log.Infof("stream resumes at piece %d on %s", d.regReq.StartPiece, d.reg.Node)
-		closeCache = d.openStreamCache(ctx, w)
-	}
+	res, closeCache, err := d.streamPieces(ctx, pctx, w)
 	var n int64
 	var sum string
 	if err == nil {
@@ -76,24 +44,75 @@ func (d *Download) stream(ctx context.Context) error {
 	}
 	if err == nil {
 		d.fromPeers = res.FromPeers
-		if want >= 0 && n != want {
-			return fmt.Errorf("streamed %d bytes, want %d", n, want)
-		}
-		// Every piece was verified before it was written; the whole
-		// stream is hashed only when the user gave --md5.
-		if want := cfg.Md5; want != "" && !downloader.EqualMd5(sum, want) {
-			d.reason = config.ReasonMd5NotMatch
-			return fmt.Errorf("md5 of the stream is %s, want %s", sum, want)
-		}
-		return nil
+		return checkStream(n, want, sum, cfg.Md5)
 	}
 	if werr != nil {
 		return werr
 	}
 	d.log.Warnf("p2p stream failed after %d bytes: %v", written, err)
-	d.reason = config.ReasonDownloadError
-	d.sw = w
-	return d.backSource(ctx, err, written)
+	d.sw, d.streamed = w, written
+	return fallBack(config.ReasonDownloadError, err)
+}
+
+// streamPieces runs P2P into w until it ends, moving to another supernode
+// (or registering again with one that forgot this client) as stream
+// describes. It returns the last attempt's result and error, and the func
+// that drops the stream cache then open.
+func (d *Download) streamPieces(ctx, pctx context.Context, w *downloader.StreamWriter) (*downloader.Result, func(), error) {
+	closeCache := d.openStreamCache(ctx, w)
+	for {
+		stopAlive := d.keepAlive(pctx)
+		res, err := d.newP2P(w).Run(pctx)
+		stopAlive()
+		var se *downloader.SupernodeError
+		gone := errors.Is(err, downloader.ErrTaskGone)
+		if err == nil || (!gone && !errors.As(err, &se)) || pctx.Err() != nil {
+			return res, closeCache, err
+		}
+		// The cache reports to the failed supernode (or for the dropped
+		// task): drop it, and open one once registered again.
+		closeCache()
+		if err := d.resumeStream(pctx, w, gone, err); err != nil {
+			return res, func() {}, err
+		}
+		d.log.Infof("stream resumes at piece %d on %s", d.regReq.StartPiece, d.reg.Node)
+		closeCache = d.openStreamCache(ctx, w)
+	}
+}
+
+// resumeStream registers for the rest of the stream, from w's next piece:
+// again with a supernode that forgot this client (gone), else with the
+// next one. When it cannot, it returns err, the failure that stopped the
+// stream, extended with why when the new registration cuts the file into
+// other pieces.
+func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
+	d.regReq.StartPiece = w.Next()
+	size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
+	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
+		return err
+	}
+	if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src || d.length != length {
+		// Piece numbers would name other bytes: the source goes on from
+		// the byte where the stream stopped instead.
+		return fmt.Errorf("%w; node %s now cuts the file into other pieces (size %d, not %d; length %d, not %d)",
+			err, d.reg.Node, d.reg.Data.PieceSize, size, d.length, length)
+	}
+	return nil
+}
+
+// checkStream checks a stream that P2P delivered whole: n bytes, want of
+// them (-1: unknown), with md5 sum when the user gave one (wantMd5).
+// Every piece was verified before it was written; the whole stream is
+// hashed only for --md5, and a mismatch cannot fall back: the bytes are
+// already out.
+func checkStream(n, want int64, sum, wantMd5 string) error {
+	if want >= 0 && n != want {
+		return fmt.Errorf("streamed %d bytes, want %d", n, want)
+	}
+	if wantMd5 != "" && !downloader.EqualMd5(sum, wantMd5) {
+		return fail(config.ReasonMd5NotMatch, fmt.Errorf("md5 of the stream is %s, want %s", sum, wantMd5))
+	}
+	return nil
 }
 
 // openStreamCache opens a stream cache on the peer server for the current
@@ -170,16 +189,16 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 	return push, func() { _ = f.Close() }
 }
 
-// streamBackSource continues the stream from the source at off, so no byte
-// already written is repeated or skipped.
-func (d *Download) streamBackSource(ctx context.Context, src *downloader.Source, off int64) error {
+// streamBackSource continues the stream from the source after the bytes
+// P2P streamed, so no byte already written is repeated or skipped.
+func (d *Download) streamBackSource(ctx context.Context, src *downloader.Source) error {
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.
 		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "")
 		_, _ = d.sw.Stop()
 	}
-	out, sum := d.sw.Continue(), d.sw.Sum
+	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
 	n, err := src.Copy(ctx, out, off, d.bar.Add)
 	d.length = off + n
 	if err != nil {

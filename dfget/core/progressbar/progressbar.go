@@ -1,6 +1,6 @@
-// Package progress draws dfget's --showbar progress bar: bytes done, rate
+// Package progressbar draws dfget's --showbar progress bar: bytes done, rate
 // and ETA on one self-overwriting line, only when the output is a terminal.
-package progress
+package progressbar
 
 import (
 	"fmt"
@@ -44,9 +44,6 @@ func New(out io.Writer, total int64) *Bar {
 // Add counts n more bytes.
 func (b *Bar) Add(n int64) { b.done.Add(n) }
 
-// SetTotal updates the total once it is known.
-func (b *Bar) SetTotal(t int64) { atomic.StoreInt64(&b.total, t) }
-
 // Close draws the last state and ends the line.
 func (b *Bar) Close() {
 	close(b.stop)
@@ -77,7 +74,7 @@ func (b *Bar) loop() {
 
 // Line renders the bar at time now.
 func (b *Bar) Line(now time.Time) string {
-	done, total := b.done.Load(), atomic.LoadInt64(&b.total)
+	done, total := b.done.Load(), b.total
 	el := now.Sub(b.start).Seconds()
 	rate := 0.0
 	if el > 0 {
