@@ -4,11 +4,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/damselfly-p2p/damselfly/dfget/config"
@@ -88,21 +89,21 @@ func newRoot() *cobra.Command {
 			if err := cfg.Complete(); err != nil {
 				return err
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			return download(cmd.Context(), cfg)
 		},
 	}
-	f := root.Flags()
+	downloadFlags(root.Flags(), cfg, &cpuProfile)
+	root.AddCommand(newServer(), newVersion(), clidoc.Command(root))
+	return root
+}
+
+// downloadFlags binds the download's flags to cfg.
+func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.StringVarP(&cfg.URL, "url", "u", "", "URL of the file to download")
 	f.StringVarP(&cfg.Output, "output", "o", "", "destination path (default: the last URL path segment; - for stdout, as --stream)")
 	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = no limit")
@@ -134,10 +135,25 @@ func newRoot() *cobra.Command {
 	f.StringVar(&cfg.NodeToken, "node-token", "", "token sent to the supernodes as 'Authorization: Bearer <token>' (default: properties nodeToken, else none)")
 	f.StringSliceVar(&cfg.NodeCACerts, "node-cacerts", nil, "CA certificate files (PEM) of the supernodes; when set, supernodes are reached over HTTPS")
 	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile, "YAML properties file")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
+	f.StringVar(cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	_ = f.MarkHidden("cpuprofile")
-	root.AddCommand(newServer(), newVersion(), clidoc.Command(root))
-	return root
+}
+
+// startCPUProfile profiles the process into path (none when empty) until
+// the returned func is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func download(ctx context.Context, cfg *config.Config) error {
@@ -183,45 +199,7 @@ func newServer() *cobra.Command {
 		Short: "Run this host's peer server (normally started by dfget)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if home == "" {
-				h, err := os.UserHomeDir()
-				if err != nil {
-					return err
-				}
-				home = filepath.Join(h, ".small-dragonfly")
-			}
-			if sc.DataDir == "" {
-				sc.DataDir = filepath.Join(home, "data")
-			}
-			if sc.MetaPath == "" {
-				sc.MetaPath = filepath.Join(home, "meta", "host.meta")
-			}
-			if sc.IP == "" {
-				sc.IP = "0.0.0.0"
-			}
-			sc.NodeToken = os.Getenv(uploader.EnvNodeToken)
-			for _, f := range strings.Split(os.Getenv(uploader.EnvNodeCACerts), ",") {
-				if f != "" {
-					sc.NodeCACerts = append(sc.NodeCACerts, f)
-				}
-			}
-			// The peer server reads only logConfig from the properties file.
-			props, err := config.ReadProperties("")
-			if err != nil {
-				return err
-			}
-			log, closeLog, err := core.NewLogger(filepath.Join(home, "logs"), "dfserver.log", props.LogConfig, verbose, false)
-			if err != nil {
-				return err
-			}
-			defer closeLog()
-			l, err := uploader.Listen(sc.IP, sc.Port)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), uploader.ShutdownSignals()...)
-			defer stop()
-			return uploader.NewServer(sc, log).Run(ctx, l, os.Stdout)
+			return runServer(cmd.Context(), sc, home, verbose)
 		},
 	}
 	f := cmd.Flags()
@@ -234,6 +212,46 @@ func newServer() *cobra.Command {
 	f.DurationVar(&sc.AliveTime, "alivetime", config.DefaultAliveTime, "exit after idling this long (0: never)")
 	f.BoolVar(&verbose, "verbose", false, "debug logging")
 	return cmd
+}
+
+// runServer runs the peer server until a shutdown signal: its paths
+// default to those under the work home, and its supernode credentials
+// come from the environment the spawning dfget set.
+func runServer(ctx context.Context, sc uploader.ServerConfig, home string, verbose bool) error {
+	if home == "" {
+		h, err := config.DefaultHome()
+		if err != nil {
+			return err
+		}
+		home = h
+	}
+	paths := config.Config{Home: home}
+	sc.DataDir = cmp.Or(sc.DataDir, paths.DataDir())
+	sc.MetaPath = cmp.Or(sc.MetaPath, paths.MetaPath())
+	sc.IP = cmp.Or(sc.IP, "0.0.0.0")
+	sc.NodeToken = os.Getenv(uploader.EnvNodeToken)
+	for _, f := range strings.Split(os.Getenv(uploader.EnvNodeCACerts), ",") {
+		if f != "" {
+			sc.NodeCACerts = append(sc.NodeCACerts, f)
+		}
+	}
+	// The peer server reads only logConfig from the properties file.
+	props, err := config.ReadProperties("")
+	if err != nil {
+		return err
+	}
+	log, closeLog, err := core.NewLogger(paths.LogDir(), "dfserver.log", props.LogConfig, verbose, false)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	l, err := uploader.Listen(sc.IP, sc.Port)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, uploader.ShutdownSignals()...)
+	defer stop()
+	return uploader.NewServer(sc, log).Run(ctx, l, os.Stdout)
 }
 
 func newVersion() *cobra.Command {

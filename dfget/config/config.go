@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -227,6 +228,25 @@ func (c *Config) Complete() error {
 	if err != nil {
 		return err
 	}
+	if err := c.merge(p); err != nil {
+		return err
+	}
+	if err := c.completeHome(); err != nil {
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if err := c.completeTarget(); err != nil {
+		return err
+	}
+	c.derive()
+	return nil
+}
+
+// merge fills the values the command line left zero from the properties
+// file p, then from the defaults.
+func (c *Config) merge(p Properties) error {
 	c.LogConfig = p.LogConfig
 	if len(c.Nodes) == 0 && len(p.Nodes) > 0 {
 		if err := c.Nodes.Set(strings.Join(p.Nodes, ",")); err != nil {
@@ -236,30 +256,14 @@ func (c *Config) Complete() error {
 	if len(c.Nodes) == 0 {
 		c.Nodes = NodeList{{Host: "127.0.0.1", Port: DefaultSupernodePort, Weight: 1}}
 	}
-	if c.LocalLimit == 0 {
-		c.LocalLimit = p.LocalLimit
-	}
-	if c.MinRate == 0 {
-		c.MinRate = p.MinRate
-	}
-	if c.MinRate == 0 {
-		c.MinRate = DefaultMinRate
-	}
-	if c.TotalLimit == 0 {
-		c.TotalLimit = p.TotalLimit
-	}
-	if c.ClientQueue == 0 {
-		c.ClientQueue = p.ClientQueueSize
-	}
-	if c.ClientQueue <= 0 {
+	c.LocalLimit = cmp.Or(c.LocalLimit, p.LocalLimit)
+	c.MinRate = cmp.Or(c.MinRate, p.MinRate, DefaultMinRate)
+	c.TotalLimit = cmp.Or(c.TotalLimit, p.TotalLimit)
+	if c.ClientQueue = cmp.Or(c.ClientQueue, p.ClientQueueSize); c.ClientQueue <= 0 {
 		c.ClientQueue = DefaultClientQueue
 	}
-	if c.Home == "" {
-		c.Home = p.WorkHome
-	}
-	if c.NodeToken == "" {
-		c.NodeToken = p.NodeToken
-	}
+	c.Home = cmp.Or(c.Home, p.WorkHome)
+	c.NodeToken = cmp.Or(c.NodeToken, p.NodeToken)
 	if len(c.NodeCACerts) == 0 {
 		c.NodeCACerts = p.NodeCACerts
 	}
@@ -268,16 +272,37 @@ func (c *Config) Complete() error {
 			return fmt.Errorf("invalid --node-cacerts: %w", err)
 		}
 	}
+	return nil
+}
+
+// DefaultHome is the work home of a dfget (and its peer server) given
+// neither --home nor properties workHome.
+func DefaultHome() (string, error) {
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(h, ".small-dragonfly"), nil
+}
+
+// completeHome makes the work home absolute, ~/.small-dragonfly when
+// neither --home nor the properties gave one.
+func (c *Config) completeHome() error {
+	var err error
 	if c.Home == "" {
-		h, err := os.UserHomeDir()
-		if err != nil {
+		if c.Home, err = DefaultHome(); err != nil {
 			return fmt.Errorf("no --home and no home directory: %w", err)
 		}
-		c.Home = filepath.Join(h, ".small-dragonfly")
 	}
 	if c.Home, err = filepath.Abs(c.Home); err != nil {
 		return fmt.Errorf("invalid --home: %w", err)
 	}
+	return nil
+}
+
+// validate checks the values that need no completing: pattern, URL,
+// headers (and their Range), md5, timeout, port and IP.
+func (c *Config) validate() error {
 	switch c.Pattern {
 	case PatternP2P, PatternCDN, PatternSource:
 	default:
@@ -301,17 +326,29 @@ func (c *Config) Complete() error {
 	if c.IP != "" && !isIPv4(c.IP) {
 		return fmt.Errorf("invalid --ip %q: want a dotted IPv4 address", c.IP)
 	}
+	return nil
+}
+
+// completeTarget settles where the file goes: stdout for --stream (or
+// -o -), else the output file.
+func (c *Config) completeTarget() error {
 	if c.Output == "-" {
 		c.Stream, c.Output = true, ""
 	}
-	if c.Stream {
-		if c.WindowSize < 1 || c.WindowSize > 1024 {
-			return fmt.Errorf("invalid --window-size %d: want 1..1024", c.WindowSize)
-		}
-		c.Output = ""
-	} else if err := c.completeOutput(); err != nil {
-		return err
+	if !c.Stream {
+		return c.completeOutput()
 	}
+	if c.WindowSize < 1 || c.WindowSize > 1024 {
+		return fmt.Errorf("invalid --window-size %d: want 1..1024", c.WindowSize)
+	}
+	c.Output = ""
+	return nil
+}
+
+// derive sets the runtime values of this run: its start, its sign (which
+// makes the CID and the task file name unique on the host) and the task
+// URL the supernode keys the task by.
+func (c *Config) derive() {
 	c.StartTime = time.Now()
 	c.Sign = fmt.Sprintf("%d-%.3f", os.Getpid(), float64(c.StartTime.UnixNano())/1e9)
 	c.TaskURL = urlutil.FilterQuery(c.URL, c.Filter)
@@ -320,9 +357,11 @@ func (c *Config) Complete() error {
 		base = filepath.Base(c.Output)
 	}
 	c.TaskFileName = base + "-" + c.Sign
-	return nil
 }
 
+// completeOutput makes the output path absolute (the last URL path
+// segment, in the working directory, without -o) and checks that it can
+// be written.
 func (c *Config) completeOutput() error {
 	if c.Output == "" {
 		u := strings.TrimRight(c.URL, "/")
