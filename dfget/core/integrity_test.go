@@ -10,8 +10,8 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 )
 
-// issue 11 item 8: a supernode that dropped the task (it found its cache
-// file damaged) answers /peer/task with 502 "unknown client". dfget
+// A supernode that dropped the task (it found its cache file damaged)
+// answers /peer/task with 502 "unknown client". dfget
 // registers again with it and downloads the re-fetched file, with
 // --notbs, in the file and the stream mode.
 func TestTaskGoneRegistersAgain(t *testing.T) {

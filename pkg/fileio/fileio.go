@@ -4,16 +4,17 @@
 // creates them: one 4 MiB pwrite gets 2 MiB folios. On a virtual machine
 // that hands free memory back to its host (virtio-balloon free page
 // reporting works on 2 MiB blocks), every such folio is a block the host
-// must fault in again, page by page. Measured on the project's 2-core VM,
-// writing 1 GiB into the page cache cost 3.7 s of system time in 4 MiB
-// writes and 0.34 s in 256 KiB writes: smaller folios come from memory the
-// guest still holds. 256 KiB keeps the syscalls few (4096 per GiB).
+// must fault in again, page by page, while smaller folios come from memory
+// the guest still holds. Writing in chunks of 256 KiB or less keeps the
+// page-cache copy off that path at the price of a few more syscalls;
+// docs/benchmarks.md ("Where the time goes") has the measurements.
 package fileio
 
 import "io"
 
-// Chunk is the largest single write issued (256 KiB: at and below it the
-// cost above was flat, at 1 MiB it had tripled).
+// Chunk is the largest single write issued: well below the size at which
+// the cost above rose in the measurements, and large enough to keep the
+// syscalls few.
 const Chunk = 256 << 10
 
 // WriteAt writes b at off in writes of at most Chunk bytes. It returns the
