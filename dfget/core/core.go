@@ -96,11 +96,12 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 		return config.ExitPrepare
 	}
 	reason, err := d.run(ctx)
+	cost := time.Since(cfg.StartTime)
 	d.reportMetrics(err == nil, reason)
 	if d.bar != nil {
 		d.bar.Close()
 	}
-	return d.report(reason, err)
+	return d.report(reason, err, cost)
 }
 
 // prepareOutput creates the output's directory and proves it writable, so
@@ -124,8 +125,9 @@ func prepareOutput(cfg *config.Config) error {
 func burstFor(r int64) int { return int(min(max(r/8, 16<<10), 1<<20)) }
 
 // run downloads by P2P and, when P2P failed in a way the source may make
-// good, from the source. reason is the back-source reason (afterP2P).
-func (d *Download) run(ctx context.Context) (reason int, err error) {
+// good, from the source. It returns the back-source reason (afterP2P) and
+// the error the download ended with.
+func (d *Download) run(ctx context.Context) (int, error) {
 	reason, err, toSource := afterP2P(d.tryP2P(ctx), d.cfg.NotBS)
 	if toSource {
 		err = d.backSource(ctx, reason)

@@ -83,11 +83,11 @@ func afterP2P(err error, notBS bool) (reason int, final error, toSource bool) {
 	return f.reason, nil, true
 }
 
-// report prints the download's last console line (and logs it) and
-// returns the exit status: 0 on success and for a stream whose reader
-// left, else ExitDownloadError.
-func (d *Download) report(reason int, err error) int {
-	cost := time.Since(d.cfg.StartTime).Seconds()
+// report prints the download's last console line (and logs it), with the
+// time the download took, and returns the exit status: 0 on success and
+// for a stream whose reader left, else ExitDownloadError.
+func (d *Download) report(reason int, err error, took time.Duration) int {
+	cost := took.Seconds()
 	if err == nil {
 		fmt.Fprintf(d.io.Console, "download SUCCESS cost:%.3fs length:%d reason:%d\n", cost, d.length, reason)
 		d.log.Infof("download SUCCESS cost:%.3fs length:%d reason:%d peers:%d", cost, d.length, reason, d.fromPeers)

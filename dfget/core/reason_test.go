@@ -85,10 +85,10 @@ func TestBackSourceReason(t *testing.T) {
 			var console bytes.Buffer
 			log := logrus.New()
 			log.SetOutput(io.Discard)
-			d := &Download{cfg: &config.Config{StartTime: time.Now()}, io: IO{Console: &console}, log: log}
-			exit := d.report(reason, err)
+			d := &Download{io: IO{Console: &console}, log: log}
+			exit := d.report(reason, err, 1500*time.Millisecond)
 			line := console.String()
-			if reason != tc.reason || exit != tc.exit || !strings.HasPrefix(line, tc.line) ||
+			if reason != tc.reason || exit != tc.exit || !strings.HasPrefix(line, tc.line+" cost:1.500s") ||
 				!strings.Contains(line, fmt.Sprintf(" reason:%d", tc.reason)) || !strings.Contains(line, tc.error) {
 				t.Fatalf("reason %d, exit %d, line %q; want reason %d, exit %d, %q ... %q",
 					reason, exit, line, tc.reason, tc.exit, tc.line, tc.error)
