@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -391,19 +390,14 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	copyContent := func(w io.Writer) error { return s.copyLimited(r.Context(), w, f, pr.start, n) }
 	if pr.wrapped {
-		var h [piece.HeadSize]byte
-		binary.BigEndian.PutUint32(h[:], piece.Header(int(n), pr.pieceSize))
-		if _, err := w.Write(h[:]); err != nil {
-			return
-		}
+		err = piece.WriteWrapped(w, n, pr.pieceSize, copyContent)
+	} else {
+		err = copyContent(w)
 	}
-	if err := s.copyLimited(r.Context(), w, f, pr.start, n); err != nil {
+	if err != nil {
 		s.log.Debugf("serve %s piece %d: %v", name, pr.num, err)
-		return
-	}
-	if pr.wrapped {
-		_, _ = w.Write([]byte{piece.TailChar})
 	}
 }
 
