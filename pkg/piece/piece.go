@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -107,20 +108,52 @@ func ContentLength(num int, length int64, pieceSize int32) int64 {
 	return n
 }
 
-// Header builds the 4-byte header of a piece with contentLen content bytes.
+// header is the 4-byte header of a piece with contentLen content bytes.
 // Readers use only the low 24 bits; the piece size rides in the top bits as
 // in Dragonfly 1.x.
-func Header(contentLen int, pieceSize int32) uint32 {
-	return uint32(contentLen) | uint32(pieceSize)<<4
+func header(contentLen int64, pieceSize int32) [HeadSize]byte {
+	var h [HeadSize]byte
+	binary.BigEndian.PutUint32(h[:], uint32(contentLen)|uint32(pieceSize)<<4)
+	return h
 }
 
 // Wrap appends the wrapped form of content to dst and returns it.
 func Wrap(dst, content []byte, pieceSize int32) []byte {
-	var h [HeadSize]byte
-	binary.BigEndian.PutUint32(h[:], Header(len(content), pieceSize))
+	h := header(int64(len(content)), pieceSize)
 	dst = append(dst, h[:]...)
 	dst = append(dst, content...)
 	return append(dst, TailChar)
+}
+
+// WrapInPlace wraps the n content bytes a reader put at buf[HeadSize:]:
+// it writes the header before them and the tail after, and returns the
+// wrapped piece buf[:n+WrapSize]. It lets a writer read the source straight
+// into the buffer it writes, with no copy; buf must hold n+WrapSize bytes.
+func WrapInPlace(buf []byte, n int, pieceSize int32) []byte {
+	wrapped := buf[:n+WrapSize]
+	h := header(int64(n), pieceSize)
+	copy(wrapped, h[:])
+	wrapped[len(wrapped)-1] = TailChar
+	return wrapped
+}
+
+// WriteWrapped writes a wrapped piece of n content bytes to w: the header,
+// then whatever content writes to w (it must write exactly n bytes), then
+// the tail. content gets w itself, so a server can send the bytes from a
+// file with sendfile instead of through a buffer. It stops at the first
+// error.
+func WriteWrapped(w io.Writer, n int64, pieceSize int32, content func(io.Writer) error) error {
+	h := header(n, pieceSize)
+	if _, err := w.Write(h[:]); err != nil {
+		return fmt.Errorf("write piece header: %w", err)
+	}
+	if err := content(w); err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte{TailChar}); err != nil {
+		return fmt.Errorf("write piece tail: %w", err)
+	}
+	return nil
 }
 
 // Unwrap checks a wrapped piece's header and tail and returns its content, a

@@ -3,6 +3,7 @@ package piece
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 )
 
@@ -80,6 +81,52 @@ func TestHeaderMatchesV1(t *testing.T) {
 		t.Fatalf("header % x, want 04 3f ff fb", w[:4])
 	}
 }
+
+// The in-place and streaming forms build the same bytes as Wrap, so the
+// CDN's disk, the peer server's answers and the tests agree on the format.
+func TestWrapInPlaceAndWriteWrappedMatchWrap(t *testing.T) {
+	for _, content := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte("piece"), 1000)} {
+		want := Wrap(nil, content, DefaultSize)
+
+		buf := make([]byte, len(content)+WrapSize+7) // room to spare, as a pool buffer has
+		copy(buf[HeadSize:], content)
+		if got := WrapInPlace(buf, len(content), DefaultSize); !bytes.Equal(got, want) {
+			t.Errorf("WrapInPlace of %d bytes = % x, want % x", len(content), got, want)
+		}
+
+		var out bytes.Buffer
+		err := WriteWrapped(&out, int64(len(content)), DefaultSize, func(w io.Writer) error {
+			_, err := w.Write(content)
+			return err
+		})
+		if err != nil || !bytes.Equal(out.Bytes(), want) {
+			t.Errorf("WriteWrapped of %d bytes = % x, %v, want % x", len(content), out.Bytes(), err, want)
+		}
+		if got, err := Unwrap(out.Bytes()); err != nil || !bytes.Equal(got, content) {
+			t.Errorf("Unwrap(WriteWrapped) = %q, %v", got, err)
+		}
+	}
+}
+
+// A content or writer failure stops WriteWrapped before the tail: a
+// receiver must never see a complete-looking piece around missing bytes.
+func TestWriteWrappedStopsAtFirstError(t *testing.T) {
+	boom := errors.New("boom")
+	var out bytes.Buffer
+	err := WriteWrapped(&out, 3, DefaultSize, func(io.Writer) error { return boom })
+	if !errors.Is(err, boom) || out.Len() != HeadSize {
+		t.Errorf("content error: %v, %d bytes written, want boom after the header only", err, out.Len())
+	}
+	called := false
+	err = WriteWrapped(failWriter{boom}, 3, DefaultSize, func(io.Writer) error { called = true; return nil })
+	if !errors.Is(err, boom) || called {
+		t.Errorf("header write error: %v, content called %v", err, called)
+	}
+}
+
+type failWriter struct{ err error }
+
+func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
 
 func TestRanges(t *testing.T) {
 	ps := int32(100)

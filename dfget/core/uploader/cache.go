@@ -5,20 +5,44 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
+// Errors of the stream cache that the handlers answer with a status of
+// their own; every other error is a bad request.
+var (
+	// errStreamClosed: the cache was dropped or replaced while a push was
+	// on its way.
+	errStreamClosed = errors.New("stream task closed")
+	// errNoRing: no ring to reserve a slot in (never asked for, or gone).
+	errNoRing = errors.New("unknown stream task, no ring, or bad pieceNum")
+	// errRingFull: every slot is busy; the dfget pushes the body instead.
+	errRingFull = errors.New("every ring slot is busy")
+)
+
 // streamCache holds the last window pieces of a streaming dfget so other
 // peers can fetch them. It evicts FIFO and tells the supernode about every
 // piece it caches and evicts, in order, through one notifier goroutine.
+//
+// It has its own lock: the peer server's lock only says which cache serves
+// which task file, so pushes, commits and sends of one stream never wait
+// for another stream or for the server's file tasks.
 type streamCache struct {
 	api.StreamTask
+	// node reaches SuperNode with the streaming dfget's credentials.
+	node *api.Client
+	// owner is the streaming dfget's process, if it said which: a dfget
+	// killed mid-stream never drops its cache, so the server does.
+	owner proc
+
+	mu     sync.Mutex
 	pieces map[int]*cached
 	order  []int
 	// free holds evicted buffers for reuse, so the cache's memory stays
@@ -32,61 +56,19 @@ type streamCache struct {
 	ring    *ring
 	pending map[int]reservation
 	// sending counts responses still sending a cached piece; shut is set
-	// when the cache is dropped, and the ring is unmapped once both say so.
+	// when the cache is dropped or replaced: it takes no more pieces, and
+	// the ring is unmapped once no response sends from it.
 	sending int
 	shut    bool
-	// node reaches SuperNode with the streaming dfget's credentials.
-	node *api.Client
-	// owner is the streaming dfget's process, if it said which: a dfget
-	// killed mid-stream never drops its cache, so the server does.
-	owner proc
 
-	// notes is an unbounded queue so a slow supernode never blocks the
-	// streaming dfget's pushes; it holds at most two notes per piece.
-	qmu    sync.Mutex
-	notes  []streamNote
-	closed bool
-	wake   chan struct{}
-	done   chan struct{}
+	notes *noteQueue
 }
 
-func (sc *streamCache) enqueue(n streamNote) {
-	sc.qmu.Lock()
-	sc.notes = append(sc.notes, n)
-	sc.qmu.Unlock()
-	select {
-	case sc.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (sc *streamCache) close() {
-	sc.qmu.Lock()
-	sc.closed = true
-	sc.qmu.Unlock()
-	select {
-	case sc.wake <- struct{}{}:
-	default:
-	}
-}
-
-// next blocks until a note is queued or the cache is closed and drained.
-func (sc *streamCache) next() (streamNote, bool) {
-	for {
-		sc.qmu.Lock()
-		if len(sc.notes) > 0 {
-			n := sc.notes[0]
-			sc.notes = sc.notes[1:]
-			sc.qmu.Unlock()
-			return n, true
-		}
-		closed := sc.closed
-		sc.qmu.Unlock()
-		if closed {
-			return streamNote{}, false
-		}
-		<-sc.wake
-	}
+// newStreamCache returns the cache of a stream task; rg may be nil (the
+// dfget pushes piece bodies).
+func newStreamCache(t api.StreamTask, rg *ring, node *api.Client, owner proc) *streamCache {
+	return &streamCache{StreamTask: t, node: node, owner: owner, pieces: map[int]*cached{}, ring: rg,
+		pending: map[int]reservation{}, notes: newNoteQueue()}
 }
 
 // cached is one piece in the cache; refs counts responses still sending it,
@@ -98,8 +80,182 @@ type cached struct {
 	evicted bool
 }
 
+// reservation is a ring slot reserved for piece num at a time.
+type reservation struct {
+	num int
+	at  time.Time
+}
+
+// push receives a piece body of n bytes (checked by the caller against the
+// piece size) into a buffer of the window and caches it once it unwraps.
+func (sc *streamCache) push(num int, body io.Reader, n int) error {
+	// Make room first: the buffer this push fills is part of the window.
+	sc.mu.Lock()
+	sc.makeRoom()
+	sc.reserved++
+	b := sc.buffer(n)
+	sc.mu.Unlock()
+	keep := false
+	defer func() {
+		sc.mu.Lock()
+		sc.reserved--
+		if !keep && len(sc.free) < sc.WindowSize {
+			sc.free = append(sc.free, b[:0])
+		}
+		sc.mu.Unlock()
+	}()
+	if _, err := io.ReadFull(body, b); err != nil {
+		return errors.New("short piece body")
+	}
+	if _, err := piece.Unwrap(b); err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.shut {
+		return errStreamClosed
+	}
+	keep = sc.add(num, &cached{b: b, slot: -1})
+	return nil
+}
+
+// reserveSlot reserves a ring slot for piece num, making room in the
+// window as a push does. Reservations older than ttl are freed first: a
+// dfget writes a reserved slot and commits it within milliseconds, so such
+// a reservation was lost (its commit request failed) and would otherwise
+// hold a slot and a place in the window until the stream ends.
+func (sc *streamCache) reserveSlot(num int, ttl time.Duration) (int, error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.ring == nil || sc.shut {
+		return 0, errNoRing
+	}
+	for slot, r := range sc.pending {
+		if time.Since(r.at) > ttl {
+			delete(sc.pending, slot)
+			sc.ring.release(slot)
+			sc.reserved--
+		}
+	}
+	sc.makeRoom()
+	slot := sc.ring.take()
+	if slot < 0 {
+		return 0, errRingFull
+	}
+	sc.reserved++
+	sc.pending[slot] = reservation{num: num, at: time.Now()}
+	return slot, nil
+}
+
+// commitSlot caches the piece the dfget wrote into its reserved slot; the
+// length is the dfget's header. A commit that fails its checks frees the
+// slot, so a dfget that could not write the slot commits anyway and then
+// pushes the body.
+func (sc *streamCache) commitSlot(num, slot int, length string) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	res, ok := sc.pending[slot]
+	if !ok || res.num != num || sc.ring == nil {
+		return errors.New("slot not reserved for this piece")
+	}
+	delete(sc.pending, slot)
+	sc.reserved--
+	c := &cached{slot: slot}
+	n, err := strconv.Atoi(length)
+	switch {
+	case err != nil || n < piece.WrapSize || n > sc.ring.size:
+		err = fmt.Errorf("bad piece length %q", length)
+	case sc.shut:
+		// Not errStreamClosed: a refused commit is a bad request (400),
+		// as every commit that fails its checks.
+		err = errors.New("stream task closed")
+	default:
+		c.b = sc.ring.slot(slot, n)
+		_, err = piece.Unwrap(c.b)
+	}
+	if err != nil || !sc.add(num, c) {
+		sc.ring.release(slot)
+	}
+	return err
+}
+
+// send hands cached piece num to write if it is at most maxLen bytes, and
+// keeps its buffer (and the ring) from reuse until write returns. It
+// reports false when the piece is not cached or does not fit.
+func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
+	sc.mu.Lock()
+	c, ok := sc.pieces[num]
+	if !ok || int64(len(c.b)) > maxLen {
+		sc.mu.Unlock()
+		return false
+	}
+	c.refs++
+	sc.sending++
+	sc.mu.Unlock()
+	defer func() {
+		sc.mu.Lock()
+		c.refs--
+		sc.sending--
+		if c.evicted {
+			sc.recycle(c)
+		}
+		if sc.shut {
+			sc.shutRing()
+		}
+		sc.mu.Unlock()
+	}()
+	write(c.b)
+	return true
+}
+
+// replaced shuts a cache that a new registration of its task file took
+// over; its pieces are not reported evicted, the new cache owns the task.
+func (sc *streamCache) replaced() {
+	sc.mu.Lock()
+	sc.shutRing()
+	sc.mu.Unlock()
+	sc.notes.close()
+}
+
+// drop shuts the cache, reporting its pieces as evicted, and waits until
+// the notifier has sent every report.
+func (sc *streamCache) drop() {
+	sc.mu.Lock()
+	for _, n := range sc.order {
+		sc.notes.push(streamNote{num: n})
+	}
+	sc.order, sc.pieces, sc.free = nil, nil, nil
+	sc.shutRing()
+	sc.mu.Unlock()
+	sc.notes.close()
+	<-sc.notes.done
+}
+
+// notify reports cache changes to the supernode in order until the cache
+// is shut. Reports are best effort: a lost report only makes the supernode
+// schedule a piece we then answer 404 for, which the fetching peer reports
+// and retries.
+func (sc *streamCache) notify(log logrus.FieldLogger) {
+	defer close(sc.notes.done)
+	for {
+		n, ok := sc.notes.next()
+		if !ok {
+			return
+		}
+		if sc.SuperNode == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rg := piece.Range(n.num, sc.PieceSize, -1)
+		if err := sc.node.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
+			log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
+		}
+		cancel()
+	}
+}
+
 // recycle returns an evicted piece's buffer to the free list, or its ring
-// slot to the ring. Caller holds the server's mu.
+// slot to the ring. Caller holds sc.mu.
 func (sc *streamCache) recycle(c *cached) {
 	switch {
 	case c.refs != 0:
@@ -112,9 +268,8 @@ func (sc *streamCache) recycle(c *cached) {
 	}
 }
 
-// shutRing marks the cache dropped and unmaps its ring unless a response
-// is still sending from it (serveStream then does). Caller holds the
-// server's mu.
+// shutRing marks the cache shut and unmaps its ring unless a response is
+// still sending from it (send then does). Caller holds sc.mu.
 func (sc *streamCache) shutRing() {
 	sc.shut = true
 	if sc.sending == 0 && sc.ring != nil {
@@ -123,29 +278,8 @@ func (sc *streamCache) shutRing() {
 	}
 }
 
-// reservation is a ring slot reserved for piece num at a time.
-type reservation struct {
-	num int
-	at  time.Time
-}
-
-// expireReservations frees the slots reserved longer than ttl ago: a
-// dfget writes a reserved slot and commits it within milliseconds, so such
-// a reservation was lost (its commit request failed) and would otherwise
-// hold a slot and a place in the window until the stream ends. Caller
-// holds the server's mu.
-func (sc *streamCache) expireReservations(ttl time.Duration) {
-	for slot, r := range sc.pending {
-		if time.Since(r.at) > ttl {
-			delete(sc.pending, slot)
-			sc.ring.release(slot)
-			sc.reserved--
-		}
-	}
-}
-
 // makeRoom evicts the oldest pieces until one more push fits in the
-// window. Caller holds the server's mu.
+// window. Caller holds sc.mu.
 func (sc *streamCache) makeRoom() {
 	for len(sc.order) > 0 && len(sc.order)+sc.reserved >= sc.WindowSize {
 		sc.evictOldest()
@@ -153,7 +287,7 @@ func (sc *streamCache) makeRoom() {
 }
 
 // add caches a received piece unless it is already cached (then it
-// reports false and the caller frees b). Caller holds the server's mu.
+// reports false and the caller frees b). Caller holds sc.mu.
 func (sc *streamCache) add(num int, c *cached) bool {
 	if _, dup := sc.pieces[num]; dup {
 		return false
@@ -163,12 +297,12 @@ func (sc *streamCache) add(num int, c *cached) bool {
 	}
 	sc.pieces[num] = c
 	sc.order = append(sc.order, num)
-	sc.enqueue(streamNote{num: num, cached: true})
+	sc.notes.push(streamNote{num: num, cached: true})
 	return true
 }
 
 // buffer returns a buffer of n bytes, reused when possible. Caller holds
-// the server's mu.
+// sc.mu.
 func (sc *streamCache) buffer(n int) []byte {
 	for i := len(sc.free) - 1; i >= 0; i-- {
 		if b := sc.free[i]; cap(b) >= n {
@@ -180,7 +314,7 @@ func (sc *streamCache) buffer(n int) []byte {
 }
 
 // evictOldest drops the oldest cached piece and queues its report. Caller
-// holds the server's mu.
+// holds sc.mu.
 func (sc *streamCache) evictOldest() {
 	old := sc.order[0]
 	sc.order = sc.order[1:]
@@ -188,263 +322,67 @@ func (sc *streamCache) evictOldest() {
 	delete(sc.pieces, old)
 	c.evicted = true
 	sc.recycle(c)
-	sc.enqueue(streamNote{num: old})
+	sc.notes.push(streamNote{num: old})
 }
 
+// streamNote is one report to the supernode: piece num is now cached, or
+// (cached false) no longer.
 type streamNote struct {
 	num    int
 	cached bool
 }
 
-func (s *Server) handleStreamTask(w http.ResponseWriter, r *http.Request) {
-	name := r.Header.Get(api.HeaderTaskFileName)
-	if !validName(name) {
-		text(w, http.StatusBadRequest, "invalid task file name")
-		return
-	}
-	if r.Method == http.MethodDelete {
-		s.closeStream(name)
-		text(w, http.StatusOK, "success")
-		return
-	}
-	size, err1 := strconv.ParseInt(r.Header.Get(api.HeaderPieceSize), 10, 32)
-	wnd, err2 := strconv.Atoi(r.Header.Get(api.HeaderWindowSize))
-	t := api.StreamTask{TaskFileName: name, TaskID: r.Header.Get(api.HeaderTaskID), CID: r.Header.Get(api.HeaderCID),
-		SuperNode: r.Header.Get(api.HeaderSuperNode), PieceSize: int32(size), WindowSize: wnd}
-	if err1 != nil || err2 != nil || size <= piece.WrapSize || wnd < 1 || wnd > 1024 || t.TaskID == "" || t.CID == "" {
-		text(w, http.StatusBadRequest, "invalid stream task")
-		return
-	}
-	sc := &streamCache{StreamTask: t, pieces: map[int]*cached{}, pending: map[int]reservation{}, wake: make(chan struct{}, 1),
-		done: make(chan struct{})}
-	if r.Header.Get(api.HeaderStreamRing) != "" {
-		// Twice the window: evicted pieces still being sent keep their
-		// slots. Without a ring the dfget pushes piece bodies.
-		rg, err := newRing(2*wnd, int(size))
-		if err != nil {
-			s.log.Infof("stream %s: no shared ring, pieces come by HTTP: %v", name, err)
-		} else {
-			sc.ring = rg
-			w.Header().Set(api.HeaderStreamRing, rg.path)
-			w.Header().Set(api.HeaderStreamRingSlots, strconv.Itoa(len(rg.busy)))
-		}
-	}
-	if pid, err := strconv.Atoi(r.Header.Get(api.HeaderDfgetPID)); err == nil && pid > 0 {
-		sc.owner = procOf(pid)
-	}
-	s.mu.Lock()
-	sc.node = s.nodeClient(api.NodeCredsFrom(r.Header))
-	old := s.streams[name]
-	s.streams[name] = sc
-	if old != nil {
-		old.shutRing()
-	}
-	s.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
-	go s.notifier(sc)
-	text(w, http.StatusOK, "success")
+// noteQueue is an unbounded queue so a slow supernode never blocks the
+// streaming dfget's pushes; it holds at most two notes per piece. Its lock
+// is taken inside the cache's, never around it.
+type noteQueue struct {
+	mu     sync.Mutex
+	notes  []streamNote
+	closed bool
+	wake   chan struct{}
+	done   chan struct{} // closed when the notifier has sent everything
 }
 
-func (s *Server) handleStreamPiece(w http.ResponseWriter, r *http.Request) {
-	name := r.Header.Get(api.HeaderTaskFileName)
-	num, err := strconv.Atoi(r.Header.Get(api.HeaderPieceNum))
-	s.mu.Lock()
-	sc := s.streams[name]
-	s.mu.Unlock()
-	if sc == nil || err != nil || num < 0 {
-		text(w, http.StatusBadRequest, "unknown stream task or bad pieceNum")
-		return
-	}
-	if r.Header.Get(api.HeaderStreamSlot) != "" {
-		s.commitSlot(w, r, sc, num)
-		return
-	}
-	if r.ContentLength < piece.WrapSize || r.ContentLength > int64(sc.PieceSize) {
-		text(w, http.StatusBadRequest, "bad piece length")
-		return
-	}
-	// Make room first: the buffer this push fills is part of the window.
-	s.mu.Lock()
-	sc.makeRoom()
-	sc.reserved++
-	b := sc.buffer(int(r.ContentLength))
-	s.mu.Unlock()
-	keep := false
-	defer func() {
-		s.mu.Lock()
-		sc.reserved--
-		if !keep && len(sc.free) < sc.WindowSize {
-			sc.free = append(sc.free, b[:0])
-		}
-		s.mu.Unlock()
-	}()
-	if _, err := io.ReadFull(r.Body, b); err != nil {
-		text(w, http.StatusBadRequest, "short piece body")
-		return
-	}
-	if _, err := piece.Unwrap(b); err != nil {
-		text(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	if s.streams[name] != sc {
-		s.mu.Unlock()
-		text(w, http.StatusGone, "stream task closed")
-		return
-	}
-	keep = sc.add(num, &cached{b: b, slot: -1})
-	s.mu.Unlock()
-	text(w, http.StatusOK, "success")
+func newNoteQueue() *noteQueue {
+	return &noteQueue{wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// handleStreamSlot reserves a ring slot for a piece (POST /stream/slot):
-// room is made in the window as for a push, and the slot number is the
-// answer. 503 means every slot is busy: push the body instead.
-func (s *Server) handleStreamSlot(w http.ResponseWriter, r *http.Request) {
-	name := r.Header.Get(api.HeaderTaskFileName)
-	num, err := strconv.Atoi(r.Header.Get(api.HeaderPieceNum))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc := s.streams[name]
-	if sc == nil || sc.ring == nil || err != nil || num < 0 {
-		text(w, http.StatusBadRequest, "unknown stream task, no ring, or bad pieceNum")
-		return
-	}
-	sc.expireReservations(s.slotTTL)
-	sc.makeRoom()
-	slot := sc.ring.take()
-	if slot < 0 {
-		text(w, http.StatusServiceUnavailable, "every ring slot is busy")
-		return
-	}
-	sc.reserved++
-	sc.pending[slot] = reservation{num: num, at: time.Now()}
-	text(w, http.StatusOK, strconv.Itoa(slot))
+func (q *noteQueue) push(n streamNote) {
+	q.mu.Lock()
+	q.notes = append(q.notes, n)
+	q.mu.Unlock()
+	q.signal()
 }
 
-// commitSlot caches the piece the dfget wrote into its reserved slot. A
-// commit that fails its checks frees the slot, so a dfget that could not
-// write the slot commits anyway and then pushes the body.
-func (s *Server) commitSlot(w http.ResponseWriter, r *http.Request, sc *streamCache, num int) {
-	slot, err1 := strconv.Atoi(r.Header.Get(api.HeaderStreamSlot))
-	n, err2 := strconv.Atoi(r.Header.Get(api.HeaderPieceLength))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	res, ok := sc.pending[slot]
-	if err1 != nil || !ok || res.num != num || sc.ring == nil {
-		text(w, http.StatusBadRequest, "slot not reserved for this piece")
-		return
-	}
-	delete(sc.pending, slot)
-	sc.reserved--
-	c := &cached{slot: slot}
-	var err error
-	switch {
-	case err2 != nil || n < piece.WrapSize || n > sc.ring.size:
-		err = fmt.Errorf("bad piece length %q", r.Header.Get(api.HeaderPieceLength))
-	case s.streams[sc.TaskFileName] != sc:
-		err = errors.New("stream task closed")
+func (q *noteQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *noteQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
 	default:
-		c.b = sc.ring.slot(slot, n)
-		_, err = piece.Unwrap(c.b)
 	}
-	if err != nil || !sc.add(num, c) {
-		sc.ring.release(slot)
-	}
-	if err != nil {
-		text(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	text(w, http.StatusOK, "success")
 }
 
-// notifier reports cache changes to the supernode in order. Reports are
-// best effort: a lost report only makes the supernode schedule a piece we
-// then answer 404 for, which the fetching peer reports and retries.
-func (s *Server) notifier(sc *streamCache) {
-	defer close(sc.done)
+// next blocks until a note is queued or the queue is closed and drained.
+func (q *noteQueue) next() (streamNote, bool) {
 	for {
-		n, ok := sc.next()
-		if !ok {
-			return
+		q.mu.Lock()
+		if len(q.notes) > 0 {
+			n := q.notes[0]
+			q.notes = q.notes[1:]
+			q.mu.Unlock()
+			return n, true
 		}
-		if sc.SuperNode == "" {
-			continue
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return streamNote{}, false
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rg := piece.Range(n.num, sc.PieceSize, -1)
-		if err := sc.node.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
-			s.log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
-		}
-		cancel()
+		<-q.wake
 	}
-}
-
-// dropOrphanStreams closes the stream caches whose dfget process is gone.
-func (s *Server) dropOrphanStreams() {
-	var gone []string
-	s.mu.Lock()
-	for name, sc := range s.streams {
-		if !sc.owner.alive() {
-			gone = append(gone, name)
-		}
-	}
-	s.mu.Unlock()
-	for _, name := range gone {
-		s.log.Infof("stream %s: its dfget is gone, dropping the cache", name)
-		s.closeStream(name)
-	}
-}
-
-// closeStream drops a stream cache, reporting its pieces as evicted.
-func (s *Server) closeStream(name string) {
-	s.mu.Lock()
-	sc := s.streams[name]
-	if sc != nil {
-		delete(s.streams, name)
-		for _, n := range sc.order {
-			sc.enqueue(streamNote{num: n})
-		}
-		sc.order, sc.pieces, sc.free = nil, nil, nil
-		sc.shutRing()
-		sc.close()
-	}
-	s.mu.Unlock()
-	if sc != nil {
-		<-sc.done
-	}
-}
-
-func (s *Server) serveStream(w http.ResponseWriter, sc *streamCache, pr pieceRequest) {
-	s.mu.Lock()
-	c, ok := sc.pieces[pr.num]
-	if ok && pr.wrapped && int64(len(c.b)) <= pr.length+piece.WrapSize {
-		c.refs++
-		sc.sending++
-	} else {
-		ok = false
-	}
-	s.mu.Unlock()
-	if !ok {
-		text(w, http.StatusNotFound, "piece not in stream cache")
-		return
-	}
-	defer func() {
-		s.mu.Lock()
-		c.refs--
-		sc.sending--
-		if c.evicted {
-			sc.recycle(c)
-		}
-		if sc.shut {
-			sc.shutRing()
-		}
-		s.mu.Unlock()
-	}()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(c.b)))
-	w.WriteHeader(http.StatusPartialContent)
-	_, _ = w.Write(c.b)
 }

@@ -71,8 +71,11 @@ func TestOrphanStreamDropped(t *testing.T) {
 		}
 	}
 	s.dropOrphanStreams()
-	if len(s.streams) != 2 {
-		t.Fatalf("streams of running dfgets dropped: %d left", len(s.streams))
+	s.mu.Lock()
+	n := len(s.streams)
+	s.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("streams of running dfgets dropped: %d left", n)
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()

@@ -10,11 +10,11 @@ import (
 // ring is the piece memory of a stream cache, shared with the streaming
 // dfget. It is a memfd the server maps; the dfget opens it through
 // /proc/<server pid>/fd/<fd> and writes each verified piece into a slot the
-// server reserved for it. Compared with pushing the piece over HTTP, the
-// piece is copied once (into the slot) instead of twice through loopback
-// TCP, and the slots' pages are reused lap after lap instead of the server
-// allocating fresh buffers. Measured on 1 GiB (2 cores): a stream with
-// HTTP pushes took 2.24-2.81 s, one without any cache 1.66-1.76 s.
+// server reserved for it. A pushed piece would cross loopback TCP and be
+// copied twice on the stream's hot path, into freshly allocated buffers;
+// through the ring it is copied once, into pages reused lap after lap, so
+// a cached stream costs little more than one without a cache (figures in
+// docs/benchmarks.md). The stream cache's lock guards it.
 type ring struct {
 	fd   int
 	mem  []byte

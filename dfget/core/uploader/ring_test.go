@@ -98,19 +98,19 @@ func TestStreamRing(t *testing.T) {
 
 	// Dropping the cache while a response sends from the ring keeps the
 	// mapping until that response ends.
-	s.mu.Lock()
-	sc := s.streams["st"]
-	sc.sending++ // as serveStream does
-	s.mu.Unlock()
+	sc := s.stream("st")
+	sc.mu.Lock()
+	sc.sending++ // as send does
+	sc.mu.Unlock()
 	if err := c.CloseStreamTask(ctx, "127.0.0.1", port, "st"); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
+	sc.mu.Lock()
 	mapped := sc.ring != nil
 	sc.sending--
 	sc.shutRing()
 	unmapped := sc.ring == nil
-	s.mu.Unlock()
+	sc.mu.Unlock()
 	if !mapped || !unmapped {
 		t.Errorf("ring mapped while sending: %v; unmapped after: %v", mapped, unmapped)
 	}
@@ -157,9 +157,10 @@ func TestStreamRingReservationExpires(t *testing.T) {
 	if _, err := c.ReserveStreamSlot(ctx, "127.0.0.1", port, "st", 1); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	reserved, pending := s.streams["st"].reserved, len(s.streams["st"].pending)
-	s.mu.Unlock()
+	sc := s.stream("st")
+	sc.mu.Lock()
+	reserved, pending := sc.reserved, len(sc.pending)
+	sc.mu.Unlock()
 	if reserved != 1 || pending != 1 {
 		t.Errorf("after the lost reservation expired: %d reserved, %d pending, want 1 and 1", reserved, pending)
 	}

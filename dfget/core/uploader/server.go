@@ -4,22 +4,23 @@
 // the wrapped piece format of Dragonfly 1.x. It also holds the host-wide
 // upload limiter and the /rate/ fair share of --totallimit, and cleans up:
 // files expire after their last access, the process after idling.
+//
+// server.go holds the routes, their guards and the server's shared state;
+// handlers.go the HTTP handlers; cache.go the stream cache (with ring.go,
+// its memory shared with the streaming dfget); run.go the server's life
+// and file expiry; spawn.go how a dfget finds or starts its server.
 package uploader
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +32,6 @@ import (
 	xrate "golang.org/x/time/rate"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
-	"github.com/damselfly-p2p/damselfly/pkg/piece"
-	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
 // ServiceSuffix is appended to a task file name to get the file served.
@@ -164,37 +163,6 @@ func validName(name string) bool {
 		!strings.ContainsAny(name, "/\\\x00")
 }
 
-func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
-	name := mux.Vars(r)["name"]
-	if !validName(name) {
-		text(w, http.StatusBadRequest, "invalid task file name")
-		return
-	}
-	if d := r.Header.Get(api.HeaderDataDir); d != "" && filepath.Clean(d) != filepath.Clean(s.cfg.DataDir) {
-		text(w, http.StatusBadRequest, "dataDir does not match this server's")
-		return
-	}
-	if v := r.Header.Get(api.HeaderTotalLimit); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			text(w, http.StatusBadRequest, "invalid totalLimit")
-			return
-		}
-		if n > 0 {
-			s.setTotalLimit(n)
-		}
-	}
-	s.mu.Lock()
-	t, ok := s.tasks[name]
-	if !ok {
-		t = &task{name: name}
-		s.tasks[name] = t
-	}
-	t.accessTime = time.Now()
-	s.mu.Unlock()
-	text(w, http.StatusOK, name+"@"+version.Version)
-}
-
 func (s *Server) setTotalLimit(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,26 +177,6 @@ func (s *Server) setTotalLimit(n int64) {
 	}
 	s.limiter.SetLimit(xrate.Limit(n))
 	s.limiter.SetBurst(burst)
-}
-
-func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	name, taskID, cid := q.Get("taskFileName"), q.Get("taskID"), q.Get("cid")
-	if !validName(name) || taskID == "" || cid == "" {
-		text(w, http.StatusBadRequest, "invalid params")
-		return
-	}
-	s.mu.Lock()
-	t, ok := s.tasks[name]
-	if !ok {
-		t = &task{name: name}
-		s.tasks[name] = t
-	}
-	t.finished, t.rateLimit, t.accessTime = true, 0, time.Now()
-	t.taskID, t.cid, t.superNode = taskID, cid, q.Get("superNode")
-	t.node = s.nodeClient(api.NodeCredsFrom(r.Header))
-	s.mu.Unlock()
-	text(w, http.StatusOK, "success")
 }
 
 // nodeClient returns a client that reaches supernodes with creds, one per
@@ -251,28 +199,6 @@ func (s *Server) nodeClient(creds api.NodeCreds) *api.Client {
 	return c
 }
 
-func (s *Server) handleRate(w http.ResponseWriter, r *http.Request) {
-	name := mux.Vars(r)["name"]
-	req, err := strconv.ParseInt(r.Header.Get(api.HeaderRateLimit), 10, 64)
-	if err != nil || req < 0 || !validName(name) {
-		text(w, http.StatusBadRequest, "invalid rateLimit")
-		return
-	}
-	s.mu.Lock()
-	if t, ok := s.tasks[name]; ok {
-		t.rateLimit = req
-	}
-	var sum int64
-	for _, t := range s.tasks {
-		if !t.finished {
-			sum += t.rateLimit
-		}
-	}
-	total := s.total
-	s.mu.Unlock()
-	text(w, http.StatusOK, strconv.FormatInt(FairShare(req, total, sum), 10))
-}
-
 // FairShare is a download's share of the host's total limit: its request
 // when the requests fit, else its proportion of total.
 func FairShare(req, total, sum int64) int64 {
@@ -283,128 +209,6 @@ func FairShare(req, total, sum int64) int64 {
 		return req
 	}
 	return int64(math.Ceil(float64(req) * float64(total) / float64(sum)))
-}
-
-// pieceRequest is a parsed /peer/file request: the content bytes
-// [start, start+length) of the plain file, and whether to wrap them.
-type pieceRequest struct {
-	num       int
-	pieceSize int32
-	start     int64
-	length    int64
-	wrapped   bool
-}
-
-// parsePieceRequest reads the Range, pieceNum, pieceSize and cdnSource
-// headers. The range is in wrapped coordinates unless cdnSource is source.
-func parsePieceRequest(h http.Header) (pieceRequest, error) {
-	var p pieceRequest
-	rg := h.Get("Range")
-	spec, ok := strings.CutPrefix(rg, "bytes=")
-	if !ok || strings.Count(spec, "-") != 1 {
-		return p, fmt.Errorf("invalid Range %q", rg)
-	}
-	start, end, err := piece.ParseRange(spec)
-	if err != nil {
-		return p, err
-	}
-	p.wrapped = h.Get("cdnSource") != "source"
-	num, err := strconv.Atoi(h.Get(api.HeaderPieceNum))
-	if err != nil || num < 0 {
-		return p, fmt.Errorf("invalid pieceNum %q", h.Get(api.HeaderPieceNum))
-	}
-	size, err := strconv.ParseInt(h.Get(api.HeaderPieceSize), 10, 32)
-	if err != nil || size <= piece.WrapSize || size > 1<<26 {
-		return p, fmt.Errorf("invalid pieceSize %q", h.Get(api.HeaderPieceSize))
-	}
-	p.num, p.pieceSize = num, int32(size)
-	if end-start+1 > size {
-		return p, fmt.Errorf("range %s is longer than a piece", spec)
-	}
-	if !p.wrapped {
-		p.start, p.length = start, end-start+1
-		return p, nil
-	}
-	if start != int64(num)*size {
-		return p, fmt.Errorf("range %s does not start piece %d", spec, num)
-	}
-	if end-start+1 < piece.WrapSize {
-		return p, fmt.Errorf("range %s is shorter than the piece wrapper", spec)
-	}
-	p.start = start - int64(num)*piece.WrapSize
-	p.length = end - start + 1 - piece.WrapSize
-	return p, nil
-}
-
-func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
-	name := mux.Vars(r)["name"]
-	if !validName(name) {
-		text(w, http.StatusBadRequest, "invalid task file name")
-		return
-	}
-	pr, err := parsePieceRequest(r.Header)
-	if err != nil {
-		text(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	sc := s.streams[name]
-	t := s.tasks[name]
-	if t != nil {
-		t.accessTime = time.Now()
-	}
-	s.mu.Unlock()
-	if sc != nil {
-		s.serveStream(w, sc, pr)
-		return
-	}
-	if t == nil {
-		text(w, http.StatusNotFound, "unknown task file")
-		return
-	}
-	f, err := openRegular(filepath.Join(s.cfg.DataDir, name+ServiceSuffix))
-	if err != nil {
-		text(w, http.StatusNotFound, "task file not available")
-		return
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		text(w, http.StatusInternalServerError, "stat task file")
-		return
-	}
-	n := pr.length
-	if rest := st.Size() - pr.start; rest < n {
-		n = rest
-	}
-	if n < 0 || (n == 0 && (pr.length > 0 || !pr.wrapped)) {
-		text(w, http.StatusRequestedRangeNotSatisfiable, "range not satisfiable")
-		return
-	}
-	total := n
-	if pr.wrapped {
-		total += piece.WrapSize
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(total, 10))
-	w.WriteHeader(http.StatusPartialContent)
-	if r.Method == http.MethodHead {
-		return
-	}
-	if pr.wrapped {
-		var h [piece.HeadSize]byte
-		binary.BigEndian.PutUint32(h[:], piece.Header(int(n), pr.pieceSize))
-		if _, err := w.Write(h[:]); err != nil {
-			return
-		}
-	}
-	if err := s.copyLimited(r.Context(), w, f, pr.start, n); err != nil {
-		s.log.Debugf("serve %s piece %d: %v", name, pr.num, err)
-		return
-	}
-	if pr.wrapped {
-		_, _ = w.Write([]byte{piece.TailChar})
-	}
 }
 
 // copyLimited copies n bytes at off of f to w: through the host upload
@@ -438,4 +242,53 @@ func openRegular(path string) (*os.File, error) {
 		return nil, errors.New("not a regular file")
 	}
 	return f, nil
+}
+
+// stream returns the stream cache of a task file, or nil.
+func (s *Server) stream(name string) *streamCache {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[name]
+}
+
+// openStream makes a new stream cache serve t's task file, replacing (and
+// shutting) the one before, and starts its notifier. Its reports go with
+// the streaming dfget's credentials.
+func (s *Server) openStream(t api.StreamTask, rg *ring, creds api.NodeCreds, owner proc) {
+	s.mu.Lock()
+	sc := newStreamCache(t, rg, s.nodeClient(creds), owner)
+	old := s.streams[t.TaskFileName]
+	s.streams[t.TaskFileName] = sc
+	s.mu.Unlock()
+	if old != nil {
+		old.replaced()
+	}
+	go sc.notify(s.log)
+}
+
+// closeStream drops a stream cache, reporting its pieces as evicted.
+func (s *Server) closeStream(name string) {
+	s.mu.Lock()
+	sc := s.streams[name]
+	delete(s.streams, name)
+	s.mu.Unlock()
+	if sc != nil {
+		sc.drop()
+	}
+}
+
+// dropOrphanStreams closes the stream caches whose dfget process is gone.
+func (s *Server) dropOrphanStreams() {
+	var gone []string
+	s.mu.Lock()
+	for name, sc := range s.streams {
+		if !sc.owner.alive() {
+			gone = append(gone, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, name := range gone {
+		s.log.Infof("stream %s: its dfget is gone, dropping the cache", name)
+		s.closeStream(name)
+	}
 }

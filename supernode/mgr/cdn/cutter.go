@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,9 +123,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		c.progress()
-		if c.c != nil {
-			c.c.Add(float64(n))
-		}
+		c.c.Add(float64(n))
 		if c.lim != nil {
 			if werr := c.lim.WaitN(c.ctx, n); werr != nil {
 				return n, werr
@@ -134,14 +131,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-// checkMd5 compares the whole-file md5 with the one the client asked for.
-// Hex digests compare case-insensitively: an upper-case --md5 is the same
-// digest.
-func checkMd5(src Source, real string) error {
-	if src.Md5 != "" && !strings.EqualFold(src.Md5, real) {
-		return fmt.Errorf("source %s md5 is %s, want %s", src.RawURL, real, src.Md5)
-	}
-	return nil
 }

@@ -135,9 +135,7 @@ func (m *Manager) get(ctx context.Context, src Source, extra map[string]string) 
 }
 
 func (m *Manager) countSourceFailure() {
-	if m.metrics.SourceFailures != nil {
-		m.metrics.SourceFailures.Inc()
-	}
+	m.metrics.SourceFailures.Inc()
 }
 
 // totalFromContentRange reads the total of "bytes a-b/total" (-1 if absent).

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bits-and-blooms/bitset"
-
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -37,14 +35,14 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	total := int((length + int64(ps) - 1) / int64(ps))
 	m.progress.ResetCDN(src.TaskID)
 	ctx, cancel := context.WithCancel(m.ctx)
-	fs := &fileState{pieceSize: ps, ready: bitset.New(uint(total)), source: true, cancel: cancel,
-		finished: make(chan struct{}), wrappedLen: -1}
-	m.setFile(src.TaskID, fs)
+	cf := newCacheFile(ps, total, cancel)
+	cf.source = true
+	m.setFile(src.TaskID, cf)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		done(m.hashSource(ctx, cancel, src, length, fs))
+		done(m.hashSource(ctx, cancel, src, length, cf))
 	}()
 	return Started{HTTPFileLength: length, PieceSize: ps}, nil
 }
@@ -71,31 +69,25 @@ func (m *Manager) probe(src Source) (int64, error) {
 // hashSource reads the whole source once and records the "md5:len" digest
 // of each plain piece (the bytes a client receives for it in this pattern),
 // offering each piece as its digest becomes known.
-func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, length int64, fs *fileState) Result {
+func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, length int64, cf *cacheFile) Result {
 	id := src.TaskID
 	start := time.Now()
-	fail := func(err error) Result {
-		m.end(id, fs, 0, 0, err)
-		return Result{Err: err}
-	}
 	resp, err := m.get(ctx, wholeSource(src), nil)
 	if err != nil {
-		return fail(err)
+		return m.fail(id, cf, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || (resp.ContentLength >= 0 && resp.ContentLength != length) {
 		m.countSourceFailure()
-		return fail(&SourceError{URL: src.RawURL, Err: fmt.Errorf(
+		return m.fail(id, cf, &SourceError{URL: src.RawURL, Err: fmt.Errorf(
 			"answered %d with %d bytes to the digest read, want 200 with the %d bytes it announced",
 			resp.StatusCode, resp.ContentLength, length)})
 	}
-	if m.metrics.Download != nil {
-		m.metrics.Download.Inc()
-	}
+	m.metrics.Download.Inc()
 	body := m.watchBody(ctx, cancel, resp.Body)
-	cut := &cutter{body: body, url: src.RawURL, size: int64(fs.pieceSize), length: length}
+	cut := &cutter{body: body, url: src.RawURL, size: int64(cf.pieceSize), length: length}
 	fileMd5 := md5.New()
-	buf := make([]byte, fs.pieceSize)
+	buf := make([]byte, cf.pieceSize)
 	var rerr error
 	for !cut.ended {
 		num, n, ok, err := cut.next(buf)
@@ -104,19 +96,19 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 			break
 		}
 		fileMd5.Write(buf[:n])
-		m.setReady(id, fs, num, piece.Md5Value(buf[:n]))
+		m.setReady(id, cf, num, piece.Md5Value(buf[:n]))
 	}
 	if serr := body.stop(m, src.RawURL); serr != nil {
 		rerr = serr
 	}
 	if rerr != nil {
-		return fail(rerr)
+		return m.fail(id, cf, rerr)
 	}
 	realMd5 := hex.EncodeToString(fileMd5.Sum(nil))
 	if err := checkMd5(src, realMd5); err != nil {
-		return fail(err)
+		return m.fail(id, cf, err)
 	}
-	m.end(id, fs, cut.num, length, nil)
+	m.end(id, cf, cut.num, length, nil)
 	m.log.WithField("task", id).Infof("source digests done: %d bytes in %d pieces, %s", length, cut.num,
 		time.Since(start).Round(time.Millisecond))
 	return Result{OK: true, RealMd5: realMd5, FileLength: length, PieceTotal: cut.num}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -78,7 +79,8 @@ type Config struct {
 	YoungMinIdle time.Duration
 }
 
-// Metrics are the GC collectors (any may be nil).
+// Metrics are the GC collectors (any may be nil: New fills it with an
+// unread one).
 type Metrics struct {
 	Tasks, Peers, Disks prometheus.Counter
 	LastDisk            prometheus.Gauge
@@ -101,6 +103,10 @@ type Manager struct {
 
 // New returns a GC manager.
 func New(cfg Config, t Tasks, d DfgetTasks, p Progress, peers Peers, c CDN, s Store, mx Metrics, log logrus.FieldLogger) *Manager {
+	mx.Tasks = metrics.OrCounter(mx.Tasks)
+	mx.Peers = metrics.OrCounter(mx.Peers)
+	mx.Disks = metrics.OrCounter(mx.Disks)
+	mx.LastDisk = metrics.OrGauge(mx.LastDisk)
 	return &Manager{cfg: cfg, tasks: t, dfget: d, progress: p, peers: peers, cdn: c, store: s, metrics: mx, log: log, now: time.Now}
 }
 
@@ -152,7 +158,7 @@ func (m *Manager) GCTask(taskID string, full bool) {
 	if err := m.cdn.Delete(taskID, full); err != nil {
 		m.log.WithError(err).Warnf("gc: delete cdn of %s", taskID)
 	}
-	if m.tasks.Has(taskID) && m.metrics.Tasks != nil {
+	if m.tasks.Has(taskID) {
 		m.metrics.Tasks.Inc()
 	}
 	m.tasks.Remove(taskID)
@@ -175,7 +181,7 @@ func (m *Manager) gcPeers() {
 			m.dfget.Delete(dt.CID, dt.TaskID)
 		}
 		m.progress.DeletePeer(id)
-		if err := m.peers.Delete(id); err == nil && m.metrics.Peers != nil {
+		if err := m.peers.Delete(id); err == nil {
 			m.metrics.Peers.Inc()
 		}
 		m.log.Infof("gc: peer %s", id)
@@ -232,12 +238,8 @@ func (m *Manager) GCDisk() {
 			continue
 		}
 		freed += c.size
-		if m.metrics.Disks != nil {
-			m.metrics.Disks.Inc()
-		}
+		m.metrics.Disks.Inc()
 		m.log.Infof("gc: removed cache of %s (%d bytes)", c.id, c.size)
 	}
-	if m.metrics.LastDisk != nil {
-		m.metrics.LastDisk.Set(float64(m.now().Unix()))
-	}
+	m.metrics.LastDisk.Set(float64(m.now().Unix()))
 }

@@ -1,0 +1,114 @@
+package cdn
+
+import (
+	"context"
+	"strconv"
+	"sync"
+
+	"github.com/bits-and-blooms/bitset"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// cacheFile is what the supernode knows in memory of one task's cache
+// file: the pieces written so far with their digests, and how the fetch
+// ended. A source-pattern task has one too, without a file on disk: its
+// digests are of plain ranges of the source.
+type cacheFile struct {
+	mu         sync.Mutex
+	pieceSize  int32
+	ready      *bitset.BitSet
+	md5s       []string
+	done, ok   bool
+	wrappedLen int64
+	// source is a source-pattern task: digests only, no cache file.
+	source   bool
+	cancel   context.CancelFunc
+	finished chan struct{}
+}
+
+// newCacheFile is the state of a fetch that starts with no piece ready;
+// total sizes the bitset when the piece count is known (else 0).
+func newCacheFile(pieceSize int32, total int, cancel context.CancelFunc) *cacheFile {
+	return &cacheFile{pieceSize: pieceSize, ready: bitset.New(uint(total)), cancel: cancel,
+		finished: make(chan struct{}), wrappedLen: -1}
+}
+
+// setReady records a piece's digest and only then offers the piece, so no
+// peer is ever sent to a piece whose digest the supernode does not know.
+func (m *Manager) setReady(id string, cf *cacheFile, num int, sum string) {
+	cf.mu.Lock()
+	for len(cf.md5s) <= num {
+		cf.md5s = append(cf.md5s, "")
+	}
+	cf.md5s[num] = sum
+	cf.ready.Set(uint(num))
+	cf.mu.Unlock()
+	m.progress.SetCDNPiece(id, num)
+}
+
+// close marks the fetch ended (ok with wrappedLen bytes on disk) and wakes
+// the waiters.
+func (cf *cacheFile) close(ok bool, wrappedLen int64) {
+	cf.mu.Lock()
+	cf.done, cf.ok = true, ok
+	if ok {
+		cf.wrappedLen = wrappedLen
+	}
+	cf.mu.Unlock()
+	close(cf.finished)
+}
+
+// digest is the "md5:len" of piece num ("" when unknown).
+func (cf *cacheFile) digest(num int) string {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	if num < 0 || num >= len(cf.md5s) {
+		return ""
+	}
+	return cf.md5s[num]
+}
+
+// digests copies the digests of the first total pieces.
+func (cf *cacheFile) digests(total int) []string {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	return append([]string(nil), cf.md5s[:total]...)
+}
+
+func (cf *cacheFile) running() bool {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	return !cf.done
+}
+
+// servable is Manager.Servable for a file the CDN tracks.
+func (cf *cacheFile) servable(start, end int64) (int64, int) {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	if cf.source {
+		return 0, ServeNotFound
+	}
+	if cf.done {
+		if !cf.ok {
+			return 0, ServeNotFound
+		}
+		return cf.wrappedLen, ServeOK
+	}
+	if start < 0 || end < start {
+		return 0, ServeNotReady
+	}
+	ps := int64(cf.pieceSize)
+	last := end / ps
+	for i := start / ps; i <= last; i++ {
+		if !cf.ready.Test(uint(i)) {
+			return 0, ServeNotReady
+		}
+	}
+	wl, _ := strconv.Atoi(cf.md5s[last][len(piece.Md5OfValue(cf.md5s[last]))+1:])
+	if end >= last*ps+int64(wl) && int64(wl) == ps {
+		return 0, ServeNotReady // beyond a full piece: the next one is not written yet
+	}
+	// A short piece is the final one; a range past it is clipped to it.
+	return last*ps + int64(wl), ServeOK
+}

@@ -1,0 +1,74 @@
+package cdn
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// finalize closes a fetch whose body was read and written whole: the
+// content must match the md5 the client asked for, then the .md5 sidecar
+// and the finished meta are written, and only then is the file complete.
+func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, realMd5 string, total int, contentLen int64, start time.Time) Result {
+	id := src.TaskID
+	if err := checkMd5(src, realMd5); err != nil {
+		return m.failMeta(id, cf, meta, err, true)
+	}
+	wrappedLen := contentLen + int64(total)*piece.WrapSize
+	if err := m.store.WriteMd5(id, cf.digests(total), realMd5); err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	meta.Finish, meta.Success, meta.RealMd5, meta.FileLength = true, true, realMd5, wrappedLen
+	if meta.HTTPFileLen < 0 {
+		meta.HTTPFileLen = contentLen
+	}
+	if err := m.store.WriteMeta(meta); err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	m.end(id, cf, total, wrappedLen, nil)
+	m.log.WithField("task", id).Infof("cdn done: %d bytes in %d pieces, %s", contentLen, total, time.Since(start).Round(time.Millisecond))
+	return Result{OK: true, RealMd5: realMd5, FileLength: wrappedLen, PieceTotal: total}
+}
+
+// checkMd5 compares the whole-file md5 with the one the client asked for.
+// Hex digests compare case-insensitively: an upper-case --md5 is the same
+// digest.
+func checkMd5(src Source, real string) error {
+	if src.Md5 != "" && !strings.EqualFold(src.Md5, real) {
+		return fmt.Errorf("source %s md5 is %s, want %s", src.RawURL, real, src.Md5)
+	}
+	return nil
+}
+
+// failMeta fails a fetch and records its meta: final marks a file that
+// was fetched whole but is wrong (it is not resumed); otherwise a later
+// start may resume it.
+func (m *Manager) failMeta(id string, cf *cacheFile, meta *store.Meta, err error, final bool) Result {
+	meta.Finish = final
+	if werr := m.store.WriteMeta(meta); werr != nil {
+		m.log.WithField("task", id).WithError(werr).Warn("write meta")
+	}
+	return m.fail(id, cf, err)
+}
+
+// fail ends a fetch with err.
+func (m *Manager) fail(id string, cf *cacheFile, err error) Result {
+	m.end(id, cf, 0, 0, err)
+	return Result{Err: err}
+}
+
+// end closes a file's run and reports it: err == nil is success with total
+// pieces and wrappedLen bytes on disk.
+func (m *Manager) end(id string, cf *cacheFile, total int, wrappedLen int64, err error) {
+	cf.close(err == nil, wrappedLen)
+	if err == nil {
+		m.progress.FinishCDN(id, total, true)
+		return
+	}
+	m.progress.FinishCDN(id, 0, false)
+	m.metrics.DownloadFailed.Inc()
+	m.log.WithField("task", id).WithError(err).Warn("cdn failed")
+}

@@ -1,0 +1,136 @@
+package cdn
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bits-and-blooms/bitset"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// prefix is the valid leading pieces of a cache file.
+type prefix struct {
+	count   int
+	md5s    []string
+	fileMd5 hash.Hash
+}
+
+// scanPrefix reads the data file piece by piece and stops at the first
+// piece whose header, length or tail is wrong. length < 0 scans to the end.
+func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix, error) {
+	f, err := os.Open(m.store.DataPath(id))
+	if err != nil {
+		return nil, fmt.Errorf("open cache of %s: %w", id, err)
+	}
+	defer f.Close()
+	p := &prefix{fileMd5: md5.New()}
+	buf := make([]byte, pieceSize)
+	maxCount := -1
+	if length >= 0 {
+		maxCount = piece.Count(length, pieceSize)
+	}
+	for maxCount < 0 || p.count < maxCount {
+		n, err := io.ReadFull(f, buf)
+		if n == 0 {
+			break
+		}
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("read cache of %s: %w", id, err)
+		}
+		content, uerr := piece.Unwrap(buf[:n])
+		if uerr != nil {
+			break
+		}
+		if length >= 0 && int64(len(content)) != piece.ContentLength(p.count, length, pieceSize) {
+			break
+		}
+		p.fileMd5.Write(content)
+		p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
+		p.count++
+		if n < len(buf) {
+			break
+		}
+	}
+	return p, nil
+}
+
+// keepPrefix keeps the valid pieces a resume found: the file is cut after
+// them and they are offered at once. It returns the md5 of the content so
+// far and the number of the first piece to fetch.
+func (m *Manager) keepPrefix(f *os.File, id string, cf *cacheFile, pieceSize int32, resume *prefix) (hash.Hash, int, error) {
+	if resume == nil {
+		return md5.New(), 0, nil
+	}
+	if err := f.Truncate(int64(resume.count) * int64(pieceSize)); err != nil {
+		return nil, 0, fmt.Errorf("truncate cache of %s: %w", id, err)
+	}
+	for i, sum := range resume.md5s {
+		m.setReady(id, cf, i, sum)
+	}
+	return resume.fileMd5, resume.count, nil
+}
+
+// reuse serves a validated complete cache file: piece md5s from the .md5
+// sidecar (or by re-hashing the file), every piece ready at once.
+func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Started, bool) {
+	id := src.TaskID
+	total := piece.Count(meta.HTTPFileLen, meta.PieceSize)
+	if meta.HTTPFileLen < 0 {
+		total = int((meta.FileLength + int64(meta.PieceSize) - 1) / int64(meta.PieceSize))
+	}
+	md5s, ok := m.cachedDigests(id, meta, total)
+	if !ok {
+		m.log.Warnf("cache of %s is damaged, refetching", id)
+		return Started{}, false
+	}
+	fi, err := os.Stat(m.store.DataPath(id))
+	if err != nil || fi.Size() != meta.FileLength {
+		m.log.Warnf("cache data of %s is missing or has the wrong size, refetching", id)
+		return Started{}, false
+	}
+	now := time.Now().UnixMilli()
+	meta.Interval = now - meta.AccessTime
+	meta.AccessTime = now
+	if err := m.store.WriteMeta(meta); err != nil {
+		m.log.WithError(err).Warnf("update meta of %s", id)
+	}
+	cf := &cacheFile{pieceSize: meta.PieceSize, ready: bitset.New(uint(total)), md5s: md5s, done: true, ok: true,
+		wrappedLen: meta.FileLength, finished: make(chan struct{})}
+	for i := range total {
+		cf.ready.Set(uint(i))
+		m.progress.SetCDNPiece(id, i)
+	}
+	close(cf.finished)
+	m.setFile(id, cf)
+	m.progress.FinishCDN(id, total, true)
+	m.metrics.CacheHit.Inc()
+	go done(Result{OK: true, RealMd5: meta.RealMd5, FileLength: meta.FileLength, PieceTotal: total})
+	return Started{HTTPFileLength: meta.HTTPFileLen, PieceSize: meta.PieceSize, CacheHit: true}, true
+}
+
+// cachedDigests returns the piece md5s of a complete cache file: from its
+// .md5 sidecar, or by scanning the file when the sidecar is missing or
+// stale, which must then find every piece and the recorded file md5 (the
+// sidecar is rewritten). ok is false for a damaged file.
+func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]string, bool) {
+	md5s, err := m.store.ReadMd5(id, meta.RealMd5)
+	if err == nil && len(md5s) == total {
+		return md5s, true
+	}
+	p, perr := m.scanPrefix(id, meta.PieceSize, -1)
+	if perr != nil || p.count != total || hex.EncodeToString(p.fileMd5.Sum(nil)) != meta.RealMd5 {
+		return nil, false
+	}
+	if err := m.store.WriteMd5(id, p.md5s, meta.RealMd5); err != nil {
+		m.log.WithError(err).Warnf("rewrite md5 of %s", id)
+	}
+	return p.md5s, true
+}

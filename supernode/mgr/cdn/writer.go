@@ -1,0 +1,173 @@
+package cdn
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// run fetches the body into the task's cache file: it keeps the pieces a
+// resume found, writes the rest with the writer pool, and finalizes.
+func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source, resp *http.Response, meta *store.Meta, resume *prefix, cf *cacheFile) Result {
+	id := src.TaskID
+	defer resp.Body.Close()
+	start := time.Now()
+	f, err := m.store.OpenData(id, resume == nil)
+	if err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	defer f.Close()
+	fileMd5, first, err := m.keepPrefix(f, id, cf, meta.PieceSize, resume)
+	if err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	cut, err := m.writeBody(ctx, cancel, src, resp.Body, f, cf, meta, fileMd5, first)
+	if err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	return m.finalize(src, meta, cf, hex.EncodeToString(fileMd5.Sum(nil)), cut.num, cut.off, start)
+}
+
+// writeBody cuts the body into pieces from piece first on and writes them
+// with the writer pool; fileMd5 goes on with their content. It returns the
+// cutter, which tells the piece count and content length, once every piece
+// is written and hashed; a read error (or a stall) wins over a write error.
+func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src Source, r io.Reader, f *os.File,
+	cf *cacheFile, meta *store.Meta, fileMd5 hash.Hash, first int) (*cutter, error) {
+	ps := meta.PieceSize
+	w := m.startWriters(src.TaskID, f, cf, ps, fileMd5)
+	body := m.watchBody(ctx, cancel, r)
+	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
+		num: first, off: piece.ContentOffset(first, ps)}
+	rerr := w.feed(ctx, cut)
+	werr := w.wait()
+	if serr := body.stop(m, src.RawURL); serr != nil {
+		rerr = serr
+	}
+	// No fsync of the data: the page cache survives a process restart, and
+	// a file torn by a power loss fails its piece md5s at the clients, whose
+	// piece-error reports drop it. Syncing 1 GiB would double the CDN time.
+	if rerr != nil {
+		return nil, rerr
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	return cut, nil
+}
+
+type job struct {
+	num  int
+	buf  []byte
+	n    int
+	refs *atomic.Int32 // the writer and the file hasher both release buf
+}
+
+// writers wrap, hash and write the pieces the reader cuts, while the
+// whole-file md5 runs beside the reader so reading the socket never waits
+// for hashing; pieces reach it in order.
+type writers struct {
+	m      *Manager
+	id     string
+	f      *os.File
+	cf     *cacheFile
+	ps     int32
+	jobs   chan job
+	hashq  chan job
+	pool   chan []byte
+	hashed chan struct{}
+	wg     sync.WaitGroup
+	// Writes go one at a time: concurrent writers to one file wait on
+	// the inode lock in the kernel by spinning on the CPU that the other
+	// workers need for their md5.
+	wmu     sync.Mutex
+	errOnce sync.Once
+	err     error
+}
+
+func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, fileMd5 hash.Hash) *writers {
+	n := m.cfg.Workers
+	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), hashq: make(chan job, n*2+1),
+		pool: make(chan []byte, n*2+1), hashed: make(chan struct{})}
+	for range n*2 + 1 {
+		w.pool <- make([]byte, ps)
+	}
+	go func() {
+		defer close(w.hashed)
+		for j := range w.hashq {
+			fileMd5.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+			w.release(j)
+		}
+	}()
+	for range n {
+		w.wg.Add(1)
+		go w.work()
+	}
+	return w
+}
+
+func (w *writers) release(j job) {
+	if j.refs.Add(-1) == 0 {
+		w.pool <- j.buf
+	}
+}
+
+func (w *writers) work() {
+	defer w.wg.Done()
+	for j := range w.jobs {
+		wrapped := piece.WrapInPlace(j.buf, j.n, w.ps)
+		sum := piece.Md5Value(wrapped)
+		w.wmu.Lock()
+		_, err := fileio.WriteAt(w.f, wrapped, int64(j.num)*int64(w.ps))
+		w.wmu.Unlock()
+		if err != nil {
+			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
+		} else {
+			w.m.setReady(w.id, w.cf, j.num, sum)
+		}
+		w.release(j)
+	}
+}
+
+// feed cuts the body into pieces and queues them until the body ends or
+// fails. A piece of a failed read is never queued, so never ready.
+func (w *writers) feed(ctx context.Context, cut *cutter) error {
+	for !cut.ended {
+		var buf []byte
+		select {
+		case buf = <-w.pool:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		num, n, ok, err := cut.next(buf[piece.HeadSize:])
+		if err != nil || !ok {
+			w.pool <- buf
+			return err
+		}
+		j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
+		j.refs.Store(2)
+		w.hashq <- j
+		w.jobs <- j
+	}
+	return nil
+}
+
+// wait stops the writers and the hasher and returns the first write error.
+func (w *writers) wait() error {
+	close(w.jobs)
+	close(w.hashq)
+	w.wg.Wait()
+	<-w.hashed
+	return w.err
+}
