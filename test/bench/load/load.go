@@ -1,6 +1,6 @@
-// Package load drives a real supernode with many simulated dfget clients
-// (issue #6): goroutines that speak the v1 protocol the way dfget's pull
-// loop does (register, pull /peer/task, "download" each piece handed out
+// Package load drives a real supernode with many simulated dfget clients:
+// goroutines that register and run dfget's own pull loop
+// (downloader.PullLoop: pull /peer/task, "download" each piece handed out
 // for a simulated time, report /peer/piece/suc, pull again) without moving
 // any piece data. It measures the supernode's request rate, the latency of
 // /peer/task (answers the supernode held as a long-poll apart from the
@@ -17,7 +17,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,6 +30,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 )
@@ -469,273 +469,6 @@ func (d *driver) fail(ctx context.Context) {
 	d.failed.Add(1)
 }
 
-type clientResult struct {
-	task, held, suc []time.Duration
-	steady          []time.Duration // task, for calls sent after steadyAfter
-	reg             time.Duration
-	pieceSize       int32
-	pieces          int
-	err             error
-}
-
-type envelope struct {
-	Code int             `json:"code"`
-	Msg  string          `json:"msg"`
-	Data json.RawMessage `json:"data"`
-}
-
-// do sends one request on the client's connections and decodes the
-// envelope; any transport error, non-200 status or undecodable body counts
-// as a failed request. held says the supernode marked the answer as a
-// long-poll hold (Server-Timing: hold).
-func (d *driver) do(ctx context.Context, p *pool, method, target string, body []byte, out *envelope) (held bool, err error) {
-	d.requests.Add(1)
-	err = p.roundTrip(ctx, method, target, body, func(r response) error {
-		if r.status != http.StatusOK {
-			return fmt.Errorf("%s %s: status %d: %s", method, target, r.status, bytes.TrimSpace(r.body))
-		}
-		*out = envelope{}
-		if err := json.Unmarshal(r.body, out); err != nil {
-			return fmt.Errorf("%s %s: %w: %s", method, target, err, r.body)
-		}
-		held = r.held
-		return nil
-	})
-	if err != nil {
-		d.fail(ctx)
-		return false, err
-	}
-	return held, nil
-}
-
-// event is the end of one simulated piece download.
-type event struct {
-	pi types.PieceInfo
-	ok bool
-}
-
-// client runs one simulated dfget until it has every piece (nil), the
-// window ends (errStopped) or something fails. It follows dfget's pull
-// loop (dfget/core/downloader/p2p.go): a pull reports the last piece
-// downloaded, every piece handed out is downloaded concurrently and
-// reported with /peer/piece/suc, a pull that launches nothing waits up to
-// 1 s for a download to end, and 602/603 back off 20·2^k ms (k <= 5,
-// plus jitter) unless a download ends first.
-func (d *driver) client(ctx context.Context, id int) clientResult {
-	var r clientResult
-	cid := fmt.Sprintf("%s-load%d-%d", d.selfIP, id, time.Now().UnixNano())
-	reg := types.RegisterRequest{
-		SuperNodeIP: d.snIP, RawURL: d.rawURL, TaskURL: d.rawURL, CID: cid, IP: d.selfIP,
-		HostName: "load" + strconv.Itoa(id), Port: 15000 + (id+1)%50000, Path: "/peer/file/load-" + cid, Version: "load",
-	}
-	body, _ := json.Marshal(reg)
-	p := &pool{addr: d.addr, host: d.addr, dials: &d.dials}
-	defer p.closeAll()
-	var env envelope
-	t0 := time.Now()
-	_, r.err = d.do(ctx, p, http.MethodPost, "/peer/registry", body, &env)
-	r.reg = time.Since(t0)
-	if r.err != nil {
-		return r
-	}
-	var rd types.RegisterResponseData
-	if env.Code != types.CodeSuccess || json.Unmarshal(env.Data, &rd) != nil || rd.TaskID == "" {
-		d.fail(ctx)
-		r.err = fmt.Errorf("register: code %d msg %q data %s", env.Code, env.Msg, env.Data)
-		return r
-	}
-	r.pieceSize = rd.PieceSize
-	if rd.PieceSize > 0 && rd.FileLength >= 0 {
-		r.pieces = int((rd.FileLength + int64(rd.PieceSize) - 1) / int64(rd.PieceSize))
-	}
-
-	r.err = d.pull(ctx, p, cid, rd.TaskID, &r)
-	return r
-}
-
-// pull is the pull loop of client (which see); r collects latencies.
-func (d *driver) pull(ctx context.Context, p *pool, cid, taskID string, r *clientResult) error {
-	var env envelope
-	events := make(chan event)
-	quit := make(chan struct{})
-	var mu sync.Mutex // guards r.suc, written by the download goroutines
-	var wg sync.WaitGroup
-	defer func() {
-		close(quit)
-		wg.Wait()
-	}()
-	send := func(e event) {
-		select {
-		case events <- e:
-		case <-quit:
-		}
-	}
-	running := map[int]bool{}
-	done := map[int]bool{}
-	var lastOK *types.PieceInfo
-	started := false
-	wait := 0
-	handle := func(e event) {
-		delete(running, e.pi.PieceNum)
-		if e.ok {
-			done[e.pi.PieceNum] = true
-			lastOK = &e.pi
-			wait = 0
-		}
-	}
-	// await waits up to dur for a download to end, then takes every ended one.
-	await := func(dur time.Duration) error {
-		t := time.NewTimer(dur)
-		defer t.Stop()
-		select {
-		case e := <-events:
-			handle(e)
-		case <-t.C:
-		case <-d.stop:
-			return errStopped
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		for {
-			select {
-			case e := <-events:
-				handle(e)
-			default:
-				return nil
-			}
-		}
-	}
-	download := func(pi types.PieceInfo) {
-		defer wg.Done()
-		s, e, err := piece.ParseRange(pi.Range)
-		if err != nil {
-			d.fail(ctx)
-			send(event{pi: pi})
-			return
-		}
-		if dt := d.rate.time(e - s + 1); dt > 0 {
-			t := time.NewTimer(dt)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-d.stop:
-				send(event{pi: pi})
-				return
-			case <-ctx.Done():
-				send(event{pi: pi})
-				return
-			}
-		}
-		if d.stopped() {
-			send(event{pi: pi})
-			return
-		}
-		// The query as url.Values.Encode writes it (keys sorted).
-		target := query("/peer/piece/suc?", "cid", cid, "dstCid", pi.CID, "pieceRange", pi.Range, "taskId", taskID)
-		var env envelope
-		t1 := time.Now()
-		_, err = d.do(ctx, p, http.MethodGet, target, nil, &env)
-		mu.Lock()
-		r.suc = append(r.suc, time.Since(t1))
-		mu.Unlock()
-		if err == nil && env.Code != types.CodeGetPieceReport {
-			d.fail(ctx)
-			err = fmt.Errorf("/peer/piece/suc: code %d msg %q", env.Code, env.Msg)
-		}
-		if err == nil {
-			d.pieces.Add(1)
-		}
-		send(event{pi: pi, ok: err == nil})
-	}
-
-	// The /peer/task status and result values, as query text.
-	startStatus, runningStatus := strconv.Itoa(types.TaskStatusStart), strconv.Itoa(types.TaskStatusRunning)
-	invalidResult, semiSucResult := strconv.Itoa(types.ResultInvalid), strconv.Itoa(types.ResultSemiSuc)
-	for {
-		if err := await(0); err != nil {
-			return err
-		}
-		if d.stopped() {
-			return errStopped
-		}
-		dst, rng, status, result := "", "", startStatus, invalidResult
-		if started && lastOK != nil {
-			dst, rng, status, result = lastOK.CID, lastOK.Range, runningStatus, semiSucResult
-			lastOK = nil
-		}
-		target := query("/peer/task?", "dstCid", dst, "range", rng, "result", result, "srcCid", cid, "status", status, "taskId", taskID)
-		t0 := time.Now()
-		held, err := d.do(ctx, p, http.MethodGet, target, nil, &env)
-		if dt := time.Since(t0); held {
-			r.held = append(r.held, dt)
-		} else {
-			r.task = append(r.task, dt)
-			if t0.After(d.steadyFrom) {
-				r.steady = append(r.steady, dt)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		started = true
-		switch env.Code {
-		case types.CodePeerContinue, types.CodeSuccess:
-			var infos []types.PieceInfo
-			if len(env.Data) > 0 && string(env.Data) != "null" {
-				if err := json.Unmarshal(env.Data, &infos); err != nil {
-					d.fail(ctx)
-					return fmt.Errorf("/peer/task pieces: %w", err)
-				}
-			}
-			launched := 0
-			for _, pi := range infos {
-				if done[pi.PieceNum] || running[pi.PieceNum] {
-					continue
-				}
-				running[pi.PieceNum] = true
-				launched++
-				wg.Add(1)
-				go download(pi)
-			}
-			if launched == 0 {
-				if err := await(time.Second); err != nil {
-					return err
-				}
-			}
-		case types.CodePeerWait, types.CodePeerLimited:
-			lo := 20 << min(wait, 5)
-			wait++
-			if err := await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond); err != nil {
-				return err
-			}
-		case types.CodePeerFinish:
-			return nil
-		default:
-			d.fail(ctx)
-			return fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
-		}
-	}
-}
-
-// query appends kv (key, value pairs) to prefix as a query string.
-func query(prefix string, kv ...string) string {
-	n := len(prefix)
-	for _, s := range kv {
-		n += len(s) + 1
-	}
-	b := make([]byte, 0, n+16)
-	b = append(b, prefix...)
-	for i := 0; i+1 < len(kv); i += 2 {
-		if i > 0 {
-			b = append(b, '&')
-		}
-		b = append(b, url.QueryEscape(kv[i])...)
-		b = append(b, '=')
-		b = append(b, url.QueryEscape(kv[i+1])...)
-	}
-	return string(b)
-}
-
 // fmtQuantile prints a histogram quantile in unit, or where it lies
 // when it is past the last finite bucket.
 func fmtQuantile(bs []bucket, q float64, unit time.Duration) string {
@@ -771,7 +504,7 @@ func (d *driver) warm(ctx context.Context, logf func(string, ...any)) error {
 		SuperNodeIP: d.snIP, RawURL: d.rawURL, TaskURL: d.rawURL, CID: cid, IP: d.selfIP,
 		HostName: "warm", Port: 14999, Path: "/peer/file/warm-" + cid, Version: "load",
 	})
-	var env envelope
+	var env api.Envelope
 	if err := httpJSON(ctx, hc, http.MethodPost, "http://"+d.addr+"/peer/registry", body, &env); err != nil {
 		return fmt.Errorf("warm-up register: %w", err)
 	}
