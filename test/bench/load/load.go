@@ -102,6 +102,9 @@ type Config struct {
 	Logf       func(format string, args ...any)
 }
 
+// fileSize makes exactly Pieces pieces of PieceSize.
+func (cfg Config) fileSize() int64 { return int64(cfg.Pieces) * piece.ContentSize(PieceSize) }
+
 // Result is what a run measured. Latencies are seen by the clients, so they
 // include the client side of HTTP on the same 2 cores.
 type Result struct {
@@ -180,51 +183,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window <= 0 {
 		cfg.Window = time.Minute
 	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
 	}
 	c, err := cluster.New(ctx, cluster.Options{Mode: cfg.Mode, BaseDir: cfg.BaseDir})
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	sn, d, err := start(ctx, c, cfg)
 	if err != nil {
 		return nil, err
 	}
-	origin, err := c.StartOrigin(ctx, oh)
-	if err != nil {
-		return nil, err
-	}
-	sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"--cdn-pattern", "source"}, cfg.SupernodeArgs...)
-	if cfg.ProfileDir != "" {
-		args = append(args, "--profiler")
-	}
-	sn, err := c.StartSupernode(ctx, sh, args...)
-	if err != nil {
-		return nil, err
-	}
-	size := int64(cfg.Pieces) * piece.ContentSize(PieceSize)
-	d := &driver{
-		addr:   sn.Node(),
-		snIP:   sh.IP,
-		selfIP: c.BridgeIP(),
-		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), size),
-		rate:   cfg.Rate,
-		stop:   make(chan struct{}),
-	}
-	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), Rate: cfg.Rate}
-
-	logf("load: %d clients, %s file, piece rate %v, window %v", cfg.Clients, fmtBytes(size), cfg.Rate, cfg.Window)
+	res := &Result{Clients: cfg.Clients, FileSize: cfg.fileSize(), Mode: c.Mode().String(), Rate: cfg.Rate}
+	cfg.Logf("load: %d clients, %s file, piece rate %v, window %v", cfg.Clients, fmtBytes(res.FileSize), cfg.Rate, cfg.Window)
 	// In the source pattern the supernode reads the whole file once to learn
 	// its piece digests before it offers the pieces; that read is not what
 	// this section measures, so it runs before the window.
-	if err := d.warm(ctx, logf); err != nil {
+	if err := d.warm(ctx, cfg.Logf); err != nil {
 		return nil, err
 	}
 	// The hard deadline only guards against a hung supernode: the window
@@ -237,9 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	// The simulated clients allocate per request (~15 MB/s at 5-10 MB/s a
 	// piece); each collection of theirs stalls the goroutines that time
-	// the calls, which showed as bursts of slow /peer/task answers (with
-	// the default target ~10 ms on the p99; at GOGC=400, one collection
-	// every ~8 s, still bursts of a few hundred answers over 3 ms). A load
+	// the calls, which showed as bursts of slow /peer/task answers. A load
 	// generator need not collect while it measures: the collector is off
 	// for the window and runs only if the heap reaches loadHeapLimit
 	// (a saturation run may, a paced one does not). The supernode is not
@@ -249,6 +223,68 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	cpuBefore, _ := cpuTime(sn.Proc.Pid())
 	selfBefore, _ := cpuTime(os.Getpid())
+	outs := d.window(hctx, cfg)
+	res.Duration = time.Since(d.start)
+	cfg.Logf("load: %d connections opened by %d clients", d.dials.Load(), cfg.Clients)
+	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
+		res.SupernodeCPU = cpuAfter - cpuBefore
+	}
+	if selfAfter, err := cpuTime(os.Getpid()); err == nil {
+		res.ClientCPU = selfAfter - selfBefore
+	}
+	res.add(outs)
+	res.Requests = d.requests.Load()
+	res.Failed = d.failed.Load()
+	res.Aborted = d.aborted.Load()
+	res.PiecesDone = d.pieces.Load()
+	res.Connections = d.dials.Load()
+	res.RPS = float64(res.Requests) / res.Duration.Seconds()
+	if mAfter, err := sn.Metrics(ctx); err == nil {
+		res.serverFigures(mAfter, mBefore)
+	}
+	if rss, err := sn.Proc.PeakRSS(); err == nil {
+		res.SupernodeRSS = rss
+	}
+	return res, nil
+}
+
+// start starts the origin and the supernode on their hosts and returns the
+// supernode and the driver of the clients.
+func start(ctx context.Context, c *cluster.Cluster, cfg Config) (*cluster.Supernode, *driver, error) {
+	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	if err != nil {
+		return nil, nil, err
+	}
+	origin, err := c.StartOrigin(ctx, oh)
+	if err != nil {
+		return nil, nil, err
+	}
+	sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
+	if err != nil {
+		return nil, nil, err
+	}
+	args := append([]string{"--cdn-pattern", "source"}, cfg.SupernodeArgs...)
+	if cfg.ProfileDir != "" {
+		args = append(args, "--profiler")
+	}
+	sn, err := c.StartSupernode(ctx, sh, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &driver{
+		addr:   sn.Node(),
+		snIP:   sh.IP,
+		selfIP: c.BridgeIP(),
+		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), cfg.fileSize()),
+		rate:   cfg.Rate,
+		stop:   make(chan struct{}),
+	}
+	return sn, d, nil
+}
+
+// window runs the clients at once until they all end or the window does,
+// logging progress, and returns what each measured.
+func (d *driver) window(ctx context.Context, cfg Config) []clientResult {
 	outs := make([]clientResult, cfg.Clients)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -257,11 +293,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			outs[i] = d.client(hctx, i)
+			outs[i] = d.client(ctx, i)
 		}()
 	}
-	start := time.Now()
-	d.steadyFrom = start.Add(steadyAfter)
+	d.start = time.Now()
+	d.steadyFrom = d.start.Add(steadyAfter)
 	close(gate)
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
@@ -270,31 +306,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
 	if cfg.ProfileDir != "" {
-		go profile(hctx, "http://"+d.addr, cfg.ProfileDir, cfg.Rate, cfg.Window, logf)
+		go profile(ctx, "http://"+d.addr, cfg.ProfileDir, cfg.Rate, cfg.Window, cfg.Logf)
 	}
-	for waiting := true; waiting; {
+	for {
 		select {
 		case <-finished:
-			waiting = false
+			return outs
 		case <-window.C:
 			close(d.stop)
 			<-finished
-			waiting = false
+			return outs
 		case <-tick.C:
-			n := d.requests.Load()
-			logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed, %d connections opened", time.Since(start).Round(time.Second), n,
-				float64(n)/time.Since(start).Seconds(), d.pieces.Load(), d.failed.Load(), d.dials.Load())
+			n, since := d.requests.Load(), time.Since(d.start)
+			cfg.Logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed, %d connections opened", since.Round(time.Second), n,
+				float64(n)/since.Seconds(), d.pieces.Load(), d.failed.Load(), d.dials.Load())
 		}
 	}
-	res.Duration = time.Since(start)
-	logf("load: %d connections opened by %d clients", d.dials.Load(), cfg.Clients)
-	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
-		res.SupernodeCPU = cpuAfter - cpuBefore
-	}
-	if selfAfter, err := cpuTime(os.Getpid()); err == nil {
-		res.ClientCPU = selfAfter - selfBefore
-	}
+}
 
+// add sums the clients' outcomes and latencies into r.
+func (r *Result) add(outs []clientResult) {
 	var task, steady, held, suc, reg []time.Duration
 	for _, o := range outs {
 		task = append(task, o.task...)
@@ -304,40 +335,33 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		reg = append(reg, o.reg)
 		switch {
 		case o.err == nil:
-			res.Completed++
+			r.Completed++
 		case errors.Is(o.err, errStopped):
-			res.Stopped++
-		case res.FirstError == "":
-			res.FirstError = o.err.Error()
+			r.Stopped++
+		case r.FirstError == "":
+			r.FirstError = o.err.Error()
 		}
 		if o.pieces > 0 {
-			res.Pieces, res.PieceSize = o.pieces, o.pieceSize
+			r.Pieces, r.PieceSize = o.pieces, o.pieceSize
 		}
 	}
-	res.Requests = d.requests.Load()
-	res.Failed = d.failed.Load()
-	res.Aborted = d.aborted.Load()
-	res.PiecesDone = d.pieces.Load()
-	res.Connections = d.dials.Load()
-	res.RPS = float64(res.Requests) / res.Duration.Seconds()
-	res.TaskCalls = int64(len(task) + len(held))
-	res.HeldCall = int64(len(held))
-	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
-	res.SteadyP99 = percentile(steady, 99)
-	res.HeldP50, res.HeldP99 = percentile(held, 50), percentile(held, 99)
-	res.SucP99 = percentile(suc, 99)
-	res.RegP99 = percentile(reg, 99)
-	if mAfter, err := sn.Metrics(ctx); err == nil {
-		h := histogram(mAfter, mBefore, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
-		res.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
-		res.ServerTaskP99 = fmtQuantile(h, 0.99, time.Second)
-		sh := histogram(mAfter, mBefore, "dragonfly_supernode_schedule_duration_milliseconds", "")
-		res.ScheduleP99 = fmtQuantile(sh, 0.99, time.Millisecond)
-	}
-	if rss, err := sn.Proc.PeakRSS(); err == nil {
-		res.SupernodeRSS = rss
-	}
-	return res, nil
+	r.TaskCalls = int64(len(task) + len(held))
+	r.HeldCall = int64(len(held))
+	r.TaskP50, r.TaskP99, r.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
+	r.SteadyP99 = percentile(steady, 99)
+	r.HeldP50, r.HeldP99 = percentile(held, 50), percentile(held, 99)
+	r.SucP99 = percentile(suc, 99)
+	r.RegP99 = percentile(reg, 99)
+}
+
+// serverFigures fills the supernode's own figures over the window from
+// its metrics before and after.
+func (r *Result) serverFigures(after, before map[string]float64) {
+	h := histogram(after, before, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
+	r.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
+	r.ServerTaskP99 = fmtQuantile(h, 0.99, time.Second)
+	sh := histogram(after, before, "dragonfly_supernode_schedule_duration_milliseconds", "")
+	r.ScheduleP99 = fmtQuantile(sh, 0.99, time.Millisecond)
 }
 
 // profile saves a 10 s CPU profile and the allocations over the same
@@ -432,7 +456,8 @@ type driver struct {
 	// addr is the supernode's API address (host:port).
 	addr, snIP, selfIP, rawURL string
 	rate                       Rate
-	steadyFrom                 time.Time
+	// start is when the window began; steadyFrom is steadyAfter later.
+	start, steadyFrom time.Time
 	// stop ends the window: clients stop between requests.
 	stop                              chan struct{}
 	requests, failed, aborted, pieces atomic.Int64
