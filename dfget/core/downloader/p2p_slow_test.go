@@ -109,7 +109,7 @@ func TestOwnLimitIsNotHolderSlowness(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if e := d.fetch(context.Background(), s.info(i), nil); !e.ok {
+			if ok, _ := d.fetch(context.Background(), s.info(i), nil); !ok {
 				failed.Add(1)
 			}
 		}()
@@ -131,14 +131,14 @@ func TestImmediateFailureIsNotTooSlow(t *testing.T) {
 	})
 	var log bytes.Buffer
 	d := s.p2p(xrate.NewLimiter(1<<20, 64<<10), &countWriter{}, &log)
-	if e := d.fetch(context.Background(), s.info(0), nil); e.ok {
+	if ok, _ := d.fetch(context.Background(), s.info(0), nil); ok {
 		t.Fatal("a holder closing at once gave a piece")
 	}
 	refused := s.info(0)
 	l, _ := net.Listen("tcp4", "127.0.0.1:0")
 	refused.PeerPort = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	if e := d.fetch(context.Background(), refused, nil); e.ok {
+	if ok, _ := d.fetch(context.Background(), refused, nil); ok {
 		t.Fatal("a refused connection gave a piece")
 	}
 	t.Logf("log:\n%s", log.String())
@@ -166,7 +166,7 @@ func TestStalledHolderIsTooSlow(t *testing.T) {
 		d.slow.observe(10 * time.Millisecond) // the guard's bound is its 3 s floor
 	}
 	t0 := time.Now()
-	if e := d.fetch(context.Background(), s.info(0), nil); e.ok {
+	if ok, _ := d.fetch(context.Background(), s.info(0), nil); ok {
 		t.Fatal("a stalled holder gave a piece")
 	}
 	took := time.Since(t0)

@@ -17,6 +17,12 @@ import (
 // hold it, so the pull loop gives it back instead of fetching it.
 var ErrOutOfWindow = errors.New("piece outside the stream window")
 
+var (
+	_ Writer    = (*StreamWriter)(nil)
+	_ Gate      = (*StreamWriter)(nil)
+	_ HasPieces = (*StreamWriter)(nil)
+)
+
 // StreamWriter writes pieces to out strictly in order. It holds at most
 // window pieces (in flight or waiting for their turn): Admit blocks the pull
 // loop when the window is full, so memory stays bounded however slow the
@@ -204,9 +210,9 @@ func (w *StreamWriter) Stop() (int64, error) {
 // running md5.
 func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
 
-// Has reports that piece num is written or held for writing. The pull
-// loop confirms such a piece instead of fetching it: a supernode the
-// stream moved to and that ignored where it resumed offers it again.
+// Has implements HasPieces: piece num is written or held for writing. A
+// supernode the stream moved to that ignored where it resumed offers
+// such a piece again.
 func (w *StreamWriter) Has(num int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

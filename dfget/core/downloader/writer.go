@@ -43,12 +43,11 @@ type Writer interface {
 	WritePiece(ctx context.Context, p *Piece) error
 }
 
-// Gate is implemented by writers that bound how many pieces may be in
-// flight (the stream writer's window): Admit blocks until piece num may be
-// fetched, and returns a release for when the fetch failed.
-type Gate interface {
-	Admit(ctx context.Context, num int) (release func(), err error)
-}
+var (
+	_ Writer          = (*FileWriter)(nil)
+	_ HasPieces       = (*FileWriter)(nil)
+	_ WholeFileHasher = (*FileWriter)(nil)
+)
 
 // FileWriter writes pieces at their offsets into one file (the service
 // file the peer server shares, or a temp file). When asked to hash, it
@@ -95,10 +94,7 @@ func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 // Path is the file written.
 func (w *FileWriter) Path() string { return w.path }
 
-// Has reports that piece num is written. The pull loop confirms such a
-// piece to a supernode that offers it instead of fetching it again (after
-// a migration, the new supernode knows nothing of the earlier pieces).
-// StreamWriter has the same method.
+// Has implements HasPieces: piece num is written.
 func (w *FileWriter) Has(num int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -128,8 +124,8 @@ func (w *FileWriter) Preallocate(length int64) error {
 	return nil
 }
 
-// EnableHash makes the writer compute the whole-file md5. It may be called
-// at any time: the hasher catches up from the start of the file.
+// EnableHash implements WholeFileHasher. It may be called at any time:
+// the hasher catches up from the start of the file.
 func (w *FileWriter) EnableHash() {
 	w.mu.Lock()
 	w.hashing = true

@@ -1,6 +1,6 @@
-// Package load drives a real supernode with many simulated dfget clients
-// (issue #6): goroutines that speak the v1 protocol the way dfget's pull
-// loop does (register, pull /peer/task, "download" each piece handed out
+// Package load drives a real supernode with many simulated dfget clients:
+// goroutines that register and run dfget's own pull loop
+// (downloader.PullLoop: pull /peer/task, "download" each piece handed out
 // for a simulated time, report /peer/piece/suc, pull again) without moving
 // any piece data. It measures the supernode's request rate, the latency of
 // /peer/task (answers the supernode held as a long-poll apart from the
@@ -17,7 +17,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,6 +30,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 )
@@ -101,6 +101,9 @@ type Config struct {
 	ProfileDir string
 	Logf       func(format string, args ...any)
 }
+
+// fileSize makes exactly Pieces pieces of PieceSize.
+func (cfg Config) fileSize() int64 { return int64(cfg.Pieces) * piece.ContentSize(PieceSize) }
 
 // Result is what a run measured. Latencies are seen by the clients, so they
 // include the client side of HTTP on the same 2 cores.
@@ -180,51 +183,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window <= 0 {
 		cfg.Window = time.Minute
 	}
-	logf := cfg.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
 	}
 	c, err := cluster.New(ctx, cluster.Options{Mode: cfg.Mode, BaseDir: cfg.BaseDir})
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	sn, d, err := start(ctx, c, cfg)
 	if err != nil {
 		return nil, err
 	}
-	origin, err := c.StartOrigin(ctx, oh)
-	if err != nil {
-		return nil, err
-	}
-	sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"--cdn-pattern", "source"}, cfg.SupernodeArgs...)
-	if cfg.ProfileDir != "" {
-		args = append(args, "--profiler")
-	}
-	sn, err := c.StartSupernode(ctx, sh, args...)
-	if err != nil {
-		return nil, err
-	}
-	size := int64(cfg.Pieces) * piece.ContentSize(PieceSize)
-	d := &driver{
-		addr:   sn.Node(),
-		snIP:   sh.IP,
-		selfIP: c.BridgeIP(),
-		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), size),
-		rate:   cfg.Rate,
-		stop:   make(chan struct{}),
-	}
-	res := &Result{Clients: cfg.Clients, FileSize: size, Mode: c.Mode().String(), Rate: cfg.Rate}
-
-	logf("load: %d clients, %s file, piece rate %v, window %v", cfg.Clients, fmtBytes(size), cfg.Rate, cfg.Window)
+	res := &Result{Clients: cfg.Clients, FileSize: cfg.fileSize(), Mode: c.Mode().String(), Rate: cfg.Rate}
+	cfg.Logf("load: %d clients, %s file, piece rate %v, window %v", cfg.Clients, fmtBytes(res.FileSize), cfg.Rate, cfg.Window)
 	// In the source pattern the supernode reads the whole file once to learn
 	// its piece digests before it offers the pieces; that read is not what
 	// this section measures, so it runs before the window.
-	if err := d.warm(ctx, logf); err != nil {
+	if err := d.warm(ctx, cfg.Logf); err != nil {
 		return nil, err
 	}
 	// The hard deadline only guards against a hung supernode: the window
@@ -237,9 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	// The simulated clients allocate per request (~15 MB/s at 5-10 MB/s a
 	// piece); each collection of theirs stalls the goroutines that time
-	// the calls, which showed as bursts of slow /peer/task answers (with
-	// the default target ~10 ms on the p99; at GOGC=400, one collection
-	// every ~8 s, still bursts of a few hundred answers over 3 ms). A load
+	// the calls, which showed as bursts of slow /peer/task answers. A load
 	// generator need not collect while it measures: the collector is off
 	// for the window and runs only if the heap reaches loadHeapLimit
 	// (a saturation run may, a paced one does not). The supernode is not
@@ -249,6 +223,68 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	cpuBefore, _ := cpuTime(sn.Proc.Pid())
 	selfBefore, _ := cpuTime(os.Getpid())
+	outs := d.window(hctx, cfg)
+	res.Duration = time.Since(d.start)
+	cfg.Logf("load: %d connections opened by %d clients", d.dials.Load(), cfg.Clients)
+	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
+		res.SupernodeCPU = cpuAfter - cpuBefore
+	}
+	if selfAfter, err := cpuTime(os.Getpid()); err == nil {
+		res.ClientCPU = selfAfter - selfBefore
+	}
+	res.add(outs)
+	res.Requests = d.requests.Load()
+	res.Failed = d.failed.Load()
+	res.Aborted = d.aborted.Load()
+	res.PiecesDone = d.pieces.Load()
+	res.Connections = d.dials.Load()
+	res.RPS = float64(res.Requests) / res.Duration.Seconds()
+	if mAfter, err := sn.Metrics(ctx); err == nil {
+		res.serverFigures(mAfter, mBefore)
+	}
+	if rss, err := sn.Proc.PeakRSS(); err == nil {
+		res.SupernodeRSS = rss
+	}
+	return res, nil
+}
+
+// start starts the origin and the supernode on their hosts and returns the
+// supernode and the driver of the clients.
+func start(ctx context.Context, c *cluster.Cluster, cfg Config) (*cluster.Supernode, *driver, error) {
+	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	if err != nil {
+		return nil, nil, err
+	}
+	origin, err := c.StartOrigin(ctx, oh)
+	if err != nil {
+		return nil, nil, err
+	}
+	sh, err := c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
+	if err != nil {
+		return nil, nil, err
+	}
+	args := append([]string{"--cdn-pattern", "source"}, cfg.SupernodeArgs...)
+	if cfg.ProfileDir != "" {
+		args = append(args, "--profiler")
+	}
+	sn, err := c.StartSupernode(ctx, sh, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &driver{
+		addr:   sn.Node(),
+		snIP:   sh.IP,
+		selfIP: c.BridgeIP(),
+		rawURL: origin.URL(fmt.Sprintf("load-%d.bin", time.Now().UnixNano()), cfg.fileSize()),
+		rate:   cfg.Rate,
+		stop:   make(chan struct{}),
+	}
+	return sn, d, nil
+}
+
+// window runs the clients at once until they all end or the window does,
+// logging progress, and returns what each measured.
+func (d *driver) window(ctx context.Context, cfg Config) []clientResult {
 	outs := make([]clientResult, cfg.Clients)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -257,11 +293,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			outs[i] = d.client(hctx, i)
+			outs[i] = d.client(ctx, i)
 		}()
 	}
-	start := time.Now()
-	d.steadyFrom = start.Add(steadyAfter)
+	d.start = time.Now()
+	d.steadyFrom = d.start.Add(steadyAfter)
 	close(gate)
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
@@ -270,31 +306,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
 	if cfg.ProfileDir != "" {
-		go profile(hctx, "http://"+d.addr, cfg.ProfileDir, cfg.Rate, cfg.Window, logf)
+		go profile(ctx, "http://"+d.addr, cfg.ProfileDir, cfg.Rate, cfg.Window, cfg.Logf)
 	}
-	for waiting := true; waiting; {
+	for {
 		select {
 		case <-finished:
-			waiting = false
+			return outs
 		case <-window.C:
 			close(d.stop)
 			<-finished
-			waiting = false
+			return outs
 		case <-tick.C:
-			n := d.requests.Load()
-			logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed, %d connections opened", time.Since(start).Round(time.Second), n,
-				float64(n)/time.Since(start).Seconds(), d.pieces.Load(), d.failed.Load(), d.dials.Load())
+			n, since := d.requests.Load(), time.Since(d.start)
+			cfg.Logf("load: %v: %d requests (%.0f/s), %d pieces, %d failed, %d connections opened", since.Round(time.Second), n,
+				float64(n)/since.Seconds(), d.pieces.Load(), d.failed.Load(), d.dials.Load())
 		}
 	}
-	res.Duration = time.Since(start)
-	logf("load: %d connections opened by %d clients", d.dials.Load(), cfg.Clients)
-	if cpuAfter, err := cpuTime(sn.Proc.Pid()); err == nil {
-		res.SupernodeCPU = cpuAfter - cpuBefore
-	}
-	if selfAfter, err := cpuTime(os.Getpid()); err == nil {
-		res.ClientCPU = selfAfter - selfBefore
-	}
+}
 
+// add sums the clients' outcomes and latencies into r.
+func (r *Result) add(outs []clientResult) {
 	var task, steady, held, suc, reg []time.Duration
 	for _, o := range outs {
 		task = append(task, o.task...)
@@ -304,40 +335,33 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		reg = append(reg, o.reg)
 		switch {
 		case o.err == nil:
-			res.Completed++
+			r.Completed++
 		case errors.Is(o.err, errStopped):
-			res.Stopped++
-		case res.FirstError == "":
-			res.FirstError = o.err.Error()
+			r.Stopped++
+		case r.FirstError == "":
+			r.FirstError = o.err.Error()
 		}
 		if o.pieces > 0 {
-			res.Pieces, res.PieceSize = o.pieces, o.pieceSize
+			r.Pieces, r.PieceSize = o.pieces, o.pieceSize
 		}
 	}
-	res.Requests = d.requests.Load()
-	res.Failed = d.failed.Load()
-	res.Aborted = d.aborted.Load()
-	res.PiecesDone = d.pieces.Load()
-	res.Connections = d.dials.Load()
-	res.RPS = float64(res.Requests) / res.Duration.Seconds()
-	res.TaskCalls = int64(len(task) + len(held))
-	res.HeldCall = int64(len(held))
-	res.TaskP50, res.TaskP99, res.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
-	res.SteadyP99 = percentile(steady, 99)
-	res.HeldP50, res.HeldP99 = percentile(held, 50), percentile(held, 99)
-	res.SucP99 = percentile(suc, 99)
-	res.RegP99 = percentile(reg, 99)
-	if mAfter, err := sn.Metrics(ctx); err == nil {
-		h := histogram(mAfter, mBefore, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
-		res.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
-		res.ServerTaskP99 = fmtQuantile(h, 0.99, time.Second)
-		sh := histogram(mAfter, mBefore, "dragonfly_supernode_schedule_duration_milliseconds", "")
-		res.ScheduleP99 = fmtQuantile(sh, 0.99, time.Millisecond)
-	}
-	if rss, err := sn.Proc.PeakRSS(); err == nil {
-		res.SupernodeRSS = rss
-	}
-	return res, nil
+	r.TaskCalls = int64(len(task) + len(held))
+	r.HeldCall = int64(len(held))
+	r.TaskP50, r.TaskP99, r.TaskMax = percentile(task, 50), percentile(task, 99), percentile(task, 100)
+	r.SteadyP99 = percentile(steady, 99)
+	r.HeldP50, r.HeldP99 = percentile(held, 50), percentile(held, 99)
+	r.SucP99 = percentile(suc, 99)
+	r.RegP99 = percentile(reg, 99)
+}
+
+// serverFigures fills the supernode's own figures over the window from
+// its metrics before and after.
+func (r *Result) serverFigures(after, before map[string]float64) {
+	h := histogram(after, before, "dragonfly_supernode_http_request_duration_seconds", `handler="/peer/task"`)
+	r.ServerTaskP50 = fmtQuantile(h, 0.5, time.Second)
+	r.ServerTaskP99 = fmtQuantile(h, 0.99, time.Second)
+	sh := histogram(after, before, "dragonfly_supernode_schedule_duration_milliseconds", "")
+	r.ScheduleP99 = fmtQuantile(sh, 0.99, time.Millisecond)
 }
 
 // profile saves a 10 s CPU profile and the allocations over the same
@@ -432,7 +456,8 @@ type driver struct {
 	// addr is the supernode's API address (host:port).
 	addr, snIP, selfIP, rawURL string
 	rate                       Rate
-	steadyFrom                 time.Time
+	// start is when the window began; steadyFrom is steadyAfter later.
+	start, steadyFrom time.Time
 	// stop ends the window: clients stop between requests.
 	stop                              chan struct{}
 	requests, failed, aborted, pieces atomic.Int64
@@ -467,273 +492,6 @@ func (d *driver) fail(ctx context.Context) {
 		return
 	}
 	d.failed.Add(1)
-}
-
-type clientResult struct {
-	task, held, suc []time.Duration
-	steady          []time.Duration // task, for calls sent after steadyAfter
-	reg             time.Duration
-	pieceSize       int32
-	pieces          int
-	err             error
-}
-
-type envelope struct {
-	Code int             `json:"code"`
-	Msg  string          `json:"msg"`
-	Data json.RawMessage `json:"data"`
-}
-
-// do sends one request on the client's connections and decodes the
-// envelope; any transport error, non-200 status or undecodable body counts
-// as a failed request. held says the supernode marked the answer as a
-// long-poll hold (Server-Timing: hold).
-func (d *driver) do(ctx context.Context, p *pool, method, target string, body []byte, out *envelope) (held bool, err error) {
-	d.requests.Add(1)
-	err = p.roundTrip(ctx, method, target, body, func(r response) error {
-		if r.status != http.StatusOK {
-			return fmt.Errorf("%s %s: status %d: %s", method, target, r.status, bytes.TrimSpace(r.body))
-		}
-		*out = envelope{}
-		if err := json.Unmarshal(r.body, out); err != nil {
-			return fmt.Errorf("%s %s: %w: %s", method, target, err, r.body)
-		}
-		held = r.held
-		return nil
-	})
-	if err != nil {
-		d.fail(ctx)
-		return false, err
-	}
-	return held, nil
-}
-
-// event is the end of one simulated piece download.
-type event struct {
-	pi types.PieceInfo
-	ok bool
-}
-
-// client runs one simulated dfget until it has every piece (nil), the
-// window ends (errStopped) or something fails. It follows dfget's pull
-// loop (dfget/core/downloader/p2p.go): a pull reports the last piece
-// downloaded, every piece handed out is downloaded concurrently and
-// reported with /peer/piece/suc, a pull that launches nothing waits up to
-// 1 s for a download to end, and 602/603 back off 20·2^k ms (k <= 5,
-// plus jitter) unless a download ends first.
-func (d *driver) client(ctx context.Context, id int) clientResult {
-	var r clientResult
-	cid := fmt.Sprintf("%s-load%d-%d", d.selfIP, id, time.Now().UnixNano())
-	reg := types.RegisterRequest{
-		SuperNodeIP: d.snIP, RawURL: d.rawURL, TaskURL: d.rawURL, CID: cid, IP: d.selfIP,
-		HostName: "load" + strconv.Itoa(id), Port: 15000 + (id+1)%50000, Path: "/peer/file/load-" + cid, Version: "load",
-	}
-	body, _ := json.Marshal(reg)
-	p := &pool{addr: d.addr, host: d.addr, dials: &d.dials}
-	defer p.closeAll()
-	var env envelope
-	t0 := time.Now()
-	_, r.err = d.do(ctx, p, http.MethodPost, "/peer/registry", body, &env)
-	r.reg = time.Since(t0)
-	if r.err != nil {
-		return r
-	}
-	var rd types.RegisterResponseData
-	if env.Code != types.CodeSuccess || json.Unmarshal(env.Data, &rd) != nil || rd.TaskID == "" {
-		d.fail(ctx)
-		r.err = fmt.Errorf("register: code %d msg %q data %s", env.Code, env.Msg, env.Data)
-		return r
-	}
-	r.pieceSize = rd.PieceSize
-	if rd.PieceSize > 0 && rd.FileLength >= 0 {
-		r.pieces = int((rd.FileLength + int64(rd.PieceSize) - 1) / int64(rd.PieceSize))
-	}
-
-	r.err = d.pull(ctx, p, cid, rd.TaskID, &r)
-	return r
-}
-
-// pull is the pull loop of client (which see); r collects latencies.
-func (d *driver) pull(ctx context.Context, p *pool, cid, taskID string, r *clientResult) error {
-	var env envelope
-	events := make(chan event)
-	quit := make(chan struct{})
-	var mu sync.Mutex // guards r.suc, written by the download goroutines
-	var wg sync.WaitGroup
-	defer func() {
-		close(quit)
-		wg.Wait()
-	}()
-	send := func(e event) {
-		select {
-		case events <- e:
-		case <-quit:
-		}
-	}
-	running := map[int]bool{}
-	done := map[int]bool{}
-	var lastOK *types.PieceInfo
-	started := false
-	wait := 0
-	handle := func(e event) {
-		delete(running, e.pi.PieceNum)
-		if e.ok {
-			done[e.pi.PieceNum] = true
-			lastOK = &e.pi
-			wait = 0
-		}
-	}
-	// await waits up to dur for a download to end, then takes every ended one.
-	await := func(dur time.Duration) error {
-		t := time.NewTimer(dur)
-		defer t.Stop()
-		select {
-		case e := <-events:
-			handle(e)
-		case <-t.C:
-		case <-d.stop:
-			return errStopped
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		for {
-			select {
-			case e := <-events:
-				handle(e)
-			default:
-				return nil
-			}
-		}
-	}
-	download := func(pi types.PieceInfo) {
-		defer wg.Done()
-		s, e, err := piece.ParseRange(pi.Range)
-		if err != nil {
-			d.fail(ctx)
-			send(event{pi: pi})
-			return
-		}
-		if dt := d.rate.time(e - s + 1); dt > 0 {
-			t := time.NewTimer(dt)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-d.stop:
-				send(event{pi: pi})
-				return
-			case <-ctx.Done():
-				send(event{pi: pi})
-				return
-			}
-		}
-		if d.stopped() {
-			send(event{pi: pi})
-			return
-		}
-		// The query as url.Values.Encode writes it (keys sorted).
-		target := query("/peer/piece/suc?", "cid", cid, "dstCid", pi.CID, "pieceRange", pi.Range, "taskId", taskID)
-		var env envelope
-		t1 := time.Now()
-		_, err = d.do(ctx, p, http.MethodGet, target, nil, &env)
-		mu.Lock()
-		r.suc = append(r.suc, time.Since(t1))
-		mu.Unlock()
-		if err == nil && env.Code != types.CodeGetPieceReport {
-			d.fail(ctx)
-			err = fmt.Errorf("/peer/piece/suc: code %d msg %q", env.Code, env.Msg)
-		}
-		if err == nil {
-			d.pieces.Add(1)
-		}
-		send(event{pi: pi, ok: err == nil})
-	}
-
-	// The /peer/task status and result values, as query text.
-	startStatus, runningStatus := strconv.Itoa(types.TaskStatusStart), strconv.Itoa(types.TaskStatusRunning)
-	invalidResult, semiSucResult := strconv.Itoa(types.ResultInvalid), strconv.Itoa(types.ResultSemiSuc)
-	for {
-		if err := await(0); err != nil {
-			return err
-		}
-		if d.stopped() {
-			return errStopped
-		}
-		dst, rng, status, result := "", "", startStatus, invalidResult
-		if started && lastOK != nil {
-			dst, rng, status, result = lastOK.CID, lastOK.Range, runningStatus, semiSucResult
-			lastOK = nil
-		}
-		target := query("/peer/task?", "dstCid", dst, "range", rng, "result", result, "srcCid", cid, "status", status, "taskId", taskID)
-		t0 := time.Now()
-		held, err := d.do(ctx, p, http.MethodGet, target, nil, &env)
-		if dt := time.Since(t0); held {
-			r.held = append(r.held, dt)
-		} else {
-			r.task = append(r.task, dt)
-			if t0.After(d.steadyFrom) {
-				r.steady = append(r.steady, dt)
-			}
-		}
-		if err != nil {
-			return err
-		}
-		started = true
-		switch env.Code {
-		case types.CodePeerContinue, types.CodeSuccess:
-			var infos []types.PieceInfo
-			if len(env.Data) > 0 && string(env.Data) != "null" {
-				if err := json.Unmarshal(env.Data, &infos); err != nil {
-					d.fail(ctx)
-					return fmt.Errorf("/peer/task pieces: %w", err)
-				}
-			}
-			launched := 0
-			for _, pi := range infos {
-				if done[pi.PieceNum] || running[pi.PieceNum] {
-					continue
-				}
-				running[pi.PieceNum] = true
-				launched++
-				wg.Add(1)
-				go download(pi)
-			}
-			if launched == 0 {
-				if err := await(time.Second); err != nil {
-					return err
-				}
-			}
-		case types.CodePeerWait, types.CodePeerLimited:
-			lo := 20 << min(wait, 5)
-			wait++
-			if err := await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond); err != nil {
-				return err
-			}
-		case types.CodePeerFinish:
-			return nil
-		default:
-			d.fail(ctx)
-			return fmt.Errorf("/peer/task: code %d msg %q", env.Code, env.Msg)
-		}
-	}
-}
-
-// query appends kv (key, value pairs) to prefix as a query string.
-func query(prefix string, kv ...string) string {
-	n := len(prefix)
-	for _, s := range kv {
-		n += len(s) + 1
-	}
-	b := make([]byte, 0, n+16)
-	b = append(b, prefix...)
-	for i := 0; i+1 < len(kv); i += 2 {
-		if i > 0 {
-			b = append(b, '&')
-		}
-		b = append(b, url.QueryEscape(kv[i])...)
-		b = append(b, '=')
-		b = append(b, url.QueryEscape(kv[i+1])...)
-	}
-	return string(b)
 }
 
 // fmtQuantile prints a histogram quantile in unit, or where it lies
@@ -771,7 +529,7 @@ func (d *driver) warm(ctx context.Context, logf func(string, ...any)) error {
 		SuperNodeIP: d.snIP, RawURL: d.rawURL, TaskURL: d.rawURL, CID: cid, IP: d.selfIP,
 		HostName: "warm", Port: 14999, Path: "/peer/file/warm-" + cid, Version: "load",
 	})
-	var env envelope
+	var env api.Envelope
 	if err := httpJSON(ctx, hc, http.MethodPost, "http://"+d.addr+"/peer/registry", body, &env); err != nil {
 		return fmt.Errorf("warm-up register: %w", err)
 	}
