@@ -22,13 +22,6 @@ import (
 // ErrPieceNotFound is a holder answering 404 for a piece.
 var ErrPieceNotFound = errors.New("piece not found at holder")
 
-// Md5MismatchError is a piece whose bytes do not hash to the expected md5.
-type Md5MismatchError struct{ Real, Expected string }
-
-func (e *Md5MismatchError) Error() string {
-	return fmt.Sprintf("piece md5 mismatch: got %s, want %s", e.Real, e.Expected)
-}
-
 // BufferPool recycles piece buffers so a download allocates about as many
 // as it has pieces in flight, not one per piece. It is a bounded free list,
 // not a sync.Pool: a GC empties a sync.Pool, and every fresh multi-MiB
@@ -73,10 +66,6 @@ func (b *BufferPool) Put(v *[]byte) {
 	}
 }
 
-// ErrNoDigest is a piece offered by a peer without a digest: its bytes
-// could not be checked, so it is not taken.
-var ErrNoDigest = errors.New("piece offered by a peer without a digest")
-
 // FetchRequest names one piece to download from one holder.
 type FetchRequest struct {
 	Info types.PieceInfo
@@ -88,7 +77,6 @@ type FetchRequest struct {
 	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
 	// from it, whoever the supernode named as the holder.
 	SourceURL string
-	Limiter   *xrate.Limiter
 }
 
 // URL is where the piece is fetched: the path is a full URL in source-CDN
@@ -98,24 +86,6 @@ func (r *FetchRequest) URL() string {
 		return r.Info.Path
 	}
 	return "http://" + net.JoinHostPort(r.Info.PeerIP, strconv.Itoa(r.Info.PeerPort)) + r.Info.Path
-}
-
-// target is where the piece is really fetched. A piece with a digest may
-// come from anyone: the digest checks it. One without is taken only from
-// a party trusted as much as a digest would be: in source-CDN mode the
-// download's own source URL (a peer, or a path a peer registered, could
-// send anything), in CDN mode the supernode's cache, whose pieces the
-// whole-file md5 covers. Never from a peer.
-func (r *FetchRequest) target() (string, error) {
-	switch {
-	case r.Info.PieceMd5 != "":
-		return r.URL(), nil
-	case !r.Wrapped && r.SourceURL != "":
-		return r.SourceURL, nil
-	case r.Wrapped && strings.HasPrefix(r.Info.CID, types.SuperNodeCIDPrefix):
-		return r.URL(), nil
-	}
-	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)
 }
 
 // FetchPiece downloads a piece into buf (which it may grow) and checks it:
@@ -145,10 +115,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	// network instead of following it.
 	hashing := r.Info.PieceMd5 != ""
 	h := md5.New()
-	var src io.Reader = resp.Body
-	if r.Limiter != nil {
-		src = &limitedReader{ctx: ctx, r: resp.Body, l: r.Limiter}
-	}
+	// Pacing to --locallimit is the caller's (the downloader wraps the
+	// transport), so its waits are not counted as the holder's time.
+	src := resp.Body
 	for int64(len(b)) < want {
 		n, err := src.Read(b[len(b):want])
 		if hashing && n > 0 {
@@ -206,43 +175,6 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Respo
 		return nil, fmt.Errorf("fetch piece %d from %s: HTTP %d", r.Info.PieceNum, r.Info.PeerIP, resp.StatusCode)
 	}
 	return resp, nil
-}
-
-// check judges a received piece: b, its md5 sum, for a range of want
-// bytes. A piece is the whole range or a failure, whatever the digest
-// says; the one exception is a full-piece range of a file whose length was
-// unknown when it was scheduled, which the holder clips at the end of the
-// file and whose wrapper then states the shorter length. Failures are
-// Md5MismatchErrors, so the holder is reported.
-func (r *FetchRequest) check(b []byte, sum string, want int64) error {
-	exp := piece.Md5OfValue(r.Info.PieceMd5)
-	bad := func(real string) error { return &Md5MismatchError{Real: real, Expected: exp} }
-	clipped := r.Wrapped && want == int64(r.Info.PieceSize)
-	if int64(len(b)) != want && !clipped {
-		return bad(fmt.Sprintf("short: %d of %d bytes", len(b), want))
-	}
-	if exp != "" && !strings.EqualFold(sum, exp) {
-		return bad(sum)
-	}
-	if n, ok := digestLength(r.Info.PieceMd5); ok && n != len(b) {
-		return bad(fmt.Sprintf("%s: %d bytes, the digest says %d", sum, len(b), n))
-	}
-	if r.Wrapped {
-		if _, err := piece.Unwrap(b); err != nil {
-			return bad("malformed: " + err.Error())
-		}
-	}
-	return nil
-}
-
-// digestLength is the length part of an "md5:len" piece digest.
-func digestLength(v string) (int, bool) {
-	_, l, ok := strings.Cut(v, ":")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(l)
-	return n, err == nil
 }
 
 // LimitReader wraps r so reads wait on l (nil = unlimited).
