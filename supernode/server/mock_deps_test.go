@@ -14,6 +14,7 @@ import (
 	reflect "reflect"
 
 	types "github.com/damselfly-p2p/damselfly/apis/types"
+	pull "github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	task "github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 	gomock "go.uber.org/mock/gomock"
 )
@@ -85,22 +86,6 @@ func (mr *MockTasksMockRecorder) PieceSuccess(r any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceSuccess", reflect.TypeOf((*MockTasks)(nil).PieceSuccess), r)
 }
 
-// Pull mocks base method.
-func (m *MockTasks) Pull(ctx context.Context, q task.PullQuery) (int, any, error) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Pull", ctx, q)
-	ret0, _ := ret[0].(int)
-	ret1, _ := ret[1].(any)
-	ret2, _ := ret[2].(error)
-	return ret0, ret1, ret2
-}
-
-// Pull indicates an expected call of Pull.
-func (mr *MockTasksMockRecorder) Pull(ctx, q any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Pull", reflect.TypeOf((*MockTasks)(nil).Pull), ctx, q)
-}
-
 // Register mocks base method.
 func (m *MockTasks) Register(p task.RegisterParams) (types.RegisterResponseData, error) {
 	m.ctrl.T.Helper()
@@ -142,6 +127,45 @@ func (m *MockTasks) StreamPiece(r task.PieceReport, add bool) error {
 func (mr *MockTasksMockRecorder) StreamPiece(r, add any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StreamPiece", reflect.TypeOf((*MockTasks)(nil).StreamPiece), r, add)
+}
+
+// MockPuller is a mock of Puller interface.
+type MockPuller struct {
+	ctrl     *gomock.Controller
+	recorder *MockPullerMockRecorder
+	isgomock struct{}
+}
+
+// MockPullerMockRecorder is the mock recorder for MockPuller.
+type MockPullerMockRecorder struct {
+	mock *MockPuller
+}
+
+// NewMockPuller creates a new mock instance.
+func NewMockPuller(ctrl *gomock.Controller) *MockPuller {
+	mock := &MockPuller{ctrl: ctrl}
+	mock.recorder = &MockPullerMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockPuller) EXPECT() *MockPullerMockRecorder {
+	return m.recorder
+}
+
+// Pull mocks base method.
+func (m *MockPuller) Pull(ctx context.Context, q pull.Query) (pull.Result, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Pull", ctx, q)
+	ret0, _ := ret[0].(pull.Result)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// Pull indicates an expected call of Pull.
+func (mr *MockPullerMockRecorder) Pull(ctx, q any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Pull", reflect.TypeOf((*MockPuller)(nil).Pull), ctx, q)
 }
 
 // MockPeers is a mock of Peers interface.

@@ -25,18 +25,23 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 // Tasks is the task manager as the handlers use it.
 type Tasks interface {
 	Register(p task.RegisterParams) (types.RegisterResponseData, error)
-	Pull(ctx context.Context, q task.PullQuery) (int, any, error)
 	PieceSuccess(r task.PieceReport) error
 	StreamPiece(r task.PieceReport, add bool) error
 	ServiceDown(taskID, cid string) error
 	DstPeer(taskID, dstCID string) string
 	Info(id string) (types.TaskInfo, error)
+}
+
+// Puller answers /peer/task.
+type Puller interface {
+	Pull(ctx context.Context, q pull.Query) (pull.Result, error)
 }
 
 // Peers is the peer manager as the handlers use it.
@@ -68,6 +73,7 @@ type Preheats interface {
 // Deps are what the API needs.
 type Deps struct {
 	Tasks       Tasks
+	Pulls       Puller
 	Peers       Peers
 	GC          GC
 	PieceErrors PieceErrors

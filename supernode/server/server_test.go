@@ -13,11 +13,13 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 type fixture struct {
 	tasks    *MockTasks
+	pulls    *MockPuller
 	peers    *MockPeers
 	gc       *MockGC
 	pe       *MockPieceErrors
@@ -27,11 +29,11 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	ctrl := gomock.NewController(t)
-	f := &fixture{tasks: NewMockTasks(ctrl), peers: NewMockPeers(ctrl), gc: NewMockGC(ctrl),
+	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: NewMockPeers(ctrl), gc: NewMockGC(ctrl),
 		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
+	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Pulls: f.pulls, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
 		Preheats: f.preheats, Metrics: metrics.New(), Log: log}))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -92,23 +94,22 @@ func TestPeerTaskShapes(t *testing.T) {
 	cases := []struct {
 		name  string
 		query string
-		code  int
-		data  any
+		res   pull.Result
 		err   error
 		want  string
 	}{
-		{"continue", "taskId=t&srcCid=c&status=700&result=502", 601, []types.PieceInfo{pi}, nil,
+		{"continue", "taskId=t&srcCid=c&status=700&result=502", pull.Result{Code: 601, Pieces: []types.PieceInfo{pi}}, nil,
 			`{"code":601,"msg":"peer task go on","data":[{"range":"0-4194303","pieceNum":0,"pieceSize":4194304,"pieceMd5":"abc:4194304","cid":"cdnnode:1.2.3.4~t","peerIp":"1.2.3.4","peerPort":8001,"path":"/download/t/t","downLink":0}]}`},
-		{"finish", "taskId=t&srcCid=c&status=701&result=503&range=0-9&dstCid=d", 600, types.FinishData{Md5: "m", FileLength: 15}, nil,
+		{"finish", "taskId=t&srcCid=c&status=701&result=503&range=0-9&dstCid=d", pull.Result{Code: 600, Finish: &types.FinishData{Md5: "m", FileLength: 15}}, nil,
 			`{"code":600,"msg":"peer task end","data":{"md5":"m","fileLength":15}}`},
-		{"wait", "taskId=t&srcCid=c&status=700", 602, nil, nil, `{"code":602,"msg":"peer task wait"}`},
-		{"limited", "taskId=t&srcCid=c&status=700", 601, nil, nil, `{"code":601,"msg":"peer task go on"}`},
-		{"not found", "taskId=t&srcCid=c&status=700", 0, nil, &task.Error{Code: 502, Err: io.EOF}, `{"code":502,"msg":"EOF"}`},
-		{"cdn failed", "taskId=t&srcCid=c&status=700", 0, nil, io.ErrUnexpectedEOF, `{"code":500,"msg":"unexpected EOF"}`},
+		{"wait", "taskId=t&srcCid=c&status=700", pull.Result{Code: 602}, nil, `{"code":602,"msg":"peer task wait"}`},
+		{"limited", "taskId=t&srcCid=c&status=700", pull.Result{Code: 601}, nil, `{"code":601,"msg":"peer task go on"}`},
+		{"not found", "taskId=t&srcCid=c&status=700", pull.Result{}, &task.Error{Code: 502, Err: io.EOF}, `{"code":502,"msg":"EOF"}`},
+		{"cdn failed", "taskId=t&srcCid=c&status=700", pull.Result{}, io.ErrUnexpectedEOF, `{"code":500,"msg":"unexpected EOF"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(tc.code, tc.data, tc.err)
+			f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(tc.res, tc.err)
 			if st, body := f.do(t, "GET", "/peer/task?"+tc.query, "", ""); st != 200 || body != tc.want {
 				t.Fatalf("HTTP %d %s\nwant %s", st, body, tc.want)
 			}
@@ -243,7 +244,7 @@ func TestExactRoutesAndMetrics(t *testing.T) {
 	for i := range pis {
 		pis[i] = types.PieceInfo{Range: "0-4194303", PieceNum: i, PieceSize: 4194304, CID: "cdnnode:1.2.3.4~t", Path: "/download/t/t"}
 	}
-	f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(601, pis, nil).Times(2)
+	f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(pull.Result{Code: 601, Pieces: pis}, nil).Times(2)
 	var bodies []string
 	for _, p := range []string{"/peer/task", "/v1.0/peer/task"} {
 		resp, err := http.Get(f.srv.URL + p + "?taskId=t&srcCid=c&status=700")

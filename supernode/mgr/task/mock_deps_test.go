@@ -16,7 +16,6 @@ import (
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	dfgettask "github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	progress "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
-	scheduler "github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
 	gomock "go.uber.org/mock/gomock"
 )
 
@@ -42,20 +41,6 @@ func NewMockCDN(ctrl *gomock.Controller) *MockCDN {
 // EXPECT returns an object that allows the caller to indicate expected use.
 func (m *MockCDN) EXPECT() *MockCDNMockRecorder {
 	return m.recorder
-}
-
-// PieceMd5 mocks base method.
-func (m *MockCDN) PieceMd5(taskID string, num int) string {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "PieceMd5", taskID, num)
-	ret0, _ := ret[0].(string)
-	return ret0
-}
-
-// PieceMd5 indicates an expected call of PieceMd5.
-func (mr *MockCDNMockRecorder) PieceMd5(taskID, num any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceMd5", reflect.TypeOf((*MockCDN)(nil).PieceMd5), taskID, num)
 }
 
 // Start mocks base method.
@@ -126,18 +111,6 @@ func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockProgress)(nil).AddHolder), taskID, cid, num)
 }
 
-// EndStream mocks base method.
-func (m *MockProgress) EndStream(cid string) {
-	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "EndStream", cid)
-}
-
-// EndStream indicates an expected call of EndStream.
-func (mr *MockProgressMockRecorder) EndStream(cid any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "EndStream", reflect.TypeOf((*MockProgress)(nil).EndStream), cid)
-}
-
 // InitClient mocks base method.
 func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) {
 	m.ctrl.T.Helper()
@@ -202,18 +175,6 @@ func (mr *MockProgressMockRecorder) SuperPID() *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "SuperPID", reflect.TypeOf((*MockProgress)(nil).SuperPID))
 }
 
-// Unassign mocks base method.
-func (m *MockProgress) Unassign(taskID, cid string, num int) {
-	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "Unassign", taskID, cid, num)
-}
-
-// Unassign indicates an expected call of Unassign.
-func (mr *MockProgressMockRecorder) Unassign(taskID, cid, num any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Unassign", reflect.TypeOf((*MockProgress)(nil).Unassign), taskID, cid, num)
-}
-
 // Update mocks base method.
 func (m *MockProgress) Update(taskID, cid string, num int, st progress.Status) (string, error) {
 	m.ctrl.T.Helper()
@@ -227,60 +188,6 @@ func (m *MockProgress) Update(taskID, cid string, num int, st progress.Status) (
 func (mr *MockProgressMockRecorder) Update(taskID, cid, num, st any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Update", reflect.TypeOf((*MockProgress)(nil).Update), taskID, cid, num, st)
-}
-
-// Waiter mocks base method.
-func (m *MockProgress) Waiter(taskID string) (<-chan struct{}, func()) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Waiter", taskID)
-	ret0, _ := ret[0].(<-chan struct{})
-	ret1, _ := ret[1].(func())
-	return ret0, ret1
-}
-
-// Waiter indicates an expected call of Waiter.
-func (mr *MockProgressMockRecorder) Waiter(taskID any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Waiter", reflect.TypeOf((*MockProgress)(nil).Waiter), taskID)
-}
-
-// MockScheduler is a mock of Scheduler interface.
-type MockScheduler struct {
-	ctrl     *gomock.Controller
-	recorder *MockSchedulerMockRecorder
-	isgomock struct{}
-}
-
-// MockSchedulerMockRecorder is the mock recorder for MockScheduler.
-type MockSchedulerMockRecorder struct {
-	mock *MockScheduler
-}
-
-// NewMockScheduler creates a new mock instance.
-func NewMockScheduler(ctrl *gomock.Controller) *MockScheduler {
-	mock := &MockScheduler{ctrl: ctrl}
-	mock.recorder = &MockSchedulerMockRecorder{mock}
-	return mock
-}
-
-// EXPECT returns an object that allows the caller to indicate expected use.
-func (m *MockScheduler) EXPECT() *MockSchedulerMockRecorder {
-	return m.recorder
-}
-
-// Schedule mocks base method.
-func (m *MockScheduler) Schedule(taskID, cid string) ([]scheduler.Assignment, error) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Schedule", taskID, cid)
-	ret0, _ := ret[0].([]scheduler.Assignment)
-	ret1, _ := ret[1].(error)
-	return ret0, ret1
-}
-
-// Schedule indicates an expected call of Schedule.
-func (mr *MockSchedulerMockRecorder) Schedule(taskID, cid any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Schedule", reflect.TypeOf((*MockScheduler)(nil).Schedule), taskID, cid)
 }
 
 // MockPeers is a mock of Peers interface.
@@ -305,21 +212,6 @@ func NewMockPeers(ctrl *gomock.Controller) *MockPeers {
 // EXPECT returns an object that allows the caller to indicate expected use.
 func (m *MockPeers) EXPECT() *MockPeersMockRecorder {
 	return m.recorder
-}
-
-// Get mocks base method.
-func (m *MockPeers) Get(id string) (types.PeerInfo, error) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Get", id)
-	ret0, _ := ret[0].(types.PeerInfo)
-	ret1, _ := ret[1].(error)
-	return ret0, ret1
-}
-
-// Get indicates an expected call of Get.
-func (mr *MockPeersMockRecorder) Get(id any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Get", reflect.TypeOf((*MockPeers)(nil).Get), id)
 }
 
 // Register mocks base method.
@@ -375,18 +267,6 @@ func (mr *MockDfgetTasksMockRecorder) Add(t any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Add", reflect.TypeOf((*MockDfgetTasks)(nil).Add), t)
 }
 
-// Delete mocks base method.
-func (m *MockDfgetTasks) Delete(cid, taskID string) {
-	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "Delete", cid, taskID)
-}
-
-// Delete indicates an expected call of Delete.
-func (mr *MockDfgetTasksMockRecorder) Delete(cid, taskID any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Delete", reflect.TypeOf((*MockDfgetTasks)(nil).Delete), cid, taskID)
-}
-
 // Get mocks base method.
 func (m *MockDfgetTasks) Get(cid, taskID string) (dfgettask.Task, error) {
 	m.ctrl.T.Helper()
@@ -400,33 +280,4 @@ func (m *MockDfgetTasks) Get(cid, taskID string) (dfgettask.Task, error) {
 func (mr *MockDfgetTasksMockRecorder) Get(cid, taskID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Get", reflect.TypeOf((*MockDfgetTasks)(nil).Get), cid, taskID)
-}
-
-// GetByPeer mocks base method.
-func (m *MockDfgetTasks) GetByPeer(peerID, taskID string) (dfgettask.Task, error) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "GetByPeer", peerID, taskID)
-	ret0, _ := ret[0].(dfgettask.Task)
-	ret1, _ := ret[1].(error)
-	return ret0, ret1
-}
-
-// GetByPeer indicates an expected call of GetByPeer.
-func (mr *MockDfgetTasksMockRecorder) GetByPeer(peerID, taskID any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "GetByPeer", reflect.TypeOf((*MockDfgetTasks)(nil).GetByPeer), peerID, taskID)
-}
-
-// SetStatus mocks base method.
-func (m *MockDfgetTasks) SetStatus(cid, taskID, status string) error {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "SetStatus", cid, taskID, status)
-	ret0, _ := ret[0].(error)
-	return ret0
-}
-
-// SetStatus indicates an expected call of SetStatus.
-func (mr *MockDfgetTasksMockRecorder) SetStatus(cid, taskID, status any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "SetStatus", reflect.TypeOf((*MockDfgetTasks)(nil).SetStatus), cid, taskID, status)
 }
