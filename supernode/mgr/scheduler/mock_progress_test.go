@@ -41,17 +41,17 @@ func (m *MockProgress) EXPECT() *MockProgressMockRecorder {
 }
 
 // Assign mocks base method.
-func (m *MockProgress) Assign(taskID, cid string, nums []int, peers bool, lim progress.Limits, eliminationLimit int) []progress.Assigned {
+func (m *MockProgress) Assign(taskID, cid string, nums []int, downLimit int, pick progress.HolderPicker) []progress.Assigned {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Assign", taskID, cid, nums, peers, lim, eliminationLimit)
+	ret := m.ctrl.Call(m, "Assign", taskID, cid, nums, downLimit, pick)
 	ret0, _ := ret[0].([]progress.Assigned)
 	return ret0
 }
 
 // Assign indicates an expected call of Assign.
-func (mr *MockProgressMockRecorder) Assign(taskID, cid, nums, peers, lim, eliminationLimit any) *gomock.Call {
+func (mr *MockProgressMockRecorder) Assign(taskID, cid, nums, downLimit, pick any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Assign", reflect.TypeOf((*MockProgress)(nil).Assign), taskID, cid, nums, peers, lim, eliminationLimit)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Assign", reflect.TypeOf((*MockProgress)(nil).Assign), taskID, cid, nums, downLimit, pick)
 }
 
 // ClientView mocks base method.
@@ -67,4 +67,40 @@ func (m *MockProgress) ClientView(taskID, cid string, maxRunning int, buf []prog
 func (mr *MockProgressMockRecorder) ClientView(taskID, cid, maxRunning, buf any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ClientView", reflect.TypeOf((*MockProgress)(nil).ClientView), taskID, cid, maxRunning, buf)
+}
+
+// MockpiecePolicy is a mock of piecePolicy interface.
+type MockpiecePolicy struct {
+	ctrl     *gomock.Controller
+	recorder *MockpiecePolicyMockRecorder
+	isgomock struct{}
+}
+
+// MockpiecePolicyMockRecorder is the mock recorder for MockpiecePolicy.
+type MockpiecePolicyMockRecorder struct {
+	mock *MockpiecePolicy
+}
+
+// NewMockpiecePolicy creates a new mock instance.
+func NewMockpiecePolicy(ctrl *gomock.Controller) *MockpiecePolicy {
+	mock := &MockpiecePolicy{ctrl: ctrl}
+	mock.recorder = &MockpiecePolicyMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockpiecePolicy) EXPECT() *MockpiecePolicyMockRecorder {
+	return m.recorder
+}
+
+// offer mocks base method.
+func (m *MockpiecePolicy) offer(v progress.View, skipUnheld bool, sc *scratch, assign func([]int) bool) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "offer", v, skipUnheld, sc, assign)
+}
+
+// offer indicates an expected call of offer.
+func (mr *MockpiecePolicyMockRecorder) offer(v, skipUnheld, sc, assign any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "offer", reflect.TypeOf((*MockpiecePolicy)(nil).offer), v, skipUnheld, sc, assign)
 }
