@@ -150,4 +150,3 @@ func (s *Scheduler) Schedule(taskID, cid string) ([]Assignment, error) {
 	}
 	return out, nil
 }
-
