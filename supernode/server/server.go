@@ -103,10 +103,9 @@ type category struct {
 	routes       []route
 }
 
-// NewAPI builds the API handler.
-func NewAPI(d Deps) http.Handler {
-	a := &api{Deps: d}
-	r := mux.NewRouter()
+// categories is the route table: the legacy dfget protocol, /api/v1 and
+// the (empty) extension category.
+func (a *api) categories() []category {
 	legacy := category{name: "legacy", prefix: "", routes: []route{
 		{http.MethodPost, "/peer/registry", a.register},
 		{http.MethodGet, "/peer/task", a.pullTask},
@@ -120,7 +119,7 @@ func NewAPI(d Deps) http.Handler {
 		{http.MethodPost, "/task/metrics", a.taskMetrics},
 		{http.MethodGet, "/_ping", a.ping},
 		{http.MethodGet, "/version", a.version},
-		{http.MethodGet, "/metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
+		{http.MethodGet, "/metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
 	}}
 	preheat := []route{
 		{http.MethodPost, "/preheats", a.createPreheat},
@@ -141,6 +140,13 @@ func NewAPI(d Deps) http.Handler {
 		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
 	}, preheat...)}
 	ext := category{name: "extension", prefix: "/api/ext"}
+	return []category{v1, ext, legacy}
+}
+
+// NewAPI builds the API handler.
+func NewAPI(d Deps) http.Handler {
+	a := &api{Deps: d}
+	r := mux.NewRouter()
 	// exact maps a path without variables and a method to its handler:
 	// looked up before the router, whose regexp matching of every route
 	// in turn cost as much as the /peer/task handler's own work.
@@ -155,7 +161,7 @@ func NewAPI(d Deps) http.Handler {
 			exact[p][method] = h
 		}
 	}
-	for _, c := range []category{v1, ext, legacy} {
+	for _, c := range a.categories() {
 		for _, rt := range c.routes {
 			p := c.prefix + rt.path
 			handle(rt.method, p, a.instrument(p, rt.h))
