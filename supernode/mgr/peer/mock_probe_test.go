@@ -12,48 +12,8 @@ package peer
 import (
 	reflect "reflect"
 
-	types "github.com/damselfly-p2p/damselfly/apis/types"
 	gomock "go.uber.org/mock/gomock"
 )
-
-// MockDirectory is a mock of Directory interface.
-type MockDirectory struct {
-	ctrl     *gomock.Controller
-	recorder *MockDirectoryMockRecorder
-	isgomock struct{}
-}
-
-// MockDirectoryMockRecorder is the mock recorder for MockDirectory.
-type MockDirectoryMockRecorder struct {
-	mock *MockDirectory
-}
-
-// NewMockDirectory creates a new mock instance.
-func NewMockDirectory(ctrl *gomock.Controller) *MockDirectory {
-	mock := &MockDirectory{ctrl: ctrl}
-	mock.recorder = &MockDirectoryMockRecorder{mock}
-	return mock
-}
-
-// EXPECT returns an object that allows the caller to indicate expected use.
-func (m *MockDirectory) EXPECT() *MockDirectoryMockRecorder {
-	return m.recorder
-}
-
-// Get mocks base method.
-func (m *MockDirectory) Get(id string) (types.PeerInfo, error) {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Get", id)
-	ret0, _ := ret[0].(types.PeerInfo)
-	ret1, _ := ret[1].(error)
-	return ret0, ret1
-}
-
-// Get indicates an expected call of Get.
-func (mr *MockDirectoryMockRecorder) Get(id any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Get", reflect.TypeOf((*MockDirectory)(nil).Get), id)
-}
 
 // MockDowner is a mock of Downer interface.
 type MockDowner struct {

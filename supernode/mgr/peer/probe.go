@@ -12,17 +12,10 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-
-	"github.com/damselfly-p2p/damselfly/apis/types"
 )
 
 // probeTimeout bounds the connection attempt of a peer probe.
 const probeTimeout = 3 * time.Second
-
-// Directory is where a Prober finds a peer's address.
-type Directory interface {
-	Get(id string) (types.PeerInfo, error)
-}
 
 // Downer is told that a peer's server is gone.
 type Downer interface {
@@ -37,7 +30,7 @@ type Downer interface {
 // accepts, or a dial that merely times out (an overloaded host), proves
 // nothing and is left to the failure counts.
 type Prober struct {
-	dir  Directory
+	dir  *Manager
 	down Downer
 	log  logrus.FieldLogger
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -49,7 +42,7 @@ type Prober struct {
 
 // NewProber returns a prober that looks peers up in dir and reports the
 // gone ones to down.
-func NewProber(dir Directory, down Downer, log logrus.FieldLogger) *Prober {
+func NewProber(dir *Manager, down Downer, log logrus.FieldLogger) *Prober {
 	return &Prober{dir: dir, down: down, log: log, dial: (&net.Dialer{}).DialContext, probing: map[string]bool{}}
 }
 

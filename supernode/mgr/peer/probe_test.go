@@ -38,13 +38,16 @@ func TestProbe(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctrl := gomock.NewController(t)
-			dir, down := NewMockDirectory(ctrl), NewMockDowner(ctrl)
-			dir.EXPECT().Get("p2").Return(types.PeerInfo{IP: "127.0.0.1", Port: tc.port}, nil)
+			dir, down := New(nil), NewMockDowner(ctrl)
+			id, err := dir.Register(types.PeerCreateRequest{IP: "127.0.0.1", HostName: "h", Port: tc.port})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if tc.down {
-				down.EXPECT().PeerDown("p2")
+				down.EXPECT().PeerDown(id)
 			}
 			p := NewProber(dir, down, log)
-			p.Probe("p2")
+			p.Probe(id)
 			p.Wait()
 		})
 	}

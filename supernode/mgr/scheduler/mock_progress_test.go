@@ -68,39 +68,3 @@ func (mr *MockProgressMockRecorder) ClientView(taskID, cid, maxRunning, buf any)
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ClientView", reflect.TypeOf((*MockProgress)(nil).ClientView), taskID, cid, maxRunning, buf)
 }
-
-// MockpiecePolicy is a mock of piecePolicy interface.
-type MockpiecePolicy struct {
-	ctrl     *gomock.Controller
-	recorder *MockpiecePolicyMockRecorder
-	isgomock struct{}
-}
-
-// MockpiecePolicyMockRecorder is the mock recorder for MockpiecePolicy.
-type MockpiecePolicyMockRecorder struct {
-	mock *MockpiecePolicy
-}
-
-// NewMockpiecePolicy creates a new mock instance.
-func NewMockpiecePolicy(ctrl *gomock.Controller) *MockpiecePolicy {
-	mock := &MockpiecePolicy{ctrl: ctrl}
-	mock.recorder = &MockpiecePolicyMockRecorder{mock}
-	return mock
-}
-
-// EXPECT returns an object that allows the caller to indicate expected use.
-func (m *MockpiecePolicy) EXPECT() *MockpiecePolicyMockRecorder {
-	return m.recorder
-}
-
-// offer mocks base method.
-func (m *MockpiecePolicy) offer(v progress.View, skipUnheld bool, sc *scratch, assign func([]int) bool) {
-	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "offer", v, skipUnheld, sc, assign)
-}
-
-// offer indicates an expected call of offer.
-func (mr *MockpiecePolicyMockRecorder) offer(v, skipUnheld, sc, assign any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "offer", reflect.TypeOf((*MockpiecePolicy)(nil).offer), v, skipUnheld, sc, assign)
-}
