@@ -382,26 +382,22 @@ type Snapshot struct {
 }
 
 // Snapshot returns the state of task id.
-func (m *Manager) Snapshot(id string) (Snapshot, error) {
-	t, err := m.task(id)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.snapshot(), nil
-}
+func (m *Manager) Snapshot(id string) (Snapshot, error) { return m.snapshot(id, false) }
 
 // Access marks task id as used now (a client asked for it, so task GC
 // keeps it) and returns its state.
-func (m *Manager) Access(id string) (Snapshot, error) {
+func (m *Manager) Access(id string) (Snapshot, error) { return m.snapshot(id, true) }
+
+func (m *Manager) snapshot(id string, access bool) (Snapshot, error) {
 	t, err := m.task(id)
 	if err != nil {
 		return Snapshot{}, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.access = m.now()
+	if access {
+		t.access = m.now()
+	}
 	return t.snapshot(), nil
 }
 
