@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
@@ -119,6 +120,30 @@ func TestPeerTaskShapes(t *testing.T) {
 		"taskId=t&srcCid=c&status=700&result=zz", "taskId=%zz"} {
 		if st, body := f.do(t, "GET", "/peer/task?"+q, "", ""); st != 200 || !strings.HasPrefix(body, `{"code":501,"msg":`) {
 			t.Errorf("query %q: HTTP %d %s", q, st, body)
+		}
+	}
+}
+
+// The time a /peer/task call was held as a long-poll reaches the client
+// as Server-Timing, so it can tell waiting from processing; a call that
+// was not held has no such header.
+func TestPullHoldTime(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		held time.Duration
+		want string
+	}{
+		{1500 * time.Microsecond, "hold;dur=1.5"},
+		{0, ""},
+	} {
+		f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(pull.Result{Code: 602, Held: tc.held}, nil)
+		resp, err := http.Get(f.srv.URL + "/peer/task?taskId=t&srcCid=c&status=700")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Server-Timing"); got != tc.want {
+			t.Errorf("held %v: Server-Timing %q, want %q", tc.held, got, tc.want)
 		}
 	}
 }
