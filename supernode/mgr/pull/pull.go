@@ -6,7 +6,9 @@
 // itself lives in supernode/mgr/scheduler.
 package pull
 
-//go:generate go tool mockgen -source=pull.go -destination=mock_deps_test.go -package=pull
+// The registries (DfgetTasks, Peers) are plain in-memory stores: the tests
+// use the real ones.
+//go:generate go tool mockgen -source=pull.go -destination=mock_deps_test.go -package=pull -exclude_interfaces=DfgetTasks,Peers
 
 import (
 	"context"

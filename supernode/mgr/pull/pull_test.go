@@ -10,6 +10,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
@@ -19,8 +20,8 @@ type deps struct {
 	tasks  *MockTasks
 	sched  *MockScheduler
 	prog   *MockProgress
-	dfget  *MockDfgetTasks
-	peers  *MockPeers
+	dfget  *dfgettask.Manager
+	peers  *peer.Manager
 	cdn    *MockDigests
 	prober *MockProber
 	m      *Manager
@@ -31,7 +32,7 @@ type deps struct {
 func newDeps(t *testing.T, wait time.Duration) *deps {
 	ctrl := gomock.NewController(t)
 	d := &deps{tasks: NewMockTasks(ctrl), sched: NewMockScheduler(ctrl), prog: NewMockProgress(ctrl),
-		dfget: NewMockDfgetTasks(ctrl), peers: NewMockPeers(ctrl), cdn: NewMockDigests(ctrl), prober: NewMockProber(ctrl)}
+		dfget: dfgettask.New(dfgettask.Metrics{}, "super"), peers: peer.New(nil), cdn: NewMockDigests(ctrl), prober: NewMockProber(ctrl)}
 	d.m = New(Config{AdvertiseIP: "10.0.0.1", DownloadPort: 8001, PieceWait: wait}, Deps{
 		Tasks: d.tasks, Scheduler: d.sched, Progress: d.prog, Dfget: d.dfget, Peers: d.peers, Digests: d.cdn, Prober: d.prober,
 	}, Metrics{})
@@ -59,8 +60,9 @@ func running(t *testing.T, d *deps) string {
 	d.tasks.EXPECT().Snapshot(gomock.Any()).DoAndReturn(known).AnyTimes()
 	d.tasks.EXPECT().Access(gomock.Any()).DoAndReturn(known).AnyTimes()
 	d.tasks.EXPECT().SuperCID(id).Return(types.SuperNodeCIDPrefix + "10.0.0.1~" + id).AnyTimes()
-	d.dfget.EXPECT().Get("c1", id).Return(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1", SupernodeIP: "10.9.9.9"}, nil).AnyTimes()
-	d.dfget.EXPECT().SetStatus(gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
+	if err := d.dfget.Add(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1", Path: "/peer/file/c1", SupernodeIP: "10.9.9.9"}); err != nil {
+		t.Fatal(err)
+	}
 	return id
 }
 
@@ -74,12 +76,16 @@ func TestPullPieceInfos(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
 	id := running(t, d)
-	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: "p2"}, {Num: 2, DstPID: "gone"}}, nil)
+	p2, err := d.peers.Register(types.PeerCreateRequest{IP: "10.1.1.2", HostName: "h2", Port: 15002})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.dfget.Add(dfgettask.Task{CID: "c2", TaskID: id, PeerID: p2, Path: "/peer/file/c2"}); err != nil {
+		t.Fatal(err)
+	}
+	// "gone" has neither a peer nor a client of the task any more.
+	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: p2}, {Num: 2, DstPID: "gone"}}, nil)
 	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
-	d.dfget.EXPECT().GetByPeer("p2", id).Return(dfgettask.Task{CID: "c2", Path: "/peer/file/c2"}, nil)
-	d.peers.EXPECT().Get("p2").Return(types.PeerInfo{IP: "10.1.1.2", Port: 15002}, nil)
-	d.dfget.EXPECT().GetByPeer("gone", id).Return(dfgettask.Task{}, dfgettask.ErrNotFound)
-	d.peers.EXPECT().Get("gone").Return(types.PeerInfo{}, errors.New("no"))
 	d.prog.EXPECT().Unassign(id, "c1", 2) // the load is given back (unlike v1)
 	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusStart, Result: types.ResultInvalid})
 	if err != nil || res.Code != types.CodePeerContinue {
@@ -119,7 +125,6 @@ func TestPullReportsAndErrors(t *testing.T) {
 			t.Errorf("%+v: %v, want code %d", tc.q, err, tc.code)
 		}
 	}
-	d.dfget.EXPECT().Get("zz", id).Return(dfgettask.Task{}, dfgettask.ErrNotFound)
 	if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "zz", Status: 700}); task.CodeOf(err) != types.CodeTargetNotFound {
 		t.Errorf("unknown client: %v", err)
 	}
