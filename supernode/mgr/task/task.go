@@ -5,7 +5,9 @@
 // supernode/mgr/pull, which reads a task through Snapshot.
 package task
 
-//go:generate go tool mockgen -source=task.go -destination=mock_deps_test.go -package=task
+// The registries (Peers, DfgetTasks) are plain in-memory stores: the tests
+// use the real ones.
+//go:generate go tool mockgen -source=task.go -destination=mock_deps_test.go -package=task -exclude_interfaces=Peers,DfgetTasks
 
 import (
 	"context"

@@ -16,14 +16,15 @@ import (
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 )
 
 type deps struct {
 	cdn   *MockCDN
 	prog  *MockProgress
-	peers *MockPeers
-	dfget *MockDfgetTasks
+	peers *peer.Manager
+	dfget *dfgettask.Manager
 	m     *Manager
 	// cdnDone is the completion callback of the last CDN started by running.
 	cdnDone func(cdn.Result)
@@ -31,12 +32,22 @@ type deps struct {
 
 func newDeps(t *testing.T) *deps {
 	ctrl := gomock.NewController(t)
-	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: NewMockPeers(ctrl), dfget: NewMockDfgetTasks(ctrl)}
+	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: peer.New(nil), dfget: dfgettask.New(dfgettask.Metrics{}, "super")}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d.m = New(Config{AdvertiseIP: "10.0.0.1", FailAccessInterval: time.Minute}, d.cdn, d.prog, d.peers, d.dfget, Metrics{}, log)
 	d.prog.EXPECT().SuperPID().Return("super").AnyTimes()
 	return d
+}
+
+// peerOf matches the peer ID that registration recorded for client cid of
+// task id (the registries are the real in-memory ones).
+func (d *deps) peerOf(cid, id string) gomock.Matcher {
+	return gomock.Cond(func(pid string) bool {
+		dt, err := d.dfget.Get(cid, id)
+		_, perr := d.peers.Get(pid)
+		return err == nil && dt.PeerID == pid && perr == nil
+	})
 }
 
 func validReq() types.RegisterRequest {
@@ -91,16 +102,8 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 		}
 		return cdn.Started{HTTPFileLength: 300 << 20, PieceSize: piece.ComputeSize(300 << 20)}, nil
 	}).Times(1)
-	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil)
-	d.peers.EXPECT().Register(gomock.Any()).Return("p2", nil)
-	d.dfget.EXPECT().Add(gomock.Any()).DoAndReturn(func(dt dfgettask.Task) error {
-		if dt.SupernodeIP != "10.9.9.9" || dt.Path != "/peer/file/f-1" || dt.TaskID != id {
-			t.Errorf("dfget task %+v", dt)
-		}
-		return nil
-	}).Times(2)
-	d.prog.EXPECT().InitClient(id, "c1", "p1", false, false, 0, 0)
-	d.prog.EXPECT().InitClient(id, "c2", "p2", false, true, 3, 0)
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
+	d.prog.EXPECT().InitClient(id, "c2", d.peerOf("c2", id), false, true, 3, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil || res.TaskID != id || res.FileLength != 300<<20 || res.PieceSize != 5<<20 || res.CDNSource != "supernode" {
 		t.Fatalf("register: %+v %v", res, err)
@@ -109,6 +112,17 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 	r2.CID, r2.StreamMode, r2.WindowSize = "c2", true, 3
 	if _, err := d.m.Register(RegisterParams{Req: r2}); err != nil {
 		t.Fatal(err)
+	}
+	var pids []string
+	for _, cid := range []string{"c1", "c2"} {
+		dt, err := d.dfget.Get(cid, id)
+		if err != nil || dt.SupernodeIP != "10.9.9.9" || dt.Path != "/peer/file/f-1" || dt.TaskID != id {
+			t.Errorf("dfget task %+v %v", dt, err)
+		}
+		pids = append(pids, dt.PeerID)
+	}
+	if pids[0] == pids[1] {
+		t.Errorf("two registrations share peer %s", pids[0])
 	}
 }
 
@@ -125,12 +139,10 @@ func TestRegisterMd5IsCaseInsensitive(t *testing.T) {
 		}
 		return cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil
 	}).Times(1)
-	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil).Times(2)
-	d.dfget.EXPECT().Add(gomock.Any()).Return(nil).Times(2)
-	d.prog.EXPECT().InitClient(id, gomock.Any(), "p1", false, false, 0, 0).Times(2)
 	for i, md5 := range []string{strings.ToUpper(lower), lower} {
 		r := validReq()
 		r.CID, r.Md5 = fmt.Sprintf("c%d", i), md5
+		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0, 0)
 		res, err := d.m.Register(RegisterParams{Req: r})
 		if err != nil || res.TaskID != id {
 			t.Fatalf("register with md5 %s: task %q, %v; want %q", md5, res.TaskID, err, id)
@@ -165,15 +177,13 @@ func running(t *testing.T, d *deps) string {
 		done = f
 		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
 	})
-	d.peers.EXPECT().Register(gomock.Any()).Return("p1", nil)
-	d.dfget.EXPECT().Add(gomock.Any()).Return(nil)
-	d.prog.EXPECT().InitClient(gomock.Any(), "c1", "p1", false, false, 0, 0)
+	id := ID("http://o/f", "", "", map[string]string{})
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.cdnDone = done
-	d.dfget.EXPECT().Get("c1", res.TaskID).Return(dfgettask.Task{CID: "c1", TaskID: res.TaskID, PeerID: "p1", SupernodeIP: "10.9.9.9"}, nil).AnyTimes()
 	return res.TaskID
 }
 
@@ -201,7 +211,8 @@ func TestFinishedTaskReports(t *testing.T) {
 	if err := d.m.StreamPiece(PieceReport{TaskID: id, CID: "c1", Range: "x"}, true); CodeOf(err) != types.CodeParamError {
 		t.Fatalf("bad range: %v", err)
 	}
-	d.prog.EXPECT().PeerDown("p1")
+	c1, _ := d.dfget.Get("c1", id)
+	d.prog.EXPECT().PeerDown(c1.PeerID)
 	if err := d.m.ServiceDown(id, "c1"); err != nil {
 		t.Fatal(err)
 	}
