@@ -4,7 +4,8 @@
 // Prometheus middleware, and the built-in piece server on the download port.
 package server
 
-//go:generate go tool mockgen -source=server.go -destination=mock_deps_test.go -package=server
+// Peers is a plain in-memory store: the tests use the real one.
+//go:generate go tool mockgen -source=server.go -destination=mock_deps_test.go -package=server -exclude_interfaces=Peers
 
 import (
 	"context"

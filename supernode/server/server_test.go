@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
@@ -21,7 +23,7 @@ import (
 type fixture struct {
 	tasks    *MockTasks
 	pulls    *MockPuller
-	peers    *MockPeers
+	peers    *peer.Manager
 	gc       *MockGC
 	pe       *MockPieceErrors
 	preheats *MockPreheats
@@ -30,7 +32,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	ctrl := gomock.NewController(t)
-	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: NewMockPeers(ctrl), gc: NewMockGC(ctrl),
+	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil), gc: NewMockGC(ctrl),
 		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -226,9 +228,13 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 	if st, _ := f.do(t, "DELETE", "/api/v1/tasks/x?full=true", "", ""); st != 200 {
 		t.Fatalf("delete task: %d", st)
 	}
-	f.peers.EXPECT().Register(types.PeerCreateRequest{IP: "1.2.3.4", HostName: "h", Port: 15000}).Return("pid", nil)
-	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 || body != `{"ID":"pid"}` {
+	var created struct{ ID string }
+	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 ||
+		json.Unmarshal([]byte(body), &created) != nil || body != `{"ID":"`+created.ID+`"}` {
 		t.Fatalf("create peer: %d %s", st, body)
+	}
+	if p, err := f.peers.Get(created.ID); err != nil || p.IP != "1.2.3.4" || p.HostName != "h" || p.Port != 15000 {
+		t.Fatalf("created peer %+v %v", p, err)
 	}
 	long := strings.Repeat("h", 2<<10)
 	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"`+long+`","port":15000}`); st != 400 ||
