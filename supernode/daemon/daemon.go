@@ -32,6 +32,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pieceerror"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/preheat"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 	"github.com/damselfly-p2p/damselfly/supernode/server"
@@ -49,6 +50,7 @@ type Daemon struct {
 	pe      *pieceerror.Manager
 	preheat *preheat.Manager
 	tasks   *task.Manager
+	prober  *peer.Prober
 	api     *http.Server
 	pieces  *http.Server
 	apiLn   net.Listener
@@ -102,12 +104,17 @@ func (d *Daemon) build() error {
 		EliminationLimit: b.EliminationLimit, FailureCountLimit: b.FailureCountLimit,
 	})
 	tasks := task.New(task.Config{
-		AdvertiseIP: b.AdvertiseIP, DownloadPort: b.DownloadPort, FailAccessInterval: b.FailAccessInterval,
-		PieceWait: b.PieceWait, SourcePattern: b.CDNPattern == config.CDNPatternSource,
-	}, d.cdn, prog, sched, peers, dfgets, task.Metrics{
+		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,
+	}, d.cdn, prog, peers, dfgets, task.Metrics{
 		Tasks: mx.Tasks, Registered: mx.TasksRegistered, CDNTrigger: mx.CDNTrigger, CDNTriggerFailed: mx.CDNTriggerFailed,
-		ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled, PiecesDownloaded: mx.PiecesDownloaded,
+		PiecesDownloaded: mx.PiecesDownloaded,
 	}, log.WithField("mgr", "task"))
+	d.prober = peer.NewProber(peers, prog, log.WithField("mgr", "peer"))
+	pulls := pull.New(pull.Config{
+		AdvertiseIP: b.AdvertiseIP, DownloadPort: b.DownloadPort, PieceWait: b.PieceWait,
+		SourcePattern: b.CDNPattern == config.CDNPatternSource,
+	}, pull.Deps{Tasks: tasks, Scheduler: sched, Progress: prog, Dfget: dfgets, Peers: peers, Digests: d.cdn, Prober: d.prober},
+		pull.Metrics{ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled})
 	d.tasks = tasks
 	d.gc = gc.New(gc.Config{
 		InitialDelay: b.GCInitialDelay, MetaInterval: b.GCMetaInterval, DiskInterval: b.GCDiskInterval,
@@ -125,7 +132,7 @@ func (d *Daemon) build() error {
 	d.preheat = preheat.New(tasks, preheatHTTP, 30*time.Minute, log.WithField("mgr", "preheat"))
 
 	api := server.NewAPI(server.Deps{
-		Tasks: tasks, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
+		Tasks: tasks, Pulls: pulls, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
 		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
 		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow,
 	})
@@ -182,7 +189,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stopLoops()
 	loops.Wait()
-	d.tasks.WaitProbes()
+	d.prober.Wait()
 	d.preheat.Close()
 	d.cdn.Close()
 	d.log.Info("stopped")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
@@ -60,21 +61,20 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 		}
 		a.Metrics.PiecesFailed.WithLabelValues(holder).Inc()
 	}
-	var held time.Duration
-	code, data, err := a.Tasks.Pull(task.WithHoldRecorder(r.Context(), &held), task.PullQuery{
+	res, err := a.Pulls.Pull(r.Context(), pull.Query{
 		TaskID: q.TaskID, SrcCID: q.SrcCID, DstCID: q.DstCID, Range: q.Range, Status: q.Status, Result: q.Result,
 	})
-	if held > 0 {
+	if res.Held > 0 {
 		// Long-poll time, so clients and benchmarks can tell waiting for a
 		// piece from processing time.
-		w.Header()["Server-Timing"] = []string{"hold;dur=" + strconv.FormatFloat(float64(held)/float64(time.Millisecond), 'f', 1, 64)}
+		w.Header()["Server-Timing"] = []string{"hold;dur=" + strconv.FormatFloat(float64(res.Held)/float64(time.Millisecond), 'f', 1, 64)}
 	}
 	if err != nil {
 		a.result(w, task.CodeOf(err), err.Error(), nil)
 		return
 	}
 	msg := ""
-	switch code {
+	switch res.Code {
 	case types.CodePeerFinish:
 		msg = "peer task end"
 	case types.CodePeerContinue:
@@ -82,7 +82,7 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	case types.CodePeerWait:
 		msg = "peer task wait"
 	}
-	a.result(w, code, msg, data)
+	a.result(w, res.Code, msg, res.Data())
 }
 
 // pieceSuccess: as v1, any failure (bad query, unknown task or client) is

@@ -4,7 +4,8 @@
 // Prometheus middleware, and the built-in piece server on the download port.
 package server
 
-//go:generate go tool mockgen -source=server.go -destination=mock_deps_test.go -package=server
+// Peers is a plain in-memory store: the tests use the real one.
+//go:generate go tool mockgen -source=server.go -destination=mock_deps_test.go -package=server -exclude_interfaces=Peers
 
 import (
 	"context"
@@ -25,18 +26,23 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 // Tasks is the task manager as the handlers use it.
 type Tasks interface {
 	Register(p task.RegisterParams) (types.RegisterResponseData, error)
-	Pull(ctx context.Context, q task.PullQuery) (int, any, error)
 	PieceSuccess(r task.PieceReport) error
 	StreamPiece(r task.PieceReport, add bool) error
 	ServiceDown(taskID, cid string) error
 	DstPeer(taskID, dstCID string) string
 	Info(id string) (types.TaskInfo, error)
+}
+
+// Puller answers /peer/task.
+type Puller interface {
+	Pull(ctx context.Context, q pull.Query) (pull.Result, error)
 }
 
 // Peers is the peer manager as the handlers use it.
@@ -68,6 +74,7 @@ type Preheats interface {
 // Deps are what the API needs.
 type Deps struct {
 	Tasks       Tasks
+	Pulls       Puller
 	Peers       Peers
 	GC          GC
 	PieceErrors PieceErrors
@@ -97,10 +104,9 @@ type category struct {
 	routes       []route
 }
 
-// NewAPI builds the API handler.
-func NewAPI(d Deps) http.Handler {
-	a := &api{Deps: d}
-	r := mux.NewRouter()
+// categories is the route table: the legacy dfget protocol, /api/v1 and
+// the (empty) extension category.
+func (a *api) categories() []category {
 	legacy := category{name: "legacy", prefix: "", routes: []route{
 		{http.MethodPost, "/peer/registry", a.register},
 		{http.MethodGet, "/peer/task", a.pullTask},
@@ -114,7 +120,7 @@ func NewAPI(d Deps) http.Handler {
 		{http.MethodPost, "/task/metrics", a.taskMetrics},
 		{http.MethodGet, "/_ping", a.ping},
 		{http.MethodGet, "/version", a.version},
-		{http.MethodGet, "/metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
+		{http.MethodGet, "/metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP},
 	}}
 	preheat := []route{
 		{http.MethodPost, "/preheats", a.createPreheat},
@@ -135,6 +141,13 @@ func NewAPI(d Deps) http.Handler {
 		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
 	}, preheat...)}
 	ext := category{name: "extension", prefix: "/api/ext"}
+	return []category{v1, ext, legacy}
+}
+
+// NewAPI builds the API handler.
+func NewAPI(d Deps) http.Handler {
+	a := &api{Deps: d}
+	r := mux.NewRouter()
 	// exact maps a path without variables and a method to its handler:
 	// looked up before the router, whose regexp matching of every route
 	// in turn cost as much as the /peer/task handler's own work.
@@ -149,7 +162,7 @@ func NewAPI(d Deps) http.Handler {
 			exact[p][method] = h
 		}
 	}
-	for _, c := range []category{v1, ext, legacy} {
+	for _, c := range a.categories() {
 		for _, rt := range c.routes {
 			p := c.prefix + rt.path
 			handle(rt.method, p, a.instrument(p, rt.h))

@@ -1,24 +1,29 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 type fixture struct {
 	tasks    *MockTasks
-	peers    *MockPeers
+	pulls    *MockPuller
+	peers    *peer.Manager
 	gc       *MockGC
 	pe       *MockPieceErrors
 	preheats *MockPreheats
@@ -27,11 +32,11 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	ctrl := gomock.NewController(t)
-	f := &fixture{tasks: NewMockTasks(ctrl), peers: NewMockPeers(ctrl), gc: NewMockGC(ctrl),
+	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil), gc: NewMockGC(ctrl),
 		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
+	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Pulls: f.pulls, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
 		Preheats: f.preheats, Metrics: metrics.New(), Log: log}))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -92,23 +97,22 @@ func TestPeerTaskShapes(t *testing.T) {
 	cases := []struct {
 		name  string
 		query string
-		code  int
-		data  any
+		res   pull.Result
 		err   error
 		want  string
 	}{
-		{"continue", "taskId=t&srcCid=c&status=700&result=502", 601, []types.PieceInfo{pi}, nil,
+		{"continue", "taskId=t&srcCid=c&status=700&result=502", pull.Result{Code: 601, Pieces: []types.PieceInfo{pi}}, nil,
 			`{"code":601,"msg":"peer task go on","data":[{"range":"0-4194303","pieceNum":0,"pieceSize":4194304,"pieceMd5":"abc:4194304","cid":"cdnnode:1.2.3.4~t","peerIp":"1.2.3.4","peerPort":8001,"path":"/download/t/t","downLink":0}]}`},
-		{"finish", "taskId=t&srcCid=c&status=701&result=503&range=0-9&dstCid=d", 600, types.FinishData{Md5: "m", FileLength: 15}, nil,
+		{"finish", "taskId=t&srcCid=c&status=701&result=503&range=0-9&dstCid=d", pull.Result{Code: 600, Finish: &types.FinishData{Md5: "m", FileLength: 15}}, nil,
 			`{"code":600,"msg":"peer task end","data":{"md5":"m","fileLength":15}}`},
-		{"wait", "taskId=t&srcCid=c&status=700", 602, nil, nil, `{"code":602,"msg":"peer task wait"}`},
-		{"limited", "taskId=t&srcCid=c&status=700", 601, nil, nil, `{"code":601,"msg":"peer task go on"}`},
-		{"not found", "taskId=t&srcCid=c&status=700", 0, nil, &task.Error{Code: 502, Err: io.EOF}, `{"code":502,"msg":"EOF"}`},
-		{"cdn failed", "taskId=t&srcCid=c&status=700", 0, nil, io.ErrUnexpectedEOF, `{"code":500,"msg":"unexpected EOF"}`},
+		{"wait", "taskId=t&srcCid=c&status=700", pull.Result{Code: 602}, nil, `{"code":602,"msg":"peer task wait"}`},
+		{"limited", "taskId=t&srcCid=c&status=700", pull.Result{Code: 601}, nil, `{"code":601,"msg":"peer task go on"}`},
+		{"not found", "taskId=t&srcCid=c&status=700", pull.Result{}, &task.Error{Code: 502, Err: io.EOF}, `{"code":502,"msg":"EOF"}`},
+		{"cdn failed", "taskId=t&srcCid=c&status=700", pull.Result{}, io.ErrUnexpectedEOF, `{"code":500,"msg":"unexpected EOF"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(tc.code, tc.data, tc.err)
+			f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(tc.res, tc.err)
 			if st, body := f.do(t, "GET", "/peer/task?"+tc.query, "", ""); st != 200 || body != tc.want {
 				t.Fatalf("HTTP %d %s\nwant %s", st, body, tc.want)
 			}
@@ -118,6 +122,30 @@ func TestPeerTaskShapes(t *testing.T) {
 		"taskId=t&srcCid=c&status=700&result=zz", "taskId=%zz"} {
 		if st, body := f.do(t, "GET", "/peer/task?"+q, "", ""); st != 200 || !strings.HasPrefix(body, `{"code":501,"msg":`) {
 			t.Errorf("query %q: HTTP %d %s", q, st, body)
+		}
+	}
+}
+
+// The time a /peer/task call was held as a long-poll reaches the client
+// as Server-Timing, so it can tell waiting from processing; a call that
+// was not held has no such header.
+func TestPullHoldTime(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		held time.Duration
+		want string
+	}{
+		{1500 * time.Microsecond, "hold;dur=1.5"},
+		{0, ""},
+	} {
+		f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(pull.Result{Code: 602, Held: tc.held}, nil)
+		resp, err := http.Get(f.srv.URL + "/peer/task?taskId=t&srcCid=c&status=700")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Server-Timing"); got != tc.want {
+			t.Errorf("held %v: Server-Timing %q, want %q", tc.held, got, tc.want)
 		}
 	}
 }
@@ -200,9 +228,13 @@ func TestSystemAndRESTRoutes(t *testing.T) {
 	if st, _ := f.do(t, "DELETE", "/api/v1/tasks/x?full=true", "", ""); st != 200 {
 		t.Fatalf("delete task: %d", st)
 	}
-	f.peers.EXPECT().Register(types.PeerCreateRequest{IP: "1.2.3.4", HostName: "h", Port: 15000}).Return("pid", nil)
-	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 || body != `{"ID":"pid"}` {
+	var created struct{ ID string }
+	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"h","port":15000}`); st != 201 ||
+		json.Unmarshal([]byte(body), &created) != nil || body != `{"ID":"`+created.ID+`"}` {
 		t.Fatalf("create peer: %d %s", st, body)
+	}
+	if p, err := f.peers.Get(created.ID); err != nil || p.IP != "1.2.3.4" || p.HostName != "h" || p.Port != 15000 {
+		t.Fatalf("created peer %+v %v", p, err)
 	}
 	long := strings.Repeat("h", 2<<10)
 	if st, body := f.do(t, "POST", "/api/v1/peers", "application/json", `{"IP":"1.2.3.4","hostName":"`+long+`","port":15000}`); st != 400 ||
@@ -243,7 +275,7 @@ func TestExactRoutesAndMetrics(t *testing.T) {
 	for i := range pis {
 		pis[i] = types.PieceInfo{Range: "0-4194303", PieceNum: i, PieceSize: 4194304, CID: "cdnnode:1.2.3.4~t", Path: "/download/t/t"}
 	}
-	f.tasks.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(601, pis, nil).Times(2)
+	f.pulls.EXPECT().Pull(gomock.Any(), gomock.Any()).Return(pull.Result{Code: 601, Pieces: pis}, nil).Times(2)
 	var bodies []string
 	for _, p := range []string{"/peer/task", "/v1.0/peer/task"} {
 		resp, err := http.Get(f.srv.URL + p + "?taskId=t&srcCid=c&status=700")

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 )
 
 // Statuses of a dfget task.
@@ -36,7 +38,8 @@ type Task struct {
 	Stream      bool
 }
 
-// Metrics are the dfget task collectors (any may be nil).
+// Metrics are the dfget task collectors (any may be nil: New fills it with
+// an unread one).
 type Metrics struct {
 	Gauge      *prometheus.GaugeVec
 	Registered *prometheus.CounterVec
@@ -54,6 +57,9 @@ type Manager struct {
 
 // New returns an empty manager; tasks of superPID are kept out of metrics.
 func New(m Metrics, superPID string) *Manager {
+	m.Gauge = metrics.OrGaugeVec(m.Gauge, "callsystem", "status")
+	m.Registered = metrics.OrCounterVec(m.Registered, "callsystem")
+	m.Failed = metrics.OrCounterVec(m.Failed, "callsystem")
 	return &Manager{tasks: map[string]*Task{}, ptoc: map[string]string{}, m: m, super: superPID}
 }
 
@@ -76,14 +82,14 @@ func (m *Manager) Add(t Task) error {
 	m.tasks[key(t.CID, t.TaskID)] = &t
 	m.ptoc[key(t.PeerID, t.TaskID)] = t.CID
 	m.gauge(&t, 1)
-	if t.PeerID != m.super && m.m.Registered != nil {
+	if t.PeerID != m.super {
 		m.m.Registered.WithLabelValues(t.CallSystem).Inc()
 	}
 	return nil
 }
 
 func (m *Manager) gauge(t *Task, d float64) {
-	if t.PeerID != m.super && m.m.Gauge != nil {
+	if t.PeerID != m.super {
 		m.m.Gauge.WithLabelValues(t.CallSystem, t.Status).Add(d)
 	}
 }
@@ -124,7 +130,7 @@ func (m *Manager) SetStatus(cid, taskID, status string) error {
 	m.gauge(t, -1)
 	t.Status = status
 	m.gauge(t, 1)
-	if status == StatusFailed && t.PeerID != m.super && m.m.Failed != nil {
+	if status == StatusFailed && t.PeerID != m.super {
 		m.m.Failed.WithLabelValues(t.CallSystem).Inc()
 	}
 	return nil

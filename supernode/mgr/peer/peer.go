@@ -13,6 +13,8 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 )
 
 // ErrNotFound reports an unknown peer ID.
@@ -28,7 +30,7 @@ type Manager struct {
 
 // New returns an empty manager; gauge (may be nil) is dragonfly_supernode_peers.
 func New(gauge *prometheus.GaugeVec) *Manager {
-	return &Manager{peers: map[string]types.PeerInfo{}, gauge: gauge, now: time.Now}
+	return &Manager{peers: map[string]types.PeerInfo{}, gauge: metrics.OrGaugeVec(gauge, "peer"), now: time.Now}
 }
 
 // Register validates and stores a peer and returns its new ID.
@@ -49,9 +51,7 @@ func (m *Manager) Register(req types.PeerCreateRequest) (string, error) {
 		id = req.HostName + "-" + req.IP + "-" + strconv.FormatInt(now.UnixNano(), 10)
 	}
 	m.peers[id] = types.PeerInfo{ID: id, IP: req.IP, HostName: req.HostName, Port: req.Port, Version: req.Version, Created: now}
-	if m.gauge != nil {
-		m.gauge.WithLabelValues(req.IP).Inc()
-	}
+	m.gauge.WithLabelValues(req.IP).Inc()
 	return id, nil
 }
 
@@ -75,9 +75,7 @@ func (m *Manager) Delete(id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	delete(m.peers, id)
-	if m.gauge != nil {
-		m.gauge.WithLabelValues(p.IP).Dec()
-	}
+	m.gauge.WithLabelValues(p.IP).Dec()
 	return nil
 }
 

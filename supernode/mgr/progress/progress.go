@@ -1,9 +1,12 @@
-// Package progress keeps the supernode's piece bookkeeping in memory: which
-// pieces the CDN has written, which each client has, is fetching or failed,
-// who holds each piece, how many uploads each holder serves, error counts,
-// blacklists and the sliding windows of streaming clients. Every change
-// that can make a piece schedulable wakes the task's waiters, so /peer/task
-// can long-poll instead of answering "wait" at once.
+// Package progress is the supernode's piece state store, in memory and
+// behind one lock: which pieces the CDN has written, which each client has,
+// is fetching or failed, who holds each piece, how many uploads each holder
+// serves, error counts, blacklists and the sliding windows of streaming
+// clients. It decides nothing: which piece and which holder is the
+// scheduler's policy (supernode/mgr/scheduler), run under this lock through
+// Assign and a Slot. Every change that can make a piece schedulable wakes
+// the task's waiters, so /peer/task can long-poll instead of answering
+// "wait" at once.
 package progress
 
 import (
@@ -42,7 +45,8 @@ var (
 	ErrUnknownPiece  = errors.New("piece not written by the cdn")
 )
 
-// Limits are the scheduling limits Assign enforces.
+// Limits are the scheduling limits: the store keeps the counts, the
+// scheduler's policies enforce them.
 type Limits struct {
 	DownLimit  int // pieces running per client
 	UpLimit    int // uploads per peer
@@ -101,6 +105,9 @@ type Manager struct {
 	tasks    map[string]*taskState
 	clients  map[string]*clientState // key: cid
 	peers    map[string]*peerState
+	// slot is the one Slot Assign hands to its picker, reused so that a
+	// call allocates nothing per piece; mu guards it.
+	slot Slot
 }
 
 // New returns an empty manager; superPID is the supernode's own peer ID.
@@ -452,7 +459,7 @@ type View struct {
 // candidates are appended to buf[:0] (pass the last View's Candidates back
 // to reuse it: this runs for every /peer/task under the manager's lock, so
 // it must neither allocate nor hash per piece). It costs O(pieces): holders
-// are only counted here and picked in Assign. A client already running
+// are only counted here and picked (through Assign) by the scheduler. A client already running
 // maxRunning pieces (when > 0) cannot be given more, so the scan stops at
 // the first candidate: whether there is one is all the caller needs.
 func (m *Manager) ClientView(taskID, cid string, maxRunning int, buf []Candidate) (View, error) {
@@ -529,14 +536,18 @@ type Assigned struct {
 	Dst string
 }
 
+// HolderPicker chooses where a client fetches a piece from: a holder, the
+// supernode, or nowhere yet. It runs under the store's lock, once for each
+// piece offered, and must not call back into the store.
+type HolderPicker interface {
+	Pick(s *Slot) (h Holder, ok bool)
+}
+
 // Assign marks pieces running for client cid, trying nums in the given
-// order until the client runs lim.DownLimit pieces. Each comes from the
-// least loaded usable peer holding it or, failing that (or when peers is
-// false), from the supernode. A holder is usable when it is up, under the
-// upload limit, not a CDN-pattern peer and not blacklisted by this client;
-// holders that are down or failed eliminationLimit times are dropped for
-// good. One lock for the whole batch keeps a busy swarm from queueing on it.
-func (m *Manager) Assign(taskID, cid string, nums []int, peers bool, lim Limits, eliminationLimit int) []Assigned {
+// order until the client runs downLimit pieces; pick chooses the source of
+// each. One lock for the whole batch keeps a busy swarm from queueing on
+// it.
+func (m *Manager) Assign(taskID, cid string, nums []int, downLimit int, pick HolderPicker) []Assigned {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
@@ -544,77 +555,34 @@ func (m *Manager) Assign(taskID, cid string, nums []int, peers bool, lim Limits,
 	if c == nil || t == nil || c.taskID != taskID {
 		return nil
 	}
+	s := &m.slot
+	*s = Slot{m: m, t: t, c: c, src: m.peers[c.peerID]}
+	defer func() { *s = Slot{} }()
 	var out []Assigned
 	for _, num := range nums {
-		if len(c.running) >= lim.DownLimit {
+		if len(c.running) >= downLimit {
 			break
 		}
-		if d := m.assignOne(t, c, num, peers, lim, eliminationLimit); d != "" {
-			out = append(out, Assigned{Num: num, Dst: d})
+		if _, run := c.running[num]; run || c.success.Test(uint(num)) {
+			continue
+		}
+		s.Num = num
+		if h, ok := pick.Pick(s); ok {
+			m.start(t, c, num, h)
+			out = append(out, Assigned{Num: num, Dst: h.ID})
 		}
 	}
 	return out
 }
 
-func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, lim Limits, eliminationLimit int) string {
-	if _, run := c.running[num]; run || c.success.Test(uint(num)) {
-		return ""
-	}
-	var best *peerState
-	bestID := ""
-	busyHolder := false
-	if peers {
-		src := m.peers[c.peerID]
-		// Map iteration starts at a random holder; looking at a bounded
-		// sample of a popular piece's holders keeps a big swarm's calls
-		// cheap and still finds an idle or lightly loaded one.
-		seen := 0
-		var dropped []string // down or eliminated: dropped for good
-		for pid, p := range t.holdersOf(num) {
-			if p == src {
-				continue
-			}
-			if seen++; seen > holderSample {
-				break
-			}
-			if !p.down.IsZero() || p.serviceErr >= eliminationLimit {
-				dropped = append(dropped, pid)
-				continue
-			}
-			if p.cdnPattern || (src != nil && len(src.black) > 0 && src.black[pid] > 0) {
-				continue
-			}
-			if p.load >= lim.UpLimit {
-				busyHolder = true
-				continue
-			}
-			if best == nil || p.load < best.load {
-				best, bestID = p, pid
-				if p.load == 0 {
-					break // cannot do better; keeps this O(1) in a big swarm
-				}
-			}
-		}
-		if len(dropped) > 0 {
-			t.dropHolders(num, dropped...)
-		}
-	}
-	switch {
-	case best != nil:
-		best.load++
-	case peers && (busyHolder || m.seededRecently(t, num)):
-		// Super-seeding: a piece a usable peer has, or a serving peer is
-		// fetching right now, is not sent again by the supernode; the
-		// client waits for a peer copy. The supernode's uplink then carries
-		// each piece about once instead of once per client.
-		return ""
-	case t.cdn.Test(uint(num)) && t.super < lim.SuperLimit:
+// start marks piece num running for c from h, which takes the load.
+func (m *Manager) start(t *taskState, c *clientState, num int, h Holder) {
+	if h.super {
 		t.super++
-		bestID = m.superPID
-	default:
-		return ""
+	} else {
+		h.p.load++
 	}
-	c.running[num] = bestID
+	c.running[num] = h.ID
 	if num >= len(t.inflight) {
 		grow := num + 1 - len(t.inflight)
 		t.inflight = append(t.inflight, make([]int32, grow)...)
@@ -626,23 +594,6 @@ func (m *Manager) assignOne(t *taskState, c *clientState, num int, peers bool, l
 		t.seeding[num]++
 		t.seededAt[num] = m.now()
 	}
-	return bestID
-}
-
-// holderSample bounds the holders of one piece Assign looks at.
-const holderSample = 16
-
-// seedFor is how long a fetch by a serving peer keeps the supernode from
-// sending the same piece again; past it the fetcher may be stuck or gone.
-const seedFor = 10 * time.Second
-
-// seededRecently reports whether a serving client (never c: it does not run
-// num) started fetching piece num less than seedFor ago and is still at it.
-func (m *Manager) seededRecently(t *taskState, num int) bool {
-	if num >= len(t.seeding) {
-		return false
-	}
-	return t.seeding[num] > 0 && m.now().Sub(t.seededAt[num]) < seedFor
 }
 
 // Unassign undoes an Assign whose answer could not be sent.

@@ -1,9 +1,15 @@
-package progress
+// The store is tested with the scheduler's holder policy, as the
+// supernode runs it: an external test package, so it can import the
+// scheduler without a cycle.
+package progress_test
 
 import (
 	"slices"
 	"testing"
 	"time"
+
+	. "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
 )
 
 const (
@@ -250,7 +256,7 @@ func TestDoneAndWaiters(t *testing.T) {
 
 // assign1 assigns one piece and returns its source ("" if none).
 func assign1(m *Manager, cid string, num int, peers bool, l Limits, elim int) string {
-	if a := m.Assign(task, cid, []int{num}, peers, l, elim); len(a) == 1 {
+	if a := m.Assign(task, cid, []int{num}, l.DownLimit, scheduler.NewHolderPicker(l, elim, peers)); len(a) == 1 {
 		return a[0].Dst
 	}
 	return ""
@@ -259,11 +265,11 @@ func assign1(m *Manager, cid string, num int, peers bool, l Limits, elim int) st
 func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 	m := setup(t, 6)
 	m.InitClient(task, "c", "pc", false, false, 0, 0)
-	got := m.Assign(task, "c", []int{5, 4, 3, 2, 1}, true, lim, 5)
+	got := m.Assign(task, "c", []int{5, 4, 3, 2, 1}, lim.DownLimit, scheduler.NewHolderPicker(lim, 5, true))
 	if len(got) != 3 || got[0].Num != 5 || got[2].Num != 3 {
 		t.Fatalf("batch %v: want pieces 5 4 3 (super limit 3)", got)
 	}
-	if got := m.Assign(task, "c", []int{0}, true, Limits{DownLimit: 3, UpLimit: 5, SuperLimit: 10}, 5); len(got) != 0 {
+	if got := m.Assign(task, "c", []int{0}, 3, scheduler.NewHolderPicker(Limits{DownLimit: 3, UpLimit: 5, SuperLimit: 10}, 5, true)); len(got) != 0 {
 		t.Fatalf("over the down limit: %v", got)
 	}
 	m.EndStream("c")
@@ -302,7 +308,7 @@ func TestInflightCountsAsHolder(t *testing.T) {
 func TestSuperSeeding(t *testing.T) {
 	m := setup(t, 2)
 	now := time.Now()
-	m.now = func() time.Time { return now }
+	SetNow(m, func() time.Time { return now })
 	m.InitClient(task, "a", "pa", false, false, 0, 0)
 	m.InitClient(task, "b", "pb", false, false, 0, 0)
 	m.InitClient(task, "c", "pc", true, false, 0, 0) // CDN pattern: never serves
@@ -319,12 +325,12 @@ func TestSuperSeeding(t *testing.T) {
 		t.Fatalf("a client served by the supernode only: %q", d)
 	}
 	m.Unassign(task, "b", 0)
-	now = now.Add(seedFor + time.Second)
+	now = now.Add(SeedFor + time.Second)
 	if d := assign1(m, "b", 0, true, lim, 5); d != super {
-		t.Fatalf("after %s the fetch no longer holds the supernode back: %q", seedFor, d)
+		t.Fatalf("after %s the fetch no longer holds the supernode back: %q", SeedFor, d)
 	}
 	m.Unassign(task, "b", 0)
-	now = now.Add(-seedFor - time.Second)
+	now = now.Add(-SeedFor - time.Second)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}

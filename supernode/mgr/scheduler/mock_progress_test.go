@@ -41,17 +41,17 @@ func (m *MockProgress) EXPECT() *MockProgressMockRecorder {
 }
 
 // Assign mocks base method.
-func (m *MockProgress) Assign(taskID, cid string, nums []int, peers bool, lim progress.Limits, eliminationLimit int) []progress.Assigned {
+func (m *MockProgress) Assign(taskID, cid string, nums []int, downLimit int, pick progress.HolderPicker) []progress.Assigned {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Assign", taskID, cid, nums, peers, lim, eliminationLimit)
+	ret := m.ctrl.Call(m, "Assign", taskID, cid, nums, downLimit, pick)
 	ret0, _ := ret[0].([]progress.Assigned)
 	return ret0
 }
 
 // Assign indicates an expected call of Assign.
-func (mr *MockProgressMockRecorder) Assign(taskID, cid, nums, peers, lim, eliminationLimit any) *gomock.Call {
+func (mr *MockProgressMockRecorder) Assign(taskID, cid, nums, downLimit, pick any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Assign", reflect.TypeOf((*MockProgress)(nil).Assign), taskID, cid, nums, peers, lim, eliminationLimit)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Assign", reflect.TypeOf((*MockProgress)(nil).Assign), taskID, cid, nums, downLimit, pick)
 }
 
 // ClientView mocks base method.

@@ -19,7 +19,7 @@ func TestScheduleRarestFirst(t *testing.T) {
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{
 		{Num: 0, Holders: 3}, {Num: 1, Holders: 0}, {Num: 2, Holders: 2}, {Num: 3, Holders: 1},
 	}}, nil)
-	p.EXPECT().Assign("t", "c", []int{1, 3, 2, 0}, true, cfg.Limits, 5).
+	p.EXPECT().Assign("t", "c", []int{1, 3, 2, 0}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: 5, peers: true}).
 		Return([]progress.Assigned{{Num: 1, Dst: "super"}, {Num: 3, Dst: "peer"}})
 	as, err := New(p, cfg).Schedule("t", "c")
 	if err != nil || len(as) != 2 || as[0] != (Assignment{1, "super"}) || as[1] != (Assignment{3, "peer"}) {
@@ -33,7 +33,7 @@ func TestScheduleNearRunningPiecesOnTies(t *testing.T) {
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Running: []int{10, 12}, Candidates: []progress.Candidate{
 		{Num: 0}, {Num: 20}, {Num: 11}, {Num: 13},
 	}}, nil)
-	p.EXPECT().Assign("t", "c", []int{11, 13, 20, 0}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 11, Dst: "super"}})
+	p.EXPECT().Assign("t", "c", []int{11, 13, 20, 0}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: 5, peers: true}).Return([]progress.Assigned{{Num: 11, Dst: "super"}})
 	if _, err := New(p, cfg).Schedule("t", "c"); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestScheduleStreamAscending(t *testing.T) {
 	p.EXPECT().ClientView("t", "s", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Stream: true, Candidates: []progress.Candidate{
 		{Num: 7, Holders: 0}, {Num: 5, Holders: 4}, {Num: 6, Holders: 1},
 	}}, nil)
-	p.EXPECT().Assign("t", "s", []int{5, 6, 7}, true, cfg.Limits, 5).Return([]progress.Assigned{{Num: 6, Dst: "super"}, {Num: 7, Dst: "peer"}})
+	p.EXPECT().Assign("t", "s", []int{5, 6, 7}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: 5, peers: true}).Return([]progress.Assigned{{Num: 6, Dst: "super"}, {Num: 7, Dst: "peer"}})
 	as, err := New(p, cfg).Schedule("t", "s")
 	if err != nil || len(as) != 2 || as[0] != (Assignment{6, "super"}) || as[1] != (Assignment{7, "peer"}) {
 		t.Fatalf("schedule: %v %v", as, err)
@@ -81,13 +81,13 @@ func TestScheduleFailingClientAndBusy(t *testing.T) {
 	p := NewMockProgress(ctrl)
 	// A client over the failure limit: supernode only (peers=false).
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{ClientErrors: 6, Candidates: []progress.Candidate{{Num: 0, Holders: 2}}}, nil)
-	p.EXPECT().Assign("t", "c", []int{0}, false, cfg.Limits, 5).Return([]progress.Assigned{{Num: 0, Dst: "super"}})
+	p.EXPECT().Assign("t", "c", []int{0}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: 5, peers: false}).Return([]progress.Assigned{{Num: 0, Dst: "super"}})
 	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
 		t.Fatalf("failing client: %v %v", as, err)
 	}
 	// Candidates exist but nothing could be assigned: busy.
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: []progress.Candidate{{Num: 0}}}, nil)
-	p.EXPECT().Assign("t", "c", []int{0}, true, cfg.Limits, 5).Return(nil)
+	p.EXPECT().Assign("t", "c", []int{0}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: 5, peers: true}).Return(nil)
 	if _, err := New(p, cfg).Schedule("t", "c"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("got %v, want ErrBusy", err)
 	}
@@ -105,8 +105,8 @@ func TestScheduleManyCandidates(t *testing.T) {
 	}
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Candidates: cs}, nil)
 	var offered []int
-	p.EXPECT().Assign("t", "c", gomock.Any(), true, cfg.Limits, cfg.EliminationLimit).DoAndReturn(
-		func(_, _ string, nums []int, _ bool, _ progress.Limits, _ int) []progress.Assigned {
+	p.EXPECT().Assign("t", "c", gomock.Any(), cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: cfg.EliminationLimit, peers: true}).DoAndReturn(
+		func(_, _ string, nums []int, _ int, _ progress.HolderPicker) []progress.Assigned {
 			if len(nums) != batch {
 				t.Errorf("batch of %d", len(nums))
 			}
@@ -148,7 +148,7 @@ func TestScheduleSkipsUnheldWhenSupernodeFull(t *testing.T) {
 	p.EXPECT().ClientView("t", "c", cfg.Limits.DownLimit, gomock.Any()).Return(progress.View{Super: cfg.Limits.SuperLimit, Candidates: []progress.Candidate{
 		{Num: 0}, {Num: 1, Holders: 1}, {Num: 2, Holders: 3, Held: 1},
 	}}, nil)
-	p.EXPECT().Assign("t", "c", []int{2}, true, cfg.Limits, cfg.EliminationLimit).Return([]progress.Assigned{{Num: 2, Dst: "p"}})
+	p.EXPECT().Assign("t", "c", []int{2}, cfg.Limits.DownLimit, &holderPicker{lim: cfg.Limits, eliminationLimit: cfg.EliminationLimit, peers: true}).Return([]progress.Assigned{{Num: 2, Dst: "p"}})
 	if as, err := New(p, cfg).Schedule("t", "c"); err != nil || len(as) != 1 {
 		t.Fatalf("got %v, %v", as, err)
 	}

@@ -1,11 +1,13 @@
 package task
 
 import (
+	"net"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 )
 
 // Input limits of a registration or a preheat. A task keeps its URLs and
@@ -159,4 +161,90 @@ func normalizeMd5(v string) (string, error) {
 		return "", errorf(types.CodeParamError, "md5: %w", err)
 	}
 	return d.Hex(), nil
+}
+
+// registration is a registration request checked and turned into what the
+// manager acts on.
+type registration struct {
+	src     cdn.Source
+	ip      string // the client's peer address
+	superIP string // the supernode address the client reached
+}
+
+// checkRegistration validates a registration: sizes, URLs, names, port,
+// stream start, address, headers and md5. Its errors carry CodeParamError.
+func checkRegistration(p RegisterParams) (registration, error) {
+	req := p.Req
+	if err := CheckRequest(req); err != nil {
+		return registration{}, err
+	}
+	if _, err := urlutil.Validate(req.RawURL); err != nil {
+		return registration{}, errorf(types.CodeParamError, "rawUrl: %w", err)
+	}
+	switch {
+	case req.CID == "":
+		return registration{}, errorf(types.CodeParamError, "cid is empty")
+	case req.Path == "":
+		return registration{}, errorf(types.CodeParamError, "path is empty")
+	case req.Port < 0 || req.Port > 65535:
+		return registration{}, errorf(types.CodeParamError, "invalid port %d", req.Port)
+	case req.StartPiece < 0 || (req.StartPiece > 0 && !req.StreamMode):
+		return registration{}, errorf(types.CodeParamError, "invalid startPiece %d: want >= 0, and only with streamMode", req.StartPiece)
+	}
+	ip := req.IP
+	if ip == "" {
+		ip = p.RemoteIP
+	}
+	if v := net.ParseIP(ip); v == nil || v.To4() == nil {
+		return registration{}, errorf(types.CodeParamError, "invalid ip %q: want IPv4", ip)
+	}
+	src, err := registrationSource(req)
+	if err != nil {
+		return registration{}, err
+	}
+	return registration{src: src, ip: ip, superIP: superIP(req.SuperNodeIP, p.LocalIP)}, nil
+}
+
+// registrationSource is the source a registration names, with its task ID.
+func registrationSource(req types.RegisterRequest) (cdn.Source, error) {
+	headers, err := urlutil.ParseHeaders(req.Headers)
+	if err != nil {
+		return cdn.Source{}, errorf(types.CodeParamError, "headers: %w", err)
+	}
+	if err := CheckRange(headers); err != nil {
+		return cdn.Source{}, err
+	}
+	taskURL := req.TaskURL
+	if taskURL == "" {
+		taskURL = req.RawURL
+	}
+	if _, err := urlutil.Validate(taskURL); err != nil {
+		return cdn.Source{}, errorf(types.CodeParamError, "taskUrl: %w", err)
+	}
+	md5, err := normalizeMd5(req.Md5)
+	if err != nil {
+		return cdn.Source{}, err
+	}
+	src := cdn.Source{
+		RawURL: req.RawURL, TaskURL: taskURL, Headers: headers, Md5: md5, Identifier: req.Identifier,
+		Insecure: req.Insecure, RootCAs: req.RootCAs,
+	}
+	if req.Md5 != "" {
+		src.Identifier = ""
+	}
+	src.TaskID = ID(taskURL, src.Md5, src.Identifier, headers)
+	return src, nil
+}
+
+// superIP is the supernode address a client reached: the one it names, or
+// the local address of its connection, without a port.
+func superIP(named, local string) string {
+	ip := named
+	if ip == "" {
+		ip = local
+	}
+	if h, _, err := net.SplitHostPort(ip); err == nil {
+		ip = h
+	}
+	return ip
 }

@@ -54,7 +54,7 @@ func errString(err error) string {
 }
 
 func TestInfoMasksCredentials(t *testing.T) {
-	d := newDeps(t, 0)
+	d := newDeps(t)
 	d.m.tasks["x"] = &Task{id: "x", rawURL: "http://user:s3cret@o/f?a=1", taskURL: "http://user:s3cret@o/f",
 		headers: map[string]string{"Authorization": "Basic czNjcmV0"}, httpLen: -1, changed: make(chan struct{})}
 	info, err := d.m.Info("x")

@@ -1,0 +1,9 @@
+package progress
+
+import "time"
+
+// SetNow sets the clock of m (for the external tests).
+func SetNow(m *Manager, now func() time.Time) { m.now = now }
+
+// SeedFor is seedFor (for the external tests).
+const SeedFor = seedFor

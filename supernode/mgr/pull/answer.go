@@ -1,0 +1,89 @@
+package pull
+
+import (
+	"errors"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// answer runs the scheduler once and builds the piece infos; done reports
+// that the client has every piece. A 602, whether no piece is available or
+// every holder is busy, is long-polled by the caller: a slot frees or a
+// holder appears when another client reports, and that wakes the waiters.
+func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done bool, err error) {
+	as, err := m.Scheduler.Schedule(t.ID, dt.CID)
+	switch {
+	case errors.Is(err, scheduler.ErrDone):
+		return Result{Code: types.CodePeerWait}, true, nil
+	case errors.Is(err, scheduler.ErrWait), errors.Is(err, scheduler.ErrBusy):
+		return Result{Code: types.CodePeerWait}, false, nil
+	case errors.Is(err, scheduler.ErrLimited):
+		return Result{Code: types.CodePeerContinue}, false, nil
+	case errors.Is(err, scheduler.ErrCDNFailed):
+		return Result{}, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.ID)
+	case err != nil:
+		return Result{}, false, errorf(types.CodeTargetNotFound, "%w", err)
+	}
+	wrapped := int64(-1)
+	if t.HTTPLength >= 0 {
+		wrapped = piece.WrappedLength(t.HTTPLength, t.PieceSize)
+	}
+	super := m.Progress.SuperPID()
+	infos := make([]types.PieceInfo, 0, len(as))
+	for _, a := range as {
+		pi := types.PieceInfo{
+			Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize,
+			PieceMd5: m.Digests.PieceMd5(t.ID, a.Num),
+		}
+		if m.cfg.SourcePattern {
+			// Plain source ranges, no wrapper (v1's source pattern), but with
+			// the digest the CDN read from the source.
+			pi.Range = piece.Range(a.Num, t.PieceSize, t.HTTPLength)
+		}
+		kind := "peer"
+		if a.DstPID == super {
+			kind = "supernode"
+			m.fromSupernode(&pi, t, dt)
+		} else if !m.fromPeer(&pi, a.DstPID, t.ID) {
+			// Give the load back when the piece cannot be offered, or the
+			// holder's slot would stay taken until the client reports.
+			m.Progress.Unassign(t.ID, dt.CID, a.Num)
+			continue
+		}
+		m.metrics.PiecesScheduled.WithLabelValues(kind).Inc()
+		infos = append(infos, pi)
+	}
+	if len(infos) == 0 {
+		return Result{Code: types.CodePeerWait}, false, nil
+	}
+	return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
+}
+
+// fromSupernode points pi at the supernode's piece server (or, in the
+// source pattern, at the source).
+func (m *Manager) fromSupernode(pi *types.PieceInfo, t task.Snapshot, dt dfgettask.Task) {
+	pi.CID, pi.PeerIP, pi.PeerPort, pi.Path = m.Tasks.SuperCID(t.ID), dt.SupernodeIP, m.cfg.DownloadPort, store.RelPath(t.ID)
+	if pi.PeerIP == "" {
+		pi.PeerIP = m.cfg.AdvertiseIP
+	}
+	if m.cfg.SourcePattern {
+		pi.Path = t.RawURL
+	}
+}
+
+// fromPeer points pi at the server of peer pid; it reports false when the
+// peer or its client of the task is gone.
+func (m *Manager) fromPeer(pi *types.PieceInfo, pid, taskID string) bool {
+	dst, derr := m.Dfget.GetByPeer(pid, taskID)
+	p, perr := m.Peers.Get(pid)
+	if derr != nil || perr != nil {
+		return false
+	}
+	pi.CID, pi.PeerIP, pi.PeerPort, pi.Path = dst.CID, p.IP, p.Port, dst.Path
+	return true
+}

@@ -1,0 +1,230 @@
+package pull
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+)
+
+type deps struct {
+	tasks  *MockTasks
+	sched  *MockScheduler
+	prog   *MockProgress
+	dfget  *dfgettask.Manager
+	peers  *peer.Manager
+	cdn    *MockDigests
+	prober *MockProber
+	m      *Manager
+	// snap is the task's state the task manager answers with.
+	snap task.Snapshot
+}
+
+func newDeps(t *testing.T, wait time.Duration) *deps {
+	ctrl := gomock.NewController(t)
+	d := &deps{tasks: NewMockTasks(ctrl), sched: NewMockScheduler(ctrl), prog: NewMockProgress(ctrl),
+		dfget: dfgettask.New(dfgettask.Metrics{}, "super"), peers: peer.New(nil), cdn: NewMockDigests(ctrl), prober: NewMockProber(ctrl)}
+	d.m = New(Config{AdvertiseIP: "10.0.0.1", DownloadPort: 8001, PieceWait: wait}, Deps{
+		Tasks: d.tasks, Scheduler: d.sched, Progress: d.prog, Dfget: d.dfget, Peers: d.peers, Digests: d.cdn, Prober: d.prober,
+	}, Metrics{})
+	d.prog.EXPECT().SuperPID().Return("super").AnyTimes()
+	return d
+}
+
+// idleWaiter lets Pull register long-poll waiters that never fire.
+func idleWaiter(d *deps) {
+	d.prog.EXPECT().Waiter(gomock.Any()).Return(make(chan struct{}), func() {}).AnyTimes()
+}
+
+// running makes c1 a client of a running 3-piece task and returns its ID.
+func running(t *testing.T, d *deps) string {
+	t.Helper()
+	id := task.ID("http://o/f", "", "", map[string]string{})
+	d.snap = task.Snapshot{ID: id, Status: types.CDNStatusRunning, Changed: make(chan struct{}), PieceSize: 4 << 20,
+		HTTPLength: 10, RawURL: "http://o/f?x=1"}
+	known := func(got string) (task.Snapshot, error) {
+		if got != id {
+			return task.Snapshot{}, &task.Error{Code: types.CodeTargetNotFound, Err: errors.New("task not found")}
+		}
+		return d.snap, nil
+	}
+	d.tasks.EXPECT().Snapshot(gomock.Any()).DoAndReturn(known).AnyTimes()
+	d.tasks.EXPECT().Access(gomock.Any()).DoAndReturn(known).AnyTimes()
+	d.tasks.EXPECT().SuperCID(id).Return(types.SuperNodeCIDPrefix + "10.0.0.1~" + id).AnyTimes()
+	if err := d.dfget.Add(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1", Path: "/peer/file/c1", SupernodeIP: "10.9.9.9"}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// cdnDone finishes the task's CDN.
+func (d *deps) cdnDone(realMd5 string, fileLength int64) {
+	d.snap.Status, d.snap.RealMd5, d.snap.FileLength = types.CDNStatusSuccess, realMd5, fileLength
+	d.snap.Changed = make(chan struct{})
+}
+
+func TestPullPieceInfos(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	p2, err := d.peers.Register(types.PeerCreateRequest{IP: "10.1.1.2", HostName: "h2", Port: 15002})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.dfget.Add(dfgettask.Task{CID: "c2", TaskID: id, PeerID: p2, Path: "/peer/file/c2"}); err != nil {
+		t.Fatal(err)
+	}
+	// "gone" has neither a peer nor a client of the task any more.
+	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: p2}, {Num: 2, DstPID: "gone"}}, nil)
+	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
+	d.prog.EXPECT().Unassign(id, "c1", 2) // the load is given back (unlike v1)
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusStart, Result: types.ResultInvalid})
+	if err != nil || res.Code != types.CodePeerContinue {
+		t.Fatalf("pull: %d %v", res.Code, err)
+	}
+	ps := res.Data().([]types.PieceInfo)
+	want0 := types.PieceInfo{Range: "0-14", PieceNum: 0, PieceSize: 4 << 20, PieceMd5: "m:9", CID: "cdnnode:10.0.0.1~" + id,
+		PeerIP: "10.9.9.9", PeerPort: 8001, Path: "/download/" + id[:3] + "/" + id}
+	if len(ps) != 2 || ps[0] != want0 || ps[1].CID != "c2" || ps[1].PeerIP != "10.1.1.2" || ps[1].PeerPort != 15002 || ps[1].Path != "/peer/file/c2" {
+		t.Fatalf("pieces %+v", ps)
+	}
+}
+
+func TestPullReportsAndErrors(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	// A running report updates progress with the piece number from the
+	// range; a 503 is v1's SEMISUC (had, not yet a holder).
+	d.prog.EXPECT().Update(id, "c1", 1, progress.SemiSuccess).Return("super", nil)
+	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
+		Result: types.ResultSemiSuc, Range: "4194304-8388607"})
+	if err != nil || res.Code != types.CodePeerContinue || res.Data() != nil {
+		t.Fatalf("limited: %d %v %v", res.Code, res.Data(), err)
+	}
+	for _, tc := range []struct {
+		q    Query
+		code int
+	}{
+		{Query{TaskID: "nope", SrcCID: "c1", Status: 700}, types.CodeTargetNotFound},
+		{Query{TaskID: id, SrcCID: "c1", Status: 799}, types.CodeParamError},
+		{Query{TaskID: id, SrcCID: "c1", Status: 701, Result: 502, Range: "0-9"}, types.CodeParamError},
+		{Query{TaskID: id, SrcCID: "c1", Status: 701, Result: 501, Range: "3-9"}, types.CodeParamError},
+	} {
+		if _, err := d.m.Pull(context.Background(), tc.q); task.CodeOf(err) != tc.code {
+			t.Errorf("%+v: %v, want code %d", tc.q, err, tc.code)
+		}
+	}
+	if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "zz", Status: 700}); task.CodeOf(err) != types.CodeTargetNotFound {
+		t.Errorf("unknown client: %v", err)
+	}
+}
+
+func TestPullLongPollWakesUp(t *testing.T) {
+	d := newDeps(t, 2*time.Second)
+	id := running(t, d)
+	wake := make(chan struct{}, 1)
+	d.prog.EXPECT().Waiter(id).Return(wake, func() {}).AnyTimes()
+	gomock.InOrder(
+		d.sched.EXPECT().Schedule(id, "c1").DoAndReturn(func(string, string) ([]scheduler.Assignment, error) {
+			wake <- struct{}{} // a piece appears while the call waits
+			return nil, scheduler.ErrWait
+		}),
+		d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}}, nil),
+	)
+	d.cdn.EXPECT().PieceMd5(id, 0).Return("")
+	start := time.Now()
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || res.Code != types.CodePeerContinue || time.Since(start) > time.Second {
+		t.Fatalf("long poll: %d %v after %s", res.Code, err, time.Since(start))
+	}
+	// Nothing comes: 602 after the wait, or at once when the request ends.
+	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrWait).AnyTimes()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if res, err := d.m.Pull(ctx, Query{TaskID: id, SrcCID: "c1", Status: 700}); err != nil || res.Code != types.CodePeerWait {
+		t.Fatalf("wait: %d %v", res.Code, err)
+	}
+}
+
+// After the CDN finished, a 602 (holders busy, or a piece only being
+// fetched) is still long-polled: the waiter is woken when a peer reports a
+// piece, and the hold is in the result for the Server-Timing header.
+func TestPullLongPollAfterCDN(t *testing.T) {
+	d := newDeps(t, 2*time.Second)
+	id := running(t, d)
+	d.cdnDone("md5", 15)
+	wake := make(chan struct{}, 1)
+	d.prog.EXPECT().Waiter(id).Return(wake, func() {}).AnyTimes()
+	gomock.InOrder(
+		d.sched.EXPECT().Schedule(id, "c1").DoAndReturn(func(string, string) ([]scheduler.Assignment, error) {
+			go func() { time.Sleep(20 * time.Millisecond); wake <- struct{}{} }()
+			return nil, scheduler.ErrBusy
+		}),
+		d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 1, DstPID: "super"}}, nil),
+	)
+	d.cdn.EXPECT().PieceMd5(id, 1).Return("")
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || res.Code != types.CodePeerContinue || res.Held < 10*time.Millisecond || res.Held > time.Second {
+		t.Fatalf("long poll after the CDN: %d %v, held %v", res.Code, err, res.Held)
+	}
+}
+
+func TestPullFinish(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	d.cdnDone("md5", 15)
+	d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrDone)
+	d.prog.EXPECT().EndStream("c1")
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || res.Code != types.CodePeerFinish || res.Data().(types.FinishData) != (types.FinishData{Md5: "md5", FileLength: 15}) {
+		t.Fatalf("finish: %d %v %v", res.Code, res.Data(), err)
+	}
+	// A finish report answers with the file's digest, or an error.
+	d.prog.EXPECT().EndStream("c1").Times(2)
+	res, err = d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusFinish, Result: types.ResultSuc})
+	if err != nil || res.Code != types.CodePeerFinish || *res.Finish != (types.FinishData{Md5: "md5", FileLength: 15}) {
+		t.Fatalf("finish report: %+v %v", res, err)
+	}
+	if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusFinish, Result: types.ResultFail}); task.CodeOf(err) != types.CodeSystemError {
+		t.Fatalf("failure report: %v", err)
+	}
+}
+
+// A failed piece from a peer makes the supernode probe that peer's server
+// (supernode/mgr/peer.Prober); a piece from the supernode does not.
+func TestPullFailedPieceProbesPeer(t *testing.T) {
+	for _, tc := range []struct {
+		dst   string
+		probe bool
+	}{
+		{"p2", true},
+		{"super", false},
+	} {
+		t.Run(tc.dst, func(t *testing.T) {
+			d := newDeps(t, 0)
+			idleWaiter(d)
+			id := running(t, d)
+			d.prog.EXPECT().Update(id, "c1", 1, progress.Failed).Return(tc.dst, nil)
+			if tc.probe {
+				d.prober.EXPECT().Probe(tc.dst)
+			}
+			d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
+			if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
+				Result: types.ResultFail, Range: "4194304-8388607"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,77 @@
+package task
+
+import (
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+)
+
+// RegisterParams is a registration as the API received it.
+type RegisterParams struct {
+	Req      types.RegisterRequest
+	RemoteIP string // the client's address, used when req.IP is empty
+	LocalIP  string // the address the client reached us on
+}
+
+// Register handles POST /peer/registry: it validates the request, makes
+// sure the task and its CDN exist, and records the peer and its client.
+func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error) {
+	reg, err := checkRegistration(p)
+	if err != nil {
+		return types.RegisterResponseData{}, err
+	}
+	req, src := p.Req, reg.src
+	t, err := m.ensure(src)
+	if err != nil {
+		return types.RegisterResponseData{}, err
+	}
+	peerID, err := m.peers.Register(types.PeerCreateRequest{IP: reg.ip, HostName: req.HostName, Port: req.Port, Version: req.Version})
+	if err != nil {
+		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "register peer: %w", err)
+	}
+	t.mu.Lock()
+	pieceSize, httpLen := t.pieceSize, t.httpLen
+	t.mu.Unlock()
+	if err := m.dfget.Add(dfgettask.Task{
+		CID: req.CID, TaskID: src.TaskID, PeerID: peerID, Path: req.Path, CallSystem: req.CallSystem,
+		SupernodeIP: reg.superIP, PieceSize: pieceSize, Dfdaemon: req.Dfdaemon, Stream: req.StreamMode,
+	}); err != nil {
+		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
+	}
+	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
+	m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece)
+	m.metrics.Registered.Inc()
+	source := types.CDNSourceSupernode
+	if m.cfg.SourcePattern {
+		source = types.CDNSourceSource
+	}
+	return types.RegisterResponseData{TaskID: src.TaskID, FileLength: httpLen, PieceSize: pieceSize, CDNSource: source}, nil
+}
+
+// Ensure creates the task of src if needed and makes sure its CDN runs or
+// ran (used by preheat, without any client). It returns the task ID.
+func (m *Manager) Ensure(src cdn.Source) (string, error) {
+	for _, err := range []error{CheckURL("url", src.RawURL), CheckURL("taskUrl", src.TaskURL),
+		CheckHeaderMap(src.Headers), CheckRange(src.Headers)} {
+		if err != nil {
+			return "", err
+		}
+	}
+	if _, err := urlutil.Validate(src.RawURL); err != nil {
+		return "", errorf(types.CodeParamError, "url: %w", err)
+	}
+	if src.TaskURL == "" {
+		src.TaskURL = src.RawURL
+	}
+	md5, err := normalizeMd5(src.Md5)
+	if err != nil {
+		return "", err
+	}
+	src.Md5 = md5
+	src.TaskID = ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
+	if _, err := m.ensure(src); err != nil {
+		return "", err
+	}
+	return src.TaskID, nil
+}

@@ -1,0 +1,95 @@
+package task
+
+import (
+	"strings"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
+)
+
+// PieceReport is a /peer/piece/suc or /peer/piece/stream call.
+type PieceReport struct {
+	TaskID, CID, DstCID, Range string
+}
+
+func (m *Manager) reportTarget(r PieceReport) (dfgettask.Task, int, int64, error) {
+	t, err := m.task(r.TaskID)
+	if err != nil {
+		return dfgettask.Task{}, 0, 0, err
+	}
+	dt, err := m.dfget.Get(r.CID, r.TaskID)
+	if err != nil {
+		return dfgettask.Task{}, 0, 0, errorf(types.CodeTargetNotFound, "client %s of task %s not found", r.CID, r.TaskID)
+	}
+	t.mu.Lock()
+	ps := t.pieceSize
+	t.access = m.now()
+	t.mu.Unlock()
+	num, err := piece.NumFromRange(r.Range, ps)
+	if err != nil {
+		return dfgettask.Task{}, 0, 0, errorf(types.CodeParamError, "pieceRange: %w", err)
+	}
+	s, e, _ := piece.ParseRange(r.Range)
+	return dt, num, e - s + 1, nil
+}
+
+// PieceSuccess handles GET /peer/piece/suc.
+func (m *Manager) PieceSuccess(r PieceReport) error {
+	_, num, size, err := m.reportTarget(r)
+	if err != nil {
+		return err
+	}
+	dst, err := m.progress.Update(r.TaskID, r.CID, num, progress.Success)
+	if err != nil {
+		return errorf(types.CodeTargetNotFound, "%w", err)
+	}
+	if r.DstCID == m.SuperCID(r.TaskID) || dst == m.progress.SuperPID() {
+		m.metrics.PiecesDownloaded.Add(float64(size))
+	}
+	return nil
+}
+
+// StreamPiece handles POST (add=true) and DELETE /peer/piece/stream.
+func (m *Manager) StreamPiece(r PieceReport, add bool) error {
+	_, num, _, err := m.reportTarget(r)
+	if err != nil {
+		return err
+	}
+	if add {
+		err = m.progress.AddHolder(r.TaskID, r.CID, num)
+	} else {
+		err = m.progress.RemoveHolder(r.TaskID, r.CID, num)
+	}
+	if err != nil {
+		return errorf(types.CodeTargetNotFound, "%w", err)
+	}
+	return nil
+}
+
+// ServiceDown handles GET /peer/service/down.
+func (m *Manager) ServiceDown(taskID, cid string) error {
+	if _, err := m.task(taskID); err != nil {
+		return err
+	}
+	dt, err := m.dfget.Get(cid, taskID)
+	if err != nil {
+		return errorf(types.CodeTargetNotFound, "client %s of task %s not found", cid, taskID)
+	}
+	m.progress.PeerDown(dt.PeerID)
+	return nil
+}
+
+// DstPeer resolves the peer ID behind a dst CID of a task ("" if unknown);
+// the supernode's CID resolves to its own peer ID.
+func (m *Manager) DstPeer(taskID, dstCID string) string {
+	if dstCID == m.SuperCID(taskID) || strings.HasPrefix(dstCID, types.SuperNodeCIDPrefix) {
+		return m.progress.SuperPID()
+	}
+	dt, err := m.dfget.Get(dstCID, taskID)
+	if err != nil {
+		return ""
+	}
+	return dt.PeerID
+}
