@@ -22,6 +22,9 @@ type ErrorResponse struct {
 // Damselfly's stream-mode extension; a 1.x supernode ignores them.
 // StartPiece is where a stream resumes when it moves to another supernode:
 // the pieces before it are already written and are not scheduled.
+// PieceDigest is Damselfly's digest negotiation: the algorithm ("blake3")
+// the client wants each piece's digest in, besides pieceMd5. A supernode
+// that knows it answers with PieceInfo.PieceDigest; a 1.x one ignores it.
 type RegisterRequest struct {
 	SuperNodeIP string   `json:"superNodeIp,omitempty"`
 	RawURL      string   `json:"rawUrl,omitempty"`
@@ -46,6 +49,7 @@ type RegisterRequest struct {
 	StreamMode  bool     `json:"streamMode,omitempty"`
 	WindowSize  int      `json:"windowSize,omitempty"`
 	StartPiece  int      `json:"startPiece,omitempty"`
+	PieceDigest string   `json:"pieceDigest,omitempty"`
 }
 
 // RegisterResponseData is ResultInfo.Data of a successful register.
@@ -61,7 +65,12 @@ type RegisterResponseData struct {
 }
 
 // PieceInfo is one element of ResultInfo.Data of a 601 /peer/task reply: a
-// piece to fetch and the holder to fetch it from.
+// piece to fetch and the holder to fetch it from. PieceMd5 is
+// "<md5 hex>:<length>" and PieceDigest (only for a client that asked for
+// it at registration) "<algorithm>:<hex>", e.g. "blake3:<64 hex digits>".
+// Both cover the same bytes: the piece exactly as a holder serves it for
+// Range, i.e. the wrapped piece (header, content, tail) in the cdn
+// pattern and the plain source range in the source pattern.
 type PieceInfo struct {
 	Range     string `json:"range"`
 	PieceNum  int    `json:"pieceNum"`
@@ -72,6 +81,8 @@ type PieceInfo struct {
 	PeerPort  int    `json:"peerPort"`
 	Path      string `json:"path"`
 	DownLink  int    `json:"downLink"`
+	// PieceDigest is Damselfly's negotiated digest; see above.
+	PieceDigest string `json:"pieceDigest,omitempty"`
 }
 
 // FinishData is ResultInfo.Data of a 600 /peer/task reply. FileLength is the
