@@ -21,7 +21,7 @@
 //   - source.go: the guarded HTTP client and source errors.
 package cdn
 
-//go:generate go tool mockgen -source=cdn.go -destination=mock_deps_test.go -package=cdn
+//go:generate go tool mockgen -source=cdn.go -destination=mock_deps_test.go -package=cdn -exclude_interfaces=Store
 
 import (
 	"context"
