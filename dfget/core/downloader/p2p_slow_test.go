@@ -91,7 +91,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-// issue 11 item 9: seven 1 MiB pieces from a fast holder share a 1 MiB/s
+// Seven 1 MiB pieces from a fast holder share a 1 MiB/s
 // --locallimit, which needs about 7 s for them all, longer than the
 // guard's 5 s (and longer than 4 x the limit's pace of one piece). The
 // time spent waiting on our own limiter is not the holder's: every piece

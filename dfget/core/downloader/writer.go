@@ -59,10 +59,9 @@ type FileWriter struct {
 	content int64 // content bytes per full piece
 
 	// wmu serializes writes: concurrent writers to one file contend on the
-	// inode lock in the kernel, where waiters spin on the CPU (measured:
-	// 1 GiB in 4 MiB pieces by 4 writers, 0.57 s of system time unlocked
-	// and 0.37 s with this lock); parked goroutines leave the CPU to the
-	// fetches and hashing.
+	// inode lock in the kernel, where waiters spin on the CPU; goroutines
+	// parked on this lock leave the CPU to the fetches and hashing
+	// (docs/benchmarks.md has the measurement).
 	wmu sync.Mutex
 
 	mu      sync.Mutex

@@ -49,8 +49,8 @@ func writeRaw(conn net.Conn, rw *bufio.ReadWriter, raw []byte, reset bool) {
 	_ = conn.Close()
 }
 
-// cutResponses are the misbehaving answers of issue 11 item 1 for a
-// 6,000,000-byte file.
+// cutResponses are origin answers that end before the whole body was sent
+// (a 6,000,000-byte file): each must fail the CDN task.
 func cutResponses() map[string]struct {
 	raw   []byte
 	reset bool
