@@ -620,7 +620,7 @@ func (d *Download) backSource(ctx context.Context, reason int) error {
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	src := &downloader.Source{HTTP: hc, URL: cfg.URL, Headers: d.headers, Limiter: d.limiter}
+	src := &downloader.BackSource{HTTP: hc, URL: cfg.URL, Headers: d.headers, Limiter: d.limiter}
 	if cfg.Pattern != config.PatternSource {
 		fmt.Fprintf(d.io.Console, "start download %s from the source station\n", filepath.Base(cfg.Output))
 	}

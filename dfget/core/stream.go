@@ -191,7 +191,7 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 
 // streamBackSource continues the stream from the source after the bytes
 // P2P streamed, so no byte already written is repeated or skipped.
-func (d *Download) streamBackSource(ctx context.Context, src *downloader.Source) error {
+func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSource) error {
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.

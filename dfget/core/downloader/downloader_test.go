@@ -184,13 +184,13 @@ func TestSourceOpenAtOffset(t *testing.T) {
 		if tc.userRange != "" {
 			hdr["Range"] = tc.userRange
 		}
-		s := &Source{HTTP: srv.Client(), URL: srv.URL + tc.path, Headers: hdr}
+		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path, Headers: hdr}
 		var out bytes.Buffer
 		if _, err := s.Copy(context.Background(), &out, tc.off, nil); err != nil || out.String() != tc.want {
 			t.Errorf("%s range %q off %d: %q, %v; want %q", tc.path, tc.userRange, tc.off, out.String(), err, tc.want)
 		}
 	}
-	s := &Source{HTTP: srv.Client(), URL: srv.URL + "/f"}
+	s := &BackSource{HTTP: srv.Client(), URL: srv.URL + "/f"}
 	if _, err := s.DownloadFile(context.Background(), filepath.Join(t.TempDir(), "o"), "00000000000000000000000000000000", nil); err == nil {
 		t.Error("md5 mismatch accepted")
 	}

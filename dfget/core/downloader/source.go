@@ -21,9 +21,9 @@ import (
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
-// Source downloads straight from the origin: the fallback when P2P is not
+// BackSource downloads straight from the origin: the fallback when P2P is not
 // possible and the whole of --pattern source.
-type Source struct {
+type BackSource struct {
 	HTTP    *http.Client
 	URL     string
 	Headers map[string]string
@@ -75,7 +75,7 @@ func shiftRange(rg string, off int64) (string, bool) {
 
 // Open requests the source from byte off on (of the user's range, if a
 // Range header was given) and returns the body positioned at off.
-func (s *Source) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("source request: %w", err)
@@ -128,7 +128,7 @@ func (s *Source) Open(ctx context.Context, off int64) (io.ReadCloser, int64, err
 }
 
 // Copy streams the source from off into w, counting bytes with onBytes.
-func (s *Source) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(int64)) (int64, error) {
+func (s *BackSource) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(int64)) (int64, error) {
 	body, length, err := s.Open(ctx, off)
 	if err != nil {
 		return 0, err
@@ -152,7 +152,7 @@ func (s *Source) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(
 // DownloadFile fetches the whole source into a temp file beside output,
 // checks wantMd5 if given, and renames it over output. output is untouched
 // on failure. It returns the length.
-func (s *Source) DownloadFile(ctx context.Context, output, wantMd5 string, onBytes func(int64)) (int64, error) {
+func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, onBytes func(int64)) (int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".backsource-*")
 	if err != nil {
 		return 0, fmt.Errorf("create temp file: %w", err)

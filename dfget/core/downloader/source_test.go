@@ -21,7 +21,7 @@ func TestSourceRefusesMultipartByteranges(t *testing.T) {
 	}))
 	defer srv.Close()
 	out := filepath.Join(t.TempDir(), "out")
-	s := &Source{HTTP: srv.Client(), URL: srv.URL + "/f", Headers: map[string]string{"Range": "bytes=0-9,20-29"}}
+	s := &BackSource{HTTP: srv.Client(), URL: srv.URL + "/f", Headers: map[string]string{"Range": "bytes=0-9,20-29"}}
 	n, err := s.DownloadFile(context.Background(), out, "", nil)
 	if err == nil || !strings.Contains(err.Error(), "multipart/byteranges") {
 		t.Fatalf("multipart answer: %d bytes, err %v; want a multipart/byteranges error", n, err)
