@@ -13,6 +13,7 @@ import (
 	os "os"
 	reflect "reflect"
 
+	digest "github.com/damselfly-p2p/damselfly/pkg/digest"
 	store "github.com/damselfly-p2p/damselfly/supernode/store"
 	gomock "go.uber.org/mock/gomock"
 )
@@ -130,6 +131,21 @@ func (mr *MockStoreMockRecorder) OpenData(taskID, truncate any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "OpenData", reflect.TypeOf((*MockStore)(nil).OpenData), taskID, truncate)
 }
 
+// ReadBlake3 mocks base method.
+func (m *MockStore) ReadBlake3(taskID, want string) ([]digest.Digest, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "ReadBlake3", taskID, want)
+	ret0, _ := ret[0].([]digest.Digest)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// ReadBlake3 indicates an expected call of ReadBlake3.
+func (mr *MockStoreMockRecorder) ReadBlake3(taskID, want any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ReadBlake3", reflect.TypeOf((*MockStore)(nil).ReadBlake3), taskID, want)
+}
+
 // ReadMd5 mocks base method.
 func (m *MockStore) ReadMd5(taskID, want string) ([]string, error) {
 	m.ctrl.T.Helper()
@@ -172,6 +188,20 @@ func (m *MockStore) Remove(taskID string) error {
 func (mr *MockStoreMockRecorder) Remove(taskID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Remove", reflect.TypeOf((*MockStore)(nil).Remove), taskID)
+}
+
+// WriteBlake3 mocks base method.
+func (m *MockStore) WriteBlake3(taskID string, pieces []digest.Digest, fileMd5 string) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "WriteBlake3", taskID, pieces, fileMd5)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// WriteBlake3 indicates an expected call of WriteBlake3.
+func (mr *MockStoreMockRecorder) WriteBlake3(taskID, pieces, fileMd5 any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "WriteBlake3", reflect.TypeOf((*MockStore)(nil).WriteBlake3), taskID, pieces, fileMd5)
 }
 
 // WriteMd5 mocks base method.
