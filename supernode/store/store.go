@@ -1,6 +1,7 @@
 // Package store is the supernode's on-disk cache layout under <home>/repo:
 // the wrapped CDN data file of each task and its .meta (JSON), .md5 and
-// .blake3 (text) sidecars, written atomically so a crash never leaves a torn sidecar.
+// .blake3 (text) sidecars, written atomically so a crash never leaves a
+// torn sidecar.
 package store
 
 import (

@@ -79,70 +79,64 @@ func TestCDNBlake3OfWrappedPieces(t *testing.T) {
 	}
 }
 
-// A cache written by the previous version has a .md5 sidecar and no
-// .blake3 one. A new supernode reusing it re-hashes the file once: every
-// piece gets the BLAKE3 of its bytes on disk, and the sidecar is written.
-func TestOldCacheWithoutBlake3IsRehashed(t *testing.T) {
+// oldCache fills task id's cache, then makes it look like one written by
+// the previous version (the same files without .blake3), applies damage,
+// and returns a new manager on the same store, as after a restart, with
+// the source.
+func oldCache(t *testing.T, id string, damage func(*store.Store)) (*Manager, *store.Store, Source) {
+	t.Helper()
 	o := newOriginT(t, blake3Data())
 	p := NewMockProgress(gomock.NewController(t))
 	m, st := newManager(t, p, 0)
-	expectRun(p, "b2", 3)
-	_, res := start(t, m, Source{TaskID: "b2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !res.OK {
+	expectRun(p, id, 3)
+	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, m, src); !res.OK {
 		t.Fatalf("result %+v", res)
 	}
-	side := st.DataPath("b2") + ".blake3"
-	if err := os.Remove(side); err != nil {
+	if err := os.Remove(st.DataPath(id) + ".blake3"); err != nil {
 		t.Fatal(err)
 	}
+	damage(st)
 	m.Close()
-
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	m2 := New(Config{SourceAllow: loopbackAllow()}, st, p, Metrics{}, log)
 	t.Cleanup(m2.Close)
-	expectRun(p, "b2", 3)
-	started, res2 := start(t, m2, Source{TaskID: "b2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !started.CacheHit || !res2.OK {
-		t.Fatalf("reuse: %+v %+v", started, res2)
+	expectRun(p, id, 3)
+	return m2, st, src
+}
+
+// A cache written by the previous version has a .md5 sidecar and no
+// .blake3 one. A new supernode reusing it re-hashes the file once: every
+// piece gets the BLAKE3 of its bytes on disk, and the sidecar is written.
+func TestOldCacheWithoutBlake3IsRehashed(t *testing.T) {
+	m, st, src := oldCache(t, "b2", func(*store.Store) {})
+	started, res := start(t, m, src)
+	if !started.CacheHit || !res.OK {
+		t.Fatalf("reuse: %+v %+v", started, res)
 	}
-	checkBlake3(t, m2, st, "b2", res.RealMd5, 3)
+	checkBlake3(t, m, st, "b2", res.RealMd5, 3)
 }
 
 // A cache without a .blake3 sidecar whose data was damaged is not reused
 // with digests taken from anywhere but its bytes: the re-hash finds the
 // damage and the file is fetched again.
 func TestOldCacheDamagedIsRefetched(t *testing.T) {
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, "b3", 3)
-	if _, res := start(t, m, Source{TaskID: "b3", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}); !res.OK {
-		t.Fatalf("result %+v", res)
+	m, st, src := oldCache(t, "b3", func(st *store.Store) {
+		f, err := os.OpenFile(st.DataPath("b3"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("XX"), int64(piece.DefaultSize)+100); err != nil {
+			t.Fatal(err)
+		}
+	})
+	started, res := start(t, m, src)
+	if started.CacheHit || !res.OK {
+		t.Fatalf("damaged old cache reused: %+v %+v", started, res)
 	}
-	if err := os.Remove(st.DataPath("b3") + ".blake3"); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(st.DataPath("b3"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("XX"), int64(piece.DefaultSize)+100); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	m.Close()
-
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m2 := New(Config{SourceAllow: loopbackAllow()}, st, p, Metrics{}, log)
-	t.Cleanup(m2.Close)
-	expectRun(p, "b3", 3)
-	started, res2 := start(t, m2, Source{TaskID: "b3", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if started.CacheHit || !res2.OK {
-		t.Fatalf("damaged old cache reused: %+v %+v", started, res2)
-	}
-	checkBlake3(t, m2, st, "b3", res2.RealMd5, 3)
+	checkBlake3(t, m, st, "b3", res.RealMd5, 3)
 }
 
 // Remove deletes the .blake3 sidecar with the others.
