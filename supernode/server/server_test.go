@@ -61,25 +61,25 @@ func TestRegisterShapes(t *testing.T) {
 	f := newFixture(t)
 	f.tasks.EXPECT().Register(gomock.Any()).DoAndReturn(func(p task.RegisterParams) (types.RegisterResponseData, error) {
 		if p.Req.RawURL != "http://o/f" || p.Req.CID != "c1" || p.Req.Port != 15001 || !p.Req.StreamMode || p.Req.WindowSize != 4 ||
-			len(p.Req.Headers) != 1 || p.RemoteIP != "127.0.0.1" {
+			len(p.Req.Headers) != 1 || p.RemoteIP != "127.0.0.1" || p.Req.PieceDigest != "blake3" {
 			t.Errorf("decoded %+v", p)
 		}
 		return types.RegisterResponseData{TaskID: "tid", FileLength: 10, PieceSize: 4194304, CDNSource: "supernode"}, nil
 	})
 	st, body := f.do(t, "POST", "/peer/registry", "application/json;charset=utf-8",
-		`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":["a: b"],"streamMode":true,"windowSize":4}`)
+		`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":["a: b"],"streamMode":true,"windowSize":4,"pieceDigest":"blake3"}`)
 	want := `{"code":200,"msg":"success","data":{"taskId":"tid","fileLength":10,"pieceSize":4194304,"cdnSource":"supernode","asSeed":false,"seedTaskID":""}}`
 	if st != 200 || body != want {
 		t.Fatalf("HTTP %d %s\nwant %s", st, body, want)
 	}
 	// Form bodies, as v1 accepts them.
 	f.tasks.EXPECT().Register(gomock.Any()).DoAndReturn(func(p task.RegisterParams) (types.RegisterResponseData, error) {
-		if p.Req.RawURL != "http://o/f" || p.Req.Port != 15002 {
+		if p.Req.RawURL != "http://o/f" || p.Req.Port != 15002 || p.Req.PieceDigest != "BLAKE3" {
 			t.Errorf("form decoded %+v", p.Req)
 		}
 		return types.RegisterResponseData{}, &task.Error{Code: types.CodeURLNotReachable, Err: io.EOF}
 	})
-	st, body = f.do(t, "POST", "/peer/registry", "application/x-www-form-urlencoded", "rawUrl=http%3A%2F%2Fo%2Ff&cid=c&port=15002")
+	st, body = f.do(t, "POST", "/peer/registry", "application/x-www-form-urlencoded", "rawUrl=http%3A%2F%2Fo%2Ff&cid=c&port=15002&pieceDigest=BLAKE3")
 	if st != 500 || body != `{"code":607,"message":"EOF"}` {
 		t.Fatalf("form register failure: HTTP %d %s", st, body)
 	}

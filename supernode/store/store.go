@@ -1,6 +1,7 @@
 // Package store is the supernode's on-disk cache layout under <home>/repo:
-// the wrapped CDN data file of each task and its .meta (JSON) and .md5
-// (text) sidecars, written atomically so a crash never leaves a torn sidecar.
+// the wrapped CDN data file of each task and its .meta (JSON), .md5 and
+// .blake3 (text) sidecars, written atomically so a crash never leaves a
+// torn sidecar.
 package store
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -91,6 +93,9 @@ func (s *Store) DataPath(taskID string) string {
 
 func (s *Store) metaPath(taskID string) string { return s.DataPath(taskID) + ".meta" }
 func (s *Store) md5Path(taskID string) string  { return s.DataPath(taskID) + ".md5" }
+func (s *Store) blake3Path(taskID string) string {
+	return s.DataPath(taskID) + ".blake3"
+}
 
 // OpenData opens (creating) the data file for writing; truncate starts over.
 func (s *Store) OpenData(taskID string, truncate bool) (*os.File, error) {
@@ -164,17 +169,7 @@ func (s *Store) WriteMd5(taskID string, pieceMd5s []string, fileMd5 string) erro
 	if err := validID(taskID); err != nil {
 		return err
 	}
-	var sb strings.Builder
-	for _, p := range pieceMd5s {
-		sb.WriteString(p)
-		sb.WriteByte('\n')
-	}
-	sb.WriteString(fileMd5)
-	sb.WriteByte('\n')
-	sum := sha1.Sum([]byte(sb.String()))
-	sb.WriteString(hex.EncodeToString(sum[:]))
-	sb.WriteByte('\n')
-	return writeAtomic(s.md5Path(taskID), []byte(sb.String()))
+	return writeSidecar(s.md5Path(taskID), pieceMd5s, fileMd5)
 }
 
 // ReadMd5 reads and verifies the .md5 sidecar; fileMd5 must match want when
@@ -183,9 +178,78 @@ func (s *Store) ReadMd5(taskID, want string) ([]string, error) {
 	if err := validID(taskID); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(s.md5Path(taskID))
+	lines, err := readSidecar(s.md5Path(taskID), want)
 	if err != nil {
-		return nil, fmt.Errorf("read md5 of %s: %w", taskID, err)
+		return nil, fmt.Errorf("md5 of %s: %w", taskID, err)
+	}
+	return lines, nil
+}
+
+// WriteBlake3 writes the .blake3 sidecar, the pieces' BLAKE3 digests in the
+// .md5 sidecar's layout: one "blake3:<hex>" line per piece, the whole-file
+// md5 (which ties it to the same content), then the SHA-1 of the preceding
+// lines. It is a file of its own so the .md5 sidecar keeps the layout a
+// Dragonfly 1.x supernode reads.
+func (s *Store) WriteBlake3(taskID string, pieces []digest.Digest, fileMd5 string) error {
+	if err := validID(taskID); err != nil {
+		return err
+	}
+	lines := make([]string, len(pieces))
+	for i, d := range pieces {
+		if d.Algorithm() != digest.BLAKE3 {
+			return fmt.Errorf("blake3 of %s: piece %d has no BLAKE3 digest", taskID, i)
+		}
+		lines[i] = d.String()
+	}
+	return writeSidecar(s.blake3Path(taskID), lines, fileMd5)
+}
+
+// ReadBlake3 reads and verifies the .blake3 sidecar; its file md5 must match
+// want when want is non-empty. A cache written before BLAKE3 has none: that
+// is an error (fs.ErrNotExist), for the caller to re-hash the file.
+func (s *Store) ReadBlake3(taskID, want string) ([]digest.Digest, error) {
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	lines, err := readSidecar(s.blake3Path(taskID), want)
+	if err != nil {
+		return nil, fmt.Errorf("blake3 of %s: %w", taskID, err)
+	}
+	out := make([]digest.Digest, len(lines))
+	for i, l := range lines {
+		d, err := digest.Parse(l)
+		if err != nil {
+			return nil, fmt.Errorf("blake3 of %s: piece %d: %w", taskID, i, err)
+		}
+		if d.Algorithm() != digest.BLAKE3 {
+			return nil, fmt.Errorf("blake3 of %s: piece %d is %s, want blake3", taskID, i, d.Algorithm())
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// writeSidecar writes lines, fileMd5 and the SHA-1 of both atomically.
+func writeSidecar(path string, lines []string, fileMd5 string) error {
+	var sb strings.Builder
+	for _, p := range lines {
+		sb.WriteString(p)
+		sb.WriteByte('\n')
+	}
+	sb.WriteString(fileMd5)
+	sb.WriteByte('\n')
+	sum := sha1.Sum([]byte(sb.String()))
+	sb.WriteString(hex.EncodeToString(sum[:]))
+	sb.WriteByte('\n')
+	return writeAtomic(path, []byte(sb.String()))
+}
+
+// readSidecar reads a file writeSidecar wrote and checks its SHA-1 and,
+// when want is non-empty, its file md5. It returns the per-piece lines.
+func readSidecar(path, want string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
 	}
 	defer f.Close()
 	var lines []string
@@ -194,18 +258,18 @@ func (s *Store) ReadMd5(taskID, want string) ([]string, error) {
 		lines = append(lines, sc.Text())
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read md5 of %s: %w", taskID, err)
+		return nil, fmt.Errorf("read: %w", err)
 	}
 	if len(lines) < 3 {
-		return nil, fmt.Errorf("md5 of %s: too short", taskID)
+		return nil, errors.New("too short")
 	}
 	body := strings.Join(lines[:len(lines)-1], "\n") + "\n"
 	sum := sha1.Sum([]byte(body))
 	if hex.EncodeToString(sum[:]) != lines[len(lines)-1] {
-		return nil, fmt.Errorf("md5 of %s: sha1 mismatch", taskID)
+		return nil, errors.New("sha1 mismatch")
 	}
 	if fm := lines[len(lines)-2]; want != "" && fm != want {
-		return nil, fmt.Errorf("md5 of %s: file md5 %s, want %s", taskID, fm, want)
+		return nil, fmt.Errorf("file md5 %s, want %s", fm, want)
 	}
 	return lines[:len(lines)-2], nil
 }
@@ -216,7 +280,7 @@ func (s *Store) Remove(taskID string) error {
 		return err
 	}
 	var errs []error
-	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID)} {
+	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID), s.blake3Path(taskID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

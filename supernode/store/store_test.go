@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 )
 
 func TestSidecarsAndLayout(t *testing.T) {
@@ -105,5 +107,58 @@ func TestMetaMasksURLCredentials(t *testing.T) {
 	plain := &Meta{URL: "http://o/f"}
 	if !plain.SameURL("http://o/f") || plain.SameURL("http://o/g") {
 		t.Fatal("plain SameURL")
+	}
+}
+
+// The .blake3 sidecar round-trips its digests, is tied to the file md5,
+// and is absent (fs.ErrNotExist) for a cache written before BLAKE3, whose
+// .md5 sidecar alone still reads.
+func TestBlake3Sidecar(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "abcdef"
+	if err := s.WriteMd5(id, []string{"a:1", "b:2"}, "m"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadBlake3(id, "m"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("old-format cache: %v, want not exist", err)
+	}
+	if md5s, err := s.ReadMd5(id, "m"); err != nil || len(md5s) != 2 {
+		t.Fatalf("old-format .md5: %v %v", md5s, err)
+	}
+	ds := []digest.Digest{digest.Sum(digest.BLAKE3, []byte("a")), digest.Sum(digest.BLAKE3, []byte("b"))}
+	if err := s.WriteBlake3(id, ds, "m"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ReadBlake3(id, "m")
+	if err != nil || len(got) != 2 || got[0] != ds[0] || got[1] != ds[1] {
+		t.Fatalf("blake3s %v %v", got, err)
+	}
+	if _, err := s.ReadBlake3(id, "other"); err == nil {
+		t.Fatal("wrong file md5 accepted")
+	}
+	if err := s.WriteBlake3(id, []digest.Digest{ds[0], {}}, "m"); err == nil {
+		t.Fatal("a zero digest was written")
+	}
+}
+
+// A .blake3 sidecar whose lines are not BLAKE3 digests is refused even
+// when its checksum is right.
+func TestBlake3SidecarRefusesOtherLines(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "abcdef"
+	md5d := digest.Sum(digest.MD5, []byte("a")).String()
+	for _, line := range []string{"a:1", "", md5d, "blake3:00"} {
+		if err := writeSidecar(s.blake3Path(id), []string{line}, "m"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReadBlake3(id, "m"); err == nil {
+			t.Fatalf("line %q accepted", line)
+		}
 	}
 }

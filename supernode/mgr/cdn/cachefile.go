@@ -7,6 +7,7 @@ import (
 
 	"github.com/bits-and-blooms/bitset"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -15,10 +16,13 @@ import (
 // ended. A source-pattern task has one too, without a file on disk: its
 // digests are of plain ranges of the source.
 type cacheFile struct {
-	mu         sync.Mutex
-	pieceSize  int32
-	ready      *bitset.BitSet
-	md5s       []string
+	mu        sync.Mutex
+	pieceSize int32
+	ready     *bitset.BitSet
+	md5s      []string
+	// blake3s are the BLAKE3 digests of the same bytes as md5s, set with
+	// them: a piece that is ready has both.
+	blake3s    []digest.Digest
 	done, ok   bool
 	wrappedLen int64
 	// source is a source-pattern task: digests only, no cache file.
@@ -34,14 +38,15 @@ func newCacheFile(pieceSize int32, total int, cancel context.CancelFunc) *cacheF
 		finished: make(chan struct{}), wrappedLen: -1}
 }
 
-// setReady records a piece's digest and only then offers the piece, so no
+// setReady records a piece's digests and only then offers the piece, so no
 // peer is ever sent to a piece whose digest the supernode does not know.
-func (m *Manager) setReady(id string, cf *cacheFile, num int, sum string) {
+func (m *Manager) setReady(id string, cf *cacheFile, num int, sum string, b3 digest.Digest) {
 	cf.mu.Lock()
 	for len(cf.md5s) <= num {
 		cf.md5s = append(cf.md5s, "")
+		cf.blake3s = append(cf.blake3s, digest.Digest{})
 	}
-	cf.md5s[num] = sum
+	cf.md5s[num], cf.blake3s[num] = sum, b3
 	cf.ready.Set(uint(num))
 	cf.mu.Unlock()
 	m.progress.SetCDNPiece(id, num)
@@ -69,11 +74,21 @@ func (cf *cacheFile) digest(num int) string {
 	return cf.md5s[num]
 }
 
-// digests copies the digests of the first total pieces.
-func (cf *cacheFile) digests(total int) []string {
+// blake3 is the BLAKE3 digest of piece num (zero when unknown).
+func (cf *cacheFile) blake3(num int) digest.Digest {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
-	return append([]string(nil), cf.md5s[:total]...)
+	if num < 0 || num >= len(cf.blake3s) {
+		return digest.Digest{}
+	}
+	return cf.blake3s[num]
+}
+
+// digests copies the md5 and BLAKE3 digests of the first total pieces.
+func (cf *cacheFile) digests(total int) ([]string, []digest.Digest) {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	return append([]string(nil), cf.md5s[:total]...), append([]digest.Digest(nil), cf.blake3s[:total]...)
 }
 
 func (cf *cacheFile) running() bool {

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/mock/gomock"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -18,8 +19,8 @@ func TestCacheFileServable(t *testing.T) {
 	m, _ := newManager(t, p, 0)
 	cf := newCacheFile(ps, 0, nil)
 	sum := func(n int) string { return "00:" + strconv.Itoa(n) }
-	m.setReady("t", cf, 0, sum(ps))
-	m.setReady("t", cf, 2, sum(ps))
+	m.setReady("t", cf, 0, sum(ps), digest.Digest{})
+	m.setReady("t", cf, 2, sum(ps), digest.Digest{})
 	for _, tc := range []struct {
 		start, end int64
 		size       int64
@@ -36,12 +37,12 @@ func TestCacheFileServable(t *testing.T) {
 			t.Errorf("servable(%d, %d) = %d, %d; want %d, %d", tc.start, tc.end, size, state, tc.size, tc.state)
 		}
 	}
-	m.setReady("t", cf, 1, sum(ps))
-	m.setReady("t", cf, 3, sum(40)) // the short last piece
+	m.setReady("t", cf, 1, sum(ps), digest.Digest{})
+	m.setReady("t", cf, 3, sum(40), digest.Digest{}) // the short last piece
 	if size, state := cf.servable(300, 399); size != 340 || state != ServeOK {
 		t.Errorf("range past the short last piece: %d, %d; want clipped to 340", size, state)
 	}
-	if got := cf.digests(4); len(got) != 4 || got[3] != sum(40) || cf.digest(4) != "" || cf.digest(-1) != "" {
+	if got, _ := cf.digests(4); len(got) != 4 || got[3] != sum(40) || cf.digest(4) != "" || cf.digest(-1) != "" {
 		t.Errorf("digests %v, digest(4) %q", got, cf.digest(4))
 	}
 
@@ -53,7 +54,7 @@ func TestCacheFileServable(t *testing.T) {
 	failed.close(false, 0)
 	src := newCacheFile(ps, 1, nil)
 	src.source = true
-	m.setReady("s", src, 0, piece.Md5Value([]byte("x")))
+	m.setReady("s", src, 0, piece.Md5Value([]byte("x")), digest.Sum(digest.BLAKE3, []byte("x")))
 	for name, f := range map[string]*cacheFile{"failed": failed, "source pattern": src} {
 		if _, state := f.servable(0, 0); state != ServeNotFound {
 			t.Errorf("%s file servable: %d", name, state)

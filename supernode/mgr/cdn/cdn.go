@@ -34,6 +34,7 @@ import (
 	"github.com/sirupsen/logrus"
 	xrate "golang.org/x/time/rate"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -53,6 +54,8 @@ type Store interface {
 	WriteMeta(m *store.Meta) error
 	WriteMd5(taskID string, pieceMd5s []string, fileMd5 string) error
 	ReadMd5(taskID, want string) ([]string, error)
+	WriteBlake3(taskID string, pieces []digest.Digest, fileMd5 string) error
+	ReadBlake3(taskID, want string) ([]digest.Digest, error)
 	Remove(taskID string) error
 }
 
@@ -179,6 +182,16 @@ func (m *Manager) PieceMd5(taskID string, num int) string {
 		return ""
 	}
 	return cf.digest(num)
+}
+
+// PieceDigest is the BLAKE3 digest of a written piece, over the same bytes
+// as its PieceMd5 (zero when unknown).
+func (m *Manager) PieceDigest(taskID string, num int) digest.Digest {
+	cf := m.file(taskID)
+	if cf == nil {
+		return digest.Digest{}
+	}
+	return cf.blake3(num)
 }
 
 // Serve states of a cache file for the piece server.

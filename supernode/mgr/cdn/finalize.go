@@ -10,15 +10,19 @@ import (
 )
 
 // finalize closes a fetch whose body was read and written whole: the
-// content must match the md5 the client asked for, then the .md5 sidecar
-// and the finished meta are written, and only then is the file complete.
+// content must match the md5 the client asked for, then the .blake3 and
+// .md5 sidecars and the finished meta are written, and only then is the file complete.
 func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, realMd5 string, total int, contentLen int64, start time.Time) Result {
 	id := src.TaskID
 	if err := checkMd5(src, realMd5); err != nil {
 		return m.failMeta(id, cf, meta, err, true)
 	}
 	wrappedLen := contentLen + int64(total)*piece.WrapSize
-	if err := m.store.WriteMd5(id, cf.digests(total), realMd5); err != nil {
+	md5s, blake3s := cf.digests(total)
+	if err := m.store.WriteBlake3(id, blake3s, realMd5); err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
+	if err := m.store.WriteMd5(id, md5s, realMd5); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
 	meta.Finish, meta.Success, meta.RealMd5, meta.FileLength = true, true, realMd5, wrappedLen

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/mock/gomock"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -138,6 +139,10 @@ func TestSourcePatternDigests(t *testing.T) {
 		want := piece.Md5Value(data[i*ps : min((i+1)*ps, len(data))])
 		if got := m.PieceMd5("s1", i); got != want {
 			t.Fatalf("piece %d digest %q, want %q", i, got, want)
+		}
+		b3 := digest.Sum(digest.BLAKE3, data[i*ps:min((i+1)*ps, len(data))])
+		if got := m.PieceDigest("s1", i); got != b3 {
+			t.Fatalf("piece %d blake3 %v, want %v", i, got, b3)
 		}
 	}
 	if _, err := st.ReadMeta("s1"); err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bits-and-blooms/bitset"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -20,6 +21,7 @@ import (
 type prefix struct {
 	count   int
 	md5s    []string
+	blake3s []digest.Digest
 	fileMd5 hash.Hash
 }
 
@@ -54,6 +56,7 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix,
 		}
 		p.fileMd5.Write(content)
 		p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
+		p.blake3s = append(p.blake3s, digest.Sum(digest.BLAKE3, buf[:n]))
 		p.count++
 		if n < len(buf) {
 			break
@@ -73,20 +76,21 @@ func (m *Manager) keepPrefix(f *os.File, id string, cf *cacheFile, pieceSize int
 		return nil, 0, fmt.Errorf("truncate cache of %s: %w", id, err)
 	}
 	for i, sum := range resume.md5s {
-		m.setReady(id, cf, i, sum)
+		m.setReady(id, cf, i, sum, resume.blake3s[i])
 	}
 	return resume.fileMd5, resume.count, nil
 }
 
-// reuse serves a validated complete cache file: piece md5s from the .md5
-// sidecar (or by re-hashing the file), every piece ready at once.
+// reuse serves a validated complete cache file: piece digests from the
+// .md5 and .blake3 sidecars (or by re-hashing the file), every piece ready
+// at once.
 func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Started, bool) {
 	id := src.TaskID
 	total := piece.Count(meta.HTTPFileLen, meta.PieceSize)
 	if meta.HTTPFileLen < 0 {
 		total = int((meta.FileLength + int64(meta.PieceSize) - 1) / int64(meta.PieceSize))
 	}
-	md5s, ok := m.cachedDigests(id, meta, total)
+	md5s, blake3s, ok := m.cachedDigests(id, meta, total)
 	if !ok {
 		m.log.Warnf("cache of %s is damaged, refetching", id)
 		return Started{}, false
@@ -102,7 +106,7 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	if err := m.store.WriteMeta(meta); err != nil {
 		m.log.WithError(err).Warnf("update meta of %s", id)
 	}
-	cf := &cacheFile{pieceSize: meta.PieceSize, ready: bitset.New(uint(total)), md5s: md5s, done: true, ok: true,
+	cf := &cacheFile{pieceSize: meta.PieceSize, ready: bitset.New(uint(total)), md5s: md5s, blake3s: blake3s, done: true, ok: true,
 		wrappedLen: meta.FileLength, finished: make(chan struct{})}
 	for i := range total {
 		cf.ready.Set(uint(i))
@@ -116,21 +120,28 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	return Started{HTTPFileLength: meta.HTTPFileLen, PieceSize: meta.PieceSize, CacheHit: true}, true
 }
 
-// cachedDigests returns the piece md5s of a complete cache file: from its
-// .md5 sidecar, or by scanning the file when the sidecar is missing or
-// stale, which must then find every piece and the recorded file md5 (the
-// sidecar is rewritten). ok is false for a damaged file.
-func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]string, bool) {
+// cachedDigests returns the piece md5s and BLAKE3 digests of a complete
+// cache file: from its sidecars, or by scanning the file when either is
+// missing or stale, which must then find every piece and the recorded file
+// md5 (both sidecars are rewritten). A cache written before BLAKE3 has no
+// .blake3 sidecar, so it takes the scan once: its digests are never left
+// empty nor taken from anything but the bytes on disk. ok is false for a
+// damaged file.
+func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]string, []digest.Digest, bool) {
 	md5s, err := m.store.ReadMd5(id, meta.RealMd5)
-	if err == nil && len(md5s) == total {
-		return md5s, true
+	blake3s, berr := m.store.ReadBlake3(id, meta.RealMd5)
+	if err == nil && berr == nil && len(md5s) == total && len(blake3s) == total {
+		return md5s, blake3s, true
 	}
 	p, perr := m.scanPrefix(id, meta.PieceSize, -1)
 	if perr != nil || p.count != total || hex.EncodeToString(p.fileMd5.Sum(nil)) != meta.RealMd5 {
-		return nil, false
+		return nil, nil, false
+	}
+	if err := m.store.WriteBlake3(id, p.blake3s, meta.RealMd5); err != nil {
+		m.log.WithError(err).Warnf("rewrite blake3 of %s", id)
 	}
 	if err := m.store.WriteMd5(id, p.md5s, meta.RealMd5); err != nil {
 		m.log.WithError(err).Warnf("rewrite md5 of %s", id)
 	}
-	return p.md5s, true
+	return p.md5s, p.blake3s, true
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -66,8 +67,8 @@ func (m *Manager) probe(src Source) (int64, error) {
 	return length, nil
 }
 
-// hashSource reads the whole source once and records the "md5:len" digest
-// of each plain piece (the bytes a client receives for it in this pattern),
+// hashSource reads the whole source once and records the "md5:len" and
+// BLAKE3 digests of each plain piece (the bytes a client receives for it in this pattern),
 // offering each piece as its digest becomes known.
 func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, length int64, cf *cacheFile) Result {
 	id := src.TaskID
@@ -96,7 +97,7 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 			break
 		}
 		fileMd5.Write(buf[:n])
-		m.setReady(id, cf, num, piece.Md5Value(buf[:n]))
+		m.setReady(id, cf, num, piece.Md5Value(buf[:n]), digest.Sum(digest.BLAKE3, buf[:n]))
 	}
 	if serr := body.stop(m, src.RawURL); serr != nil {
 		rerr = serr

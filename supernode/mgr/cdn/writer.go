@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
@@ -127,14 +128,16 @@ func (w *writers) work() {
 	defer w.wg.Done()
 	for j := range w.jobs {
 		wrapped := piece.WrapInPlace(j.buf, j.n, w.ps)
-		sum := piece.Md5Value(wrapped)
+		// Both digests of the wrapped piece while it is in memory: the
+		// BLAKE3 one costs a fraction of the md5 and needs no second read.
+		sum, b3 := piece.Md5Value(wrapped), digest.Sum(digest.BLAKE3, wrapped)
 		w.wmu.Lock()
 		_, err := fileio.WriteAt(w.f, wrapped, int64(j.num)*int64(w.ps))
 		w.wmu.Unlock()
 		if err != nil {
 			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
 		} else {
-			w.m.setReady(w.id, w.cf, j.num, sum)
+			w.m.setReady(w.id, w.cf, j.num, sum, b3)
 		}
 		w.release(j)
 	}

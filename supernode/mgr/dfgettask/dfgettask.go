@@ -36,6 +36,10 @@ type Task struct {
 	PieceSize   int32
 	Dfdaemon    bool
 	Stream      bool
+	// Blake3 is a client that asked for BLAKE3 piece digests at
+	// registration: its 601 pieces carry pieceDigest. A Dragonfly 1.x
+	// dfget never asks and never sees the field.
+	Blake3 bool
 }
 
 // Metrics are the dfget task collectors (any may be nil: New fills it with

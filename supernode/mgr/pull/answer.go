@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
@@ -46,10 +47,11 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 			pi.Range = piece.Range(a.Num, t.PieceSize, t.HTTPLength)
 		}
 		kind := "peer"
-		if a.DstPID == super {
+		ok := m.withDigest(&pi, t.ID, dt)
+		if ok && a.DstPID == super {
 			kind = "supernode"
 			m.fromSupernode(&pi, t, dt)
-		} else if !m.fromPeer(&pi, a.DstPID, t.ID) {
+		} else if !ok || !m.fromPeer(&pi, a.DstPID, t.ID) {
 			// Give the load back when the piece cannot be offered, or the
 			// holder's slot would stay taken until the client reports.
 			m.Progress.Unassign(t.ID, dt.CID, a.Num)
@@ -62,6 +64,23 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 		return Result{Code: types.CodePeerWait}, false, nil
 	}
 	return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
+}
+
+// withDigest adds the BLAKE3 digest of the piece for a client that asked
+// for it at registration; a client that did not (a Dragonfly 1.x dfget)
+// never gets the field. It reports false when the client asked and the
+// digest is unknown: like a piece without its md5, such a piece is not
+// offered, so no client takes a piece it cannot check as it asked to.
+func (m *Manager) withDigest(pi *types.PieceInfo, taskID string, dt dfgettask.Task) bool {
+	if !dt.Blake3 {
+		return true
+	}
+	d := m.Digests.PieceDigest(taskID, pi.PieceNum)
+	if d.Algorithm() != digest.BLAKE3 {
+		return false
+	}
+	pi.PieceDigest = d.String()
+	return true
 }
 
 // fromSupernode points pi at the supernode's piece server (or, in the

@@ -12,6 +12,7 @@ package pull
 import (
 	reflect "reflect"
 
+	digest "github.com/damselfly-p2p/damselfly/pkg/digest"
 	progress "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 	scheduler "github.com/damselfly-p2p/damselfly/supernode/mgr/scheduler"
 	task "github.com/damselfly-p2p/damselfly/supernode/mgr/task"
@@ -239,6 +240,20 @@ func NewMockDigests(ctrl *gomock.Controller) *MockDigests {
 // EXPECT returns an object that allows the caller to indicate expected use.
 func (m *MockDigests) EXPECT() *MockDigestsMockRecorder {
 	return m.recorder
+}
+
+// PieceDigest mocks base method.
+func (m *MockDigests) PieceDigest(taskID string, num int) digest.Digest {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "PieceDigest", taskID, num)
+	ret0, _ := ret[0].(digest.Digest)
+	return ret0
+}
+
+// PieceDigest indicates an expected call of PieceDigest.
+func (mr *MockDigestsMockRecorder) PieceDigest(taskID, num any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceDigest", reflect.TypeOf((*MockDigests)(nil).PieceDigest), taskID, num)
 }
 
 // PieceMd5 mocks base method.

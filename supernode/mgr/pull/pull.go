@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
@@ -59,9 +60,11 @@ type Peers interface {
 	Get(id string) (types.PeerInfo, error)
 }
 
-// Digests gives the digest of a piece the CDN wrote.
+// Digests gives the digests of a piece the CDN wrote (or, in the source
+// pattern, read): its "md5:len" and its BLAKE3 digest, over the same bytes.
 type Digests interface {
 	PieceMd5(taskID string, num int) string
+	PieceDigest(taskID string, num int) digest.Digest
 }
 
 // Prober checks whether a peer a client failed to fetch from is gone.

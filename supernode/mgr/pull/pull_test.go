@@ -9,6 +9,7 @@ import (
 	"go.uber.org/mock/gomock"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
@@ -226,5 +227,35 @@ func TestPullFailedPieceProbesPeer(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// A client that asked for BLAKE3 at registration gets pieceDigest on every
+// piece offered, beside the unchanged pieceMd5; a piece whose BLAKE3 the
+// supernode does not know is not offered. A client that did not ask never
+// gets the field (TestPullPieceInfos: PieceDigest is not even looked up).
+func TestPullPieceDigestOnlyWhenAsked(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	if err := d.dfget.Add(dfgettask.Task{CID: "c3", TaskID: id, PeerID: "p3", Path: "/peer/file/c3", Blake3: true}); err != nil {
+		t.Fatal(err)
+	}
+	b3 := digest.Sum(digest.BLAKE3, []byte("piece 0"))
+	d.sched.EXPECT().Schedule(id, "c3").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: "super"}}, nil)
+	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
+	d.cdn.EXPECT().PieceDigest(id, 0).Return(b3)
+	d.cdn.EXPECT().PieceDigest(id, 1).Return(digest.Digest{})
+	d.prog.EXPECT().Unassign(id, "c3", 1)
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c3", Status: types.TaskStatusStart, Result: types.ResultInvalid})
+	if err != nil || res.Code != types.CodePeerContinue {
+		t.Fatalf("pull: %d %v", res.Code, err)
+	}
+	ps := res.Data().([]types.PieceInfo)
+	if len(ps) != 1 || ps[0].PieceNum != 0 || ps[0].PieceMd5 != "m:9" || ps[0].PieceDigest != b3.String() {
+		t.Fatalf("pieces %+v", ps)
+	}
+	if got, err := digest.Parse(ps[0].PieceDigest); err != nil || got != b3 {
+		t.Fatalf("pieceDigest %q: %v", ps[0].PieceDigest, err)
 	}
 }

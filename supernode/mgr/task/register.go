@@ -36,6 +36,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	if err := m.dfget.Add(dfgettask.Task{
 		CID: req.CID, TaskID: src.TaskID, PeerID: peerID, Path: req.Path, CallSystem: req.CallSystem,
 		SupernodeIP: reg.superIP, PieceSize: pieceSize, Dfdaemon: req.Dfdaemon, Stream: req.StreamMode,
+		Blake3: reg.blake3,
 	}); err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}

@@ -83,6 +83,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"long header", func(r *types.RegisterRequest) { r.Headers = []string{"X: " + strings.Repeat("v", MaxHeaderLen)} }},
 		{"md5 not hex", func(r *types.RegisterRequest) { r.Md5 = strings.Repeat("g", 32) }},
 		{"md5 short", func(r *types.RegisterRequest) { r.Md5 = "451d" }},
+		{"unknown piece digest", func(r *types.RegisterRequest) { r.PieceDigest = "sha256" }},
+		{"piece digest with value", func(r *types.RegisterRequest) { r.PieceDigest = "blake3:00" }},
 	} {
 		r := validReq()
 		tc.mod(&r)
@@ -219,5 +221,38 @@ func TestFinishedTaskReports(t *testing.T) {
 	info, err := d.m.Info(id)
 	if err != nil || info.CdnStatus != types.CDNStatusSuccess || info.FileLength != 15 || info.HTTPFileLength != 10 || info.PieceTotal != 1 {
 		t.Fatalf("info %+v %v", info, err)
+	}
+}
+
+// The piece digest a client asks for is remembered on its dfget task:
+// "blake3" in any case asks for BLAKE3; "" (a v1 dfget) and "md5" do not.
+// An unknown name is refused with a 501 naming the field.
+func TestRegisterPieceDigest(t *testing.T) {
+	d := newDeps(t)
+	id := ID("http://o/f", "", "", map[string]string{})
+	d.prog.EXPECT().InitTask(id)
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
+	for i, tc := range []struct {
+		name string
+		want bool
+	}{{"blake3", true}, {"BLAKE3", true}, {"", false}, {"md5", false}, {"MD5", false}} {
+		r := validReq()
+		r.CID, r.PieceDigest = fmt.Sprintf("c%d", i), tc.name
+		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0, 0)
+		if _, err := d.m.Register(RegisterParams{Req: r}); err != nil {
+			t.Fatalf("pieceDigest %q: %v", tc.name, err)
+		}
+		if dt, err := d.dfget.Get(r.CID, id); err != nil || dt.Blake3 != tc.want {
+			t.Errorf("pieceDigest %q: blake3 %v (%v), want %v", tc.name, dt.Blake3, err, tc.want)
+		}
+	}
+	r := validReq()
+	r.CID, r.PieceDigest = "c-bad", "crc32"
+	_, err := d.m.Register(RegisterParams{Req: r})
+	if CodeOf(err) != types.CodeParamError || !strings.Contains(err.Error(), "pieceDigest") {
+		t.Fatalf("pieceDigest crc32: %v (code %d), want a 501 naming pieceDigest", err, CodeOf(err))
+	}
+	if _, err := d.dfget.Get("c-bad", id); err == nil {
+		t.Fatal("a refused registration was recorded")
 	}
 }

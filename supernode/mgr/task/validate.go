@@ -36,7 +36,8 @@ func CheckRequest(req types.RegisterRequest) error {
 	}
 	if err := CheckFields("cid", req.CID, "path", req.Path, "md5", req.Md5, "identifier", req.Identifier,
 		"callSystem", req.CallSystem, "hostName", req.HostName, "version", req.Version, "ip", req.IP,
-		"superNodeIp", req.SuperNodeIP, "pattern", req.Pattern, "taskId", req.TaskID); err != nil {
+		"superNodeIp", req.SuperNodeIP, "pattern", req.Pattern, "taskId", req.TaskID,
+		"pieceDigest", req.PieceDigest); err != nil {
 		return err
 	}
 	return CheckHeaderLines(req.Headers)
@@ -169,6 +170,7 @@ type registration struct {
 	src     cdn.Source
 	ip      string // the client's peer address
 	superIP string // the supernode address the client reached
+	blake3  bool   // the client asked for BLAKE3 piece digests
 }
 
 // checkRegistration validates a registration: sizes, URLs, names, port,
@@ -198,11 +200,31 @@ func checkRegistration(p RegisterParams) (registration, error) {
 	if v := net.ParseIP(ip); v == nil || v.To4() == nil {
 		return registration{}, errorf(types.CodeParamError, "invalid ip %q: want IPv4", ip)
 	}
+	blake3, err := wantsBlake3(req.PieceDigest)
+	if err != nil {
+		return registration{}, err
+	}
 	src, err := registrationSource(req)
 	if err != nil {
 		return registration{}, err
 	}
-	return registration{src: src, ip: ip, superIP: superIP(req.SuperNodeIP, p.LocalIP)}, nil
+	return registration{src: src, ip: ip, superIP: superIP(req.SuperNodeIP, p.LocalIP), blake3: blake3}, nil
+}
+
+// wantsBlake3 reads the piece digest a client asks for: "" (a Dragonfly
+// 1.x dfget) and "md5" ask for nothing beyond pieceMd5, which everyone
+// gets; "blake3" (in any case) asks for pieceDigest. Any other name is
+// refused, so a client never downloads believing it is checked by an
+// algorithm the supernode does not give it.
+func wantsBlake3(name string) (bool, error) {
+	if name == "" {
+		return false, nil
+	}
+	alg, err := digest.ParseAlgorithm(name)
+	if err != nil {
+		return false, errorf(types.CodeParamError, "pieceDigest: %w: this supernode gives md5 or blake3", err)
+	}
+	return alg == digest.BLAKE3, nil
 }
 
 // registrationSource is the source a registration names, with its task ID.
