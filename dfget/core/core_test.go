@@ -390,3 +390,33 @@ func TestStreamFallbackConsumerGone(t *testing.T) {
 		t.Fatalf("fallback stream: exit %d, %d bytes: %s", code, buf.Len(), out)
 	}
 }
+
+// Every registration asks for BLAKE3 piece digests. A Dragonfly 1.x
+// supernode ignores the field and gives none: pieces are then checked
+// with md5 as before, and a corrupt one is reported with its md5. A
+// supernode that gives them gets a corrupt piece reported with BLAKE3
+// digests. Either way the download is byte-correct.
+func TestPieceDigestNegotiation(t *testing.T) {
+	for _, blake3 := range []bool{false, true} {
+		body := content(3*pieceContent + 5)
+		o := origin(t, body)
+		sn := newFakeSupernode(t, body)
+		sn.blake3 = blake3
+		sn.corrupt[1] = true
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Pattern = config.PatternCDN
+		cfg.NotBS = true
+		if code, out := run(t, cfg, nil); code != 0 {
+			t.Fatalf("blake3 %v: exit %d: %s", blake3, code, out)
+		}
+		mustSame(t, cfg.Output, body)
+		if len(sn.digests) != 1 || sn.digests[0] != "blake3" {
+			t.Errorf("blake3 %v: registrations asked for %q, want [blake3]", blake3, sn.digests)
+		}
+		// md5 goes as the bare hex Dragonfly 1.x reports, BLAKE3 by name.
+		if len(sn.errors) != 1 || !strings.Contains(sn.errors[0], "FILE_MD5_NOT_MATCH") ||
+			strings.Contains(sn.errors[0], "expectedMd5=blake3%3A") != blake3 || strings.Contains(sn.errors[0], "md5%3A") {
+			t.Errorf("blake3 %v: piece errors reported: %v", blake3, sn.errors)
+		}
+	}
+}

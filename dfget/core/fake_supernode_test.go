@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -59,6 +60,12 @@ type fakeSupernode struct {
 	patterns   []string
 	peerAddr   map[string]string // cid -> ip:port
 	peerPath   map[string]string
+	// blake3 makes this fake a Damselfly supernode that gives a BLAKE3
+	// pieceDigest to clients that ask; without it, it is a 1.x one that
+	// ignores the field. digests records what each registration asked for.
+	blake3  bool
+	asked   map[string]bool // cid -> asked for blake3
+	digests []string
 }
 
 type fakeClient struct {
@@ -75,7 +82,8 @@ func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
 func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSupernode {
 	f := &fakeSupernode{t: t, content: content, size: size,
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
-		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}, streamReqs: map[string]int{}}
+		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}, streamReqs: map[string]int{},
+		asked: map[string]bool{}}
 	n := piece.Count(int64(len(content)), f.size)
 	for i := 0; i < n; i++ {
 		off := piece.ContentOffset(i, f.size)
@@ -146,6 +154,8 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 	f.patterns = append(f.patterns, req.Pattern)
 	c := &fakeClient{done: map[int]bool{}, running: map[int]bool{}}
 	f.startPiece = req.StartPiece
+	f.digests = append(f.digests, req.PieceDigest)
+	f.asked[req.CID] = req.PieceDigest == "blake3"
 	if req.StreamMode {
 		c.window = req.WindowSize
 	}
@@ -208,7 +218,7 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 		if c.done[i] || c.running[i] || (c.window > 0 && i >= una+c.window) {
 			continue
 		}
-		out = append(out, f.holder(i))
+		out = append(out, f.holder(i, f.blake3 && f.asked[q.Get("srcCid")]))
 	}
 	if len(out) == 0 {
 		if len(c.running) > 0 {
@@ -224,11 +234,15 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 	reply(w, types.ResultInfo{Code: types.CodePeerContinue, Data: out})
 }
 
-// holder prefers a peer that has the piece, else the CDN. Caller holds mu.
-func (f *fakeSupernode) holder(i int) types.PieceInfo {
+// holder prefers a peer that has the piece, else the CDN; withBlake3 adds
+// the piece's BLAKE3 digest. Caller holds mu.
+func (f *fakeSupernode) holder(i int, withBlake3 bool) types.PieceInfo {
 	rg := piece.Range(i, f.size, int64(len(f.wrapped)))
 	s, e, _ := piece.ParseRange(rg)
 	p := types.PieceInfo{Range: rg, PieceNum: i, PieceSize: f.size, PieceMd5: piece.Md5Value(f.wrapped[s : e+1])}
+	if withBlake3 {
+		p.PieceDigest = digest.Sum(digest.BLAKE3, f.wrapped[s:e+1]).String()
+	}
 	for _, cid := range f.holders[i] {
 		if addr, ok := f.peerAddr[cid]; ok {
 			host, port, _ := net.SplitHostPort(addr)

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -88,17 +86,21 @@ func (r *FetchRequest) URL() string {
 	return "http://" + net.JoinHostPort(r.Info.PeerIP, strconv.Itoa(r.Info.PeerPort)) + r.Info.Path
 }
 
-// FetchPiece downloads a piece into buf (which it may grow) and checks it:
-// the whole requested range must arrive, its md5 must match pieceMd5 when
-// the supernode gave one, and a wrapped piece's header and tail must be
-// right. It returns the piece bytes as received (wrapped unless source-CDN
-// mode).
+// FetchPiece downloads a piece into buf (which it may grow) and checks it
+// (verify.go): the whole requested range must arrive, it must match the
+// digest the supernode gave (BLAKE3 when it gave one, else pieceMd5), and
+// a wrapped piece's header and tail must be right. It returns the piece
+// bytes as received (wrapped unless source-CDN mode).
 func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) ([]byte, error) {
 	start, end, err := piece.ParseRange(r.Info.Range)
 	if err != nil {
 		return nil, err
 	}
 	want := end - start + 1
+	v, err := newVerifier(r.Info)
+	if err != nil {
+		return nil, r.badDigest(err)
+	}
 	resp, err := c.requestPiece(ctx, r)
 	if err != nil {
 		return nil, err
@@ -111,18 +113,14 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if int64(cap(b)) < want {
 		b = make([]byte, 0, want)
 	}
-	// The md5 is computed as the bytes arrive, so hashing overlaps the
-	// network instead of following it.
-	hashing := r.Info.PieceMd5 != ""
-	h := md5.New()
-	// Pacing to --locallimit is the caller's (the downloader wraps the
-	// transport), so its waits are not counted as the holder's time.
+	// The digest is computed as the bytes arrive, so hashing overlaps the
+	// network instead of following it. Pacing to --locallimit is the
+	// caller's (the downloader wraps the transport), so its waits are not
+	// counted as the holder's time.
 	src := resp.Body
 	for int64(len(b)) < want {
 		n, err := src.Read(b[len(b):want])
-		if hashing && n > 0 {
-			h.Write(b[len(b) : len(b)+n])
-		}
+		_, _ = v.Write(b[len(b) : len(b)+n])
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			break
@@ -136,7 +134,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
 		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
 	}
-	if err := r.check(b, hex.EncodeToString(h.Sum(nil)), want); err != nil {
+	if err := r.check(b, v, want); err != nil {
 		return nil, err
 	}
 	return b, nil

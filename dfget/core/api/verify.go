@@ -3,27 +3,44 @@ package api
 import (
 	"errors"
 	"fmt"
-	"strconv"
+	"hash"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // This file is where a received piece is verified: which holders a piece
-// may come from at all (target), and whether the bytes that came are the
-// piece (check). FetchPiece calls both; nothing else accepts a piece.
+// may come from at all (target), which digest it must match (newVerifier),
+// and whether the bytes that came are the piece (check). FetchPiece calls
+// all three; nothing else accepts a piece.
 
-// Md5MismatchError is a piece whose bytes do not hash to the expected md5.
+// Md5MismatchError is a piece whose bytes do not match its expected digest.
+// It keeps Dragonfly 1.x's name because it is reported as the v1 piece
+// error FILE_MD5_NOT_MATCH, whichever algorithm the digest is in: Real and
+// Expected are then the digest strings ("blake3:<hex>" for BLAKE3).
 type Md5MismatchError struct{ Real, Expected string }
 
 func (e *Md5MismatchError) Error() string {
-	return fmt.Sprintf("piece md5 mismatch: got %s, want %s", e.Real, e.Expected)
+	return fmt.Sprintf("piece digest mismatch: got %s, want %s", e.Real, e.Expected)
+}
+
+// reported is how a digest goes in an Md5MismatchError: md5 as the bare
+// hex Dragonfly 1.x reports, any other algorithm with its name.
+func reported(d digest.Digest) string {
+	if d.Algorithm() == digest.MD5 {
+		return d.Hex()
+	}
+	return d.String()
 }
 
 // ErrNoDigest is a piece offered by a peer without a digest: its bytes
 // could not be checked, so it is not taken.
 var ErrNoDigest = errors.New("piece offered by a peer without a digest")
+
+// hasDigest reports whether the supernode gave the piece any digest.
+func hasDigest(info types.PieceInfo) bool { return info.PieceMd5 != "" || info.PieceDigest != "" }
 
 // target is where the piece is really fetched. A piece with a digest may
 // come from anyone: the digest checks it. One without is taken only from
@@ -33,7 +50,7 @@ var ErrNoDigest = errors.New("piece offered by a peer without a digest")
 // whole-file md5 covers. Never from a peer.
 func (r *FetchRequest) target() (string, error) {
 	switch {
-	case r.Info.PieceMd5 != "":
+	case hasDigest(r.Info):
 		return r.URL(), nil
 	case !r.Wrapped && r.SourceURL != "":
 		return r.SourceURL, nil
@@ -43,24 +60,89 @@ func (r *FetchRequest) target() (string, error) {
 	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)
 }
 
-// check judges a received piece: b, its md5 sum, for a range of want
+// verifier holds a piece's expected digest and hashes the piece as it
+// arrives. It hashes with one algorithm only: BLAKE3 when the supernode
+// gave a pieceDigest (md5 is then not computed at all: that is the point,
+// it costs several times more), else md5 from pieceMd5. With neither it
+// hashes nothing and checks no digest; target has already decided whether
+// such a piece may be taken.
+type verifier struct {
+	want digest.Digest
+	// size is the length pieceMd5 states, -1 when none binds.
+	size int64
+	h    hash.Hash
+}
+
+// newVerifier builds the expected digest of a piece once. A digest field
+// that does not parse (malformed, wrong length, unknown algorithm) is an
+// error, never "no check".
+func newVerifier(info types.PieceInfo) (*verifier, error) {
+	v := &verifier{size: -1}
+	var err error
+	switch {
+	case info.PieceDigest != "":
+		v.want, err = digest.Parse(info.PieceDigest)
+	case info.PieceMd5 != "":
+		v.want, v.size, err = digest.ParsePieceMd5(info.PieceMd5)
+	default:
+		return v, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v.h = v.want.Algorithm().New()
+	return v, nil
+}
+
+// Write feeds received bytes to the running hash.
+func (v *verifier) Write(b []byte) (int, error) {
+	if v.h != nil {
+		v.h.Write(b)
+	}
+	return len(b), nil
+}
+
+// Check compares everything written so far, b, with the expected digest.
+func (v *verifier) Check(b []byte) error {
+	if v.h == nil {
+		return nil
+	}
+	got := digest.FromHash(v.want.Algorithm(), v.h)
+	if err := v.want.Check(got); err != nil {
+		return &Md5MismatchError{Real: reported(got), Expected: reported(v.want)}
+	}
+	if v.size >= 0 && v.size != int64(len(b)) {
+		return &Md5MismatchError{Real: fmt.Sprintf("%s: %d bytes, the digest says %d", reported(got), len(b), v.size), Expected: reported(v.want)}
+	}
+	return nil
+}
+
+// badDigest is a piece whose digest field does not parse: reported like a
+// mismatch so the holder it was offered from is avoided.
+func (r *FetchRequest) badDigest(err error) error {
+	exp := r.Info.PieceDigest
+	if exp == "" {
+		exp = r.Info.PieceMd5
+	}
+	return fmt.Errorf("piece %d from %s: %w: %w", r.Info.PieceNum, r.Info.CID,
+		&Md5MismatchError{Real: "unverifiable", Expected: exp}, err)
+}
+
+// check judges a received piece: b, hashed into v, for a range of want
 // bytes. A piece is the whole range or a failure, whatever the digest
 // says; the one exception is a full-piece range of a file whose length was
 // unknown when it was scheduled, which the holder clips at the end of the
 // file and whose wrapper then states the shorter length. Failures are
 // Md5MismatchErrors, so the holder is reported.
-func (r *FetchRequest) check(b []byte, sum string, want int64) error {
-	exp := piece.Md5OfValue(r.Info.PieceMd5)
+func (r *FetchRequest) check(b []byte, v *verifier, want int64) error {
+	exp := reported(v.want)
 	bad := func(real string) error { return &Md5MismatchError{Real: real, Expected: exp} }
 	clipped := r.Wrapped && want == int64(r.Info.PieceSize)
 	if int64(len(b)) != want && !clipped {
 		return bad(fmt.Sprintf("short: %d of %d bytes", len(b), want))
 	}
-	if exp != "" && !strings.EqualFold(sum, exp) {
-		return bad(sum)
-	}
-	if n, ok := digestLength(r.Info.PieceMd5); ok && n != len(b) {
-		return bad(fmt.Sprintf("%s: %d bytes, the digest says %d", sum, len(b), n))
+	if err := v.Check(b); err != nil {
+		return err
 	}
 	if r.Wrapped {
 		if _, err := piece.Unwrap(b); err != nil {
@@ -68,14 +150,4 @@ func (r *FetchRequest) check(b []byte, sum string, want int64) error {
 		}
 	}
 	return nil
-}
-
-// digestLength is the length part of an "md5:len" piece digest.
-func digestLength(v string) (int, bool) {
-	_, l, ok := strings.Cut(v, ":")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(l)
-	return n, err == nil
 }

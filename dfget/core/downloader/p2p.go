@@ -116,7 +116,7 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 		}
 	}}
 	n := int64(len(content))
-	if h, ok := d.Writer.(WholeFileHasher); ok && pi.PieceMd5 == "" {
+	if h, ok := d.Writer.(WholeFileHasher); ok && pi.PieceMd5 == "" && pi.PieceDigest == "" {
 		// Only the wrapper vouches for this piece.
 		h.EnableHash()
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -72,6 +73,11 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 		Path: types.PeerFilePathPrefix + cfg.TaskFileName, Version: version.Version, Md5: cfg.Md5,
 		CallSystem: cfg.CallSystem, Headers: cfg.Headers, Dfdaemon: cfg.Dfdaemon, Insecure: cfg.Insecure,
 		RootCAs: r.RootCAs,
+		// Always ask for BLAKE3 piece digests, whatever the pattern or
+		// mode: a supernode that knows the field answers with them and
+		// dfget verifies pieces several times cheaper than with md5; a
+		// Dragonfly 1.x one ignores it and dfget verifies pieceMd5.
+		PieceDigest: digest.BLAKE3.String(),
 	}
 	if cfg.Md5 == "" {
 		body.Identifier = cfg.Identifier

@@ -131,3 +131,25 @@ func TestRegisterStreamProbe(t *testing.T) {
 		}
 	}
 }
+
+// Every registration asks for BLAKE3 piece digests: both patterns, file
+// and stream mode, and the cdn-pattern fallback of a stream.
+func TestRegisterAsksForBlake3(t *testing.T) {
+	for _, noStream := range []bool{false, true} {
+		r := newRegistry(t, false)
+		r.noStream = noStream
+		for _, stream := range []bool{false, true} {
+			for _, port := range []int{0, 15001} {
+				cfg := config.New()
+				cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
+				if _, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)},
+					Request{CID: "c", IP: "127.0.0.1", Port: port}); err != nil {
+					t.Fatal(err)
+				}
+				if b := r.got[len(r.got)-1]; b.PieceDigest != "blake3" {
+					t.Errorf("stream %v port %d pattern %q: pieceDigest %q, want blake3", stream, port, b.Pattern, b.PieceDigest)
+				}
+			}
+		}
+	}
+}
