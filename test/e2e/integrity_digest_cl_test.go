@@ -64,7 +64,7 @@ func TestIntegrityDigestLiar(t *testing.T) {
 // shows as BLAKE3 and as md5 mismatches (md5 is reported as bare hex).
 func digestMismatches(log, ip string) (blake3, md5 int) {
 	from := `piece \d+ from \S+ \(` + regexp.QuoteMeta(ip) + `:\d+\): .*`
-	blake3 = len(regexp.MustCompile(from + `got blake3:[0-9a-f]{64}, want blake3:[0-9a-f]{64}`).FindAllStringIndex(log, -1))
-	md5 = len(regexp.MustCompile(from + `got [0-9a-f]{32}, want [0-9a-f]{32}`).FindAllStringIndex(log, -1))
+	blake3 = len(regexp.MustCompile(from+`got blake3:[0-9a-f]{64}, want blake3:[0-9a-f]{64}`).FindAllStringIndex(log, -1))
+	md5 = len(regexp.MustCompile(from+`got [0-9a-f]{32}, want [0-9a-f]{32}`).FindAllStringIndex(log, -1))
 	return blake3, md5
 }
