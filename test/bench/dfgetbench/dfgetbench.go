@@ -359,15 +359,25 @@ func serverHWM(home string) int64 {
 	return v
 }
 
-// killServer ends the peer server a dfget spawned under home.
+// killServer ends the peer server a dfget spawned under home and waits
+// until it is gone: a server still shutting down writes into home while
+// the caller removes it.
 func killServer(home string) {
 	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
 	if err != nil {
 		return
 	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
 	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func parseSize(s string) (int64, error) {
