@@ -2,13 +2,11 @@ package cdn
 
 import (
 	"context"
-	"strconv"
 	"sync"
 
 	"github.com/bits-and-blooms/bitset"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
-	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // cacheFile is what the supernode knows in memory of one task's cache
@@ -22,7 +20,10 @@ type cacheFile struct {
 	md5s      []string
 	// blake3s are the BLAKE3 digests of the same bytes as md5s, set with
 	// them: a piece that is ready has both.
-	blake3s    []digest.Digest
+	blake3s []digest.Digest
+	// lens are the pieces' lengths (wrapped, or plain for the source
+	// pattern), set with md5s, so Servable needs no parse of "md5:len".
+	lens       []int32
 	done, ok   bool
 	wrappedLen int64
 	// source is a source-pattern task: digests only, no cache file.
@@ -40,13 +41,15 @@ func newCacheFile(pieceSize int32, total int, cancel context.CancelFunc) *cacheF
 
 // setReady records a piece's digests and only then offers the piece, so no
 // peer is ever sent to a piece whose digest the supernode does not know.
-func (m *Manager) setReady(id string, cf *cacheFile, num int, sum string, b3 digest.Digest) {
+// n is the piece's length, the one sum ends with.
+func (m *Manager) setReady(id string, cf *cacheFile, num int, sum string, n int, b3 digest.Digest) {
 	cf.mu.Lock()
 	for len(cf.md5s) <= num {
 		cf.md5s = append(cf.md5s, "")
 		cf.blake3s = append(cf.blake3s, digest.Digest{})
+		cf.lens = append(cf.lens, 0)
 	}
-	cf.md5s[num], cf.blake3s[num] = sum, b3
+	cf.md5s[num], cf.blake3s[num], cf.lens[num] = sum, b3, int32(n)
 	cf.ready.Set(uint(num))
 	cf.mu.Unlock()
 	m.progress.SetCDNPiece(id, num)
@@ -120,10 +123,10 @@ func (cf *cacheFile) servable(start, end int64) (int64, int) {
 			return 0, ServeNotReady
 		}
 	}
-	wl, _ := strconv.Atoi(cf.md5s[last][len(piece.Md5OfValue(cf.md5s[last]))+1:])
-	if end >= last*ps+int64(wl) && int64(wl) == ps {
+	wl := int64(cf.lens[last])
+	if end >= last*ps+wl && wl == ps {
 		return 0, ServeNotReady // beyond a full piece: the next one is not written yet
 	}
 	// A short piece is the final one; a range past it is clipped to it.
-	return last*ps + int64(wl), ServeOK
+	return last*ps + wl, ServeOK
 }

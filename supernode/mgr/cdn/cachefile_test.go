@@ -19,8 +19,8 @@ func TestCacheFileServable(t *testing.T) {
 	m, _ := newManager(t, p, 0)
 	cf := newCacheFile(ps, 0, nil)
 	sum := func(n int) string { return "00:" + strconv.Itoa(n) }
-	m.setReady("t", cf, 0, sum(ps), digest.Digest{})
-	m.setReady("t", cf, 2, sum(ps), digest.Digest{})
+	m.setReady("t", cf, 0, sum(ps), ps, digest.Digest{})
+	m.setReady("t", cf, 2, sum(ps), ps, digest.Digest{})
 	for _, tc := range []struct {
 		start, end int64
 		size       int64
@@ -37,8 +37,8 @@ func TestCacheFileServable(t *testing.T) {
 			t.Errorf("servable(%d, %d) = %d, %d; want %d, %d", tc.start, tc.end, size, state, tc.size, tc.state)
 		}
 	}
-	m.setReady("t", cf, 1, sum(ps), digest.Digest{})
-	m.setReady("t", cf, 3, sum(40), digest.Digest{}) // the short last piece
+	m.setReady("t", cf, 1, sum(ps), ps, digest.Digest{})
+	m.setReady("t", cf, 3, sum(40), 40, digest.Digest{}) // the short last piece
 	if size, state := cf.servable(300, 399); size != 340 || state != ServeOK {
 		t.Errorf("range past the short last piece: %d, %d; want clipped to 340", size, state)
 	}
@@ -54,7 +54,7 @@ func TestCacheFileServable(t *testing.T) {
 	failed.close(false, 0)
 	src := newCacheFile(ps, 1, nil)
 	src.source = true
-	m.setReady("s", src, 0, piece.Md5Value([]byte("x")), digest.Sum(digest.BLAKE3, []byte("x")))
+	m.setReady("s", src, 0, piece.Md5Value([]byte("x")), 1, digest.Sum(digest.BLAKE3, []byte("x")))
 	for name, f := range map[string]*cacheFile{"failed": failed, "source pattern": src} {
 		if _, state := f.servable(0, 0); state != ServeNotFound {
 			t.Errorf("%s file servable: %d", name, state)

@@ -21,6 +21,7 @@ import (
 type prefix struct {
 	count   int
 	md5s    []string
+	lens    []int // wrapped lengths
 	blake3s []digest.Digest
 	fileMd5 hash.Hash
 }
@@ -56,6 +57,7 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix,
 		}
 		p.fileMd5.Write(content)
 		p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
+		p.lens = append(p.lens, n)
 		p.blake3s = append(p.blake3s, digest.Sum(digest.BLAKE3, buf[:n]))
 		p.count++
 		if n < len(buf) {
@@ -76,7 +78,7 @@ func (m *Manager) keepPrefix(f *os.File, id string, cf *cacheFile, pieceSize int
 		return nil, 0, fmt.Errorf("truncate cache of %s: %w", id, err)
 	}
 	for i, sum := range resume.md5s {
-		m.setReady(id, cf, i, sum, resume.blake3s[i])
+		m.setReady(id, cf, i, sum, resume.lens[i], resume.blake3s[i])
 	}
 	return resume.fileMd5, resume.count, nil
 }

@@ -97,7 +97,7 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 			break
 		}
 		fileMd5.Write(buf[:n])
-		m.setReady(id, cf, num, piece.Md5Value(buf[:n]), digest.Sum(digest.BLAKE3, buf[:n]))
+		m.setReady(id, cf, num, piece.Md5Value(buf[:n]), n, digest.Sum(digest.BLAKE3, buf[:n]))
 	}
 	if serr := body.stop(m, src.RawURL); serr != nil {
 		rerr = serr

@@ -137,7 +137,7 @@ func (w *writers) work() {
 		if err != nil {
 			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
 		} else {
-			w.m.setReady(w.id, w.cf, j.num, sum, b3)
+			w.m.setReady(w.id, w.cf, j.num, sum, len(wrapped), b3)
 		}
 		w.release(j)
 	}
