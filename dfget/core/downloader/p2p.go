@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -48,9 +47,6 @@ type P2P struct {
 
 	pool api.BufferPool
 	slow slowGuard
-	// fetcher fetches pieces, paced by Limiter (pacedClient).
-	fetcher  *api.Client
-	initOnce sync.Once
 }
 
 // WholeFileHasher is implemented by writers that can compute the
@@ -89,7 +85,6 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 			}
 		}
 	}()
-	d.init()
 	t0 := time.Now()
 	b, err := d.fetchTimed(ctx, pi, buf)
 	tFetch := time.Since(t0)
@@ -133,11 +128,6 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	return true, nil
 }
 
-// init prepares what fetches share.
-func (d *P2P) init() {
-	d.initOnce.Do(func() { d.fetcher = pacedClient(d.Client) })
-}
-
 // fetchTimed fetches one piece under the slow-holder guard: a fetch whose
 // holder's share of the time (the time not spent waiting on our own
 // limiter) passes the guard's limit is cancelled and fails as "too slow";
@@ -151,10 +141,10 @@ func (d *P2P) fetchTimed(ctx context.Context, pi types.PieceInfo, buf *[]byte) (
 	clock := newHolderClock()
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	fctx = context.WithValue(fctx, pacerKey{}, &pacer{l: d.Limiter, clock: clock})
 	stop := clock.guard(limit, cancel)
-	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL}
-	b, err := d.fetcher.FetchPiece(fctx, req, buf)
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL,
+		Pace: paced(fctx, d.Limiter, clock)}
+	b, err := d.Client.FetchPiece(fctx, req, buf)
 	stop()
 	if err == nil {
 		d.slow.observe(clock.elapsed())
