@@ -23,11 +23,8 @@ import (
 // P2P is one P2P download attempt against one supernode: the pull loop
 // with the fetch of real pieces from their holders into Writer.
 type P2P struct {
-	Client    *api.Client
-	Node      string // supernode host:port
-	TaskID    string
-	CID       string
-	PieceSize int32
+	Client *api.Client
+	Task
 	// Wrapped is false when the supernode's cdnSource is "source".
 	Wrapped bool
 	// Headers go to holders in source-CDN mode.
@@ -64,8 +61,7 @@ type WholeFileHasher interface {
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	gate, _ := d.Writer.(Gate)
 	have, _ := d.Writer.(HasPieces)
-	l := &PullLoop{Supernode: d.Client, Node: d.Node, TaskID: d.TaskID, CID: d.CID, PieceSize: d.PieceSize,
-		Fetch: d.fetch, Gate: gate, Have: have, MaxFetch: d.MaxFetch, Log: d.Log}
+	l := &PullLoop{Supernode: d.Client, Task: d.Task, Fetch: d.fetch, Gate: gate, Have: have, MaxFetch: d.MaxFetch, Log: d.Log}
 	return l.Run(ctx)
 }
 
