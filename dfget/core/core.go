@@ -239,7 +239,8 @@ func (d *Download) newP2P(w downloader.Writer) *downloader.P2P {
 		hdr, srcURL = d.headers, d.cfg.URL
 	}
 	return &downloader.P2P{
-		Client: d.client, Node: d.reg.Node, TaskID: d.reg.Data.TaskID, CID: d.cid, PieceSize: d.reg.Data.PieceSize,
+		Client:  d.client,
+		Task:    downloader.Task{Node: d.reg.Node, TaskID: d.reg.Data.TaskID, CID: d.cid, PieceSize: d.reg.Data.PieceSize},
 		Wrapped: wrapped, Headers: hdr, SourceURL: srcURL, Writer: w, Limiter: d.limiter, Log: d.log, OnPiece: d.bar.Add,
 		MaxFetch: d.cfg.ClientQueue,
 	}

@@ -84,18 +84,6 @@ func (c *Client) SecureNodes(token string, caFiles []string) error {
 // New returns a Client on its own tuned transport.
 func New() *Client { return &Client{HTTP: &http.Client{Transport: NewTransport()}} }
 
-// WithTransport returns a client like c (same supernode scheme and token)
-// whose requests go through wrap(c's transport).
-func (c *Client) WithTransport(wrap func(http.RoundTripper) http.RoundTripper) *Client {
-	hc := *c.HTTP
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	hc.Transport = wrap(base)
-	return &Client{HTTP: &hc, https: c.https, token: c.token}
-}
-
 // UserAgent is sent with every request.
 func UserAgent() string { return "dfget/" + version.Version }
 

@@ -75,6 +75,10 @@ type FetchRequest struct {
 	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
 	// from it, whoever the supernode named as the holder.
 	SourceURL string
+	// Pace, when set, wraps the piece body as it is read: the
+	// downloader's --locallimit pacing, which times its own waits so they
+	// are not counted as the holder's.
+	Pace func(io.Reader) io.Reader
 }
 
 // URL is where the piece is fetched: the path is a full URL in source-CDN
@@ -114,10 +118,11 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		b = make([]byte, 0, want)
 	}
 	// The digest is computed as the bytes arrive, so hashing overlaps the
-	// network instead of following it. Pacing to --locallimit is the
-	// caller's (the downloader wraps the transport), so its waits are not
-	// counted as the holder's time.
-	src := resp.Body
+	// network instead of following it.
+	var src io.Reader = resp.Body
+	if r.Pace != nil {
+		src = r.Pace(src)
+	}
 	for int64(len(b)) < want {
 		n, err := src.Read(b[len(b):want])
 		_, _ = v.Write(b[len(b) : len(b)+n])

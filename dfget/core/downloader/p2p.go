@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,11 +23,8 @@ import (
 // P2P is one P2P download attempt against one supernode: the pull loop
 // with the fetch of real pieces from their holders into Writer.
 type P2P struct {
-	Client    *api.Client
-	Node      string // supernode host:port
-	TaskID    string
-	CID       string
-	PieceSize int32
+	Client *api.Client
+	Task
 	// Wrapped is false when the supernode's cdnSource is "source".
 	Wrapped bool
 	// Headers go to holders in source-CDN mode.
@@ -48,9 +44,6 @@ type P2P struct {
 
 	pool api.BufferPool
 	slow slowGuard
-	// fetcher fetches pieces, paced by Limiter (pacedClient).
-	fetcher  *api.Client
-	initOnce sync.Once
 }
 
 // WholeFileHasher is implemented by writers that can compute the
@@ -68,8 +61,7 @@ type WholeFileHasher interface {
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	gate, _ := d.Writer.(Gate)
 	have, _ := d.Writer.(HasPieces)
-	l := &PullLoop{Supernode: d.Client, Node: d.Node, TaskID: d.TaskID, CID: d.CID, PieceSize: d.PieceSize,
-		Fetch: d.fetch, Gate: gate, Have: have, MaxFetch: d.MaxFetch, Log: d.Log}
+	l := &PullLoop{Supernode: d.Client, Task: d.Task, Fetch: d.fetch, Gate: gate, Have: have, MaxFetch: d.MaxFetch, Log: d.Log}
 	return l.Run(ctx)
 }
 
@@ -89,7 +81,6 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 			}
 		}
 	}()
-	d.init()
 	t0 := time.Now()
 	b, err := d.fetchTimed(ctx, pi, buf)
 	tFetch := time.Since(t0)
@@ -133,11 +124,6 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	return true, nil
 }
 
-// init prepares what fetches share.
-func (d *P2P) init() {
-	d.initOnce.Do(func() { d.fetcher = pacedClient(d.Client) })
-}
-
 // fetchTimed fetches one piece under the slow-holder guard: a fetch whose
 // holder's share of the time (the time not spent waiting on our own
 // limiter) passes the guard's limit is cancelled and fails as "too slow";
@@ -151,10 +137,10 @@ func (d *P2P) fetchTimed(ctx context.Context, pi types.PieceInfo, buf *[]byte) (
 	clock := newHolderClock()
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	fctx = context.WithValue(fctx, pacerKey{}, &pacer{l: d.Limiter, clock: clock})
 	stop := clock.guard(limit, cancel)
-	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL}
-	b, err := d.fetcher.FetchPiece(fctx, req, buf)
+	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL,
+		Pace: paced(fctx, d.Limiter, clock)}
+	b, err := d.Client.FetchPiece(fctx, req, buf)
 	stop()
 	if err == nil {
 		d.slow.observe(clock.elapsed())

@@ -76,8 +76,8 @@ func (s *slowTestSwarm) info(num int) types.PieceInfo {
 func (s *slowTestSwarm) p2p(l *xrate.Limiter, w Writer, log *bytes.Buffer) *P2P {
 	lg := logrus.New()
 	lg.SetOutput(&lockedBuffer{b: log})
-	return &P2P{Client: api.New(), Node: strings.TrimPrefix(s.node.URL, "http://"), TaskID: "t", CID: "me",
-		PieceSize: s.size, Wrapped: true, Writer: w, Limiter: l, Log: lg}
+	return &P2P{Client: api.New(), Task: Task{Node: strings.TrimPrefix(s.node.URL, "http://"), TaskID: "t", CID: "me",
+		PieceSize: s.size}, Wrapped: true, Writer: w, Limiter: l, Log: lg}
 }
 
 type lockedBuffer struct {

@@ -62,12 +62,8 @@ type FetchFunc func(ctx context.Context, pi types.PieceInfo, release func()) (wr
 // handed out in parallel and reporting each written one.
 type PullLoop struct {
 	Supernode Supernode
-	Node      string // supernode host:port
-	TaskID    string
-	CID       string
-	// PieceSize is the task's; a piece of another size is not this task's.
-	PieceSize int32
-	Fetch     FetchFunc
+	Task
+	Fetch FetchFunc
 	// Gate and Have are the writer's optional capabilities; nil when it
 	// has none.
 	Gate Gate
@@ -76,6 +72,16 @@ type PullLoop struct {
 	MaxFetch int
 	// Log may be nil: nothing is logged.
 	Log *logrus.Logger
+}
+
+// Task is this client's registration with one supernode, which the pull
+// loop and the P2P fetch both go by.
+type Task struct {
+	Node   string // supernode host:port
+	TaskID string
+	CID    string
+	// PieceSize is the task's; a piece of another size is not this task's.
+	PieceSize int32
 }
 
 // Result is what a finished P2P attempt learned.

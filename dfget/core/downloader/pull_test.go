@@ -159,7 +159,7 @@ func (h *holders) got() []int {
 }
 
 func loopFor(sn Supernode, h *holders) *PullLoop {
-	return &PullLoop{Supernode: sn, Node: "node", TaskID: "task", CID: "me", PieceSize: testPieceSize, Fetch: h.fetch}
+	return &PullLoop{Supernode: sn, Task: Task{Node: "node", TaskID: "task", CID: "me", PieceSize: testPieceSize}, Fetch: h.fetch}
 }
 
 var errTransport = errors.New("connection refused")

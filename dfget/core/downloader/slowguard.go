@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	xrate "golang.org/x/time/rate"
-
-	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 )
 
 // slowGuard bounds how long a piece fetch from a peer may take before it is
@@ -140,39 +137,21 @@ func (c *holderClock) guard(limit time.Duration, cancel context.CancelCauseFunc)
 	}
 }
 
-// pacer is what a paced piece response needs: the download's limiter and
-// the fetch's clock. It travels in the request's context.
-type pacer struct {
-	l     *xrate.Limiter
-	clock *holderClock
-}
-
-type pacerKey struct{}
-
-// pacedClient is c with a transport that applies the pacer in a request's
-// context to the response body: pieces are fetched with no limiter of
-// FetchPiece's own, and every wait on ours is timed.
-func pacedClient(c *api.Client) *api.Client {
-	return c.WithTransport(func(base http.RoundTripper) http.RoundTripper { return &pacedTransport{base: base} })
-}
-
-type pacedTransport struct{ base http.RoundTripper }
-
-func (t *pacedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
+// paced returns how a piece body is paced to l, the download's limiter,
+// with clock paused while it waits (nil: no limiter, no pacing). It is
+// FetchPiece's Pace hook, so every wait on our limiter is timed.
+func paced(ctx context.Context, l *xrate.Limiter, clock *holderClock) func(io.Reader) io.Reader {
+	if l == nil {
+		return nil
 	}
-	if p, ok := req.Context().Value(pacerKey{}).(*pacer); ok && p.l != nil {
-		resp.Body = &pacedBody{ReadCloser: resp.Body, ctx: req.Context(), p: p}
-	}
-	return resp, nil
+	return func(r io.Reader) io.Reader { return &pacedBody{Reader: r, ctx: ctx, l: l, clock: clock} }
 }
 
 type pacedBody struct {
-	io.ReadCloser
-	ctx context.Context
-	p   *pacer
+	io.Reader
+	ctx   context.Context
+	l     *xrate.Limiter
+	clock *holderClock
 }
 
 // Read reads at most a burst and then waits for the limiter to allow the
@@ -180,29 +159,29 @@ type pacedBody struct {
 // at once when the wait would pass the context's deadline, which would
 // turn our own limit into a failed piece.
 func (b *pacedBody) Read(p []byte) (int, error) {
-	if burst := b.p.l.Burst(); len(p) > burst && burst > 0 {
+	if burst := b.l.Burst(); len(p) > burst && burst > 0 {
 		p = p[:burst]
 	}
-	n, err := b.ReadCloser.Read(p)
+	n, err := b.Reader.Read(p)
 	if n <= 0 {
 		return n, err
 	}
-	r := b.p.l.ReserveN(time.Now(), n)
+	r := b.l.ReserveN(time.Now(), n)
 	if !r.OK() {
 		return n, err
 	}
 	if d := r.Delay(); d > 0 {
-		b.p.clock.pause()
+		b.clock.pause()
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-b.ctx.Done():
 			t.Stop()
 			r.Cancel()
-			b.p.clock.resume()
+			b.clock.resume()
 			return n, b.ctx.Err()
 		}
-		b.p.clock.resume()
+		b.clock.resume()
 	}
 	return n, err
 }

@@ -165,8 +165,15 @@ func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, o
 			os.Remove(tmp)
 		}
 	}()
+	// The file is hashed only to check --md5: nothing else reads the sum.
+	// Without the hash the file is still wrapped, so that Copy's buffer
+	// sets the write size (*os.File's ReadFrom would use its own).
+	var out io.Writer = struct{ io.Writer }{f}
 	h := md5.New()
-	n, err := s.Copy(ctx, io.MultiWriter(f, h), 0, onBytes)
+	if wantMd5 != "" {
+		out = io.MultiWriter(f, h)
+	}
+	n, err := s.Copy(ctx, out, 0, onBytes)
 	if err != nil {
 		return n, err
 	}

@@ -101,8 +101,8 @@ func (d *driver) pull(ctx context.Context, p *pool, cid, taskID string, r *clien
 		case <-lctx.Done():
 		}
 	}()
-	loop := &downloader.PullLoop{Supernode: &node{d: d, p: p, run: ctx, r: r}, Node: d.addr, TaskID: taskID, CID: cid,
-		PieceSize: r.pieceSize, Fetch: d.simulate}
+	loop := &downloader.PullLoop{Supernode: &node{d: d, p: p, run: ctx, r: r},
+		Task: downloader.Task{Node: d.addr, TaskID: taskID, CID: cid, PieceSize: r.pieceSize}, Fetch: d.simulate}
 	_, err := loop.Run(lctx)
 	if err != nil && errors.Is(err, context.Canceled) && d.stopped() && ctx.Err() == nil {
 		return errStopped
