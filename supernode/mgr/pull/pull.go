@@ -172,7 +172,7 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 	defer func() {
 		m.metrics.ScheduleDuration.WithLabelValues(dt.SupernodeIP).Observe(float64(m.now().Sub(start).Microseconds()) / 1000)
 	}()
-	return m.poll(ctx, t.ID, dt)
+	return m.poll(ctx, t, dt)
 }
 
 // report records what the call reports: the client starts, has or failed
