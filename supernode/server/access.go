@@ -47,8 +47,9 @@ func bearerToken(v string) (string, bool) {
 	return tok, tok != ""
 }
 
-// sourceAllowed checks a source URL's host against the allow-list (exact
-// host names or IPs, case-insensitive); an empty list allows every host.
+// sourceAllowed checks a source URL's host against the allow-list (host
+// names, case-insensitive, IPs or CIDR prefixes, as urlutil.HostAllowed
+// reads them); an empty list allows every host.
 func sourceAllowed(allow []string, raw string) error {
 	if len(allow) == 0 {
 		return nil

@@ -47,7 +47,10 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 			pi.Range = piece.Range(a.Num, t.PieceSize, t.HTTPLength)
 		}
 		kind := "peer"
-		ok := m.withDigest(&pi, t.ID, dt)
+		// A piece whose md5 is unknown (the CDN's pieces and digests are
+		// set in that order, but a cache file being swapped can lag) is
+		// not offered: the client would have nothing to check it against.
+		ok := pi.PieceMd5 != "" && m.withDigest(&pi, t.ID, dt)
 		if ok && a.DstPID == super {
 			kind = "supernode"
 			m.fromSupernode(&pi, t, dt)

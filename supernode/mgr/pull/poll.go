@@ -6,12 +6,15 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
 
 // poll schedules until there is something to answer, waiting between
 // tries for a change of the task (a new piece, holder or free slot, or a
 // new CDN status) until PieceWait has passed or the call ends.
-func (m *Manager) poll(ctx context.Context, taskID string, dt dfgettask.Task) (Result, error) {
+// t is the task as the call found it: the first try uses it, each retry
+// takes a fresh snapshot.
+func (m *Manager) poll(ctx context.Context, t task.Snapshot, dt dfgettask.Task) (Result, error) {
 	var deadline <-chan time.Time
 	if m.cfg.PieceWait > 0 {
 		timer := time.NewTimer(m.cfg.PieceWait)
@@ -20,11 +23,14 @@ func (m *Manager) poll(ctx context.Context, taskID string, dt dfgettask.Task) (R
 	}
 	var held time.Duration
 	for {
-		res, again, waited, err := m.pullOnce(ctx, taskID, dt, deadline)
+		res, again, waited, err := m.pullOnce(ctx, t, dt, deadline)
 		held += waited
 		if !again {
 			res.Held = held
 			return res, err
+		}
+		if t, err = m.Tasks.Snapshot(t.ID); err != nil {
+			return Result{Held: held}, err
 		}
 	}
 }
@@ -32,11 +38,8 @@ func (m *Manager) poll(ctx context.Context, taskID string, dt dfgettask.Task) (R
 // pullOnce answers /peer/task once; again asks the caller to retry after a
 // wake-up (nothing was available, the deadline has not passed). held is
 // the time it waited.
-func (m *Manager) pullOnce(ctx context.Context, taskID string, dt dfgettask.Task, deadline <-chan time.Time) (res Result, again bool, held time.Duration, err error) {
-	t, err := m.Tasks.Snapshot(taskID)
-	if err != nil {
-		return Result{}, false, 0, err
-	}
+func (m *Manager) pullOnce(ctx context.Context, t task.Snapshot, dt dfgettask.Task, deadline <-chan time.Time) (res Result, again bool, held time.Duration, err error) {
+	taskID := t.ID
 	// A finished CDN long-polls too: a piece that only the supernode had
 	// and is being sent to a peer becomes available when that peer reports
 	// it, and its waiters are woken then instead of after their back-off.

@@ -155,16 +155,15 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 	if q.Status != types.TaskStatusStart && q.Status != types.TaskStatusRunning && q.Status != types.TaskStatusFinish {
 		return Result{}, errorf(types.CodeParamError, "invalid status %d", q.Status)
 	}
-	if _, err := m.Tasks.Snapshot(q.TaskID); err != nil {
+	// Access both checks that the task exists (its error comes before the
+	// client's) and marks it used: no separate Snapshot first.
+	t, err := m.Tasks.Access(q.TaskID)
+	if err != nil {
 		return Result{}, err
 	}
 	dt, err := m.Dfget.Get(q.SrcCID, q.TaskID)
 	if err != nil {
 		return Result{}, errorf(types.CodeTargetNotFound, "client %s of task %s not found", q.SrcCID, q.TaskID)
-	}
-	t, err := m.Tasks.Access(q.TaskID)
-	if err != nil {
-		return Result{}, err
 	}
 	if res, answered, err := m.report(q, t); answered || err != nil {
 		return res, err
@@ -173,7 +172,7 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 	defer func() {
 		m.metrics.ScheduleDuration.WithLabelValues(dt.SupernodeIP).Observe(float64(m.now().Sub(start).Microseconds()) / 1000)
 	}()
-	return m.poll(ctx, t.ID, dt)
+	return m.poll(ctx, t, dt)
 }
 
 // report records what the call reports: the client starts, has or failed

@@ -143,7 +143,7 @@ func TestPullLongPollWakesUp(t *testing.T) {
 		}),
 		d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}}, nil),
 	)
-	d.cdn.EXPECT().PieceMd5(id, 0).Return("")
+	d.cdn.EXPECT().PieceMd5(id, 0).Return("m:9")
 	start := time.Now()
 	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
 	if err != nil || res.Code != types.CodePeerContinue || time.Since(start) > time.Second {
@@ -174,7 +174,7 @@ func TestPullLongPollAfterCDN(t *testing.T) {
 		}),
 		d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 1, DstPID: "super"}}, nil),
 	)
-	d.cdn.EXPECT().PieceMd5(id, 1).Return("")
+	d.cdn.EXPECT().PieceMd5(id, 1).Return("m:9")
 	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
 	if err != nil || res.Code != types.CodePeerContinue || res.Held < 10*time.Millisecond || res.Held > time.Second {
 		t.Fatalf("long poll after the CDN: %d %v, held %v", res.Code, err, res.Held)
@@ -257,5 +257,20 @@ func TestPullPieceDigestOnlyWhenAsked(t *testing.T) {
 	}
 	if got, err := digest.Parse(ps[0].PieceDigest); err != nil || got != b3 {
 		t.Fatalf("pieceDigest %q: %v", ps[0].PieceDigest, err)
+	}
+}
+
+// A piece whose md5 the CDN does not know (yet) is not offered, to any
+// client: its holder's load is given back and the client waits.
+func TestPullNoPieceWithoutMd5(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}}, nil)
+	d.cdn.EXPECT().PieceMd5(id, 0).Return("")
+	d.prog.EXPECT().Unassign(id, "c1", 0)
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusStart, Result: types.ResultInvalid})
+	if err != nil || res.Code != types.CodePeerWait || res.Data() != nil {
+		t.Fatalf("pull: %d %v %v", res.Code, res.Data(), err)
 	}
 }
