@@ -112,10 +112,14 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 		wrappedLen: meta.FileLength, finished: make(chan struct{})}
 	for i := range total {
 		cf.ready.Set(uint(i))
-		m.progress.SetCDNPiece(id, i)
 	}
 	close(cf.finished)
+	// The file, with its digests, is installed before progress learns of any
+	// piece: the scheduler may offer a piece the moment it is announced.
 	m.setFile(id, cf)
+	for i := range total {
+		m.progress.SetCDNPiece(id, i)
+	}
 	m.progress.FinishCDN(id, total, true)
 	m.metrics.CacheHit.Inc()
 	go done(Result{OK: true, RealMd5: meta.RealMd5, FileLength: meta.FileLength, PieceTotal: total})
