@@ -26,8 +26,3 @@ func ParsePieceMd5(v string) (Digest, int64, error) {
 	}
 	return d, n, nil
 }
-
-// PieceMd5 formats the v1 pieceMd5 field of a wrapped piece.
-func PieceMd5(wrapped []byte) string {
-	return Sum(MD5, wrapped).Hex() + ":" + strconv.Itoa(len(wrapped))
-}
