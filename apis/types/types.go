@@ -25,6 +25,9 @@ type ErrorResponse struct {
 // PieceDigest is Damselfly's digest negotiation: the algorithm ("blake3")
 // the client wants each piece's digest in, besides pieceMd5. A supernode
 // that knows it answers with PieceInfo.PieceDigest; a 1.x one ignores it.
+// Digest is the expected digest of the whole file ("sha256:<64 hex>"), as
+// --md5 is for md5: a supernode that knows it fails the task when the source's
+// bytes differ, so a wrong file is never cached as good.
 type RegisterRequest struct {
 	SuperNodeIP string   `json:"superNodeIp,omitempty"`
 	RawURL      string   `json:"rawUrl,omitempty"`
@@ -37,6 +40,7 @@ type RegisterRequest struct {
 	Version     string   `json:"version,omitempty"`
 	Md5         string   `json:"md5,omitempty"`
 	Identifier  string   `json:"identifier,omitempty"`
+	Digest      string   `json:"digest,omitempty"`
 	CallSystem  string   `json:"callSystem,omitempty"`
 	Headers     []string `json:"headers,omitempty"`
 	Dfdaemon    bool     `json:"dfdaemon,omitempty"`

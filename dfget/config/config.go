@@ -77,14 +77,16 @@ const (
 // Config is everything one dfget download needs: flags, properties and the
 // values derived from them by Complete.
 type Config struct {
-	URL         string
-	Output      string
-	LocalLimit  rate.Rate
-	MinRate     rate.Rate
-	TotalLimit  rate.Rate
-	Timeout     time.Duration
-	Md5         string
-	Identifier  string
+	URL        string
+	Output     string
+	LocalLimit rate.Rate
+	MinRate    rate.Rate
+	TotalLimit rate.Rate
+	Timeout    time.Duration
+	Md5        string
+	Identifier string
+	// Digest is the expected digest of the whole file, "sha256:<hex>".
+	Digest      string
 	CallSystem  string
 	CACerts     []string
 	Insecure    bool
