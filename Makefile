@@ -14,7 +14,7 @@ export DAMSELFLY_BIN := $(BIN)
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/supernode ./cmd/dfget
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/supernode ./cmd/dfget ./cmd/dfdaemon
 
 # Every test: unit tests, then the end-to-end tests against the real binaries.
 test: build

@@ -29,11 +29,25 @@ import (
 )
 
 // IO is where a download writes: Data receives the stream, Console the
-// v1 status lines, Bar the progress bar (nil: none).
+// v1 status lines, Bar the progress bar (nil: none), Log the log (nil:
+// <home>/logs/dfclient.log, opened for this download; a long-running
+// caller running many downloads at once passes the one it shares).
 type IO struct {
 	Data    io.Writer
 	Console io.Writer
 	Bar     io.Writer
+	Log     *logrus.Logger
+}
+
+// Outcome is how a download ended, for a caller that runs downloads as a
+// library: Code is the exit status Run returns, Reason the back-source
+// reason (0: P2P delivered every byte), Length the bytes delivered, Err
+// the failure (nil on success).
+type Outcome struct {
+	Code   int
+	Reason int
+	Length int64
+	Err    error
 }
 
 // Download is the state of one dfget run.
@@ -67,19 +81,27 @@ type Download struct {
 // Run performs the download described by cfg (already Completed) and
 // returns the process exit status.
 func Run(ctx context.Context, cfg *config.Config, out IO) int {
+	return Execute(ctx, cfg, out).Code
+}
+
+// Execute is Run, telling how the download ended.
+func Execute(ctx context.Context, cfg *config.Config, out IO) Outcome {
 	d := &Download{cfg: cfg, io: out, client: api.New(), length: -1}
 	defer d.client.HTTP.CloseIdleConnections()
 	if err := d.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		fmt.Fprintf(out.Console, "dfget: %v\n", err)
-		return config.ExitUsage
+		return Outcome{Code: config.ExitUsage, Err: err}
 	}
-	log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.LogConfig, cfg.Verbose, cfg.Console)
-	if err != nil {
-		fmt.Fprintf(out.Console, "dfget: %v\n", err)
-		return config.ExitPrepare
+	d.log = out.Log
+	if d.log == nil {
+		log, closeLog, err := newLogger(cfg.LogDir(), "dfclient.log", cfg.LogConfig, cfg.Verbose, cfg.Console)
+		if err != nil {
+			fmt.Fprintf(out.Console, "dfget: %v\n", err)
+			return Outcome{Code: config.ExitPrepare, Err: err}
+		}
+		defer closeLog()
+		d.log = log
 	}
-	defer closeLog()
-	d.log = log
 	d.headers, _ = urlutil.ParseHeaders(cfg.Headers)
 	d.limiter = cfg.LocalLimit.Limiter(burstFor(int64(cfg.LocalLimit)))
 	if d.limiter == nil && cfg.TotalLimit > 0 {
@@ -93,7 +115,7 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 	if err := prepareOutput(cfg); err != nil {
 		fmt.Fprintf(out.Console, "download FAIL(%d) cost:0.000s length:0 reason:%d error:%v\n",
 			config.CodePrepare, config.ReasonNone, err)
-		return config.ExitPrepare
+		return Outcome{Code: config.ExitPrepare, Err: err}
 	}
 	reason, err := d.run(ctx)
 	cost := time.Since(cfg.StartTime)
@@ -101,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 	if d.bar != nil {
 		d.bar.Close()
 	}
-	return d.report(reason, err, cost)
+	return Outcome{Code: d.report(reason, err, cost), Reason: reason, Length: max(d.length, 0), Err: err}
 }
 
 // prepareOutput creates the output's directory and proves it writable, so

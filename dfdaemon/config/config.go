@@ -1,0 +1,229 @@
+// Package config holds dfdaemon's configuration: Dragonfly 1.x's flags and
+// its YAML file (/etc/dragonfly/dfdaemon.yml, accepted as v1 wrote it:
+// keys this dfdaemon does not use are tolerated), their defaults, checks
+// and the v1 exit codes of a bad configuration.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/pkg/logfile"
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+// Defaults of v1.
+const (
+	DefaultPort      = 65001
+	DefaultRegistry  = "https://index.docker.io"
+	DefaultConfig    = "/etc/dragonfly/dfdaemon.yml"
+	DefaultRateLimit = 20 * rate.MB
+)
+
+// Exit statuses of v1's dfdaemon for a configuration it cannot run with.
+const (
+	ExitConfig         = 10
+	ExitHomeMissing    = 11
+	ExitPathNotAbs     = 12
+	ExitRateInvalid    = 13
+	ExitPortInvalid    = 14
+	ExitRepoCreateFail = 16
+)
+
+// Error is a configuration error with the exit status it ends dfdaemon with.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(code int, format string, a ...any) error {
+	return &Error{Code: code, Err: fmt.Errorf(format, a...)}
+}
+
+// RegistryMirror is v1's registry_mirror: the registry whose /v2/ API the
+// dfdaemon mirrors, the CA files and TLS check for reaching it, and direct
+// (never through the swarm).
+type RegistryMirror struct {
+	Remote   string   `yaml:"remote"`
+	Certs    []string `yaml:"certs"`
+	Insecure bool     `yaml:"insecure"`
+	Direct   bool     `yaml:"direct"`
+}
+
+// ProxyRule is one entry of v1's proxies list; the proxy package applies
+// them.
+type ProxyRule struct {
+	Regx     string `yaml:"regx"`
+	UseHTTPS bool   `yaml:"use_https"`
+	Direct   bool   `yaml:"direct"`
+	Redirect string `yaml:"redirect"`
+}
+
+// HijackHTTPS is v1's hijack_https: the CA that signs intercepted hosts'
+// certificates and which hosts to intercept; the proxy package applies it.
+type HijackHTTPS struct {
+	Cert  string       `yaml:"cert"`
+	Key   string       `yaml:"key"`
+	Hosts []HijackHost `yaml:"hosts"`
+}
+
+// HijackHost is one host pattern of hijack_https.
+type HijackHost struct {
+	Regx     string   `yaml:"regx"`
+	Insecure bool     `yaml:"insecure"`
+	Certs    []string `yaml:"certs"`
+}
+
+// Config is dfdaemon's configuration, with v1's YAML keys.
+type Config struct {
+	Port           int              `yaml:"port"`
+	PeerPort       int              `yaml:"peerPort"`
+	CertPem        string           `yaml:"certpem"`
+	KeyPem         string           `yaml:"keypem"`
+	Verbose        bool             `yaml:"verbose"`
+	RateLimit      rate.Rate        `yaml:"ratelimit"`
+	LocalRepo      string           `yaml:"localrepo"`
+	WorkHome       string           `yaml:"workHome"`
+	LocalIP        string           `yaml:"localIP"`
+	SuperNodes     []string         `yaml:"supernodes"`
+	DfgetFlags     []string         `yaml:"dfget_flags"`
+	RegistryMirror RegistryMirror   `yaml:"registry_mirror"`
+	Proxies        []ProxyRule      `yaml:"proxies"`
+	HijackHTTPS    *HijackHTTPS     `yaml:"hijack_https"`
+	LogConfig      logfile.Rotation `yaml:"logConfig"`
+
+	// Nodes is the supernode list (--node, else supernodes); empty means
+	// dfget's: its properties file, else 127.0.0.1:8002.
+	Nodes dfgetcfg.NodeList `yaml:"-"`
+	// File is the YAML file read (--config).
+	File string `yaml:"-"`
+}
+
+// New returns a Config with v1's defaults.
+func New() *Config {
+	return &Config{Port: DefaultPort, RateLimit: DefaultRateLimit, RegistryMirror: RegistryMirror{Remote: DefaultRegistry},
+		File: DefaultConfig}
+}
+
+// BindFlags registers v1's flags on f, writing into c.
+func (c *Config) BindFlags(f *pflag.FlagSet) {
+	f.StringVar(&c.File, "config", DefaultConfig, "YAML configuration file (v1 dfdaemon.yml)")
+	f.IntVar(&c.Port, "port", DefaultPort, "port the registry mirror and proxy listen on")
+	f.IntVar(&c.PeerPort, "peerPort", 0, "port of the peer server this dfdaemon runs (0: chosen automatically)")
+	f.StringVar(&c.RegistryMirror.Remote, "registry", DefaultRegistry, "registry mirrored (YAML registry_mirror.remote)")
+	f.Var(&c.Nodes, "node", "supernodes, host[:port][=weight] comma-separated (default: YAML supernodes, else dfget's)")
+	f.Var(&c.RateLimit, "ratelimit", "rate limit of each blob download and of the host's uploads, e.g. 20MB; 0 = none")
+	f.StringVar(&c.LocalRepo, "localrepo", "", "directory for temporary files (default <workHome>/dfdaemon/data)")
+	f.StringVar(&c.WorkHome, "workHome", "", "work home shared with dfget (default ~/.small-dragonfly)")
+	f.StringVar(&c.CertPem, "certpem", "", "TLS certificate (PEM) of the listener; with --keypem the listener is HTTPS")
+	f.StringVar(&c.KeyPem, "keypem", "", "TLS key (PEM) of the listener")
+	f.BoolVar(&c.Verbose, "verbose", false, "debug logging")
+}
+
+// Load completes c after the flags were parsed into it: the YAML file
+// fills what no flag set (a missing default file is no error), then
+// defaults and checks apply.
+func (c *Config) Load(f *pflag.FlagSet) error {
+	changed := map[string]string{}
+	f.Visit(func(fl *pflag.Flag) { changed[fl.Name] = fl.Value.String() })
+	path, explicit := c.File, f.Changed("config")
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	case err != nil:
+		return errorf(ExitConfig, "read config %s: %w", path, err)
+	default:
+		// Flags win: the file is read onto the defaults, then the flags
+		// given are applied again on top.
+		*c = *New()
+		if err := yaml.Unmarshal(b, c); err != nil {
+			return errorf(ExitConfig, "parse config %s: %w", path, err)
+		}
+		c.File = path
+		for name, v := range changed {
+			if err := f.Set(name, v); err != nil {
+				return errorf(ExitConfig, "flag --%s: %w", name, err)
+			}
+		}
+	}
+	return c.complete()
+}
+
+// complete applies the defaults that depend on other values and checks
+// every value.
+func (c *Config) complete() error {
+	if c.Port < 1 || c.Port > 65535 {
+		return errorf(ExitPortInvalid, "invalid port %d: want 1..65535", c.Port)
+	}
+	if c.PeerPort != 0 && (c.PeerPort < 1 || c.PeerPort > 65535) {
+		return errorf(ExitPortInvalid, "invalid peerPort %d: want 1..65535", c.PeerPort)
+	}
+	if c.RateLimit < 0 {
+		return errorf(ExitRateInvalid, "invalid ratelimit %v: negative", c.RateLimit)
+	}
+	if len(c.Nodes) == 0 && len(c.SuperNodes) > 0 {
+		if err := c.Nodes.Set(strings.Join(c.SuperNodes, ",")); err != nil {
+			return errorf(ExitConfig, "supernodes: %w", err)
+		}
+	}
+	if err := c.completePaths(); err != nil {
+		return err
+	}
+	if (c.CertPem == "") != (c.KeyPem == "") {
+		return errorf(ExitConfig, "certpem and keypem go together: give both or neither")
+	}
+	u, err := url.Parse(c.RegistryMirror.Remote)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errorf(ExitConfig, "invalid registry %q: want http(s)://host[:port]", c.RegistryMirror.Remote)
+	}
+	for _, f := range c.RegistryMirror.Certs {
+		if _, err := os.Stat(f); err != nil {
+			return errorf(ExitConfig, "registry_mirror certs: %w", err)
+		}
+	}
+	return c.LogConfig.Validate()
+}
+
+// completePaths makes the work home absolute and creates the local repo.
+func (c *Config) completePaths() error {
+	if c.WorkHome == "" {
+		h, err := dfgetcfg.DefaultHome()
+		if err != nil {
+			return errorf(ExitHomeMissing, "no workHome and no home directory: %w", err)
+		}
+		c.WorkHome = h
+	}
+	home, err := filepath.Abs(c.WorkHome)
+	if err != nil {
+		return errorf(ExitHomeMissing, "invalid workHome %q: %w", c.WorkHome, err)
+	}
+	c.WorkHome = home
+	if c.LocalRepo == "" {
+		c.LocalRepo = filepath.Join(home, "dfdaemon", "data")
+	}
+	if !filepath.IsAbs(c.LocalRepo) {
+		return errorf(ExitPathNotAbs, "invalid localrepo %q: not an absolute path", c.LocalRepo)
+	}
+	if err := os.MkdirAll(c.LocalRepo, 0o755); err != nil {
+		return errorf(ExitRepoCreateFail, "create localrepo: %w", err)
+	}
+	return nil
+}
+
+// Registry is the mirrored registry's base URL (validated by Load).
+func (c *Config) Registry() *url.URL {
+	u, _ := url.Parse(strings.TrimRight(c.RegistryMirror.Remote, "/"))
+	return u
+}

@@ -1,0 +1,64 @@
+// Package mirror is the registry mirror: the Docker Registry HTTP API v2
+// of one upstream registry, as container engines ask a mirror for it
+// (dockerd registry-mirrors, containerd hosts.toml, registries.conf). A
+// blob GET by sha256 digest goes through the swarm, content-addressed;
+// every other request (manifests, tags, auth challenges, HEAD, pushes) is
+// forwarded to the registry as it is.
+package mirror
+
+//go:generate go tool mockgen -source=mirror.go -destination=mock_swarm_test.go -package=mirror
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+
+	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
+)
+
+// Swarm serves a GET through the swarm, or forwards a request as it is.
+type Swarm interface {
+	ServeGET(w http.ResponseWriter, r *http.Request, src swarm.Source, id swarm.Identity)
+	Forward(w http.ResponseWriter, r *http.Request, src swarm.Source)
+}
+
+// Mirror mirrors the registry at Remote.
+type Mirror struct {
+	// Remote is the registry's base URL (scheme, host, optional path
+	// prefix).
+	Remote *url.URL
+	// CACerts and Insecure say how to trust the registry.
+	CACerts  []string
+	Insecure bool
+	// Direct forwards every request, blobs too (v1 registry_mirror.direct).
+	Direct bool
+	Swarm  Swarm
+}
+
+// blobPath is a blob of a repository by sha256 digest; the repository
+// name may hold slashes.
+var blobPath = regexp.MustCompile(`^/v2/(.+)/blobs/(sha256:[0-9a-f]{64})$`)
+
+// ServeHTTP implements http.Handler.
+func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src := swarm.Source{URL: m.upstream(r.URL), CACerts: m.CACerts, Insecure: m.Insecure}
+	if mm := blobPath.FindStringSubmatch(r.URL.Path); mm != nil && r.Method == http.MethodGet && !m.Direct {
+		m.Swarm.ServeGET(w, r, src, swarm.Identity{Digest: mm[2]})
+		return
+	}
+	m.Swarm.Forward(w, r, src)
+}
+
+// upstream is the registry URL of a request made to the mirror: same
+// path (under Remote's path) and query. A containerd "ns" query stays:
+// the registry ignores it, a mirror behind may use it.
+func (m *Mirror) upstream(u *url.URL) *url.URL {
+	out := *m.Remote
+	out.Path = m.Remote.Path + u.Path
+	out.RawPath = ""
+	if u.RawPath != "" {
+		out.RawPath = m.Remote.EscapedPath() + u.RawPath
+	}
+	out.RawQuery = u.RawQuery
+	return &out
+}

@@ -1,0 +1,258 @@
+// Package swarm turns one HTTP GET into an in-process stream download
+// through the Dragonfly swarm (dfget's core as a library), served to the
+// client as the bytes arrive: bounded memory (the stream window), the
+// length known before the first byte, a fallback to the source at the
+// byte where the swarm stopped, and, for a content-addressed blob, its
+// sha256 checked before the last byte leaves. Requests it does not take
+// (not a GET, a Range, a source that refuses the HEAD) are forwarded to
+// the source as they are.
+package swarm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+// Options configure a Swarm: what every download gets.
+type Options struct {
+	// Nodes are the supernodes; empty means dfget's (its properties
+	// file, else 127.0.0.1:8002).
+	Nodes dfgetcfg.NodeList
+	// Home is the work home shared with dfget: its peer server, logs.
+	Home string
+	// IP is the address peers reach this host on ("": found by probing
+	// the supernodes, as dfget does).
+	IP string
+	// RateLimit bounds each download and the host's uploads (0: none).
+	RateLimit rate.Rate
+	// PropertyFile is dfget's properties file read for every download
+	// ("": dfget's default), as v1's dfget processes read it.
+	PropertyFile string
+	// ServerExecutable is the dfget binary started as the peer server
+	// when none runs for Home ("": this executable).
+	ServerExecutable string
+	Verbose          bool
+	Log              *logrus.Logger
+	Metrics          *Metrics
+}
+
+// Source is where a GET goes when the swarm does not serve it, and where
+// the swarm's CDN and fallback read it: the URL and how to trust it.
+type Source struct {
+	URL      *url.URL
+	CACerts  []string
+	Insecure bool
+}
+
+// Identity is what names a download's task. With Digest
+// ("sha256:<hex>") the task is the content, whatever URL served it, and
+// the bytes are checked against it; else the task is TaskURL (""
+// means the source URL).
+type Identity struct {
+	Digest  string
+	TaskURL string
+}
+
+// Swarm serves GETs through the swarm.
+type Swarm struct {
+	opt Options
+	log *logrus.Logger
+	m   *Metrics
+
+	mu      sync.Mutex
+	clients map[string]*http.Client // by TLS settings
+	seq     uint64
+}
+
+// New returns a Swarm.
+func New(opt Options) *Swarm {
+	log := opt.Log
+	if log == nil {
+		log = logrus.New()
+	}
+	m := opt.Metrics
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}}
+}
+
+// headTimeout bounds the HEAD that learns a source's length.
+const headTimeout = 30 * time.Second
+
+// ServeGET answers r, a GET of src, through the swarm under id: the
+// response streams while the swarm downloads. When r is not a plain GET,
+// or the source does not answer its HEAD with 200, the request is
+// forwarded to the source as it is, so the client sees the source's own
+// answer (an auth challenge, a 404).
+func (s *Swarm) ServeGET(w http.ResponseWriter, r *http.Request, src Source, id Identity) {
+	if r.Method != http.MethodGet || r.Header.Get("Range") != "" {
+		s.Forward(w, r, src)
+		return
+	}
+	if id.Digest != "" && !ValidDigest(id.Digest) {
+		http.Error(w, "dfdaemon: unsupported digest "+id.Digest, http.StatusBadRequest)
+		return
+	}
+	head, err := s.head(r.Context(), r, src)
+	if err != nil {
+		s.log.Infof("HEAD %s: %v; forwarding the GET", src.URL.Redacted(), err)
+		s.Forward(w, r, src)
+		return
+	}
+	if head.StatusCode != http.StatusOK || head.ContentLength == 0 {
+		// An empty blob is not worth a task; any other answer is the
+		// source's to give.
+		s.Forward(w, r, src)
+		return
+	}
+	s.stream(w, r, src, id, head)
+}
+
+// head asks the source for the length with the client's headers (its
+// credentials), following redirects as the GET would.
+func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Response, error) {
+	hc, err := s.client(src)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, headTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, src.URL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header = SourceHeaders(r.Header)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	return resp, nil
+}
+
+// Forward proxies r to src unchanged (method, headers, body), streaming
+// the answer back. Redirects are the client's to follow.
+func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
+	s.m.Forwarded.Inc()
+	hc, err := s.client(src)
+	if err != nil {
+		http.Error(w, "dfdaemon: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = src.URL
+			pr.Out.Host = ""
+			pr.SetXForwarded()
+		},
+		Transport:     hc.Transport,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil {
+				s.log.Warnf("forward %s %s: %v", r.Method, src.URL.Redacted(), err)
+			}
+			http.Error(w, "dfdaemon: source unreachable: "+err.Error(), http.StatusBadGateway)
+		},
+		ErrorLog: nil,
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// client is the HTTP client for src's TLS settings, shared by every
+// request with the same ones.
+func (s *Swarm) client(src Source) (*http.Client, error) {
+	key := fmt.Sprint(src.Insecure, src.CACerts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.clients[key]; c != nil {
+		return c, nil
+	}
+	tlsCfg := &tls.Config{InsecureSkipVerify: src.Insecure} //nolint:gosec // the operator asked for it
+	if len(src.CACerts) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		for _, f := range src.CACerts {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("source CA: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(b) {
+				return nil, fmt.Errorf("source CA %s: no PEM certificate", f)
+			}
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: time.Minute,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		// Bytes go to the client as the source sent them.
+		DisableCompression: true,
+	}
+	c := &http.Client{Transport: tr}
+	s.clients[key] = c
+	return c, nil
+}
+
+// hopHeaders are not the source's to see: hop-by-hop, the host, the
+// encoding the client accepts (the swarm stores bytes as sent), and the
+// conditionals and ranges the swarm does not honour.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Accept-Encoding", "Range", "If-Range",
+	"If-Modified-Since", "If-None-Match", "Content-Length"}
+
+// SourceHeaders are the request headers passed to the source: the
+// client's (its Authorization among them) without hopHeaders.
+func SourceHeaders(h http.Header) http.Header {
+	out := h.Clone()
+	for _, k := range hopHeaders {
+		out.Del(k)
+	}
+	for _, v := range h.Values("Connection") {
+		for _, k := range strings.Split(v, ",") {
+			out.Del(strings.TrimSpace(k))
+		}
+	}
+	return out
+}
+
+// ValidDigest reports whether d is "sha256:" and 64 lower-case hex
+// digits, the only digest the swarm checks.
+func ValidDigest(d string) bool {
+	hex, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for _, c := range hex {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// errNoBytes is a download that failed before its first byte.
+var errNoBytes = errors.New("no byte delivered")
