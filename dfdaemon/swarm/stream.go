@@ -48,7 +48,7 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 	switch {
 	case err == nil:
 		result := "p2p"
-		if out.Reason != 0 {
+		if out.Reason != 0 && out.Code == 0 {
 			result = "source"
 		}
 		s.m.result(result)

@@ -126,11 +126,16 @@ func (b *blobWriter) send(p []byte) error {
 
 // finish ends the response after the download returned (ok: it reported
 // success) and reports whether the client got the whole, checked body;
-// else the error why not.
+// else the error why not. A body delivered whole (and, with a digest,
+// verified) is a success whatever the download did after its last byte:
+// a client that has it all may leave before the supernode's finish.
 func (b *blobWriter) finish(ok bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	whole := b.length >= 0 && b.out == b.length
 	switch {
+	case whole && (b.h == nil || b.verified):
+		return nil
 	case b.err != nil:
 		return b.err
 	case !ok:
@@ -139,7 +144,7 @@ func (b *blobWriter) finish(ok bool) error {
 		return errNoBytes
 	case b.length >= 0 && b.n != b.length:
 		return fmt.Errorf("got %d of %d bytes", b.n, b.length)
-	case b.h != nil && !b.verified:
+	case b.h != nil:
 		// The length was unknown: the digest is checked at the end.
 		return b.verify()
 	}

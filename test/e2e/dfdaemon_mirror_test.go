@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"testing"
+)
+
+// An image of several random layers, pushed to a real registry, pulled by
+// skopeo through two dfdaemons (each its own host: work home, peer
+// server) as a registries.conf mirror: both copies equal a direct pull,
+// every blob went through the swarm, and the registry served each blob
+// once (to the supernode's CDN).
+func TestDfdaemonMirrorPull(t *testing.T) {
+	reg, _ := startRegistry(t)
+	dir, img := writeOCI(t, 150, 3<<20, 5<<20+17, 9<<20, 1000)
+	pushOCI(t, dir, reg, "team/app:v1")
+	cp := startCountingProxy(t, reg, "")
+	sn := startSupernode(t, t.TempDir())
+
+	direct, code, out := pullDir(t, reg+"/team/app:v1")
+	if code != 0 {
+		t.Fatalf("direct pull: exit %d: %s", code, out)
+	}
+	checkPulled(t, direct, img)
+
+	for i := range 2 {
+		d := startDfdaemon(t, cp.addr, sn)
+		conf := mirrorConf(t, "primary.invalid", d.addr)
+		got, code, out := pullDir(t, "primary.invalid/team/app:v1", "--registries-conf", conf)
+		if code != 0 {
+			t.Fatalf("pull %d through dfdaemon: exit %d: %s", i, code, out)
+		}
+		checkPulled(t, got, img)
+		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.blobs)-1 {
+			t.Fatalf("pull %d: %v blobs streamed from the swarm, want %d (layers and config)", i, n, len(img.blobs)-1)
+		}
+		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); n != 0 {
+			t.Fatalf("pull %d: %v blobs fell back to the registry", i, n)
+		}
+	}
+	for d := range img.blobs {
+		if n := cp.reads(d); n > 1 {
+			t.Fatalf("blob %s read %d times from the registry, want once", d, n)
+		}
+	}
+	for _, d := range img.layers {
+		if n := cp.reads(d); n != 1 {
+			t.Fatalf("layer %s read %d times from the registry, want once", d, n)
+		}
+	}
+}
