@@ -1,0 +1,152 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
+)
+
+// v1File is a dfdaemon.yml as Dragonfly 1.x documented it, with keys this
+// dfdaemon does not use.
+const v1File = `
+registry_mirror:
+  remote: https://registry.example.com
+  insecure: true
+  direct: false
+proxies:
+- regx: blobs/sha256.*
+- regx: some-registry/
+  use_https: true
+- regx: no-proxy-reg
+  direct: true
+- regx: registry.example.com
+  redirect: another-registry.example.com
+hijack_https:
+  cert: df.crt
+  key: df.key
+  hosts:
+  - regx: mirror.aliyuncs.com:443
+    insecure: true
+supernodes:
+- 10.0.0.1:8002=2
+- 10.0.0.2
+dfget_flags: ["--verbose", "-f", "Expires&OSSAccessKeyId&Signature"]
+localIP: 10.0.0.9
+port: 65002
+ratelimit: 50M
+maxprocs: 8
+hostIp: 127.0.0.1
+streamMode: false
+`
+
+func load(t *testing.T, file string, args ...string) (*Config, error) {
+	t.Helper()
+	c := New()
+	f := pflag.NewFlagSet("dfdaemon", pflag.ContinueOnError)
+	c.BindFlags(f)
+	if file != "" {
+		p := filepath.Join(t.TempDir(), "dfdaemon.yml")
+		if err := os.WriteFile(p, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", p)
+	}
+	args = append(args, "--workHome", t.TempDir())
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return c, c.Load(f)
+}
+
+func TestV1FileAcceptedAsIs(t *testing.T) {
+	c, err := load(t, v1File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 65002 || c.RateLimit != 50*rate.MB || c.LocalIP != "10.0.0.9" {
+		t.Fatalf("port %d ratelimit %v localIP %q", c.Port, c.RateLimit, c.LocalIP)
+	}
+	if c.Registry().String() != "https://registry.example.com" || !c.RegistryMirror.Insecure {
+		t.Fatalf("registry %v %+v", c.Registry(), c.RegistryMirror)
+	}
+	if c.Nodes.String() != "10.0.0.1:8002=2,10.0.0.2:8002=1" {
+		t.Fatalf("nodes %s", c.Nodes.String())
+	}
+	if len(c.Proxies) != 4 || !c.Proxies[1].UseHTTPS || !c.Proxies[2].Direct || c.Proxies[3].Redirect == "" {
+		t.Fatalf("proxies %+v", c.Proxies)
+	}
+	if c.HijackHTTPS == nil || c.HijackHTTPS.Cert != "df.crt" || !c.HijackHTTPS.Hosts[0].Insecure {
+		t.Fatalf("hijack %+v", c.HijackHTTPS)
+	}
+	if c.LocalRepo != filepath.Join(c.WorkHome, "dfdaemon", "data") {
+		t.Fatalf("localrepo %s", c.LocalRepo)
+	}
+	if _, err := os.Stat(c.LocalRepo); err != nil {
+		t.Fatalf("localrepo not created: %v", err)
+	}
+}
+
+func TestFlagsWinOverFile(t *testing.T) {
+	c, err := load(t, v1File, "--port", "7000", "--registry", "http://127.0.0.1:5000", "--node", "10.1.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 7000 || c.Registry().String() != "http://127.0.0.1:5000" || c.Nodes.String() != "10.1.1.1:8002=1" {
+		t.Fatalf("port %d registry %v nodes %s", c.Port, c.Registry(), c.Nodes.String())
+	}
+	if c.RateLimit != 50*rate.MB {
+		t.Fatalf("ratelimit %v: the file's value is lost", c.RateLimit)
+	}
+}
+
+func TestDefaultsWithoutFile(t *testing.T) {
+	c := New()
+	f := pflag.NewFlagSet("dfdaemon", pflag.ContinueOnError)
+	c.BindFlags(f)
+	home := t.TempDir()
+	if err := f.Parse([]string{"--workHome", home}); err != nil {
+		t.Fatal(err)
+	}
+	c.File = filepath.Join(home, "missing.yml") // the default file may be absent
+	if err := c.Load(f); err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 65001 || c.RateLimit != 20*rate.MB || c.Registry().String() != DefaultRegistry || len(c.Nodes) != 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestBadConfigExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		args []string
+		code int
+	}{
+		{"port: [1]\n", nil, ExitConfig},
+		{"", []string{"--port", "70000"}, ExitPortInvalid},
+		{"", []string{"--registry", "ftp://x"}, ExitConfig},
+		{"", []string{"--localrepo", "relative/dir"}, ExitPathNotAbs},
+		{"", []string{"--certpem", "/x.pem"}, ExitConfig},
+		{"supernodes: ['bad host']\n", nil, ExitConfig},
+		{"ratelimit: lots\n", nil, ExitConfig},
+	} {
+		_, err := load(t, tc.file, tc.args...)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != tc.code {
+			t.Errorf("file %q args %v: %v, want exit code %d", tc.file, tc.args, err, tc.code)
+		}
+	}
+	c := New()
+	f := pflag.NewFlagSet("dfdaemon", pflag.ContinueOnError)
+	c.BindFlags(f)
+	_ = f.Parse([]string{"--config", "/nonexistent/dfdaemon.yml"})
+	var ce *Error
+	if err := c.Load(f); !errors.As(err, &ce) || ce.Code != ExitConfig {
+		t.Errorf("a missing --config file: %v, want exit code %d", err, ExitConfig)
+	}
+}

@@ -1,0 +1,204 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/sirupsen/logrus"
+
+	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+)
+
+// closedNode is a supernode address nobody listens on: every download
+// falls back to the source, which is what these tests exercise (the
+// swarm itself is covered by the e2e tests).
+func closedNode(t *testing.T) dfgetcfg.NodeList {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var n dfgetcfg.NodeList
+	if err := n.Set(addr); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func newTestSwarm(t *testing.T) *Swarm {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	// No peer server runs, and none may be spawned: the default, this
+	// executable, is the test binary.
+	return New(Options{Nodes: closedNode(t), Home: t.TempDir(), IP: "127.0.0.1", PropertyFile: "/nonexistent/dfget.yml",
+		ServerExecutable: "/bin/false", Log: log})
+}
+
+// serve runs ServeGET for every request to a test server, with the
+// source at src and identity id.
+func serve(t *testing.T, s *Swarm, src string, id Identity) *httptest.Server {
+	u, _ := url.Parse(src)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.ServeGET(w, r, Source{URL: u}, id)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestServeGETForwardsWhatTheSourceRefuses(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="http://auth/token"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	defer origin.Close()
+	s := newTestSwarm(t)
+	srv := serve(t, s, origin.URL+"/v2/x/blobs/"+sum([]byte("x")), Identity{Digest: sum([]byte("x"))})
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("got %d %v, want the source's 401 challenge", resp.StatusCode, resp.Header)
+	}
+	if n := value(s.m.Forwarded); n != 1 {
+		t.Fatalf("%v forwarded, want 1", n)
+	}
+}
+
+// blobOrigin serves body for HEAD and GET, and records the Authorization
+// of the last GET.
+func blobOrigin(t *testing.T, body []byte, auth *atomic.Value) *httptest.Server {
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			auth.Store(r.Header.Get("Authorization"))
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(body))
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+func TestServeGETStreamsFromSourceWithoutSupernode(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	var auth atomic.Value
+	origin := blobOrigin(t, body, &auth)
+	s := newTestSwarm(t)
+	srv := serve(t, s, origin.URL+"/v2/x/blobs/"+sum(body), Identity{Digest: sum(body)})
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, body) || resp.ContentLength != int64(len(body)) {
+		t.Fatalf("body %d bytes (length %d), %v; want the %d-byte blob", len(got), resp.ContentLength, err, len(body))
+	}
+	if a, _ := auth.Load().(string); a != "Bearer tok" {
+		t.Fatalf("source saw Authorization %q, want the client's", a)
+	}
+	if n := value(s.m.Streams.WithLabelValues("source")); n != 1 {
+		t.Fatalf("%v streams from the source, want 1", n)
+	}
+}
+
+func TestServeGETAbortsWrongBytes(t *testing.T) {
+	body := bytes.Repeat([]byte{1, 2, 3}, 100000)
+	var auth atomic.Value
+	origin := blobOrigin(t, body, &auth)
+	want := sum(append(bytes.Clone(body[:len(body)-1]), 9))
+	s := newTestSwarm(t)
+	srv := serve(t, s, origin.URL+"/v2/x/blobs/"+want, Identity{Digest: want})
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || len(got) >= len(body) {
+		t.Fatalf("client read %d of %d bytes with error %v: want the connection cut before the end", len(got), len(body), err)
+	}
+	if n := value(s.m.Streams.WithLabelValues("digest_mismatch")); n != 1 {
+		t.Fatalf("%v digest mismatches counted, want 1", n)
+	}
+}
+
+func TestServeGETClientGoneStopsDownload(t *testing.T) {
+	const size = 64 << 20
+	canceled := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		if r.Method == http.MethodHead {
+			return
+		}
+		// 1 MiB, then nothing until the request is canceled.
+		_, _ = w.Write(make([]byte, 1<<20))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(canceled)
+	}))
+	defer origin.Close()
+	s := newTestSwarm(t)
+	srv := serve(t, s, origin.URL+"/blob", Identity{})
+	base := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, resp.Body, 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-canceled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source download went on after the client left")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for value(s.m.InFlight) != 0 || runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the client left: %v streams in flight, %d goroutines (%d before)",
+				value(s.m.InFlight), runtime.NumGoroutine(), base)
+		}
+		http.DefaultClient.CloseIdleConnections()
+		s.mu.Lock()
+		for _, c := range s.clients {
+			c.CloseIdleConnections()
+		}
+		s.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := value(s.m.Streams.WithLabelValues("client_gone")); n != 1 {
+		t.Fatalf("%v streams ended by the client leaving, want 1", n)
+	}
+}
+
+// value is the current value of a counter or gauge.
+func value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
