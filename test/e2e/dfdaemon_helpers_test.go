@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -305,4 +306,75 @@ func (d *dfdaemonProc) metric(t *testing.T, prefix string) float64 {
 		}
 	}
 	return sum
+}
+
+// signedStorage stands for a registry's blob storage behind signed
+// redirects (S3, GCS): blob GETs to the front get a 307 to a storage URL
+// with a signature unique to the request; the storage serves only signed
+// requests without an Authorization header (as S3 refuses both), and
+// counts its reads per digest.
+type signedStorage struct {
+	front string
+	mu    sync.Mutex
+	reads map[string]int
+	sig   int
+}
+
+func startSignedStorage(t *testing.T, registry string) *signedStorage {
+	t.Helper()
+	ss := &signedStorage{reads: map[string]int{}}
+	target, _ := url.Parse("http://" + registry)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	storage := http.NewServeMux()
+	storage.HandleFunc("/storage/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("sig") == "" || r.Header.Get("Authorization") != "" {
+			http.Error(w, "signature required, and no Authorization", http.StatusForbidden)
+			return
+		}
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/storage")
+		r.URL.RawQuery = ""
+		sr := &statusRecorder{ResponseWriter: w}
+		rp.ServeHTTP(sr, r)
+		if i := strings.Index(r.URL.Path, "/blobs/"); i >= 0 && sr.status == http.StatusOK {
+			ss.mu.Lock()
+			ss.reads[r.URL.Path[i+len("/blobs/"):]]++
+			ss.mu.Unlock()
+		}
+	})
+	sl, err := listenOn("127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := listenOn("127.0.0.1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storageAddr := sl.Addr().String()
+	ss.front = fl.Addr().String()
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			ss.mu.Lock()
+			ss.sig++
+			sig := ss.sig
+			ss.mu.Unlock()
+			http.Redirect(w, r, fmt.Sprintf("http://%s/storage%s?sig=%d", storageAddr, r.URL.Path, sig), http.StatusTemporaryRedirect)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	for _, s := range []struct {
+		l net.Listener
+		h http.Handler
+	}{{sl, storage}, {fl, front}} {
+		srv := &http.Server{Handler: s.h}
+		go func() { _ = srv.Serve(s.l) }()
+		t.Cleanup(func() { srv.Close() })
+	}
+	return ss
+}
+
+func (s *signedStorage) readsOf(d string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reads[d]
 }

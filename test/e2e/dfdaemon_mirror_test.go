@@ -48,3 +48,33 @@ func TestDfdaemonMirrorPull(t *testing.T) {
 		}
 	}
 }
+
+// The same layers in two repositories, served by signed redirects whose
+// query differs per request: the task is the digest, so two dfdaemons
+// pulling the two repositories make one task, one CDN fill, per blob, and
+// the CDN's fetch follows the redirect without the client's credentials.
+func TestDfdaemonBlobIsItsDigest(t *testing.T) {
+	reg, _ := startRegistry(t)
+	dir, img := writeOCI(t, 200, 4<<20, 2<<20)
+	pushOCI(t, dir, reg, "one/app:v1")
+	pushOCI(t, dir, reg, "two/app:v1")
+	ss := startSignedStorage(t, reg)
+	sn := startSupernode(t, t.TempDir())
+	for i, repo := range []string{"one/app:v1", "two/app:v1"} {
+		d := startDfdaemon(t, ss.front, sn)
+		conf := mirrorConf(t, "primary.invalid", d.addr)
+		got, code, out := pullDir(t, "primary.invalid/"+repo, "--registries-conf", conf)
+		if code != 0 {
+			t.Fatalf("pull %s: exit %d: %s", repo, code, out)
+		}
+		checkPulled(t, got, img)
+		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.blobs)-1 {
+			t.Fatalf("pull %d: %v blobs from the swarm, want %d", i, n, len(img.blobs)-1)
+		}
+	}
+	for _, l := range img.layers {
+		if n := ss.readsOf(l); n != 1 {
+			t.Fatalf("layer %s read %d times from the storage, want once for both repositories", l, n)
+		}
+	}
+}
