@@ -19,7 +19,7 @@ func TestDfdaemonDigestMismatchFailsPull(t *testing.T) {
 	reg, root := startRegistry(t)
 	dir, img := writeOCI(t, 160, 2<<20, 6<<20)
 	pushOCI(t, dir, reg, "bad/app:v1")
-	bad := img.layers[1]
+	bad := img.Layers[1]
 	hex := strings.TrimPrefix(bad, "sha256:")
 	data := filepath.Join(root, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
 	b, err := os.ReadFile(data)
@@ -43,8 +43,8 @@ func TestDfdaemonDigestMismatchFailsPull(t *testing.T) {
 		}
 		// The good layer and the config went through; the bad one never.
 		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`) +
-			d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); n > float64(len(img.blobs)-2) {
-			t.Fatalf("pull %d: %v streams served whole, but only %d blobs are good", i, n, len(img.blobs)-2)
+			d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); n > float64(len(img.Blobs)-2) {
+			t.Fatalf("pull %d: %v streams served whole, but only %d blobs are good", i, n, len(img.Blobs)-2)
 		}
 		ents, _ := os.ReadDir(filepath.Join(d.home, "data"))
 		for _, e := range ents {
@@ -80,10 +80,10 @@ func TestDfdaemonTokenAuthPassesThrough(t *testing.T) {
 		t.Fatalf("pull: exit %d: %s", code, out)
 	}
 	checkPulled(t, got, img)
-	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.blobs)-1 {
-		t.Fatalf("%v blobs streamed from the swarm, want %d", n, len(img.blobs)-1)
+	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
+		t.Fatalf("%v blobs streamed from the swarm, want %d", n, len(img.Blobs)-1)
 	}
-	for _, l := range img.layers {
+	for _, l := range img.Layers {
 		if n := cp.reads(l); n != 1 {
 			t.Fatalf("layer %s read %d times with the token, want once (by the CDN)", l, n)
 		}
@@ -103,8 +103,8 @@ func TestDfdaemonNoSupernodeFallsBackToRegistry(t *testing.T) {
 		t.Fatalf("pull: exit %d: %s", code, out)
 	}
 	checkPulled(t, got, img)
-	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); int(n) != len(img.blobs)-1 {
-		t.Fatalf("%v blobs streamed from the registry, want %d", n, len(img.blobs)-1)
+	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); int(n) != len(img.Blobs)-1 {
+		t.Fatalf("%v blobs streamed from the registry, want %d", n, len(img.Blobs)-1)
 	}
 }
 
@@ -123,11 +123,11 @@ func TestDfdaemonClientDisconnectFreesStream(t *testing.T) {
 	// A whole small layer first: the connections a finished stream
 	// leaves idle for the next (to the registry, the supernode) are part
 	// of the baseline.
-	warm, err := http.Get("http://" + d.addr + "/v2/big/app/blobs/" + img.layers[1])
+	warm, err := http.Get("http://" + d.addr + "/v2/big/app/blobs/" + img.Layers[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := io.ReadAll(warm.Body); err != nil || !bytes.Equal(b, img.blobs[img.layers[1]]) {
+	if b, err := io.ReadAll(warm.Body); err != nil || !bytes.Equal(b, img.Blobs[img.Layers[1]]) {
 		t.Fatalf("small layer: %d bytes, %v", len(b), err)
 	}
 	warm.Body.Close()
@@ -135,13 +135,13 @@ func TestDfdaemonClientDisconnectFreesStream(t *testing.T) {
 		return d.metric(t, "dragonfly_dfdaemon_streams_in_flight") == 0
 	})
 	base := d.metric(t, "go_goroutines ")
-	layer := img.layers[0]
+	layer := img.Layers[0]
 	resp, err := http.Get("http://" + d.addr + "/v2/big/app/blobs/" + layer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(img.blobs[layer])) {
-		t.Fatalf("blob GET: %d, length %d, want 200 and %d", resp.StatusCode, resp.ContentLength, len(img.blobs[layer]))
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(img.Blobs[layer])) {
+		t.Fatalf("blob GET: %d, length %d, want 200 and %d", resp.StatusCode, resp.ContentLength, len(img.Blobs[layer]))
 	}
 	if _, err := io.CopyN(io.Discard, resp.Body, 1<<20); err != nil {
 		t.Fatalf("first MiB: %v", err)

@@ -2,11 +2,7 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -21,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 // needTool returns the path of an external program the dfdaemon tests run
@@ -48,10 +46,8 @@ func startRegistry(t *testing.T) (addr, root string) {
 	dir := t.TempDir()
 	root = filepath.Join(dir, "storage")
 	addr = Addr(FreePort(t))
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n"+
-		"  delete:\n    enabled: true\nhttp:\n  addr: %s\n", root, addr)
 	cfgPath := filepath.Join(dir, "registry.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, imagetest.RegistryConfig(root, addr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	StartProcess(t, "registry-"+addr, bin, "serve", cfgPath)
@@ -59,67 +55,18 @@ func startRegistry(t *testing.T) (addr, root string) {
 	return addr, root
 }
 
-// image is a test image: its layers and config by digest.
-type image struct {
-	blobs  map[string][]byte // "sha256:<hex>" -> content
-	layers []string
-}
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
 // writeOCI writes an OCI image layout of random layers of the given sizes
 // (seeded) into a new directory and returns it with the image.
-func writeOCI(t *testing.T, seed uint64, sizes ...int) (string, *image) {
+func writeOCI(t *testing.T, seed uint64, sizes ...int) (string, *imagetest.Image) {
 	t.Helper()
 	dir := t.TempDir()
-	img := &image{blobs: map[string][]byte{}}
-	put := func(b []byte) string {
-		d := digestOf(b)
-		img.blobs[d] = b
-		p := filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	type desc struct {
-		MediaType string `json:"mediaType"`
-		Digest    string `json:"digest"`
-		Size      int    `json:"size"`
-	}
-	var layers []desc
-	var diffIDs []string
+	var layers [][]byte
 	for i, n := range sizes {
-		// A gzip stream (stored, not compressed) of random bytes: skopeo
-		// keeps a compressed layer as it is, where it would compress a
-		// plain one on push and change its digest.
-		raw := randomData(n, seed+uint64(i))
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.NoCompression)
-		_, _ = zw.Write(raw)
-		_ = zw.Close()
-		d := put(buf.Bytes())
-		img.layers = append(img.layers, d)
-		diffIDs = append(diffIDs, digestOf(raw))
-		layers = append(layers, desc{"application/vnd.oci.image.layer.v1.tar+gzip", d, buf.Len()})
+		layers = append(layers, randomData(n, seed+uint64(i)))
 	}
-	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
-		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
-	cfgDesc := desc{"application/vnd.oci.image.config.v1+json", put(cfg), len(cfg)}
-	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": cfgDesc, "layers": layers})
-	manDesc := desc{"application/vnd.oci.image.manifest.v1+json", put(man), len(man)}
-	index, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": []any{manDesc}})
-	for name, b := range map[string][]byte{"oci-layout": []byte(`{"imageLayoutVersion":"1.0.0"}`), "index.json": index} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	img, err := imagetest.WriteOCI(dir, layers)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dir, img
 }
@@ -155,14 +102,11 @@ func pushOCI(t *testing.T, dir, addr, ref string) {
 }
 
 // mirrorConf writes a registries.conf whose registry location has the
-// dfdaemon at mirror as its only mirror. The location itself does not
-// resolve, so a pull that works came through the mirror.
+// dfdaemon at mirror as its only mirror (imagetest.MirrorConf).
 func mirrorConf(t *testing.T, location, mirror string) string {
 	t.Helper()
-	conf := fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n\n[[registry.mirror]]\nlocation = %q\ninsecure = true\n",
-		location, mirror)
 	p := filepath.Join(t.TempDir(), "registries.conf")
-	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(p, imagetest.MirrorConf(location, mirror), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -178,26 +122,11 @@ func pullDir(t *testing.T, ref string, extra ...string) (string, int, string) {
 	return dir, code, out
 }
 
-// checkPulled compares every layer and the config of img with the files
-// skopeo wrote to dir.
-func checkPulled(t *testing.T, dir string, img *image) {
+// checkPulled compares the blobs skopeo wrote to dir with img.
+func checkPulled(t *testing.T, dir string, img *imagetest.Image) {
 	t.Helper()
-	for d, want := range img.blobs {
-		got, err := os.ReadFile(filepath.Join(dir, strings.TrimPrefix(d, "sha256:")))
-		if os.IsNotExist(err) {
-			continue // the manifest: skopeo stores it as manifest.json
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != string(want) {
-			t.Fatalf("blob %s: %d bytes pulled differ from the %d pushed", d, len(got), len(want))
-		}
-	}
-	for _, d := range img.layers {
-		if _, err := os.Stat(filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); err != nil {
-			t.Fatalf("layer %s not pulled: %v", d, err)
-		}
+	if err := imagetest.CheckDir(dir, img); err != nil {
+		t.Fatal(err)
 	}
 }
 

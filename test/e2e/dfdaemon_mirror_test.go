@@ -30,19 +30,19 @@ func TestDfdaemonMirrorPull(t *testing.T) {
 			t.Fatalf("pull %d through dfdaemon: exit %d: %s", i, code, out)
 		}
 		checkPulled(t, got, img)
-		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.blobs)-1 {
-			t.Fatalf("pull %d: %v blobs streamed from the swarm, want %d (layers and config)", i, n, len(img.blobs)-1)
+		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
+			t.Fatalf("pull %d: %v blobs streamed from the swarm, want %d (layers and config)", i, n, len(img.Blobs)-1)
 		}
 		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); n != 0 {
 			t.Fatalf("pull %d: %v blobs fell back to the registry", i, n)
 		}
 	}
-	for d := range img.blobs {
+	for d := range img.Blobs {
 		if n := cp.reads(d); n > 1 {
 			t.Fatalf("blob %s read %d times from the registry, want once", d, n)
 		}
 	}
-	for _, d := range img.layers {
+	for _, d := range img.Layers {
 		if n := cp.reads(d); n != 1 {
 			t.Fatalf("layer %s read %d times from the registry, want once", d, n)
 		}
@@ -68,11 +68,11 @@ func TestDfdaemonBlobIsItsDigest(t *testing.T) {
 			t.Fatalf("pull %s: exit %d: %s", repo, code, out)
 		}
 		checkPulled(t, got, img)
-		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.blobs)-1 {
-			t.Fatalf("pull %d: %v blobs from the swarm, want %d", i, n, len(img.blobs)-1)
+		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
+			t.Fatalf("pull %d: %v blobs from the swarm, want %d", i, n, len(img.Blobs)-1)
 		}
 	}
-	for _, l := range img.layers {
+	for _, l := range img.Layers {
 		if n := ss.readsOf(l); n != 1 {
 			t.Fatalf("layer %s read %d times from the storage, want once for both repositories", l, n)
 		}
