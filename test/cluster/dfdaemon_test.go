@@ -16,21 +16,6 @@ import (
 	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
-// needTool is an external program the dfdaemon cluster test runs: missing,
-// the test is skipped, except in CI (CI set), where .ci/run installs it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not installed (.ci/run installs it): %v", name, err)
-	}
-	t.Skipf("%s not installed (Debian package %s; .ci/run installs it)", name, name)
-	return ""
-}
-
 // dfdaemonClusterSize is the layer size: 64 MiB as the target
 // run with DAMSELFLY_DFDAEMON_FULL=1, smaller in the regular suite, which
 // checks the same properties.
@@ -50,7 +35,7 @@ func TestDfdaemonClusterPull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode: end-to-end test with docker-registry, skopeo and bin/dfdaemon")
 	}
-	registryBin, skopeoBin := needTool(t, "docker-registry"), needTool(t, "skopeo")
+	registryBin, skopeoBin := imagetest.NeedTool(t, "docker-registry"), imagetest.NeedTool(t, "skopeo")
 	const hosts, regRate = 8, 400 * Mbit
 	size := dfdaemonClusterSize()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

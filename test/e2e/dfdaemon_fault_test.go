@@ -33,8 +33,7 @@ func TestDfdaemonDigestMismatchFailsPull(t *testing.T) {
 	sn := startSupernode(t, t.TempDir())
 	for i := range 2 {
 		d := startDfdaemon(t, reg, sn)
-		conf := mirrorConf(t, "primary.invalid", d.addr)
-		_, code, out := pullDir(t, "primary.invalid/bad/app:v1", "--registries-conf", conf)
+		_, code, out := d.tryPull(t, "bad/app:v1")
 		if code == 0 {
 			t.Fatalf("pull %d of a corrupt layer succeeded: %s", i, out)
 		}
@@ -74,20 +73,9 @@ func TestDfdaemonTokenAuthPassesThrough(t *testing.T) {
 		t.Fatalf("GET /v2/ without a token: %d %q, want the registry's 401 challenge", resp.StatusCode,
 			resp.Header.Get("WWW-Authenticate"))
 	}
-	conf := mirrorConf(t, "primary.invalid", d.addr)
-	got, code, out := pullDir(t, "primary.invalid/private/app:v1", "--registries-conf", conf)
-	if code != 0 {
-		t.Fatalf("pull: exit %d: %s", code, out)
-	}
-	checkPulled(t, got, img)
-	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
-		t.Fatalf("%v blobs streamed from the swarm, want %d", n, len(img.Blobs)-1)
-	}
-	for _, l := range img.Layers {
-		if n := cp.reads(l); n != 1 {
-			t.Fatalf("layer %s read %d times with the token, want once (by the CDN)", l, n)
-		}
-	}
+	d.pull(t, "private/app:v1", img)
+	d.wantStreams(t, "p2p", len(img.Blobs)-1)
+	wantLayersReadOnce(t, img, cp.reads)
 }
 
 // With its supernode unreachable the dfdaemon still serves every blob,
@@ -97,15 +85,8 @@ func TestDfdaemonNoSupernodeFallsBackToRegistry(t *testing.T) {
 	dir, img := writeOCI(t, 180, 2<<20, 3<<20)
 	pushOCI(t, dir, reg, "solo/app:v1")
 	d := startDfdaemon(t, reg, nil)
-	conf := mirrorConf(t, "primary.invalid", d.addr)
-	got, code, out := pullDir(t, "primary.invalid/solo/app:v1", "--registries-conf", conf)
-	if code != 0 {
-		t.Fatalf("pull: exit %d: %s", code, out)
-	}
-	checkPulled(t, got, img)
-	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); int(n) != len(img.Blobs)-1 {
-		t.Fatalf("%v blobs streamed from the registry, want %d", n, len(img.Blobs)-1)
-	}
+	d.pull(t, "solo/app:v1", img)
+	d.wantStreams(t, "source", len(img.Blobs)-1)
 }
 
 // A client that leaves mid-layer frees the stream: the download stops,
@@ -153,9 +134,7 @@ func TestDfdaemonClientDisconnectFreesStream(t *testing.T) {
 	Eventually(t, 10*time.Second, "the stream to stop", func() bool {
 		return d.metric(t, "dragonfly_dfdaemon_streams_in_flight") == 0
 	})
-	if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="client_gone"}`); n != 1 {
-		t.Fatalf("%v streams ended by the client leaving, want 1", n)
-	}
+	d.wantStreams(t, "client_gone", 1)
 	t.Logf("goroutines: base %v now %v", base, d.metric(t, "go_goroutines "))
 	Eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool {
 		return d.metric(t, "go_goroutines ") <= base+2

@@ -21,28 +21,12 @@ import (
 	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
-// needTool returns the path of an external program the dfdaemon tests run
-// (docker-registry, skopeo). Without it the test is skipped, except in CI
-// (CI set), where .ci/run installs it and its absence is a failure.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not installed (.ci/run installs it): %v", name, err)
-	}
-	t.Skipf("%s not installed (Debian package %s; .ci/run installs it)", name, name)
-	return ""
-}
-
 // startRegistry runs the Distribution registry (Debian docker-registry) on
 // loopback with filesystem storage in a temp dir; it returns its address
 // and storage root.
 func startRegistry(t *testing.T) (addr, root string) {
 	t.Helper()
-	bin := needTool(t, "docker-registry")
+	bin := imagetest.NeedTool(t, "docker-registry")
 	dir := t.TempDir()
 	root = filepath.Join(dir, "storage")
 	addr = Addr(FreePort(t))
@@ -75,7 +59,7 @@ func writeOCI(t *testing.T, seed uint64, sizes ...int) (string, *imagetest.Image
 // status and output.
 func skopeo(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	bin := needTool(t, "skopeo")
+	bin := imagetest.NeedTool(t, "skopeo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--insecure-policy"}, args...)...)
@@ -306,4 +290,41 @@ func (s *signedStorage) readsOf(d string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reads[d]
+}
+
+// pull pulls ref (on the registry "primary.invalid") with skopeo through
+// d only, and checks the blobs against img.
+func (d *dfdaemonProc) pull(t *testing.T, ref string, img *imagetest.Image) {
+	t.Helper()
+	got, code, out := d.tryPull(t, ref)
+	if code != 0 {
+		t.Fatalf("pull %s through dfdaemon %s: exit %d: %s", ref, d.addr, code, out)
+	}
+	checkPulled(t, got, img)
+}
+
+// tryPull is pull without checks: the pulled directory, skopeo's exit
+// status and output.
+func (d *dfdaemonProc) tryPull(t *testing.T, ref string) (string, int, string) {
+	t.Helper()
+	return pullDir(t, "primary.invalid/"+ref, "--registries-conf", mirrorConf(t, "primary.invalid", d.addr))
+}
+
+// wantStreams fails unless the dfdaemon counted n streams with result.
+func (d *dfdaemonProc) wantStreams(t *testing.T, result string, n int) {
+	t.Helper()
+	if got := d.metric(t, `dragonfly_dfdaemon_streams_total{result="`+result+`"}`); got != float64(n) {
+		t.Fatalf("dfdaemon %s: %v streams with result %s, want %d", d.addr, got, result, n)
+	}
+}
+
+// wantLayersReadOnce fails unless reads (a source's count of whole reads
+// by digest) is 1 for every layer of img.
+func wantLayersReadOnce(t *testing.T, img *imagetest.Image, reads func(string) int) {
+	t.Helper()
+	for _, l := range img.Layers {
+		if n := reads(l); n != 1 {
+			t.Fatalf("layer %s read %d times from its source, want once (by the supernode's CDN)", l, n)
+		}
+	}
 }

@@ -22,31 +22,19 @@ func TestDfdaemonMirrorPull(t *testing.T) {
 	}
 	checkPulled(t, direct, img)
 
-	for i := range 2 {
+	for range 2 {
 		d := startDfdaemon(t, cp.addr, sn)
-		conf := mirrorConf(t, "primary.invalid", d.addr)
-		got, code, out := pullDir(t, "primary.invalid/team/app:v1", "--registries-conf", conf)
-		if code != 0 {
-			t.Fatalf("pull %d through dfdaemon: exit %d: %s", i, code, out)
-		}
-		checkPulled(t, got, img)
-		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
-			t.Fatalf("pull %d: %v blobs streamed from the swarm, want %d (layers and config)", i, n, len(img.Blobs)-1)
-		}
-		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="source"}`); n != 0 {
-			t.Fatalf("pull %d: %v blobs fell back to the registry", i, n)
-		}
+		d.pull(t, "team/app:v1", img)
+		// Layers and config from the swarm, none from the registry.
+		d.wantStreams(t, "p2p", len(img.Blobs)-1)
+		d.wantStreams(t, "source", 0)
 	}
 	for d := range img.Blobs {
 		if n := cp.reads(d); n > 1 {
 			t.Fatalf("blob %s read %d times from the registry, want once", d, n)
 		}
 	}
-	for _, d := range img.Layers {
-		if n := cp.reads(d); n != 1 {
-			t.Fatalf("layer %s read %d times from the registry, want once", d, n)
-		}
-	}
+	wantLayersReadOnce(t, img, cp.reads)
 }
 
 // The same layers in two repositories, served by signed redirects whose
@@ -60,21 +48,10 @@ func TestDfdaemonBlobIsItsDigest(t *testing.T) {
 	pushOCI(t, dir, reg, "two/app:v1")
 	ss := startSignedStorage(t, reg)
 	sn := startSupernode(t, t.TempDir())
-	for i, repo := range []string{"one/app:v1", "two/app:v1"} {
+	for _, repo := range []string{"one/app:v1", "two/app:v1"} {
 		d := startDfdaemon(t, ss.front, sn)
-		conf := mirrorConf(t, "primary.invalid", d.addr)
-		got, code, out := pullDir(t, "primary.invalid/"+repo, "--registries-conf", conf)
-		if code != 0 {
-			t.Fatalf("pull %s: exit %d: %s", repo, code, out)
-		}
-		checkPulled(t, got, img)
-		if n := d.metric(t, `dragonfly_dfdaemon_streams_total{result="p2p"}`); int(n) != len(img.Blobs)-1 {
-			t.Fatalf("pull %d: %v blobs from the swarm, want %d", i, n, len(img.Blobs)-1)
-		}
+		d.pull(t, repo, img)
+		d.wantStreams(t, "p2p", len(img.Blobs)-1)
 	}
-	for _, l := range img.Layers {
-		if n := ss.readsOf(l); n != 1 {
-			t.Fatalf("layer %s read %d times from the storage, want once for both repositories", l, n)
-		}
-	}
+	wantLayersReadOnce(t, img, ss.readsOf)
 }

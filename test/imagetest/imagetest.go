@@ -12,9 +12,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 )
+
+// NeedTool returns the path of an external program a test runs
+// (docker-registry, skopeo). Without it the test is skipped, except in CI
+// (CI set), where .ci/run installs it and its absence is a failure.
+func NeedTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not installed (.ci/run installs it): %v", name, err)
+	}
+	t.Skipf("%s not installed (Debian package %s; .ci/run installs it)", name, name)
+	return ""
+}
 
 // Image is an image written by WriteOCI: every blob by digest, and the
 // layer digests in order.
