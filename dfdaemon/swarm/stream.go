@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -42,7 +43,18 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 	defer s.m.InFlight.Dec()
 	log := s.log.WithFields(logrus.Fields{"task": cfg.TaskFileName, "url": src.URL.Redacted()})
 	log.Infof("stream start: length %d identity %q", head.ContentLength, cfg.Identifier)
-	out := core.Execute(r.Context(), cfg, core.IO{Data: bw, Console: lineLog{log}, Log: s.log})
+	// A client that leaves stops the download, unless it had the whole
+	// body: then the download ends normally (the supernode's finish,
+	// the report) within its own timeouts.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	stop := context.AfterFunc(r.Context(), func() {
+		if !bw.whole() {
+			cancel()
+		}
+	})
+	defer stop()
+	out := core.Execute(ctx, cfg, core.IO{Data: bw, Console: lineLog{log}, Log: s.log})
 	err = bw.finish(out.Code == 0 && out.Err == nil)
 	s.m.Bytes.Add(float64(bw.sent()))
 	switch {
@@ -54,7 +66,7 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 		s.m.result(result)
 		log.Infof("stream done: %d bytes, %s, back-source reason %d", bw.sent(), result, out.Reason)
 		return
-	case r.Context().Err() != nil:
+	case ctx.Err() != nil:
 		s.m.result("client_gone")
 		log.Infof("stream stopped: client gone after %d bytes", bw.sent())
 	case bw.mismatch():

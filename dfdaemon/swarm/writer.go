@@ -132,9 +132,8 @@ func (b *blobWriter) send(p []byte) error {
 func (b *blobWriter) finish(ok bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	whole := b.length >= 0 && b.out == b.length
 	switch {
-	case whole && (b.h == nil || b.verified):
+	case b.wholeLocked():
 		return nil
 	case b.err != nil:
 		return b.err
@@ -149,6 +148,18 @@ func (b *blobWriter) finish(ok bool) error {
 		return b.verify()
 	}
 	return nil
+}
+
+// whole reports whether the client has the whole body, verified when
+// there is a digest.
+func (b *blobWriter) whole() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wholeLocked()
+}
+
+func (b *blobWriter) wholeLocked() bool {
+	return b.length >= 0 && b.out == b.length && (b.h == nil || b.verified)
 }
 
 func (b *blobWriter) sent() int64 {
