@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/test/bench/dfdaemonbench"
 	"github.com/damselfly-p2p/damselfly/test/bench/load"
 	"github.com/damselfly-p2p/damselfly/test/bench/report"
 	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
@@ -23,6 +24,8 @@ const (
 	Swarm  = "swarm"
 	Target = "target"
 	Load   = "load"
+	// Dfdaemon is the registry mirror section (test/bench/dfdaemonbench).
+	Dfdaemon = "dfdaemon"
 )
 
 // Config selects what runs.
@@ -151,6 +154,12 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 	if cfg.Selected(Single) && ctx.Err() == nil {
 		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
 		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
+	}
+	if cfg.Selected(Dfdaemon) && ctx.Err() == nil {
+		logf("dfdaemon: registry mirror TTFB and peak RSS")
+		dc := dfdaemonbench.Default()
+		dc.Mode = cfg.Mode
+		rep.Sections = append(rep.Sections, dfdaemonbench.Section(ctx, dc))
 	}
 	if cfg.Selected(CDN) && ctx.Err() == nil {
 		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))
