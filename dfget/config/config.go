@@ -93,18 +93,18 @@ type Config struct {
 	Md5        string
 	Identifier string
 	// Digest is the expected digest of the whole file, "sha256:<hex>".
-	Digest      string
-	CallSystem  string
-	CACerts     []string
-	Insecure    bool
-	Pattern     string
-	Filter      string
-	Headers     []string
-	Nodes       nodes.List
+	Digest     string
+	CallSystem string
+	CACerts    []string
+	Insecure   bool
+	Pattern    string
+	Filter     string
+	Headers    []string
+	Nodes      nodes.List
 	// NodeOrder is how Nodes are ordered for a task: NodeOrderHome (by
 	// rendezvous hashing of the task ID) or NodeOrderRandom (Dragonfly
 	// 1.x's weighted random order, kept for comparison).
-	NodeOrder string
+	NodeOrder   string
 	NotBS       bool
 	Dfdaemon    bool
 	ClientQueue int
