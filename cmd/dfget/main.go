@@ -119,6 +119,7 @@ func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.StringVarP(&cfg.Filter, "filter", "f", "", "&-separated query keys left out of the task URL")
 	f.StringArrayVar(&cfg.Headers, "header", nil, "HTTP header for the source, \"Key: Value\" (repeatable)")
 	f.VarP(&cfg.Nodes, "node", "n", "supernodes, host[:port][=weight] comma-separated (default from /etc/dragonfly/dfget.yml or 127.0.0.1:8002)")
+	f.StringVar(&cfg.NodeOrder, "node-order", config.NodeOrderHome, "order of --node for a task: home (rendezvous hashing of the task, so its peers meet on one supernode) or random (Dragonfly 1.x)")
 	f.BoolVar(&cfg.NotBS, "notbs", false, "never fall back to downloading from the source")
 	f.BoolVar(&cfg.Dfdaemon, "dfdaemon", false, "mark the download as coming from dfdaemon")
 	f.IntVar(&cfg.ClientQueue, "clientqueue", 0, "pieces fetched at once, bounding piece buffers; 0 = properties clientQueueSize, else 6")

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -28,6 +29,12 @@ const (
 	PatternP2P    = "p2p"
 	PatternCDN    = "cdn"
 	PatternSource = "source"
+)
+
+// Orders of --node-order; "" is NodeOrderHome.
+const (
+	NodeOrderHome   = "home"
+	NodeOrderRandom = "random"
 )
 
 // Defaults that differ from "zero".
@@ -86,14 +93,18 @@ type Config struct {
 	Md5        string
 	Identifier string
 	// Digest is the expected digest of the whole file, "sha256:<hex>".
-	Digest      string
-	CallSystem  string
-	CACerts     []string
-	Insecure    bool
-	Pattern     string
-	Filter      string
-	Headers     []string
-	Nodes       NodeList
+	Digest     string
+	CallSystem string
+	CACerts    []string
+	Insecure   bool
+	Pattern    string
+	Filter     string
+	Headers    []string
+	Nodes      nodes.List
+	// NodeOrder is how Nodes are ordered for a task: NodeOrderHome (by
+	// rendezvous hashing of the task ID) or NodeOrderRandom (Dragonfly
+	// 1.x's weighted random order, kept for comparison).
+	NodeOrder   string
 	NotBS       bool
 	Dfdaemon    bool
 	ClientQueue int
@@ -256,7 +267,7 @@ func (c *Config) merge(p Properties) error {
 		}
 	}
 	if len(c.Nodes) == 0 {
-		c.Nodes = NodeList{{Host: "127.0.0.1", Port: DefaultSupernodePort, Weight: 1}}
+		c.Nodes = nodes.List{{Host: "127.0.0.1", Port: nodes.DefaultPort, Weight: 1}}
 	}
 	c.LocalLimit = cmp.Or(c.LocalLimit, p.LocalLimit)
 	c.MinRate = cmp.Or(c.MinRate, p.MinRate, DefaultMinRate)
@@ -318,6 +329,9 @@ func (c *Config) validate() error {
 	}
 	if c.Md5 != "" && !isMd5(c.Md5) {
 		return fmt.Errorf("invalid --md5 %q: want 32 hex digits", c.Md5)
+	}
+	if c.NodeOrder != "" && c.NodeOrder != NodeOrderHome && c.NodeOrder != NodeOrderRandom {
+		return fmt.Errorf("invalid --node-order %q: want %s or %s", c.NodeOrder, NodeOrderHome, NodeOrderRandom)
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("invalid --timeout %v: negative", c.Timeout)

@@ -2,7 +2,6 @@ package config
 
 import (
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,51 +12,6 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
-
-func TestParseNodes(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want string
-		fail bool
-	}{
-		{in: "10.0.0.1", want: "10.0.0.1:8002=1"},
-		{in: "10.0.0.1:8003", want: "10.0.0.1:8003=1"},
-		{in: "a:1=2,b=4", want: "a:1=1,b:8002=2"},
-		{in: " a , b:9=3 ", want: "a:8002=1,b:9=3"},
-		{in: "", fail: true}, {in: ",", fail: true}, {in: "a:0", fail: true}, {in: "a:99999", fail: true},
-		{in: "a=0", fail: true}, {in: "a=x", fail: true}, {in: ":80", fail: true}, {in: "a:b:c", fail: true},
-		{in: "a/b", fail: true}, {in: "a=1=2", fail: true},
-	} {
-		var l NodeList
-		err := l.Set(tc.in)
-		if (err != nil) != tc.fail {
-			t.Errorf("%q: err %v, want fail=%v", tc.in, err, tc.fail)
-			continue
-		}
-		if !tc.fail && l.String() != tc.want {
-			t.Errorf("%q = %q, want %q", tc.in, l.String(), tc.want)
-		}
-	}
-}
-
-func TestOrderIsWeightedAndComplete(t *testing.T) {
-	l, err := ParseNodes("a=1,b=3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	first := map[string]int{}
-	for i := 0; i < 4000; i++ {
-		o := NodeList(l).Order(r)
-		if len(o) != 2 || o[0].Host == o[1].Host {
-			t.Fatalf("order %v is not a permutation", o)
-		}
-		first[o[0].Host]++
-	}
-	if first["b"] < 2700 || first["b"] > 3300 {
-		t.Fatalf("b first %d of 4000 times, want about 3000", first["b"])
-	}
-}
 
 func newTestConfig(t *testing.T) *Config {
 	c := New()
@@ -172,29 +126,6 @@ func TestStreamOutputDash(t *testing.T) {
 	if !c.Stream || c.Output != "" {
 		t.Fatalf("-o - gives stream %v output %q", c.Stream, c.Output)
 	}
-}
-
-// FuzzParseNodes: the node list parser never panics, and what it accepts
-// round-trips through its String form.
-func FuzzParseNodes(f *testing.F) {
-	for _, s := range []string{"a", "a:1", "a:1=2,b", "10.0.0.1:8002=3", "=", ":::", "a=99999999999999999999"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		var l NodeList
-		if err := l.Set(s); err != nil {
-			return
-		}
-		var again NodeList
-		if err := again.Set(l.String()); err != nil {
-			t.Fatalf("%q parsed to %q which does not parse: %v", s, l.String(), err)
-		}
-		for _, n := range l {
-			if n.Port < 1 || n.Port > 65535 || n.Weight < 1 || n.Host == "" {
-				t.Fatalf("%q gave bad node %+v", s, n)
-			}
-		}
-	})
 }
 
 // FuzzRateFlag: rate strings given as flags parse or fail cleanly, never

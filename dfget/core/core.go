@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
@@ -70,7 +72,7 @@ type Download struct {
 	// streamed bytes P2P wrote to it.
 	sw       *downloader.StreamWriter
 	streamed int64
-	nodes    []config.Node
+	nodes    []nodes.Node
 	tried    map[string]bool
 	regReq   regist.Request
 	// reregs counts registrations made again after a supernode forgot
@@ -184,7 +186,10 @@ func (d *Download) tryP2P(ctx context.Context) error {
 // the first supernode that takes it.
 func (d *Download) register(ctx context.Context) error {
 	cfg := d.cfg
-	nodes := regist.Order(cfg.Nodes)
+	nodes, warnings := regist.Order(ctx, cfg, net.DefaultResolver)
+	for _, w := range warnings {
+		d.log.Warnf("%v", w)
+	}
 	d.localIP = cfg.IP
 	if d.localIP == "" {
 		ip, err := regist.LocalIP(ctx, nodes)
@@ -357,7 +362,7 @@ func (d *Download) reregister(ctx context.Context) bool {
 		return false
 	}
 	d.reregs++
-	var node []config.Node
+	var node []nodes.Node
 	for _, n := range d.nodes {
 		if n.Addr() == d.reg.Node {
 			node = append(node, n)
@@ -378,7 +383,7 @@ func (d *Download) reregister(ctx context.Context) bool {
 func (d *Download) migrate(ctx context.Context) bool {
 	d.serviceDown()
 	d.tried[d.reg.Node] = true
-	var rest []config.Node
+	var rest []nodes.Node
 	for _, n := range d.nodes {
 		if !d.tried[n.Addr()] {
 			rest = append(rest, n)

@@ -30,9 +30,17 @@ import (
 // reuse connections, short dial timeout, no compression (pieces are binary
 // and md5-checked byte for byte).
 func NewTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if t, ok := ctx.Value(dialTimeoutKey{}).(time.Duration); ok {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, t)
+				defer cancel()
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
@@ -41,6 +49,16 @@ func NewTransport() *http.Transport {
 		WriteBufferSize:       64 << 10,
 		ReadBufferSize:        256 << 10,
 	}
+}
+
+type dialTimeoutKey struct{}
+
+// WithDialTimeout makes the calls made with ctx give up connecting after d
+// instead of the transport's default. A caller with somewhere else to go,
+// such as the next supernode of a list, uses it to skip a member that is
+// down within a second; once connected, the call runs as usual.
+func WithDialTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, dialTimeoutKey{}, d)
 }
 
 // Client talks to supernodes, peers and the local peer server.

@@ -16,6 +16,9 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -45,7 +48,7 @@ type Request struct {
 
 // LocalIP picks the address other peers reach us on: the local side of a
 // TCP connection to the first reachable node.
-func LocalIP(ctx context.Context, nodes []config.Node) (string, error) {
+func LocalIP(ctx context.Context, nodes []nodes.Node) (string, error) {
 	var last error
 	for _, n := range nodes {
 		d := net.Dialer{Timeout: time.Second}
@@ -64,9 +67,14 @@ func LocalIP(ctx context.Context, nodes []config.Node) (string, error) {
 	return "", fmt.Errorf("no supernode reachable to find the local IP: %w", last)
 }
 
+// nextNodeAfter is how long a registration waits to connect to a
+// supernode before it tries the next one: a listed member that is down is
+// skipped within a second. The last node gets the transport's default.
+const nextNodeAfter = time.Second
+
 // Register tries nodes in order and returns the first success, or an
 // error naming every node's failure.
-func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []config.Node, r Request) (*Result, error) {
+func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []nodes.Node, r Request) (*Result, error) {
 	host, _ := os.Hostname()
 	body := types.RegisterRequest{
 		RawURL: cfg.URL, TaskURL: cfg.TaskURL, CID: r.CID, IP: r.IP, HostName: host, Port: r.Port,
@@ -89,13 +97,17 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 		body.StreamMode, body.WindowSize, body.StartPiece = true, cfg.WindowSize, r.StartPiece
 	}
 	var errs []string
-	for _, n := range nodes {
+	for i, n := range nodes {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		nctx := ctx
+		if i < len(nodes)-1 {
+			nctx = api.WithDialTimeout(ctx, nextNodeAfter)
+		}
 		body.SuperNodeIP = n.Host
-		b, noCache := streamBody(ctx, c, n, body)
-		d, err := c.Register(ctx, n.Addr(), &b)
+		b, noCache := streamBody(nctx, c, n, body)
+		d, err := c.Register(nctx, n.Addr(), &b)
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
@@ -113,7 +125,7 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []co
 // holder of every piece it reports (/peer/piece/suc, which it still needs)
 // and send peers to pieces long gone from its window; registered as the
 // cdn pattern it is never offered as a holder.
-func streamBody(ctx context.Context, c *api.Client, n config.Node, body types.RegisterRequest) (types.RegisterRequest, bool) {
+func streamBody(ctx context.Context, c *api.Client, n nodes.Node, body types.RegisterRequest) (types.RegisterRequest, bool) {
 	if !body.StreamMode || body.Pattern == config.PatternCDN {
 		return body, false
 	}
@@ -124,7 +136,38 @@ func streamBody(ctx context.Context, c *api.Client, n config.Node, body types.Re
 	return body, true
 }
 
-// Order returns the nodes in the order to try them.
-func Order(nodes config.NodeList) []config.Node {
-	return nodes.Order(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))))
+// resolveTimeout bounds the DNS lookups of the node list, which happen
+// before anything else of a download.
+const resolveTimeout = 3 * time.Second
+
+// Order returns the supernodes to try for cfg's task, its home first: each
+// name in the list resolved to its addresses, again for every download so
+// a change of DNS membership is followed, then ordered by rendezvous
+// hashing of the task ID the supernodes will give the task. Names that do
+// not resolve are kept (and reported in warnings), to fail at registration
+// like any node that is down.
+func Order(ctx context.Context, cfg *config.Config, r nodes.Resolver) (order []nodes.Node, warnings []error) {
+	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	list, warnings := cfg.Nodes.Resolve(rctx, r)
+	if cfg.NodeOrder == config.NodeOrderRandom {
+		return list.Random(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))), warnings
+	}
+	key, err := TaskID(cfg)
+	if err != nil {
+		// The config was validated, so this is not expected; any order
+		// still works, the home only saves origin reads.
+		warnings = append(warnings, err)
+	}
+	return list.Home(key), warnings
+}
+
+// TaskID is the ID a supernode gives cfg's task.
+func TaskID(cfg *config.Config) (string, error) {
+	id, err := taskid.Registration{RawURL: cfg.URL, TaskURL: cfg.TaskURL, Md5: cfg.Md5, Identifier: cfg.Identifier,
+		Headers: cfg.Headers}.ID()
+	if err != nil {
+		return "", fmt.Errorf("task of %s: %w", urlutil.Redact(cfg.URL), err)
+	}
+	return id, nil
 }

@@ -3,6 +3,8 @@ package regist
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 )
 
 // registry is a /peer/registry that records the bodies it gets and
@@ -57,9 +60,9 @@ func newRegistry(t *testing.T, refuse bool) *registry {
 	return r
 }
 
-func (r *registry) node(t *testing.T) config.Node {
+func (r *registry) node(t *testing.T) nodes.Node {
 	t.Helper()
-	n, err := config.ParseNode(strings.TrimPrefix(r.URL, "http://"))
+	n, err := nodes.Parse(strings.TrimPrefix(r.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +73,7 @@ func TestRegisterTriesNodesInOrder(t *testing.T) {
 	down, up := newRegistry(t, true), newRegistry(t, false)
 	cfg := config.New()
 	cfg.URL = "http://origin/f"
-	res, err := Register(context.Background(), api.New(), cfg, []config.Node{down.node(t), up.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
+	res, err := Register(context.Background(), api.New(), cfg, []nodes.Node{down.node(t), up.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +83,7 @@ func TestRegisterTriesNodesInOrder(t *testing.T) {
 	if len(down.got) != 1 || len(up.got) != 1 {
 		t.Fatalf("requests: refusing node %d, accepting node %d; want 1 and 1", len(down.got), len(up.got))
 	}
-	_, err = Register(context.Background(), api.New(), cfg, []config.Node{down.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
+	_, err = Register(context.Background(), api.New(), cfg, []nodes.Node{down.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
 	if err == nil || !strings.Contains(err.Error(), "not today") {
 		t.Fatalf("all nodes refusing: %v, want their reason", err)
 	}
@@ -92,7 +95,7 @@ func TestRegisterStreamFields(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		cfg := config.New()
 		cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
-		if _, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)},
+		if _, err := Register(context.Background(), api.New(), cfg, []nodes.Node{r.node(t)},
 			Request{CID: "c", IP: "127.0.0.1", Port: 1, StartPiece: 7}); err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +119,7 @@ func TestRegisterStreamProbe(t *testing.T) {
 		for _, stream := range []bool{false, true} {
 			cfg := config.New()
 			cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
-			res, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 15001})
+			res, err := Register(context.Background(), api.New(), cfg, []nodes.Node{r.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 15001})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +145,7 @@ func TestRegisterAsksForBlake3(t *testing.T) {
 			for _, port := range []int{0, 15001} {
 				cfg := config.New()
 				cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
-				if _, err := Register(context.Background(), api.New(), cfg, []config.Node{r.node(t)},
+				if _, err := Register(context.Background(), api.New(), cfg, []nodes.Node{r.node(t)},
 					Request{CID: "c", IP: "127.0.0.1", Port: port}); err != nil {
 					t.Fatal(err)
 				}
@@ -151,5 +154,57 @@ func TestRegisterAsksForBlake3(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+type hosts map[string][]string
+
+func (h hosts) LookupHost(_ context.Context, host string) ([]string, error) {
+	if a, ok := h[host]; ok {
+		return a, nil
+	}
+	return nil, errors.New("no such host")
+}
+
+// TestOrderMeetsAtHome: dfgets given the same supernodes in any order, by
+// address or by one name with several addresses, try the same home first;
+// the home is the one the supernode's task ID hashes to.
+func TestOrderMeetsAtHome(t *testing.T) {
+	byIP := []string{"198.18.0.1:8002", "198.18.0.2:8002", "198.18.0.3:8002"}
+	dns := hosts{"snodes": {"198.18.0.3", "198.18.0.1", "198.18.0.2"}}
+	homes := map[string]int{}
+	for i := 0; i < 60; i++ {
+		var firsts []string
+		for _, list := range []string{strings.Join(byIP, ","), byIP[2] + "," + byIP[0] + "," + byIP[1], "snodes"} {
+			cfg := config.New()
+			cfg.URL = fmt.Sprintf("http://origin/f%d", i)
+			if err := cfg.Nodes.Set(list); err != nil {
+				t.Fatal(err)
+			}
+			order, warns := Order(context.Background(), cfg, dns)
+			if len(order) != 3 || len(warns) != 0 {
+				t.Fatalf("%s: order %v, warnings %v", list, order, warns)
+			}
+			firsts = append(firsts, order[0].Addr())
+		}
+		if firsts[0] != firsts[1] || firsts[0] != firsts[2] {
+			t.Fatalf("file %d: homes %v differ", i, firsts)
+		}
+		homes[firsts[0]]++
+	}
+	if len(homes) != 3 {
+		t.Fatalf("60 files have homes %v, want all 3 nodes used", homes)
+	}
+}
+
+func TestOrderRandomAndBadName(t *testing.T) {
+	cfg := config.New()
+	cfg.URL, cfg.NodeOrder = "http://origin/f", config.NodeOrderRandom
+	if err := cfg.Nodes.Set("198.18.0.1,gone"); err != nil {
+		t.Fatal(err)
+	}
+	order, warns := Order(context.Background(), cfg, hosts{})
+	if len(order) != 2 || len(warns) != 1 || !strings.Contains(warns[0].Error(), "gone") {
+		t.Fatalf("order %v, warnings %v", order, warns)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
@@ -49,7 +50,7 @@ func idleWaiter(d *deps) {
 // running makes c1 a client of a running 3-piece task and returns its ID.
 func running(t *testing.T, d *deps) string {
 	t.Helper()
-	id := task.ID("http://o/f", "", "", map[string]string{})
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
 	d.snap = task.Snapshot{ID: id, Status: types.CDNStatusRunning, Changed: make(chan struct{}), PieceSize: 4 << 20,
 		HTTPLength: 10, RawURL: "http://o/f?x=1"}
 	known := func(got string) (task.Snapshot, error) {

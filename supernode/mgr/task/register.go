@@ -2,6 +2,7 @@ package task
 
 import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
@@ -70,7 +71,7 @@ func (m *Manager) Ensure(src cdn.Source) (string, error) {
 		return "", err
 	}
 	src.Md5 = md5
-	src.TaskID = ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
+	src.TaskID = taskid.ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
 	if _, err := m.ensure(src); err != nil {
 		return "", err
 	}

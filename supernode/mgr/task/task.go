@@ -11,8 +11,6 @@ package task
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -143,24 +141,6 @@ func New(cfg Config, c CDN, p Progress, peers Peers, d DfgetTasks, mx Metrics, l
 	mx.PiecesDownloaded = metrics.OrCounter(mx.PiecesDownloaded)
 	return &Manager{cfg: cfg, cdn: c, progress: p, peers: peers, dfget: d, metrics: mx, log: log,
 		now: time.Now, tasks: map[string]*Task{}}
-}
-
-// idSalt keeps task IDs from being plain hashes of URLs.
-const idSalt = "damselfly-supernode-task-id-salt"
-
-// ID is the task ID rule of v1: sha256(salt + taskURL + sign + range + salt),
-// sign being md5, else identifier; range only if a Range header is given.
-func ID(taskURL, md5, identifier string, headers map[string]string) string {
-	sign := md5
-	if sign == "" {
-		sign = identifier
-	}
-	r := ""
-	if v, ok := headers["Range"]; ok {
-		r = v
-	}
-	sum := sha256.Sum256([]byte(idSalt + taskURL + sign + r + idSalt))
-	return hex.EncodeToString(sum[:])
 }
 
 // SuperCID is the supernode's CID for a task.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
@@ -96,7 +97,7 @@ func TestRegisterValidation(t *testing.T) {
 
 func TestRegisterStartsCDNOnce(t *testing.T) {
 	d := newDeps(t)
-	id := ID("http://o/f", "", "", map[string]string{})
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
 	d.prog.EXPECT().InitTask(id)
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).DoAndReturn(func(src cdn.Source, _ func(cdn.Result)) (cdn.Started, error) {
 		if src.TaskID != id || src.RawURL != "http://o/f?x=1" || src.TaskURL != "http://o/f" {
@@ -133,7 +134,7 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 func TestRegisterMd5IsCaseInsensitive(t *testing.T) {
 	d := newDeps(t)
 	const lower = "451d1c1c12fb4b3c8bd2b94e2c73f17f"
-	id := ID("http://o/f", lower, "", map[string]string{})
+	id := taskid.ID("http://o/f", lower, "", map[string]string{})
 	d.prog.EXPECT().InitTask(id)
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).DoAndReturn(func(src cdn.Source, _ func(cdn.Result)) (cdn.Started, error) {
 		if src.Md5 != lower {
@@ -179,7 +180,7 @@ func running(t *testing.T, d *deps) string {
 		done = f
 		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
 	})
-	id := ID("http://o/f", "", "", map[string]string{})
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
 	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil {
@@ -229,7 +230,7 @@ func TestFinishedTaskReports(t *testing.T) {
 // An unknown name is refused with a 501 naming the field.
 func TestRegisterPieceDigest(t *testing.T) {
 	d := newDeps(t)
-	id := ID("http://o/f", "", "", map[string]string{})
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
 	d.prog.EXPECT().InitTask(id)
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
 	for i, tc := range []struct {
@@ -254,5 +255,31 @@ func TestRegisterPieceDigest(t *testing.T) {
 	}
 	if _, err := d.dfget.Get("c-bad", id); err == nil {
 		t.Fatal("a refused registration was recorded")
+	}
+}
+
+// TestRegistrationIDMatchesClient holds the supernode to the ID a dfget
+// computes before it registers, which is how a dfget finds a task's home
+// supernode in a cluster.
+func TestRegistrationIDMatchesClient(t *testing.T) {
+	for _, req := range []types.RegisterRequest{
+		{RawURL: "http://o/f?x=1", TaskURL: "http://o/f"},
+		{RawURL: "http://o/f"},
+		{RawURL: "http://o/f", Md5: "D41D8CD98F00B204E9800998ECF8427E", Identifier: "ignored"},
+		{RawURL: "http://o/f", Identifier: "sha256:0123"},
+		{RawURL: "http://o/f", Headers: []string{"range: bytes=0-99", "X-A: b"}},
+	} {
+		src, err := registrationSource(req)
+		if err != nil {
+			t.Fatalf("%+v: %v", req, err)
+		}
+		want, err := taskid.Registration{RawURL: req.RawURL, TaskURL: req.TaskURL, Md5: req.Md5,
+			Identifier: req.Identifier, Headers: req.Headers}.ID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src.TaskID != want {
+			t.Errorf("%+v: supernode id %s, client id %s", req, src.TaskID, want)
+		}
 	}
 }

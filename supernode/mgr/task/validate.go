@@ -6,6 +6,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 )
@@ -254,7 +255,7 @@ func registrationSource(req types.RegisterRequest) (cdn.Source, error) {
 	if req.Md5 != "" {
 		src.Identifier = ""
 	}
-	src.TaskID = ID(taskURL, src.Md5, src.Identifier, headers)
+	src.TaskID = taskid.ID(taskURL, src.Md5, src.Identifier, headers)
 	return src, nil
 }
 
