@@ -18,6 +18,7 @@ import (
 
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -106,7 +107,7 @@ type Config struct {
 
 	// Nodes is the supernode list (--node, else supernodes); empty means
 	// dfget's: its properties file, else 127.0.0.1:8002.
-	Nodes dfgetcfg.NodeList `yaml:"-"`
+	Nodes nodes.List `yaml:"-"`
 	// File is the YAML file read (--config).
 	File string `yaml:"-"`
 }

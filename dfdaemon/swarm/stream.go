@@ -13,6 +13,7 @@ import (
 
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 )
 
 // copiedHeaders are the source's answer headers a streamed response
@@ -96,7 +97,7 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 	o := s.opt
 	cfg := dfgetcfg.New()
 	cfg.URL, cfg.Stream, cfg.Dfdaemon, cfg.CallSystem = src.URL.String(), true, true, "dfdaemon"
-	cfg.Nodes = append(dfgetcfg.NodeList(nil), o.Nodes...)
+	cfg.Nodes = append(nodes.List(nil), o.Nodes...)
 	cfg.Home, cfg.IP, cfg.Verbose, cfg.PropertyFile = o.Home, o.IP, o.Verbose, o.PropertyFile
 	cfg.LocalLimit, cfg.TotalLimit = o.RateLimit, o.RateLimit
 	cfg.CACerts, cfg.Insecure = src.CACerts, src.Insecure

@@ -25,7 +25,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -33,7 +33,7 @@ import (
 type Options struct {
 	// Nodes are the supernodes; empty means dfget's (its properties
 	// file, else 127.0.0.1:8002).
-	Nodes dfgetcfg.NodeList
+	Nodes nodes.List
 	// Home is the work home shared with dfget: its peer server, logs.
 	Home string
 	// IP is the address peers reach this host on ("": found by probing

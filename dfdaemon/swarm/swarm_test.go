@@ -18,20 +18,20 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 
-	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 )
 
 // closedNode is a supernode address nobody listens on: every download
 // falls back to the source, which is what these tests exercise (the
 // swarm itself is covered by the e2e tests).
-func closedNode(t *testing.T) dfgetcfg.NodeList {
+func closedNode(t *testing.T) nodes.List {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var n dfgetcfg.NodeList
+	var n nodes.List
 	if err := n.Set(addr); err != nil {
 		t.Fatal(err)
 	}
