@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -327,4 +328,10 @@ func wantLayersReadOnce(t *testing.T, img *imagetest.Image, reads func(string) i
 			t.Fatalf("layer %s read %d times from its source, want once (by the supernode's CDN)", l, n)
 		}
 	}
+}
+
+// logContains reports whether the dfdaemon's log holds s.
+func (d *dfdaemonProc) logContains(s string) bool {
+	b, _ := os.ReadFile(filepath.Join(d.home, "logs", "dfdaemon.log"))
+	return bytes.Contains(b, []byte(s))
 }
