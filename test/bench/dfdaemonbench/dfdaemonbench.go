@@ -30,6 +30,9 @@ import (
 // Config is one measurement.
 type Config struct {
 	Mode cluster.Mode
+	// RegistryRate shapes the registry's uplink (bits/s; namespace mode
+	// only): the one link the whole cold path depends on.
+	RegistryRate int64
 	// LayerSize is the layer whose first byte is timed.
 	LayerSize int
 	// Layers of RSSLayerSize are streamed at once for the RSS figure.
@@ -39,7 +42,9 @@ type Config struct {
 
 // Default is the configuration: a 256 MiB layer, 8 layers of
 // 64 MiB at once.
-func Default() Config { return Config{LayerSize: 256 << 20, Layers: 8, RSSLayerSize: 64 << 20} }
+func Default() Config {
+	return Config{RegistryRate: 400 * cluster.Mbit, LayerSize: 256 << 20, Layers: 8, RSSLayerSize: 64 << 20}
+}
 
 // Figures are the results.
 type Figures struct {
@@ -62,8 +67,8 @@ const pieceSize = 4 << 20
 
 // Section runs Measure and reports it.
 func Section(ctx context.Context, cfg Config) report.Section {
-	s := report.Section{Title: fmt.Sprintf("dfdaemon registry mirror (%d MiB layer TTFB; %d layers of %d MiB at once)",
-		cfg.LayerSize>>20, cfg.Layers, cfg.RSSLayerSize>>20)}
+	s := report.Section{Title: fmt.Sprintf("dfdaemon registry mirror (%d MiB layer TTFB; %d layers of %d MiB at once; registry uplink %d Mbit/s)",
+		cfg.LayerSize>>20, cfg.Layers, cfg.RSSLayerSize>>20, cfg.RegistryRate/cluster.Mbit)}
 	f, err := Measure(ctx, cfg)
 	if err != nil {
 		s.Error = err.Error()
@@ -93,7 +98,7 @@ type bench struct {
 // Measure runs the setup and takes the figures.
 func Measure(ctx context.Context, cfg Config) (Figures, error) {
 	var f Figures
-	b, err := start(ctx, cfg.Mode)
+	b, err := start(ctx, cfg.Mode, cfg.RegistryRate)
 	if err != nil {
 		return f, err
 	}
@@ -123,7 +128,7 @@ func Measure(ctx context.Context, cfg Config) (Figures, error) {
 	return f, err
 }
 
-func start(ctx context.Context, mode cluster.Mode) (*bench, error) {
+func start(ctx context.Context, mode cluster.Mode, rate int64) (*bench, error) {
 	bins := map[string]string{}
 	for _, name := range []string{"docker-registry", "skopeo", "curl"} {
 		p, err := exec.LookPath(name)
@@ -141,17 +146,21 @@ func start(ctx context.Context, mode cluster.Mode) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{c: c, skopeo: bins["skopeo"]}
-	if err := b.startHosts(ctx, bins["docker-registry"], dfd); err != nil {
+	if err := b.startHosts(ctx, bins["docker-registry"], dfd, rate); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func (b *bench) startHosts(ctx context.Context, registryBin, dfdaemonBin string) error {
+func (b *bench) startHosts(ctx context.Context, registryBin, dfdaemonBin string, rate int64) error {
 	var hosts []*cluster.Host
 	for _, name := range []string{"registry", "supernode", "client"} {
-		h, err := b.c.AddHost(ctx, cluster.HostSpec{Name: name})
+		spec := cluster.HostSpec{Name: name}
+		if name == "registry" {
+			spec.Uplink = rate
+		}
+		h, err := b.c.AddHost(ctx, spec)
 		if err != nil {
 			return err
 		}
