@@ -150,3 +150,13 @@ func TestBadConfigExitCodes(t *testing.T) {
 		t.Errorf("a missing --config file: %v, want exit code %d", err, ExitConfig)
 	}
 }
+
+func TestPartialRegistryMirrorKeepsDefaultRemote(t *testing.T) {
+	c, err := load(t, "registry_mirror:\n  insecure: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Registry().String() != DefaultRegistry || !c.RegistryMirror.Insecure {
+		t.Fatalf("registry %v insecure %v", c.Registry(), c.RegistryMirror.Insecure)
+	}
+}
