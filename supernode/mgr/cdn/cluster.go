@@ -324,13 +324,15 @@ func (b *memberBody) Close() error {
 func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error {
 	cf := m.file(taskID)
 	if cf == nil || cf.source {
-		return fmt.Errorf("task %s has no cache file", taskID)
+		return writeErrFrame(w, flush, fmt.Errorf("task %s has no cache file", taskID))
 	}
-	f, err := os.Open(m.store.DataPath(taskID))
-	if err != nil {
-		return fmt.Errorf("open cache of %s: %w", taskID, err)
-	}
-	defer f.Close()
+	// The cache file exists once the first piece is written: opened then.
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	var buf []byte
 	for num := 0; ; num++ {
 		size, d, err := m.awaitPiece(ctx, cf, num)
@@ -339,6 +341,11 @@ func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, f
 		}
 		if size == 0 {
 			return writeFrame(w, flush, frameEnd, nil, "")
+		}
+		if f == nil {
+			if f, err = os.Open(m.store.DataPath(taskID)); err != nil {
+				return writeErrFrame(w, flush, fmt.Errorf("open cache of %s: %w", taskID, err))
+			}
 		}
 		if cap(buf) < size {
 			buf = make([]byte, size)

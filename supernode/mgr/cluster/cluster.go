@@ -10,7 +10,9 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -31,8 +33,10 @@ type Config struct {
 	Nodes nodes.List
 	// Self is this supernode's member ID: its advertised IP and API port.
 	Self string
-	// Interval is the time between rounds of resolution and probes; a
-	// member that stops answering is skipped after at most Interval+Timeout.
+	// Interval is the time between rounds of resolution and probes: a
+	// member that refuses connections is skipped from the next round on,
+	// one that hangs after two (a CDN fetch from it gives up after a
+	// second's dial in between).
 	Interval time.Duration
 	// Timeout bounds one probe.
 	Timeout time.Duration
@@ -54,7 +58,15 @@ type Cluster struct {
 type member struct {
 	types.ClusterMember
 	ring ring.Member
+	// slow is a probe that timed out, misses the probes in a row that
+	// failed: a busy member is given a second chance, one that refuses
+	// the connection none.
+	slow   bool
+	misses int
 }
+
+// slowMisses is how many timed-out probes in a row make a member dead.
+const slowMisses = 2
 
 // New returns a cluster view; up (may be nil) is the liveness gauge by
 // member ID.
@@ -63,7 +75,7 @@ func New(cfg Config, r nodes.Resolver, up *prometheus.GaugeVec, log logrus.Field
 		cfg.Interval = time.Second
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 500 * time.Millisecond
+		cfg.Timeout = 800 * time.Millisecond
 	}
 	return &Cluster{cfg: cfg, resolver: r, up: metrics.OrGaugeVec(up, "member"), log: log,
 		http: &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}}
@@ -126,7 +138,8 @@ func (c *Cluster) round(ctx context.Context) {
 			defer wg.Done()
 			m.Alive, m.LastErr = true, ""
 			if err := c.probe(ctx, m.ID); err != nil {
-				m.Alive, m.LastErr = false, err.Error()
+				var ne net.Error
+				m.Alive, m.LastErr, m.slow = false, err.Error(), errors.As(err, &ne) && ne.Timeout()
 			}
 		}(&next[i])
 	}
@@ -142,10 +155,13 @@ func (c *Cluster) install(next []member) {
 	now := time.Now()
 	for i := range next {
 		m := &next[i]
-		if m.Alive {
+		j, ok := slices.BinarySearchFunc(c.members, m.ID, func(o member, id string) int { return cmpString(o.ID, id) })
+		switch {
+		case m.Alive:
 			m.LastSeen = now
-		} else if j, ok := slices.BinarySearchFunc(c.members, m.ID, func(o member, id string) int { return cmpString(o.ID, id) }); ok {
-			m.LastSeen = c.members[j].LastSeen
+		case ok:
+			m.LastSeen, m.misses = c.members[j].LastSeen, c.members[j].misses+1
+			m.Alive = m.slow && c.members[j].Alive && m.misses < slowMisses
 		}
 		if m.Alive != c.wasAlive(m.ID) {
 			c.log.WithField("member", m.ID).Infof("cluster member alive=%v %s", m.Alive, m.LastErr)

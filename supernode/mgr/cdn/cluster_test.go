@@ -1,0 +1,212 @@
+package cdn
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// homeT is a member serving a task's file from a real CDN manager over
+// the cluster fetch route; mode makes it misbehave.
+type homeT struct {
+	*httptest.Server
+	mode string // "", "lie" (a byte of piece 1 flipped), "refuse", "cut" (gone after piece 0)
+}
+
+func newHomeT(t *testing.T, home *Manager, id string, length int64, mode string) *homeT {
+	h := &homeT{mode: mode}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != types.ClusterFetchPath || r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		if h.mode == "refuse" {
+			http.Error(w, "reading it from you", http.StatusConflict)
+			return
+		}
+		w.Header().Set(types.ClusterHeaderTaskID, id)
+		w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(length, 10))
+		var out io.Writer = w
+		switch h.mode {
+		case "lie":
+			out = &flipWriter{w: w, at: int64(piece.DefaultSize) + frameHead + 100 + frameHead}
+		case "cut":
+			out = &cutWriter{w: w, left: int64(piece.DefaultSize) + frameHead + 1000}
+		}
+		_ = home.ServeMember(r.Context(), id, out, func() error { return nil })
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+// flipWriter flips the byte at offset at of the stream.
+type flipWriter struct {
+	w      io.Writer
+	at, n  int64
+	flippd bool
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if !f.flippd && f.at >= f.n && f.at < f.n+int64(len(p)) {
+		p = bytes.Clone(p)
+		p[f.at-f.n] ^= 0xff
+		f.flippd = true
+	}
+	f.n += int64(len(p))
+	return f.w.Write(p)
+}
+
+// cutWriter fails after left bytes, as a member that dies mid-file.
+type cutWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.ErrClosedPipe
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	c.left -= int64(len(p))
+	n, err := c.w.Write(p)
+	if c.left == 0 {
+		panic(http.ErrAbortHandler) // drop the connection
+	}
+	return n, err
+}
+
+func clusterManager(t *testing.T, p Progress, mx Metrics) (*Manager, *store.Store) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Config{SourceAllow: loopbackAllow()}, st, p, mx, quietLog())
+	t.Cleanup(m.Close)
+	return m, st
+}
+
+// The asker's cache holds the origin's bytes whatever the home does; what
+// changes is where they came from.
+func TestClusterSource(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	for i := range data {
+		data[i] = byte(i*13 + i>>11)
+	}
+	for _, tc := range []struct {
+		mode, reason string
+		fromHome     int64 // content bytes verified from the home
+	}{
+		{"", "", int64(len(data))},
+		{"lie", reasonDigest, piece.ContentSize(piece.DefaultSize)},
+		{"cut", reasonBroken, piece.ContentSize(piece.DefaultSize)},
+		{"refuse", reasonRefused, 0},
+	} {
+		t.Run("mode="+tc.mode, func(t *testing.T) {
+			o := newOriginT(t, data)
+			hp := NewMockProgress(gomock.NewController(t))
+			home, _ := clusterManager(t, hp, Metrics{})
+			expectRun(hp, "t1", 3)
+			src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+			if _, res := start(t, home, src); !res.OK {
+				t.Fatalf("home: %+v", res)
+			}
+			h := newHomeT(t, home, "t1", int64(len(data)), tc.mode)
+			mx := Metrics{DownloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"}),
+				ClusterBytes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}),
+				ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+			ap := NewMockProgress(gomock.NewController(t))
+			asker, st := clusterManager(t, ap, mx)
+			expectRun(ap, "t1", 3)
+			src.Via = strings.TrimPrefix(h.URL, "http://")
+			if _, res := start(t, asker, src); !res.OK {
+				t.Fatalf("asker: %+v", res)
+			}
+			checkCache(t, st, data)
+			if got := int64(counterValue(t, mx.ClusterBytes)); got != tc.fromHome {
+				t.Errorf("%d bytes from the home, want %d", got, tc.fromHome)
+			}
+			if got := int64(counterValue(t, mx.DownloadBytes)); got != int64(len(data))-tc.fromHome {
+				t.Errorf("%d bytes from the origin, want %d", got, int64(len(data))-tc.fromHome)
+			}
+			if tc.reason != "" && counterValue(t, mx.ClusterFallbacks.WithLabelValues(tc.reason)) != 1 {
+				t.Errorf("no %s fallback counted", tc.reason)
+			}
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			want := ""
+			if tc.fromHome > 0 && tc.fromHome < int64(len(data)) {
+				want = "bytes=" + strconv.FormatInt(tc.fromHome, 10) + "-"
+			}
+			if n := len(o.ranges); (tc.mode == "") != (n == 1) || (n == 2 && o.ranges[1] != want) {
+				t.Errorf("origin requests: ranges %q, want the home's and then %q", o.ranges, want)
+			}
+			if asker.MemberOf("t1") != "" {
+				t.Error("the fetch still counts as reading from the home")
+			}
+		})
+	}
+}
+
+func checkCache(t *testing.T, st *store.Store, data []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(st.DataPath("t1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for off := int64(0); off < int64(len(raw)); off += int64(piece.DefaultSize) {
+		c, err := piece.Unwrap(raw[off:min(off+int64(piece.DefaultSize), int64(len(raw)))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the asker's cache differs from the origin's file")
+	}
+}
+
+// A home whose fetch of the task fails sends an error frame; an unknown
+// task gets one at once.
+func TestServeMemberUnknownTask(t *testing.T) {
+	m, _ := clusterManager(t, NewMockProgress(gomock.NewController(t)), Metrics{})
+	var buf bytes.Buffer
+	if err := m.ServeMember(context.Background(), "nope", &buf, func() error { return nil }); err == nil {
+		t.Fatal("served an unknown task")
+	}
+	if buf.Len() < frameHead || !strings.Contains(buf.String(), "no cache file") {
+		t.Fatalf("no error frame: %q", buf.String())
+	}
+}
+
+func quietLog() *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return log
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
