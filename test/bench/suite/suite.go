@@ -152,6 +152,9 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
 		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
 	}
+	if cfg.Selected(ClusterSection) && ctx.Err() == nil {
+		rep.Sections = append(rep.Sections, clusterSection(ctx, cfg, logf))
+	}
 	if cfg.Selected(CDN) && ctx.Err() == nil {
 		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))
 		rep.Sections = append(rep.Sections, cdnSection(ctx, cfg.CDNSize))
