@@ -97,20 +97,12 @@ func (d *Daemon) build() error {
 	}
 	prog := progress.New(superPID)
 	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed}, superPID)
-	d.cdn = cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
-		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken},
-	}, st, prog, cdn.Metrics{
-		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
-		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
-		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks,
-	}, log.WithField("mgr", "cdn"))
+	d.cdn = d.newCDN(st, prog)
 	taskCfg := task.Config{
 		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,
 	}
 	var clusterView server.ClusterView
-	if len(b.Cluster.List) > 0 {
-		d.cluster = cluster.New(cluster.Config{Nodes: b.Cluster.List, Self: b.ClusterSelf(), Interval: b.ClusterProbeInterval},
-			net.DefaultResolver, mx.ClusterMemberUp, log.WithField("mgr", "cluster"))
+	if d.cluster = d.newCluster(); d.cluster != nil {
 		taskCfg.Home, clusterView = d.cluster, d.cluster
 	}
 	sched := scheduler.New(prog, scheduler.Config{
@@ -169,6 +161,28 @@ func (d *Daemon) build() error {
 		return fmt.Errorf("listen on download port %d: %w", b.DownloadPort, err)
 	}
 	return nil
+}
+
+// newCDN is the CDN manager, reading sources and, in a cluster, members.
+func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
+	b, mx := d.cfg, d.metrics
+	return cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
+		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken},
+	}, st, prog, cdn.Metrics{
+		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
+		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
+		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks,
+	}, d.log.WithField("mgr", "cdn"))
+}
+
+// newCluster is the view of the --cluster list, nil without one.
+func (d *Daemon) newCluster() *cluster.Cluster {
+	b := d.cfg
+	if len(b.Cluster.List) == 0 {
+		return nil
+	}
+	return cluster.New(cluster.Config{Nodes: b.Cluster.List, Self: b.ClusterSelf(), Interval: b.ClusterProbeInterval},
+		net.DefaultResolver, d.metrics.ClusterMemberUp, d.log.WithField("mgr", "cluster"))
 }
 
 // Run serves until ctx ends, then shuts down gracefully.

@@ -130,17 +130,9 @@ func New() *Metrics {
 			Name: "pieces_failed_total", Help: "Pieces clients reported failed (/peer/task result 501), by holder kind."}, []string{"holder"}),
 		SourceFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
-		ClusterMemberUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "cluster_member_up", Help: "1 when a member of the cluster answered its last probe (this supernode is always 1)."}, []string{"member"}),
-		CDNClusterBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "cdn_cluster_bytes_total", Help: "Total bytes the CDN read from other members of the cluster (verified)."}),
-		ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "cluster_fetch_fallbacks_total", Help: "CDN reads from a member that went to the origin instead, by reason."}, []string{"reason"}),
 	}
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
-		Name: "build_info", Help: "Build information."}, []string{"version", "revision", "os", "arch", "goversion"})
-	vi := version.Info()
-	buildInfo.WithLabelValues(vi.Version, vi.Revision, vi.OS, vi.Arch, vi.GoVersion).Set(1)
+	m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks = clusterCollectors()
+	buildInfo := newBuildInfo()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo,
 		m.HTTPRequests, m.HTTPDuration, m.HTTPRequestSize, m.HTTPResponseSize, m.PiecesDownloaded,
 		m.Tasks, m.TasksRegistered, m.CDNTrigger, m.CDNTriggerFailed, m.ScheduleDuration, m.Peers,
@@ -150,4 +142,21 @@ func New() *Metrics {
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
 		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks)
 	return m
+}
+
+func newBuildInfo() *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "build_info", Help: "Build information."}, []string{"version", "revision", "os", "arch", "goversion"})
+	vi := version.Info()
+	g.WithLabelValues(vi.Version, vi.Revision, vi.OS, vi.Arch, vi.GoVersion).Set(1)
+	return g
+}
+
+func clusterCollectors() (*prometheus.GaugeVec, prometheus.Counter, *prometheus.CounterVec) {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cluster_member_up", Help: "1 when a member of the cluster answered its last probe (this supernode is always 1)."}, []string{"member"}),
+		prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_cluster_bytes_total", Help: "Total bytes the CDN read from other members of the cluster (verified)."}),
+		prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cluster_fetch_fallbacks_total", Help: "CDN reads from a member that went to the origin instead, by reason."}, []string{"reason"})
 }
