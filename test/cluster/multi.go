@@ -255,7 +255,7 @@ func (m *Multi) Run(ctx context.Context, r *Round) (*RoundResult, error) {
 			defer func() { <-sem }()
 			err := werr
 			if err == nil {
-				err = verifyOutput(d.out, r.Names[d.f], m.Spec.Size)
+				err = VerifyOutput(d.out, r.Names[d.f], m.Spec.Size)
 			}
 			_ = os.Remove(d.out)
 			if err != nil {
@@ -277,7 +277,8 @@ func (m *Multi) Run(ctx context.Context, r *Round) (*RoundResult, error) {
 	return res, duringErr
 }
 
-func verifyOutput(path, name string, size int64) error {
+// VerifyOutput checks a downloaded synthetic file.
+func VerifyOutput(path, name string, size int64) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("output: %w", err)
