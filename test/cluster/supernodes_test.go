@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 )
 
@@ -302,4 +306,70 @@ func TestClusterDisagreeingLists(t *testing.T) {
 		refused += mx[`dragonfly_supernode_cluster_fetch_fallbacks_total{reason="refused"}`]
 	}
 	t.Logf("fetches refused as a loop: %.0f", refused)
+}
+
+// A preheat on a supernode that is not the file's home reaches the home:
+// the home reads the origin, the other fills its cache from the home, and
+// the origin serves the file once.
+func TestClusterPreheatReachesHome(t *testing.T) {
+	m, ctx := startMulti(t, MultiSpec{Supernodes: 3, Files: 1, Size: multiSize, OriginRate: multiOrigin, Cluster: true})
+	r := m.NewRound("preheat")
+	homeIdx := m.Home(r.URLs[0])
+	home, other := m.Supernodes[homeIdx], m.Supernodes[(homeIdx+1)%3]
+	if err := preheat(ctx, other, r.URLs[0]); err != nil {
+		t.Fatal(err)
+	}
+	served, err := m.Origin.BytesServed(ctx, r.Names[0], multiSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm, err := home.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	om, err := other.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromOrigin, fromHome := hm["dragonfly_supernode_cdn_download_size_bytes_total"], om["dragonfly_supernode_cdn_cluster_bytes_total"]
+	t.Logf("origin served %d bytes; home read %.0f from the origin, the other %.0f from the home", served, fromOrigin, fromHome)
+	if served != multiSize || fromOrigin != multiSize || fromHome != multiSize || om["dragonfly_supernode_cdn_download_size_bytes_total"] != 0 {
+		t.Errorf("preheat on a non-home supernode: origin %d, home from origin %.0f, other from home %.0f; want the file once each", served, fromOrigin, fromHome)
+	}
+}
+
+// preheat runs a file preheat on s and waits for its success.
+func preheat(ctx context.Context, s *Supernode, url string) error {
+	body, _ := json.Marshal(types.PreheatCreateRequest{Type: types.PreheatTypeFile, URL: url})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.Node()+"/preheats", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient().Do(req)
+	if err != nil {
+		return err
+	}
+	var created types.PreheatCreateResponse
+	err = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("create preheat: %d %v", resp.StatusCode, err)
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Node()+"/preheats/"+created.ID, nil)
+		resp, err := httpClient().Do(req)
+		if err != nil {
+			return err
+		}
+		var info types.PreheatInfo
+		err = json.NewDecoder(resp.Body).Decode(&info)
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			return err
+		case info.Status == types.PreheatSuccess:
+			return nil
+		case info.Status == types.PreheatFailed:
+			return fmt.Errorf("preheat failed: %s", info.ErrorMsg)
+		}
+	}
+	return errors.New("preheat not done in a minute")
 }
