@@ -108,11 +108,18 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 	if err != nil {
 		return nil, reasonBroken, fmt.Errorf("cluster fetch request: %w", err)
 	}
+	// Marked before asking: two members asking each other at once both
+	// refuse, rather than each waiting for the other's answer.
+	m.viaMember.Store(src.TaskID, src.Via)
 	mctx, mcancel := context.WithCancel(ctx)
+	fail := func(reason string, err error) (*http.Response, string, error) {
+		mcancel()
+		m.viaMember.Delete(src.TaskID)
+		return nil, reason, err
+	}
 	req, err := http.NewRequestWithContext(mctx, http.MethodPost, "http://"+src.Via+types.ClusterFetchPath, bytes.NewReader(body))
 	if err != nil {
-		mcancel()
-		return nil, reasonBroken, fmt.Errorf("cluster fetch request: %w", err)
+		return fail(reasonBroken, fmt.Errorf("cluster fetch request: %w", err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if m.cfg.Cluster.Token != "" {
@@ -120,19 +127,16 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 	}
 	resp, err := m.members.Do(req)
 	if err != nil {
-		mcancel()
-		return nil, reasonUnreachable, fmt.Errorf("cluster fetch from %s: %w", src.Via, err)
+		return fail(reasonUnreachable, fmt.Errorf("cluster fetch from %s: %w", src.Via, err))
 	}
 	length, err := checkMemberAnswer(resp, src.TaskID)
 	if err != nil {
 		resp.Body.Close()
-		mcancel()
 		if resp.StatusCode == http.StatusConflict {
-			return nil, reasonRefused, err
+			return fail(reasonRefused, err)
 		}
-		return nil, reasonBroken, err
+		return fail(reasonBroken, err)
 	}
-	m.viaMember.Store(src.TaskID, src.Via)
 	mb := &memberBody{m: m, ctx: ctx, src: src, resp: resp, cancel: mcancel, r: bufio.NewReaderSize(resp.Body, 64<<10),
 		length: length, idle: max(m.cfg.SourceTimeout, time.Second)}
 	mb.timer = time.AfterFunc(mb.idle, mcancel)

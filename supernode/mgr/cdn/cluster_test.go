@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -209,4 +210,72 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// Two members that take each other for a task's home and start its fetch
+// at the same moment: each is marked as reading from the other before it
+// asks, so each refuses the other (as the API's fetch route does) and both
+// read the origin instead of waiting on each other.
+func TestClusterCrossedFetchesRefuse(t *testing.T) {
+	data := bytes.Repeat([]byte("crossed"), 300000)
+	o := newOriginT(t, data)
+	var a, b *Manager
+	both := make(chan struct{})
+	refuser := func(self **Manager) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-both // both fetches have started
+			if (*self).MemberOf("t1") != "" {
+				http.Error(w, "reading it from a member", http.StatusConflict)
+				return
+			}
+			t.Error("a member served a task it reads from the asker")
+			http.Error(w, "unexpected", http.StatusInternalServerError)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	sa, sb := refuser(&a), refuser(&b)
+	mxs := make([]Metrics, 2)
+	for i := range mxs {
+		mxs[i] = Metrics{ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+	}
+	pa, pb := NewMockProgress(gomock.NewController(t)), NewMockProgress(gomock.NewController(t))
+	a, _ = clusterManager(t, pa, mxs[0])
+	b, _ = clusterManager(t, pb, mxs[1])
+	total := piece.Count(int64(len(data)), piece.ComputeSize(int64(len(data))))
+	expectRun(pa, "t1", total)
+	expectRun(pb, "t1", total)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	results := make(chan Result, 2)
+	for _, c := range []struct {
+		m   *Manager
+		via string
+	}{{a, sb.URL}, {b, sa.URL}} {
+		s := src
+		s.Via = strings.TrimPrefix(c.via, "http://")
+		// Start returns once the member answered: both run at once.
+		go func() {
+			if _, err := c.m.Start(s, func(r Result) { results <- r }); err != nil {
+				t.Error(err)
+				results <- Result{}
+			}
+		}()
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.MemberOf("t1") == "" || b.MemberOf("t1") == ""; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(both)
+			t.Fatal("a fetch is not marked while it waits for the member's answer")
+		}
+	}
+	close(both)
+	for range 2 {
+		if r := <-results; !r.OK {
+			t.Fatalf("fetch failed: %+v", r)
+		}
+	}
+	for i, mx := range mxs {
+		if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonRefused)); n != 1 {
+			t.Errorf("member %d: %.0f refused fetches, want 1", i, n)
+		}
+	}
 }
