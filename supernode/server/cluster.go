@@ -67,6 +67,9 @@ func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.TaskInfo, from string) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
+	for k, v := range a.ClusterCDN.Validators(info.ID) {
+		w.Header()[k] = v
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(types.ClusterHeaderTaskID, info.ID)
 	w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(info.HTTPFileLength, 10))

@@ -55,6 +55,7 @@ func TestClusterFetchRoute(t *testing.T) {
 	c.EXPECT().MemberOf("t1").Return("")
 	tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+	c.EXPECT().Validators("t1").Return(http.Header{"Etag": {`"v1"`}})
 	c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any()).DoAndReturn(
 		func(_ any, _ string, w io.Writer, flush func() error) error {
 			_, _ = w.Write([]byte("frames"))
@@ -62,7 +63,7 @@ func TestClusterFetchRoute(t *testing.T) {
 		})
 	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
 	if resp.StatusCode != http.StatusOK || msg != "frames" || resp.Header.Get(types.ClusterHeaderTaskID) != "t1" ||
-		resp.Header.Get(types.ClusterHeaderFileLength) != "42" {
+		resp.Header.Get(types.ClusterHeaderFileLength) != "42" || resp.Header.Get("ETag") != `"v1"` {
 		t.Fatalf("fetch: %d %q %v", resp.StatusCode, msg, resp.Header)
 	}
 

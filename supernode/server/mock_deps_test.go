@@ -12,6 +12,7 @@ package server
 import (
 	context "context"
 	io "io"
+	http "net/http"
 	reflect "reflect"
 
 	types "github.com/damselfly-p2p/damselfly/apis/types"
@@ -234,6 +235,20 @@ func (m *MockClusterCDN) ServeMember(ctx context.Context, taskID string, w io.Wr
 func (mr *MockClusterCDNMockRecorder) ServeMember(ctx, taskID, w, flush any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServeMember", reflect.TypeOf((*MockClusterCDN)(nil).ServeMember), ctx, taskID, w, flush)
+}
+
+// Validators mocks base method.
+func (m *MockClusterCDN) Validators(taskID string) http.Header {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Validators", taskID)
+	ret0, _ := ret[0].(http.Header)
+	return ret0
+}
+
+// Validators indicates an expected call of Validators.
+func (mr *MockClusterCDNMockRecorder) Validators(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Validators", reflect.TypeOf((*MockClusterCDN)(nil).Validators), taskID)
 }
 
 // MockPuller is a mock of Puller interface.

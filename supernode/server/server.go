@@ -52,6 +52,7 @@ type ClusterView interface {
 // no two members wait on each other).
 type ClusterCDN interface {
 	MemberOf(taskID string) string
+	Validators(taskID string) http.Header
 	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error
 }
 

@@ -140,7 +140,17 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 	mb := &memberBody{m: m, ctx: ctx, src: src, resp: resp, cancel: mcancel, r: bufio.NewReaderSize(resp.Body, 64<<10),
 		length: length, idle: max(m.cfg.SourceTimeout, time.Second)}
 	mb.timer = time.AfterFunc(mb.idle, mcancel)
-	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: http.Header{}, Body: mb}, "", nil
+	h := http.Header{}
+	for _, k := range []string{"ETag", "Last-Modified"} {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	mb.validator = h.Get("ETag")
+	if mb.validator == "" {
+		mb.validator = h.Get("Last-Modified")
+	}
+	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
 }
 
 // checkMemberAnswer reads the home's status and headers: the task must be
@@ -158,6 +168,24 @@ func checkMemberAnswer(resp *http.Response, taskID string) (int64, error) {
 		return 0, fmt.Errorf("cluster fetch answered a bad length %q", resp.Header.Get(types.ClusterHeaderFileLength))
 	}
 	return length, nil
+}
+
+// Validators are the source's ETag and Last-Modified of a task's cache
+// file, as a member sends them with the file: the asker keeps them in its
+// own meta and resumes from the origin only if they still hold.
+func (m *Manager) Validators(taskID string) http.Header {
+	h := http.Header{}
+	meta, err := m.store.ReadMeta(taskID)
+	if err != nil {
+		return h
+	}
+	if meta.ETag != "" {
+		h.Set("ETag", meta.ETag)
+	}
+	if meta.LastModified != 0 {
+		h.Set("Last-Modified", httpTime(meta.LastModified))
+	}
+	return h
 }
 
 // MemberOf is the member a task's CDN is reading from right now ("" when
@@ -195,6 +223,10 @@ type memberBody struct {
 	buf     []byte
 	ended   bool          // the member closed the file
 	origin  io.ReadCloser // after a switch to the origin
+	// validator is the home's ETag (or Last-Modified) of the file: a
+	// resume from the origin asks If-Range with it, so a file that
+	// changed since is not completed with another version's bytes.
+	validator string
 }
 
 func (b *memberBody) Read(p []byte) (int, error) {
@@ -288,6 +320,9 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 	_, userRange := b.src.Headers["Range"]
 	if b.off > 0 && !userRange {
 		extra["Range"] = "bytes=" + strconv.FormatInt(b.off, 10) + "-"
+		if b.validator != "" {
+			extra["If-Range"] = b.validator
+		}
 	}
 	resp, err := b.m.get(b.ctx, b.src, extra)
 	if err != nil {
@@ -298,6 +333,11 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 		(b.length < 0 || totalFromContentRange(resp.Header.Get("Content-Range")) == b.length):
 		b.origin = resp.Body
 		return nil
+	case resp.StatusCode == http.StatusOK && extra["If-Range"] != "" && b.off > 0:
+		// The file changed since the home read it: its pieces here are of
+		// another version.
+		resp.Body.Close()
+		return &SourceError{URL: b.src.RawURL, Err: fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)}
 	case resp.StatusCode == http.StatusOK && (b.length < 0 || resp.ContentLength < 0 || resp.ContentLength == b.length):
 		skipped, err := io.CopyN(io.Discard, resp.Body, b.off)
 		b.m.metrics.DownloadBytes.Add(float64(skipped))

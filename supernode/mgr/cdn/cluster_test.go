@@ -26,7 +26,7 @@ import (
 // the cluster fetch route; mode makes it misbehave.
 type homeT struct {
 	*httptest.Server
-	mode string // "", "lie" (a byte of piece 1 flipped), "refuse", "cut" (gone after piece 0)
+	mode string // "", "lie" (a byte of piece 1 flipped), "refuse", "cut" (gone after piece 0), "changed" (cut, and the origin's file is newer)
 }
 
 func newHomeT(t *testing.T, home *Manager, id string, length int64, mode string) *homeT {
@@ -40,13 +40,20 @@ func newHomeT(t *testing.T, home *Manager, id string, length int64, mode string)
 			http.Error(w, "reading it from you", http.StatusConflict)
 			return
 		}
+		for k, v := range home.Validators(id) {
+			w.Header()[k] = v
+		}
+		if h.mode == "changed" {
+			// The home read an older version than the origin has now.
+			w.Header().Set("Last-Modified", time.Now().Add(-48*time.Hour).UTC().Format(http.TimeFormat))
+		}
 		w.Header().Set(types.ClusterHeaderTaskID, id)
 		w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(length, 10))
 		var out io.Writer = w
 		switch h.mode {
 		case "lie":
 			out = &flipWriter{w: w, at: int64(piece.DefaultSize) + frameHead + 100 + frameHead}
-		case "cut":
+		case "cut", "changed":
 			out = &cutWriter{w: w, left: int64(piece.DefaultSize) + frameHead + 1000}
 		}
 		_ = home.ServeMember(r.Context(), id, out, func() error { return nil })
@@ -181,6 +188,35 @@ func checkCache(t *testing.T, st *store.Store, data []byte) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Fatal("the asker's cache differs from the origin's file")
+	}
+}
+
+// A member that fails mid-file after the origin's file changed: the rest
+// is not taken from the new version (If-Range), the fetch fails instead.
+func TestClusterSourceChangedSinceHome(t *testing.T) {
+	data := bytes.Repeat([]byte("v2"), int(piece.ContentSize(piece.DefaultSize)))
+	o := newOriginT(t, data)
+	hp := NewMockProgress(gomock.NewController(t))
+	home, _ := clusterManager(t, hp, Metrics{})
+	expectRun(hp, "t1", 2)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	h := newHomeT(t, home, "t1", int64(len(data)), "changed")
+	ap := NewMockProgress(gomock.NewController(t))
+	asker, _ := clusterManager(t, ap, Metrics{})
+	ap.EXPECT().ResetCDN("t1")
+	ap.EXPECT().SetCDNPiece("t1", 0)
+	ap.EXPECT().FinishCDN("t1", 0, false)
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	if _, res := start(t, asker, src); res.OK || res.Err == nil || !strings.Contains(res.Err.Error(), "changed") {
+		t.Fatalf("a file completed across versions: %+v", res)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.ranges) != 2 || o.statuses[1] != http.StatusOK {
+		t.Fatalf("origin: ranges %q statuses %v, want an If-Range answered whole", o.ranges, o.statuses)
 	}
 }
 
