@@ -100,6 +100,21 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// warmHome is an origin serving data and a member that has fetched it
+// whole as task t1 (pieces long).
+func warmHome(t *testing.T, data []byte, pieces int) (*originT, *Manager, Source) {
+	t.Helper()
+	o := newOriginT(t, data)
+	hp := NewMockProgress(gomock.NewController(t))
+	home, _ := clusterManager(t, hp, Metrics{})
+	expectRun(hp, "t1", pieces)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	return o, home, src
+}
+
 func clusterManager(t *testing.T, p Progress, mx Metrics) (*Manager, *store.Store) {
 	st, err := store.New(t.TempDir())
 	if err != nil {
@@ -127,14 +142,7 @@ func TestClusterSource(t *testing.T) {
 		{"refuse", reasonRefused, 0},
 	} {
 		t.Run("mode="+tc.mode, func(t *testing.T) {
-			o := newOriginT(t, data)
-			hp := NewMockProgress(gomock.NewController(t))
-			home, _ := clusterManager(t, hp, Metrics{})
-			expectRun(hp, "t1", 3)
-			src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-			if _, res := start(t, home, src); !res.OK {
-				t.Fatalf("home: %+v", res)
-			}
+			o, home, src := warmHome(t, data, 3)
 			h := newHomeT(t, home, "t1", int64(len(data)), tc.mode)
 			mx := Metrics{DownloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"}),
 				ClusterBytes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}),
@@ -195,14 +203,7 @@ func checkCache(t *testing.T, st *store.Store, data []byte) {
 // is not taken from the new version (If-Range), the fetch fails instead.
 func TestClusterSourceChangedSinceHome(t *testing.T) {
 	data := bytes.Repeat([]byte("v2"), int(piece.ContentSize(piece.DefaultSize)))
-	o := newOriginT(t, data)
-	hp := NewMockProgress(gomock.NewController(t))
-	home, _ := clusterManager(t, hp, Metrics{})
-	expectRun(hp, "t1", 2)
-	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, home, src); !res.OK {
-		t.Fatalf("home: %+v", res)
-	}
+	o, home, src := warmHome(t, data, 2)
 	h := newHomeT(t, home, "t1", int64(len(data)), "changed")
 	ap := NewMockProgress(gomock.NewController(t))
 	asker, _ := clusterManager(t, ap, Metrics{})
