@@ -125,7 +125,8 @@ func (c *Cluster) round(ctx context.Context) {
 				Self: id == c.cfg.Self, Alive: id == c.cfg.Self}, ring: ring.Member{ID: id, Weight: a.Weight}})
 		}
 	}
-	slices.SortFunc(next, func(a, b member) int { return cmpString(a.ID, b.ID) })
+	// Stable, so of an address listed twice the first listing counts.
+	slices.SortStableFunc(next, func(a, b member) int { return cmpString(a.ID, b.ID) })
 	next = slices.CompactFunc(next, func(a, b member) bool { return a.ID == b.ID })
 	var wg sync.WaitGroup
 	for i := range next {
