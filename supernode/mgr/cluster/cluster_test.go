@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,11 @@ func (f fakeResolver) LookupHost(_ context.Context, host string) ([]string, erro
 
 func pingServer(t *testing.T) string {
 	t.Helper()
+	return pingServerT(t).Listener.Addr().String()
+}
+
+func pingServerT(t *testing.T) *httptest.Server {
+	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/_ping" {
 			w.WriteHeader(http.StatusOK)
@@ -34,7 +40,7 @@ func pingServer(t *testing.T) string {
 		http.NotFound(w, r)
 	}))
 	t.Cleanup(s.Close)
-	return s.Listener.Addr().String()
+	return s
 }
 
 func list(t *testing.T, s string) nodes.List {
@@ -127,5 +133,50 @@ func TestNameExpandsToMembers(t *testing.T) {
 		if c.Via(key) != "" {
 			t.Fatal("a task goes to a member that does not answer")
 		}
+	}
+}
+
+// A member that was alive and stops answering in time keeps its place for
+// one probe (a busy member is not dropped at once); one that refuses
+// connections is dead at the next probe.
+func TestSlowMemberSecondChance(t *testing.T) {
+	hang := make(chan struct{})
+	var slow atomic.Bool
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer s.Close()
+	defer close(hang)
+	rs := pingServerT(t)
+	refused := rs.Listener.Addr().String()
+	self := "127.0.0.1:1"
+	addr := s.Listener.Addr().String()
+	c := New(Config{Nodes: list(t, self+","+addr+","+refused), Self: self, Timeout: 100 * time.Millisecond}, fakeResolver{}, nil, logrus.New())
+	alive := func() map[string]bool {
+		out := map[string]bool{}
+		for _, m := range c.Info().Members {
+			out[m.ID] = m.Alive
+		}
+		return out
+	}
+	c.round(context.Background())
+	if a := alive(); !a[addr] || !a[refused] {
+		t.Fatalf("first round %v", a)
+	}
+	slow.Store(true)
+	rs.Close() // its port now refuses connections
+	c.round(context.Background())
+	if a := alive(); !a[addr] || a[refused] {
+		t.Fatalf("after one slow probe %v: want the slow member kept, the refusing one dead", a)
+	}
+	c.round(context.Background())
+	if a := alive(); a[addr] {
+		t.Fatalf("after two slow probes %v: want the slow member dead", a)
 	}
 }
