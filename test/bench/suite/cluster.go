@@ -24,7 +24,7 @@ const (
 // random order beside it (not checked: the cost it shows is what the
 // rendezvous order removes), and --cluster with one supernode per peer
 // (checked).
-func clusterSection(ctx context.Context, cfg Config, logf func(string, ...any)) report.Section {
+func clusterSection(ctx context.Context, cfg Config, rep *report.Report, logf func(string, ...any)) report.Section {
 	const sns, files, peers = 3, 3, 8
 	s := report.Section{Title: fmt.Sprintf("Supernode cluster: %d supernodes, %d files x %d peers of %s at once, origin %s",
 		sns, files, peers, swarm.FormatBytes(cfg.TargetSize), swarm.FormatRate(cfg.OriginRate))}
@@ -48,6 +48,7 @@ func clusterSection(ctx context.Context, cfg Config, logf func(string, ...any)) 
 			s.Missed = append(s.Missed, row.label)
 			continue
 		}
+		rep.Mode = res.Mode
 		factors := make([]string, len(res.OriginFactors))
 		for i, f := range res.OriginFactors {
 			factors[i] = fmt.Sprintf("%.3f", f)

@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
 	}
 	if cfg.Selected(ClusterSection) && ctx.Err() == nil {
-		rep.Sections = append(rep.Sections, clusterSection(ctx, cfg, logf))
+		rep.Sections = append(rep.Sections, clusterSection(ctx, cfg, rep, logf))
 	}
 	if cfg.Selected(CDN) && ctx.Err() == nil {
 		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))

@@ -40,6 +40,7 @@ type ClusterConfig struct {
 // ClusterResult is one cluster configuration's outcome.
 type ClusterResult struct {
 	Config ClusterConfig `json:"-"`
+	Mode   string        `json:"mode"`
 	Peers  int           `json:"peers"`
 	Wall   time.Duration `json:"wallNs"`
 	// Fluid is the time the origin's link needs to send every file once:
@@ -111,7 +112,7 @@ func runCluster(ctx context.Context, c *cluster.Cluster, cfg ClusterConfig) (*Cl
 	if err != nil {
 		return nil, err
 	}
-	res := &ClusterResult{Config: cfg, Peers: cfg.Files * cfg.PeersPerFile, Wall: rr.Wall,
+	res := &ClusterResult{Config: cfg, Mode: c.Mode().String(), Peers: cfg.Files * cfg.PeersPerFile, Wall: rr.Wall,
 		Fluid: FluidLimit(Curl, cfg.Files, cfg.Size, cfg.OriginRate, 0)}
 	for _, n := range rr.OriginBytes {
 		res.OriginFactors = append(res.OriginFactors, float64(n)/float64(cfg.Size))
