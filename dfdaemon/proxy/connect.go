@@ -18,6 +18,10 @@ const connectOK = "HTTP/1.1 200 Connection Established\r\n\r\n"
 // serveConnect opens a tunnel to the CONNECT authority, or intercepts it
 // when hijack_https is set up and lists the authority.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
+	if p.isClosed() {
+		http.Error(w, "dfdaemon proxy: shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	authority := r.Host
 	host, port, err := net.SplitHostPort(authority)
 	if err != nil || host == "" || port == "" {

@@ -21,7 +21,7 @@ type certSource func(host string) (*tls.Certificate, error)
 type hostTLS struct {
 	regx *regexp.Regexp
 	tls  *tls.Config
-	rt   http.RoundTripper
+	rt   *http.Transport
 }
 
 // setupHijack loads the CA and each host's extra roots. The host entries

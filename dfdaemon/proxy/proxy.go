@@ -182,7 +182,19 @@ func (p *Proxy) Close() error {
 	for c := range conns {
 		c.Close()
 	}
+	p.closeIdle()
 	return nil
+}
+
+// closeIdle drops the pooled keep-alive connections to origins.
+func (p *Proxy) closeIdle() {
+	type idleCloser interface{ CloseIdleConnections() }
+	if t, ok := p.direct.(idleCloser); ok {
+		t.CloseIdleConnections()
+	}
+	for _, h := range p.hosts {
+		h.rt.CloseIdleConnections()
+	}
 }
 
 // track registers hijacked connections so Close can end them; it fails
@@ -206,6 +218,12 @@ func (p *Proxy) track(cs ...net.Conn) (release func(), err error) {
 			c.Close()
 		}
 	}, nil
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // looped reports whether r already passed through this proxy, which
