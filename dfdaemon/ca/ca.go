@@ -29,27 +29,29 @@ const (
 )
 
 // GenerateOptions tunes Generate; the zero value makes an ECDSA P-256 CA
-// named "dfdaemon CA" valid for ten years.
+// named "dfdaemon CA <hostname>" valid for ten years. The fields follow
+// v1's gen-ca flags (--common-name, --expire-duration, --overwrite) plus
+// the key type.
 type GenerateOptions struct {
 	KeyType    string        // KeyECDSA (default) or KeyRSA
 	RSABits    int           // default 2048; at least 2048
-	CommonName string        // default "dfdaemon CA"
+	CommonName string        // default "dfdaemon CA <hostname>": one CA per host, told apart in trust stores
 	Validity   time.Duration // default 10 years
-	Force      bool          // overwrite existing files
+	Overwrite  bool          // replace existing files
 }
 
 // Generate writes a new self-signed CA: the certificate to certPath (PEM,
 // mode 0644) and its PKCS#8 private key to keyPath (PEM, mode 0600). It
-// refuses to replace an existing file unless opts.Force is set, because a
+// refuses to replace an existing file unless opts.Overwrite is set, because a
 // replaced CA silently breaks every client that trusts the old one.
 func Generate(certPath, keyPath string, opts GenerateOptions) error {
 	if certPath == "" || keyPath == "" {
 		return errors.New("gen-ca: certificate and key paths are required")
 	}
-	if !opts.Force {
+	if !opts.Overwrite {
 		for _, p := range []string{certPath, keyPath} {
 			if _, err := os.Lstat(p); err == nil {
-				return fmt.Errorf("gen-ca: %s exists (use --force to overwrite)", p)
+				return fmt.Errorf("gen-ca: %s exists (remove it or pass --overwrite)", p)
 			} else if !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("gen-ca: %w", err)
 			}
@@ -109,6 +111,9 @@ func selfSign(key crypto.Signer, opts GenerateOptions) ([]byte, error) {
 	cn := opts.CommonName
 	if cn == "" {
 		cn = "dfdaemon CA"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			cn += " " + h
+		}
 	}
 	validity := opts.Validity
 	if validity <= 0 {

@@ -97,7 +97,7 @@ func TestGenerateRefusesOverwrite(t *testing.T) {
 	if after, _ := os.ReadFile(keyPath); string(after) != string(before) {
 		t.Fatal("key changed although Generate refused")
 	}
-	if err := Generate(certPath, keyPath, GenerateOptions{Force: true}); err != nil {
+	if err := Generate(certPath, keyPath, GenerateOptions{Overwrite: true}); err != nil {
 		t.Fatalf("forced Generate: %v", err)
 	}
 	if after, _ := os.ReadFile(keyPath); string(after) == string(before) {
@@ -140,5 +140,19 @@ func TestLoadErrors(t *testing.T) {
 	otherCert, _ := genCA(t, GenerateOptions{})
 	if _, err := Load(otherCert, keyPath); err == nil {
 		t.Error("mismatched key accepted")
+	}
+}
+
+func TestGenerateNameAndValidity(t *testing.T) {
+	certPath, keyPath := genCA(t, GenerateOptions{CommonName: "node-7 CA", Validity: 48 * time.Hour})
+	kp, err := Load(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kp.Cert.Subject.CommonName != "node-7 CA" {
+		t.Errorf("CN %q", kp.Cert.Subject.CommonName)
+	}
+	if left := time.Until(kp.Cert.NotAfter); left < 47*time.Hour || left > 49*time.Hour {
+		t.Errorf("valid for %v more, want 48h", left)
 	}
 }

@@ -86,7 +86,7 @@ func TestHijack(t *testing.T) {
 
 	blob := a.URL + "/v2/lib/x/blobs/sha256:0123"
 	resp, body := get("GET", blob)
-	if body != "swarm:"+blob || issuer(resp) != "dfdaemon CA" {
+	if body != "swarm:"+blob || !strings.HasPrefix(issuer(resp), "dfdaemon CA") {
 		t.Errorf("blob GET in an intercepted connection: %q (issuer %q), want the swarm", body, issuer(resp))
 	}
 	resp, body = get("GET", a.URL+"/data")
@@ -97,7 +97,7 @@ func TestHijack(t *testing.T) {
 	if resp.Header.Get("X-Origin") != "a" || resp.Header.Get("X-Path") != "/v2/lib/x/blobs/sha256:0123" {
 		t.Errorf("POST went to %q %q, want the origin", resp.Header.Get("X-Origin"), resp.Header.Get("X-Path"))
 	}
-	if resp, _ = get("GET", b.URL+"/data"); resp.Header.Get("X-Origin") != "b" || issuer(resp) != "dfdaemon CA" {
+	if resp, _ = get("GET", b.URL+"/data"); resp.Header.Get("X-Origin") != "b" || !strings.HasPrefix(issuer(resp), "dfdaemon CA") {
 		t.Errorf("insecure host: %s from %q", resp.Status, resp.Header.Get("X-Origin"))
 	}
 	if resp, _ = get("GET", c.URL+"/data"); resp.StatusCode != http.StatusBadGateway {
