@@ -81,8 +81,8 @@ func (is *Issuer) Leaf(host string) (*tls.Certificate, error) {
 	return c, nil
 }
 
-// Len is the number of cached leaves.
-func (is *Issuer) Len() int {
+// size is the number of cached leaves.
+func (is *Issuer) size() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return is.order.Len()

@@ -52,8 +52,8 @@ func TestLeafCacheBoundedLRU(t *testing.T) {
 	is.Leaf("b")
 	is.Leaf("a") // a is now most recent; c evicts b
 	is.Leaf("c")
-	if is.Len() != 2 {
-		t.Fatalf("cache holds %d, want 2", is.Len())
+	if is.size() != 2 {
+		t.Fatalf("cache holds %d, want 2", is.size())
 	}
 	if a3, _ := is.Leaf("a"); a3 != a1 {
 		t.Error("recently used leaf was evicted")

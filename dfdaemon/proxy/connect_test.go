@@ -70,9 +70,9 @@ func TestConnectTunnel(t *testing.T) {
 	waitGoroutines(t, base)
 }
 
-// echoServer is a raw TCP server that copies back what it reads, then
-// half-closes.
-func echoServer(t *testing.T) net.Listener {
+// tcpServer runs handle on every connection to a loopback listener and
+// returns the listener's address.
+func tcpServer(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,12 +87,19 @@ func echoServer(t *testing.T) net.Listener {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			}()
 		}
 	}()
-	return ln
+	return ln.Addr().String()
+}
+
+// echoServer copies back what it reads, then half-closes.
+func echoServer(t *testing.T) string {
+	return tcpServer(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // connect opens a raw CONNECT to target through the proxy and returns the
@@ -119,7 +126,7 @@ func TestTunnelBytesAndHalfClose(t *testing.T) {
 	echo := echoServer(t)
 	_, px := startProxy(t, Options{})
 	base := runtime.NumGoroutine()
-	c, br, resp := connect(t, px.URL, echo.Addr().String())
+	c, br, resp := connect(t, px.URL, echo)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %s", resp.Status)
 	}
@@ -197,26 +204,16 @@ func fullBacklog(t *testing.T) string {
 
 func TestTunnelIdle(t *testing.T) {
 	echo := echoServer(t)
-	ticker, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ticker.Close()
-	go func() {
-		c, err := ticker.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	ticker := tcpServer(t, func(c net.Conn) {
 		for i := 0; i < 10; i++ {
 			time.Sleep(100 * time.Millisecond)
 			c.Write([]byte{byte('0' + i)})
 		}
-	}()
+	})
 	_, px := startProxy(t, Options{IdleTimeout: 300 * time.Millisecond})
 
 	// Quiet both ways: the tunnel ends after the idle timeout.
-	c, br, _ := connect(t, px.URL, echo.Addr().String())
+	c, br, _ := connect(t, px.URL, echo)
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadByte(); err != io.EOF {
@@ -227,7 +224,7 @@ func TestTunnelIdle(t *testing.T) {
 	}
 
 	// Busy one way for longer than the timeout: the tunnel stays.
-	c2, br2, _ := connect(t, px.URL, ticker.Addr().String())
+	c2, br2, _ := connect(t, px.URL, ticker)
 	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(br2)
 	if string(got) != "0123456789" {
@@ -236,19 +233,8 @@ func TestTunnelIdle(t *testing.T) {
 }
 
 func TestTunnelClientCloseMidStream(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	writerDone := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			writerDone <- err
-			return
-		}
-		defer c.Close()
+	endless := tcpServer(t, func(c net.Conn) {
 		chunk := make([]byte, 64<<10)
 		for {
 			if _, err := c.Write(chunk); err != nil {
@@ -256,10 +242,10 @@ func TestTunnelClientCloseMidStream(t *testing.T) {
 				return
 			}
 		}
-	}()
+	})
 	_, px := startProxy(t, Options{})
 	base := runtime.NumGoroutine()
-	c, br, _ := connect(t, px.URL, ln.Addr().String())
+	c, br, _ := connect(t, px.URL, endless)
 	if _, err := io.CopyN(io.Discard, br, 2<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +261,7 @@ func TestTunnelClientCloseMidStream(t *testing.T) {
 func TestCloseEndsTunnels(t *testing.T) {
 	echo := echoServer(t)
 	p, px := startProxy(t, Options{})
-	c, br, _ := connect(t, px.URL, echo.Addr().String())
+	c, br, _ := connect(t, px.URL, echo)
 	c.Write([]byte("ping"))
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
@@ -286,7 +272,7 @@ func TestCloseEndsTunnels(t *testing.T) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("after Close: %v, want EOF", err)
 	}
-	_, _, resp := connect(t, px.URL, echo.Addr().String())
+	_, _, resp := connect(t, px.URL, echo)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("CONNECT after Close: %s, want 503", resp.Status)
 	}
