@@ -28,11 +28,9 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "dfdaemon proxy: CONNECT needs host:port, got "+authority, http.StatusBadRequest)
 		return
 	}
-	if p.certs != nil {
-		if p.hostFor(authority) != nil {
-			p.intercept(w, r, authority)
-			return
-		}
+	if p.certs != nil && p.hostFor(authority) != nil {
+		p.intercept(w, r, authority)
+		return
 	}
 	p.tunnel(w, r, authority)
 }
