@@ -59,6 +59,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, authority string)
 		return
 	}
 	defer release()
+	defer p.met.opened(routeTunnel)()
 	p.log.WithField("host", authority).Debug("proxy: tunnel open")
 	splice(client, upstream, p.idle)
 }
@@ -179,6 +180,7 @@ func (p *Proxy) intercept(w http.ResponseWriter, r *http.Request, authority stri
 		return
 	}
 	defer release()
+	defer p.met.opened(routeIntercept)()
 	conn := tls.Server(raw, &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},

@@ -32,10 +32,12 @@ func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
 	log := p.log.WithField("url", urlutil.Redact(rt.target.String()))
 	if rt.swarm {
 		log.WithField("rule", rt.rule).Debug("proxy: GET through the swarm")
+		p.met.request(routeSwarm)
 		p.viaSwarm(w, r, rt.target)
 		return
 	}
 	log.WithField("method", r.Method).Debug("proxy: forward directly")
+	p.met.request(routeDirect)
 	p.forward(w, r, rt.target)
 }
 

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
 )
 
@@ -57,9 +60,11 @@ func TestHijack(t *testing.T) {
 	d := tlsOrigin(t, "d", payload) // not listed: tunnelled
 	certFile, keyFile, caPool := testCA(t)
 	swarm := &fakeSwarm{}
+	reg := prometheus.NewRegistry()
 	p, px := startProxy(t, Options{
-		Swarm: swarm,
-		Rules: []Rule{{Regx: mustRegexp(t, `/blobs/sha256:`)}},
+		Registerer: reg,
+		Swarm:      swarm,
+		Rules:      []Rule{{Regx: mustRegexp(t, `/blobs/sha256:`)}},
 		Hijack: &HijackConfig{Cert: certFile, Key: keyFile, Hosts: []HijackHost{
 			{Regx: authorityRegx(t, a.URL), Certs: []string{writeCertPEM(t, a.Certificate())}},
 			{Regx: authorityRegx(t, b.URL), Insecure: true},
@@ -122,6 +127,19 @@ func TestHijack(t *testing.T) {
 	client.CloseIdleConnections()
 	p.closeIdle() // the proxy's own keep-alive connections to a and b
 	waitGoroutines(t, base)
+
+	// One connection per host (keep-alive), one request per route.
+	for route, want := range map[string]float64{routeSwarm: 1, routeDirect: 4, routeIntercept: 3, routeTunnel: 1} {
+		if got := metricValue(t, p.met.requests.WithLabelValues(route)); got != want {
+			t.Errorf("requests{route=%s} = %v, want %v", route, got, want)
+		}
+		if open := metricValue(t, p.met.open.WithLabelValues(route)); open != 0 {
+			t.Errorf("connections{route=%s} = %v after every client left", route, open)
+		}
+	}
+	if _, err := New(Options{Registerer: reg, Logger: quietLogger()}); err == nil {
+		t.Error("a second proxy registered the same collectors without error")
+	}
 }
 
 func TestHijackUntrustedClient(t *testing.T) {
@@ -138,6 +156,18 @@ func TestHijackUntrustedClient(t *testing.T) {
 	}
 	client.CloseIdleConnections()
 	waitGoroutines(t, base)
+}
+
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Counter != nil {
+		return out.Counter.GetValue()
+	}
+	return out.Gauge.GetValue()
 }
 
 // TestHijackStaticCert: a v1 setup whose hijack cert is a plain server

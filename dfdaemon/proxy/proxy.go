@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 )
 
@@ -58,6 +59,11 @@ type Options struct {
 	CertCacheSize    int           // minted leaf certificates kept; default 100
 
 	Logger logrus.FieldLogger // default logrus.StandardLogger()
+
+	// Registerer, when set, receives the proxy's collectors:
+	// dragonfly_dfdaemon_proxy_requests_total{route} and
+	// dragonfly_dfdaemon_proxy_connections{route}.
+	Registerer prometheus.Registerer
 }
 
 // Proxy is an http.Handler for proxy-form requests and CONNECT. Use
@@ -74,6 +80,7 @@ type Proxy struct {
 	hsTime time.Duration
 	log    logrus.FieldLogger
 	via    string // our Via pseudonym, also used to detect loops
+	met    *metrics
 
 	ctx    context.Context // ends intercepted connections on Close
 	cancel context.CancelFunc
@@ -119,6 +126,11 @@ func New(opts Options) (*Proxy, error) {
 	if err := p.setupHijack(opts, dial); err != nil {
 		return nil, err
 	}
+	met, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	p.met = met
 	p.via = "dfdaemon-" + randomHex(4)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
