@@ -319,3 +319,28 @@ func TestIsProxyRequest(t *testing.T) {
 		t.Error("CONNECT is a proxy request")
 	}
 }
+
+func TestForwardSlowOrigin(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer origin.Close()
+	_, px := startProxy(t, Options{IdleTimeout: 300 * time.Millisecond})
+	c := proxyClient(px.URL, nil)
+	defer c.CloseIdleConnections()
+	start := time.Now()
+	resp, err := c.Get(origin.URL + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("origin silent past the timeout: %s, want 504", resp.Status)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("answered after %v, timeout 300ms", d)
+	}
+}

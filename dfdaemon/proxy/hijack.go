@@ -34,7 +34,7 @@ func (p *Proxy) setupHijack(opts Options, dial time.Duration) error {
 	}
 	base, ok := p.direct.(*http.Transport)
 	if !ok {
-		base = newTransport(dial, p.hsTime)
+		base = newTransport(dial, p.hsTime, p.idle)
 	}
 	for i, host := range h.Hosts {
 		cfg, err := upstreamTLS(host)

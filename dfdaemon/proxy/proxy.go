@@ -48,9 +48,10 @@ type Options struct {
 
 	// Transport carries direct traffic. Nil means a transport that ignores
 	// the proxy environment (it would point back here), does not add or
-	// undo compression, and uses DialTimeout and HandshakeTimeout. When it
-	// is an *http.Transport, hosts under hijack_https use clones of it
-	// with their TLS settings.
+	// undo compression, and uses DialTimeout, HandshakeTimeout and, for
+	// the wait for response headers, IdleTimeout. When it is an
+	// *http.Transport, hosts under hijack_https use clones of it with
+	// their TLS settings.
 	Transport http.RoundTripper
 
 	DialTimeout      time.Duration // CONNECT dials and the default transport's; default 10s
@@ -121,7 +122,7 @@ func New(opts Options) (*Proxy, error) {
 	p.dialer = &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
 	p.direct = opts.Transport
 	if p.direct == nil {
-		p.direct = newTransport(dial, p.hsTime)
+		p.direct = newTransport(dial, p.hsTime, p.idle)
 	}
 	if err := p.setupHijack(opts, dial); err != nil {
 		return nil, err
@@ -149,13 +150,16 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// newTransport is the default transport for direct traffic.
-func newTransport(dial, handshake time.Duration) *http.Transport {
+// newTransport is the default transport for direct traffic. An origin gets
+// the idle timeout to start answering: long enough for a registry that
+// checks a large pushed blob before it replies.
+func newTransport(dial, handshake, idle time.Duration) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// The daemon's own HTTP(S)_PROXY often points at this very proxy.
 	t.Proxy = nil
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = handshake
+	t.ResponseHeaderTimeout = idle
 	// A proxy passes bodies as they are: transparent gzip would change the
 	// bytes and drop Content-Length.
 	t.DisableCompression = true
