@@ -312,7 +312,8 @@ func (b *memberBody) closeMember() {
 
 // toOrigin drops the member and reads the rest of the file from the
 // origin: from the first byte not verified, by Range when the source
-// honours it, else by skipping what the member gave.
+// honours it, else by skipping what the member gave. Its errors are the
+// body's read errors, which the cutter reports as source errors.
 func (b *memberBody) toOrigin(reason string, cause error) error {
 	b.closeMember()
 	b.m.fallback(b.src, reason, cause)
@@ -337,19 +338,19 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 		// The file changed since the home read it: its pieces here are of
 		// another version.
 		resp.Body.Close()
-		return &SourceError{URL: b.src.RawURL, Err: fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)}
+		return fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)
 	case resp.StatusCode == http.StatusOK && (b.length < 0 || resp.ContentLength < 0 || resp.ContentLength == b.length):
 		skipped, err := io.CopyN(io.Discard, resp.Body, b.off)
 		b.m.metrics.DownloadBytes.Add(float64(skipped))
 		if err != nil {
 			resp.Body.Close()
-			return &SourceError{URL: b.src.RawURL, Err: fmt.Errorf("skip the %d bytes the member gave: %w", b.off, err)}
+			return fmt.Errorf("skip the %d bytes the member gave: %w", b.off, err)
 		}
 		b.origin = resp.Body
 		return nil
 	}
 	resp.Body.Close()
-	return &SourceError{URL: b.src.RawURL, Err: fmt.Errorf("resume at %d after the member: answered %d for a file of %d bytes", b.off, resp.StatusCode, b.length)}
+	return fmt.Errorf("resume at %d after the member: answered %d for a file of %d bytes", b.off, resp.StatusCode, b.length)
 }
 
 func (b *memberBody) Close() error {
