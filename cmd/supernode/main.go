@@ -55,6 +55,8 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.StringVar(&b.AuthToken, "auth-token", b.AuthToken, "shared token API clients must send as 'Authorization: Bearer <token>' (default: none; prefer the YAML key authToken, flags show in ps)")
 	fs.StringVar(&b.TLSCert, "tls-cert", b.TLSCert, "PEM certificate (chain) for HTTPS on the API port; needs --tls-key")
 	fs.StringVar(&b.TLSKey, "tls-key", b.TLSKey, "PEM private key for --tls-cert")
+	fs.Var(&b.Cluster, "cluster", "the supernodes of this one's cluster, itself included (advertise-ip:port), as dfget's --node: host[:port][=weight],... A name stands for all its addresses. A task whose home is another live member is read from it, not from the origin (empty: no cluster)")
+	fs.DurationVar(&b.ClusterProbeInterval, "cluster-probe-interval", b.ClusterProbeInterval, "time between probes of the cluster's members and resolutions of their names")
 }
 
 func newRoot() *cobra.Command {

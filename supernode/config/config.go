@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/netguard"
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -87,6 +89,54 @@ type Base struct {
 	TLSKey  string `yaml:"tlsKey"`
 	// LogConfig rotates logs/app.log (v1 key; 0 means the default).
 	LogConfig logfile.Rotation `yaml:"logConfig"`
+	// Cluster lists the supernodes of this one's cluster, this one
+	// included (its advertise IP and API port), as dfget's --node:
+	// host[:port][=weight]. A name stands for all its addresses. Empty:
+	// no cluster, every CDN reads the origin.
+	Cluster ClusterList `yaml:"cluster"`
+	// ClusterProbeInterval is the time between probes of the members
+	// (and resolutions of their names).
+	ClusterProbeInterval time.Duration `yaml:"clusterProbeInterval"`
+}
+
+// ClusterList is the --cluster flag and the cluster key: one
+// comma-separated string, or a YAML list of nodes.
+type ClusterList struct{ nodes.List }
+
+// Set parses a comma-separated list; an empty one clears it.
+func (c *ClusterList) Set(v string) error {
+	if strings.TrimSpace(strings.ReplaceAll(v, ",", "")) == "" {
+		c.List = nil
+		return nil
+	}
+	return c.List.Set(v)
+}
+
+// UnmarshalYAML reads a string or a list of strings.
+func (c *ClusterList) UnmarshalYAML(n *yaml.Node) error {
+	v := n.Value
+	if n.Kind == yaml.SequenceNode {
+		var items []string
+		if err := n.Decode(&items); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		v = strings.Join(items, ",")
+	} else if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("cluster: want a list of nodes or one comma-separated string (line %d)", n.Line)
+	}
+	if err := c.Set(v); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
+}
+
+// MarshalYAML writes the list as one string.
+func (c ClusterList) MarshalYAML() (any, error) { return c.List.String(), nil }
+
+// ClusterSelf is this supernode's ID in its cluster: the address members
+// and dfgets reach its API on.
+func (b *Base) ClusterSelf() string {
+	return net.JoinHostPort(b.AdvertiseIP, strconv.Itoa(b.ListenPort))
 }
 
 // HostList is a list of host names, given as one comma-separated flag
@@ -144,6 +194,7 @@ func Default() Config {
 		CleanRatio:              1,
 		SourceTimeout:           10 * time.Second,
 		PieceWait:               300 * time.Millisecond,
+		ClusterProbeInterval:    time.Second,
 	}}
 }
 
@@ -196,7 +247,7 @@ func (b *Base) Validate() error {
 		return errors.New("negative bandwidth")
 	case b.TaskExpireTime <= 0 || b.PeerGCDelay <= 0 || b.GCMetaInterval <= 0 || b.GCDiskInterval <= 0:
 		return errors.New("task-expire-time, peer-gc-delay, gc-meta-interval and gcDiskInterval must be positive")
-	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0:
+	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0 || b.ClusterProbeInterval < 0:
 		return errors.New("negative duration")
 	case (b.TLSCert == "") != (b.TLSKey == ""):
 		return errors.New("tls-cert and tls-key must be given together")

@@ -93,3 +93,47 @@ func TestMarshalRedactsToken(t *testing.T) {
 		t.Fatalf("token not redacted:\n%s", out)
 	}
 }
+
+// The cluster key takes dfget's node syntax as a YAML list or one string,
+// survives a round trip through Marshal, and refuses a bad node.
+func TestClusterKey(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sn.yml")
+	for _, doc := range []string{
+		"base:\n  cluster: [\"10.0.0.1:8002=2\", \"sn.example\"]\n",
+		"base:\n  cluster: 10.0.0.1:8002=2, sn.example\n",
+	} {
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := Default()
+		if err := Load(&c, p, true); err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if got := c.Base.Cluster.String(); got != "10.0.0.1:8002=2,sn.example:8002=1" {
+			t.Fatalf("%q: cluster %s", doc, got)
+		}
+		out, err := Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		again := Default()
+		if err := Load(&again, p, true); err != nil || again.Base.Cluster.String() != c.Base.Cluster.String() {
+			t.Fatalf("round trip: %v %s\n%s", err, again.Base.Cluster.String(), out)
+		}
+	}
+	if err := os.WriteFile(p, []byte("base:\n  cluster: [\"a:99999\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := Load(&c, p, true); err == nil || !strings.Contains(err.Error(), "cluster") {
+		t.Fatalf("bad node accepted: %v", err)
+	}
+	c.Base.AdvertiseIP, c.Base.ListenPort = "10.0.0.1", 8002
+	if c.Base.ClusterSelf() != "10.0.0.1:8002" {
+		t.Fatal(c.Base.ClusterSelf())
+	}
+}

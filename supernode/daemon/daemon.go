@@ -26,6 +26,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cluster"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/gc"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
@@ -51,6 +52,7 @@ type Daemon struct {
 	preheat *preheat.Manager
 	tasks   *task.Manager
 	prober  *peer.Prober
+	cluster *cluster.Cluster // nil without --cluster
 	api     *http.Server
 	pieces  *http.Server
 	apiLn   net.Listener
@@ -95,17 +97,19 @@ func (d *Daemon) build() error {
 	}
 	prog := progress.New(superPID)
 	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed}, superPID)
-	d.cdn = cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow}, st, prog, cdn.Metrics{
-		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
-		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
-	}, log.WithField("mgr", "cdn"))
+	d.cdn = d.newCDN(st, prog)
+	taskCfg := task.Config{
+		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,
+	}
+	var clusterView server.ClusterView
+	if d.cluster = d.newCluster(); d.cluster != nil {
+		taskCfg.Home, clusterView = d.cluster, d.cluster
+	}
 	sched := scheduler.New(prog, scheduler.Config{
 		Limits:           progress.Limits{DownLimit: b.PeerDownLimit, UpLimit: b.PeerUpLimit, SuperLimit: b.SupernodeLoadLimit},
 		EliminationLimit: b.EliminationLimit, FailureCountLimit: b.FailureCountLimit,
 	})
-	tasks := task.New(task.Config{
-		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,
-	}, d.cdn, prog, peers, dfgets, task.Metrics{
+	tasks := task.New(taskCfg, d.cdn, prog, peers, dfgets, task.Metrics{
 		Tasks: mx.Tasks, Registered: mx.TasksRegistered, CDNTrigger: mx.CDNTrigger, CDNTriggerFailed: mx.CDNTriggerFailed,
 		PiecesDownloaded: mx.PiecesDownloaded,
 	}, log.WithField("mgr", "task"))
@@ -133,6 +137,7 @@ func (d *Daemon) build() error {
 
 	api := server.NewAPI(server.Deps{
 		Tasks: tasks, Pulls: pulls, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
+		Cluster: clusterView, ClusterCDN: d.cdn,
 		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
 		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow,
 	})
@@ -158,6 +163,28 @@ func (d *Daemon) build() error {
 	return nil
 }
 
+// newCDN is the CDN manager, reading sources and, in a cluster, members.
+func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
+	b, mx := d.cfg, d.metrics
+	return cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
+		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken},
+	}, st, prog, cdn.Metrics{
+		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
+		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
+		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks,
+	}, d.log.WithField("mgr", "cdn"))
+}
+
+// newCluster is the view of the --cluster list, nil without one.
+func (d *Daemon) newCluster() *cluster.Cluster {
+	b := d.cfg
+	if len(b.Cluster.List) == 0 {
+		return nil
+	}
+	return cluster.New(cluster.Config{Nodes: b.Cluster.List, Self: b.ClusterSelf(), Interval: b.ClusterProbeInterval},
+		net.DefaultResolver, d.metrics.ClusterMemberUp, d.log.WithField("mgr", "cluster"))
+}
+
 // Run serves until ctx ends, then shuts down gracefully.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.logFile.Close()
@@ -168,6 +195,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	loops.Add(2)
 	go func() { defer loops.Done(); d.gc.Run(loopCtx) }()
 	go func() { defer loops.Done(); d.pe.Run(loopCtx) }()
+	if d.cluster != nil {
+		d.cluster.Start(loopCtx)
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- serve(d.api, d.apiLn) }()
@@ -189,6 +219,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	stopLoops()
 	loops.Wait()
+	if d.cluster != nil {
+		d.cluster.Wait()
+	}
 	d.prober.Wait()
 	d.preheat.Close()
 	d.cdn.Close()

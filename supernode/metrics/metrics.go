@@ -50,6 +50,12 @@ type Metrics struct {
 	PiecesScheduled  *prometheus.CounterVec
 	PiecesFailed     *prometheus.CounterVec
 	SourceFailures   prometheus.Counter
+
+	// Cluster: members' liveness as this supernode probes them, and the
+	// CDN's bytes from other members (CDNDownloadBytes are the origin's).
+	ClusterMemberUp  *prometheus.GaugeVec
+	CDNClusterBytes  prometheus.Counter
+	ClusterFallbacks *prometheus.CounterVec
 }
 
 // New builds the collectors and registers them (with Go and process
@@ -125,16 +131,32 @@ func New() *Metrics {
 		SourceFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
 	}
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
-		Name: "build_info", Help: "Build information."}, []string{"version", "revision", "os", "arch", "goversion"})
-	vi := version.Info()
-	buildInfo.WithLabelValues(vi.Version, vi.Revision, vi.OS, vi.Arch, vi.GoVersion).Set(1)
+	m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks = clusterCollectors()
+	buildInfo := newBuildInfo()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo,
 		m.HTTPRequests, m.HTTPDuration, m.HTTPRequestSize, m.HTTPResponseSize, m.PiecesDownloaded,
 		m.Tasks, m.TasksRegistered, m.CDNTrigger, m.CDNTriggerFailed, m.ScheduleDuration, m.Peers,
 		m.DfgetTasks, m.DfgetTasksReg, m.DfgetTasksFailed, m.CDNCacheHit, m.CDNDownload, m.CDNDownloadBytes,
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
-		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures)
+		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
+		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks)
 	return m
+}
+
+func newBuildInfo() *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "build_info", Help: "Build information."}, []string{"version", "revision", "os", "arch", "goversion"})
+	vi := version.Info()
+	g.WithLabelValues(vi.Version, vi.Revision, vi.OS, vi.Arch, vi.GoVersion).Set(1)
+	return g
+}
+
+func clusterCollectors() (*prometheus.GaugeVec, prometheus.Counter, *prometheus.CounterVec) {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cluster_member_up", Help: "1 when a member of the cluster answered its last probe (this supernode is always 1)."}, []string{"member"}),
+		prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cdn_cluster_bytes_total", Help: "Total bytes the CDN read from other members of the cluster (verified)."}),
+		prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+			Name: "cluster_fetch_fallbacks_total", Help: "CDN reads from a member that went to the origin instead, by reason."}, []string{"reason"})
 }

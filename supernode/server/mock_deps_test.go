@@ -11,9 +11,12 @@ package server
 
 import (
 	context "context"
+	io "io"
+	http "net/http"
 	reflect "reflect"
 
 	types "github.com/damselfly-p2p/damselfly/apis/types"
+	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	pull "github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	task "github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 	gomock "go.uber.org/mock/gomock"
@@ -55,6 +58,21 @@ func (m *MockTasks) DstPeer(taskID, dstCID string) string {
 func (mr *MockTasksMockRecorder) DstPeer(taskID, dstCID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DstPeer", reflect.TypeOf((*MockTasks)(nil).DstPeer), taskID, dstCID)
+}
+
+// EnsureLocal mocks base method.
+func (m *MockTasks) EnsureLocal(src cdn.Source) (string, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "EnsureLocal", src)
+	ret0, _ := ret[0].(string)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// EnsureLocal indicates an expected call of EnsureLocal.
+func (mr *MockTasksMockRecorder) EnsureLocal(src any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "EnsureLocal", reflect.TypeOf((*MockTasks)(nil).EnsureLocal), src)
 }
 
 // Info mocks base method.
@@ -127,6 +145,110 @@ func (m *MockTasks) StreamPiece(r task.PieceReport, add bool) error {
 func (mr *MockTasksMockRecorder) StreamPiece(r, add any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StreamPiece", reflect.TypeOf((*MockTasks)(nil).StreamPiece), r, add)
+}
+
+// MockClusterView is a mock of ClusterView interface.
+type MockClusterView struct {
+	ctrl     *gomock.Controller
+	recorder *MockClusterViewMockRecorder
+	isgomock struct{}
+}
+
+// MockClusterViewMockRecorder is the mock recorder for MockClusterView.
+type MockClusterViewMockRecorder struct {
+	mock *MockClusterView
+}
+
+// NewMockClusterView creates a new mock instance.
+func NewMockClusterView(ctrl *gomock.Controller) *MockClusterView {
+	mock := &MockClusterView{ctrl: ctrl}
+	mock.recorder = &MockClusterViewMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockClusterView) EXPECT() *MockClusterViewMockRecorder {
+	return m.recorder
+}
+
+// Info mocks base method.
+func (m *MockClusterView) Info() types.ClusterInfo {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Info")
+	ret0, _ := ret[0].(types.ClusterInfo)
+	return ret0
+}
+
+// Info indicates an expected call of Info.
+func (mr *MockClusterViewMockRecorder) Info() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Info", reflect.TypeOf((*MockClusterView)(nil).Info))
+}
+
+// MockClusterCDN is a mock of ClusterCDN interface.
+type MockClusterCDN struct {
+	ctrl     *gomock.Controller
+	recorder *MockClusterCDNMockRecorder
+	isgomock struct{}
+}
+
+// MockClusterCDNMockRecorder is the mock recorder for MockClusterCDN.
+type MockClusterCDNMockRecorder struct {
+	mock *MockClusterCDN
+}
+
+// NewMockClusterCDN creates a new mock instance.
+func NewMockClusterCDN(ctrl *gomock.Controller) *MockClusterCDN {
+	mock := &MockClusterCDN{ctrl: ctrl}
+	mock.recorder = &MockClusterCDNMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockClusterCDN) EXPECT() *MockClusterCDNMockRecorder {
+	return m.recorder
+}
+
+// MemberOf mocks base method.
+func (m *MockClusterCDN) MemberOf(taskID string) string {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "MemberOf", taskID)
+	ret0, _ := ret[0].(string)
+	return ret0
+}
+
+// MemberOf indicates an expected call of MemberOf.
+func (mr *MockClusterCDNMockRecorder) MemberOf(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "MemberOf", reflect.TypeOf((*MockClusterCDN)(nil).MemberOf), taskID)
+}
+
+// ServeMember mocks base method.
+func (m *MockClusterCDN) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "ServeMember", ctx, taskID, w, flush)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// ServeMember indicates an expected call of ServeMember.
+func (mr *MockClusterCDNMockRecorder) ServeMember(ctx, taskID, w, flush any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServeMember", reflect.TypeOf((*MockClusterCDN)(nil).ServeMember), ctx, taskID, w, flush)
+}
+
+// Validators mocks base method.
+func (m *MockClusterCDN) Validators(taskID string) http.Header {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Validators", taskID)
+	ret0, _ := ret[0].(http.Header)
+	return ret0
+}
+
+// Validators indicates an expected call of Validators.
+func (mr *MockClusterCDNMockRecorder) Validators(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Validators", reflect.TypeOf((*MockClusterCDN)(nil).Validators), taskID)
 }
 
 // MockPuller is a mock of Puller interface.

@@ -26,6 +26,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
@@ -38,6 +39,21 @@ type Tasks interface {
 	ServiceDown(taskID, cid string) error
 	DstPeer(taskID, dstCID string) string
 	Info(id string) (types.TaskInfo, error)
+	EnsureLocal(src cdn.Source) (string, error)
+}
+
+// ClusterView is the supernode's view of its cluster's members.
+type ClusterView interface {
+	Info() types.ClusterInfo
+}
+
+// ClusterCDN serves a task's file to another member, and tells which
+// member a task is being read from (a fetch from that task is refused, so
+// no two members wait on each other).
+type ClusterCDN interface {
+	MemberOf(taskID string) string
+	Validators(taskID string) http.Header
+	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error
 }
 
 // Puller answers /peer/task.
@@ -79,9 +95,12 @@ type Deps struct {
 	GC          GC
 	PieceErrors PieceErrors
 	Preheats    Preheats
-	Metrics     *metrics.Metrics
-	Log         logrus.FieldLogger
-	Profiler    bool
+	// Cluster is nil when the supernode has no cluster.
+	Cluster    ClusterView
+	ClusterCDN ClusterCDN
+	Metrics    *metrics.Metrics
+	Log        logrus.FieldLogger
+	Profiler   bool
 	// AuthToken, when set, is required on every API call but /_ping.
 	AuthToken string
 	// SourceAllow, when not empty, lists the only source hosts accepted
@@ -139,6 +158,8 @@ func (a *api) categories() []category {
 		{http.MethodGet, "/tasks/{id}/pieces/{pieceRange}/error", a.v1PieceError},
 		{http.MethodPost, "/peer/network", a.network},
 		{http.MethodPost, "/peer/heartbeat", a.heartbeat},
+		{http.MethodGet, "/cluster", a.clusterInfo},
+		{http.MethodPost, "/cluster/fetch", a.clusterFetch},
 	}, preheat...)}
 	ext := category{name: "extension", prefix: "/api/ext"}
 	return []category{v1, ext, legacy}

@@ -267,6 +267,9 @@ func (c *Cluster) Close() error {
 		if err := c.net.close(ctx, hosts); err != nil {
 			errs = append(errs, err)
 		}
+		if err := removeHostsFiles(hosts); err != nil {
+			errs = append(errs, fmt.Errorf("remove hosts files: %w", err))
+		}
 	}
 	if !c.keepDir {
 		if err := os.RemoveAll(c.dir); err != nil {

@@ -69,6 +69,9 @@ func sweepStale(ctx context.Context, base string) {
 			return false
 		}))
 		dirs, _ := filepath.Glob(filepath.Join(base, "dmf*-*"))
+		// Hosts files of namespaces (SetHostsFile) are named like them.
+		etc, _ := filepath.Glob("/etc/netns/dmf*-*")
+		dirs = append(dirs, etc...)
 		for _, d := range dirs {
 			if dead(filepath.Base(d)) {
 				_ = os.RemoveAll(d)

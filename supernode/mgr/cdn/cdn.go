@@ -69,6 +69,9 @@ type Source struct {
 	Identifier string
 	Insecure   bool
 	RootCAs    [][]byte
+	// Via is the cluster member to read the file from (its home), or ""
+	// for the origin (see cluster.go).
+	Via string
 }
 
 // Started is what is known once the source answered.
@@ -95,6 +98,8 @@ type Config struct {
 	// SourceAllow, when not empty, limits redirects to these hosts, so an
 	// allowed source cannot send the CDN elsewhere.
 	SourceAllow []string
+	// Cluster is how to reach other members of the cluster.
+	Cluster ClusterConfig
 }
 
 // Metrics are the CDN collectors (any may be nil: New fills it with an
@@ -105,6 +110,12 @@ type Metrics struct {
 	DownloadBytes  prometheus.Counter
 	DownloadFailed prometheus.Counter
 	SourceFailures prometheus.Counter
+	// ClusterBytes counts the bytes read from other members, beside
+	// DownloadBytes from the origin.
+	ClusterBytes prometheus.Counter
+	// ClusterFallbacks counts member reads that went to the origin, by
+	// reason.
+	ClusterFallbacks *prometheus.CounterVec
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -116,6 +127,10 @@ type Manager struct {
 	http     *http.Client
 	limiter  *xrate.Limiter
 	log      logrus.FieldLogger
+	// members is the client of cluster fetches; viaMember maps a task ID
+	// to the member its running fetch reads from.
+	members   *http.Client
+	viaMember sync.Map
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -140,11 +155,16 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	mx.DownloadBytes = metrics.OrCounter(mx.DownloadBytes)
 	mx.DownloadFailed = metrics.OrCounter(mx.DownloadFailed)
 	mx.SourceFailures = metrics.OrCounter(mx.SourceFailures)
+	mx.ClusterBytes = metrics.OrCounter(mx.ClusterBytes)
+	mx.ClusterFallbacks = metrics.OrCounterVec(mx.ClusterFallbacks, "reason")
+	if cfg.Cluster.DialTimeout <= 0 {
+		cfg.Cluster.DialTimeout = time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
-		http: newClient(cfg, nil),
-		ctx:  ctx, cancel: cancel, files: map[string]*cacheFile{},
+		http: newClient(cfg, nil), members: newMemberClient(cfg),
+		ctx: ctx, cancel: cancel, files: map[string]*cacheFile{},
 	}
 	if cfg.Limit > 0 {
 		m.limiter = xrate.NewLimiter(xrate.Limit(cfg.Limit), max(readChunk, int(min(cfg.Limit, 1<<30))))

@@ -76,7 +76,7 @@ type watchedBody struct {
 func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io.Reader) *watchedBody {
 	w := &watchedBody{idle: 3 * m.cfg.SourceTimeout, stalled: make(chan struct{})}
 	w.timer = time.AfterFunc(w.idle, func() { close(w.stalled); cancel() })
-	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.metrics.DownloadBytes,
+	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r),
 		progress: func() { w.timer.Reset(w.idle) }}
 	return w
 }

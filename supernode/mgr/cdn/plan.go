@@ -34,7 +34,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	m.progress.ResetCDN(src.TaskID)
 	p := m.plan(src)
 	ctx, cancel := context.WithCancel(m.ctx)
-	resp, err := m.get(ctx, src, p.headers)
+	resp, err := m.open(ctx, src, p.headers)
 	if err != nil {
 		cancel()
 		return Started{}, err

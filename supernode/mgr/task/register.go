@@ -23,7 +23,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, err
 	}
 	req, src := p.Req, reg.src
-	t, err := m.ensure(src)
+	t, err := m.ensure(src, true)
 	if err != nil {
 		return types.RegisterResponseData{}, err
 	}
@@ -52,8 +52,16 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 }
 
 // Ensure creates the task of src if needed and makes sure its CDN runs or
-// ran (used by preheat, without any client). It returns the task ID.
-func (m *Manager) Ensure(src cdn.Source) (string, error) {
+// ran (used by preheat, without any client). It returns the task ID. In a
+// cluster the CDN reads from the task's home like a registration's, so a
+// preheat reaches the home (and the origin only there) when it is alive.
+func (m *Manager) Ensure(src cdn.Source) (string, error) { return m.ensureSource(src, true) }
+
+// EnsureLocal is Ensure for a cluster fetch another member asked for: the
+// CDN reads the origin whatever the home, so a fetch takes one hop.
+func (m *Manager) EnsureLocal(src cdn.Source) (string, error) { return m.ensureSource(src, false) }
+
+func (m *Manager) ensureSource(src cdn.Source, route bool) (string, error) {
 	for _, err := range []error{CheckURL("url", src.RawURL), CheckURL("taskUrl", src.TaskURL),
 		CheckHeaderMap(src.Headers), CheckRange(src.Headers)} {
 		if err != nil {
@@ -72,7 +80,7 @@ func (m *Manager) Ensure(src cdn.Source) (string, error) {
 	}
 	src.Md5 = md5
 	src.TaskID = taskid.ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
-	if _, err := m.ensure(src); err != nil {
+	if _, err := m.ensure(src, route); err != nil {
 		return "", err
 	}
 	return src.TaskID, nil

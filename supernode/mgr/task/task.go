@@ -46,6 +46,13 @@ type Progress interface {
 	SuperPID() string
 }
 
+// Home routes a task's CDN in a cluster: Via is the member to read the
+// task's file from (its home, when that is another live member), or ""
+// for the origin.
+type Home interface {
+	Via(taskID string) string
+}
+
 // Peers is the peer registry.
 type Peers interface {
 	Register(req types.PeerCreateRequest) (string, error)
@@ -84,6 +91,9 @@ type Config struct {
 	AdvertiseIP        string
 	FailAccessInterval time.Duration
 	SourcePattern      bool
+	// Home, when set, sends the CDN of a task whose home is another
+	// member to that member instead of the origin.
+	Home Home
 }
 
 // Metrics are the task collectors (any may be nil: New fills it with an
@@ -148,7 +158,10 @@ func (m *Manager) SuperCID(taskID string) string {
 	return types.SuperNodeCIDPrefix + m.cfg.AdvertiseIP + "~" + taskID
 }
 
-func (m *Manager) ensure(src cdn.Source) (*Task, error) {
+// ensure creates or reuses the task of src and starts its CDN if it is not
+// running or done; route lets the cluster choose where the CDN reads from
+// (a cluster fetch from another member is never routed again).
+func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 	m.mu.Lock()
 	t := m.tasks[src.TaskID]
 	if t == nil {
@@ -178,6 +191,8 @@ func (m *Manager) ensure(src cdn.Source) (*Task, error) {
 	start := m.cdn.Start
 	if m.cfg.SourcePattern {
 		start = m.cdn.StartSource
+	} else if route && m.cfg.Home != nil {
+		src.Via = m.cfg.Home.Via(src.TaskID)
 	}
 	st, err := start(src, func(r cdn.Result) { m.cdnDone(t, r) })
 	if err != nil {

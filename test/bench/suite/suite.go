@@ -155,6 +155,9 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
 		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
 	}
+	if cfg.Selected(ClusterSection) && ctx.Err() == nil {
+		rep.Sections = append(rep.Sections, clusterSection(ctx, cfg, rep, logf))
+	}
 	if cfg.Selected(Dfdaemon) && ctx.Err() == nil {
 		logf("dfdaemon: registry mirror TTFB and peak RSS")
 		dc := dfdaemonbench.Default()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/cluster"
-	"github.com/damselfly-p2p/damselfly/test/cluster/synth"
 )
 
 // Client is what the peers run.
@@ -291,7 +290,7 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 				p.Error = waitErrs[i].Error()
 				return
 			}
-			if err := verifyFile(outputs[i], name, cfg.Size); err != nil {
+			if err := cluster.VerifyOutput(outputs[i], name, cfg.Size); err != nil {
 				p.Error = err.Error()
 				return
 			}
@@ -311,15 +310,6 @@ func run(ctx context.Context, c *cluster.Cluster, cfg Config, logf func(string, 
 		}
 	}
 	return res, nil
-}
-
-func verifyFile(path, name string, size int64) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
-	defer f.Close()
-	return synth.Verify(f, name, size)
 }
 
 func firstLine(s string) string {

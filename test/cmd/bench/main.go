@@ -3,7 +3,7 @@
 // non-zero if a run failed or a checked target was missed. Progress goes to
 // stderr.
 //
-// Environment: BENCH_ONLY=swarm,target,load,dfget,cdn,dfdaemon selects sections; BENCH_FULL=1
+// Environment: BENCH_ONLY=swarm,target,load,dfget,cluster,cdn,dfdaemon selects sections; BENCH_FULL=1
 // adds 1 GiB files; BENCH_SIZES (MiB) and BENCH_PEERS override the lists;
 // BENCH_ORIGIN_MBIT (400) shapes the origin; BENCH_LOAD_CLIENTS and
 // BENCH_LOAD_PIECES size the load runs, BENCH_LOAD_MBPS=2-5,5-10,0 sets their

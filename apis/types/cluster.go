@@ -1,0 +1,50 @@
+package types
+
+import "time"
+
+// ClusterFetchPath is the route a supernode asks another member of its
+// cluster (the task's home) for a task's file on.
+const ClusterFetchPath = "/api/v1/cluster/fetch"
+
+// ClusterFetchRequest is the body of POST /api/v1/cluster/fetch: what
+// identifies the task and how to read its source, as a registration gives
+// it. The answer is the file as a stream of pieces with their digests (see
+// supernode/mgr/cdn), which the asker checks before it caches a byte.
+type ClusterFetchRequest struct {
+	TaskID     string            `json:"taskId"`
+	RawURL     string            `json:"rawUrl"`
+	TaskURL    string            `json:"taskUrl,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Md5        string            `json:"md5,omitempty"`
+	Identifier string            `json:"identifier,omitempty"`
+	Insecure   bool              `json:"insecure,omitempty"`
+	RootCAs    [][]byte          `json:"rootCAs,omitempty"`
+	// From is the asking member's ID, for the home's logs.
+	From string `json:"from,omitempty"`
+}
+
+// Response headers of a cluster fetch: the task as the home has it.
+const (
+	ClusterHeaderTaskID     = "X-Damselfly-Task-Id"
+	ClusterHeaderFileLength = "X-Damselfly-File-Length" // the source's length, -1 when unknown
+	ClusterHeaderPieceSize  = "X-Damselfly-Piece-Size"
+)
+
+// ClusterInfo is the reply of GET /api/v1/cluster: the members as this
+// supernode sees them.
+type ClusterInfo struct {
+	Self    string          `json:"self"`
+	Members []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one member of a supernode cluster. ID is "ip:port" of
+// its API, the key rendezvous hashing orders members by.
+type ClusterMember struct {
+	ID       string    `json:"id"`
+	Host     string    `json:"host"` // the name or address it was listed as
+	Weight   int       `json:"weight"`
+	Self     bool      `json:"self"`
+	Alive    bool      `json:"alive"`
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+	LastErr  string    `json:"lastError,omitempty"`
+}

@@ -1,0 +1,474 @@
+package cdn
+
+// The cluster source: a task whose home is another live member of the
+// supernode's cluster is read from that member, not from the origin, so the
+// origin serves each file once per cluster. The home answers
+// POST /api/v1/cluster/fetch with the file as a stream of frames, one per
+// wrapped piece in order, each carrying the BLAKE3 digest the home computed
+// when it wrote the piece; the bytes are read back from its cache file. The
+// reader here checks every piece against that digest before its content
+// goes on to the cutter and writers, which cut, wrap and hash it again as
+// for any source: a member that sends a wrong piece (a damaged disk, a
+// bug) is caught, and the rest of the file comes from the origin, resumed
+// after the last good byte with Range. A home that is down, refuses or
+// stalls costs the same switch.
+//
+// Hops are bounded at one: a home serves a cluster fetch from its own cache
+// and the origin only (the task manager never routes such a task again),
+// and a supernode whose CDN is itself reading a task from a member refuses
+// to serve that task to another (MemberOf), so two supernodes with
+// disagreeing lists cannot wait on each other: the asker reads the origin.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+)
+
+// ClusterConfig is how the CDN talks to other members.
+type ClusterConfig struct {
+	// Self is this supernode's member ID, sent to the home for its logs.
+	Self string
+	// Token is sent as "Authorization: Bearer" (members share the API
+	// token).
+	Token string
+	// DialTimeout bounds connecting to a member: one that is listed but
+	// gone costs at most this before the origin is read.
+	DialTimeout time.Duration
+}
+
+// Frame layout: num (uint32), length (uint32), the piece's BLAKE3 digest in
+// hex, then length bytes of the wrapped piece. A frame numbered frameEnd
+// closes a complete file; one numbered frameErr carries the home's error
+// message instead of a piece.
+const (
+	frameHead = 8 + 64
+	frameEnd  = 1<<32 - 1
+	frameErr  = 1<<32 - 2
+)
+
+// Fallback reasons (the label of the fallback counter).
+const (
+	reasonUnreachable = "unreachable"
+	reasonRefused     = "refused"
+	reasonDigest      = "digest"
+	reasonBroken      = "broken"
+)
+
+func newMemberClient(cfg Config) *http.Client {
+	d := &net.Dialer{Timeout: cfg.Cluster.DialTimeout, KeepAlive: 30 * time.Second}
+	// The home answers once its own source answered: the same bound.
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, ResponseHeaderTimeout: cfg.SourceTimeout + cfg.Cluster.DialTimeout,
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true}}
+}
+
+// open is the seam between the origin and the cluster: src.Via names the
+// member to read from ("" is the origin). A member that cannot start the
+// fetch sends the CDN to the origin with the request it planned.
+func (m *Manager) open(ctx context.Context, src Source, extra map[string]string) (*http.Response, error) {
+	if src.Via == "" {
+		return m.get(ctx, src, extra)
+	}
+	resp, reason, err := m.fromMember(ctx, src)
+	if err == nil {
+		return resp, nil
+	}
+	m.fallback(src, reason, err)
+	return m.get(ctx, src, extra)
+}
+
+func (m *Manager) fallback(src Source, reason string, err error) {
+	m.metrics.ClusterFallbacks.WithLabelValues(reason).Inc()
+	m.log.WithField("task", src.TaskID).WithField("member", src.Via).WithError(err).Warnf("cluster fetch %s: reading the origin", reason)
+}
+
+// fromMember asks src.Via for the task and returns its stream as the body
+// of a 200 answer of the file's length, as an origin would give it.
+func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, string, error) {
+	body, err := json.Marshal(types.ClusterFetchRequest{TaskID: src.TaskID, RawURL: src.RawURL, TaskURL: src.TaskURL,
+		Headers: src.Headers, Md5: src.Md5, Identifier: src.Identifier, Insecure: src.Insecure, RootCAs: src.RootCAs,
+		From: m.cfg.Cluster.Self})
+	if err != nil {
+		return nil, reasonBroken, fmt.Errorf("cluster fetch request: %w", err)
+	}
+	// Marked before asking: two members asking each other at once both
+	// refuse, rather than each waiting for the other's answer.
+	m.viaMember.Store(src.TaskID, src.Via)
+	mctx, mcancel := context.WithCancel(ctx)
+	fail := func(reason string, err error) (*http.Response, string, error) {
+		mcancel()
+		m.viaMember.Delete(src.TaskID)
+		return nil, reason, err
+	}
+	req, err := http.NewRequestWithContext(mctx, http.MethodPost, "http://"+src.Via+types.ClusterFetchPath, bytes.NewReader(body))
+	if err != nil {
+		return fail(reasonBroken, fmt.Errorf("cluster fetch request: %w", err))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if m.cfg.Cluster.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+m.cfg.Cluster.Token)
+	}
+	resp, err := m.members.Do(req)
+	if err != nil {
+		return fail(reasonUnreachable, fmt.Errorf("cluster fetch from %s: %w", src.Via, err))
+	}
+	length, err := checkMemberAnswer(resp, src.TaskID)
+	if err != nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusConflict {
+			return fail(reasonRefused, err)
+		}
+		return fail(reasonBroken, err)
+	}
+	mb := &memberBody{m: m, ctx: ctx, src: src, resp: resp, cancel: mcancel, r: bufio.NewReaderSize(resp.Body, 64<<10),
+		length: length, idle: max(m.cfg.SourceTimeout, time.Second)}
+	mb.timer = time.AfterFunc(mb.idle, mcancel)
+	h := http.Header{}
+	for _, k := range []string{"ETag", "Last-Modified"} {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	mb.validator = h.Get("ETag")
+	if mb.validator == "" {
+		mb.validator = h.Get("Last-Modified")
+	}
+	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
+}
+
+// checkMemberAnswer reads the home's status and headers: the task must be
+// the one asked for. It returns the file's length (-1 when unknown).
+func checkMemberAnswer(resp *http.Response, taskID string) (int64, error) {
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("cluster fetch answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	if got := resp.Header.Get(types.ClusterHeaderTaskID); got != taskID {
+		return 0, fmt.Errorf("cluster fetch answered task %q, want %s", got, taskID)
+	}
+	length, err := strconv.ParseInt(resp.Header.Get(types.ClusterHeaderFileLength), 10, 64)
+	if err != nil || length < -1 {
+		return 0, fmt.Errorf("cluster fetch answered a bad length %q", resp.Header.Get(types.ClusterHeaderFileLength))
+	}
+	return length, nil
+}
+
+// Validators are the source's ETag and Last-Modified of a task's cache
+// file, as a member sends them with the file: the asker keeps them in its
+// own meta and resumes from the origin only if they still hold.
+func (m *Manager) Validators(taskID string) http.Header {
+	h := http.Header{}
+	meta, err := m.store.ReadMeta(taskID)
+	if err != nil {
+		return h
+	}
+	if meta.ETag != "" {
+		h.Set("ETag", meta.ETag)
+	}
+	if meta.LastModified != 0 {
+		h.Set("Last-Modified", httpTime(meta.LastModified))
+	}
+	return h
+}
+
+// MemberOf is the member a task's CDN is reading from right now ("" when
+// it reads the origin, or runs not at all).
+func (m *Manager) MemberOf(taskID string) string {
+	v, _ := m.viaMember.Load(taskID)
+	s, _ := v.(string)
+	return s
+}
+
+// sourceCounter is the counter of a body's bytes as the CDN reads them: a
+// member's body counts its own, split between the member and the origin.
+func (m *Manager) sourceCounter(body io.Reader) prometheus.Counter {
+	if _, ok := body.(*memberBody); ok {
+		return metrics.OrCounter(nil)
+	}
+	return m.metrics.DownloadBytes
+}
+
+// memberBody is the content of a file read from a member, verified piece
+// by piece, and from the origin once the member failed.
+type memberBody struct {
+	m       *Manager
+	ctx     context.Context
+	src     Source
+	resp    *http.Response
+	cancel  context.CancelFunc
+	r       *bufio.Reader
+	timer   *time.Timer
+	idle    time.Duration
+	length  int64  // content length, -1 when unknown
+	num     int    // the next piece expected
+	off     int64  // content bytes verified so far
+	pending []byte // verified content not yet read
+	buf     []byte
+	ended   bool          // the member closed the file
+	origin  io.ReadCloser // after a switch to the origin
+	// validator is the home's ETag (or Last-Modified) of the file: a
+	// resume from the origin asks If-Range with it, so a file that
+	// changed since is not completed with another version's bytes.
+	validator string
+}
+
+func (b *memberBody) Read(p []byte) (int, error) {
+	for len(b.pending) == 0 {
+		switch {
+		case b.origin != nil:
+			n, err := b.origin.Read(p)
+			b.m.metrics.DownloadBytes.Add(float64(n))
+			return n, err
+		case b.ended:
+			return 0, io.EOF
+		}
+		if reason, err := b.next(); err != nil {
+			if cerr := b.ctx.Err(); cerr != nil {
+				return 0, cerr
+			}
+			if err := b.toOrigin(reason, err); err != nil {
+				return 0, err
+			}
+		}
+	}
+	n := copy(p, b.pending)
+	b.pending = b.pending[n:]
+	return n, nil
+}
+
+// next reads one frame: a piece, checked against its digest, becomes
+// pending; the end frame ends the body.
+func (b *memberBody) next() (string, error) {
+	b.timer.Reset(b.idle)
+	var head [frameHead]byte
+	if _, err := io.ReadFull(b.r, head[:]); err != nil {
+		return reasonBroken, fmt.Errorf("cluster stream: %w", err)
+	}
+	num, n := binary.BigEndian.Uint32(head[:4]), binary.BigEndian.Uint32(head[4:8])
+	switch {
+	case num == frameEnd:
+		if b.length >= 0 && b.off != b.length {
+			return reasonBroken, fmt.Errorf("cluster stream ended at %d of %d bytes", b.off, b.length)
+		}
+		b.ended = true
+		b.closeMember()
+		return "", nil
+	case num == frameErr:
+		msg, _ := io.ReadAll(io.LimitReader(b.r, int64(min(n, 4096))))
+		return reasonBroken, fmt.Errorf("home failed: %s", msg)
+	case int(num) != b.num || n < piece.WrapSize || n > 1<<30:
+		return reasonBroken, fmt.Errorf("cluster stream: frame %d of %d bytes, want piece %d", num, n, b.num)
+	}
+	want, err := digest.ParseHex(digest.BLAKE3, string(head[8:]))
+	if err != nil {
+		return reasonBroken, fmt.Errorf("cluster stream: piece %d: %w", num, err)
+	}
+	if cap(b.buf) < int(n) {
+		b.buf = make([]byte, n)
+	}
+	wrapped := b.buf[:n]
+	if _, err := io.ReadFull(b.r, wrapped); err != nil {
+		return reasonBroken, fmt.Errorf("cluster stream: piece %d: %w", num, err)
+	}
+	if err := want.Verify(wrapped); err != nil {
+		return reasonDigest, fmt.Errorf("piece %d from %s: %w", num, b.src.Via, err)
+	}
+	content, err := piece.Unwrap(wrapped)
+	if err != nil || (b.length >= 0 && b.off+int64(len(content)) > b.length) {
+		return reasonBroken, fmt.Errorf("cluster stream: piece %d malformed or past the end: %v", num, err)
+	}
+	b.m.metrics.ClusterBytes.Add(float64(len(content)))
+	b.pending, b.num, b.off = content, b.num+1, b.off+int64(len(content))
+	return "", nil
+}
+
+func (b *memberBody) closeMember() {
+	if b.resp == nil {
+		return
+	}
+	b.timer.Stop()
+	b.cancel()
+	b.resp.Body.Close()
+	b.resp = nil
+	b.m.viaMember.Delete(b.src.TaskID)
+}
+
+// toOrigin drops the member and reads the rest of the file from the
+// origin: from the first byte not verified, by Range when the source
+// honours it, else by skipping what the member gave. Its errors are the
+// body's read errors, which the cutter reports as source errors.
+func (b *memberBody) toOrigin(reason string, cause error) error {
+	b.closeMember()
+	b.m.fallback(b.src, reason, cause)
+	extra := map[string]string{}
+	_, userRange := b.src.Headers["Range"]
+	if b.off > 0 && !userRange {
+		extra["Range"] = "bytes=" + strconv.FormatInt(b.off, 10) + "-"
+		if b.validator != "" {
+			extra["If-Range"] = b.validator
+		}
+	}
+	resp, err := b.m.get(b.ctx, b.src, extra)
+	if err != nil {
+		return err
+	}
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && extra["Range"] != "" &&
+		(b.length < 0 || totalFromContentRange(resp.Header.Get("Content-Range")) == b.length):
+		b.origin = resp.Body
+		return nil
+	case resp.StatusCode == http.StatusOK && extra["If-Range"] != "" && b.off > 0:
+		// The file changed since the home read it: its pieces here are of
+		// another version.
+		resp.Body.Close()
+		return fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)
+	case resp.StatusCode == http.StatusOK && (b.length < 0 || resp.ContentLength < 0 || resp.ContentLength == b.length):
+		skipped, err := io.CopyN(io.Discard, resp.Body, b.off)
+		b.m.metrics.DownloadBytes.Add(float64(skipped))
+		if err != nil {
+			resp.Body.Close()
+			return fmt.Errorf("skip the %d bytes the member gave: %w", b.off, err)
+		}
+		b.origin = resp.Body
+		return nil
+	}
+	resp.Body.Close()
+	return fmt.Errorf("resume at %d after the member: answered %d for a file of %d bytes", b.off, resp.StatusCode, b.length)
+}
+
+func (b *memberBody) Close() error {
+	b.closeMember()
+	if b.origin != nil {
+		return b.origin.Close()
+	}
+	return nil
+}
+
+// ServeMember writes a task's file to another member as frames, each
+// piece as soon as it is written (from the cache file, with the digest
+// computed when it was written), and flushes after each. It returns when
+// the file was sent whole, the fetch failed (after an error frame), or ctx
+// ends.
+func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error {
+	cf := m.file(taskID)
+	if cf == nil || cf.source {
+		return writeErrFrame(w, flush, fmt.Errorf("task %s has no cache file", taskID))
+	}
+	// The cache file exists once the first piece is written: opened then.
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	var buf []byte
+	for num := 0; ; num++ {
+		size, d, err := m.awaitPiece(ctx, cf, num)
+		if err != nil {
+			return writeErrFrame(w, flush, err)
+		}
+		if size == 0 {
+			return writeFrame(w, flush, frameEnd, nil, "")
+		}
+		if f == nil {
+			if f, err = os.Open(m.store.DataPath(taskID)); err != nil {
+				return writeErrFrame(w, flush, fmt.Errorf("open cache of %s: %w", taskID, err))
+			}
+		}
+		if cap(buf) < size {
+			buf = make([]byte, size)
+		}
+		if _, err := f.ReadAt(buf[:size], int64(num)*int64(cf.pieceSize)); err != nil {
+			return writeErrFrame(w, flush, fmt.Errorf("read piece %d: %w", num, err))
+		}
+		if err := writeFrame(w, flush, uint32(num), buf[:size], d.Hex()); err != nil {
+			return err
+		}
+	}
+}
+
+// pieceWaitStep is how often a member's stream looks for the next piece:
+// small beside the time a piece takes to come from the origin.
+const pieceWaitStep = 10 * time.Millisecond
+
+// awaitPiece waits until piece num is written and returns its wrapped size
+// and digest; size 0 means the file ended before num.
+func (m *Manager) awaitPiece(ctx context.Context, cf *cacheFile, num int) (int, digest.Digest, error) {
+	for {
+		size, d, done, ok := cf.pieceState(num)
+		switch {
+		case size > 0:
+			return size, d, nil
+		case done && !ok:
+			return 0, digest.Digest{}, errors.New("the fetch failed")
+		case done:
+			return 0, digest.Digest{}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, digest.Digest{}, ctx.Err()
+		case <-cf.finished:
+		case <-time.After(pieceWaitStep):
+		}
+	}
+}
+
+// pieceState is piece num's wrapped size and digest once it is written
+// (size 0 before), and whether the fetch ended, and well.
+func (cf *cacheFile) pieceState(num int) (int, digest.Digest, bool, bool) {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	if cf.ready.Test(uint(num)) && num < len(cf.blake3s) && !cf.blake3s[num].IsZero() {
+		size := int64(cf.pieceSize)
+		if num < len(cf.lens) && cf.lens[num] > 0 {
+			size = int64(cf.lens[num])
+		} else if cf.done && cf.wrappedLen >= 0 {
+			size = min(size, cf.wrappedLen-int64(num)*int64(cf.pieceSize))
+		}
+		return int(size), cf.blake3s[num], cf.done, cf.ok
+	}
+	return 0, digest.Digest{}, cf.done, cf.ok
+}
+
+func writeFrame(w io.Writer, flush func() error, num uint32, data []byte, hexDigest string) error {
+	var head [frameHead]byte
+	binary.BigEndian.PutUint32(head[:4], num)
+	binary.BigEndian.PutUint32(head[4:8], uint32(len(data)))
+	copy(head[8:], hexDigest)
+	if _, err := w.Write(head[:]); err != nil {
+		return fmt.Errorf("cluster stream: %w", err)
+	}
+	if _, err := w.Write(data); err != nil {
+		return fmt.Errorf("cluster stream: %w", err)
+	}
+	return flush()
+}
+
+// writeErrFrame tells the asker why the file stops, and returns err.
+func writeErrFrame(w io.Writer, flush func() error, err error) error {
+	msg := []byte(err.Error())
+	var head [frameHead]byte
+	binary.BigEndian.PutUint32(head[:4], frameErr)
+	binary.BigEndian.PutUint32(head[4:8], uint32(len(msg)))
+	if _, werr := w.Write(append(head[:], msg...)); werr == nil {
+		_ = flush()
+	}
+	return err
+}

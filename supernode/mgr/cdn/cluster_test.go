@@ -1,0 +1,335 @@
+package cdn
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
+)
+
+// homeT is a member serving a task's file from a real CDN manager over
+// the cluster fetch route; mode makes it misbehave.
+type homeT struct {
+	*httptest.Server
+	mode string // "", "lie" (a byte of piece 1 flipped), "refuse", "cut" (gone after piece 0), "changed" (cut, and the origin's file is newer)
+}
+
+func newHomeT(t *testing.T, home *Manager, id string, length int64, mode string) *homeT {
+	h := &homeT{mode: mode}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != types.ClusterFetchPath || r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		if h.mode == "refuse" {
+			http.Error(w, "reading it from you", http.StatusConflict)
+			return
+		}
+		for k, v := range home.Validators(id) {
+			w.Header()[k] = v
+		}
+		if h.mode == "changed" {
+			// The home read an older version than the origin has now.
+			w.Header().Set("Last-Modified", time.Now().Add(-48*time.Hour).UTC().Format(http.TimeFormat))
+		}
+		w.Header().Set(types.ClusterHeaderTaskID, id)
+		w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(length, 10))
+		var out io.Writer = w
+		switch h.mode {
+		case "lie":
+			out = &flipWriter{w: w, at: int64(piece.DefaultSize) + frameHead + 100 + frameHead}
+		case "cut", "changed":
+			out = &cutWriter{w: w, left: int64(piece.DefaultSize) + frameHead + 1000}
+		}
+		_ = home.ServeMember(r.Context(), id, out, func() error { return nil })
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+// flipWriter flips the byte at offset at of the stream.
+type flipWriter struct {
+	w      io.Writer
+	at, n  int64
+	flippd bool
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if !f.flippd && f.at >= f.n && f.at < f.n+int64(len(p)) {
+		p = bytes.Clone(p)
+		p[f.at-f.n] ^= 0xff
+		f.flippd = true
+	}
+	f.n += int64(len(p))
+	return f.w.Write(p)
+}
+
+// cutWriter fails after left bytes, as a member that dies mid-file.
+type cutWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.ErrClosedPipe
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	c.left -= int64(len(p))
+	n, err := c.w.Write(p)
+	if c.left == 0 {
+		panic(http.ErrAbortHandler) // drop the connection
+	}
+	return n, err
+}
+
+// warmHome is an origin serving data and a member that has fetched it
+// whole as task t1 (pieces long).
+func warmHome(t *testing.T, data []byte, pieces int) (*originT, *Manager, Source) {
+	t.Helper()
+	o := newOriginT(t, data)
+	hp := NewMockProgress(gomock.NewController(t))
+	home, _ := clusterManager(t, hp, Metrics{})
+	expectRun(hp, "t1", pieces)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	return o, home, src
+}
+
+func clusterManager(t *testing.T, p Progress, mx Metrics) (*Manager, *store.Store) {
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Config{SourceAllow: loopbackAllow()}, st, p, mx, quietLog())
+	t.Cleanup(m.Close)
+	return m, st
+}
+
+// The asker's cache holds the origin's bytes whatever the home does; what
+// changes is where they came from.
+func TestClusterSource(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	for i := range data {
+		data[i] = byte(i*13 + i>>11)
+	}
+	for _, tc := range []struct {
+		mode, reason string
+		fromHome     int64 // content bytes verified from the home
+	}{
+		{"", "", int64(len(data))},
+		{"lie", reasonDigest, piece.ContentSize(piece.DefaultSize)},
+		{"cut", reasonBroken, piece.ContentSize(piece.DefaultSize)},
+		{"refuse", reasonRefused, 0},
+	} {
+		t.Run("mode="+tc.mode, func(t *testing.T) {
+			o, home, src := warmHome(t, data, 3)
+			h := newHomeT(t, home, "t1", int64(len(data)), tc.mode)
+			mx := Metrics{DownloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "o"}),
+				ClusterBytes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}),
+				ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+			ap := NewMockProgress(gomock.NewController(t))
+			asker, st := clusterManager(t, ap, mx)
+			expectRun(ap, "t1", 3)
+			src.Via = strings.TrimPrefix(h.URL, "http://")
+			if _, res := start(t, asker, src); !res.OK {
+				t.Fatalf("asker: %+v", res)
+			}
+			checkCache(t, st, data)
+			if got := int64(counterValue(t, mx.ClusterBytes)); got != tc.fromHome {
+				t.Errorf("%d bytes from the home, want %d", got, tc.fromHome)
+			}
+			if got := int64(counterValue(t, mx.DownloadBytes)); got != int64(len(data))-tc.fromHome {
+				t.Errorf("%d bytes from the origin, want %d", got, int64(len(data))-tc.fromHome)
+			}
+			if tc.reason != "" && counterValue(t, mx.ClusterFallbacks.WithLabelValues(tc.reason)) != 1 {
+				t.Errorf("no %s fallback counted", tc.reason)
+			}
+			want, n := "", 2
+			if tc.fromHome > 0 && tc.fromHome < int64(len(data)) {
+				want = "bytes=" + strconv.FormatInt(tc.fromHome, 10) + "-"
+			}
+			if tc.mode == "" {
+				n = 1
+			}
+			if ranges, _ := originRequests(t, o, n); n == 2 && ranges[1] != want {
+				t.Errorf("origin requests: ranges %q, want the home's and then %q", ranges, want)
+			}
+			if asker.MemberOf("t1") != "" {
+				t.Error("the fetch still counts as reading from the home")
+			}
+		})
+	}
+}
+
+func checkCache(t *testing.T, st *store.Store, data []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(st.DataPath("t1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for off := int64(0); off < int64(len(raw)); off += int64(piece.DefaultSize) {
+		c, err := piece.Unwrap(raw[off:min(off+int64(piece.DefaultSize), int64(len(raw)))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the asker's cache differs from the origin's file")
+	}
+}
+
+// A member that fails mid-file after the origin's file changed: the rest
+// is not taken from the new version (If-Range), the fetch fails instead.
+func TestClusterSourceChangedSinceHome(t *testing.T) {
+	data := bytes.Repeat([]byte("v2"), int(piece.ContentSize(piece.DefaultSize)))
+	o, home, src := warmHome(t, data, 2)
+	h := newHomeT(t, home, "t1", int64(len(data)), "changed")
+	ap := NewMockProgress(gomock.NewController(t))
+	asker, _ := clusterManager(t, ap, Metrics{})
+	ap.EXPECT().ResetCDN("t1")
+	ap.EXPECT().SetCDNPiece("t1", 0)
+	ap.EXPECT().FinishCDN("t1", 0, false)
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	if _, res := start(t, asker, src); res.OK || res.Err == nil || !strings.Contains(res.Err.Error(), "changed") {
+		t.Fatalf("a file completed across versions: %+v", res)
+	}
+	if _, statuses := originRequests(t, o, 2); statuses[1] != http.StatusOK {
+		t.Fatalf("origin statuses %v, want an If-Range answered whole", statuses)
+	}
+}
+
+// A home whose fetch of the task fails sends an error frame; an unknown
+// task gets one at once.
+func TestServeMemberUnknownTask(t *testing.T) {
+	m, _ := clusterManager(t, NewMockProgress(gomock.NewController(t)), Metrics{})
+	var buf bytes.Buffer
+	if err := m.ServeMember(context.Background(), "nope", &buf, func() error { return nil }); err == nil {
+		t.Fatal("served an unknown task")
+	}
+	if buf.Len() < frameHead || !strings.Contains(buf.String(), "no cache file") {
+		t.Fatalf("no error frame: %q", buf.String())
+	}
+}
+
+func quietLog() *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return log
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// Two members that take each other for a task's home and start its fetch
+// at the same moment: each is marked as reading from the other before it
+// asks, so each refuses the other (as the API's fetch route does) and both
+// read the origin instead of waiting on each other.
+func TestClusterCrossedFetchesRefuse(t *testing.T) {
+	data := bytes.Repeat([]byte("crossed"), 300000)
+	o := newOriginT(t, data)
+	var a, b *Manager
+	both := make(chan struct{})
+	refuser := func(self **Manager) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-both // both fetches have started
+			if (*self).MemberOf("t1") != "" {
+				http.Error(w, "reading it from a member", http.StatusConflict)
+				return
+			}
+			t.Error("a member served a task it reads from the asker")
+			http.Error(w, "unexpected", http.StatusInternalServerError)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	sa, sb := refuser(&a), refuser(&b)
+	mxs := make([]Metrics, 2)
+	for i := range mxs {
+		mxs[i] = Metrics{ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+	}
+	pa, pb := NewMockProgress(gomock.NewController(t)), NewMockProgress(gomock.NewController(t))
+	a, _ = clusterManager(t, pa, mxs[0])
+	b, _ = clusterManager(t, pb, mxs[1])
+	total := piece.Count(int64(len(data)), piece.ComputeSize(int64(len(data))))
+	expectRun(pa, "t1", total)
+	expectRun(pb, "t1", total)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	results := make(chan Result, 2)
+	for _, c := range []struct {
+		m   *Manager
+		via string
+	}{{a, sb.URL}, {b, sa.URL}} {
+		s := src
+		s.Via = strings.TrimPrefix(c.via, "http://")
+		// Start returns once the member answered: both run at once.
+		go func() {
+			if _, err := c.m.Start(s, func(r Result) { results <- r }); err != nil {
+				t.Error(err)
+				results <- Result{}
+			}
+		}()
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.MemberOf("t1") == "" || b.MemberOf("t1") == ""; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(both)
+			t.Fatal("a fetch is not marked while it waits for the member's answer")
+		}
+	}
+	close(both)
+	for range 2 {
+		if r := <-results; !r.OK {
+			t.Fatalf("fetch failed: %+v", r)
+		}
+	}
+	for i, mx := range mxs {
+		if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonRefused)); n != 1 {
+			t.Errorf("member %d: %.0f refused fetches, want 1", i, n)
+		}
+	}
+}
+
+// originRequests waits until the origin recorded n requests (it records
+// one once its handler returned, which may be after the CDN is done with
+// the body) and returns their Range headers and statuses; more than n fail.
+func originRequests(t *testing.T, o *originT, n int) ([]string, []int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		o.mu.Lock()
+		ranges, statuses := append([]string(nil), o.ranges...), append([]int(nil), o.statuses...)
+		o.mu.Unlock()
+		if len(ranges) > n || (len(ranges) < n && time.Now().After(deadline)) {
+			t.Fatalf("origin requests: ranges %q statuses %v, want %d", ranges, statuses, n)
+		}
+		if len(ranges) == n {
+			return ranges, statuses
+		}
+	}
+}

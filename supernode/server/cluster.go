@@ -1,0 +1,96 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
+)
+
+// clusterInfo answers GET /api/v1/cluster: the members as this supernode
+// sees them (no members when it has no cluster).
+func (a *api) clusterInfo(w http.ResponseWriter, _ *http.Request) {
+	info := types.ClusterInfo{Members: []types.ClusterMember{}}
+	if a.Cluster != nil {
+		info = a.Cluster.Info()
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// clusterFetch answers POST /api/v1/cluster/fetch, another member asking
+// this one, the task's home, for its file: the task is made to exist here
+// with a CDN reading the origin (never another member), then its pieces
+// are streamed as they are written.
+func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
+	var req types.ClusterFetchRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+		return
+	}
+	if err := sourceAllowed(a.SourceAllow, req.RawURL); err != nil {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.ClusterCDN == nil {
+		writeError(w, http.StatusNotFound, http.StatusNotFound, "no cluster cdn")
+		return
+	}
+	if via := a.ClusterCDN.MemberOf(req.TaskID); via != "" {
+		writeError(w, http.StatusConflict, http.StatusConflict, "this supernode reads the task from "+via+": read the origin")
+		return
+	}
+	id, err := a.Tasks.EnsureLocal(cdn.Source{RawURL: req.RawURL, TaskURL: req.TaskURL, Headers: req.Headers, Md5: req.Md5,
+		Identifier: req.Identifier, Insecure: req.Insecure, RootCAs: req.RootCAs})
+	if err != nil {
+		status := http.StatusBadGateway
+		if task.CodeOf(err) == types.CodeParamError {
+			status = http.StatusBadRequest
+		}
+		writeError(w, status, task.CodeOf(err), err.Error())
+		return
+	}
+	info, err := a.Tasks.Info(id)
+	if err != nil || id != req.TaskID {
+		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("task %s is %s here", req.TaskID, id))
+		return
+	}
+	a.streamTask(w, r, info, req.From)
+}
+
+// streamTask writes the task's frames. The API server's timeouts are for
+// requests, not for a file that comes as fast as its origin: each write
+// gets its own deadline instead.
+func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.TaskInfo, from string) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	for k, v := range a.ClusterCDN.Validators(info.ID) {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(types.ClusterHeaderTaskID, info.ID)
+	w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(info.HTTPFileLength, 10))
+	w.Header().Set(types.ClusterHeaderPieceSize, strconv.Itoa(int(info.PieceSize)))
+	w.WriteHeader(http.StatusOK)
+	dw := &deadlineWriter{w: w, rc: rc}
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	if err := a.ClusterCDN.ServeMember(r.Context(), info.ID, dw, rc.Flush); err != nil {
+		a.Log.WithField("task", info.ID).WithField("member", shown(from)).WithError(err).Warn("cluster fetch ended")
+	}
+}
+
+// deadlineWriter gives each write a minute.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(time.Minute))
+	return d.w.Write(p)
+}

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/supernode/metrics"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
+)
+
+func clusterAPI(t *testing.T, tasks *MockTasks, c ClusterCDN, view ClusterView) *httptest.Server {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv := httptest.NewServer(NewAPI(Deps{Tasks: tasks, Peers: peer.New(nil), Metrics: metrics.New(), Log: log,
+		ClusterCDN: c, Cluster: view}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func post(t *testing.T, url, body string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// A member asking for a task this supernode is itself reading from a
+// member is refused, so the two never wait on each other; any other ask
+// makes the task exist here without routing it again, then streams it.
+func TestClusterFetchRoute(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	tasks, c := NewMockTasks(ctrl), NewMockClusterCDN(ctrl)
+	srv := clusterAPI(t, tasks, c, nil)
+	body := `{"taskId":"t1","rawUrl":"http://origin/f","from":"10.0.0.2:8002"}`
+
+	c.EXPECT().MemberOf("t1").Return("10.0.0.2:8002")
+	resp, msg := post(t, srv.URL+types.ClusterFetchPath, body)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(msg, "read the origin") {
+		t.Fatalf("fetch of a task read from a member: %d %s", resp.StatusCode, msg)
+	}
+
+	c.EXPECT().MemberOf("t1").Return("")
+	tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
+	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+	c.EXPECT().Validators("t1").Return(http.Header{"Etag": {`"v1"`}})
+	c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any()).DoAndReturn(
+		func(_ any, _ string, w io.Writer, flush func() error) error {
+			_, _ = w.Write([]byte("frames"))
+			return flush()
+		})
+	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
+	if resp.StatusCode != http.StatusOK || msg != "frames" || resp.Header.Get(types.ClusterHeaderTaskID) != "t1" ||
+		resp.Header.Get(types.ClusterHeaderFileLength) != "42" || resp.Header.Get("ETag") != `"v1"` {
+		t.Fatalf("fetch: %d %q %v", resp.StatusCode, msg, resp.Header)
+	}
+
+	c.EXPECT().MemberOf("t2").Return("")
+	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
+	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1"}, nil)
+	if resp, _ = post(t, srv.URL+types.ClusterFetchPath, `{"taskId":"t2","rawUrl":"http://origin/f"}`); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("fetch under another task's ID: %d", resp.StatusCode)
+	}
+	if resp, _ = post(t, srv.URL+types.ClusterFetchPath, `{`); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad body: %d", resp.StatusCode)
+	}
+}
+
+type viewT types.ClusterInfo
+
+func (v viewT) Info() types.ClusterInfo { return types.ClusterInfo(v) }
+
+func TestClusterInfoRoute(t *testing.T) {
+	for _, view := range []ClusterView{nil, viewT{Self: "a:1", Members: []types.ClusterMember{{ID: "a:1", Self: true, Alive: true}}}} {
+		srv := clusterAPI(t, NewMockTasks(gomock.NewController(t)), nil, view)
+		resp, err := http.Get(srv.URL + "/api/v1/cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info types.ClusterInfo
+		err = json.NewDecoder(resp.Body).Decode(&info)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || info.Members == nil || (view != nil) != (len(info.Members) == 1) {
+			t.Fatalf("cluster info %d %+v %v", resp.StatusCode, info, err)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package suite
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/report"
+	"github.com/damselfly-p2p/damselfly/test/bench/swarm"
+)
+
+// ClusterSection is the supernode-cluster section: three supernodes, three
+// files downloaded at once by their own peers each.
+const ClusterSection = "cluster"
+
+// Targets of the cluster rows.
+const (
+	targetHomeOrigin    = 1.02 // origin bytes / F per file, full node list
+	targetClusterOrigin = 1.05 // with --cluster and one supernode per peer
+	targetClusterRatio  = 1.5  // wall / time of the origin link for all files
+)
+
+// clusterSection runs the rendezvous order (checked), Dragonfly 1.x's
+// random order beside it (not checked: the cost it shows is what the
+// rendezvous order removes), and --cluster with one supernode per peer
+// (checked).
+func clusterSection(ctx context.Context, cfg Config, rep *report.Report, logf func(string, ...any)) report.Section {
+	const sns, files, peers = 3, 3, 8
+	s := report.Section{Title: fmt.Sprintf("Supernode cluster: %d supernodes, %d files x %d peers of %s at once, origin %s",
+		sns, files, peers, swarm.FormatBytes(cfg.TargetSize), swarm.FormatRate(cfg.OriginRate))}
+	for _, row := range []struct {
+		order, label string
+		origin       float64 // 0: not checked
+	}{
+		{swarm.OrderHome, "full node list, rendezvous order", targetHomeOrigin},
+		{swarm.OrderRandom, "full node list, Dragonfly 1.x random order (--node-order random)", 0},
+		{swarm.OrderOne, "--cluster, one random supernode per peer", targetClusterOrigin},
+	} {
+		if ctx.Err() != nil {
+			break
+		}
+		logf("cluster: %s", row.label)
+		res, err := swarm.RunCluster(ctx, swarm.ClusterConfig{Supernodes: sns, Files: files, PeersPerFile: peers,
+			Size: cfg.TargetSize, OriginRate: cfg.OriginRate, Order: row.order, Mode: cfg.Mode,
+			DfgetArgs: cfg.DfgetArgs, SupernodeArgs: cfg.SupernodeArgs, Logf: logf})
+		if err != nil {
+			s.Add(row.label, "ERROR: %s", strings.SplitN(err.Error(), "\n", 2)[0])
+			s.Missed = append(s.Missed, row.label)
+			continue
+		}
+		rep.Mode = res.Mode
+		factors := make([]string, len(res.OriginFactors))
+		for i, f := range res.OriginFactors {
+			factors[i] = fmt.Sprintf("%.3f", f)
+		}
+		line := fmt.Sprintf("wall %.2f s, origin link limit %.2f s (ratio %.2f); origin bytes / F per file %s; %d/%d correct",
+			res.Wall.Seconds(), res.Fluid.Seconds(), res.Ratio(), strings.Join(factors, ", "), res.Verified, res.Peers)
+		if row.origin > 0 {
+			ok := res.Verified == res.Peers && res.MaxOriginFactor() <= row.origin && res.Ratio() <= targetClusterRatio
+			line += fmt.Sprintf("; target (<=%.2fxF, <=%.1fx) %s", row.origin, targetClusterRatio, s.Check(row.label, ok))
+		} else if res.Verified != res.Peers {
+			s.Missed = append(s.Missed, row.label+" (wrong content)")
+		}
+		logf("  %s", line)
+		s.Add(row.label, "%s", line)
+	}
+	return s
+}
