@@ -1,7 +1,7 @@
-// Command dfdaemon is the host's registry mirror (and, wired in, HTTP
-// proxy): container engines pull image layers through it, and it streams
-// each layer blob through the Dragonfly swarm. It only parses flags and
-// wires the dfdaemon packages.
+// Command dfdaemon is the host's registry mirror and HTTP(S) proxy:
+// container engines pull image layers through it, and it streams each
+// layer blob through the Dragonfly swarm. It only parses flags and wires
+// the dfdaemon packages.
 package main
 
 import (
@@ -18,9 +18,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/config"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/mirror"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/peer"
+	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/server"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
@@ -67,7 +69,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	cfg.BindFlags(root.Flags())
-	root.AddCommand(newVersion(), clidoc.Command(root))
+	root.AddCommand(newVersion(), newGenCA(), clidoc.Command(root))
 	return root
 }
 
@@ -95,7 +97,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		ServerExecutable: dfgetBeside(), Verbose: cfg.Verbose, Log: log, Metrics: swarm.NewMetrics(reg)})
 	m := &mirror.Mirror{Remote: cfg.Registry(), CACerts: cfg.RegistryMirror.Certs, Insecure: cfg.RegistryMirror.Insecure,
 		Direct: cfg.RegistryMirror.Direct, Swarm: sw}
-	h := &server.Handler{Mirror: m, Metrics: server.MetricsHandler(reg)}
+	px, err := proxy.New(proxy.Options{Rules: cfg.Proxies, Hijack: cfg.HijackHTTPS, Swarm: swarm.URLSwarm{S: sw}, Logger: log,
+		Registerer: reg})
+	if err != nil {
+		return &config.Error{Code: config.ExitConfig, Err: fmt.Errorf("proxy: %w", err)}
+	}
+	defer px.Close()
+	h := &server.Handler{Mirror: m, Proxy: px, Metrics: server.MetricsHandler(reg)}
 	l, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {
 		return &config.Error{Code: config.ExitPortInvalid, Err: fmt.Errorf("listen: %w", err)}
@@ -118,6 +126,34 @@ func dfgetBeside() string {
 		return ""
 	}
 	return p
+}
+
+// newGenCA is v1's gen-ca: the CA that hijack_https signs intercepted
+// hosts' certificates with.
+func newGenCA() *cobra.Command {
+	var certPath, keyPath string
+	var o ca.GenerateOptions
+	cmd := &cobra.Command{
+		Use:   "gen-ca",
+		Short: "Make the CA certificate and key for hijack_https",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := ca.Generate(certPath, keyPath, o); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "CA certificate %s, key %s\n", certPath, keyPath)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&certPath, "cert-output", "", "where to write the CA certificate (PEM)")
+	f.StringVar(&keyPath, "key-output", "", "where to write the CA private key (PEM, mode 0600)")
+	f.StringVar(&o.CommonName, "common-name", "", "subject common name (default \"dfdaemon CA <hostname>\")")
+	f.DurationVar(&o.Validity, "expire-duration", 0, "validity (default 10 years)")
+	f.BoolVar(&o.Overwrite, "overwrite", false, "replace existing files")
+	f.StringVar(&o.KeyType, "key-type", ca.KeyECDSA, "key type: ecdsa (P-256) or rsa")
+	f.IntVar(&o.RSABits, "rsa-bits", 0, "RSA key size with --key-type rsa (default 2048)")
+	return cmd
 }
 
 func newVersion() *cobra.Command {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
@@ -63,47 +64,23 @@ type RegistryMirror struct {
 	Direct   bool     `yaml:"direct"`
 }
 
-// ProxyRule is one entry of v1's proxies list; the proxy package applies
-// them.
-type ProxyRule struct {
-	Regx     string `yaml:"regx"`
-	UseHTTPS bool   `yaml:"use_https"`
-	Direct   bool   `yaml:"direct"`
-	Redirect string `yaml:"redirect"`
-}
-
-// HijackHTTPS is v1's hijack_https: the CA that signs intercepted hosts'
-// certificates and which hosts to intercept; the proxy package applies it.
-type HijackHTTPS struct {
-	Cert  string       `yaml:"cert"`
-	Key   string       `yaml:"key"`
-	Hosts []HijackHost `yaml:"hosts"`
-}
-
-// HijackHost is one host pattern of hijack_https.
-type HijackHost struct {
-	Regx     string   `yaml:"regx"`
-	Insecure bool     `yaml:"insecure"`
-	Certs    []string `yaml:"certs"`
-}
-
 // Config is dfdaemon's configuration, with v1's YAML keys.
 type Config struct {
-	Port           int              `yaml:"port"`
-	PeerPort       int              `yaml:"peerPort"`
-	CertPem        string           `yaml:"certpem"`
-	KeyPem         string           `yaml:"keypem"`
-	Verbose        bool             `yaml:"verbose"`
-	RateLimit      rate.Rate        `yaml:"ratelimit"`
-	LocalRepo      string           `yaml:"localrepo"`
-	WorkHome       string           `yaml:"workHome"`
-	LocalIP        string           `yaml:"localIP"`
-	SuperNodes     []string         `yaml:"supernodes"`
-	DfgetFlags     []string         `yaml:"dfget_flags"`
-	RegistryMirror RegistryMirror   `yaml:"registry_mirror"`
-	Proxies        []ProxyRule      `yaml:"proxies"`
-	HijackHTTPS    *HijackHTTPS     `yaml:"hijack_https"`
-	LogConfig      logfile.Rotation `yaml:"logConfig"`
+	Port           int                 `yaml:"port"`
+	PeerPort       int                 `yaml:"peerPort"`
+	CertPem        string              `yaml:"certpem"`
+	KeyPem         string              `yaml:"keypem"`
+	Verbose        bool                `yaml:"verbose"`
+	RateLimit      rate.Rate           `yaml:"ratelimit"`
+	LocalRepo      string              `yaml:"localrepo"`
+	WorkHome       string              `yaml:"workHome"`
+	LocalIP        string              `yaml:"localIP"`
+	SuperNodes     []string            `yaml:"supernodes"`
+	DfgetFlags     []string            `yaml:"dfget_flags"`
+	RegistryMirror RegistryMirror      `yaml:"registry_mirror"`
+	Proxies        []proxy.Rule        `yaml:"proxies"`
+	HijackHTTPS    *proxy.HijackConfig `yaml:"hijack_https"`
+	LogConfig      logfile.Rotation    `yaml:"logConfig"`
 
 	// Nodes is the supernode list (--node, else supernodes); empty means
 	// dfget's: its properties file, else 127.0.0.1:8002.
@@ -188,6 +165,12 @@ func (c *Config) complete() error {
 	u, err := url.Parse(c.RegistryMirror.Remote)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errorf(ExitConfig, "invalid registry %q: want http(s)://host[:port]", c.RegistryMirror.Remote)
+	}
+	if err := proxy.ValidateRules(c.Proxies); err != nil {
+		return errorf(ExitConfig, "%w", err)
+	}
+	if err := c.HijackHTTPS.Validate(); err != nil {
+		return errorf(ExitConfig, "%w", err)
 	}
 	for _, f := range c.RegistryMirror.Certs {
 		if _, err := os.Stat(f); err != nil {

@@ -134,6 +134,9 @@ func TestBadConfigExitCodes(t *testing.T) {
 		{"", []string{"--certpem", "/x.pem"}, ExitConfig},
 		{"supernodes: ['bad host']\n", nil, ExitConfig},
 		{"ratelimit: lots\n", nil, ExitConfig},
+		{"proxies:\n- regx: '('\n", nil, ExitConfig},
+		{"proxies:\n- direct: true\n", nil, ExitConfig},
+		{"hijack_https:\n  cert: ca.crt\n", nil, ExitConfig},
 	} {
 		_, err := load(t, tc.file, tc.args...)
 		var ce *Error

@@ -11,7 +11,6 @@ package mirror
 import (
 	"net/http"
 	"net/url"
-	"regexp"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 )
@@ -35,15 +34,11 @@ type Mirror struct {
 	Swarm  Swarm
 }
 
-// blobPath is a blob of a repository by sha256 digest; the repository
-// name may hold slashes.
-var blobPath = regexp.MustCompile(`^/v2/(.+)/blobs/(sha256:[0-9a-f]{64})$`)
-
 // ServeHTTP implements http.Handler.
 func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := swarm.Source{URL: m.upstream(r.URL), CACerts: m.CACerts, Insecure: m.Insecure}
-	if mm := blobPath.FindStringSubmatch(r.URL.Path); mm != nil && r.Method == http.MethodGet && !m.Direct {
-		m.Swarm.ServeGET(w, r, src, swarm.Identity{Digest: mm[2]})
+	if d := swarm.BlobDigest(r.URL.Path); d != "" && r.Method == http.MethodGet && !m.Direct {
+		m.Swarm.ServeGET(w, r, src, swarm.Identity{Digest: d})
 		return
 	}
 	m.Swarm.Forward(w, r, src)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -129,5 +130,26 @@ func TestBlobWriterClientGoneIsClosedPipe(t *testing.T) {
 	w := newBlobWriter(failWriter{httptest.NewRecorder()}, nil, 10, "")
 	if _, err := w.Write([]byte("12345")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("write to a gone client: %v, want io.ErrClosedPipe (dfget's reader-left)", err)
+	}
+}
+
+func TestBlobDigest(t *testing.T) {
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for path, want := range map[string]string{
+		"/v2/library/alpine/blobs/" + d:     d,
+		"/v2/a/b/c/blobs/" + d:              d,
+		"/prefix/v2/team/app/blobs/" + d:    d,
+		"/v2/x/blobs/sha512:" + d[7:]:       "",
+		"/v2/x/manifests/" + d:              "",
+		"/v2/x/blobs/" + d + "/extra":       "",
+		"/v2/x/blobs/sha256:" + d[7:60]:     "",
+		"/files/blobs/" + d:                 "",
+		"/v2/x/blobs/SHA256:" + d[7:]:       "",
+		"/v2/x/blobs/uploads/" + d:          "",
+		"/v2/x/blobs/" + strings.ToUpper(d): "",
+	} {
+		if got := BlobDigest(path); got != want {
+			t.Errorf("BlobDigest(%q) = %q, want %q", path, got, want)
+		}
 	}
 }
