@@ -26,6 +26,8 @@ func TestKnownVectors(t *testing.T) {
 		{MD5, nil, "d41d8cd98f00b204e9800998ecf8427e"},
 		{MD5, []byte("abc"), "900150983cd24fb0d6963f7d28e17f72"},
 		{MD5, []byte("12345678901234567890123456789012345678901234567890123456789012345678901234567890"), "57edf4a22be3c955ac49da2e2107b67a"},
+		{SHA256, nil, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		{SHA256, []byte("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
 		{BLAKE3, seq(0), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"},
 		{BLAKE3, seq(1), "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"},
 		{BLAKE3, seq(1023), "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11"},
@@ -51,7 +53,7 @@ func TestStreamingEqualsOneShot(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i*7 + i>>9)
 	}
-	for _, a := range []Algorithm{MD5, BLAKE3} {
+	for _, a := range []Algorithm{MD5, BLAKE3, SHA256} {
 		h := a.New()
 		for off := 0; off < len(data); {
 			n := min(len(data)-off, 1+off%(300<<10))
@@ -96,6 +98,8 @@ func TestParseIsStrict(t *testing.T) {
 		"blake3:" + good.Hex() + "00",          // long
 		"blake3:" + good.Hex()[:63] + "g",      // not hex
 		"md5:" + good.Hex(),                    // blake3 length under md5
+		"sha256:" + good.Hex()[:32],            // md5 length under sha256
+		"sha-256:" + good.Hex(),                // not the wire name
 		"blake3:" + strings.Repeat("a", 1<<20), // huge input is clipped in the error
 	}
 	for _, s := range bad {
@@ -126,7 +130,7 @@ func TestPieceMd5(t *testing.T) {
 
 func BenchmarkSum(b *testing.B) {
 	buf := bytes.Repeat([]byte{0x5a}, 4<<20)
-	for _, a := range []Algorithm{MD5, BLAKE3} {
+	for _, a := range []Algorithm{MD5, BLAKE3, SHA256} {
 		b.Run(a.String(), func(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
 			for b.Loop() {

@@ -2,6 +2,7 @@ package cdn
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -101,9 +102,14 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	m, st := newManager(t, p, 0)
 	expectRun(p, "t1", 3)
 	started, res := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	// No md5 expected: the fill computes none; the whole-file md5 comes on
+	// demand, from the file.
 	sum := md5.Sum(data)
-	if !res.OK || res.RealMd5 != hex.EncodeToString(sum[:]) || res.PieceTotal != 3 || res.FileLength != int64(len(data))+15 {
+	if !res.OK || res.RealMd5 != "" || res.PieceTotal != 3 || res.FileLength != int64(len(data))+15 {
 		t.Fatalf("result %+v", res)
+	}
+	if got, err := m.FileMd5(context.Background(), "t1"); err != nil || got != hex.EncodeToString(sum[:]) {
+		t.Fatalf("FileMd5 = %q, %v", got, err)
 	}
 	if started.HTTPFileLength != int64(len(data)) || started.PieceSize != piece.DefaultSize {
 		t.Fatalf("started %+v", started)
@@ -128,13 +134,15 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("content differs")
 	}
-	md5s, err := st.ReadMd5("t1", res.RealMd5)
+	meta, err := st.ReadMeta("t1")
+	if err != nil || !meta.Finish || !meta.Success || meta.LastModified == 0 || meta.HTTPFileLen != int64(len(data)) ||
+		meta.RealMd5 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("meta %+v %v", meta, err)
+	}
+	// Every piece md5 was asked for once: the .md5 sidecar has them all.
+	md5s, err := st.ReadMd5("t1", meta.Blake3)
 	if err != nil || len(md5s) != 3 || md5s[2] != m.PieceMd5("t1", 2) {
 		t.Fatalf(".md5: %v %v", md5s, err)
-	}
-	meta, err := st.ReadMeta("t1")
-	if err != nil || !meta.Finish || !meta.Success || meta.LastModified == 0 || meta.HTTPFileLen != int64(len(data)) {
-		t.Fatalf("meta %+v %v", meta, err)
 	}
 	if size, state := m.Servable("t1", 0, 10); state != ServeOK || size != res.FileLength {
 		t.Fatalf("servable %d %d", size, state)
@@ -147,7 +155,7 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	}
 	p.EXPECT().FinishCDN("t1", 3, true)
 	started, res2 := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !started.CacheHit || !res2.OK || res2.RealMd5 != res.RealMd5 {
+	if !started.CacheHit || !res2.OK || res2.RealMd5 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("cache hit: %+v %+v", started, res2)
 	}
 	if o.statuses[0] != 200 || o.statuses[1] != 304 || len(o.statuses) != 2 {
