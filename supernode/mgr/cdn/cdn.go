@@ -111,6 +111,9 @@ type Metrics struct {
 	DownloadBytes  prometheus.Counter
 	DownloadFailed prometheus.Counter
 	SourceFailures prometheus.Counter
+	// Md5OnDemand counts md5s computed for clients that check md5 (a
+	// piece's or a whole file's), each read back from the cache.
+	Md5OnDemand prometheus.Counter
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -146,6 +149,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	mx.DownloadBytes = metrics.OrCounter(mx.DownloadBytes)
 	mx.DownloadFailed = metrics.OrCounter(mx.DownloadFailed)
 	mx.SourceFailures = metrics.OrCounter(mx.SourceFailures)
+	mx.Md5OnDemand = metrics.OrCounter(mx.Md5OnDemand)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,

@@ -63,6 +63,7 @@ func (m *Manager) PieceMd5(taskID string, num int) string {
 	want, n, path := cf.blake3s[num], int(cf.lens[num]), cf.lazy.path
 	cf.mu.Unlock()
 	sum, err := hashPiece(path, int64(num)*int64(cf.pieceSize), n, want)
+	m.metrics.Md5OnDemand.Inc()
 	cf.mu.Lock()
 	delete(cf.lazy.computing, num)
 	if err == nil {
@@ -201,6 +202,7 @@ func (m *Manager) waitAndHashFile(id string, cf *cacheFile) (string, error) {
 		return known, nil
 	}
 	sum, err := hashFile(m.ctx, cf.lazy.path, cf.pieceSize, blake3s, lens)
+	m.metrics.Md5OnDemand.Inc()
 	if err != nil {
 		m.log.WithField("task", id).WithError(err).Warn("no whole-file md5")
 		return "", err
