@@ -170,7 +170,10 @@ func TestResumeWithRange(t *testing.T) {
 	p := NewMockProgress(gomock.NewController(t))
 	m, st := newManager(t, p, 0)
 	expectRun(p, "t2", 4)
-	_, res := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	// An expected md5 makes both fetches compute the whole-file md5: the
+	// resumed one must cover the kept prefix too.
+	src := Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f", Md5: piece.Md5Hex(data)}
+	_, res := start(t, m, src)
 	// Make it a half-fetched file: unfinished meta, the last two pieces cut.
 	meta, _ := st.ReadMeta("t2")
 	meta.Finish, meta.Success = false, false
@@ -181,8 +184,8 @@ func TestResumeWithRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRun(p, "t2", 4)
-	_, res2 := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !res2.OK || res2.RealMd5 != res.RealMd5 || res2.FileLength != res.FileLength {
+	_, res2 := start(t, m, src)
+	if !res2.OK || res2.RealMd5 != piece.Md5Hex(data) || res2.RealMd5 != res.RealMd5 || res2.FileLength != res.FileLength {
 		t.Fatalf("resumed %+v, want %+v", res2, res)
 	}
 	want := "bytes=" + strconv.Itoa(2*cs) + "-" + strconv.Itoa(len(data)-1)
