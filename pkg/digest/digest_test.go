@@ -139,3 +139,22 @@ func BenchmarkSum(b *testing.B) {
 		})
 	}
 }
+
+// Whole computes exactly the digests asked for, in one pass.
+func TestWhole(t *testing.T) {
+	data := bytes.Repeat([]byte("whole file "), 1000)
+	for _, c := range []struct{ md5, sha bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		w := NewWhole(c.md5, c.sha)
+		_, _ = w.Write(data[:100])
+		_, _ = w.Write(data[100:])
+		if w.Active() != (c.md5 || c.sha) || w.HasMd5() != c.md5 || w.HasSha256() != c.sha {
+			t.Fatalf("%+v: active %v", c, w.Active())
+		}
+		if got, want := w.Md5Hex(), Sum(MD5, data).Hex(); (got == want) != c.md5 || (!c.md5 && got != "") {
+			t.Errorf("%+v: md5 %q", c, got)
+		}
+		if got, want := w.Sha256(), Sum(SHA256, data); (got == want) != c.sha || (!c.sha && !got.IsZero()) {
+			t.Errorf("%+v: sha256 %v", c, got)
+		}
+	}
+}

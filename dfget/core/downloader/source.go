@@ -172,19 +172,19 @@ func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, o
 	// Copy's buffer sets the write size (*os.File's ReadFrom would use its
 	// own).
 	var out io.Writer = struct{ io.Writer }{f}
-	h := newWholeSums(wantMd5 != "", !s.Digest.IsZero())
-	if h.active() {
+	h := digest.NewWhole(wantMd5 != "", !s.Digest.IsZero())
+	if h.Active() {
 		out = io.MultiWriter(f, &h)
 	}
 	n, err := s.Copy(ctx, out, 0, onBytes)
 	if err != nil {
 		return n, err
 	}
-	if got := h.md5Hex(); wantMd5 != "" && !EqualMd5(got, wantMd5) {
+	if got := h.Md5Hex(); wantMd5 != "" && !EqualMd5(got, wantMd5) {
 		return n, fmt.Errorf("md5 of source file is %s, want %s", got, wantMd5)
 	}
 	if !s.Digest.IsZero() {
-		if err := s.Digest.Check(h.sha()); err != nil {
+		if err := s.Digest.Check(h.Sha256()); err != nil {
 			return n, fmt.Errorf("source file: %w", err)
 		}
 	}

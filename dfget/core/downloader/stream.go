@@ -41,7 +41,7 @@ type StreamWriter struct {
 	stopped bool
 	err     error
 	written int64
-	h       wholeSums
+	h       digest.Whole
 	done    chan struct{}
 }
 
@@ -51,7 +51,7 @@ type StreamWriter struct {
 // either way.
 func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		done: make(chan struct{}), h: newWholeSums(md5Sum, sha256Sum)}
+		done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum)}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -230,13 +230,13 @@ func (w *StreamWriter) Sum() string {
 	return w.sum()
 }
 
-func (w *StreamWriter) sum() string { return w.h.md5Hex() }
+func (w *StreamWriter) sum() string { return w.h.Md5Hex() }
 
 // Sha256 is the sha256 of everything written (zero without it).
 func (w *StreamWriter) Sha256() digest.Digest {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.h.sha()
+	return w.h.Sha256()
 }
 
 type streamTail struct{ w *StreamWriter }

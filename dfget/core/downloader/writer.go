@@ -68,7 +68,7 @@ type FileWriter struct {
 	hashing bool
 	hashed  int  // pieces [0, hashed) are in h
 	busy    bool // someone is feeding h (a writer or the hasher)
-	h       wholeSums
+	h       digest.Whole
 	sha     digest.Digest // the sha256, once Finish computed it
 	closed  bool
 	err     error
@@ -138,11 +138,11 @@ func (w *FileWriter) enable(md5Sum, sha256Sum bool) {
 	for w.busy {
 		w.cond.Wait()
 	}
-	md5Sum, sha256Sum = md5Sum || w.h.md5 != nil, sha256Sum || w.h.sha256 != nil
-	if md5Sum == (w.h.md5 != nil) && sha256Sum == (w.h.sha256 != nil) {
+	md5Sum, sha256Sum = md5Sum || w.h.HasMd5(), sha256Sum || w.h.HasSha256()
+	if md5Sum == (w.h.HasMd5()) && sha256Sum == (w.h.HasSha256()) {
 		return
 	}
-	w.h, w.hashed, w.hashing = newWholeSums(md5Sum, sha256Sum), 0, true
+	w.h, w.hashed, w.hashing = digest.NewWhole(md5Sum, sha256Sum), 0, true
 	w.cond.Broadcast()
 }
 
@@ -234,8 +234,8 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 	for w.err == nil && ctx.Err() == nil && w.hashing && w.hashed < count {
 		w.cond.Wait()
 	}
-	err, sum := w.err, w.h.md5Hex()
-	w.sha = w.h.sha()
+	err, sum := w.err, w.h.Md5Hex()
+	w.sha = w.h.Sha256()
 	if err == nil {
 		err = ctx.Err()
 	}

@@ -161,17 +161,26 @@ func TestOldCacheDamagedIsRefetched(t *testing.T) {
 
 // Remove deletes the .blake3 sidecar with the others.
 func TestRemoveDeletesBlake3Sidecar(t *testing.T) {
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, "b4", 3)
-	if _, res := start(t, m, Source{TaskID: "b4", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	_, st, _, _ := filledCache(t, "b4")
 	if err := st.Remove("b4"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(st.DataPath("b4") + ".blake3"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf(".blake3 after remove: %v", err)
 	}
+}
+
+// filledCache fetches blake3Data into task id's cache with a new manager
+// and returns it, its store, its progress mock and the source.
+func filledCache(t *testing.T, id string) (*Manager, *store.Store, *MockProgress, Source) {
+	t.Helper()
+	o := newOriginT(t, blake3Data())
+	p := NewMockProgress(gomock.NewController(t))
+	m, st := newManager(t, p, 0)
+	expectRun(p, id, 3)
+	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, m, src); !res.OK {
+		t.Fatalf("result %+v", res)
+	}
+	return m, st, p, src
 }

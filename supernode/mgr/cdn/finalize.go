@@ -26,9 +26,9 @@ func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, sums *fi
 	if err := m.store.WriteMd5(id, md5s, key); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
-	realMd5 := sums.realMd5()
+	realMd5 := sums.Md5Hex()
 	meta.Finish, meta.Success, meta.RealMd5, meta.FileLength = true, true, realMd5, wrappedLen
-	meta.Blake3, meta.Sha256 = key, sums.realSha256()
+	meta.Blake3, meta.Sha256 = key, sums.Sha256().String()
 	if meta.HTTPFileLen < 0 {
 		meta.HTTPFileLen = contentLen
 	}

@@ -103,14 +103,7 @@ func TestLazyMd5OncePerPiece(t *testing.T) {
 // A cache restarted before any md5 was asked (its .md5 sidecar has no
 // entries) computes them on demand from the file, never "".
 func TestLazyMd5AfterRestartWithoutEntries(t *testing.T) {
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, "l2", 3)
-	src := Source{TaskID: "l2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, m, src); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	m, st, p, src := filledCache(t, "l2")
 	m.Close()
 	m2 := restarted(t, st, p)
 	expectRun(p, "l2", 3)
@@ -135,13 +128,7 @@ func TestLazyMd5AfterRestartWithoutEntries(t *testing.T) {
 // is not offered) and the whole-file md5 is an error; intact pieces still
 // get theirs.
 func TestLazyMd5RefusesDamagedCache(t *testing.T) {
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, "l3", 3)
-	if _, res := start(t, m, Source{TaskID: "l3", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	m, st, _, _ := filledCache(t, "l3")
 	pieces := wrappedPieces(t, st, "l3")
 	f, err := os.OpenFile(st.DataPath("l3"), os.O_WRONLY, 0)
 	if err != nil {

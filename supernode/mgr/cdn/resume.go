@@ -1,7 +1,6 @@
 package cdn
 
 import (
-	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -147,8 +146,8 @@ func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]strin
 		// Nothing left to check a scan against.
 		return nil, nil, false
 	}
-	p, perr := m.scanPrefix(id, meta.PieceSize, -1, &fileSums{md5: md5.New()}, true)
-	if perr != nil || p.count != total || p.sums.realMd5() != meta.RealMd5 {
+	p, perr := m.scanPrefix(id, meta.PieceSize, -1, &fileSums{digest.NewWhole(true, false)}, true)
+	if perr != nil || p.count != total || p.sums.Md5Hex() != meta.RealMd5 {
 		return nil, nil, false
 	}
 	meta.Blake3 = contentKey(p.blake3s)

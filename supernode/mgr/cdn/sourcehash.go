@@ -2,7 +2,6 @@ package cdn
 
 import (
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -88,10 +87,8 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 	m.metrics.Download.Inc()
 	body := m.watchBody(ctx, cancel, resp.Body)
 	cut := &cutter{body: body, url: src.RawURL, size: int64(cf.pieceSize), length: length}
-	sums := newFileSums(src)
-	if sums.md5 == nil {
-		sums.md5 = md5.New()
-	}
+	// md5 always here (see StartSource), sha256 when expected.
+	sums := &fileSums{digest.NewWhole(true, !src.Digest.IsZero())}
 	buf := make([]byte, cf.pieceSize)
 	var rerr error
 	for !cut.ended {
@@ -112,7 +109,7 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 	if err := sums.check(src); err != nil {
 		return m.fail(id, cf, err)
 	}
-	realMd5 := sums.realMd5()
+	realMd5 := sums.Md5Hex()
 	cf.mu.Lock()
 	cf.lazy.fileMd5 = realMd5
 	cf.mu.Unlock()

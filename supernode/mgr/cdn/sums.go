@@ -1,10 +1,7 @@
 package cdn
 
 import (
-	"crypto/md5"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
@@ -16,60 +13,21 @@ import (
 // the whole-file md5 of a v1 client's 600 is computed later, on demand
 // (lazymd5.go), because most fetches never need it and md5 is the slowest
 // hash on the data path.
-type fileSums struct {
-	md5, sha256 hash.Hash
-}
+type fileSums struct{ digest.Whole }
 
 func newFileSums(src Source) *fileSums {
-	s := &fileSums{}
-	if src.Md5 != "" {
-		s.md5 = md5.New()
-	}
-	if !src.Digest.IsZero() {
-		s.sha256 = digest.SHA256.New()
-	}
-	return s
-}
-
-// needed reports whether any whole-file digest is computed.
-func (s *fileSums) needed() bool { return s.md5 != nil || s.sha256 != nil }
-
-// Write feeds content bytes, in file order, to the digests computed.
-func (s *fileSums) Write(b []byte) (int, error) {
-	if s.md5 != nil {
-		s.md5.Write(b)
-	}
-	if s.sha256 != nil {
-		s.sha256.Write(b)
-	}
-	return len(b), nil
-}
-
-// realMd5 is the hex md5 of the content ("" when not computed).
-func (s *fileSums) realMd5() string {
-	if s.md5 == nil {
-		return ""
-	}
-	return hex.EncodeToString(s.md5.Sum(nil))
-}
-
-// realSha256 is the content's sha256 ("" when not computed).
-func (s *fileSums) realSha256() string {
-	if s.sha256 == nil {
-		return ""
-	}
-	return digest.FromHash(digest.SHA256, s.sha256).String()
+	return &fileSums{digest.NewWhole(src.Md5 != "", !src.Digest.IsZero())}
 }
 
 // check compares the content with what src expects: the md5 (hex compared
 // case-insensitively, so an upper-case --md5 is the same digest) and the
 // sha256. A mismatch fails the fetch: the file is not kept as good.
 func (s *fileSums) check(src Source) error {
-	if real := s.realMd5(); src.Md5 != "" && !strings.EqualFold(src.Md5, real) {
+	if real := s.Md5Hex(); src.Md5 != "" && !strings.EqualFold(src.Md5, real) {
 		return fmt.Errorf("source %s md5 is %s, want %s", src.RawURL, real, src.Md5)
 	}
-	if !src.Digest.IsZero() && s.sha256 != nil {
-		if err := src.Digest.Check(digest.FromHash(digest.SHA256, s.sha256)); err != nil {
+	if !src.Digest.IsZero() {
+		if err := src.Digest.Check(s.Sha256()); err != nil {
 			return fmt.Errorf("source %s: %w", src.RawURL, err)
 		}
 	}

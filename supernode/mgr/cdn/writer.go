@@ -102,7 +102,7 @@ func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, s
 	for range n*2 + 1 {
 		w.pool <- make([]byte, ps)
 	}
-	if sums.needed() {
+	if sums.Active() {
 		w.hashq = make(chan job, n*2+1)
 		go func() {
 			defer close(w.hashed)

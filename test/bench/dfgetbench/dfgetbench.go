@@ -374,6 +374,17 @@ func serveOrigin(path string) (string, func(), error) {
 
 // serverHWM is the peak RSS of the peer server under home, 0 if unknown.
 func serverHWM(home string) int64 {
+	pid := serverPid(home)
+	if pid <= 0 {
+		return 0
+	}
+	v, _ := procmem.PeakRSS(pid)
+	return v
+}
+
+// serverPid is the pid of the peer server a dfget spawned under home, 0
+// if unknown.
+func serverPid(home string) int {
 	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
 	if err != nil {
 		return 0
@@ -382,8 +393,7 @@ func serverHWM(home string) int64 {
 	if err != nil {
 		return 0
 	}
-	v, _ := procmem.PeakRSS(pid)
-	return v
+	return pid
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
@@ -393,12 +403,8 @@ const clockTicks = 100
 // serverCPU is the user plus system time so far of the peer server under
 // home, 0 if unknown.
 func serverCPU(home string) time.Duration {
-	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
+	pid := serverPid(home)
+	if pid <= 0 {
 		return 0
 	}
 	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
@@ -427,12 +433,8 @@ func serverCPU(home string) time.Duration {
 // until it is gone: a server still shutting down writes into home while
 // the caller removes it.
 func killServer(home string) {
-	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
+	pid := serverPid(home)
+	if pid <= 0 {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
