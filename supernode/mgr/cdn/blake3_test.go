@@ -90,14 +90,7 @@ func TestCDNBlake3OfWrappedPieces(t *testing.T) {
 // the source.
 func oldCache(t *testing.T, id string, damage func(*store.Store)) (*Manager, *store.Store, Source) {
 	t.Helper()
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, id, 3)
-	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, m, src); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	m, st, p, src := filledCache(t, id)
 	if err := os.Remove(st.DataPath(id) + ".blake3"); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ const (
 	// SmallSwarm peers, where the CDN's own read dominates less.
 	TargetRatioSmall = 1.25
 	SmallSwarm       = 8
-	TargetTaskP99      = 5 * time.Millisecond
+	TargetTaskP99    = 5 * time.Millisecond
 )
 
 // Row is one swarm configuration's outcome.
