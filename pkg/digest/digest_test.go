@@ -2,10 +2,14 @@ package digest
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
+
+	"lukechampine.com/blake3"
 )
 
 // Known answers: md5 from RFC 1321's test suite; BLAKE3 from the reference
@@ -155,6 +159,44 @@ func TestWhole(t *testing.T) {
 		}
 		if got, want := w.Sha256(), Sum(SHA256, data); (got == want) != c.sha || (!c.sha && !got.IsZero()) {
 			t.Errorf("%+v: sha256 %v", c, got)
+		}
+	}
+}
+
+// The sequential BLAKE3 equals the library's for every length around the
+// chunk, block and tree boundaries and for large inputs, written whole or
+// in random splits.
+func TestBlake3MatchesLibrary(t *testing.T) {
+	data := make([]byte, 3<<20+12345)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	var sizes []int
+	for _, base := range []int{0, 64, 1024, 2048, 16 << 10, 32 << 10, 17 << 10, 1 << 20, 3 << 20} {
+		for d := -2; d <= 2; d++ {
+			if base+d >= 0 {
+				sizes = append(sizes, base+d)
+			}
+		}
+	}
+	sizes = append(sizes, len(data))
+	for range 40 {
+		sizes = append(sizes, r.IntN(len(data)))
+	}
+	for _, n := range sizes {
+		want := blake3.Sum256(data[:n])
+		if got := Sum(BLAKE3, data[:n]); got.Hex() != hex.EncodeToString(want[:]) {
+			t.Fatalf("%d bytes: %s, want %x", n, got.Hex(), want)
+		}
+		h := BLAKE3.New()
+		for off := 0; off < n; {
+			k := min(n-off, r.IntN(40<<10))
+			h.Write(data[off : off+k])
+			off += k
+		}
+		if got := FromHash(BLAKE3, h); got.Hex() != hex.EncodeToString(want[:]) {
+			t.Fatalf("%d bytes in splits: %s, want %x", n, got.Hex(), want)
 		}
 	}
 }
