@@ -10,10 +10,9 @@ import (
 // library's own Hasher starts goroutines for every Write of more than one
 // chunk and for every 16 KiB of a large one; each new goroutine then grows
 // its stack for the SIMD kernel's large frame. Pieces are hashed by
-// long-lived goroutines (and several at once), so that parallelism only
-// cost CPU: here it is a tenth of a piece check. This hasher feeds the
-// same kernel (guts.CompressBuffer, 16 chunks at a time) and builds the
-// same tree, sequentially.
+// long-lived goroutines, several at once, so that parallelism only cost
+// CPU. This hasher feeds the same kernel (guts.CompressBuffer, 16 chunks
+// at a time) and builds the same tree, sequentially.
 type blake3Hasher struct {
 	// stack holds the chaining values of complete subtrees, at most one
 	// per height; counter is the number of chunks they cover, whose bits
