@@ -17,8 +17,11 @@ type ClusterFetchRequest struct {
 	Headers    map[string]string `json:"headers,omitempty"`
 	Md5        string            `json:"md5,omitempty"`
 	Identifier string            `json:"identifier,omitempty"`
-	Insecure   bool              `json:"insecure,omitempty"`
-	RootCAs    [][]byte          `json:"rootCAs,omitempty"`
+	// Digest is the expected sha256 of the whole file, as a registration's
+	// digest: the home's fill checks it too.
+	Digest   string   `json:"digest,omitempty"`
+	Insecure bool     `json:"insecure,omitempty"`
+	RootCAs  [][]byte `json:"rootCAs,omitempty"`
 	// From is the asking member's ID, for the home's logs.
 	From string `json:"from,omitempty"`
 }

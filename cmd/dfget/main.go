@@ -111,6 +111,7 @@ func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = no limit")
 	f.VarP(seconds{&cfg.Timeout}, "timeout", "e", "download timeout, e.g. 300 or 5m; 0 = length/minrate + 10s")
 	f.StringVarP(&cfg.Md5, "md5", "m", "", "expected md5 of the file")
+	f.StringVar(&cfg.Digest, "digest", "", "expected digest of the file, sha256:<64 hex digits>")
 	f.StringVarP(&cfg.Identifier, "identifier", "i", "", "task identifier when --md5 is not given")
 	f.StringVar(&cfg.CallSystem, "callsystem", "", "name of the calling system, for statistics")
 	f.StringSliceVar(&cfg.CACerts, "cacerts", nil, "CA certificate files (PEM) for the source")

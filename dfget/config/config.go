@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
@@ -314,7 +315,7 @@ func (c *Config) completeHome() error {
 }
 
 // validate checks the values that need no completing: pattern, URL,
-// headers (and their Range), md5, timeout, port and IP.
+// headers (and their Range), md5, digest, timeout, port and IP.
 func (c *Config) validate() error {
 	switch c.Pattern {
 	case PatternP2P, PatternCDN, PatternSource:
@@ -333,6 +334,9 @@ func (c *Config) validate() error {
 	if c.NodeOrder != "" && c.NodeOrder != NodeOrderHome && c.NodeOrder != NodeOrderRandom {
 		return fmt.Errorf("invalid --node-order %q: want %s or %s", c.NodeOrder, NodeOrderHome, NodeOrderRandom)
 	}
+	if _, err := c.ExpectedDigest(); err != nil {
+		return err
+	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("invalid --timeout %v: negative", c.Timeout)
 	}
@@ -343,6 +347,23 @@ func (c *Config) validate() error {
 		return fmt.Errorf("invalid --ip %q: want a dotted IPv4 address", c.IP)
 	}
 	return nil
+}
+
+// ExpectedDigest is the whole file's expected digest (zero without
+// --digest). Only "sha256:<64 hex digits>" is accepted: a malformed digest
+// or another algorithm is an error, never "no check".
+func (c *Config) ExpectedDigest() (digest.Digest, error) {
+	if c.Digest == "" {
+		return digest.Digest{}, nil
+	}
+	d, err := digest.Parse(c.Digest)
+	if err == nil && d.Algorithm() != digest.SHA256 {
+		err = fmt.Errorf("%s is not checked for a whole file", d.Algorithm())
+	}
+	if err != nil {
+		return digest.Digest{}, fmt.Errorf("invalid --digest: want sha256:<64 hex digits>: %w", err)
+	}
+	return d, nil
 }
 
 // completeTarget settles where the file goes: stdout for --stream (or

@@ -81,6 +81,12 @@ func TestCompleteRejects(t *testing.T) {
 		"bad url":               func(c *Config) { c.URL = "ftp://x/y" },
 		"bad pattern":           func(c *Config) { c.Pattern = "torrent" },
 		"bad md5":               func(c *Config) { c.Md5 = "xyz" },
+		"digest no algorithm":   func(c *Config) { c.Digest = strings.Repeat("a", 64) },
+		"digest short":          func(c *Config) { c.Digest = "sha256:" + strings.Repeat("a", 63) },
+		"digest not hex":        func(c *Config) { c.Digest = "sha256:" + strings.Repeat("x", 64) },
+		"digest unknown alg":    func(c *Config) { c.Digest = "sha3:" + strings.Repeat("a", 64) },
+		"digest md5":            func(c *Config) { c.Digest = "md5:" + strings.Repeat("a", 32) },
+		"digest blake3":         func(c *Config) { c.Digest = "blake3:" + strings.Repeat("a", 64) },
 		"bad ip":                func(c *Config) { c.IP = "1.2.3" },
 		"bad port":              func(c *Config) { c.Port = 80 },
 		"bad header":            func(c *Config) { c.Headers = []string{"nocolon"} },
@@ -95,6 +101,21 @@ func TestCompleteRejects(t *testing.T) {
 		mut(c)
 		if err := c.Complete(); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A well-formed --digest is accepted in either case.
+func TestCompleteAcceptsSha256Digest(t *testing.T) {
+	for _, v := range []string{"sha256:" + strings.Repeat("ab", 32), "SHA256:" + strings.Repeat("AB", 32)} {
+		c := newTestConfig(t)
+		c.Output = filepath.Join(t.TempDir(), "out")
+		c.Digest = v
+		if err := c.Complete(); err != nil {
+			t.Errorf("--digest %s refused: %v", v, err)
+		}
+		if d, err := c.ExpectedDigest(); err != nil || d.Algorithm().String() != "sha256" {
+			t.Errorf("ExpectedDigest of %s: %v %v", v, d, err)
 		}
 	}
 }

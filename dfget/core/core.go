@@ -24,6 +24,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
@@ -68,6 +69,8 @@ type Download struct {
 	headers   map[string]string
 	length    int64
 	fromPeers int
+	// digest is the whole file's expected sha256 (--digest), zero if none.
+	digest digest.Digest
 	// sw is the stream a fallback to the source continues, after the
 	// streamed bytes P2P wrote to it.
 	sw       *downloader.StreamWriter
@@ -90,6 +93,13 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 func Execute(ctx context.Context, cfg *config.Config, out IO) Outcome {
 	d := &Download{cfg: cfg, io: out, client: api.New(), length: -1}
 	defer d.client.HTTP.CloseIdleConnections()
+	var err error
+	// Checked here too, for callers that use core as a library: a digest
+	// that does not parse is never taken for "no check".
+	if d.digest, err = cfg.ExpectedDigest(); err != nil {
+		fmt.Fprintf(out.Console, "dfget: %v\n", err)
+		return Outcome{Code: config.ExitUsage, Err: err}
+	}
 	if err := d.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		fmt.Fprintf(out.Console, "dfget: %v\n", err)
 		return Outcome{Code: config.ExitUsage, Err: err}
@@ -454,6 +464,9 @@ func (d *Download) fileAttempt(ctx context.Context, prev *partialFile) (*partial
 		err = d.checkFile(res, length, sum)
 	}
 	if err == nil {
+		err = d.checkDigest(w.Sha256())
+	}
+	if err == nil {
 		err = d.publish(path)
 	}
 	if err != nil {
@@ -532,6 +545,9 @@ func (d *Download) newPartialFile() (*partialFile, error) {
 	if cfg.Md5 != "" {
 		w.EnableHash()
 	}
+	if !d.digest.IsZero() {
+		w.EnableSha256()
+	}
 	return st, nil
 }
 
@@ -545,6 +561,19 @@ func (d *Download) checkFile(res *downloader.Result, length int64, sum string) e
 	}
 	if sum != "" && want != "" && !downloader.EqualMd5(sum, want) {
 		return fallBack(config.ReasonMd5NotMatch, fmt.Errorf("md5 of downloaded file is %s, want %s", sum, want))
+	}
+	return nil
+}
+
+// checkDigest compares the whole file's sha256 with --digest, if given.
+// A mismatch is a failure of the file, like an md5 one: the source is
+// tried next, and its file is checked the same way.
+func (d *Download) checkDigest(got digest.Digest) error {
+	if d.digest.IsZero() {
+		return nil
+	}
+	if err := d.digest.Check(got); err != nil {
+		return fallBack(config.ReasonMd5NotMatch, fmt.Errorf("downloaded file: %w", err))
 	}
 	return nil
 }
@@ -648,7 +677,7 @@ func (d *Download) backSource(ctx context.Context, reason int) error {
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	src := &downloader.BackSource{HTTP: hc, URL: cfg.URL, Headers: d.headers, Limiter: d.limiter}
+	src := &downloader.BackSource{HTTP: hc, URL: cfg.URL, Headers: d.headers, Limiter: d.limiter, Digest: d.digest}
 	if cfg.Pattern != config.PatternSource {
 		fmt.Fprintf(d.io.Console, "start download %s from the source station\n", filepath.Base(cfg.Output))
 	}

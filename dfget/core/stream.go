@@ -22,7 +22,7 @@ import (
 // fallBack, and the source continues the stream where P2P left it.
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
-	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "")
+	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "", !d.digest.IsZero())
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
 	res, closeCache, err := d.streamPieces(ctx, pctx, w)
 	var n int64
@@ -44,7 +44,10 @@ func (d *Download) stream(ctx context.Context) error {
 	}
 	if err == nil {
 		d.fromPeers = res.FromPeers
-		return checkStream(n, want, sum, cfg.Md5)
+		if err := checkStream(n, want, sum, cfg.Md5); err != nil {
+			return err
+		}
+		return d.checkStreamDigest(w)
 	}
 	if werr != nil {
 		return werr
@@ -195,7 +198,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.
-		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "")
+		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", !d.digest.IsZero())
 		_, _ = d.sw.Stop()
 	}
 	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
@@ -209,6 +212,19 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	}
 	if d.cfg.Md5 != "" && !downloader.EqualMd5(sum(), d.cfg.Md5) {
 		return fmt.Errorf("md5 of the stream is %s, want %s", sum(), d.cfg.Md5)
+	}
+	return d.checkStreamDigest(d.sw)
+}
+
+// checkStreamDigest compares the stream's sha256 with --digest, if given.
+// The bytes are out by then (a stream holds only its window): a mismatch
+// is the run's failure, its non-zero exit what tells the consumer.
+func (d *Download) checkStreamDigest(w *downloader.StreamWriter) error {
+	if d.digest.IsZero() {
+		return nil
+	}
+	if err := d.digest.Check(w.Sha256()); err != nil {
+		return fail(config.ReasonMd5NotMatch, fmt.Errorf("stream: %w", err))
 	}
 	return nil
 }

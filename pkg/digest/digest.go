@@ -1,8 +1,9 @@
-// Package digest is where a piece is verified. It names the two digest
+// Package digest is where a piece is verified. It names the digest
 // algorithms on the wire (md5, which Dragonfly 1.x uses for pieces and whole
-// files, and BLAKE3, which Damselfly programs negotiate because it is several
-// times cheaper and as hard to forge), parses their wire forms strictly, and
-// checks bytes against an expected digest.
+// files; BLAKE3, which Damselfly programs negotiate for pieces because it is
+// several times cheaper and as hard to forge; sha256, the expected digest of
+// a whole file that a user or a registry names), parses their wire forms
+// strictly, and checks bytes against an expected digest.
 //
 // Parsing is strict on purpose: a digest field that is malformed, has the
 // wrong length or names an unknown algorithm is an error, never "no check".
@@ -11,13 +12,12 @@ package digest
 import (
 	"bytes"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"strings"
-
-	"lukechampine.com/blake3"
 )
 
 // Algorithm is a digest algorithm. The zero value is no algorithm.
@@ -27,6 +27,7 @@ type Algorithm uint8
 const (
 	MD5    Algorithm = iota + 1 // "md5": Dragonfly 1.x pieces and whole files
 	BLAKE3                      // "blake3": 256-bit BLAKE3, Damselfly pieces
+	SHA256                      // "sha256": expected whole files (--digest)
 )
 
 const maxSize = 32
@@ -41,6 +42,8 @@ func ParseAlgorithm(name string) (Algorithm, error) {
 		return MD5, nil
 	case "blake3":
 		return BLAKE3, nil
+	case "sha256":
+		return SHA256, nil
 	}
 	return 0, fmt.Errorf("%w: unknown algorithm %q", ErrMalformed, clip(name))
 }
@@ -52,6 +55,8 @@ func (a Algorithm) String() string {
 		return "md5"
 	case BLAKE3:
 		return "blake3"
+	case SHA256:
+		return "sha256"
 	}
 	return fmt.Sprintf("algorithm(%d)", uint8(a))
 }
@@ -61,7 +66,7 @@ func (a Algorithm) Size() int {
 	switch a {
 	case MD5:
 		return md5.Size
-	case BLAKE3:
+	case BLAKE3, SHA256:
 		return 32
 	}
 	return 0
@@ -75,7 +80,9 @@ func (a Algorithm) New() hash.Hash {
 	case MD5:
 		return md5.New()
 	case BLAKE3:
-		return blake3.New(32, nil)
+		return newBlake3()
+	case SHA256:
+		return sha256.New()
 	}
 	panic(fmt.Sprintf("digest: New of %v", a))
 }
@@ -91,7 +98,11 @@ type Digest struct {
 func Sum(a Algorithm, b []byte) Digest {
 	switch a {
 	case BLAKE3:
-		return Digest{alg: a, sum: blake3.Sum256(b)}
+		h := newBlake3()
+		_, _ = h.Write(b)
+		return FromHash(a, h)
+	case SHA256:
+		return Digest{alg: a, sum: sha256.Sum256(b)}
 	case MD5:
 		s := md5.Sum(b)
 		d := Digest{alg: a}

@@ -2,10 +2,14 @@ package digest
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
+
+	"lukechampine.com/blake3"
 )
 
 // Known answers: md5 from RFC 1321's test suite; BLAKE3 from the reference
@@ -26,6 +30,8 @@ func TestKnownVectors(t *testing.T) {
 		{MD5, nil, "d41d8cd98f00b204e9800998ecf8427e"},
 		{MD5, []byte("abc"), "900150983cd24fb0d6963f7d28e17f72"},
 		{MD5, []byte("12345678901234567890123456789012345678901234567890123456789012345678901234567890"), "57edf4a22be3c955ac49da2e2107b67a"},
+		{SHA256, nil, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		{SHA256, []byte("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
 		{BLAKE3, seq(0), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"},
 		{BLAKE3, seq(1), "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"},
 		{BLAKE3, seq(1023), "10108970eeda3eb932baac1428c7a2163b0e924c9a9e25b35bba72b28f70bd11"},
@@ -51,7 +57,7 @@ func TestStreamingEqualsOneShot(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i*7 + i>>9)
 	}
-	for _, a := range []Algorithm{MD5, BLAKE3} {
+	for _, a := range []Algorithm{MD5, BLAKE3, SHA256} {
 		h := a.New()
 		for off := 0; off < len(data); {
 			n := min(len(data)-off, 1+off%(300<<10))
@@ -96,6 +102,8 @@ func TestParseIsStrict(t *testing.T) {
 		"blake3:" + good.Hex() + "00",          // long
 		"blake3:" + good.Hex()[:63] + "g",      // not hex
 		"md5:" + good.Hex(),                    // blake3 length under md5
+		"sha256:" + good.Hex()[:32],            // md5 length under sha256
+		"sha-256:" + good.Hex(),                // not the wire name
 		"blake3:" + strings.Repeat("a", 1<<20), // huge input is clipped in the error
 	}
 	for _, s := range bad {
@@ -126,12 +134,69 @@ func TestPieceMd5(t *testing.T) {
 
 func BenchmarkSum(b *testing.B) {
 	buf := bytes.Repeat([]byte{0x5a}, 4<<20)
-	for _, a := range []Algorithm{MD5, BLAKE3} {
+	for _, a := range []Algorithm{MD5, BLAKE3, SHA256} {
 		b.Run(a.String(), func(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
 			for b.Loop() {
 				Sum(a, buf)
 			}
 		})
+	}
+}
+
+// Whole computes exactly the digests asked for, in one pass.
+func TestWhole(t *testing.T) {
+	data := bytes.Repeat([]byte("whole file "), 1000)
+	for _, c := range []struct{ md5, sha bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		w := NewWhole(c.md5, c.sha)
+		_, _ = w.Write(data[:100])
+		_, _ = w.Write(data[100:])
+		if w.Active() != (c.md5 || c.sha) || w.HasMd5() != c.md5 || w.HasSha256() != c.sha {
+			t.Fatalf("%+v: active %v", c, w.Active())
+		}
+		if got, want := w.Md5Hex(), Sum(MD5, data).Hex(); (got == want) != c.md5 || (!c.md5 && got != "") {
+			t.Errorf("%+v: md5 %q", c, got)
+		}
+		if got, want := w.Sha256(), Sum(SHA256, data); (got == want) != c.sha || (!c.sha && !got.IsZero()) {
+			t.Errorf("%+v: sha256 %v", c, got)
+		}
+	}
+}
+
+// The sequential BLAKE3 equals the library's for every length around the
+// chunk, block and tree boundaries and for large inputs, written whole or
+// in random splits.
+func TestBlake3MatchesLibrary(t *testing.T) {
+	data := make([]byte, 3<<20+12345)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	var sizes []int
+	for _, base := range []int{0, 64, 1024, 2048, 16 << 10, 32 << 10, 17 << 10, 1 << 20, 3 << 20} {
+		for d := -2; d <= 2; d++ {
+			if base+d >= 0 {
+				sizes = append(sizes, base+d)
+			}
+		}
+	}
+	sizes = append(sizes, len(data))
+	for range 40 {
+		sizes = append(sizes, r.IntN(len(data)))
+	}
+	for _, n := range sizes {
+		want := blake3.Sum256(data[:n])
+		if got := Sum(BLAKE3, data[:n]); got.Hex() != hex.EncodeToString(want[:]) {
+			t.Fatalf("%d bytes: %s, want %x", n, got.Hex(), want)
+		}
+		h := BLAKE3.New()
+		for off := 0; off < n; {
+			k := min(n-off, r.IntN(40<<10))
+			h.Write(data[off : off+k])
+			off += k
+		}
+		if got := FromHash(BLAKE3, h); got.Hex() != hex.EncodeToString(want[:]) {
+			t.Fatalf("%d bytes in splits: %s, want %x", n, got.Hex(), want)
+		}
 	}
 }

@@ -171,7 +171,7 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 	}, st, prog, cdn.Metrics{
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
-		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks,
+		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
 	}, d.log.WithField("mgr", "cdn"))
 }
 

@@ -50,6 +50,9 @@ type Metrics struct {
 	PiecesScheduled  *prometheus.CounterVec
 	PiecesFailed     *prometheus.CounterVec
 	SourceFailures   prometheus.Counter
+	// Md5OnDemand counts md5s computed for clients that check md5 (a
+	// Dragonfly 1.x dfget): the fill computes BLAKE3 only.
+	Md5OnDemand prometheus.Counter
 
 	// Cluster: members' liveness as this supernode probes them, and the
 	// CDN's bytes from other members (CDNDownloadBytes are the origin's).
@@ -132,6 +135,8 @@ func New() *Metrics {
 			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
 	}
 	m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks = clusterCollectors()
+	m.Md5OnDemand = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "md5_on_demand_total", Help: "md5s (of a piece or a whole file) computed for clients that check md5."})
 	buildInfo := newBuildInfo()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo,
 		m.HTTPRequests, m.HTTPDuration, m.HTTPRequestSize, m.HTTPResponseSize, m.PiecesDownloaded,
@@ -140,7 +145,7 @@ func New() *Metrics {
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
-		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks)
+		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand)
 	return m
 }
 

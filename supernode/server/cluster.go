@@ -43,8 +43,13 @@ func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, http.StatusConflict, "this supernode reads the task from "+via+": read the origin")
 		return
 	}
+	want, err := task.FileDigest(req.Digest)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, task.CodeOf(err), err.Error())
+		return
+	}
 	id, err := a.Tasks.EnsureLocal(cdn.Source{RawURL: req.RawURL, TaskURL: req.TaskURL, Headers: req.Headers, Md5: req.Md5,
-		Identifier: req.Identifier, Insecure: req.Insecure, RootCAs: req.RootCAs})
+		Identifier: req.Identifier, Insecure: req.Insecure, RootCAs: req.RootCAs, Digest: want})
 	if err != nil {
 		status := http.StatusBadGateway
 		if task.CodeOf(err) == types.CodeParamError {

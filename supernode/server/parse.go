@@ -64,7 +64,7 @@ func decodeRegisterForm(body string) (types.RegisterRequest, error) {
 	req.IP, req.HostName, req.Path, req.Version = get("ip"), get("hostName"), get("path"), get("version")
 	req.Md5, req.Identifier, req.CallSystem, req.Pattern = get("md5"), get("identifier"), get("callSystem"), get("pattern")
 	req.Dfdaemon, req.Insecure, req.StreamMode = boolOf("dfdaemon"), boolOf("insecure"), boolOf("streamMode")
-	req.PieceDigest = get("pieceDigest")
+	req.PieceDigest, req.Digest = get("pieceDigest"), get("digest")
 	for key, vals := range v {
 		if strings.EqualFold(key, "headers") {
 			req.Headers = append(req.Headers, vals...)

@@ -47,6 +47,14 @@ type Meta struct {
 	ETag         string `json:"eTag"`
 	Finish       bool   `json:"finish"`
 	Success      bool   `json:"success"`
+	// Blake3 identifies the content of a complete file: the BLAKE3 of its
+	// pieces' BLAKE3 digests. The sidecars are keyed by it, so a sidecar
+	// of other content is never read. Empty in a cache written before it.
+	Blake3 string `json:"blake3,omitempty"`
+	// Sha256 is the whole file's sha256, "sha256:<hex>", when a fetch was
+	// asked to check one (RealMd5 likewise may be empty: both whole-file
+	// digests are computed only when something needs them).
+	Sha256 string `json:"sha256,omitempty"`
 }
 
 // Store is a local directory store.
@@ -163,8 +171,10 @@ func (s *Store) WriteMeta(m *Meta) error {
 	return writeAtomic(s.metaPath(m.TaskID), b)
 }
 
-// WriteMd5 writes the .md5 sidecar: one "md5:len" line per piece, the whole
-// file md5, then the SHA-1 of the preceding lines.
+// WriteMd5 writes the .md5 sidecar: one "md5:len" line per piece (empty for
+// a piece whose md5 is not computed yet), the key of the content (the whole
+// file md5 in v1's layout; the CDN uses Meta.Blake3), then the SHA-1 of the
+// preceding lines.
 func (s *Store) WriteMd5(taskID string, pieceMd5s []string, fileMd5 string) error {
 	if err := validID(taskID); err != nil {
 		return err

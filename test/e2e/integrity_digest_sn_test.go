@@ -36,17 +36,17 @@ func fetchWrapped(t *testing.T, p types.PieceInfo) []byte {
 	return b
 }
 
-// checkDigests checks one 601 piece against the bytes served for it: a
-// non-empty pieceMd5 for everyone, and pieceDigest exactly when the client
-// asked (for a client that did not, the raw JSON has no such key).
+// checkDigests checks one 601 piece against the bytes served for it:
+// pieceDigest exactly when the client asked (for a client that did not,
+// the raw JSON has no such key), and a non-empty pieceMd5 when it did not;
+// a client that asked gets no pieceMd5, so no md5 is computed for it.
 func checkDigests(t *testing.T, raw map[string]json.RawMessage, p types.PieceInfo, asked bool, b []byte) {
 	t.Helper()
-	want, _, err := digest.ParsePieceMd5(p.PieceMd5)
-	if err != nil {
-		t.Fatalf("piece %d: pieceMd5 %q: %v", p.PieceNum, p.PieceMd5, err)
+	if asked && p.PieceMd5 != "" {
+		t.Fatalf("piece %d: a client that asked for BLAKE3 got pieceMd5 %q", p.PieceNum, p.PieceMd5)
 	}
-	if err := want.Verify(b); err != nil {
-		t.Fatalf("piece %d: pieceMd5: %v", p.PieceNum, err)
+	if !asked {
+		checkPieceMd5(t, p, b)
 	}
 	_, has := raw["pieceDigest"]
 	if !asked {
@@ -61,6 +61,19 @@ func checkDigests(t *testing.T, raw map[string]json.RawMessage, p types.PieceInf
 	}
 	if err := d.Verify(b); err != nil {
 		t.Fatalf("piece %d: pieceDigest: %v", p.PieceNum, err)
+	}
+}
+
+// checkPieceMd5 checks that a piece has a non-empty pieceMd5 that matches
+// the bytes served for it, as a Dragonfly 1.x dfget checks it.
+func checkPieceMd5(t *testing.T, p types.PieceInfo, b []byte) {
+	t.Helper()
+	want, n, err := digest.ParsePieceMd5(p.PieceMd5)
+	if err != nil {
+		t.Fatalf("piece %d: pieceMd5 %q: %v", p.PieceNum, p.PieceMd5, err)
+	}
+	if err := want.Verify(b); err != nil || n != int64(len(b)) {
+		t.Fatalf("piece %d: pieceMd5 %q for %d bytes: %v", p.PieceNum, p.PieceMd5, len(b), err)
 	}
 }
 
@@ -85,6 +98,7 @@ func digestDownload(t *testing.T, sn *supernode, cid, url string, asked bool) []
 			for i := range len(got) {
 				out = append(out, got[i]...)
 			}
+			checkFinishMd5(t, r, out, asked)
 			return out
 		case types.CodePeerContinue:
 			ps, raws := c.pieces(r), []map[string]json.RawMessage{}
@@ -116,6 +130,20 @@ func digestDownload(t *testing.T, sn *supernode, cid, url string, asked bool) []
 	}
 	t.Fatal("download did not finish in a minute")
 	return nil
+}
+
+// checkFinishMd5 checks the 600's md5: the md5 of the file for a client
+// that did not ask for BLAKE3 (a Dragonfly 1.x dfget checks the file
+// against it), the md5 or none for one that asked.
+func checkFinishMd5(t *testing.T, r result, content []byte, asked bool) {
+	t.Helper()
+	var fd types.FinishData
+	if err := json.Unmarshal(r.Data, &fd); err != nil {
+		t.Fatalf("600 data: %v", err)
+	}
+	if fd.Md5 != md5hex(content) && (!asked || fd.Md5 != "") {
+		t.Fatalf("600 md5 %q, want %s (blake3 asked %v)", fd.Md5, md5hex(content), asked)
+	}
 }
 
 // blake3Sidecars lists the .blake3 sidecars under a supernode home.

@@ -95,7 +95,7 @@ func TestPublishLeavesTargetOnFailure(t *testing.T) {
 
 func TestStreamWriterOrderAndWindow(t *testing.T) {
 	var out bytes.Buffer
-	w := NewStreamWriter(&out, 3, true)
+	w := NewStreamWriter(&out, 3, true, false)
 	ctx := context.Background()
 	data := []byte("aaabbbcccdddeee")
 	tctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -152,7 +152,7 @@ type brokenPipe struct{}
 func (brokenPipe) Write([]byte) (int, error) { return 0, syscall.EPIPE }
 
 func TestStreamWriterConsumerGone(t *testing.T) {
-	w := NewStreamWriter(brokenPipe{}, 2, false)
+	w := NewStreamWriter(brokenPipe{}, 2, false, false)
 	ctx := context.Background()
 	_ = w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("x")})
 	if _, _, err := w.Wait(ctx, 1); !errors.Is(err, ErrConsumerGone) {

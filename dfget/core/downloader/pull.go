@@ -164,11 +164,12 @@ type pullState struct {
 	log    *logrus.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	// wg counts the fetch and confirmation goroutines.
+	// wg counts the fetches (queued or running), their workers and the
+	// confirmation goroutines.
 	wg     sync.WaitGroup
 	events chan event
-	// slots holds one token per fetch running (MaxFetch); nil: no cap.
-	slots   chan struct{}
+	// fetches is the fetch queue of the MaxFetch workers (see enqueue).
+	fetches fetchQueue
 	running map[int]bool
 	done    map[int]bool
 	res     Result
@@ -190,9 +191,12 @@ func newPullState(ctx context.Context, l *PullLoop) *pullState {
 		s.log = logrus.New()
 		s.log.SetOutput(io.Discard)
 	}
-	if l.MaxFetch > 0 {
-		s.slots = make(chan struct{}, l.MaxFetch)
-	}
+	s.fetches.cond = sync.NewCond(&s.fetches.mu)
+	context.AfterFunc(s.ctx, func() {
+		s.fetches.mu.Lock()
+		s.fetches.cond.Broadcast()
+		s.fetches.mu.Unlock()
+	})
 	return s
 }
 
@@ -316,25 +320,77 @@ func (s *pullState) start(pi types.PieceInfo) (bool, error) {
 	}
 	s.running[pi.PieceNum] = true
 	s.wg.Add(1)
-	go s.fetch(pi, release)
+	s.enqueue(fetchJob{pi: pi, release: release})
 	return true, nil
 }
 
-// fetch is one piece's goroutine: it waits for a fetch slot, fetches the
-// piece, reports it when written, and tells the loop.
-func (s *pullState) fetch(pi types.PieceInfo, release func()) {
+// fetchJob is a piece to fetch and its gate admission.
+type fetchJob struct {
+	pi      types.PieceInfo
+	release func()
+}
+
+// fetchQueue holds the fetches waiting for a worker.
+type fetchQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	jobs    []fetchJob
+	workers int
+}
+
+// enqueue hands a fetch to the workers, starting one if fewer than
+// MaxFetch run (any number without a cap). Workers live until the loop
+// ends: a piece's check hashes with a large stack frame (BLAKE3's AVX-512
+// kernel), and a goroutine per piece paid growing and copying its stack
+// for every piece.
+func (s *pullState) enqueue(j fetchJob) {
+	q := &s.fetches
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.l.MaxFetch <= 0 || q.workers < s.l.MaxFetch {
+		q.workers++
+		s.wg.Add(1)
+		go s.fetchWorker(j)
+		return
+	}
+	q.jobs = append(q.jobs, j)
+	q.cond.Signal()
+}
+
+// fetchWorker runs its first fetch at once, then queued ones one at a
+// time until the loop ends; the fetches still queued then are dropped
+// (their admissions given back).
+func (s *pullState) fetchWorker(first fetchJob) {
 	defer s.wg.Done()
-	if s.slots != nil {
-		select {
-		case s.slots <- struct{}{}:
-			defer func() { <-s.slots }()
-		case <-s.ctx.Done():
-			if release != nil {
-				release()
+	s.fetch(first.pi, first.release)
+	q := &s.fetches
+	for {
+		q.mu.Lock()
+		for len(q.jobs) == 0 && s.ctx.Err() == nil {
+			q.cond.Wait()
+		}
+		if s.ctx.Err() != nil {
+			jobs := q.jobs
+			q.jobs = nil
+			q.mu.Unlock()
+			for _, j := range jobs {
+				if j.release != nil {
+					j.release()
+				}
+				s.wg.Done()
 			}
 			return
 		}
+		j := q.jobs[0]
+		q.jobs = q.jobs[1:]
+		q.mu.Unlock()
+		s.fetch(j.pi, j.release)
 	}
+}
+
+// fetch fetches one piece, reports it when written, and tells the loop.
+func (s *pullState) fetch(pi types.PieceInfo, release func()) {
+	defer s.wg.Done()
 	e := event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID}
 	e.ok, e.fatal = s.l.Fetch(s.ctx, pi, release)
 	if e.ok {

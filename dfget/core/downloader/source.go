@@ -2,10 +2,8 @@ package downloader
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"mime"
@@ -18,6 +16,7 @@ import (
 	xrate "golang.org/x/time/rate"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
@@ -28,6 +27,9 @@ type BackSource struct {
 	URL     string
 	Headers map[string]string
 	Limiter *xrate.Limiter
+	// Digest is the whole file's expected sha256 (zero: none), which
+	// DownloadFile checks.
+	Digest digest.Digest
 }
 
 // SourceClient returns an HTTP client for the origin honouring --cacerts
@@ -150,7 +152,7 @@ func (s *BackSource) Copy(ctx context.Context, w io.Writer, off int64, onBytes f
 }
 
 // DownloadFile fetches the whole source into a temp file beside output,
-// checks wantMd5 if given, and renames it over output. output is untouched
+// checks wantMd5 and s.Digest if given, and renames it over output. output is untouched
 // on failure. It returns the length.
 func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, onBytes func(int64)) (int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".backsource-*")
@@ -165,20 +167,26 @@ func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, o
 			os.Remove(tmp)
 		}
 	}()
-	// The file is hashed only to check --md5: nothing else reads the sum.
-	// Without the hash the file is still wrapped, so that Copy's buffer
-	// sets the write size (*os.File's ReadFrom would use its own).
+	// The file is hashed only to check --md5 and --digest: nothing else
+	// reads the sums. Without them the file is still wrapped, so that
+	// Copy's buffer sets the write size (*os.File's ReadFrom would use its
+	// own).
 	var out io.Writer = struct{ io.Writer }{f}
-	h := md5.New()
-	if wantMd5 != "" {
-		out = io.MultiWriter(f, h)
+	h := digest.NewWhole(wantMd5 != "", !s.Digest.IsZero())
+	if h.Active() {
+		out = io.MultiWriter(f, &h)
 	}
 	n, err := s.Copy(ctx, out, 0, onBytes)
 	if err != nil {
 		return n, err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); wantMd5 != "" && !EqualMd5(got, wantMd5) {
+	if got := h.Md5Hex(); wantMd5 != "" && !EqualMd5(got, wantMd5) {
 		return n, fmt.Errorf("md5 of source file is %s, want %s", got, wantMd5)
+	}
+	if !s.Digest.IsZero() {
+		if err := s.Digest.Check(h.Sha256()); err != nil {
+			return n, fmt.Errorf("source file: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return n, fmt.Errorf("close temp file: %w", err)

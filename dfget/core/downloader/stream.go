@@ -2,15 +2,14 @@ package downloader
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 )
 
 // ErrOutOfWindow is a piece beyond the stream window: the writer will not
@@ -42,19 +41,17 @@ type StreamWriter struct {
 	stopped bool
 	err     error
 	written int64
-	h       hash.Hash
+	h       digest.Whole
 	done    chan struct{}
 }
 
 // NewStreamWriter starts a stream writer to out with the given window.
-// With hash it keeps the md5 of the whole stream (for --md5); each piece
-// is verified on its own either way.
-func NewStreamWriter(out io.Writer, window int, hash bool) *StreamWriter {
+// It keeps the md5 of the whole stream with md5Sum (for --md5), its
+// sha256 with sha256Sum (for --digest); each piece is verified on its own
+// either way.
+func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		done: make(chan struct{})}
-	if hash {
-		w.h = md5.New()
-	}
+		done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum)}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -142,8 +139,8 @@ func (w *StreamWriter) run() {
 		delete(w.held, w.next)
 		w.mu.Unlock()
 		_, err := w.out.Write(p.Content)
-		if err == nil && w.h != nil {
-			w.h.Write(p.Content)
+		if err == nil {
+			_, _ = w.h.Write(p.Content)
 		}
 		n := int64(len(p.Content))
 		p.Release()
@@ -233,11 +230,13 @@ func (w *StreamWriter) Sum() string {
 	return w.sum()
 }
 
-func (w *StreamWriter) sum() string {
-	if w.h == nil {
-		return ""
-	}
-	return hex.EncodeToString(w.h.Sum(nil))
+func (w *StreamWriter) sum() string { return w.h.Md5Hex() }
+
+// Sha256 is the sha256 of everything written (zero without it).
+func (w *StreamWriter) Sha256() digest.Digest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.h.Sha256()
 }
 
 type streamTail struct{ w *StreamWriter }
@@ -245,9 +244,7 @@ type streamTail struct{ w *StreamWriter }
 func (t streamTail) Write(b []byte) (int, error) {
 	n, err := t.w.out.Write(b)
 	t.w.mu.Lock()
-	if t.w.h != nil {
-		t.w.h.Write(b[:n])
-	}
+	_, _ = t.w.h.Write(b[:n])
 	t.w.written += int64(n)
 	t.w.mu.Unlock()
 	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)) {

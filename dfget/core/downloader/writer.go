@@ -2,11 +2,8 @@ package downloader
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
@@ -51,8 +49,8 @@ var (
 
 // FileWriter writes pieces at their offsets into one file (the service
 // file the peer server shares, or a temp file). When asked to hash, it
-// computes the whole-file md5 as the contiguous prefix grows, so finishing
-// needs no second pass over the file.
+// computes the whole-file md5 and/or sha256 as the contiguous prefix grows,
+// so finishing needs no second pass over the file.
 type FileWriter struct {
 	f       *os.File
 	path    string
@@ -70,7 +68,8 @@ type FileWriter struct {
 	hashing bool
 	hashed  int  // pieces [0, hashed) are in h
 	busy    bool // someone is feeding h (a writer or the hasher)
-	h       hash.Hash
+	h       digest.Whole
+	sha     digest.Digest // the sha256, once Finish computed it
 	closed  bool
 	err     error
 	hdone   chan struct{}
@@ -84,7 +83,7 @@ func NewFileWriter(path string, contentPerPiece int64) (*FileWriter, error) {
 	if err != nil {
 		return nil, &LocalWriteError{fmt.Errorf("create %s: %w", path, err)}
 	}
-	w := &FileWriter{f: f, path: path, content: contentPerPiece, written: map[int]int64{}, h: md5.New(), hdone: make(chan struct{})}
+	w := &FileWriter{f: f, path: path, content: contentPerPiece, written: map[int]int64{}, hdone: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.hasher()
 	return w, nil
@@ -123,13 +122,28 @@ func (w *FileWriter) Preallocate(length int64) error {
 	return nil
 }
 
-// EnableHash implements WholeFileHasher. It may be called at any time:
-// the hasher catches up from the start of the file.
-func (w *FileWriter) EnableHash() {
+// EnableHash implements WholeFileHasher: the md5 of the file. It may be
+// called at any time: the hasher catches up from the start of the file.
+func (w *FileWriter) EnableHash() { w.enable(true, false) }
+
+// EnableSha256 adds the whole file's sha256, which Finish's caller reads
+// with Sha256.
+func (w *FileWriter) EnableSha256() { w.enable(false, true) }
+
+// enable adds digests. One added after hashing began restarts it, with
+// every digest, from the start of the file: each covers all of it.
+func (w *FileWriter) enable(md5Sum, sha256Sum bool) {
 	w.mu.Lock()
-	w.hashing = true
+	defer w.mu.Unlock()
+	for w.busy {
+		w.cond.Wait()
+	}
+	md5Sum, sha256Sum = md5Sum || w.h.HasMd5(), sha256Sum || w.h.HasSha256()
+	if md5Sum == (w.h.HasMd5()) && sha256Sum == (w.h.HasSha256()) {
+		return
+	}
+	w.h, w.hashed, w.hashing = digest.NewWhole(md5Sum, sha256Sum), 0, true
 	w.cond.Broadcast()
-	w.mu.Unlock()
 }
 
 // WritePiece implements Writer.
@@ -176,7 +190,7 @@ func (w *FileWriter) hasher() {
 		w.busy = true
 		w.mu.Unlock()
 		off := int64(num) * w.content
-		if _, err := io.CopyBuffer(w.h, io.NewSectionReader(w.f, off, n), buf); err != nil {
+		if _, err := io.CopyBuffer(&w.h, io.NewSectionReader(w.f, off, n), buf); err != nil {
 			w.mu.Lock()
 			w.busy = false
 			w.err = fmt.Errorf("hash %s: %w", w.path, err)
@@ -204,7 +218,7 @@ func (w *FileWriter) ready() bool {
 
 // Finish checks that pieces [0, count) are written, waits for the hasher
 // if hashing, closes the file, and returns the file's length and md5 (""
-// when not hashing).
+// when not computed); the sha256, if enabled, is then read with Sha256.
 func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, error) {
 	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
 	defer stop()
@@ -220,10 +234,8 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 	for w.err == nil && ctx.Err() == nil && w.hashing && w.hashed < count {
 		w.cond.Wait()
 	}
-	err, sum := w.err, ""
-	if w.hashing {
-		sum = hex.EncodeToString(w.h.Sum(nil))
-	}
+	err, sum := w.err, w.h.Md5Hex()
+	w.sha = w.h.Sha256()
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -235,6 +247,13 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 		err = &LocalWriteError{fmt.Errorf("close %s: %w", w.path, cerr)}
 	}
 	return length, sum, err
+}
+
+// Sha256 is the file's sha256 after Finish (zero when not enabled).
+func (w *FileWriter) Sha256() digest.Digest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sha
 }
 
 // Abort stops the hasher and closes the file without checking anything.

@@ -78,7 +78,7 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []no
 	host, _ := os.Hostname()
 	body := types.RegisterRequest{
 		RawURL: cfg.URL, TaskURL: cfg.TaskURL, CID: r.CID, IP: r.IP, HostName: host, Port: r.Port,
-		Path: types.PeerFilePathPrefix + cfg.TaskFileName, Version: version.Version, Md5: cfg.Md5,
+		Path: types.PeerFilePathPrefix + cfg.TaskFileName, Version: version.Version, Md5: cfg.Md5, Digest: cfg.Digest,
 		CallSystem: cfg.CallSystem, Headers: cfg.Headers, Dfdaemon: cfg.Dfdaemon, Insecure: cfg.Insecure,
 		RootCAs: r.RootCAs,
 		// Always ask for BLAKE3 piece digests, whatever the pattern or

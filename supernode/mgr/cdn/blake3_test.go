@@ -32,14 +32,18 @@ func wrappedPieces(t *testing.T, st *store.Store, id string) [][]byte {
 
 // checkBlake3 asserts that the CDN's BLAKE3 digest of every piece is the
 // BLAKE3 of the wrapped bytes on disk, and that the .blake3 sidecar holds
-// the same digests.
-func checkBlake3(t *testing.T, m *Manager, st *store.Store, id, fileMd5 string, total int) {
+// the same digests, keyed by the meta's content key.
+func checkBlake3(t *testing.T, m *Manager, st *store.Store, id string, total int) {
 	t.Helper()
 	pieces := wrappedPieces(t, st, id)
 	if len(pieces) != total {
 		t.Fatalf("%d pieces on disk, want %d", len(pieces), total)
 	}
-	side, err := st.ReadBlake3(id, fileMd5)
+	meta, err := st.ReadMeta(id)
+	if err != nil || meta.Blake3 == "" {
+		t.Fatalf("meta %+v: %v", meta, err)
+	}
+	side, err := st.ReadBlake3(id, meta.Blake3)
 	if err != nil || len(side) != total {
 		t.Fatalf(".blake3 sidecar: %v %v", side, err)
 	}
@@ -73,27 +77,36 @@ func TestCDNBlake3OfWrappedPieces(t *testing.T) {
 	if !res.OK {
 		t.Fatalf("result %+v", res)
 	}
-	checkBlake3(t, m, st, "b1", res.RealMd5, 3)
+	checkBlake3(t, m, st, "b1", 3)
 	if d := m.PieceDigest("b1", 3); !d.IsZero() {
 		t.Fatalf("piece past the end has digest %v", d)
 	}
 }
 
 // oldCache fills task id's cache, then makes it look like one written by
-// the previous version (the same files without .blake3), applies damage,
+// the previous version (no .blake3 sidecar, no content key, the file md5 in
+// the meta and the .md5 sidecar keyed by it), applies damage,
 // and returns a new manager on the same store, as after a restart, with
 // the source.
 func oldCache(t *testing.T, id string, damage func(*store.Store)) (*Manager, *store.Store, Source) {
 	t.Helper()
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, id, 3)
-	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, m, src); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	m, st, p, src := filledCache(t, id)
 	if err := os.Remove(st.DataPath(id) + ".blake3"); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := st.ReadMeta(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md5s []string
+	for _, w := range wrappedPieces(t, st, id) {
+		md5s = append(md5s, piece.Md5Value(w))
+	}
+	meta.Blake3, meta.RealMd5 = "", piece.Md5Hex(blake3Data())
+	if err := st.WriteMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.WriteMd5(id, md5s, meta.RealMd5); err != nil {
 		t.Fatal(err)
 	}
 	damage(st)
@@ -115,7 +128,7 @@ func TestOldCacheWithoutBlake3IsRehashed(t *testing.T) {
 	if !started.CacheHit || !res.OK {
 		t.Fatalf("reuse: %+v %+v", started, res)
 	}
-	checkBlake3(t, m, st, "b2", res.RealMd5, 3)
+	checkBlake3(t, m, st, "b2", 3)
 }
 
 // A cache without a .blake3 sidecar whose data was damaged is not reused
@@ -136,22 +149,31 @@ func TestOldCacheDamagedIsRefetched(t *testing.T) {
 	if started.CacheHit || !res.OK {
 		t.Fatalf("damaged old cache reused: %+v %+v", started, res)
 	}
-	checkBlake3(t, m, st, "b3", res.RealMd5, 3)
+	checkBlake3(t, m, st, "b3", 3)
 }
 
 // Remove deletes the .blake3 sidecar with the others.
 func TestRemoveDeletesBlake3Sidecar(t *testing.T) {
-	o := newOriginT(t, blake3Data())
-	p := NewMockProgress(gomock.NewController(t))
-	m, st := newManager(t, p, 0)
-	expectRun(p, "b4", 3)
-	if _, res := start(t, m, Source{TaskID: "b4", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}); !res.OK {
-		t.Fatalf("result %+v", res)
-	}
+	_, st, _, _ := filledCache(t, "b4")
 	if err := st.Remove("b4"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(st.DataPath("b4") + ".blake3"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf(".blake3 after remove: %v", err)
 	}
+}
+
+// filledCache fetches blake3Data into task id's cache with a new manager
+// and returns it, its store, its progress mock and the source.
+func filledCache(t *testing.T, id string) (*Manager, *store.Store, *MockProgress, Source) {
+	t.Helper()
+	o := newOriginT(t, blake3Data())
+	p := NewMockProgress(gomock.NewController(t))
+	m, st := newManager(t, p, 0)
+	expectRun(p, id, 3)
+	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, m, src); !res.OK {
+		t.Fatalf("result %+v", res)
+	}
+	return m, st, p, src
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/bits-and-blooms/bitset"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
 
 // cacheFile is what the supernode knows in memory of one task's cache
@@ -17,9 +18,12 @@ type cacheFile struct {
 	mu        sync.Mutex
 	pieceSize int32
 	ready     *bitset.BitSet
-	md5s      []string
-	// blake3s are the BLAKE3 digests of the same bytes as md5s, set with
-	// them: a piece that is ready has both.
+	// md5s are the pieces' "md5:len", over the same bytes as blake3s. In
+	// the cdn pattern they are computed on first demand (lazymd5.go), so
+	// a ready piece may have none yet; in the source pattern, with its
+	// BLAKE3.
+	md5s []string
+	// blake3s are the pieces' BLAKE3 digests: a piece that is ready has one.
 	blake3s []digest.Digest
 	// lens are the pieces' lengths (wrapped, or plain for the source
 	// pattern), set with md5s, so Servable needs no parse of "md5:len".
@@ -30,6 +34,7 @@ type cacheFile struct {
 	source   bool
 	cancel   context.CancelFunc
 	finished chan struct{}
+	lazy     lazyMd5
 }
 
 // newCacheFile is the state of a fetch that starts with no piece ready;
@@ -67,14 +72,17 @@ func (cf *cacheFile) close(ok bool, wrappedLen int64) {
 	close(cf.finished)
 }
 
-// digest is the "md5:len" of piece num ("" when unknown).
-func (cf *cacheFile) digest(num int) string {
-	cf.mu.Lock()
-	defer cf.mu.Unlock()
-	if num < 0 || num >= len(cf.md5s) {
-		return ""
+// reused fills a tracked file from a complete cache: every piece's digests
+// (md5s may have blanks, computed on demand), and the content key and the
+// whole-file md5 (if known) of its meta.
+func (cf *cacheFile) reused(path string, md5s []string, blake3s []digest.Digest, meta *store.Meta) {
+	cf.md5s, cf.blake3s, cf.lens = md5s, blake3s, make([]int32, len(blake3s))
+	for i := range cf.lens {
+		cf.lens[i] = int32(min(int64(cf.pieceSize), meta.FileLength-int64(i)*int64(cf.pieceSize)))
 	}
-	return cf.md5s[num]
+	cf.done, cf.ok, cf.wrappedLen = true, true, meta.FileLength
+	cf.lazy = lazyMd5{path: path, key: meta.Blake3, fileMd5: meta.RealMd5}
+	close(cf.finished)
 }
 
 // blake3 is the BLAKE3 digest of piece num (zero when unknown).

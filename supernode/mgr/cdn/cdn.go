@@ -9,12 +9,14 @@
 //     Range resume) and starting the fetch;
 //   - resume.go: what the cache already holds (reuse a complete file, keep
 //     the valid prefix of a partial one);
-//   - writer.go: the body cut into pieces, wrapped and written by a pool of
-//     writers while one hasher computes the whole-file md5;
+//   - writer.go: the body cut into pieces, wrapped, hashed with BLAKE3 and
+//     written by a pool of writers, while one hasher computes the
+//     whole-file digests a task expects (sums.go), if any;
 //   - cutter.go: reading the source body piece by piece (shared with the
 //     source pattern), under the bandwidth limit and the stall watchdog;
-//   - finalize.go: the length and digest checks, the .md5 sidecar and the
+//   - finalize.go: the length and digest checks, the sidecars and the
 //     meta that close a fetch;
+//   - lazymd5.go: the md5s Dragonfly 1.x clients check, computed on demand;
 //   - cachefile.go: one task's in-memory state, what the piece server may
 //     send of it;
 //   - sourcehash.go: the source pattern, digests without a cache file;
@@ -67,8 +69,12 @@ type Source struct {
 	Headers    map[string]string
 	Md5        string
 	Identifier string
-	Insecure   bool
-	RootCAs    [][]byte
+	// Digest is the expected sha256 of the whole file (zero: none). It is
+	// not part of the task's identity: the registration that starts a
+	// fetch sets the check.
+	Digest   digest.Digest
+	Insecure bool
+	RootCAs  [][]byte
 	// Via is the cluster member to read the file from (its home), or ""
 	// for the origin (see cluster.go).
 	Via string
@@ -116,6 +122,9 @@ type Metrics struct {
 	// ClusterFallbacks counts member reads that went to the origin, by
 	// reason.
 	ClusterFallbacks *prometheus.CounterVec
+	// Md5OnDemand counts md5s computed for clients that check md5 (a
+	// piece's or a whole file's), each read back from the cache.
+	Md5OnDemand prometheus.Counter
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -160,6 +169,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	if cfg.Cluster.DialTimeout <= 0 {
 		cfg.Cluster.DialTimeout = time.Second
 	}
+	mx.Md5OnDemand = metrics.OrCounter(mx.Md5OnDemand)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
@@ -193,15 +203,6 @@ func (m *Manager) file(id string) *cacheFile {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.files[id]
-}
-
-// PieceMd5 is the "md5:len" of a written piece ("" when unknown).
-func (m *Manager) PieceMd5(taskID string, num int) string {
-	cf := m.file(taskID)
-	if cf == nil {
-		return ""
-	}
-	return cf.digest(num)
 }
 
 // PieceDigest is the BLAKE3 digest of a written piece, over the same bytes

@@ -2,6 +2,7 @@ package cdn
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -101,9 +102,14 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	m, st := newManager(t, p, 0)
 	expectRun(p, "t1", 3)
 	started, res := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	// No md5 expected: the fill computes none; the whole-file md5 comes on
+	// demand, from the file.
 	sum := md5.Sum(data)
-	if !res.OK || res.RealMd5 != hex.EncodeToString(sum[:]) || res.PieceTotal != 3 || res.FileLength != int64(len(data))+15 {
+	if !res.OK || res.RealMd5 != "" || res.PieceTotal != 3 || res.FileLength != int64(len(data))+15 {
 		t.Fatalf("result %+v", res)
+	}
+	if got, err := m.FileMd5(context.Background(), "t1"); err != nil || got != hex.EncodeToString(sum[:]) {
+		t.Fatalf("FileMd5 = %q, %v", got, err)
 	}
 	if started.HTTPFileLength != int64(len(data)) || started.PieceSize != piece.DefaultSize {
 		t.Fatalf("started %+v", started)
@@ -128,13 +134,15 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("content differs")
 	}
-	md5s, err := st.ReadMd5("t1", res.RealMd5)
+	meta, err := st.ReadMeta("t1")
+	if err != nil || !meta.Finish || !meta.Success || meta.LastModified == 0 || meta.HTTPFileLen != int64(len(data)) ||
+		meta.RealMd5 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("meta %+v %v", meta, err)
+	}
+	// Every piece md5 was asked for once: the .md5 sidecar has them all.
+	md5s, err := st.ReadMd5("t1", meta.Blake3)
 	if err != nil || len(md5s) != 3 || md5s[2] != m.PieceMd5("t1", 2) {
 		t.Fatalf(".md5: %v %v", md5s, err)
-	}
-	meta, err := st.ReadMeta("t1")
-	if err != nil || !meta.Finish || !meta.Success || meta.LastModified == 0 || meta.HTTPFileLen != int64(len(data)) {
-		t.Fatalf("meta %+v %v", meta, err)
 	}
 	if size, state := m.Servable("t1", 0, 10); state != ServeOK || size != res.FileLength {
 		t.Fatalf("servable %d %d", size, state)
@@ -147,7 +155,7 @@ func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
 	}
 	p.EXPECT().FinishCDN("t1", 3, true)
 	started, res2 := start(t, m, Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !started.CacheHit || !res2.OK || res2.RealMd5 != res.RealMd5 {
+	if !started.CacheHit || !res2.OK || res2.RealMd5 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("cache hit: %+v %+v", started, res2)
 	}
 	if o.statuses[0] != 200 || o.statuses[1] != 304 || len(o.statuses) != 2 {
@@ -162,7 +170,10 @@ func TestResumeWithRange(t *testing.T) {
 	p := NewMockProgress(gomock.NewController(t))
 	m, st := newManager(t, p, 0)
 	expectRun(p, "t2", 4)
-	_, res := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	// An expected md5 makes both fetches compute the whole-file md5: the
+	// resumed one must cover the kept prefix too.
+	src := Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f", Md5: piece.Md5Hex(data)}
+	_, res := start(t, m, src)
 	// Make it a half-fetched file: unfinished meta, the last two pieces cut.
 	meta, _ := st.ReadMeta("t2")
 	meta.Finish, meta.Success = false, false
@@ -173,8 +184,8 @@ func TestResumeWithRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRun(p, "t2", 4)
-	_, res2 := start(t, m, Source{TaskID: "t2", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
-	if !res2.OK || res2.RealMd5 != res.RealMd5 || res2.FileLength != res.FileLength {
+	_, res2 := start(t, m, src)
+	if !res2.OK || res2.RealMd5 != piece.Md5Hex(data) || res2.RealMd5 != res.RealMd5 || res2.FileLength != res.FileLength {
 		t.Fatalf("resumed %+v, want %+v", res2, res)
 	}
 	want := "bytes=" + strconv.Itoa(2*cs) + "-" + strconv.Itoa(len(data)-1)

@@ -102,9 +102,13 @@ func (m *Manager) fallback(src Source, reason string, err error) {
 // fromMember asks src.Via for the task and returns its stream as the body
 // of a 200 answer of the file's length, as an origin would give it.
 func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, string, error) {
-	body, err := json.Marshal(types.ClusterFetchRequest{TaskID: src.TaskID, RawURL: src.RawURL, TaskURL: src.TaskURL,
+	ask := types.ClusterFetchRequest{TaskID: src.TaskID, RawURL: src.RawURL, TaskURL: src.TaskURL,
 		Headers: src.Headers, Md5: src.Md5, Identifier: src.Identifier, Insecure: src.Insecure, RootCAs: src.RootCAs,
-		From: m.cfg.Cluster.Self})
+		From: m.cfg.Cluster.Self}
+	if !src.Digest.IsZero() {
+		ask.Digest = src.Digest.String()
+	}
+	body, err := json.Marshal(ask)
 	if err != nil {
 		return nil, reasonBroken, fmt.Errorf("cluster fetch request: %w", err)
 	}

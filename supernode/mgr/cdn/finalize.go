@@ -1,8 +1,6 @@
 package cdn
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -10,41 +8,39 @@ import (
 )
 
 // finalize closes a fetch whose body was read and written whole: the
-// content must match the md5 the client asked for, then the .blake3 and
-// .md5 sidecars and the finished meta are written, and only then is the file complete.
-func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, realMd5 string, total int, contentLen int64, start time.Time) Result {
+// content must match the digests the task expects, then the .blake3 and
+// .md5 sidecars (the latter with the md5s computed so far, usually none)
+// and the finished meta are written, and only then is the file complete.
+func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, sums *fileSums, total int, contentLen int64, start time.Time) Result {
 	id := src.TaskID
-	if err := checkMd5(src, realMd5); err != nil {
+	if err := sums.check(src); err != nil {
 		return m.failMeta(id, cf, meta, err, true)
 	}
 	wrappedLen := contentLen + int64(total)*piece.WrapSize
 	md5s, blake3s := cf.digests(total)
-	if err := m.store.WriteBlake3(id, blake3s, realMd5); err != nil {
+	key := contentKey(blake3s)
+	if err := m.store.WriteBlake3(id, blake3s, key); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
-	if err := m.store.WriteMd5(id, md5s, realMd5); err != nil {
+	// Written even when empty, so no sidecar of earlier content remains.
+	if err := m.store.WriteMd5(id, md5s, key); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
+	realMd5 := sums.Md5Hex()
 	meta.Finish, meta.Success, meta.RealMd5, meta.FileLength = true, true, realMd5, wrappedLen
+	meta.Blake3, meta.Sha256 = key, sums.Sha256().String()
 	if meta.HTTPFileLen < 0 {
 		meta.HTTPFileLen = contentLen
 	}
 	if err := m.store.WriteMeta(meta); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
+	cf.mu.Lock()
+	cf.lazy.key, cf.lazy.fileMd5 = key, realMd5
+	cf.mu.Unlock()
 	m.end(id, cf, total, wrappedLen, nil)
 	m.log.WithField("task", id).Infof("cdn done: %d bytes in %d pieces, %s", contentLen, total, time.Since(start).Round(time.Millisecond))
 	return Result{OK: true, RealMd5: realMd5, FileLength: wrappedLen, PieceTotal: total}
-}
-
-// checkMd5 compares the whole-file md5 with the one the client asked for.
-// Hex digests compare case-insensitively: an upper-case --md5 is the same
-// digest.
-func checkMd5(src Source, real string) error {
-	if src.Md5 != "" && !strings.EqualFold(src.Md5, real) {
-		return fmt.Errorf("source %s md5 is %s, want %s", src.RawURL, real, src.Md5)
-	}
-	return nil
 }
 
 // failMeta fails a fetch and records its meta: final marks a file that

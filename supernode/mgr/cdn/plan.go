@@ -78,6 +78,9 @@ func (m *Manager) plan(src Source) *plan {
 	p.meta = meta
 	_, userRange := src.Headers["Range"]
 	switch {
+	case meta.Finish && meta.Success && !src.Digest.IsZero() && meta.Sha256 != src.Digest.String():
+		// A cache the expected sha256 was never checked on (or another one
+		// was): fetched whole, so this fetch checks it.
 	case meta.Finish && meta.Success:
 		if meta.ETag != "" {
 			p.headers["If-None-Match"] = meta.ETag
@@ -86,7 +89,7 @@ func (m *Manager) plan(src Source) *plan {
 			p.headers["If-Modified-Since"] = httpTime(meta.LastModified)
 		}
 	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && (meta.ETag != "" || meta.LastModified != 0):
-		pre, perr := m.scanPrefix(id, meta.PieceSize, meta.HTTPFileLen)
+		pre, perr := m.scanPrefix(id, meta.PieceSize, meta.HTTPFileLen, newFileSums(src), false)
 		if perr != nil || pre.count == 0 {
 			break
 		}
@@ -161,6 +164,7 @@ func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Sour
 		return Started{}, err
 	}
 	cf := newCacheFile(pieceSize, 0, cancel)
+	cf.lazy.path = m.store.DataPath(src.TaskID)
 	m.setFile(src.TaskID, cf)
 	m.wg.Add(1)
 	go func() {

@@ -1,16 +1,11 @@
 package cdn
 
 import (
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"time"
-
-	"github.com/bits-and-blooms/bitset"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -20,21 +15,23 @@ import (
 // prefix is the valid leading pieces of a cache file.
 type prefix struct {
 	count   int
-	md5s    []string
-	lens    []int // wrapped lengths
+	md5s    []string // only when the scan was asked for them
+	lens    []int    // wrapped lengths
 	blake3s []digest.Digest
-	fileMd5 hash.Hash
+	sums    *fileSums
 }
 
 // scanPrefix reads the data file piece by piece and stops at the first
 // piece whose header, length or tail is wrong. length < 0 scans to the end.
-func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix, error) {
+// Each piece gets its BLAKE3; sums (whole-file digests) and, with md5s, the
+// pieces' md5s are computed only when asked for.
+func (m *Manager) scanPrefix(id string, pieceSize int32, length int64, sums *fileSums, md5s bool) (*prefix, error) {
 	f, err := os.Open(m.store.DataPath(id))
 	if err != nil {
 		return nil, fmt.Errorf("open cache of %s: %w", id, err)
 	}
 	defer f.Close()
-	p := &prefix{fileMd5: md5.New()}
+	p := &prefix{sums: sums}
 	buf := make([]byte, pieceSize)
 	maxCount := -1
 	if length >= 0 {
@@ -55,8 +52,10 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix,
 		if length >= 0 && int64(len(content)) != piece.ContentLength(p.count, length, pieceSize) {
 			break
 		}
-		p.fileMd5.Write(content)
-		p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
+		_, _ = sums.Write(content)
+		if md5s {
+			p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
+		}
 		p.lens = append(p.lens, n)
 		p.blake3s = append(p.blake3s, digest.Sum(digest.BLAKE3, buf[:n]))
 		p.count++
@@ -68,19 +67,19 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64) (*prefix,
 }
 
 // keepPrefix keeps the valid pieces a resume found: the file is cut after
-// them and they are offered at once. It returns the md5 of the content so
-// far and the number of the first piece to fetch.
-func (m *Manager) keepPrefix(f *os.File, id string, cf *cacheFile, pieceSize int32, resume *prefix) (hash.Hash, int, error) {
+// them and they are offered at once. It returns the whole-file digests of
+// the content so far and the number of the first piece to fetch.
+func (m *Manager) keepPrefix(f *os.File, src Source, cf *cacheFile, pieceSize int32, resume *prefix) (*fileSums, int, error) {
 	if resume == nil {
-		return md5.New(), 0, nil
+		return newFileSums(src), 0, nil
 	}
 	if err := f.Truncate(int64(resume.count) * int64(pieceSize)); err != nil {
-		return nil, 0, fmt.Errorf("truncate cache of %s: %w", id, err)
+		return nil, 0, fmt.Errorf("truncate cache of %s: %w", src.TaskID, err)
 	}
-	for i, sum := range resume.md5s {
-		m.setReady(id, cf, i, sum, resume.lens[i], resume.blake3s[i])
+	for i := range resume.count {
+		m.setReady(src.TaskID, cf, i, "", resume.lens[i], resume.blake3s[i])
 	}
-	return resume.fileMd5, resume.count, nil
+	return resume.sums, resume.count, nil
 }
 
 // reuse serves a validated complete cache file: piece digests from the
@@ -108,12 +107,11 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	if err := m.store.WriteMeta(meta); err != nil {
 		m.log.WithError(err).Warnf("update meta of %s", id)
 	}
-	cf := &cacheFile{pieceSize: meta.PieceSize, ready: bitset.New(uint(total)), md5s: md5s, blake3s: blake3s, done: true, ok: true,
-		wrappedLen: meta.FileLength, finished: make(chan struct{})}
+	cf := newCacheFile(meta.PieceSize, total, nil)
+	cf.reused(m.store.DataPath(id), md5s, blake3s, meta)
 	for i := range total {
 		cf.ready.Set(uint(i))
 	}
-	close(cf.finished)
 	// The file, with its digests, is installed before progress learns of any
 	// piece: the scheduler may offer a piece the moment it is announced.
 	m.setFile(id, cf)
@@ -126,27 +124,37 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	return Started{HTTPFileLength: meta.HTTPFileLen, PieceSize: meta.PieceSize, CacheHit: true}, true
 }
 
-// cachedDigests returns the piece md5s and BLAKE3 digests of a complete
-// cache file: from its sidecars, or by scanning the file when either is
-// missing or stale, which must then find every piece and the recorded file
-// md5 (both sidecars are rewritten). A cache written before BLAKE3 has no
-// .blake3 sidecar, so it takes the scan once: its digests are never left
-// empty nor taken from anything but the bytes on disk. ok is false for a
-// damaged file.
+// cachedDigests returns the piece md5s (empty where not computed yet) and
+// BLAKE3 digests of a complete cache file, from its sidecars, keyed by the
+// meta's content key. A cache written before the key (or whose .blake3
+// sidecar is missing or stale) is scanned once, with md5, and must find
+// every piece and the recorded file md5: its digests are never left empty
+// nor taken from anything but the bytes on disk, and the sidecars and the
+// key are rewritten. ok is false for a damaged file.
 func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]string, []digest.Digest, bool) {
-	md5s, err := m.store.ReadMd5(id, meta.RealMd5)
-	blake3s, berr := m.store.ReadBlake3(id, meta.RealMd5)
-	if err == nil && berr == nil && len(md5s) == total && len(blake3s) == total {
-		return md5s, blake3s, true
+	if meta.Blake3 != "" {
+		blake3s, err := m.store.ReadBlake3(id, meta.Blake3)
+		if err == nil && len(blake3s) == total && contentKey(blake3s) == meta.Blake3 {
+			md5s, merr := m.store.ReadMd5(id, meta.Blake3)
+			if merr != nil || len(md5s) != total {
+				md5s = make([]string, total)
+			}
+			return md5s, blake3s, true
+		}
 	}
-	p, perr := m.scanPrefix(id, meta.PieceSize, -1)
-	if perr != nil || p.count != total || hex.EncodeToString(p.fileMd5.Sum(nil)) != meta.RealMd5 {
+	if meta.RealMd5 == "" {
+		// Nothing left to check a scan against.
 		return nil, nil, false
 	}
-	if err := m.store.WriteBlake3(id, p.blake3s, meta.RealMd5); err != nil {
+	p, perr := m.scanPrefix(id, meta.PieceSize, -1, &fileSums{digest.NewWhole(true, false)}, true)
+	if perr != nil || p.count != total || p.sums.Md5Hex() != meta.RealMd5 {
+		return nil, nil, false
+	}
+	meta.Blake3 = contentKey(p.blake3s)
+	if err := m.store.WriteBlake3(id, p.blake3s, meta.Blake3); err != nil {
 		m.log.WithError(err).Warnf("rewrite blake3 of %s", id)
 	}
-	if err := m.store.WriteMd5(id, p.md5s, meta.RealMd5); err != nil {
+	if err := m.store.WriteMd5(id, p.md5s, meta.Blake3); err != nil {
 		m.log.WithError(err).Warnf("rewrite md5 of %s", id)
 	}
 	return p.md5s, p.blake3s, true

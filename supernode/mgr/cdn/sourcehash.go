@@ -2,8 +2,6 @@ package cdn
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +16,10 @@ import (
 // StartSource is the "source" CDN pattern: nothing is cached and every
 // piece is a plain range of the source that peers fetch from the source
 // directly, as in v1. Unlike v1, the supernode reads the source once,
-// streaming and storing nothing, to learn each piece's digest and the
-// whole-file md5: a piece is offered only once its digest is known, so no
+// streaming and storing nothing, to learn each piece's digests and the
+// whole-file md5: md5 is computed here for every task, beside BLAKE3,
+// because nothing is stored to compute it from later when a Dragonfly 1.x
+// client asks (the source could have changed by then). A piece is offered only once its digest is known, so no
 // client ever takes a piece it cannot check, and a source that fails
 // during that read fails the task as a CDN failure does. It returns once
 // the source has told its length (it must serve ranges: 206 to bytes=0-0);
@@ -87,7 +87,8 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 	m.metrics.Download.Inc()
 	body := m.watchBody(ctx, cancel, resp.Body)
 	cut := &cutter{body: body, url: src.RawURL, size: int64(cf.pieceSize), length: length}
-	fileMd5 := md5.New()
+	// md5 always here (see StartSource), sha256 when expected.
+	sums := &fileSums{digest.NewWhole(true, !src.Digest.IsZero())}
 	buf := make([]byte, cf.pieceSize)
 	var rerr error
 	for !cut.ended {
@@ -96,7 +97,7 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 			rerr = err
 			break
 		}
-		fileMd5.Write(buf[:n])
+		_, _ = sums.Write(buf[:n])
 		m.setReady(id, cf, num, piece.Md5Value(buf[:n]), n, digest.Sum(digest.BLAKE3, buf[:n]))
 	}
 	if serr := body.stop(m, src.RawURL); serr != nil {
@@ -105,10 +106,13 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 	if rerr != nil {
 		return m.fail(id, cf, rerr)
 	}
-	realMd5 := hex.EncodeToString(fileMd5.Sum(nil))
-	if err := checkMd5(src, realMd5); err != nil {
+	if err := sums.check(src); err != nil {
 		return m.fail(id, cf, err)
 	}
+	realMd5 := sums.Md5Hex()
+	cf.mu.Lock()
+	cf.lazy.fileMd5 = realMd5
+	cf.mu.Unlock()
 	m.end(id, cf, cut.num, length, nil)
 	m.log.WithField("task", id).Infof("source digests done: %d bytes in %d pieces, %s", length, cut.num,
 		time.Since(start).Round(time.Millisecond))

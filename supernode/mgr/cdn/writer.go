@@ -2,9 +2,7 @@ package cdn
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -29,25 +27,25 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 		return m.failMeta(id, cf, meta, err, false)
 	}
 	defer f.Close()
-	fileMd5, first, err := m.keepPrefix(f, id, cf, meta.PieceSize, resume)
+	sums, first, err := m.keepPrefix(f, src, cf, meta.PieceSize, resume)
 	if err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
-	cut, err := m.writeBody(ctx, cancel, src, resp.Body, f, cf, meta, fileMd5, first)
+	cut, err := m.writeBody(ctx, cancel, src, resp.Body, f, cf, meta, sums, first)
 	if err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
-	return m.finalize(src, meta, cf, hex.EncodeToString(fileMd5.Sum(nil)), cut.num, cut.off, start)
+	return m.finalize(src, meta, cf, sums, cut.num, cut.off, start)
 }
 
 // writeBody cuts the body into pieces from piece first on and writes them
-// with the writer pool; fileMd5 goes on with their content. It returns the
+// with the writer pool; sums go on with their content. It returns the
 // cutter, which tells the piece count and content length, once every piece
 // is written and hashed; a read error (or a stall) wins over a write error.
 func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src Source, r io.Reader, f *os.File,
-	cf *cacheFile, meta *store.Meta, fileMd5 hash.Hash, first int) (*cutter, error) {
+	cf *cacheFile, meta *store.Meta, sums *fileSums, first int) (*cutter, error) {
 	ps := meta.PieceSize
-	w := m.startWriters(src.TaskID, f, cf, ps, fileMd5)
+	w := m.startWriters(src.TaskID, f, cf, ps, sums)
 	body := m.watchBody(ctx, cancel, r)
 	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
 		num: first, off: piece.ContentOffset(first, ps)}
@@ -57,7 +55,7 @@ func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src 
 		rerr = serr
 	}
 	// No fsync of the data: the page cache survives a process restart, and
-	// a file torn by a power loss fails its piece md5s at the clients, whose
+	// a file torn by a power loss fails its piece digests at the clients, whose
 	// piece-error reports drop it. Syncing 1 GiB would double the CDN time.
 	if rerr != nil {
 		return nil, rerr
@@ -72,12 +70,12 @@ type job struct {
 	num  int
 	buf  []byte
 	n    int
-	refs *atomic.Int32 // the writer and the file hasher both release buf
+	refs *atomic.Int32 // the writer and the file hasher (if any) release buf
 }
 
-// writers wrap, hash and write the pieces the reader cuts, while the
-// whole-file md5 runs beside the reader so reading the socket never waits
-// for hashing; pieces reach it in order.
+// writers wrap, hash and write the pieces the reader cuts. The whole-file
+// digests, when a task needs any, run beside the reader so reading the
+// socket never waits for hashing; pieces reach them in order.
 type writers struct {
 	m      *Manager
 	id     string
@@ -91,26 +89,31 @@ type writers struct {
 	wg     sync.WaitGroup
 	// Writes go one at a time: concurrent writers to one file wait on
 	// the inode lock in the kernel by spinning on the CPU that the other
-	// workers need for their md5.
+	// workers need for their hashing.
 	wmu     sync.Mutex
 	errOnce sync.Once
 	err     error
 }
 
-func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, fileMd5 hash.Hash) *writers {
+func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums) *writers {
 	n := m.cfg.Workers
-	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), hashq: make(chan job, n*2+1),
-		pool: make(chan []byte, n*2+1), hashed: make(chan struct{})}
+	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), pool: make(chan []byte, n*2+1),
+		hashed: make(chan struct{})}
 	for range n*2 + 1 {
 		w.pool <- make([]byte, ps)
 	}
-	go func() {
-		defer close(w.hashed)
-		for j := range w.hashq {
-			fileMd5.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
-			w.release(j)
-		}
-	}()
+	if sums.Active() {
+		w.hashq = make(chan job, n*2+1)
+		go func() {
+			defer close(w.hashed)
+			for j := range w.hashq {
+				_, _ = sums.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+				w.release(j)
+			}
+		}()
+	} else {
+		close(w.hashed)
+	}
 	for range n {
 		w.wg.Add(1)
 		go w.work()
@@ -128,16 +131,17 @@ func (w *writers) work() {
 	defer w.wg.Done()
 	for j := range w.jobs {
 		wrapped := piece.WrapInPlace(j.buf, j.n, w.ps)
-		// Both digests of the wrapped piece while it is in memory: the
-		// BLAKE3 one costs a fraction of the md5 and needs no second read.
-		sum, b3 := piece.Md5Value(wrapped), digest.Sum(digest.BLAKE3, wrapped)
+		// The BLAKE3 of the wrapped piece while it is in memory; its md5
+		// is computed only if a Dragonfly 1.x client asks for it
+		// (lazymd5.go), from the file, checked against this digest.
+		b3 := digest.Sum(digest.BLAKE3, wrapped)
 		w.wmu.Lock()
 		_, err := fileio.WriteAt(w.f, wrapped, int64(j.num)*int64(w.ps))
 		w.wmu.Unlock()
 		if err != nil {
 			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
 		} else {
-			w.m.setReady(w.id, w.cf, j.num, sum, len(wrapped), b3)
+			w.m.setReady(w.id, w.cf, j.num, "", len(wrapped), b3)
 		}
 		w.release(j)
 	}
@@ -159,8 +163,11 @@ func (w *writers) feed(ctx context.Context, cut *cutter) error {
 			return err
 		}
 		j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
-		j.refs.Store(2)
-		w.hashq <- j
+		j.refs.Store(1)
+		if w.hashq != nil {
+			j.refs.Store(2)
+			w.hashq <- j
+		}
 		w.jobs <- j
 	}
 	return nil
@@ -169,7 +176,9 @@ func (w *writers) feed(ctx context.Context, cut *cutter) error {
 // wait stops the writers and the hasher and returns the first write error.
 func (w *writers) wait() error {
 	close(w.jobs)
-	close(w.hashq)
+	if w.hashq != nil {
+		close(w.hashq)
+	}
 	w.wg.Wait()
 	<-w.hashed
 	return w.err

@@ -13,6 +13,7 @@ import (
 	reflect "reflect"
 
 	types "github.com/damselfly-p2p/damselfly/apis/types"
+	digest "github.com/damselfly-p2p/damselfly/pkg/digest"
 	gomock "go.uber.org/mock/gomock"
 )
 
@@ -79,18 +80,18 @@ func (m *MockCDN) EXPECT() *MockCDNMockRecorder {
 	return m.recorder
 }
 
-// PieceMd5 mocks base method.
-func (m *MockCDN) PieceMd5(taskID string, num int) string {
+// PieceDigest mocks base method.
+func (m *MockCDN) PieceDigest(taskID string, num int) digest.Digest {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "PieceMd5", taskID, num)
-	ret0, _ := ret[0].(string)
+	ret := m.ctrl.Call(m, "PieceDigest", taskID, num)
+	ret0, _ := ret[0].(digest.Digest)
 	return ret0
 }
 
-// PieceMd5 indicates an expected call of PieceMd5.
-func (mr *MockCDNMockRecorder) PieceMd5(taskID, num any) *gomock.Call {
+// PieceDigest indicates an expected call of PieceDigest.
+func (mr *MockCDNMockRecorder) PieceDigest(taskID, num any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceMd5", reflect.TypeOf((*MockCDN)(nil).PieceMd5), taskID, num)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceDigest", reflect.TypeOf((*MockCDN)(nil).PieceDigest), taskID, num)
 }
 
 // MockGC is a mock of GC interface.

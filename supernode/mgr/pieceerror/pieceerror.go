@@ -1,6 +1,6 @@
 // Package pieceerror handles clients' reports of bad pieces served by the
 // supernode: a missing cache file or a piece whose bytes no longer match
-// its md5 makes the task's cache be dropped, so the next registration
+// its digest makes the task's cache be dropped, so the next registration
 // fetches the source again.
 package pieceerror
 
@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -27,9 +28,10 @@ type Tasks interface {
 	Info(id string) (types.TaskInfo, error)
 }
 
-// CDN gives the recorded md5 of a piece and where the cache file is.
+// CDN gives the recorded digest of a piece: its BLAKE3 digest, which the
+// supernode always has for a piece it wrote (its md5 may not be computed).
 type CDN interface {
-	PieceMd5(taskID string, num int) string
+	PieceDigest(taskID string, num int) digest.Digest
 }
 
 // GC drops a task.
@@ -129,24 +131,24 @@ func (m *Manager) Handle(req types.PieceErrorRequest) {
 			return
 		}
 		s, e, _ := piece.ParseRange(req.Range)
-		real, err := hashRange(p, s, e-s+1)
-		want := piece.Md5OfValue(m.cdn.PieceMd5(req.TaskID, num))
-		if err != nil || (want != "" && real != want) {
+		b, err := readRange(p, s, e-s+1)
+		want := m.cdn.PieceDigest(req.TaskID, num)
+		if err != nil || (!want.IsZero() && want.Verify(b) != nil) {
 			m.log.Warnf("piece error: piece %d of %s is damaged on disk, dropping the task", num, req.TaskID)
 			m.gc.GCTask(req.TaskID, true)
 		}
 	}
 }
 
-func hashRange(path string, off, n int64) (string, error) {
+func readRange(path string, off, n int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.NewSectionReader(f, off, n))
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return piece.Md5Hex(b), nil
+	return b, nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/mock/gomock"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -40,12 +41,13 @@ func TestHandle(t *testing.T) {
 	gc.EXPECT().GCTask("gone", true)
 	m.Handle(types.PieceErrorRequest{TaskID: "gone", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
 
-	// md5: intact piece kept, damaged piece dropped.
+	// Checked against the piece's BLAKE3: intact piece kept, damaged piece
+	// dropped.
 	rng := "0-" + strconv.Itoa(len(wrapped)-1)
 	tasks.EXPECT().Info("good").Return(types.TaskInfo{PieceSize: 16}, nil).Times(2)
-	c.EXPECT().PieceMd5("good", 0).Return(piece.Md5Value(wrapped))
+	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, wrapped))
 	m.Handle(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: types.PieceErrorFileMd5NotMatch, Range: rng})
-	c.EXPECT().PieceMd5("good", 0).Return("ffffffffffffffffffffffffffffffff:12")
+	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, []byte("other bytes")))
 	gc.EXPECT().GCTask("good", true)
 	m.Handle(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: types.PieceErrorFileMd5NotMatch, Range: rng})
 

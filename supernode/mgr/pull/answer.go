@@ -35,22 +35,24 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 		wrapped = piece.WrappedLength(t.HTTPLength, t.PieceSize)
 	}
 	super := m.Progress.SuperPID()
+	if !dt.Blake3 && t.RealMd5 == "" {
+		// This client will check the whole-file md5 of its 600: computed
+		// while it downloads, not when it asks.
+		m.Digests.PrepareFileMd5(t.ID)
+	}
 	infos := make([]types.PieceInfo, 0, len(as))
 	for _, a := range as {
-		pi := types.PieceInfo{
-			Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize,
-			PieceMd5: m.Digests.PieceMd5(t.ID, a.Num),
-		}
+		pi := types.PieceInfo{Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize}
 		if m.cfg.SourcePattern {
 			// Plain source ranges, no wrapper (v1's source pattern), but with
 			// the digest the CDN read from the source.
 			pi.Range = piece.Range(a.Num, t.PieceSize, t.HTTPLength)
 		}
 		kind := "peer"
-		// A piece whose md5 is unknown (the CDN's pieces and digests are
-		// set in that order, but a cache file being swapped can lag) is
-		// not offered: the client would have nothing to check it against.
-		ok := pi.PieceMd5 != "" && m.withDigest(&pi, t.ID, dt)
+		// A piece without the digest the client checks (a cache file
+		// being swapped can lag; a damaged one has no md5) is not
+		// offered: the client would have nothing to check it against.
+		ok := m.withDigest(&pi, t.ID, dt)
 		if ok && a.DstPID == super {
 			kind = "supernode"
 			m.fromSupernode(&pi, t, dt)
@@ -69,14 +71,17 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 	return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
 }
 
-// withDigest adds the BLAKE3 digest of the piece for a client that asked
-// for it at registration; a client that did not (a Dragonfly 1.x dfget)
-// never gets the field. It reports false when the client asked and the
-// digest is unknown: like a piece without its md5, such a piece is not
+// withDigest adds the digest the client checks: the BLAKE3 one for a
+// client that asked for it at registration, else pieceMd5. A client that
+// did not ask (a Dragonfly 1.x dfget) never gets pieceDigest, and the md5
+// it checks is computed for it on first demand; one that asked gets no
+// pieceMd5, so the md5 of a piece is computed only for clients that check
+// it. It reports false when the digest is unknown: such a piece is not
 // offered, so no client takes a piece it cannot check as it asked to.
 func (m *Manager) withDigest(pi *types.PieceInfo, taskID string, dt dfgettask.Task) bool {
 	if !dt.Blake3 {
-		return true
+		pi.PieceMd5 = m.Digests.PieceMd5(taskID, pi.PieceNum)
+		return pi.PieceMd5 != ""
 	}
 	d := m.Digests.PieceDigest(taskID, pi.PieceNum)
 	if d.Algorithm() != digest.BLAKE3 {

@@ -10,6 +10,7 @@
 package pull
 
 import (
+	context "context"
 	reflect "reflect"
 
 	digest "github.com/damselfly-p2p/damselfly/pkg/digest"
@@ -242,6 +243,21 @@ func (m *MockDigests) EXPECT() *MockDigestsMockRecorder {
 	return m.recorder
 }
 
+// FileMd5 mocks base method.
+func (m *MockDigests) FileMd5(ctx context.Context, taskID string) (string, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "FileMd5", ctx, taskID)
+	ret0, _ := ret[0].(string)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// FileMd5 indicates an expected call of FileMd5.
+func (mr *MockDigestsMockRecorder) FileMd5(ctx, taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "FileMd5", reflect.TypeOf((*MockDigests)(nil).FileMd5), ctx, taskID)
+}
+
 // PieceDigest mocks base method.
 func (m *MockDigests) PieceDigest(taskID string, num int) digest.Digest {
 	m.ctrl.T.Helper()
@@ -268,6 +284,18 @@ func (m *MockDigests) PieceMd5(taskID string, num int) string {
 func (mr *MockDigestsMockRecorder) PieceMd5(taskID, num any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceMd5", reflect.TypeOf((*MockDigests)(nil).PieceMd5), taskID, num)
+}
+
+// PrepareFileMd5 mocks base method.
+func (m *MockDigests) PrepareFileMd5(taskID string) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "PrepareFileMd5", taskID)
+}
+
+// PrepareFileMd5 indicates an expected call of PrepareFileMd5.
+func (mr *MockDigestsMockRecorder) PrepareFileMd5(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PrepareFileMd5", reflect.TypeOf((*MockDigests)(nil).PrepareFileMd5), taskID)
 }
 
 // MockProber is a mock of Prober interface.

@@ -65,7 +65,8 @@ func (m *Manager) pullOnce(ctx context.Context, t task.Snapshot, dt dfgettask.Ta
 		if done && t.Status == types.CDNStatusSuccess {
 			_ = m.Dfget.SetStatus(dt.CID, taskID, dfgettask.StatusSuccess)
 			m.Progress.EndStream(dt.CID)
-			return finish(t), false, 0, nil
+			res, err := m.finish(ctx, t, dt)
+			return res, false, 0, err
 		}
 	}
 	if res.Code != types.CodePeerWait || !pollable {

@@ -12,6 +12,7 @@ package pull
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -61,10 +62,14 @@ type Peers interface {
 }
 
 // Digests gives the digests of a piece the CDN wrote (or, in the source
-// pattern, read): its "md5:len" and its BLAKE3 digest, over the same bytes.
+// pattern, read): its "md5:len" (computed on first demand) and its BLAKE3
+// digest, over the same bytes; and the whole file's md5, computed on demand
+// too, for the clients that check it.
 type Digests interface {
 	PieceMd5(taskID string, num int) string
 	PieceDigest(taskID string, num int) digest.Digest
+	FileMd5(ctx context.Context, taskID string) (string, error)
+	PrepareFileMd5(taskID string)
 }
 
 // Prober checks whether a peer a client failed to fetch from is gone.
@@ -113,6 +118,9 @@ func New(cfg Config, d Deps, mx Metrics) *Manager {
 	mx.PiecesScheduled = metrics.OrCounterVec(mx.PiecesScheduled, "holder")
 	return &Manager{Deps: d, cfg: cfg, metrics: mx, now: time.Now}
 }
+
+// md5Wait bounds how long a 600 waits for a whole-file md5 being computed.
+const md5Wait = 3 * time.Second
 
 // Query is a /peer/task call.
 type Query struct {
@@ -165,7 +173,7 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 	if err != nil {
 		return Result{}, errorf(types.CodeTargetNotFound, "client %s of task %s not found", q.SrcCID, q.TaskID)
 	}
-	if res, answered, err := m.report(q, t); answered || err != nil {
+	if res, answered, err := m.report(ctx, q, t, dt); answered || err != nil {
 		return res, err
 	}
 	start := m.now()
@@ -177,7 +185,7 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 
 // report records what the call reports: the client starts, has or failed
 // a piece, or finished (which answers the call).
-func (m *Manager) report(q Query, t task.Snapshot) (res Result, answered bool, err error) {
+func (m *Manager) report(ctx context.Context, q Query, t task.Snapshot, dt dfgettask.Task) (res Result, answered bool, err error) {
 	switch q.Status {
 	case types.TaskStatusStart:
 		_ = m.Dfget.SetStatus(q.SrcCID, q.TaskID, dfgettask.StatusRunning)
@@ -193,7 +201,8 @@ func (m *Manager) report(q Query, t task.Snapshot) (res Result, answered bool, e
 		if s != dfgettask.StatusSuccess {
 			return Result{}, true, errorf(types.CodeSystemError, "client reported failure")
 		}
-		return finish(t), true, nil
+		res, err := m.finish(ctx, t, dt)
+		return res, true, err
 	}
 	return Result{}, false, nil
 }
@@ -227,6 +236,27 @@ func (m *Manager) reportPiece(q Query, pieceSize int32) error {
 	return nil
 }
 
-func finish(t task.Snapshot) Result {
-	return Result{Code: types.CodePeerFinish, Finish: &types.FinishData{Md5: t.RealMd5, FileLength: t.FileLength}}
+// finish is the 600 answer. Its md5 is the whole file's: the one the CDN
+// computed (the task expects an md5, or the source pattern), else, for a
+// client that did not negotiate BLAKE3 (a Dragonfly 1.x dfget checks the
+// file against it), computed on demand once per task. A client that
+// negotiated BLAKE3 gets "" then: every piece it took was checked, and it
+// hashes the file itself only against --md5. A md5 not ready within
+// md5Wait is answered 602: the client polls again (v1 does on 602) instead
+// of timing out its call (5 s in v1) while a large file is read.
+func (m *Manager) finish(ctx context.Context, t task.Snapshot, dt dfgettask.Task) (Result, error) {
+	sum := t.RealMd5
+	if sum == "" && !dt.Blake3 {
+		wctx, cancel := context.WithTimeout(ctx, md5Wait)
+		defer cancel()
+		var err error
+		sum, err = m.Digests.FileMd5(wctx, t.ID)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			return Result{Code: types.CodePeerWait}, nil
+		case err != nil:
+			return Result{}, errorf(types.CodeSystemError, "md5 of task %s: %w", t.ID, err)
+		}
+	}
+	return Result{Code: types.CodePeerFinish, Finish: &types.FinishData{Md5: sum, FileLength: t.FileLength}}, nil
 }

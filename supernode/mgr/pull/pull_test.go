@@ -62,6 +62,7 @@ func running(t *testing.T, d *deps) string {
 	d.tasks.EXPECT().Snapshot(gomock.Any()).DoAndReturn(known).AnyTimes()
 	d.tasks.EXPECT().Access(gomock.Any()).DoAndReturn(known).AnyTimes()
 	d.tasks.EXPECT().SuperCID(id).Return(types.SuperNodeCIDPrefix + "10.0.0.1~" + id).AnyTimes()
+	d.cdn.EXPECT().PrepareFileMd5(id).AnyTimes()
 	if err := d.dfget.Add(dfgettask.Task{CID: "c1", TaskID: id, PeerID: "p1", Path: "/peer/file/c1", SupernodeIP: "10.9.9.9"}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +233,10 @@ func TestPullFailedPieceProbesPeer(t *testing.T) {
 }
 
 // A client that asked for BLAKE3 at registration gets pieceDigest on every
-// piece offered, beside the unchanged pieceMd5; a piece whose BLAKE3 the
-// supernode does not know is not offered. A client that did not ask never
-// gets the field (TestPullPieceInfos: PieceDigest is not even looked up).
+// piece offered, and no pieceMd5 (its md5 is not even looked up, so never
+// computed for it); a piece whose BLAKE3 the supernode does not know is not
+// offered. A client that did not ask never gets the field
+// (TestPullPieceInfos: PieceDigest is not even looked up).
 func TestPullPieceDigestOnlyWhenAsked(t *testing.T) {
 	d := newDeps(t, 0)
 	idleWaiter(d)
@@ -244,7 +246,7 @@ func TestPullPieceDigestOnlyWhenAsked(t *testing.T) {
 	}
 	b3 := digest.Sum(digest.BLAKE3, []byte("piece 0"))
 	d.sched.EXPECT().Schedule(id, "c3").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: "super"}}, nil)
-	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
+	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Times(0)
 	d.cdn.EXPECT().PieceDigest(id, 0).Return(b3)
 	d.cdn.EXPECT().PieceDigest(id, 1).Return(digest.Digest{})
 	d.prog.EXPECT().Unassign(id, "c3", 1)
@@ -253,7 +255,7 @@ func TestPullPieceDigestOnlyWhenAsked(t *testing.T) {
 		t.Fatalf("pull: %d %v", res.Code, err)
 	}
 	ps := res.Data().([]types.PieceInfo)
-	if len(ps) != 1 || ps[0].PieceNum != 0 || ps[0].PieceMd5 != "m:9" || ps[0].PieceDigest != b3.String() {
+	if len(ps) != 1 || ps[0].PieceNum != 0 || ps[0].PieceMd5 != "" || ps[0].PieceDigest != b3.String() {
 		t.Fatalf("pieces %+v", ps)
 	}
 	if got, err := digest.Parse(ps[0].PieceDigest); err != nil || got != b3 {
@@ -273,5 +275,43 @@ func TestPullNoPieceWithoutMd5(t *testing.T) {
 	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusStart, Result: types.ResultInvalid})
 	if err != nil || res.Code != types.CodePeerWait || res.Data() != nil {
 		t.Fatalf("pull: %d %v %v", res.Code, res.Data(), err)
+	}
+}
+
+// The 600's md5 when the CDN computed none: a client that did not ask for
+// BLAKE3 gets the md5 computed on demand, one that asked gets none (and the
+// md5 is not computed for it); a md5 still being computed after md5Wait is
+// a 602, so the client polls again instead of timing out.
+func TestPullFinishMd5OnDemand(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	if err := d.dfget.Add(dfgettask.Task{CID: "c3", TaskID: id, PeerID: "p3", Path: "/peer/file/c3", Blake3: true}); err != nil {
+		t.Fatal(err)
+	}
+	d.cdnDone("", 15)
+	d.sched.EXPECT().Schedule(id, gomock.Any()).Return(nil, scheduler.ErrDone).AnyTimes()
+	d.prog.EXPECT().EndStream(gomock.Any()).AnyTimes()
+	d.cdn.EXPECT().FileMd5(gomock.Any(), id).Return("lazy", nil)
+	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || res.Code != types.CodePeerFinish || res.Finish.Md5 != "lazy" {
+		t.Fatalf("v1 client finish: %+v %v", res, err)
+	}
+	res, err = d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c3", Status: 700})
+	if err != nil || res.Code != types.CodePeerFinish || res.Finish.Md5 != "" || res.Finish.FileLength != 15 {
+		t.Fatalf("blake3 client finish: %+v %v", res, err)
+	}
+	d.cdn.EXPECT().FileMd5(gomock.Any(), id).DoAndReturn(func(ctx context.Context, _ string) (string, error) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	})
+	start := time.Now()
+	res, err = d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700})
+	if err != nil || res.Code != types.CodePeerWait || time.Since(start) < md5Wait {
+		t.Fatalf("slow md5: %+v %v after %s", res, err, time.Since(start))
+	}
+	d.cdn.EXPECT().FileMd5(gomock.Any(), id).Return("", errors.New("cache damaged"))
+	if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: 700}); task.CodeOf(err) != types.CodeSystemError {
+		t.Fatalf("damaged cache: %v", err)
 	}
 }

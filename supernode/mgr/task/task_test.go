@@ -86,6 +86,13 @@ func TestRegisterValidation(t *testing.T) {
 		{"md5 short", func(r *types.RegisterRequest) { r.Md5 = "451d" }},
 		{"unknown piece digest", func(r *types.RegisterRequest) { r.PieceDigest = "sha256" }},
 		{"piece digest with value", func(r *types.RegisterRequest) { r.PieceDigest = "blake3:00" }},
+		{"sha256 as piece digest", func(r *types.RegisterRequest) { r.PieceDigest = "SHA256" }},
+		{"digest without algorithm", func(r *types.RegisterRequest) { r.Digest = strings.Repeat("a", 64) }},
+		{"digest short", func(r *types.RegisterRequest) { r.Digest = "sha256:" + strings.Repeat("a", 63) }},
+		{"digest not hex", func(r *types.RegisterRequest) { r.Digest = "sha256:" + strings.Repeat("z", 64) }},
+		{"digest unknown algorithm", func(r *types.RegisterRequest) { r.Digest = "sha512:" + strings.Repeat("a", 128) }},
+		{"digest md5", func(r *types.RegisterRequest) { r.Digest = "md5:" + strings.Repeat("a", 32) }},
+		{"digest blake3", func(r *types.RegisterRequest) { r.Digest = "blake3:" + strings.Repeat("a", 64) }},
 	} {
 		r := validReq()
 		tc.mod(&r)
@@ -281,5 +288,31 @@ func TestRegistrationIDMatchesClient(t *testing.T) {
 		if src.TaskID != want {
 			t.Errorf("%+v: supernode id %s, client id %s", req, src.TaskID, want)
 		}
+	}
+}
+
+// An expected sha256 reaches the CDN with the source, and is not part of
+// the task's identity: the registration that starts the fetch sets the
+// check, a later one with another digest joins the same task.
+func TestRegisterDigest(t *testing.T) {
+	d := newDeps(t)
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
+	want := "sha256:" + strings.Repeat("ab", 32)
+	d.prog.EXPECT().InitTask(id)
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).DoAndReturn(func(src cdn.Source, _ func(cdn.Result)) (cdn.Started, error) {
+		if src.TaskID != id || src.Digest.String() != want {
+			t.Errorf("source %+v, want digest %s", src, want)
+		}
+		return cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil
+	}).Times(1)
+	d.prog.EXPECT().InitClient(id, gomock.Any(), gomock.Any(), false, false, 0, 0).Times(2)
+	r := validReq()
+	r.Digest = "SHA256:" + strings.Repeat("AB", 32)
+	if res, err := d.m.Register(RegisterParams{Req: r}); err != nil || res.TaskID != id {
+		t.Fatalf("register: %+v %v", res, err)
+	}
+	r.CID, r.Digest = "c2", "sha256:"+strings.Repeat("cd", 32)
+	if res, err := d.m.Register(RegisterParams{Req: r}); err != nil || res.TaskID != id {
+		t.Fatalf("second digest: %+v %v", res, err)
 	}
 }

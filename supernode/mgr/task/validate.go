@@ -1,6 +1,7 @@
 package task
 
 import (
+	"fmt"
 	"net"
 	"strings"
 
@@ -38,7 +39,7 @@ func CheckRequest(req types.RegisterRequest) error {
 	if err := CheckFields("cid", req.CID, "path", req.Path, "md5", req.Md5, "identifier", req.Identifier,
 		"callSystem", req.CallSystem, "hostName", req.HostName, "version", req.Version, "ip", req.IP,
 		"superNodeIp", req.SuperNodeIP, "pattern", req.Pattern, "taskId", req.TaskID,
-		"pieceDigest", req.PieceDigest); err != nil {
+		"pieceDigest", req.PieceDigest, "digest", req.Digest); err != nil {
 		return err
 	}
 	return CheckHeaderLines(req.Headers)
@@ -222,10 +223,30 @@ func wantsBlake3(name string) (bool, error) {
 		return false, nil
 	}
 	alg, err := digest.ParseAlgorithm(name)
+	if err == nil && alg != digest.MD5 && alg != digest.BLAKE3 {
+		err = fmt.Errorf("%s is not a piece digest", alg)
+	}
 	if err != nil {
 		return false, errorf(types.CodeParamError, "pieceDigest: %w: this supernode gives md5 or blake3", err)
 	}
 	return alg == digest.BLAKE3, nil
+}
+
+// FileDigest parses the expected whole-file digest of a registration: ""
+// (none) or "sha256:<64 hex>". Anything else is refused, so a malformed
+// digest is never taken for "no check".
+func FileDigest(v string) (digest.Digest, error) {
+	if v == "" {
+		return digest.Digest{}, nil
+	}
+	d, err := digest.Parse(v)
+	if err == nil && d.Algorithm() != digest.SHA256 {
+		err = fmt.Errorf("%s: only sha256 is checked for a whole file", d.Algorithm())
+	}
+	if err != nil {
+		return digest.Digest{}, errorf(types.CodeParamError, "digest: %w", err)
+	}
+	return d, nil
 }
 
 // registrationSource is the source a registration names, with its task ID.
@@ -248,9 +269,13 @@ func registrationSource(req types.RegisterRequest) (cdn.Source, error) {
 	if err != nil {
 		return cdn.Source{}, err
 	}
+	want, err := FileDigest(req.Digest)
+	if err != nil {
+		return cdn.Source{}, err
+	}
 	src := cdn.Source{
 		RawURL: req.RawURL, TaskURL: taskURL, Headers: headers, Md5: md5, Identifier: req.Identifier,
-		Insecure: req.Insecure, RootCAs: req.RootCAs,
+		Insecure: req.Insecure, RootCAs: req.RootCAs, Digest: want,
 	}
 	if req.Md5 != "" {
 		src.Identifier = ""

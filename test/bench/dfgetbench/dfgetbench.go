@@ -53,6 +53,9 @@ type Run struct {
 	TTFB time.Duration
 	// CPU is the process's user plus system time (children excluded).
 	CPU time.Duration
+	// ServerCPU is the user plus system time of the peer server the dfget
+	// spawned, from its start to the dfget's exit (0 for curl).
+	ServerCPU time.Duration
 }
 
 // Figures are the measurements of one Measure call.
@@ -75,11 +78,26 @@ type Figures struct {
 // ColdRatio is cold dfget time over curl time (target <= 1.3).
 func (f *Figures) ColdRatio() float64 { return ratio(f.Cold.Wall, f.Curl.Wall) }
 
-// WarmRatio is warm dfget time over curl time (target <= 1.15).
+// WarmRatio is warm dfget time over curl time (target <= 1.10).
 func (f *Figures) WarmRatio() float64 { return ratio(f.Warm.Wall, f.Curl.Wall) }
 
 // StreamVsFile is stream throughput over warm file-mode throughput (target >= 0.8).
 func (f *Figures) StreamVsFile() float64 { return ratio(f.Warm.Wall, f.Stream.Wall) }
+
+// CPUPerGiB is the CPU seconds a run spent per GiB received: the process
+// and, for a dfget, its peer server.
+func (f *Figures) CPUPerGiB(r Run) float64 {
+	return (r.CPU + r.ServerCPU).Seconds() / (float64(f.Size) / (1 << 30))
+}
+
+// CPURatio is a run's CPU per GiB over curl's (target <= 2).
+func (f *Figures) CPURatio(r Run) float64 {
+	c := f.CPUPerGiB(f.Curl)
+	if c <= 0 {
+		return 0
+	}
+	return f.CPUPerGiB(r) / c
+}
 
 // MBps is a throughput in MiB/s for d.
 func (f *Figures) MBps(d time.Duration) float64 { return float64(f.Size) / (1 << 20) / d.Seconds() }
@@ -88,12 +106,19 @@ func (f *Figures) MBps(d time.Duration) float64 { return float64(f.Size) / (1 <<
 func (f *Figures) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "size %d bytes, best of %d rounds\n", f.Size, f.Runs)
-	fmt.Fprintf(&b, "curl -o            %8.3fs %7.1f MiB/s  cpu %.2fs\n", f.Curl.Wall.Seconds(), f.MBps(f.Curl.Wall), f.Curl.CPU.Seconds())
+	fmt.Fprintf(&b, "curl -o            %8.3fs %7.1f MiB/s  cpu %.2fs  %.2f cpu-s/GiB\n", f.Curl.Wall.Seconds(), f.MBps(f.Curl.Wall),
+		f.Curl.CPU.Seconds(), f.CPUPerGiB(f.Curl))
 	fmt.Fprintf(&b, "supernode CDN fill %8.3fs %7.1f MiB/s  (cdnbench; floor of a cold download)\n", f.CDN.Seconds(), f.MBps(f.CDN))
-	fmt.Fprintf(&b, "dfget cold         %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx curl (target <= 1.30)  peak RSS %d MiB\n",
-		f.Cold.Wall.Seconds(), f.MBps(f.Cold.Wall), f.Cold.CPU.Seconds(), f.ColdRatio(), f.Cold.PeakRSS>>20)
-	fmt.Fprintf(&b, "dfget warm         %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx curl (target <= 1.15)  peak RSS %d MiB\n",
-		f.Warm.Wall.Seconds(), f.MBps(f.Warm.Wall), f.Warm.CPU.Seconds(), f.WarmRatio(), f.Warm.PeakRSS>>20)
+	for _, r := range []struct {
+		name string
+		run  Run
+		x    float64
+		max  string
+	}{{"dfget cold    ", f.Cold, f.ColdRatio(), "1.30"}, {"dfget warm    ", f.Warm, f.WarmRatio(), "1.10"}} {
+		fmt.Fprintf(&b, "%s     %8.3fs %7.1f MiB/s  cpu %.2fs + server %.2fs = %.2f cpu-s/GiB (%.2fx curl, target <= 2)  %.2fx curl (target <= %s)  peak RSS %d MiB\n",
+			r.name, r.run.Wall.Seconds(), f.MBps(r.run.Wall), r.run.CPU.Seconds(), r.run.ServerCPU.Seconds(), f.CPUPerGiB(r.run),
+			f.CPURatio(r.run), r.x, r.max, r.run.PeakRSS>>20)
+	}
 	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
 		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
 	fmt.Fprintf(&b, "stream peer server peak RSS %d MiB\n", f.StreamServerRSS>>20)
@@ -192,6 +217,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			if err != nil {
 				return nil, err
 			}
+			r.ServerCPU = serverCPU(home)
 			if err := checkFile(out, sum); err != nil {
 				return nil, err
 			}
@@ -208,6 +234,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 		if err != nil {
 			return nil, err
 		}
+		r.ServerCPU = serverCPU(home)
 		if got := h.Sum32(); got != crc {
 			return nil, fmt.Errorf("stream crc32 %08x, want %08x", got, crc)
 		}
@@ -347,28 +374,67 @@ func serveOrigin(path string) (string, func(), error) {
 
 // serverHWM is the peak RSS of the peer server under home, 0 if unknown.
 func serverHWM(home string) int64 {
-	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
+	pid := serverPid(home)
+	if pid <= 0 {
 		return 0
 	}
 	v, _ := procmem.PeakRSS(pid)
 	return v
 }
 
+// serverPid is the pid of the peer server a dfget spawned under home, 0
+// if unknown.
+func serverPid(home string) int {
+	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// serverCPU is the user plus system time so far of the peer server under
+// home, 0 if unknown.
+func serverCPU(home string) time.Duration {
+	pid := serverPid(home)
+	if pid <= 0 {
+		return 0
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name, which may hold spaces:
+	// state is the first, utime and stime the 12th and 13th.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, uerr := strconv.ParseInt(fields[11], 10, 64)
+	st, serr := strconv.ParseInt(fields[12], 10, 64)
+	if uerr != nil || serr != nil {
+		return 0
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
 // killServer ends the peer server a dfget spawned under home and waits
 // until it is gone: a server still shutting down writes into home while
 // the caller removes it.
 func killServer(home string) {
-	b, err := os.ReadFile(filepath.Join(home, "meta", "server.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
+	pid := serverPid(home)
+	if pid <= 0 {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)

@@ -13,7 +13,11 @@ import (
 )
 
 func result(wall, fluid time.Duration, origin int64, ok bool) *swarm.Result {
-	return &swarm.Result{Client: swarm.Dfget, Peers: 8, Size: 1000, OriginRate: 400e6, Wall: wall, Fluid: fluid,
+	return resultOf(8, wall, fluid, origin, ok)
+}
+
+func resultOf(peers int, wall, fluid time.Duration, origin int64, ok bool) *swarm.Result {
+	return &swarm.Result{Client: swarm.Dfget, Peers: peers, Size: 1000, OriginRate: 400e6, Wall: wall, Fluid: fluid,
 		OriginBytes: origin, AllVerified: ok, PeerUpload: -1, MaxRSS: 1 << 20, SupernodeServed: 4000,
 		PeerResults: []swarm.Peer{{Verified: ok}}}
 }
@@ -24,12 +28,14 @@ func TestTargets(t *testing.T) {
 		row  Row
 		pass bool
 	}{
-		{"met", Row{Target: true, Result: result(3*time.Second, 2*time.Second, 1020, true)}, true},
-		{"slow", Row{Target: true, Result: result(3100*time.Millisecond, 2*time.Second, 1000, true)}, false},
+		{"met", Row{Target: true, Result: resultOf(16, 3*time.Second, 2*time.Second, 1020, true)}, true},
+		{"slow", Row{Target: true, Result: resultOf(16, 3100*time.Millisecond, 2*time.Second, 1000, true)}, false},
 		{"origin", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1021, true)}, false},
 		{"wrong bytes", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1000, false)}, false},
 		{"error", Row{Target: true, Result: result(2*time.Second, 2*time.Second, 1000, true), Error: "boom"}, false},
 		{"not a target", Row{Result: result(2*time.Second, 2*time.Second, 1000, true)}, false},
+		{"8 peers at 1.25x", Row{Target: true, Result: resultOf(8, 2500*time.Millisecond, 2*time.Second, 1000, true)}, true},
+		{"8 peers at 1.3x", Row{Target: true, Result: resultOf(8, 2600*time.Millisecond, 2*time.Second, 1000, true)}, false},
 	} {
 		if got := tc.row.Pass(); got != tc.pass {
 			t.Errorf("%s: Pass() = %v", tc.name, got)
@@ -39,7 +45,7 @@ func TestTargets(t *testing.T) {
 
 func TestReport(t *testing.T) {
 	r := &Report{Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Mode: "netns", Rows: []Row{
-		{Spec: "dfget N=8", Target: true, Result: result(3*time.Second, 2*time.Second, 1000, true)},
+		{Spec: "dfget N=8", Target: true, Result: result(2400*time.Millisecond, 2*time.Second, 1000, true)},
 		{Spec: "curl N=8", Result: result(20*time.Second, 16*time.Second, 8000, true)},
 	}, Loads: []LoadRow{{Target: true, Result: &load.Result{Clients: 10, Completed: 10, TaskP99: time.Millisecond}}}}
 	if f := r.Failed(); len(f) != 0 {
@@ -48,7 +54,7 @@ func TestReport(t *testing.T) {
 	var b strings.Builder
 	r.WriteMarkdown(&b)
 	out := b.String()
-	for _, want := range []string{"| dfget | 8 | 1000 B | 400 Mbit/s | 3.00 | 2.00 | 1.50 | 1.000 | n/a | 0.50 |", "pass (", "All runs correct"} {
+	for _, want := range []string{"| dfget | 8 | 1000 B | 400 Mbit/s | 2.40 | 2.00 | 1.20 | 1.000 | n/a | 0.50 |", "pass (", "All runs correct"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
 		}
@@ -77,7 +83,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Report
-	if err := json.Unmarshal(raw, &back); err != nil || len(back.Rows) != 3 || back.Rows[0].Result.Wall != 3*time.Second {
+	if err := json.Unmarshal(raw, &back); err != nil || len(back.Rows) != 3 || back.Rows[0].Result.Wall != 2400*time.Millisecond {
 		t.Errorf("round trip: %v %+v", err, back.Rows)
 	}
 }

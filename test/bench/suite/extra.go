@@ -60,7 +60,7 @@ func cdnSection(ctx context.Context, size int64) report.Section {
 	}
 	s.Add("curl -o", "%.3f s (%.0f MiB/s)", curl.Seconds(), mibps(size, curl))
 	s.Add("supernode register to cdnStatus SUCCESS", "%.3f s (%.0f MiB/s)", cdn.Seconds(), mibps(size, cdn))
-	s.Add("CDN / curl", "%.2f", cdn.Seconds()/curl.Seconds())
+	s.Add("CDN / curl", "%.2f, target <= 1.20: %s", cdn.Seconds()/curl.Seconds(), s.Check("CDN fill", cdn.Seconds() <= 1.2*curl.Seconds()))
 	return s
 }
 
@@ -89,12 +89,20 @@ func singleSection(ctx context.Context, size int64) report.Section {
 		return s
 	}
 	run := func(r dfgetbench.Run) string {
-		return fmt.Sprintf("%.3f s (%.0f MiB/s), CPU %.2f s, peak RSS %s", r.Wall.Seconds(), f.MBps(r.Wall), r.CPU.Seconds(), swarm.FormatBytes(r.PeakRSS))
+		return fmt.Sprintf("%.3f s (%.0f MiB/s), CPU %.2f s + peer server %.2f s = %.2f CPU-s/GiB, peak RSS %s",
+			r.Wall.Seconds(), f.MBps(r.Wall), r.CPU.Seconds(), r.ServerCPU.Seconds(), f.CPUPerGiB(r), swarm.FormatBytes(r.PeakRSS))
 	}
+	cpu := func(name string, r dfgetbench.Run) string {
+		return fmt.Sprintf("CPU %.2fx curl's, target <= 2: %s", f.CPURatio(r), s.Check(name+" CPU/GiB", f.CPURatio(r) <= 2))
+	}
+	cdn := f.CDN.Seconds() / f.Curl.Wall.Seconds()
 	s.Add("curl -o", "%s", run(f.Curl))
-	s.Add("supernode CDN fill (cdnbench)", "%.3f s (%.0f MiB/s)", f.CDN.Seconds(), f.MBps(f.CDN))
-	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s", run(f.Cold), f.ColdRatio(), s.Check("dfget cold", f.ColdRatio() <= 1.3))
-	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.15: %s", run(f.Warm), f.WarmRatio(), s.Check("dfget warm", f.WarmRatio() <= 1.15))
+	s.Add("supernode CDN fill (cdnbench)", "%.3f s (%.0f MiB/s); %.2fx curl, target <= 1.20: %s", f.CDN.Seconds(), f.MBps(f.CDN),
+		cdn, s.Check("CDN fill", cdn <= 1.2))
+	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s; %s", run(f.Cold), f.ColdRatio(),
+		s.Check("dfget cold", f.ColdRatio() <= 1.3), cpu("dfget cold", f.Cold))
+	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.10: %s; %s", run(f.Warm), f.WarmRatio(),
+		s.Check("dfget warm", f.WarmRatio() <= 1.1), cpu("dfget warm", f.Warm))
 	s.Add("dfget --stream (warm)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
 		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), s.Check("dfget --stream", f.StreamVsFile() >= 0.8))
 	return s

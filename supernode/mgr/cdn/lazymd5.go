@@ -1,0 +1,247 @@
+package cdn
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// lazyMd5 is a cache file's md5 state. The fill computes only BLAKE3; md5
+// is what Dragonfly 1.x clients check, so it is computed when one of them
+// needs it: a piece's md5 when such a client is offered the piece, the
+// whole-file md5 for its 600 answer. Each is computed once, from the cache
+// file, and only after the bytes read back match their BLAKE3 digest, so a
+// damaged cache is never blessed with a fresh md5. Guarded by cacheFile.mu.
+type lazyMd5 struct {
+	path string // the data file ("" in the source pattern)
+	// key is the content key of a complete file, which keys its sidecars.
+	key string
+	// computing has a channel per piece whose md5 is being computed,
+	// closed when it is done, so concurrent askers compute it once.
+	computing map[int]chan struct{}
+	saved     bool // every piece md5 is in the .md5 sidecar
+	fileMd5   string
+	fileErr   error
+	fileDone  chan struct{} // closed when fileMd5 or fileErr is set
+}
+
+// PieceMd5 is the "md5:len" of a written piece, computed on first demand
+// ("" when the piece is not ready, or its bytes no longer match its BLAKE3
+// digest: such a piece is not offered).
+func (m *Manager) PieceMd5(taskID string, num int) string {
+	cf := m.file(taskID)
+	if cf == nil {
+		return ""
+	}
+	cf.mu.Lock()
+	if num < 0 || num >= len(cf.md5s) || !cf.ready.Test(uint(num)) {
+		cf.mu.Unlock()
+		return ""
+	}
+	if s := cf.md5s[num]; s != "" || cf.source {
+		cf.mu.Unlock()
+		return s
+	}
+	if ch := cf.lazy.computing[num]; ch != nil {
+		cf.mu.Unlock()
+		<-ch
+		cf.mu.Lock()
+		defer cf.mu.Unlock()
+		return cf.md5s[num]
+	}
+	ch := make(chan struct{})
+	if cf.lazy.computing == nil {
+		cf.lazy.computing = map[int]chan struct{}{}
+	}
+	cf.lazy.computing[num] = ch
+	want, n, path := cf.blake3s[num], int(cf.lens[num]), cf.lazy.path
+	cf.mu.Unlock()
+	sum, err := hashPiece(path, int64(num)*int64(cf.pieceSize), n, want)
+	m.metrics.Md5OnDemand.Inc()
+	cf.mu.Lock()
+	delete(cf.lazy.computing, num)
+	if err == nil {
+		cf.md5s[num] = sum
+	}
+	save := err == nil && cf.completeMd5s()
+	cf.mu.Unlock()
+	close(ch)
+	if err != nil {
+		m.log.WithField("task", taskID).WithError(err).Warnf("no md5 for piece %d", num)
+		return ""
+	}
+	if save {
+		m.saveMd5s(taskID, cf)
+	}
+	return sum
+}
+
+// completeMd5s reports, once, that a complete file has every piece md5,
+// for the caller to write the .md5 sidecar. cf.mu is held.
+func (cf *cacheFile) completeMd5s() bool {
+	if !cf.done || !cf.ok || cf.lazy.key == "" || cf.lazy.saved {
+		return false
+	}
+	for _, s := range cf.md5s {
+		if s == "" {
+			return false
+		}
+	}
+	cf.lazy.saved = true
+	return true
+}
+
+// saveMd5s writes the .md5 sidecar once every piece md5 is known: partial
+// sets stay in memory (after a restart each piece is hashed again on
+// demand, one read of one piece), so a v1 client costs one sidecar write
+// per file, not one per piece.
+func (m *Manager) saveMd5s(id string, cf *cacheFile) {
+	cf.mu.Lock()
+	md5s, key := append([]string(nil), cf.md5s...), cf.lazy.key
+	cf.mu.Unlock()
+	if err := m.store.WriteMd5(id, md5s, key); err != nil {
+		m.log.WithField("task", id).WithError(err).Warn("write md5 sidecar")
+	}
+}
+
+// hashPiece reads n bytes at off of the cache file and returns their
+// "md5:len" after checking them against want.
+func hashPiece(path string, off int64, n int, want digest.Digest) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("open cache: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return "", fmt.Errorf("read cache at %d: %w", off, err)
+	}
+	if err := want.Verify(b); err != nil {
+		return "", fmt.Errorf("cache at %d is damaged: %w", off, err)
+	}
+	return piece.Md5Value(b), nil
+}
+
+// FileMd5 is the whole-file md5 of a task's content, for the 600 answer
+// to a client that checks it. Unless the fetch computed it (the task
+// expects an md5, or the source pattern), it is computed once, after the
+// fetch ends, by one read of the cache file in which every piece is
+// checked against its BLAKE3 digest, and recorded in the meta.
+func (m *Manager) FileMd5(ctx context.Context, taskID string) (string, error) {
+	cf := m.file(taskID)
+	if cf == nil {
+		return "", fmt.Errorf("task %s: no cache file", taskID)
+	}
+	done := m.startFileMd5(taskID, cf)
+	select {
+	case <-done:
+		cf.mu.Lock()
+		defer cf.mu.Unlock()
+		return cf.lazy.fileMd5, cf.lazy.fileErr
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// PrepareFileMd5 starts computing the whole-file md5 (see FileMd5) without
+// waiting: called when a client that will need it shows up, so the read
+// overlaps its download instead of delaying its 600.
+func (m *Manager) PrepareFileMd5(taskID string) {
+	if cf := m.file(taskID); cf != nil {
+		m.startFileMd5(taskID, cf)
+	}
+}
+
+func (m *Manager) startFileMd5(id string, cf *cacheFile) <-chan struct{} {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	if cf.lazy.fileDone != nil {
+		return cf.lazy.fileDone
+	}
+	ch := make(chan struct{})
+	cf.lazy.fileDone = ch
+	if m.ctx.Err() != nil {
+		cf.lazy.fileErr = errors.New("cdn manager is closed")
+		close(ch)
+		return ch
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(ch)
+		sum, err := m.waitAndHashFile(id, cf)
+		cf.mu.Lock()
+		cf.lazy.fileMd5, cf.lazy.fileErr = sum, err
+		cf.mu.Unlock()
+	}()
+	return ch
+}
+
+// waitAndHashFile waits for the fetch to end and returns the content md5:
+// the one the fetch knows, or one read of the file.
+func (m *Manager) waitAndHashFile(id string, cf *cacheFile) (string, error) {
+	select {
+	case <-cf.finished:
+	case <-m.ctx.Done():
+		return "", m.ctx.Err()
+	}
+	cf.mu.Lock()
+	ok, known, key := cf.ok, cf.lazy.fileMd5, cf.lazy.key
+	blake3s, lens := append([]digest.Digest(nil), cf.blake3s...), append([]int32(nil), cf.lens...)
+	cf.mu.Unlock()
+	switch {
+	case !ok:
+		return "", fmt.Errorf("task %s: the fetch failed", id)
+	case known != "" || cf.source:
+		return known, nil
+	}
+	sum, err := hashFile(m.ctx, cf.lazy.path, cf.pieceSize, blake3s, lens)
+	m.metrics.Md5OnDemand.Inc()
+	if err != nil {
+		m.log.WithField("task", id).WithError(err).Warn("no whole-file md5")
+		return "", err
+	}
+	if meta, err := m.store.ReadMeta(id); err == nil && meta.Blake3 == key && meta.Finish && meta.Success {
+		meta.RealMd5 = sum
+		if err := m.store.WriteMeta(meta); err != nil {
+			m.log.WithField("task", id).WithError(err).Warn("record the file md5")
+		}
+	}
+	return sum, nil
+}
+
+// hashFile is the md5 of a cache file's content, each piece checked
+// against its BLAKE3 digest first.
+func hashFile(ctx context.Context, path string, pieceSize int32, blake3s []digest.Digest, lens []int32) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("open cache: %w", err)
+	}
+	defer f.Close()
+	h := md5.New()
+	buf := make([]byte, pieceSize)
+	for i, want := range blake3s {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		b := buf[:lens[i]]
+		if _, err := f.ReadAt(b, int64(i)*int64(pieceSize)); err != nil {
+			return "", fmt.Errorf("read cache piece %d: %w", i, err)
+		}
+		if err := want.Verify(b); err != nil {
+			return "", fmt.Errorf("cache piece %d is damaged: %w", i, err)
+		}
+		content, err := piece.Unwrap(b)
+		if err != nil {
+			return "", fmt.Errorf("cache piece %d: %w", i, err)
+		}
+		h.Write(content)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
