@@ -311,10 +311,19 @@ func (d *dfdaemonProc) tryPull(t *testing.T, ref string) (string, int, string) {
 	return pullDir(t, "primary.invalid/"+ref, "--registries-conf", mirrorConf(t, "primary.invalid", d.addr))
 }
 
-// wantStreams fails unless the dfdaemon counted n streams with result.
+// wantStreams fails unless the dfdaemon counts n streams with result
+// within a few seconds: a stream is counted when its download ends, which
+// can be just after the client read the last byte.
 func (d *dfdaemonProc) wantStreams(t *testing.T, result string, n int) {
 	t.Helper()
-	if got := d.metric(t, `dragonfly_dfdaemon_streams_total{result="`+result+`"}`); got != float64(n) {
+	var got float64
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got = d.metric(t, `dragonfly_dfdaemon_streams_total{result="`+result+`"}`)
+		if got >= float64(n) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got != float64(n) {
 		t.Fatalf("dfdaemon %s: %v streams with result %s, want %d", d.addr, got, result, n)
 	}
 }
