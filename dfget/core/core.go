@@ -40,6 +40,10 @@ type IO struct {
 	Console io.Writer
 	Bar     io.Writer
 	Log     *logrus.Logger
+	// DataChecksDigest says Data checks the stream against cfg.Digest
+	// itself (and fails the write of a wrong last byte): a stream then
+	// does not hash every byte a second time.
+	DataChecksDigest bool
 }
 
 // Outcome is how a download ended, for a caller that runs downloads as a

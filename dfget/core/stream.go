@@ -22,7 +22,7 @@ import (
 // fallBack, and the source continues the stream where P2P left it.
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
-	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "", !d.digest.IsZero())
+	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "", d.streamSha256())
 	pctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
 	res, closeCache, err := d.streamPieces(ctx, pctx, w)
 	var n int64
@@ -198,7 +198,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.
-		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", !d.digest.IsZero())
+		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", d.streamSha256())
 		_, _ = d.sw.Stop()
 	}
 	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
@@ -216,11 +216,14 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	return d.checkStreamDigest(d.sw)
 }
 
+// streamSha256 reports whether the stream hashes its bytes for --digest.
+func (d *Download) streamSha256() bool { return !d.digest.IsZero() && !d.io.DataChecksDigest }
+
 // checkStreamDigest compares the stream's sha256 with --digest, if given.
 // The bytes are out by then (a stream holds only its window): a mismatch
 // is the run's failure, its non-zero exit what tells the consumer.
 func (d *Download) checkStreamDigest(w *downloader.StreamWriter) error {
-	if d.digest.IsZero() {
+	if !d.streamSha256() {
 		return nil
 	}
 	if err := d.digest.Check(w.Sha256()); err != nil {
