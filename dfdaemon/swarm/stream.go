@@ -55,7 +55,9 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 		}
 	})
 	defer stop()
-	out := core.Execute(ctx, cfg, core.IO{Data: bw, Console: lineLog{log}, Log: s.log})
+	// The writer checks the digest before the last byte leaves; dfget's
+	// own whole-stream sha256 would hash every byte again.
+	out := core.Execute(ctx, cfg, core.IO{Data: bw, Console: lineLog{log}, Log: s.log, DataChecksDigest: bw.h != nil})
 	err = bw.finish(out.Code == 0 && out.Err == nil)
 	s.m.Bytes.Add(float64(bw.sent()))
 	switch {
