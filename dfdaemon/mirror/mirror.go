@@ -9,6 +9,7 @@ package mirror
 //go:generate go tool mockgen -source=mirror.go -destination=mock_swarm_test.go -package=mirror
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 
@@ -19,6 +20,9 @@ import (
 type Swarm interface {
 	ServeGET(w http.ResponseWriter, r *http.Request, src swarm.Source, id swarm.Identity)
 	Forward(w http.ResponseWriter, r *http.Request, src swarm.Source)
+	// Warm starts the fill of a blob a manifest names (the request's
+	// headers are the client's).
+	Warm(ctx context.Context, r *http.Request, src swarm.Source, id swarm.Identity)
 }
 
 // Mirror mirrors the registry at Remote.
@@ -39,6 +43,16 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := swarm.Source{URL: m.upstream(r.URL), CACerts: m.CACerts, Insecure: m.Insecure}
 	if d := swarm.BlobDigest(r.URL.Path); d != "" && r.Method == http.MethodGet && !m.Direct {
 		m.Swarm.ServeGET(w, r, src, swarm.Identity{Digest: d})
+		return
+	}
+	if name := manifestName(r); name != "" && !m.Direct {
+		// The engine fetches the layers next, often one at a time:
+		// starting every layer's fill now keeps the registry's link busy.
+		c := &manifestCapture{ResponseWriter: w}
+		m.Swarm.Forward(c, r, src)
+		if b := c.body(); b != nil {
+			m.warmManifest(r, name, b)
+		}
 		return
 	}
 	m.Swarm.Forward(w, r, src)

@@ -10,6 +10,7 @@
 package mirror
 
 import (
+	context "context"
 	http "net/http"
 	reflect "reflect"
 
@@ -63,4 +64,16 @@ func (m *MockSwarm) ServeGET(w http.ResponseWriter, r *http.Request, src swarm.S
 func (mr *MockSwarmMockRecorder) ServeGET(w, r, src, id any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServeGET", reflect.TypeOf((*MockSwarm)(nil).ServeGET), w, r, src, id)
+}
+
+// Warm mocks base method.
+func (m *MockSwarm) Warm(ctx context.Context, r *http.Request, src swarm.Source, id swarm.Identity) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "Warm", ctx, r, src, id)
+}
+
+// Warm indicates an expected call of Warm.
+func (mr *MockSwarmMockRecorder) Warm(ctx, r, src, id any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Warm", reflect.TypeOf((*MockSwarm)(nil).Warm), ctx, r, src, id)
 }

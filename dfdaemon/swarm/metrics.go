@@ -11,6 +11,8 @@ type Metrics struct {
 	Bytes     prometheus.Counter
 	InFlight  prometheus.Gauge
 	Forwarded prometheus.Counter
+	// Warmed counts blobs whose CDN fill a manifest started (Warm).
+	Warmed prometheus.Counter
 }
 
 // NewMetrics builds the collectors and registers them on reg (nil: none).
@@ -24,12 +26,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "streams_in_flight", Help: "Stream downloads in progress."}),
 		Forwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "dragonfly", Subsystem: "dfdaemon",
 			Name: "forwarded_total", Help: "Requests forwarded to their source as they are."}),
+		Warmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "dragonfly", Subsystem: "dfdaemon",
+			Name: "warmed_total", Help: "Blobs whose CDN fill was started when their manifest passed."}),
 	}
 	for _, r := range []string{"p2p", "source", "digest_mismatch", "client_gone", "failed"} {
 		m.Streams.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Streams, m.Bytes, m.InFlight, m.Forwarded)
+		reg.MustRegister(m.Streams, m.Bytes, m.InFlight, m.Forwarded, m.Warmed)
 	}
 	return m
 }

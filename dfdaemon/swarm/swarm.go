@@ -77,6 +77,7 @@ type Swarm struct {
 
 	mu      sync.Mutex
 	clients map[string]*http.Client // by TLS settings
+	warmed  map[string]time.Time    // digest -> when Warm started its fill
 	seq     uint64
 }
 
@@ -90,7 +91,7 @@ func New(opt Options) *Swarm {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}}
+	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
 }
 
 // headTimeout bounds the HEAD that learns a source's length.
