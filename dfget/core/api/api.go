@@ -238,6 +238,24 @@ func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstC
 	return c.want(ctx, http.MethodGet, c.endpoint(node, "/peer/piece/suc", q), types.CodeGetPieceReport)
 }
 
+// TaskInfo calls GET /api/v1/tasks/{id}: the task as the supernode knows
+// it, its CDN status among the rest.
+func (c *Client) TaskInfo(ctx context.Context, node, taskID string) (*types.TaskInfo, error) {
+	u := c.endpoint(node, "/api/v1/tasks/"+url.PathEscape(taskID), nil)
+	b, status, err := c.do(ctx, http.MethodGet, u, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", u, status)
+	}
+	var ti types.TaskInfo
+	if err := json.Unmarshal(b, &ti); err != nil {
+		return nil, fmt.Errorf("%s: bad reply: %w", u, err)
+	}
+	return &ti, nil
+}
+
 // ReportServiceDown calls GET /peer/service/down and wants code 612.
 func (c *Client) ReportServiceDown(ctx context.Context, node, taskID, cid string) error {
 	q := url.Values{}
