@@ -105,9 +105,10 @@ func manifestBlobs(b []byte) []string {
 	return out
 }
 
-// warmManifest starts the CDN fill of every blob of the manifest that
-// answered r, in the background: the engine has the manifest and asks for
-// its blobs meanwhile. Each warm is bounded by the swarm's own timeout.
+// warmManifest starts the CDN fill of the manifest's blobs one after
+// another, in its order, in the background: the engine has the manifest
+// and asks for the blobs meanwhile (a blob it asks for before its turn
+// starts its own fill). Every wait is bounded by the swarm's timeouts.
 func (m *Mirror) warmManifest(r *http.Request, name string, body []byte) {
 	blobs := manifestBlobs(body)
 	if len(blobs) == 0 {
@@ -116,12 +117,17 @@ func (m *Mirror) warmManifest(r *http.Request, name string, body []byte) {
 	ctx := context.WithoutCancel(r.Context())
 	hdr := r.Clone(ctx)
 	hdr.Body = http.NoBody
-	for _, d := range blobs {
+	srcs := make([]swarm.Source, len(blobs))
+	for i, d := range blobs {
 		u := *r.URL
 		u.Path, u.RawPath = "/v2/"+name+"/blobs/"+d, ""
-		src := swarm.Source{URL: m.upstream(&u), CACerts: m.CACerts, Insecure: m.Insecure}
-		go m.Swarm.Warm(ctx, hdr, src, swarm.Identity{Digest: d})
+		srcs[i] = swarm.Source{URL: m.upstream(&u), CACerts: m.CACerts, Insecure: m.Insecure}
 	}
+	go func() {
+		for i, d := range blobs {
+			m.Swarm.Warm(ctx, hdr, srcs[i], swarm.Identity{Digest: d})
+		}
+	}()
 }
 
 // manifestName is the repository name of a manifest GET, "" for any
