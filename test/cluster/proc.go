@@ -150,6 +150,17 @@ func (p *Proc) MaxRSS() int64 {
 	return p.peak
 }
 
+// CPU is the user plus system time of the exited process (rusage); 0
+// before exit.
+func (p *Proc) CPU() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == nil {
+		return 0
+	}
+	return p.state.UserTime() + p.state.SystemTime()
+}
+
 // PeakRSS reads the running process's peak resident set size (VmHWM) in
 // bytes.
 func (p *Proc) PeakRSS() (int64, error) {

@@ -154,52 +154,64 @@ func start(ctx context.Context, mode cluster.Mode, rate int64) (*bench, error) {
 }
 
 func (b *bench) startHosts(ctx context.Context, registryBin, dfdaemonBin string, rate int64) error {
-	var hosts []*cluster.Host
-	for _, name := range []string{"registry", "supernode", "client"} {
-		spec := cluster.HostSpec{Name: name}
-		if name == "registry" {
-			spec.Uplink = rate
-		}
-		h, err := b.c.AddHost(ctx, spec)
-		if err != nil {
-			return err
-		}
-		hosts = append(hosts, h)
-	}
-	rh, sh, ch := hosts[0], hosts[1], hosts[2]
-	b.client = ch
-	port, err := rh.Port(5000)
+	sn, err := b.startBase(ctx, registryBin, rate)
 	if err != nil {
 		return err
+	}
+	ch, err := b.c.AddHost(ctx, cluster.HostSpec{Name: "client"})
+	if err != nil {
+		return err
+	}
+	b.client = ch
+	b.dfdaemon, b.mirror, err = startDfdaemon(ctx, ch, dfdaemonBin, b.registry, sn.Node())
+	return err
+}
+
+// startBase starts the registry, its uplink shaped to rate, and the
+// supernode.
+func (b *bench) startBase(ctx context.Context, registryBin string, rate int64) (*cluster.Supernode, error) {
+	rh, err := b.c.AddHost(ctx, cluster.HostSpec{Name: "registry", Uplink: rate})
+	if err != nil {
+		return nil, err
+	}
+	sh, err := b.c.AddHost(ctx, cluster.HostSpec{Name: "supernode"})
+	if err != nil {
+		return nil, err
+	}
+	port, err := rh.Port(5000)
+	if err != nil {
+		return nil, err
 	}
 	b.registry = rh.Addr(port)
 	cfg := filepath.Join(rh.Dir(), "registry.yml")
 	if err := os.WriteFile(cfg, imagetest.RegistryConfig(filepath.Join(rh.Dir(), "storage"), b.registry), 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	reg, err := rh.Start(ctx, cluster.Exec{Label: "registry", Path: registryBin, Args: []string{"serve", cfg}})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := cluster.WaitHTTP(ctx, "http://"+b.registry+"/v2/", "{}", 15*time.Second, reg); err != nil {
-		return err
+		return nil, err
 	}
-	sn, err := b.c.StartSupernode(ctx, sh)
+	return b.c.StartSupernode(ctx, sh)
+}
+
+// startDfdaemon runs a dfdaemon on h mirroring registry through node and
+// returns it with its address.
+func startDfdaemon(ctx context.Context, h *cluster.Host, bin, registry, node string) (*cluster.Proc, string, error) {
+	mport, err := h.Port(65001)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	mport, err := ch.Port(65001)
+	mirror := h.Addr(mport)
+	p, err := h.Start(ctx, cluster.Exec{Label: h.NextLabel("dfdaemon"), Path: bin, Args: []string{"--config", "/dev/null",
+		"--port", strconv.Itoa(mport), "--registry", "http://" + registry, "--node", node, "--ratelimit", "0",
+		"--workHome", filepath.Join(h.Dir(), "dfdaemon-home")}})
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	b.mirror = ch.Addr(mport)
-	b.dfdaemon, err = ch.Start(ctx, cluster.Exec{Label: "dfdaemon", Path: dfdaemonBin, Args: []string{"--config", "/dev/null",
-		"--port", strconv.Itoa(mport), "--registry", "http://" + b.registry, "--node", sn.Node(), "--ratelimit", "0",
-		"--workHome", filepath.Join(ch.Dir(), "dfdaemon-home")}})
-	if err != nil {
-		return err
-	}
-	return cluster.WaitHTTP(ctx, "http://"+b.mirror+"/_ping", "OK", 15*time.Second, b.dfdaemon)
+	return p, mirror, cluster.WaitHTTP(ctx, "http://"+mirror+"/_ping", "OK", 15*time.Second, p)
 }
 
 // push writes an image of n random layers of size bytes and pushes it.

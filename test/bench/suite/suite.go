@@ -163,6 +163,10 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		dc := dfdaemonbench.Default()
 		dc.Mode = cfg.Mode
 		rep.Sections = append(rep.Sections, dfdaemonbench.Section(ctx, dc))
+		if ctx.Err() == nil {
+			logf("dfdaemon: 8 hosts pull an image through their dfdaemons, and directly")
+			rep.Sections = append(rep.Sections, dfdaemonbench.PullSection(ctx, dfdaemonbench.DefaultPull()))
+		}
 	}
 	if cfg.Selected(CDN) && ctx.Err() == nil {
 		logf("cdn: curl vs supernode CDN fill, %s", swarm.FormatBytes(cfg.CDNSize))
