@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
 )
@@ -107,7 +107,7 @@ func (s *Swarm) warm(ctx context.Context, r *http.Request, src Source, id Identi
 			return nil, "", "", err
 		}
 	}
-	cas, err := readFiles(cfg.CACerts)
+	cas, err := core.ReadCAs(cfg.CACerts)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -143,17 +143,4 @@ func (s *Swarm) unclaimWarm(digest string) {
 	s.mu.Lock()
 	delete(s.warmed, digest)
 	s.mu.Unlock()
-}
-
-// readFiles reads every file of names (PEM CA certificates).
-func readFiles(names []string) ([][]byte, error) {
-	var out [][]byte
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", n, err)
-		}
-		out = append(out, b)
-	}
-	return out, nil
 }

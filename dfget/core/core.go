@@ -221,7 +221,7 @@ func (d *Download) register(ctx context.Context) error {
 		}
 		d.peerPort = port
 	}
-	rootCAs, err := readCAs(cfg.CACerts)
+	rootCAs, err := ReadCAs(cfg.CACerts)
 	if err != nil {
 		return err
 	}
@@ -259,7 +259,8 @@ func (d *Download) startPeerServer(ctx context.Context) (int, error) {
 	})
 }
 
-func readCAs(files []string) ([][]byte, error) {
+// ReadCAs reads PEM CA files (--cacerts) for a registration's rootCAs.
+func ReadCAs(files []string) ([][]byte, error) {
 	var out [][]byte
 	for _, f := range files {
 		b, err := os.ReadFile(f)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -53,18 +56,22 @@ func TestDfdaemonClusterPull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	cpu0 := clusterCPU(reg, sn, daemons)
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, hosts)
 	took := make([]time.Duration, hosts)
+	skopeos := make([]*Proc, hosts)
 	for i, h := range peers {
 		wg.Go(func() {
-			errs[i] = pullThroughMirror(ctx, h, skopeoBin, h.Addr(65001))
+			skopeos[i], errs[i] = pullThroughMirror(ctx, h, skopeoBin, h.Addr(65001))
 			took[i] = time.Since(start)
 		})
 	}
 	wg.Wait()
 	last := time.Since(start)
+	logClusterCPU(t, last, cpu0, clusterCPU(reg, sn, daemons), skopeos)
+	logSwarmMetrics(ctx, t, sn, peers)
 	for i, h := range peers {
 		if errs[i] != nil {
 			t.Fatalf("%s: %v", h.Name, errs[i])
@@ -169,23 +176,23 @@ func startDfdaemon(ctx context.Context, c *Cluster, h *Host, registry, node stri
 
 // pullThroughMirror pulls img:v1 on h with skopeo, through mirror only,
 // into <host dir>/pulled.
-func pullThroughMirror(ctx context.Context, h *Host, skopeoBin, mirror string) error {
+func pullThroughMirror(ctx context.Context, h *Host, skopeoBin, mirror string) (*Proc, error) {
 	conf := filepath.Join(h.Dir(), "registries.conf")
 	if err := os.WriteFile(conf, imagetest.MirrorConf("primary.invalid", mirror), 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	return skopeoPull(ctx, h, skopeoBin, "primary.invalid/img:v1", "pulled", "--registries-conf", conf)
 }
 
 // skopeoPull copies ref into <host dir>/<out> on h.
-func skopeoPull(ctx context.Context, h *Host, skopeoBin, ref, out string, extra ...string) error {
+func skopeoPull(ctx context.Context, h *Host, skopeoBin, ref, out string, extra ...string) (*Proc, error) {
 	args := append([]string{"--insecure-policy", "copy", "--src-tls-verify=false"}, extra...)
 	args = append(args, "docker://"+ref, "dir:"+filepath.Join(h.Dir(), out))
 	p, err := h.Start(ctx, Exec{Label: h.NextLabel("skopeo"), Path: skopeoBin, Args: args, Env: []string{"HOME=" + h.Dir()}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return p.Wait()
+	return p, p.Wait()
 }
 
 // registryBlobReads counts the blob GETs the registry answered 200, by
@@ -212,8 +219,9 @@ func directRow(ctx context.Context, t *testing.T, peers []*Host, skopeoBin, regi
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(peers))
+	procs := make([]*Proc, len(peers))
 	for i, h := range peers {
-		wg.Go(func() { errs[i] = skopeoPull(ctx, h, skopeoBin, registry+"/img:v1", "direct") })
+		wg.Go(func() { procs[i], errs[i] = skopeoPull(ctx, h, skopeoBin, registry+"/img:v1", "direct") })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -222,6 +230,109 @@ func directRow(ctx context.Context, t *testing.T, peers []*Host, skopeoBin, regi
 		}
 	}
 	d := time.Since(start)
-	t.Logf("direct pulls from the registry: last host after %v (%.2f x the swarm's fluid limit)", d.Round(time.Millisecond),
-		d.Seconds()/fluid.Seconds())
+	t.Logf("direct pulls from the registry: last host after %v (%.2f x the swarm's fluid limit), skopeo CPU %.2fs",
+		d.Round(time.Millisecond), d.Seconds()/fluid.Seconds(), procsCPU(procs).Seconds())
+}
+
+// procCPU is a running process's user plus system time from
+// /proc/<pid>/stat (utime and stime, in USER_HZ = 100 ticks), 0 if unknown.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	_, _ = fmt.Sscan(f[11], &ut)
+	_, _ = fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * time.Second / 100
+}
+
+// clusterCPU is the CPU time so far of the registry, the supernode and the
+// dfdaemons (summed), by kind.
+func clusterCPU(reg *Proc, sn *Supernode, daemons []*Proc) map[string]time.Duration {
+	out := map[string]time.Duration{"registry": procCPU(reg.Pid()), "supernode": procCPU(sn.Proc.Pid())}
+	for _, d := range daemons {
+		out["dfdaemon"] += procCPU(d.Pid())
+	}
+	return out
+}
+
+// logClusterCPU logs the CPU seconds each kind of process spent during the
+// pull, against the machine's CPU capacity over the same wall time, so a
+// CPU-bound run shows as such.
+func logClusterCPU(t *testing.T, wall time.Duration, before, after map[string]time.Duration, skopeos []*Proc) {
+	t.Helper()
+	spent := map[string]time.Duration{}
+	for k, v := range after {
+		spent[k] = v - before[k]
+	}
+	spent["skopeo"] = procsCPU(skopeos)
+	var sum time.Duration
+	var parts []string
+	for _, k := range []string{"dfdaemon", "skopeo", "supernode", "registry"} {
+		sum += spent[k]
+		parts = append(parts, fmt.Sprintf("%s %.2fs", k, spent[k].Seconds()))
+	}
+	capacity := wall * time.Duration(runtime.NumCPU())
+	t.Logf("CPU during the pull: %s; total %.2fs of %.2fs (%d cores x wall), %.0f%%", strings.Join(parts, ", "),
+		sum.Seconds(), capacity.Seconds(), runtime.NumCPU(), 100*sum.Seconds()/capacity.Seconds())
+}
+
+// logSwarmMetrics logs where the pieces came from (the supernode's
+// scheduling counts) and how each dfdaemon's streams ended.
+func logSwarmMetrics(ctx context.Context, t *testing.T, sn *Supernode, peers []*Host) {
+	t.Helper()
+	m, err := sn.Metrics(ctx)
+	if err != nil {
+		t.Logf("supernode metrics: %v", err)
+		return
+	}
+	var keys []string
+	for k := range m {
+		if strings.Contains(k, "pieces_scheduled_total") || strings.Contains(k, "piece_server_sent_bytes") ||
+			strings.Contains(k, "cdn_download_size") || strings.Contains(k, "pieces_failed_total") {
+			keys = append(keys, fmt.Sprintf("%s=%.0f", strings.TrimPrefix(k, "dragonfly_supernode_"), m[k]))
+		}
+	}
+	sort.Strings(keys)
+	t.Logf("supernode: %s", strings.Join(keys, " "))
+	for _, h := range peers {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.Addr(65001)+"/metrics", nil)
+		resp, err := httpClient().Do(req)
+		if err != nil {
+			continue
+		}
+		dm, err := ParseMetrics(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		var parts []string
+		for k, v := range dm {
+			if (strings.Contains(k, "streams_total") || strings.Contains(k, "warmed_total")) && v > 0 {
+				parts = append(parts, fmt.Sprintf("%s=%.0f", strings.TrimPrefix(k, "dragonfly_dfdaemon_"), v))
+			}
+		}
+		sort.Strings(parts)
+		t.Logf("%s dfdaemon: %s", h.Name, strings.Join(parts, " "))
+	}
+}
+
+// procsCPU is the CPU time of the exited processes among ps.
+func procsCPU(ps []*Proc) time.Duration {
+	var d time.Duration
+	for _, p := range ps {
+		if p != nil {
+			d += p.CPU()
+		}
+	}
+	return d
 }

@@ -103,7 +103,7 @@ func Measure(ctx context.Context, cfg Config) (Figures, error) {
 		return f, err
 	}
 	defer b.c.Close()
-	big, err := b.push(ctx, "big/layer:v1", 1, cfg.LayerSize, 1)
+	big, err := b.push(ctx, "big/layer:v1", 1, cfg.LayerSize, 1, false)
 	if err != nil {
 		return f, err
 	}
@@ -117,7 +117,7 @@ func Measure(ctx context.Context, cfg Config) (Figures, error) {
 	if f.WarmTTFB, _, err = b.curl(ctx, "http://"+b.mirror+"/v2/big/layer/blobs/"+big.Layers[0]); err != nil {
 		return f, err
 	}
-	many, err := b.push(ctx, "many/layers:v1", cfg.Layers, cfg.RSSLayerSize, 2)
+	many, err := b.push(ctx, "many/layers:v1", cfg.Layers, cfg.RSSLayerSize, 2, false)
 	if err != nil {
 		return f, err
 	}
@@ -214,8 +214,10 @@ func startDfdaemon(ctx context.Context, h *cluster.Host, bin, registry, node str
 	return p, mirror, cluster.WaitHTTP(ctx, "http://"+mirror+"/_ping", "OK", 15*time.Second, p)
 }
 
-// push writes an image of n random layers of size bytes and pushes it.
-func (b *bench) push(ctx context.Context, ref string, n, size int, seed byte) (*imagetest.Image, error) {
+// push writes an image of n random layers of size bytes and pushes it;
+// the returned image keeps the blobs' bytes with keep, else only their
+// digests.
+func (b *bench) push(ctx context.Context, ref string, n, size int, seed byte, keep bool) (*imagetest.Image, error) {
 	r := rand.NewChaCha8([32]byte{'b', seed})
 	layers := make([][]byte, n)
 	for i := range layers {
@@ -229,8 +231,10 @@ func (b *bench) push(ctx context.Context, ref string, n, size int, seed byte) (*
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	for d := range img.Blobs {
-		img.Blobs[d] = nil // only the digests are needed from here on
+	if !keep {
+		for d := range img.Blobs {
+			img.Blobs[d] = nil // only the digests are needed from here on
+		}
 	}
 	out, err := exec.CommandContext(ctx, b.skopeo, "--insecure-policy", "copy", "--dest-tls-verify=false", "oci:"+dir,
 		"docker://"+b.registry+"/"+ref).CombinedOutput()

@@ -103,7 +103,7 @@ func MeasurePull(ctx context.Context, cfg PullConfig) (PullFigures, error) {
 			return f, err
 		}
 	}
-	img, err := b.push(ctx, "img:v1", cfg.Layers, cfg.LayerSize, 3)
+	img, err := b.push(ctx, "img:v1", cfg.Layers, cfg.LayerSize, 3, true)
 	if err != nil {
 		return f, err
 	}
