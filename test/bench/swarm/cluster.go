@@ -63,8 +63,13 @@ type ClusterResult struct {
 	Fluid time.Duration `json:"fluidNs"`
 	// OriginFactors[f] is the origin's bytes for file f over its size.
 	OriginFactors []float64 `json:"originFactors"`
-	Verified      int       `json:"verified"`
-	Errors        []string  `json:"errors,omitempty"`
+	// SupernodeOrigin[i] is supernode i's CDN bytes from the origin over
+	// the file size, -1 if it was not running at the end (killed). The
+	// files' names spread their homes over the supernodes, so with the
+	// rendezvous order each reads one file.
+	SupernodeOrigin []float64 `json:"supernodeOrigin"`
+	Verified        int       `json:"verified"`
+	Errors          []string  `json:"errors,omitempty"`
 }
 
 // MaxOriginFactor is the worst file's origin bytes over its size.
@@ -118,6 +123,9 @@ func runCluster(ctx context.Context, c *cluster.Cluster, cfg ClusterConfig) (*Cl
 	for _, n := range rr.OriginBytes {
 		res.OriginFactors = append(res.OriginFactors, float64(n)/float64(cfg.Size))
 	}
+	for _, sn := range m.Supernodes {
+		res.SupernodeOrigin = append(res.SupernodeOrigin, supernodeOrigin(ctx, sn, cfg.Size))
+	}
 	res.Verified = res.Peers - len(rr.Errors)
 	for _, e := range rr.Errors {
 		res.Errors = append(res.Errors, firstLine(e.Error()))
@@ -128,7 +136,7 @@ func runCluster(ctx context.Context, c *cluster.Cluster, cfg ClusterConfig) (*Cl
 // newClusterRound names the files and gives each peer its --node value
 // (and, for OrderHomeKilled, the kill) as cfg.Order says.
 func newClusterRound(m *cluster.Multi, cfg ClusterConfig) (*cluster.Round, error) {
-	r := m.NewRound("cluster-" + cfg.Order)
+	r := spreadRound(m, "cluster-"+cfg.Order)
 	r.DfgetArgs = cfg.DfgetArgs
 	nodes := m.Nodes()
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
@@ -160,8 +168,6 @@ func newClusterRound(m *cluster.Multi, cfg ClusterConfig) (*cluster.Round, error
 		name := []string{net.JoinHostPort(dnsName, strconv.Itoa(m.Supernodes[0].Port))}
 		r.Nodes = func(int, int) []string { return name }
 	case OrderHomeKilled:
-		r = spreadRound(m, r)
-		r.DfgetArgs = cfg.DfgetArgs
 		r.Nodes = func(int, int) []string { return nodes }
 		r.During = killHome(m.Supernodes[m.Home(r.URLs[0])], cfg.Size/3, cfg.Logf)
 	default:
@@ -171,18 +177,20 @@ func newClusterRound(m *cluster.Multi, cfg ClusterConfig) (*cluster.Round, error
 }
 
 // spreadRound renames the round's files until each supernode is home to
-// at most one (to exactly one when there are as many files): the killed
-// home then takes one file with it, the one the row checks.
-func spreadRound(m *cluster.Multi, r *cluster.Round) *cluster.Round {
+// at most one (to exactly one when there are as many files): each
+// supernode's origin reads then show whether the peers met at the homes,
+// and a killed home takes one file with it, the one the row checks.
+func spreadRound(m *cluster.Multi, tag string) *cluster.Round {
+	r := m.NewRound(tag)
 	for range 1000 {
 		homes := map[int]bool{}
 		for _, u := range r.URLs {
 			homes[m.Home(u)] = true
 		}
 		if len(homes) == min(len(r.URLs), len(m.Supernodes)) {
-			return r
+			break
 		}
-		r = m.NewRound("cluster-spread")
+		r = m.NewRound(tag)
 	}
 	return r
 }
@@ -210,4 +218,26 @@ func killHome(home *cluster.Supernode, after int64, logf func(string, ...any)) f
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// supernodeOrigin is sn's CDN bytes from the origin over size, -1 when sn
+// is not running or does not answer.
+func supernodeOrigin(ctx context.Context, sn *cluster.Supernode, size int64) float64 {
+	if sn.Proc.Exited() {
+		return -1
+	}
+	mx, err := sn.Metrics(ctx)
+	if err != nil {
+		return -1
+	}
+	return mx["dragonfly_supernode_cdn_download_size_bytes_total"] / float64(size)
+}
+
+// MaxSupernodeOrigin is the largest SupernodeOrigin of a running supernode.
+func (r *ClusterResult) MaxSupernodeOrigin() float64 {
+	m := 0.0
+	for _, f := range r.SupernodeOrigin {
+		m = math.Max(m, f)
+	}
+	return m
 }
