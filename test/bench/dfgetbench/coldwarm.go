@@ -3,11 +3,7 @@ package dfgetbench
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
-
-	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
 )
 
 // ColdWarm are the cold and warm figures of one file size beside curl's,
@@ -36,74 +32,27 @@ func MeasureColdWarm(ctx context.Context, cfg Config) (*ColdWarm, error) {
 		return nil, fmt.Errorf("cold/warm measure: size %d", cfg.Size)
 	}
 	cfg.Runs = max(cfg.Runs, 1)
-	if cfg.WorkDir == "" {
-		d, err := os.MkdirTemp("", "dfgetbench-coldwarm-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		cfg.WorkDir = d
-	}
-	src := filepath.Join(cfg.WorkDir, "origin.bin")
-	sum, _, err := writeRandom(src, cfg.Size)
+	b, err := newBed(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	originURL, stopOrigin, err := serveOrigin(src)
-	if err != nil {
-		return nil, err
-	}
-	defer stopOrigin()
-	sn, err := cdnbench.StartSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
-	if err != nil {
-		return nil, err
-	}
-	defer sn.Stop()
-	var homes []string
-	defer func() {
-		for _, h := range homes {
-			killServer(h)
-		}
-	}()
+	defer b.close()
 	c := &ColdWarm{Size: cfg.Size, Runs: cfg.Runs}
 	for round := range cfg.Runs {
-		url := originURL + "?coldwarm=" + strconv.Itoa(round)
-		curlOut := filepath.Join(cfg.WorkDir, "curl.out")
-		r, err := timed(ctx, nil, "curl", "-sS", "-f", "-o", curlOut, url)
+		url := b.originURL + "?coldwarm=" + strconv.Itoa(round)
+		r, err := b.curl(ctx, cfg.WorkDir, url)
 		if err != nil {
-			return nil, fmt.Errorf("curl: %w", err)
-		}
-		if err := checkAndRemove(curlOut, sum); err != nil {
 			return nil, err
 		}
 		c.Curl = best(c.Curl, r)
 		for i, run := range []*Run{&c.Cold, &c.Warm} {
-			// A new peer (own IP and home) each time; 127.0.10-19 are Measure's.
-			ip := fmt.Sprintf("127.0.%d.%d", 40+round, 2+i)
-			home := filepath.Join(cfg.WorkDir, "home-"+ip)
-			homes = append(homes, home)
-			out := filepath.Join(cfg.WorkDir, "out-"+ip)
-			r, err := timed(ctx, nil, cfg.DfgetBin, "-u", url, "-o", out, "--node", sn.Addr, "--ip", ip,
-				"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s")
+			// A new peer each time; 127.0.10-19 are Measure's.
+			r, err := b.dfgetFile(ctx, &cfg, url, fmt.Sprintf("127.0.%d.%d", 40+round, 2+i))
 			if err != nil {
-				return nil, err
-			}
-			r.ServerCPU = serverCPU(home)
-			if err := checkAndRemove(out, sum); err != nil {
 				return nil, err
 			}
 			*run = best(*run, r)
 		}
 	}
 	return c, nil
-}
-
-// checkAndRemove checks a download's output against the origin's md5 and
-// removes it, so the next run finds the page cache and disk as before.
-func checkAndRemove(path, sum string) error {
-	err := checkFile(path, sum)
-	if rerr := os.Remove(path); err == nil && rerr != nil {
-		err = fmt.Errorf("remove output: %w", rerr)
-	}
-	return err
 }

@@ -14,11 +14,7 @@ func TestMeasureColdWarm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	bin := os.Getenv("DAMSELFLY_BIN")
-	if bin == "" {
-		_, file, _, _ := runtime.Caller(0)
-		bin = filepath.Join(filepath.Dir(file), "..", "..", "..", "bin")
-	}
+	bin := binDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := MeasureColdWarm(ctx, Config{DfgetBin: filepath.Join(bin, "dfget"), SupernodeBin: filepath.Join(bin, "supernode"),
@@ -33,4 +29,21 @@ func TestMeasureColdWarm(t *testing.T) {
 	if _, err := MeasureColdWarm(ctx, Config{WorkDir: t.TempDir()}); err == nil {
 		t.Error("no size: no error")
 	}
+}
+
+// binDir is DAMSELFLY_BIN, else the repository's bin, holding dfget and
+// supernode.
+func binDir(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("DAMSELFLY_BIN")
+	if bin == "" {
+		_, file, _, _ := runtime.Caller(0)
+		bin = filepath.Join(filepath.Dir(file), "..", "..", "..", "bin")
+	}
+	for _, b := range []string{"dfget", "supernode"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			t.Fatalf("binary %s missing (run make build): %v", b, err)
+		}
+	}
+	return bin
 }
