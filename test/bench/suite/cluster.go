@@ -23,11 +23,11 @@ const (
 
 // clusterSection runs the rendezvous order with the same list, shuffled
 // lists and one DNS name (checked, each supernode's origin reads too: the
-// files' homes are spread, so each reads one file), Dragonfly 1.x's random order beside
-// them (not checked: the cost it shows is what the rendezvous order
-// removes), --cluster with one supernode per peer (checked), and the kill
-// of a home mid-download (origin and correctness checked; its wall time is
-// not a target).
+// files' homes are spread, so each reads one file), Dragonfly 1.x's
+// random order beside them (not checked: the cost it shows is what the
+// rendezvous order removes), --cluster with one supernode per peer
+// (checked), and the kill of a home mid-download (origin and correctness
+// checked; its wall time is not a target).
 func clusterSection(ctx context.Context, cfg Config, rep *report.Report, logf func(string, ...any)) report.Section {
 	const sns, files, peers = 3, 3, 8
 	s := report.Section{Title: fmt.Sprintf("Supernode cluster: %d supernodes, %d files x %d peers of %s at once, origin %s",
@@ -39,7 +39,7 @@ func clusterSection(ctx context.Context, cfg Config, rep *report.Report, logf fu
 	}{
 		{swarm.OrderHome, "full node list, rendezvous order", targetHomeOrigin, targetClusterRatio},
 		{swarm.OrderShuffled, "full node list, shuffled per peer, rendezvous order", targetHomeOrigin, targetClusterRatio},
-		{swarm.OrderDNS, "one DNS name with the 3 supernodes' addresses, rendezvous order", targetHomeOrigin, targetClusterRatio},
+		{swarm.OrderDNS, "one DNS name with every supernode's address, rendezvous order", targetHomeOrigin, targetClusterRatio},
 		{swarm.OrderRandom, "full node list, Dragonfly 1.x random order (--node-order random)", 0, 0},
 		{swarm.OrderOne, "--cluster, one random supernode per peer", targetClusterOrigin, targetClusterRatio},
 		{swarm.OrderHomeKilled, "--cluster, full node list, file 1's home killed (SIGKILL) at a third", targetKilledOrigin, 0},
