@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // fakeSwarm records the GETs handed to it and answers with a marker body.
@@ -24,11 +26,12 @@ type swarmCall struct {
 	target string
 	url    string
 	header http.Header
+	trust  tlsconf.Trust
 }
 
-func (s *fakeSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL) {
+func (s *fakeSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL, trust tlsconf.Trust) {
 	s.mu.Lock()
-	s.calls = append(s.calls, swarmCall{target: target.String(), url: r.URL.String(), header: r.Header.Clone()})
+	s.calls = append(s.calls, swarmCall{target: target.String(), url: r.URL.String(), header: r.Header.Clone(), trust: trust})
 	s.mu.Unlock()
 	fmt.Fprintf(w, "swarm:%s", target)
 }
