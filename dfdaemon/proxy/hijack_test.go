@@ -62,7 +62,7 @@ func TestHijack(t *testing.T) {
 	d := tlsOrigin(t, "d", payload) // not listed: tunnelled
 	certFile, keyFile, caPool := testCA(t)
 	aCert := writeCertPEM(t, a.Certificate())
-	swarm := &fakeSwarm{}
+	swarm := newRecorder(t)
 	reg := prometheus.NewRegistry()
 	p, px := startProxy(t, Options{
 		Registerer: reg,

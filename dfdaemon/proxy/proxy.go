@@ -7,6 +7,8 @@
 // dfdaemon's CA and serves the requests inside through the same rules.
 package proxy
 
+//go:generate go tool mockgen -source=proxy.go -destination=mock_swarm_test.go -package=proxy
+
 import (
 	"context"
 	"crypto/rand"
