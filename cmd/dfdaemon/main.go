@@ -69,7 +69,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	cfg.BindFlags(root.Flags())
-	root.AddCommand(newVersion(), newGenCA(), clidoc.Command(root))
+	root.AddCommand(version.Command("dfdaemon"), newGenCA(), clidoc.Command(root))
 	return root
 }
 
@@ -154,17 +154,4 @@ func newGenCA() *cobra.Command {
 	f.StringVar(&o.KeyType, "key-type", ca.KeyECDSA, "key type: ecdsa (P-256) or rsa")
 	f.IntVar(&o.RSABits, "rsa-bits", 0, "RSA key size with --key-type rsa (default 2048)")
 	return cmd
-}
-
-func newVersion() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			v := version.Info()
-			fmt.Fprintf(cmd.OutOrStdout(), "dfdaemon version %s\n  revision: %s\n  build date: %s\n  go: %s %s/%s\n",
-				v.Version, v.Revision, v.BuildDate, v.GoVersion, v.OS, v.Arch)
-		},
-	}
 }

@@ -98,7 +98,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	downloadFlags(root.Flags(), cfg, &cpuProfile)
-	root.AddCommand(newServer(), newVersion(), clidoc.Command(root))
+	root.AddCommand(newServer(), version.Command("dfget"), clidoc.Command(root))
 	return root
 }
 
@@ -254,17 +254,4 @@ func runServer(ctx context.Context, sc uploader.ServerConfig, home string, verbo
 	ctx, stop := signal.NotifyContext(ctx, uploader.ShutdownSignals()...)
 	defer stop()
 	return uploader.NewServer(sc, log).Run(ctx, l, os.Stdout)
-}
-
-func newVersion() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			v := version.Info()
-			fmt.Fprintf(cmd.OutOrStdout(), "dfget version %s\n  revision: %s\n  build date: %s\n  go: %s %s/%s\n",
-				v.Version, v.Revision, v.BuildDate, v.GoVersion, v.OS, v.Arch)
-		},
-	}
 }

@@ -12,9 +12,10 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/netfake"
 )
 
 // tlsOrigin serves /data (a fixed random payload) and echoes the sha256
@@ -149,7 +150,7 @@ func TestConnectUnreachable(t *testing.T) {
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	refused := closed.Addr().String()
 	closed.Close()
-	silent := fullBacklog(t)
+	silent := netfake.Silent(t)
 	for _, target := range []string{refused, silent} {
 		start := time.Now()
 		_, _, resp := connect(t, px.URL, target)
@@ -166,40 +167,6 @@ func TestConnectUnreachable(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("CONNECT without port: %s, want 400", resp.Status)
 	}
-}
-
-// fullBacklog returns the address of a listener that never accepts and
-// whose accept queue is full, so a further dial gets no answer at all and
-// only a dial timeout ends it. (Addresses meant to be unroutable are not
-// reliable here: the sandbox may answer for any address.)
-func fullBacklog(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for i := 0; i < 8; i++ { // fill the queue; later dials hang
-		d := net.Dialer{Timeout: 200 * time.Millisecond}
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			return addr
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Fatal("the accept queue never filled")
-	return ""
 }
 
 func TestTunnelIdle(t *testing.T) {

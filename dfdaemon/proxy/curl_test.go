@@ -19,7 +19,7 @@ func TestCurlThroughProxy(t *testing.T) {
 	a := tlsOrigin(t, "a", []byte("from-a"))
 	d := tlsOrigin(t, "d", []byte("from-d"))
 	certFile, keyFile, _ := testCA(t)
-	swarm := &fakeSwarm{}
+	swarm := newRecorder(t)
 	_, px := startProxy(t, Options{
 		Swarm: swarm,
 		Rules: []Rule{{Regx: mustRegexp(t, `/blobs/sha256:`)}},

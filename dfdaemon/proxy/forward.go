@@ -49,7 +49,7 @@ func (p *Proxy) viaSwarm(w http.ResponseWriter, r *http.Request, target *url.URL
 	out.Host = target.Host
 	out.RequestURI = ""
 	removeHopByHop(out.Header)
-	p.swarm.ServeGET(w, out, target)
+	p.swarm.ServeGET(w, out, target, p.upstreamTrust(target))
 }
 
 // forward streams r to target and the answer back, without buffering

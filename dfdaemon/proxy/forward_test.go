@@ -42,7 +42,7 @@ func echoOrigin(t *testing.T) *httptest.Server {
 
 func TestForwardMethods(t *testing.T) {
 	origin := echoOrigin(t)
-	swarm := &fakeSwarm{}
+	swarm := newRecorder(t)
 	_, px := startProxy(t, Options{Swarm: swarm, Rules: []Rule{{Regx: mustRegexp(t, `blobs/sha256:`)}}})
 	c := proxyClient(px.URL, nil)
 	defer c.CloseIdleConnections()
@@ -97,7 +97,7 @@ func TestForwardMethods(t *testing.T) {
 }
 
 func TestSwarmGetsEndToEndHeaders(t *testing.T) {
-	swarm := &fakeSwarm{}
+	swarm := newRecorder(t)
 	_, px := startProxy(t, Options{Swarm: swarm, Rules: []Rule{
 		{Regx: mustRegexp(t, `direct-host`), Direct: true},
 		{Regx: mustRegexp(t, `^http://reg.example/`), UseHTTPS: true, Redirect: "mirror.example:5000"},
@@ -292,7 +292,7 @@ func TestNewErrors(t *testing.T) {
 	dir := t.TempDir()
 	for name, opts := range map[string]Options{
 		"swarm rule without swarm": {Rules: []Rule{{Regx: mustRegexp(t, "x")}}},
-		"rule without regx":        {Rules: []Rule{{Direct: true}}, Swarm: &fakeSwarm{}},
+		"rule without regx":        {Rules: []Rule{{Direct: true}}, Swarm: newRecorder(t)},
 		"missing cert files": {Hijack: &HijackConfig{Cert: dir + "/none.crt", Key: dir + "/none.key",
 			Hosts: []HijackHost{{Regx: mustRegexp(t, "x")}}}},
 		"missing host certs": {Hijack: &HijackConfig{Hosts: []HijackHost{{Regx: mustRegexp(t, "x"), Certs: []string{dir + "/ca.pem"}}}}},

@@ -12,10 +12,15 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	gomock "go.uber.org/mock/gomock"
+
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
-// fakeSwarm records the GETs handed to it and answers with a marker body.
-type fakeSwarm struct {
+// recorder is a generated Swarm mock that records the GETs handed to it
+// and answers with a marker body.
+type recorder struct {
+	*MockSwarm
 	mu    sync.Mutex
 	calls []swarmCall
 }
@@ -24,19 +29,25 @@ type swarmCall struct {
 	target string
 	url    string
 	header http.Header
+	trust  tlsconf.Trust
 }
 
-func (s *fakeSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	s.mu.Lock()
-	s.calls = append(s.calls, swarmCall{target: target.String(), url: r.URL.String(), header: r.Header.Clone()})
-	s.mu.Unlock()
-	fmt.Fprintf(w, "swarm:%s", target)
+func newRecorder(t *testing.T) *recorder {
+	r := &recorder{MockSwarm: NewMockSwarm(gomock.NewController(t))}
+	r.EXPECT().ServeGET(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes().Do(
+		func(w http.ResponseWriter, req *http.Request, target *url.URL, trust tlsconf.Trust) {
+			r.mu.Lock()
+			r.calls = append(r.calls, swarmCall{target: target.String(), url: req.URL.String(), header: req.Header.Clone(), trust: trust})
+			r.mu.Unlock()
+			fmt.Fprintf(w, "swarm:%s", target)
+		})
+	return r
 }
 
-func (s *fakeSwarm) got() []swarmCall {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]swarmCall(nil), s.calls...)
+func (r *recorder) got() []swarmCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]swarmCall(nil), r.calls...)
 }
 
 func mustRegexp(t *testing.T, expr string) *Regexp {

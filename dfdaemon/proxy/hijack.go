@@ -2,15 +2,14 @@ package proxy
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // certSource returns the certificate presented to a client for host.
@@ -19,9 +18,9 @@ type certSource func(host string) (*tls.Certificate, error)
 // hostTLS is one compiled hijack_https.hosts entry: how to verify that
 // host's certificate, and a transport that does so.
 type hostTLS struct {
-	regx *regexp.Regexp
-	tls  *tls.Config
-	rt   *http.Transport
+	regx  *regexp.Regexp
+	trust tlsconf.Trust
+	rt    *http.Transport
 }
 
 // setupHijack loads the CA and each host's extra roots. The host entries
@@ -37,13 +36,14 @@ func (p *Proxy) setupHijack(opts Options, dial time.Duration) error {
 		base = newTransport(dial, p.hsTime, p.idle)
 	}
 	for i, host := range h.Hosts {
-		cfg, err := upstreamTLS(host)
+		trust := tlsconf.Trust{CAFiles: host.Certs, Insecure: host.Insecure}
+		cfg, err := trust.Config()
 		if err != nil {
 			return fmt.Errorf("hijack_https.hosts[%d]: %w", i, err)
 		}
 		rt := base.Clone()
 		rt.TLSClientConfig = cfg
-		p.hosts = append(p.hosts, hostTLS{regx: host.Regx.Regexp, tls: cfg, rt: rt})
+		p.hosts = append(p.hosts, hostTLS{regx: host.Regx.Regexp, trust: trust, rt: rt})
 	}
 	if !h.enabled() {
 		if len(h.Hosts) > 0 {
@@ -57,28 +57,6 @@ func (p *Proxy) setupHijack(opts Options, dial time.Duration) error {
 	}
 	p.certs = src
 	return nil
-}
-
-func upstreamTLS(h HijackHost) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: h.Insecure} //nolint:gosec // the operator's explicit choice
-	if len(h.Certs) == 0 {
-		return cfg, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	for _, f := range h.Certs {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("certs: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("certs: %s holds no PEM certificate", f)
-		}
-	}
-	cfg.RootCAs = pool
-	return cfg, nil
 }
 
 // loadCerts reads the key pair. A CA signs a leaf per host; any other
@@ -124,15 +102,15 @@ func (p *Proxy) transportFor(target *url.URL) http.RoundTripper {
 	return p.direct
 }
 
-// UpstreamTLS returns the TLS settings hijack_https gives target's host
-// (insecure, extra roots), or nil when no entry matches. The swarm's
-// source fetches use it so they verify such a host as the proxy does.
-func (p *Proxy) UpstreamTLS(target *url.URL) *tls.Config {
-	if target.Scheme != "https" {
-		return nil
+// upstreamTrust is how hijack_https says to verify target's host (its
+// certs, insecure), or the zero Trust (system roots) when no entry
+// matches. The swarm's fetches of target use it, so they verify such a
+// host as the proxy's own direct fetches do.
+func (p *Proxy) upstreamTrust(target *url.URL) tlsconf.Trust {
+	if target.Scheme == "https" {
+		if h := p.hostFor(hostPort(target)); h != nil {
+			return h.trust
+		}
 	}
-	if h := p.hostFor(hostPort(target)); h != nil {
-		return h.tls.Clone()
-	}
-	return nil
+	return tlsconf.Trust{}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // testCA makes a CA with gen-ca's code and returns its files and a pool
@@ -59,14 +61,15 @@ func TestHijack(t *testing.T) {
 	c := tlsOrigin(t, "c", payload) // intercepted, no way to verify it
 	d := tlsOrigin(t, "d", payload) // not listed: tunnelled
 	certFile, keyFile, caPool := testCA(t)
-	swarm := &fakeSwarm{}
+	aCert := writeCertPEM(t, a.Certificate())
+	swarm := newRecorder(t)
 	reg := prometheus.NewRegistry()
 	p, px := startProxy(t, Options{
 		Registerer: reg,
 		Swarm:      swarm,
 		Rules:      []Rule{{Regx: mustRegexp(t, `/blobs/sha256:`)}},
 		Hijack: &HijackConfig{Cert: certFile, Key: keyFile, Hosts: []HijackHost{
-			{Regx: authorityRegx(t, a.URL), Certs: []string{writeCertPEM(t, a.Certificate())}},
+			{Regx: authorityRegx(t, a.URL), Certs: []string{aCert}},
 			{Regx: authorityRegx(t, b.URL), Insecure: true},
 			{Regx: authorityRegx(t, c.URL)},
 		}},
@@ -112,24 +115,28 @@ func TestHijack(t *testing.T) {
 	if resp.Header.Get("X-Origin") != "d" || !resp.TLS.PeerCertificates[0].Equal(d.Certificate()) {
 		t.Errorf("unlisted host was not tunnelled: origin %q", resp.Header.Get("X-Origin"))
 	}
-	if n := len(swarm.got()); n != 1 {
-		t.Errorf("swarm got %d GETs, want 1", n)
+	// The swarm's fetches of a hijacked host trust it as its entry says.
+	for _, o := range []string{b.URL, c.URL} {
+		if _, body = get("GET", o+"/v2/lib/x/blobs/sha256:0123"); body != "swarm:"+o+"/v2/lib/x/blobs/sha256:0123" {
+			t.Errorf("blob GET of %s: %q, want the swarm", o, body)
+		}
 	}
-
-	au, _ := url.Parse(a.URL)
-	du, _ := url.Parse(d.URL)
-	if cfg := p.UpstreamTLS(au); cfg == nil || cfg.RootCAs == nil {
-		t.Error("UpstreamTLS: no roots for a listed host")
+	calls := swarm.got()
+	want := []tlsconf.Trust{{CAFiles: []string{aCert}}, {Insecure: true}, {}}
+	if len(calls) != len(want) {
+		t.Fatalf("swarm got %d GETs, want %d", len(calls), len(want))
 	}
-	if p.UpstreamTLS(du) != nil {
-		t.Error("UpstreamTLS: settings for an unlisted host")
+	for i, call := range calls {
+		if !reflect.DeepEqual(call.trust, want[i]) {
+			t.Errorf("swarm GET of %s: trust %+v, want %+v", call.target, call.trust, want[i])
+		}
 	}
 	client.CloseIdleConnections()
 	p.closeIdle() // the proxy's own keep-alive connections to a and b
 	waitGoroutines(t, base)
 
 	// One connection per host (keep-alive), one request per route.
-	for route, want := range map[string]float64{routeSwarm: 1, routeDirect: 4, routeIntercept: 3, routeTunnel: 1} {
+	for route, want := range map[string]float64{routeSwarm: 3, routeDirect: 4, routeIntercept: 3, routeTunnel: 1} {
 		if got := metricValue(t, p.met.requests.WithLabelValues(route)); got != want {
 			t.Errorf("requests{route=%s} = %v, want %v", route, got, want)
 		}

@@ -7,6 +7,8 @@
 // dfdaemon's CA and serves the requests inside through the same rules.
 package proxy
 
+//go:generate go tool mockgen -source=proxy.go -destination=mock_swarm_test.go -package=proxy
+
 import (
 	"context"
 	"crypto/rand"
@@ -22,13 +24,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // Swarm serves one GET through the P2P swarm: it writes the whole response
 // (status, headers, body) for target to w. r carries the client's context
-// and end-to-end headers (hop-by-hop ones removed); r.URL is target.
+// and end-to-end headers (hop-by-hop ones removed); r.URL is target. The
+// swarm's own fetches of target verify it as trust says: the
+// hijack_https.hosts entry of target's host, if any.
 type Swarm interface {
-	ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL)
+	ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL, trust tlsconf.Trust)
 }
 
 // Defaults of the Options timeouts.

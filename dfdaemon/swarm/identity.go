@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // blobPath is a registry blob by sha256 digest: /v2/<name>/blobs/<digest>,
@@ -21,10 +23,12 @@ func BlobDigest(path string) string {
 }
 
 // URLSwarm serves a proxy's GETs (dfdaemon/proxy's Swarm): a registry blob
-// by its digest, anything else by its URL, trusting the system roots.
+// by its digest, anything else by its URL, its source trusted as the
+// proxy says (a hijacked host's certs and insecure).
 type URLSwarm struct{ S *Swarm }
 
 // ServeGET serves r, a GET of target, through the swarm.
-func (u URLSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	u.S.ServeGET(w, r, Source{URL: target}, Identity{Digest: BlobDigest(target.Path)})
+func (u URLSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL, trust tlsconf.Trust) {
+	src := Source{URL: target, CACerts: trust.CAFiles, Insecure: trust.Insecure}
+	u.S.ServeGET(w, r, src, Identity{Digest: BlobDigest(target.Path)})
 }

@@ -10,15 +10,12 @@ package swarm
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +24,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // Options configure a Swarm: what every download gets.
@@ -185,22 +183,9 @@ func (s *Swarm) client(src Source) (*http.Client, error) {
 	if c := s.clients[key]; c != nil {
 		return c, nil
 	}
-	tlsCfg := &tls.Config{InsecureSkipVerify: src.Insecure} //nolint:gosec // the operator asked for it
-	if len(src.CACerts) > 0 {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		for _, f := range src.CACerts {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("source CA: %w", err)
-			}
-			if !pool.AppendCertsFromPEM(b) {
-				return nil, fmt.Errorf("source CA %s: no PEM certificate", f)
-			}
-		}
-		tlsCfg.RootCAs = pool
+	tlsCfg, err := tlsconf.Trust{CAFiles: src.CACerts, Insecure: src.Insecure}.Config()
+	if err != nil {
+		return nil, fmt.Errorf("source TLS: %w", err)
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

@@ -3,11 +3,15 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -19,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 )
 
 // closedNode is a supernode address nobody listens on: every download
@@ -201,4 +206,38 @@ func value(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// A proxy's GET of a hijacked HTTPS host reaches it with the trust the
+// proxy gives (the host's certs, or insecure); with none, the host's
+// self-signed certificate is refused.
+func TestURLSwarmUsesTheProxysTrust(t *testing.T) {
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	origin.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	origin.StartTLS()
+	defer origin.Close()
+	caFile := filepath.Join(t.TempDir(), "origin.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: origin.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse(origin.URL + "/v2/x/blobs/" + sum([]byte("x")))
+	u := URLSwarm{S: newTestSwarm(t)}
+	for _, tc := range []struct {
+		name  string
+		trust tlsconf.Trust
+		want  int
+	}{
+		{"certs", tlsconf.Trust{CAFiles: []string{caFile}}, http.StatusUnauthorized},
+		{"insecure", tlsconf.Trust{Insecure: true}, http.StatusUnauthorized},
+		{"system roots", tlsconf.Trust{}, http.StatusBadGateway},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, target.String(), nil)
+		u.ServeGET(rec, req, target, tc.trust)
+		if rec.Code != tc.want {
+			t.Errorf("%s: %d %q, want %d", tc.name, rec.Code, rec.Body.String(), tc.want)
+		}
+	}
 }

@@ -125,18 +125,9 @@ func New() *Metrics {
 			Name: "download_total", Help: "Total dfget downloads."}, []string{"callsystem", "peer"}),
 		DfgetFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "dfget",
 			Name: "download_failed_total", Help: "Total failed dfget downloads."}, []string{"callsystem", "peer", "reason"}),
-		PieceServerBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "piece_server_sent_bytes_total", Help: "Bytes sent by the supernode's piece server."}),
-		PiecesScheduled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "pieces_scheduled_total", Help: "Pieces handed out by /peer/task, by holder kind."}, []string{"holder"}),
-		PiecesFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "pieces_failed_total", Help: "Pieces clients reported failed (/peer/task result 501), by holder kind."}, []string{"holder"}),
-		SourceFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-			Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."}),
 	}
+	addDamselfly(m)
 	m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks = clusterCollectors()
-	m.Md5OnDemand = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
-		Name: "md5_on_demand_total", Help: "md5s (of a piece or a whole file) computed for clients that check md5."})
 	buildInfo := newBuildInfo()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo,
 		m.HTTPRequests, m.HTTPDuration, m.HTTPRequestSize, m.HTTPResponseSize, m.PiecesDownloaded,
@@ -147,6 +138,20 @@ func New() *Metrics {
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
 		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand)
 	return m
+}
+
+// addDamselfly builds the collectors Dragonfly 1.x does not have.
+func addDamselfly(m *Metrics) {
+	m.PieceServerBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "piece_server_sent_bytes_total", Help: "Bytes sent by the supernode's piece server."})
+	m.PiecesScheduled = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "pieces_scheduled_total", Help: "Pieces handed out by /peer/task, by holder kind."}, []string{"holder"})
+	m.PiecesFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "pieces_failed_total", Help: "Pieces clients reported failed (/peer/task result 501), by holder kind."}, []string{"holder"})
+	m.SourceFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."})
+	m.Md5OnDemand = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "md5_on_demand_total", Help: "md5s (of a piece or a whole file) computed for clients that check md5."})
 }
 
 func newBuildInfo() *prometheus.GaugeVec {

@@ -10,11 +10,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/test/netfake"
 )
 
 // registry is a /peer/registry that records the bodies it gets and
@@ -206,5 +208,27 @@ func TestOrderRandomAndBadName(t *testing.T) {
 	order, warns := Order(context.Background(), cfg, hosts{})
 	if len(order) != 2 || len(warns) != 1 || !strings.Contains(warns[0].Error(), "gone") {
 		t.Fatalf("order %v, warnings %v", order, warns)
+	}
+}
+
+// TestRegisterSkipsASilentNodeWithinASecond: a listed supernode that never
+// answers (down, its packets dropped) costs about a second, not the
+// transport's dial timeout, when another node follows it.
+func TestRegisterSkipsASilentNodeWithinASecond(t *testing.T) {
+	up := newRegistry(t, false)
+	silent, err := nodes.Parse(netfake.Silent(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.New()
+	cfg.URL = "http://origin/f"
+	start := time.Now()
+	res, err := Register(context.Background(), api.New(), cfg, []nodes.Node{silent, up.node(t)}, Request{CID: "c", IP: "127.0.0.1", Port: 1})
+	took := time.Since(start)
+	if err != nil || res.Node != up.node(t).Addr() {
+		t.Fatalf("registered at %v, err %v; want %s", res, err, up.node(t).Addr())
+	}
+	if took < 900*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("the silent node cost %v, want about a second", took)
 	}
 }

@@ -142,38 +142,13 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 	if cfg.Runs <= 0 {
 		cfg.Runs = 1
 	}
-	if cfg.WorkDir == "" {
-		d, err := os.MkdirTemp("", "dfgetbench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		cfg.WorkDir = d
-	}
-	src := filepath.Join(cfg.WorkDir, "origin.bin")
-	sum, crc, err := writeRandom(src, cfg.Size)
+	b, err := newBed(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	originURL, stopOrigin, err := serveOrigin(src)
-	if err != nil {
-		return nil, err
-	}
-	defer stopOrigin()
+	defer b.close()
+	crc, originURL, node := b.crc, b.originURL, b.node
 	f := &Figures{Size: cfg.Size, Runs: cfg.Runs}
-
-	sn, err := cdnbench.StartSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
-	if err != nil {
-		return nil, err
-	}
-	defer sn.Stop()
-	node := sn.Addr
-	var homes []string
-	defer func() {
-		for _, h := range homes {
-			killServer(h)
-		}
-	}()
 	prof := func(name string, round int) []string {
 		if cfg.ProfileDir == "" {
 			return nil
@@ -186,15 +161,10 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 	// the spread is noise from other load and page-cache allocation.
 	for round := 0; round < cfg.Runs; round++ {
 		url := originURL + "?round=" + strconv.Itoa(round)
-		curlOut := filepath.Join(cfg.WorkDir, "curl.out")
-		r, err := timed(ctx, nil, "curl", "-sS", "-f", "-o", curlOut, url)
+		r, err := b.curl(ctx, cfg.WorkDir, url)
 		if err != nil {
-			return nil, fmt.Errorf("curl: %w", err)
-		}
-		if err := checkFile(curlOut, sum); err != nil {
 			return nil, err
 		}
-		os.Remove(curlOut)
 		f.Curl = best(f.Curl, r)
 		settle()
 		cdn, err := cdnbench.MeasureCDN(ctx, url+"&cdn=1", cfg.SupernodeBin)
@@ -208,25 +178,14 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			name string
 			run  *Run
 		}{{"cold", &f.Cold}, {"warm", &f.Warm}} {
-			ip := fmt.Sprintf("127.0.%d.%d", 10+round, 2+i)
-			home := filepath.Join(cfg.WorkDir, "home-"+ip)
-			homes = append(homes, home)
-			out := filepath.Join(cfg.WorkDir, "out-"+ip)
-			r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", node, "--ip", ip,
-				"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, prof(step.name, round)...)...)
+			r, err := b.dfgetFile(ctx, &cfg, url, fmt.Sprintf("127.0.%d.%d", 10+round, 2+i), prof(step.name, round)...)
 			if err != nil {
 				return nil, err
 			}
-			r.ServerCPU = serverCPU(home)
-			if err := checkFile(out, sum); err != nil {
-				return nil, err
-			}
-			os.Remove(out)
 			*step.run = best(*step.run, r)
 		}
 		ip := fmt.Sprintf("127.0.%d.4", 10+round)
-		home := filepath.Join(cfg.WorkDir, "home-"+ip)
-		homes = append(homes, home)
+		home := b.home(cfg.WorkDir, ip)
 		// crc32 keeps the checking consumer cheap next to the process timed.
 		h := crc32.NewIEEE()
 		r, err = timed(ctx, h, cfg.DfgetBin, append([]string{"-u", url, "--node", node, "--ip", ip, "--home", home,

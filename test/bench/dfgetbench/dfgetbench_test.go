@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -16,16 +15,7 @@ func TestMeasure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	bin := os.Getenv("DAMSELFLY_BIN")
-	if bin == "" {
-		_, file, _, _ := runtime.Caller(0)
-		bin = filepath.Join(filepath.Dir(file), "..", "..", "..", "bin")
-	}
-	for _, b := range []string{"dfget", "supernode"} {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			t.Fatalf("binary %s missing (run make build): %v", b, err)
-		}
-	}
+	bin := binDir(t)
 	size := int64(64 << 20)
 	if s := os.Getenv("DFGETBENCH_SIZE"); s != "" {
 		n, err := parseSize(s)

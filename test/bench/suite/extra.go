@@ -105,5 +105,6 @@ func singleSection(ctx context.Context, size int64) report.Section {
 		s.Check("dfget warm", f.WarmRatio() <= 1.1), cpu("dfget warm", f.Warm))
 	s.Add("dfget --stream (warm)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
 		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), s.Check("dfget --stream", f.StreamVsFile() >= 0.8))
+	addColdWarmRows(ctx, &s, dfget, sn, size)
 	return s
 }

@@ -1,0 +1,112 @@
+package dfgetbench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+)
+
+// bed is what a measurement runs against: a random file served by a
+// loopback origin, a supernode, and the homes of the dfgets run, whose
+// peer servers are ended on close.
+type bed struct {
+	sum       string // md5 of the file
+	crc       uint32 // crc32 of the file
+	originURL string
+	node      string // the supernode's address
+	homes     []string
+	closers   []func() // run last first
+}
+
+// newBed writes a cfg.Size random file in cfg.WorkDir (a temporary one,
+// removed on close, when empty) and starts the origin and the supernode.
+func newBed(ctx context.Context, cfg *Config) (b *bed, err error) {
+	b = &bed{}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "dfgetbench-")
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, func() { os.RemoveAll(d) })
+		cfg.WorkDir = d
+	}
+	src := filepath.Join(cfg.WorkDir, "origin.bin")
+	if b.sum, b.crc, err = writeRandom(src, cfg.Size); err != nil {
+		return nil, err
+	}
+	url, stopOrigin, err := serveOrigin(src)
+	if err != nil {
+		return nil, err
+	}
+	b.originURL = url
+	b.closers = append(b.closers, stopOrigin)
+	sn, err := cdnbench.StartSupernode(ctx, cfg.SupernodeBin, filepath.Join(cfg.WorkDir, "sn"))
+	if err != nil {
+		return nil, err
+	}
+	b.node = sn.Addr
+	b.closers = append(b.closers, sn.Stop)
+	return b, nil
+}
+
+// home is the dfget home for a peer of address ip, its peer server ended
+// on close.
+func (b *bed) home(dir, ip string) string {
+	h := filepath.Join(dir, "home-"+ip)
+	b.homes = append(b.homes, h)
+	return h
+}
+
+// close ends the peer servers, then the supernode and the origin, then
+// removes a temporary work dir.
+func (b *bed) close() {
+	for _, h := range b.homes {
+		killServer(h)
+	}
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+}
+
+// curl times `curl -o` of url into dir and checks the output.
+func (b *bed) curl(ctx context.Context, dir, url string) (Run, error) {
+	out := filepath.Join(dir, "curl.out")
+	r, err := timed(ctx, nil, "curl", "-sS", "-f", "-o", out, url)
+	if err != nil {
+		return r, fmt.Errorf("curl: %w", err)
+	}
+	return r, checkAndRemove(out, b.sum)
+}
+
+// dfgetFile times a file-mode dfget of url by a new peer at ip (its own
+// home under cfg.WorkDir) with extra flags, and checks the output; the
+// run's ServerCPU is its peer server's so far.
+func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra ...string) (Run, error) {
+	home := b.home(cfg.WorkDir, ip)
+	out := filepath.Join(cfg.WorkDir, "out-"+ip)
+	r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", b.node, "--ip", ip,
+		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, extra...)...)
+	if err != nil {
+		return r, err
+	}
+	r.ServerCPU = serverCPU(home)
+	return r, checkAndRemove(out, b.sum)
+}
+
+// checkAndRemove checks a download's output against the origin's md5 and
+// removes it, so the next run finds the page cache and disk as before.
+func checkAndRemove(path, sum string) error {
+	err := checkFile(path, sum)
+	if rerr := os.Remove(path); err == nil && rerr != nil {
+		err = fmt.Errorf("remove output: %w", rerr)
+	}
+	return err
+}
