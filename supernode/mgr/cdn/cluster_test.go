@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,10 +258,19 @@ func TestClusterCrossedFetchesRefuse(t *testing.T) {
 	o := newOriginT(t, data)
 	var a, b *Manager
 	both := make(chan struct{})
+	// Both members look at their own mark before either answers: the
+	// first 409 makes its asker drop its mark and read the origin, after
+	// which serving it would be right, and the test is about the moment
+	// both fetches are in flight.
+	var checked sync.WaitGroup
+	checked.Add(2)
 	refuser := func(self **Manager) *httptest.Server {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-both // both fetches have started
-			if (*self).MemberOf("t1") != "" {
+			marked := (*self).MemberOf("t1") != ""
+			checked.Done()
+			checked.Wait()
+			if marked {
 				http.Error(w, "reading it from a member", http.StatusConflict)
 				return
 			}
