@@ -43,8 +43,10 @@ type StreamWriter struct {
 	stopped bool
 	err     error
 	written int64
-	// headFrom is the first Admit: the first piece's head start counts
-	// from it. headDone is set once the stream's next piece was held.
+	// headFrom is when the stream's first piece was admitted: its head
+	// start counts from then (a supernode that offers other pieces first,
+	// as a Dragonfly 1.x one may, has no head start to wait for).
+	// headDone is set once the stream's next piece was held.
 	headFrom time.Time
 	headDone bool
 	h        digest.Whole
@@ -79,7 +81,7 @@ func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
 	stop := context.AfterFunc(wctx, w.wake)
 	defer stop()
 	w.mu.Lock()
-	if w.headFrom.IsZero() {
+	if w.headFrom.IsZero() && num == w.next {
 		w.headFrom = time.Now()
 	}
 	if w.headStart(num) {
@@ -117,7 +119,7 @@ const headStartWait = 250 * time.Millisecond
 // headStart reports that piece num waits for the stream's first piece
 // (Admit); w.mu is held.
 func (w *StreamWriter) headStart(num int) bool {
-	return num > w.next && !w.headDone && time.Since(w.headFrom) < headStartWait
+	return num > w.next && !w.headDone && !w.headFrom.IsZero() && time.Since(w.headFrom) < headStartWait
 }
 
 // wake wakes the waiters on w.cond so they check their conditions again.

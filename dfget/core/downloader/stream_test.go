@@ -114,3 +114,15 @@ func TestStreamWriterWritesOutBeforePushEnds(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// A supernode that offers other pieces before the first (Dragonfly 1.x
+// orders by rarity) gets them admitted at once: there is no first piece
+// in flight to wait for.
+func TestStreamWriterNoHeadStartWithoutFirstPiece(t *testing.T) {
+	w := NewStreamWriter(discard{}, 4, false, false)
+	defer w.Stop()
+	t0 := time.Now()
+	if _, err := w.Admit(context.Background(), 2); err != nil || time.Since(t0) > headStartWait/2 {
+		t.Fatalf("piece 2: %v after %v", err, time.Since(t0))
+	}
+}
