@@ -18,13 +18,21 @@ func admitAsync(w *StreamWriter, num int) <-chan error {
 	return done
 }
 
-func TestStreamWriterFirstPieceHeadStart(t *testing.T) {
+// firstAdmitted is a stream writer of window 4 whose piece 0 is admitted;
+// the test's end stops it.
+func firstAdmitted(t *testing.T) *StreamWriter {
+	t.Helper()
 	w := NewStreamWriter(discard{}, 4, false, false)
-	defer w.Stop()
-	ctx := context.Background()
-	if _, err := w.Admit(ctx, 0); err != nil {
+	t.Cleanup(func() { w.Stop() })
+	if _, err := w.Admit(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+func TestStreamWriterFirstPieceHeadStart(t *testing.T) {
+	w := firstAdmitted(t)
+	ctx := context.Background()
 	second := admitAsync(w, 1)
 	select {
 	case err := <-second:
@@ -50,12 +58,8 @@ func TestStreamWriterFirstPieceHeadStart(t *testing.T) {
 }
 
 func TestStreamWriterHeadStartIsBounded(t *testing.T) {
-	w := NewStreamWriter(discard{}, 4, false, false)
-	defer w.Stop()
+	w := firstAdmitted(t)
 	ctx := context.Background()
-	if _, err := w.Admit(ctx, 0); err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Now()
 	if _, err := w.Admit(ctx, 1); err != nil {
 		t.Fatal(err)
