@@ -11,6 +11,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
 // stream downloads to the data writer in order, never touching the disk.
@@ -170,15 +171,14 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 		d.log.Infof("stream ring %s: %v; pushing pieces by HTTP", ring.Path, err)
 		return body, func() {}
 	}
-	rw := newRingWriter(f, ring.Slots, size)
 	push = func(ctx context.Context, p *downloader.Piece) {
 		slot, err := d.client.ReserveStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num)
 		if err == nil {
 			n := len(p.Wrapped)
-			if werr := rw.write(slot, p.Wrapped); werr != nil {
+			if _, werr := fileio.WriteAt(f, p.Wrapped, int64(slot)*int64(size)); werr != nil {
 				// A length of 0 fails the commit's checks, which frees
 				// the slot: a half-written slot is never cached.
-				n, err = 0, werr
+				n, err = 0, fmt.Errorf("write ring slot %d: %w", slot, werr)
 			}
 			if cerr := d.client.CommitStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num, slot, n); err == nil {
 				err = cerr
@@ -189,7 +189,7 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 			body(ctx, p)
 		}
 	}
-	return push, rw.close
+	return push, func() { _ = f.Close() }
 }
 
 // streamBackSource continues the stream from the source after the bytes
