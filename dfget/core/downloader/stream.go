@@ -30,8 +30,10 @@ type StreamWriter struct {
 	out    io.Writer
 	window int
 	slots  chan struct{}
-	// Push, if set, is called with each verified piece before it is held
-	// (the peer server's stream cache); its error is only logged by it.
+	// Push, if set, is called with each verified piece once it is held
+	// (the peer server's stream cache), while the piece may already be
+	// going to out; its error is only logged by it. Set it only while no
+	// piece is being written.
 	Push func(ctx context.Context, p *Piece)
 
 	mu      sync.Mutex
@@ -41,8 +43,14 @@ type StreamWriter struct {
 	stopped bool
 	err     error
 	written int64
-	h       digest.Whole
-	done    chan struct{}
+	// headFrom is when the stream's first piece was admitted: its head
+	// start counts from then (a supernode that offers other pieces first,
+	// as a Dragonfly 1.x one may, has no head start to wait for).
+	// headDone is set once the stream's next piece was held.
+	headFrom time.Time
+	headDone bool
+	h        digest.Whole
+	done     chan struct{}
 }
 
 // NewStreamWriter starts a stream writer to out with the given window.
@@ -61,13 +69,26 @@ func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamW
 // stream has moved far enough (the supernode's window runs ahead of ours
 // by the pieces held for a slow reader); after outOfWindowWait it is given
 // back with ErrOutOfWindow, so a supernode without windows cannot stall us.
+//
+// Before the first byte is out, a piece other than the stream's next one
+// also waits (at most headStartWait) until that next piece is verified:
+// fetched alongside the rest of the window, the first piece would share
+// the link with them and arrive when they do, a window's time instead of
+// a piece's.
 func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
 	wctx, cancel := context.WithTimeout(ctx, outOfWindowWait)
 	defer cancel()
-	stop := context.AfterFunc(wctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	stop := context.AfterFunc(wctx, w.wake)
 	defer stop()
 	w.mu.Lock()
-	for w.err == nil && !w.stopped && num >= w.next+w.window && wctx.Err() == nil {
+	if w.headFrom.IsZero() && num == w.next {
+		w.headFrom = time.Now()
+	}
+	if w.headStart(num) {
+		t := time.AfterFunc(time.Until(w.headFrom.Add(headStartWait)), w.wake)
+		defer t.Stop()
+	}
+	for w.err == nil && !w.stopped && (num >= w.next+w.window || w.headStart(num)) && wctx.Err() == nil {
 		w.cond.Wait()
 	}
 	next, err := w.next, w.err
@@ -91,6 +112,19 @@ func (w *StreamWriter) Admit(ctx context.Context, num int) (func(), error) {
 // outOfWindowWait bounds how long Admit holds a piece beyond the window.
 const outOfWindowWait = 5 * time.Second
 
+// headStartWait bounds the first piece's head start, so a first piece
+// whose holder stalls does not hold the rest of the window back for long.
+const headStartWait = 250 * time.Millisecond
+
+// headStart reports that piece num waits for the stream's first piece
+// (Admit); w.mu is held.
+func (w *StreamWriter) headStart(num int) bool {
+	return num > w.next && !w.headDone && !w.headFrom.IsZero() && time.Since(w.headFrom) < headStartWait
+}
+
+// wake wakes the waiters on w.cond so they check their conditions again.
+func (w *StreamWriter) wake() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() }
+
 // WritePiece implements Writer.
 func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 	w.mu.Lock()
@@ -113,14 +147,24 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 		p.Release()
 		return ErrOutOfWindow
 	}
-	w.mu.Unlock()
-	if w.Push != nil {
-		w.Push(ctx, p)
+	// Held first: the piece may leave for out at once, while the push
+	// to the stream cache (a copy and two local calls) runs beside it.
+	// The push still ends before WritePiece returns, so the supernode
+	// hears of the piece (/peer/piece/suc) only when the cache has it.
+	push := w.Push
+	if push != nil {
+		p.share()
 	}
-	w.mu.Lock()
 	w.held[p.Num] = p
+	if p.Num == w.next {
+		w.headDone = true
+	}
 	w.cond.Broadcast()
 	w.mu.Unlock()
+	if push != nil {
+		push(ctx, p)
+		p.Release()
+	}
 	return nil
 }
 
@@ -169,7 +213,7 @@ func (w *StreamWriter) run() {
 // Wait blocks until count pieces are written (or the writer failed) and
 // returns the bytes written and their md5.
 func (w *StreamWriter) Wait(ctx context.Context, count int) (int64, string, error) {
-	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	stop := context.AfterFunc(ctx, w.wake)
 	defer stop()
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -24,10 +25,21 @@ type Piece struct {
 	Content []byte // plain bytes of the file
 	Wrapped []byte // bytes as received (wrapped unless source-CDN mode)
 	release func()
+	// owners beyond the first: the stream writer and its push to the
+	// stream cache read the piece at the same time, and the buffer goes
+	// back only when both are done with it.
+	owners atomic.Int32
 }
 
-// Release returns the piece's buffer; the piece must not be used after.
+// share adds an owner, who must call Release too.
+func (p *Piece) share() { p.owners.Add(1) }
+
+// Release gives up one owner's use of the piece; the last one returns its
+// buffer. An owner must not use the piece after.
 func (p *Piece) Release() {
+	if p.owners.Add(-1) >= 0 {
+		return
+	}
 	if p.release != nil {
 		p.release()
 		p.release = nil

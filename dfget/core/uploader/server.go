@@ -144,7 +144,7 @@ func (s *Server) local(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
-		if err != nil || ip == nil || !(ip.IsLoopback() || host == s.cfg.IP) {
+		if err != nil || ip == nil || !(ip.IsLoopback() || host == s.cfg.IP || sameHost(r, ip)) {
 			text(w, http.StatusForbidden, "control endpoints are for local dfget only")
 			return
 		}
@@ -154,6 +154,19 @@ func (s *Server) local(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// sameHost reports that the request came from this host: its source is
+// the address it reached us on. A server listening on every address
+// (0.0.0.0, as dfdaemon's) has no IP of its own to compare with, and the
+// dfgets of its host call it on the host's outward address.
+func sameHost(r *http.Request, remote net.IP) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	return err == nil && remote.Equal(net.ParseIP(host))
 }
 
 // validName accepts a plain file name: the peer server serves only files

@@ -482,3 +482,29 @@ func TestCheckReusesServerWithoutToken(t *testing.T) {
 		t.Fatal("an old server of the same version was not reused")
 	}
 }
+
+// A server on every address (dfdaemon's, at 0.0.0.0) takes the local
+// calls of its host's dfgets, which reach it on the host's outward
+// address from that same address; a caller from another address is
+// refused whatever it sends.
+func TestLocalCallsOnAnyAddress(t *testing.T) {
+	s := NewServer(ServerConfig{IP: "0.0.0.0", Token: testToken, DataDir: t.TempDir(), ExpireTime: time.Minute,
+		AliveTime: time.Minute}, quietLog())
+	h := s.Handler()
+	check := func(remote string) int {
+		r := httptest.NewRequest("GET", "/check/x", nil)
+		r.RemoteAddr = remote
+		r.Header.Set(api.HeaderLocalToken, testToken)
+		local := &net.TCPAddr{IP: net.ParseIP("198.18.0.4"), Port: 52010}
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local)))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	if c := check("198.18.0.4:40000"); c != http.StatusOK {
+		t.Errorf("call from the host's own address: %d", c)
+	}
+	if c := check("198.18.0.5:40000"); c != http.StatusForbidden {
+		t.Errorf("call from another host: %d", c)
+	}
+}

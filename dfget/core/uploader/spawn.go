@@ -73,7 +73,9 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 		return 0, err
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	// A server is up within a few milliseconds: polls start close
+	// together, since the download waits for it, and space out to 20 ms.
+	for wait := time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
 		if p, ok := check(ctx, c, o); ok {
 			return p, nil
 		}
@@ -86,7 +88,7 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 				return p, nil
 			}
 			return 0, fmt.Errorf("peer server exited at start (see %s): %v", o.LogPath, err)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	return 0, errors.New("peer server did not come up within 5s")
