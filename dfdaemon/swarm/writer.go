@@ -65,13 +65,16 @@ func (b *blobWriter) Write(p []byte) (int, error) {
 	if b.h == nil {
 		return len(p), b.send(p)
 	}
-	b.h.Write(p)
 	if err := b.send(b.held); err != nil {
 		return len(p), err
 	}
 	if err := b.send(p[:len(p)-1]); err != nil {
 		return len(p), err
 	}
+	// Hashed once the bytes are on their way: the held last byte is what
+	// keeps a client from accepting a wrong blob, and the first bytes of a
+	// layer leave a hash of a piece sooner.
+	b.h.Write(p)
 	b.held = append(b.held[:0], p[len(p)-1])
 	if b.n == b.length {
 		if err := b.verify(); err != nil {
