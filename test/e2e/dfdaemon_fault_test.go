@@ -51,6 +51,12 @@ func TestDfdaemonDigestMismatchFailsPull(t *testing.T) {
 				t.Fatalf("pull %d: the peer server keeps %s", i, e.Name())
 			}
 		}
+		// The supernode checked the layer's sha256 in its fill (the
+		// registration carries it) and failed the task: each pull's fill
+		// of the bad layer failed, none was kept as good.
+		if n := metricValue(t, sn, "dragonfly_supernode_cdn_download_failed_total"); n < float64(i+1) {
+			t.Fatalf("pull %d: the supernode counted %v failed fills, want %d", i, n, i+1)
+		}
 	}
 }
 
