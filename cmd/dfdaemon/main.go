@@ -82,8 +82,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer closeLog()
-	if len(cfg.DfgetFlags) > 0 {
-		log.Warnf("dfget_flags %v ignored: downloads run in this process", cfg.DfgetFlags)
+	if len(cfg.IgnoredDfgetFlags) > 0 {
+		log.Warnf("dfget_flags %v ignored: downloads run in this process (--node, --ip, --port and --verbose are taken)",
+			cfg.IgnoredDfgetFlags)
 	}
 	reg := server.NewRegistry()
 	pctx, stopPeer := context.WithCancel(context.Background())

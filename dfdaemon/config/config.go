@@ -87,6 +87,9 @@ type Config struct {
 	Nodes nodes.List `yaml:"-"`
 	// File is the YAML file read (--config).
 	File string `yaml:"-"`
+	// IgnoredDfgetFlags are the flags of dfget_flags that mean nothing to
+	// an in-process download (see applyDfgetFlags).
+	IgnoredDfgetFlags []string `yaml:"-"`
 }
 
 // New returns a Config with v1's defaults.
@@ -142,6 +145,16 @@ func (c *Config) Load(f *pflag.FlagSet) error {
 // complete applies the defaults that depend on other values and checks
 // every value.
 func (c *Config) complete() error {
+	if len(c.Nodes) == 0 && len(c.SuperNodes) > 0 {
+		if err := c.Nodes.Set(strings.Join(c.SuperNodes, ",")); err != nil {
+			return errorf(ExitConfig, "supernodes: %w", err)
+		}
+	}
+	ignored, err := c.applyDfgetFlags()
+	if err != nil {
+		return errorf(ExitConfig, "%w", err)
+	}
+	c.IgnoredDfgetFlags = ignored
 	if c.Port < 1 || c.Port > 65535 {
 		return errorf(ExitPortInvalid, "invalid port %d: want 1..65535", c.Port)
 	}
@@ -150,11 +163,6 @@ func (c *Config) complete() error {
 	}
 	if c.RateLimit < 0 {
 		return errorf(ExitRateInvalid, "invalid ratelimit %v: negative", c.RateLimit)
-	}
-	if len(c.Nodes) == 0 && len(c.SuperNodes) > 0 {
-		if err := c.Nodes.Set(strings.Join(c.SuperNodes, ",")); err != nil {
-			return errorf(ExitConfig, "supernodes: %w", err)
-		}
 	}
 	if err := c.completePaths(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -161,5 +162,41 @@ func TestPartialRegistryMirrorKeepsDefaultRemote(t *testing.T) {
 	}
 	if c.Registry().String() != DefaultRegistry || !c.RegistryMirror.Insecure {
 		t.Fatalf("registry %v insecure %v", c.Registry(), c.RegistryMirror.Insecure)
+	}
+}
+
+// TestDfgetFlags: v1 setups name their supernodes in dfget_flags; the flags
+// that mean something to in-process downloads are taken where dfdaemon's
+// own flags and keys left them unset, and the rest are named for a warning.
+func TestDfgetFlags(t *testing.T) {
+	const file = `
+dfget_flags: ["--node","192.168.33.21,192.168.33.22=2","--verbose","--ip","192.168.33.23","--port","15001",
+  "--expiretime","3m0s","-f","filterParam1&filterParam2","--notbs"]
+`
+	c, err := load(t, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodes.String() != "192.168.33.21:8002=1,192.168.33.22:8002=2" || c.LocalIP != "192.168.33.23" ||
+		c.PeerPort != 15001 || !c.Verbose {
+		t.Fatalf("nodes %s ip %q peer port %d verbose %v", c.Nodes.String(), c.LocalIP, c.PeerPort, c.Verbose)
+	}
+	if got := strings.Join(c.IgnoredDfgetFlags, " "); got != "--expiretime -f --notbs" {
+		t.Fatalf("ignored %q", got)
+	}
+	// dfdaemon's own --node and the supernodes key win, as v1's --node
+	// came after dfget_flags on the command line.
+	c, err = load(t, file, "--node", "10.9.9.9")
+	if err != nil || c.Nodes.String() != "10.9.9.9:8002=1" {
+		t.Fatalf("--node: %v %s", err, c.Nodes.String())
+	}
+	c, err = load(t, v1File)
+	if err != nil || c.Nodes.String() != "10.0.0.1:8002=2,10.0.0.2:8002=1" || c.LocalIP != "10.0.0.9" || !c.Verbose {
+		t.Fatalf("supernodes and localIP keys: %v nodes %s ip %s verbose %v", err, c.Nodes.String(), c.LocalIP, c.Verbose)
+	}
+	for _, bad := range []string{`dfget_flags: ["--node", "a:0"]`, `dfget_flags: ["--port", "x"]`} {
+		if _, err := load(t, bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
 	}
 }
