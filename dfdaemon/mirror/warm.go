@@ -3,12 +3,13 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
+	"github.com/damselfly-p2p/damselfly/pkg/manifest"
 )
 
 // manifestPath is a manifest GET: /v2/<name>/manifests/<reference>.
@@ -67,40 +68,19 @@ func (c *manifestCapture) body() []byte {
 	return c.buf.Bytes()
 }
 
-// manifestBlobs are the blob digests an image manifest names: the config
-// and the layers (schema 2 and OCI), or the fsLayers (schema 1), each
-// once, in the manifest's order.
+// manifestBlobs are the blob digests an image manifest names: the layers
+// (schema 2 and OCI), or the fsLayers (schema 1), then the config, each
+// once; none for what is not a manifest.
 func manifestBlobs(b []byte) []string {
-	var m struct {
-		Config *struct {
-			Digest string `json:"digest"`
-		} `json:"config"`
-		Layers []struct {
-			Digest string `json:"digest"`
-		} `json:"layers"`
-		FSLayers []struct {
-			BlobSum string `json:"blobSum"`
-		} `json:"fsLayers"`
-	}
-	if json.Unmarshal(b, &m) != nil {
+	m, err := manifest.Parse(b)
+	if err != nil {
 		return nil
 	}
 	var out []string
-	seen := map[string]bool{}
-	add := func(d string) {
-		if swarm.ValidDigest(d) && !seen[d] {
-			seen[d] = true
+	for _, d := range append(m.LayerDigests(), m.ConfigDigest()) {
+		if swarm.ValidDigest(d) && !slices.Contains(out, d) {
 			out = append(out, d)
 		}
-	}
-	for _, l := range m.Layers {
-		add(l.Digest)
-	}
-	for _, l := range m.FSLayers {
-		add(l.BlobSum)
-	}
-	if m.Config != nil {
-		add(m.Config.Digest)
 	}
 	return out
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/manifest"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 )
@@ -225,18 +226,6 @@ func (m *Manager) image(ctx context.Context, id string, req types.PreheatCreateR
 	}
 }
 
-type manifest struct {
-	FsLayers []struct {
-		BlobSum string `json:"blobSum"`
-	} `json:"fsLayers"`
-	Layers []struct {
-		Digest string `json:"digest"`
-	} `json:"layers"`
-	Manifests []struct {
-		Digest string `json:"digest"`
-	} `json:"manifests"`
-}
-
 func (m *Manager) layers(ctx context.Context, u, base string, headers map[string]string, depth int) ([]string, error) {
 	if depth > 2 {
 		return nil, errors.New("manifest lists nested too deep")
@@ -245,9 +234,9 @@ func (m *Manager) layers(ctx context.Context, u, base string, headers map[string
 	if err != nil {
 		return nil, err
 	}
-	var mf manifest
-	if err := json.Unmarshal(body, &mf); err != nil {
-		return nil, fmt.Errorf("parse manifest %s: %w", u, err)
+	mf, err := manifest.Parse(body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
 	}
 	seen := map[string]bool{}
 	var out []string
@@ -257,14 +246,11 @@ func (m *Manager) layers(ctx context.Context, u, base string, headers map[string
 			out = append(out, d)
 		}
 	}
-	for _, l := range mf.FsLayers {
-		add(l.BlobSum)
+	for _, d := range mf.LayerDigests() {
+		add(d)
 	}
-	for _, l := range mf.Layers {
-		add(l.Digest)
-	}
-	for _, sub := range mf.Manifests {
-		ls, err := m.layers(ctx, base+"/manifests/"+sub.Digest, base, headers, depth+1)
+	for _, sub := range mf.ChildDigests() {
+		ls, err := m.layers(ctx, base+"/manifests/"+sub, base, headers, depth+1)
 		if err != nil {
 			return nil, err
 		}
