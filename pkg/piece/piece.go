@@ -185,15 +185,6 @@ func Md5Value(wrapped []byte) string {
 	return Md5Hex(wrapped) + ":" + strconv.Itoa(len(wrapped))
 }
 
-// Md5OfValue returns the md5 part of a pieceMd5 string (before the colon),
-// the only part a receiver compares.
-func Md5OfValue(v string) string {
-	if i := strings.IndexByte(v, ':'); i >= 0 {
-		return v[:i]
-	}
-	return v
-}
-
 // Range is the wrapped-file byte range "start-end" (inclusive) of piece num,
 // clipped to the wrapped file length when it is known (wrappedLen >= 0).
 func Range(num int, pieceSize int32, wrappedLen int64) string {

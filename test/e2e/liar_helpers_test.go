@@ -375,7 +375,7 @@ func (s *semiPeer) fetch(ctx context.Context, p types.PieceInfo) ([]byte, error)
 	if err != nil || resp.StatusCode != http.StatusPartialContent {
 		return nil, fmt.Errorf("piece %d: HTTP %d: %v", p.PieceNum, resp.StatusCode, err)
 	}
-	if p.PieceMd5 != "" && md5hex(b) != piece.Md5OfValue(p.PieceMd5) {
+	if p.PieceMd5 != "" && !md5Matches(b, p.PieceMd5) {
 		return nil, fmt.Errorf("piece %d: md5 mismatch", p.PieceNum)
 	}
 	if s.raw() {

@@ -135,10 +135,10 @@ func TestFetchPieceMd5Fallback(t *testing.T) {
 	}
 	_, err, _ := fetchFrom(t, bad, piece.Md5Value(good), "")
 	var mm *Md5MismatchError
-	if !errors.As(err, &mm) || strings.Contains(mm.Real, ":") || mm.Expected != piece.Md5OfValue(piece.Md5Value(good)) {
+	if !errors.As(err, &mm) || strings.Contains(mm.Real, ":") || mm.Expected != piece.Md5Hex(good) {
 		t.Fatalf("liar: err %v, want an md5 mismatch", err)
 	}
-	for _, m := range []string{"nothex:" + strconv.Itoa(len(good)), piece.Md5OfValue(piece.Md5Value(good)), piece.Md5Value(good)[:10]} {
+	for _, m := range []string{"nothex:" + strconv.Itoa(len(good)), piece.Md5Hex(good), piece.Md5Value(good)[:10]} {
 		if _, err, _ := fetchFrom(t, good, m, ""); !errors.As(err, &mm) || !errors.Is(err, digest.ErrMalformed) {
 			t.Errorf("pieceMd5 %q: err %v, want a reported malformed digest", m, err)
 		}
