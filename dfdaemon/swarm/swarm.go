@@ -22,6 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
@@ -228,16 +229,10 @@ func SourceHeaders(h http.Header) http.Header {
 // ValidDigest reports whether d is "sha256:" and 64 lower-case hex
 // digits, the only digest the swarm checks.
 func ValidDigest(d string) bool {
-	hex, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(hex) != 64 {
-		return false
-	}
-	for _, c := range hex {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	// Lower case only, as the OCI spec writes digests: the digest is the
+	// task's identity, so one blob must have one spelling.
+	p, err := digest.Parse(d)
+	return err == nil && p.Algorithm() == digest.SHA256 && p.String() == d
 }
 
 // errNoBytes is a download that failed before its first byte.

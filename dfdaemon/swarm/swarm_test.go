@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -238,6 +239,20 @@ func TestURLSwarmUsesTheProxysTrust(t *testing.T) {
 		u.ServeGET(rec, req, target, tc.trust)
 		if rec.Code != tc.want {
 			t.Errorf("%s: %d %q, want %d", tc.name, rec.Code, rec.Body.String(), tc.want)
+		}
+	}
+}
+
+// TestValidDigest: a blob's identity has one spelling, lower-case sha256.
+func TestValidDigest(t *testing.T) {
+	good := "sha256:" + strings.Repeat("ab", 32)
+	if !ValidDigest(good) {
+		t.Fatalf("%s refused", good)
+	}
+	for _, bad := range []string{"", "sha256:", strings.ToUpper(good), "sha256:" + strings.Repeat("AB", 32),
+		"md5:" + strings.Repeat("ab", 16), "blake3:" + strings.Repeat("ab", 32), good + "00", "sha256:" + strings.Repeat("zz", 32)} {
+		if ValidDigest(bad) {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

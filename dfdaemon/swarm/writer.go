@@ -1,8 +1,6 @@
 package swarm
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -10,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 )
 
 // ErrDigestMismatch is content whose sha256 is not the digest it was
@@ -26,8 +26,8 @@ type blobWriter struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
 	hdr    http.Header
-	length int64 // -1: unknown
-	digest string
+	length int64  // -1: unknown
+	want   string // the blob's digest, "" when unchecked
 	h      hash.Hash
 
 	mu       sync.Mutex
@@ -39,10 +39,10 @@ type blobWriter struct {
 	header   bool
 }
 
-func newBlobWriter(w http.ResponseWriter, hdr http.Header, length int64, digest string) *blobWriter {
-	b := &blobWriter{w: w, rc: http.NewResponseController(w), hdr: hdr, length: length, digest: digest}
-	if digest != "" {
-		b.h = sha256.New()
+func newBlobWriter(w http.ResponseWriter, hdr http.Header, length int64, want string) *blobWriter {
+	b := &blobWriter{w: w, rc: http.NewResponseController(w), hdr: hdr, length: length, want: want}
+	if want != "" {
+		b.h = digest.SHA256.New()
 	}
 	return b
 }
@@ -87,8 +87,8 @@ func (b *blobWriter) Write(p []byte) (int, error) {
 // verify checks the digest of every byte accepted and, when it matches,
 // sends the held byte; b.mu is held.
 func (b *blobWriter) verify() error {
-	if got := "sha256:" + hex.EncodeToString(b.h.Sum(nil)); got != b.digest {
-		b.err = fmt.Errorf("%w: %d bytes have %s, want %s", ErrDigestMismatch, b.n, got, b.digest)
+	if got := digest.FromHash(digest.SHA256, b.h).String(); got != b.want {
+		b.err = fmt.Errorf("%w: %d bytes have %s, want %s", ErrDigestMismatch, b.n, got, b.want)
 		return b.err
 	}
 	b.verified = true
