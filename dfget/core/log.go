@@ -17,7 +17,7 @@ func newLogger(dir, name string, rot logfile.Rotation, verbose, console bool) (*
 		return nil, nil, err
 	}
 	l := logrus.New()
-	l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
+	l.SetFormatter(logfile.Formatter())
 	var out io.Writer = f
 	if console {
 		out = io.MultiWriter(f, os.Stderr)

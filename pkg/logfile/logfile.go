@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sirupsen/logrus"
 	"gopkg.in/natefinch/lumberjack.v2"
 )
 
@@ -55,4 +56,11 @@ func Open(path string, r Rotation) (io.WriteCloser, error) {
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// Formatter is the text format of every Damselfly log: plain, with
+// millisecond timestamps, because reading where a download's time went
+// (a piece every few milliseconds) needs more than seconds.
+func Formatter() logrus.Formatter {
+	return &logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000Z07:00"}
 }

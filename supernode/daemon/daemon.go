@@ -71,6 +71,7 @@ func New(cfg config.Config, stderr io.Writer) (*Daemon, error) {
 		return nil, err
 	}
 	log := logrus.New()
+	log.SetFormatter(logfile.Formatter())
 	log.SetOutput(io.MultiWriter(stderr, lf))
 	if b.Debug {
 		log.SetLevel(logrus.DebugLevel)
