@@ -87,6 +87,12 @@ type PieceInfo struct {
 	DownLink  int    `json:"downLink"`
 	// PieceDigest is Damselfly's negotiated digest; see above.
 	PieceDigest string `json:"pieceDigest,omitempty"`
+	// NoShare (Damselfly, only to a streaming client that negotiated
+	// PieceDigest) says that no other client of the task lacks pieces, so
+	// none would fetch this one from the client's stream cache: the client
+	// keeps it out of the cache and reports it with /peer/piece/suc?share=0,
+	// which records it without making the client a holder.
+	NoShare bool `json:"noShare,omitempty"`
 }
 
 // FinishData is ResultInfo.Data of a 600 /peer/task reply. FileLength is the

@@ -65,6 +65,7 @@ func FuzzScanQueryMatchesParseQuery(f *testing.F) {
 	f.Add("taskId=t;x&srcCid=c&status=700")
 	f.Add("task%49d=t&srcCid=c&status=700&x=%zz")
 	f.Add("taskId=t&cid=c&dstCid=d&pieceRange=0-4194303&cid=e")
+	f.Add("taskId=t&cid=c&pieceRange=0-9&share=0&share=1")
 	f.Fuzz(func(t *testing.T, q string) {
 		p1, err1 := parsePullQuery(q)
 		p2, err2 := parsePullValues(q)

@@ -91,7 +91,8 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePieceQuery(r.URL.RawQuery)
 	if err == nil {
-		err = a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range})
+		err = a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range,
+			NoShare: q.NoShare})
 	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())

@@ -157,17 +157,20 @@ func pullFrom(taskID, srcCID, dstCID, rng, status, result string) (pullQuery, er
 }
 
 // pieceQuery is the query of /peer/piece/suc and /peer/piece/stream.
+// NoShare is share=0 on /peer/piece/suc (Damselfly): the client has the
+// piece but serves it to no one (a stream told noShare).
 type pieceQuery struct {
 	TaskID, CID, DstCID, Range string
+	NoShare                    bool
 }
 
 func parsePieceQuery(raw string) (pieceQuery, error) {
-	keys := [...]string{"taskId", "cid", "pieceRange", "dstCid"}
+	keys := [...]string{"taskId", "cid", "pieceRange", "dstCid", "share"}
 	var v [len(keys)]string
 	if !scanQuery(raw, keys[:], v[:]) {
 		return parsePieceValues(raw)
 	}
-	return pieceFrom(v[0], v[1], v[2], v[3])
+	return pieceFrom(v[0], v[1], v[2], v[3], v[4])
 }
 
 // parsePieceValues is parsePieceQuery through url.ParseQuery (see
@@ -177,16 +180,19 @@ func parsePieceValues(raw string) (pieceQuery, error) {
 	if err != nil {
 		return pieceQuery{}, fmt.Errorf("invalid query: %w", err)
 	}
-	return pieceFrom(q.Get("taskId"), q.Get("cid"), q.Get("pieceRange"), q.Get("dstCid"))
+	return pieceFrom(q.Get("taskId"), q.Get("cid"), q.Get("pieceRange"), q.Get("dstCid"), q.Get("share"))
 }
 
-func pieceFrom(taskID, cid, rng, dstCID string) (pieceQuery, error) {
+func pieceFrom(taskID, cid, rng, dstCID, share string) (pieceQuery, error) {
 	for _, kv := range [...][2]string{{"taskId", taskID}, {"cid", cid}, {"pieceRange", rng}} {
 		if kv[1] == "" {
 			return pieceQuery{}, fmt.Errorf("%s is empty", kv[0])
 		}
 	}
-	return pieceQuery{TaskID: taskID, CID: cid, Range: rng, DstCID: dstCID}, nil
+	if share != "" && share != "0" && share != "1" {
+		return pieceQuery{}, fmt.Errorf("share %q: want 0 or 1", share)
+	}
+	return pieceQuery{TaskID: taskID, CID: cid, Range: rng, DstCID: dstCID, NoShare: share == "0"}, nil
 }
 
 // scanQuery sets vals[i] to the first value of keys[i] in the raw query,

@@ -156,6 +156,16 @@ func TestPieceReportsAndStream(t *testing.T) {
 	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
 		t.Fatalf("suc: %d %s", st, body)
 	}
+	// share=0 (a stream told noShare): had, not a holder; anything but 0
+	// or 1 is refused.
+	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9", NoShare: true}).Return(nil)
+	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9&share=0", "", ""); st != 200 || body != `{"code":611}` {
+		t.Fatalf("suc share=0: %d %s", st, body)
+	}
+	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9&share=no", "", ""); st != 500 ||
+		!strings.Contains(body, `share \"no\"`) {
+		t.Fatalf("suc share=no: %d %s", st, body)
+	}
 	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9"}, true).Return(nil)
 	if st, body := f.do(t, "POST", "/peer/piece/stream?taskId=t&cid=c&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
 		t.Fatalf("stream post: %d %s", st, body)

@@ -84,6 +84,40 @@ func TestDfgetStreamMd5Mismatch(t *testing.T) {
 	}
 }
 
+// A stream alone on its task (every other client has the whole file) keeps
+// nothing for others: the supernode marks its pieces noShare, none goes to
+// the peer server's stream cache, so no cache report reaches the supernode
+// beyond the stream's support probe, and the bytes are exact.
+// TestDfgetStreamMixedSwarm is the other side: with a client still lacking
+// pieces, streams share.
+func TestDfgetStreamAloneSkipsStreamCache(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(24<<20+5, 31)
+	url := o.add("/alone.bin", data)
+	sn := startSupernode(t, t.TempDir())
+	fp := newDfgetPeer(t, "127.0.0.5")
+	dst := filepath.Join(t.TempDir(), "file")
+	if r := fp.run(sn, "-u", url, "-o", dst, "--notbs"); r.code != 0 {
+		t.Fatalf("file-mode download: exit %d: %s", r.code, r.stdout)
+	}
+	fileEquals(t, dst, data)
+	const reports = `dragonfly_supernode_http_requests_total{code="200",handler="/peer/piece/stream"}`
+	before := metricValue(t, sn, reports)
+	p := newDfgetPeer(t, "127.0.0.6")
+	var got [32]byte
+	r := p.stream(sn, func(r io.Reader) {
+		h := sha256.New()
+		_, _ = io.Copy(h, r)
+		copy(got[:], h.Sum(nil))
+	}, "-u", url, "--notbs", "--verbose", "--window-size", "4")
+	if r.code != 0 || got != sha256.Sum256(data) {
+		t.Fatalf("exit %d or wrong bytes: %s", r.code, r.stderr)
+	}
+	if n := metricValue(t, sn, reports) - before; n > 1 {
+		t.Errorf("a lone stream made %v stream-cache calls to the supernode, want only its probe", n)
+	}
+}
+
 // Two streaming clients and one file-mode client in one swarm all get the
 // right bytes.
 func TestDfgetStreamMixedSwarm(t *testing.T) {

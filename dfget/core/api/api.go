@@ -228,13 +228,18 @@ func (c *Client) PullPieceTask(ctx context.Context, node string, r PullRequest) 
 	return c.envelope(ctx, http.MethodGet, c.endpoint(node, "/peer/task", q), nil)
 }
 
-// ReportPieceSuccess calls GET /peer/piece/suc and wants code 611.
-func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string) error {
+// ReportPieceSuccess calls GET /peer/piece/suc and wants code 611. Without
+// share it adds share=0 (Damselfly: the piece is had but served to no one),
+// which only a supernode that said noShare for the piece is sent.
+func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string, share bool) error {
 	q := url.Values{}
 	q.Set("taskId", taskID)
 	q.Set("cid", cid)
 	q.Set("dstCid", dstCID)
 	q.Set("pieceRange", pieceRange)
+	if !share {
+		q.Set("share", "0")
+	}
 	return c.want(ctx, http.MethodGet, c.endpoint(node, "/peer/piece/suc", q), types.CodeGetPieceReport)
 }
 

@@ -75,11 +75,17 @@ func TestQueriesAreEscaped(t *testing.T) {
 	}))
 	defer s.Close()
 	node := s.Listener.Addr().String()
-	if err := New().ReportPieceSuccess(context.Background(), node, "t&x=1", "c id", "cdnnode:1.2.3.4~t", "0-9"); err != nil {
+	if err := New().ReportPieceSuccess(context.Background(), node, "t&x=1", "c id", "cdnnode:1.2.3.4~t", "0-9", true); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(raw, "taskId=t%26x%3D1") || !strings.Contains(raw, "cid=c+id") || !strings.Contains(raw, "dstCid=cdnnode%3A1.2.3.4~t") {
 		t.Fatalf("query %q is not escaped", raw)
+	}
+	if strings.Contains(raw, "share") {
+		t.Fatalf("query %q names share for a shared piece (a v1 supernode never sees it)", raw)
+	}
+	if err := New().ReportPieceSuccess(context.Background(), node, "t", "c", "d", "0-9", false); err != nil || !strings.Contains(raw, "share=0") {
+		t.Fatalf("unshared piece: query %q, %v", raw, err)
 	}
 	if err := New().ReportServiceDown(context.Background(), node, "t", "c"); err == nil {
 		t.Fatal("code 611 accepted for service down (wants 612)")

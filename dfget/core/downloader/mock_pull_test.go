@@ -57,17 +57,17 @@ func (mr *MockSupernodeMockRecorder) PullPieceTask(ctx, node, r any) *gomock.Cal
 }
 
 // ReportPieceSuccess mocks base method.
-func (m *MockSupernode) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string) error {
+func (m *MockSupernode) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string, share bool) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "ReportPieceSuccess", ctx, node, taskID, cid, dstCID, pieceRange)
+	ret := m.ctrl.Call(m, "ReportPieceSuccess", ctx, node, taskID, cid, dstCID, pieceRange, share)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // ReportPieceSuccess indicates an expected call of ReportPieceSuccess.
-func (mr *MockSupernodeMockRecorder) ReportPieceSuccess(ctx, node, taskID, cid, dstCID, pieceRange any) *gomock.Call {
+func (mr *MockSupernodeMockRecorder) ReportPieceSuccess(ctx, node, taskID, cid, dstCID, pieceRange, share any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ReportPieceSuccess", reflect.TypeOf((*MockSupernode)(nil).ReportPieceSuccess), ctx, node, taskID, cid, dstCID, pieceRange)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ReportPieceSuccess", reflect.TypeOf((*MockSupernode)(nil).ReportPieceSuccess), ctx, node, taskID, cid, dstCID, pieceRange, share)
 }
 
 // MockGate is a mock of Gate interface.

@@ -27,8 +27,9 @@ type Supernode interface {
 	// envelope as is: the loop dispatches on its code.
 	PullPieceTask(ctx context.Context, node string, r api.PullRequest) (*api.Envelope, error)
 	// ReportPieceSuccess tells the supernode that this client holds a
-	// piece (GET /peer/piece/suc).
-	ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string) error
+	// piece (GET /peer/piece/suc); without share, that it serves it to no
+	// one (a stream's piece the supernode said noShare for).
+	ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string, share bool) error
 }
 
 var _ Supernode = (*api.Client)(nil)
@@ -415,7 +416,7 @@ func (s *pullState) fetch(pi types.PieceInfo, release func()) {
 // supernode has it, no other peer is sent to us for this piece.
 func (s *pullState) reportSuccess(pi types.PieceInfo) {
 	for i := 0; i < 3; i++ {
-		err := s.l.Supernode.ReportPieceSuccess(s.ctx, s.l.Node, s.l.TaskID, s.l.CID, pi.CID, pi.Range)
+		err := s.l.Supernode.ReportPieceSuccess(s.ctx, s.l.Node, s.l.TaskID, s.l.CID, pi.CID, pi.Range, !pi.NoShare)
 		if err == nil || s.ctx.Err() != nil {
 			return
 		}

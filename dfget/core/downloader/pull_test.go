@@ -45,16 +45,18 @@ type fakeNode struct {
 	script   []answer
 	handed   map[string]bool // ranges handed out and not reported yet
 	reported map[string]int  // range -> /peer/piece/suc calls
+	unshared map[string]bool // ranges reported with share=0
 	pulls    []api.PullRequest
 	at       []time.Time // when each pull came
 	finished chan struct{}
 }
 
 func newFakeNode(t *testing.T, script ...answer) (*MockSupernode, *fakeNode) {
-	f := &fakeNode{t: t, script: script, handed: map[string]bool{}, reported: map[string]int{}, finished: make(chan struct{})}
+	f := &fakeNode{t: t, script: script, handed: map[string]bool{}, reported: map[string]int{}, unshared: map[string]bool{},
+		finished: make(chan struct{})}
 	m := NewMockSupernode(gomock.NewController(t))
 	m.EXPECT().PullPieceTask(gomock.Any(), "node", gomock.Any()).DoAndReturn(f.pull).AnyTimes()
-	m.EXPECT().ReportPieceSuccess(gomock.Any(), "node", "task", "me", gomock.Any(), gomock.Any()).DoAndReturn(f.suc).AnyTimes()
+	m.EXPECT().ReportPieceSuccess(gomock.Any(), "node", "task", "me", gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(f.suc).AnyTimes()
 	return m, f
 }
 
@@ -103,13 +105,16 @@ func (f *fakeNode) pull(_ context.Context, _ string, r api.PullRequest) (*api.En
 	return env, nil
 }
 
-func (f *fakeNode) suc(ctx context.Context, _, _, _, dstCID, rng string) error {
+func (f *fakeNode) suc(ctx context.Context, _, _, _, dstCID, rng string, share bool) error {
 	if dstCID == "" {
 		f.t.Errorf("/peer/piece/suc for %s without a holder", rng)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reported[rng]++
+	if !share {
+		f.unshared[rng] = true
+	}
 	delete(f.handed, rng)
 	return ctx.Err()
 }
@@ -258,6 +263,19 @@ func TestPullLoopReportsEachSuccessOnce(t *testing.T) {
 	}
 	if len(f.reported) != 3 {
 		t.Errorf("reported %v", f.reported)
+	}
+}
+
+// A piece offered noShare is reported with share=0, the others as shared.
+func TestPullLoopReportsNoShareUnshared(t *testing.T) {
+	p1 := info(1)
+	p1.NoShare = true
+	sn, f := newFakeNode(t, answer{code: types.CodePeerContinue, pieces: []types.PieceInfo{info(0), p1}})
+	if _, err := loopFor(sn, &holders{}).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.reported) != 2 || len(f.unshared) != 1 || !f.unshared[p1.Range] {
+		t.Fatalf("reported %v, unshared %v; want both reported, only %s unshared", f.reported, f.unshared, p1.Range)
 	}
 }
 

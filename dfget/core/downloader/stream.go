@@ -32,8 +32,9 @@ type StreamWriter struct {
 	slots  chan struct{}
 	// Push, if set, is called with each verified piece once it is held
 	// (the peer server's stream cache), while the piece may already be
-	// going to out; its error is only logged by it. Set it only while no
-	// piece is being written.
+	// going to out; its error is only logged by it. A piece marked NoShare
+	// is not pushed: no one would fetch it. Set it only while no piece is
+	// being written.
 	Push func(ctx context.Context, p *Piece)
 
 	mu      sync.Mutex
@@ -152,6 +153,9 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 	// The push still ends before WritePiece returns, so the supernode
 	// hears of the piece (/peer/piece/suc) only when the cache has it.
 	push := w.Push
+	if p.NoShare {
+		push = nil
+	}
 	if push != nil {
 		p.share()
 	}

@@ -1,7 +1,9 @@
 package downloader
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,6 +114,29 @@ func TestStreamWriterWritesOutBeforePushEnds(t *testing.T) {
 	}
 	if n := released.Load(); n != 1 {
 		t.Fatalf("buffer returned %d times, want once", n)
+	}
+}
+
+// A piece the supernode marked NoShare goes out but not to the stream
+// cache; the others still do.
+func TestStreamWriterSkipsPushOfNoSharePiece(t *testing.T) {
+	var out bytes.Buffer
+	w := NewStreamWriter(&out, 2, false, false)
+	defer w.Stop()
+	var pushed []int
+	w.Push = func(_ context.Context, p *Piece) { pushed = append(pushed, p.Num) }
+	released := 0
+	for i, noShare := range []bool{true, false} {
+		p := &Piece{Num: i, NoShare: noShare, Content: []byte{'a' + byte(i)}, release: func() { released++ }}
+		if err := w.WritePiece(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := w.Wait(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "ab" || !slices.Equal(pushed, []int{1}) || released != 2 {
+		t.Fatalf("out %q, pushed %v, released %d; want ab, [1], 2", out.String(), pushed, released)
 	}
 }
 

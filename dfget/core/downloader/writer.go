@@ -24,6 +24,9 @@ type Piece struct {
 	Range   string
 	Content []byte // plain bytes of the file
 	Wrapped []byte // bytes as received (wrapped unless source-CDN mode)
+	// NoShare: the supernode said no other client would fetch the piece
+	// from us, so a stream keeps it out of its stream cache.
+	NoShare bool
 	release func()
 	// owners beyond the first: the stream writer and its push to the
 	// stream cache read the piece at the same time, and the buffer goes

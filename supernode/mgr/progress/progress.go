@@ -700,6 +700,28 @@ func (m *Manager) Window(cid string) (una, wnd int, ok bool) {
 	return c.una, c.wnd, true
 }
 
+// Alone reports whether no other client of the task lacks a piece: then
+// no one would fetch a piece from client cid, and a stream need not keep
+// its pieces for others. While the task's length is unknown every other
+// client counts as lacking, as does one that started mid-file.
+func (m *Manager) Alone(taskID, cid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tasks[taskID]
+	if t == nil {
+		return false
+	}
+	for other := range t.clients {
+		if other == cid {
+			continue
+		}
+		if c := m.clients[other]; c != nil && (t.total < 0 || int(c.success.Count()) < t.total) {
+			return false
+		}
+	}
+	return true
+}
+
 // Loads returns the upload load of a peer and the supernode load of a task
 // (for tests and metrics).
 func (m *Manager) Loads(taskID, peerID string) (peer, super int) {

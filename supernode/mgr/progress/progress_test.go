@@ -478,3 +478,41 @@ func TestSemiSuccessIsNotAHolderUntilSuccess(t *testing.T) {
 		t.Fatalf("v1 candidates %v, want none", nums(v))
 	}
 }
+
+// Alone: no other client of the task lacks a piece. Until the task's length
+// is known every other client lacks; a client is done once it has every
+// piece; a client that leaves stops counting.
+func TestAlone(t *testing.T) {
+	m := setup(t, 3)
+	m.InitClient(task, "s", "ps", false, true, 4, 0)
+	if !m.Alone(task, "s") {
+		t.Fatal("the only client is not alone")
+	}
+	if m.Alone("other", "s") {
+		t.Fatal("alone in an unknown task")
+	}
+	m.InitClient(task, "f", "pf", false, false, 0, 0)
+	for i := range 3 {
+		if _, err := m.Update(task, "f", i, Success); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.Alone(task, "s") {
+		t.Fatal("alone while the task's length is unknown")
+	}
+	m.FinishCDN(task, 3, true)
+	if !m.Alone(task, "s") {
+		t.Fatal("not alone beside a client that has every piece")
+	}
+	m.InitClient(task, "l", "pl", false, false, 0, 0)
+	if _, err := m.Update(task, "l", 0, SemiSuccess); err != nil {
+		t.Fatal(err)
+	}
+	if m.Alone(task, "s") || m.Alone(task, "f") {
+		t.Fatal("alone beside a client lacking pieces")
+	}
+	m.DeleteClient("l")
+	if !m.Alone(task, "s") {
+		t.Fatal("a client that left still counts")
+	}
+}

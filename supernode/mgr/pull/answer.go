@@ -40,9 +40,13 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 		// while it downloads, not when it asks.
 		m.Digests.PrepareFileMd5(t.ID)
 	}
+	// A stream alone on its task would keep its window for no one: its
+	// stream cache costs a copy of every piece.
+	noShare := dt.Stream && dt.Blake3 && m.Progress.Alone(t.ID, dt.CID)
 	infos := make([]types.PieceInfo, 0, len(as))
 	for _, a := range as {
-		pi := types.PieceInfo{Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize}
+		pi := types.PieceInfo{Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize,
+			NoShare: noShare}
 		if m.cfg.SourcePattern {
 			// Plain source ranges, no wrapper (v1's source pattern), but with
 			// the digest the CDN read from the source.

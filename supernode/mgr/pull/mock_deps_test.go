@@ -151,6 +151,20 @@ func (m *MockProgress) EXPECT() *MockProgressMockRecorder {
 	return m.recorder
 }
 
+// Alone mocks base method.
+func (m *MockProgress) Alone(taskID, cid string) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Alone", taskID, cid)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// Alone indicates an expected call of Alone.
+func (mr *MockProgressMockRecorder) Alone(taskID, cid any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Alone", reflect.TypeOf((*MockProgress)(nil).Alone), taskID, cid)
+}
+
 // EndStream mocks base method.
 func (m *MockProgress) EndStream(cid string) {
 	m.ctrl.T.Helper()

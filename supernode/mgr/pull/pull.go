@@ -47,6 +47,7 @@ type Progress interface {
 	Unassign(taskID, cid string, num int)
 	EndStream(cid string)
 	SuperPID() string
+	Alone(taskID, cid string) bool
 }
 
 // DfgetTasks is the (client, task) registry.

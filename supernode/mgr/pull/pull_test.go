@@ -315,3 +315,45 @@ func TestPullFinishMd5OnDemand(t *testing.T) {
 		t.Fatalf("damaged cache: %v", err)
 	}
 }
+
+// noShare goes only to a stream that negotiated BLAKE3, and only while
+// Alone says no other client lacks a piece; a file-mode client and a v1
+// stream never see it.
+func TestPullNoShareOnlyForALoneStream(t *testing.T) {
+	d := newDeps(t, 0)
+	idleWaiter(d)
+	id := running(t, d)
+	for _, c := range []dfgettask.Task{
+		{CID: "s", TaskID: id, PeerID: "ps", Path: "/peer/file/s", Blake3: true, Stream: true},
+		{CID: "v1s", TaskID: id, PeerID: "pv", Path: "/peer/file/v1s", Stream: true},
+		{CID: "f", TaskID: id, PeerID: "pf", Path: "/peer/file/f", Blake3: true},
+	} {
+		if err := d.dfget.Add(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b3 := digest.Sum(digest.BLAKE3, []byte("piece 0"))
+	d.cdn.EXPECT().PieceDigest(id, 0).Return(b3).AnyTimes()
+	d.cdn.EXPECT().PieceMd5(id, 0).Return("m:9").AnyTimes()
+	d.sched.EXPECT().Schedule(id, gomock.Any()).Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}}, nil).AnyTimes()
+	pull := func(cid string) types.PieceInfo {
+		t.Helper()
+		res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: cid, Status: types.TaskStatusStart, Result: types.ResultInvalid})
+		if err != nil || res.Code != types.CodePeerContinue {
+			t.Fatalf("pull %s: %d %v", cid, res.Code, err)
+		}
+		return res.Data().([]types.PieceInfo)[0]
+	}
+	d.prog.EXPECT().Alone(id, "s").Return(true)
+	if !pull("s").NoShare {
+		t.Error("a lone BLAKE3 stream was not told noShare")
+	}
+	d.prog.EXPECT().Alone(id, "s").Return(false)
+	if pull("s").NoShare {
+		t.Error("noShare while another client lacks pieces")
+	}
+	d.prog.EXPECT().Alone(gomock.Any(), gomock.Any()).Return(true).AnyTimes()
+	if pull("v1s").NoShare || pull("f").NoShare {
+		t.Error("noShare sent to a v1 stream or a file-mode client")
+	}
+}

@@ -9,9 +9,12 @@ import (
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
 )
 
-// PieceReport is a /peer/piece/suc or /peer/piece/stream call.
+// PieceReport is a /peer/piece/suc or /peer/piece/stream call. NoShare
+// (share=0 on /peer/piece/suc) records the piece as had without making the
+// client a holder.
 type PieceReport struct {
 	TaskID, CID, DstCID, Range string
+	NoShare                    bool
 }
 
 func (m *Manager) reportTarget(r PieceReport) (dfgettask.Task, int, int64, error) {
@@ -41,7 +44,11 @@ func (m *Manager) PieceSuccess(r PieceReport) error {
 	if err != nil {
 		return err
 	}
-	dst, err := m.progress.Update(r.TaskID, r.CID, num, progress.Success)
+	st := progress.Success
+	if r.NoShare {
+		st = progress.SemiSuccess
+	}
+	dst, err := m.progress.Update(r.TaskID, r.CID, num, st)
 	if err != nil {
 		return errorf(types.CodeTargetNotFound, "%w", err)
 	}

@@ -210,6 +210,14 @@ func TestFinishedTaskReports(t *testing.T) {
 	if err != nil || snap.Status != types.CDNStatusSuccess || snap.RealMd5 != "md5" || snap.FileLength != 15 || snap.HTTPLength != 10 {
 		t.Fatalf("snapshot %+v %v", snap, err)
 	}
+	// /peer/piece/suc: a holder; with share=0, had but not a holder.
+	d.prog.EXPECT().Update(id, "c1", 0, progress.Success).Return("super", nil)
+	d.prog.EXPECT().Update(id, "c1", 0, progress.SemiSuccess).Return("super", nil)
+	for _, noShare := range []bool{false, true} {
+		if err := d.m.PieceSuccess(PieceReport{TaskID: id, CID: "c1", DstCID: "x", Range: "0-14", NoShare: noShare}); err != nil {
+			t.Fatalf("piece success (noShare %v): %v", noShare, err)
+		}
+	}
 	d.prog.EXPECT().AddHolder(id, "c1", 0).Return(nil)
 	if err := d.m.StreamPiece(PieceReport{TaskID: id, CID: "c1", Range: "0-14"}, true); err != nil {
 		t.Fatal(err)

@@ -185,11 +185,14 @@ func (n *node) PullPieceTask(ctx context.Context, _ string, req api.PullRequest)
 }
 
 // ReportPieceSuccess implements downloader.Supernode.
-func (n *node) ReportPieceSuccess(ctx context.Context, _ string, taskID, cid, dstCID, pieceRange string) error {
+func (n *node) ReportPieceSuccess(ctx context.Context, _ string, taskID, cid, dstCID, pieceRange string, share bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	target := query("/peer/piece/suc?", "cid", cid, "dstCid", dstCID, "pieceRange", pieceRange, "taskId", taskID)
+	if !share {
+		target += "&share=0"
+	}
 	var env api.Envelope
 	t0 := time.Now()
 	_, err := n.d.do(n.run, n.p, http.MethodGet, target, nil, &env)
