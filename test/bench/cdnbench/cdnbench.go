@@ -149,6 +149,9 @@ func StartSupernode(ctx context.Context, bin, home string) (*Supernode, error) {
 	return s, nil
 }
 
+// Pid is the supernode's process ID.
+func (s *Supernode) Pid() int { return s.cmd.Process.Pid }
+
 // Exited is closed when the process has ended.
 func (s *Supernode) Exited() <-chan struct{} { return s.done }
 

@@ -17,6 +17,7 @@ type bed struct {
 	crc       uint32 // crc32 of the file
 	originURL string
 	node      string // the supernode's address
+	snPid     int    // the supernode's process
 	homes     []string
 	closers   []func() // run last first
 }
@@ -52,7 +53,7 @@ func newBed(ctx context.Context, cfg *Config) (b *bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b.node = sn.Addr
+	b.node, b.snPid = sn.Addr, sn.Pid()
 	b.closers = append(b.closers, sn.Stop)
 	return b, nil
 }
@@ -92,12 +93,13 @@ func (b *bed) curl(ctx context.Context, dir, url string) (Run, error) {
 func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra ...string) (Run, error) {
 	home := b.home(cfg.WorkDir, ip)
 	out := filepath.Join(cfg.WorkDir, "out-"+ip)
+	sn0 := procCPU(b.snPid)
 	r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", b.node, "--ip", ip,
 		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, extra...)...)
 	if err != nil {
 		return r, err
 	}
-	r.ServerCPU = serverCPU(home)
+	r.ServerCPU, r.SupernodeCPU = serverCPU(home), procCPU(b.snPid)-sn0
 	return r, checkAndRemove(out, b.sum)
 }
 

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
 	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
@@ -56,6 +58,16 @@ type Run struct {
 	// ServerCPU is the user plus system time of the peer server the dfget
 	// spawned, from its start to the dfget's exit (0 for curl).
 	ServerCPU time.Duration
+	// SupernodeCPU is the supernode's user plus system time during the
+	// run (its CDN fill, for a cold one).
+	SupernodeCPU time.Duration
+}
+
+// CPUFloor is the least wall time the run's processes (the dfget, its
+// peer server and the supernode) could have taken on cores CPUs, had they
+// kept every core busy.
+func (r Run) CPUFloor(cores int) time.Duration {
+	return (r.CPU + r.ServerCPU + r.SupernodeCPU) / time.Duration(cores)
 }
 
 // Figures are the measurements of one Measure call.
@@ -69,9 +81,13 @@ type Figures struct {
 	Curl   Run
 	Cold   Run // dfget, task not yet in the CDN
 	Warm   Run // dfget, task in the CDN
-	Stream Run // dfget --stream, task in the CDN
-	// StreamServerRSS is the peak RSS (VmHWM) of the streaming dfget's
-	// peer server, which holds the stream cache.
+	Stream Run // dfget --stream, task in the CDN, alone on its task
+	// StreamShared is dfget --stream beside a client still lacking pieces:
+	// the supernode wants its pieces shared, so each goes into the peer
+	// server's stream cache too.
+	StreamShared Run
+	// StreamServerRSS is the peak RSS (VmHWM) of the shared stream's peer
+	// server, which holds the stream cache.
 	StreamServerRSS int64
 }
 
@@ -83,6 +99,9 @@ func (f *Figures) WarmRatio() float64 { return ratio(f.Warm.Wall, f.Curl.Wall) }
 
 // StreamVsFile is stream throughput over warm file-mode throughput (target >= 0.8).
 func (f *Figures) StreamVsFile() float64 { return ratio(f.Warm.Wall, f.Stream.Wall) }
+
+// SharedVsFile is StreamVsFile for the stream whose pieces are shared.
+func (f *Figures) SharedVsFile() float64 { return ratio(f.Warm.Wall, f.StreamShared.Wall) }
 
 // CPUPerGiB is the CPU seconds a run spent per GiB received: the process
 // and, for a dfget, its peer server.
@@ -121,7 +140,10 @@ func (f *Figures) String() string {
 	}
 	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
 		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
-	fmt.Fprintf(&b, "stream peer server peak RSS %d MiB\n", f.StreamServerRSS>>20)
+	fmt.Fprintf(&b, "dfget --stream, shared %8.3fs %7.1f MiB/s  cpu %.2fs + server %.2fs  %.2fx file mode  TTFB %v  peak RSS %d MiB\n",
+		f.StreamShared.Wall.Seconds(), f.MBps(f.StreamShared.Wall), f.StreamShared.CPU.Seconds(), f.StreamShared.ServerCPU.Seconds(),
+		f.SharedVsFile(), f.StreamShared.TTFB.Round(time.Millisecond), f.StreamShared.PeakRSS>>20)
+	fmt.Fprintf(&b, "shared stream peer server peak RSS %d MiB\n", f.StreamServerRSS>>20)
 	return b.String()
 }
 
@@ -147,7 +169,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 		return nil, err
 	}
 	defer b.close()
-	crc, originURL, node := b.crc, b.originURL, b.node
+	originURL := b.originURL
 	f := &Figures{Size: cfg.Size, Runs: cfg.Runs}
 	prof := func(name string, round int) []string {
 		if cfg.ProfileDir == "" {
@@ -184,25 +206,55 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			}
 			*step.run = best(*step.run, r)
 		}
-		ip := fmt.Sprintf("127.0.%d.4", 10+round)
-		home := b.home(cfg.WorkDir, ip)
-		// crc32 keeps the checking consumer cheap next to the process timed.
-		h := crc32.NewIEEE()
-		r, err = timed(ctx, h, cfg.DfgetBin, append([]string{"-u", url, "--node", node, "--ip", ip, "--home", home,
-			"--notbs", "--config", "/nonexistent", "--alivetime", "60s", "--stream"}, prof("stream", round)...)...)
+		// The cold and warm clients have the whole file: the stream is
+		// alone on its task. Then a registered client that never fetches
+		// makes the next one share its pieces.
+		r, _, err = b.stream(ctx, &cfg, url, fmt.Sprintf("127.0.%d.4", 10+round), prof("stream", round))
 		if err != nil {
 			return nil, err
 		}
-		r.ServerCPU = serverCPU(home)
-		if got := h.Sum32(); got != crc {
-			return nil, fmt.Errorf("stream crc32 %08x, want %08x", got, crc)
-		}
-		if f.Stream.Wall == 0 || r.Wall < f.Stream.Wall {
-			f.StreamServerRSS = serverHWM(home)
-		}
 		f.Stream = best(f.Stream, r)
+		if err := b.lacking(ctx, url, fmt.Sprintf("bench-lacking-%d", round)); err != nil {
+			return nil, err
+		}
+		r, rss, err := b.stream(ctx, &cfg, url, fmt.Sprintf("127.0.%d.5", 10+round), prof("stream-shared", round))
+		if err != nil {
+			return nil, err
+		}
+		if f.StreamShared.Wall == 0 || r.Wall < f.StreamShared.Wall {
+			f.StreamServerRSS = rss
+		}
+		f.StreamShared = best(f.StreamShared, r)
 	}
 	return f, nil
+}
+
+// stream times a warm dfget --stream of url by a new peer at ip into a
+// cheap checking consumer (crc32), and returns its peer server's peak RSS.
+func (b *bed) stream(ctx context.Context, cfg *Config, url, ip string, prof []string) (Run, int64, error) {
+	home := b.home(cfg.WorkDir, ip)
+	h := crc32.NewIEEE()
+	r, err := timed(ctx, h, cfg.DfgetBin, append([]string{"-u", url, "--node", b.node, "--ip", ip, "--home", home,
+		"--notbs", "--config", "/nonexistent", "--alivetime", "60s", "--stream"}, prof...)...)
+	if err != nil {
+		return r, 0, err
+	}
+	r.ServerCPU = serverCPU(home)
+	if got := h.Sum32(); got != b.crc {
+		return r, 0, fmt.Errorf("stream crc32 %08x, want %08x", got, b.crc)
+	}
+	return r, serverHWM(home), nil
+}
+
+// lacking registers a client of url that never fetches (the cdn pattern,
+// no peer server): to the supernode it lacks every piece.
+func (b *bed) lacking(ctx context.Context, url, cid string) error {
+	_, err := api.New().Register(ctx, b.node, &types.RegisterRequest{RawURL: url, TaskURL: url, CID: cid, IP: "127.0.0.1",
+		HostName: "bench", Path: "/peer/file/" + cid, Version: "bench", SuperNodeIP: "127.0.0.1"})
+	if err != nil {
+		return fmt.Errorf("register a lacking client: %w", err)
+	}
+	return nil
 }
 
 // best keeps the faster of two runs (a zero Run is no run).
@@ -361,8 +413,10 @@ const clockTicks = 100
 
 // serverCPU is the user plus system time so far of the peer server under
 // home, 0 if unknown.
-func serverCPU(home string) time.Duration {
-	pid := serverPid(home)
+func serverCPU(home string) time.Duration { return procCPU(serverPid(home)) }
+
+// procCPU is process pid's user plus system time so far (0 if unknown).
+func procCPU(pid int) time.Duration {
 	if pid <= 0 {
 		return 0
 	}

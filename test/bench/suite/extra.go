@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
@@ -64,15 +65,31 @@ func cdnSection(ctx context.Context, size int64) report.Section {
 	return s
 }
 
+// cpuFloor says how long r's processes (the dfget, its peer server and the
+// supernode, all on this machine) needed at least on its cores, against
+// curl's time: a cold download's CDN fill and the dfget share the cores.
+func cpuFloor(r dfgetbench.Run, curl time.Duration) string {
+	n := runtime.NumCPU()
+	floor := r.CPUFloor(n)
+	return fmt.Sprintf("with the supernode's %.2f CPU-s, at least %.3f s on %d cores = %.2fx curl",
+		r.SupernodeCPU.Seconds(), floor.Seconds(), n, floor.Seconds()/curl.Seconds())
+}
+
 func mibps(size int64, d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
 
 // Single is the section of single-download figures (test/bench/dfgetbench).
 const Single = "dfget"
 
+// singleRounds is how many rounds the single-download rows take the best
+// of: each round runs every kind side by side, and on two shared cores one
+// round's ratio moved by 2x from one run to the next (docs/benchmarks.md).
+const singleRounds = 3
+
 // singleSection runs dfgetbench.Measure: curl against dfget cold, warm and
 // --stream on one loopback file.
 func singleSection(ctx context.Context, size int64) report.Section {
-	s := report.Section{Title: fmt.Sprintf("Single download, dfget vs curl (%s, loopback, test/bench/dfgetbench)", swarm.FormatBytes(size))}
+	s := report.Section{Title: fmt.Sprintf("Single download, dfget vs curl (%s, loopback, test/bench/dfgetbench, best of %d rounds)",
+		swarm.FormatBytes(size), singleRounds)}
 	dfget, err := cluster.Binary("dfget")
 	if err != nil {
 		s.Error = err.Error()
@@ -83,7 +100,7 @@ func singleSection(ctx context.Context, size int64) report.Section {
 		s.Error = err.Error()
 		return s
 	}
-	f, err := dfgetbench.Measure(ctx, dfgetbench.Config{DfgetBin: dfget, SupernodeBin: sn, Size: size})
+	f, err := dfgetbench.Measure(ctx, dfgetbench.Config{DfgetBin: dfget, SupernodeBin: sn, Size: size, Runs: singleRounds})
 	if err != nil {
 		s.Error = fmt.Sprintf("dfgetbench.Measure: %v", err)
 		return s
@@ -99,12 +116,14 @@ func singleSection(ctx context.Context, size int64) report.Section {
 	s.Add("curl -o", "%s", run(f.Curl))
 	s.Add("supernode CDN fill (cdnbench)", "%.3f s (%.0f MiB/s); %.2fx curl, target <= 1.20: %s", f.CDN.Seconds(), f.MBps(f.CDN),
 		cdn, s.Check("CDN fill", cdn <= 1.2))
-	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s; %s", run(f.Cold), f.ColdRatio(),
-		s.Check("dfget cold", f.ColdRatio() <= 1.3), cpu("dfget cold", f.Cold))
+	s.Add("dfget cold (task not in the CDN)", "%s; %.2fx curl, target <= 1.30: %s; %s; %s", run(f.Cold), f.ColdRatio(),
+		s.Check("dfget cold", f.ColdRatio() <= 1.3), cpu("dfget cold", f.Cold), cpuFloor(f.Cold, f.Curl.Wall))
 	s.Add("dfget warm (task in the CDN)", "%s; %.2fx curl, target <= 1.10: %s; %s", run(f.Warm), f.WarmRatio(),
 		s.Check("dfget warm", f.WarmRatio() <= 1.1), cpu("dfget warm", f.Warm))
-	s.Add("dfget --stream (warm)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
+	s.Add("dfget --stream (warm, alone on its task: no stream cache)", "%s; TTFB %v; %.2fx file-mode throughput, target >= 0.80: %s",
 		run(f.Stream), f.Stream.TTFB.Round(time.Millisecond), f.StreamVsFile(), s.Check("dfget --stream", f.StreamVsFile() >= 0.8))
+	s.Add("dfget --stream (warm, another client lacking pieces: pieces into the stream cache)", "%s; TTFB %v; %.2fx file-mode throughput; peer server peak RSS %s",
+		run(f.StreamShared), f.StreamShared.TTFB.Round(time.Millisecond), f.SharedVsFile(), swarm.FormatBytes(f.StreamServerRSS))
 	addColdWarmRows(ctx, &s, dfget, sn, size)
 	return s
 }
