@@ -5,6 +5,7 @@
 package imagetest
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -100,6 +101,18 @@ func WriteOCI(dir string, layers [][]byte) (*Image, error) {
 		return nil, fmt.Errorf("write OCI layout: %w", firstErr)
 	}
 	return img, nil
+}
+
+// TarLayer is a layer an engine can unpack (dockerd does, where skopeo and
+// ctr content fetch take any bytes): a tar archive holding one regular
+// file, name, with content.
+func TarLayer(name string, content []byte) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg, Format: tar.FormatPAX})
+	_, _ = tw.Write(content)
+	_ = tw.Close()
+	return buf.Bytes()
 }
 
 // RegistryConfig is a docker-registry configuration serving plain HTTP on
