@@ -470,3 +470,25 @@ func parseSize(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n * mult, err
 }
+
+// RandomFileOrigin writes size random bytes under dir and serves them on
+// loopback as a file server does (sendfile from the page cache), so the
+// origin costs next to no CPU beside what it is compared with.
+func RandomFileOrigin(dir string, size int64) (url string, stop func(), err error) {
+	path := filepath.Join(dir, "origin.bin")
+	if _, _, err := writeRandom(path, size); err != nil {
+		return "", nil, fmt.Errorf("write origin file: %w", err)
+	}
+	return serveOrigin(path)
+}
+
+// CurlTime times `curl -o` of url into dir (the output removed after).
+func CurlTime(ctx context.Context, dir, url string) (time.Duration, error) {
+	out := filepath.Join(dir, "curl.out")
+	defer os.Remove(out)
+	r, err := timed(ctx, nil, "curl", "-sS", "-f", "-o", out, url)
+	if err != nil {
+		return 0, fmt.Errorf("curl: %w", err)
+	}
+	return r.Wall, nil
+}

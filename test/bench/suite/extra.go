@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -18,46 +17,51 @@ import (
 // CDN is the section comparing the supernode's CDN fill with curl.
 const CDN = "cdn"
 
+// cdnRounds is how many side-by-side rounds of curl and the CDN fill the
+// CDN section takes the best of (see singleRounds).
+const cdnRounds = 3
+
 // cdnSection times `curl -o` of a file from an unshaped loopback origin and
 // then the supernode bringing the same file into its CDN cache
-// (cdnbench.MeasureCDN, which runs its own supernode on loopback).
+// (cdnbench.MeasureCDN, which runs its own supernode on loopback). The
+// origin serves a file from the page cache, as nginx would: the cluster's
+// synthetic origin computes its bytes, and on two cores that CPU was taken
+// from the supernode (1.46x curl against it, 0.68x against a file in the
+// same run of 2026-12-01).
 func cdnSection(ctx context.Context, size int64) report.Section {
-	s := report.Section{Title: fmt.Sprintf("Supernode CDN fill vs curl (%s, loopback, unshaped)", swarm.FormatBytes(size))}
+	s := report.Section{Title: fmt.Sprintf("Supernode CDN fill vs curl (%s, loopback, unshaped, file origin, best of %d rounds)",
+		swarm.FormatBytes(size), cdnRounds)}
 	fail := func(err error) report.Section { s.Error = err.Error(); return s }
 	bin, err := cluster.Binary("supernode")
 	if err != nil {
 		return fail(err)
 	}
-	c, err := cluster.New(ctx, cluster.Options{Mode: cluster.ModeLoopback})
+	dir, err := os.MkdirTemp("", "cdnsection-")
 	if err != nil {
 		return fail(err)
 	}
-	defer c.Close()
-	oh, err := c.AddHost(ctx, cluster.HostSpec{Name: "origin"})
+	defer os.RemoveAll(dir)
+	url, stop, err := dfgetbench.RandomFileOrigin(dir, size)
 	if err != nil {
 		return fail(err)
 	}
-	client, err := c.AddHost(ctx, cluster.HostSpec{Name: "client"})
-	if err != nil {
-		return fail(err)
-	}
-	o, err := c.StartOrigin(ctx, oh)
-	if err != nil {
-		return fail(err)
-	}
-	out := filepath.Join(client.Dir(), "curl.out")
-	p, err := client.StartCurl(ctx, o.URL("cdn-curl.bin", size), out, 10*time.Minute)
-	if err != nil {
-		return fail(err)
-	}
-	if err := p.Wait(); err != nil {
-		return fail(err)
-	}
-	_ = os.Remove(out)
-	curl := p.Duration()
-	cdn, err := cdnbench.MeasureCDN(ctx, o.URL("cdn-fill.bin", size), bin)
-	if err != nil {
-		return fail(fmt.Errorf("MeasureCDN: %w", err))
+	defer stop()
+	var curl, cdn time.Duration
+	for round := range cdnRounds {
+		c, err := dfgetbench.CurlTime(ctx, dir, url)
+		if err != nil {
+			return fail(err)
+		}
+		f, err := cdnbench.MeasureCDN(ctx, fmt.Sprintf("%s?cdn=%d", url, round), bin)
+		if err != nil {
+			return fail(fmt.Errorf("MeasureCDN: %w", err))
+		}
+		if curl == 0 || c < curl {
+			curl = c
+		}
+		if cdn == 0 || f < cdn {
+			cdn = f
+		}
 	}
 	s.Add("curl -o", "%.3f s (%.0f MiB/s)", curl.Seconds(), mibps(size, curl))
 	s.Add("supernode register to cdnStatus SUCCESS", "%.3f s (%.0f MiB/s)", cdn.Seconds(), mibps(size, cdn))
