@@ -1,5 +1,5 @@
-// Package procmem reads a process's peak resident memory (VmHWM) from
-// /proc, for the benchmarks' and the demo's RSS columns.
+// Package procmem reads a process's peak resident memory (VmHWM) and CPU
+// time from /proc, for the benchmarks' and the demo's RSS and CPU columns.
 //
 // rusage's ru_maxrss cannot be used for that: Go starts children with
 // vfork semantics (CLONE_VM), and at exec the kernel folds the parent's own
@@ -77,4 +77,33 @@ func Watch(pid int) (stop func() int64) {
 		defer mu.Unlock()
 		return peak
 	}
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// CPU is running process pid's user plus system time so far (its own, not
+// its children's), 0 if it cannot be read.
+func CPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name, which may hold spaces:
+	// state is the first, utime and stime the 12th and 13th.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, uerr := strconv.ParseInt(fields[11], 10, 64)
+	st, serr := strconv.ParseInt(fields[12], 10, 64)
+	if uerr != nil || serr != nil {
+		return 0
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
 }

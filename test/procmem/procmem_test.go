@@ -51,3 +51,16 @@ func TestPeakRSSOfSelfAndGone(t *testing.T) {
 		t.Fatalf("Watch of a reaped process = %d, want 0", v)
 	}
 }
+
+// CPU grows while this process spins, and is 0 for a process that is gone.
+func TestCPUOfSelfAndGone(t *testing.T) {
+	before := CPU(os.Getpid())
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	if after := CPU(os.Getpid()); after-before < 20*time.Millisecond {
+		t.Fatalf("CPU went from %v to %v over 50 ms of spinning", before, after)
+	}
+	if c := CPU(1 << 30); c != 0 {
+		t.Fatalf("CPU of a process that does not exist: %v", c)
+	}
+}

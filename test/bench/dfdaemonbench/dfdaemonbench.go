@@ -89,6 +89,7 @@ func Section(ctx context.Context, cfg Config) report.Section {
 type bench struct {
 	c        *cluster.Cluster
 	registry string
+	regProc  *cluster.Proc // the registry's process
 	client   *cluster.Host
 	dfdaemon *cluster.Proc
 	mirror   string
@@ -191,6 +192,7 @@ func (b *bench) startBase(ctx context.Context, registryBin string, rate int64) (
 	if err != nil {
 		return nil, err
 	}
+	b.regProc = reg
 	if err := cluster.WaitHTTP(ctx, "http://"+b.registry+"/v2/", "{}", 15*time.Second, reg); err != nil {
 		return nil, err
 	}

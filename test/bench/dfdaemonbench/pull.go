@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/report"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 	"github.com/damselfly-p2p/damselfly/test/imagetest"
+	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
 
 // PullConfig is the many-host pull: Hosts hosts, each with its own
@@ -38,10 +40,20 @@ func (c PullConfig) Fluid() time.Duration {
 }
 
 // PullFigures are the times to the last host, and the CPU time skopeo
-// spent in each row.
+// spent in each row. ServiceCPU is what the dfdaemons, the supernode and
+// the registry spent during the swarm row.
 type PullFigures struct {
 	Swarm, Direct       time.Duration
 	SwarmCPU, DirectCPU time.Duration
+	DfdaemonCPU         time.Duration
+	SupernodeCPU        time.Duration
+	RegistryCPU         time.Duration
+}
+
+// SwarmFloor is the least time the swarm row could take on cores CPUs had
+// every process of it kept every core busy.
+func (f PullFigures) SwarmFloor(cores int) time.Duration {
+	return (f.SwarmCPU + f.DfdaemonCPU + f.SupernodeCPU + f.RegistryCPU) / time.Duration(cores)
 }
 
 // pullTarget is the bound on the swarm's time to the last host,
@@ -62,6 +74,10 @@ func PullSection(ctx context.Context, cfg PullConfig) report.Section {
 	s.Add("through their dfdaemons (swarm)", "last host %v = %.2f x fluid (target <= %.1f x); skopeo CPU %.1fs: %s",
 		f.Swarm.Round(time.Millisecond), ratio(f.Swarm), pullTarget, f.SwarmCPU.Seconds(),
 		s.Check("dfdaemon pull", ratio(f.Swarm) <= pullTarget))
+	n := runtime.NumCPU()
+	s.Add("CPU during the swarm row", "skopeo %.1fs, dfdaemons %.1fs, supernode %.1fs, registry %.1fs: at least %v on %d cores = %.2f x fluid",
+		f.SwarmCPU.Seconds(), f.DfdaemonCPU.Seconds(), f.SupernodeCPU.Seconds(), f.RegistryCPU.Seconds(),
+		f.SwarmFloor(n).Round(time.Millisecond), n, ratio(f.SwarmFloor(n)))
 	s.Add("direct from the registry", "last host %v = %.2f x fluid; skopeo CPU %.1fs",
 		f.Direct.Round(time.Millisecond), ratio(f.Direct), f.DirectCPU.Seconds())
 	return s
@@ -95,11 +111,12 @@ func MeasurePull(ctx context.Context, cfg PullConfig) (PullFigures, error) {
 	}
 	hosts := make([]*cluster.Host, cfg.Hosts)
 	mirrors := make([]string, cfg.Hosts)
+	dfdaemons := make([]*cluster.Proc, cfg.Hosts)
 	for i := range hosts {
 		if hosts[i], err = c.AddHost(ctx, cluster.HostSpec{Name: fmt.Sprintf("node%d", i+1)}); err != nil {
 			return f, err
 		}
-		if _, mirrors[i], err = startDfdaemon(ctx, hosts[i], dfd, b.registry, sn.Node()); err != nil {
+		if dfdaemons[i], mirrors[i], err = startDfdaemon(ctx, hosts[i], dfd, b.registry, sn.Node()); err != nil {
 			return f, err
 		}
 	}
@@ -107,9 +124,18 @@ func MeasurePull(ctx context.Context, cfg PullConfig) (PullFigures, error) {
 	if err != nil {
 		return f, err
 	}
+	services := func() (d, s, r time.Duration) {
+		for _, p := range dfdaemons {
+			d += procmem.CPU(p.Pid())
+		}
+		return d, procmem.CPU(sn.Proc.Pid()), procmem.CPU(b.regProc.Pid())
+	}
+	d0, s0, r0 := services()
 	if f.Swarm, f.SwarmCPU, err = b.pullAll(ctx, hosts, "swarm", mirrors, img); err != nil {
 		return f, err
 	}
+	d1, s1, r1 := services()
+	f.DfdaemonCPU, f.SupernodeCPU, f.RegistryCPU = d1-d0, s1-s0, r1-r0
 	f.Direct, f.DirectCPU, err = b.pullAll(ctx, hosts, "direct", nil, img)
 	return f, err
 }

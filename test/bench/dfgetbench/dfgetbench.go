@@ -407,10 +407,6 @@ func serverPid(home string) int {
 	return pid
 }
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
-// Linux architecture Go supports.
-const clockTicks = 100
-
 // serverCPU is the user plus system time so far of the peer server under
 // home, 0 if unknown.
 func serverCPU(home string) time.Duration { return procCPU(serverPid(home)) }
@@ -420,26 +416,7 @@ func procCPU(pid int) time.Duration {
 	if pid <= 0 {
 		return 0
 	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name, which may hold spaces:
-	// state is the first, utime and stime the 12th and 13th.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, uerr := strconv.ParseInt(fields[11], 10, 64)
-	st, serr := strconv.ParseInt(fields[12], 10, 64)
-	if uerr != nil || serr != nil {
-		return 0
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks
+	return procmem.CPU(pid)
 }
 
 // killServer ends the peer server a dfget spawned under home and waits
