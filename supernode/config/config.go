@@ -97,6 +97,11 @@ type Base struct {
 	// ClusterProbeInterval is the time between probes of the members
 	// (and resolutions of their names).
 	ClusterProbeInterval time.Duration `yaml:"clusterProbeInterval"`
+	// ClusterCACerts are PEM files of the CAs that sign the members'
+	// certificates. With TLSCert set, members are reached over HTTPS and
+	// trusted by these, the system's CAs and the certificates of TLSCert
+	// itself (members sharing one certificate need nothing more).
+	ClusterCACerts FileList `yaml:"clusterCACerts"`
 }
 
 // ClusterList is the --cluster flag and the cluster key: one
@@ -160,6 +165,17 @@ func (h *HostList) Set(v string) error {
 	*h = out
 	return nil
 }
+
+// FileList is a list of file paths, read as HostList is.
+type FileList []string
+
+func (l *FileList) String() string { return (*HostList)(l).String() }
+
+// Type is the pflag type name.
+func (l *FileList) Type() string { return "files" }
+
+// Set parses "a,b,c"; blanks are dropped.
+func (l *FileList) Set(v string) error { return (*HostList)(l).Set(v) }
 
 // Default returns the defaults of every key. HomeDir is under the user's
 // home so a non-root user can run without a config file.

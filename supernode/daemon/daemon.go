@@ -23,6 +23,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/netguard"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -53,10 +54,12 @@ type Daemon struct {
 	tasks   *task.Manager
 	prober  *peer.Prober
 	cluster *cluster.Cluster // nil without --cluster
-	api     *http.Server
-	pieces  *http.Server
-	apiLn   net.Listener
-	pieceLn net.Listener
+	// memberTLS reaches the other members (nil: plain HTTP).
+	memberTLS *tls.Config
+	api       *http.Server
+	pieces    *http.Server
+	apiLn     net.Listener
+	pieceLn   net.Listener
 }
 
 // New validates cfg, prepares the home directory and logs, builds the
@@ -77,6 +80,10 @@ func New(cfg config.Config, stderr io.Writer) (*Daemon, error) {
 		log.SetLevel(logrus.DebugLevel)
 	}
 	d := &Daemon{cfg: b, log: log, logFile: lf, metrics: metrics.New()}
+	if d.memberTLS, err = memberTLS(b); err != nil {
+		lf.Close()
+		return nil, err
+	}
 	if err := d.build(); err != nil {
 		lf.Close()
 		return nil, err
@@ -168,12 +175,28 @@ func (d *Daemon) build() error {
 func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 	b, mx := d.cfg, d.metrics
 	return cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
-		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken},
+		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken, TLS: d.memberTLS},
 	}, st, prog, cdn.Metrics{
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
 	}, d.log.WithField("mgr", "cdn"))
+}
+
+// memberTLS is how this supernode reaches the other members of its
+// cluster: nil (plain HTTP) unless its own API serves TLS, when theirs do
+// too; they are trusted by the cluster CAs, the system's and the
+// certificates of its own tlsCert (members sharing one certificate, or
+// whose file holds their CA, need nothing more).
+func memberTLS(b config.Base) (*tls.Config, error) {
+	if b.TLSCert == "" || len(b.Cluster.List) == 0 {
+		return nil, nil
+	}
+	c, err := tlsconf.Trust{CAFiles: append([]string{b.TLSCert}, b.ClusterCACerts...)}.Config()
+	if err != nil {
+		return nil, fmt.Errorf("cluster TLS: %w", err)
+	}
+	return c, nil
 }
 
 // newCluster is the view of the --cluster list, nil without one.
@@ -182,7 +205,7 @@ func (d *Daemon) newCluster() *cluster.Cluster {
 	if len(b.Cluster.List) == 0 {
 		return nil
 	}
-	return cluster.New(cluster.Config{Nodes: b.Cluster.List, Self: b.ClusterSelf(), Interval: b.ClusterProbeInterval},
+	return cluster.New(cluster.Config{Nodes: b.Cluster.List, Self: b.ClusterSelf(), Interval: b.ClusterProbeInterval, TLS: d.memberTLS},
 		net.DefaultResolver, d.metrics.ClusterMemberUp, d.log.WithField("mgr", "cluster"))
 }
 

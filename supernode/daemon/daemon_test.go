@@ -5,7 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +79,30 @@ func TestNewFailsClearly(t *testing.T) {
 	c.Base.PeerUpLimit = 0
 	if _, err := New(c, io.Discard); err == nil {
 		t.Fatal("invalid config accepted")
+	}
+}
+
+// Members are reached over plain HTTP unless this supernode's API serves
+// TLS; a cluster CA file that is missing or holds no certificate fails the
+// start instead of leaving the members untrusted.
+func TestMemberTLS(t *testing.T) {
+	b := testConfig(t).Base
+	if c, err := memberTLS(b); c != nil || err != nil {
+		t.Fatalf("no tlsCert: %v %v, want plain HTTP", c, err)
+	}
+	if err := b.Cluster.Set("127.0.0.1:1,127.0.0.1:2"); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.pem")
+	if err := os.WriteFile(empty, []byte("no PEM here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.TLSCert = empty
+	if _, err := memberTLS(b); err == nil || !strings.Contains(err.Error(), "cluster TLS") {
+		t.Fatalf("tlsCert without a certificate: %v", err)
+	}
+	b.TLSCert, b.ClusterCACerts = "", config.FileList{empty}
+	if c, err := memberTLS(b); c != nil || err != nil {
+		t.Fatalf("cluster CAs without tlsCert: %v %v, want plain HTTP", c, err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/imagetest"
+	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
 
 // dfdaemonClusterSize is the layer size: 64 MiB as the target
@@ -234,33 +235,12 @@ func directRow(ctx context.Context, t *testing.T, peers []*Host, skopeoBin, regi
 		d.Round(time.Millisecond), d.Seconds()/fluid.Seconds(), procsCPU(procs).Seconds())
 }
 
-// procCPU is a running process's user plus system time from
-// /proc/<pid>/stat (utime and stime, in USER_HZ = 100 ticks), 0 if unknown.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var ut, st int64
-	_, _ = fmt.Sscan(f[11], &ut)
-	_, _ = fmt.Sscan(f[12], &st)
-	return time.Duration(ut+st) * time.Second / 100
-}
-
 // clusterCPU is the CPU time so far of the registry, the supernode and the
 // dfdaemons (summed), by kind.
 func clusterCPU(reg *Proc, sn *Supernode, daemons []*Proc) map[string]time.Duration {
-	out := map[string]time.Duration{"registry": procCPU(reg.Pid()), "supernode": procCPU(sn.Proc.Pid())}
+	out := map[string]time.Duration{"registry": procmem.CPU(reg.Pid()), "supernode": procmem.CPU(sn.Proc.Pid())}
 	for _, d := range daemons {
-		out["dfdaemon"] += procCPU(d.Pid())
+		out["dfdaemon"] += procmem.CPU(d.Pid())
 	}
 	return out
 }

@@ -165,6 +165,13 @@ func startSupernode(t *testing.T, home string, extra ...string) *supernode {
 	for dl == api {
 		dl = FreePort(t)
 	}
+	return startSupernodeAt(t, home, api, dl, extra...)
+}
+
+// startSupernodeAt is startSupernode on given API and download ports (a
+// cluster's members list each other's before they start).
+func startSupernodeAt(t *testing.T, home string, api, dl int, extra ...string) *supernode {
+	t.Helper()
 	// Test origins are on loopback, which a supernode refuses unless told;
 	// an extra --source-allow replaces this one ("" for none).
 	args := []string{"--home-dir", home, "--port", strconv.Itoa(api), "--download-port", strconv.Itoa(dl), "--advertise-ip", "127.0.0.1",

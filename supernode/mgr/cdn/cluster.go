@@ -23,6 +23,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,8 @@ type ClusterConfig struct {
 	// DialTimeout bounds connecting to a member: one that is listed but
 	// gone costs at most this before the origin is read.
 	DialTimeout time.Duration
+	// TLS, when set, reaches members over HTTPS with it.
+	TLS *tls.Config
 }
 
 // Frame layout: num (uint32), length (uint32), the piece's BLAKE3 digest in
@@ -76,7 +79,7 @@ func newMemberClient(cfg Config) *http.Client {
 	d := &net.Dialer{Timeout: cfg.Cluster.DialTimeout, KeepAlive: 30 * time.Second}
 	// The home answers once its own source answered: the same bound.
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, ResponseHeaderTimeout: cfg.SourceTimeout + cfg.Cluster.DialTimeout,
-		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true}}
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true, TLSClientConfig: cfg.Cluster.TLS}}
 }
 
 // open is the seam between the origin and the cluster: src.Via names the
@@ -121,7 +124,11 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		m.viaMember.Delete(src.TaskID)
 		return nil, reason, err
 	}
-	req, err := http.NewRequestWithContext(mctx, http.MethodPost, "http://"+src.Via+types.ClusterFetchPath, bytes.NewReader(body))
+	scheme := "http://"
+	if m.cfg.Cluster.TLS != nil {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(mctx, http.MethodPost, scheme+src.Via+types.ClusterFetchPath, bytes.NewReader(body))
 	if err != nil {
 		return fail(reasonBroken, fmt.Errorf("cluster fetch request: %w", err))
 	}

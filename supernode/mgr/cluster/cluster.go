@@ -10,6 +10,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -40,6 +41,9 @@ type Config struct {
 	Interval time.Duration
 	// Timeout bounds one probe.
 	Timeout time.Duration
+	// TLS, when set, probes members over HTTPS with it (their API ports
+	// serve TLS when this one's does).
+	TLS *tls.Config
 }
 
 // Cluster tracks the members. Start runs its rounds until the context ends.
@@ -78,7 +82,7 @@ func New(cfg Config, r nodes.Resolver, up *prometheus.GaugeVec, log logrus.Field
 		cfg.Timeout = 800 * time.Millisecond
 	}
 	return &Cluster{cfg: cfg, resolver: r, up: metrics.OrGaugeVec(up, "member"), log: log,
-		http: &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}}
+		http: &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: cfg.TLS}}}
 }
 
 // Start runs a first round before it returns, so the first registration
@@ -186,7 +190,11 @@ func (c *Cluster) wasAlive(id string) bool {
 
 // probe asks a member's /_ping.
 func (c *Cluster) probe(ctx context.Context, id string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+id+"/_ping", nil)
+	scheme := "http://"
+	if c.cfg.TLS != nil {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+id+"/_ping", nil)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", id, err)
 	}
