@@ -176,7 +176,11 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 		}
 		fromStreamers += strings.Count(log, " from 127.0.0.2: ") + strings.Count(log, " from 127.0.0.3: ")
 	}
-	t.Logf("pieces fetched from the streamers' caches: %d", fromStreamers)
+	notFound := 0
+	for _, p := range append(streamers, fp) {
+		notFound += strings.Count(p.clientLog(), "piece not found at holder")
+	}
+	t.Logf("pieces fetched from the streamers' caches: %d; holder answered 404: %d", fromStreamers, notFound)
 	if fromStreamers == 0 {
 		t.Error("no piece was fetched from a streamer's cache")
 	}
