@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,7 +27,7 @@ func TestClusterOverTLS(t *testing.T) {
 	const token = "cluster-token"
 	var ports []int
 	for len(ports) < 4 {
-		if p := FreePort(t); !containsInt(ports, p) {
+		if p := FreePort(t); !slices.Contains(ports, p) {
 			ports = append(ports, p)
 		}
 	}
@@ -41,12 +38,7 @@ func TestClusterOverTLS(t *testing.T) {
 		startSupernodeAt(t, t.TempDir(), ports[2], ports[3], "--tls-cert", cert, "--tls-key", key, "--auth-token", token,
 			"--cluster", list, "--cluster-probe-interval", "200ms"),
 	}
-	pool := x509.NewCertPool()
-	pemBytes, err := os.ReadFile(cert)
-	if err != nil || !pool.AppendCertsFromPEM(pemBytes) {
-		t.Fatalf("read %s: %v", cert, err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := tlsClient(t, cert)
 	get := func(sn *supernode, path string) string {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+Addr(sn.api)+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -81,33 +73,9 @@ func TestClusterOverTLS(t *testing.T) {
 	}
 	var fromMember float64
 	for _, sn := range sns {
-		fromMember += sampleSum(get(sn, "/metrics"), "dragonfly_supernode_cdn_cluster_bytes_total")
+		fromMember += sampleSum(strings.NewReader(get(sn, "/metrics")), "dragonfly_supernode_cdn_cluster_bytes_total")
 	}
 	if fromMember <= 0 {
 		t.Fatal("no member read the file from the other")
 	}
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// sampleSum sums the samples in a Prometheus text page whose line starts
-// with prefix.
-func sampleSum(page, prefix string) float64 {
-	var sum float64
-	for _, line := range strings.Split(page, "\n") {
-		if strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			var v float64
-			_, _ = fmt.Sscan(f[len(f)-1], &v)
-			sum += v
-		}
-	}
-	return sum
 }

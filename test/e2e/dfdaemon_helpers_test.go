@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -210,16 +209,7 @@ func (d *dfdaemonProc) metric(t *testing.T, prefix string) float64 {
 		t.Fatalf("dfdaemon metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
-	}
-	return sum
+	return sampleSum(resp.Body, prefix)
 }
 
 // signedStorage stands for a registry's blob storage behind signed

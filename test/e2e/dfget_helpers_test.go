@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -146,8 +148,14 @@ func metricValue(t *testing.T, sn *supernode, prefix string) float64 {
 		t.Fatalf("metrics: %v", err)
 	}
 	defer resp.Body.Close()
+	return sampleSum(resp.Body, prefix)
+}
+
+// sampleSum sums the samples of a Prometheus text page whose line starts
+// with prefix.
+func sampleSum(page io.Reader, prefix string) float64 {
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(page)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -158,6 +166,18 @@ func metricValue(t *testing.T, sn *supernode, prefix string) float64 {
 		}
 	}
 	return sum
+}
+
+// tlsClient is an HTTP client that trusts the certificates in the PEM file
+// cert (a self-signed supernode's).
+func tlsClient(t *testing.T, cert string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(cert)
+	pool := x509.NewCertPool()
+	if err != nil || !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("read %s: %v", cert, err)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 func fileEquals(t *testing.T, path string, want []byte) {

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -71,10 +70,7 @@ func TestSecurityTLSAndToken(t *testing.T) {
 	const token = "s3cret-token"
 	sn := startSupernode(t, t.TempDir(), "--tls-cert", cert, "--tls-key", key, "--auth-token", token)
 
-	pool := x509.NewCertPool()
-	pemBytes, _ := os.ReadFile(cert)
-	pool.AppendCertsFromPEM(pemBytes)
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := tlsClient(t, cert)
 	base := "https://" + Addr(sn.api)
 	get := func(path, auth string) (int, []byte) {
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
+	"github.com/damselfly-p2p/damselfly/test/procmem"
 )
 
 // bed is what a measurement runs against: a random file served by a
@@ -93,13 +94,13 @@ func (b *bed) curl(ctx context.Context, dir, url string) (Run, error) {
 func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra ...string) (Run, error) {
 	home := b.home(cfg.WorkDir, ip)
 	out := filepath.Join(cfg.WorkDir, "out-"+ip)
-	sn0 := procCPU(b.snPid)
+	sn0 := procmem.CPU(b.snPid)
 	r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", b.node, "--ip", ip,
 		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, extra...)...)
 	if err != nil {
 		return r, err
 	}
-	r.ServerCPU, r.SupernodeCPU = serverCPU(home), procCPU(b.snPid)-sn0
+	r.ServerCPU, r.SupernodeCPU = serverCPU(home), procmem.CPU(b.snPid)-sn0
 	return r, checkAndRemove(out, b.sum)
 }
 

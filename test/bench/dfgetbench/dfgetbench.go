@@ -409,15 +409,7 @@ func serverPid(home string) int {
 
 // serverCPU is the user plus system time so far of the peer server under
 // home, 0 if unknown.
-func serverCPU(home string) time.Duration { return procCPU(serverPid(home)) }
-
-// procCPU is process pid's user plus system time so far (0 if unknown).
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	return procmem.CPU(pid)
-}
+func serverCPU(home string) time.Duration { return procmem.CPU(serverPid(home)) }
 
 // killServer ends the peer server a dfget spawned under home and waits
 // until it is gone: a server still shutting down writes into home while
