@@ -27,11 +27,7 @@ func TestDfgetStreamSizes(t *testing.T) {
 			url := o.add("/s"+strconv.Itoa(n), data)
 			p := newDfgetPeer(t, "127.0.0.2")
 			var got [32]byte
-			r := p.stream(sn, func(r io.Reader) {
-				h := sha256.New()
-				_, _ = io.Copy(h, r)
-				copy(got[:], h.Sum(nil))
-			}, "-u", url, "--notbs", "--window-size", "4")
+			r := p.stream(sn, sha256Into(&got), "-u", url, "--notbs", "--window-size", "4")
 			if r.code != 0 || !strings.Contains(r.stderr, "download SUCCESS") {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
@@ -105,11 +101,7 @@ func TestDfgetStreamAloneSkipsStreamCache(t *testing.T) {
 	before := metricValue(t, sn, reports)
 	p := newDfgetPeer(t, "127.0.0.6")
 	var got [32]byte
-	r := p.stream(sn, func(r io.Reader) {
-		h := sha256.New()
-		_, _ = io.Copy(h, r)
-		copy(got[:], h.Sum(nil))
-	}, "-u", url, "--notbs", "--verbose", "--window-size", "4")
+	r := p.stream(sn, sha256Into(&got), "-u", url, "--notbs", "--verbose", "--window-size", "4")
 	if r.code != 0 || got != sha256.Sum256(data) {
 		t.Fatalf("exit %d or wrong bytes: %s", r.code, r.stderr)
 	}
@@ -138,11 +130,7 @@ func TestDfgetStreamMixedSwarm(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var got [32]byte
-			r := p.stream(sn, func(r io.Reader) {
-				h := sha256.New()
-				_, _ = io.Copy(h, r)
-				copy(got[:], h.Sum(nil))
-			}, "-u", url, "--notbs", "--verbose")
+			r := p.stream(sn, sha256Into(&got), "-u", url, "--notbs", "--verbose")
 			if r.code != 0 || got != want {
 				errs <- ip + ": exit " + strconv.Itoa(r.code) + " or wrong bytes: " + r.stderr
 			}
@@ -312,5 +300,15 @@ func TestDfgetStreamFallbackMidway(t *testing.T) {
 		if n == 0 {
 			t.Error("fallback did not ask the origin for a range")
 		}
+	}
+}
+
+// sha256Into is a stream consumer that leaves the sha256 of what it read
+// in *sum.
+func sha256Into(sum *[32]byte) func(io.Reader) {
+	return func(r io.Reader) {
+		h := sha256.New()
+		_, _ = io.Copy(h, r)
+		copy(sum[:], h.Sum(nil))
 	}
 }
