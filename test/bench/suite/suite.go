@@ -93,6 +93,9 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 	}
 	rep := &report.Report{Started: time.Now(), Mode: cfg.Mode.String()}
 	defer func() { rep.Duration = time.Since(rep.Started) }()
+	rep.Sections = append(rep.Sections, machineSection())
+	// A closure: later appends move the sections.
+	defer func() { machineLine(&rep.Sections[0], "at the end") }()
 	runOne := func(client swarm.Client, n int, size int64, target bool) {
 		if ctx.Err() != nil {
 			return
