@@ -193,7 +193,9 @@ func TestSupernodeStreamWindow(t *testing.T) {
 		t.Fatalf("window after una=2: code %d pieces %v", r.Code, got)
 	}
 
-	// a holds piece 0: another streaming client is sent to a for it.
+	// a has piece 0. As a stream it is its holder only while its cache
+	// says it holds it: from a POST /peer/piece/stream to the DELETE;
+	// its success report alone makes it none.
 	superCID := types.SuperNodeCIDPrefix + "127.0.0.1~" + reg.TaskID
 	holderOf0 := func(cid string) string {
 		b := newClient(t, sn, cid)
@@ -206,9 +208,6 @@ func TestSupernodeStreamWindow(t *testing.T) {
 			t.Fatalf("%s: want piece 0 only, got code %d %v", cid, r.Code, nums(ps))
 		}
 		return ps[0].CID
-	}
-	if h := holderOf0("127.0.0.1-7-7.000"); h != a.cid {
-		t.Fatalf("piece 0 offered from %s, want the streaming holder %s", h, a.cid)
 	}
 	stream := func(method string) {
 		q := url.Values{"taskId": {reg.TaskID}, "cid": {a.cid}, "pieceRange": {ps[0].Range}}
@@ -223,13 +222,20 @@ func TestSupernodeStreamWindow(t *testing.T) {
 			t.Fatalf("%s /peer/piece/stream: HTTP %d %+v", method, resp.StatusCode, r)
 		}
 	}
+	if h := holderOf0("127.0.0.1-7-7.000"); h != superCID {
+		t.Fatalf("on the stream's success report alone piece 0 offered from %s, want the supernode", h)
+	}
+	stream(http.MethodPost)
+	if h := holderOf0("127.0.0.1-8-8.000"); h != a.cid {
+		t.Fatalf("after POST piece 0 offered from %s, want the streaming holder %s", h, a.cid)
+	}
 	stream(http.MethodDelete)
-	if h := holderOf0("127.0.0.1-8-8.000"); h != superCID {
+	if h := holderOf0("127.0.0.1-9-9.000"); h != superCID {
 		t.Fatalf("after DELETE piece 0 offered from %s, want the supernode", h)
 	}
 	stream(http.MethodPost)
-	if h := holderOf0("127.0.0.1-9-9.000"); h != a.cid {
-		t.Fatalf("after POST piece 0 offered from %s, want %s", h, a.cid)
+	if h := holderOf0("127.0.0.1-10-10.000"); h != a.cid {
+		t.Fatalf("after POST again piece 0 offered from %s, want %s", h, a.cid)
 	}
 	// Unknown cid: the v1 error envelope.
 	q := url.Values{"taskId": {reg.TaskID}, "cid": {"nobody"}, "pieceRange": {ps[0].Range}}

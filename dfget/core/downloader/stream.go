@@ -150,8 +150,9 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 	}
 	// Held first: the piece may leave for out at once, while the push
 	// to the stream cache (a copy and two local calls) runs beside it.
-	// The push still ends before WritePiece returns, so the supernode
-	// hears of the piece (/peer/piece/suc) only when the cache has it.
+	// The push still ends before WritePiece returns, so the piece is in
+	// the cache before /peer/piece/suc reports it; the supernode offers
+	// it from this peer only on the cache's own note.
 	push := w.Push
 	if p.NoShare {
 		push = nil

@@ -302,7 +302,14 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	dst, wasRunning := m.stopRunning(c, num)
-	if st == Success && t.addHolder(num, c.peerID, m.peer(c.peerID)) {
+	// A stream's peer serves only what its stream cache holds, and the
+	// cache says what that is (AddHolder, RemoveHolder). Its success
+	// report does not make it a holder: a stream without a cache (its
+	// peer server could not open one) or whose push failed was offered
+	// for pieces it could never serve, each fetch a 404, and a report
+	// that came after the cache's eviction note kept the piece offered
+	// for good.
+	if st == Success && !c.stream && t.addHolder(num, c.peerID, m.peer(c.peerID)) {
 		t.notify(wakeHolder)
 	}
 	switch {

@@ -181,26 +181,35 @@ func TestStreamWindow(t *testing.T) {
 	if got := nums(v); len(got) != 3 || got[0] != 3 || got[2] != 5 {
 		t.Fatalf("window after una=3: %v", got)
 	}
-	// The streaming client is a holder until it evicts the piece.
+	// A stream is a holder of what its cache announced, until it evicts
+	// it; its success reports alone do not make it one (of its cache of 3
+	// pieces 0-2, piece 2: 0 is the next to leave it).
 	m.InitClient(task, "o", "po", false, true, 0, 0)
 	if una, wnd, ok := m.Window("o"); !ok || una != 0 || wnd != DefaultWindow {
 		t.Fatalf("default window: %d %d %t", una, wnd, ok)
 	}
-	if d := assign1(m, "o", 0, true, lim, 5); d != "ps" {
+	if d := assign1(m, "o", 2, true, lim, 5); d != super {
+		t.Fatalf("a stream's success report made it a holder: %q", d)
+	}
+	m.Unassign(task, "o", 2)
+	if err := m.AddHolder(task, "s", 2); err != nil {
+		t.Fatal(err)
+	}
+	if d := assign1(m, "o", 2, true, lim, 5); d != "ps" {
 		t.Fatalf("want ps as holder, got %q", d)
 	}
-	m.Unassign(task, "o", 0)
-	if err := m.RemoveHolder(task, "s", 0); err != nil {
+	m.Unassign(task, "o", 2)
+	if err := m.RemoveHolder(task, "s", 2); err != nil {
 		t.Fatal(err)
 	}
-	if d := assign1(m, "o", 0, true, lim, 5); d != super {
+	if d := assign1(m, "o", 2, true, lim, 5); d != super {
 		t.Fatalf("evicted holder offered: %q", d)
 	}
-	m.Unassign(task, "o", 0)
-	if err := m.AddHolder(task, "s", 0); err != nil {
+	m.Unassign(task, "o", 2)
+	if err := m.AddHolder(task, "s", 2); err != nil {
 		t.Fatal(err)
 	}
-	if d := assign1(m, "o", 0, true, lim, 5); d != "ps" {
+	if d := assign1(m, "o", 2, true, lim, 5); d != "ps" {
 		t.Fatalf("re-added holder not offered: %q", d)
 	}
 	if err := m.AddHolder(task, "nobody", 0); err == nil {
