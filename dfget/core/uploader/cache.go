@@ -347,8 +347,22 @@ func newNoteQueue() *noteQueue {
 	return &noteQueue{wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
+// push queues n. An eviction whose piece's "cached" note is still queued
+// cancels that note instead: the supernode never hears of a piece that
+// is already gone. A fast stream outruns the notifier's one call per
+// note, and without this its backlog kept the supernode scheduling
+// fetches from it of pieces evicted long before (answered 404).
 func (q *noteQueue) push(n streamNote) {
 	q.mu.Lock()
+	if !n.cached {
+		for i, queued := range q.notes {
+			if queued.num == n.num && queued.cached {
+				q.notes = append(q.notes[:i], q.notes[i+1:]...)
+				q.mu.Unlock()
+				return
+			}
+		}
+	}
 	q.notes = append(q.notes, n)
 	q.mu.Unlock()
 	q.signal()
