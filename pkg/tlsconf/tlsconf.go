@@ -46,3 +46,14 @@ func (t Trust) Config() (*tls.Config, error) {
 	cfg.RootCAs = pool
 	return cfg, nil
 }
+
+// BaseURL is the root URL of a server at hostport reached with cfg: https
+// with a TLS config, plain http without one. Every caller that reaches a
+// server it was given a TLS config for builds its URLs here, so the scheme
+// and the config can never disagree.
+func BaseURL(cfg *tls.Config, hostport string) string {
+	if cfg != nil {
+		return "https://" + hostport
+	}
+	return "http://" + hostport
+}

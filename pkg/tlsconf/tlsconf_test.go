@@ -65,3 +65,12 @@ func TestConfigBadFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestBaseURL(t *testing.T) {
+	if got := BaseURL(nil, "10.0.0.1:8002"); got != "http://10.0.0.1:8002" {
+		t.Errorf("without TLS: %s", got)
+	}
+	if got := BaseURL(&tls.Config{}, "[::1]:8002"); got != "https://[::1]:8002" {
+		t.Errorf("with TLS: %s", got)
+	}
+}

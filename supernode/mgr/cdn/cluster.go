@@ -40,6 +40,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 )
 
@@ -124,11 +125,8 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		m.viaMember.Delete(src.TaskID)
 		return nil, reason, err
 	}
-	scheme := "http://"
-	if m.cfg.Cluster.TLS != nil {
-		scheme = "https://"
-	}
-	req, err := http.NewRequestWithContext(mctx, http.MethodPost, scheme+src.Via+types.ClusterFetchPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(mctx, http.MethodPost, tlsconf.BaseURL(m.cfg.Cluster.TLS, src.Via)+types.ClusterFetchPath,
+		bytes.NewReader(body))
 	if err != nil {
 		return fail(reasonBroken, fmt.Errorf("cluster fetch request: %w", err))
 	}

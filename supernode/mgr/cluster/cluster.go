@@ -25,6 +25,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/ring"
+	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 )
 
@@ -190,11 +191,7 @@ func (c *Cluster) wasAlive(id string) bool {
 
 // probe asks a member's /_ping.
 func (c *Cluster) probe(ctx context.Context, id string) error {
-	scheme := "http://"
-	if c.cfg.TLS != nil {
-		scheme = "https://"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+id+"/_ping", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tlsconf.BaseURL(c.cfg.TLS, id)+"/_ping", nil)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", id, err)
 	}
