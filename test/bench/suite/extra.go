@@ -19,7 +19,7 @@ const CDN = "cdn"
 
 // cdnRounds is how many side-by-side rounds of curl and the CDN fill the
 // CDN section takes the best of (see singleRounds).
-const cdnRounds = 3
+const cdnRounds = 5
 
 // cdnSection times `curl -o` of a file from an unshaped loopback origin and
 // then the supernode bringing the same file into its CDN cache
@@ -87,7 +87,11 @@ const Single = "dfget"
 // singleRounds is how many rounds the single-download rows take the best
 // of: each round runs every kind side by side, and on two shared cores one
 // round's ratio moved by 2x from one run to the next (docs/benchmarks.md).
-const singleRounds = 3
+// Five, not three: the system time of writing 1 GiB into new page-cache
+// pages (curl's and dfget's alike) moved 1.2-2.7 s between consecutive
+// runs on the same VM (the machine section), and three rounds often left
+// one kind without a single fast one.
+const singleRounds = 5
 
 // singleSection runs dfgetbench.Measure: curl against dfget cold, warm and
 // --stream on one loopback file.

@@ -72,9 +72,9 @@ func machineLine(s *report.Section, when string) {
 	s.Add(when, "%s", p)
 }
 
-// machineSection opens the report with what new memory costs on this machine
-// at the start; Run adds the same probe at the end, since the cost moves
-// while the bench runs.
+// machineSection is the report's first section: what new memory costs on
+// this machine at the start; Run adds the same probe at the end, since the
+// cost moves while the bench runs.
 func machineSection() report.Section {
 	s := report.Section{Title: fmt.Sprintf("Machine: writing %d MiB to a new file (new page-cache pages; no fsync)", pageProbeSize>>20)}
 	machineLine(&s, "at the start")
