@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/test/bench/report"
 )
 
@@ -26,15 +27,16 @@ func (p pageCost) String() string {
 const gib = 1 << 30
 
 // probePages times writing pageProbeSize bytes to a new file in dir, which it
-// removes. Every download in the bench writes its output (and a supernode
-// its cache) into new page-cache pages, and what a new page costs is a
-// property of the machine that moves the cold rows most: on a VM whose
-// kernel reports freed pages back to the host (virtio-balloon free page
-// reporting), each page taken again is faulted in by the host: this probe
-// measured 2.54 s/GiB of system time on such a machine, and 0.16 s/GiB at
-// once after, into the pages the first probe had just freed. A cold
-// download writes two copies (the CDN's and the output) where curl writes
-// one, so the ratio of the two moves with this figure.
+// removes, in writes of fileio.Chunk as dfget and the CDN write. Every
+// download in the bench writes its output (and a supernode its cache) into
+// new page-cache pages, and what a new page costs is a property of the
+// machine that moves the cold rows most: on a VM whose kernel reports freed
+// pages back to the host (virtio-balloon free page reporting), each page
+// taken again is faulted in by the host ("Where the time goes" in
+// docs/benchmarks.md). On this machine a first probe with 4 MiB writes
+// took 2.54 s/GiB of system time, and 0.16 s/GiB at once after, into the
+// pages it had just freed. A cold download writes two copies (the CDN's
+// and the output) where curl writes one, so their ratio moves with this.
 func probePages(dir string) (pageCost, error) {
 	// One OS thread, so its system time is the write's alone.
 	runtime.LockOSThread()
@@ -45,7 +47,7 @@ func probePages(dir string) (pageCost, error) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	buf := make([]byte, 4<<20)
+	buf := make([]byte, fileio.Chunk)
 	for i := range buf {
 		buf[i] = byte(i)
 	}
@@ -76,7 +78,8 @@ func machineLine(s *report.Section, when string) {
 // this machine at the start; Run adds the same probe at the end, since the
 // cost moves while the bench runs.
 func machineSection() report.Section {
-	s := report.Section{Title: fmt.Sprintf("Machine: writing %d MiB to a new file (new page-cache pages; no fsync)", pageProbeSize>>20)}
+	s := report.Section{Title: fmt.Sprintf("Machine: writing %d MiB to a new file in %d KiB writes (new page-cache pages; no fsync)",
+		pageProbeSize>>20, fileio.Chunk>>10)}
 	machineLine(&s, "at the start")
 	machineLine(&s, "again at once, into the pages just freed")
 	return s
