@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
 	"github.com/damselfly-p2p/damselfly/test/procmem"
@@ -101,7 +102,20 @@ func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra 
 		return r, err
 	}
 	r.ServerCPU, r.SupernodeCPU = serverCPU(home), procmem.CPU(b.snPid)-sn0
+	b.retire(home)
 	return r, checkAndRemove(out, b.sum)
+}
+
+// retire ends the peer server of home and removes the home, whose data
+// directory holds a second link to the download. Left running, that server
+// served the next dfget of the round every piece, so the "warm" row timed
+// a download from a peer, not from the CDN; and the link kept the file's
+// page cache, so the next run wrote into new pages where curl's wrote into
+// pages its predecessor had just freed (see probePages in test/bench/suite).
+func (b *bed) retire(home string) {
+	killServer(home)
+	_ = os.RemoveAll(home)
+	b.homes = slices.DeleteFunc(b.homes, func(h string) bool { return h == home })
 }
 
 // checkAndRemove checks a download's output against the origin's md5 and

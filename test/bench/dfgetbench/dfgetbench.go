@@ -240,10 +240,12 @@ func (b *bed) stream(ctx context.Context, cfg *Config, url, ip string, prof []st
 		return r, 0, err
 	}
 	r.ServerCPU = serverCPU(home)
+	rss := serverHWM(home)
+	b.retire(home)
 	if got := h.Sum32(); got != b.crc {
 		return r, 0, fmt.Errorf("stream crc32 %08x, want %08x", got, b.crc)
 	}
-	return r, serverHWM(home), nil
+	return r, rss, nil
 }
 
 // lacking registers a client of url that never fetches (the cdn pattern,
