@@ -349,9 +349,9 @@ func newNoteQueue() *noteQueue {
 
 // push queues n. An eviction whose piece's "cached" note is still queued
 // cancels that note instead: the supernode never hears of a piece that
-// is already gone. A fast stream outruns the notifier's one call per
-// note, and without this its backlog kept the supernode scheduling
-// fetches from it of pieces evicted long before (answered 404).
+// is already gone. Sent, the two notes would cost two calls and leave a
+// moment in which the supernode offers the piece from a cache without it
+// (the fetch answered 404).
 func (q *noteQueue) push(n streamNote) {
 	q.mu.Lock()
 	if !n.cached {

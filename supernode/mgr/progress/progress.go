@@ -307,8 +307,8 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 	// report does not make it a holder: a stream without a cache (its
 	// peer server could not open one) or whose push failed was offered
 	// for pieces it could never serve, each fetch a 404, and a report
-	// that came after the cache's eviction note kept the piece offered
-	// for good.
+	// arriving after the cache's eviction note would keep the piece
+	// offered for good.
 	if st == Success && !c.stream && t.addHolder(num, c.peerID, m.peer(c.peerID)) {
 		t.notify(wakeHolder)
 	}

@@ -110,8 +110,8 @@ func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra 
 // directory holds a second link to the download. Left running, that server
 // served the next dfget of the round every piece, so the "warm" row timed
 // a download from a peer, not from the CDN; and the link kept the file's
-// page cache, so the next run wrote into new pages where curl's wrote into
-// pages its predecessor had just freed (see probePages in test/bench/suite).
+// page cache, so the next run had to take new pages where curl's took the
+// ones its predecessor had just freed (see probePages in test/bench/suite).
 func (b *bed) retire(home string) {
 	killServer(home)
 	_ = os.RemoveAll(home)

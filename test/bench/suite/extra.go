@@ -87,10 +87,10 @@ const Single = "dfget"
 // singleRounds is how many rounds the single-download rows take the best
 // of: each round runs every kind side by side, and on two shared cores one
 // round's ratio moved by 2x from one run to the next (docs/benchmarks.md).
-// Five, not three: the system time of writing 1 GiB into new page-cache
-// pages (curl's and dfget's alike) moved 1.2-2.7 s between consecutive
-// runs on the same VM (the machine section), and three rounds often left
-// one kind without a single fast one.
+// Five, not three: on this VM curl's system time for 1 GiB moved between
+// 1.2 and 2.7 s from one run to the next, most of it writing into new
+// page-cache pages (docs/benchmarks.md), and dfget's with it; three
+// rounds could leave one kind without a single fast one.
 const singleRounds = 5
 
 // singleSection runs dfgetbench.Measure: curl against dfget cold, warm and
