@@ -11,7 +11,10 @@ import (
 
 // PieceReport is a /peer/piece/suc or /peer/piece/stream call. NoShare
 // (share=0 on /peer/piece/suc) records the piece as had without making the
-// client a holder.
+// client a holder: the client's own word, binding whatever its mode. Our
+// dfget sends it only from a stream, whose success never makes it a holder
+// anyway (progress.Update: its cache's notes do); a client that says it
+// serves nothing is still never offered.
 type PieceReport struct {
 	TaskID, CID, DstCID, Range string
 	NoShare                    bool
