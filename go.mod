@@ -8,6 +8,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sirupsen/logrus v1.10.2
 	github.com/spf13/cobra v1.10.2
+	github.com/zeebo/blake3 v0.2.4
 	go.uber.org/mock v0.6.0
 	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/sys v0.50.0
@@ -15,7 +16,7 @@ require (
 	lukechampine.com/blake3 v1.4.1
 )
 
-require github.com/klauspost/cpuid/v2 v2.0.9 // indirect
+require github.com/klauspost/cpuid/v2 v2.0.12 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
