@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -67,5 +68,47 @@ func TestWriteAtStopsAtError(t *testing.T) {
 	}
 	if len(c.writes) != 2 {
 		t.Fatalf("%d writes after the error, want 2", len(c.writes))
+	}
+}
+
+// Reserve allocates blocks; with keepSize the length stays what was
+// written, without it the file takes the reserved length.
+func TestReserve(t *testing.T) {
+	const n = 8 << 20
+	for _, keep := range []bool{true, false} {
+		f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("head")); err != nil {
+			t.Fatal(err)
+		}
+		if err := Reserve(f, n, keep); err != nil {
+			t.Fatalf("keepSize=%v: %v", keep, err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSize := int64(n)
+		if keep {
+			wantSize = 4
+		}
+		if fi.Size() != wantSize {
+			t.Errorf("keepSize=%v: size %d, want %d", keep, fi.Size(), wantSize)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			t.Fatal("no Stat_t")
+		}
+		// Blocks are 512 bytes in st_blocks. A file system without
+		// fallocate reserves nothing and is not an error.
+		if st.Blocks*512 < n {
+			t.Logf("keepSize=%v: %d bytes allocated; this file system does not reserve", keep, st.Blocks*512)
+		}
+	}
+	if err := Reserve(nil, 0, true); err != nil {
+		t.Errorf("Reserve of 0 bytes: %v", err)
 	}
 }

@@ -122,17 +122,11 @@ func (w *FileWriter) Written() int {
 	return len(w.written)
 }
 
-// Preallocate reserves the file's final length up front: the file system
-// allocates its blocks once instead of on every piece (cheaper writes), and
-// a full disk shows at the start. File systems without fallocate are fine;
-// only running out of space is an error.
+// Preallocate reserves the file's final length up front (fileio.Reserve):
+// a full disk shows at the start, and the piece writes are cheaper.
 func (w *FileWriter) Preallocate(length int64) error {
-	if length <= 0 {
-		return nil
-	}
-	err := unix.Fallocate(int(w.f.Fd()), 0, 0, length)
-	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return &LocalWriteError{fmt.Errorf("no space for %d bytes in %s: %w", length, filepath.Dir(w.path), err)}
+	if err := fileio.Reserve(w.f, length, false); err != nil {
+		return &LocalWriteError{fmt.Errorf("no space in %s: %w", filepath.Dir(w.path), err)}
 	}
 	return nil
 }

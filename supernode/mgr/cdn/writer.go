@@ -27,6 +27,11 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 		return m.failMeta(id, cf, meta, err, false)
 	}
 	defer f.Close()
+	// The file's length stays what the pieces written make it: a resume
+	// reads it to find the pieces already there.
+	if err := fileio.Reserve(f, piece.WrappedLength(meta.HTTPFileLen, meta.PieceSize), true); err != nil {
+		return m.failMeta(id, cf, meta, err, false)
+	}
 	sums, first, err := m.keepPrefix(f, src, cf, meta.PieceSize, resume)
 	if err != nil {
 		return m.failMeta(id, cf, meta, err, false)
