@@ -47,14 +47,26 @@ func smallDisk(t *testing.T, sizeMiB, freeMiB int) (dir string, free func()) {
 	}
 }
 
-// The supernode's disk fills up mid-CDN: the client fails cleanly
+// The supernode's disk has no room for the file: the client fails cleanly
 // (--notbs: exit 80, no output), the cache entry is not marked finished,
-// and after space is freed the next download is correct.
+// and after space is freed the next download is correct. A source that
+// says its length fails at the CDN's block reservation, before the first
+// piece; a chunked one when a piece write hits the full disk.
 func TestFaultSupernodeDiskFull(t *testing.T) {
+	for _, chunked := range []bool{false, true} {
+		name := map[bool]string{false: "known length", true: "chunked"}[chunked]
+		t.Run(name, func(t *testing.T) { supernodeDiskFull(t, chunked) })
+	}
+}
+
+func supernodeDiskFull(t *testing.T, chunked bool) {
 	disk, free := smallDisk(t, 40, 12)
 	o := newOrigin(t)
 	data := randomData(24<<20, 121)
 	url := o.add("/full.bin", data)
+	o.mu.Lock()
+	o.chunked["/full.bin"] = chunked
+	o.mu.Unlock()
 	home := filepath.Join(disk, "sn")
 	sn := startSupernode(t, home)
 	p := newDfgetPeer(t, "127.0.0.2")
@@ -67,6 +79,12 @@ func TestFaultSupernodeDiskFull(t *testing.T) {
 	noFile(t, filepath.Join(out, "first"))
 	if !sn.LogContains("no space left on device") {
 		t.Error("the supernode log does not name the full disk")
+	}
+	switch reserved := sn.LogContains("reserve "); {
+	case chunked && reserved:
+		t.Error("a source of unknown length failed at a block reservation it cannot make")
+	case !chunked && !reserved:
+		t.Error("a source of known length did not fail at the CDN's block reservation")
 	}
 	metas, _ := filepath.Glob(filepath.Join(home, "repo", "download", "*", "*.meta"))
 	for _, m := range metas {
