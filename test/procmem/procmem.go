@@ -86,24 +86,31 @@ const clockTicks = 100
 // CPU is running process pid's user plus system time so far (its own, not
 // its children's), 0 if it cannot be read.
 func CPU(pid int) time.Duration {
+	u, s := Times(pid)
+	return u + s
+}
+
+// Times is running process pid's user and system time so far (its own, not
+// its children's), 0 and 0 if they cannot be read.
+func Times(pid int) (user, sys time.Duration) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// Fields after the parenthesised command name, which may hold spaces:
 	// state is the first, utime and stime the 12th and 13th.
 	i := strings.LastIndexByte(string(stat), ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	fields := strings.Fields(string(stat[i+1:]))
 	if len(fields) < 13 {
-		return 0
+		return 0, 0
 	}
 	ut, uerr := strconv.ParseInt(fields[11], 10, 64)
 	st, serr := strconv.ParseInt(fields[12], 10, 64)
 	if uerr != nil || serr != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks
+	return time.Duration(ut) * time.Second / clockTicks, time.Duration(st) * time.Second / clockTicks
 }

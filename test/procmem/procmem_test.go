@@ -3,6 +3,7 @@ package procmem
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -62,5 +63,31 @@ func TestCPUOfSelfAndGone(t *testing.T) {
 	}
 	if c := CPU(1 << 30); c != 0 {
 		t.Fatalf("CPU of a process that does not exist: %v", c)
+	}
+}
+
+// Times splits the same figure: spinning is user time, and writing a file
+// in many small writes is system time.
+func TestTimesSplitsUserAndSystem(t *testing.T) {
+	u0, s0 := Times(os.Getpid())
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
+		if _, err := f.WriteAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u1, s1 := Times(os.Getpid())
+	if u1-u0 < 20*time.Millisecond || s1-s0 < 20*time.Millisecond {
+		t.Fatalf("user %v -> %v, system %v -> %v over 50 ms of spinning and 100 ms of writes", u0, u1, s0, s1)
+	}
+	if u, s := Times(1 << 30); u != 0 || s != 0 {
+		t.Fatalf("Times of a process that does not exist: %v %v", u, s)
 	}
 }

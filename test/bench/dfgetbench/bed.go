@@ -95,13 +95,14 @@ func (b *bed) curl(ctx context.Context, dir, url string) (Run, error) {
 func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra ...string) (Run, error) {
 	home := b.home(cfg.WorkDir, ip)
 	out := filepath.Join(cfg.WorkDir, "out-"+ip)
-	sn0 := procmem.CPU(b.snPid)
+	snUser0, snSys0 := procmem.Times(b.snPid)
 	r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", b.node, "--ip", ip,
 		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, extra...)...)
 	if err != nil {
 		return r, err
 	}
-	r.ServerCPU, r.SupernodeCPU = serverCPU(home), procmem.CPU(b.snPid)-sn0
+	snUser, snSys := procmem.Times(b.snPid)
+	r.ServerCPU, r.SupernodeCPU, r.SupernodeSys = serverCPU(home), snUser+snSys-snUser0-snSys0, snSys-snSys0
 	b.retire(home)
 	return r, checkAndRemove(out, b.sum)
 }

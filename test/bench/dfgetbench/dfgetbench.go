@@ -61,6 +61,9 @@ type Run struct {
 	// SupernodeCPU is the supernode's user plus system time during the
 	// run (its CDN fill, for a cold one).
 	SupernodeCPU time.Duration
+	// Sys and SupernodeSys are the system-time parts of CPU and
+	// SupernodeCPU: on this VM, what new memory costs shows there.
+	Sys, SupernodeSys time.Duration
 }
 
 // CPUFloor is the least wall time the run's processes (the dfget, its
@@ -315,6 +318,7 @@ func timed(ctx context.Context, stdout io.Writer, bin string, args ...string) (R
 	r.PeakRSS = stopWatch()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		r.Sys = time.Duration(ru.Stime.Nano())
 	}
 	if err != nil {
 		return r, fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, lastLines(errb.String()))

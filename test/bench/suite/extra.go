@@ -75,8 +75,8 @@ func cdnSection(ctx context.Context, size int64) report.Section {
 func cpuFloor(r dfgetbench.Run, curl time.Duration) string {
 	n := runtime.NumCPU()
 	floor := r.CPUFloor(n)
-	return fmt.Sprintf("with the supernode's %.2f CPU-s, at least %.3f s on %d cores = %.2fx curl",
-		r.SupernodeCPU.Seconds(), floor.Seconds(), n, floor.Seconds()/curl.Seconds())
+	return fmt.Sprintf("with the supernode's %.2f CPU-s, at least %.3f s on %d cores = %.2fx curl (system time: dfget %.2f s, supernode %.2f s)",
+		r.SupernodeCPU.Seconds(), floor.Seconds(), n, floor.Seconds()/curl.Seconds(), r.Sys.Seconds(), r.SupernodeSys.Seconds())
 }
 
 func mibps(size int64, d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
