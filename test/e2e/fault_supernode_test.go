@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 )
 
 // kill sends SIGKILL to the process group and waits for the exit: a crash,
@@ -27,6 +30,27 @@ func (p *dfgetPeer) runAsync(sn *supernode, extra ...string) <-chan dfgetRun {
 	return ch
 }
 
+// urlHomedOn returns base with a query that makes home the first node of
+// nodeList for its task. With weights the home is only likely (weighted
+// rendezvous hashing of the task ID: 1000 to 1 odds for weights 1000 and
+// 1), and a test that kills the node a download started on must not
+// depend on odds.
+func urlHomedOn(t *testing.T, base, nodeList, home string) string {
+	t.Helper()
+	list, err := nodes.ParseList(nodeList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range 1000 {
+		u := base + "?try=" + strconv.Itoa(k)
+		if list.Home(taskid.ID(u, "", "", nil))[0].Addr() == home {
+			return u
+		}
+	}
+	t.Fatalf("no URL of 1000 tried has %s first in %s", home, nodeList)
+	return ""
+}
+
 // The supernode is killed (SIGKILL) while dfgets download through it
 // (rate-limited so the kill lands mid-download):
 //   - with a second --node, dfget migrates to it and finishes (--notbs);
@@ -37,12 +61,17 @@ func (p *dfgetPeer) runAsync(sn *supernode, extra ...string) <-chan dfgetRun {
 func TestFaultSupernodeKilledMidDownload(t *testing.T) {
 	o := newOrigin(t)
 	data := randomData(24<<20, 91)
-	url := o.add("/snkill.bin", data)
+	base := o.add("/snkill.bin", data)
 	home := t.TempDir()
 	sn1 := startSupernode(t, home)
 	sn2 := startSupernode(t, t.TempDir())
+	nodeList := Addr(sn1.api) + "=1000," + Addr(sn2.api)
+	url := urlHomedOn(t, base, nodeList, Addr(sn1.api))
 	warm := newClient(t, sn1, "127.0.0.9-warm")
 	id := warm.register(warm.registerReq(url)).TaskID
+	if want := taskid.ID(url, "", "", nil); id != want {
+		t.Fatalf("supernode task ID %s, want %s", id, want)
+	}
 	waitCDN(t, sn1, id, time.Minute)
 	if n := o.count("/snkill.bin", 200); n != 1 {
 		t.Fatalf("warm-up: origin sent the file %d times", n)
@@ -52,7 +81,7 @@ func TestFaultSupernodeKilledMidDownload(t *testing.T) {
 	slow := []string{"--locallimit", "6MB"} // 24 MiB: about 4 s
 	pa, pb, pc := newDfgetPeer(t, "127.0.0.2"), newDfgetPeer(t, "127.0.0.3"), newDfgetPeer(t, "127.0.0.4")
 	failover := pa.runAsync(nil, append([]string{"-u", url, "-o", filepath.Join(out, "failover"), "--notbs",
-		"--node", Addr(sn1.api) + "=1000," + Addr(sn2.api)}, slow...)...)
+		"--node", nodeList}, slow...)...)
 	notbs := pb.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "notbs"), "--notbs"}, slow...)...)
 	back := pc.runAsync(sn1, append([]string{"-u", url, "-o", filepath.Join(out, "back")}, slow...)...)
 	time.Sleep(2500 * time.Millisecond)
