@@ -83,10 +83,10 @@ func (a Algorithm) New() hash.Hash {
 		return md5.New()
 	case BLAKE3:
 		// zeebo/blake3 hashes in the calling goroutine (no goroutine per
-		// Write, unlike lukechampine.com/blake3's Hasher) with AVX2 eight
-		// chunks at a time: 4.0-4.1 GB/s on one core of this machine's EPYC,
-		// against 2.3-2.4 GB/s for the lukechampine kernel behind the tree
-		// code this replaced (docs/benchmarks.md).
+		// Write, unlike lukechampine.com/blake3's Hasher) with AVX2, eight
+		// chunks at a time. One core of this machine's EPYC, 4 MiB: 4.06-4.15
+		// GB/s, against 3.36-3.46 for the tree code over lukechampine's
+		// kernel that it replaced (docs/benchmarks.md).
 		return blake3.New()
 	case SHA256:
 		return sha256.New()
