@@ -2,10 +2,18 @@ package dfgetbench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 
 	"github.com/damselfly-p2p/damselfly/test/bench/cdnbench"
 	"github.com/damselfly-p2p/damselfly/test/procmem"
@@ -127,4 +135,38 @@ func checkAndRemove(path, sum string) error {
 		err = fmt.Errorf("remove output: %w", rerr)
 	}
 	return err
+}
+
+// forget has the supernode drop url's task and its cache file, as its
+// garbage collector does, so every round starts from a supernode holding
+// no earlier round's task, and the bench keeps one cached copy on disk, not
+// one per round. It checks that the task is gone (as in v1, the REST API
+// answers an unknown task with HTTP 500).
+func (b *bed) forget(ctx context.Context, url string) error {
+	id := taskid.ID(url, "", "", nil)
+	base := "http://" + b.node + "/api/v1/tasks/" + id
+	do := func(method, target string) (int, []byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, method, target, nil)
+		if err != nil {
+			return 0, nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return resp.StatusCode, body, err
+	}
+	if code, body, err := do(http.MethodDelete, base+"?full=true"); err != nil || code != http.StatusOK {
+		return fmt.Errorf("delete task %s: status %d: %v %s", id, code, err, body)
+	}
+	code, body, err := do(http.MethodGet, base)
+	var rv types.ErrorResponse
+	if err != nil || code != http.StatusInternalServerError || json.Unmarshal(body, &rv) != nil || !strings.HasSuffix(rv.Message, " not found") {
+		return fmt.Errorf("task %s still there after delete: status %d: %v %s", id, code, err, body)
+	}
+	return nil
 }

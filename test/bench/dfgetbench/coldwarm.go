@@ -53,6 +53,9 @@ func MeasureColdWarm(ctx context.Context, cfg Config) (*ColdWarm, error) {
 			}
 			*run = best(*run, r)
 		}
+		if err := b.forget(ctx, url); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }

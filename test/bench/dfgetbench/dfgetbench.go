@@ -228,6 +228,9 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			f.StreamServerRSS = rss
 		}
 		f.StreamShared = best(f.StreamShared, r)
+		if err := b.forget(ctx, url); err != nil {
+			return nil, err
+		}
 	}
 	return f, nil
 }
