@@ -118,6 +118,9 @@ func TestServeGETStreamsFromSourceWithoutSupernode(t *testing.T) {
 	if a, _ := auth.Load().(string); a != "Bearer tok" {
 		t.Fatalf("source saw Authorization %q, want the client's", a)
 	}
+	// The handler counts the stream after its last byte has left, so the
+	// client can read the whole body first; Close waits for the handler.
+	srv.Close()
 	if n := value(s.m.Streams.WithLabelValues("source")); n != 1 {
 		t.Fatalf("%v streams from the source, want 1", n)
 	}
