@@ -140,8 +140,12 @@ func checkAndRemove(path, sum string) error {
 // forget has the supernode drop url's task and its cache file, as its
 // garbage collector does, so every round starts from a supernode holding
 // no earlier round's task, and the bench keeps one cached copy on disk, not
-// one per round. It checks that the task is gone (as in v1, the REST API
-// answers an unknown task with HTTP 500).
+// one per round. Kept copies handicapped every round after the second: on
+// the benchmark VM, page cache that grows past what was freed a moment
+// before costs about 3 s of system time per GiB (docs/benchmarks.md,
+// session 9), and curl's output is deleted each round. It checks that the
+// task is gone (as in v1, the REST API answers an unknown task with HTTP
+// 500).
 func (b *bed) forget(ctx context.Context, url string) error {
 	id := taskid.ID(url, "", "", nil)
 	base := "http://" + b.node + "/api/v1/tasks/" + id
