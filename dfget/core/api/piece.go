@@ -101,6 +101,11 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	want := end - start + 1
+	// The buffer is allocated at want bytes: a range the supernode made
+	// longer than a piece must not size it.
+	if size := int64(r.Info.PieceSize); size <= 0 || size > piece.MaxSize || want > size {
+		return nil, fmt.Errorf("fetch piece %d: range %s does not fit the piece size %d", r.Info.PieceNum, r.Info.Range, size)
+	}
 	v, err := newVerifier(r.Info)
 	if err != nil {
 		return nil, r.badDigest(err)
