@@ -69,7 +69,8 @@ type FetchRequest struct {
 	Info types.PieceInfo
 	// Wrapped is false in source-CDN mode, where pieces carry no wrapper.
 	Wrapped bool
-	// Headers are sent to the holder (source-CDN mode only).
+	// Headers are the user's --header values, sent only when the piece
+	// is fetched from SourceURL (source-CDN mode only).
 	Headers map[string]string
 	// SourceURL is the URL this download is of. In source-CDN mode a piece
 	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
@@ -160,8 +161,13 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Respo
 	if err != nil {
 		return nil, fmt.Errorf("build piece request: %w", err)
 	}
-	for k, v := range r.Headers {
-		req.Header.Set(k, v)
+	// The user's --header values are for the origin (an Authorization or
+	// a Cookie): a peer holder never sees them. Dragonfly 1.x sends them
+	// to every holder in the source pattern.
+	if u == r.SourceURL {
+		for k, v := range r.Headers {
+			req.Header.Set(k, v)
+		}
 	}
 	req.Header.Set("Range", "bytes="+r.Info.Range)
 	req.Header.Set("pieceNum", strconv.Itoa(r.Info.PieceNum))
