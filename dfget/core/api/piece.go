@@ -116,6 +116,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if err := r.checkReply(resp, start, end, v); err != nil {
+		return nil, err
+	}
 	if resp.ContentLength > want {
 		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
 	}
@@ -144,6 +147,14 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	*buf = b
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
 		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
+	}
+	if resp.ContentLength < 0 && int64(len(b)) == want {
+		// A body of unstated length that goes on past the range is not
+		// the range (a 200 from a source that ignored it sends the file).
+		var one [1]byte
+		if n, _ := io.ReadFull(resp.Body, one[:]); n > 0 {
+			return nil, r.badReply(v, "body longer than the %d-byte range", want)
+		}
 	}
 	if err := r.check(b, v, want); err != nil {
 		return nil, err
