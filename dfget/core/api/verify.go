@@ -15,8 +15,9 @@ import (
 
 // This file is where a received piece is verified: which holders a piece
 // may come from at all (target), which digest it must match (newVerifier),
-// and whether the bytes that came are the piece (check). FetchPiece calls
-// all three; nothing else accepts a piece.
+// whether the answer is the range asked for (checkReply), and whether the
+// bytes that came are the piece (check). FetchPiece calls all four;
+// nothing else accepts a piece.
 
 // Md5MismatchError is a piece whose bytes do not match its expected digest.
 // It keeps Dragonfly 1.x's name because it is reported as the v1 piece
