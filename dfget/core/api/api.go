@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -196,8 +197,14 @@ func (c *Client) Register(ctx context.Context, node string, req *types.RegisterR
 	if err := json.Unmarshal(env.Data, &d); err != nil {
 		return nil, fmt.Errorf("register at %s: bad data: %w", node, err)
 	}
-	if d.TaskID == "" || d.PieceSize <= 0 {
-		return nil, fmt.Errorf("register at %s: reply without task id or piece size", node)
+	if d.TaskID == "" {
+		return nil, fmt.Errorf("register at %s: reply without task id", node)
+	}
+	// A piece must carry content past its wrapper (else the piece count
+	// divides by zero) and stay within what a supernode ever assigns (the
+	// piece buffers are allocated at this size).
+	if d.PieceSize <= piece.WrapSize || d.PieceSize > piece.MaxSize {
+		return nil, fmt.Errorf("register at %s: piece size %d is outside %d-%d", node, d.PieceSize, piece.WrapSize+1, piece.MaxSize)
 	}
 	return &d, nil
 }

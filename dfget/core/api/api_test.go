@@ -100,6 +100,10 @@ func TestRegisterErrors(t *testing.T) {
 		{500, `{"code":500,"message":"url is not reachable"}`},
 		{200, `{"code":607,"msg":"nope"}`},
 		{200, `{"code":200,"data":{"taskId":""}}`},
+		// A CDN piece of 5 bytes carries no content: the piece count
+		// would divide by zero.
+		{200, `{"code":200,"data":{"taskId":"t","fileLength":10,"pieceSize":5}}`},
+		{200, `{"code":200,"data":{"taskId":"t","fileLength":10,"pieceSize":15728641}}`},
 		{200, `not json`},
 	} {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

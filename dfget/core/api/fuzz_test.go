@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // echoNode answers every supernode call with the body the fuzzer chose:
@@ -35,7 +36,8 @@ func echoNode(f *testing.F) string {
 
 // FuzzSupernodeReplies: any reply body to /peer/registry and /peer/task
 // is decoded into a result or an error, never a panic; an accepted
-// registration always has a task ID and a positive piece size.
+// registration always has a task ID and a piece size that carries content
+// and is at most piece.MaxSize.
 func FuzzSupernodeReplies(f *testing.F) {
 	node := echoNode(f)
 	f.Add(`{"code":200,"data":{"taskId":"t","fileLength":10,"pieceSize":4194304}}`)
@@ -43,11 +45,12 @@ func FuzzSupernodeReplies(f *testing.F) {
 	f.Add(`E{"code":607,"message":"source 404"}`)
 	f.Add(`{"code":200,"data":{"taskId":"","pieceSize":-1}}`)
 	f.Add(`{"code":600,"data":"x"}`)
+	f.Add(`{"code":200,"data":{"taskId":"t","fileLength":10,"pieceSize":5}}`)
 	f.Add(``)
 	f.Fuzz(func(t *testing.T, body string) {
 		c := New()
 		ctx := context.Background()
-		if d, err := c.Register(ctx, node, &types.RegisterRequest{RawURL: body}); err == nil && (d.TaskID == "" || d.PieceSize <= 0) {
+		if d, err := c.Register(ctx, node, &types.RegisterRequest{RawURL: body}); err == nil && (d.TaskID == "" || d.PieceSize <= piece.WrapSize || d.PieceSize > piece.MaxSize) {
 			t.Fatalf("accepted registration %+v", d)
 		}
 		_, _ = c.PullPieceTask(ctx, node, PullRequest{TaskID: body})

@@ -69,7 +69,8 @@ type FetchRequest struct {
 	Info types.PieceInfo
 	// Wrapped is false in source-CDN mode, where pieces carry no wrapper.
 	Wrapped bool
-	// Headers are sent to the holder (source-CDN mode only).
+	// Headers are the user's --header values, sent only when the piece
+	// is fetched from SourceURL (source-CDN mode only).
 	Headers map[string]string
 	// SourceURL is the URL this download is of. In source-CDN mode a piece
 	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
@@ -101,6 +102,11 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	want := end - start + 1
+	// The buffer is allocated at want bytes: a range the supernode made
+	// longer than a piece must not size it.
+	if size := int64(r.Info.PieceSize); size <= 0 || size > piece.MaxSize || want > size {
+		return nil, fmt.Errorf("fetch piece %d: range %s does not fit the piece size %d", r.Info.PieceNum, r.Info.Range, size)
+	}
 	v, err := newVerifier(r.Info)
 	if err != nil {
 		return nil, r.badDigest(err)
@@ -110,6 +116,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if err := r.checkReply(resp, start, end, v); err != nil {
+		return nil, err
+	}
 	if resp.ContentLength > want {
 		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
 	}
@@ -139,6 +148,14 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
 		return nil, fmt.Errorf("read piece %d from %s: short body %d of %d", r.Info.PieceNum, r.Info.PeerIP, len(b), resp.ContentLength)
 	}
+	if resp.ContentLength < 0 && int64(len(b)) == want {
+		// A body of unstated length that goes on past the range is not
+		// the range (a 200 from a source that ignored it sends the file).
+		var one [1]byte
+		if n, _ := io.ReadFull(resp.Body, one[:]); n > 0 {
+			return nil, r.badReply(v, "body longer than the %d-byte range", want)
+		}
+	}
 	if err := r.check(b, v, want); err != nil {
 		return nil, err
 	}
@@ -155,8 +172,13 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Respo
 	if err != nil {
 		return nil, fmt.Errorf("build piece request: %w", err)
 	}
-	for k, v := range r.Headers {
-		req.Header.Set(k, v)
+	// The user's --header values are for the origin (an Authorization or
+	// a Cookie): a peer holder never sees them. Dragonfly 1.x sends them
+	// to every holder in the source pattern.
+	if u == r.SourceURL {
+		for k, v := range r.Headers {
+			req.Header.Set(k, v)
+		}
 	}
 	req.Header.Set("Range", "bytes="+r.Info.Range)
 	req.Header.Set("pieceNum", strconv.Itoa(r.Info.PieceNum))

@@ -3,9 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -63,5 +65,36 @@ func TestFetchPieceDigestLength(t *testing.T) {
 	var mm *Md5MismatchError
 	if !errors.As(err, &mm) {
 		t.Fatalf("length differs from the digest's: err %v", err)
+	}
+}
+
+// A piece range longer than the piece size, or a piece size past the
+// largest a supernode assigns, is refused before any buffer is sized by
+// it or any holder is asked: a range of MaxInt64 bytes would panic the
+// allocation, a large allocatable one exhaust memory.
+func TestFetchPieceRangeBeyondPieceSize(t *testing.T) {
+	var hits atomic.Int32
+	ip, port := holder(t, func(*http.Request) (int, []byte) { hits.Add(1); return http.StatusPartialContent, []byte("x") })
+	for _, tc := range []struct {
+		rng  string
+		size int32
+	}{
+		{"0-9223372036854775806", 1 << 20},
+		{"0-1048576", 1 << 20},
+		{"0-1048575", 0},
+		{"0-9", piece.MaxSize + 1},
+	} {
+		info := types.PieceInfo{Range: tc.rng, PieceSize: tc.size, PeerIP: ip, PeerPort: port, Path: "/peer/file/x",
+			CID: types.SuperNodeCIDPrefix + "x"}
+		for _, wrapped := range []bool{true, false} {
+			_, err := New().FetchPiece(context.Background(), &FetchRequest{Info: info, Wrapped: wrapped, SourceURL: "http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/f"}, new([]byte))
+			if err == nil {
+				t.Errorf("range %s of a %d-byte piece (wrapped %v) accepted", tc.rng, tc.size, wrapped)
+			}
+			t.Logf("%s / %d: %v", tc.rng, tc.size, err)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("holder asked %d times", hits.Load())
 	}
 }

@@ -51,3 +51,40 @@ func TestFetchPieceWithoutDigest(t *testing.T) {
 		t.Fatalf("cdn mode, supernode without digest: %v", err)
 	}
 }
+
+// The user's --header values are the origin's (credentials among them): in
+// source-CDN mode they go with a piece fetched from the source URL and
+// never to a peer holder, digest or not.
+func TestFetchPieceHeadersOnlyToSource(t *testing.T) {
+	body := []byte("0123456789")
+	seen := func() (*httptest.Server, *atomic.Value) {
+		var auth atomic.Value
+		auth.Store("")
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			auth.Store(r.Header.Get("Authorization") + r.Header.Get("Cookie"))
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(body)
+		}))
+		t.Cleanup(s.Close)
+		return s, &auth
+	}
+	peer, peerSaw := seen()
+	origin, originSaw := seen()
+	hdr := map[string]string{"Authorization": "Bearer origin-secret", "Cookie": "session=origin"}
+	info := types.PieceInfo{Range: "0-9", PieceSize: 1 << 20, CID: "peer-1", Path: peer.URL + "/peer/file/x",
+		PieceMd5: piece.Md5Value(body)}
+	req := &FetchRequest{Info: info, Headers: hdr, SourceURL: origin.URL + "/f"}
+	if _, err := New().FetchPiece(context.Background(), req, new([]byte)); err != nil {
+		t.Fatalf("from the peer: %v", err)
+	}
+	if got := peerSaw.Load().(string); got != "" {
+		t.Fatalf("the peer holder was sent the user's origin headers: %q", got)
+	}
+	req.Info.PieceMd5 = "" // without a digest it comes from the source
+	if _, err := New().FetchPiece(context.Background(), req, new([]byte)); err != nil {
+		t.Fatalf("from the source: %v", err)
+	}
+	if got := originSaw.Load().(string); got != "Bearer origin-secretsession=origin" {
+		t.Fatalf("the source got %q, want the user's headers", got)
+	}
+}

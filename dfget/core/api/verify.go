@@ -4,17 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"net/http"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // This file is where a received piece is verified: which holders a piece
 // may come from at all (target), which digest it must match (newVerifier),
-// and whether the bytes that came are the piece (check). FetchPiece calls
-// all three; nothing else accepts a piece.
+// whether the answer is the range asked for (checkReply), and whether the
+// bytes that came are the piece (check). FetchPiece calls all four;
+// nothing else accepts a piece.
 
 // Md5MismatchError is a piece whose bytes do not match its expected digest.
 // It keeps Dragonfly 1.x's name because it is reported as the v1 piece
@@ -126,6 +129,47 @@ func (r *FetchRequest) badDigest(err error) error {
 	}
 	return fmt.Errorf("piece %d from %s: %w: %w", r.Info.PieceNum, r.Info.CID,
 		&Md5MismatchError{Real: "unverifiable", Expected: exp}, err)
+}
+
+// checkReply judges a piece answer before its body is read: it must be
+// the requested range start-end. A 206 may state no Content-Range (the
+// peer servers of Dragonfly 1.x and Damselfly send none); one that does
+// must start at start and end at end, or before it only where the file
+// ends (a server clips a last piece's range to the file). A 200 is the
+// whole file from byte 0: it is taken only for a range that starts there,
+// and FetchPiece then refuses a body longer than the range.
+func (r *FetchRequest) checkReply(resp *http.Response, start, end int64, v *verifier) error {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if start != 0 {
+			return r.badReply(v, "HTTP 200 (the range ignored) for bytes %d-%d", start, end)
+		}
+		return nil
+	case http.StatusPartialContent:
+	default:
+		return r.badReply(v, "HTTP %d for a range request", resp.StatusCode)
+	}
+	h := resp.Header.Get("Content-Range")
+	if h == "" {
+		return nil
+	}
+	cr, err := urlutil.ParseContentRange(h)
+	switch {
+	case err != nil:
+		return r.badReply(v, "%v", err)
+	case cr.First != start || cr.Last > end || (cr.Last < end && cr.Last != cr.Total-1):
+		return r.badReply(v, "Content-Range %q for bytes %d-%d", h, start, end)
+	case resp.ContentLength >= 0 && resp.ContentLength != cr.Last-cr.First+1:
+		return r.badReply(v, "Content-Range %q with %d bytes", h, resp.ContentLength)
+	}
+	return nil
+}
+
+// badReply is an answer that is not the requested piece: reported like a
+// mismatch, so the holder is avoided.
+func (r *FetchRequest) badReply(v *verifier, format string, a ...any) error {
+	mm := &Md5MismatchError{Real: "wrong answer: " + fmt.Sprintf(format, a...), Expected: reported(v.want)}
+	return fmt.Errorf("fetch piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, mm)
 }
 
 // check judges a received piece: b, hashed into v, for a range of want

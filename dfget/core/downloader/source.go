@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -18,6 +19,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // BackSource downloads straight from the origin: the fallback when P2P is not
@@ -61,18 +63,115 @@ func SourceClient(caFiles []string, insecure bool) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
+// byteRange is a user's single Range header: "bytes=first-[last]", or a
+// suffix "bytes=-n" (suffix n > 0, first unused).
+type byteRange struct {
+	first  int64
+	last   string // as given, "" for an open end
+	suffix int64
+}
+
+// parseByteRange parses the one-range forms config accepts.
+func parseByteRange(rg string) (byteRange, bool) {
+	unit, spec, ok := strings.Cut(strings.TrimSpace(rg), "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") || strings.Contains(spec, ",") {
+		return byteRange{}, false
+	}
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return byteRange{}, false
+	}
+	if a == "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		return byteRange{suffix: n}, err == nil && n > 0
+	}
+	first, err := strconv.ParseInt(a, 10, 64)
+	return byteRange{first: first, last: b}, err == nil && first >= 0
+}
+
 // shiftRange moves a single "bytes=a-[b]" range forward by off bytes.
 func shiftRange(rg string, off int64) (string, bool) {
-	spec, ok := strings.CutPrefix(strings.TrimSpace(rg), "bytes=")
-	if !ok || strings.Contains(spec, ",") {
+	br, ok := parseByteRange(rg)
+	if !ok || br.suffix > 0 {
 		return "", false
 	}
-	a, b, ok := strings.Cut(spec, "-")
-	start, err := strconv.ParseInt(a, 10, 64)
-	if !ok || err != nil {
-		return "", false
+	return "bytes=" + strconv.FormatInt(br.first+off, 10) + "-" + br.last, true
+}
+
+// rangeAsk is the Range a source request sent, so that the answer can be
+// checked to be those bytes.
+type rangeAsk struct {
+	user bool // the user's --header Range, possibly moved forward
+	sent bool
+	odd  bool // the user's Range is not one dfget can check an answer to
+	br   byteRange
+	// skip is what a 206 body holds before byte off of the stream: a
+	// suffix range is sent unmoved.
+	skip int64
+}
+
+// setRange puts on req the Range that asks for the source (or the user's
+// range of it) from byte off on.
+func setRange(req *http.Request, off int64) (rangeAsk, error) {
+	rg := req.Header.Get("Range")
+	if rg == "" {
+		if off == 0 {
+			return rangeAsk{}, nil
+		}
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		return rangeAsk{sent: true, br: byteRange{first: off}}, nil
 	}
-	return "bytes=" + strconv.FormatInt(start+off, 10) + "-" + b, true
+	br, ok := parseByteRange(rg)
+	ask := rangeAsk{user: true, sent: true, br: br, odd: !ok}
+	switch {
+	case !ok && off > 0:
+		return rangeAsk{}, fmt.Errorf("--header Range %q: want one range, bytes=a-b, bytes=a- or bytes=-n", rg)
+	case !ok:
+		// Config refuses such a header; sent anyway, its answer is
+		// refused below (a multipart body by Open).
+	case br.suffix > 0:
+		ask.skip = off
+	case off > 0:
+		ask.br.first += off
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(ask.br.first, 10)+"-"+br.last)
+	}
+	return ask, nil
+}
+
+// bodySkip checks that the answer is the bytes asked for and returns how
+// many to skip to reach byte off. A 200 is the whole file from byte 0:
+// fine when dfget asked for the rest of the file (skip off bytes), never
+// when the user asked for a range, which the body is not. A 206 must
+// state where it starts, and start where the range does.
+func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, error) {
+	rg := resp.Request.Header.Get("Range")
+	if resp.StatusCode == http.StatusOK {
+		if a.user {
+			return 0, fmt.Errorf("answered 200 (the whole file) to Range %q: the source ignores ranges, so the range cannot be downloaded from it", rg)
+		}
+		return off, nil
+	}
+	switch {
+	case !a.sent:
+		return 0, errors.New("answered 206 to a request without Range")
+	case a.odd:
+		return 0, fmt.Errorf("answered 206 to Range %q, which is not one range dfget can check", rg)
+	}
+	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
+	if err != nil {
+		return 0, fmt.Errorf("answered 206 to Range %q: %w", rg, err)
+	}
+	want := a.br.first
+	if a.br.suffix > 0 {
+		if cr.Total < 0 {
+			return 0, fmt.Errorf("answered 206 to Range %q without the file length", rg)
+		}
+		want = max(cr.Total-a.br.suffix, 0)
+	}
+	if cr.First != want {
+		return 0, fmt.Errorf("answered Content-Range %q to Range %q: the body starts at byte %d, not %d", resp.Header.Get("Content-Range"), rg, cr.First, want)
+	}
+	return a.skip, nil
 }
 
 // Open requests the source from byte off on (of the user's range, if a
@@ -85,17 +184,9 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64,
 	for k, v := range s.Headers {
 		req.Header.Set(k, v)
 	}
-	skip := int64(0)
-	if off > 0 {
-		if rg := req.Header.Get("Range"); rg != "" {
-			if shifted, ok := shiftRange(rg, off); ok {
-				req.Header.Set("Range", shifted)
-			} else {
-				skip = off
-			}
-		} else {
-			req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-		}
+	ask, err := setRange(req, off)
+	if err != nil {
+		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	resp, err := s.HTTP.Do(req)
 	if err != nil {
@@ -112,9 +203,10 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64,
 		resp.Body.Close()
 		return nil, 0, fmt.Errorf("source %s: answered multipart/byteranges (several ranges), not one body", s.URL)
 	}
-	if off > 0 && skip == 0 && resp.StatusCode == http.StatusOK {
-		// The source ignored our Range: skip what was already delivered.
-		skip = off
+	skip, err := ask.bodySkip(resp, off)
+	if err != nil {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	if skip > 0 {
 		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {

@@ -181,11 +181,13 @@ func (sc *streamCache) commitSlot(num, slot int, length string) error {
 
 // send hands cached piece num to write if it is at most maxLen bytes, and
 // keeps its buffer (and the ring) from reuse until write returns. It
-// reports false when the piece is not cached or does not fit.
+// reports false when the piece is not cached or does not fit, and when
+// the cache is shut: a request that found the cache before it was
+// replaced must not read a ring that may be unmapped.
 func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
 	sc.mu.Lock()
 	c, ok := sc.pieces[num]
-	if !ok || int64(len(c.b)) > maxLen {
+	if !ok || sc.shut || int64(len(c.b)) > maxLen {
 		sc.mu.Unlock()
 		return false
 	}
@@ -212,6 +214,8 @@ func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
 // over; its pieces are not reported evicted, the new cache owns the task.
 func (sc *streamCache) replaced() {
 	sc.mu.Lock()
+	// The ring slots the pieces point into go with the ring.
+	sc.order, sc.pieces, sc.free = nil, nil, nil
 	sc.shutRing()
 	sc.mu.Unlock()
 	sc.notes.close()

@@ -160,3 +160,31 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, msg string) {
 		t.Fatal(msg)
 	}
 }
+
+// A request that took a stream cache before a new registration of its task
+// file replaced it sends nothing from it: the replaced cache's ring is
+// unmapped, and reading a piece from it would kill the peer server.
+func TestStreamCacheReplacedSendsNothing(t *testing.T) {
+	sc := newTestCache(t, 2, 2)
+	slot, err := sc.reserveSlot(0, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := piece.Wrap(nil, []byte("piece zero"), testPieceSize)
+	writeSlot(t, sc.ring, slot, w)
+	if err := sc.commitSlot(0, slot, strconv.Itoa(len(w))); err != nil {
+		t.Fatal(err)
+	}
+	sc.replaced()
+	// The write callback does not touch the bytes: without the check it
+	// would be handed a slice of the unmapped ring.
+	if sc.send(0, testPieceSize, func([]byte) {}) {
+		t.Fatal("a replaced cache sent a piece from its unmapped ring")
+	}
+	sc.mu.Lock()
+	n := len(sc.pieces)
+	sc.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("a replaced cache still lists %d pieces in its unmapped ring", n)
+	}
+}
