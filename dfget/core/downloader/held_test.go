@@ -7,13 +7,19 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
@@ -188,5 +194,39 @@ func TestFileWriterDropRehashes(t *testing.T) {
 	want := md5.Sum(data)
 	if err != nil || sum != hex.EncodeToString(want[:]) {
 		t.Fatalf("md5 %s, %v; want that of the final bytes", sum, err)
+	}
+}
+
+// A cdn-mode piece without a digest makes the whole-file md5 required; a
+// source-CDN one, fetched from the download's own URL, only hashed.
+func TestUndigestedPieceRequiresHashInCDNMode(t *testing.T) {
+	data := bytes.Repeat([]byte("q"), heldSize)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := data
+		if r.Header.Get("cdnSource") == "" {
+			b = piece.Wrap(nil, data[:heldSize-piece.WrapSize], heldSize)
+		}
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(b)
+	}))
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	p, _ := strconv.Atoi(port)
+	for _, wrapped := range []bool{true, false} {
+		w, err := NewFileWriter(filepath.Join(t.TempDir(), "f"), heldSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pi := types.PieceInfo{PieceNum: 0, Range: piece.Range(0, heldSize, -1), PieceSize: heldSize,
+			CID: types.SuperNodeCIDPrefix + "x", PeerIP: host, PeerPort: p, Path: "/download/x"}
+		d := &P2P{Client: api.New(), Task: Task{Node: "n", PieceSize: heldSize}, Wrapped: wrapped,
+			SourceURL: srv.URL + "/file", Writer: w, Log: quietLog()}
+		if ok, err := d.fetch(context.Background(), pi, nil); !ok || err != nil {
+			t.Fatalf("wrapped %v: fetch: %v, %v", wrapped, ok, err)
+		}
+		if w.HashRequired() != wrapped {
+			t.Errorf("wrapped %v: hash required %v", wrapped, w.HashRequired())
+		}
+		w.Abort()
 	}
 }

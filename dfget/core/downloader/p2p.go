@@ -47,10 +47,14 @@ type P2P struct {
 }
 
 // WholeFileHasher is implemented by writers that can compute the
-// whole-file md5 when asked. A piece that came without a digest of its own
-// is vouched for only by its wrapper: the final check of the whole file
-// must then cover it, and there must be an md5 to check it against.
+// whole-file md5 when asked. A cdn-mode piece that came without a digest
+// of its own is vouched for only by its wrapper: the final check of the
+// whole file must then cover it, and there must be an md5 to check it
+// against (RequireHash). A source-CDN piece without one came from the
+// download's own URL (api's target), as trusted as a back-source download:
+// it is hashed, checked only against an md5 if there is one (EnableHash).
 type WholeFileHasher interface {
+	EnableHash()
 	RequireHash()
 }
 
@@ -128,8 +132,11 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	}}
 	n := int64(len(content))
 	if h, ok := d.Writer.(WholeFileHasher); ok && pi.PieceMd5 == "" && pi.PieceDigest == "" {
-		// Only the wrapper vouches for this piece.
-		h.RequireHash()
+		if d.Wrapped {
+			h.RequireHash()
+		} else {
+			h.EnableHash()
+		}
 	}
 	if err := d.Writer.WritePiece(ctx, p); err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrOutOfWindow) {
