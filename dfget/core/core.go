@@ -419,13 +419,17 @@ func (d *Download) migrate(ctx context.Context) bool {
 }
 
 // partialFile is the file a P2P download writes before it is published,
-// kept across a migration to another supernode when the piece layout stays
-// the same.
+// kept across a migration to another supernode when the piece layout and
+// the file's length stay the same (each piece kept is then checked against
+// the new supernode's digest before it is confirmed to it: P2P.verifyHeld).
 type partialFile struct {
 	w         *downloader.FileWriter
 	path      string
 	pieceSize int32
 	cdnSource string
+	// length is the file's length at the registration that created the
+	// file (-1: unknown).
+	length int64
 }
 
 // discard drops the file; a nil state is fine.
@@ -466,7 +470,7 @@ func (d *Download) fileAttempt(ctx context.Context, prev *partialFile) (*partial
 	}
 	stopRate()
 	if err == nil {
-		err = d.checkFile(res, length, sum)
+		err = d.checkFile(res, length, sum, w.HashRequired())
 	}
 	if err == nil {
 		err = d.checkDigest(w.Sha256())
@@ -483,11 +487,14 @@ func (d *Download) fileAttempt(ctx context.Context, prev *partialFile) (*partial
 	return nil, nil
 }
 
-// reusePartialFile is prev when it has this registration's piece layout,
-// else (prev discarded) a new partial file.
+// reusePartialFile is prev when it has this registration's piece layout
+// and file length, else (prev discarded) a new partial file. Another
+// length is another version of the file: no piece of it is kept.
 func (d *Download) reusePartialFile(prev *partialFile) (*partialFile, error) {
-	if prev != nil && (prev.pieceSize != d.reg.Data.PieceSize || prev.cdnSource != d.reg.Data.CDNSource) {
-		d.log.Infof("piece layout changed (size %d to %d): starting over", prev.pieceSize, d.reg.Data.PieceSize)
+	if prev != nil && (prev.pieceSize != d.reg.Data.PieceSize || prev.cdnSource != d.reg.Data.CDNSource ||
+		prev.length != d.length) {
+		d.log.Infof("piece layout changed (size %d to %d, length %d to %d): starting over", prev.pieceSize,
+			d.reg.Data.PieceSize, prev.length, d.length)
 		prev.discard()
 		prev = nil
 	}
@@ -534,7 +541,7 @@ func (d *Download) newPartialFile() (*partialFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &partialFile{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource}
+	st := &partialFile{w: w, path: path, pieceSize: d.reg.Data.PieceSize, cdnSource: d.reg.Data.CDNSource, length: d.length}
 	if err := w.Preallocate(d.length); err != nil {
 		st.discard()
 		return nil, err
@@ -556,13 +563,21 @@ func (d *Download) newPartialFile() (*partialFile, error) {
 	return st, nil
 }
 
-func (d *Download) checkFile(res *downloader.Result, length int64, sum string) error {
+// checkFile checks the finished file: its length, and its md5 (sum, ""
+// when not hashed) against --md5 or else the supernode's finish. required
+// says some piece came without a digest, so the md5 is all that vouches
+// for it: with no md5 to compare, the file is not taken.
+func (d *Download) checkFile(res *downloader.Result, length int64, sum string, required bool) error {
 	if want := d.expectedLength(res); want >= 0 && length != want {
 		return fallBack(config.ReasonDownloadError, fmt.Errorf("downloaded %d bytes, want %d", length, want))
 	}
 	want := d.cfg.Md5
 	if want == "" {
 		want = res.Finish.Md5
+	}
+	if required && (want == "" || sum == "") {
+		return fallBack(config.ReasonMd5NotMatch,
+			errors.New("pieces came without a digest and there is no whole-file md5 (--md5 or the supernode's) to check them"))
 	}
 	if sum != "" && want != "" && !downloader.EqualMd5(sum, want) {
 		return fallBack(config.ReasonMd5NotMatch, fmt.Errorf("md5 of downloaded file is %s, want %s", sum, want))

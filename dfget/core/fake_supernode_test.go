@@ -66,6 +66,9 @@ type fakeSupernode struct {
 	blake3  bool
 	asked   map[string]bool // cid -> asked for blake3
 	digests []string
+	// noPieceMd5 offers pieces without any digest; noFinishMd5 finishes
+	// (600) without the file's md5.
+	noPieceMd5, noFinishMd5 bool
 }
 
 type fakeClient struct {
@@ -206,7 +209,11 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(c.done) == f.pieces() {
-		reply(w, types.ResultInfo{Code: types.CodePeerFinish, Data: types.FinishData{Md5: f.md5, FileLength: int64(len(f.wrapped))}})
+		fin := types.FinishData{Md5: f.md5, FileLength: int64(len(f.wrapped))}
+		if f.noFinishMd5 {
+			fin.Md5 = ""
+		}
+		reply(w, types.ResultInfo{Code: types.CodePeerFinish, Data: fin})
 		return
 	}
 	una := 0
@@ -240,6 +247,9 @@ func (f *fakeSupernode) holder(i int, withBlake3 bool) types.PieceInfo {
 	rg := piece.Range(i, f.size, int64(len(f.wrapped)))
 	s, e, _ := piece.ParseRange(rg)
 	p := types.PieceInfo{Range: rg, PieceNum: i, PieceSize: f.size, PieceMd5: piece.Md5Value(f.wrapped[s : e+1])}
+	if f.noPieceMd5 {
+		p.PieceMd5 = ""
+	}
 	if withBlake3 {
 		p.PieceDigest = digest.Sum(digest.BLAKE3, f.wrapped[s:e+1]).String()
 	}

@@ -128,3 +128,33 @@ func streamThrough(t *testing.T, body []byte, set func(*fakeSupernode)) (*fakeSu
 	code, out := run(t, cfg, &buf)
 	return sn, code, &buf, out
 }
+
+// Pieces that came from the supernode's cache without a digest are
+// vouched for by the whole-file md5 alone. With no md5 to compare (no
+// --md5, none in the finish) the file is not published: --notbs exits 80
+// with no output; with an md5 in the finish it is checked and published.
+func TestUndigestedPiecesNeedAnMd5(t *testing.T) {
+	body := content(3*pieceContent + 7)
+	o := origin(t, body)
+	for _, withMd5 := range []bool{false, true} {
+		sn := newFakeSupernode(t, body)
+		sn.noPieceMd5, sn.noFinishMd5 = true, !withMd5
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Pattern, cfg.NotBS = config.PatternCDN, true
+		code, out := run(t, cfg, nil)
+		t.Logf("finish md5 %v: exit %d: %s", withMd5, code, lastLine(out))
+		if withMd5 {
+			if code != 0 {
+				t.Fatalf("exit %d with the finish's md5\n%s", code, out)
+			}
+			mustSame(t, cfg.Output, body)
+			continue
+		}
+		if code != config.ExitDownloadError || !strings.Contains(out, "no whole-file md5") {
+			t.Fatalf("exit %d without any md5, want 80\n%s", code, out)
+		}
+		if _, err := os.Stat(cfg.Output); !os.IsNotExist(err) {
+			t.Fatalf("output left after the failure: %v", err)
+		}
+	}
+}

@@ -52,6 +52,12 @@ func (d *Download) stream(ctx context.Context) error {
 	if werr != nil {
 		return werr
 	}
+	if errors.Is(err, downloader.ErrHeldMismatch) || errors.Is(err, errOtherVersion) {
+		// The bytes out are of another version of the file than the
+		// new supernode's, and maybe than the source's: nothing may be
+		// appended to them.
+		return fail(config.ReasonDownloadError, err)
+	}
 	d.log.Warnf("p2p stream failed after %d bytes: %v", written, err)
 	d.sw, d.streamed = w, written
 	return fallBack(config.ReasonDownloadError, err)
@@ -83,22 +89,32 @@ func (d *Download) streamPieces(ctx, pctx context.Context, w *downloader.StreamW
 	}
 }
 
+// errOtherVersion is a stream resumed at a supernode whose file has
+// another length than the one streamed so far: another version of it.
+var errOtherVersion = errors.New("the file changed")
+
 // resumeStream registers for the rest of the stream, from w's next piece:
 // again with a supernode that forgot this client (gone), else with the
 // next one. When it cannot, it returns err, the failure that stopped the
 // stream, extended with why when the new registration cuts the file into
-// other pieces.
+// other pieces (errOtherVersion when its length differs). Pieces it offers
+// that the stream already wrote must have the digests they were verified
+// with (P2P.verifyHeld).
 func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
 	d.regReq.StartPiece = w.Next()
 	size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
 		return err
 	}
-	if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src || d.length != length {
+	if d.length != length {
+		return fmt.Errorf("%w; node %s has a file of %d bytes, the stream so far is of one of %d: %w",
+			err, d.reg.Node, d.length, length, errOtherVersion)
+	}
+	if d.reg.Data.PieceSize != size || d.reg.Data.CDNSource != src {
 		// Piece numbers would name other bytes: the source goes on from
 		// the byte where the stream stopped instead.
-		return fmt.Errorf("%w; node %s now cuts the file into other pieces (size %d, not %d; length %d, not %d)",
-			err, d.reg.Node, d.reg.Data.PieceSize, size, d.length, length)
+		return fmt.Errorf("%w; node %s now cuts the file into other pieces (size %d, not %d)",
+			err, d.reg.Node, d.reg.Data.PieceSize, size)
 	}
 	return nil
 }

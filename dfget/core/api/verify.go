@@ -195,3 +195,32 @@ func (r *FetchRequest) check(b []byte, v *verifier, want int64) error {
 	}
 	return nil
 }
+
+// VerifyHeld checks a piece this client already holds against the digest
+// info gives for it: after a migration the new supernode offers pieces
+// written from the old one's copy, which may be another version of the
+// file. content is the piece's bytes of the file; the digest covers the
+// bytes as served, wrapped unless source-CDN mode, so they are wrapped
+// again (the wrapper is a function of the content and the piece size)
+// before the same checks FetchPiece applies. A piece without a digest
+// cannot be vouched for: ErrNoDigest.
+func VerifyHeld(info types.PieceInfo, wrapped bool, content []byte) error {
+	if !hasDigest(info) {
+		return fmt.Errorf("held piece %d: %w", info.PieceNum, ErrNoDigest)
+	}
+	start, end, err := piece.ParseRange(info.Range)
+	if err != nil {
+		return err
+	}
+	r := &FetchRequest{Info: info, Wrapped: wrapped}
+	v, err := newVerifier(info)
+	if err != nil {
+		return r.badDigest(err)
+	}
+	b := content
+	if wrapped {
+		b = piece.Wrap(make([]byte, 0, len(content)+piece.WrapSize), content, info.PieceSize)
+	}
+	_, _ = v.Write(b)
+	return r.check(b, v, end-start+1)
+}

@@ -47,12 +47,35 @@ type P2P struct {
 }
 
 // WholeFileHasher is implemented by writers that can compute the
-// whole-file md5 when asked. A piece that came without a digest of its own
-// is vouched for only by its wrapper: the final check of the whole file
-// must then cover it.
+// whole-file md5 when asked. A cdn-mode piece that came without a digest
+// of its own is vouched for only by its wrapper: the final check of the
+// whole file must then cover it, and there must be an md5 to check it
+// against (RequireHash). A source-CDN piece without one came from the
+// download's own URL (api's target), as trusted as a back-source download:
+// it is hashed, checked only against an md5 if there is one (EnableHash).
 type WholeFileHasher interface {
 	EnableHash()
+	RequireHash()
 }
+
+// heldReader is implemented by writers that can read back a piece they
+// hold (the file writer) and drop it when it is not the file's.
+type heldReader interface {
+	ReadPiece(num int) ([]byte, error)
+	Drop(num int)
+}
+
+// heldDigests is implemented by writers that cannot read back what they
+// wrote (the stream writer) but remember the digest each piece was
+// verified with.
+type heldDigests interface {
+	PieceDigest(num int) string
+}
+
+// ErrHeldMismatch is a piece already streamed out that a new supernode
+// offers with another digest: its copy is another version of the file,
+// and the bytes out cannot be taken back.
+var ErrHeldMismatch = errors.New("a piece already written does not match the new supernode's digest")
 
 // Run pulls piece tasks until the supernode answers 600, fetching pieces in
 // parallel into the writer (PullLoop). It returns only after every fetch
@@ -61,7 +84,8 @@ type WholeFileHasher interface {
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	gate, _ := d.Writer.(Gate)
 	have, _ := d.Writer.(HasPieces)
-	l := &PullLoop{Supernode: d.Client, Task: d.Task, Fetch: d.fetch, Gate: gate, Have: have, MaxFetch: d.MaxFetch, Log: d.Log}
+	l := &PullLoop{Supernode: d.Client, Task: d.Task, Fetch: d.fetch, Verify: d.verifyHeld, Gate: gate, Have: have,
+		MaxFetch: d.MaxFetch, Log: d.Log}
 	return l.Run(ctx)
 }
 
@@ -100,7 +124,7 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 		content = b[piece.HeadSize : len(b)-1]
 	}
 	owned = false
-	p := &Piece{Num: pi.PieceNum, Range: pi.Range, NoShare: pi.NoShare, Content: content, Wrapped: b, release: func() {
+	p := &Piece{Num: pi.PieceNum, Range: pi.Range, NoShare: pi.NoShare, Digest: pieceDigest(pi), Content: content, Wrapped: b, release: func() {
 		d.pool.Put(buf)
 		if release != nil {
 			release()
@@ -108,8 +132,11 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	}}
 	n := int64(len(content))
 	if h, ok := d.Writer.(WholeFileHasher); ok && pi.PieceMd5 == "" && pi.PieceDigest == "" {
-		// Only the wrapper vouches for this piece.
-		h.EnableHash()
+		if d.Wrapped {
+			h.RequireHash()
+		} else {
+			h.EnableHash()
+		}
 	}
 	if err := d.Writer.WritePiece(ctx, p); err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrOutOfWindow) {
@@ -122,6 +149,49 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	}
 	d.Log.Debugf("piece %d from %s: fetch %v write %v", pi.PieceNum, pi.PeerIP, tFetch, time.Since(t0)-tFetch)
 	return true, nil
+}
+
+// verifyHeld checks a piece the writer held before this attempt (a
+// VerifyFunc): read back from a file and checked against pi's digest (a
+// mismatch drops it, to be fetched again); for a stream, whose bytes are
+// out, the digest it was verified with must be pi's, else the stream
+// fails rather than go on with another version's bytes.
+func (d *P2P) verifyHeld(_ context.Context, pi types.PieceInfo) (bool, error) {
+	if pi.PieceSize == 0 {
+		pi.PieceSize = d.PieceSize
+	}
+	switch w := d.Writer.(type) {
+	case heldReader:
+		content, err := w.ReadPiece(pi.PieceNum)
+		if err != nil {
+			return false, err
+		}
+		if err := api.VerifyHeld(pi, d.Wrapped, content); err != nil {
+			d.Log.Warnf("piece %d written before: %v; fetching it again", pi.PieceNum, err)
+			w.Drop(pi.PieceNum)
+			return false, nil
+		}
+		return true, nil
+	case heldDigests:
+		had, want := w.PieceDigest(pi.PieceNum), pieceDigest(pi)
+		if had == "" || !strings.EqualFold(had, want) {
+			return false, fmt.Errorf("piece %d (digest %q, %s offers %q): %w", pi.PieceNum, had, d.Node, want, ErrHeldMismatch)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// pieceDigest is the digest a piece is verified with, as api's verifier
+// picks it: pieceDigest, else pieceMd5; "" with neither.
+func pieceDigest(pi types.PieceInfo) string {
+	if pi.PieceDigest != "" {
+		return pi.PieceDigest
+	}
+	if pi.PieceMd5 != "" {
+		return "md5:" + pi.PieceMd5
+	}
+	return ""
 }
 
 // fetchTimed fetches one piece under the slow-holder guard: a fetch whose

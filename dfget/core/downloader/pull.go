@@ -42,9 +42,11 @@ type Gate interface {
 }
 
 // HasPieces is implemented by writers that know which pieces they already
-// hold. The pull loop confirms such a piece to a supernode that offers it
-// instead of fetching it again: after a migration the new supernode knows
-// nothing of the pieces written before.
+// hold. After a migration the new supernode knows nothing of the pieces
+// written before and offers them again; the pull loop has such a piece
+// checked against the new supernode's digest (VerifyFunc) before it
+// confirms it, since the new supernode's copy may be another version of
+// the file.
 type HasPieces interface {
 	Has(num int) bool
 }
@@ -58,6 +60,13 @@ type HasPieces interface {
 // (Gate): the fetch calls it when the piece does not reach the writer.
 type FetchFunc func(ctx context.Context, pi types.PieceInfo, release func()) (written bool, err error)
 
+// VerifyFunc checks a piece the writer held before this attempt against
+// the digest the supernode offering it gives (pi). ok: the piece is the
+// supernode's and is confirmed to it. Not ok with a nil error: the writer
+// dropped it and it is fetched like any other. An error ends the attempt
+// (a stream cannot take back the bytes it wrote).
+type VerifyFunc func(ctx context.Context, pi types.PieceInfo) (ok bool, err error)
+
 // PullLoop is one conversation with one supernode over GET /peer/task: it
 // pulls piece tasks until the supernode answers 600, fetching the pieces
 // handed out in parallel and reporting each written one.
@@ -69,6 +78,9 @@ type PullLoop struct {
 	// has none.
 	Gate Gate
 	Have HasPieces
+	// Verify checks a held piece before it is confirmed; without it a
+	// held piece is fetched again, never confirmed unchecked.
+	Verify VerifyFunc
 	// MaxFetch caps the pieces fetched at once; 0 means no cap.
 	MaxFetch int
 	// Log may be nil: nothing is logged.
@@ -156,6 +168,9 @@ type event struct {
 	dstCID string
 	ok     bool
 	fatal  error
+	// held: the piece was written before this attempt and checked, not
+	// fetched.
+	held bool
 }
 
 // pullState is the pull loop's state over one Run: the pieces running and
@@ -270,14 +285,13 @@ func (s *pullState) launch(env *api.Envelope) error {
 	for _, pi := range infos {
 		switch {
 		case pi.PieceSize != 0 && pi.PieceSize != s.l.PieceSize:
-		case s.had(pi.PieceNum):
-			// Re-scheduled piece we already have, or one the writer
-			// had before a migration: confirm it.
+		case s.done[pi.PieceNum]:
+			// Re-scheduled piece this attempt already wrote.
 			s.confirm(pi)
 			confirmed++
 		case s.running[pi.PieceNum]:
 		default:
-			ok, err := s.start(pi)
+			ok, err := s.start(pi, s.heldBefore(pi.PieceNum))
 			if err != nil {
 				return err
 			}
@@ -298,17 +312,22 @@ func (s *pullState) launch(env *api.Envelope) error {
 	return nil
 }
 
-// had reports that piece num is written, in this attempt or before it.
-func (s *pullState) had(num int) bool {
-	return s.done[num] || (s.l.Have != nil && s.l.Have.Has(num))
+// heldBefore reports that piece num was written before this attempt (the
+// caller checked it is not this attempt's) and can be checked instead of
+// fetched.
+func (s *pullState) heldBefore(num int) bool {
+	return s.l.Verify != nil && s.l.Have != nil && s.l.Have.Has(num)
 }
 
-// start admits piece pi through the gate and spawns its fetch. It returns
-// false for a piece the gate turned away as out of its window: that piece
-// is given back to the supernode as failed.
-func (s *pullState) start(pi types.PieceInfo) (bool, error) {
+// start admits piece pi through the gate and spawns its fetch, or its
+// check when held from before. It returns false for a piece the gate
+// turned away as out of its window: that piece is given back to the
+// supernode as failed.
+func (s *pullState) start(pi types.PieceInfo, held bool) (bool, error) {
 	var release func()
-	if s.l.Gate != nil {
+	// A held piece takes no window slot: it is not fetched into memory,
+	// and a stream's is behind its window.
+	if s.l.Gate != nil && !held {
 		var err error
 		release, err = s.l.Gate.Admit(s.ctx, pi.PieceNum)
 		if errors.Is(err, ErrOutOfWindow) {
@@ -321,14 +340,16 @@ func (s *pullState) start(pi types.PieceInfo) (bool, error) {
 	}
 	s.running[pi.PieceNum] = true
 	s.wg.Add(1)
-	s.enqueue(fetchJob{pi: pi, release: release})
+	s.enqueue(fetchJob{pi: pi, release: release, held: held})
 	return true, nil
 }
 
-// fetchJob is a piece to fetch and its gate admission.
+// fetchJob is a piece to fetch and its gate admission, or a held piece to
+// check.
 type fetchJob struct {
 	pi      types.PieceInfo
 	release func()
+	held    bool
 }
 
 // fetchQueue holds the fetches waiting for a worker.
@@ -363,7 +384,7 @@ func (s *pullState) enqueue(j fetchJob) {
 // (their admissions given back).
 func (s *pullState) fetchWorker(first fetchJob) {
 	defer s.wg.Done()
-	s.fetch(first.pi, first.release)
+	s.fetch(first)
 	q := &s.fetches
 	for {
 		q.mu.Lock()
@@ -385,15 +406,23 @@ func (s *pullState) fetchWorker(first fetchJob) {
 		j := q.jobs[0]
 		q.jobs = q.jobs[1:]
 		q.mu.Unlock()
-		s.fetch(j.pi, j.release)
+		s.fetch(j)
 	}
 }
 
-// fetch fetches one piece, reports it when written, and tells the loop.
-func (s *pullState) fetch(pi types.PieceInfo, release func()) {
+// fetch fetches one piece (a held one only when its check failed),
+// reports it when written or checked, and tells the loop.
+func (s *pullState) fetch(j fetchJob) {
 	defer s.wg.Done()
+	pi := j.pi
 	e := event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID}
-	e.ok, e.fatal = s.l.Fetch(s.ctx, pi, release)
+	if j.held {
+		e.ok, e.fatal = s.l.Verify(s.ctx, pi)
+		e.held = e.ok
+	}
+	if !e.ok && e.fatal == nil {
+		e.ok, e.fatal = s.l.Fetch(s.ctx, pi, j.release)
+	}
 	if e.ok {
 		// Before the loop may name the piece in a pull (503): the
 		// supernode counts a 503 as "had" only after /peer/piece/suc.
@@ -489,7 +518,7 @@ func (s *pullState) handle(e event) error {
 	if !s.done[e.num] {
 		s.done[e.num] = true
 		s.res.Pieces++
-		if !strings.HasPrefix(e.dstCID, types.SuperNodeCIDPrefix) {
+		if !e.held && !strings.HasPrefix(e.dstCID, types.SuperNodeCIDPrefix) {
 			s.res.FromPeers++
 		}
 	}

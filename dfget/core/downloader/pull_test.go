@@ -298,8 +298,9 @@ func TestPullLoopBackOffGrows(t *testing.T) {
 	}
 }
 
-// A piece the writer already has (written before a migration) and one
-// this attempt already wrote are confirmed, not fetched again.
+// A piece the writer already has (written before a migration) is checked
+// and then confirmed, not fetched again; one this attempt already wrote
+// is confirmed at once.
 func TestPullLoopConfirmsPiecesHad(t *testing.T) {
 	sn, f := newFakeNode(t,
 		answer{code: types.CodePeerContinue, pieces: []types.PieceInfo{info(0), info(1)}},
@@ -309,15 +310,59 @@ func TestPullLoopConfirmsPiecesHad(t *testing.T) {
 	h := &holders{}
 	l := loopFor(sn, h)
 	l.Have = have
+	var checked []int
+	l.Verify = func(_ context.Context, pi types.PieceInfo) (bool, error) {
+		checked = append(checked, pi.PieceNum)
+		return true, nil
+	}
 	res, err := l.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := h.got(); !slices.Equal(got, []int{1}) || res.Pieces != 1 {
-		t.Errorf("fetched %v, %d pieces", got, res.Pieces)
+	if got := h.got(); !slices.Equal(got, []int{1}) || res.Pieces != 2 || res.FromPeers != 1 {
+		t.Errorf("fetched %v, %d pieces, %d from peers", got, res.Pieces, res.FromPeers)
+	}
+	if !slices.Equal(checked, []int{0}) {
+		t.Errorf("checked %v, want [0]", checked)
 	}
 	if f.reported[info(0).Range] != 1 || f.reported[info(1).Range] != 2 {
 		t.Errorf("reports %v", f.reported)
+	}
+}
+
+// A held piece is never confirmed unchecked: one whose check fails, or
+// held with no way to check it, is fetched again; a check that errs ends
+// the attempt without confirming anything.
+func TestPullLoopChecksHeldPieces(t *testing.T) {
+	errStream := errors.New("stream cannot go on")
+	for _, tc := range []struct {
+		name   string
+		verify VerifyFunc
+		err    error
+	}{
+		{name: "mismatch", verify: func(context.Context, types.PieceInfo) (bool, error) { return false, nil }},
+		{name: "no verifier"},
+		{name: "fatal", verify: func(context.Context, types.PieceInfo) (bool, error) { return false, errStream }, err: errStream},
+	} {
+		sn, f := newFakeNode(t, answer{code: types.CodePeerContinue, pieces: []types.PieceInfo{info(0)}})
+		have := NewMockHasPieces(gomock.NewController(t))
+		have.EXPECT().Has(gomock.Any()).Return(true).AnyTimes()
+		h := &holders{}
+		l := loopFor(sn, h)
+		l.Have, l.Verify = have, tc.verify
+		res, err := l.Run(context.Background())
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) || f.reported[info(0).Range] != 0 {
+				t.Errorf("%s: %v, reports %v", tc.name, err, f.reported)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := h.got(); !slices.Equal(got, []int{0}) || res.Pieces != 1 || f.reported[info(0).Range] != 1 {
+			t.Errorf("%s: fetched %v, %d pieces, reports %v", tc.name, got, res.Pieces, f.reported)
+		}
 	}
 }
 

@@ -37,10 +37,14 @@ type StreamWriter struct {
 	// being written.
 	Push func(ctx context.Context, p *Piece)
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	next    int
-	held    map[int]*Piece
+	mu   sync.Mutex
+	cond *sync.Cond
+	next int
+	held map[int]*Piece
+	// digests are the digests the pieces held or written were verified
+	// with (Piece.Digest), to check a piece a new supernode offers again
+	// after a migration: one short string per piece of the stream.
+	digests map[int]string
 	stopped bool
 	err     error
 	written int64
@@ -60,7 +64,7 @@ type StreamWriter struct {
 // either way.
 func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum)}
+		digests: map[int]string{}, done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum)}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -161,6 +165,7 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 		p.share()
 	}
 	w.held[p.Num] = p
+	w.digests[p.Num] = p.Digest
 	if p.Num == w.next {
 		w.headDone = true
 	}
@@ -263,6 +268,14 @@ func (w *StreamWriter) Has(num int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return num < w.next || w.held[num] != nil
+}
+
+// PieceDigest is the digest piece num was verified with, "" if it is not
+// held or written or came without one.
+func (w *StreamWriter) PieceDigest(num int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.digests[num]
 }
 
 // Next is the number of pieces written so far: where the stream resumes.

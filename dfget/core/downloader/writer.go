@@ -27,6 +27,9 @@ type Piece struct {
 	// NoShare: the supernode said no other client would fetch the piece
 	// from us, so a stream keeps it out of its stream cache.
 	NoShare bool
+	// Digest is the digest the piece was verified with ("" when it came
+	// without one): a stream remembers it for the pieces it wrote out.
+	Digest  string
 	release func()
 	// owners beyond the first: the stream writer and its push to the
 	// stream cache read the piece at the same time, and the buffer goes
@@ -81,13 +84,16 @@ type FileWriter struct {
 	cond    *sync.Cond
 	written map[int]int64 // piece -> content length
 	hashing bool
-	hashed  int  // pieces [0, hashed) are in h
-	busy    bool // someone is feeding h (a writer or the hasher)
-	h       digest.Whole
-	sha     digest.Digest // the sha256, once Finish computed it
-	closed  bool
-	err     error
-	hdone   chan struct{}
+	// required: a piece came without a digest of its own (RequireHash),
+	// so only the whole-file md5 can vouch for it.
+	required bool
+	hashed   int  // pieces [0, hashed) are in h
+	busy     bool // someone is feeding h (a writer or the hasher)
+	h        digest.Whole
+	sha      digest.Digest // the sha256, once Finish computed it
+	closed   bool
+	err      error
+	hdone    chan struct{}
 }
 
 // NewFileWriter creates (truncating) path and starts its hasher, idle
@@ -134,6 +140,55 @@ func (w *FileWriter) Preallocate(length int64) error {
 // EnableHash implements WholeFileHasher: the md5 of the file. It may be
 // called at any time: the hasher catches up from the start of the file.
 func (w *FileWriter) EnableHash() { w.enable(true, false) }
+
+// RequireHash implements WholeFileHasher: EnableHash, and HashRequired
+// reports true from then on.
+func (w *FileWriter) RequireHash() {
+	w.mu.Lock()
+	w.required = true
+	w.mu.Unlock()
+	w.EnableHash()
+}
+
+// HashRequired reports that some piece is vouched for only by the
+// whole-file md5, which must then be checked against an expected one.
+func (w *FileWriter) HashRequired() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.required
+}
+
+// ReadPiece reads back the content of written piece num, to check a piece
+// written before a migration against the new supernode's digest.
+func (w *FileWriter) ReadPiece(num int) ([]byte, error) {
+	w.mu.Lock()
+	n, ok := w.written[num]
+	w.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("piece %d is not in %s", num, w.path)
+	}
+	b := make([]byte, n)
+	if _, err := w.f.ReadAt(b, int64(num)*w.content); err != nil {
+		return nil, &LocalWriteError{fmt.Errorf("read back piece %d of %s: %w", num, w.path, err)}
+	}
+	return b, nil
+}
+
+// Drop forgets piece num, whose bytes turned out not to be the file's: it
+// must be written again. A whole-file hash that already covered it starts
+// over, since those bytes are in it.
+func (w *FileWriter) Drop(num int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.busy {
+		w.cond.Wait()
+	}
+	delete(w.written, num)
+	if w.hashing && w.hashed > num {
+		w.h, w.hashed = digest.NewWhole(w.h.HasMd5(), w.h.HasSha256()), 0
+	}
+	w.cond.Broadcast()
+}
 
 // EnableSha256 adds the whole file's sha256, which Finish's caller reads
 // with Sha256.
@@ -226,8 +281,10 @@ func (w *FileWriter) ready() bool {
 }
 
 // Finish checks that pieces [0, count) are written, waits for the hasher
-// if hashing, closes the file, and returns the file's length and md5 (""
-// when not computed); the sha256, if enabled, is then read with Sha256.
+// if hashing, cuts the file to their length (space reserved for a longer
+// file, or pieces of one, must not trail it), closes the file, and returns
+// the file's length and md5 ("" when not computed); the sha256, if
+// enabled, is then read with Sha256.
 func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, error) {
 	stop := context.AfterFunc(ctx, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
 	defer stop()
@@ -252,6 +309,11 @@ func (w *FileWriter) Finish(ctx context.Context, count int) (int64, string, erro
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	<-w.hdone
+	if err == nil {
+		if terr := w.f.Truncate(length); terr != nil {
+			err = &LocalWriteError{fmt.Errorf("truncate %s to %d: %w", w.path, length, terr)}
+		}
+	}
 	if cerr := w.f.Close(); err == nil && cerr != nil {
 		err = &LocalWriteError{fmt.Errorf("close %s: %w", w.path, cerr)}
 	}

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"bytes"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// otherVersion is data changed in every 4 MiB piece, cut to n bytes: what
+// the origin serves after the file changed. No piece written from the
+// first version may then be kept.
+func otherVersion(data []byte, n int) []byte {
+	const content = 4<<20 - 5
+	v := bytes.Clone(data[:n])
+	for off := 0; off < n; off += content {
+		v[off+11] ^= 0x5a
+	}
+	return v
+}
+
+// Two supernodes filled their caches from an origin whose file changed
+// between the two fills: sn1 holds version 1, sn2 version 2 (once of the
+// same length, once shorter). sn1 is killed (SIGKILL) while dfget
+// downloads through it, and dfget migrates to sn2. The output must be
+// version 2 exactly, or the run must fail (non-zero, no output file):
+// never version 1's pieces with version 2's.
+func TestFaultMigrationBetweenVersions(t *testing.T) {
+	o := newOrigin(t)
+	v1 := randomData(24<<20, 97)
+	sn1 := startSupernode(t, t.TempDir())
+	sn2 := startSupernode(t, t.TempDir())
+	nodeList := Addr(sn1.api) + "=1000," + Addr(sn2.api)
+	cases := []struct {
+		name string
+		v2   []byte
+		url  string
+	}{
+		{name: "same length", v2: otherVersion(v1, len(v1))},
+		{name: "shorter", v2: otherVersion(v1, 20<<20)},
+	}
+	for i := range cases {
+		path := "/version-" + strconv.Itoa(i) + ".bin"
+		cases[i].url = urlHomedOn(t, o.add(path, v1), nodeList, Addr(sn1.api))
+		fill(t, sn1, cases[i].url, "127.0.0.9-fill1")
+		o.add(path, cases[i].v2) // the file changes at the origin
+		fill(t, sn2, cases[i].url, "127.0.0.9-fill2")
+	}
+
+	out := t.TempDir()
+	runs := make([]<-chan dfgetRun, len(cases))
+	peers := make([]*dfgetPeer, len(cases))
+	for i, c := range cases {
+		peers[i] = newDfgetPeer(t, "127.0.0."+strconv.Itoa(20+i))
+		runs[i] = peers[i].runAsync(nil, "-u", c.url, "-o", filepath.Join(out, strconv.Itoa(i)), "--notbs",
+			"--node", nodeList, "--locallimit", "6MB") // 24 MiB: about 4 s
+	}
+	time.Sleep(2500 * time.Millisecond)
+	sn1.kill(t)
+
+	for i, c := range cases {
+		r := <-runs[i]
+		log := peers[i].clientLog()
+		t.Logf("%s: exit %d: %s", c.name, r.code, lastLine(r.stdout))
+		if !strings.Contains(r.stdout, "migrated to node:"+Addr(sn2.api)) {
+			t.Errorf("%s: no migration to sn2 (the kill came too late?)\n%s", c.name, r.stdout)
+			continue
+		}
+		if r.code != 0 {
+			noFile(t, filepath.Join(out, strconv.Itoa(i)))
+			continue
+		}
+		fileEquals(t, filepath.Join(out, strconv.Itoa(i)), c.v2)
+		switch m := regexp.MustCompile(`going on with the (\d+) pieces already written`).FindStringSubmatch(log); {
+		case c.name == "shorter" && m != nil:
+			t.Errorf("%s: kept the pieces of a file of another length", c.name)
+		case c.name == "same length" && m == nil:
+			t.Errorf("%s: kept no pieces written before the kill: nothing tested", c.name)
+		case m != nil:
+			again := strings.Count(log, "fetching it again")
+			t.Logf("%s: %s pieces written from sn1, %d fetched again after their check failed", c.name, m[1], again)
+			if n, _ := strconv.Atoi(m[1]); n > 0 && again == 0 {
+				t.Errorf("%s: none of the %d pieces of version 1 was refused", c.name, n)
+			}
+		}
+	}
+}
+
+// fill has sn cache url's file as the origin serves it now.
+func fill(t *testing.T, sn *supernode, url, cid string) {
+	t.Helper()
+	c := newClient(t, sn, cid)
+	waitCDN(t, sn, c.register(c.registerReq(url)).TaskID, time.Minute)
+}
