@@ -123,7 +123,6 @@ func New(superPID string) *Manager {
 // SuperPID is the supernode's peer ID.
 func (m *Manager) SuperPID() string { return m.superPID }
 
-
 // Wake-up budgets: a change wakes only as many long-polling clients as it
 // can serve, so a swarm of waiters does not recompute on every report.
 const (
