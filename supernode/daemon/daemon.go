@@ -136,7 +136,8 @@ func (d *Daemon) build() error {
 	}, tasks, dfgets, prog, peers, d.cdn, st, gc.Metrics{
 		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
 	}, log.WithField("mgr", "gc"))
-	d.pe = pieceerror.New(superPID, tasks, d.cdn, d.gc, st.DataPath, log.WithField("mgr", "pieceerror"))
+	d.pe = pieceerror.New(pieceerror.Config{SuperPID: superPID, SourcePattern: b.CDNPattern == config.CDNPatternSource},
+		dfgets, d.cdn, d.gc, st.DataPath, log.WithField("mgr", "pieceerror"))
 	// Preheat fetches registry manifests and tokens: the same source guard
 	// as the CDN keeps them off the supernode's local services.
 	preheatHTTP := netguard.New(b.SourceAllow).NewClient(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})

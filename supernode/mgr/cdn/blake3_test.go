@@ -81,6 +81,24 @@ func TestCDNBlake3OfWrappedPieces(t *testing.T) {
 	if d := m.PieceDigest("b1", 3); !d.IsZero() {
 		t.Fatalf("piece past the end has digest %v", d)
 	}
+	// PieceAt: each written piece at its offset, the short last one with
+	// its own length; nothing between pieces, past the end or unknown.
+	ps := int64(piece.DefaultSize)
+	for i, w := range wrappedPieces(t, st, "b1") {
+		sp, ok := m.PieceAt("b1", int64(i)*ps)
+		want := Span{Num: i, Offset: int64(i) * ps, Length: int64(len(w)), PieceSize: piece.DefaultSize, Digest: digest.Sum(digest.BLAKE3, w)}
+		if !ok || sp != want {
+			t.Fatalf("piece at %d: %+v %t, want %+v", int64(i)*ps, sp, ok, want)
+		}
+	}
+	for _, q := range []struct {
+		id  string
+		off int64
+	}{{"b1", 1}, {"b1", -ps}, {"b1", 3 * ps}, {"b1", 1 << 62}, {"none", 0}} {
+		if sp, ok := m.PieceAt(q.id, q.off); ok {
+			t.Fatalf("piece of %s at %d: %+v", q.id, q.off, sp)
+		}
+	}
 }
 
 // oldCache fills task id's cache, then makes it look like one written by

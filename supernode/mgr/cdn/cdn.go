@@ -215,6 +215,38 @@ func (m *Manager) PieceDigest(taskID string, num int) digest.Digest {
 	return cf.blake3(num)
 }
 
+// Span is where a written piece lies in its task's cache file (in the
+// source pattern: in the source) and its BLAKE3 digest.
+type Span struct {
+	Num    int
+	Offset int64
+	Length int64 // the piece's own length: the last one may be short
+	// PieceSize is the task's piece size: a piece offered while the
+	// length was unknown has the range of a whole piece even if short.
+	PieceSize int32
+	Digest    digest.Digest
+}
+
+// PieceAt is the span of the written piece starting at offset off; ok is
+// false when no piece the CDN wrote starts there.
+func (m *Manager) PieceAt(taskID string, off int64) (Span, bool) {
+	cf := m.file(taskID)
+	if cf == nil || off < 0 {
+		return Span{}, false
+	}
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	ps := int64(cf.pieceSize)
+	if ps <= 0 || off%ps != 0 || off/ps >= int64(len(cf.blake3s)) || off/ps >= int64(len(cf.lens)) {
+		return Span{}, false
+	}
+	num := int(off / ps)
+	if !cf.ready.Test(uint(num)) || cf.blake3s[num].IsZero() || cf.lens[num] <= 0 {
+		return Span{}, false
+	}
+	return Span{Num: num, Offset: off, Length: int64(cf.lens[num]), PieceSize: cf.pieceSize, Digest: cf.blake3s[num]}, true
+}
+
 // Serve states of a cache file for the piece server.
 const (
 	ServeNotFound = iota // no usable cache file

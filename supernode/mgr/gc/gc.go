@@ -145,7 +145,10 @@ func (m *Manager) GCMeta() {
 }
 
 // GCTask drops a task from memory: its clients (their peers go down), its
-// progress and CDN state; full also deletes its cache files.
+// CDN state and progress; full also deletes its cache files. The CDN goes
+// first: Delete returns once a running fetch has stopped, so its last
+// piece and finish events reach the progress store before the task is
+// deleted there, not after.
 func (m *Manager) GCTask(taskID string, full bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -154,10 +157,10 @@ func (m *Manager) GCTask(taskID string, full bool) {
 		m.progress.DeleteClient(dt.CID)
 		m.dfget.Delete(dt.CID, taskID)
 	}
-	m.progress.DeleteTask(taskID)
 	if err := m.cdn.Delete(taskID, full); err != nil {
 		m.log.WithError(err).Warnf("gc: delete cdn of %s", taskID)
 	}
+	m.progress.DeleteTask(taskID)
 	if m.tasks.Has(taskID) {
 		m.metrics.Tasks.Inc()
 	}

@@ -43,8 +43,8 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 		x.prog.EXPECT().PeerDown("p1"),
 		x.prog.EXPECT().DeleteClient("c1"),
 		x.dfget.EXPECT().Delete("c1", "t1"),
-		x.prog.EXPECT().DeleteTask("t1"),
 		x.cdn.EXPECT().Delete("t1", false).Return(nil),
+		x.prog.EXPECT().DeleteTask("t1"),
 	)
 	x.tasks.EXPECT().Has("t1").Return(true)
 	x.tasks.EXPECT().Remove("t1")
@@ -110,4 +110,19 @@ func TestGCDiskLRU(t *testing.T) {
 	}
 	gomock.InOrder(x.store.EXPECT().Remove("a").Return(nil), x.store.EXPECT().Remove("b").Return(nil))
 	x.m.GCDisk()
+}
+
+// A task dropped while its CDN runs: the fetch is stopped (cdn.Delete
+// waits for it, and its last events reach the progress store) before the
+// task's progress is deleted, so no event arrives for a deleted task.
+func TestGCTaskStopsCDNBeforeProgress(t *testing.T) {
+	x := newMocks(t)
+	x.dfget.EXPECT().ByTask("t1").Return(nil)
+	gomock.InOrder(
+		x.cdn.EXPECT().Delete("t1", true).Return(nil),
+		x.prog.EXPECT().DeleteTask("t1"),
+	)
+	x.tasks.EXPECT().Has("t1").Return(true)
+	x.tasks.EXPECT().Remove("t1")
+	x.m.GCTask("t1", true)
 }

@@ -97,12 +97,16 @@ func (m *Manager) List(pageNum, pageSize int, desc bool) []types.PeerInfo {
 	if pageSize <= 0 {
 		return out
 	}
-	start := pageNum * pageSize
-	if pageNum < 0 || start >= len(out) {
+	// pageNum*pageSize is only computed once it is known to be at most
+	// len(out): client-chosen numbers must not overflow into a bad slice.
+	if pageNum < 0 || pageNum > len(out)/pageSize {
 		return []types.PeerInfo{}
 	}
-	end := min(start+pageSize, len(out))
-	return out[start:end]
+	start := pageNum * pageSize
+	if start >= len(out) {
+		return []types.PeerInfo{}
+	}
+	return out[start : start+min(pageSize, len(out)-start)]
 }
 
 // IDs lists every peer ID.

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -34,6 +35,15 @@ func TestPeers(t *testing.T) {
 	}
 	if l := m.List(5, 1, false); len(l) != 0 {
 		t.Fatalf("page past the end %+v", l)
+	}
+	// Numbers whose product overflows give an empty page, not a panic.
+	for _, pg := range [][2]int{{1 << 62, 2}, {2, math.MaxInt}, {1, math.MaxInt}, {math.MaxInt, math.MaxInt}} {
+		if l := m.List(pg[0], pg[1], false); len(l) != 0 {
+			t.Fatalf("page %d of %d: %+v", pg[0], pg[1], l)
+		}
+	}
+	if l := m.List(0, math.MaxInt, false); len(l) != 2 {
+		t.Fatalf("first page of size MaxInt: %+v", l)
 	}
 	if err := m.Delete(a); err != nil {
 		t.Fatal(err)

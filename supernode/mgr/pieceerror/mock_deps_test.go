@@ -12,48 +12,48 @@ package pieceerror
 import (
 	reflect "reflect"
 
-	types "github.com/damselfly-p2p/damselfly/apis/types"
-	digest "github.com/damselfly-p2p/damselfly/pkg/digest"
+	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	dfgettask "github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	gomock "go.uber.org/mock/gomock"
 )
 
-// MockTasks is a mock of Tasks interface.
-type MockTasks struct {
+// MockClients is a mock of Clients interface.
+type MockClients struct {
 	ctrl     *gomock.Controller
-	recorder *MockTasksMockRecorder
+	recorder *MockClientsMockRecorder
 	isgomock struct{}
 }
 
-// MockTasksMockRecorder is the mock recorder for MockTasks.
-type MockTasksMockRecorder struct {
-	mock *MockTasks
+// MockClientsMockRecorder is the mock recorder for MockClients.
+type MockClientsMockRecorder struct {
+	mock *MockClients
 }
 
-// NewMockTasks creates a new mock instance.
-func NewMockTasks(ctrl *gomock.Controller) *MockTasks {
-	mock := &MockTasks{ctrl: ctrl}
-	mock.recorder = &MockTasksMockRecorder{mock}
+// NewMockClients creates a new mock instance.
+func NewMockClients(ctrl *gomock.Controller) *MockClients {
+	mock := &MockClients{ctrl: ctrl}
+	mock.recorder = &MockClientsMockRecorder{mock}
 	return mock
 }
 
 // EXPECT returns an object that allows the caller to indicate expected use.
-func (m *MockTasks) EXPECT() *MockTasksMockRecorder {
+func (m *MockClients) EXPECT() *MockClientsMockRecorder {
 	return m.recorder
 }
 
-// Info mocks base method.
-func (m *MockTasks) Info(id string) (types.TaskInfo, error) {
+// Get mocks base method.
+func (m *MockClients) Get(cid, taskID string) (dfgettask.Task, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Info", id)
-	ret0, _ := ret[0].(types.TaskInfo)
+	ret := m.ctrl.Call(m, "Get", cid, taskID)
+	ret0, _ := ret[0].(dfgettask.Task)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }
 
-// Info indicates an expected call of Info.
-func (mr *MockTasksMockRecorder) Info(id any) *gomock.Call {
+// Get indicates an expected call of Get.
+func (mr *MockClientsMockRecorder) Get(cid, taskID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Info", reflect.TypeOf((*MockTasks)(nil).Info), id)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Get", reflect.TypeOf((*MockClients)(nil).Get), cid, taskID)
 }
 
 // MockCDN is a mock of CDN interface.
@@ -80,18 +80,19 @@ func (m *MockCDN) EXPECT() *MockCDNMockRecorder {
 	return m.recorder
 }
 
-// PieceDigest mocks base method.
-func (m *MockCDN) PieceDigest(taskID string, num int) digest.Digest {
+// PieceAt mocks base method.
+func (m *MockCDN) PieceAt(taskID string, off int64) (cdn.Span, bool) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "PieceDigest", taskID, num)
-	ret0, _ := ret[0].(digest.Digest)
-	return ret0
+	ret := m.ctrl.Call(m, "PieceAt", taskID, off)
+	ret0, _ := ret[0].(cdn.Span)
+	ret1, _ := ret[1].(bool)
+	return ret0, ret1
 }
 
-// PieceDigest indicates an expected call of PieceDigest.
-func (mr *MockCDNMockRecorder) PieceDigest(taskID, num any) *gomock.Call {
+// PieceAt indicates an expected call of PieceAt.
+func (mr *MockCDNMockRecorder) PieceAt(taskID, off any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceDigest", reflect.TypeOf((*MockCDN)(nil).PieceDigest), taskID, num)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PieceAt", reflect.TypeOf((*MockCDN)(nil).PieceAt), taskID, off)
 }
 
 // MockGC is a mock of GC interface.

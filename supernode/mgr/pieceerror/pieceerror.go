@@ -1,7 +1,9 @@
 // Package pieceerror handles clients' reports of bad pieces served by the
 // supernode: a missing cache file or a piece whose bytes no longer match
 // its digest makes the task's cache be dropped, so the next registration
-// fetches the source again.
+// fetches the source again. A report is a claim, not a proof: it counts
+// only from a client of the task, and only the piece it names is checked,
+// at its own offset and length, whatever range the report says.
 package pieceerror
 
 //go:generate go tool mockgen -source=pieceerror.go -destination=mock_deps_test.go -package=pieceerror
@@ -10,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"sync"
@@ -19,19 +20,22 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
-	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 )
 
-// Tasks gives a task's piece size.
-type Tasks interface {
-	Info(id string) (types.TaskInfo, error)
+// Clients is the (client, task) registry: only a registered client of the
+// task may report about it.
+type Clients interface {
+	Get(cid, taskID string) (dfgettask.Task, error)
 }
 
-// CDN gives the recorded digest of a piece: its BLAKE3 digest, which the
-// supernode always has for a piece it wrote (its md5 may not be computed).
+// CDN gives the written piece starting at an offset: where it lies and its
+// BLAKE3 digest, which the supernode always has for a piece it wrote (its
+// md5 may not be computed).
 type CDN interface {
-	PieceDigest(taskID string, num int) digest.Digest
+	PieceAt(taskID string, off int64) (cdn.Span, bool)
 }
 
 // GC drops a task.
@@ -42,38 +46,56 @@ type GC interface {
 // DataPath locates a cache file.
 type DataPath func(taskID string) string
 
-// ErrBusy reports a full queue.
-var ErrBusy = errors.New("piece error queue is full")
+// Errors of Report.
+var (
+	ErrBusy          = errors.New("piece error queue is full")
+	ErrUnknownClient = errors.New("not a client of the task")
+)
+
+// Config of the manager.
+type Config struct {
+	// SuperPID is the supernode's peer ID: only errors against it are
+	// handled.
+	SuperPID string
+	// SourcePattern: peers fetch pieces from the source, and the
+	// supernode has no cache file.
+	SourcePattern bool
+}
 
 // Manager queues and handles piece errors.
 type Manager struct {
-	superPID string
-	tasks    Tasks
-	cdn      CDN
-	gc       GC
-	path     DataPath
-	log      logrus.FieldLogger
-	queue    chan types.PieceErrorRequest
-	hold     time.Duration
+	cfg     Config
+	clients Clients
+	cdn     CDN
+	gc      GC
+	path    DataPath
+	log     logrus.FieldLogger
+	queue   chan types.PieceErrorRequest
+	hold    time.Duration
 
 	mu      sync.Mutex
 	handled map[string]time.Time // taskID -> when, to drop duplicates
 }
 
-// New returns a manager; only errors against superPID are handled.
-func New(superPID string, t Tasks, c CDN, gc GC, path DataPath, log logrus.FieldLogger) *Manager {
-	return &Manager{superPID: superPID, tasks: t, cdn: c, gc: gc, path: path, log: log,
+// New returns a manager.
+func New(cfg Config, cl Clients, c CDN, gc GC, path DataPath, log logrus.FieldLogger) *Manager {
+	return &Manager{cfg: cfg, clients: cl, cdn: c, gc: gc, path: path, log: log,
 		queue: make(chan types.PieceErrorRequest, 100), hold: 3 * time.Second, handled: map[string]time.Time{}}
 }
 
 // Report enqueues an error; errors about peers other than the supernode are
-// ignored (the scheduler's failure counts handle those).
+// ignored (the scheduler's failure counts handle those). The reporter must
+// be a registered client of the task; it is checked before the duplicate
+// hold, so a stranger's report cannot hold back a client's.
 func (m *Manager) Report(req types.PieceErrorRequest) error {
-	if req.DstPid != m.superPID {
+	if req.DstPid != m.cfg.SuperPID {
 		return nil
 	}
 	if req.ErrorType != types.PieceErrorFileNotExist && req.ErrorType != types.PieceErrorFileMd5NotMatch {
 		return fmt.Errorf("unknown piece error type %q", req.ErrorType)
+	}
+	if _, err := m.clients.Get(req.SrcCid, req.TaskID); err != nil {
+		return fmt.Errorf("%w: %q of task %s", ErrUnknownClient, req.SrcCid, req.TaskID)
 	}
 	m.mu.Lock()
 	if t, ok := m.handled[req.TaskID]; ok && time.Since(t) < m.hold {
@@ -114,41 +136,77 @@ func (m *Manager) Run(ctx context.Context) {
 
 // Handle checks one error against the cache file.
 func (m *Manager) Handle(req types.PieceErrorRequest) {
-	p := m.path(req.TaskID)
 	switch req.ErrorType {
 	case types.PieceErrorFileNotExist:
-		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		if m.cfg.SourcePattern {
+			// The client did not find the piece at the source: the
+			// supernode has no file that could be missing.
+			m.ignore(req, "no cache file in the source pattern")
+			return
+		}
+		if _, err := os.Stat(m.path(req.TaskID)); errors.Is(err, fs.ErrNotExist) {
 			m.log.Warnf("piece error: cache of %s is missing, dropping the task", req.TaskID)
 			m.gc.GCTask(req.TaskID, true)
+			return
 		}
+		m.ignore(req, "the cache file exists")
 	case types.PieceErrorFileMd5NotMatch:
-		info, err := m.tasks.Info(req.TaskID)
-		if err != nil {
-			return
-		}
-		num, err := piece.NumFromRange(req.Range, info.PieceSize)
-		if err != nil {
-			return
-		}
-		s, e, _ := piece.ParseRange(req.Range)
-		b, err := readRange(p, s, e-s+1)
-		want := m.cdn.PieceDigest(req.TaskID, num)
-		if err != nil || (!want.IsZero() && want.Verify(b) != nil) {
-			m.log.Warnf("piece error: piece %d of %s is damaged on disk, dropping the task", num, req.TaskID)
-			m.gc.GCTask(req.TaskID, true)
-		}
+		m.checkPiece(req)
 	}
 }
 
-func readRange(path string, off, n int64) ([]byte, error) {
+// checkPiece handles a FILE_MD5_NOT_MATCH: the piece the range names must be
+// one the CDN wrote, and the range must be the one it was offered with
+// (its own, or a whole piece's while the length was unknown). Only that
+// piece is read, at its offset and length, and checked against its digest.
+func (m *Manager) checkPiece(req types.PieceErrorRequest) {
+	s, e, err := piece.ParseRange(req.Range)
+	if err != nil {
+		m.ignore(req, err.Error())
+		return
+	}
+	sp, ok := m.cdn.PieceAt(req.TaskID, s)
+	if !ok {
+		m.ignore(req, "no written piece starts there")
+		return
+	}
+	if e != s+sp.Length-1 && e != s+int64(sp.PieceSize)-1 {
+		m.ignore(req, fmt.Sprintf("piece %d spans %d-%d", sp.Num, s, s+sp.Length-1))
+		return
+	}
+	if m.cfg.SourcePattern {
+		// Nothing here to check against: the source may have changed.
+		// The next registration reads it, and its digests, again.
+		m.log.Warnf("piece error: piece %d of %s does not match its digest at the source, dropping the task", sp.Num, req.TaskID)
+		m.gc.GCTask(req.TaskID, true)
+		return
+	}
+	if err := checkSpan(m.path(req.TaskID), sp); err != nil {
+		m.log.WithError(err).Warnf("piece error: piece %d of %s is damaged on disk, dropping the task", sp.Num, req.TaskID)
+		m.gc.GCTask(req.TaskID, true)
+		return
+	}
+	m.ignore(req, fmt.Sprintf("piece %d is intact on disk", sp.Num))
+}
+
+func (m *Manager) ignore(req types.PieceErrorRequest, why string) {
+	m.log.Infof("piece error: %s of %s from %s ignored: %s", req.ErrorType, req.TaskID, req.SrcCid, why)
+}
+
+// checkSpan reads the piece sp of the cache file at path and checks it
+// against its digest; a missing or short file is damaged too.
+func checkSpan(path string, sp cdn.Span) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.NewSectionReader(f, off, n))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	b := make([]byte, sp.Length)
+	if _, err := f.ReadAt(b, sp.Offset); err != nil {
+		return fmt.Errorf("read %s at %d: %w", path, sp.Offset, err)
 	}
-	return b, nil
+	if err := sp.Digest.Verify(b); err != nil {
+		return fmt.Errorf("piece at %d of %s: %w", sp.Offset, path, err)
+	}
+	return nil
 }

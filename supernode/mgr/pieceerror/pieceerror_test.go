@@ -2,10 +2,10 @@ package pieceerror
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,53 +15,148 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 )
 
-func TestHandle(t *testing.T) {
+const ps = 16 // the tests' piece size
+
+type fixture struct {
+	m       *Manager
+	clients *MockClients
+	gc      *MockGC
+	dir     string
+	spans   []cdn.Span
+}
+
+// newFixture writes task "good"'s cache of two pieces, the second short,
+// and serves its spans from a mock CDN; "c" is a client of every task.
+func newFixture(t *testing.T, cfg Config) *fixture {
 	ctrl := gomock.NewController(t)
-	tasks, c, gc := NewMockTasks(ctrl), NewMockCDN(ctrl), NewMockGC(ctrl)
-	dir := t.TempDir()
-	wrapped := piece.Wrap(nil, []byte("content"), 16)
-	if err := os.WriteFile(filepath.Join(dir, "good"), wrapped, 0o644); err != nil {
+	f := &fixture{clients: NewMockClients(ctrl), gc: NewMockGC(ctrl), dir: t.TempDir()}
+	p0 := piece.Wrap(nil, []byte("eleven byte"), ps)
+	p1 := piece.Wrap(nil, []byte("tail"), ps)
+	if err := os.WriteFile(filepath.Join(f.dir, "good"), append(append([]byte(nil), p0...), p1...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	f.spans = []cdn.Span{
+		{Num: 0, Offset: 0, Length: int64(len(p0)), PieceSize: ps, Digest: digest.Sum(digest.BLAKE3, p0)},
+		{Num: 1, Offset: ps, Length: int64(len(p1)), PieceSize: ps, Digest: digest.Sum(digest.BLAKE3, p1)},
+	}
+	c := NewMockCDN(ctrl)
+	c.EXPECT().PieceAt(gomock.Any(), gomock.Any()).DoAndReturn(func(id string, off int64) (cdn.Span, bool) {
+		if id == "good" && off%ps == 0 && off/ps < int64(len(f.spans)) {
+			return f.spans[off/ps], true
+		}
+		return cdn.Span{}, false
+	}).AnyTimes()
+	f.clients.EXPECT().Get("c", gomock.Any()).Return(dfgettask.Task{CID: "c"}, nil).AnyTimes()
+	f.clients.EXPECT().Get(gomock.Not("c"), gomock.Any()).Return(dfgettask.Task{}, dfgettask.ErrNotFound).AnyTimes()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	m := New("super", tasks, c, gc, func(id string) string { return filepath.Join(dir, id) }, log)
+	cfg.SuperPID = "super"
+	f.m = New(cfg, f.clients, c, f.gc, func(id string) string { return filepath.Join(f.dir, id) }, log)
+	return f
+}
 
+func md5Error(rng string) types.PieceErrorRequest {
+	return types.PieceErrorRequest{TaskID: "good", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileMd5NotMatch, Range: rng}
+}
+
+func TestReportChecksTheReporter(t *testing.T) {
+	f := newFixture(t, Config{})
 	// Reports about other peers are ignored.
-	if err := m.Report(types.PieceErrorRequest{TaskID: "good", DstPid: "peer", ErrorType: types.PieceErrorFileNotExist}); err != nil {
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "x", DstPid: "peer", ErrorType: types.PieceErrorFileNotExist}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Report(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: "WHAT"}); err == nil {
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "c", DstPid: "super", ErrorType: "WHAT"}); err == nil {
 		t.Fatal("unknown type accepted")
 	}
+	// Anyone but a client of the task is refused, and holds nothing back.
+	for _, src := range []string{"", "stranger"} {
+		err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: src, DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
+		if !errors.Is(err, ErrUnknownClient) {
+			t.Fatalf("report from %q: %v, want %v", src, err, ErrUnknownClient)
+		}
+	}
+	if n := len(f.m.queue); n != 0 {
+		t.Fatalf("%d reports queued from strangers", n)
+	}
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}); err != nil || len(f.m.queue) != 1 {
+		t.Fatalf("a client's report: %v, %d queued", err, len(f.m.queue))
+	}
+}
+
+func TestHandleFileNotExist(t *testing.T) {
+	f := newFixture(t, Config{})
 	// A file that exists is not dropped; a missing one is.
-	m.Handle(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
-	gc.EXPECT().GCTask("gone", true)
-	m.Handle(types.PieceErrorRequest{TaskID: "gone", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
+	f.m.Handle(types.PieceErrorRequest{TaskID: "good", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
+	f.gc.EXPECT().GCTask("gone", true)
+	f.m.Handle(types.PieceErrorRequest{TaskID: "gone", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
 
-	// Checked against the piece's BLAKE3: intact piece kept, damaged piece
-	// dropped.
-	rng := "0-" + strconv.Itoa(len(wrapped)-1)
-	tasks.EXPECT().Info("good").Return(types.TaskInfo{PieceSize: 16}, nil).Times(2)
-	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, wrapped))
-	m.Handle(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: types.PieceErrorFileMd5NotMatch, Range: rng})
-	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, []byte("other bytes")))
-	gc.EXPECT().GCTask("good", true)
-	m.Handle(types.PieceErrorRequest{TaskID: "good", DstPid: "super", ErrorType: types.PieceErrorFileMd5NotMatch, Range: rng})
+	// In the source pattern the supernode has no file: nothing is dropped.
+	f = newFixture(t, Config{SourcePattern: true})
+	f.m.Handle(types.PieceErrorRequest{TaskID: "gone", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
+}
 
-	// Queued reports are handled by Run, duplicates within the hold dropped.
-	gc.EXPECT().GCTask("q", true).Times(1)
+// Only the piece a report names is checked, at its own offset and length:
+// a range that is not the piece's (one byte, the whole file and beyond, a
+// neighbour's bytes) is refused without reading, so it cannot fail an
+// intact piece nor make the supernode read a client-chosen amount.
+func TestHandleMd5ChecksExactlyThePiece(t *testing.T) {
+	f := newFixture(t, Config{})
+	for _, rng := range []string{"0-0", "0-999999999999", "0-24", "8-15", "16-16", "16-40", "32-47", "bad"} {
+		f.m.Handle(md5Error(rng))
+	}
+	// Intact pieces, with their own range or a whole piece's (offered so
+	// while the length was unknown), are kept.
+	for _, rng := range []string{"0-15", "16-24", "16-31"} {
+		f.m.Handle(md5Error(rng))
+	}
+	// A damaged piece is dropped; its intact neighbour is not blamed.
+	path := filepath.Join(f.dir, "good")
+	b, _ := os.ReadFile(path)
+	b[20] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.m.Handle(md5Error("0-15"))
+	f.gc.EXPECT().GCTask("good", true)
+	f.m.Handle(md5Error("16-24"))
+	// A short cache file is damaged too.
+	if err := os.WriteFile(path, b[:20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.gc.EXPECT().GCTask("good", true)
+	f.m.Handle(md5Error("16-31"))
+}
+
+// In the source pattern a mismatch of a piece's exact range drops the task
+// (its digests are read from the source again); a forged range does not.
+func TestHandleMd5SourcePattern(t *testing.T) {
+	f := newFixture(t, Config{SourcePattern: true})
+	f.m.Handle(md5Error("0-0"))
+	f.gc.EXPECT().GCTask("good", true)
+	f.m.Handle(md5Error("0-15"))
+}
+
+func TestRunHandlesQueueAndDropsDuplicates(t *testing.T) {
+	f := newFixture(t, Config{})
+	handled := make(chan struct{}, 3)
+	f.gc.EXPECT().GCTask("q", true).Do(func(string, bool) { handled <- struct{}{} }).Times(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
+	go func() { f.m.Run(ctx); close(done) }()
 	for range 3 {
-		if err := m.Report(types.PieceErrorRequest{TaskID: "q", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}); err != nil {
+		if err := f.m.Report(types.PieceErrorRequest{TaskID: "q", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("queued report not handled in 10s")
+	}
 	cancel()
 	<-done
 }

@@ -80,7 +80,6 @@ type clientState struct {
 	taskID  string
 	peerID  string
 	success *bitset.BitSet
-	failed  *bitset.BitSet
 	running map[int]string // piece -> dst peer ID
 	stream  bool
 	wnd     int
@@ -124,18 +123,6 @@ func New(superPID string) *Manager {
 // SuperPID is the supernode's peer ID.
 func (m *Manager) SuperPID() string { return m.superPID }
 
-func (m *Manager) task(taskID string) *taskState {
-	t := m.tasks[taskID]
-	if t == nil {
-		t = &taskState{
-			cdn: bitset.New(0), total: -1,
-			waiters: map[chan struct{}]struct{}{}, clients: map[string]struct{}{},
-		}
-		m.tasks[taskID] = t
-	}
-	return t
-}
-
 // Wake-up budgets: a change wakes only as many long-polling clients as it
 // can serve, so a swarm of waiters does not recompute on every report.
 const (
@@ -157,18 +144,29 @@ func (t *taskState) notify(n int) {
 	}
 }
 
-// InitTask makes sure the task exists.
+// InitTask makes sure the task exists. It is the only call that creates
+// one: the CDN's events, a long-poll's Waiter and InitClient about a task
+// that is gone (dropped by GC while a fetch, a poll or a registration was
+// under way) leave no entry behind that nothing would ever remove.
 func (m *Manager) InitTask(taskID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.task(taskID)
+	if m.tasks[taskID] == nil {
+		m.tasks[taskID] = &taskState{
+			cdn: bitset.New(0), total: -1,
+			waiters: map[chan struct{}]struct{}{}, clients: map[string]struct{}{},
+		}
+	}
 }
 
 // ResetCDN forgets the CDN's pieces (a new CDN run starts).
 func (m *Manager) ResetCDN(taskID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.task(taskID)
+	t := m.tasks[taskID]
+	if t == nil {
+		return
+	}
 	t.cdn.ClearAll()
 	t.failed, t.finished, t.total = false, false, -1
 	t.notify(wakeAll)
@@ -178,7 +176,10 @@ func (m *Manager) ResetCDN(taskID string) {
 func (m *Manager) SetCDNPiece(taskID string, num int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.task(taskID)
+	t := m.tasks[taskID]
+	if t == nil || num < 0 {
+		return
+	}
 	t.cdn.Set(uint(num))
 	t.notify(wakePiece)
 }
@@ -187,7 +188,10 @@ func (m *Manager) SetCDNPiece(taskID string, num int) {
 func (m *Manager) FinishCDN(taskID string, total int, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.task(taskID)
+	t := m.tasks[taskID]
+	if t == nil {
+		return
+	}
 	t.finished = true
 	t.failed = !ok
 	if ok {
@@ -197,12 +201,17 @@ func (m *Manager) FinishCDN(taskID string, total int, ok bool) {
 }
 
 // Waiter registers a one-shot wake-up for a change of the task that may make
-// a piece schedulable; stop unregisters it.
+// a piece schedulable; stop unregisters it. For a task that is gone the
+// wake-up fires at once: the caller looks again and finds it gone.
 func (m *Manager) Waiter(taskID string) (wake <-chan struct{}, stop func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.task(taskID)
 	ch := make(chan struct{}, 1)
+	t := m.tasks[taskID]
+	if t == nil {
+		ch <- struct{}{}
+		return ch, func() {}
+	}
 	t.waiters[ch] = struct{}{}
 	return ch, func() {
 		m.mu.Lock()
@@ -213,11 +222,15 @@ func (m *Manager) Waiter(taskID string) (wake <-chan struct{}, stop func()) {
 
 // InitClient records a client (cid) of a task on peer peerID. With stream
 // it is a streaming client with that window (0: the default), whose window
-// starts at piece start (a stream moved here from another supernode).
-func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window, start int) {
+// starts at piece start (a stream moved here from another supernode). The
+// task must exist (InitTask).
+func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window, start int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.task(taskID)
+	t := m.tasks[taskID]
+	if t == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
+	}
 	if old := m.clients[cid]; old != nil {
 		m.releaseRunning(old)
 	}
@@ -228,13 +241,14 @@ func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream
 		start = 0
 	}
 	m.clients[cid] = &clientState{
-		taskID: taskID, peerID: peerID, success: bitset.New(0), failed: bitset.New(0),
+		taskID: taskID, peerID: peerID, success: bitset.New(0),
 		running: map[int]string{}, stream: stream, wnd: window, una: start, seeds: !cdnPattern,
 	}
 	t.clients[cid] = struct{}{}
 	p := m.peer(peerID)
 	p.cdnPattern = cdnPattern
 	p.down = time.Time{}
+	return nil
 }
 
 func (m *Manager) peer(peerID string) *peerState {
@@ -289,6 +303,9 @@ func (m *Manager) release(taskID, dst string) {
 // SemiSuccess or Failed). A piece already had stays so: a re-report only
 // adds the holder a Success brings, as v1 does when /peer/piece/suc follows
 // a 503. It returns the peer the piece was running from ("" if it was not).
+// A piece the CDN has not written is refused whatever the status, unless a
+// failure of a piece the client runs (the CDN may have started over since):
+// a number out of the task is a client's mistake or a forgery.
 func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -296,9 +313,12 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 	if c == nil || c.taskID != taskID {
 		return "", fmt.Errorf("%w: %s", ErrUnknownClient, cid)
 	}
-	t := m.task(taskID)
+	t := m.tasks[taskID]
+	if t == nil {
+		return "", fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
+	}
 	had := st == Success || st == SemiSuccess
-	if num < 0 || (had && !t.cdn.Test(uint(num))) {
+	if _, run := c.running[num]; !t.written(num) && (had || !run) {
 		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	dst, wasRunning := m.stopRunning(c, num)
@@ -318,7 +338,6 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 			return dst, nil
 		}
 		c.success.Set(uint(num))
-		c.failed.Clear(uint(num))
 		if c.stream {
 			c.una = int(nextClear(c.success, uint(c.una)))
 		}
@@ -331,7 +350,6 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 			}
 		}
 	case st == Failed:
-		c.failed.Set(uint(num))
 		if wasRunning && dst != m.superPID {
 			src := m.peer(c.peerID)
 			src.clientErr++
@@ -344,6 +362,12 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 	return dst, nil
 }
 
+// written reports whether the CDN wrote piece num: the pieces of the task
+// as far as they are known, which bound every per-piece state.
+func (t *taskState) written(num int) bool {
+	return num >= 0 && t.cdn.Test(uint(num))
+}
+
 func nextClear(b *bitset.BitSet, from uint) uint {
 	for b.Test(from) {
 		from++
@@ -352,7 +376,7 @@ func nextClear(b *bitset.BitSet, from uint) uint {
 }
 
 // AddHolder makes the peer of client cid a holder of piece num (a stream
-// cache announced it).
+// cache announced it); a piece the CDN has not written is refused.
 func (m *Manager) AddHolder(taskID, cid string, num int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -360,10 +384,13 @@ func (m *Manager) AddHolder(taskID, cid string, num int) error {
 	if c == nil || c.taskID != taskID {
 		return fmt.Errorf("%w: %s", ErrUnknownClient, cid)
 	}
-	if num < 0 {
+	t := m.tasks[taskID]
+	if t == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownTask, taskID)
+	}
+	if !t.written(num) {
 		return fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
-	t := m.task(taskID)
 	if t.addHolder(num, c.peerID, m.peer(c.peerID)) {
 		t.notify(wakeHolder)
 	}

@@ -4,6 +4,7 @@
 package progress_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -523,5 +524,69 @@ func TestAlone(t *testing.T) {
 	m.DeleteClient("l")
 	if !m.Alone(task, "s") {
 		t.Fatal("a client that left still counts")
+	}
+}
+
+// A piece number outside the pieces the CDN wrote is refused for every
+// status, before it can size any per-piece state (a success, a failure or
+// a stream cache's note about piece 2^40 once sized a 128 GiB bitset or a
+// slice of 2^40 maps). A failure of a piece the client runs stays
+// accepted even when the CDN started over meanwhile: a v1 client reports
+// what it was given.
+func TestOutOfTaskPieceRefused(t *testing.T) {
+	m := setup(t, 2)
+	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	for _, st := range []Status{Success, SemiSuccess, Failed} {
+		if _, err := m.Update(task, "c", 1<<26, st); !errors.Is(err, ErrUnknownPiece) {
+			t.Errorf("status %d for piece 2^26: %v, want %v", st, err, ErrUnknownPiece)
+		}
+	}
+	if err := m.AddHolder(task, "c", 1<<20); !errors.Is(err, ErrUnknownPiece) {
+		t.Errorf("holder of piece 2^20: %v, want %v", err, ErrUnknownPiece)
+	}
+	if h := m.Holders(task, 1<<20); len(h) != 0 {
+		t.Errorf("holders of piece 2^20: %v", h)
+	}
+	// Written pieces: a failure not running (reported late) and a stream
+	// cache's note are accepted.
+	if _, err := m.Update(task, "c", 1, Failed); err != nil {
+		t.Errorf("failure of a written piece: %v", err)
+	}
+	if err := m.AddHolder(task, "c", 1); err != nil {
+		t.Errorf("holder of a written piece: %v", err)
+	}
+	if assign1(m, "c", 0, false, lim, 5) != super {
+		t.Fatal("piece 0 not assigned from the supernode")
+	}
+	m.ResetCDN(task)
+	if dst, err := m.Update(task, "c", 0, Failed); err != nil || dst != super {
+		t.Errorf("failure of a running piece after a cdn restart: %q %v", dst, err)
+	}
+	if _, super := m.Loads(task, "pc"); super != 0 {
+		t.Errorf("supernode load %d after the failure, want 0", super)
+	}
+}
+
+// Only InitTask creates a task: the CDN's events, a long-poll and a
+// registration about a task GC dropped leave nothing behind.
+func TestDroppedTaskNotRecreated(t *testing.T) {
+	m := setup(t, 1)
+	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.DeleteTask(task)
+	m.ResetCDN(task)
+	m.SetCDNPiece(task, 1)
+	m.FinishCDN(task, 2, true)
+	w, stop := m.Waiter(task)
+	select {
+	case <-w:
+	default:
+		t.Error("a waiter on a dropped task is not woken at once")
+	}
+	stop()
+	if err := m.InitClient(task, "d", "pd", false, false, 0, 0); !errors.Is(err, ErrUnknownTask) {
+		t.Errorf("client of a dropped task: %v, want %v", err, ErrUnknownTask)
+	}
+	if n := Tasks(m); n != 0 {
+		t.Fatalf("%d tasks after the drop, want 0", n)
 	}
 }

@@ -110,9 +110,11 @@ func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call
 }
 
 // InitClient mocks base method.
-func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) {
+func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
 	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret0, _ := ret[0].(error)
+	return ret0
 }
 
 // InitClient indicates an expected call of InitClient.
@@ -186,4 +188,42 @@ func (m *MockProgress) Update(taskID, cid string, num int, st progress.Status) (
 func (mr *MockProgressMockRecorder) Update(taskID, cid, num, st any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Update", reflect.TypeOf((*MockProgress)(nil).Update), taskID, cid, num, st)
+}
+
+// MockHome is a mock of Home interface.
+type MockHome struct {
+	ctrl     *gomock.Controller
+	recorder *MockHomeMockRecorder
+	isgomock struct{}
+}
+
+// MockHomeMockRecorder is the mock recorder for MockHome.
+type MockHomeMockRecorder struct {
+	mock *MockHome
+}
+
+// NewMockHome creates a new mock instance.
+func NewMockHome(ctrl *gomock.Controller) *MockHome {
+	mock := &MockHome{ctrl: ctrl}
+	mock.recorder = &MockHomeMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockHome) EXPECT() *MockHomeMockRecorder {
+	return m.recorder
+}
+
+// Via mocks base method.
+func (m *MockHome) Via(taskID string) string {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Via", taskID)
+	ret0, _ := ret[0].(string)
+	return ret0
+}
+
+// Via indicates an expected call of Via.
+func (mr *MockHomeMockRecorder) Via(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Via", reflect.TypeOf((*MockHome)(nil).Via), taskID)
 }

@@ -42,7 +42,10 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}
 	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
-	m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece)
+	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece); err != nil {
+		// GC dropped the task since ensure: the client registers again.
+		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task dropped while registering: %w", err)
+	}
 	m.metrics.Registered.Inc()
 	source := types.CDNSourceSupernode
 	if m.cfg.SourcePattern {

@@ -324,3 +324,17 @@ func TestRegisterDigest(t *testing.T) {
 		t.Fatalf("second digest: %+v %v", res, err)
 	}
 }
+
+// A registration whose task GC dropped between ensure and InitClient fails
+// (the client registers again) instead of answering for a task whose
+// progress is gone.
+func TestRegisterTaskDroppedMeanwhile(t *testing.T) {
+	d := newDeps(t)
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
+	d.prog.EXPECT().InitTask(id)
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
+	d.prog.EXPECT().InitClient(id, "c1", gomock.Any(), false, false, 0, 0).Return(progress.ErrUnknownTask)
+	if _, err := d.m.Register(RegisterParams{Req: validReq()}); !errors.Is(err, progress.ErrUnknownTask) || CodeOf(err) != types.CodeSystemError {
+		t.Fatalf("register: %v (code %d), want %v with 500", err, CodeOf(err), progress.ErrUnknownTask)
+	}
+}
