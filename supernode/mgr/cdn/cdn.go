@@ -59,6 +59,9 @@ type Store interface {
 	WriteBlake3(taskID string, pieces []digest.Digest, fileMd5 string) error
 	ReadBlake3(taskID, want string) ([]digest.Digest, error)
 	Remove(taskID string) error
+	CreateJournal(taskID, key string, recs []store.PieceRecord) (*store.Journal, error)
+	ReadJournal(taskID, key string, pieces int) ([]store.PieceRecord, error)
+	RemoveJournal(taskID string) error
 }
 
 // Source describes what to fetch for a task.
