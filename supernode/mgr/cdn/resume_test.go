@@ -157,14 +157,12 @@ func TestResumeTrustsOnlyTheJournal(t *testing.T) {
 			if !bytes.Equal(got, data) {
 				t.Fatal("the cache file differs from the source")
 			}
-			o.mu.Lock()
-			defer o.mu.Unlock()
 			want := "bytes=" + strconv.Itoa(tc.resume*cs) + "-" + strconv.Itoa(len(data)-1)
 			if tc.resume == 0 {
 				want = ""
 			}
-			if len(o.ranges) != 2 || o.ranges[1] != want {
-				t.Fatalf("requests %q, want the second with Range %q", o.ranges, want)
+			if ranges, _ := o.seen(t, 2); len(ranges) != 2 || ranges[1] != want {
+				t.Fatalf("requests %q, want the second with Range %q", ranges, want)
 			}
 			if _, err := os.Stat(st.DataPath("r1") + ".journal"); !os.IsNotExist(err) {
 				t.Fatalf("journal left after the fill completed: %v", err)
