@@ -177,11 +177,22 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 	b, mx := d.cfg, d.metrics
 	return cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
 		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken, TLS: d.memberTLS},
+		Damage:  damageRelay{d},
 	}, st, prog, cdn.Metrics{
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
 	}, d.log.WithField("mgr", "cdn"))
+}
+
+// damageRelay hands the CDN's damage findings to the piece error manager,
+// which is built after the CDN (it asks the CDN for piece digests).
+type damageRelay struct{ d *Daemon }
+
+func (r damageRelay) CacheDamaged(taskID, wrappedRange string) {
+	if r.d.pe != nil {
+		r.d.pe.CacheDamaged(taskID, wrappedRange)
+	}
 }
 
 // memberTLS is how this supernode reaches the other members of its

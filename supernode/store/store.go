@@ -284,13 +284,14 @@ func readSidecar(path, want string) ([]string, error) {
 	return lines[:len(lines)-2], nil
 }
 
-// Remove deletes the data file and sidecars, and the bucket when empty.
+// Remove deletes the data file, its sidecars and journal, and the bucket
+// when empty.
 func (s *Store) Remove(taskID string) error {
 	if err := validID(taskID); err != nil {
 		return err
 	}
 	var errs []error
-	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID), s.blake3Path(taskID)} {
+	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID), s.blake3Path(taskID), s.journalPath(taskID)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -59,6 +59,18 @@ type Store interface {
 	WriteBlake3(taskID string, pieces []digest.Digest, fileMd5 string) error
 	ReadBlake3(taskID, want string) ([]digest.Digest, error)
 	Remove(taskID string) error
+	CreateJournal(taskID, key string, recs []store.PieceRecord) (*store.Journal, error)
+	ReadJournal(taskID, key string, pieces int) ([]store.PieceRecord, error)
+	RemoveJournal(taskID string) error
+}
+
+// Damage learns of a cache file the CDN found damaged when it read it back
+// (to compute an md5 for a Dragonfly 1.x client): the wrapped bytes
+// wrappedRange ("start-end") of the task's file no longer match their
+// BLAKE3 digest, or are gone. Such a client never takes the piece, so it
+// never reports it: the supernode must drop the cache itself.
+type Damage interface {
+	CacheDamaged(taskID, wrappedRange string)
 }
 
 // Source describes what to fetch for a task.
@@ -106,6 +118,9 @@ type Config struct {
 	SourceAllow []string
 	// Cluster is how to reach other members of the cluster.
 	Cluster ClusterConfig
+	// Damage is told of damage found on reading a cache file back (nil:
+	// only logged).
+	Damage Damage
 }
 
 // Metrics are the CDN collectors (any may be nil: New fills it with an

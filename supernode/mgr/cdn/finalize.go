@@ -35,6 +35,8 @@ func (m *Manager) finalize(src Source, meta *store.Meta, cf *cacheFile, sums *fi
 	if err := m.store.WriteMeta(meta); err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
+	// Complete: nothing left to resume.
+	m.dropJournal(id)
 	cf.mu.Lock()
 	cf.lazy.key, cf.lazy.fileMd5 = key, realMd5
 	cf.mu.Unlock()
@@ -51,7 +53,16 @@ func (m *Manager) failMeta(id string, cf *cacheFile, meta *store.Meta, err error
 	if werr := m.store.WriteMeta(meta); werr != nil {
 		m.log.WithField("task", id).WithError(werr).Warn("write meta")
 	}
+	if final {
+		m.dropJournal(id)
+	}
 	return m.fail(id, cf, err)
+}
+
+func (m *Manager) dropJournal(id string) {
+	if err := m.store.RemoveJournal(id); err != nil {
+		m.log.WithField("task", id).WithError(err).Warn("remove resume journal")
+	}
 }
 
 // fail ends a fetch with err.

@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"strconv"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -25,10 +28,29 @@ type lazyMd5 struct {
 	// computing has a channel per piece whose md5 is being computed,
 	// closed when it is done, so concurrent askers compute it once.
 	computing map[int]chan struct{}
-	saved     bool // every piece md5 is in the .md5 sidecar
-	fileMd5   string
-	fileErr   error
-	fileDone  chan struct{} // closed when fileMd5 or fileErr is set
+	saved     bool   // every piece md5 is in the .md5 sidecar
+	fileMd5   string // the whole-file md5, once known
+	// file is the latest computation of fileMd5. One that failed is not
+	// kept: the next asker starts another, so a transient error (an open
+	// that failed) does not fail every later client.
+	file *fileMd5Run
+}
+
+// fileMd5Run is one computation of the whole-file md5.
+type fileMd5Run struct {
+	done chan struct{} // closed once sum or err is set
+	sum  string
+	err  error
+}
+
+// failed reports whether the run ended with an error.
+func (r *fileMd5Run) failed() bool {
+	select {
+	case <-r.done:
+		return r.err != nil
+	default:
+		return false
+	}
 }
 
 // PieceMd5 is the "md5:len" of a written piece, computed on first demand
@@ -74,6 +96,7 @@ func (m *Manager) PieceMd5(taskID string, num int) string {
 	close(ch)
 	if err != nil {
 		m.log.WithField("task", taskID).WithError(err).Warnf("no md5 for piece %d", num)
+		m.reportDamage(taskID, err)
 		return ""
 	}
 	if save {
@@ -115,17 +138,58 @@ func (m *Manager) saveMd5s(id string, cf *cacheFile) {
 func hashPiece(path string, off int64, n int, want digest.Digest) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = &damageError{off: off, n: n, err: err}
+		}
 		return "", fmt.Errorf("open cache: %w", err)
 	}
 	defer f.Close()
 	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		return "", fmt.Errorf("read cache at %d: %w", off, err)
-	}
-	if err := want.Verify(b); err != nil {
-		return "", fmt.Errorf("cache at %d is damaged: %w", off, err)
+	if err := readBack(f, b, off, want); err != nil {
+		return "", err
 	}
 	return piece.Md5Value(b), nil
+}
+
+// readBack reads len(b) bytes at off of a cache file and checks them
+// against want: bytes that differ, or a file that ends before them, are a
+// *damageError; any other read error may pass and is not.
+func readBack(f *os.File, b []byte, off int64, want digest.Digest) error {
+	_, err := f.ReadAt(b, off)
+	switch {
+	case errors.Is(err, io.EOF):
+		return &damageError{off: off, n: len(b), err: err}
+	case err != nil:
+		return fmt.Errorf("read cache at %d: %w", off, err)
+	}
+	if err := want.Verify(b); err != nil {
+		return &damageError{off: off, n: len(b), err: err}
+	}
+	return nil
+}
+
+// damageError is a cache file whose n wrapped bytes at off fail their
+// digest or are missing.
+type damageError struct {
+	off int64
+	n   int
+	err error
+}
+
+func (e *damageError) Error() string {
+	return fmt.Sprintf("cache bytes %d-%d are damaged: %v", e.off, e.off+int64(e.n)-1, e.err)
+}
+
+func (e *damageError) Unwrap() error { return e.err }
+
+// reportDamage passes damage that err found on to the Damage handler,
+// which drops the cache as a client's confirmed piece error would.
+func (m *Manager) reportDamage(id string, err error) {
+	var de *damageError
+	if !errors.As(err, &de) || m.cfg.Damage == nil {
+		return
+	}
+	m.cfg.Damage.CacheDamaged(id, strconv.FormatInt(de.off, 10)+"-"+strconv.FormatInt(de.off+int64(de.n)-1, 10))
 }
 
 // FileMd5 is the whole-file md5 of a task's content, for the 600 answer
@@ -138,12 +202,10 @@ func (m *Manager) FileMd5(ctx context.Context, taskID string) (string, error) {
 	if cf == nil {
 		return "", fmt.Errorf("task %s: no cache file", taskID)
 	}
-	done := m.startFileMd5(taskID, cf)
+	r := m.startFileMd5(taskID, cf)
 	select {
-	case <-done:
-		cf.mu.Lock()
-		defer cf.mu.Unlock()
-		return cf.lazy.fileMd5, cf.lazy.fileErr
+	case <-r.done:
+		return r.sum, r.err
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
@@ -158,29 +220,33 @@ func (m *Manager) PrepareFileMd5(taskID string) {
 	}
 }
 
-func (m *Manager) startFileMd5(id string, cf *cacheFile) <-chan struct{} {
+// startFileMd5 returns the running or successful computation of the
+// whole-file md5, or starts one.
+func (m *Manager) startFileMd5(id string, cf *cacheFile) *fileMd5Run {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
-	if cf.lazy.fileDone != nil {
-		return cf.lazy.fileDone
+	if r := cf.lazy.file; r != nil && !r.failed() {
+		return r
 	}
-	ch := make(chan struct{})
-	cf.lazy.fileDone = ch
+	r := &fileMd5Run{done: make(chan struct{})}
+	cf.lazy.file = r
 	if m.ctx.Err() != nil {
-		cf.lazy.fileErr = errors.New("cdn manager is closed")
-		close(ch)
-		return ch
+		r.err = errors.New("cdn manager is closed")
+		close(r.done)
+		return r
 	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		defer close(ch)
-		sum, err := m.waitAndHashFile(id, cf)
-		cf.mu.Lock()
-		cf.lazy.fileMd5, cf.lazy.fileErr = sum, err
-		cf.mu.Unlock()
+		defer close(r.done)
+		r.sum, r.err = m.waitAndHashFile(id, cf)
+		if r.err == nil {
+			cf.mu.Lock()
+			cf.lazy.fileMd5 = r.sum
+			cf.mu.Unlock()
+		}
 	}()
-	return ch
+	return r
 }
 
 // waitAndHashFile waits for the fetch to end and returns the content md5:
@@ -205,6 +271,7 @@ func (m *Manager) waitAndHashFile(id string, cf *cacheFile) (string, error) {
 	m.metrics.Md5OnDemand.Inc()
 	if err != nil {
 		m.log.WithField("task", id).WithError(err).Warn("no whole-file md5")
+		m.reportDamage(id, err)
 		return "", err
 	}
 	if meta, err := m.store.ReadMeta(id); err == nil && meta.Blake3 == key && meta.Finish && meta.Success {
@@ -221,6 +288,9 @@ func (m *Manager) waitAndHashFile(id string, cf *cacheFile) (string, error) {
 func hashFile(ctx context.Context, path string, pieceSize int32, blake3s []digest.Digest, lens []int32) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && len(lens) > 0 {
+			err = &damageError{off: 0, n: int(lens[0]), err: err}
+		}
 		return "", fmt.Errorf("open cache: %w", err)
 	}
 	defer f.Close()
@@ -231,11 +301,8 @@ func hashFile(ctx context.Context, path string, pieceSize int32, blake3s []diges
 			return "", err
 		}
 		b := buf[:lens[i]]
-		if _, err := f.ReadAt(b, int64(i)*int64(pieceSize)); err != nil {
-			return "", fmt.Errorf("read cache piece %d: %w", i, err)
-		}
-		if err := want.Verify(b); err != nil {
-			return "", fmt.Errorf("cache piece %d is damaged: %w", i, err)
+		if err := readBack(f, b, int64(i)*int64(pieceSize), want); err != nil {
+			return "", fmt.Errorf("cache piece %d: %w", i, err)
 		}
 		content, err := piece.Unwrap(b)
 		if err != nil {

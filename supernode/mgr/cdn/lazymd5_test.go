@@ -202,3 +202,72 @@ func TestFillChecksExpectedSha256(t *testing.T) {
 		t.Fatalf("unchecked cache reused for a digest: %+v %+v", started, res)
 	}
 }
+
+// Damage found on reading a cache back for a Dragonfly 1.x client (a
+// piece's md5, the whole-file md5) is reported with the wrapped range of
+// the damaged piece, so the cache is dropped: such a client is never
+// offered the piece, so it never reports it itself. Intact pieces are not
+// reported; a missing file is.
+func TestLazyMd5ReportsDamage(t *testing.T) {
+	m, st, _, _ := filledCache(t, "l4")
+	dmg := NewMockDamage(gomock.NewController(t))
+	m.cfg.Damage = dmg
+	size := st.DataSize("l4")
+	f, err := os.OpenFile(st.DataPath("l4"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("XX"), int64(piece.DefaultSize)+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	rng1 := piece.Range(1, piece.DefaultSize, size)
+	dmg.EXPECT().CacheDamaged("l4", rng1)
+	if got := m.PieceMd5("l4", 1); got != "" {
+		t.Fatalf("damaged piece got md5 %q", got)
+	}
+	if got := m.PieceMd5("l4", 0); got == "" {
+		t.Fatal("intact piece got no md5")
+	}
+	dmg.EXPECT().CacheDamaged("l4", rng1)
+	if got, err := m.FileMd5(context.Background(), "l4"); err == nil {
+		t.Fatalf("FileMd5 of a damaged cache = %q", got)
+	}
+	if err := os.Remove(st.DataPath("l4")); err != nil {
+		t.Fatal(err)
+	}
+	dmg.EXPECT().CacheDamaged("l4", piece.Range(2, piece.DefaultSize, size))
+	if got := m.PieceMd5("l4", 2); got != "" {
+		t.Fatalf("piece of a missing file got md5 %q", got)
+	}
+}
+
+// A whole-file md5 that failed for a reason that may pass (here the cache
+// path is briefly a directory: reads fail, nothing is damaged) is neither
+// kept for later clients nor reported as damage: the next asker computes
+// it again and gets it.
+func TestFileMd5RetriesAfterTransientError(t *testing.T) {
+	m, st, _, _ := filledCache(t, "l5")
+	m.cfg.Damage = NewMockDamage(gomock.NewController(t)) // strict: no report expected
+	path := st.DataPath("l5")
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.FileMd5(context.Background(), "l5"); err == nil {
+		t.Fatalf("FileMd5 with the cache unreadable = %q", got)
+	} else {
+		t.Logf("first attempt: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".away", path); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.FileMd5(context.Background(), "l5"); err != nil || got != piece.Md5Hex(blake3Data()) {
+		t.Fatalf("FileMd5 once readable again = %q, %v", got, err)
+	}
+}

@@ -74,3 +74,39 @@ func (mr *MockProgressMockRecorder) SetCDNPiece(taskID, num any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "SetCDNPiece", reflect.TypeOf((*MockProgress)(nil).SetCDNPiece), taskID, num)
 }
+
+// MockDamage is a mock of Damage interface.
+type MockDamage struct {
+	ctrl     *gomock.Controller
+	recorder *MockDamageMockRecorder
+	isgomock struct{}
+}
+
+// MockDamageMockRecorder is the mock recorder for MockDamage.
+type MockDamageMockRecorder struct {
+	mock *MockDamage
+}
+
+// NewMockDamage creates a new mock instance.
+func NewMockDamage(ctrl *gomock.Controller) *MockDamage {
+	mock := &MockDamage{ctrl: ctrl}
+	mock.recorder = &MockDamageMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockDamage) EXPECT() *MockDamageMockRecorder {
+	return m.recorder
+}
+
+// CacheDamaged mocks base method.
+func (m *MockDamage) CacheDamaged(taskID, wrappedRange string) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "CacheDamaged", taskID, wrappedRange)
+}
+
+// CacheDamaged indicates an expected call of CacheDamaged.
+func (mr *MockDamageMockRecorder) CacheDamaged(taskID, wrappedRange any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "CacheDamaged", reflect.TypeOf((*MockDamage)(nil).CacheDamaged), taskID, wrappedRange)
+}

@@ -63,8 +63,8 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 // plan reads the task's cache meta and decides the request: a complete
 // file of the same task is validated with If-None-Match/If-Modified-Since
 // (a file without validators is refetched, as v1 does); a partial one with
-// validators and a known length resumes after its valid pieces, unless the
-// client asked for a range itself.
+// validators and a known length resumes after the pieces its journal
+// vouches for (resumable), unless the client asked for a range itself.
 func (m *Manager) plan(src Source) *plan {
 	id := src.TaskID
 	p := &plan{headers: map[string]string{}}
@@ -89,8 +89,8 @@ func (m *Manager) plan(src Source) *plan {
 			p.headers["If-Modified-Since"] = httpTime(meta.LastModified)
 		}
 	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && (meta.ETag != "" || meta.LastModified != 0):
-		pre, perr := m.scanPrefix(id, meta.PieceSize, meta.HTTPFileLen, newFileSums(src), false)
-		if perr != nil || pre.count == 0 {
+		pre := m.resumable(id, meta, newFileSums(src))
+		if pre == nil {
 			break
 		}
 		p.resume = pre

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -33,6 +34,8 @@ func TestPlan(t *testing.T) {
 		src     Source
 		headers map[string]string
 		resume  int // pieces kept, -1 for no resume
+		// noJournal leaves the pieces without the journal of their fetch.
+		noJournal bool
 	}{
 		"no meta":             {src: src, headers: map[string]string{}, resume: -1},
 		"other url":           {meta: &complete, edit: func(m *store.Meta) { m.URL = "http://o/g" }, src: src, headers: map[string]string{}, resume: -1},
@@ -42,6 +45,7 @@ func TestPlan(t *testing.T) {
 		"complete, no checks": {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 		"partial":             {meta: &partial, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
 		"partial, date only":  {meta: &partial, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
+		"partial, no journal": {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
 		"partial, user range": {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
 		"partial, no checks":  {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 	} {
@@ -55,7 +59,14 @@ func TestPlan(t *testing.T) {
 				if err := st.WriteMeta(&meta); err != nil {
 					t.Fatal(err)
 				}
-				writePieces(t, st, "t", ps, cs, 2) // two whole pieces of three
+				recs := writePieces(t, st, "t", ps, cs, 2) // two whole pieces of three
+				if !tc.noJournal {
+					j, err := st.CreateJournal("t", journalKey(&meta), recs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					j.Close()
+				}
 			}
 			p := m.plan(tc.src)
 			if !maps.Equal(p.headers, tc.headers) {
@@ -74,23 +85,28 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// writePieces writes count whole wrapped pieces of cs content bytes.
-func writePieces(t *testing.T, st *store.Store, id string, ps int32, cs, count int) {
+// writePieces writes count whole wrapped pieces of cs content bytes and
+// returns their journal records.
+func writePieces(t *testing.T, st *store.Store, id string, ps int32, cs, count int) []store.PieceRecord {
 	t.Helper()
 	f, err := st.OpenData(id, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	var recs []store.PieceRecord
 	for i := range count {
 		content := make([]byte, cs)
 		for j := range content {
 			content[j] = byte(i + j)
 		}
-		if _, err := f.Write(piece.Wrap(nil, content, ps)); err != nil {
+		w := piece.Wrap(nil, content, ps)
+		if _, err := f.Write(w); err != nil {
 			t.Fatal(err)
 		}
+		recs = append(recs, store.PieceRecord{Num: i, Len: len(w), Blake3: digest.Sum(digest.BLAKE3, w)})
 	}
+	return recs
 }
 
 // A resumed fetch keeps its piece size and validators only when the

@@ -1,6 +1,8 @@
 package cdn
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,10 +24,13 @@ type prefix struct {
 }
 
 // scanPrefix reads the data file piece by piece and stops at the first
-// piece whose header, length or tail is wrong. length < 0 scans to the end.
-// Each piece gets its BLAKE3; sums (whole-file digests) and, with md5s, the
-// pieces' md5s are computed only when asked for.
-func (m *Manager) scanPrefix(id string, pieceSize int32, length int64, sums *fileSums, md5s bool) (*prefix, error) {
+// piece whose header, length or tail is wrong or, with want, whose bytes do
+// not hash to its journal record: a piece's structure can survive a crash
+// that lost its middle. length < 0 scans to the end. Each piece gets its
+// BLAKE3; sums (whole-file digests) and, with md5s, the pieces' md5s are
+// computed only when asked for.
+func (m *Manager) scanPrefix(id string, pieceSize int32, length int64, sums *fileSums, md5s bool,
+	want map[int]store.PieceRecord) (*prefix, error) {
 	f, err := os.Open(m.store.DataPath(id))
 	if err != nil {
 		return nil, fmt.Errorf("open cache of %s: %w", id, err)
@@ -52,18 +57,64 @@ func (m *Manager) scanPrefix(id string, pieceSize int32, length int64, sums *fil
 		if length >= 0 && int64(len(content)) != piece.ContentLength(p.count, length, pieceSize) {
 			break
 		}
+		b3 := digest.Sum(digest.BLAKE3, buf[:n])
+		if rec, ok := want[p.count]; want != nil && (!ok || rec.Len != n || rec.Blake3 != b3) {
+			break
+		}
 		_, _ = sums.Write(content)
 		if md5s {
 			p.md5s = append(p.md5s, piece.Md5Value(buf[:n]))
 		}
 		p.lens = append(p.lens, n)
-		p.blake3s = append(p.blake3s, digest.Sum(digest.BLAKE3, buf[:n]))
+		p.blake3s = append(p.blake3s, b3)
 		p.count++
 		if n < len(buf) {
 			break
 		}
 	}
 	return p, nil
+}
+
+// resumable is the prefix of a partial cache that a fetch may keep: only
+// pieces its journal records, whose bytes on disk hash to the recorded
+// digest. A cache without a journal of this fetch (torn, of another fetch,
+// or written before journals) keeps nothing.
+func (m *Manager) resumable(id string, meta *store.Meta, sums *fileSums) *prefix {
+	total := piece.Count(meta.HTTPFileLen, meta.PieceSize)
+	recs, err := m.store.ReadJournal(id, journalKey(meta), total)
+	if err != nil {
+		m.log.WithField("task", id).WithError(err).Info("partial cache not resumable: fetching from the start")
+		return nil
+	}
+	want := make(map[int]store.PieceRecord, len(recs))
+	for _, r := range recs {
+		want[r.Num] = r
+	}
+	pre, err := m.scanPrefix(id, meta.PieceSize, meta.HTTPFileLen, sums, false, want)
+	if err != nil || pre.count == 0 {
+		return nil
+	}
+	return pre
+}
+
+// journalKey ties a journal to the fetch that writes it: a journal of
+// another task, piece size, length or validators is never read.
+func journalKey(meta *store.Meta) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\n%d\n%d\n%s\n%d", meta.TaskID, meta.PieceSize, meta.HTTPFileLen,
+		meta.ETag, meta.LastModified)))
+	return hex.EncodeToString(h[:])
+}
+
+// records are the journal records of the kept pieces.
+func (p *prefix) records() []store.PieceRecord {
+	if p == nil {
+		return nil
+	}
+	recs := make([]store.PieceRecord, p.count)
+	for i := range recs {
+		recs[i] = store.PieceRecord{Num: i, Len: p.lens[i], Blake3: p.blake3s[i]}
+	}
+	return recs
 }
 
 // keepPrefix keeps the valid pieces a resume found: the file is cut after
@@ -146,7 +197,7 @@ func (m *Manager) cachedDigests(id string, meta *store.Meta, total int) ([]strin
 		// Nothing left to check a scan against.
 		return nil, nil, false
 	}
-	p, perr := m.scanPrefix(id, meta.PieceSize, -1, &fileSums{digest.NewWhole(true, false)}, true)
+	p, perr := m.scanPrefix(id, meta.PieceSize, -1, &fileSums{digest.NewWhole(true, false)}, true, nil)
 	if perr != nil || p.count != total || p.sums.Md5Hex() != meta.RealMd5 {
 		return nil, nil, false
 	}

@@ -36,11 +36,28 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 	if err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
-	cut, err := m.writeBody(ctx, cancel, src, resp.Body, f, cf, meta, sums, first)
+	jr := m.startJournal(id, meta, resume)
+	defer jr.Close()
+	cut, err := m.writeBody(ctx, cancel, src, resp.Body, f, cf, meta, sums, first, jr)
 	if err != nil {
 		return m.failMeta(id, cf, meta, err, false)
 	}
 	return m.finalize(src, meta, cf, sums, cut.num, cut.off, start)
+}
+
+// startJournal starts the fill's journal with the pieces kept. Without one
+// the fill goes on, but cannot be resumed: a journal left by an earlier
+// fetch is removed, so no record outlives the bytes it describes.
+func (m *Manager) startJournal(id string, meta *store.Meta, resume *prefix) *store.Journal {
+	jr, err := m.store.CreateJournal(id, journalKey(meta), resume.records())
+	if err != nil {
+		m.log.WithField("task", id).WithError(err).Warn("no resume journal")
+		if rerr := m.store.RemoveJournal(id); rerr != nil {
+			m.log.WithField("task", id).WithError(rerr).Warn("remove stale journal")
+		}
+		return nil
+	}
+	return jr
 }
 
 // writeBody cuts the body into pieces from piece first on and writes them
@@ -48,9 +65,9 @@ func (m *Manager) run(ctx context.Context, cancel context.CancelFunc, src Source
 // cutter, which tells the piece count and content length, once every piece
 // is written and hashed; a read error (or a stall) wins over a write error.
 func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src Source, r io.Reader, f *os.File,
-	cf *cacheFile, meta *store.Meta, sums *fileSums, first int) (*cutter, error) {
+	cf *cacheFile, meta *store.Meta, sums *fileSums, first int, jr *store.Journal) (*cutter, error) {
 	ps := meta.PieceSize
-	w := m.startWriters(src.TaskID, f, cf, ps, sums)
+	w := m.startWriters(src.TaskID, f, cf, ps, sums, jr)
 	body := m.watchBody(ctx, cancel, r)
 	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
 		num: first, off: piece.ContentOffset(first, ps)}
@@ -60,8 +77,9 @@ func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src 
 		rerr = serr
 	}
 	// No fsync of the data: the page cache survives a process restart, and
-	// a file torn by a power loss fails its piece digests at the clients, whose
-	// piece-error reports drop it. Syncing 1 GiB would double the CDN time.
+	// a resume after a power loss keeps only pieces whose bytes on disk hash
+	// to their journal record (resumable). Syncing 1 GiB would double the
+	// CDN time.
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -98,12 +116,14 @@ type writers struct {
 	wmu     sync.Mutex
 	errOnce sync.Once
 	err     error
+	// journal records each piece written, under wmu (nil: none).
+	journal *store.Journal
 }
 
-func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums) *writers {
+func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums, jr *store.Journal) *writers {
 	n := m.cfg.Workers
 	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), pool: make(chan []byte, n*2+1),
-		hashed: make(chan struct{})}
+		hashed: make(chan struct{}), journal: jr}
 	for range n*2 + 1 {
 		w.pool <- make([]byte, ps)
 	}
@@ -142,6 +162,9 @@ func (w *writers) work() {
 		b3 := digest.Sum(digest.BLAKE3, wrapped)
 		w.wmu.Lock()
 		_, err := fileio.WriteAt(w.f, wrapped, int64(j.num)*int64(w.ps))
+		if err == nil {
+			w.record(j.num, len(wrapped), b3)
+		}
 		w.wmu.Unlock()
 		if err != nil {
 			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
@@ -149,6 +172,18 @@ func (w *writers) work() {
 			w.m.setReady(w.id, w.cf, j.num, "", len(wrapped), b3)
 		}
 		w.release(j)
+	}
+}
+
+// record journals a written piece; w.wmu is held. A journal that fails
+// stops taking records and the fill goes on: only a resume loses from it.
+func (w *writers) record(num, n int, b3 digest.Digest) {
+	if w.journal == nil {
+		return
+	}
+	if err := w.journal.Append(store.PieceRecord{Num: num, Len: n, Blake3: b3}); err != nil {
+		w.m.log.WithField("task", w.id).WithError(err).Warn("resume journal")
+		w.journal = nil
 	}
 }
 

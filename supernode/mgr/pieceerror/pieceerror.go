@@ -112,6 +112,19 @@ func (m *Manager) Report(req types.PieceErrorRequest) error {
 	}
 }
 
+// CacheDamaged is the supernode's own report of damage it found in a
+// task's cache file (the wrapped bytes wrappedRange fail their digest): a
+// Dragonfly 1.x client is never offered such a piece, so never reports it.
+// It takes the path of a client's report: checked against the file, then
+// the task is dropped.
+func (m *Manager) CacheDamaged(taskID, wrappedRange string) {
+	req := types.PieceErrorRequest{TaskID: taskID, DstPid: m.superPID, ErrorType: types.PieceErrorFileMd5NotMatch,
+		Range: wrappedRange}
+	if err := m.Report(req); err != nil {
+		m.log.WithError(err).Warnf("damage of %s's cache not queued", taskID)
+	}
+}
+
 // Run handles queued errors until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	sweep := time.NewTicker(time.Second)

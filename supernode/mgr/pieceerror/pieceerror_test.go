@@ -160,3 +160,40 @@ func TestRunHandlesQueueAndDropsDuplicates(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// The CDN's own damage report takes a client report's path: queued, the
+// range checked against the file, the task dropped only if it is damaged.
+func TestCacheDamaged(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	tasks, c, gc := NewMockTasks(ctrl), NewMockCDN(ctrl), NewMockGC(ctrl)
+	dir := t.TempDir()
+	wrapped := piece.Wrap(nil, []byte("content"), 16)
+	for _, id := range []string{"bad", "good"} {
+		if err := os.WriteFile(filepath.Join(dir, id), wrapped, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m := New("super", tasks, c, gc, func(id string) string { return filepath.Join(dir, id) }, log)
+	rng := "0-" + strconv.Itoa(len(wrapped)-1)
+	tasks.EXPECT().Info(gomock.Any()).Return(types.TaskInfo{PieceSize: 16}, nil).Times(2)
+	c.EXPECT().PieceDigest("bad", 0).Return(digest.Sum(digest.BLAKE3, []byte("other bytes")))
+	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, wrapped))
+	dropped := make(chan string, 2)
+	gc.EXPECT().GCTask("bad", true).Do(func(id string, _ bool) { dropped <- id })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.CacheDamaged("good", rng)
+	m.CacheDamaged("bad", rng)
+	select {
+	case id := <-dropped:
+		if id != "bad" {
+			t.Fatalf("dropped %s", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the damaged cache was not dropped")
+	}
+}
