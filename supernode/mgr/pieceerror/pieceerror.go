@@ -97,6 +97,12 @@ func (m *Manager) Report(req types.PieceErrorRequest) error {
 	if _, err := m.clients.Get(req.SrcCid, req.TaskID); err != nil {
 		return fmt.Errorf("%w: %q of task %s", ErrUnknownClient, req.SrcCid, req.TaskID)
 	}
+	return m.enqueue(req)
+}
+
+// enqueue queues a checked report, unless one for its task was queued
+// within the hold.
+func (m *Manager) enqueue(req types.PieceErrorRequest) error {
 	m.mu.Lock()
 	if t, ok := m.handled[req.TaskID]; ok && time.Since(t) < m.hold {
 		m.mu.Unlock()
@@ -115,12 +121,13 @@ func (m *Manager) Report(req types.PieceErrorRequest) error {
 // CacheDamaged is the supernode's own report of damage it found in a
 // task's cache file (the wrapped bytes wrappedRange fail their digest): a
 // Dragonfly 1.x client is never offered such a piece, so never reports it.
-// It takes the path of a client's report: checked against the file, then
-// the task is dropped.
+// It takes the path of a client's report past the reporter check (the
+// supernode is no client): checked against the file, then the task is
+// dropped.
 func (m *Manager) CacheDamaged(taskID, wrappedRange string) {
-	req := types.PieceErrorRequest{TaskID: taskID, DstPid: m.superPID, ErrorType: types.PieceErrorFileMd5NotMatch,
+	req := types.PieceErrorRequest{TaskID: taskID, DstPid: m.cfg.SuperPID, ErrorType: types.PieceErrorFileMd5NotMatch,
 		Range: wrappedRange}
-	if err := m.Report(req); err != nil {
+	if err := m.enqueue(req); err != nil {
 		m.log.WithError(err).Warnf("damage of %s's cache not queued", taskID)
 	}
 }

@@ -161,39 +161,30 @@ func TestRunHandlesQueueAndDropsDuplicates(t *testing.T) {
 	<-done
 }
 
-// The CDN's own damage report takes a client report's path: queued, the
-// range checked against the file, the task dropped only if it is damaged.
+// The CDN's own damage report takes a client report's path without being
+// a client: queued, the range checked against the file, the task dropped
+// only if the piece is damaged.
 func TestCacheDamaged(t *testing.T) {
-	ctrl := gomock.NewController(t)
-	tasks, c, gc := NewMockTasks(ctrl), NewMockCDN(ctrl), NewMockGC(ctrl)
-	dir := t.TempDir()
-	wrapped := piece.Wrap(nil, []byte("content"), 16)
-	for _, id := range []string{"bad", "good"} {
-		if err := os.WriteFile(filepath.Join(dir, id), wrapped, 0o644); err != nil {
-			t.Fatal(err)
+	f := newFixture(t, Config{})
+	f.m.hold = 0 // no duplicate hold between the two reports
+	handleQueued := func() {
+		t.Helper()
+		select {
+		case req := <-f.m.queue:
+			f.m.Handle(req)
+		default:
+			t.Fatal("the CDN's report was not queued")
 		}
 	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m := New("super", tasks, c, gc, func(id string) string { return filepath.Join(dir, id) }, log)
-	rng := "0-" + strconv.Itoa(len(wrapped)-1)
-	tasks.EXPECT().Info(gomock.Any()).Return(types.TaskInfo{PieceSize: 16}, nil).Times(2)
-	c.EXPECT().PieceDigest("bad", 0).Return(digest.Sum(digest.BLAKE3, []byte("other bytes")))
-	c.EXPECT().PieceDigest("good", 0).Return(digest.Sum(digest.BLAKE3, wrapped))
-	dropped := make(chan string, 2)
-	gc.EXPECT().GCTask("bad", true).Do(func(id string, _ bool) { dropped <- id })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	m.CacheDamaged("good", rng)
-	m.CacheDamaged("bad", rng)
-	select {
-	case id := <-dropped:
-		if id != "bad" {
-			t.Fatalf("dropped %s", id)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the damaged cache was not dropped")
+	f.m.CacheDamaged("good", "0-15")
+	handleQueued() // intact: the mock fails on any GCTask
+	path := filepath.Join(f.dir, "good")
+	b, _ := os.ReadFile(path)
+	b[3] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	f.m.CacheDamaged("good", "0-15")
+	f.gc.EXPECT().GCTask("good", true)
+	handleQueued()
 }
