@@ -209,7 +209,8 @@ func (d *dfdaemonProc) metric(t *testing.T, prefix string) float64 {
 		t.Fatalf("dfdaemon metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	return sampleSum(resp.Body, prefix)
+	v, _ := sampleSum(resp.Body, prefix)
+	return v
 }
 
 // signedStorage stands for a registry's blob storage behind signed
