@@ -78,13 +78,12 @@ func TestClusterFetchRoute(t *testing.T) {
 	}
 }
 
-type viewT types.ClusterInfo
-
-func (v viewT) Info() types.ClusterInfo { return types.ClusterInfo(v) }
-
 func TestClusterInfoRoute(t *testing.T) {
-	for _, view := range []ClusterView{nil, viewT{Self: "a:1", Members: []types.ClusterMember{{ID: "a:1", Self: true, Alive: true}}}} {
-		srv := clusterAPI(t, NewMockTasks(gomock.NewController(t)), nil, view)
+	ctrl := gomock.NewController(t)
+	one := NewMockClusterView(ctrl)
+	one.EXPECT().Info().Return(types.ClusterInfo{Self: "a:1", Members: []types.ClusterMember{{ID: "a:1", Self: true, Alive: true}}})
+	for _, view := range []ClusterView{nil, one} {
+		srv := clusterAPI(t, NewMockTasks(ctrl), nil, view)
 		resp, err := http.Get(srv.URL + "/api/v1/cluster")
 		if err != nil {
 			t.Fatal(err)

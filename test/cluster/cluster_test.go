@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/cluster/synth"
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 func TestOwnerPid(t *testing.T) {
@@ -156,9 +157,7 @@ func fetch(t *testing.T, h *Host, o *Origin, name string, size int64) time.Durat
 }
 
 func TestLoopbackCluster(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
-	}
+	imagetest.NeedTool(t, "curl")
 	c := NewForTest(t, Options{Mode: ModeLoopback})
 	o1, err := c.AddHost(context.Background(), HostSpec{Name: "origin", Uplink: 10 * Mbit})
 	if err != nil {
@@ -202,9 +201,7 @@ func TestNetnsCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
-	}
+	imagetest.NeedTool(t, "curl")
 	c := NewForTest(t, Options{Mode: ModeNetns})
 	ctx := context.Background()
 	const rate = 20 * Mbit
@@ -293,7 +290,7 @@ func TestNetnsCluster(t *testing.T) {
 
 func TestSweepRemovesDeadRun(t *testing.T) {
 	if reason := netnsUnavailable(context.Background()); reason != "" {
-		t.Skipf("network namespaces unavailable: %s", reason)
+		imagetest.Unavailable(t, "network namespaces unavailable: %s", reason)
 	}
 	// A pid that is certainly dead: a child that has been reaped.
 	cmd := exec.Command("true")

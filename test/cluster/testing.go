@@ -4,16 +4,19 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 // NewForTest creates a cluster that is closed when the test ends, with
 // every log printed first if the test failed. With Mode ModeNetns the test
-// is skipped, with the reason, where namespaces are unavailable.
+// is skipped, with the reason, where namespaces are unavailable (it fails
+// in CI).
 func NewForTest(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.Mode == ModeNetns {
 		if reason := netnsUnavailable(context.Background()); reason != "" {
-			t.Skipf("network namespaces unavailable: %s", reason)
+			imagetest.Unavailable(t, "network namespaces unavailable: %s", reason)
 		}
 	}
 	c, err := New(context.Background(), opts)

@@ -73,7 +73,8 @@ func TestClusterOverTLS(t *testing.T) {
 	}
 	var fromMember float64
 	for _, sn := range sns {
-		fromMember += sampleSum(strings.NewReader(get(sn, "/metrics")), "dragonfly_supernode_cdn_cluster_bytes_total")
+		v, _ := sampleSum(strings.NewReader(get(sn, "/metrics")), "dragonfly_supernode_cdn_cluster_bytes_total")
+		fromMember += v
 	}
 	if fromMember <= 0 {
 		t.Fatal("no member read the file from the other")

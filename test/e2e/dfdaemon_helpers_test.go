@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -204,12 +205,22 @@ func startDfdaemon(t *testing.T, registry string, sn *supernode, extra ...string
 // metric sums the dfdaemon's samples whose line starts with prefix.
 func (d *dfdaemonProc) metric(t *testing.T, prefix string) float64 {
 	t.Helper()
+	v, _ := sampleSum(strings.NewReader(d.metricsPage(t)), prefix)
+	return v
+}
+
+func (d *dfdaemonProc) metricsPage(t *testing.T) string {
+	t.Helper()
 	resp, err := http.Get("http://" + d.addr + "/metrics")
 	if err != nil {
 		t.Fatalf("dfdaemon metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	return sampleSum(resp.Body, prefix)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("dfdaemon metrics: %v", err)
+	}
+	return string(b)
 }
 
 // signedStorage stands for a registry's blob storage behind signed
@@ -301,20 +312,29 @@ func (d *dfdaemonProc) tryPull(t *testing.T, ref string) (string, int, string) {
 	return pullDir(t, "primary.invalid/"+ref, "--registries-conf", mirrorConf(t, "primary.invalid", d.addr))
 }
 
-// wantStreams fails unless the dfdaemon counts n streams with result
-// within a few seconds: a stream is counted when its download ends, which
-// can be just after the client read the last byte.
+// wantStreams fails unless the dfdaemon counts exactly n streams with
+// result once no stream is in flight: a stream is counted when its
+// download ends, which can be just after the client read the last byte,
+// and before it leaves the in-flight gauge, so a late stream cannot slip
+// past an "exactly n" or a "none".
 func (d *dfdaemonProc) wantStreams(t *testing.T, result string, n int) {
 	t.Helper()
-	var got float64
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		got = d.metric(t, `dragonfly_dfdaemon_streams_total{result="`+result+`"}`)
-		if got >= float64(n) || time.Now().After(deadline) {
+	series := `dragonfly_dfdaemon_streams_total{result="` + result + `"}`
+	var got, inFlight float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		page := d.metricsPage(t)
+		var lines, flightLines int
+		got, lines = sampleSum(strings.NewReader(page), series)
+		inFlight, flightLines = sampleSum(strings.NewReader(page), "dragonfly_dfdaemon_streams_in_flight ")
+		if lines == 0 || flightLines == 0 {
+			t.Fatalf("dfdaemon %s: %s or streams_in_flight not on /metrics", d.addr, series)
+		}
+		if (inFlight == 0 && got >= float64(n)) || time.Now().After(deadline) {
 			break
 		}
 	}
-	if got != float64(n) {
-		t.Fatalf("dfdaemon %s: %v streams with result %s, want %d", d.addr, got, result, n)
+	if got != float64(n) || inFlight != 0 {
+		t.Fatalf("dfdaemon %s: %v streams with result %s (%v in flight), want %d", d.addr, got, result, inFlight, n)
 	}
 }
 

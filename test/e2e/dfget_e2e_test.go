@@ -186,11 +186,7 @@ func TestDfgetCorruptPeer(t *testing.T) {
 	data := randomData(24<<20, 4)
 	url := o.add("/corrupt.bin", data)
 	sn := startSupernode(t, t.TempDir())
-	warm := newDfgetPeer(t, "127.0.0.2")
-	if r := warm.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "warm"), "--notbs"); r.code != 0 {
-		t.Fatalf("warm-up: exit %d %s", r.code, r.stdout)
-	}
-	warm.killServer() // only the CDN and the liar hold pieces now
+	warmUp(t, sn, url) // only the CDN and the liar hold pieces now
 
 	var hits atomic.Int64
 	fakeHolder(t, sn, url, "127.0.0.5", int64(len(data)), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -220,7 +216,7 @@ func TestDfgetCorruptPeer(t *testing.T) {
 		reported += strings.Count(string(log), "reported FILE_MD5_NOT_MATCH")
 	}
 	if hits.Load() == 0 {
-		t.Skip("the supernode never scheduled a piece from the fake peer; nothing to detect")
+		t.Fatal("the supernode never scheduled a piece from the fake peer; nothing was tested")
 	}
 	if reported == 0 {
 		t.Error("corrupt pieces were not reported to the supernode")
@@ -238,26 +234,63 @@ func TestDfgetPeerKilledMidDownload(t *testing.T) {
 	if r := seed.run(sn, "-u", url, "-o", filepath.Join(t.TempDir(), "seed"), "--notbs"); r.code != 0 {
 		t.Fatalf("seed: exit %d %s", r.code, r.stdout)
 	}
+	pid := seed.serverPid()
+	before := bytesWritten(t, pid)
 	var wg sync.WaitGroup
 	out := t.TempDir()
 	runs := make([]dfgetRun, 2)
+	var done [2]atomic.Bool
 	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		p := newDfgetPeer(t, ip)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runs[i] = p.run(sn, "-u", url, "-o", filepath.Join(out, ip), "--notbs", "--locallimit", "64MB")
+			// 16 MB/s: 4 s for the file, time enough to kill the seed
+			// while both are fetching.
+			runs[i] = p.run(sn, "-u", url, "-o", filepath.Join(out, ip), "--notbs", "--locallimit", "16MB")
+			done[i].Store(true)
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The seed's server has sent a whole piece: the downloads really fetch
+	// from it (being scheduled to it is not enough, a dead seed is too).
+	Eventually(t, 10*time.Second, "the seed serving a piece", func() bool {
+		return bytesWritten(t, pid)-before >= 4<<20 || done[0].Load() || done[1].Load()
+	})
+	running := !done[0].Load() && !done[1].Load()
+	sent := bytesWritten(t, pid) - before
 	seed.killServer()
 	wg.Wait()
+	if !running {
+		t.Fatalf("a download finished before the seed was killed (the seed had sent %d bytes): the kill tested nothing", sent)
+	}
+	t.Logf("the seed had sent %d bytes when it was killed", sent)
 	for i, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		if runs[i].code != 0 {
 			t.Fatalf("%s: exit %d %s", ip, runs[i].code, runs[i].stdout)
 		}
 		fileEquals(t, filepath.Join(out, ip), data)
 	}
+}
+
+// bytesWritten is what process pid wrote, sockets and sendfile included
+// (wchar of /proc/<pid>/io).
+func bytesWritten(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatalf("io of pid %d: %v", pid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "wchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("io of pid %d: %q", pid, l)
+			}
+			return n
+		}
+	}
+	t.Fatalf("io of pid %d: no wchar", pid)
+	return 0
 }
 
 // --locallimit slows one download; --totallimit is shared by the

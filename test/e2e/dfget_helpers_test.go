@@ -140,8 +140,27 @@ func (p *dfgetPeer) stream(sn *supernode, consume func(io.Reader), extra ...stri
 }
 
 // metricValue sums the samples of a Prometheus metric whose line starts
-// with prefix (name plus optional labels).
+// with prefix (name plus optional labels). A labelled series that was never
+// incremented is not on the page and reads 0; where a 0 is the assertion,
+// use metricPresent, which a renamed metric cannot pass.
 func metricValue(t *testing.T, sn *supernode, prefix string) float64 {
+	t.Helper()
+	v, _ := metricLines(t, sn, prefix)
+	return v
+}
+
+// metricPresent is metricValue that fails the test when no line of the
+// page starts with prefix.
+func metricPresent(t *testing.T, sn *supernode, prefix string) float64 {
+	t.Helper()
+	v, n := metricLines(t, sn, prefix)
+	if n == 0 {
+		t.Fatalf("metric %s not on %s/metrics", prefix, sn.apiURL)
+	}
+	return v
+}
+
+func metricLines(t *testing.T, sn *supernode, prefix string) (float64, int) {
 	t.Helper()
 	resp, err := http.Get(sn.apiURL + "/metrics")
 	if err != nil {
@@ -152,9 +171,8 @@ func metricValue(t *testing.T, sn *supernode, prefix string) float64 {
 }
 
 // sampleSum sums the samples of a Prometheus text page whose line starts
-// with prefix.
-func sampleSum(page io.Reader, prefix string) float64 {
-	var sum float64
+// with prefix, and counts those lines.
+func sampleSum(page io.Reader, prefix string) (sum float64, lines int) {
 	sc := bufio.NewScanner(page)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -163,9 +181,10 @@ func sampleSum(page io.Reader, prefix string) float64 {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
 			sum += v
+			lines++
 		}
 	}
-	return sum
+	return sum, lines
 }
 
 // tlsClient is an HTTP client that trusts the certificates in the PEM file

@@ -9,19 +9,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 // smallDisk mounts a tmpfs of sizeMiB at a fresh directory (root only; the
-// test is skipped otherwise) and fills all but freeMiB of it with a
-// filler file, which free removes.
+// test is skipped otherwise, and fails in CI) and fills all but freeMiB of
+// it with a filler file, which free removes.
 func smallDisk(t *testing.T, sizeMiB, freeMiB int) (dir string, free func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
+		imagetest.Unavailable(t, "mounting a tmpfs needs root")
 	}
 	dir = t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.Itoa(sizeMiB)+"m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v %s", err, out)
+		imagetest.Unavailable(t, "mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {

@@ -57,7 +57,15 @@ func fakeHolder(t *testing.T, sn *supernode, url, ip string, size int64, h http.
 		if err != nil {
 			t.Fatal(err)
 		}
+		var res types.ResultInfo
+		err = json.NewDecoder(resp.Body).Decode(&res)
 		resp.Body.Close()
+		// A refused claim would leave the fake holding nothing, and the
+		// test that relies on it with nothing to detect. v1 answers an
+		// accepted claim with 611, not 200.
+		if err != nil || resp.StatusCode != http.StatusOK || res.Code != types.CodeGetPieceReport {
+			t.Fatalf("fake holder: /peer/piece/suc of piece %d: %d %+v %v", i, resp.StatusCode, res, err)
+		}
 	}
 }
 

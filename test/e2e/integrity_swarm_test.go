@@ -57,6 +57,9 @@ const (
 	swarmFileSize  = 24 << 20 // 6 pieces of 4 MiB
 	swarmBadIP     = "127.0.0.66"
 	semiWriteDelay = 2 * time.Second
+	// semiReportsFirst is how many pieces the semi-success peer reports
+	// with 503 before the honest dfgets start.
+	semiReportsFirst = 2
 )
 
 // Honest real dfgets, started at once, share a swarm with one misbehaving
@@ -100,8 +103,11 @@ func runIntegritySwarm(t *testing.T, c swarmCase, rawURL string, data []byte) {
 		// not yet written.
 		Eventually(t, 10*time.Second, "semi-success reports", func() bool {
 			n, _, err := semi.state()
-			return n >= 2 || err != nil
+			return n >= semiReportsFirst || err != nil
 		})
+		if n, _, err := semi.state(); err != nil {
+			t.Fatalf("semi-success peer: its pull loop failed after %d reports: %v", n, err)
+		}
 	}
 	start := time.Now()
 	peers, runs, outs := runHonestSwarm(t, sn, c, rawURL)
@@ -223,6 +229,14 @@ func checkSemiPeer(t *testing.T, semi *semiPeer, honestStart time.Time) {
 		written = "first written " + firstSuc.Sub(honestStart).Round(time.Millisecond).String() + " after the honest dfgets started"
 	}
 	t.Logf("semi-success peer: %d pieces reported with 503, %s (loop error: %v)", n, written, err)
+	// A loop that failed or reported little leaves the rule untested: no
+	// client could have been sent to pieces that were never reported.
+	if err != nil {
+		t.Errorf("the semi-success peer's pull loop failed: %v", err)
+	}
+	if n < semiReportsFirst {
+		t.Errorf("the semi-success peer reported %d pieces with 503, want at least %d: the case tested nothing", n, semiReportsFirst)
+	}
 	if !firstSuc.IsZero() && firstSuc.Before(honestStart) {
 		t.Errorf("the semi-success peer wrote its first piece before the honest dfgets started: the case tested nothing")
 	}

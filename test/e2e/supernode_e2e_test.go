@@ -74,7 +74,12 @@ func TestSupernodeDownloadAndCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn2 := startSupernode(t, sn.home, "--config", cfgPath, "--gc-initial-delay", "0s")
-	time.Sleep(500 * time.Millisecond)
+	Eventually(t, 10*time.Second, "a disk GC pass", func() bool {
+		return metric(t, sn2, "dragonfly_supernode_last_gc_disks_timestamp_seconds") > 0
+	})
+	if n := metric(t, sn2, "dragonfly_supernode_gc_disks_total"); n != 0 {
+		t.Fatalf("young disk GC removed %v cache files, want the recent one spared", n)
+	}
 	c3 := newClient(t, sn2, "127.0.0.1-3-3.000")
 	c3.register(c3.registerReq(u))
 	waitCDN(t, sn2, reg.TaskID, 10*time.Second)

@@ -28,11 +28,20 @@ func NeedTool(t testing.TB, name string) string {
 	if err == nil {
 		return p
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not installed (.ci/run installs it): %v", name, err)
-	}
-	t.Skipf("%s not installed (Debian package %s; .ci/run installs it)", name, name)
+	Unavailable(t, "%s not installed (Debian package %s; .ci/run installs it): %v", name, name, err)
 	return ""
+}
+
+// Unavailable skips the test for a missing prerequisite (a tool, root,
+// network namespaces, a tmpfs mount), except in CI (CI set): .ci/run runs as
+// root and installs every prerequisite, so there a skip would hide a broken
+// test run and it fails instead.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // Image is an image written by WriteOCI: every blob by digest, and the

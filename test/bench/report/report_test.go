@@ -109,3 +109,43 @@ func TestSectionCheck(t *testing.T) {
 		t.Errorf("markdown:\n%s", out)
 	}
 }
+
+// A target row run in loopback mode, where no link is shaped, is never
+// reported as met: its target column says so, the summary names it, and it
+// is not counted as a failure unless its bytes are wrong.
+func TestLoopbackTargetNotChecked(t *testing.T) {
+	met := resultOf(8, 2*time.Second, 2*time.Second, 1000, true) // would pass in netns mode
+	met.Mode = "loopback"
+	r := &Report{Mode: "loopback", Rows: []Row{{Spec: "dfget N=8", Target: true, Result: met}}}
+	if r.Rows[0].Pass() {
+		t.Error("a loopback target row passes")
+	}
+	if f := r.Failed(); len(f) != 0 {
+		t.Errorf("failed = %v, want nothing", f)
+	}
+	if u := r.Unchecked(); len(u) != 1 || u[0] != "dfget N=8" {
+		t.Errorf("unchecked = %v", u)
+	}
+	var b strings.Builder
+	r.WriteMarkdown(&b)
+	out := b.String()
+	if strings.Contains(out, "pass") || strings.Contains(out, "all checked targets met") ||
+		!strings.Contains(out, "| "+NotCheckedLoopback+" |") || !strings.Contains(out, "1 target(s) were not checked") {
+		t.Errorf("markdown:\n%s", out)
+	}
+
+	sec := Section{Title: "cluster"}
+	if got := sec.NotChecked("rendezvous time"); got != NotCheckedLoopback {
+		t.Errorf("NotChecked = %q", got)
+	}
+	r.Sections = append(r.Sections, sec)
+	if u := r.Unchecked(); len(u) != 2 || u[1] != "cluster: rendezvous time" || len(r.Failed()) != 0 {
+		t.Errorf("unchecked = %v, failed = %v", u, r.Failed())
+	}
+
+	met.AllVerified = false
+	met.PeerResults[0].Verified = false
+	if f := r.Failed(); len(f) != 1 || !strings.Contains(f[0], "wrong content") {
+		t.Errorf("failed with wrong bytes = %v", f)
+	}
+}

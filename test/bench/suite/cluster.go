@@ -61,6 +61,10 @@ func clusterSection(ctx context.Context, cfg Config, rep *report.Report, logf fu
 			"CDN origin reads / F per supernode %s; %d/%d correct", res.Wall.Seconds(), res.Fluid.Seconds(), res.Ratio(),
 			factors(res.OriginFactors), factors(res.SupernodeOrigin), res.Verified, res.Peers)
 		switch {
+		case row.origin > 0 && row.ratio > 0 && res.Mode == "loopback":
+			ok := res.Verified == res.Peers && res.MaxOriginFactor() <= row.origin
+			line += fmt.Sprintf("; target (<=%.2fxF) %s, (<=%.1fx) %s", row.origin, s.Check(row.label, ok),
+				row.ratio, s.NotChecked(row.label+" time"))
 		case row.origin > 0 && row.ratio > 0:
 			ok := res.Verified == res.Peers && res.MaxOriginFactor() <= row.origin && res.Ratio() <= row.ratio
 			// Without --cluster, a supernode reading more than its one

@@ -2,11 +2,11 @@ package swarm
 
 import (
 	"context"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/test/cluster"
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 func TestFluidLimit(t *testing.T) {
@@ -39,9 +39,7 @@ func TestFormat(t *testing.T) {
 }
 
 func TestCurlSwarm(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed")
-	}
+	imagetest.NeedTool(t, "curl")
 	res, err := Run(context.Background(), Config{Client: Curl, Peers: 3, Size: 2 << 20, OriginRate: 100 * cluster.Mbit, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
