@@ -136,8 +136,7 @@ func (d *Daemon) build() error {
 	}, tasks, dfgets, prog, peers, d.cdn, st, gc.Metrics{
 		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
 	}, log.WithField("mgr", "gc"))
-	d.pe = pieceerror.New(pieceerror.Config{SuperPID: superPID, SourcePattern: b.CDNPattern == config.CDNPatternSource},
-		dfgets, d.cdn, d.gc, st.DataPath, log.WithField("mgr", "pieceerror"))
+	d.pe = d.newPieceErrors(superPID, dfgets, st)
 	// Preheat fetches registry manifests and tokens: the same source guard
 	// as the CDN keeps them off the supernode's local services.
 	preheatHTTP := netguard.New(b.SourceAllow).NewClient(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
@@ -183,6 +182,13 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
 	}, d.log.WithField("mgr", "cdn"))
+}
+
+// newPieceErrors builds the manager of clients' reports of bad pieces
+// from the supernode (after the CDN and GC it uses).
+func (d *Daemon) newPieceErrors(superPID string, dfgets *dfgettask.Manager, st *store.Store) *pieceerror.Manager {
+	cfg := pieceerror.Config{SuperPID: superPID, SourcePattern: d.cfg.CDNPattern == config.CDNPatternSource}
+	return pieceerror.New(cfg, dfgets, d.cdn, d.gc, st.DataPath, d.log.WithField("mgr", "pieceerror"))
 }
 
 // damageRelay hands the CDN's damage findings to the piece error manager,
