@@ -111,12 +111,22 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	if err != nil {
 		return nil, r.badDigest(err)
 	}
-	resp, err := c.requestPiece(ctx, r)
+	u, err := r.target()
+	if err != nil {
+		return nil, err
+	}
+	// The answer is judged against the range asked for, which differs
+	// from the piece's own only when re-based onto a user Range.
+	first, last, err := r.wireRange(u, start, end)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.requestPiece(ctx, r, u, first, last)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if err := r.checkReply(resp, start, end, v); err != nil {
+	if err := r.checkReply(resp, first, last, v); err != nil {
 		return nil, err
 	}
 	if resp.ContentLength > want {
@@ -162,12 +172,9 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	return b, nil
 }
 
-// requestPiece sends the piece request and fails on a non-2xx answer.
-func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Response, error) {
-	u, err := r.target()
-	if err != nil {
-		return nil, err
-	}
+// requestPiece sends the request for bytes first-last of u (target and
+// wireRange) and fails on a non-2xx answer.
+func (c *Client) requestPiece(ctx context.Context, r *FetchRequest, u string, first, last int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("build piece request: %w", err)
@@ -180,7 +187,7 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest) (*http.Respo
 			req.Header.Set(k, v)
 		}
 	}
-	req.Header.Set("Range", "bytes="+r.Info.Range)
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(first, 10)+"-"+strconv.FormatInt(last, 10))
 	req.Header.Set("pieceNum", strconv.Itoa(r.Info.PieceNum))
 	req.Header.Set("pieceSize", strconv.Itoa(int(r.Info.PieceSize)))
 	req.Header.Set("User-Agent", UserAgent())

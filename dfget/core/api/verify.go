@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"net/http"
 	"strings"
 
@@ -61,6 +62,37 @@ func (r *FetchRequest) target() (string, error) {
 		return r.URL(), nil
 	}
 	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)
+}
+
+// wireRange is the range of the source to ask u for piece bytes start-end.
+// With a user Range header the file being downloaded is that range of the
+// source, and the supernode's piece ranges are offsets in it: a request to
+// the source re-bases them onto the Range's start (as Dragonfly 1.x does),
+// else it would fetch, and the pieces' digests would vouch for, bytes of
+// another part of the source. A peer holds the range itself and is asked
+// for the piece's own range. A piece the re-based range cannot hold (past
+// the Range's end, or a suffix Range, whose start is unknown here) is an
+// error: it is never fetched from elsewhere in the source.
+func (r *FetchRequest) wireRange(u string, start, end int64) (int64, int64, error) {
+	rg, ok := r.Headers["Range"]
+	if !ok || u != r.SourceURL {
+		return start, end, nil
+	}
+	br, err := urlutil.ParseByteRange(rg)
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("fetch piece %d from the source: --header %w", r.Info.PieceNum, err)
+	case br.Suffix > 0:
+		return 0, 0, fmt.Errorf("fetch piece %d from the source: --header Range %q is a suffix range, whose start in the source is unknown: pieces cannot be re-based onto it",
+			r.Info.PieceNum, rg)
+	case start > math.MaxInt64-br.First || end > math.MaxInt64-br.First:
+		return 0, 0, fmt.Errorf("fetch piece %d from the source: range %s past --header Range %q", r.Info.PieceNum, r.Info.Range, rg)
+	}
+	first, last := br.First+start, br.First+end
+	if br.Last >= 0 && last > br.Last {
+		return 0, 0, fmt.Errorf("fetch piece %d from the source: range %s ends past --header Range %q", r.Info.PieceNum, r.Info.Range, rg)
+	}
+	return first, last, nil
 }
 
 // verifier holds a piece's expected digest and hashes the piece as it

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // StartSource is the "source" CDN pattern: nothing is cached and every
@@ -19,21 +21,25 @@ import (
 // streaming and storing nothing, to learn each piece's digests and the
 // whole-file md5: md5 is computed here for every task, beside BLAKE3,
 // because nothing is stored to compute it from later when a Dragonfly 1.x
-// client asks (the source could have changed by then). A piece is offered only once its digest is known, so no
-// client ever takes a piece it cannot check, and a source that fails
-// during that read fails the task as a CDN failure does. It returns once
-// the source has told its length (it must serve ranges: 206 to bytes=0-0);
+// client asks (the source could have changed by then). A piece is offered
+// only once its digest is known, so no client ever takes a piece it cannot
+// check, and a source that fails during that read fails the task as a CDN
+// failure does. A task whose headers carry a Range is that range of the
+// source (its span): its length, pieces and digests are of those bytes,
+// and clients re-base a piece's range onto the Range's start when they
+// fetch it from the source, as v1 clients do. It returns once the source
+// has told its length (it must serve ranges: 206 to a one-byte range);
 // done is called from another goroutine when the read ends.
 func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
 		return Started{}, errors.New("cdn manager is closed")
 	}
-	length, err := m.probe(src)
+	sp, err := m.probe(src)
 	if err != nil {
 		return Started{}, err
 	}
-	ps := piece.ComputeSize(length)
-	total := int((length + int64(ps) - 1) / int64(ps))
+	ps := piece.ComputeSize(sp.length)
+	total := int((sp.length + int64(ps) - 1) / int64(ps))
 	m.progress.ResetCDN(src.TaskID)
 	ctx, cancel := context.WithCancel(m.ctx)
 	cf := newCacheFile(ps, total, cancel)
@@ -43,50 +49,95 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		done(m.hashSource(ctx, cancel, src, length, cf))
+		done(m.hashSource(ctx, cancel, src, sp, cf))
 	}()
-	return Started{HTTPFileLength: length, PieceSize: ps}, nil
+	return Started{HTTPFileLength: sp.length, PieceSize: ps}, nil
 }
 
-// probe asks the source for its first byte: the answer tells the length
-// and that ranges are served, which peers fetching pieces rely on.
-func (m *Manager) probe(src Source) (int64, error) {
+// span is the bytes of the source a source-pattern task is: the whole
+// resource, or the part its Range header names. Pieces are ranges of the
+// span, so their digests are over its bytes.
+type span struct {
+	first, length int64
+	ranged        bool
+}
+
+// header is the Range that asks for exactly the span.
+func (sp span) header() string {
+	return "bytes=" + strconv.FormatInt(sp.first, 10) + "-" + strconv.FormatInt(sp.first+sp.length-1, 10)
+}
+
+// userRange parses the task's Range header, if it has one. A suffix range
+// (bytes=-n) is refused: its start depends on the source's length, which a
+// client re-basing a piece's range does not know.
+func userRange(src Source) (urlutil.ByteRange, bool, error) {
+	for k, v := range src.Headers {
+		if !strings.EqualFold(k, "Range") {
+			continue
+		}
+		br, err := urlutil.ParseByteRange(v)
+		if err != nil {
+			return br, true, err
+		}
+		if br.Suffix > 0 {
+			return br, true, fmt.Errorf("Range %q: the source pattern cannot serve a suffix range, whose start clients cannot re-base pieces onto; give bytes=a-b", v)
+		}
+		return br, true, nil
+	}
+	return urlutil.ByteRange{Last: -1}, false, nil
+}
+
+// probe asks the source for the span's first byte: the answer tells the
+// source's length, so the span's, and that ranges are served, which peers
+// fetching pieces rely on.
+func (m *Manager) probe(src Source) (span, error) {
+	br, ranged, err := userRange(src)
+	if err != nil {
+		return span{}, err
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SourceTimeout)
 	defer cancel()
-	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=0-0"})
+	first := strconv.FormatInt(br.First, 10)
+	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=" + first + "-" + first})
 	if err != nil {
-		return 0, err
+		return span{}, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
 	resp.Body.Close()
-	length := totalFromContentRange(resp.Header.Get("Content-Range"))
-	if resp.StatusCode != http.StatusPartialContent || length <= 0 {
-		return 0, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
+	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
+	if resp.StatusCode != http.StatusPartialContent || err != nil || cr.First != br.First || cr.Total <= 0 {
+		return span{}, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
 			Err: errors.New("the source pattern needs a source with a known length and range support")}
 	}
-	return length, nil
+	last := cr.Total - 1
+	if br.Last >= 0 {
+		last = min(last, br.Last)
+	}
+	return span{first: br.First, length: last - br.First + 1, ranged: ranged}, nil
 }
 
-// hashSource reads the whole source once and records the "md5:len" and
-// BLAKE3 digests of each plain piece (the bytes a client receives for it in this pattern),
-// offering each piece as its digest becomes known.
-func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, length int64, cf *cacheFile) Result {
+// hashSource reads the span once and records the "md5:len" and BLAKE3
+// digests of each plain piece (the bytes a client receives for it in this
+// pattern), offering each piece as its digest becomes known.
+func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src Source, sp span, cf *cacheFile) Result {
 	id := src.TaskID
 	start := time.Now()
-	resp, err := m.get(ctx, wholeSource(src), nil)
+	var extra map[string]string
+	if sp.ranged {
+		extra = map[string]string{"Range": sp.header()}
+	}
+	resp, err := m.get(ctx, src, extra)
 	if err != nil {
 		return m.fail(id, cf, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || (resp.ContentLength >= 0 && resp.ContentLength != length) {
+	if err := sp.checkRead(resp); err != nil {
 		m.countSourceFailure()
-		return m.fail(id, cf, &SourceError{URL: src.RawURL, Err: fmt.Errorf(
-			"answered %d with %d bytes to the digest read, want 200 with the %d bytes it announced",
-			resp.StatusCode, resp.ContentLength, length)})
+		return m.fail(id, cf, &SourceError{URL: src.RawURL, Err: err})
 	}
 	m.metrics.Download.Inc()
 	body := m.watchBody(ctx, cancel, resp.Body)
-	cut := &cutter{body: body, url: src.RawURL, size: int64(cf.pieceSize), length: length}
+	cut := &cutter{body: body, url: src.RawURL, size: int64(cf.pieceSize), length: sp.length}
 	// md5 always here (see StartSource), sha256 when expected.
 	sums := &fileSums{digest.NewWhole(true, !src.Digest.IsZero())}
 	buf := make([]byte, cf.pieceSize)
@@ -113,22 +164,31 @@ func (m *Manager) hashSource(ctx context.Context, cancel context.CancelFunc, src
 	cf.mu.Lock()
 	cf.lazy.fileMd5 = realMd5
 	cf.mu.Unlock()
-	m.end(id, cf, cut.num, length, nil)
-	m.log.WithField("task", id).Infof("source digests done: %d bytes in %d pieces, %s", length, cut.num,
+	m.end(id, cf, cut.num, sp.length, nil)
+	m.log.WithField("task", id).Infof("source digests done: %d bytes in %d pieces, %s", sp.length, cut.num,
 		time.Since(start).Round(time.Millisecond))
-	return Result{OK: true, RealMd5: realMd5, FileLength: length, PieceTotal: cut.num}
+	return Result{OK: true, RealMd5: realMd5, FileLength: sp.length, PieceTotal: cut.num}
 }
 
-// wholeSource is src without a user Range header: the pieces peers fetch
-// are ranges of the whole resource (the probe's total), so the digests are
-// too.
-func wholeSource(src Source) Source {
-	h := make(map[string]string, len(src.Headers))
-	for k, v := range src.Headers {
-		if !strings.EqualFold(k, "Range") {
-			h[k] = v
+// checkRead checks that the digest read's answer is the span's bytes: a
+// 200 of the whole resource, or a 206 of exactly the span, so the digests
+// are of the bytes clients fetch for the pieces.
+func (sp span) checkRead(resp *http.Response) error {
+	sized := resp.ContentLength < 0 || resp.ContentLength == sp.length
+	cr := resp.Header.Get("Content-Range")
+	switch {
+	case !sp.ranged && resp.StatusCode == http.StatusOK && sized:
+		return nil
+	case sp.ranged && resp.StatusCode == http.StatusPartialContent && sized:
+		got, err := urlutil.ParseContentRange(cr)
+		if err == nil && got.First == sp.first && got.Last == sp.first+sp.length-1 {
+			return nil
 		}
 	}
-	src.Headers = h
-	return src
+	want := fmt.Sprintf("200 with the %d bytes it announced", sp.length)
+	if sp.ranged {
+		want = fmt.Sprintf("206 with %s", strings.Replace(sp.header(), "=", " ", 1))
+	}
+	return fmt.Errorf("answered %d with %d bytes (Content-Range %q) to the digest read, want %s",
+		resp.StatusCode, resp.ContentLength, cr, want)
 }
