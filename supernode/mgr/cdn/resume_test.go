@@ -121,10 +121,12 @@ func TestResumeTrustsOnlyTheJournal(t *testing.T) {
 		}},
 		"journal of another fetch": {resume: 0, damage: func(t *testing.T, st *store.Store, id string) {
 			editJournal(t, st, id, func(l []string) []string {
-				l[0] = l[0][:len(l[0])-1] + "0"
-				if strings.HasSuffix(l[0], "00") {
-					l[0] = l[0][:len(l[0])-1] + "1"
+				// Another last hex digit: always a different key.
+				other := "0"
+				if strings.HasSuffix(l[0], "0") {
+					other = "1"
 				}
+				l[0] = l[0][:len(l[0])-1] + other
 				return withNewlines(l)
 			})
 		}},
