@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	xrate "golang.org/x/time/rate"
 
@@ -63,39 +62,23 @@ func SourceClient(caFiles []string, insecure bool) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// byteRange is a user's single Range header: "bytes=first-[last]", or a
-// suffix "bytes=-n" (suffix n > 0, first unused).
-type byteRange struct {
-	first  int64
-	last   string // as given, "" for an open end
-	suffix int64
-}
-
-// parseByteRange parses the one-range forms config accepts.
-func parseByteRange(rg string) (byteRange, bool) {
-	unit, spec, ok := strings.Cut(strings.TrimSpace(rg), "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") || strings.Contains(spec, ",") {
-		return byteRange{}, false
+// rangeSpec is r as a Range header value.
+func rangeSpec(r urlutil.ByteRange) string {
+	last := ""
+	if r.Last >= 0 {
+		last = strconv.FormatInt(r.Last, 10)
 	}
-	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok {
-		return byteRange{}, false
-	}
-	if a == "" {
-		n, err := strconv.ParseInt(b, 10, 64)
-		return byteRange{suffix: n}, err == nil && n > 0
-	}
-	first, err := strconv.ParseInt(a, 10, 64)
-	return byteRange{first: first, last: b}, err == nil && first >= 0
+	return "bytes=" + strconv.FormatInt(r.First, 10) + "-" + last
 }
 
 // shiftRange moves a single "bytes=a-[b]" range forward by off bytes.
 func shiftRange(rg string, off int64) (string, bool) {
-	br, ok := parseByteRange(rg)
-	if !ok || br.suffix > 0 {
+	br, err := urlutil.ParseByteRange(rg)
+	if err != nil || br.Suffix > 0 {
 		return "", false
 	}
-	return "bytes=" + strconv.FormatInt(br.first+off, 10) + "-" + br.last, true
+	br.First += off
+	return rangeSpec(br), true
 }
 
 // rangeAsk is the Range a source request sent, so that the answer can be
@@ -104,7 +87,7 @@ type rangeAsk struct {
 	user bool // the user's --header Range, possibly moved forward
 	sent bool
 	odd  bool // the user's Range is not one dfget can check an answer to
-	br   byteRange
+	br   urlutil.ByteRange
 	// skip is what a 206 body holds before byte off of the stream: a
 	// suffix range is sent unmoved.
 	skip int64
@@ -119,9 +102,10 @@ func setRange(req *http.Request, off int64) (rangeAsk, error) {
 			return rangeAsk{}, nil
 		}
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-		return rangeAsk{sent: true, br: byteRange{first: off}}, nil
+		return rangeAsk{sent: true, br: urlutil.ByteRange{First: off, Last: -1}}, nil
 	}
-	br, ok := parseByteRange(rg)
+	br, err := urlutil.ParseByteRange(rg)
+	ok := err == nil
 	ask := rangeAsk{user: true, sent: true, br: br, odd: !ok}
 	switch {
 	case !ok && off > 0:
@@ -129,11 +113,11 @@ func setRange(req *http.Request, off int64) (rangeAsk, error) {
 	case !ok:
 		// Config refuses such a header; sent anyway, its answer is
 		// refused below (a multipart body by Open).
-	case br.suffix > 0:
+	case br.Suffix > 0:
 		ask.skip = off
 	case off > 0:
-		ask.br.first += off
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(ask.br.first, 10)+"-"+br.last)
+		ask.br.First += off
+		req.Header.Set("Range", rangeSpec(ask.br))
 	}
 	return ask, nil
 }
@@ -161,12 +145,12 @@ func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("answered 206 to Range %q: %w", rg, err)
 	}
-	want := a.br.first
-	if a.br.suffix > 0 {
+	want := a.br.First
+	if a.br.Suffix > 0 {
 		if cr.Total < 0 {
 			return 0, fmt.Errorf("answered 206 to Range %q without the file length", rg)
 		}
-		want = max(cr.Total-a.br.suffix, 0)
+		want = max(cr.Total-a.br.Suffix, 0)
 	}
 	if cr.First != want {
 		return 0, fmt.Errorf("answered Content-Range %q to Range %q: the body starts at byte %d, not %d", resp.Header.Get("Content-Range"), rg, cr.First, want)
