@@ -97,14 +97,15 @@ func (d *Daemon) build() error {
 	if err != nil {
 		return err
 	}
-	peers := peer.New(mx.Peers)
+	peers := peer.New(mx.Peers, mx.Labels)
 	host, _ := os.Hostname()
 	superPID, err := peers.Register(types.PeerCreateRequest{IP: b.AdvertiseIP, HostName: host, Port: b.DownloadPort})
 	if err != nil {
 		return fmt.Errorf("register the supernode as a peer: %w", err)
 	}
 	prog := progress.New(superPID)
-	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed}, superPID)
+	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed,
+		Labels: mx.Labels}, superPID)
 	d.cdn = d.newCDN(st, prog)
 	taskCfg := task.Config{
 		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,
@@ -126,7 +127,7 @@ func (d *Daemon) build() error {
 		AdvertiseIP: b.AdvertiseIP, DownloadPort: b.DownloadPort, PieceWait: b.PieceWait,
 		SourcePattern: b.CDNPattern == config.CDNPatternSource,
 	}, pull.Deps{Tasks: tasks, Scheduler: sched, Progress: prog, Dfget: dfgets, Peers: peers, Digests: d.cdn, Prober: d.prober},
-		pull.Metrics{ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled})
+		pull.Metrics{ScheduleDuration: mx.ScheduleDuration, PiecesScheduled: mx.PiecesScheduled, Labels: mx.Labels})
 	d.tasks = tasks
 	d.gc = gc.New(gc.Config{
 		InitialDelay: b.GCInitialDelay, MetaInterval: b.GCMetaInterval, DiskInterval: b.GCDiskInterval,

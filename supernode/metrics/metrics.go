@@ -15,6 +15,9 @@ const ns = "dragonfly"
 // Metrics holds every collector of the supernode.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// Labels bound the label values taken from clients: callsystem, peer
+	// and reason go through them before any WithLabelValues.
+	Labels *Labels
 
 	HTTPRequests     *prometheus.CounterVec
 	HTTPDuration     *prometheus.HistogramVec
@@ -68,6 +71,7 @@ func New() *Metrics {
 	sizeBuckets := prometheus.ExponentialBuckets(100, 10, 8)
 	m := &Metrics{
 		Registry: r,
+		Labels:   NewLabels(),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 			Name: "http_requests_total", Help: "Counter of HTTP requests."}, []string{"code", "handler"}),
 		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "supernode",

@@ -20,7 +20,7 @@ import (
 func clusterAPI(t *testing.T, tasks *MockTasks, c ClusterCDN, view ClusterView) *httptest.Server {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv := httptest.NewServer(NewAPI(Deps{Tasks: tasks, Peers: peer.New(nil), Metrics: metrics.New(), Log: log,
+	srv := httptest.NewServer(NewAPI(Deps{Tasks: tasks, Peers: peer.New(nil, nil), Metrics: metrics.New(), Log: log,
 		ClusterCDN: c, Cluster: view}))
 	t.Cleanup(srv.Close)
 	return srv

@@ -171,9 +171,10 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := a.Metrics
-	// Labels and the log line carry client text: bounded.
-	label := func(s string) string { return urlutil.Clip(s, task.EchoLimit) }
-	callSystem, ip, reason := label(req.CallSystem), label(req.IP), label(req.BacksourceReason)
+	// The route is unauthenticated: labels take bounded values, the log
+	// line clipped text.
+	callSystem, ip, reason := m.Labels.CallSystem.Value(req.CallSystem), m.Labels.Peer.Value(req.IP),
+		m.Labels.Reason.Value(req.BacksourceReason)
 	m.DfgetTotal.WithLabelValues(callSystem, ip).Inc()
 	if req.Success {
 		m.DfgetDuration.WithLabelValues(callSystem, ip).Observe(req.Duration)
@@ -183,8 +184,9 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 	} else {
 		m.DfgetFailed.WithLabelValues(callSystem, ip, reason).Inc()
 	}
+	clip := func(s string) string { return urlutil.Clip(s, task.EchoLimit) }
 	a.Log.WithField("dfget", true).Infof("task metrics: task=%s cid=%s ip=%s success=%t duration=%.3fs length=%d reason=%s",
-		label(req.TaskID), label(req.CID), ip, req.Success, req.Duration, req.FileLength, reason)
+		clip(req.TaskID), clip(req.CID), clip(req.IP), req.Success, req.Duration, req.FileLength, clip(req.BacksourceReason))
 	writeJSON(w, http.StatusOK, nil)
 }
 

@@ -32,7 +32,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	ctrl := gomock.NewController(t)
-	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil), gc: NewMockGC(ctrl),
+	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil, nil), gc: NewMockGC(ctrl),
 		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)

@@ -43,11 +43,13 @@ type Task struct {
 }
 
 // Metrics are the dfget task collectors (any may be nil: New fills it with
-// an unread one).
+// an unread one), and the labels that bound their callsystem values (taken
+// from registrations).
 type Metrics struct {
 	Gauge      *prometheus.GaugeVec
 	Registered *prometheus.CounterVec
 	Failed     *prometheus.CounterVec
+	Labels     *metrics.Labels
 }
 
 // Manager stores dfget tasks keyed by CID@taskID with a peerID@taskID index.
@@ -64,6 +66,7 @@ func New(m Metrics, superPID string) *Manager {
 	m.Gauge = metrics.OrGaugeVec(m.Gauge, "callsystem", "status")
 	m.Registered = metrics.OrCounterVec(m.Registered, "callsystem")
 	m.Failed = metrics.OrCounterVec(m.Failed, "callsystem")
+	m.Labels = metrics.OrLabels(m.Labels)
 	return &Manager{tasks: map[string]*Task{}, ptoc: map[string]string{}, m: m, super: superPID}
 }
 
@@ -87,14 +90,14 @@ func (m *Manager) Add(t Task) error {
 	m.ptoc[key(t.PeerID, t.TaskID)] = t.CID
 	m.gauge(&t, 1)
 	if t.PeerID != m.super {
-		m.m.Registered.WithLabelValues(t.CallSystem).Inc()
+		m.m.Registered.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem)).Inc()
 	}
 	return nil
 }
 
 func (m *Manager) gauge(t *Task, d float64) {
 	if t.PeerID != m.super {
-		m.m.Gauge.WithLabelValues(t.CallSystem, t.Status).Add(d)
+		m.m.Gauge.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem), t.Status).Add(d)
 	}
 }
 
@@ -135,7 +138,7 @@ func (m *Manager) SetStatus(cid, taskID, status string) error {
 	t.Status = status
 	m.gauge(t, 1)
 	if status == StatusFailed && t.PeerID != m.super {
-		m.m.Failed.WithLabelValues(t.CallSystem).Inc()
+		m.m.Failed.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem)).Inc()
 	}
 	return nil
 }

@@ -25,12 +25,15 @@ type Manager struct {
 	mu    sync.RWMutex
 	peers map[string]types.PeerInfo
 	gauge *prometheus.GaugeVec
+	label *metrics.Label
 	now   func() time.Time
 }
 
-// New returns an empty manager; gauge (may be nil) is dragonfly_supernode_peers.
-func New(gauge *prometheus.GaugeVec) *Manager {
-	return &Manager{peers: map[string]types.PeerInfo{}, gauge: metrics.OrGaugeVec(gauge, "peer"), now: time.Now}
+// New returns an empty manager; gauge (may be nil) is
+// dragonfly_supernode_peers, its peer values bounded by labels (may be nil).
+func New(gauge *prometheus.GaugeVec, labels *metrics.Labels) *Manager {
+	return &Manager{peers: map[string]types.PeerInfo{}, gauge: metrics.OrGaugeVec(gauge, "peer"),
+		label: metrics.OrLabels(labels).Peer, now: time.Now}
 }
 
 // Register validates and stores a peer and returns its new ID.
@@ -51,7 +54,7 @@ func (m *Manager) Register(req types.PeerCreateRequest) (string, error) {
 		id = req.HostName + "-" + req.IP + "-" + strconv.FormatInt(now.UnixNano(), 10)
 	}
 	m.peers[id] = types.PeerInfo{ID: id, IP: req.IP, HostName: req.HostName, Port: req.Port, Version: req.Version, Created: now}
-	m.gauge.WithLabelValues(req.IP).Inc()
+	m.gauge.WithLabelValues(m.label.Value(req.IP)).Inc()
 	return id, nil
 }
 
@@ -75,7 +78,7 @@ func (m *Manager) Delete(id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	delete(m.peers, id)
-	m.gauge.WithLabelValues(p.IP).Dec()
+	m.gauge.WithLabelValues(m.label.Value(p.IP)).Dec()
 	return nil
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 func TestPeers(t *testing.T) {
-	m := New(nil)
+	m := New(nil, nil)
 	base := time.Unix(1000, 0)
 	m.now = func() time.Time { return base }
 	a, err := m.Register(types.PeerCreateRequest{IP: "10.0.0.1", HostName: "h", Port: 15000})

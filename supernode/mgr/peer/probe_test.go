@@ -38,7 +38,7 @@ func TestProbe(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctrl := gomock.NewController(t)
-			dir, down := New(nil), NewMockDowner(ctrl)
+			dir, down := New(nil, nil), NewMockDowner(ctrl)
 			id, err := dir.Register(types.PeerCreateRequest{IP: "127.0.0.1", HostName: "h", Port: tc.port})
 			if err != nil {
 				t.Fatal(err)

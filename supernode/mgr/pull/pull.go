@@ -88,10 +88,11 @@ type Config struct {
 }
 
 // Metrics are the pull's collectors (any may be nil: New fills it with an
-// unread one).
+// unread one), and the labels that bound their peer values.
 type Metrics struct {
 	ScheduleDuration *prometheus.HistogramVec
 	PiecesScheduled  *prometheus.CounterVec
+	Labels           *metrics.Labels
 }
 
 // Deps are the managers the pull reads and updates.
@@ -117,6 +118,7 @@ type Manager struct {
 func New(cfg Config, d Deps, mx Metrics) *Manager {
 	mx.ScheduleDuration = metrics.OrHistogramVec(mx.ScheduleDuration, "peer")
 	mx.PiecesScheduled = metrics.OrCounterVec(mx.PiecesScheduled, "holder")
+	mx.Labels = metrics.OrLabels(mx.Labels)
 	return &Manager{Deps: d, cfg: cfg, metrics: mx, now: time.Now}
 }
 
@@ -178,10 +180,18 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 		return res, err
 	}
 	start := m.now()
-	defer func() {
-		m.metrics.ScheduleDuration.WithLabelValues(dt.SupernodeIP).Observe(float64(m.now().Sub(start).Microseconds()) / 1000)
-	}()
+	defer m.observeSchedule(dt.PeerID, start)
 	return m.poll(ctx, t, dt)
+}
+
+// observeSchedule records a call's scheduling time under the calling
+// peer's IP, as v1 does (not the superNodeIp the client named, which is
+// any text); a peer already gone is not recorded, as in v1.
+func (m *Manager) observeSchedule(peerID string, start time.Time) {
+	if p, err := m.Peers.Get(peerID); err == nil {
+		m.metrics.ScheduleDuration.WithLabelValues(m.metrics.Labels.Peer.Value(p.IP)).
+			Observe(float64(m.now().Sub(start).Microseconds()) / 1000)
+	}
 }
 
 // report records what the call reports: the client starts, has or failed

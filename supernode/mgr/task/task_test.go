@@ -33,7 +33,7 @@ type deps struct {
 
 func newDeps(t *testing.T) *deps {
 	ctrl := gomock.NewController(t)
-	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: peer.New(nil), dfget: dfgettask.New(dfgettask.Metrics{}, "super")}
+	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: peer.New(nil, nil), dfget: dfgettask.New(dfgettask.Metrics{}, "super")}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d.m = New(Config{AdvertiseIP: "10.0.0.1", FailAccessInterval: time.Minute}, d.cdn, d.prog, d.peers, d.dfget, Metrics{}, log)
