@@ -121,7 +121,11 @@ func New(t Tasks, client *http.Client, cfg Config, log logrus.FieldLogger) *Mana
 
 // Close stops running jobs and the expiry loop and waits for them.
 func (m *Manager) Close() {
+	// Under mu: dispatch (which holds mu) then sees the cancel and adds
+	// nothing to wg once Wait may have started.
+	m.mu.Lock()
 	m.cancel()
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 

@@ -303,3 +303,31 @@ func TestListShape(t *testing.T) {
 		t.Fatalf("image children %v", children)
 	}
 }
+
+// Close ends the running preheat and the expiry loop; waiting ones are
+// never started.
+func TestCloseStartsNoWaitingPreheat(t *testing.T) {
+	tasks := NewMockTasks(gomock.NewController(t))
+	m := newMC(t, tasks, Config{Timeout: 10 * time.Second, Limit: 1})
+	b := &blockingTasks{release: make(chan struct{})}
+	tasks.EXPECT().Ensure(gomock.Any()).Return("tid", nil).Times(1)
+	tasks.EXPECT().Wait(gomock.Any(), "tid").DoAndReturn(b.wait).Times(1)
+	var ids []string
+	for i := range 3 {
+		id, _, err := m.Create(types.PreheatCreateRequest{Type: "file", URL: fmt.Sprintf("http://o/f%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	done := make(chan struct{})
+	go func() { m.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if got := statuses(t, m, ids); got != "FWW" {
+		t.Fatalf("statuses after Close %s, want FWW", got)
+	}
+}
