@@ -191,6 +191,25 @@ type PreheatInfo struct {
 	ErrorMsg   string    `json:"errorMsg,omitempty"`
 }
 
+// PreheatTask is one element of GET /preheats: v1 encoded its internal
+// struct, so the keys are the Go field names and the times are Unix
+// milliseconds (0 while unfinished). Header values that may hold
+// credentials and URL credentials are masked.
+type PreheatTask struct {
+	ID         string
+	URL        string
+	Type       string
+	Filter     string
+	Identifier string
+	Headers    map[string]string
+	ParentID   string
+	Children   []string
+	Status     string
+	StartTime  int64
+	FinishTime int64
+	ErrorMsg   string
+}
+
 // VersionInfo is the reply of GET /version.
 type VersionInfo struct {
 	Version   string `json:"Version"`

@@ -57,6 +57,9 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.StringVar(&b.TLSKey, "tls-key", b.TLSKey, "PEM private key for --tls-cert")
 	fs.Var(&b.Cluster, "cluster", "the supernodes of this one's cluster, itself included (advertise-ip:port), as dfget's --node: host[:port][=weight],... A name stands for all its addresses. A task whose home is another live member is read from it, not from the origin (empty: no cluster)")
 	fs.DurationVar(&b.ClusterProbeInterval, "cluster-probe-interval", b.ClusterProbeInterval, "time between probes of the cluster's members and resolutions of their names")
+	fs.DurationVar(&b.PreheatExpireTime, "preheat-expire-time", b.PreheatExpireTime, "how long a finished preheat's record is kept")
+	fs.IntVar(&b.PreheatLimit, "preheat-limit", b.PreheatLimit, "preheats (image layers count one each) running at once; the rest wait in order")
+	fs.IntVar(&b.PreheatMaxRecords, "preheat-max-records", b.PreheatMaxRecords, "preheat records held at most, image layers included; beyond it POST /preheats answers 503")
 	fs.Var(&b.ClusterCACerts, "cluster-cacerts", "comma-separated PEM files of the CAs of the members' certificates; with --tls-cert, members are reached over HTTPS and trusted by these, the system's CAs and --tls-cert's own certificates")
 }
 

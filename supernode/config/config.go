@@ -102,6 +102,15 @@ type Base struct {
 	// trusted by these, the system's CAs and the certificates of TLSCert
 	// itself (members sharing one certificate need nothing more).
 	ClusterCACerts FileList `yaml:"clusterCACerts"`
+	// PreheatExpireTime is how long a finished preheat's record is kept
+	// (v1 kept them forever); 0 means 24h.
+	PreheatExpireTime time.Duration `yaml:"preheatExpireTime"`
+	// PreheatLimit is how many preheats run at once (an image's layers
+	// count one each); the rest wait in order. 0 means 8.
+	PreheatLimit int `yaml:"preheatLimit"`
+	// PreheatMaxRecords bounds the preheat records held, layers included;
+	// beyond it POST /preheats answers 503. 0 means 10000.
+	PreheatMaxRecords int `yaml:"preheatMaxRecords"`
 }
 
 // ClusterList is the --cluster flag and the cluster key: one
@@ -211,6 +220,9 @@ func Default() Config {
 		SourceTimeout:           10 * time.Second,
 		PieceWait:               300 * time.Millisecond,
 		ClusterProbeInterval:    time.Second,
+		PreheatExpireTime:       24 * time.Hour,
+		PreheatLimit:            8,
+		PreheatMaxRecords:       10000,
 	}}
 }
 
@@ -265,6 +277,8 @@ func (b *Base) Validate() error {
 		return errors.New("task-expire-time, peer-gc-delay, gc-meta-interval and gcDiskInterval must be positive")
 	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0 || b.ClusterProbeInterval < 0:
 		return errors.New("negative duration")
+	case b.PreheatExpireTime < 0 || b.PreheatLimit < 0 || b.PreheatMaxRecords < 0:
+		return errors.New("preheat-expire-time, preheat-limit and preheat-max-records must not be negative")
 	case (b.TLSCert == "") != (b.TLSKey == ""):
 		return errors.New("tls-cert and tls-key must be given together")
 	}

@@ -137,3 +137,25 @@ func TestClusterKey(t *testing.T) {
 		t.Fatal(c.Base.ClusterSelf())
 	}
 }
+
+func TestPreheatSettings(t *testing.T) {
+	c := Default()
+	if c.Base.PreheatExpireTime != 24*time.Hour || c.Base.PreheatLimit != 8 || c.Base.PreheatMaxRecords != 10000 {
+		t.Fatalf("preheat defaults %v %d %d", c.Base.PreheatExpireTime, c.Base.PreheatLimit, c.Base.PreheatMaxRecords)
+	}
+	p := filepath.Join(t.TempDir(), "sn.yml")
+	if err := os.WriteFile(p, []byte("base:\n  preheatExpireTime: 1h\n  preheatLimit: 2\n  preheatMaxRecords: 50\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Load(&c, p, true); err != nil {
+		t.Fatal(err)
+	}
+	if c.Base.PreheatExpireTime != time.Hour || c.Base.PreheatLimit != 2 || c.Base.PreheatMaxRecords != 50 {
+		t.Fatalf("loaded preheat settings %v %d %d", c.Base.PreheatExpireTime, c.Base.PreheatLimit, c.Base.PreheatMaxRecords)
+	}
+	c.Base.AdvertiseIP = "127.0.0.1"
+	c.Base.PreheatLimit = -1
+	if err := c.Base.Validate(); err == nil {
+		t.Fatal("negative preheat limit accepted")
+	}
+}

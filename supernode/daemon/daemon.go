@@ -138,11 +138,7 @@ func (d *Daemon) build() error {
 		Tasks: mx.GCTasks, Peers: mx.GCPeers, Disks: mx.GCDisks, LastDisk: mx.LastGCDisks,
 	}, log.WithField("mgr", "gc"))
 	d.pe = d.newPieceErrors(superPID, dfgets, st)
-	// Preheat fetches registry manifests and tokens: the same source guard
-	// as the CDN keeps them off the supernode's local services.
-	preheatHTTP := netguard.New(b.SourceAllow).NewClient(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
-	preheatHTTP.Timeout = time.Minute
-	d.preheat = preheat.New(tasks, preheatHTTP, 30*time.Minute, log.WithField("mgr", "preheat"))
+	d.preheat = d.newPreheat(tasks)
 
 	api := server.NewAPI(server.Deps{
 		Tasks: tasks, Pulls: pulls, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
@@ -190,6 +186,18 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 func (d *Daemon) newPieceErrors(superPID string, dfgets *dfgettask.Manager, st *store.Store) *pieceerror.Manager {
 	cfg := pieceerror.Config{SuperPID: superPID, SourcePattern: d.cfg.CDNPattern == config.CDNPatternSource}
 	return pieceerror.New(cfg, dfgets, d.cdn, d.gc, st.DataPath, d.log.WithField("mgr", "pieceerror"))
+}
+
+// newPreheat builds the preheat manager over the task manager.
+func (d *Daemon) newPreheat(tasks preheat.Tasks) *preheat.Manager {
+	b := d.cfg
+	// Preheat fetches registry manifests and tokens: the same source guard
+	// as the CDN keeps them off the supernode's local services.
+	client := netguard.New(b.SourceAllow).NewClient(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
+	client.Timeout = time.Minute
+	return preheat.New(tasks, client, preheat.Config{
+		Timeout: 30 * time.Minute, Expire: b.PreheatExpireTime, Limit: b.PreheatLimit, MaxRecords: b.PreheatMaxRecords,
+	}, d.log.WithField("mgr", "preheat"))
 }
 
 // damageRelay hands the CDN's damage findings to the piece error manager,

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/preheat"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
@@ -296,6 +298,12 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, existed, err := a.Preheats.Create(req)
+	if errors.Is(err, preheat.ErrFull) {
+		// Capacity, not the request: v1's error body with code = status,
+		// and a status that tells clients to retry later.
+		writeError(w, http.StatusServiceUnavailable, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return

@@ -434,10 +434,10 @@ func (mr *MockPreheatsMockRecorder) Get(id any) *gomock.Call {
 }
 
 // List mocks base method.
-func (m *MockPreheats) List() []types.PreheatInfo {
+func (m *MockPreheats) List() []types.PreheatTask {
 	m.ctrl.T.Helper()
 	ret := m.ctrl.Call(m, "List")
-	ret0, _ := ret[0].([]types.PreheatInfo)
+	ret0, _ := ret[0].([]types.PreheatTask)
 	return ret0
 }
 

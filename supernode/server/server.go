@@ -83,7 +83,7 @@ type PieceErrors interface {
 type Preheats interface {
 	Create(req types.PreheatCreateRequest) (id string, existed bool, err error)
 	Get(id string) (types.PreheatInfo, error)
-	List() []types.PreheatInfo
+	List() []types.PreheatTask
 	Delete(id string) bool
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/peer"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/preheat"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
 )
@@ -322,5 +324,30 @@ func TestExactRoutesAndMetrics(t *testing.T) {
 	}
 	if strings.Contains(text, `handler="/peer/piece/suc"`) {
 		t.Error("a route never called has series")
+	}
+}
+
+// GET /preheats answers v1's internal PreheatTask structs: Go field names,
+// Unix milliseconds; a full record pool answers 503 in v1's error shape.
+func TestPreheatListShapeAndFull(t *testing.T) {
+	f := newFixture(t)
+	f.preheats.EXPECT().List().Return([]types.PreheatTask{{
+		ID: "p", URL: "http://o/v2/a/manifests/1", Type: "image", Headers: map[string]string{"Authorization": "xxxxx"},
+		Children: []string{"c"}, Status: "SUCCESS", StartTime: 1767323045006, FinishTime: 1767323046506,
+	}, {ID: "c", URL: "http://o/v2/a/blobs/sha256:aa", Type: "file", ParentID: "p", Status: "RUNNING", StartTime: 1767323045100}}).Times(2)
+	want := `[{"ID":"p","URL":"http://o/v2/a/manifests/1","Type":"image","Filter":"","Identifier":"",` +
+		`"Headers":{"Authorization":"xxxxx"},"ParentID":"","Children":["c"],"Status":"SUCCESS",` +
+		`"StartTime":1767323045006,"FinishTime":1767323046506,"ErrorMsg":""},` +
+		`{"ID":"c","URL":"http://o/v2/a/blobs/sha256:aa","Type":"file","Filter":"","Identifier":"","Headers":null,` +
+		`"ParentID":"p","Children":null,"Status":"RUNNING","StartTime":1767323045100,"FinishTime":0,"ErrorMsg":""}]`
+	for _, path := range []string{"/preheats", "/api/v1/preheats"} {
+		if st, body := f.do(t, "GET", path, "", ""); st != 200 || body != want {
+			t.Fatalf("GET %s: %d\n got %s\nwant %s", path, st, body, want)
+		}
+	}
+	f.preheats.EXPECT().Create(gomock.Any()).Return("", false, fmt.Errorf("%w (2, the limit is 2)", preheat.ErrFull))
+	if st, body := f.do(t, "POST", "/preheats", "", `{"type":"file","url":"http://x/y"}`); st != 503 ||
+		body != `{"code":503,"message":"too many preheat records held (2, the limit is 2)"}` {
+		t.Fatalf("full: %d %s", st, body)
 	}
 }

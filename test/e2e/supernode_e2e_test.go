@@ -529,3 +529,59 @@ func TestSupernodeConfigPrecedence(t *testing.T) {
 		t.Errorf("version: %v %q", err, out)
 	}
 }
+
+// A finished preheat's record expires (its ID answers 404, a new POST
+// starts it again), GET /preheats lists v1's PreheatTask structs, and a
+// full record pool answers 503.
+func TestSupernodePreheatExpiresAndBounds(t *testing.T) {
+	o := newOrigin(t)
+	u := o.add("/exp.bin", randomData(1<<20, 7))
+	sn := startSupernode(t, t.TempDir(), "--preheat-expire-time", "3s", "--preheat-max-records", "1")
+	if info := preheat(t, sn, u); info.Status != types.PreheatSuccess {
+		t.Fatalf("preheat: %+v", info)
+	}
+	resp, err := httpc.Get(sn.apiURL + "/preheats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []map[string]json.RawMessage
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list: %v %d", err, len(list))
+	}
+	for _, k := range []string{"ID", "URL", "Type", "Filter", "Identifier", "Headers", "ParentID", "Children", "Status",
+		"StartTime", "FinishTime", "ErrorMsg"} {
+		if _, ok := list[0][k]; !ok {
+			t.Errorf("list element lacks v1's %s: %v", k, list[0])
+		}
+	}
+	var times struct{ StartTime, FinishTime int64 }
+	raw, _ := json.Marshal(list[0])
+	// Unix milliseconds are 13 digits until 2286.
+	if err := json.Unmarshal(raw, &times); err != nil || len(list[0]) != 12 || times.StartTime < 1e12 || times.StartTime >= 1e13 ||
+		times.FinishTime < times.StartTime || times.FinishTime >= 1e13 {
+		t.Errorf("list element %s: want v1's 12 keys and times in Unix milliseconds (%v)", raw, err)
+	}
+	resp, err = httpc.Post(sn.apiURL+"/preheats", "application/json", strings.NewReader(`{"type":"file","url":"`+u+`?other"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("preheat beyond --preheat-max-records: HTTP %d, want 503", resp.StatusCode)
+	}
+	var id string
+	_ = json.Unmarshal(list[0]["ID"], &id)
+	Eventually(t, 10*time.Second, "preheat record expiry", func() bool {
+		resp, err := httpc.Get(sn.apiURL + "/preheats/" + id)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNotFound
+	})
+	if info := preheat(t, sn, u); info.Status != types.PreheatSuccess {
+		t.Fatalf("preheat after expiry: %+v", info)
+	}
+}

@@ -34,39 +34,98 @@ type Tasks interface {
 	Wait(ctx context.Context, id string) (string, error)
 }
 
-// ErrNotFound reports an unknown preheat ID.
+// ErrNotFound reports an unknown (or expired) preheat ID.
 var ErrNotFound = errors.New("preheat not found")
 
+// ErrFull refuses a preheat when MaxRecords records are held.
+var ErrFull = errors.New("too many preheat records held")
+
+// Config bounds the manager. Zero values take the defaults below.
+type Config struct {
+	// Timeout bounds one running job (an image's own part ends once its
+	// layers are listed; each layer has its own).
+	Timeout time.Duration
+	// Expire is how long a finished record is kept (v1 kept them forever).
+	Expire time.Duration
+	// Limit is how many jobs run at once; the rest wait, in order.
+	Limit int
+	// MaxRecords bounds the records held, layers of images included.
+	MaxRecords int
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Defaults of Config.
+const (
+	DefaultTimeout    = 30 * time.Minute
+	DefaultExpire     = 24 * time.Hour
+	DefaultLimit      = 8
+	DefaultMaxRecords = 10000
+)
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Expire <= 0 {
+		c.Expire = DefaultExpire
+	}
+	if c.Limit <= 0 {
+		c.Limit = DefaultLimit
+	}
+	if c.MaxRecords <= 0 {
+		c.MaxRecords = DefaultMaxRecords
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 type job struct {
-	info     types.PreheatInfo
-	parent   string
+	req  types.PreheatCreateRequest // headers canonical
+	info types.PreheatInfo
+	// parents are the images waiting on this layer; a record with parents
+	// leaves with its last parent, not on its own.
+	parents []string
+	// children are an image's layers; listed once they are known.
 	children []string
+	listed   bool
 }
 
 // Manager runs preheat jobs in memory.
 type Manager struct {
-	tasks   Tasks
-	http    *http.Client
-	log     logrus.FieldLogger
-	timeout time.Duration
+	tasks Tasks
+	http  *http.Client
+	log   logrus.FieldLogger
+	cfg   Config
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	jobs map[string]*job
+	mu      sync.Mutex
+	jobs    map[string]*job
+	queue   []*job // WAITING, oldest first
+	running int
 }
 
-// New returns a manager; each job gives up after timeout.
-func New(t Tasks, client *http.Client, timeout time.Duration, log logrus.FieldLogger) *Manager {
+// New returns a manager and starts its expiry loop; Close stops it.
+func New(t Tasks, client *http.Client, cfg Config, log logrus.FieldLogger) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{tasks: t, http: client, log: log, timeout: timeout, ctx: ctx, cancel: cancel, jobs: map[string]*job{}}
+	m := &Manager{tasks: t, http: client, log: log, cfg: cfg.withDefaults(), ctx: ctx, cancel: cancel, jobs: map[string]*job{}}
+	m.wg.Add(1)
+	go m.expireLoop()
+	return m
 }
 
-// Close stops running jobs and waits for them.
+// Close stops running jobs and the expiry loop and waits for them.
 func (m *Manager) Close() {
+	// Under mu: dispatch (which holds mu) then sees the cancel and adds
+	// nothing to wg once Wait may have started.
+	m.mu.Lock()
 	m.cancel()
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
@@ -80,8 +139,9 @@ func ID(rawURL, filter, identifier string, headers map[string]string) string {
 
 var manifestURL = regexp.MustCompile(`^(.*)://(.*)/v2/(.*)/manifests/(.*)`)
 
-// Create validates and starts a preheat. existed is true (and nothing is
-// started) when a job with the same ID already exists.
+// Create validates and queues a preheat. existed is true (and nothing is
+// started) when a live job with the same ID exists; ErrFull when too many
+// records are held.
 func (m *Manager) Create(req types.PreheatCreateRequest) (string, bool, error) {
 	if req.Type != types.PreheatTypeFile && req.Type != types.PreheatTypeImage {
 		return "", false, fmt.Errorf("invalid type %q: want file or image", req.Type)
@@ -92,12 +152,19 @@ func (m *Manager) Create(req types.PreheatCreateRequest) (string, bool, error) {
 	if req.Type == types.PreheatTypeImage && !manifestURL.MatchString(req.URL) {
 		return "", false, fmt.Errorf("invalid image url %q: want <scheme>://<host>/v2/<name>/manifests/<ref>", req.URL)
 	}
-	headers := canonical(req.Headers)
-	id := ID(req.URL, req.Filter, req.Identifier, headers)
-	if !m.add(id, "") {
+	req.Headers = canonical(req.Headers)
+	id := ID(req.URL, req.Filter, req.Identifier, req.Headers)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// A failed preheat may be asked for again; any other live one is
+	// reported as existing (v1 started a second worker for unfinished ones).
+	if m.live(id) && m.jobs[id].info.Status != types.PreheatFailed {
 		return id, true, nil
 	}
-	m.start(id, req, headers)
+	if err := m.room([]string{id}); err != nil {
+		return "", false, err
+	}
+	m.enqueue(m.put(id, req))
 	return id, false, nil
 }
 
@@ -109,61 +176,34 @@ func canonical(h map[string]string) map[string]string {
 	return out
 }
 
-func (m *Manager) add(id, parent string) bool {
+func (m *Manager) run(j *job) {
+	defer m.wg.Done()
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Timeout)
+	defer cancel()
+	var layers []string
+	var err error
+	if j.req.Type == types.PreheatTypeFile {
+		err = m.file(ctx, j.req)
+	} else {
+		layers, err = m.image(ctx, j.req)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// A failed preheat may be asked for again; any other existing one is
-	// reported as existing (v1 started a second worker for unfinished ones).
-	if j, ok := m.jobs[id]; ok && j.info.Status != types.PreheatFailed {
-		return false
+	m.running--
+	if err == nil && j.req.Type == types.PreheatTypeImage {
+		// The image waits for its layers without holding a slot, so
+		// images cannot starve their own layers of slots.
+		err = m.addLayers(j, layers)
 	}
-	m.jobs[id] = &job{info: types.PreheatInfo{ID: id, Status: types.PreheatWaiting, StartTime: time.Now().UTC()}, parent: parent}
-	if p := m.jobs[parent]; p != nil {
-		p.children = append(p.children, id)
+	if err != nil || j.req.Type == types.PreheatTypeFile {
+		m.finish(j, err)
 	}
-	return true
+	m.dispatch()
 }
 
-func (m *Manager) start(id string, req types.PreheatCreateRequest, headers map[string]string) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
-		defer cancel()
-		m.set(id, types.PreheatRunning, "")
-		var err error
-		if req.Type == types.PreheatTypeFile {
-			err = m.file(ctx, req, headers)
-		} else {
-			err = m.image(ctx, id, req, headers)
-		}
-		if err != nil {
-			// The message is shown by the open API: no URL credentials.
-			msg := urlutil.Redact(err.Error())
-			m.log.Warnf("preheat %s of %s failed: %s", id, urlutil.Redact(req.URL), msg)
-			m.set(id, types.PreheatFailed, msg)
-			return
-		}
-		m.set(id, types.PreheatSuccess, "")
-	}()
-}
-
-func (m *Manager) set(id, status, msg string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	j := m.jobs[id]
-	if j == nil {
-		return
-	}
-	j.info.Status, j.info.ErrorMsg = status, msg
-	if status == types.PreheatSuccess || status == types.PreheatFailed {
-		j.info.FinishTime = time.Now().UTC()
-	}
-}
-
-func (m *Manager) file(ctx context.Context, req types.PreheatCreateRequest, headers map[string]string) error {
+func (m *Manager) file(ctx context.Context, req types.PreheatCreateRequest) error {
 	taskID, err := m.tasks.Ensure(cdn.Source{
-		RawURL: req.URL, TaskURL: urlutil.FilterQuery(req.URL, req.Filter), Headers: headers, Identifier: req.Identifier,
+		RawURL: req.URL, TaskURL: urlutil.FilterQuery(req.URL, req.Filter), Headers: req.Headers, Identifier: req.Identifier,
 	})
 	if err != nil {
 		return err
@@ -178,52 +218,19 @@ func (m *Manager) file(ctx context.Context, req types.PreheatCreateRequest, head
 	return nil
 }
 
-// image preheats every layer of a manifest (recursing into lists).
-func (m *Manager) image(ctx context.Context, id string, req types.PreheatCreateRequest, headers map[string]string) error {
+// image lists the layer blob URLs of a manifest (recursing into lists).
+func (m *Manager) image(ctx context.Context, req types.PreheatCreateRequest) ([]string, error) {
 	parts := manifestURL.FindStringSubmatch(req.URL)
 	base := parts[1] + "://" + parts[2] + "/v2/" + parts[3]
-	layers, err := m.layers(ctx, req.URL, base, headers, 0)
+	digests, err := m.layers(ctx, req.URL, base, req.Headers, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var children []string
-	for _, d := range layers {
-		child := types.PreheatCreateRequest{Type: types.PreheatTypeFile, URL: base + "/blobs/" + d, Headers: headers}
-		cid := ID(child.URL, "", "", headers)
-		if m.add(cid, id) {
-			m.start(cid, child, headers)
-		}
-		children = append(children, cid)
+	urls := make([]string, len(digests))
+	for i, d := range digests {
+		urls[i] = base + "/blobs/" + d
 	}
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		done, failed := 0, ""
-		for _, c := range children {
-			info, err := m.Get(c)
-			if err != nil {
-				failed = c
-				break
-			}
-			switch info.Status {
-			case types.PreheatSuccess:
-				done++
-			case types.PreheatFailed:
-				failed = c
-			}
-		}
-		if failed != "" {
-			return fmt.Errorf("layer preheat %s failed", failed)
-		}
-		if done == len(children) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+	return urls, nil
 }
 
 func (m *Manager) layers(ctx context.Context, u, base string, headers map[string]string, depth int) ([]string, error) {
@@ -355,42 +362,4 @@ func (m *Manager) token(ctx context.Context, challenge string, headers map[strin
 		tr.Token = tr.AccessToken
 	}
 	return tr.Token, nil
-}
-
-// Get returns a job.
-func (m *Manager) Get(id string) (types.PreheatInfo, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	j := m.jobs[id]
-	if j == nil {
-		return types.PreheatInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	return j.info, nil
-}
-
-// List returns all jobs, oldest first.
-func (m *Manager) List() []types.PreheatInfo {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]types.PreheatInfo, 0, len(m.jobs))
-	for _, j := range m.jobs {
-		out = append(out, j.info)
-	}
-	sort.Slice(out, func(i, k int) bool { return out[i].StartTime.Before(out[k].StartTime) })
-	return out
-}
-
-// Delete forgets a job and its children.
-func (m *Manager) Delete(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	j := m.jobs[id]
-	if j == nil {
-		return false
-	}
-	for _, c := range j.children {
-		delete(m.jobs, c)
-	}
-	delete(m.jobs, id)
-	return true
 }

@@ -16,9 +16,13 @@ import (
 )
 
 func newM(t *testing.T, tasks Tasks) *Manager {
+	return newMC(t, tasks, Config{Timeout: 10 * time.Second})
+}
+
+func newMC(t *testing.T, tasks Tasks, cfg Config) *Manager {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	m := New(tasks, http.DefaultClient, 10*time.Second, log)
+	m := New(tasks, http.DefaultClient, cfg, log)
 	t.Cleanup(m.Close)
 	return m
 }
@@ -101,7 +105,8 @@ func TestImagePreheat(t *testing.T) {
 	}))
 	defer reg.Close()
 	tasks := NewMockTasks(gomock.NewController(t))
-	m := newM(t, tasks)
+	// One slot: the image must not hold it while its layers wait for it.
+	m := newMC(t, tasks, Config{Timeout: 10 * time.Second, Limit: 1})
 	for _, d := range []string{"sha256:aa", "sha256:bb"} {
 		u := reg.URL + "/v2/lib/app/blobs/" + d
 		tasks.EXPECT().Ensure(cdn.Source{RawURL: u, TaskURL: u, Headers: map[string]string{}}).Return("task-"+d, nil)
