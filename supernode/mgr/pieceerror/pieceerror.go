@@ -73,8 +73,12 @@ type Manager struct {
 	queue   chan types.PieceErrorRequest
 	hold    time.Duration
 
-	mu      sync.Mutex
-	handled map[string]time.Time // taskID -> when, to drop duplicates
+	mu sync.Mutex
+	// handled is when each report (task, error type, range) was last
+	// queued, to drop duplicates: keyed by report, not by task, so that a
+	// client's bogus report cannot hold back a real one about another
+	// piece, nor the CDN's own (CacheDamaged).
+	handled map[string]time.Time
 }
 
 // New returns a manager.
@@ -100,15 +104,16 @@ func (m *Manager) Report(req types.PieceErrorRequest) error {
 	return m.enqueue(req)
 }
 
-// enqueue queues a checked report, unless one for its task was queued
-// within the hold.
+// enqueue queues a checked report, unless the same report (task, type,
+// range) was queued within the hold.
 func (m *Manager) enqueue(req types.PieceErrorRequest) error {
 	m.mu.Lock()
-	if t, ok := m.handled[req.TaskID]; ok && time.Since(t) < m.hold {
+	key := req.TaskID + "\x00" + req.ErrorType + "\x00" + req.Range
+	if t, ok := m.handled[key]; ok && time.Since(t) < m.hold {
 		m.mu.Unlock()
 		return nil
 	}
-	m.handled[req.TaskID] = time.Now()
+	m.handled[key] = time.Now()
 	m.mu.Unlock()
 	select {
 	case m.queue <- req:

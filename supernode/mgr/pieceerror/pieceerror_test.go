@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -187,4 +188,24 @@ func TestCacheDamaged(t *testing.T) {
 	f.m.CacheDamaged("good", "0-15")
 	f.gc.EXPECT().GCTask("good", true)
 	handleQueued()
+}
+
+// The duplicate hold is per report: a client's bogus report about one piece
+// does not hold back a report about another piece of the task, nor the
+// CDN's own; the same report again within the hold is dropped.
+func TestHoldIsPerReport(t *testing.T) {
+	f := newFixture(t, Config{})
+	for _, req := range []types.PieceErrorRequest{md5Error("0-0"), md5Error("16-24"), md5Error("16-24")} {
+		if err := f.m.Report(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.m.CacheDamaged("good", "0-15")
+	var got []string
+	for len(f.m.queue) > 0 {
+		got = append(got, (<-f.m.queue).Range)
+	}
+	if want := []string{"0-0", "16-24", "0-15"}; !slices.Equal(got, want) {
+		t.Fatalf("queued ranges %q, want %q", got, want)
+	}
 }
