@@ -69,6 +69,9 @@ type fakeSupernode struct {
 	// noPieceMd5 offers pieces without any digest; noFinishMd5 finishes
 	// (600) without the file's md5.
 	noPieceMd5, noFinishMd5 bool
+	// unknownLength registers with file length -1, as for a chunked
+	// source whose length the supernode does not know yet.
+	unknownLength bool
 }
 
 type fakeClient struct {
@@ -169,8 +172,12 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 		f.peerAddr[req.CID] = net.JoinHostPort(req.IP, strconv.Itoa(req.Port))
 		f.peerPath[req.CID] = req.Path
 	}
+	length := int64(len(f.content))
+	if f.unknownLength {
+		length = -1
+	}
 	f.mu.Unlock()
-	reply(w, types.ResultInfo{Code: 200, Data: types.RegisterResponseData{TaskID: "task", FileLength: int64(len(f.content)),
+	reply(w, types.ResultInfo{Code: 200, Data: types.RegisterResponseData{TaskID: "task", FileLength: length,
 		PieceSize: f.size, CDNSource: types.CDNSourceSupernode}})
 }
 

@@ -158,3 +158,32 @@ func TestUndigestedPiecesNeedAnMd5(t *testing.T) {
 		}
 	}
 }
+
+// A stream takes no supernode piece without a digest: no whole-file md5
+// covers it before its bytes are out (here the second is served corrupt,
+// which nothing would notice). The stream goes on from the source, exact,
+// and no piece is fetched from the supernode; with --notbs it fails.
+func TestStreamRefusesUndigestedPieces(t *testing.T) {
+	body := content(3*pieceContent + 7)
+	for _, notBS := range []bool{false, true} {
+		o := origin(t, body)
+		sn := newFakeSupernode(t, body)
+		sn.noPieceMd5, sn.corrupt[1] = true, true
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, notBS
+		peerServer(t, cfg)
+		var buf bytes.Buffer
+		code, out := run(t, cfg, &buf)
+		sn.mu.Lock()
+		served := len(sn.served)
+		sn.mu.Unlock()
+		switch {
+		case served != 0:
+			t.Errorf("notbs %v: %d undigested pieces fetched from the supernode", notBS, served)
+		case notBS && (code != config.ExitDownloadError || buf.Len() != 0):
+			t.Errorf("notbs: exit %d, %d bytes out\n%s", code, buf.Len(), out)
+		case !notBS && (code != 0 || !bytes.Equal(buf.Bytes(), body)):
+			t.Errorf("from the source: exit %d, %d bytes out (the file's: %v)\n%s", code, buf.Len(), bytes.Equal(buf.Bytes(), body), out)
+		}
+	}
+}

@@ -58,6 +58,9 @@ func (d *Download) stream(ctx context.Context) error {
 		// appended to them.
 		return fail(config.ReasonDownloadError, err)
 	}
+	if errors.Is(err, downloader.ErrHeldUncomparable) {
+		d.log.Warnf("stream: cannot tell whether the bytes written are the new supernode's version (%v); going on from the source", err)
+	}
 	d.log.Warnf("p2p stream failed after %d bytes: %v", written, err)
 	d.sw, d.streamed = w, written
 	return fallBack(config.ReasonDownloadError, err)
@@ -97,7 +100,8 @@ var errOtherVersion = errors.New("the file changed")
 // again with a supernode that forgot this client (gone), else with the
 // next one. When it cannot, it returns err, the failure that stopped the
 // stream, extended with why when the new registration cuts the file into
-// other pieces (errOtherVersion when its length differs). Pieces it offers
+// other pieces (errOtherVersion when both lengths are known and differ, or
+// a length first unknown is shorter than what was written). Pieces it offers
 // that the stream already wrote must have the digests they were verified
 // with (P2P.verifyHeld).
 func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
@@ -106,7 +110,11 @@ func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter,
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
 		return err
 	}
-	if d.length != length {
+	if length < 0 && d.length >= w.Written() {
+		// The first registration did not know the length (a chunked
+		// source), this one does, and it holds what was written.
+		d.log.Infof("stream: node %s knows the file's length, %d bytes", d.reg.Node, d.length)
+	} else if d.length != length {
 		return fmt.Errorf("%w; node %s has a file of %d bytes, the stream so far is of one of %d: %w",
 			err, d.reg.Node, d.length, length, errOtherVersion)
 	}

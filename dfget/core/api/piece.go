@@ -76,6 +76,10 @@ type FetchRequest struct {
 	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
 	// from it, whoever the supernode named as the holder.
 	SourceURL string
+	// Uncovered is set when no whole-file md5 will check the piece after
+	// it is written (a stream: its bytes are out at once). A wrapped piece
+	// without a digest is then refused even from the supernode (target).
+	Uncovered bool
 	// Pace, when set, wraps the piece body as it is read: the
 	// downloader's --locallimit pacing, which times its own waits so they
 	// are not counted as the holder's.

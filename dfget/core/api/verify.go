@@ -39,9 +39,10 @@ func reported(d digest.Digest) string {
 	return d.String()
 }
 
-// ErrNoDigest is a piece offered by a peer without a digest: its bytes
-// could not be checked, so it is not taken.
-var ErrNoDigest = errors.New("piece offered by a peer without a digest")
+// ErrNoDigest is a piece offered without a digest by a holder it cannot
+// be taken from unchecked: its bytes could not be checked, so it is not
+// taken.
+var ErrNoDigest = errors.New("piece offered without a digest")
 
 // hasDigest reports whether the supernode gave the piece any digest.
 func hasDigest(info types.PieceInfo) bool { return info.PieceMd5 != "" || info.PieceDigest != "" }
@@ -51,14 +52,15 @@ func hasDigest(info types.PieceInfo) bool { return info.PieceMd5 != "" || info.P
 // a party trusted as much as a digest would be: in source-CDN mode the
 // download's own source URL (a peer, or a path a peer registered, could
 // send anything), in CDN mode the supernode's cache, whose pieces the
-// whole-file md5 covers. Never from a peer.
+// whole-file md5 covers, so not when nothing covers them (Uncovered: a
+// stream). Never from a peer.
 func (r *FetchRequest) target() (string, error) {
 	switch {
 	case hasDigest(r.Info):
 		return r.URL(), nil
 	case !r.Wrapped && r.SourceURL != "":
 		return r.SourceURL, nil
-	case r.Wrapped && strings.HasPrefix(r.Info.CID, types.SuperNodeCIDPrefix):
+	case r.Wrapped && !r.Uncovered && strings.HasPrefix(r.Info.CID, types.SuperNodeCIDPrefix):
 		return r.URL(), nil
 	}
 	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)

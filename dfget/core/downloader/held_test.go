@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -115,27 +116,78 @@ func TestVerifyHeldUnwrapped(t *testing.T) {
 }
 
 // A stream's bytes are out: a piece it wrote that the new supernode
-// offers with another digest fails the stream; with the same digest it
-// is confirmed.
+// offers with another digest in the same algorithm fails the stream
+// (ErrHeldMismatch); with the same digest it is confirmed; one that cannot
+// be compared (another algorithm, as between a Damselfly and a Dragonfly
+// 1.x supernode, or no digest on either side) proves nothing and ends the
+// attempt with ErrHeldUncomparable (the stream then goes on from the
+// source), never with ErrHeldMismatch.
 func TestVerifyHeldStreamPieces(t *testing.T) {
-	var out bytes.Buffer
-	w := NewStreamWriter(&out, 4, false, false)
-	defer w.Stop()
 	v1 := bytes.Repeat([]byte("x"), 2*heldSize)
-	p := pieceOf(v1, 0, heldSize-piece.WrapSize)
-	p.Digest = pieceDigest(offer(v1, 0, true))
-	if err := w.WritePiece(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	d := &P2P{Task: Task{Node: "B", PieceSize: heldSize}, Wrapped: true, Writer: w, Log: quietLog()}
-	if ok, err := d.verifyHeld(context.Background(), offer(v1, 0, true)); !ok || err != nil {
-		t.Fatalf("same digest: ok %v, %v", ok, err)
-	}
 	v2 := bytes.Repeat([]byte("y"), 2*heldSize)
-	for _, blake3 := range []bool{true, false} {
-		if ok, err := d.verifyHeld(context.Background(), offer(v2, 0, blake3)); ok || !errors.Is(err, ErrHeldMismatch) {
-			t.Fatalf("blake3 %v: other digest: ok %v, %v", blake3, ok, err)
+	bare := offer(v1, 0, false)
+	bare.PieceMd5 = ""
+	for _, tc := range []struct {
+		name        string
+		had, offers types.PieceInfo
+		ok          bool
+		want        error
+	}{
+		{"same blake3", offer(v1, 0, true), offer(v1, 0, true), true, nil},
+		{"same md5", offer(v1, 0, false), offer(v1, 0, false), true, nil},
+		{"other blake3", offer(v1, 0, true), offer(v2, 0, true), false, ErrHeldMismatch},
+		{"other md5", offer(v1, 0, false), offer(v2, 0, false), false, ErrHeldMismatch},
+		{"blake3 then md5", offer(v1, 0, true), offer(v1, 0, false), false, ErrHeldUncomparable},
+		{"md5 then blake3", offer(v1, 0, false), offer(v1, 0, true), false, ErrHeldUncomparable},
+		{"blake3 then md5 of another version", offer(v1, 0, true), offer(v2, 0, false), false, ErrHeldUncomparable},
+		{"no digest then none", bare, bare, false, ErrHeldUncomparable},
+		{"no digest then md5", bare, offer(v1, 0, false), false, ErrHeldUncomparable},
+		{"md5 then no digest", offer(v1, 0, false), bare, false, ErrHeldUncomparable},
+	} {
+		var out bytes.Buffer
+		w := NewStreamWriter(&out, 4, false, false)
+		p := pieceOf(v1, 0, heldSize-piece.WrapSize)
+		p.Digest = pieceDigest(tc.had)
+		if err := w.WritePiece(context.Background(), p); err != nil {
+			t.Fatal(err)
 		}
+		d := &P2P{Task: Task{Node: "B", PieceSize: heldSize}, Wrapped: true, Writer: w, Log: quietLog()}
+		ok, err := d.verifyHeld(context.Background(), tc.offers)
+		if ok != tc.ok || !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%s: ok %v, %v; want ok %v, %v", tc.name, ok, err, tc.ok, tc.want)
+		}
+		if errors.Is(err, ErrHeldMismatch) && errors.Is(err, ErrHeldUncomparable) {
+			t.Errorf("%s: both errors: %v", tc.name, err)
+		}
+		_, _ = w.Stop()
+	}
+}
+
+// A stream takes no wrapped piece without a digest, not even from the
+// supernode: no whole-file md5 covers it before its bytes are out. The
+// refusal ends the attempt (the stream goes on from the source), and
+// nothing is fetched or written. A file writer still takes it (its
+// whole-file md5 is then required: TestUndigestedPieceRequiresHashInCDNMode).
+func TestStreamRefusesUndigestedSupernodePiece(t *testing.T) {
+	data := bytes.Repeat([]byte("q"), heldSize)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(piece.Wrap(nil, data[:heldSize-piece.WrapSize], heldSize))
+	}))
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	p, _ := strconv.Atoi(port)
+	pi := types.PieceInfo{PieceNum: 0, Range: piece.Range(0, heldSize, -1), PieceSize: heldSize,
+		CID: types.SuperNodeCIDPrefix + "x", PeerIP: host, PeerPort: p, Path: "/download/x"}
+	var out bytes.Buffer
+	w := NewStreamWriter(&out, 4, true, false)
+	d := &P2P{Client: api.New(), Task: Task{Node: "n", PieceSize: heldSize}, Wrapped: true, Writer: w, Log: quietLog()}
+	ok, err := d.fetch(context.Background(), pi, nil)
+	n, _ := w.Stop()
+	if ok || !errors.Is(err, api.ErrNoDigest) || n != 0 || out.Len() != 0 || hits.Load() != 0 {
+		t.Fatalf("stream: ok %v, %v; %d bytes written, %d fetches; want the piece refused unfetched", ok, err, n, hits.Load())
 	}
 }
 

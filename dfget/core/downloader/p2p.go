@@ -77,6 +77,13 @@ type heldDigests interface {
 // and the bytes out cannot be taken back.
 var ErrHeldMismatch = errors.New("a piece already written does not match the new supernode's digest")
 
+// ErrHeldUncomparable is a piece already streamed out that a new
+// supernode offers with a digest in another algorithm than the one it
+// was verified with (a Dragonfly 1.x supernode's md5 against a Damselfly
+// one's BLAKE3), or where either side has none: nothing is proven either
+// way, so the stream does not fail but goes on from the source.
+var ErrHeldUncomparable = errors.New("a piece already written cannot be compared with the new supernode's digest")
+
 // Run pulls piece tasks until the supernode answers 600, fetching pieces in
 // parallel into the writer (PullLoop). It returns only after every fetch
 // it started has ended, so a caller may fall back to the source as soon
@@ -108,6 +115,13 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	t0 := time.Now()
 	b, err := d.fetchTimed(ctx, pi, buf)
 	tFetch := time.Since(t0)
+	if errors.Is(err, api.ErrNoDigest) && d.uncovered() {
+		// Only the supernode could serve the piece (peers are not
+		// trusted without a digest either), and nothing would check
+		// its bytes before they are out: the attempt ends, and the
+		// stream goes on from the source.
+		return false, fmt.Errorf("stream: %w", err)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
@@ -151,11 +165,21 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 	return true, nil
 }
 
+// uncovered reports that no whole-file md5 will check the pieces after
+// they are written (the writer is a stream's): a wrapped piece without a
+// digest cannot be taken even from the supernode.
+func (d *P2P) uncovered() bool {
+	_, ok := d.Writer.(WholeFileHasher)
+	return !ok
+}
+
 // verifyHeld checks a piece the writer held before this attempt (a
 // VerifyFunc): read back from a file and checked against pi's digest (a
 // mismatch drops it, to be fetched again); for a stream, whose bytes are
-// out, the digest it was verified with must be pi's, else the stream
-// fails rather than go on with another version's bytes.
+// out, the digest it was verified with must be pi's: a different one in
+// the same algorithm fails the stream rather than go on with another
+// version's bytes (ErrHeldMismatch); one that cannot be compared ends
+// the attempt with ErrHeldUncomparable.
 func (d *P2P) verifyHeld(_ context.Context, pi types.PieceInfo) (bool, error) {
 	if pi.PieceSize == 0 {
 		pi.PieceSize = d.PieceSize
@@ -174,10 +198,13 @@ func (d *P2P) verifyHeld(_ context.Context, pi types.PieceInfo) (bool, error) {
 		return true, nil
 	case heldDigests:
 		had, want := w.PieceDigest(pi.PieceNum), pieceDigest(pi)
-		if had == "" || !strings.EqualFold(had, want) {
-			return false, fmt.Errorf("piece %d (digest %q, %s offers %q): %w", pi.PieceNum, had, d.Node, want, ErrHeldMismatch)
+		switch {
+		case had != "" && strings.EqualFold(had, want):
+			return true, nil
+		case had == "" || want == "" || !sameAlgorithm(had, want):
+			return false, fmt.Errorf("piece %d (digest %q, %s offers %q): %w", pi.PieceNum, had, d.Node, want, ErrHeldUncomparable)
 		}
-		return true, nil
+		return false, fmt.Errorf("piece %d (digest %q, %s offers %q): %w", pi.PieceNum, had, d.Node, want, ErrHeldMismatch)
 	}
 	return false, nil
 }
@@ -192,6 +219,15 @@ func pieceDigest(pi types.PieceInfo) string {
 		return "md5:" + pi.PieceMd5
 	}
 	return ""
+}
+
+// sameAlgorithm reports whether two digests as pieceDigest writes them
+// ("<algorithm>:...") are in the same algorithm, so that a difference
+// between them proves different bytes.
+func sameAlgorithm(a, b string) bool {
+	x, _, _ := strings.Cut(a, ":")
+	y, _, _ := strings.Cut(b, ":")
+	return strings.EqualFold(x, y)
 }
 
 // fetchTimed fetches one piece under the slow-holder guard: a fetch whose
@@ -209,7 +245,7 @@ func (d *P2P) fetchTimed(ctx context.Context, pi types.PieceInfo, buf *[]byte) (
 	defer cancel(nil)
 	stop := clock.guard(limit, cancel)
 	req := &api.FetchRequest{Info: pi, Wrapped: d.Wrapped, Headers: d.Headers, SourceURL: d.SourceURL,
-		Pace: paced(fctx, d.Limiter, clock)}
+		Uncovered: d.uncovered(), Pace: paced(fctx, d.Limiter, clock)}
 	b, err := d.Client.FetchPiece(fctx, req, buf)
 	stop()
 	if err == nil {

@@ -285,6 +285,13 @@ func (w *StreamWriter) Next() int {
 	return w.next
 }
 
+// Written is the number of bytes written to out so far.
+func (w *StreamWriter) Written() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.written
+}
+
 // Sum is the md5 of everything written, "" without hashing.
 func (w *StreamWriter) Sum() string {
 	w.mu.Lock()
