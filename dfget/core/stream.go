@@ -101,7 +101,7 @@ var errOtherVersion = errors.New("the file changed")
 // next one. When it cannot, it returns err, the failure that stopped the
 // stream, extended with why when the new registration cuts the file into
 // other pieces (errOtherVersion when both lengths are known and differ, or
-// a length first unknown is shorter than what was written). Pieces it offers
+// the one known is shorter than what was written). Pieces it offers
 // that the stream already wrote must have the digests they were verified
 // with (P2P.verifyHeld).
 func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
@@ -110,11 +110,18 @@ func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter,
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
 		return err
 	}
-	if length < 0 && d.length >= w.Written() {
+	switch {
+	case length < 0 && d.length >= w.Written():
 		// The first registration did not know the length (a chunked
 		// source), this one does, and it holds what was written.
 		d.log.Infof("stream: node %s knows the file's length, %d bytes", d.reg.Node, d.length)
-	} else if d.length != length {
+	case d.length < 0 && length >= w.Written():
+		// This node's fill of a chunked source is still running: its
+		// length is unknown, not another one. The stream's stands, and
+		// the end is checked against it.
+		d.log.Infof("stream: node %s does not know the file's length yet; it is %d bytes", d.reg.Node, length)
+		d.length = length
+	case d.length != length:
 		return fmt.Errorf("%w; node %s has a file of %d bytes, the stream so far is of one of %d: %w",
 			err, d.reg.Node, d.length, length, errOtherVersion)
 	}

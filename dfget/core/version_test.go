@@ -123,6 +123,12 @@ func TestStreamMigrationFromUnknownLength(t *testing.T) {
 	if strings.Contains(out, "p2p stream failed") {
 		t.Errorf("went to the source although the second supernode holds the rest:\n%s", out)
 	}
+	// The other way round: the second supernode does not know the length
+	// yet (its fill of a chunked source is running).
+	code, out, b = streamMigration(t, v1, v1, func(_, good *fakeSupernode) { good.unknownLength = true })
+	if code != 0 || !bytes.Equal(b, v1) {
+		t.Fatalf("second supernode without a length yet: exit %d, %d bytes out (the file's: %v)\n%s", code, len(b), bytes.Equal(b, v1), out)
+	}
 	short := v1[:2*pieceContent]
 	code, out, b = streamMigration(t, v1, short, func(bad, _ *fakeSupernode) { bad.unknownLength = true })
 	if code != config.ExitDownloadError || !strings.Contains(out, errOtherVersion.Error()) || !bytes.Equal(b, v1[:len(b)]) {
