@@ -70,11 +70,12 @@ type FetchRequest struct {
 	// Wrapped is false in source-CDN mode, where pieces carry no wrapper.
 	Wrapped bool
 	// Headers are the user's --header values, sent only when the piece
-	// is fetched from SourceURL (source-CDN mode only).
+	// is fetched from the source (source-CDN mode only: fromSource).
 	Headers map[string]string
 	// SourceURL is the URL this download is of. In source-CDN mode a piece
-	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
-	// from it, whoever the supernode named as the holder.
+	// the supernode names the source for (a full URL as its path), and one
+	// without a digest (a Dragonfly 1.x supernode gives none) whoever it
+	// named as the holder, is fetched from it (fromSource).
 	SourceURL string
 	// Pace, when set, wraps the piece body as it is read: the
 	// downloader's --locallimit pacing, which times its own waits so they
@@ -117,7 +118,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	}
 	// The answer is judged against the range asked for, which differs
 	// from the piece's own only when re-based onto a user Range.
-	first, last, err := r.wireRange(u, start, end)
+	first, last, err := r.wireRange(start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest, u string, fi
 	// The user's --header values are for the origin (an Authorization or
 	// a Cookie): a peer holder never sees them. Dragonfly 1.x sends them
 	// to every holder in the source pattern.
-	if u == r.SourceURL {
+	if r.fromSource() {
 		for k, v := range r.Headers {
 			req.Header.Set(k, v)
 		}
