@@ -131,7 +131,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	if resp.ContentLength > want {
-		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
+		return nil, r.badReply(v, "%d bytes for a %d-byte range", resp.ContentLength, want)
 	}
 	b := (*buf)[:0]
 	if int64(cap(b)) < want {

@@ -210,10 +210,21 @@ func (r *FetchRequest) checkReply(resp *http.Response, start, end int64, v *veri
 	return nil
 }
 
-// badReply is an answer that is not the requested piece: reported like a
-// mismatch, so the holder is avoided.
+// ErrSourceReply is an answer from the source that is not the range asked
+// for (a status, Content-Range or length that does not fit).
+var ErrSourceReply = errors.New("the source's answer is not the range asked for")
+
+// badReply is an answer that is not the requested piece. From a holder it
+// is reported like a mismatch, so the holder is avoided. From the source
+// it is a plain failure, retried or fallen back from: the source, or a
+// proxy before it, misbehaved, not the task's digests, and in the source
+// pattern a reported mismatch drops the task for every client.
 func (r *FetchRequest) badReply(v *verifier, format string, a ...any) error {
-	mm := &Md5MismatchError{Real: "wrong answer: " + fmt.Sprintf(format, a...), Expected: reported(v.want)}
+	what := fmt.Sprintf(format, a...)
+	if r.fromSource() {
+		return fmt.Errorf("fetch piece %d from the source: %w: %s", r.Info.PieceNum, ErrSourceReply, what)
+	}
+	mm := &Md5MismatchError{Real: "wrong answer: " + what, Expected: reported(v.want)}
 	return fmt.Errorf("fetch piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, mm)
 }
 
