@@ -70,11 +70,12 @@ type FetchRequest struct {
 	// Wrapped is false in source-CDN mode, where pieces carry no wrapper.
 	Wrapped bool
 	// Headers are the user's --header values, sent only when the piece
-	// is fetched from SourceURL (source-CDN mode only).
+	// is fetched from the source (source-CDN mode only: fromSource).
 	Headers map[string]string
 	// SourceURL is the URL this download is of. In source-CDN mode a piece
-	// without a digest (a Dragonfly 1.x supernode gives none) is fetched
-	// from it, whoever the supernode named as the holder.
+	// the supernode names the source for (a full URL as its path), and one
+	// without a digest (a Dragonfly 1.x supernode gives none) whoever it
+	// named as the holder, is fetched from it (fromSource).
 	SourceURL string
 	// Uncovered is set when no whole-file md5 will check the piece after
 	// it is written (a stream: its bytes are out at once). A wrapped piece
@@ -121,7 +122,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 	}
 	// The answer is judged against the range asked for, which differs
 	// from the piece's own only when re-based onto a user Range.
-	first, last, err := r.wireRange(u, start, end)
+	first, last, err := r.wireRange(start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +135,7 @@ func (c *Client) FetchPiece(ctx context.Context, r *FetchRequest, buf *[]byte) (
 		return nil, err
 	}
 	if resp.ContentLength > want {
-		return nil, fmt.Errorf("fetch piece %d: holder sends %d bytes for a %d-byte range", r.Info.PieceNum, resp.ContentLength, want)
+		return nil, r.badReply(v, "%d bytes for a %d-byte range", resp.ContentLength, want)
 	}
 	b := (*buf)[:0]
 	if int64(cap(b)) < want {
@@ -186,7 +187,7 @@ func (c *Client) requestPiece(ctx context.Context, r *FetchRequest, u string, fi
 	// The user's --header values are for the origin (an Authorization or
 	// a Cookie): a peer holder never sees them. Dragonfly 1.x sends them
 	// to every holder in the source pattern.
-	if u == r.SourceURL {
+	if r.fromSource() {
 		for k, v := range r.Headers {
 			req.Header.Set(k, v)
 		}

@@ -45,7 +45,7 @@ func TestFetchPieceRebasesOntoUserRange(t *testing.T) {
 		{"closed Range, last piece", "bytes=100-349", src, "200-249", data[300:350], "/f bytes=300-349"},
 		{"piece past the Range's end", "bytes=100-349", src, "200-299", nil, ""},
 		{"suffix Range", "bytes=-300", src, "0-99", nil, ""},
-		{"peer holder", "bytes=100-", srv.URL + "/peer", "0-99", data[:100], "/peer bytes=0-99"},
+		{"peer holder", "bytes=100-", "/peer", "0-99", data[:100], "/peer bytes=0-99"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			asked = nil
@@ -55,8 +55,10 @@ func TestFetchPieceRebasesOntoUserRange(t *testing.T) {
 			}
 			info := types.PieceInfo{Range: tc.rng, PieceSize: 4 << 20, Path: tc.path, CID: "cdnnode:x"}
 			if tc.path != src {
-				// A peer's piece is taken only with a digest.
+				// A peer's piece is taken only with a digest; its path is
+				// one on its own server, not a full URL.
 				info.PieceMd5 = piece.Md5Value(tc.want)
+				info.PeerIP, info.PeerPort = hostPort(t, srv.URL)
 			}
 			req := &FetchRequest{Info: info, Headers: hdr, SourceURL: src}
 			got, err := New().FetchPiece(context.Background(), req, new([]byte))

@@ -30,11 +30,15 @@ func replyServer(t *testing.T, status int, hdr map[string]string, body []byte) s
 	return s.URL
 }
 
-// A piece without a digest in source-CDN mode comes from the source with a
-// Range: the answer must be that range. A 200 (the source ignored Range)
-// is the file from byte 0, so it is only taken for a range that starts
-// there and only if it is exactly the range; a 206 whose Content-Range
-// names other bytes is refused.
+// A source-CDN piece is asked for with a Range: the answer must be that
+// range. A 200 (the source ignored Range) is the file from byte 0, so it
+// is only taken for a range that starts there and only if it is exactly
+// the range; a 206 whose Content-Range names other bytes, or with more
+// bytes than the range, is refused. Such an answer from a peer is reported
+// like a mismatch (the peer is avoided); from the source (named by a full
+// URL, or any piece without a digest) it is a plain failure: the task's
+// digests are not in question, and in the source pattern a reported
+// mismatch drops the task for every client.
 func TestFetchSourcePieceReply(t *testing.T) {
 	file := []byte(strings.Repeat("0123456789", 3)) // 30 bytes
 	for _, tc := range []struct {
@@ -53,27 +57,41 @@ func TestFetchSourcePieceReply(t *testing.T) {
 		{"206 ending past the range", "10-19", 206, map[string]string{"Content-Range": "bytes 10-29/30"}, file[10:], false},
 		{"206 clipped before the end of file", "10-19", 206, map[string]string{"Content-Range": "bytes 10-14/30"}, file[10:15], false},
 		{"206 unsatisfied form", "10-19", 206, map[string]string{"Content-Range": "bytes */30"}, file[10:20], false},
+		{"206 longer than the range", "10-19", 206, map[string]string{"Content-Length": "20"}, file[10:], false},
 		{"206 right range", "10-19", 206, map[string]string{"Content-Range": "bytes 10-19/30"}, file[10:20], true},
 		{"206 without Content-Range (v1 peer server)", "10-19", 206, nil, file[10:20], true},
 		{"204", "10-19", 204, nil, nil, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			src := replyServer(t, tc.status, tc.hdr, tc.body)
-			info := types.PieceInfo{Range: tc.rng, PieceNum: 1, PieceSize: 10, CID: types.SuperNodeCIDPrefix + "x", Path: src + "/f"}
-			b, err := New().FetchPiece(context.Background(), &FetchRequest{Info: info, SourceURL: src + "/f"}, new([]byte))
-			start, _ := strconv.Atoi(strings.Split(tc.rng, "-")[0])
-			switch {
-			case tc.ok && (err != nil || string(b) != string(file[start:start+10])):
-				t.Fatalf("refused or wrong: %q, %v", b, err)
-			case !tc.ok && err == nil:
-				t.Fatalf("accepted %q as bytes %s", b, tc.rng)
-			}
-			var mm *Md5MismatchError
-			if !tc.ok && !errors.As(err, &mm) {
-				t.Fatalf("err %v, want a reported piece error", err)
-			}
-			t.Logf("err: %v", err)
-		})
+		start, _ := strconv.Atoi(strings.Split(tc.rng, "-")[0])
+		right := file[start : start+10]
+		for _, from := range []string{"source", "source, no digest", "peer"} {
+			t.Run(tc.name+"/"+from, func(t *testing.T) {
+				srv := replyServer(t, tc.status, tc.hdr, tc.body)
+				info := types.PieceInfo{Range: tc.rng, PieceNum: 1, PieceSize: 10, CID: types.SuperNodeCIDPrefix + "x",
+					Path: srv + "/f", PieceMd5: piece.Md5Value(right)}
+				switch from {
+				case "source, no digest":
+					info.PieceMd5 = ""
+				case "peer":
+					info.CID, info.Path = "peer-1", "/peer/file/x"
+					info.PeerIP, info.PeerPort = hostPort(t, srv)
+				}
+				b, err := New().FetchPiece(context.Background(), &FetchRequest{Info: info, SourceURL: srv + "/f"}, new([]byte))
+				switch {
+				case tc.ok && (err != nil || string(b) != string(right)):
+					t.Fatalf("refused or wrong: %q, %v", b, err)
+				case !tc.ok && err == nil:
+					t.Fatalf("accepted %q as bytes %s", b, tc.rng)
+				case tc.ok:
+					return
+				}
+				var mm *Md5MismatchError
+				if reported := errors.As(err, &mm); reported != (from == "peer") || errors.Is(err, ErrSourceReply) == reported {
+					t.Fatalf("from the %s: err %v, reported as a mismatch %v", from, err, reported)
+				}
+				t.Logf("err: %v", err)
+			})
+		}
 	}
 }
 

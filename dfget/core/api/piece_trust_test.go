@@ -61,7 +61,7 @@ func TestFetchPieceHeadersOnlyToSource(t *testing.T) {
 		var auth atomic.Value
 		auth.Store("")
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			auth.Store(r.Header.Get("Authorization") + r.Header.Get("Cookie"))
+			auth.Store("asked:" + r.Header.Get("Authorization") + r.Header.Get("Cookie"))
 			w.WriteHeader(http.StatusPartialContent)
 			_, _ = w.Write(body)
 		}))
@@ -71,20 +71,21 @@ func TestFetchPieceHeadersOnlyToSource(t *testing.T) {
 	peer, peerSaw := seen()
 	origin, originSaw := seen()
 	hdr := map[string]string{"Authorization": "Bearer origin-secret", "Cookie": "session=origin"}
-	info := types.PieceInfo{Range: "0-9", PieceSize: 1 << 20, CID: "peer-1", Path: peer.URL + "/peer/file/x",
+	ip, port := hostPort(t, peer.URL)
+	info := types.PieceInfo{Range: "0-9", PieceSize: 1 << 20, CID: "peer-1", PeerIP: ip, PeerPort: port, Path: "/peer/file/x",
 		PieceMd5: piece.Md5Value(body)}
 	req := &FetchRequest{Info: info, Headers: hdr, SourceURL: origin.URL + "/f"}
 	if _, err := New().FetchPiece(context.Background(), req, new([]byte)); err != nil {
 		t.Fatalf("from the peer: %v", err)
 	}
-	if got := peerSaw.Load().(string); got != "" {
-		t.Fatalf("the peer holder was sent the user's origin headers: %q", got)
+	if got := peerSaw.Load().(string); got != "asked:" {
+		t.Fatalf("the peer holder was asked with %q, want none of the user's origin headers", got)
 	}
 	req.Info.PieceMd5 = "" // without a digest it comes from the source
 	if _, err := New().FetchPiece(context.Background(), req, new([]byte)); err != nil {
 		t.Fatalf("from the source: %v", err)
 	}
-	if got := originSaw.Load().(string); got != "Bearer origin-secretsession=origin" {
+	if got := originSaw.Load().(string); got != "asked:Bearer origin-secretsession=origin" {
 		t.Fatalf("the source got %q, want the user's headers", got)
 	}
 }

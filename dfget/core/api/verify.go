@@ -47,26 +47,38 @@ var ErrNoDigest = errors.New("piece offered without a digest")
 // hasDigest reports whether the supernode gave the piece any digest.
 func hasDigest(info types.PieceInfo) bool { return info.PieceMd5 != "" || info.PieceDigest != "" }
 
-// target is where the piece is really fetched. A piece with a digest may
-// come from anyone: the digest checks it. One without is taken only from
-// a party trusted as much as a digest would be: in source-CDN mode the
-// download's own source URL (a peer, or a path a peer registered, could
-// send anything), in CDN mode the supernode's cache, whose pieces the
-// whole-file md5 covers, so not when nothing covers them (Uncovered: a
-// stream). Never from a peer.
+// target is where the piece is really fetched. The download's own source
+// URL when fromSource; else a piece with a digest may come from anyone:
+// the digest checks it. One without is taken only from a party trusted as
+// much as a digest would be: in source-CDN mode the source (fromSource; a
+// peer, or a path a peer registered, could send anything), in CDN mode the
+// supernode's cache, whose pieces the whole-file md5 covers, so not when
+// nothing covers them (Uncovered: a stream). Never from a peer.
 func (r *FetchRequest) target() (string, error) {
 	switch {
+	case r.fromSource():
+		return r.SourceURL, nil
 	case hasDigest(r.Info):
 		return r.URL(), nil
-	case !r.Wrapped && r.SourceURL != "":
-		return r.SourceURL, nil
 	case r.Wrapped && !r.Uncovered && strings.HasPrefix(r.Info.CID, types.SuperNodeCIDPrefix):
 		return r.URL(), nil
 	}
 	return "", fmt.Errorf("piece %d from %s (%s): %w", r.Info.PieceNum, r.Info.CID, r.Info.PeerIP, ErrNoDigest)
 }
 
-// wireRange is the range of the source to ask u for piece bytes start-end.
+// fromSource reports whether the piece is fetched from the source, at the
+// download's own URL: in source-CDN mode, a piece whose path is a full URL
+// (Dragonfly 1.x's test for the source) or that has no digest. The path's
+// URL is the task's, that of whichever client made the supernode read it:
+// ours may differ from it in a query parameter --filter drops (same task,
+// so the same bytes), and only ours carries our own valid signature or
+// token, and matches our --header credentials. Only a piece from the
+// source gets those headers and the re-based Range; a peer gets neither.
+func (r *FetchRequest) fromSource() bool {
+	return !r.Wrapped && r.SourceURL != "" && (!hasDigest(r.Info) || strings.Contains(r.Info.Path, "://"))
+}
+
+// wireRange is the range to ask the holder for piece bytes start-end.
 // With a user Range header the file being downloaded is that range of the
 // source, and the supernode's piece ranges are offsets in it: a request to
 // the source re-bases them onto the Range's start (as Dragonfly 1.x does),
@@ -75,9 +87,9 @@ func (r *FetchRequest) target() (string, error) {
 // for the piece's own range. A piece the re-based range cannot hold (past
 // the Range's end, or a suffix Range, whose start is unknown here) is an
 // error: it is never fetched from elsewhere in the source.
-func (r *FetchRequest) wireRange(u string, start, end int64) (int64, int64, error) {
+func (r *FetchRequest) wireRange(start, end int64) (int64, int64, error) {
 	rg, ok := r.Headers["Range"]
-	if !ok || u != r.SourceURL {
+	if !ok || !r.fromSource() {
 		return start, end, nil
 	}
 	br, err := urlutil.ParseByteRange(rg)
@@ -199,10 +211,21 @@ func (r *FetchRequest) checkReply(resp *http.Response, start, end int64, v *veri
 	return nil
 }
 
-// badReply is an answer that is not the requested piece: reported like a
-// mismatch, so the holder is avoided.
+// ErrSourceReply is an answer from the source that is not the range asked
+// for (a status, Content-Range or length that does not fit).
+var ErrSourceReply = errors.New("the source's answer is not the range asked for")
+
+// badReply is an answer that is not the requested piece. From a holder it
+// is reported like a mismatch, so the holder is avoided. From the source
+// it is a plain failure, retried or fallen back from: the source, or a
+// proxy before it, misbehaved, not the task's digests, and in the source
+// pattern a reported mismatch drops the task for every client.
 func (r *FetchRequest) badReply(v *verifier, format string, a ...any) error {
-	mm := &Md5MismatchError{Real: "wrong answer: " + fmt.Sprintf(format, a...), Expected: reported(v.want)}
+	what := fmt.Sprintf(format, a...)
+	if r.fromSource() {
+		return fmt.Errorf("fetch piece %d from the source: %w: %s", r.Info.PieceNum, ErrSourceReply, what)
+	}
+	mm := &Md5MismatchError{Real: "wrong answer: " + what, Expected: reported(v.want)}
 	return fmt.Errorf("fetch piece %d from %s: %w", r.Info.PieceNum, r.Info.PeerIP, mm)
 }
 
