@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -44,7 +45,18 @@ type P2P struct {
 
 	pool api.BufferPool
 	slow slowGuard
+	// sourceFails counts the source's wrong-shaped answers since the last
+	// piece written (maxSourceFails).
+	sourceFails atomic.Int32
 }
+
+// maxSourceFails is how many wrong-shaped answers from the source (a
+// proxy or server that ignores Range) in a row end the attempt. They are
+// not reported as digest mismatches (the task's digests are fine), so the
+// supernode would offer the same pieces from the same source again until
+// the download's timeout, hours for a large file: the source fallback
+// ends it instead.
+const maxSourceFails = 3
 
 // WholeFileHasher is implemented by writers that can compute the
 // whole-file md5 when asked. A cdn-mode piece that came without a digest
@@ -122,6 +134,9 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 		// stream goes on from the source.
 		return false, fmt.Errorf("stream: %w", err)
 	}
+	if errors.Is(err, api.ErrSourceReply) && d.sourceFails.Add(1) >= maxSourceFails {
+		return false, fmt.Errorf("%d answers from the source in a row not the range asked for: %w", maxSourceFails, err)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Warnf("piece %d from %s (%s:%d): %v", pi.PieceNum, pi.CID, pi.PeerIP, pi.PeerPort, err)
@@ -158,6 +173,7 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 		}
 		return false, err
 	}
+	d.sourceFails.Store(0)
 	if d.OnPiece != nil {
 		d.OnPiece(n)
 	}

@@ -2,6 +2,7 @@ package downloader
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -80,5 +81,55 @@ func TestSourceBadAnswerNotReported(t *testing.T) {
 				t.Fatalf("reported %q, want %q", got, tc.report)
 			}
 		})
+	}
+}
+
+// A source that keeps answering with the wrong bytes range (a proxy that
+// ignores Range) ends the attempt after maxSourceFails answers in a row,
+// so the download falls back instead of asking again until its timeout;
+// a piece written in between starts the count again.
+func TestSourceBadAnswersEndTheAttempt(t *testing.T) {
+	file := []byte(strings.Repeat("abcdefghij", 3))
+	var ignore sync.Mutex
+	ignoring := true
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ignore.Lock()
+		defer ignore.Unlock()
+		if ignoring {
+			w.Write(file) // 200, the whole file
+			return
+		}
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(file[10:20])
+	}))
+	defer src.Close()
+	node := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer node.Close()
+	pi := types.PieceInfo{PieceNum: 1, Range: "10-19", PieceSize: 10, PieceMd5: piece.Md5Value(file[10:20]),
+		CID: types.SuperNodeCIDPrefix + "x", Path: src.URL + "/f"}
+	d := &P2P{Client: api.New(), Task: Task{Node: strings.TrimPrefix(node.URL, "http://"), TaskID: "t", CID: "me",
+		PieceSize: 10}, SourceURL: src.URL + "/f", Writer: &countWriter{}, Log: quietLog()}
+	fetch := func() (bool, error) { return d.fetch(context.Background(), pi, nil) }
+	for i := 1; i < maxSourceFails; i++ {
+		if ok, err := fetch(); ok || err != nil {
+			t.Fatalf("wrong answer %d: %v, %v; want a failed piece, the attempt going on", i, ok, err)
+		}
+	}
+	ignore.Lock()
+	ignoring = false
+	ignore.Unlock()
+	if ok, err := fetch(); !ok || err != nil {
+		t.Fatalf("right answer: %v, %v", ok, err)
+	}
+	ignore.Lock()
+	ignoring = true
+	ignore.Unlock()
+	for i := 1; i < maxSourceFails; i++ {
+		if ok, err := fetch(); ok || err != nil {
+			t.Fatalf("wrong answer %d after a written piece: %v, %v; the count did not start again", i, ok, err)
+		}
+	}
+	if _, err := fetch(); !errors.Is(err, api.ErrSourceReply) {
+		t.Fatalf("answer %d in a row not the range: %v, want the attempt ended with %v", maxSourceFails, err, api.ErrSourceReply)
 	}
 }
