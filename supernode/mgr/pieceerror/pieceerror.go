@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -90,7 +91,9 @@ func New(cfg Config, cl Clients, c CDN, gc GC, path DataPath, log logrus.FieldLo
 // Report enqueues an error; errors about peers other than the supernode are
 // ignored (the scheduler's failure counts handle those). The reporter must
 // be a registered client of the task; it is checked before the duplicate
-// hold, so a stranger's report cannot hold back a client's.
+// holds, so a stranger's report cannot hold back a client's. A client gets
+// one report per task queued per hold, so one client cannot fill the
+// queue and push out others' reports and the CDN's own.
 func (m *Manager) Report(req types.PieceErrorRequest) error {
 	if req.DstPid != m.cfg.SuperPID {
 		return nil
@@ -101,24 +104,53 @@ func (m *Manager) Report(req types.PieceErrorRequest) error {
 	if _, err := m.clients.Get(req.SrcCid, req.TaskID); err != nil {
 		return fmt.Errorf("%w: %q of task %s", ErrUnknownClient, req.SrcCid, req.TaskID)
 	}
-	return m.enqueue(req)
+	return m.enqueue(req, "client\x00"+req.TaskID+"\x00"+req.SrcCid)
 }
 
-// enqueue queues a checked report, unless the same report (task, type,
-// range) was queued within the hold.
-func (m *Manager) enqueue(req types.PieceErrorRequest) error {
-	m.mu.Lock()
-	key := req.TaskID + "\x00" + req.ErrorType + "\x00" + req.Range
-	if t, ok := m.handled[key]; ok && time.Since(t) < m.hold {
-		m.mu.Unlock()
-		return nil
+// reportKey names what a report is about, for the duplicate hold: a
+// missing file is one per task; a mismatch is one per range, as numbers
+// (its spelling does not make another report: "0-9", "00-9" and "+0-9"
+// are one).
+func reportKey(req types.PieceErrorRequest) string {
+	key := "report\x00" + req.TaskID + "\x00" + req.ErrorType
+	if req.ErrorType == types.PieceErrorFileMd5NotMatch {
+		s, e, err := piece.ParseRange(req.Range)
+		if err != nil {
+			s, e = -1, -1 // Handle ignores it: one key for every bad range
+		}
+		key += "\x00" + strconv.FormatInt(s, 10) + "-" + strconv.FormatInt(e, 10)
 	}
-	m.handled[key] = time.Now()
+	return key
+}
+
+// enqueue queues a checked report, unless the same report (reportKey), or
+// any report under the extra key (a client's), was queued within the hold.
+// A report the full queue refused holds nothing back.
+func (m *Manager) enqueue(req types.PieceErrorRequest, extra ...string) error {
+	keys := append([]string{reportKey(req)}, extra...)
+	now := time.Now()
+	m.mu.Lock()
+	for _, k := range keys {
+		if t, ok := m.handled[k]; ok && now.Sub(t) < m.hold {
+			m.mu.Unlock()
+			return nil
+		}
+	}
+	for _, k := range keys {
+		m.handled[k] = now
+	}
 	m.mu.Unlock()
 	select {
 	case m.queue <- req:
 		return nil
 	default:
+		m.mu.Lock()
+		for _, k := range keys {
+			if m.handled[k] == now {
+				delete(m.handled, k)
+			}
+		}
+		m.mu.Unlock()
 		return ErrBusy
 	}
 }

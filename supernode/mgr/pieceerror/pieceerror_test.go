@@ -31,7 +31,8 @@ type fixture struct {
 }
 
 // newFixture writes task "good"'s cache of two pieces, the second short,
-// and serves its spans from a mock CDN; "c" is a client of every task.
+// and serves its spans from a mock CDN; "c" and "d" are clients of every
+// task.
 func newFixture(t *testing.T, cfg Config) *fixture {
 	ctrl := gomock.NewController(t)
 	f := &fixture{clients: NewMockClients(ctrl), gc: NewMockGC(ctrl), dir: t.TempDir()}
@@ -51,8 +52,12 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		}
 		return cdn.Span{}, false
 	}).AnyTimes()
-	f.clients.EXPECT().Get("c", gomock.Any()).Return(dfgettask.Task{CID: "c"}, nil).AnyTimes()
-	f.clients.EXPECT().Get(gomock.Not("c"), gomock.Any()).Return(dfgettask.Task{}, dfgettask.ErrNotFound).AnyTimes()
+	f.clients.EXPECT().Get(gomock.Any(), gomock.Any()).DoAndReturn(func(cid, _ string) (dfgettask.Task, error) {
+		if cid == "c" || cid == "d" {
+			return dfgettask.Task{CID: cid}, nil
+		}
+		return dfgettask.Task{}, dfgettask.ErrNotFound
+	}).AnyTimes()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	cfg.SuperPID = "super"
@@ -190,22 +195,46 @@ func TestCacheDamaged(t *testing.T) {
 	handleQueued()
 }
 
-// The duplicate hold is per report: a client's bogus report about one piece
-// does not hold back a report about another piece of the task, nor the
-// CDN's own; the same report again within the hold is dropped.
-func TestHoldIsPerReport(t *testing.T) {
+// The duplicate hold is per report and per client: a client's bogus report
+// about one piece holds back neither another client's report about
+// another piece nor the CDN's own; the same report again, however its
+// range is spelled, is dropped; and one client gets one report per task
+// queued per hold, so it cannot fill the queue. A report the full queue
+// refused holds nothing back.
+func TestHoldIsPerReportAndClient(t *testing.T) {
 	f := newFixture(t, Config{})
-	for _, req := range []types.PieceErrorRequest{md5Error("0-0"), md5Error("16-24"), md5Error("16-24")} {
+	from := func(cid, rng string) types.PieceErrorRequest { r := md5Error(rng); r.SrcCid = cid; return r }
+	for _, req := range []types.PieceErrorRequest{
+		from("c", "0-0"),   // queued
+		from("c", "16-24"), // c's hold
+		from("d", "16-24"), // queued
+		from("d", "16-24"), // the same report, and d's hold
+		from("c", "016-24"),
+	} {
 		if err := f.m.Report(req); err != nil {
 			t.Fatal(err)
 		}
 	}
 	f.m.CacheDamaged("good", "0-15")
+	f.m.CacheDamaged("good", "00-15") // the same report
 	var got []string
 	for len(f.m.queue) > 0 {
-		got = append(got, (<-f.m.queue).Range)
+		r := <-f.m.queue
+		got = append(got, r.SrcCid+":"+r.Range)
 	}
-	if want := []string{"0-0", "16-24", "0-15"}; !slices.Equal(got, want) {
-		t.Fatalf("queued ranges %q, want %q", got, want)
+	if want := []string{"c:0-0", "d:16-24", ":0-15"}; !slices.Equal(got, want) {
+		t.Fatalf("queued reports %q, want %q", got, want)
+	}
+
+	f = newFixture(t, Config{})
+	for range cap(f.m.queue) {
+		f.m.queue <- types.PieceErrorRequest{}
+	}
+	if err := f.m.Report(from("c", "0-15")); !errors.Is(err, ErrBusy) {
+		t.Fatalf("report to a full queue: %v, want %v", err, ErrBusy)
+	}
+	<-f.m.queue
+	if err := f.m.Report(from("c", "0-15")); err != nil || len(f.m.queue) != cap(f.m.queue) {
+		t.Fatalf("the refused report held back its retry: %v, %d queued", err, len(f.m.queue))
 	}
 }
