@@ -383,7 +383,7 @@ func (d *Download) reregister(ctx context.Context) bool {
 			node = append(node, n)
 		}
 	}
-	reg, err := regist.Register(ctx, d.client, d.cfg, node, d.regReq)
+	reg, err := d.registerAgain(ctx, node)
 	if err != nil {
 		d.log.Warnf("register again: %v", err)
 		return false
@@ -392,6 +392,30 @@ func (d *Download) reregister(ctx context.Context) bool {
 		maxReregister, reg.Data.TaskID, reg.Data.FileLength)
 	d.reg, d.length = reg, reg.Data.FileLength
 	return true
+}
+
+// registerAgain registers with node, trying a few times: a supernode still
+// dropping the task (its GC deletes the task's state in steps) can refuse
+// a registration that lands in between, and one a moment later succeeds.
+func (d *Download) registerAgain(ctx context.Context, node []nodes.Node) (*regist.Result, error) {
+	var err error
+	for wait := 100 * time.Millisecond; ; wait *= 2 {
+		var reg *regist.Result
+		if reg, err = regist.Register(ctx, d.client, d.cfg, node, d.regReq); err == nil {
+			return reg, nil
+		}
+		if wait > 400*time.Millisecond {
+			return nil, err
+		}
+		d.log.Debugf("register again: %v; trying again in %v", err, wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }
 
 // migrate registers with the next supernode not tried yet.

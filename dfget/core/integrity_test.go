@@ -46,6 +46,36 @@ func TestTaskGoneRegistersAgain(t *testing.T) {
 	}
 }
 
+// A supernode still dropping the task refuses the first registrations
+// again (it deletes the task's state in steps, and a registration landing
+// in between fails); dfget tries again a moment later instead of giving up.
+func TestTaskGoneRegisterRefusedAtFirst(t *testing.T) {
+	body := content(6*pieceContent + 5)
+	o := origin(t, body)
+	sn := newFakeSupernode(t, body)
+	sn.forgetAt = 3
+	refused := 0
+	sn.refuse = func() bool {
+		sn.mu.Lock()
+		defer sn.mu.Unlock()
+		if sn.registers == 1 && refused < 2 {
+			refused++
+			return true
+		}
+		return false
+	}
+	cfg := testConfig(t, o.URL+"/file", sn.node())
+	cfg.NotBS = true
+	code, out := run(t, cfg, nil)
+	if code != 0 {
+		t.Fatalf("exit %d after %d refused registrations\n%s", code, refused, out)
+	}
+	mustSame(t, cfg.Output, body)
+	if refused != 2 || sn.registers != 2 {
+		t.Errorf("%d refused, %d registrations; want 2 and 2", refused, sn.registers)
+	}
+}
+
 // A supernode that keeps forgetting the client is asked again a bounded
 // number of times; then the download fails (--notbs) instead of looping.
 func TestTaskGoneBounded(t *testing.T) {
