@@ -110,12 +110,14 @@ func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter,
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
 		return err
 	}
+	// Held pieces count: they are verified and will be written.
+	committed := w.Committed()
 	switch {
-	case length < 0 && d.length >= w.Written():
+	case length < 0 && d.length >= committed:
 		// The first registration did not know the length (a chunked
 		// source), this one does, and it holds what was written.
 		d.log.Infof("stream: node %s knows the file's length, %d bytes", d.reg.Node, d.length)
-	case d.length < 0 && length >= w.Written():
+	case d.length < 0 && length >= committed:
 		// This node's fill of a chunked source is still running: its
 		// length is unknown, not another one. The stream's stands, and
 		// the end is checked against it.

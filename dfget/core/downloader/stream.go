@@ -292,6 +292,18 @@ func (w *StreamWriter) Written() int64 {
 	return w.written
 }
 
+// Committed is the bytes written plus those of the verified pieces held
+// for writing: the least the stream will have put out once they follow.
+func (w *StreamWriter) Committed() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.written
+	for _, p := range w.held {
+		n += int64(len(p.Content))
+	}
+	return n
+}
+
 // Sum is the md5 of everything written, "" without hashing.
 func (w *StreamWriter) Sum() string {
 	w.mu.Lock()
