@@ -48,6 +48,9 @@ type StreamWriter struct {
 	stopped bool
 	err     error
 	written int64
+	// writing is the length of the piece on its way to out: neither held
+	// nor written while run has the lock released.
+	writing int64
 	// headFrom is when the stream's first piece was admitted: its head
 	// start counts from then (a supernode that offers other pieces first,
 	// as a Dragonfly 1.x one may, has no head start to wait for).
@@ -191,6 +194,7 @@ func (w *StreamWriter) run() {
 			return
 		}
 		delete(w.held, w.next)
+		w.writing = int64(len(p.Content))
 		w.mu.Unlock()
 		_, err := w.out.Write(p.Content)
 		if err == nil {
@@ -199,6 +203,7 @@ func (w *StreamWriter) run() {
 		n := int64(len(p.Content))
 		p.Release()
 		w.mu.Lock()
+		w.writing = 0
 		if err != nil {
 			if errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) {
 				err = ErrConsumerGone
@@ -293,11 +298,11 @@ func (w *StreamWriter) Written() int64 {
 }
 
 // Committed is the bytes written plus those of the verified pieces held
-// for writing: the least the stream will have put out once they follow.
+// for writing or being written: the least the stream will have put out.
 func (w *StreamWriter) Committed() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := w.written
+	n := w.written + w.writing
 	for _, p := range w.held {
 		n += int64(len(p.Content))
 	}
