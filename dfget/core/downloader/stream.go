@@ -290,13 +290,6 @@ func (w *StreamWriter) Next() int {
 	return w.next
 }
 
-// Written is the number of bytes written to out so far.
-func (w *StreamWriter) Written() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.written
-}
-
 // Committed is the bytes written plus those of the verified pieces held
 // for writing or being written: the least the stream will have put out.
 func (w *StreamWriter) Committed() int64 {
