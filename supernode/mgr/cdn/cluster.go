@@ -319,6 +319,13 @@ func (b *memberBody) closeMember() {
 	b.m.viaMember.Delete(b.src.TaskID)
 }
 
+// rangeAnswered reports that resp is the rest of the file from b.off, of
+// the length the member gave (when it gave one).
+func (b *memberBody) rangeAnswered(resp *http.Response) bool {
+	total, ok := rangeTotal(resp, b.off)
+	return ok && (b.length < 0 || total == b.length)
+}
+
 // toOrigin drops the member and reads the rest of the file from the
 // origin: from the first byte not verified, by Range when the source
 // honours it, else by skipping what the member gave. Its errors are the
@@ -339,8 +346,7 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 		return err
 	}
 	switch {
-	case resp.StatusCode == http.StatusPartialContent && extra["Range"] != "" &&
-		(b.length < 0 || totalFromContentRange(resp.Header.Get("Content-Range")) == b.length):
+	case extra["Range"] != "" && b.rangeAnswered(resp):
 		b.origin = resp.Body
 		return nil
 	case resp.StatusCode == http.StatusOK && extra["If-Range"] != "" && b.off > 0:

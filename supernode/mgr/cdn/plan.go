@@ -128,7 +128,8 @@ func (p *plan) conditional() bool {
 func (p *plan) settle(resp *http.Response) (int64, int32) {
 	length := resp.ContentLength
 	if p.resume != nil {
-		if resp.StatusCode != http.StatusPartialContent || totalFromContentRange(resp.Header.Get("Content-Range")) != p.meta.HTTPFileLen {
+		total, ok := rangeTotal(resp, piece.ContentOffset(p.resume.count, p.meta.PieceSize))
+		if !ok || total != p.meta.HTTPFileLen {
 			p.resume = nil
 		} else {
 			length = p.meta.HTTPFileLen

@@ -110,8 +110,8 @@ func writePieces(t *testing.T, st *store.Store, id string, ps int32, cs, count i
 }
 
 // A resumed fetch keeps its piece size and validators only when the
-// source answers the Range with the same total; otherwise it starts over
-// with the size of the new length.
+// source answers the Range from the byte asked for, with the same total;
+// otherwise it starts over with the size of the new length.
 func TestPlanSettle(t *testing.T) {
 	meta := &store.Meta{PieceSize: 64, HTTPFileLen: 1000, ETag: `"old"`, LastModified: 7}
 	for name, tc := range map[string]struct {
@@ -122,11 +122,13 @@ func TestPlanSettle(t *testing.T) {
 		wantSize  int32
 		keepsETag bool
 	}{
-		"range answered":  {http.StatusPartialContent, "bytes 500-999/1000", 500, 1000, 64, true},
+		// The resume asks from byte 59: one piece of 64 - 5 content bytes.
+		"range answered":  {http.StatusPartialContent, "bytes 59-999/1000", 941, 1000, 64, true},
 		"whole file":      {http.StatusOK, "", 1000, 1000, piece.DefaultSize, false},
-		"other total":     {http.StatusPartialContent, "bytes 500-1099/1100", 600, 600, piece.DefaultSize, false},
+		"other total":     {http.StatusPartialContent, "bytes 59-1099/1100", 1041, 1041, piece.DefaultSize, false},
 		"unknown, whole":  {http.StatusOK, "", -1, -1, piece.DefaultSize, false},
-		"no total in 206": {http.StatusPartialContent, "bytes 500-999/*", 500, 500, piece.DefaultSize, false},
+		"no total in 206": {http.StatusPartialContent, "bytes 59-999/*", 941, 941, piece.DefaultSize, false},
+		"other start":     {http.StatusPartialContent, "bytes 500-999/1000", 500, 500, piece.DefaultSize, false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := &plan{meta: meta, resume: &prefix{count: 1}}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/pkg/netguard"
@@ -138,17 +136,16 @@ func (m *Manager) countSourceFailure() {
 	m.metrics.SourceFailures.Inc()
 }
 
-// totalFromContentRange reads the total of "bytes a-b/total" (-1 if absent).
-func totalFromContentRange(v string) int64 {
-	_, total, ok := strings.Cut(v, "/")
-	if !ok {
-		return -1
+// rangeTotal is the file's total length a 206 answer's Content-Range
+// states, if the answer starts at byte start as asked: a source or proxy
+// answering another range with the right total would otherwise have its
+// bytes taken, and digested, as those of the range asked for.
+func rangeTotal(resp *http.Response, start int64) (int64, bool) {
+	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
+	if resp.StatusCode != http.StatusPartialContent || err != nil || cr.First != start {
+		return -1, false
 	}
-	n, err := strconv.ParseInt(total, 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
+	return cr.Total, true
 }
 
 func lastModifiedMillis(h http.Header) int64 {
