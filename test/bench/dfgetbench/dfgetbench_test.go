@@ -2,8 +2,10 @@ package dfgetbench
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -38,5 +40,26 @@ func TestMeasure(t *testing.T) {
 	t.Logf("\n%s", f)
 	if f.Stream.TTFB <= 0 || f.Stream.PeakRSS <= 0 {
 		t.Fatalf("stream figures missing: %+v", f.Stream)
+	}
+	if len(f.StreamRounds) != runs || slices.ContainsFunc(f.StreamRounds, func(r float64) bool { return r <= 0 }) {
+		t.Fatalf("per-round stream ratios %v, want %d positive ones", f.StreamRounds, runs)
+	}
+}
+
+func TestStreamSpread(t *testing.T) {
+	for _, c := range []struct {
+		rounds         []float64
+		median, lo, hi float64
+	}{
+		{nil, 0, 0, 0},
+		{[]float64{0.9}, 0.9, 0.9, 0.9},
+		{[]float64{0.95, 0.75, 0.85}, 0.85, 0.75, 0.95},
+		{[]float64{1.0, 0.7, 0.8, 0.9}, 0.85, 0.7, 1.0},
+	} {
+		f := Figures{StreamRounds: c.rounds}
+		m, lo, hi := f.StreamSpread()
+		if math.Abs(m-c.median) > 1e-9 || lo != c.lo || hi != c.hi {
+			t.Errorf("StreamSpread(%v) = %v, %v, %v; want %v, %v, %v", c.rounds, m, lo, hi, c.median, c.lo, c.hi)
+		}
 	}
 }
