@@ -1,6 +1,7 @@
 package task
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -114,7 +115,10 @@ func CheckHeaderMap(h map[string]string) error {
 
 // CheckRange accepts a source Range header only if it names one range
 // ("bytes=s-e", "bytes=s-" or "bytes=-n"): the answer to several ranges is
-// a multipart/byteranges body, which would be stored as the file.
+// a multipart/byteranges body, which would be stored as the file. A range
+// no origin serves as asked (e before s, bytes=-0, a bound past int64) is
+// refused too: an origin ignores an invalid range and answers the whole
+// file, which would be stored as the range, or answers 416.
 func CheckRange(headers map[string]string) error {
 	for k, v := range headers {
 		if strings.EqualFold(k, "Range") {
@@ -127,28 +131,15 @@ func CheckRange(headers map[string]string) error {
 }
 
 func checkRangeValue(v string) error {
-	unit, spec, ok := strings.Cut(v, "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
-	}
-	if strings.Contains(spec, ",") {
+	_, err := urlutil.ParseByteRange(v)
+	switch {
+	case errors.Is(err, urlutil.ErrSeveralRanges):
 		return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
 			urlutil.Clip(v, EchoLimit))
-	}
-	s, e, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok || (s == "" && e == "") || !digits(s) || !digits(e) {
+	case err != nil:
 		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
 	}
 	return nil
-}
-
-func digits(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeMd5 checks an expected whole-file md5 and returns it in lower

@@ -12,14 +12,17 @@ func TestCheckRange(t *testing.T) {
 		"bytes=0-9": true, "bytes=5-": true, "bytes=-100": true, "Bytes = 0-9": true,
 		"bytes=0-9,20-29": false, "bytes=0-9, 20-29": false, "bytes=-": false, "bytes=x-1": false,
 		"0-9": false, "items=0-9": false, "bytes=0-9,bytes=20-29": false,
+		"bytes= 5-9": true, "bytes=9223372036854775807-": true, "": false, "bytes=+5-9": false, "bytes=5 - 9": false,
+		"bytes=-0": false, "bytes=5-4": false, "bytes=99999999999999999999-": false, "bytes=0-9223372036854775808": false,
 	} {
 		if err := CheckRange(map[string]string{"Range": v}); (err == nil) != ok {
 			t.Errorf("%q: %v, want ok=%v", v, err, ok)
 		}
 	}
 	// A preheat's header names are not canonical.
-	if CheckRange(map[string]string{"range": "bytes=0-1,3-4"}) == nil {
-		t.Error("lower-case multi-range accepted")
+	if err := CheckRange(map[string]string{"range": "bytes=0-1,3-4"}); CodeOf(err) != types.CodeParamError ||
+		!strings.Contains(err.Error(), "names several ranges") {
+		t.Errorf("lower-case multi-range: %v, want a 501 naming several ranges", err)
 	}
 	if CheckRange(map[string]string{"X": "y"}) != nil {
 		t.Error("no Range refused")
