@@ -29,9 +29,15 @@ func ParseByteRange(v string) (ByteRange, error) {
 	bad := func() (ByteRange, error) {
 		return ByteRange{}, fmt.Errorf("invalid Range %q: want bytes=a-b, bytes=a- or bytes=-n", v)
 	}
-	unit, spec, ok := strings.Cut(strings.TrimSpace(v), "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return bad()
+	// The piece server parses every piece request's Range, spelled this
+	// way by every client: the prefix is taken without trimming or folding.
+	spec, ok := strings.CutPrefix(v, "bytes=")
+	if !ok {
+		var unit string
+		unit, spec, ok = strings.Cut(strings.TrimSpace(v), "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+			return bad()
+		}
 	}
 	if strings.Contains(spec, ",") {
 		return ByteRange{}, fmt.Errorf("invalid Range %q: %w", v, ErrSeveralRanges)
