@@ -119,25 +119,30 @@ func CheckHeaderMap(h map[string]string) error {
 // no origin serves as asked (e before s, bytes=-0, a bound past int64) is
 // refused too: an origin ignores an invalid range and answers the whole
 // file, which would be stored as the range, or answers 416.
-func CheckRange(headers map[string]string) error {
-	for k, v := range headers {
-		if strings.EqualFold(k, "Range") {
-			if err := checkRangeValue(v); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+func CheckRange(headers map[string]string) error { return checkRange(headers, false) }
 
-func checkRangeValue(v string) error {
-	_, err := urlutil.ParseByteRange(v)
-	switch {
-	case errors.Is(err, urlutil.ErrSeveralRanges):
-		return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
-			urlutil.Clip(v, EchoLimit))
-	case err != nil:
-		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
+// checkRange is CheckRange for a supernode in the source CDN pattern when
+// sourcePattern is set: a suffix range is refused too. Clients re-base a
+// piece's range onto the Range's start, which for bytes=-n depends on the
+// source's length; the CDN would refuse it only after the task was made,
+// a system error to the client instead of this parameter error.
+func checkRange(headers map[string]string, sourcePattern bool) error {
+	for k, v := range headers {
+		if !strings.EqualFold(k, "Range") {
+			continue
+		}
+		br, err := urlutil.ParseByteRange(v)
+		switch {
+		case errors.Is(err, urlutil.ErrSeveralRanges):
+			return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
+				urlutil.Clip(v, EchoLimit))
+		case err != nil:
+			return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
+		case sourcePattern && br.Suffix > 0:
+			return errorf(types.CodeParamError, "Range header %q is a suffix range, which the source CDN pattern cannot serve "+
+				"(clients re-base pieces onto the range's start, unknown before the source's length is): give bytes=start-end or bytes=start-",
+				urlutil.Clip(v, EchoLimit))
+		}
 	}
 	return nil
 }
@@ -167,8 +172,10 @@ type registration struct {
 }
 
 // checkRegistration validates a registration: sizes, URLs, names, port,
-// stream start, address, headers and md5. Its errors carry CodeParamError.
-func checkRegistration(p RegisterParams) (registration, error) {
+// stream start, address, headers and md5; sourcePattern is the supernode's
+// CDN pattern, which limits the Range header (checkRange). Its errors carry
+// CodeParamError.
+func checkRegistration(p RegisterParams, sourcePattern bool) (registration, error) {
 	req := p.Req
 	if err := CheckRequest(req); err != nil {
 		return registration{}, err
@@ -197,7 +204,7 @@ func checkRegistration(p RegisterParams) (registration, error) {
 	if err != nil {
 		return registration{}, err
 	}
-	src, err := registrationSource(req)
+	src, err := registrationSource(req, sourcePattern)
 	if err != nil {
 		return registration{}, err
 	}
@@ -241,12 +248,12 @@ func FileDigest(v string) (digest.Digest, error) {
 }
 
 // registrationSource is the source a registration names, with its task ID.
-func registrationSource(req types.RegisterRequest) (cdn.Source, error) {
+func registrationSource(req types.RegisterRequest, sourcePattern bool) (cdn.Source, error) {
 	headers, err := urlutil.ParseHeaders(req.Headers)
 	if err != nil {
 		return cdn.Source{}, errorf(types.CodeParamError, "headers: %w", err)
 	}
-	if err := CheckRange(headers); err != nil {
+	if err := checkRange(headers, sourcePattern); err != nil {
 		return cdn.Source{}, err
 	}
 	taskURL := req.TaskURL
