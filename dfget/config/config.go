@@ -475,23 +475,17 @@ func validateHeaders(lines []string) error {
 }
 
 // validateRange accepts a Range header dfget can honour: one byte range,
-// "bytes=a-b", "bytes=a-" or "bytes=-n". Several ranges (also two Range
+// "bytes=a-b", "bytes=a-" or "bytes=-n" (not "bytes=-0", which names no
+// byte: the origin answers 416). Several ranges (also two Range
 // headers, which ParseHeaders joins with a comma) would make the origin
 // answer a multipart/byteranges body, which is not the file: dfget would
 // write the MIME parts as the output.
 func validateRange(rg string) error {
-	unit, spec, ok := strings.Cut(strings.TrimSpace(rg), "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return fmt.Errorf("invalid --header Range %q: want bytes=a-b, bytes=a- or bytes=-n", rg)
-	}
-	if strings.Contains(spec, ",") {
-		return fmt.Errorf("invalid --header Range %q: several ranges are not supported (the answer would be a multipart body, not the file); give one range", rg)
-	}
-	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	start, err1 := strconv.ParseUint(a, 10, 63)
-	end, err2 := strconv.ParseUint(b, 10, 63)
+	_, err := urlutil.ParseByteRange(rg)
 	switch {
-	case !ok, a == "" && (b == "" || err2 != nil), a != "" && err1 != nil, a != "" && b != "" && (err2 != nil || end < start):
+	case errors.Is(err, urlutil.ErrSeveralRanges):
+		return fmt.Errorf("invalid --header Range %q: several ranges are not supported (the answer would be a multipart body, not the file); give one range", rg)
+	case err != nil:
 		return fmt.Errorf("invalid --header Range %q: want bytes=a-b, bytes=a- or bytes=-n", rg)
 	}
 	return nil

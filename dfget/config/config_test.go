@@ -95,6 +95,10 @@ func TestCompleteRejects(t *testing.T) {
 		"two range headers":     func(c *Config) { c.Headers = []string{"Range: bytes=0-9", "range: bytes=20-29"} },
 		"range not bytes":       func(c *Config) { c.Headers = []string{"Range: items=0-9"} },
 		"range backwards":       func(c *Config) { c.Headers = []string{"Range: bytes=9-0"} },
+		"range zero suffix":     func(c *Config) { c.Headers = []string{"Range: bytes=-0"} },
+		"range signed":          func(c *Config) { c.Headers = []string{"Range: bytes=+5-9"} },
+		"range spaced":          func(c *Config) { c.Headers = []string{"Range: bytes=5 - 9"} },
+		"range past int64":      func(c *Config) { c.Headers = []string{"Range: bytes=9223372036854775808-"} },
 	} {
 		c := newTestConfig(t)
 		c.Output = filepath.Join(dir, "out")
@@ -122,7 +126,7 @@ func TestCompleteAcceptsSha256Digest(t *testing.T) {
 
 // One byte range in any of its three forms is honoured (docs/dfget.md).
 func TestCompleteAcceptsOneRange(t *testing.T) {
-	for _, rg := range []string{"bytes=0-9", "bytes=10-", "bytes=-100", "bytes=5-5"} {
+	for _, rg := range []string{"bytes=0-9", "bytes=10-", "bytes=-100", "bytes=5-5", "Bytes= 5-9", "bytes=9223372036854775807-"} {
 		c := newTestConfig(t)
 		c.Output = filepath.Join(t.TempDir(), "out")
 		c.Headers = []string{"Range: " + rg}

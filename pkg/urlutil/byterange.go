@@ -1,6 +1,7 @@
 package urlutil
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,42 +14,70 @@ type ByteRange struct {
 	First, Last, Suffix int64
 }
 
+// ErrSeveralRanges is wrapped by ParseByteRange's error for a bytes Range
+// naming several ranges, which callers refuse with their own explanation
+// (the answer would be a multipart/byteranges body, not the bytes).
+var ErrSeveralRanges = errors.New("several ranges")
+
 // ParseByteRange parses a Range header naming one range of bytes. Several
-// ranges, another unit, or an end before the start are errors.
+// ranges (an error wrapping ErrSeveralRanges), another unit, or an end before
+// the start are errors. Space is allowed around the value and around "="
+// only: the bounds are plain digits (RFC 9110's 1*DIGIT, no sign, no space
+// around "-"), so a value accepted here is one an origin parses as the
+// same range rather than ignores, which would make it answer the whole file.
 func ParseByteRange(v string) (ByteRange, error) {
 	bad := func() (ByteRange, error) {
 		return ByteRange{}, fmt.Errorf("invalid Range %q: want bytes=a-b, bytes=a- or bytes=-n", v)
 	}
-	unit, spec, ok := strings.Cut(strings.TrimSpace(v), "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") || strings.Contains(spec, ",") {
-		return bad()
+	// The piece server parses every piece request's Range, spelled this
+	// way by every client: the prefix is taken without trimming or folding.
+	spec, ok := strings.CutPrefix(v, "bytes=")
+	if !ok {
+		var unit string
+		unit, spec, ok = strings.Cut(strings.TrimSpace(v), "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+			return bad()
+		}
+	}
+	if strings.Contains(spec, ",") {
+		return ByteRange{}, fmt.Errorf("invalid Range %q: %w", v, ErrSeveralRanges)
 	}
 	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
 	if !ok {
 		return bad()
 	}
-	num := func(s string) (int64, bool) {
-		n, err := strconv.ParseInt(s, 10, 64)
-		return n, err == nil && n >= 0 && !strings.HasPrefix(s, "+")
-	}
 	if a == "" {
-		n, ok := num(b)
+		n, ok := rangeBound(b)
 		if !ok || n == 0 {
 			return bad()
 		}
 		return ByteRange{Suffix: n}, nil
 	}
-	first, ok := num(a)
+	first, ok := rangeBound(a)
 	if !ok {
 		return bad()
 	}
 	if b == "" {
 		return ByteRange{First: first, Last: -1}, nil
 	}
-	last, ok := num(b)
+	last, ok := rangeBound(b)
 	if !ok || last < first {
 		return bad()
 	}
 	return ByteRange{First: first, Last: last}, nil
+}
+
+// rangeBound parses a bound of a byte range: ASCII digits only, so no sign
+// (strconv would take "+5" and "-0") and no space, within int64.
+func rangeBound(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }

@@ -1,13 +1,22 @@
 package urlutil
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestParseByteRange(t *testing.T) {
 	good := map[string]ByteRange{
-		"bytes=1000-5000999": {First: 1000, Last: 5000999},
-		" Bytes = 0-0 ":      {First: 0, Last: 0},
-		"bytes=7-":           {First: 7, Last: -1},
-		"bytes=-10":          {Suffix: 10},
+		"bytes=1000-5000999":          {First: 1000, Last: 5000999},
+		" Bytes = 0-0 ":               {First: 0, Last: 0},
+		"bytes= 5-9":                  {First: 5, Last: 9},
+		"bytes=7-":                    {First: 7, Last: -1},
+		"bytes=-10":                   {Suffix: 10},
+		"bytes=007-008":               {First: 7, Last: 8},
+		"bytes=9223372036854775807-":  {First: 1<<63 - 1, Last: -1},
+		"bytes=-9223372036854775807":  {Suffix: 1<<63 - 1},
+		"bytes=0-9223372036854775807": {First: 0, Last: 1<<63 - 1},
+		"bytes=9223372036854775807-9223372036854775807": {First: 1<<63 - 1, Last: 1<<63 - 1},
 	}
 	for v, want := range good {
 		got, err := ParseByteRange(v)
@@ -15,10 +24,42 @@ func TestParseByteRange(t *testing.T) {
 			t.Errorf("ParseByteRange(%q) = %+v, %v; want %+v", v, got, err, want)
 		}
 	}
-	for _, v := range []string{"", "bytes", "bytes=", "bytes=-", "bytes=-0", "bytes=5-3", "bytes=0-1,3-4", "items=0-1",
-		"bytes=a-1", "bytes=+1-2", "bytes=-1-2", "bytes=1-+2", "bytes=99999999999999999999-"} {
-		if got, err := ParseByteRange(v); err == nil {
-			t.Errorf("ParseByteRange(%q) = %+v, want an error", v, got)
+	for _, v := range []string{"", "bytes", "bytes=", "bytes=-", "bytes=-0", "bytes=-00", "bytes=5-3", "items=0-1",
+		"bytes=a-1", "bytes=+1-2", "bytes=-1-2", "bytes=1-+2", "bytes=-+5", "bytes=99999999999999999999-",
+		"bytes=9223372036854775808-", "bytes=-9223372036854775808", "bytes=0-9223372036854775808",
+		"bytes=0--0", "bytes=--0", "bytes=--5", "bytes=5 - 9", "bytes=5 -9", "bytes=5- 9", "bytes=-\t5",
+		"bytes=0x10-", "bytes=1_0-", "bytes=５-9", "bytes 0-9", "items=0-1,2-3"} {
+		if got, err := ParseByteRange(v); err == nil || errors.Is(err, ErrSeveralRanges) {
+			t.Errorf("ParseByteRange(%q) = %+v, %v; want an error, not several ranges", v, got, err)
 		}
 	}
+	for _, v := range []string{"bytes=0-1,3-4", "bytes=0-1, 3-4", "bytes=0-1,", "bytes=,0-1", "Bytes=0-1,bytes=3-4"} {
+		if got, err := ParseByteRange(v); !errors.Is(err, ErrSeveralRanges) {
+			t.Errorf("ParseByteRange(%q) = %+v, %v; want ErrSeveralRanges", v, got, err)
+		}
+	}
+}
+
+// The piece server parses the Range of every piece request: a good range
+// costs no allocation.
+func TestParseByteRangeDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _, _ = ParseByteRange("bytes=4194304-8388607") }); n != 0 {
+		t.Fatalf("%v allocations per call", n)
+	}
+}
+
+func FuzzParseByteRange(f *testing.F) {
+	for _, v := range []string{"bytes=0-9", "bytes=5-", "bytes=-5", "bytes=0-1,4-5", "bytes=+5-9", "bytes=0--0"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		br, err := ParseByteRange(v)
+		if err != nil {
+			return
+		}
+		if br.Suffix < 0 || (br.Suffix > 0 && (br.First != 0 || br.Last != 0)) ||
+			(br.Suffix == 0 && (br.First < 0 || (br.Last != -1 && br.Last < br.First))) {
+			t.Fatalf("%q -> %+v", v, br)
+		}
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -133,23 +134,15 @@ func openNoFollow(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// singleRange parses "bytes=s-e" (both bounds); anything else is not a
-// single explicit range.
+// singleRange is the range of a Range header naming both bounds
+// ("bytes=s-e", as urlutil.ParseByteRange reads it); anything else is not a
+// single explicit range and is left to http.ServeContent.
 func singleRange(h string) (int64, int64, bool) {
-	spec, ok := strings.CutPrefix(h, "bytes=")
-	if !ok || strings.Contains(spec, ",") {
+	br, err := urlutil.ParseByteRange(h)
+	if err != nil || br.Suffix > 0 || br.Last < 0 {
 		return 0, 0, false
 	}
-	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok {
-		return 0, 0, false
-	}
-	s, err1 := strconv.ParseInt(a, 10, 64)
-	e, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || s < 0 || e < s {
-		return 0, 0, false
-	}
-	return s, e, true
+	return br.First, br.Last, true
 }
 
 type countWriter struct {

@@ -88,3 +88,39 @@ func TestPieceServer(t *testing.T) {
 		t.Fatalf("POST: %d", resp.StatusCode)
 	}
 }
+
+// Only a range naming both bounds is a piece; the unit is case-insensitive
+// (RFC 9110 14.1) and the bounds are plain digits, as the supernode's other
+// Range parsers read them.
+func TestSingleRange(t *testing.T) {
+	type want struct {
+		s, e int64
+		ok   bool
+	}
+	for h, w := range map[string]want{
+		"bytes=0-4194303": {0, 4194303, true},
+		"bytes=5-5":       {5, 5, true},
+		"bytes= 5-9":      {5, 9, true},
+		"Bytes=5-9":       {5, 9, true},
+		"bytes=9223372036854775807-9223372036854775807": {1<<63 - 1, 1<<63 - 1, true},
+		"":                            {},
+		"bytes=5-":                    {},
+		"bytes=-5":                    {},
+		"bytes=-0":                    {},
+		"bytes=5-4":                   {},
+		"bytes=0-1,4-5":               {},
+		"bytes=+5-9":                  {},
+		"bytes=5-+9":                  {},
+		"bytes=0--0":                  {},
+		"bytes=5 - 9":                 {},
+		"bytes=0-9223372036854775808": {},
+		"items=0-1":                   {},
+	} {
+		if s, e, ok := singleRange(h); (want{s, e, ok}) != w {
+			t.Errorf("singleRange(%q) = %d, %d, %v; want %+v", h, s, e, ok, w)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { singleRange("bytes=4194304-8388607") }); n != 0 {
+		t.Errorf("singleRange allocates %v times per piece request", n)
+	}
+}

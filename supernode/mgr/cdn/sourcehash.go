@@ -69,7 +69,8 @@ func (sp span) header() string {
 
 // userRange parses the task's Range header, if it has one. A suffix range
 // (bytes=-n) is refused: its start depends on the source's length, which a
-// client re-basing a piece's range does not know.
+// client re-basing a piece's range does not know. The task manager refuses
+// it first, when it validates a registration or preheat; this is a guard.
 func userRange(src Source) (urlutil.ByteRange, bool, error) {
 	for k, v := range src.Headers {
 		if !strings.EqualFold(k, "Range") {

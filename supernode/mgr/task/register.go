@@ -18,7 +18,7 @@ type RegisterParams struct {
 // Register handles POST /peer/registry: it validates the request, makes
 // sure the task and its CDN exist, and records the peer and its client.
 func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error) {
-	reg, err := checkRegistration(p)
+	reg, err := checkRegistration(p, m.cfg.SourcePattern)
 	if err != nil {
 		return types.RegisterResponseData{}, err
 	}
@@ -66,7 +66,7 @@ func (m *Manager) EnsureLocal(src cdn.Source) (string, error) { return m.ensureS
 
 func (m *Manager) ensureSource(src cdn.Source, route bool) (string, error) {
 	for _, err := range []error{CheckURL("url", src.RawURL), CheckURL("taskUrl", src.TaskURL),
-		CheckHeaderMap(src.Headers), CheckRange(src.Headers)} {
+		CheckHeaderMap(src.Headers), checkRange(src.Headers, m.cfg.SourcePattern)} {
 		if err != nil {
 			return "", err
 		}

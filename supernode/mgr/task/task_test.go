@@ -284,7 +284,7 @@ func TestRegistrationIDMatchesClient(t *testing.T) {
 		{RawURL: "http://o/f", Identifier: "sha256:0123"},
 		{RawURL: "http://o/f", Headers: []string{"range: bytes=0-99", "X-A: b"}},
 	} {
-		src, err := registrationSource(req)
+		src, err := registrationSource(req, false)
 		if err != nil {
 			t.Fatalf("%+v: %v", req, err)
 		}

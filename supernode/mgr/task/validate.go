@@ -1,6 +1,7 @@
 package task
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -114,41 +115,36 @@ func CheckHeaderMap(h map[string]string) error {
 
 // CheckRange accepts a source Range header only if it names one range
 // ("bytes=s-e", "bytes=s-" or "bytes=-n"): the answer to several ranges is
-// a multipart/byteranges body, which would be stored as the file.
-func CheckRange(headers map[string]string) error {
+// a multipart/byteranges body, which would be stored as the file. A range
+// no origin serves as asked (e before s, bytes=-0, a bound past int64) is
+// refused too: an origin ignores an invalid range and answers the whole
+// file, which would be stored as the range, or answers 416.
+func CheckRange(headers map[string]string) error { return checkRange(headers, false) }
+
+// checkRange is CheckRange for a supernode in the source CDN pattern when
+// sourcePattern is set: a suffix range is refused too. Clients re-base a
+// piece's range onto the Range's start, which for bytes=-n depends on the
+// source's length; the CDN would refuse it only after the task was made,
+// a system error to the client instead of this parameter error.
+func checkRange(headers map[string]string, sourcePattern bool) error {
 	for k, v := range headers {
-		if strings.EqualFold(k, "Range") {
-			if err := checkRangeValue(v); err != nil {
-				return err
-			}
+		if !strings.EqualFold(k, "Range") {
+			continue
+		}
+		br, err := urlutil.ParseByteRange(v)
+		switch {
+		case errors.Is(err, urlutil.ErrSeveralRanges):
+			return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
+				urlutil.Clip(v, EchoLimit))
+		case err != nil:
+			return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
+		case sourcePattern && br.Suffix > 0:
+			return errorf(types.CodeParamError, "Range header %q is a suffix range, which the source CDN pattern cannot serve "+
+				"(clients re-base pieces onto the range's start, unknown before the source's length is): give bytes=start-end or bytes=start-",
+				urlutil.Clip(v, EchoLimit))
 		}
 	}
 	return nil
-}
-
-func checkRangeValue(v string) error {
-	unit, spec, ok := strings.Cut(v, "=")
-	if !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
-		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
-	}
-	if strings.Contains(spec, ",") {
-		return errorf(types.CodeParamError, "Range header %q names several ranges: only a single range (bytes=start-end) is supported",
-			urlutil.Clip(v, EchoLimit))
-	}
-	s, e, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok || (s == "" && e == "") || !digits(s) || !digits(e) {
-		return errorf(types.CodeParamError, "Range header %q: want bytes=start-end", urlutil.Clip(v, EchoLimit))
-	}
-	return nil
-}
-
-func digits(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeMd5 checks an expected whole-file md5 and returns it in lower
@@ -176,8 +172,10 @@ type registration struct {
 }
 
 // checkRegistration validates a registration: sizes, URLs, names, port,
-// stream start, address, headers and md5. Its errors carry CodeParamError.
-func checkRegistration(p RegisterParams) (registration, error) {
+// stream start, address, headers and md5; sourcePattern is the supernode's
+// CDN pattern, which limits the Range header (checkRange). Its errors carry
+// CodeParamError.
+func checkRegistration(p RegisterParams, sourcePattern bool) (registration, error) {
 	req := p.Req
 	if err := CheckRequest(req); err != nil {
 		return registration{}, err
@@ -206,7 +204,7 @@ func checkRegistration(p RegisterParams) (registration, error) {
 	if err != nil {
 		return registration{}, err
 	}
-	src, err := registrationSource(req)
+	src, err := registrationSource(req, sourcePattern)
 	if err != nil {
 		return registration{}, err
 	}
@@ -250,12 +248,12 @@ func FileDigest(v string) (digest.Digest, error) {
 }
 
 // registrationSource is the source a registration names, with its task ID.
-func registrationSource(req types.RegisterRequest) (cdn.Source, error) {
+func registrationSource(req types.RegisterRequest, sourcePattern bool) (cdn.Source, error) {
 	headers, err := urlutil.ParseHeaders(req.Headers)
 	if err != nil {
 		return cdn.Source{}, errorf(types.CodeParamError, "headers: %w", err)
 	}
-	if err := CheckRange(headers); err != nil {
+	if err := checkRange(headers, sourcePattern); err != nil {
 		return cdn.Source{}, err
 	}
 	taskURL := req.TaskURL

@@ -1,10 +1,15 @@
 package task
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
+	"go.uber.org/mock/gomock"
+
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 )
 
 func TestCheckRange(t *testing.T) {
@@ -12,14 +17,17 @@ func TestCheckRange(t *testing.T) {
 		"bytes=0-9": true, "bytes=5-": true, "bytes=-100": true, "Bytes = 0-9": true,
 		"bytes=0-9,20-29": false, "bytes=0-9, 20-29": false, "bytes=-": false, "bytes=x-1": false,
 		"0-9": false, "items=0-9": false, "bytes=0-9,bytes=20-29": false,
+		"bytes= 5-9": true, "bytes=9223372036854775807-": true, "": false, "bytes=+5-9": false, "bytes=5 - 9": false,
+		"bytes=-0": false, "bytes=5-4": false, "bytes=99999999999999999999-": false, "bytes=0-9223372036854775808": false,
 	} {
 		if err := CheckRange(map[string]string{"Range": v}); (err == nil) != ok {
 			t.Errorf("%q: %v, want ok=%v", v, err, ok)
 		}
 	}
 	// A preheat's header names are not canonical.
-	if CheckRange(map[string]string{"range": "bytes=0-1,3-4"}) == nil {
-		t.Error("lower-case multi-range accepted")
+	if err := CheckRange(map[string]string{"range": "bytes=0-1,3-4"}); CodeOf(err) != types.CodeParamError ||
+		!strings.Contains(err.Error(), "names several ranges") {
+		t.Errorf("lower-case multi-range: %v, want a 501 naming several ranges", err)
 	}
 	if CheckRange(map[string]string{"X": "y"}) != nil {
 		t.Error("no Range refused")
@@ -68,5 +76,49 @@ func TestInfoMasksCredentials(t *testing.T) {
 	h := maskedHeaders(map[string]string{"Authorization": "Bearer x", "X-Auth-Token": "t", "Cookie": "c", "Accept": "a"})
 	if h["Authorization"] != "xxxxx" || h["X-Auth-Token"] != "xxxxx" || h["Cookie"] != "xxxxx" || h["Accept"] != "a" {
 		t.Fatalf("masked headers %v", h)
+	}
+}
+
+// In the source CDN pattern a suffix Range is refused with the other Range
+// refusals (501, before any task or CDN exists), not by the CDN once the
+// task is made (a 500 "start cdn" to the client). The mocked CDN answers
+// as the real one does, so without the check the refusal is the late one.
+func TestSourcePatternRefusesSuffixRangeAtValidation(t *testing.T) {
+	d := newDeps(t)
+	d.m.cfg.SourcePattern = true
+	d.prog.EXPECT().InitTask(gomock.Any()).AnyTimes()
+	d.cdn.EXPECT().StartSource(gomock.Any(), gomock.Any()).DoAndReturn(func(src cdn.Source, _ func(cdn.Result)) (cdn.Started, error) {
+		if strings.HasPrefix(src.Headers["Range"], "bytes=-") {
+			return cdn.Started{}, errors.New("the source pattern cannot serve a suffix range")
+		}
+		return cdn.Started{HTTPFileLength: 100, PieceSize: piece.ComputeSize(100)}, nil
+	}).AnyTimes()
+	r := validReq()
+	r.Headers = []string{"Range: bytes=-100"}
+	_, err := d.m.Register(RegisterParams{Req: r})
+	if CodeOf(err) != types.CodeParamError || !strings.Contains(errString(err), "suffix range") {
+		t.Errorf("register: %v (code %d), want 501 naming the suffix range", err, CodeOf(err))
+	}
+	_, err = d.m.Ensure(cdn.Source{RawURL: "http://o/f", Headers: map[string]string{"Range": "bytes=-100"}})
+	if CodeOf(err) != types.CodeParamError || !strings.Contains(errString(err), "suffix range") {
+		t.Errorf("preheat: %v (code %d), want 501 naming the suffix range", err, CodeOf(err))
+	}
+	if n := len(d.m.tasks); n != 0 {
+		t.Errorf("%d tasks made for refused requests", n)
+	}
+	// A range with a start is the source pattern's to serve.
+	if _, err := d.m.Ensure(cdn.Source{RawURL: "http://o/f", Headers: map[string]string{"Range": "bytes=100-"}}); err != nil {
+		t.Errorf("bytes=100- refused: %v", err)
+	}
+}
+
+// The local pattern caches what the source answers to a suffix Range: it
+// is accepted there.
+func TestLocalPatternTakesSuffixRange(t *testing.T) {
+	d := newDeps(t)
+	d.prog.EXPECT().InitTask(gomock.Any())
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 100, PieceSize: piece.ComputeSize(100)}, nil)
+	if _, err := d.m.Ensure(cdn.Source{RawURL: "http://o/f", Headers: map[string]string{"Range": "bytes=-100"}}); err != nil {
+		t.Errorf("bytes=-100 refused: %v", err)
 	}
 }
