@@ -79,9 +79,12 @@ type Download struct {
 	// streamed bytes P2P wrote to it.
 	sw       *downloader.StreamWriter
 	streamed int64
-	nodes    []nodes.Node
-	tried    map[string]bool
-	regReq   regist.Request
+	// streamLength is the length of the file P2P streamed from (-1:
+	// unknown), which the source must have to go on after its bytes.
+	streamLength int64
+	nodes        []nodes.Node
+	tried        map[string]bool
+	regReq       regist.Request
 	// reregs counts registrations made again after a supernode forgot
 	// this client (bounded by maxReregister).
 	reregs int

@@ -343,6 +343,31 @@ func TestStreamMigrationToOtherPieceSizeFallsBack(t *testing.T) {
 	}
 }
 
+// A stream P2P wrote the head of, whose supernode then fails with no node
+// left, goes on from the source only if the source still holds a file of
+// the registered length. Here the origin now holds a longer (or shorter)
+// one: its tail would follow the old head, so the run fails (reason 3,
+// exit 80) and the stream ends at the head, which is the old file's.
+func TestStreamFallbackRefusesSourceOfOtherLength(t *testing.T) {
+	a := content(6*pieceContent + 5)
+	for _, b := range [][]byte{content(len(a) + 1000), content(len(a) - 1000)} {
+		o := origin(t, b)
+		sn := newFakeSupernode(t, a)
+		sn.failAfter = 2
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Stream, cfg.WindowSize = true, 1
+		var buf bytes.Buffer
+		code, out := run(t, cfg, &buf)
+		if code != config.ExitDownloadError || !strings.Contains(out, "reason:3") ||
+			!strings.Contains(out, "another version of the file") {
+			t.Fatalf("source of %d bytes after a stream of %d: exit %d: %s", len(b), len(a), code, out)
+		}
+		if buf.Len() == 0 || buf.Len() >= len(a) || !bytes.Equal(buf.Bytes(), a[:buf.Len()]) {
+			t.Fatalf("source of %d bytes: the stream is not a head of the registered file (%d bytes)", len(b), buf.Len())
+		}
+	}
+}
+
 type closingWriter struct{ left int }
 
 func (c *closingWriter) Write(b []byte) (int, error) {
