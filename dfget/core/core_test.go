@@ -263,6 +263,45 @@ func TestSource404LeavesNothing(t *testing.T) {
 	mustSame(t, cfg.Output, []byte("keep"))
 }
 
+// An unusable <home>/meta or <home>/data (a file is there) fails the
+// prepare step, as in Dragonfly 1.x: FAIL(1101), exit 77, naming the
+// path, before any network work. --pattern source uses neither and
+// downloads anyway.
+func TestWorkspaceDirUnusable(t *testing.T) {
+	body := content(1000)
+	o := origin(t, body)
+	for _, tc := range []struct {
+		dir     func(*config.Config) string
+		pattern string
+		code    int
+	}{
+		{(*config.Config).DataDir, config.PatternP2P, config.ExitPrepare},
+		{(*config.Config).MetaDir, config.PatternCDN, config.ExitPrepare},
+		{(*config.Config).DataDir, config.PatternSource, 0},
+	} {
+		cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
+		cfg.Pattern = tc.pattern
+		if err := os.MkdirAll(cfg.Home, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tc.dir(cfg), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out := run(t, cfg, nil)
+		if code != tc.code {
+			t.Fatalf("%s, --pattern %s: exit %d, want %d: %s", tc.dir(cfg), tc.pattern, code, tc.code, out)
+		}
+		if tc.code == 0 {
+			mustSame(t, cfg.Output, body)
+			continue
+		}
+		if !strings.Contains(out, "download FAIL(1101)") || !strings.Contains(out, tc.dir(cfg)) ||
+			!strings.Contains(out, "not a directory") {
+			t.Fatalf("%s: %s", tc.dir(cfg), out)
+		}
+	}
+}
+
 func TestStream(t *testing.T) {
 	for _, n := range []int{0, 1, pieceContent, 3*pieceContent + 9} {
 		body := content(n)
