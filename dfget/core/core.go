@@ -79,9 +79,12 @@ type Download struct {
 	// streamed bytes P2P wrote to it.
 	sw       *downloader.StreamWriter
 	streamed int64
-	nodes    []nodes.Node
-	tried    map[string]bool
-	regReq   regist.Request
+	// streamLength is the length of the file P2P streamed from (-1:
+	// unknown), which the source must have to go on after its bytes.
+	streamLength int64
+	nodes        []nodes.Node
+	tried        map[string]bool
+	regReq       regist.Request
 	// reregs counts registrations made again after a supernode forgot
 	// this client (bounded by maxReregister).
 	reregs int
@@ -128,7 +131,7 @@ func Execute(ctx context.Context, cfg *config.Config, out IO) Outcome {
 	fmt.Fprintf(out.Console, "workspace:%s\n", cfg.Home)
 	fmt.Fprintf(out.Console, "sign:%s\n", cfg.Sign)
 
-	if err := prepareOutput(cfg); err != nil {
+	if err := prepare(cfg); err != nil {
 		fmt.Fprintf(out.Console, "download FAIL(%d) cost:0.000s length:0 reason:%d error:%v\n",
 			config.CodePrepare, config.ReasonNone, err)
 		return Outcome{Code: config.ExitPrepare, Err: err}
@@ -140,6 +143,22 @@ func Execute(ctx context.Context, cfg *config.Config, out IO) Outcome {
 		d.bar.Close()
 	}
 	return Outcome{Code: d.report(reason, err, cost), Reason: reason, Length: max(d.length, 0), Err: err}
+}
+
+// prepare readies the local paths a download needs, so an unusable one
+// fails before any network work as Dragonfly 1.x's prepare does (code
+// 1101, exit 77): <home>/meta and <home>/data, which only P2P uses (the
+// peer server's host.meta and service files; --pattern source reads
+// neither), and the output's directory.
+func prepare(cfg *config.Config) error {
+	if cfg.Pattern != config.PatternSource {
+		for _, dir := range []string{cfg.MetaDir(), cfg.DataDir()} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("workspace directory %s: %w", dir, err)
+			}
+		}
+	}
+	return prepareOutput(cfg)
 }
 
 // prepareOutput creates the output's directory and proves it writable, so
@@ -177,11 +196,6 @@ func (d *Download) run(ctx context.Context) (int, error) {
 // source may make good is a fallBack with its reason.
 func (d *Download) tryP2P(ctx context.Context) error {
 	cfg := d.cfg
-	for _, dir := range []string{cfg.MetaDir(), cfg.DataDir()} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("prepare %s: %w", dir, err)
-		}
-	}
 	if cfg.Pattern == config.PatternSource {
 		return fallBack(config.ReasonUserSpecified, errNoP2P)
 	}

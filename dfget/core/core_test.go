@@ -263,6 +263,45 @@ func TestSource404LeavesNothing(t *testing.T) {
 	mustSame(t, cfg.Output, []byte("keep"))
 }
 
+// An unusable <home>/meta or <home>/data (a file is there) fails the
+// prepare step, as in Dragonfly 1.x: FAIL(1101), exit 77, naming the
+// path, before any network work. --pattern source uses neither and
+// downloads anyway.
+func TestWorkspaceDirUnusable(t *testing.T) {
+	body := content(1000)
+	o := origin(t, body)
+	for _, tc := range []struct {
+		dir     func(*config.Config) string
+		pattern string
+		code    int
+	}{
+		{(*config.Config).DataDir, config.PatternP2P, config.ExitPrepare},
+		{(*config.Config).MetaDir, config.PatternCDN, config.ExitPrepare},
+		{(*config.Config).DataDir, config.PatternSource, 0},
+	} {
+		cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
+		cfg.Pattern = tc.pattern
+		if err := os.MkdirAll(cfg.Home, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tc.dir(cfg), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out := run(t, cfg, nil)
+		if code != tc.code {
+			t.Fatalf("%s, --pattern %s: exit %d, want %d: %s", tc.dir(cfg), tc.pattern, code, tc.code, out)
+		}
+		if tc.code == 0 {
+			mustSame(t, cfg.Output, body)
+			continue
+		}
+		if !strings.Contains(out, "download FAIL(1101)") || !strings.Contains(out, tc.dir(cfg)) ||
+			!strings.Contains(out, "not a directory") {
+			t.Fatalf("%s: %s", tc.dir(cfg), out)
+		}
+	}
+}
+
 func TestStream(t *testing.T) {
 	for _, n := range []int{0, 1, pieceContent, 3*pieceContent + 9} {
 		body := content(n)
@@ -340,6 +379,31 @@ func TestStreamMigrationToOtherPieceSizeFallsBack(t *testing.T) {
 	defer good.mu.Unlock()
 	if good.cdnHits != 0 {
 		t.Errorf("%d pieces fetched from the node with the other piece size", good.cdnHits)
+	}
+}
+
+// A stream P2P wrote the head of, whose supernode then fails with no node
+// left, goes on from the source only if the source still holds a file of
+// the registered length. Here the origin now holds a longer (or shorter)
+// one: its tail would follow the old head, so the run fails (reason 3,
+// exit 80) and the stream ends at the head, which is the old file's.
+func TestStreamFallbackRefusesSourceOfOtherLength(t *testing.T) {
+	a := content(6*pieceContent + 5)
+	for _, b := range [][]byte{content(len(a) + 1000), content(len(a) - 1000)} {
+		o := origin(t, b)
+		sn := newFakeSupernode(t, a)
+		sn.failAfter = 2
+		cfg := testConfig(t, o.URL+"/file", sn.node())
+		cfg.Stream, cfg.WindowSize = true, 1
+		var buf bytes.Buffer
+		code, out := run(t, cfg, &buf)
+		if code != config.ExitDownloadError || !strings.Contains(out, "reason:3") ||
+			!strings.Contains(out, "another version of the file") {
+			t.Fatalf("source of %d bytes after a stream of %d: exit %d: %s", len(b), len(a), code, out)
+		}
+		if buf.Len() == 0 || buf.Len() >= len(a) || !bytes.Equal(buf.Bytes(), a[:buf.Len()]) {
+			t.Fatalf("source of %d bytes: the stream is not a head of the registered file (%d bytes)", len(b), buf.Len())
+		}
 	}
 }
 

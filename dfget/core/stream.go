@@ -38,7 +38,7 @@ func (d *Download) stream(ctx context.Context) error {
 		want = d.expectedLength(res) // for a chunked source, the finish knows
 	}
 	d.serviceDown()
-	d.length = written
+	d.streamLength, d.length = d.length, written
 	if errors.Is(werr, downloader.ErrConsumerGone) {
 		return werr
 	}
@@ -226,7 +226,9 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 }
 
 // streamBackSource continues the stream from the source after the bytes
-// P2P streamed, so no byte already written is repeated or skipped.
+// P2P streamed, so no byte already written is repeated or skipped. A
+// source of another length fails the download: the bytes out cannot be
+// taken back, so no further fallback helps.
 func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSource) error {
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
@@ -235,7 +237,15 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 		_, _ = d.sw.Stop()
 	}
 	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
-	n, err := src.Copy(ctx, out, off, d.bar.Add)
+	// After bytes of the registered file are out, the source must hold a
+	// file of its length (the check the migration path makes,
+	// errOtherVersion). From byte 0 its file, whatever its length, is a
+	// whole version, as in the file mode.
+	want := int64(-1)
+	if off > 0 {
+		want = d.streamLength
+	}
+	n, err := src.Copy(ctx, out, off, want, d.bar.Add)
 	d.length = off + n
 	if err != nil {
 		if errors.Is(err, downloader.ErrConsumerGone) {

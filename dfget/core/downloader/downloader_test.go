@@ -186,7 +186,7 @@ func TestSourceOpenAtOffset(t *testing.T) {
 		}
 		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path, Headers: hdr}
 		var out bytes.Buffer
-		if _, err := s.Copy(context.Background(), &out, tc.off, nil); err != nil || out.String() != tc.want {
+		if _, err := s.Copy(context.Background(), &out, tc.off, -1, nil); err != nil || out.String() != tc.want {
 			t.Errorf("%s range %q off %d: %q, %v; want %q", tc.path, tc.userRange, tc.off, out.String(), err, tc.want)
 		}
 	}

@@ -123,96 +123,144 @@ func setRange(req *http.Request, off int64) (rangeAsk, error) {
 }
 
 // bodySkip checks that the answer is the bytes asked for and returns how
-// many to skip to reach byte off. A 200 is the whole file from byte 0:
-// fine when dfget asked for the rest of the file (skip off bytes), never
-// when the user asked for a range, which the body is not. A 206 must
-// state where it starts, and start where the range does.
-func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, error) {
+// many to skip to reach byte off, and the size of the answer (sourceSize
+// with Rest still counting the skipped bytes). A 200 is the whole file
+// from byte 0: fine when dfget asked for the rest of the file (skip off
+// bytes), never when the user asked for a range, which the body is not. A
+// 206 must state where it starts, and start where the range does.
+func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, SourceSize, error) {
 	rg := resp.Request.Header.Get("Range")
+	size := SourceSize{Rest: resp.ContentLength, Total: -1}
 	if resp.StatusCode == http.StatusOK {
 		if a.user {
-			return 0, fmt.Errorf("answered 200 (the whole file) to Range %q: the source ignores ranges, so the range cannot be downloaded from it", rg)
+			return 0, size, fmt.Errorf("answered 200 (the whole file) to Range %q: the source ignores ranges, so the range cannot be downloaded from it", rg)
 		}
-		return off, nil
+		size.Total = resp.ContentLength
+		return off, size, nil
 	}
 	switch {
 	case !a.sent:
-		return 0, errors.New("answered 206 to a request without Range")
+		return 0, size, errors.New("answered 206 to a request without Range")
 	case a.odd:
-		return 0, fmt.Errorf("answered 206 to Range %q, which is not one range dfget can check", rg)
+		return 0, size, fmt.Errorf("answered 206 to Range %q, which is not one range dfget can check", rg)
 	}
 	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
 	if err != nil {
-		return 0, fmt.Errorf("answered 206 to Range %q: %w", rg, err)
+		return 0, size, fmt.Errorf("answered 206 to Range %q: %w", rg, err)
 	}
 	want := a.br.First
 	if a.br.Suffix > 0 {
 		if cr.Total < 0 {
-			return 0, fmt.Errorf("answered 206 to Range %q without the file length", rg)
+			return 0, size, fmt.Errorf("answered 206 to Range %q without the file length", rg)
 		}
 		want = max(cr.Total-a.br.Suffix, 0)
 	}
 	if cr.First != want {
-		return 0, fmt.Errorf("answered Content-Range %q to Range %q: the body starts at byte %d, not %d", resp.Header.Get("Content-Range"), rg, cr.First, want)
+		return 0, size, fmt.Errorf("answered Content-Range %q to Range %q: the body starts at byte %d, not %d", resp.Header.Get("Content-Range"), rg, cr.First, want)
 	}
-	return a.skip, nil
+	// The span says how much comes even when Content-Length does not
+	// (a chunked 206).
+	size.Rest = cr.Last - cr.First + 1
+	if !a.user {
+		size.Total = cr.Total
+	}
+	return a.skip, size, nil
+}
+
+// SourceSize is what a source answer says of its size: Rest, the bytes
+// its body holds from the offset asked for, and Total, the whole file's
+// length (with a user Range, unknown: the stream is the range, not the
+// file); -1 when the answer does not say.
+type SourceSize struct {
+	Rest, Total int64
+}
+
+// ErrSourceChanged is a source whose file is not the length of the one a
+// stream began with: another version of it, whose bytes cannot follow the
+// ones already written.
+var ErrSourceChanged = errors.New("the source holds another version of the file")
+
+// check is nil when an answer of this size can finish, from byte off, a
+// stream of want bytes (-1: unknown, anything can).
+func (z SourceSize) check(off, want int64) error {
+	switch {
+	case want < 0:
+		return nil
+	case z.Total >= 0 && z.Total != want:
+		return fmt.Errorf("the file is %d bytes, the stream so far is of one of %d: %w", z.Total, want, ErrSourceChanged)
+	case z.Rest >= 0 && off+z.Rest != want:
+		return fmt.Errorf("the answer ends at byte %d, the stream so far is of a file of %d: %w", off+z.Rest, want, ErrSourceChanged)
+	}
+	return nil
 }
 
 // Open requests the source from byte off on (of the user's range, if a
-// Range header was given) and returns the body positioned at off.
-func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+// Range header was given) and returns the body positioned at off, with
+// the answer's size.
+func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, SourceSize, error) {
+	none := SourceSize{Rest: -1, Total: -1}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("source request: %w", err)
+		return nil, none, fmt.Errorf("source request: %w", err)
 	}
 	for k, v := range s.Headers {
 		req.Header.Set(k, v)
 	}
 	ask, err := setRange(req, off)
 	if err != nil {
-		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
+		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	resp, err := s.HTTP.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
+		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("source %s: HTTP %d", s.URL, resp.StatusCode)
+		return nil, none, fmt.Errorf("source %s: HTTP %d", s.URL, resp.StatusCode)
 	}
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "multipart/byteranges" {
 		// The parts' MIME framing is not the file; config refuses the
 		// several-range header that asks for this, but an origin may send
 		// it anyway.
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("source %s: answered multipart/byteranges (several ranges), not one body", s.URL)
+		return nil, none, fmt.Errorf("source %s: answered multipart/byteranges (several ranges), not one body", s.URL)
 	}
-	skip, err := ask.bodySkip(resp, off)
+	skip, size, err := ask.bodySkip(resp, off)
 	if err != nil {
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("source %s: %w", s.URL, err)
+		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	if skip > 0 {
 		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
 			resp.Body.Close()
-			return nil, 0, fmt.Errorf("source %s: skip %d bytes: %w", s.URL, skip, err)
+			return nil, none, fmt.Errorf("source %s: skip %d bytes: %w", s.URL, skip, err)
 		}
 	}
-	length := resp.ContentLength
-	if length >= 0 {
-		length -= skip
+	if size.Rest >= 0 {
+		size.Rest -= skip
 	}
-	return resp.Body, length, nil
+	return resp.Body, size, nil
 }
 
 // Copy streams the source from off into w, counting bytes with onBytes.
-func (s *BackSource) Copy(ctx context.Context, w io.Writer, off int64, onBytes func(int64)) (int64, error) {
-	body, length, err := s.Open(ctx, off)
+// want is the length of the whole stream (-1: unknown) when bytes before
+// off are already out: a source of another length is another version of
+// the file, whose bytes must not follow them. Its answer is checked
+// before any byte is written; one that does not state its size is cut at
+// want and must end there.
+func (s *BackSource) Copy(ctx context.Context, w io.Writer, off, want int64, onBytes func(int64)) (int64, error) {
+	body, size, err := s.Open(ctx, off)
 	if err != nil {
 		return 0, err
 	}
 	defer body.Close()
+	if err := size.check(off, want); err != nil {
+		return 0, fmt.Errorf("source %s: %w", s.URL, err)
+	}
 	var r io.Reader = api.LimitReader(ctx, body, s.Limiter)
+	if want >= 0 {
+		r = io.LimitReader(r, want-off)
+	}
 	if onBytes != nil {
 		r = &countReader{r: r, f: onBytes}
 	}
@@ -221,10 +269,26 @@ func (s *BackSource) Copy(ctx context.Context, w io.Writer, off int64, onBytes f
 	if err != nil {
 		return n, fmt.Errorf("copy from source: %w", err)
 	}
-	if length >= 0 && n != length {
-		return n, fmt.Errorf("source %s: got %d of %d bytes", s.URL, n, length)
+	if size.Rest >= 0 && n != size.Rest {
+		return n, fmt.Errorf("source %s: got %d of %d bytes", s.URL, n, size.Rest)
+	}
+	if want >= 0 {
+		return n, s.checkEnd(body, off+n, want)
 	}
 	return n, nil
+}
+
+// checkEnd checks that a source answer cut at want bytes (at, the byte
+// reached) ended there: neither short nor with more to come.
+func (s *BackSource) checkEnd(body io.Reader, at, want int64) error {
+	if at != want {
+		return fmt.Errorf("source %s: the file ends at byte %d, the stream so far is of one of %d: %w", s.URL, at, want, ErrSourceChanged)
+	}
+	var one [1]byte
+	if k, _ := io.ReadFull(body, one[:]); k > 0 {
+		return fmt.Errorf("source %s: the file goes on after byte %d, the length of the stream so far: %w", s.URL, want, ErrSourceChanged)
+	}
+	return nil
 }
 
 // DownloadFile fetches the whole source into a temp file beside output,
@@ -252,7 +316,7 @@ func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, o
 	if h.Active() {
 		out = io.MultiWriter(f, &h)
 	}
-	n, err := s.Copy(ctx, out, 0, onBytes)
+	n, err := s.Copy(ctx, out, 0, -1, onBytes)
 	if err != nil {
 		return n, err
 	}

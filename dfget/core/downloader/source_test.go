@@ -2,6 +2,8 @@ package downloader
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // An origin that answers a several-range request (or sends one anyway)
@@ -83,7 +87,7 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 		}
 		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path, Headers: hdr}
 		var out strings.Builder
-		_, err := s.Copy(context.Background(), &out, tc.off, nil)
+		_, err := s.Copy(context.Background(), &out, tc.off, -1, nil)
 		if tc.want == "" && err == nil || tc.want != "" && (err != nil || out.String() != tc.want) {
 			t.Errorf("%s %q from %d: %q, %v; want %q", tc.path, tc.rng, tc.off, out.String(), err, tc.want)
 		}
@@ -96,5 +100,66 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a failed range download left a file at the output path")
+	}
+}
+
+// A stream that P2P wrote the head of goes on from the source only if the
+// source's file has the stream's length: another length is another
+// version, whose tail must not follow the head. An answer that states its
+// size (Content-Range total or span, Content-Length) is refused before a
+// byte is written; one that does not is cut at the stream's length and
+// must end exactly there.
+func TestSourceCopyRefusesOtherLength(t *testing.T) {
+	const want = 100
+	file := func(n int) string { return strings.Repeat("0123456789", 20)[:n] }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n int
+		if _, err := fmt.Sscanf(r.URL.Path, "/same/%d", &n); err == nil {
+			http.ServeContent(w, r, "f", time.Time{}, strings.NewReader(file(n)))
+			return
+		}
+		if _, err := fmt.Sscanf(r.URL.Path, "/unsized/%d", &n); err == nil {
+			// Ignores Range, and a flush before the body drops its
+			// Content-Length (a chunked 200).
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			_, _ = w.Write([]byte(file(n)))
+			return
+		}
+		if _, err := fmt.Sscanf(r.URL.Path, "/star/%d", &n); err == nil {
+			// A 206 of the rest, total unknown ("*"), chunked.
+			br, _ := urlutil.ParseByteRange(r.Header.Get("Range"))
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", br.First, n-1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.(http.Flusher).Flush()
+			_, _ = w.Write([]byte(file(n)[br.First:]))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		path    string
+		written int // bytes the source may write before failing
+		ok      bool
+	}{
+		{"/same/100", 90, true},
+		{"/same/101", 0, false},
+		{"/same/99", 0, false},
+		{"/star/100", 90, true},
+		{"/star/120", 0, false},
+		{"/unsized/100", 90, true},
+		{"/unsized/120", 90, false}, // cut at the stream's end, never past it
+		{"/unsized/95", 85, false},
+	} {
+		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path}
+		var out strings.Builder
+		n, err := s.Copy(context.Background(), &out, 10, want, nil)
+		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrSourceChanged) || out.Len() != tc.written || int(n) != tc.written {
+			t.Errorf("%s: wrote %d (n %d), err %v; want %d written, ok %v", tc.path, out.Len(), n, err, tc.written, tc.ok)
+		}
+		if out.String() != file(want)[10:10+min(out.Len(), want-10)] {
+			t.Errorf("%s: wrote bytes that are not the file's", tc.path)
+		}
 	}
 }
