@@ -63,11 +63,13 @@ func (m *Manager) startJournal(id string, meta *store.Meta, resume *prefix) *sto
 // writeBody cuts the body into pieces from piece first on and writes them
 // with the writer pool; sums go on with their content. It returns the
 // cutter, which tells the piece count and content length, once every piece
-// is written and hashed; a read error (or a stall) wins over a write error.
+// is written and hashed. The first write error stops the read at once (a
+// full disk must not cost the rest of a 100 GB source) and is the fill's
+// error; a stall, or a read error before any write failed, wins over it.
 func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src Source, r io.Reader, f *os.File,
 	cf *cacheFile, meta *store.Meta, sums *fileSums, first int, jr *store.Journal) (*cutter, error) {
 	ps := meta.PieceSize
-	w := m.startWriters(src.TaskID, f, cf, ps, sums, jr)
+	w := m.startWriters(src.TaskID, f, cf, ps, sums, jr, cancel)
 	body := m.watchBody(ctx, cancel, r)
 	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
 		num: first, off: piece.ContentOffset(first, ps)}
@@ -84,7 +86,7 @@ func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src 
 		return nil, rerr
 	}
 	if werr != nil {
-		return nil, werr
+		return nil, fmt.Errorf("fill stopped after %d source bytes: %w", cut.off, werr)
 	}
 	return cut, nil
 }
@@ -116,14 +118,21 @@ type writers struct {
 	wmu     sync.Mutex
 	errOnce sync.Once
 	err     error
+	// failed is closed with the first write error: the feeder stops
+	// cutting, and writers and hasher drain the queued pieces without
+	// touching them. stop cancels the fetch, so a read blocked on the
+	// source returns and the body is closed.
+	failed chan struct{}
+	stop   context.CancelFunc
 	// journal records each piece written, under wmu (nil: none).
 	journal *store.Journal
 }
 
-func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums, jr *store.Journal) *writers {
+func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums, jr *store.Journal,
+	stop context.CancelFunc) *writers {
 	n := m.cfg.Workers
 	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), pool: make(chan []byte, n*2+1),
-		hashed: make(chan struct{}), journal: jr}
+		hashed: make(chan struct{}), journal: jr, failed: make(chan struct{}), stop: stop}
 	for range n*2 + 1 {
 		w.pool <- make([]byte, ps)
 	}
@@ -132,7 +141,9 @@ func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, s
 		go func() {
 			defer close(w.hashed)
 			for j := range w.hashq {
-				_, _ = sums.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+				if !w.stopped() {
+					_, _ = sums.Write(j.buf[piece.HeadSize : piece.HeadSize+j.n])
+				}
 				w.release(j)
 			}
 		}()
@@ -155,6 +166,10 @@ func (w *writers) release(j job) {
 func (w *writers) work() {
 	defer w.wg.Done()
 	for j := range w.jobs {
+		if w.stopped() {
+			w.release(j)
+			continue
+		}
 		wrapped := piece.WrapInPlace(j.buf, j.n, w.ps)
 		// The BLAKE3 of the wrapped piece while it is in memory; its md5
 		// is computed only if a Dragonfly 1.x client asks for it
@@ -167,11 +182,30 @@ func (w *writers) work() {
 		}
 		w.wmu.Unlock()
 		if err != nil {
-			w.errOnce.Do(func() { w.err = fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err) })
+			w.fail(fmt.Errorf("write piece %d of %s: %w", j.num, w.id, err))
 		} else {
 			w.m.setReady(w.id, w.cf, j.num, "", len(wrapped), b3)
 		}
 		w.release(j)
+	}
+}
+
+// fail records the first write error and stops the fill.
+func (w *writers) fail(err error) {
+	w.errOnce.Do(func() {
+		w.err = err
+		close(w.failed)
+		w.stop()
+	})
+}
+
+// stopped reports whether a write failed.
+func (w *writers) stopped() bool {
+	select {
+	case <-w.failed:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -188,18 +222,33 @@ func (w *writers) record(num, n int, b3 digest.Digest) {
 }
 
 // feed cuts the body into pieces and queues them until the body ends or
-// fails. A piece of a failed read is never queued, so never ready.
+// fails, or a write fails. A piece of a failed read is never queued, so
+// never ready. After a write failed it returns nil: the read error it may
+// see is the cancellation that failure caused, and wait returns the cause.
 func (w *writers) feed(ctx context.Context, cut *cutter) error {
 	for !cut.ended {
 		var buf []byte
 		select {
 		case buf = <-w.pool:
+		case <-w.failed:
+			return nil
 		case <-ctx.Done():
+			if w.stopped() {
+				return nil
+			}
 			return ctx.Err()
+		}
+		// The pool and the failure may be ready together.
+		if w.stopped() {
+			w.pool <- buf
+			return nil
 		}
 		num, n, ok, err := cut.next(buf[piece.HeadSize:])
 		if err != nil || !ok {
 			w.pool <- buf
+			if w.stopped() {
+				return nil
+			}
 			return err
 		}
 		j := job{num: num, buf: buf, n: n, refs: new(atomic.Int32)}
