@@ -88,7 +88,8 @@ func ValidNonce(n string) bool {
 
 // SetLocalToken sets the secret of this host's peer server, sent with
 // every call to its local-only endpoints but the check (never to other
-// peers), which proves the server holds it first (CheckServer).
+// peers), which proves the server holds it first (CheckServer). Empty:
+// no server, no local calls.
 func (c *Client) SetLocalToken(tok string) { c.localToken.Store(&tok) }
 
 // localCall calls a local-only endpoint of this host's peer server and
@@ -99,13 +100,18 @@ func (c *Client) localCall(ctx context.Context, method, u string, hdr map[string
 }
 
 // localDo is peerDo for a local-only endpoint: it adds the server's token.
+// Without one (never set, or dropped once the server stopped proving it
+// holds it) there is no server of ours to call: whatever listens on the
+// port is not asked, so it can neither learn the token nor answer.
 func (c *Client) localDo(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, http.Header, error) {
-	if tok := c.localToken.Load(); tok != nil && *tok != "" {
-		if hdr == nil {
-			hdr = map[string]string{}
-		}
-		hdr[HeaderLocalToken] = *tok
+	tok := c.localToken.Load()
+	if tok == nil || *tok == "" {
+		return "", nil, fmt.Errorf("%s: %w", u, ErrServerUnproven)
 	}
+	if hdr == nil {
+		hdr = map[string]string{}
+	}
+	hdr[HeaderLocalToken] = *tok
 	return c.peerDo(ctx, method, u, hdr, body)
 }
 
