@@ -716,8 +716,14 @@ func (d *Download) keepAlive(ctx context.Context) func() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if _, err := d.client.CheckServer(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.cfg.DataDir(),
-					int64(d.cfg.TotalLimit)); err != nil && ctx.Err() == nil {
+				_, err := d.client.CheckServer(ctx, d.localIP, d.peerPort, d.cfg.TaskFileName, d.cfg.DataDir(),
+					int64(d.cfg.TotalLimit))
+				if err != nil && ctx.Err() == nil {
+					if errors.Is(err, api.ErrServerUnproven) {
+						// The server died and something else holds
+						// its port: no control call goes there now.
+						d.client.SetLocalToken("")
+					}
 					d.log.Warnf("peer server keepalive: %v", err)
 				}
 			}

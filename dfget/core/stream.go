@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 )
 
@@ -188,7 +190,11 @@ func (d *Download) openStreamCache(ctx context.Context, w *downloader.StreamWrit
 // streamPusher returns how verified pieces reach the peer server's stream
 // cache: written into a slot of the ring the server shares (one copy, no
 // HTTP body), or pushed as an HTTP body when there is no ring or a slot
-// cannot be had. closeRing releases the ring file.
+// cannot be had. closeRing releases the ring file. The ring's path and
+// slots come from whatever answers on the server's port: only a file that
+// proves to be a ring is written (uploader.OpenRing), and only in slots
+// inside it; a server that names another slot loses the ring for the
+// stream.
 func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context, *downloader.Piece), closeRing func()) {
 	name, size := d.cfg.TaskFileName, d.reg.Data.PieceSize
 	body := func(ctx context.Context, p *downloader.Piece) {
@@ -199,30 +205,55 @@ func (d *Download) streamPusher(ring api.StreamRing) (push func(context.Context,
 	if ring.Path == "" {
 		return body, func() {}
 	}
-	f, err := os.OpenFile(ring.Path, os.O_RDWR, 0)
+	f, err := uploader.OpenRing(ring.Path, ring.Slots, int(size))
 	if err != nil {
-		d.log.Infof("stream ring %s: %v; pushing pieces by HTTP", ring.Path, err)
+		d.log.Warnf("stream ring refused: %v; pushing pieces by HTTP", err)
 		return body, func() {}
 	}
+	var refused atomic.Bool
 	push = func(ctx context.Context, p *downloader.Piece) {
-		slot, err := d.client.ReserveStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num)
-		if err == nil {
-			n := len(p.Wrapped)
-			if _, werr := fileio.WriteAt(f, p.Wrapped, int64(slot)*int64(size)); werr != nil {
-				// A length of 0 fails the commit's checks, which frees
-				// the slot: a half-written slot is never cached.
-				n, err = 0, fmt.Errorf("write ring slot %d: %w", slot, werr)
+		if !refused.Load() {
+			err := d.writeSlot(ctx, f, ring.Slots, p)
+			if err == nil {
+				return
 			}
-			if cerr := d.client.CommitStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num, slot, n); err == nil {
-				err = cerr
+			if errors.Is(err, errBadSlot) && !refused.Swap(true) {
+				d.log.Warnf("stream ring: %v; pushing pieces by HTTP", err)
 			}
-		}
-		if err != nil {
 			d.log.Debugf("piece %d to stream ring: %v; pushing it by HTTP", p.Num, err)
-			body(ctx, p)
 		}
+		body(ctx, p)
 	}
 	return push, func() { _ = f.Close() }
+}
+
+// errBadSlot is a slot the peer server handed out that is not in its ring,
+// or a piece that does not fit one.
+var errBadSlot = errors.New("slot outside the ring")
+
+// writeSlot writes piece p into a ring slot the peer server reserves for
+// it, and commits it.
+func (d *Download) writeSlot(ctx context.Context, f *os.File, slots int, p *downloader.Piece) error {
+	name, size := d.cfg.TaskFileName, d.reg.Data.PieceSize
+	slot, err := d.client.ReserveStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num)
+	if err != nil {
+		return err
+	}
+	if slot < 0 || slot >= slots || len(p.Wrapped) > int(size) {
+		// Not committed: a server that is not sure of its ring's slots
+		// keeps this one until its reservation expires.
+		return fmt.Errorf("%w: slot %d of %d for %d bytes", errBadSlot, slot, slots, len(p.Wrapped))
+	}
+	n := len(p.Wrapped)
+	if _, werr := fileio.WriteAt(f, p.Wrapped, int64(slot)*int64(size)); werr != nil {
+		// A length of 0 fails the commit's checks, which frees the
+		// slot: a half-written slot is never cached.
+		n, err = 0, fmt.Errorf("write ring slot %d: %w", slot, werr)
+	}
+	if cerr := d.client.CommitStreamSlot(ctx, d.localIP, d.peerPort, name, p.Num, slot, n); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // streamBackSource continues the stream from the source after the bytes

@@ -3,6 +3,11 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,11 +49,47 @@ const (
 	// HeaderLocalToken carries the peer server's secret (from its meta
 	// file) on calls to its local-only endpoints.
 	HeaderLocalToken = "localToken"
+	// HeaderCheckNonce, HeaderCheckAuth and HeaderCheckProof make the
+	// check a challenge (CheckServer): the dfget's fresh nonce, its MAC
+	// of it (CheckAuth) standing in for the token, and the server's
+	// proof (CheckProof) in the answer.
+	HeaderCheckNonce = "checkNonce"
+	HeaderCheckAuth  = "checkAuth"
+	HeaderCheckProof = "checkProof"
 )
 
+// ErrServerUnproven is a listener on the peer server's port that could not
+// prove it holds the token host.meta names: not this user's server.
+var ErrServerUnproven = errors.New("peer server did not prove it holds its token")
+
+// CheckProof is the peer server's answer to a check's nonce: hex
+// HMAC-SHA256 of the nonce under its token.
+func CheckProof(token, nonce string) string { return macHex(token, nonce) }
+
+// CheckAuth is what a dfget's check sends instead of the token: the MAC of
+// its nonce under another label than CheckProof's, so that a listener
+// handed it cannot echo it back as the proof.
+func CheckAuth(token, nonce string) string { return macHex(token, "dfget-check-auth\x00"+nonce) }
+
+func macHex(token, msg string) string {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte(msg))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// ValidNonce accepts a check nonce: 16 to 64 bytes in hex.
+func ValidNonce(n string) bool {
+	if len(n) < 32 || len(n) > 128 {
+		return false
+	}
+	_, err := hex.DecodeString(n)
+	return err == nil
+}
+
 // SetLocalToken sets the secret of this host's peer server, sent with
-// every call to its local-only endpoints (never to other peers). Empty:
-// none, for a server too old to have one.
+// every call to its local-only endpoints but the check (never to other
+// peers), which proves the server holds it first (CheckServer). Empty:
+// no server, no local calls.
 func (c *Client) SetLocalToken(tok string) { c.localToken.Store(&tok) }
 
 // localCall calls a local-only endpoint of this host's peer server and
@@ -59,13 +100,18 @@ func (c *Client) localCall(ctx context.Context, method, u string, hdr map[string
 }
 
 // localDo is peerDo for a local-only endpoint: it adds the server's token.
+// Without one (never set, or dropped once the server stopped proving it
+// holds it) there is no server of ours to call: whatever listens on the
+// port is not asked, so it can neither learn the token nor answer.
 func (c *Client) localDo(ctx context.Context, method, u string, hdr map[string]string, body []byte) (string, http.Header, error) {
-	if tok := c.localToken.Load(); tok != nil && *tok != "" {
-		if hdr == nil {
-			hdr = map[string]string{}
-		}
-		hdr[HeaderLocalToken] = *tok
+	tok := c.localToken.Load()
+	if tok == nil || *tok == "" {
+		return "", nil, fmt.Errorf("%s: %w", u, ErrServerUnproven)
 	}
+	if hdr == nil {
+		hdr = map[string]string{}
+	}
+	hdr[HeaderLocalToken] = *tok
 	return c.peerDo(ctx, method, u, hdr, body)
 }
 
@@ -135,9 +181,38 @@ func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]st
 
 // CheckServer calls the peer server's /check/{taskFileName}, which also
 // registers the task with it, and returns the body "<name>@<version>".
+// host.meta may name the port of a server that died without its cleanup,
+// which any local user can now hold, so the check is a challenge: it sends
+// a fresh nonce and, instead of the token of SetLocalToken, CheckAuth of
+// it; the answer must carry CheckProof of the nonce, else the error is
+// ErrServerUnproven. A listener thus never learns the token, and is never
+// taken for the server.
 func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileName, dataDir string, totalLimit int64) (string, error) {
-	return c.localCall(ctx, http.MethodGet, peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil),
-		map[string]string{HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10)}, nil)
+	u := peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil)
+	tok := c.localToken.Load()
+	if tok == nil || *tok == "" {
+		return "", fmt.Errorf("%s: no token to check the server with: %w", u, ErrServerUnproven)
+	}
+	nonce := hex.EncodeToString(randomBytes(32))
+	body, h, err := c.peerDo(ctx, http.MethodGet, u, map[string]string{
+		HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10),
+		HeaderCheckNonce: nonce, HeaderCheckAuth: CheckAuth(*tok, nonce),
+	}, nil)
+	if err != nil {
+		return body, err
+	}
+	got, err := hex.DecodeString(h.Get(HeaderCheckProof))
+	want, _ := hex.DecodeString(CheckProof(*tok, nonce))
+	if err != nil || !hmac.Equal(got, want) {
+		return "", fmt.Errorf("%s: %w", u, ErrServerUnproven)
+	}
+	return body, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand's documented behaviour)
+	return b
 }
 
 // FinishTask tells the peer server the task file is complete and whom to

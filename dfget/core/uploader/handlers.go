@@ -49,6 +49,11 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	t.accessTime = time.Now()
 	s.mu.Unlock()
+	if n := r.Header.Get(api.HeaderCheckNonce); n != "" {
+		// The dfget takes us for its server only with this proof; the
+		// body stays v1's.
+		w.Header().Set(api.HeaderCheckProof, api.CheckProof(s.cfg.Token, n))
+	}
 	text(w, http.StatusOK, name+"@"+version.Version)
 }
 

@@ -51,7 +51,7 @@ func TestStreamRing(t *testing.T) {
 	if ring.Path == "" || ring.Slots != 4 {
 		t.Fatalf("ring %+v, want a path and 2 x window = 4 slots", ring)
 	}
-	f, err := os.OpenFile(ring.Path, os.O_RDWR, 0)
+	f, err := OpenRing(ring.Path, ring.Slots, testPieceSize)
 	if err != nil {
 		t.Fatalf("open ring as the dfget does: %v", err)
 	}

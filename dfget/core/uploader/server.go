@@ -137,10 +137,9 @@ func (s *Server) active(h http.HandlerFunc) http.HandlerFunc {
 // register files to serve and set limits. A local source address is not
 // enough, since any local service that fetches URLs for others (a
 // supernode on this host, a proxy) connects from it too: the caller must
-// also send the server's token, which only the user can read from the meta
-// file.
+// also show the server's token, which only the user can read from the meta
+// file (hasToken).
 func (s *Server) local(h http.HandlerFunc) http.HandlerFunc {
-	want := []byte(s.cfg.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
@@ -148,12 +147,25 @@ func (s *Server) local(h http.HandlerFunc) http.HandlerFunc {
 			text(w, http.StatusForbidden, "control endpoints are for local dfget only")
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get(api.HeaderLocalToken)), want) != 1 {
+		if !s.hasToken(r.Header) {
 			text(w, http.StatusForbidden, "control endpoints want this server's local token (see its meta file)")
 			return
 		}
 		h(w, r)
 	}
+}
+
+// hasToken reports that a request shows the server's token: sends it, or,
+// as a dfget's check does (api.Client.CheckServer), a nonce with its
+// api.CheckAuth MAC, so that a listener on the port of a dead server never
+// learns the token from a check.
+func (s *Server) hasToken(h http.Header) bool {
+	if subtle.ConstantTimeCompare([]byte(h.Get(api.HeaderLocalToken)), []byte(s.cfg.Token)) == 1 {
+		return true
+	}
+	n := h.Get(api.HeaderCheckNonce)
+	return api.ValidNonce(n) &&
+		subtle.ConstantTimeCompare([]byte(h.Get(api.HeaderCheckAuth)), []byte(api.CheckAuth(s.cfg.Token, n))) == 1
 }
 
 // sameHost reports that the request came from this host: its source is

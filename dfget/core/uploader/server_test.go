@@ -22,7 +22,6 @@ import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
-	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
 const testPieceSize = 1 << 20 // a small wrapped piece size for tests
@@ -507,25 +506,6 @@ func TestMetaTokenReachesDfget(t *testing.T) {
 	}
 	if _, err := c.FairRate(ctx, "127.0.0.1", m.ServicePort, "x", 10); err != nil {
 		t.Fatalf("a later control call: %v", err)
-	}
-}
-
-// A running server of an older version has no token in host.meta: a dfget
-// of the same version string still reuses it.
-func TestCheckReusesServerWithoutToken(t *testing.T) {
-	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(api.HeaderLocalToken) != "" {
-			t.Errorf("token sent to a server that has none")
-		}
-		_, _ = io.WriteString(w, "x@"+version.Version)
-	}))
-	defer old.Close()
-	meta := filepath.Join(t.TempDir(), "host.meta")
-	if err := os.WriteFile(meta, []byte(`{"servicePort":`+strconv.Itoa(old.Listener.Addr().(*net.TCPAddr).Port)+`}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := check(context.Background(), api.New(), SpawnOptions{IP: "127.0.0.1", MetaPath: meta, TaskFileName: "x"}); !ok {
-		t.Fatal("an old server of the same version was not reused")
 	}
 }
 

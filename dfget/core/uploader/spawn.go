@@ -94,13 +94,18 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	return 0, errors.New("peer server did not come up within 5s")
 }
 
-// check asks the server host.meta names whether it serves this dfget. Its
-// token goes with every later control call of c. A server of an older
-// version (no token) is not reused if the version differs, as before.
+// check asks the server host.meta names whether it serves this dfget. The
+// check proves that the server holds the token host.meta records without
+// sending it (api.Client.CheckServer): a listener that cannot, such as
+// another user's on the port of a server killed without its cleanup, is
+// no server, and StartOrReuse starts one on another port as it would after
+// a clean exit. The token then goes with every later control call of c. A
+// host.meta without a token (a server of an old version) cannot prove
+// anything either.
 func check(ctx context.Context, c *api.Client, o SpawnOptions) (int, bool) {
 	m := ReadMeta(o.MetaPath)
 	p := m.ServicePort
-	if p <= 0 {
+	if p <= 0 || m.Token == "" {
 		return 0, false
 	}
 	c.SetLocalToken(m.Token)
