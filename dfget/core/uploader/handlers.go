@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -127,6 +128,10 @@ func parsePieceRequest(h http.Header) (pieceRequest, error) {
 		return p, fmt.Errorf("invalid pieceSize %q", h.Get(api.HeaderPieceSize))
 	}
 	p.num, p.pieceSize = num, int32(size)
+	if int64(num) > math.MaxInt64/size {
+		// num*size would wrap: the piece starts past any file.
+		return p, fmt.Errorf("pieceNum %d is past any file of %d-byte pieces", num, size)
+	}
 	if end-start+1 > size {
 		return p, fmt.Errorf("range %s is longer than a piece", spec)
 	}
