@@ -225,16 +225,25 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string, 
 }
 
 // serveStream sends a piece from a stream cache. The cache holds wrapped
-// pieces only, so a source-pattern request is not found there.
+// pieces only, so a source-pattern request is not found there. When the
+// cache lets no more responses hold its buffers the answer is 503: the
+// fetching dfget (ours or a Dragonfly 1.x one) counts it a failed piece,
+// reports no piece error, and is scheduled elsewhere.
 func serveStream(w http.ResponseWriter, sc *streamCache, pr pieceRequest) {
-	sent := pr.wrapped && sc.send(pr.num, pr.length+piece.WrapSize, func(b []byte) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		w.WriteHeader(http.StatusPartialContent)
-		_, _ = w.Write(b)
-	})
-	if !sent {
-		text(w, http.StatusNotFound, "piece not in stream cache")
+	err := errNotCached
+	if pr.wrapped {
+		err = sc.send(pr.num, pr.length+piece.WrapSize, func(b []byte) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(b)
+		})
+	}
+	switch {
+	case errors.Is(err, errSendsBusy):
+		text(w, http.StatusServiceUnavailable, err.Error())
+	case err != nil:
+		text(w, http.StatusNotFound, err.Error())
 	}
 }
 
