@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,5 +112,122 @@ func TestStalledPeersHoldAtMostTwoWindows(t *testing.T) {
 	}
 	if busy != pieces-2*window {
 		t.Errorf("%d of %d asks answered 503, want all past the first %d", busy, pieces, 2*window)
+	}
+}
+
+// A peer that asks for a piece and never reads is cut off at the piece's
+// own write deadline, a stream piece (releasing its buffer) as a file
+// piece (releasing the goroutine and the open file), not after the
+// server's write timeout.
+func TestStalledPeerCutOffAtPieceDeadline(t *testing.T) {
+	const size = 4 << 20
+	for _, stream := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stream", false: "file"}[stream], func(t *testing.T) {
+			s, dir := newTestServer(t)
+			s.uploadGrace, s.uploadFloorRate = 300*time.Millisecond, 1<<40
+			srv := httptest.NewServer(s.Handler())
+			t.Cleanup(srv.Close)
+			name := "st"
+			var sc *streamCache
+			if stream {
+				sc = openStreamTask(t, s, size, 2)
+				pushStreamPiece(t, s, 0, size, piece.Wrap(nil, make([]byte, size-piece.WrapSize), size))
+			} else {
+				name = "file"
+				if err := os.WriteFile(filepath.Join(dir, name+ServiceSuffix), make([]byte, 2*size), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				do(t, s.Handler(), "GET", "/check/"+name, "127.0.0.1:1", map[string]string{"dataDir": dir}, nil)
+			}
+			t0 := time.Now()
+			if code, _ := stalledPeer(t, srv.Listener.Addr().String(), name, 0, size); code != http.StatusPartialContent {
+				t.Fatalf("status %d", code)
+			}
+			for s.inflight.Load() > 0 {
+				if time.Since(t0) > 5*time.Second {
+					t.Fatalf("the response to a peer that does not read still runs after %v", time.Since(t0))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Logf("cut off after %v", time.Since(t0))
+			if sc != nil {
+				sc.mu.Lock()
+				sending, held := sc.sending, sc.held
+				sc.mu.Unlock()
+				if sending != 0 || held != 0 {
+					t.Errorf("after the cut-off: %d sends hold %d pieces", sending, held)
+				}
+			}
+		})
+	}
+}
+
+// The host upload limit (--totallimit) covers stream-cache pieces as it
+// does file pieces. Waiting on the limiter does not count against a
+// piece's write deadline: here the deadline is a second and each piece
+// takes about four.
+func TestUploadsKeepTotalLimit(t *testing.T) {
+	for _, stream := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stream", false: "file"}[stream], func(t *testing.T) {
+			t.Parallel()
+			s, dir := newTestServer(t)
+			s.uploadGrace, s.uploadFloorRate = time.Second, 1<<40
+			h := s.Handler()
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			const limit, pieces = 256 << 10, 4
+			if w := do(t, h, "GET", "/check/file", "127.0.0.1:1", map[string]string{"dataDir": dir,
+				"totalLimit": strconv.Itoa(limit)}, nil); w.Code != 200 {
+				t.Fatal(w.Code)
+			}
+			content := make([]byte, testPieceSize-piece.WrapSize)
+			name := "file"
+			if stream {
+				name = "st"
+				openStreamTask(t, s, testPieceSize, pieces)
+				for i := 0; i < pieces; i++ {
+					pushStreamPiece(t, s, i, testPieceSize, piece.Wrap(nil, content, testPieceSize))
+				}
+			} else if err := os.WriteFile(filepath.Join(dir, name+ServiceSuffix), make([]byte, pieces*len(content)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			var wg sync.WaitGroup
+			for i := 0; i < pieces; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					fetchWhole(t, srv.URL+"/peer/file/"+name, i)
+				}()
+			}
+			wg.Wait()
+			// 4 MiB at 256 KiB/s, less the limiter's 256 KiB burst: 15 s.
+			took := time.Since(t0)
+			t.Logf("%d pieces of %d bytes in %v", pieces, testPieceSize, took)
+			if least := time.Duration(pieces*testPieceSize-limit) * time.Second / limit * 8 / 10; took < least {
+				t.Errorf("%d pieces of %d bytes uploaded in %v under a %d B/s total limit, want at least %v",
+					pieces, testPieceSize, took, limit, least)
+			}
+		})
+	}
+}
+
+// fetchWhole gets wrapped piece num of a task file of testPieceSize pieces
+// from url and checks it arrived whole.
+func fetchWhole(t *testing.T, url string, num int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for k, v := range pieceHeaders(num, -1) {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusPartialContent || n != testPieceSize || err != nil {
+		t.Errorf("piece %d: %d, %d bytes, %v", num, resp.StatusCode, n, err)
 	}
 }
