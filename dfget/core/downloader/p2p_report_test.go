@@ -24,7 +24,10 @@ import (
 // with no FILE_MD5_NOT_MATCH, which in the source pattern would make the
 // supernode drop the task for every client. Bytes of the right shape that
 // fail the digest are reported, as Dragonfly 1.x does (the source
-// changed), and a peer's wrong answer is reported so it is avoided.
+// changed), and a peer's wrong answer is reported so it is avoided. A
+// peer that answers 503 (a peer server whose stream cache has as many
+// pieces out as it allows) fails the piece with no report at all, as in
+// Dragonfly 1.x: the supernode hears a failed piece and schedules it again.
 func TestSourceBadAnswerNotReported(t *testing.T) {
 	file := []byte(strings.Repeat("abcdefghij", 3)) // 30 bytes, pieces of 10
 	wholeFile := func(w http.ResponseWriter, _ *http.Request) { w.Write(file) }
@@ -49,6 +52,9 @@ func TestSourceBadAnswerNotReported(t *testing.T) {
 			w.Write([]byte("0123456789"))
 		}, types.PieceErrorFileMd5NotMatch},
 		{"peer ignores Range", true, wholeFile, types.PieceErrorFileMd5NotMatch},
+		{"peer busy", true, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "too many stream pieces being sent", http.StatusServiceUnavailable)
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			holder := httptest.NewServer(tc.serve)

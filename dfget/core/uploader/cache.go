@@ -25,6 +25,13 @@ var (
 	errNoRing = errors.New("unknown stream task, no ring, or bad pieceNum")
 	// errRingFull: every slot is busy; the dfget pushes the body instead.
 	errRingFull = errors.New("every ring slot is busy")
+	// errNotCached: the piece asked for is not in the cache (or does not
+	// fit the range, or the cache is shut).
+	errNotCached = errors.New("piece not in stream cache")
+	// errSendsBusy: as many piece buffers as the cache lets responses
+	// hold are held; the fetching peer fails the piece and gets it
+	// elsewhere.
+	errSendsBusy = errors.New("too many stream pieces being sent")
 )
 
 // streamCache holds the last window pieces of a streaming dfget so other
@@ -60,6 +67,12 @@ type streamCache struct {
 	// the ring is unmapped once no response sends from it.
 	sending int
 	shut    bool
+	// held counts the pieces (cached or evicted) that responses are
+	// sending, at most maxHeld: an evicted piece being sent keeps its
+	// buffer, so without the bound peers that ask for every piece and
+	// never read would keep all a stream's pieces in memory until their
+	// write deadlines, not just the window.
+	held int
 
 	notes *noteQueue
 }
@@ -181,15 +194,25 @@ func (sc *streamCache) commitSlot(num, slot int, length string) error {
 
 // send hands cached piece num to write if it is at most maxLen bytes, and
 // keeps its buffer (and the ring) from reuse until write returns. It
-// reports false when the piece is not cached or does not fit, and when
-// the cache is shut: a request that found the cache before it was
-// replaced must not read a ring that may be unmapped.
-func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
+// fails with errNotCached when the piece is not cached or does not fit,
+// and when the cache is shut: a request that found the cache before it
+// was replaced must not read a ring that may be unmapped. It fails with
+// errSendsBusy when sending the piece would hold one buffer more than
+// maxHeld; another send of a piece already being sent shares its buffer
+// and is always let through.
+func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) error {
 	sc.mu.Lock()
 	c, ok := sc.pieces[num]
 	if !ok || sc.shut || int64(len(c.b)) > maxLen {
 		sc.mu.Unlock()
-		return false
+		return errNotCached
+	}
+	if c.refs == 0 {
+		if sc.held >= sc.maxHeld() {
+			sc.mu.Unlock()
+			return errSendsBusy
+		}
+		sc.held++
 	}
 	c.refs++
 	sc.sending++
@@ -198,8 +221,11 @@ func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
 		sc.mu.Lock()
 		c.refs--
 		sc.sending--
-		if c.evicted {
-			sc.recycle(c)
+		if c.refs == 0 {
+			sc.held--
+			if c.evicted {
+				sc.recycle(c)
+			}
 		}
 		if sc.shut {
 			sc.shutRing()
@@ -207,8 +233,14 @@ func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) bool {
 		sc.mu.Unlock()
 	}()
 	write(c.b)
-	return true
+	return nil
 }
+
+// maxHeld is how many pieces responses may be sending at once: every
+// piece of the window, and as many evicted ones again. Whatever the peers
+// do, the cache's buffers are then at most four windows: the window, up to
+// two of evicted pieces still being sent, and the free list.
+func (sc *streamCache) maxHeld() int { return 2 * sc.WindowSize }
 
 // replaced shuts a cache that a new registration of its task file took
 // over; its pieces are not reported evicted, the new cache owns the task.

@@ -178,7 +178,7 @@ func TestStreamCacheReplacedSendsNothing(t *testing.T) {
 	sc.replaced()
 	// The write callback does not touch the bytes: without the check it
 	// would be handed a slice of the unmapped ring.
-	if sc.send(0, testPieceSize, func([]byte) {}) {
+	if sc.send(0, testPieceSize, func([]byte) {}) == nil {
 		t.Fatal("a replaced cache sent a piece from its unmapped ring")
 	}
 	sc.mu.Lock()

@@ -1,9 +1,11 @@
 package uploader
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	xrate "golang.org/x/time/rate"
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -132,6 +135,10 @@ func parsePieceRequest(h http.Header) (pieceRequest, error) {
 		return p, fmt.Errorf("invalid pieceSize %q", h.Get(api.HeaderPieceSize))
 	}
 	p.num, p.pieceSize = num, int32(size)
+	if int64(num) > math.MaxInt64/size {
+		// num*size would wrap: the piece starts past any file.
+		return p, fmt.Errorf("pieceNum %d is past any file of %d-byte pieces", num, size)
+	}
 	if end-start+1 > size {
 		return p, fmt.Errorf("range %s is longer than a piece", spec)
 	}
@@ -171,7 +178,7 @@ func (s *Server) handleFile(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if sc != nil {
-		serveStream(w, sc, pr)
+		s.serveStream(w, r, sc, pr)
 		return
 	}
 	if t == nil {
@@ -213,11 +220,12 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string, 
 	if r.Method == http.MethodHead {
 		return
 	}
-	copyContent := func(w io.Writer) error { return s.copyLimited(r.Context(), w, f, pr.start, n) }
+	out := s.uploadWriter(r.Context(), w, total)
+	copyContent := func(w io.Writer) error { return copyAt(w, f, pr.start, n) }
 	if pr.wrapped {
-		err = piece.WriteWrapped(w, n, pr.pieceSize, copyContent)
+		err = piece.WriteWrapped(out, n, pr.pieceSize, copyContent)
 	} else {
-		err = copyContent(w)
+		err = copyContent(out)
 	}
 	if err != nil {
 		s.log.Debugf("serve %s piece %d: %v", name, pr.num, err)
@@ -225,17 +233,99 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string, 
 }
 
 // serveStream sends a piece from a stream cache. The cache holds wrapped
-// pieces only, so a source-pattern request is not found there.
-func serveStream(w http.ResponseWriter, sc *streamCache, pr pieceRequest) {
-	sent := pr.wrapped && sc.send(pr.num, pr.length+piece.WrapSize, func(b []byte) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		w.WriteHeader(http.StatusPartialContent)
-		_, _ = w.Write(b)
-	})
-	if !sent {
-		text(w, http.StatusNotFound, "piece not in stream cache")
+// pieces only, so a source-pattern request is not found there. When the
+// cache lets no more responses hold its buffers the answer is 503: the
+// fetching dfget (ours or a Dragonfly 1.x one) counts it a failed piece,
+// reports no piece error, and is scheduled elsewhere.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, sc *streamCache, pr pieceRequest) {
+	err := errNotCached
+	if pr.wrapped {
+		err = sc.send(pr.num, pr.length+piece.WrapSize, func(b []byte) {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+			w.WriteHeader(http.StatusPartialContent)
+			if r.Method == http.MethodHead {
+				return
+			}
+			if _, err := s.uploadWriter(r.Context(), w, int64(len(b))).Write(b); err != nil {
+				s.log.Debugf("serve stream %s piece %d: %v", sc.TaskFileName, pr.num, err)
+			}
+		})
 	}
+	switch {
+	case errors.Is(err, errSendsBusy):
+		text(w, http.StatusServiceUnavailable, err.Error())
+	case err != nil:
+		text(w, http.StatusNotFound, err.Error())
+	}
+}
+
+// Every piece response has a write deadline of its own: uploadGrace plus
+// its size at uploadFloorRate, the slowest reader served. Without it only
+// the server's WriteTimeout (minutes) bounds what a peer that asks and
+// never reads holds: a stream piece's buffer, or for a file piece a
+// goroutine, the open file and the connection. The floor is Dragonfly
+// 1.x's default --minrate, below which a 1.x dfget gives a piece up
+// itself (its piece timeout is pieceSize/minRate + 10 s): 94 s for a
+// 4 MiB piece. Time spent waiting on the host upload limiter is ours,
+// not the peer's, and pushes the deadline back.
+const (
+	uploadGrace     = 30 * time.Second
+	uploadFloorRate = 64 << 10 // bytes per second
+)
+
+// uploadDeadline is how long a peer may take to read an n-byte piece.
+func (s *Server) uploadDeadline(n int64) time.Duration {
+	return s.uploadGrace + time.Duration(float64(n)/s.uploadFloorRate*float64(time.Second))
+}
+
+// uploadWriter sets the write deadline of a piece response of n bytes on
+// w and returns the writer to send it through: w itself without a host
+// upload limit (so a file piece still goes by sendfile), else one that
+// waits on the limiter.
+func (s *Server) uploadWriter(ctx context.Context, w http.ResponseWriter, n int64) io.Writer {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.uploadDeadline(n))
+	// A writer without deadlines (a test's recorder) is served anyway.
+	_ = rc.SetWriteDeadline(deadline)
+	s.mu.Lock()
+	l := s.limiter
+	s.mu.Unlock()
+	if l == nil {
+		return w
+	}
+	return &limitedUpload{ctx: ctx, w: w, rc: rc, l: l, deadline: deadline}
+}
+
+// limitedUpload writes a piece response through the host upload limiter
+// (--totallimit covers every upload of the host, stream pieces too),
+// pushing the response's write deadline back by each wait.
+type limitedUpload struct {
+	ctx      context.Context
+	w        io.Writer
+	rc       *http.ResponseController
+	l        *xrate.Limiter
+	deadline time.Time
+}
+
+func (u *limitedUpload) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), max(u.l.Burst(), 1))
+		t0 := time.Now()
+		if err := u.l.WaitN(u.ctx, n); err != nil {
+			return written, fmt.Errorf("wait on the upload limit: %w", err)
+		}
+		u.deadline = u.deadline.Add(time.Since(t0))
+		_ = u.rc.SetWriteDeadline(u.deadline)
+		m, err := u.w.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
 }
 
 // handleStreamTask registers (POST) or drops (DELETE) the stream cache of

@@ -12,10 +12,10 @@
 package uploader
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -84,6 +84,10 @@ type Server struct {
 	inflight   atomic.Int64
 	// slotTTL is how long a reserved stream ring slot waits for its commit.
 	slotTTL time.Duration
+	// uploadGrace and uploadFloorRate make a piece response's write
+	// deadline (uploadDeadline).
+	uploadGrace     time.Duration
+	uploadFloorRate float64
 }
 
 // NewServer returns a peer server for cfg.
@@ -92,7 +96,8 @@ func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
 		cfg.Token = rand.Text()
 	}
 	s := &Server{cfg: cfg, log: log, client: api.New(), nodes: map[string]*api.Client{}, tasks: map[string]*task{},
-		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second}
+		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second,
+		uploadGrace: uploadGrace, uploadFloorRate: uploadFloorRate}
 	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		// Files are still served; only stream-cache reports will fail.
 		log.Warnf("supernode token/CA: %v", err)
@@ -236,21 +241,16 @@ func FairShare(req, total, sum int64) int64 {
 	return int64(math.Ceil(float64(req) * float64(total) / float64(sum)))
 }
 
-// copyLimited copies n bytes at off of f to w: through the host upload
-// limiter when one is set, else straight (sendfile).
-func (s *Server) copyLimited(ctx context.Context, w io.Writer, f *os.File, off, n int64) error {
-	s.mu.Lock()
-	l := s.limiter
-	s.mu.Unlock()
+// copyAt copies n bytes at off of f to w (by sendfile when w is the
+// connection's own writer).
+func copyAt(w io.Writer, f *os.File, off, n int64) error {
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return err
+		return fmt.Errorf("seek task file: %w", err)
 	}
-	if l == nil {
-		_, err := io.CopyN(w, f, n)
-		return err
+	if _, err := io.CopyN(w, f, n); err != nil {
+		return fmt.Errorf("send task file: %w", err)
 	}
-	_, err := io.CopyN(w, api.LimitReader(ctx, f, l), n)
-	return err
+	return nil
 }
 
 // openRegular opens path for reading only if it is a regular file and not a

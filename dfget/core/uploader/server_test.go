@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -117,6 +118,23 @@ func TestRefusesOtherFiles(t *testing.T) {
 	}
 	if w := do(t, h, "GET", "/check/x", "127.0.0.1:1", map[string]string{"dataDir": "/etc"}, nil); w.Code != http.StatusBadRequest {
 		t.Errorf("/check/ with another dataDir: %d", w.Code)
+	}
+}
+
+// A pieceNum so large that pieceNum x pieceSize wraps is refused before
+// anything is sent; it made a negative offset in the file, found only
+// after the 206 and its headers were out.
+func TestPieceNumPastAnyFileRefused(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	if err := os.WriteFile(filepath.Join(dir, "f"+ServiceSuffix), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	do(t, h, "GET", "/check/f", "127.0.0.1:1", map[string]string{"dataDir": dir}, nil)
+	w := do(t, h, "GET", "/peer/file/f", "10.0.0.9:1", map[string]string{"Range": "bytes=0-99",
+		"pieceNum": strconv.Itoa(1 << 38), "pieceSize": strconv.Itoa(1 << 26)}, nil)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("pieceNum 2^38 of 2^26-byte pieces: %d %q, want 400", w.Code, w.Body)
 	}
 }
 
@@ -273,12 +291,16 @@ func TestIdleExitResetsMeta(t *testing.T) {
 }
 
 // FuzzPieceRequest: any Range/pieceNum/pieceSize headers parse or fail
-// cleanly; an accepted request names a non-negative span inside one piece.
+// cleanly; an accepted request names a non-negative span inside one piece:
+// a wrapped one starts where piece pieceNum's content does and is no
+// longer than a piece's content.
 func FuzzPieceRequest(f *testing.F) {
 	f.Add("bytes=0-4194303", "0", "4194304", "")
 	f.Add("bytes=4194304-8388607", "1", "4194304", "")
 	f.Add("bytes=100-50", "0", "4194304", "source")
 	f.Add("bytes=-1", "x", "5", "")
+	// pieceNum x pieceSize is 2^64: it wraps to 0, the range's start.
+	f.Add("bytes=0-99", "274877906944", "67108864", "")
 	f.Fuzz(func(t *testing.T, rg, num, size, src string) {
 		h := http.Header{}
 		h.Set("Range", rg)
@@ -289,8 +311,12 @@ func FuzzPieceRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if p.start < 0 || p.length < 0 || p.length > int64(p.pieceSize) || p.num < 0 {
+		if p.start < 0 || p.length < 0 || p.length > int64(p.pieceSize) || p.num < 0 || p.start > math.MaxInt64-p.length {
 			t.Fatalf("%q %q %q: accepted %+v", rg, num, size, p)
+		}
+		content := int64(p.pieceSize) - piece.WrapSize
+		if p.wrapped && (p.start/content != int64(p.num) || p.start%content != 0 || p.length > content) {
+			t.Fatalf("%q %q %q: accepted %+v, not the content of piece %d", rg, num, size, p, p.num)
 		}
 	})
 }
