@@ -3,7 +3,9 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 )
 
@@ -39,7 +42,7 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 			hdr[k] = v
 		}
 	}
-	bw := newBlobWriter(w, hdr, head.ContentLength, id.Digest)
+	bw := newBlobWriter(httpidle.New(w, s.opt.WriteIdle), hdr, head.ContentLength, id.Digest)
 	s.m.InFlight.Inc()
 	defer s.m.InFlight.Dec()
 	log := s.log.WithFields(logrus.Fields{"task": cfg.TaskFileName, "url": src.URL.Redacted()})
@@ -69,7 +72,9 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 		s.m.result(result)
 		log.Infof("stream done: %d bytes, %s, back-source reason %d", bw.sent(), result, out.Reason)
 		return
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, io.ErrClosedPipe):
+		// A write that failed or timed out (a client that stopped
+		// reading) is a client gone too.
 		s.m.result("client_gone")
 		log.Infof("stream stopped: client gone after %d bytes", bw.sent())
 	case bw.mismatch():

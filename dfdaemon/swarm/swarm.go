@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
@@ -46,10 +47,21 @@ type Options struct {
 	// ServerExecutable is the dfget binary started as the peer server
 	// when none runs for Home ("": this executable).
 	ServerExecutable string
-	Verbose          bool
-	Log              *logrus.Logger
-	Metrics          *Metrics
+	// WriteIdle is how long a write to a client may block before the
+	// client is taken for gone and its download stopped (0:
+	// DefaultWriteIdle). The server has no write timeout, as a layer
+	// streams as long as it takes; this bounds a client that keeps its
+	// connection open but stopped reading.
+	WriteIdle time.Duration
+	Verbose   bool
+	Log       *logrus.Logger
+	Metrics   *Metrics
 }
+
+// DefaultWriteIdle is Options.WriteIdle's default: far longer than a
+// healthy client's pause (an engine unpacking a layer still reads), far
+// shorter than forever.
+const DefaultWriteIdle = 2 * time.Minute
 
 // Source is where a GET goes when the swarm does not serve it, and where
 // the swarm's CDN and fallback read it: the URL and how to trust it.
@@ -89,6 +101,9 @@ func New(opt Options) *Swarm {
 	m := opt.Metrics
 	if m == nil {
 		m = NewMetrics(nil)
+	}
+	if opt.WriteIdle <= 0 {
+		opt.WriteIdle = DefaultWriteIdle
 	}
 	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
 }
@@ -151,6 +166,7 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 // the answer back. Redirects are the client's to follow.
 func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 	s.m.Forwarded.Inc()
+	w = httpidle.New(w, s.opt.WriteIdle)
 	hc, err := s.client(src)
 	if err != nil {
 		http.Error(w, "dfdaemon: "+err.Error(), http.StatusBadGateway)
