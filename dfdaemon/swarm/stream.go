@@ -109,7 +109,7 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 	cfg.LocalLimit, cfg.TotalLimit = o.RateLimit, o.RateLimit
 	cfg.CACerts, cfg.Insecure = src.CACerts, src.Insecure
 	cfg.ServerExecutable = o.ServerExecutable
-	cfg.Headers = headerLines(SourceHeaders(r.Header))
+	cfg.Headers = headerLines(s.sourceHeaders(r.Header))
 	if id.Digest != "" {
 		cfg.Identifier, cfg.Digest = id.Digest, id.Digest
 	}

@@ -10,6 +10,8 @@ package swarm
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -53,9 +55,14 @@ type Options struct {
 	// streams as long as it takes; this bounds a client that keeps its
 	// connection open but stopped reading.
 	WriteIdle time.Duration
-	Verbose   bool
-	Log       *logrus.Logger
-	Metrics   *Metrics
+	// Via is the pseudonym this dfdaemon's proxy recognises in Via
+	// headers ("": a random one; see Swarm.Via). Every request the swarm
+	// sends a source carries it, so one that comes back through the proxy
+	// is refused as a loop.
+	Via     string
+	Verbose bool
+	Log     *logrus.Logger
+	Metrics *Metrics
 }
 
 // DefaultWriteIdle is Options.WriteIdle's default: far longer than a
@@ -105,7 +112,34 @@ func New(opt Options) *Swarm {
 	if opt.WriteIdle <= 0 {
 		opt.WriteIdle = DefaultWriteIdle
 	}
+	if opt.Via == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b) // never fails (crypto/rand panics on a broken system source)
+		opt.Via = "dfdaemon-" + hex.EncodeToString(b)
+	}
 	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
+}
+
+// Via is the pseudonym the swarm's source requests carry in their Via
+// header: give it to the proxy (proxy.Options.Via) so it refuses them
+// if they come back.
+func (s *Swarm) Via() string { return s.opt.Via }
+
+// sourceHeaders are the headers of the swarm's requests to a source for
+// the client's h: SourceHeaders, plus this dfdaemon's Via.
+func (s *Swarm) sourceHeaders(h http.Header) http.Header {
+	out := SourceHeaders(h)
+	addVia(out, s.opt.Via)
+	return out
+}
+
+// addVia appends name as the last hop of h's Via.
+func addVia(h http.Header, name string) {
+	v := "1.1 " + name
+	if prior := h.Values("Via"); len(prior) > 0 {
+		v = strings.Join(prior, ", ") + ", " + v
+	}
+	h.Set("Via", v)
 }
 
 // headTimeout bounds the HEAD that learns a source's length.
@@ -153,7 +187,7 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 	if err != nil {
 		return nil, err
 	}
-	req.Header = SourceHeaders(r.Header)
+	req.Header = s.sourceHeaders(r.Header)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -177,6 +211,7 @@ func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 			pr.Out.URL = src.URL
 			pr.Out.Host = ""
 			pr.SetXForwarded()
+			addVia(pr.Out.Header, s.opt.Via)
 		},
 		Transport:     hc.Transport,
 		FlushInterval: -1,
@@ -205,7 +240,10 @@ func (s *Swarm) client(src Source) (*http.Client, error) {
 		return nil, fmt.Errorf("source TLS: %w", err)
 	}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		// Not the environment's proxy: dfdaemon's own HTTP_PROXY usually
+		// points at dfdaemon, and a GET the proxy hands the swarm would
+		// come back to it, without end.
+		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   10 * time.Second,
