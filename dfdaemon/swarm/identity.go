@@ -22,13 +22,26 @@ func BlobDigest(path string) string {
 	return ""
 }
 
+// anyBlobPath is any path under a registry's blobs: a blob by any digest
+// or spelling, an upload.
+var anyBlobPath = regexp.MustCompile(`^(?:/.*)?/v2/.+/blobs/`)
+
 // URLSwarm serves a proxy's GETs (dfdaemon/proxy's Swarm): a registry blob
 // by its digest, anything else by its URL, its source trusted as the
 // proxy says (a hijacked host's certs and insecure).
 type URLSwarm struct{ S *Swarm }
 
-// ServeGET serves r, a GET of target, through the swarm.
+// ServeGET serves r, a GET of target, through the swarm. A registry blob
+// whose digest the swarm cannot check (sha512, upper-case hex) is
+// forwarded to the source, as the mirror forwards it: as a URL task its
+// bytes would be served whole and unchecked against the digest the
+// client asked for.
 func (u URLSwarm) ServeGET(w http.ResponseWriter, r *http.Request, target *url.URL, trust tlsconf.Trust) {
 	src := Source{URL: target, CACerts: trust.CAFiles, Insecure: trust.Insecure}
-	u.S.ServeGET(w, r, src, Identity{Digest: BlobDigest(target.Path)})
+	d := BlobDigest(target.Path)
+	if d == "" && anyBlobPath.MatchString(target.Path) {
+		u.S.Forward(w, r, src)
+		return
+	}
+	u.S.ServeGET(w, r, src, Identity{Digest: d})
 }
