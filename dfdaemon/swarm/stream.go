@@ -121,7 +121,7 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 	cfg.Sign += "-" + strconv.FormatUint(atomic.AddUint64(&s.seq, 1), 10)
 	cfg.TaskFileName = "stream-" + cfg.Sign
 	switch {
-	case id.Digest != "":
+	case id.Digest != "" && !id.ByURL:
 		cfg.TaskURL = "https://" + taskURLHost + "/" + strings.Replace(id.Digest, ":", "/", 1)
 	case id.TaskURL != "":
 		cfg.TaskURL = id.TaskURL

@@ -81,10 +81,12 @@ type Source struct {
 // Identity is what names a download's task. With Digest
 // ("sha256:<hex>") the task is the content, whatever URL served it, and
 // the bytes are checked against it; else the task is TaskURL (""
-// means the source URL).
+// means the source URL). With ByURL, a Digest is checked but the task is
+// the source URL and the digest: shared only by clients of that URL.
 type Identity struct {
 	Digest  string
 	TaskURL string
+	ByURL   bool
 }
 
 // Swarm serves GETs through the swarm.
