@@ -98,8 +98,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		ServerExecutable: dfgetBeside(), Verbose: cfg.Verbose, Log: log, Metrics: swarm.NewMetrics(reg)})
 	m := &mirror.Mirror{Remote: cfg.Registry(), CACerts: cfg.RegistryMirror.Certs, Insecure: cfg.RegistryMirror.Insecure,
 		Direct: cfg.RegistryMirror.Direct, Swarm: sw}
-	px, err := proxy.New(proxy.Options{Rules: cfg.Proxies, Hijack: cfg.HijackHTTPS, Swarm: swarm.URLSwarm{S: sw}, Logger: log,
-		Registerer: reg})
+	px, err := proxy.New(proxy.Options{Rules: cfg.Proxies, Hijack: cfg.HijackHTTPS, Swarm: swarm.URLSwarm{S: sw, DigestHosts: cfg.DigestHosts()},
+		Logger:     log,
+		Registerer: reg, Via: sw.Via()})
 	if err != nil {
 		return &config.Error{Code: config.ExitConfig, Err: fmt.Errorf("proxy: %w", err)}
 	}

@@ -81,6 +81,10 @@ type Config struct {
 	Proxies        []proxy.Rule        `yaml:"proxies"`
 	HijackHTTPS    *proxy.HijackConfig `yaml:"hijack_https"`
 	LogConfig      logfile.Rotation    `yaml:"logConfig"`
+	// ProxyDigestHosts (not in v1) are the origins, "host" or
+	// "host:port", whose registry blobs fetched through the proxy share
+	// one task per digest with the mirror's; see DigestHosts.
+	ProxyDigestHosts []string `yaml:"proxy_digest_hosts"`
 
 	// Nodes is the supernode list (--node, else supernodes); empty means
 	// dfget's: its properties file, else 127.0.0.1:8002.
@@ -180,6 +184,11 @@ func (c *Config) complete() error {
 	if err := c.HijackHTTPS.Validate(); err != nil {
 		return errorf(ExitConfig, "%w", err)
 	}
+	for _, h := range c.ProxyDigestHosts {
+		if !validHost(h) {
+			return errorf(ExitConfig, "proxy_digest_hosts: invalid entry %q: want host or host:port", h)
+		}
+	}
 	for _, f := range c.RegistryMirror.Certs {
 		if _, err := os.Stat(f); err != nil {
 			return errorf(ExitConfig, "registry_mirror certs: %w", err)
@@ -218,4 +227,19 @@ func (c *Config) completePaths() error {
 func (c *Config) Registry() *url.URL {
 	u, _ := url.Parse(strings.TrimRight(c.RegistryMirror.Remote, "/"))
 	return u
+}
+
+// DigestHosts are the origins whose registry blobs the proxy shares by
+// digest alone: the mirrored registry's and proxy_digest_hosts. The
+// client names a proxied request's origin, so only origins the operator
+// named are trusted to answer a blob's HEAD for the clients allowed to
+// read it; any other origin's blob is a task of its own URL.
+func (c *Config) DigestHosts() []string {
+	return append([]string{c.Registry().Host}, c.ProxyDigestHosts...)
+}
+
+// validHost reports whether h is "host" or "host:port", nothing more.
+func validHost(h string) bool {
+	u, err := url.Parse("http://" + h)
+	return err == nil && u.Host == h && u.Hostname() != "" && u.User == nil
 }

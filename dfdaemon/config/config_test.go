@@ -138,6 +138,9 @@ func TestBadConfigExitCodes(t *testing.T) {
 		{"proxies:\n- regx: '('\n", nil, ExitConfig},
 		{"proxies:\n- direct: true\n", nil, ExitConfig},
 		{"hijack_https:\n  cert: ca.crt\n", nil, ExitConfig},
+		{"proxy_digest_hosts: ['https://reg.example']\n", nil, ExitConfig},
+		{"proxy_digest_hosts: ['reg.example/v2']\n", nil, ExitConfig},
+		{"proxy_digest_hosts: ['']\n", nil, ExitConfig},
 	} {
 		_, err := load(t, tc.file, tc.args...)
 		var ce *Error
@@ -152,6 +155,25 @@ func TestBadConfigExitCodes(t *testing.T) {
 	var ce *Error
 	if err := c.Load(f); !errors.As(err, &ce) || ce.Code != ExitConfig {
 		t.Errorf("a missing --config file: %v, want exit code %d", err, ExitConfig)
+	}
+}
+
+// The proxy shares blobs by digest only with the mirrored registry and
+// the hosts the operator lists; a v1 file (no list) gets the registry's.
+func TestDigestHosts(t *testing.T) {
+	c, err := load(t, v1File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.DigestHosts(), ","); got != "registry.example.com" {
+		t.Errorf("v1 file: digest hosts %q, want the mirrored registry's", got)
+	}
+	c, err = load(t, v1File+"proxy_digest_hosts: [registry-1.docker.io, 'reg.example:5000', '[::1]:5000']\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.DigestHosts(), ","); got != "registry.example.com,registry-1.docker.io,reg.example:5000,[::1]:5000" {
+		t.Errorf("digest hosts %q", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -56,6 +57,10 @@ func (p *Proxy) viaSwarm(w http.ResponseWriter, r *http.Request, target *url.URL
 // either body: a standard library reverse proxy pointed at the URL the
 // rules chose, which also drops hop-by-hop headers both ways.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target *url.URL) {
+	// A client that stops reading must not hold the origin connection and
+	// this handler forever: each write gets the idle timeout, as a
+	// tunnel's do.
+	w = httpidle.New(w, p.idle)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = target

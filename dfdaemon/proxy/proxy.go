@@ -67,6 +67,12 @@ type Options struct {
 
 	Logger logrus.FieldLogger // default logrus.StandardLogger()
 
+	// Via is the pseudonym the proxy adds to Via headers and refuses a
+	// request that already carries ("": a random one). dfdaemon gives it
+	// the swarm's (swarm.Swarm.Via), so a swarm request that comes back
+	// through the proxy is caught as a loop too.
+	Via string
+
 	// Registerer, when set, receives the proxy's collectors:
 	// dragonfly_dfdaemon_proxy_requests_total{route} and
 	// dragonfly_dfdaemon_proxy_connections{route}.
@@ -138,7 +144,10 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	p.met = met
-	p.via = "dfdaemon-" + randomHex(4)
+	p.via = opts.Via
+	if p.via == "" {
+		p.via = "dfdaemon-" + randomHex(4)
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
 }

@@ -75,7 +75,8 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 // ctx ends, then shuts down, giving streams in flight up to grace.
 func Serve(ctx context.Context, l net.Listener, h http.Handler, certFile, keyFile string, grace time.Duration) error {
 	// No write timeout: a layer streams as long as it takes; a client
-	// that is gone is noticed by the failed writes.
+	// that is gone is noticed by the failed writes, and one that stopped
+	// reading by the idle deadline each write sets (pkg/httpidle).
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes: 1 << 20}
 	errc := make(chan error, 1)

@@ -3,7 +3,9 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 )
 
@@ -39,7 +42,7 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 			hdr[k] = v
 		}
 	}
-	bw := newBlobWriter(w, hdr, head.ContentLength, id.Digest)
+	bw := newBlobWriter(httpidle.New(w, s.opt.WriteIdle), hdr, head.ContentLength, id.Digest)
 	s.m.InFlight.Inc()
 	defer s.m.InFlight.Dec()
 	log := s.log.WithFields(logrus.Fields{"task": cfg.TaskFileName, "url": src.URL.Redacted()})
@@ -69,7 +72,9 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 		s.m.result(result)
 		log.Infof("stream done: %d bytes, %s, back-source reason %d", bw.sent(), result, out.Reason)
 		return
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, io.ErrClosedPipe):
+		// A write that failed or timed out (a client that stopped
+		// reading) is a client gone too.
 		s.m.result("client_gone")
 		log.Infof("stream stopped: client gone after %d bytes", bw.sent())
 	case bw.mismatch():
@@ -104,7 +109,7 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 	cfg.LocalLimit, cfg.TotalLimit = o.RateLimit, o.RateLimit
 	cfg.CACerts, cfg.Insecure = src.CACerts, src.Insecure
 	cfg.ServerExecutable = o.ServerExecutable
-	cfg.Headers = headerLines(SourceHeaders(r.Header))
+	cfg.Headers = headerLines(s.sourceHeaders(r.Header))
 	if id.Digest != "" {
 		cfg.Identifier, cfg.Digest = id.Digest, id.Digest
 	}
@@ -116,7 +121,7 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 	cfg.Sign += "-" + strconv.FormatUint(atomic.AddUint64(&s.seq, 1), 10)
 	cfg.TaskFileName = "stream-" + cfg.Sign
 	switch {
-	case id.Digest != "":
+	case id.Digest != "" && !id.ByURL:
 		cfg.TaskURL = "https://" + taskURLHost + "/" + strings.Replace(id.Digest, ":", "/", 1)
 	case id.TaskURL != "":
 		cfg.TaskURL = id.TaskURL

@@ -10,6 +10,8 @@ package swarm
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 	"github.com/damselfly-p2p/damselfly/pkg/tlsconf"
@@ -46,10 +49,26 @@ type Options struct {
 	// ServerExecutable is the dfget binary started as the peer server
 	// when none runs for Home ("": this executable).
 	ServerExecutable string
-	Verbose          bool
-	Log              *logrus.Logger
-	Metrics          *Metrics
+	// WriteIdle is how long a write to a client may block before the
+	// client is taken for gone and its download stopped (0:
+	// DefaultWriteIdle). The server has no write timeout, as a layer
+	// streams as long as it takes; this bounds a client that keeps its
+	// connection open but stopped reading.
+	WriteIdle time.Duration
+	// Via is the pseudonym this dfdaemon's proxy recognises in Via
+	// headers ("": a random one; see Swarm.Via). Every request the swarm
+	// sends a source carries it, so one that comes back through the proxy
+	// is refused as a loop.
+	Via     string
+	Verbose bool
+	Log     *logrus.Logger
+	Metrics *Metrics
 }
+
+// DefaultWriteIdle is Options.WriteIdle's default: far longer than a
+// healthy client's pause (an engine unpacking a layer still reads), far
+// shorter than forever.
+const DefaultWriteIdle = 2 * time.Minute
 
 // Source is where a GET goes when the swarm does not serve it, and where
 // the swarm's CDN and fallback read it: the URL and how to trust it.
@@ -62,10 +81,12 @@ type Source struct {
 // Identity is what names a download's task. With Digest
 // ("sha256:<hex>") the task is the content, whatever URL served it, and
 // the bytes are checked against it; else the task is TaskURL (""
-// means the source URL).
+// means the source URL). With ByURL, a Digest is checked but the task is
+// the source URL and the digest: shared only by clients of that URL.
 type Identity struct {
 	Digest  string
 	TaskURL string
+	ByURL   bool
 }
 
 // Swarm serves GETs through the swarm.
@@ -90,7 +111,37 @@ func New(opt Options) *Swarm {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	if opt.WriteIdle <= 0 {
+		opt.WriteIdle = DefaultWriteIdle
+	}
+	if opt.Via == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b) // never fails (crypto/rand panics on a broken system source)
+		opt.Via = "dfdaemon-" + hex.EncodeToString(b)
+	}
 	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
+}
+
+// Via is the pseudonym the swarm's source requests carry in their Via
+// header: give it to the proxy (proxy.Options.Via) so it refuses them
+// if they come back.
+func (s *Swarm) Via() string { return s.opt.Via }
+
+// sourceHeaders are the headers of the swarm's requests to a source for
+// the client's h: SourceHeaders, plus this dfdaemon's Via.
+func (s *Swarm) sourceHeaders(h http.Header) http.Header {
+	out := SourceHeaders(h)
+	addVia(out, s.opt.Via)
+	return out
+}
+
+// addVia appends name as the last hop of h's Via.
+func addVia(h http.Header, name string) {
+	v := "1.1 " + name
+	if prior := h.Values("Via"); len(prior) > 0 {
+		v = strings.Join(prior, ", ") + ", " + v
+	}
+	h.Set("Via", v)
 }
 
 // headTimeout bounds the HEAD that learns a source's length.
@@ -138,7 +189,7 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 	if err != nil {
 		return nil, err
 	}
-	req.Header = SourceHeaders(r.Header)
+	req.Header = s.sourceHeaders(r.Header)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
@@ -151,6 +202,7 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 // the answer back. Redirects are the client's to follow.
 func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 	s.m.Forwarded.Inc()
+	w = httpidle.New(w, s.opt.WriteIdle)
 	hc, err := s.client(src)
 	if err != nil {
 		http.Error(w, "dfdaemon: "+err.Error(), http.StatusBadGateway)
@@ -161,6 +213,7 @@ func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 			pr.Out.URL = src.URL
 			pr.Out.Host = ""
 			pr.SetXForwarded()
+			addVia(pr.Out.Header, s.opt.Via)
 		},
 		Transport:     hc.Transport,
 		FlushInterval: -1,
@@ -189,7 +242,10 @@ func (s *Swarm) client(src Source) (*http.Client, error) {
 		return nil, fmt.Errorf("source TLS: %w", err)
 	}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		// Not the environment's proxy: dfdaemon's own HTTP_PROXY usually
+		// points at dfdaemon, and a GET the proxy hands the swarm would
+		// come back to it, without end.
+		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   10 * time.Second,

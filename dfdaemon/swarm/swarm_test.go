@@ -259,3 +259,32 @@ func TestValidDigest(t *testing.T) {
 		}
 	}
 }
+
+// A proxy's GET of a registry blob by a digest the swarm does not check
+// (sha512, sha256 in upper case) is forwarded to the source, never served
+// by the swarm as an unchecked URL task.
+func TestURLSwarmForwardsBlobsItCannotVerify(t *testing.T) {
+	body := bytes.Repeat([]byte("not-the-blob"), 10000)
+	var auth atomic.Value
+	origin := blobOrigin(t, body, &auth)
+	for _, d := range []string{"sha512:" + strings.Repeat("ab", 64), "sha256:" + strings.Repeat("AB", 32),
+		"blake3:" + strings.Repeat("ab", 32)} {
+		target, _ := url.Parse(origin.URL + "/v2/x/blobs/" + d)
+		s := newTestSwarm(t)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			URLSwarm{S: s}.ServeGET(w, r, target, tlsconf.Trust{})
+		}))
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		streams := value(s.m.Streams.WithLabelValues("source")) + value(s.m.Streams.WithLabelValues("p2p"))
+		if streams != 0 || value(s.m.Forwarded) != 1 {
+			t.Errorf("%s: %v swarm streams, %v forwarded; want the GET forwarded, not served as an unchecked task",
+				d[:10], streams, value(s.m.Forwarded))
+		}
+	}
+}

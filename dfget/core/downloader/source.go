@@ -34,11 +34,16 @@ type BackSource struct {
 }
 
 // SourceClient returns an HTTP client for the origin honouring --cacerts
-// and --insecure.
-func SourceClient(caFiles []string, insecure bool) (*http.Client, error) {
+// and --insecure, and the environment's HTTP(S)_PROXY when envProxy.
+// Inside dfdaemon (--dfdaemon) envProxy is false: dfdaemon's environment
+// proxy usually is dfdaemon itself, and the download it serves would come
+// back to it.
+func SourceClient(caFiles []string, insecure, envProxy bool) (*http.Client, error) {
 	tr := api.NewTransport()
 	tr.ResponseHeaderTimeout = 0
-	tr.Proxy = http.ProxyFromEnvironment
+	if envProxy {
+		tr.Proxy = http.ProxyFromEnvironment
+	}
 	if len(caFiles) > 0 || insecure {
 		cfg := &tls.Config{InsecureSkipVerify: insecure} //nolint:gosec // the user asked for --insecure
 		if len(caFiles) > 0 {
