@@ -10,8 +10,8 @@ package cdn
 // goes on to the cutter and writers, which cut, wrap and hash it again as
 // for any source: a member that sends a wrong piece (a damaged disk, a
 // bug) is caught, and the rest of the file comes from the origin, resumed
-// after the last good byte with Range. A home that is down, refuses or
-// stalls costs the same switch.
+// after the last good byte with Range (see toOrigin). A home that is
+// down, refuses or stalls costs the same switch.
 //
 // Hops are bounded at one: a home serves a cluster fetch from its own cache
 // and the origin only (the task manager never routes such a task again),
@@ -155,9 +155,9 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 			h.Set(k, v)
 		}
 	}
-	mb.validator = h.Get("ETag")
+	mb.validator, mb.etag = h.Get("ETag"), true
 	if mb.validator == "" {
-		mb.validator = h.Get("Last-Modified")
+		mb.validator, mb.etag = h.Get("Last-Modified"), false
 	}
 	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
 }
@@ -232,10 +232,11 @@ type memberBody struct {
 	buf     []byte
 	ended   bool          // the member closed the file
 	origin  io.ReadCloser // after a switch to the origin
-	// validator is the home's ETag (or Last-Modified) of the file: a
-	// resume from the origin asks If-Range with it, so a file that
-	// changed since is not completed with another version's bytes.
+	// validator is the home's ETag (etag set) or else Last-Modified of
+	// the file: a resume from the origin asks If-Range with it, so a file
+	// that changed since is not completed with another version's bytes.
 	validator string
+	etag      bool
 }
 
 func (b *memberBody) Read(p []byte) (int, error) {
@@ -317,55 +318,6 @@ func (b *memberBody) closeMember() {
 	b.resp.Body.Close()
 	b.resp = nil
 	b.m.viaMember.Delete(b.src.TaskID)
-}
-
-// rangeAnswered reports that resp is the rest of the file from b.off, of
-// the length the member gave (when it gave one).
-func (b *memberBody) rangeAnswered(resp *http.Response) bool {
-	total, ok := rangeTotal(resp, b.off)
-	return ok && (b.length < 0 || total == b.length)
-}
-
-// toOrigin drops the member and reads the rest of the file from the
-// origin: from the first byte not verified, by Range when the source
-// honours it, else by skipping what the member gave. Its errors are the
-// body's read errors, which the cutter reports as source errors.
-func (b *memberBody) toOrigin(reason string, cause error) error {
-	b.closeMember()
-	b.m.fallback(b.src, reason, cause)
-	extra := map[string]string{}
-	_, userRange := b.src.Headers["Range"]
-	if b.off > 0 && !userRange {
-		extra["Range"] = "bytes=" + strconv.FormatInt(b.off, 10) + "-"
-		if b.validator != "" {
-			extra["If-Range"] = b.validator
-		}
-	}
-	resp, err := b.m.get(b.ctx, b.src, extra)
-	if err != nil {
-		return err
-	}
-	switch {
-	case extra["Range"] != "" && b.rangeAnswered(resp):
-		b.origin = resp.Body
-		return nil
-	case resp.StatusCode == http.StatusOK && extra["If-Range"] != "" && b.off > 0:
-		// The file changed since the home read it: its pieces here are of
-		// another version.
-		resp.Body.Close()
-		return fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)
-	case resp.StatusCode == http.StatusOK && (b.length < 0 || resp.ContentLength < 0 || resp.ContentLength == b.length):
-		skipped, err := io.CopyN(io.Discard, resp.Body, b.off)
-		b.m.metrics.DownloadBytes.Add(float64(skipped))
-		if err != nil {
-			resp.Body.Close()
-			return fmt.Errorf("skip the %d bytes the member gave: %w", b.off, err)
-		}
-		b.origin = resp.Body
-		return nil
-	}
-	resp.Body.Close()
-	return fmt.Errorf("resume at %d after the member: answered %d for a file of %d bytes", b.off, resp.StatusCode, b.length)
 }
 
 func (b *memberBody) Close() error {
