@@ -27,6 +27,8 @@ import (
 // source errors.
 func (b *memberBody) toOrigin(reason string, cause error) error {
 	b.closeMember()
+	// The origin gets the whole stall bound from now.
+	b.keepAlive()
 	if b.off > 0 && b.validator == "" {
 		b.m.metrics.ClusterFallbacks.WithLabelValues(reason).Inc()
 		return fmt.Errorf("cluster fetch %s after %d bytes (%v), and the source sent neither ETag nor Last-Modified: "+
