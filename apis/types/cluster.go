@@ -24,6 +24,13 @@ type ClusterFetchRequest struct {
 	RootCAs  [][]byte `json:"rootCAs,omitempty"`
 	// From is the asking member's ID, for the home's logs.
 	From string `json:"from,omitempty"`
+	// KeepAliveMillis, when set, asks the home for a keep-alive frame
+	// whenever it has sent nothing for that long (it waits for its origin
+	// to deliver the next piece): the asker drops a home that stays silent
+	// for its stall bound. A home that predates the field ignores it and
+	// sends none, and an asker that does not set it never gets one, so
+	// members of two versions still understand each other's frames.
+	KeepAliveMillis int64 `json:"keepAliveMs,omitempty"`
 }
 
 // Response headers of a cluster fetch: the task as the home has it.

@@ -63,13 +63,14 @@ func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("task %s is %s here", req.TaskID, id))
 		return
 	}
-	a.streamTask(w, r, info, req.From)
+	a.streamTask(w, r, info, req)
 }
 
-// streamTask writes the task's frames. The API server's timeouts are for
-// requests, not for a file that comes as fast as its origin: each write
-// gets its own deadline instead.
-func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.TaskInfo, from string) {
+// streamTask writes the task's frames, with keep-alive frames only for an
+// asker that asked for them (an older one would take one for a broken
+// stream). The API server's timeouts are for requests, not for a file that
+// comes as fast as its origin: each write gets its own deadline instead.
+func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.TaskInfo, req types.ClusterFetchRequest) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	for k, v := range a.ClusterCDN.Validators(info.ID) {
@@ -84,8 +85,9 @@ func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.Task
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	if err := a.ClusterCDN.ServeMember(r.Context(), info.ID, dw, rc.Flush); err != nil {
-		a.Log.WithField("task", info.ID).WithField("member", shown(from)).WithError(err).Warn("cluster fetch ended")
+	keepAlive := time.Duration(min(max(req.KeepAliveMillis, 0), time.Hour.Milliseconds())) * time.Millisecond
+	if err := a.ClusterCDN.ServeMember(r.Context(), info.ID, dw, rc.Flush, keepAlive); err != nil {
+		a.Log.WithField("task", info.ID).WithField("member", shown(req.From)).WithError(err).Warn("cluster fetch ended")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
@@ -52,19 +53,29 @@ func TestClusterFetchRoute(t *testing.T) {
 		t.Fatalf("fetch of a task read from a member: %d %s", resp.StatusCode, msg)
 	}
 
-	c.EXPECT().MemberOf("t1").Return("")
-	tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
-	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
-	c.EXPECT().Validators("t1").Return(http.Header{"Etag": {`"v1"`}})
-	c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any()).DoAndReturn(
-		func(_ any, _ string, w io.Writer, flush func() error) error {
-			_, _ = w.Write([]byte("frames"))
-			return flush()
-		})
-	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
-	if resp.StatusCode != http.StatusOK || msg != "frames" || resp.Header.Get(types.ClusterHeaderTaskID) != "t1" ||
-		resp.Header.Get(types.ClusterHeaderFileLength) != "42" || resp.Header.Get("ETag") != `"v1"` {
-		t.Fatalf("fetch: %d %q %v", resp.StatusCode, msg, resp.Header)
+	// An asker that predates keep-alive frames gets none; one that asks
+	// for them gets them at the interval it asked for.
+	for _, tc := range []struct {
+		body      string
+		keepAlive time.Duration
+	}{
+		{body, 0},
+		{strings.Replace(body, "{", `{"keepAliveMs":500,`, 1), 500 * time.Millisecond},
+	} {
+		c.EXPECT().MemberOf("t1").Return("")
+		tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
+		tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+		c.EXPECT().Validators("t1").Return(http.Header{"Etag": {`"v1"`}})
+		c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any(), tc.keepAlive).DoAndReturn(
+			func(_ any, _ string, w io.Writer, flush func() error, _ time.Duration) error {
+				_, _ = w.Write([]byte("frames"))
+				return flush()
+			})
+		resp, msg = post(t, srv.URL+types.ClusterFetchPath, tc.body)
+		if resp.StatusCode != http.StatusOK || msg != "frames" || resp.Header.Get(types.ClusterHeaderTaskID) != "t1" ||
+			resp.Header.Get(types.ClusterHeaderFileLength) != "42" || resp.Header.Get("ETag") != `"v1"` {
+			t.Fatalf("fetch: %d %q %v", resp.StatusCode, msg, resp.Header)
+		}
 	}
 
 	c.EXPECT().MemberOf("t2").Return("")

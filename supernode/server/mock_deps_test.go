@@ -14,6 +14,7 @@ import (
 	io "io"
 	http "net/http"
 	reflect "reflect"
+	time "time"
 
 	types "github.com/damselfly-p2p/damselfly/apis/types"
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -224,17 +225,17 @@ func (mr *MockClusterCDNMockRecorder) MemberOf(taskID any) *gomock.Call {
 }
 
 // ServeMember mocks base method.
-func (m *MockClusterCDN) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error {
+func (m *MockClusterCDN) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error, keepAlive time.Duration) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "ServeMember", ctx, taskID, w, flush)
+	ret := m.ctrl.Call(m, "ServeMember", ctx, taskID, w, flush, keepAlive)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // ServeMember indicates an expected call of ServeMember.
-func (mr *MockClusterCDNMockRecorder) ServeMember(ctx, taskID, w, flush any) *gomock.Call {
+func (mr *MockClusterCDNMockRecorder) ServeMember(ctx, taskID, w, flush, keepAlive any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServeMember", reflect.TypeOf((*MockClusterCDN)(nil).ServeMember), ctx, taskID, w, flush)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServeMember", reflect.TypeOf((*MockClusterCDN)(nil).ServeMember), ctx, taskID, w, flush, keepAlive)
 }
 
 // Validators mocks base method.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,7 +54,7 @@ type ClusterView interface {
 type ClusterCDN interface {
 	MemberOf(taskID string) string
 	Validators(taskID string) http.Header
-	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error
+	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error, keepAlive time.Duration) error
 }
 
 // Puller answers /peer/task.

@@ -28,6 +28,7 @@ type originT struct {
 	mu       sync.Mutex
 	statuses []int
 	ranges   []string
+	ifRanges []string
 	// stallAt, when set, makes the next whole-file GET send only its first
 	// stallAt bytes and hold the connection until the client goes.
 	stallAt int
@@ -60,6 +61,7 @@ func newOriginT(t *testing.T, data []byte) *originT {
 		o.mu.Lock()
 		o.statuses = append(o.statuses, rec.status)
 		o.ranges = append(o.ranges, r.Header.Get("Range"))
+		o.ifRanges = append(o.ifRanges, r.Header.Get("If-Range"))
 		o.mu.Unlock()
 	}))
 	t.Cleanup(o.Close)

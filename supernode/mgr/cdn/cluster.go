@@ -10,8 +10,8 @@ package cdn
 // goes on to the cutter and writers, which cut, wrap and hash it again as
 // for any source: a member that sends a wrong piece (a damaged disk, a
 // bug) is caught, and the rest of the file comes from the origin, resumed
-// after the last good byte with Range. A home that is down, refuses or
-// stalls costs the same switch.
+// after the last good byte with Range (see toOrigin). A home that is
+// down, refuses or stalls costs the same switch.
 //
 // Hops are bounded at one: a home serves a cluster fetch from its own cache
 // and the origin only (the task manager never routes such a task again),
@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,12 +62,21 @@ type ClusterConfig struct {
 // Frame layout: num (uint32), length (uint32), the piece's BLAKE3 digest in
 // hex, then length bytes of the wrapped piece. A frame numbered frameEnd
 // closes a complete file; one numbered frameErr carries the home's error
-// message instead of a piece.
+// message instead of a piece; one numbered frameBeat (empty) says the home
+// is alive but still waiting for its next piece. The stream has no version:
+// a home sends frameBeat only to an asker that asked for it
+// (ClusterFetchRequest.KeepAliveMillis), as an older asker takes any frame
+// but the next piece for a broken stream.
 const (
 	frameHead = 8 + 64
 	frameEnd  = 1<<32 - 1
 	frameErr  = 1<<32 - 2
+	frameBeat = 1<<32 - 3
 )
+
+// minKeepAlive bounds how often a home sends keep-alive frames, whatever
+// an asker asks.
+const minKeepAlive = 100 * time.Millisecond
 
 // Fallback reasons (the label of the fallback counter).
 const (
@@ -106,9 +116,11 @@ func (m *Manager) fallback(src Source, reason string, err error) {
 // fromMember asks src.Via for the task and returns its stream as the body
 // of a 200 answer of the file's length, as an origin would give it.
 func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, string, error) {
+	// Six keep-alives per stall bound: a home waiting on a slow origin is
+	// never taken for a stalled one.
 	ask := types.ClusterFetchRequest{TaskID: src.TaskID, RawURL: src.RawURL, TaskURL: src.TaskURL,
 		Headers: src.Headers, Md5: src.Md5, Identifier: src.Identifier, Insecure: src.Insecure, RootCAs: src.RootCAs,
-		From: m.cfg.Cluster.Self}
+		From: m.cfg.Cluster.Self, KeepAliveMillis: max((m.stallBound() / 6).Milliseconds(), 1)}
 	if !src.Digest.IsZero() {
 		ask.Digest = src.Digest.String()
 	}
@@ -146,18 +158,18 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		}
 		return fail(reasonBroken, err)
 	}
-	mb := &memberBody{m: m, ctx: ctx, src: src, resp: resp, cancel: mcancel, r: bufio.NewReaderSize(resp.Body, 64<<10),
-		length: length, idle: max(m.cfg.SourceTimeout, time.Second)}
-	mb.timer = time.AfterFunc(mb.idle, mcancel)
+	mb := &memberBody{m: m, ctx: ctx, src: src, resp: resp, cancel: mcancel, length: length}
+	mb.r = bufio.NewReaderSize(aliveReader{r: resp.Body, b: mb}, 64<<10)
+	mb.onMember.Store(true)
 	h := http.Header{}
 	for _, k := range []string{"ETag", "Last-Modified"} {
 		if v := resp.Header.Get(k); v != "" {
 			h.Set(k, v)
 		}
 	}
-	mb.validator = h.Get("ETag")
+	mb.validator, mb.etag = h.Get("ETag"), true
 	if mb.validator == "" {
-		mb.validator = h.Get("Last-Modified")
+		mb.validator, mb.etag = h.Get("Last-Modified"), false
 	}
 	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
 }
@@ -216,6 +228,12 @@ func (m *Manager) sourceCounter(body io.Reader) prometheus.Counter {
 
 // memberBody is the content of a file read from a member, verified piece
 // by piece, and from the origin once the member failed.
+//
+// The CDN's stall watchdog (watchBody) times it: any byte from the home,
+// a keep-alive frame too, resets it (alive), and when it fires while the
+// home is still read it drops the home (dropStalled) instead of failing
+// the fill. One timer thus bounds both the home's silence and the
+// origin's, at the stall bound the docs give.
 type memberBody struct {
 	m       *Manager
 	ctx     context.Context
@@ -223,8 +241,6 @@ type memberBody struct {
 	resp    *http.Response
 	cancel  context.CancelFunc
 	r       *bufio.Reader
-	timer   *time.Timer
-	idle    time.Duration
 	length  int64  // content length, -1 when unknown
 	num     int    // the next piece expected
 	off     int64  // content bytes verified so far
@@ -232,10 +248,49 @@ type memberBody struct {
 	buf     []byte
 	ended   bool          // the member closed the file
 	origin  io.ReadCloser // after a switch to the origin
-	// validator is the home's ETag (or Last-Modified) of the file: a
-	// resume from the origin asks If-Range with it, so a file that
-	// changed since is not completed with another version's bytes.
+	// validator is the home's ETag (etag set) or else Last-Modified of
+	// the file: a resume from the origin asks If-Range with it, so a file
+	// that changed since is not completed with another version's bytes.
 	validator string
+	etag      bool
+	// alive resets the stall watchdog; set by watchBody before the first
+	// Read.
+	alive func()
+	// onMember is set while the home is read; stalled once the watchdog
+	// dropped it. Both are touched by the watchdog's goroutine.
+	onMember, stalled atomic.Bool
+}
+
+// aliveReader reads the home's stream, telling the watchdog of each byte.
+type aliveReader struct {
+	r io.Reader
+	b *memberBody
+}
+
+func (a aliveReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.b.keepAlive()
+	}
+	return n, err
+}
+
+func (b *memberBody) keepAlive() {
+	if b.alive != nil {
+		b.alive()
+	}
+}
+
+// dropStalled stops reading the home, which sent nothing for the stall
+// bound; it reports false when the home is no longer read (the origin is,
+// and its stall fails the fill).
+func (b *memberBody) dropStalled() bool {
+	if !b.onMember.Load() {
+		return false
+	}
+	b.stalled.Store(true)
+	b.cancel()
+	return true
 }
 
 func (b *memberBody) Read(p []byte) (int, error) {
@@ -252,6 +307,9 @@ func (b *memberBody) Read(p []byte) (int, error) {
 			if cerr := b.ctx.Err(); cerr != nil {
 				return 0, cerr
 			}
+			if b.stalled.Load() {
+				err = fmt.Errorf("home silent for %s: %w", b.m.stallBound(), err)
+			}
 			if err := b.toOrigin(reason, err); err != nil {
 				return 0, err
 			}
@@ -265,7 +323,6 @@ func (b *memberBody) Read(p []byte) (int, error) {
 // next reads one frame: a piece, checked against its digest, becomes
 // pending; the end frame ends the body.
 func (b *memberBody) next() (string, error) {
-	b.timer.Reset(b.idle)
 	var head [frameHead]byte
 	if _, err := io.ReadFull(b.r, head[:]); err != nil {
 		return reasonBroken, fmt.Errorf("cluster stream: %w", err)
@@ -282,6 +339,9 @@ func (b *memberBody) next() (string, error) {
 	case num == frameErr:
 		msg, _ := io.ReadAll(io.LimitReader(b.r, int64(min(n, 4096))))
 		return reasonBroken, fmt.Errorf("home failed: %s", msg)
+	case num == frameBeat && n == 0:
+		// The home waits for its origin; the bytes reset the watchdog.
+		return "", nil
 	case int(num) != b.num || n < piece.WrapSize || n > 1<<30:
 		return reasonBroken, fmt.Errorf("cluster stream: frame %d of %d bytes, want piece %d", num, n, b.num)
 	}
@@ -312,60 +372,11 @@ func (b *memberBody) closeMember() {
 	if b.resp == nil {
 		return
 	}
-	b.timer.Stop()
+	b.onMember.Store(false)
 	b.cancel()
 	b.resp.Body.Close()
 	b.resp = nil
 	b.m.viaMember.Delete(b.src.TaskID)
-}
-
-// rangeAnswered reports that resp is the rest of the file from b.off, of
-// the length the member gave (when it gave one).
-func (b *memberBody) rangeAnswered(resp *http.Response) bool {
-	total, ok := rangeTotal(resp, b.off)
-	return ok && (b.length < 0 || total == b.length)
-}
-
-// toOrigin drops the member and reads the rest of the file from the
-// origin: from the first byte not verified, by Range when the source
-// honours it, else by skipping what the member gave. Its errors are the
-// body's read errors, which the cutter reports as source errors.
-func (b *memberBody) toOrigin(reason string, cause error) error {
-	b.closeMember()
-	b.m.fallback(b.src, reason, cause)
-	extra := map[string]string{}
-	_, userRange := b.src.Headers["Range"]
-	if b.off > 0 && !userRange {
-		extra["Range"] = "bytes=" + strconv.FormatInt(b.off, 10) + "-"
-		if b.validator != "" {
-			extra["If-Range"] = b.validator
-		}
-	}
-	resp, err := b.m.get(b.ctx, b.src, extra)
-	if err != nil {
-		return err
-	}
-	switch {
-	case extra["Range"] != "" && b.rangeAnswered(resp):
-		b.origin = resp.Body
-		return nil
-	case resp.StatusCode == http.StatusOK && extra["If-Range"] != "" && b.off > 0:
-		// The file changed since the home read it: its pieces here are of
-		// another version.
-		resp.Body.Close()
-		return fmt.Errorf("source changed since the member read it (If-Range %s)", b.validator)
-	case resp.StatusCode == http.StatusOK && (b.length < 0 || resp.ContentLength < 0 || resp.ContentLength == b.length):
-		skipped, err := io.CopyN(io.Discard, resp.Body, b.off)
-		b.m.metrics.DownloadBytes.Add(float64(skipped))
-		if err != nil {
-			resp.Body.Close()
-			return fmt.Errorf("skip the %d bytes the member gave: %w", b.off, err)
-		}
-		b.origin = resp.Body
-		return nil
-	}
-	resp.Body.Close()
-	return fmt.Errorf("resume at %d after the member: answered %d for a file of %d bytes", b.off, resp.StatusCode, b.length)
 }
 
 func (b *memberBody) Close() error {
@@ -378,13 +389,18 @@ func (b *memberBody) Close() error {
 
 // ServeMember writes a task's file to another member as frames, each
 // piece as soon as it is written (from the cache file, with the digest
-// computed when it was written), and flushes after each. It returns when
-// the file was sent whole, the fetch failed (after an error frame), or ctx
-// ends.
-func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error) error {
+// computed when it was written), and flushes after each. While it waits
+// for a piece it sends a keep-alive frame every keepAlive (none when 0:
+// the asker did not ask for them). It returns when the file was sent
+// whole, the fetch failed (after an error frame), or ctx ends.
+func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error, keepAlive time.Duration) error {
 	cf := m.file(taskID)
 	if cf == nil || cf.source {
 		return writeErrFrame(w, flush, fmt.Errorf("task %s has no cache file", taskID))
+	}
+	beat := &beater{w: w, flush: flush, every: keepAlive, last: time.Now()}
+	if keepAlive > 0 {
+		beat.every = max(keepAlive, minKeepAlive)
 	}
 	// The cache file exists once the first piece is written: opened then.
 	var f *os.File
@@ -395,7 +411,7 @@ func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, f
 	}()
 	var buf []byte
 	for num := 0; ; num++ {
-		size, d, err := m.awaitPiece(ctx, cf, num)
+		size, d, err := m.awaitPiece(ctx, cf, num, beat)
 		if err != nil {
 			return writeErrFrame(w, flush, err)
 		}
@@ -416,6 +432,7 @@ func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, f
 		if err := writeFrame(w, flush, uint32(num), buf[:size], d.Hex()); err != nil {
 			return err
 		}
+		beat.last = time.Now()
 	}
 }
 
@@ -423,9 +440,30 @@ func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, f
 // small beside the time a piece takes to come from the origin.
 const pieceWaitStep = 10 * time.Millisecond
 
+// beater sends the keep-alive frames of a member's stream.
+type beater struct {
+	w     io.Writer
+	flush func() error
+	every time.Duration // 0: none
+	last  time.Time     // the last frame sent
+}
+
+// tick sends a keep-alive frame if nothing was sent for every.
+func (b *beater) tick() error {
+	if b.every <= 0 || time.Since(b.last) < b.every {
+		return nil
+	}
+	if err := writeFrame(b.w, b.flush, frameBeat, nil, ""); err != nil {
+		return fmt.Errorf("keep-alive: %w", err)
+	}
+	b.last = time.Now()
+	return nil
+}
+
 // awaitPiece waits until piece num is written and returns its wrapped size
-// and digest; size 0 means the file ended before num.
-func (m *Manager) awaitPiece(ctx context.Context, cf *cacheFile, num int) (int, digest.Digest, error) {
+// and digest; size 0 means the file ended before num. It keeps the stream
+// alive meanwhile.
+func (m *Manager) awaitPiece(ctx context.Context, cf *cacheFile, num int, beat *beater) (int, digest.Digest, error) {
 	for {
 		size, d, done, ok := cf.pieceState(num)
 		switch {
@@ -441,6 +479,9 @@ func (m *Manager) awaitPiece(ctx context.Context, cf *cacheFile, num int) (int, 
 			return 0, digest.Digest{}, ctx.Err()
 		case <-cf.finished:
 		case <-time.After(pieceWaitStep):
+		}
+		if err := beat.tick(); err != nil {
+			return 0, digest.Digest{}, err
 		}
 	}
 }

@@ -3,6 +3,8 @@ package cdn
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -57,10 +59,21 @@ func newHomeT(t *testing.T, home *Manager, id string, length int64, mode string)
 		case "cut", "changed":
 			out = &cutWriter{w: w, left: int64(piece.DefaultSize) + frameHead + 1000}
 		}
-		_ = home.ServeMember(r.Context(), id, out, func() error { return nil })
+		flush := func() error { return http.NewResponseController(w).Flush() }
+		_ = home.ServeMember(r.Context(), id, out, flush, askedKeepAlive(t, r))
 	}))
 	t.Cleanup(h.Close)
 	return h
+}
+
+// askedKeepAlive is the keep-alive interval a cluster fetch asks for, as
+// the API's route reads it.
+func askedKeepAlive(t *testing.T, r *http.Request) time.Duration {
+	var ask types.ClusterFetchRequest
+	if err := json.NewDecoder(r.Body).Decode(&ask); err != nil {
+		t.Errorf("cluster fetch request: %v", err)
+	}
+	return time.Duration(ask.KeepAliveMillis) * time.Millisecond
 }
 
 // flipWriter flips the byte at offset at of the stream.
@@ -226,7 +239,7 @@ func TestClusterSourceChangedSinceHome(t *testing.T) {
 func TestServeMemberUnknownTask(t *testing.T) {
 	m, _ := clusterManager(t, NewMockProgress(gomock.NewController(t)), Metrics{})
 	var buf bytes.Buffer
-	if err := m.ServeMember(context.Background(), "nope", &buf, func() error { return nil }); err == nil {
+	if err := m.ServeMember(context.Background(), "nope", &buf, func() error { return nil }, 0); err == nil {
 		t.Fatal("served an unknown task")
 	}
 	if buf.Len() < frameHead || !strings.Contains(buf.String(), "no cache file") {
@@ -342,4 +355,224 @@ func originRequests(t *testing.T, o *originT, n int) ([]string, []int) {
 			return ranges, statuses
 		}
 	}
+}
+
+// pauseWriter pauses once for d when the stream passes offset at, as a
+// home that sends nothing for that long (blocked in a write, it sends no
+// keep-alive either).
+type pauseWriter struct {
+	w      http.ResponseWriter
+	at, n  int64
+	d      time.Duration
+	paused bool
+}
+
+func (p *pauseWriter) Write(b []byte) (int, error) {
+	if !p.paused && p.n >= p.at {
+		p.paused = true
+		p.w.(http.Flusher).Flush()
+		select {
+		case <-time.After(p.d):
+		case <-p.w.(interface{ Context() context.Context }).Context().Done():
+		}
+	}
+	p.n += int64(len(b))
+	return p.w.Write(b)
+}
+
+// pausingHome serves task t1 of home, going silent for pause after piece 0.
+func pausingHome(t *testing.T, home *Manager, length int64, pause time.Duration) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range home.Validators("t1") {
+			w.Header()[k] = v
+		}
+		w.Header().Set(types.ClusterHeaderTaskID, "t1")
+		w.Header().Set(types.ClusterHeaderFileLength, strconv.FormatInt(length, 10))
+		out := &pauseWriter{w: ctxWriter{w, r.Context()}, at: int64(piece.DefaultSize) + frameHead, d: pause}
+		_ = home.ServeMember(r.Context(), "t1", out, func() error { w.(http.Flusher).Flush(); return nil }, askedKeepAlive(t, r))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// ctxWriter is a response writer that knows its request's context.
+type ctxWriter struct {
+	http.ResponseWriter
+	ctx context.Context
+}
+
+func (c ctxWriter) Context() context.Context { return c.ctx }
+func (c ctxWriter) Flush()                   { c.ResponseWriter.(http.Flusher).Flush() }
+
+// timedAsker is a member whose sourceTimeout is d (its stall bound 3 x d).
+// Its progress takes any result: the tests check it.
+func timedAsker(t *testing.T, d time.Duration) (*Manager, *store.Store, Metrics) {
+	mx := Metrics{ClusterBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}),
+		ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+	ap := NewMockProgress(gomock.NewController(t))
+	ap.EXPECT().ResetCDN("t1")
+	ap.EXPECT().SetCDNPiece("t1", gomock.Any()).AnyTimes()
+	ap.EXPECT().FinishCDN("t1", gomock.Any(), gomock.Any())
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	asker := New(Config{SourceAllow: loopbackAllow(), SourceTimeout: d}, st, ap, mx, quietLog())
+	t.Cleanup(asker.Close)
+	return asker, st, mx
+}
+
+// A home 1.8 s late with its next piece, under the stall bound of
+// 3 x sourceTimeout (1 s), is still read: the origin is not.
+func TestClusterSlowHomeWithinStallBound(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	_, home, src := warmHome(t, data, 3)
+	srv := pausingHome(t, home, int64(len(data)), 1800*time.Millisecond)
+	asker, st, mx := timedAsker(t, time.Second)
+	src.Via = strings.TrimPrefix(srv.URL, "http://")
+	if _, res := start(t, asker, src); !res.OK || res.PieceTotal != 3 {
+		t.Fatalf("asker: %+v", res)
+	}
+	checkCache(t, st, data)
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonBroken)); n != 0 {
+		t.Fatalf("a home 1.8 s late with a piece (stall bound 3 s) was dropped for the origin (%v fallbacks)", n)
+	}
+}
+
+// A home that stays silent past the stall bound is dropped for the origin
+// (not the fill failed by its watchdog), and the origin finishes the file.
+func TestClusterSilentHomeDroppedForOrigin(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	for i := range data {
+		data[i] = byte(i * 5)
+	}
+	o, home, src := warmHome(t, data, 3)
+	srv := pausingHome(t, home, int64(len(data)), 20*time.Second)
+	asker, st, mx := timedAsker(t, 300*time.Millisecond)
+	src.Via = strings.TrimPrefix(srv.URL, "http://")
+	began := time.Now()
+	if _, res := start(t, asker, src); !res.OK || res.PieceTotal != 3 {
+		t.Fatalf("asker: %+v", res)
+	}
+	checkCache(t, st, data)
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonBroken)); n != 1 {
+		t.Fatalf("%v fallbacks, want the silent home dropped once", n)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("the fill took %s: the silent home was waited for", took)
+	}
+	if ranges, _ := originRequests(t, o, 2); !strings.HasPrefix(ranges[1], "bytes=") {
+		t.Fatalf("origin requests %q, want the rest by Range", ranges)
+	}
+}
+
+// pausingOrigin serves data (with a Last-Modified), stopping for pause
+// after its first at bytes, as an origin slow to give the next piece.
+func pausingOrigin(t *testing.T, data []byte, at int, pause time.Duration) *httptest.Server {
+	mod := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", mod)
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		_, _ = w.Write(data[:at])
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(pause):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(data[at:])
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// A home waiting longer than the asker's stall bound for its origin to
+// give the next piece sends keep-alives meanwhile: the asker keeps reading
+// it, and the origin is read once, by the home.
+func TestClusterHomeWaitingOnOriginKeepsAlive(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	o := pausingOrigin(t, data, int(piece.ContentSize(piece.DefaultSize))+1000, 1500*time.Millisecond)
+	hp := NewMockProgress(gomock.NewController(t))
+	home, _ := clusterManager(t, hp, Metrics{})
+	expectRun(hp, "t1", 3)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	homeDone := make(chan Result, 1)
+	if _, err := home.Start(src, func(r Result) { homeDone <- r }); err != nil {
+		t.Fatal(err)
+	}
+	h := newHomeT(t, home, "t1", int64(len(data)), "")
+	asker, st, mx := timedAsker(t, 300*time.Millisecond) // silent for 900 ms is a stall
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	if _, res := start(t, asker, src); !res.OK || res.PieceTotal != 3 {
+		t.Fatalf("asker: %+v", res)
+	}
+	checkCache(t, st, data)
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonBroken)); n != 0 {
+		t.Fatalf("a home waiting 1.5 s on its origin was dropped (%v fallbacks)", n)
+	}
+	if got := int(counterValue(t, mx.ClusterBytes)); got != len(data) {
+		t.Fatalf("%d bytes from the home, want %d", got, len(data))
+	}
+	if r := <-homeDone; !r.OK {
+		t.Fatalf("home: %+v", r)
+	}
+}
+
+// A home sends keep-alive frames while it waits for a piece only to an
+// asker that asked for them: an older asker takes any frame but the next
+// piece for a broken stream.
+func TestServeMemberKeepAliveOnlyWhenAsked(t *testing.T) {
+	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
+	o := pausingOrigin(t, data, int(piece.ContentSize(piece.DefaultSize))+1000, 600*time.Millisecond)
+	hp := NewMockProgress(gomock.NewController(t))
+	home, _ := clusterManager(t, hp, Metrics{})
+	expectRun(hp, "t1", 3)
+	homeDone := make(chan Result, 1)
+	if _, err := home.Start(Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}, func(r Result) { homeDone <- r }); err != nil {
+		t.Fatal(err)
+	}
+	streams := []time.Duration{0, 100 * time.Millisecond}
+	bufs := make([]bytes.Buffer, len(streams))
+	var wg sync.WaitGroup
+	for i, every := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := home.ServeMember(context.Background(), "t1", &bufs[i], func() error { return nil }, every); err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if r := <-homeDone; !r.OK {
+		t.Fatalf("home: %+v", r)
+	}
+	for i, every := range streams {
+		pieces, beats := countFrames(t, bufs[i].Bytes())
+		if pieces != 3 || (every == 0) != (beats == 0) || (every > 0 && beats < 3) {
+			t.Errorf("keep-alive %s: %d pieces and %d keep-alives in 600 ms of waiting", every, pieces, beats)
+		}
+	}
+}
+
+// countFrames reads a member's stream, which must end with frameEnd.
+func countFrames(t *testing.T, b []byte) (pieces, beats int) {
+	t.Helper()
+	for len(b) >= frameHead {
+		num, n := binary.BigEndian.Uint32(b[:4]), binary.BigEndian.Uint32(b[4:8])
+		b = b[frameHead+int(n):]
+		switch num {
+		case frameEnd:
+			if len(b) != 0 {
+				t.Fatalf("%d bytes after the end frame", len(b))
+			}
+			return pieces, beats
+		case frameBeat:
+			beats++
+		default:
+			pieces++
+		}
+	}
+	t.Fatal("the stream has no end frame")
+	return 0, 0
 }

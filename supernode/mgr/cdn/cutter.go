@@ -74,12 +74,30 @@ type watchedBody struct {
 }
 
 func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io.Reader) *watchedBody {
-	w := &watchedBody{idle: 3 * m.cfg.SourceTimeout, stalled: make(chan struct{})}
-	w.timer = time.AfterFunc(w.idle, func() { close(w.stalled); cancel() })
-	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r),
-		progress: func() { w.timer.Reset(w.idle) }}
+	w := &watchedBody{idle: m.stallBound(), stalled: make(chan struct{})}
+	// A member's stream is timed by its own bytes, keep-alives included,
+	// and a stalled member is dropped for the origin, which gets the whole
+	// bound again, rather than failing the fill.
+	mb, _ := r.(*memberBody)
+	w.timer = time.AfterFunc(w.idle, func() {
+		if mb != nil && mb.dropStalled() {
+			w.timer.Reset(w.idle)
+			return
+		}
+		close(w.stalled)
+		cancel()
+	})
+	progress := func() { w.timer.Reset(w.idle) }
+	if mb != nil {
+		mb.alive = progress
+	}
+	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r), progress: progress}
 	return w
 }
+
+// stallBound is how long a source (a member too) may send nothing before
+// it is given up.
+func (m *Manager) stallBound() time.Duration { return 3 * m.cfg.SourceTimeout }
 
 // stop ends the watch; it returns the stall as a source error if the
 // watchdog fired.

@@ -72,20 +72,35 @@ func (sp span) header() string {
 // client re-basing a piece's range does not know. The task manager refuses
 // it first, when it validates a registration or preheat; this is a guard.
 func userRange(src Source) (urlutil.ByteRange, bool, error) {
-	for k, v := range src.Headers {
-		if !strings.EqualFold(k, "Range") {
-			continue
-		}
-		br, err := urlutil.ParseByteRange(v)
-		if err != nil {
-			return br, true, err
-		}
-		if br.Suffix > 0 {
-			return br, true, fmt.Errorf("Range %q: the source pattern cannot serve a suffix range, whose start clients cannot re-base pieces onto; give bytes=a-b", v)
-		}
-		return br, true, nil
+	br, ranged, err := taskRange(src)
+	if err == nil && br.Suffix > 0 {
+		err = fmt.Errorf("Range %q: the source pattern cannot serve a suffix range, whose start clients cannot re-base pieces onto; give bytes=a-b",
+			rangeHeader(src))
 	}
-	return urlutil.ByteRange{Last: -1}, false, nil
+	return br, ranged, err
+}
+
+// taskRange parses the task's own Range header (the client's, part of the
+// task ID), if it has one; without one the task is the whole resource,
+// bytes=0-.
+func taskRange(src Source) (urlutil.ByteRange, bool, error) {
+	v := rangeHeader(src)
+	if v == "" {
+		return urlutil.ByteRange{Last: -1}, false, nil
+	}
+	br, err := urlutil.ParseByteRange(v)
+	return br, true, err
+}
+
+// rangeHeader is the value of the task's Range header ("" without one),
+// whatever the case of its name.
+func rangeHeader(src Source) string {
+	for k, v := range src.Headers {
+		if strings.EqualFold(k, "Range") {
+			return v
+		}
+	}
+	return ""
 }
 
 // probe asks the source for the span's first byte: the answer tells the
