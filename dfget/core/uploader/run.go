@@ -139,14 +139,28 @@ loop:
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	s.gc(sctx, true)
-	if s.cfg.MetaPath != "" && ReadMeta(s.cfg.MetaPath).ServicePort == port {
-		_ = WriteMeta(s.cfg.MetaPath, types.HostMeta{})
-		_ = os.Remove(PidPath(s.cfg.MetaPath))
-	}
+	s.clearMeta(port)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// clearMeta tells later dfgets this server is gone, unless another server
+// took over meanwhile: the final cleanup can take seconds (service-down
+// reports), and a server started then on the freed port, found by the
+// same port in host.meta, must keep its meta (token) and pid file.
+func (s *Server) clearMeta(port int) {
+	if s.cfg.MetaPath == "" {
+		return
+	}
+	if m := ReadMeta(s.cfg.MetaPath); m.ServicePort == port && m.Token == s.cfg.Token {
+		_ = WriteMeta(s.cfg.MetaPath, types.HostMeta{})
+	}
+	pidPath := PidPath(s.cfg.MetaPath)
+	if b, err := os.ReadFile(pidPath); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(pidPath)
+	}
 }
 
 // idle is true when nothing used the server for AliveTime and no request or
