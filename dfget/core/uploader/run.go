@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,6 +118,11 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	defer gc.Stop()
 	idle := time.NewTicker(time.Second)
 	defer idle.Stop()
+	// A drop waits for the eviction reports to the supernode (up to the
+	// notes' grace): it runs beside the loop, one at a time, so the loop
+	// still ends at once on a signal. Reports still unsent when the
+	// process exits are lost; they are best effort (see notify).
+	var dropping atomic.Bool
 	var err error
 loop:
 	for {
@@ -128,7 +134,9 @@ loop:
 		case <-gc.C:
 			s.gc(ctx, false)
 		case <-idle.C:
-			s.dropOrphanStreams()
+			if dropping.CompareAndSwap(false, true) {
+				go func() { defer dropping.Store(false); s.dropOrphanStreams() }()
+			}
 			if s.idle() {
 				s.log.Infof("idle for %v, exiting", s.cfg.AliveTime)
 				break loop

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -28,6 +29,18 @@ func startRun(t *testing.T, s *Server) (port int, cancel func(), done <-chan err
 	ch := make(chan error, 1)
 	go func() { ch <- s.Run(ctx, l, io.Discard) }()
 	return l.Addr().(*net.TCPAddr).Port, cancel, ch
+}
+
+// startSleeper starts a process that stands for a dfget; the test kills
+// it to play the dfget's death, else cleanup does.
+func startSleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
 
 // waitMetaPort waits until the meta file names port.
