@@ -103,10 +103,15 @@ func TestOrphanDropDoesNotHoldRun(t *testing.T) {
 	_ = owner.Process.Kill()
 	_ = owner.Wait()
 	_, cancel, done := startRun(t, s)
-	time.Sleep(1500 * time.Millisecond) // the first idle tick has started the drop
-	if s.stream("st") != nil {
-		t.Fatal("the orphaned stream was not dropped")
+	// The first idle tick (1 s) starts the drop, which then waits for the
+	// silent supernode.
+	for i := 0; s.stream("st") != nil; i++ {
+		if i > 500 {
+			t.Fatal("the orphaned stream was not dropped")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
 	cancel()
 	select {

@@ -85,8 +85,9 @@ func WriteMeta(path string, m types.HostMeta) error {
 func PidPath(metaPath string) string { return filepath.Join(filepath.Dir(metaPath), "server.pid") }
 
 // Run serves on l until ctx ends or the server idles for AliveTime, then
-// shuts down: reports service-down for finished tasks, deletes their files,
-// and clears the meta port. It prints the v1 startup line to out.
+// shuts down: reports service-down for finished tasks, deletes the task
+// files but those of downloads still in progress, and clears the meta
+// port. It prints the v1 startup line to out.
 func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	port := l.Addr().(*net.TCPAddr).Port
 	s.cfg.Port = port
