@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg *config.Config, out IO) int {
 func Execute(ctx context.Context, cfg *config.Config, out IO) Outcome {
 	d := &Download{cfg: cfg, io: out, client: api.New(), length: -1}
 	defer d.client.HTTP.CloseIdleConnections()
+	d.client.SetLocalOwner(os.Getpid(), checkEvery(cfg.AliveTime))
 	var err error
 	// Checked here too, for callers that use core as a library: a digest
 	// that does not parse is never taken for "no check".
@@ -697,14 +698,28 @@ func (d *Download) fairRate(ctx context.Context) func() {
 	return func() { cancel(); <-done }
 }
 
+// checkEvery is how often a dfget repeats /check while it downloads: a
+// third of the alive time it gives a server it starts, 1 s to 30 s (30 s
+// for a server that never idles out). A server of another dfget may idle
+// sooner; it learns this interval and the dfget's process at /check
+// (api.Client.SetLocalOwner) and keeps the task while either says the
+// download goes on.
+func checkEvery(alive time.Duration) time.Duration {
+	if alive <= 0 {
+		return 30 * time.Second
+	}
+	return min(max(alive/3, time.Second), 30*time.Second)
+}
+
 // keepAlive re-registers the task with the peer server while the download
 // runs: a download that nobody fetches from would otherwise look idle to
-// the server, which could exit and delete the file being written.
+// a server that cannot watch this process, which could exit and delete
+// the file being written.
 func (d *Download) keepAlive(ctx context.Context) func() {
 	if d.peerPort <= 0 {
 		return func() {}
 	}
-	every := min(max(d.cfg.AliveTime/3, time.Second), 30*time.Second)
+	every := checkEvery(d.cfg.AliveTime)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -71,6 +71,8 @@ type Client struct {
 	token string
 	// localToken is sent to this host's peer server only (SetLocalToken).
 	localToken atomic.Pointer[string]
+	// localOwner is told to the peer server at /check (SetLocalOwner).
+	localOwner atomic.Pointer[localOwner]
 }
 
 // SecureNodes makes supernode calls carry "Authorization: Bearer <token>"

@@ -43,9 +43,14 @@ const (
 	// reaches its supernode, for the peer server's reports to it.
 	HeaderNodeToken   = "nodeToken"
 	HeaderNodeCACerts = "nodeCACerts"
-	// HeaderDfgetPID is the streaming dfget's process ID: the peer server
-	// drops the stream cache when that process is gone.
+	// HeaderDfgetPID is the dfget's process ID: the peer server drops a
+	// stream cache when that process is gone, and keeps the file of an
+	// unfinished download (/check) while it runs.
 	HeaderDfgetPID = "dfgetPid"
+	// HeaderCheckEvery is how often, in milliseconds, the dfget repeats
+	// /check while it downloads: a peer server that cannot see its process
+	// keeps the unfinished task a few such intervals after the last one.
+	HeaderCheckEvery = "checkEvery"
 	// HeaderLocalToken carries the peer server's secret (from its meta
 	// file) on calls to its local-only endpoints.
 	HeaderLocalToken = "localToken"
@@ -91,6 +96,19 @@ func ValidNonce(n string) bool {
 // peers), which proves the server holds it first (CheckServer). Empty:
 // no server, no local calls.
 func (c *Client) SetLocalToken(tok string) { c.localToken.Store(&tok) }
+
+// SetLocalOwner makes /check tell the peer server which process registers
+// the task and how often it repeats the check (see HeaderDfgetPID,
+// HeaderCheckEvery). Zero values say nothing.
+func (c *Client) SetLocalOwner(pid int, checkEvery time.Duration) {
+	c.localOwner.Store(&localOwner{pid: pid, checkEvery: checkEvery})
+}
+
+// localOwner is what SetLocalOwner set.
+type localOwner struct {
+	pid        int
+	checkEvery time.Duration
+}
 
 // localCall calls a local-only endpoint of this host's peer server and
 // returns the answer's body.
@@ -194,10 +212,10 @@ func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileN
 		return "", fmt.Errorf("%s: no token to check the server with: %w", u, ErrServerUnproven)
 	}
 	nonce := hex.EncodeToString(randomBytes(32))
-	body, h, err := c.peerDo(ctx, http.MethodGet, u, map[string]string{
+	body, h, err := c.peerDo(ctx, http.MethodGet, u, c.addOwner(map[string]string{
 		HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10),
 		HeaderCheckNonce: nonce, HeaderCheckAuth: CheckAuth(*tok, nonce),
-	}, nil)
+	}), nil)
 	if err != nil {
 		return body, err
 	}
@@ -207,6 +225,19 @@ func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileN
 		return "", fmt.Errorf("%s: %w", u, ErrServerUnproven)
 	}
 	return body, nil
+}
+
+// addOwner adds what SetLocalOwner set to a check's headers.
+func (c *Client) addOwner(hdr map[string]string) map[string]string {
+	if o := c.localOwner.Load(); o != nil {
+		if o.pid > 0 {
+			hdr[HeaderDfgetPID] = strconv.Itoa(o.pid)
+		}
+		if o.checkEvery > 0 {
+			hdr[HeaderCheckEvery] = strconv.FormatInt(o.checkEvery.Milliseconds(), 10)
+		}
+	}
+	return hdr
 }
 
 func randomBytes(n int) []byte {

@@ -254,7 +254,8 @@ func (sc *streamCache) replaced() {
 }
 
 // drop shuts the cache, reporting its pieces as evicted, and waits until
-// the notifier has sent every report.
+// the notifier has sent every report, or dropped those it could not send
+// within the queue's grace.
 func (sc *streamCache) drop() {
 	sc.mu.Lock()
 	for _, n := range sc.order {
@@ -270,9 +271,12 @@ func (sc *streamCache) drop() {
 // notify reports cache changes to the supernode in order until the cache
 // is shut. Reports are best effort: a lost report only makes the supernode
 // schedule a piece we then answer 404 for, which the fetching peer reports
-// and retries.
+// and retries. So once the queue's grace after the shut is over, what is
+// left is dropped rather than sent, each waiting for a supernode that may
+// not answer.
 func (sc *streamCache) notify(log logrus.FieldLogger) {
 	defer close(sc.notes.done)
+	defer sc.notes.cancel()
 	for {
 		n, ok := sc.notes.next()
 		if !ok {
@@ -281,7 +285,13 @@ func (sc *streamCache) notify(log logrus.FieldLogger) {
 		if sc.SuperNode == "" {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if sc.notes.ctx.Err() != nil {
+			left := 1 + sc.notes.discard()
+			log.Warnf("stream %s: %d piece reports to %s dropped, not sent within %v of the cache's end",
+				sc.TaskFileName, left, sc.SuperNode, sc.notes.grace)
+			return
+		}
+		ctx, cancel := context.WithTimeout(sc.notes.ctx, 5*time.Second)
 		rg := piece.Range(n.num, sc.PieceSize, -1)
 		if err := sc.node.StreamPiece(ctx, sc.SuperNode, sc.TaskID, sc.CID, rg, n.cached); err != nil {
 			log.Debugf("stream piece report %s %d cached=%v: %v", sc.TaskFileName, n.num, n.cached, err)
@@ -377,10 +387,23 @@ type noteQueue struct {
 	closed bool
 	wake   chan struct{}
 	done   chan struct{} // closed when the notifier has sent everything
+	// ctx bounds the notifier's calls. It ends grace after the queue is
+	// closed: a drop waits for the last reports, and with one 5 s call
+	// per note to a silent supernode a whole window (up to 1024 pieces)
+	// would take hours.
+	ctx    context.Context
+	cancel context.CancelFunc
+	grace  time.Duration
 }
 
+// drainGrace is how long a closed queue's notes may take to send, all
+// together.
+const drainGrace = 10 * time.Second
+
 func newNoteQueue() *noteQueue {
-	return &noteQueue{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &noteQueue{wake: make(chan struct{}, 1), done: make(chan struct{}), ctx: ctx, cancel: cancel,
+		grace: drainGrace}
 }
 
 // push queues n. An eviction whose piece's "cached" note is still queued
@@ -404,11 +427,24 @@ func (q *noteQueue) push(n streamNote) {
 	q.signal()
 }
 
+// close ends the queue: the notifier sends what is queued, within grace.
 func (q *noteQueue) close() {
 	q.mu.Lock()
+	if !q.closed {
+		time.AfterFunc(q.grace, q.cancel)
+	}
 	q.closed = true
 	q.mu.Unlock()
 	q.signal()
+}
+
+// discard drops the queued notes and says how many there were.
+func (q *noteQueue) discard() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.notes)
+	q.notes = nil
+	return n
 }
 
 func (q *noteQueue) signal() {

@@ -44,6 +44,7 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 			s.setTotalLimit(n)
 		}
 	}
+	owner, every := ownerOf(r.Header)
 	s.mu.Lock()
 	t, ok := s.tasks[name]
 	if !ok {
@@ -51,6 +52,7 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 		s.tasks[name] = t
 	}
 	t.accessTime = time.Now()
+	t.claim(owner, every)
 	s.mu.Unlock()
 	if n := r.Header.Get(api.HeaderCheckNonce); n != "" {
 		// The dfget takes us for its server only with this proof; the

@@ -70,6 +70,14 @@ func TestOrphanStreamDropped(t *testing.T) {
 			t.Fatalf("push: %d", w.Code)
 		}
 	}
+	// Both "cached" reports must be out before the drop: a queued one
+	// is cancelled by the eviction, and then no DELETE is sent either.
+	for i := 0; len(fs.snapshot()) < 2; i++ {
+		if i > 500 {
+			t.Fatalf("cached reports %v, want two", fs.snapshot())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	s.dropOrphanStreams()
 	s.mu.Lock()
 	n := len(s.streams)

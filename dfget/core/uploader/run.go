@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 )
 
 // candidatePorts are the ports tried when none is given: Dragonfly 1.x's
@@ -83,8 +85,9 @@ func WriteMeta(path string, m types.HostMeta) error {
 func PidPath(metaPath string) string { return filepath.Join(filepath.Dir(metaPath), "server.pid") }
 
 // Run serves on l until ctx ends or the server idles for AliveTime, then
-// shuts down: reports service-down for finished tasks, deletes their files,
-// and clears the meta port. It prints the v1 startup line to out.
+// shuts down: reports service-down for finished tasks, deletes the task
+// files but those of downloads still in progress, and clears the meta
+// port. It prints the v1 startup line to out.
 func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	port := l.Addr().(*net.TCPAddr).Port
 	s.cfg.Port = port
@@ -117,6 +120,11 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	defer gc.Stop()
 	idle := time.NewTicker(time.Second)
 	defer idle.Stop()
+	// A drop waits for the eviction reports to the supernode (up to the
+	// notes' grace): it runs beside the loop, one at a time, so the loop
+	// still ends at once on a signal. Reports still unsent when the
+	// process exits are lost; they are best effort (see notify).
+	var dropping atomic.Bool
 	var err error
 loop:
 	for {
@@ -128,7 +136,9 @@ loop:
 		case <-gc.C:
 			s.gc(ctx, false)
 		case <-idle.C:
-			s.dropOrphanStreams()
+			if dropping.CompareAndSwap(false, true) {
+				go func() { defer dropping.Store(false); s.dropOrphanStreams() }()
+			}
 			if s.idle() {
 				s.log.Infof("idle for %v, exiting", s.cfg.AliveTime)
 				break loop
@@ -139,59 +149,131 @@ loop:
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	s.gc(sctx, true)
-	if s.cfg.MetaPath != "" && ReadMeta(s.cfg.MetaPath).ServicePort == port {
-		_ = WriteMeta(s.cfg.MetaPath, types.HostMeta{})
-		_ = os.Remove(PidPath(s.cfg.MetaPath))
-	}
+	s.clearMeta(port)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
 }
 
-// idle is true when nothing used the server for AliveTime and no request or
-// stream is in progress.
+// clearMeta tells later dfgets this server is gone, unless another server
+// took over meanwhile: the final cleanup can take seconds (service-down
+// reports), and a server started then on the freed port, found by the
+// same port in host.meta, must keep its meta (token) and pid file.
+func (s *Server) clearMeta(port int) {
+	if s.cfg.MetaPath == "" {
+		return
+	}
+	if m := ReadMeta(s.cfg.MetaPath); m.ServicePort == port && m.Token == s.cfg.Token {
+		_ = WriteMeta(s.cfg.MetaPath, types.HostMeta{})
+	}
+	pidPath := PidPath(s.cfg.MetaPath)
+	if b, err := os.ReadFile(pidPath); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(pidPath)
+	}
+}
+
+// idle is true when nothing used the server for AliveTime, no request or
+// stream is in progress and no dfget is still downloading a task file
+// (a download nobody fetches from only checks in now and then).
 func (s *Server) idle() bool {
 	if s.cfg.AliveTime <= 0 || s.inflight.Load() > 0 {
 		return false
 	}
 	s.mu.Lock()
 	streams := len(s.streams)
-	s.mu.Unlock()
-	last := time.Unix(0, s.lastActive.Load())
-	return streams == 0 && time.Since(last) > s.cfg.AliveTime
-}
-
-// gc removes expired finished task files (all known ones when final), and
-// files in the data dir no task claims that are older than the expire time.
-func (s *Server) gc(ctx context.Context, final bool) {
-	now := time.Now()
-	var expired []*task
-	s.mu.Lock()
-	for name, t := range s.tasks {
-		if final {
-			expired = append(expired, t)
-			delete(s.tasks, name)
-			continue
-		}
+	var unfinished []task
+	for _, t := range s.tasks {
 		if !t.finished {
-			// A dfget that vanished without finishing leaves a task that
-			// is only touched by its keepalive; forget it when stale.
-			if now.Sub(t.accessTime) > s.cfg.ExpireTime+s.cfg.AliveTime {
-				expired = append(expired, t)
-				delete(s.tasks, name)
-			}
-			continue
-		}
-		last := t.accessTime
-		if st, err := os.Stat(filepath.Join(s.cfg.DataDir, name+ServiceSuffix)); err == nil && st.ModTime().After(last) {
-			last = st.ModTime()
-		}
-		if now.Sub(last) > s.cfg.ExpireTime {
-			expired = append(expired, t)
-			delete(s.tasks, name)
+			unfinished = append(unfinished, *t)
 		}
 	}
+	s.mu.Unlock()
+	last := time.Unix(0, s.lastActive.Load())
+	if streams > 0 || time.Since(last) <= s.cfg.AliveTime {
+		return false
+	}
+	now := time.Now()
+	for i := range unfinished {
+		if s.downloading(&unfinished[i], now) {
+			return false
+		}
+	}
+	return true
+}
+
+// minLease is the least time an unfinished task whose dfget's process the
+// server cannot watch is kept after its last /check: four of a default
+// dfget's 30 s intervals, so late or lost checks never cost a download
+// its file.
+const minLease = 2 * time.Minute
+
+// maxCheckEvery bounds the interval a dfget may announce, and so the
+// lease of its task.
+const maxCheckEvery = time.Hour
+
+// ownerOf reads who registers a task at /check: the dfget's process and
+// how often it checks again; zero values when it does not say (a v1
+// dfget) or its process cannot be seen (another PID namespace).
+func ownerOf(h http.Header) (proc, time.Duration) {
+	var owner proc
+	if pid, err := strconv.Atoi(h.Get(api.HeaderDfgetPID)); err == nil && pid > 0 {
+		owner = procOf(pid)
+	}
+	var every time.Duration
+	if ms, err := strconv.ParseInt(h.Get(api.HeaderCheckEvery), 10, 64); err == nil && ms > 0 {
+		every = time.Duration(min(ms, maxCheckEvery.Milliseconds())) * time.Millisecond
+	}
+	return owner, every
+}
+
+// claim records what a /check of t said about its dfget; what it did not
+// say stays as an earlier check said.
+func (t *task) claim(owner proc, every time.Duration) {
+	if owner.pid != 0 {
+		t.owner = owner
+	}
+	if every > 0 {
+		t.checkEvery = every
+	}
+}
+
+// lease is how long after its last /check an unfinished task is kept when
+// its dfget's process says nothing: four of the dfget's check intervals,
+// at least minLease, and never less than the expire time plus the alive
+// time, as unfinished tasks were kept before dfgets checked in.
+func (s *Server) lease(t *task) time.Duration {
+	return max(4*t.checkEvery, minLease, s.cfg.ExpireTime+s.cfg.AliveTime)
+}
+
+// downloading reports that t's dfget may still be writing its file, which
+// must then stay, and the server with it: the dfget's process runs, or,
+// when the server cannot watch it, it checked in within its lease.
+func (s *Server) downloading(t *task, now time.Time) bool {
+	switch {
+	case t.finished:
+		return false
+	case t.owner.pid == 0:
+		return now.Sub(t.accessTime) <= s.lease(t)
+	case !t.owner.alive():
+		return false
+	}
+	// A live dfget may have given up the download and removed its file
+	// (dfdaemon's in-process dfgets outlive their downloads): with no file
+	// and no recent check there is nothing left to keep.
+	if _, err := os.Lstat(filepath.Join(s.cfg.DataDir, t.name+ServiceSuffix)); err == nil {
+		return true
+	}
+	return now.Sub(t.accessTime) <= s.lease(t)
+}
+
+// gc removes expired finished task files (all known ones when final, but
+// those still being downloaded), and files in the data dir no task claims
+// that are older than the expire time.
+func (s *Server) gc(ctx context.Context, final bool) {
+	now := time.Now()
+	s.mu.Lock()
+	expired := s.expireTasks(now, final)
 	known := map[string]bool{}
 	for name := range s.tasks {
 		known[name+ServiceSuffix] = true
@@ -221,6 +303,36 @@ func (s *Server) gc(ctx context.Context, final bool) {
 			_ = os.Remove(filepath.Join(s.cfg.DataDir, e.Name()))
 		}
 	}
+}
+
+// expireTasks forgets and returns the tasks whose files are to go. Caller
+// holds s.mu.
+func (s *Server) expireTasks(now time.Time, final bool) []*task {
+	var expired []*task
+	for name, t := range s.tasks {
+		var expire bool
+		switch {
+		case s.downloading(t, now):
+			// Not even when final: the file is the download's, and a server
+			// that exits under it (a signal) must not fail it.
+		case final:
+			expire = true
+		case !t.finished:
+			// Its dfget is gone without finishing, or gave the download up.
+			expire = now.Sub(t.accessTime) > s.cfg.ExpireTime+s.cfg.AliveTime
+		default:
+			last := t.accessTime
+			if st, err := os.Stat(filepath.Join(s.cfg.DataDir, name+ServiceSuffix)); err == nil && st.ModTime().After(last) {
+				last = st.ModTime()
+			}
+			expire = now.Sub(last) > s.cfg.ExpireTime
+		}
+		if expire {
+			expired = append(expired, t)
+			delete(s.tasks, name)
+		}
+	}
+	return expired
 }
 
 // ShutdownSignals are the signals that end a peer server cleanly.

@@ -65,6 +65,10 @@ type task struct {
 	cid        string
 	superNode  string
 	node       *api.Client // reaches superNode; set with it by /client/finish
+	// owner and checkEvery are what the dfget downloading the task said
+	// at /check: its process, and how often it checks again.
+	owner      proc
+	checkEvery time.Duration
 }
 
 // Server is the peer server. Create it with NewServer.
