@@ -100,16 +100,16 @@ func (s *Swarm) warm(ctx context.Context, r *http.Request, src Source, id Identi
 	if err := c.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		return nil, "", "", err
 	}
-	nodes, _ := regist.Order(ctx, cfg, net.DefaultResolver)
+	cas, err := core.ReadCAs(cfg.CACerts)
+	if err != nil {
+		return nil, "", "", err
+	}
+	nodes, _ := regist.Order(ctx, cfg, cas, net.DefaultResolver)
 	ip := cfg.IP
 	if ip == "" {
 		if ip, err = regist.LocalIP(ctx, nodes); err != nil {
 			return nil, "", "", err
 		}
-	}
-	cas, err := core.ReadCAs(cfg.CACerts)
-	if err != nil {
-		return nil, "", "", err
 	}
 	cid := ip + "-warm-" + cfg.Sign
 	reg, err := regist.Register(ctx, c, cfg, nodes, regist.Request{CID: cid, IP: ip, RootCAs: cas})

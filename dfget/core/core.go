@@ -215,7 +215,11 @@ func (d *Download) tryP2P(ctx context.Context) error {
 // the first supernode that takes it.
 func (d *Download) register(ctx context.Context) error {
 	cfg := d.cfg
-	nodes, warnings := regist.Order(ctx, cfg, net.DefaultResolver)
+	rootCAs, err := ReadCAs(cfg.CACerts)
+	if err != nil {
+		return err
+	}
+	nodes, warnings := regist.Order(ctx, cfg, rootCAs, net.DefaultResolver)
 	for _, w := range warnings {
 		d.log.Warnf("%v", w)
 	}
@@ -235,10 +239,6 @@ func (d *Download) register(ctx context.Context) error {
 			d.log.Warnf("peer server unavailable, using the cdn pattern: %v", err)
 		}
 		d.peerPort = port
-	}
-	rootCAs, err := ReadCAs(cfg.CACerts)
-	if err != nil {
-		return err
 	}
 	d.nodes, d.tried = nodes, map[string]bool{}
 	d.regReq = regist.Request{CID: d.cid, IP: d.localIP, Port: d.peerPort, RootCAs: rootCAs}

@@ -5,9 +5,11 @@
 package taskid
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
@@ -19,7 +21,17 @@ const salt = "damselfly-supernode-task-id-salt"
 
 // ID is the task ID rule of v1: sha256(salt + taskURL + sign + range + salt),
 // sign being md5, else identifier; range only if a Range header is given.
+// It is the ID of a task whose source is trusted by default.
 func ID(taskURL, md5, identifier string, headers map[string]string) string {
+	return Trust{}.ID(taskURL, md5, identifier, headers)
+}
+
+// ID is the task ID of a source trusted as t: v1's rule with t's key after
+// the range. The fetch of a task is shared by all its clients, so a client
+// that asks for verified TLS must never join a task fetched without
+// verification, or with roots another client chose. The default trust
+// adds nothing, so such tasks keep v1's IDs.
+func (t Trust) ID(taskURL, md5, identifier string, headers map[string]string) string {
 	sign := md5
 	if sign == "" {
 		sign = identifier
@@ -28,14 +40,43 @@ func ID(taskURL, md5, identifier string, headers map[string]string) string {
 	if v, ok := headers["Range"]; ok {
 		r = v
 	}
-	sum := sha256.Sum256([]byte(salt + taskURL + sign + r + salt))
+	sum := sha256.Sum256([]byte(salt + taskURL + sign + r + t.Key() + salt))
 	return hex.EncodeToString(sum[:])
+}
+
+// Trust is how a registration asks the source's TLS certificate to be
+// checked: not at all (Insecure), or also against RootCAs (PEM bytes).
+type Trust struct {
+	Insecure bool
+	RootCAs  [][]byte
+}
+
+// Key names t in a task ID: "" for the default trust, else whether it is
+// insecure and the sha256 of the CAs, each hashed, in sorted order, so
+// the order a client lists its CA files in does not split a task.
+func (t Trust) Key() string {
+	if !t.Insecure && len(t.RootCAs) == 0 {
+		return ""
+	}
+	sums := make([][]byte, len(t.RootCAs))
+	for i, pem := range t.RootCAs {
+		s := sha256.Sum256(pem)
+		sums[i] = s[:]
+	}
+	slices.SortFunc(sums, bytes.Compare)
+	all := sha256.Sum256(bytes.Join(sums, nil))
+	key := "\x00tls:verify:"
+	if t.Insecure {
+		key = "\x00tls:insecure:"
+	}
+	return key + hex.EncodeToString(all[:])
 }
 
 // Registration is what a registration names that makes up its task's ID.
 type Registration struct {
 	RawURL, TaskURL, Md5, Identifier string
 	Headers                          []string
+	Trust                            Trust
 }
 
 // ID is the ID a supernode gives the task of r: the task URL defaults to the
@@ -58,5 +99,5 @@ func (r Registration) ID() (string, error) {
 		}
 		md5, identifier = d.Hex(), ""
 	}
-	return ID(taskURL, md5, identifier, headers), nil
+	return r.Trust.ID(taskURL, md5, identifier, headers), nil
 }

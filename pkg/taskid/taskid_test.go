@@ -1,6 +1,10 @@
 package taskid
 
-import "testing"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+)
 
 func TestRegistrationIDNormalizes(t *testing.T) {
 	base := Registration{RawURL: "http://o/f?a=1", TaskURL: "http://o/f"}
@@ -40,5 +44,33 @@ func TestRegistrationIDBadInput(t *testing.T) {
 		if _, err := r.ID(); err == nil {
 			t.Errorf("%+v: no error", r)
 		}
+	}
+}
+
+// A task trusted by default keeps the ID of v1's rule (generateTaskID of
+// a v1 supernode, with Damselfly's salt), the one it had before trust
+// counted; any other trust gives another ID, the same whatever order the
+// CAs are listed in.
+func TestTrustID(t *testing.T) {
+	v1 := sha256.Sum256([]byte(salt + "https://o/f" + "sha256:ab" + "bytes=0-9" + salt))
+	h := map[string]string{"Range": "bytes=0-9"}
+	if got := (Trust{}).ID("https://o/f", "", "sha256:ab", h); got != hex.EncodeToString(v1[:]) {
+		t.Fatalf("default trust: %s, not v1's ID", got)
+	}
+	a, b := []byte("pem a"), []byte("pem b")
+	ids := map[string]Trust{}
+	for _, tr := range []Trust{{}, {Insecure: true}, {RootCAs: [][]byte{a}}, {RootCAs: [][]byte{a, b}}, {Insecure: true, RootCAs: [][]byte{a}}} {
+		id := tr.ID("https://o/f", "", "", nil)
+		if other, dup := ids[id]; dup {
+			t.Errorf("%+v and %+v share task %s", tr, other, id)
+		}
+		ids[id] = tr
+	}
+	if x, y := (Trust{RootCAs: [][]byte{a, b}}).Key(), (Trust{RootCAs: [][]byte{b, a}}).Key(); x != y {
+		t.Errorf("CA order changes the key: %s, %s", x, y)
+	}
+	reg := Registration{RawURL: "https://o/f", Trust: Trust{Insecure: true}}
+	if got, _ := reg.ID(); got != (Trust{Insecure: true}).ID("https://o/f", "", "", nil) {
+		t.Errorf("registration ignores its trust: %s", got)
 	}
 }

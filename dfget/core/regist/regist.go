@@ -143,17 +143,18 @@ const resolveTimeout = 3 * time.Second
 // Order returns the supernodes to try for cfg's task, its home first: each
 // name in the list resolved to its addresses, again for every download so
 // a change of DNS membership is followed, then ordered by rendezvous
-// hashing of the task ID the supernodes will give the task. Names that do
-// not resolve are kept (and reported in warnings), to fail at registration
+// hashing of the task ID the supernodes will give the task (rootCAs are
+// the contents of cfg's CA files, part of that ID). Names that do not
+// resolve are kept (and reported in warnings), to fail at registration
 // like any node that is down.
-func Order(ctx context.Context, cfg *config.Config, r nodes.Resolver) (order []nodes.Node, warnings []error) {
+func Order(ctx context.Context, cfg *config.Config, rootCAs [][]byte, r nodes.Resolver) (order []nodes.Node, warnings []error) {
 	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	list, warnings := cfg.Nodes.Resolve(rctx, r)
 	if cfg.NodeOrder == config.NodeOrderRandom {
 		return list.Random(rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))), warnings
 	}
-	key, err := TaskID(cfg)
+	key, err := TaskID(cfg, rootCAs)
 	if err != nil {
 		// The config was validated, so this is not expected; any order
 		// still works, the home only saves origin reads.
@@ -162,10 +163,10 @@ func Order(ctx context.Context, cfg *config.Config, r nodes.Resolver) (order []n
 	return list.Home(key), warnings
 }
 
-// TaskID is the ID a supernode gives cfg's task.
-func TaskID(cfg *config.Config) (string, error) {
+// TaskID is the ID a supernode gives cfg's task, registered with rootCAs.
+func TaskID(cfg *config.Config, rootCAs [][]byte) (string, error) {
 	id, err := taskid.Registration{RawURL: cfg.URL, TaskURL: cfg.TaskURL, Md5: cfg.Md5, Identifier: cfg.Identifier,
-		Headers: cfg.Headers}.ID()
+		Headers: cfg.Headers, Trust: taskid.Trust{Insecure: cfg.Insecure, RootCAs: rootCAs}}.ID()
 	if err != nil {
 		return "", fmt.Errorf("task of %s: %w", urlutil.Redact(cfg.URL), err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/test/netfake"
 )
 
@@ -183,7 +184,7 @@ func TestOrderMeetsAtHome(t *testing.T) {
 			if err := cfg.Nodes.Set(list); err != nil {
 				t.Fatal(err)
 			}
-			order, warns := Order(context.Background(), cfg, dns)
+			order, warns := Order(context.Background(), cfg, nil, dns)
 			if len(order) != 3 || len(warns) != 0 {
 				t.Fatalf("%s: order %v, warnings %v", list, order, warns)
 			}
@@ -205,7 +206,7 @@ func TestOrderRandomAndBadName(t *testing.T) {
 	if err := cfg.Nodes.Set("198.18.0.1,gone"); err != nil {
 		t.Fatal(err)
 	}
-	order, warns := Order(context.Background(), cfg, hosts{})
+	order, warns := Order(context.Background(), cfg, nil, hosts{})
 	if len(order) != 2 || len(warns) != 1 || !strings.Contains(warns[0].Error(), "gone") {
 		t.Fatalf("order %v, warnings %v", order, warns)
 	}
@@ -230,5 +231,27 @@ func TestRegisterSkipsASilentNodeWithinASecond(t *testing.T) {
 	}
 	if took < 900*time.Millisecond || took > 2*time.Second {
 		t.Fatalf("the silent node cost %v, want about a second", took)
+	}
+}
+
+// A dfget that trusts its source otherwise than by default hashes, for its
+// home, the task ID the supernode gives such a registration: its trust is
+// part of it.
+func TestTaskIDCountsTrust(t *testing.T) {
+	cfg := config.New()
+	cfg.URL = "https://origin/f"
+	plain, _ := TaskID(cfg, nil)
+	cas := [][]byte{[]byte("pem")}
+	withCAs, _ := TaskID(cfg, cas)
+	cfg.Insecure = true
+	insecure, _ := TaskID(cfg, nil)
+	if plain != taskid.ID(cfg.URL, "", "", nil) {
+		t.Errorf("default trust: %s, not v1's ID", plain)
+	}
+	if want := (taskid.Trust{RootCAs: cas}).ID(cfg.URL, "", "", nil); withCAs != want {
+		t.Errorf("with CAs: %s, want %s", withCAs, want)
+	}
+	if want := (taskid.Trust{Insecure: true}).ID(cfg.URL, "", "", nil); insecure != want {
+		t.Errorf("insecure: %s, want %s", insecure, want)
 	}
 }

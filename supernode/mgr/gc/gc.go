@@ -36,7 +36,7 @@ type DfgetTasks interface {
 // Progress is the progress manager as GC uses it.
 type Progress interface {
 	PeerDown(peerID string)
-	DeleteClient(cid string)
+	DeleteClient(taskID, cid string)
 	DeleteTask(taskID string)
 	DeletePeer(peerID string)
 	DownSince(peerID string) time.Time
@@ -154,7 +154,7 @@ func (m *Manager) GCTask(taskID string, full bool) {
 	defer m.mu.Unlock()
 	for _, dt := range m.dfget.ByTask(taskID) {
 		m.progress.PeerDown(dt.PeerID)
-		m.progress.DeleteClient(dt.CID)
+		m.progress.DeleteClient(taskID, dt.CID)
 		m.dfget.Delete(dt.CID, taskID)
 	}
 	if err := m.cdn.Delete(taskID, full); err != nil {
@@ -180,7 +180,7 @@ func (m *Manager) gcPeers() {
 			continue
 		}
 		for _, dt := range m.dfget.ByPeer(id) {
-			m.progress.DeleteClient(dt.CID)
+			m.progress.DeleteClient(dt.TaskID, dt.CID)
 			m.dfget.Delete(dt.CID, dt.TaskID)
 		}
 		m.progress.DeletePeer(id)

@@ -41,7 +41,7 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 	x.dfget.EXPECT().ByTask("t1").Return([]dfgettask.Task{{CID: "c1", TaskID: "t1", PeerID: "p1"}})
 	gomock.InOrder(
 		x.prog.EXPECT().PeerDown("p1"),
-		x.prog.EXPECT().DeleteClient("c1"),
+		x.prog.EXPECT().DeleteClient("t1", "c1"),
 		x.dfget.EXPECT().Delete("c1", "t1"),
 		x.cdn.EXPECT().Delete("t1", false).Return(nil),
 		x.prog.EXPECT().DeleteTask("t1"),
@@ -60,8 +60,12 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 	x.prog.EXPECT().HasPeer("p3").Return(true)
 	x.prog.EXPECT().DownSince("p4").Return(time.Time{})
 	x.prog.EXPECT().HasPeer("p4").Return(false)
+	// p1's client of another task goes with it, as that task's client.
+	x.dfget.EXPECT().ByPeer("p1").Return([]dfgettask.Task{{CID: "c2", TaskID: "t2", PeerID: "p1"}})
+	x.prog.EXPECT().DeleteClient("t2", "c2")
+	x.dfget.EXPECT().Delete("c2", "t2")
+	x.dfget.EXPECT().ByPeer("p4").Return(nil)
 	for _, p := range []string{"p1", "p4"} {
-		x.dfget.EXPECT().ByPeer(p).Return(nil)
 		x.prog.EXPECT().DeletePeer(p)
 		x.peers.EXPECT().Delete(p).Return(nil)
 	}

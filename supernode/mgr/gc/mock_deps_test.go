@@ -171,15 +171,15 @@ func (m *MockProgress) EXPECT() *MockProgressMockRecorder {
 }
 
 // DeleteClient mocks base method.
-func (m *MockProgress) DeleteClient(cid string) {
+func (m *MockProgress) DeleteClient(taskID, cid string) {
 	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "DeleteClient", cid)
+	m.ctrl.Call(m, "DeleteClient", taskID, cid)
 }
 
 // DeleteClient indicates an expected call of DeleteClient.
-func (mr *MockProgressMockRecorder) DeleteClient(cid any) *gomock.Call {
+func (mr *MockProgressMockRecorder) DeleteClient(taskID, cid any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DeleteClient", reflect.TypeOf((*MockProgress)(nil).DeleteClient), cid)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DeleteClient", reflect.TypeOf((*MockProgress)(nil).DeleteClient), taskID, cid)
 }
 
 // DeletePeer mocks base method.

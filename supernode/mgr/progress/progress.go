@@ -233,6 +233,11 @@ func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream
 	}
 	if old := m.clients[cid]; old != nil {
 		m.releaseRunning(old)
+		// A cid has one state, for its latest task: the task it leaves no
+		// longer lists it, or dropping that task would drop this state.
+		if prev := m.tasks[old.taskID]; prev != nil && old.taskID != taskID {
+			delete(prev.clients, cid)
+		}
 	}
 	if stream && window <= 0 {
 		window = DefaultWindow
@@ -674,12 +679,14 @@ func (m *Manager) HasPeer(peerID string) bool {
 	return ok
 }
 
-// DeleteClient forgets a client, releasing its loads.
-func (m *Manager) DeleteClient(cid string) {
+// DeleteClient forgets client cid of task taskID, releasing its loads. A
+// cid that registered for another task since is that task's client, and
+// is kept.
+func (m *Manager) DeleteClient(taskID, cid string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.clients[cid]
-	if c == nil {
+	if c == nil || c.taskID != taskID {
 		return
 	}
 	m.releaseRunning(c)
@@ -713,10 +720,12 @@ func (m *Manager) DeleteTask(taskID string) {
 		return
 	}
 	for cid := range t.clients {
-		if c := m.clients[cid]; c != nil {
+		// Only the task's own: a cid that registered for another task
+		// since belongs to that one.
+		if c := m.clients[cid]; c != nil && c.taskID == taskID {
 			m.releaseRunning(c)
+			delete(m.clients, cid)
 		}
-		delete(m.clients, cid)
 	}
 	t.notify(wakeAll)
 	delete(m.tasks, taskID)

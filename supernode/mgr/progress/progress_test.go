@@ -309,7 +309,7 @@ func TestInflightCountsAsHolder(t *testing.T) {
 	if d := assign1(m, "a", 1, true, lim, 5); d != super {
 		t.Fatalf("a: %q", d)
 	}
-	m.DeleteClient("a")
+	m.DeleteClient(task, "a")
 	if v, _ := m.ClientView(task, "b", 0, nil); v.Candidates[1].Holders != 0 {
 		t.Fatalf("in-flight count kept after client delete: %+v", v.Candidates)
 	}
@@ -521,7 +521,7 @@ func TestAlone(t *testing.T) {
 	if m.Alone(task, "s") || m.Alone(task, "f") {
 		t.Fatal("alone beside a client lacking pieces")
 	}
-	m.DeleteClient("l")
+	m.DeleteClient(task, "l")
 	if !m.Alone(task, "s") {
 		t.Fatal("a client that left still counts")
 	}

@@ -2,7 +2,6 @@ package task
 
 import (
 	"github.com/damselfly-p2p/damselfly/apis/types"
-	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
@@ -82,7 +81,7 @@ func (m *Manager) ensureSource(src cdn.Source, route bool) (string, error) {
 		return "", err
 	}
 	src.Md5 = md5
-	src.TaskID = taskid.ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
+	src.TaskID = trustOf(src).ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
 	if _, err := m.ensure(src, route); err != nil {
 		return "", err
 	}

@@ -114,6 +114,9 @@ type Task struct {
 	taskURL    string
 	md5        string
 	identifier string
+	// trust is the key of how the source's TLS is checked (see taskid):
+	// every fetch of the task, the first or a retry, is checked alike.
+	trust      string
 	headers    map[string]string
 	httpLen    int64
 	pieceSize  int32
@@ -166,7 +169,7 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 	t := m.tasks[src.TaskID]
 	if t == nil {
 		t = &Task{id: src.TaskID, rawURL: src.RawURL, taskURL: src.TaskURL, md5: src.Md5, identifier: src.Identifier,
-			headers: src.Headers, httpLen: -1, status: types.CDNStatusWaiting, changed: make(chan struct{})}
+			trust: trustOf(src).Key(), headers: src.Headers, httpLen: -1, status: types.CDNStatusWaiting, changed: make(chan struct{})}
 		m.tasks[src.TaskID] = t
 		m.gauge("", types.CDNStatusWaiting)
 		m.progress.InitTask(src.TaskID)
@@ -176,7 +179,11 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.access = m.now()
-	if t.taskURL != src.TaskURL || t.md5 != src.Md5 || (src.Md5 == "" && t.identifier != src.Identifier) {
+	// The trust is in the ID; comparing it too means no choice of URL,
+	// identifier or Range can make a task ID that lets a client join a
+	// task fetched with another trust.
+	if t.taskURL != src.TaskURL || t.md5 != src.Md5 || (src.Md5 == "" && t.identifier != src.Identifier) ||
+		t.trust != trustOf(src).Key() {
 		return nil, errorf(types.CodeSystemError, "task id %s conflicts with an existing task", src.TaskID)
 	}
 	if !t.failedAt.IsZero() && m.now().Sub(t.failedAt) < m.cfg.FailAccessInterval {

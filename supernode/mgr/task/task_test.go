@@ -283,13 +283,16 @@ func TestRegistrationIDMatchesClient(t *testing.T) {
 		{RawURL: "http://o/f", Md5: "D41D8CD98F00B204E9800998ECF8427E", Identifier: "ignored"},
 		{RawURL: "http://o/f", Identifier: "sha256:0123"},
 		{RawURL: "http://o/f", Headers: []string{"range: bytes=0-99", "X-A: b"}},
+		{RawURL: "https://o/f", Insecure: true},
+		{RawURL: "https://o/f", RootCAs: [][]byte{[]byte("b"), []byte("a")}},
 	} {
 		src, err := registrationSource(req, false)
 		if err != nil {
 			t.Fatalf("%+v: %v", req, err)
 		}
 		want, err := taskid.Registration{RawURL: req.RawURL, TaskURL: req.TaskURL, Md5: req.Md5,
-			Identifier: req.Identifier, Headers: req.Headers}.ID()
+			Identifier: req.Identifier, Headers: req.Headers,
+			Trust: taskid.Trust{Insecure: req.Insecure, RootCAs: req.RootCAs}}.ID()
 		if err != nil {
 			t.Fatal(err)
 		}

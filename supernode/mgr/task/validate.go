@@ -278,8 +278,13 @@ func registrationSource(req types.RegisterRequest, sourcePattern bool) (cdn.Sour
 	if req.Md5 != "" {
 		src.Identifier = ""
 	}
-	src.TaskID = taskid.ID(taskURL, src.Md5, src.Identifier, headers)
+	src.TaskID = trustOf(src).ID(taskURL, src.Md5, src.Identifier, headers)
 	return src, nil
+}
+
+// trustOf is how src's TLS is checked, which is part of its task's identity.
+func trustOf(src cdn.Source) taskid.Trust {
+	return taskid.Trust{Insecure: src.Insecure, RootCAs: src.RootCAs}
 }
 
 // superIP is the supernode address a client reached: the one it names, or
