@@ -19,9 +19,10 @@ import (
 // A holder found stale (it can no longer serve the task) is dropped and,
 // when nothing else could be offered, the scheduler runs again at once:
 // it now picks another holder or the supernode. Each retry drops a holder,
-// so the retries end.
+// so the retries end; staleRetries bounds them anyway, as a holder comes
+// back when its client reports a piece.
 func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done bool, err error) {
-	for {
+	for try := 0; ; try++ {
 		as, err := m.Scheduler.Schedule(t.ID, dt.CID)
 		switch {
 		case errors.Is(err, scheduler.ErrDone):
@@ -39,11 +40,15 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 		if len(infos) > 0 {
 			return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
 		}
-		if !stale {
+		if !stale || try == staleRetries {
 			return Result{Code: types.CodePeerWait}, false, nil
 		}
 	}
 }
+
+// staleRetries bounds the scheduler runs a call adds after dropping stale
+// holders.
+const staleRetries = 8
 
 // offer builds the piece infos of the assignments as; stale reports that
 // a holder was dropped because it could not serve the task any more.
