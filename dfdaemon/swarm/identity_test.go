@@ -27,7 +27,7 @@ func TestURLSwarmSharesByDigestOnlyForDigestHosts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tid, err := regist.TaskID(cfg)
+		tid, err := regist.TaskID(cfg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -253,8 +253,10 @@ func (a *api) getPeer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
+// deletePeer goes through the GC: the peer's clients and progress go with
+// its record, or it would stay a holder no one can be pointed at.
 func (a *api) deletePeer(w http.ResponseWriter, r *http.Request) {
-	if err := a.Peers.Delete(mux.Vars(r)["id"]); err != nil {
+	if err := a.GC.DeletePeer(mux.Vars(r)["id"]); err != nil {
 		a.restError(w, err)
 		return
 	}

@@ -315,6 +315,20 @@ func (m *MockGC) EXPECT() *MockGCMockRecorder {
 	return m.recorder
 }
 
+// DeletePeer mocks base method.
+func (m *MockGC) DeletePeer(id string) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "DeletePeer", id)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// DeletePeer indicates an expected call of DeletePeer.
+func (mr *MockGCMockRecorder) DeletePeer(id any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DeletePeer", reflect.TypeOf((*MockGC)(nil).DeletePeer), id)
+}
+
 // GCTask mocks base method.
 func (m *MockGC) GCTask(taskID string, full bool) {
 	m.ctrl.T.Helper()

@@ -66,13 +66,14 @@ type Puller interface {
 type Peers interface {
 	Register(req types.PeerCreateRequest) (string, error)
 	Get(id string) (types.PeerInfo, error)
-	Delete(id string) error
 	List(pageNum, pageSize int, desc bool) []types.PeerInfo
 }
 
-// GC collects tasks on demand (DELETE /api/v1/tasks/{id}).
+// GC collects tasks and peers on demand (DELETE /api/v1/tasks/{id},
+// DELETE /api/v1/peers/{id}).
 type GC interface {
 	GCTask(taskID string, full bool)
+	DeletePeer(id string) error
 }
 
 // PieceErrors receives piece error reports.

@@ -7,6 +7,7 @@ package gc
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -179,16 +180,42 @@ func (m *Manager) gcPeers() {
 		if m.progress.HasPeer(id) && (down.IsZero() || m.now().Sub(down) < m.cfg.PeerGCDelay) {
 			continue
 		}
-		for _, dt := range m.dfget.ByPeer(id) {
-			m.progress.DeleteClient(dt.TaskID, dt.CID)
-			m.dfget.Delete(dt.CID, dt.TaskID)
-		}
-		m.progress.DeletePeer(id)
-		if err := m.peers.Delete(id); err == nil {
+		if err := m.dropPeer(id); err == nil {
 			m.metrics.Peers.Inc()
 		}
 		m.log.Infof("gc: peer %s", id)
 	}
+}
+
+// DeletePeer drops a peer at once (DELETE /api/v1/peers/{id}) as the peer
+// GC drops one offline for --peer-gc-delay: its clients and its progress
+// go with its record. A record deleted alone left the peer a holder, with
+// no address to give: the piece was never offered from anywhere else. An
+// unknown ID is an error, and the supernode's own peer is refused: its
+// pieces are served from the cache, not through a record.
+func (m *Manager) DeletePeer(id string) error {
+	if id == m.progress.SuperPID() {
+		return fmt.Errorf("delete peer %s: the supernode's own peer", id)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.dropPeer(id); err != nil {
+		return fmt.Errorf("delete peer %s: %w", id, err)
+	}
+	m.log.Infof("peer %s deleted", id)
+	return nil
+}
+
+// dropPeer forgets peer id: its clients of every task, its progress (it
+// stops being a holder anywhere) and its record, whose Delete error (an
+// unknown ID) it returns. m.mu is held.
+func (m *Manager) dropPeer(id string) error {
+	for _, dt := range m.dfget.ByPeer(id) {
+		m.progress.DeleteClient(dt.TaskID, dt.CID)
+		m.dfget.Delete(dt.CID, dt.TaskID)
+	}
+	m.progress.DeletePeer(id)
+	return m.peers.Delete(id)
 }
 
 // GCDisk frees cache space when free space is below the young threshold:

@@ -273,25 +273,30 @@ func (m *Manager) releaseRunning(c *clientState) {
 }
 
 // stopRunning ends piece num running for c: the source's load and the
-// piece's in-flight count go back. It returns the source, if it was running.
+// piece's in-flight count go back, and the freed slot wakes a waiter. It
+// returns the source, if it was running.
 func (m *Manager) stopRunning(c *clientState, num int) (string, bool) {
+	dst, ok := m.unrun(c, num)
+	if t := m.tasks[c.taskID]; ok && t != nil {
+		t.notify(wakeSlot)
+	}
+	return dst, ok
+}
+
+// unrun is stopRunning without the wake-up.
+func (m *Manager) unrun(c *clientState, num int) (string, bool) {
 	dst, ok := c.running[num]
 	if !ok {
 		return "", false
 	}
 	delete(c.running, num)
-	if t := m.tasks[c.taskID]; t != nil && num < len(t.inflight) && t.inflight[num] > 0 {
+	t := m.tasks[c.taskID]
+	if t != nil && num < len(t.inflight) && t.inflight[num] > 0 {
 		t.inflight[num]--
 		if c.seeds && t.seeding[num] > 0 {
 			t.seeding[num]--
 		}
 	}
-	m.release(c.taskID, dst)
-	return dst, true
-}
-
-func (m *Manager) release(taskID, dst string) {
-	t := m.tasks[taskID]
 	if dst == m.superPID {
 		if t != nil && t.super > 0 {
 			t.super--
@@ -299,9 +304,7 @@ func (m *Manager) release(taskID, dst string) {
 	} else if p := m.peers[dst]; p != nil && p.load > 0 {
 		p.load--
 	}
-	if t != nil {
-		t.notify(wakeSlot)
-	}
+	return dst, true
 }
 
 // Update records that client cid finished piece num with status (Success,
@@ -635,12 +638,40 @@ func (m *Manager) start(t *taskState, c *clientState, num int, h Holder) {
 	}
 }
 
-// Unassign undoes an Assign whose answer could not be sent.
+// Unassign undoes an Assign whose answer could not be sent. It wakes no
+// one: the slot was taken only for the moment of that call, so nothing a
+// waiter could use has changed; and the caller's own waiter is registered
+// before it schedules, so a wake-up would send it straight back to the
+// piece it could not offer, round and round until its long-poll ends.
 func (m *Manager) Unassign(taskID, cid string, num int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c := m.clients[cid]; c != nil && c.taskID == taskID {
-		m.stopRunning(c, num)
+		m.unrun(c, num)
+	}
+}
+
+// DropHolder removes peer peerID as a holder of every piece of the task
+// (its server cannot serve the task any more: the peer or its client of
+// the task is gone). Its other tasks keep it. Dropping one can make the
+// supernode the source of a piece, so it wakes waiters as a new holder
+// does.
+func (m *Manager) DropHolder(taskID, peerID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tasks[taskID]
+	if t == nil {
+		return
+	}
+	dropped := false
+	for num, h := range t.holders {
+		if _, ok := h[peerID]; ok {
+			t.dropHolders(num, peerID)
+			dropped = true
+		}
+	}
+	if dropped {
+		t.notify(wakeHolder)
 	}
 }
 

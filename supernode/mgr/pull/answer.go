@@ -12,24 +12,47 @@ import (
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
 
-// answer runs the scheduler once and builds the piece infos; done reports
+// answer runs the scheduler and builds the piece infos; done reports
 // that the client has every piece. A 602, whether no piece is available or
 // every holder is busy, is long-polled by the caller: a slot frees or a
 // holder appears when another client reports, and that wakes the waiters.
+// A holder found stale (it can no longer serve the task) is dropped and,
+// when nothing else could be offered, the scheduler runs again at once:
+// it now picks another holder or the supernode. Each retry drops a holder,
+// so the retries end; staleRetries bounds them anyway, as a holder comes
+// back when its client reports a piece.
 func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done bool, err error) {
-	as, err := m.Scheduler.Schedule(t.ID, dt.CID)
-	switch {
-	case errors.Is(err, scheduler.ErrDone):
-		return Result{Code: types.CodePeerWait}, true, nil
-	case errors.Is(err, scheduler.ErrWait), errors.Is(err, scheduler.ErrBusy):
-		return Result{Code: types.CodePeerWait}, false, nil
-	case errors.Is(err, scheduler.ErrLimited):
-		return Result{Code: types.CodePeerContinue}, false, nil
-	case errors.Is(err, scheduler.ErrCDNFailed):
-		return Result{}, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.ID)
-	case err != nil:
-		return Result{}, false, errorf(types.CodeTargetNotFound, "%w", err)
+	for try := 0; ; try++ {
+		as, err := m.Scheduler.Schedule(t.ID, dt.CID)
+		switch {
+		case errors.Is(err, scheduler.ErrDone):
+			return Result{Code: types.CodePeerWait}, true, nil
+		case errors.Is(err, scheduler.ErrWait), errors.Is(err, scheduler.ErrBusy):
+			return Result{Code: types.CodePeerWait}, false, nil
+		case errors.Is(err, scheduler.ErrLimited):
+			return Result{Code: types.CodePeerContinue}, false, nil
+		case errors.Is(err, scheduler.ErrCDNFailed):
+			return Result{}, false, errorf(types.CodeSystemError, "cdn of task %s failed", t.ID)
+		case err != nil:
+			return Result{}, false, errorf(types.CodeTargetNotFound, "%w", err)
+		}
+		infos, stale := m.offer(t, dt, as)
+		if len(infos) > 0 {
+			return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
+		}
+		if !stale || try == staleRetries {
+			return Result{Code: types.CodePeerWait}, false, nil
+		}
 	}
+}
+
+// staleRetries bounds the scheduler runs a call adds after dropping stale
+// holders.
+const staleRetries = 8
+
+// offer builds the piece infos of the assignments as; stale reports that
+// a holder was dropped because it could not serve the task any more.
+func (m *Manager) offer(t task.Snapshot, dt dfgettask.Task, as []scheduler.Assignment) (infos []types.PieceInfo, stale bool) {
 	wrapped := int64(-1)
 	if t.HTTPLength >= 0 {
 		wrapped = piece.WrappedLength(t.HTTPLength, t.PieceSize)
@@ -43,7 +66,7 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 	// A stream alone on its task would keep its window for no one: its
 	// stream cache costs a copy of every piece.
 	noShare := dt.Stream && dt.Blake3 && m.Progress.Alone(t.ID, dt.CID)
-	infos := make([]types.PieceInfo, 0, len(as))
+	infos = make([]types.PieceInfo, 0, len(as))
 	for _, a := range as {
 		pi := types.PieceInfo{Range: piece.Range(a.Num, t.PieceSize, wrapped), PieceNum: a.Num, PieceSize: t.PieceSize,
 			NoShare: noShare}
@@ -64,15 +87,19 @@ func (m *Manager) answer(t task.Snapshot, dt dfgettask.Task) (res Result, done b
 			// Give the load back when the piece cannot be offered, or the
 			// holder's slot would stay taken until the client reports.
 			m.Progress.Unassign(t.ID, dt.CID, a.Num)
+			// A holder without a peer record or a client of the task
+			// (deleted, or its client registered again as another peer)
+			// would be picked again and again: it has no load.
+			if ok {
+				m.Progress.DropHolder(t.ID, a.DstPID)
+				stale = true
+			}
 			continue
 		}
 		m.metrics.PiecesScheduled.WithLabelValues(kind).Inc()
 		infos = append(infos, pi)
 	}
-	if len(infos) == 0 {
-		return Result{Code: types.CodePeerWait}, false, nil
-	}
-	return Result{Code: types.CodePeerContinue, Pieces: infos}, false, nil
+	return infos, stale
 }
 
 // withDigest adds the digest the client checks: the BLAKE3 one for a

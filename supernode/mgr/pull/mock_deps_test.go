@@ -165,6 +165,18 @@ func (mr *MockProgressMockRecorder) Alone(taskID, cid any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Alone", reflect.TypeOf((*MockProgress)(nil).Alone), taskID, cid)
 }
 
+// DropHolder mocks base method.
+func (m *MockProgress) DropHolder(taskID, peerID string) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "DropHolder", taskID, peerID)
+}
+
+// DropHolder indicates an expected call of DropHolder.
+func (mr *MockProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DropHolder", reflect.TypeOf((*MockProgress)(nil).DropHolder), taskID, peerID)
+}
+
 // EndStream mocks base method.
 func (m *MockProgress) EndStream(cid string) {
 	m.ctrl.T.Helper()

@@ -45,6 +45,7 @@ type Progress interface {
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	Waiter(taskID string) (<-chan struct{}, func())
 	Unassign(taskID, cid string, num int)
+	DropHolder(taskID, peerID string)
 	EndStream(cid string)
 	SuperPID() string
 	Alone(taskID, cid string) bool

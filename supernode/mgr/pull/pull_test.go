@@ -89,7 +89,8 @@ func TestPullPieceInfos(t *testing.T) {
 	// "gone" has neither a peer nor a client of the task any more.
 	d.sched.EXPECT().Schedule(id, "c1").Return([]scheduler.Assignment{{Num: 0, DstPID: "super"}, {Num: 1, DstPID: p2}, {Num: 2, DstPID: "gone"}}, nil)
 	d.cdn.EXPECT().PieceMd5(id, gomock.Any()).Return("m:9").AnyTimes()
-	d.prog.EXPECT().Unassign(id, "c1", 2) // the load is given back (unlike v1)
+	d.prog.EXPECT().Unassign(id, "c1", 2)  // the load is given back (unlike v1)
+	d.prog.EXPECT().DropHolder(id, "gone") // and it is not picked again
 	res, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusStart, Result: types.ResultInvalid})
 	if err != nil || res.Code != types.CodePeerContinue {
 		t.Fatalf("pull: %d %v", res.Code, err)

@@ -109,6 +109,18 @@ func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockProgress)(nil).AddHolder), taskID, cid, num)
 }
 
+// DropHolder mocks base method.
+func (m *MockProgress) DropHolder(taskID, peerID string) {
+	m.ctrl.T.Helper()
+	m.ctrl.Call(m, "DropHolder", taskID, peerID)
+}
+
+// DropHolder indicates an expected call of DropHolder.
+func (mr *MockProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DropHolder", reflect.TypeOf((*MockProgress)(nil).DropHolder), taskID, peerID)
+}
+
 // InitClient mocks base method.
 func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
 	m.ctrl.T.Helper()

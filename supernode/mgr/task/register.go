@@ -33,6 +33,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	t.mu.Lock()
 	pieceSize, httpLen := t.pieceSize, t.httpLen
 	t.mu.Unlock()
+	old, _ := m.dfget.Get(req.CID, src.TaskID) // an earlier registration this one replaces
 	if err := m.dfget.Add(dfgettask.Task{
 		CID: req.CID, TaskID: src.TaskID, PeerID: peerID, Path: req.Path, CallSystem: req.CallSystem,
 		SupernodeIP: reg.superIP, PieceSize: pieceSize, Dfdaemon: req.Dfdaemon, Stream: req.StreamMode,
@@ -45,6 +46,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		// GC dropped the task since ensure: the client registers again.
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task dropped while registering: %w", err)
 	}
+	m.dropReplaced(old, peerID)
 	m.metrics.Registered.Inc()
 	source := types.CDNSourceSupernode
 	if m.cfg.SourcePattern {

@@ -42,6 +42,7 @@ type Progress interface {
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	AddHolder(taskID, cid string, num int) error
 	RemoveHolder(taskID, cid string, num int) error
+	DropHolder(taskID, peerID string)
 	PeerDown(peerID string)
 	SuperPID() string
 }
@@ -62,6 +63,7 @@ type Peers interface {
 type DfgetTasks interface {
 	Add(t dfgettask.Task) error
 	Get(cid, taskID string) (dfgettask.Task, error)
+	ByPeer(peerID string) []dfgettask.Task
 }
 
 // Error carries a protocol code (types.Code*) with its cause.
