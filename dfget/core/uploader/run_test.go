@@ -22,13 +22,24 @@ import (
 func startRun(t *testing.T, s *Server) (port int, cancel func(), done <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	ch := make(chan error, 1)
-	go func() { ch <- s.Run(ctx, l, io.Discard) }()
+	ended := make(chan struct{})
+	go func() { ch <- s.Run(ctx, l, io.Discard); close(ended) }()
+	// Run writes its meta file as it ends: the test's temporary directory
+	// may go only after that.
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ended:
+		case <-time.After(30 * time.Second):
+			t.Error("the server's Run did not end within 30 s of its cancel")
+		}
+	})
 	return l.Addr().(*net.TCPAddr).Port, cancel, ch
 }
 
