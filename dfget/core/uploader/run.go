@@ -105,8 +105,8 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "dfget uploader server port is %d\n", port)
 	// Timeouts bound what a slow or silent client can hold: headers 10 s,
-	// a pushed stream piece 1 min, one piece upload (rate-limited by
-	// totalLimit) 10 min.
+	// a pushed stream piece 1 min. A piece upload has its own, shorter
+	// write deadline (uploadWriter); the 10 min here is only a backstop.
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 10 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	errc := make(chan error, 1)
