@@ -94,8 +94,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("peer server: %w", err)
 	}
 	defer func() { stopPeer(); _ = ps.Wait() }()
-	sw := swarm.New(swarm.Options{Nodes: cfg.Nodes, Home: cfg.WorkHome, IP: cfg.LocalIP, RateLimit: cfg.RateLimit,
-		ServerExecutable: dfgetBeside(), Verbose: cfg.Verbose, Log: log, Metrics: swarm.NewMetrics(reg)})
+	opt := cfg.SwarmOptions()
+	opt.ServerExecutable, opt.Log, opt.Metrics = dfgetBeside(), log, swarm.NewMetrics(reg)
+	sw := swarm.New(opt)
 	m := &mirror.Mirror{Remote: cfg.Registry(), CACerts: cfg.RegistryMirror.Certs, Insecure: cfg.RegistryMirror.Insecure,
 		Direct: cfg.RegistryMirror.Direct, Swarm: sw}
 	px, err := proxy.New(proxy.Options{Rules: cfg.Proxies, Hijack: cfg.HijackHTTPS, Swarm: swarm.URLSwarm{S: sw, DigestHosts: cfg.DigestHosts()},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
+	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
@@ -94,6 +96,12 @@ type Config struct {
 	// IgnoredDfgetFlags are the flags of dfget_flags that mean nothing to
 	// an in-process download (see applyDfgetFlags).
 	IgnoredDfgetFlags []string `yaml:"-"`
+	// DfgetPropertyFile is dfget's properties file, read by Load ("":
+	// dfget's own, /etc/dragonfly/dfget.yml else /etc/dragonfly.conf).
+	// Not a flag: tests set it.
+	DfgetPropertyFile string `yaml:"-"`
+	// DfgetProperties are what Load read from it, for every download.
+	DfgetProperties dfgetcfg.Properties `yaml:"-"`
 }
 
 // New returns a Config with v1's defaults.
@@ -132,7 +140,9 @@ func (c *Config) Load(f *pflag.FlagSet) error {
 	default:
 		// Flags win: the file is read onto the defaults, then the flags
 		// given are applied again on top.
+		props := c.DfgetPropertyFile
 		*c = *New()
+		c.DfgetPropertyFile = props
 		if err := yaml.Unmarshal(b, c); err != nil {
 			return errorf(ExitConfig, "parse config %s: %w", path, err)
 		}
@@ -159,6 +169,9 @@ func (c *Config) complete() error {
 		return errorf(ExitConfig, "%w", err)
 	}
 	c.IgnoredDfgetFlags = ignored
+	if c.LocalIP != "" && !isIPv4(c.LocalIP) {
+		return errorf(ExitConfig, "invalid localIP %q: want a dotted IPv4 address", c.LocalIP)
+	}
 	if c.Port < 1 || c.Port > 65535 {
 		return errorf(ExitPortInvalid, "invalid port %d: want 1..65535", c.Port)
 	}
@@ -194,7 +207,32 @@ func (c *Config) complete() error {
 			return errorf(ExitConfig, "registry_mirror certs: %w", err)
 		}
 	}
-	return c.LogConfig.Validate()
+	if err := c.LogConfig.Validate(); err != nil {
+		return err
+	}
+	return c.completeDownloads()
+}
+
+// completeDownloads reads dfget's properties and builds the dfget
+// configuration every download gets, once: an error in either would
+// otherwise fail every blob, request after request.
+func (c *Config) completeDownloads() error {
+	p, err := dfgetcfg.ReadProperties(c.DfgetPropertyFile)
+	if err != nil {
+		return errorf(ExitConfig, "dfget properties: %w", err)
+	}
+	c.DfgetProperties = p
+	if err := c.SwarmOptions().Check(); err != nil {
+		return errorf(ExitConfig, "%w", err)
+	}
+	return nil
+}
+
+// SwarmOptions are the swarm's options this configuration gives; the
+// caller adds the logger, the metrics and the dfget binary.
+func (c *Config) SwarmOptions() swarm.Options {
+	return swarm.Options{Nodes: c.Nodes, Home: c.WorkHome, IP: c.LocalIP, RateLimit: c.RateLimit,
+		Properties: c.DfgetProperties, Verbose: c.Verbose}
 }
 
 // completePaths makes the work home absolute and creates the local repo.
@@ -236,6 +274,13 @@ func (c *Config) Registry() *url.URL {
 // read it; any other origin's blob is a task of its own URL.
 func (c *Config) DigestHosts() []string {
 	return append([]string{c.Registry().Host}, c.ProxyDigestHosts...)
+}
+
+// isIPv4 reports whether s is a dotted IPv4 address, the only form dfget
+// and the supernode take for a peer's IP.
+func isIPv4(s string) bool {
+	ip := net.ParseIP(s)
+	return ip != nil && ip.To4() != nil && !strings.Contains(s, ":")
 }
 
 // validHost reports whether h is "host" or "host:port", nothing more.

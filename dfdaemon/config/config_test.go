@@ -47,7 +47,15 @@ streamMode: false
 
 func load(t *testing.T, file string, args ...string) (*Config, error) {
 	t.Helper()
+	return loadWith(t, filepath.Join(t.TempDir(), "none.yml"), file, args...)
+}
+
+// loadWith is load with dfget's properties file at props (never the
+// host's /etc/dragonfly/dfget.yml).
+func loadWith(t *testing.T, props, file string, args ...string) (*Config, error) {
+	t.Helper()
 	c := New()
+	c.DfgetPropertyFile = props
 	f := pflag.NewFlagSet("dfdaemon", pflag.ContinueOnError)
 	c.BindFlags(f)
 	if file != "" {
@@ -219,6 +227,46 @@ dfget_flags: ["--node","192.168.33.21,192.168.33.22=2","--verbose","--ip","192.1
 	for _, bad := range []string{`dfget_flags: ["--node", "a:0"]`, `dfget_flags: ["--port", "x"]`} {
 		if _, err := load(t, bad); err == nil {
 			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+func TestBadLocalIPIsAConfigError(t *testing.T) {
+	for _, file := range []string{"localIP: notanip\n", "localIP: 10.0.0.1.2\n", "localIP: '::1'\n",
+		"dfget_flags: ['--ip', '300.1.1.1']\n"} {
+		_, err := load(t, file)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("file %q: %v, want exit code %d", file, err, ExitConfig)
+		}
+	}
+}
+
+// dfget's properties are read once, by Load; an error in them, or one in
+// the dfget configuration every download gets, is a startup error.
+func TestDfgetPropertiesReadAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	props := filepath.Join(dir, "dfget.yml")
+	write := func(s string) {
+		if err := os.WriteFile(props, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("nodes: [10.0.0.7:8002]\nnodeToken: tok\n")
+	c, err := loadWith(t, props, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("nodes: [\n")
+	if o := c.SwarmOptions(); o.Properties.NodeToken != "tok" || len(o.Properties.Nodes) != 1 {
+		t.Fatalf("swarm properties %+v, want the file's as Load read it", o.Properties)
+	}
+	for _, bad := range []string{"nodes: [\n", "nodes: ['a:b:c']\n", "nodeCACerts: [" + dir + "/none.pem]\n"} {
+		write(bad)
+		_, err := loadWith(t, props, "")
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("properties %q: %v, want exit code %d", bad, err, ExitConfig)
 		}
 	}
 }
