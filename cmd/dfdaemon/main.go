@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	fmt.Printf("dfdaemon %s listening on %s (registry %s, peer server port %d)\n", version.Version, l.Addr(),
 		cfg.Registry().Redacted(), ps.Port)
 	log.Infof("listening on %s, registry %s, peer server port %d", l.Addr(), cfg.Registry().Redacted(), ps.Port)
-	return server.Serve(ctx, l, h, cfg.CertPem, cfg.KeyPem, 30*time.Second)
+	return server.Serve(ctx, l, h, cfg.TLSCert, 30*time.Second)
 }
 
 // dfgetBeside is the dfget binary next to this one, started as the peer

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -96,6 +97,9 @@ type Config struct {
 	// IgnoredDfgetFlags are the flags of dfget_flags that mean nothing to
 	// an in-process download (see applyDfgetFlags).
 	IgnoredDfgetFlags []string `yaml:"-"`
+	// TLSCert is the listener's pair, loaded from CertPem and KeyPem (nil:
+	// plain HTTP).
+	TLSCert *tls.Certificate `yaml:"-"`
 	// DfgetPropertyFile is dfget's properties file, read by Load ("":
 	// dfget's own, /etc/dragonfly/dfget.yml else /etc/dragonfly.conf).
 	// Not a flag: tests set it.
@@ -184,8 +188,8 @@ func (c *Config) complete() error {
 	if err := c.completePaths(); err != nil {
 		return err
 	}
-	if (c.CertPem == "") != (c.KeyPem == "") {
-		return errorf(ExitConfig, "certpem and keypem go together: give both or neither")
+	if err := c.loadTLS(); err != nil {
+		return err
 	}
 	u, err := url.Parse(c.RegistryMirror.Remote)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -233,6 +237,23 @@ func (c *Config) completeDownloads() error {
 func (c *Config) SwarmOptions() swarm.Options {
 	return swarm.Options{Nodes: c.Nodes, Home: c.WorkHome, IP: c.LocalIP, RateLimit: c.RateLimit,
 		Properties: c.DfgetProperties, Verbose: c.Verbose}
+}
+
+// loadTLS loads the listener's certificate and key, so that a pair that
+// cannot serve stops dfdaemon before it listens.
+func (c *Config) loadTLS() error {
+	if (c.CertPem == "") != (c.KeyPem == "") {
+		return errorf(ExitConfig, "certpem and keypem go together: give both or neither")
+	}
+	if c.CertPem == "" {
+		return nil
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertPem, c.KeyPem)
+	if err != nil {
+		return errorf(ExitConfig, "certpem/keypem: %w", err)
+	}
+	c.TLSCert = &pair
+	return nil
 }
 
 // completePaths makes the work home absolute and creates the local repo.

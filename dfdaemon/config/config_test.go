@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -267,6 +268,39 @@ func TestDfgetPropertiesReadAtStartup(t *testing.T) {
 		var ce *Error
 		if !errors.As(err, &ce) || ce.Code != ExitConfig {
 			t.Errorf("properties %q: %v, want exit code %d", bad, err, ExitConfig)
+		}
+	}
+}
+
+// A certificate pair that cannot serve stops dfdaemon with the
+// configuration's exit code, before it listens.
+func TestTLSPairLoadedByLoad(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := ca.Generate(cert, key, ca.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, "", "--certpem", cert, "--keypem", key)
+	if err != nil || c.TLSCert == nil {
+		t.Fatalf("good pair: %v, cert %v", err, c.TLSCert)
+	}
+	other, otherKey := filepath.Join(dir, "c2.pem"), filepath.Join(dir, "k2.pem")
+	if err := ca.Generate(other, otherKey, ca.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not PEM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string][]string{
+		"missing key":   {"--certpem", cert, "--keypem", filepath.Join(dir, "none.pem")},
+		"junk cert":     {"--certpem", junk, "--keypem", key},
+		"another's key": {"--certpem", cert, "--keypem", otherKey},
+	} {
+		_, err := load(t, "", args...)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("%s: %v, want exit code %d", name, err, ExitConfig)
 		}
 	}
 }
