@@ -69,7 +69,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	cfg.BindFlags(root.Flags())
-	root.AddCommand(version.Command("dfdaemon"), newGenCA(), clidoc.Command(root))
+	root.AddCommand(version.Command("dfdaemon"), ca.Command(), clidoc.Command(root))
 	return root
 }
 
@@ -129,32 +129,4 @@ func dfgetBeside() string {
 		return ""
 	}
 	return p
-}
-
-// newGenCA is v1's gen-ca: the CA that hijack_https signs intercepted
-// hosts' certificates with.
-func newGenCA() *cobra.Command {
-	var certPath, keyPath string
-	var o ca.GenerateOptions
-	cmd := &cobra.Command{
-		Use:   "gen-ca",
-		Short: "Make the CA certificate and key for hijack_https",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := ca.Generate(certPath, keyPath, o); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "CA certificate %s, key %s\n", certPath, keyPath)
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&certPath, "cert-output", "", "where to write the CA certificate (PEM)")
-	f.StringVar(&keyPath, "key-output", "", "where to write the CA private key (PEM, mode 0600)")
-	f.StringVar(&o.CommonName, "common-name", "", "subject common name (default \"dfdaemon CA <hostname>\")")
-	f.DurationVar(&o.Validity, "expire-duration", 0, "validity (default 10 years)")
-	f.BoolVar(&o.Overwrite, "overwrite", false, "replace existing files")
-	f.StringVar(&o.KeyType, "key-type", ca.KeyECDSA, "key type: ecdsa (P-256) or rsa")
-	f.IntVar(&o.RSABits, "rsa-bits", 0, "RSA key size with --key-type rsa (default 2048)")
-	return cmd
 }
