@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -63,6 +65,9 @@ func newRoot() *cobra.Command {
 			if err := cfg.Load(cmd.Flags()); err != nil {
 				return err
 			}
+			if cfg.MaxProcs > 0 {
+				runtime.GOMAXPROCS(cfg.MaxProcs)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return serve(ctx, cfg)
@@ -95,7 +100,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 	defer func() { stopPeer(); _ = ps.Wait() }()
 	opt := cfg.SwarmOptions()
-	opt.ServerExecutable, opt.Log, opt.Metrics = dfgetBeside(), log, swarm.NewMetrics(reg)
+	opt.ServerExecutable, opt.Log, opt.Metrics = cmp.Or(opt.ServerExecutable, dfgetBeside()), log, swarm.NewMetrics(reg)
 	sw := swarm.New(opt)
 	m := &mirror.Mirror{Remote: cfg.Registry(), CACerts: cfg.RegistryMirror.Certs, Insecure: cfg.RegistryMirror.Insecure,
 		Direct: cfg.RegistryMirror.Direct, Swarm: sw}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -41,6 +42,7 @@ const (
 	ExitPathNotAbs     = 12
 	ExitRateInvalid    = 13
 	ExitPortInvalid    = 14
+	ExitDfgetMissing   = 15
 	ExitRepoCreateFail = 16
 )
 
@@ -88,6 +90,18 @@ type Config struct {
 	// "host:port", whose registry blobs fetched through the proxy share
 	// one task per digest with the mirror's; see DigestHosts.
 	ProxyDigestHosts []string `yaml:"proxy_digest_hosts"`
+	// MaxProcs is GOMAXPROCS (0: Go's own, the CPUs available to the
+	// process; v1 defaulted to 4).
+	MaxProcs int `yaml:"maxprocs"`
+	// DfPath is the dfget binary started as the peer server should
+	// another take over the work home's ("": the dfget next to dfdaemon).
+	// v1 ran it for every download.
+	DfPath string `yaml:"dfpath"`
+	// HostIP and StreamMode are v1's, accepted so that a v1 command line
+	// or file starts, and ignored: v1 never used hostIp, and every blob
+	// streams here.
+	HostIP     string `yaml:"hostIp"`
+	StreamMode bool   `yaml:"streamMode"`
 
 	// Nodes is the supernode list (--node, else supernodes); empty means
 	// dfget's: its properties file, else 127.0.0.1:8002.
@@ -127,6 +141,19 @@ func (c *Config) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.CertPem, "certpem", "", "TLS certificate (PEM) of the listener; with --keypem the listener is HTTPS")
 	f.StringVar(&c.KeyPem, "keypem", "", "TLS key (PEM) of the listener")
 	f.BoolVar(&c.Verbose, "verbose", false, "debug logging")
+	c.bindV1Flags(f)
+}
+
+// bindV1Flags registers v1's flags that an in-process, streaming
+// dfdaemon needs little or not at all, so that a v1 command line starts.
+func (c *Config) bindV1Flags(f *pflag.FlagSet) {
+	f.IntVar(&c.MaxProcs, "maxprocs", 0, "GOMAXPROCS: most threads running Go code at once (0: the CPUs available)")
+	f.StringVar(&c.DfPath, "dfpath", "",
+		"dfget binary started as the peer server should another take over the work home's (default: dfget next to dfdaemon)")
+	f.StringVar(&c.HostIP, "hostIp", "", "v1's, unused there too: ignored")
+	f.BoolVar(&c.StreamMode, "streamMode", false, "v1's: ignored, every blob streams")
+	_ = f.MarkHidden("hostIp")     // only fails for an unknown name
+	_ = f.MarkHidden("streamMode") // only fails for an unknown name
 }
 
 // Load completes c after the flags were parsed into it: the YAML file
@@ -185,6 +212,9 @@ func (c *Config) complete() error {
 	if c.RateLimit < 0 {
 		return errorf(ExitRateInvalid, "invalid ratelimit %v: negative", c.RateLimit)
 	}
+	if c.MaxProcs < 0 {
+		return errorf(ExitConfig, "invalid maxprocs %d: negative", c.MaxProcs)
+	}
 	if err := c.completePaths(); err != nil {
 		return err
 	}
@@ -236,7 +266,7 @@ func (c *Config) completeDownloads() error {
 // caller adds the logger, the metrics and the dfget binary.
 func (c *Config) SwarmOptions() swarm.Options {
 	return swarm.Options{Nodes: c.Nodes, Home: c.WorkHome, IP: c.LocalIP, RateLimit: c.RateLimit,
-		Properties: c.DfgetProperties, Verbose: c.Verbose}
+		Properties: c.DfgetProperties, Verbose: c.Verbose, ServerExecutable: c.DfPath}
 }
 
 // loadTLS loads the listener's certificate and key, so that a pair that
@@ -256,7 +286,8 @@ func (c *Config) loadTLS() error {
 	return nil
 }
 
-// completePaths makes the work home absolute and creates the local repo.
+// completePaths makes the work home and dfpath absolute and creates the
+// local repo.
 func (c *Config) completePaths() error {
 	if c.WorkHome == "" {
 		h, err := dfgetcfg.DefaultHome()
@@ -270,6 +301,16 @@ func (c *Config) completePaths() error {
 		return errorf(ExitHomeMissing, "invalid workHome %q: %w", c.WorkHome, err)
 	}
 	c.WorkHome = home
+	if c.DfPath != "" {
+		p, err := exec.LookPath(c.DfPath)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			return errorf(ExitDfgetMissing, "invalid dfpath %q: %w", c.DfPath, err)
+		}
+		c.DfPath = p
+	}
 	if c.LocalRepo == "" {
 		c.LocalRepo = filepath.Join(home, "dfdaemon", "data")
 	}

@@ -304,3 +304,29 @@ func TestTLSPairLoadedByLoad(t *testing.T) {
 		}
 	}
 }
+
+// A v1 dfdaemon command line starts: its flags this dfdaemon needs
+// little are accepted, as their YAML keys are.
+func TestV1CommandLineFlags(t *testing.T) {
+	c, err := load(t, "", "--maxprocs", "3", "--hostIp", "10.1.1.1", "--streamMode", "--dfpath", "/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxProcs != 3 || c.DfPath != "/bin/true" || c.SwarmOptions().ServerExecutable != "/bin/true" {
+		t.Fatalf("maxprocs %d dfpath %q server %q", c.MaxProcs, c.DfPath, c.SwarmOptions().ServerExecutable)
+	}
+	if c.LocalIP != "" {
+		t.Fatalf("hostIp became localIP %q: v1 never used it", c.LocalIP)
+	}
+	c, err = load(t, "maxprocs: 2\ndfpath: /bin/true\nhostIp: x\nstreamMode: true\n", "--maxprocs", "5")
+	if err != nil || c.MaxProcs != 5 || c.DfPath != "/bin/true" {
+		t.Fatalf("file and flag: %v, maxprocs %d dfpath %q; want the flag's 5", err, c.MaxProcs, c.DfPath)
+	}
+	for args, code := range map[string]int{"--maxprocs=-1": ExitConfig, "--dfpath=/nonexistent/dfget": ExitDfgetMissing} {
+		_, err := load(t, "", args)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != code {
+			t.Errorf("%s: %v, want exit code %d", args, err, code)
+		}
+	}
+}
