@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -63,13 +65,16 @@ func newRoot() *cobra.Command {
 			if err := cfg.Load(cmd.Flags()); err != nil {
 				return err
 			}
+			if cfg.MaxProcs > 0 {
+				runtime.GOMAXPROCS(cfg.MaxProcs)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return serve(ctx, cfg)
 		},
 	}
 	cfg.BindFlags(root.Flags())
-	root.AddCommand(version.Command("dfdaemon"), newGenCA(), clidoc.Command(root))
+	root.AddCommand(version.Command("dfdaemon"), ca.Command(), clidoc.Command(root))
 	return root
 }
 
@@ -94,8 +99,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("peer server: %w", err)
 	}
 	defer func() { stopPeer(); _ = ps.Wait() }()
-	sw := swarm.New(swarm.Options{Nodes: cfg.Nodes, Home: cfg.WorkHome, IP: cfg.LocalIP, RateLimit: cfg.RateLimit,
-		ServerExecutable: dfgetBeside(), Verbose: cfg.Verbose, Log: log, Metrics: swarm.NewMetrics(reg)})
+	opt := cfg.SwarmOptions()
+	opt.ServerExecutable, opt.Log, opt.Metrics = cmp.Or(opt.ServerExecutable, dfgetBeside()), log, swarm.NewMetrics(reg)
+	sw := swarm.New(opt)
 	m := &mirror.Mirror{Remote: cfg.Registry(), CACerts: cfg.RegistryMirror.Certs, Insecure: cfg.RegistryMirror.Insecure,
 		Direct: cfg.RegistryMirror.Direct, Swarm: sw}
 	px, err := proxy.New(proxy.Options{Rules: cfg.Proxies, Hijack: cfg.HijackHTTPS, Swarm: swarm.URLSwarm{S: sw, DigestHosts: cfg.DigestHosts()},
@@ -113,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	fmt.Printf("dfdaemon %s listening on %s (registry %s, peer server port %d)\n", version.Version, l.Addr(),
 		cfg.Registry().Redacted(), ps.Port)
 	log.Infof("listening on %s, registry %s, peer server port %d", l.Addr(), cfg.Registry().Redacted(), ps.Port)
-	return server.Serve(ctx, l, h, cfg.CertPem, cfg.KeyPem, 30*time.Second)
+	return server.Serve(ctx, l, h, cfg.TLSCert, 30*time.Second)
 }
 
 // dfgetBeside is the dfget binary next to this one, started as the peer
@@ -128,32 +134,4 @@ func dfgetBeside() string {
 		return ""
 	}
 	return p
-}
-
-// newGenCA is v1's gen-ca: the CA that hijack_https signs intercepted
-// hosts' certificates with.
-func newGenCA() *cobra.Command {
-	var certPath, keyPath string
-	var o ca.GenerateOptions
-	cmd := &cobra.Command{
-		Use:   "gen-ca",
-		Short: "Make the CA certificate and key for hijack_https",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := ca.Generate(certPath, keyPath, o); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "CA certificate %s, key %s\n", certPath, keyPath)
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&certPath, "cert-output", "", "where to write the CA certificate (PEM)")
-	f.StringVar(&keyPath, "key-output", "", "where to write the CA private key (PEM, mode 0600)")
-	f.StringVar(&o.CommonName, "common-name", "", "subject common name (default \"dfdaemon CA <hostname>\")")
-	f.DurationVar(&o.Validity, "expire-duration", 0, "validity (default 10 years)")
-	f.BoolVar(&o.Overwrite, "overwrite", false, "replace existing files")
-	f.StringVar(&o.KeyType, "key-type", ca.KeyECDSA, "key type: ecdsa (P-256) or rsa")
-	f.IntVar(&o.RSABits, "rsa-bits", 0, "RSA key size with --key-type rsa (default 2048)")
-	return cmd
 }

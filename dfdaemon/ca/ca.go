@@ -28,15 +28,24 @@ const (
 	KeyRSA   = "rsa"
 )
 
+// Bounds and defaults of GenerateOptions.
+const (
+	DefaultValidity = 10 * 365 * 24 * time.Hour
+	MinRSABits      = 2048
+	// MaxRSABits bounds the key size: generating a much larger RSA key
+	// takes minutes to hours, and no client needs one.
+	MaxRSABits = 8192
+)
+
 // GenerateOptions tunes Generate; the zero value makes an ECDSA P-256 CA
 // named "dfdaemon CA <hostname>" valid for ten years. The fields follow
 // v1's gen-ca flags (--common-name, --expire-duration, --overwrite) plus
 // the key type.
 type GenerateOptions struct {
 	KeyType    string        // KeyECDSA (default) or KeyRSA
-	RSABits    int           // default 2048; at least 2048
+	RSABits    int           // default 2048; MinRSABits..MaxRSABits
 	CommonName string        // default "dfdaemon CA <hostname>": one CA per host, told apart in trust stores
-	Validity   time.Duration // default 10 years
+	Validity   time.Duration // 0: DefaultValidity; negative is refused
 	Overwrite  bool          // replace existing files
 }
 
@@ -47,6 +56,14 @@ type GenerateOptions struct {
 func Generate(certPath, keyPath string, opts GenerateOptions) error {
 	if certPath == "" || keyPath == "" {
 		return errors.New("gen-ca: certificate and key paths are required")
+	}
+	if destination(certPath) == destination(keyPath) {
+		// The certificate would be renamed over the key, which no one
+		// has then: the CA could never sign again.
+		return fmt.Errorf("gen-ca: certificate and key are the same file %s: give two paths", certPath)
+	}
+	if opts.Validity < 0 {
+		return fmt.Errorf("gen-ca: validity %v: want a positive duration", opts.Validity)
 	}
 	if !opts.Overwrite {
 		for _, p := range []string{certPath, keyPath} {
@@ -96,10 +113,10 @@ func newKey(kind string, bits int) (crypto.Signer, error) {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case KeyRSA:
 		if bits == 0 {
-			bits = 2048
+			bits = MinRSABits
 		}
-		if bits < 2048 {
-			return nil, fmt.Errorf("RSA key of %d bits is too small (at least 2048)", bits)
+		if bits < MinRSABits || bits > MaxRSABits {
+			return nil, fmt.Errorf("RSA key of %d bits: want %d..%d", bits, MinRSABits, MaxRSABits)
 		}
 		return rsa.GenerateKey(rand.Reader, bits)
 	default:
@@ -116,8 +133,8 @@ func selfSign(key crypto.Signer, opts GenerateOptions) ([]byte, error) {
 		}
 	}
 	validity := opts.Validity
-	if validity <= 0 {
-		validity = 10 * 365 * 24 * time.Hour
+	if validity == 0 {
+		validity = DefaultValidity
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -161,6 +178,21 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	}
 	sum := sha1.Sum(der) // RFC 5280 method 1 uses SHA-1; it only names the key
 	return sum[:], nil
+}
+
+// destination is the file that renaming onto p replaces: p made absolute
+// and clean, its directory's symbolic links resolved (p's own last
+// element, if a link, is replaced by the rename, not followed).
+func destination(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	dir, base := filepath.Split(abs)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		return filepath.Join(real, base)
+	}
+	return abs
 }
 
 // stagePEM writes der as PEM to a temporary file beside path and returns its

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,5 +155,82 @@ func TestGenerateNameAndValidity(t *testing.T) {
 	}
 	if left := time.Until(kp.Cert.NotAfter); left < 47*time.Hour || left > 49*time.Hour {
 		t.Errorf("valid for %v more, want 48h", left)
+	}
+}
+
+// One file for both would end with the certificate renamed over the key:
+// a CA that can never sign again.
+func TestGenerateRefusesOneFileForBoth(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	for _, pair := range [][2]string{
+		{"ca.pem", "ca.pem"},
+		{"ca.pem", "./real/../ca.pem"},
+		{filepath.Join(dir, "ca.pem"), "ca.pem"},
+		{"link/ca.pem", "real/ca.pem"},
+	} {
+		err := Generate(pair[0], pair[1], GenerateOptions{Overwrite: true})
+		if err == nil || !strings.Contains(err.Error(), "same file") {
+			t.Errorf("cert %s, key %s: %v, want a same-file error", pair[0], pair[1], err)
+		}
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "real")} {
+		if entries, _ := os.ReadDir(d); len(entries) > 2 {
+			t.Errorf("refused runs left files in %s: %v", d, entries)
+		}
+	}
+}
+
+func TestGenerateBounds(t *testing.T) {
+	dir := t.TempDir()
+	c, k := filepath.Join(dir, "c"), filepath.Join(dir, "k")
+	start := time.Now()
+	err := Generate(c, k, GenerateOptions{KeyType: KeyRSA, RSABits: MaxRSABits + 8})
+	if err == nil || !strings.Contains(err.Error(), "8192") {
+		t.Errorf("RSA %d bits: %v, want an error naming the bound", MaxRSABits+8, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refusing a too large key took %v", d)
+	}
+	if err := Generate(c, k, GenerateOptions{Validity: -time.Hour}); err == nil {
+		t.Error("negative validity: no error")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("refused runs left files: %v", entries)
+	}
+}
+
+func runGenCA(t *testing.T, args ...string) error {
+	t.Helper()
+	cmd := Command()
+	cmd.SetArgs(args)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	return cmd.Execute()
+}
+
+func TestCommandRefusesNonPositiveValidity(t *testing.T) {
+	dir := t.TempDir()
+	c, k := filepath.Join(dir, "c"), filepath.Join(dir, "k")
+	for _, d := range []string{"0s", "-1h"} {
+		if err := runGenCA(t, "--cert-output", c, "--key-output", k, "--expire-duration", d); err == nil {
+			t.Errorf("--expire-duration %s: no error", d)
+		}
+	}
+	if err := runGenCA(t, "--cert-output", c, "--key-output", k); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Cert.NotAfter.Sub(p.Cert.NotBefore); got < DefaultValidity {
+		t.Fatalf("default validity %v, want %v", got, DefaultValidity)
 	}
 }

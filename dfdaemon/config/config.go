@@ -5,11 +5,14 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -17,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
+	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
@@ -38,6 +42,7 @@ const (
 	ExitPathNotAbs     = 12
 	ExitRateInvalid    = 13
 	ExitPortInvalid    = 14
+	ExitDfgetMissing   = 15
 	ExitRepoCreateFail = 16
 )
 
@@ -85,6 +90,18 @@ type Config struct {
 	// "host:port", whose registry blobs fetched through the proxy share
 	// one task per digest with the mirror's; see DigestHosts.
 	ProxyDigestHosts []string `yaml:"proxy_digest_hosts"`
+	// MaxProcs is GOMAXPROCS (0: Go's own, the CPUs available to the
+	// process; v1 defaulted to 4).
+	MaxProcs int `yaml:"maxprocs"`
+	// DfPath is the dfget binary started as the peer server should
+	// another take over the work home's ("": the dfget next to dfdaemon).
+	// v1 ran it for every download.
+	DfPath string `yaml:"dfpath"`
+	// HostIP and StreamMode are v1's, accepted so that a v1 command line
+	// or file starts, and ignored: v1 never used hostIp, and every blob
+	// streams here.
+	HostIP     string `yaml:"hostIp"`
+	StreamMode bool   `yaml:"streamMode"`
 
 	// Nodes is the supernode list (--node, else supernodes); empty means
 	// dfget's: its properties file, else 127.0.0.1:8002.
@@ -94,6 +111,15 @@ type Config struct {
 	// IgnoredDfgetFlags are the flags of dfget_flags that mean nothing to
 	// an in-process download (see applyDfgetFlags).
 	IgnoredDfgetFlags []string `yaml:"-"`
+	// TLSCert is the listener's pair, loaded from CertPem and KeyPem (nil:
+	// plain HTTP).
+	TLSCert *tls.Certificate `yaml:"-"`
+	// DfgetPropertyFile is dfget's properties file, read by Load ("":
+	// dfget's own, /etc/dragonfly/dfget.yml else /etc/dragonfly.conf).
+	// Not a flag: tests set it.
+	DfgetPropertyFile string `yaml:"-"`
+	// DfgetProperties are what Load read from it, for every download.
+	DfgetProperties dfgetcfg.Properties `yaml:"-"`
 }
 
 // New returns a Config with v1's defaults.
@@ -115,6 +141,19 @@ func (c *Config) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.CertPem, "certpem", "", "TLS certificate (PEM) of the listener; with --keypem the listener is HTTPS")
 	f.StringVar(&c.KeyPem, "keypem", "", "TLS key (PEM) of the listener")
 	f.BoolVar(&c.Verbose, "verbose", false, "debug logging")
+	c.bindV1Flags(f)
+}
+
+// bindV1Flags registers v1's flags that an in-process, streaming
+// dfdaemon needs little or not at all, so that a v1 command line starts.
+func (c *Config) bindV1Flags(f *pflag.FlagSet) {
+	f.IntVar(&c.MaxProcs, "maxprocs", 0, "GOMAXPROCS: most threads running Go code at once (0: the CPUs available)")
+	f.StringVar(&c.DfPath, "dfpath", "",
+		"dfget binary started as the peer server should another take over the work home's (default: dfget next to dfdaemon)")
+	f.StringVar(&c.HostIP, "hostIp", "", "v1's, unused there too: ignored")
+	f.BoolVar(&c.StreamMode, "streamMode", false, "v1's: ignored, every blob streams")
+	_ = f.MarkHidden("hostIp")     // only fails for an unknown name
+	_ = f.MarkHidden("streamMode") // only fails for an unknown name
 }
 
 // Load completes c after the flags were parsed into it: the YAML file
@@ -132,7 +171,9 @@ func (c *Config) Load(f *pflag.FlagSet) error {
 	default:
 		// Flags win: the file is read onto the defaults, then the flags
 		// given are applied again on top.
+		props := c.DfgetPropertyFile
 		*c = *New()
+		c.DfgetPropertyFile = props
 		if err := yaml.Unmarshal(b, c); err != nil {
 			return errorf(ExitConfig, "parse config %s: %w", path, err)
 		}
@@ -159,6 +200,9 @@ func (c *Config) complete() error {
 		return errorf(ExitConfig, "%w", err)
 	}
 	c.IgnoredDfgetFlags = ignored
+	if c.LocalIP != "" && !isIPv4(c.LocalIP) {
+		return errorf(ExitConfig, "invalid localIP %q: want a dotted IPv4 address", c.LocalIP)
+	}
 	if c.Port < 1 || c.Port > 65535 {
 		return errorf(ExitPortInvalid, "invalid port %d: want 1..65535", c.Port)
 	}
@@ -168,11 +212,14 @@ func (c *Config) complete() error {
 	if c.RateLimit < 0 {
 		return errorf(ExitRateInvalid, "invalid ratelimit %v: negative", c.RateLimit)
 	}
+	if c.MaxProcs < 0 {
+		return errorf(ExitConfig, "invalid maxprocs %d: negative", c.MaxProcs)
+	}
 	if err := c.completePaths(); err != nil {
 		return err
 	}
-	if (c.CertPem == "") != (c.KeyPem == "") {
-		return errorf(ExitConfig, "certpem and keypem go together: give both or neither")
+	if err := c.loadTLS(); err != nil {
+		return err
 	}
 	u, err := url.Parse(c.RegistryMirror.Remote)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -194,10 +241,53 @@ func (c *Config) complete() error {
 			return errorf(ExitConfig, "registry_mirror certs: %w", err)
 		}
 	}
-	return c.LogConfig.Validate()
+	if err := c.LogConfig.Validate(); err != nil {
+		return err
+	}
+	return c.completeDownloads()
 }
 
-// completePaths makes the work home absolute and creates the local repo.
+// completeDownloads reads dfget's properties and builds the dfget
+// configuration every download gets, once: an error in either would
+// otherwise fail every blob, request after request.
+func (c *Config) completeDownloads() error {
+	p, err := dfgetcfg.ReadProperties(c.DfgetPropertyFile)
+	if err != nil {
+		return errorf(ExitConfig, "dfget properties: %w", err)
+	}
+	c.DfgetProperties = p
+	if err := c.SwarmOptions().Check(); err != nil {
+		return errorf(ExitConfig, "%w", err)
+	}
+	return nil
+}
+
+// SwarmOptions are the swarm's options this configuration gives; the
+// caller adds the logger, the metrics and the dfget binary.
+func (c *Config) SwarmOptions() swarm.Options {
+	return swarm.Options{Nodes: c.Nodes, Home: c.WorkHome, IP: c.LocalIP, RateLimit: c.RateLimit,
+		Properties: c.DfgetProperties, Verbose: c.Verbose, ServerExecutable: c.DfPath}
+}
+
+// loadTLS loads the listener's certificate and key, so that a pair that
+// cannot serve stops dfdaemon before it listens.
+func (c *Config) loadTLS() error {
+	if (c.CertPem == "") != (c.KeyPem == "") {
+		return errorf(ExitConfig, "certpem and keypem go together: give both or neither")
+	}
+	if c.CertPem == "" {
+		return nil
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertPem, c.KeyPem)
+	if err != nil {
+		return errorf(ExitConfig, "certpem/keypem: %w", err)
+	}
+	c.TLSCert = &pair
+	return nil
+}
+
+// completePaths makes the work home and dfpath absolute and creates the
+// local repo.
 func (c *Config) completePaths() error {
 	if c.WorkHome == "" {
 		h, err := dfgetcfg.DefaultHome()
@@ -211,6 +301,16 @@ func (c *Config) completePaths() error {
 		return errorf(ExitHomeMissing, "invalid workHome %q: %w", c.WorkHome, err)
 	}
 	c.WorkHome = home
+	if c.DfPath != "" {
+		p, err := exec.LookPath(c.DfPath)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			return errorf(ExitDfgetMissing, "invalid dfpath %q: %w", c.DfPath, err)
+		}
+		c.DfPath = p
+	}
 	if c.LocalRepo == "" {
 		c.LocalRepo = filepath.Join(home, "dfdaemon", "data")
 	}
@@ -236,6 +336,13 @@ func (c *Config) Registry() *url.URL {
 // read it; any other origin's blob is a task of its own URL.
 func (c *Config) DigestHosts() []string {
 	return append([]string{c.Registry().Host}, c.ProxyDigestHosts...)
+}
+
+// isIPv4 reports whether s is a dotted IPv4 address, the only form dfget
+// and the supernode take for a peer's IP.
+func isIPv4(s string) bool {
+	ip := net.ParseIP(s)
+	return ip != nil && ip.To4() != nil && !strings.Contains(s, ":")
 }
 
 // validHost reports whether h is "host" or "host:port", nothing more.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -47,7 +48,15 @@ streamMode: false
 
 func load(t *testing.T, file string, args ...string) (*Config, error) {
 	t.Helper()
+	return loadWith(t, filepath.Join(t.TempDir(), "none.yml"), file, args...)
+}
+
+// loadWith is load with dfget's properties file at props (never the
+// host's /etc/dragonfly/dfget.yml).
+func loadWith(t *testing.T, props, file string, args ...string) (*Config, error) {
+	t.Helper()
 	c := New()
+	c.DfgetPropertyFile = props
 	f := pflag.NewFlagSet("dfdaemon", pflag.ContinueOnError)
 	c.BindFlags(f)
 	if file != "" {
@@ -219,6 +228,105 @@ dfget_flags: ["--node","192.168.33.21,192.168.33.22=2","--verbose","--ip","192.1
 	for _, bad := range []string{`dfget_flags: ["--node", "a:0"]`, `dfget_flags: ["--port", "x"]`} {
 		if _, err := load(t, bad); err == nil {
 			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+func TestBadLocalIPIsAConfigError(t *testing.T) {
+	for _, file := range []string{"localIP: notanip\n", "localIP: 10.0.0.1.2\n", "localIP: '::1'\n",
+		"dfget_flags: ['--ip', '300.1.1.1']\n"} {
+		_, err := load(t, file)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("file %q: %v, want exit code %d", file, err, ExitConfig)
+		}
+	}
+}
+
+// dfget's properties are read once, by Load; an error in them, or one in
+// the dfget configuration every download gets, is a startup error.
+func TestDfgetPropertiesReadAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	props := filepath.Join(dir, "dfget.yml")
+	write := func(s string) {
+		if err := os.WriteFile(props, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("nodes: [10.0.0.7:8002]\nnodeToken: tok\n")
+	c, err := loadWith(t, props, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("nodes: [\n")
+	if o := c.SwarmOptions(); o.Properties.NodeToken != "tok" || len(o.Properties.Nodes) != 1 {
+		t.Fatalf("swarm properties %+v, want the file's as Load read it", o.Properties)
+	}
+	for _, bad := range []string{"nodes: [\n", "nodes: ['a:b:c']\n", "nodeCACerts: [" + dir + "/none.pem]\n"} {
+		write(bad)
+		_, err := loadWith(t, props, "")
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("properties %q: %v, want exit code %d", bad, err, ExitConfig)
+		}
+	}
+}
+
+// A certificate pair that cannot serve stops dfdaemon with the
+// configuration's exit code, before it listens.
+func TestTLSPairLoadedByLoad(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := ca.Generate(cert, key, ca.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, "", "--certpem", cert, "--keypem", key)
+	if err != nil || c.TLSCert == nil {
+		t.Fatalf("good pair: %v, cert %v", err, c.TLSCert)
+	}
+	other, otherKey := filepath.Join(dir, "c2.pem"), filepath.Join(dir, "k2.pem")
+	if err := ca.Generate(other, otherKey, ca.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not PEM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string][]string{
+		"missing key":   {"--certpem", cert, "--keypem", filepath.Join(dir, "none.pem")},
+		"junk cert":     {"--certpem", junk, "--keypem", key},
+		"another's key": {"--certpem", cert, "--keypem", otherKey},
+	} {
+		_, err := load(t, "", args...)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != ExitConfig {
+			t.Errorf("%s: %v, want exit code %d", name, err, ExitConfig)
+		}
+	}
+}
+
+// A v1 dfdaemon command line starts: its flags this dfdaemon needs
+// little are accepted, as their YAML keys are.
+func TestV1CommandLineFlags(t *testing.T) {
+	c, err := load(t, "", "--maxprocs", "3", "--hostIp", "10.1.1.1", "--streamMode", "--dfpath", "/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxProcs != 3 || c.DfPath != "/bin/true" || c.SwarmOptions().ServerExecutable != "/bin/true" {
+		t.Fatalf("maxprocs %d dfpath %q server %q", c.MaxProcs, c.DfPath, c.SwarmOptions().ServerExecutable)
+	}
+	if c.LocalIP != "" {
+		t.Fatalf("hostIp became localIP %q: v1 never used it", c.LocalIP)
+	}
+	c, err = load(t, "maxprocs: 2\ndfpath: /bin/true\nhostIp: x\nstreamMode: true\n", "--maxprocs", "5")
+	if err != nil || c.MaxProcs != 5 || c.DfPath != "/bin/true" {
+		t.Fatalf("file and flag: %v, maxprocs %d dfpath %q; want the flag's 5", err, c.MaxProcs, c.DfPath)
+	}
+	for args, code := range map[string]int{"--maxprocs=-1": ExitConfig, "--dfpath=/nonexistent/dfget": ExitDfgetMissing} {
+		_, err := load(t, "", args)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != code {
+			t.Errorf("%s: %v, want exit code %d", args, err, code)
 		}
 	}
 }

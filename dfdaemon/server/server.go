@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -71,9 +72,11 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// Serve serves h on l (with TLS when certFile and keyFile are set) until
-// ctx ends, then shuts down, giving streams in flight up to grace.
-func Serve(ctx context.Context, l net.Listener, h http.Handler, certFile, keyFile string, grace time.Duration) error {
+// Serve serves h on l (with TLS when cert is set) until ctx ends, then
+// shuts down, giving streams in flight up to grace. The pair is loaded by
+// the caller, before it listens, so that a bad one is a configuration
+// error rather than a listener that fails after it was announced.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, cert *tls.Certificate, grace time.Duration) error {
 	// No write timeout: a layer streams as long as it takes; a client
 	// that is gone is noticed by the failed writes, and one that stopped
 	// reading by the idle deadline each write sets (pkg/httpidle).
@@ -81,8 +84,9 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler, certFile, keyFil
 		MaxHeaderBytes: 1 << 20}
 	errc := make(chan error, 1)
 	go func() {
-		if certFile != "" {
-			errc <- srv.ServeTLS(l, certFile, keyFile)
+		if cert != nil {
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+			errc <- srv.ServeTLS(l, "", "")
 			return
 		}
 		errc <- srv.Serve(l)

@@ -1,11 +1,18 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/damselfly-p2p/damselfly/dfdaemon/ca"
 )
 
 func named(name string) http.Handler {
@@ -36,5 +43,37 @@ func TestRouting(t *testing.T) {
 		if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.bodyContains) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.uri, w.Code, w.Body.String(), tc.code, tc.bodyContains)
 		}
+	}
+}
+
+func TestServeTLSWithLoadedPair(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := ca.Generate(certFile, keyFile, ca.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, l, &Handler{Mirror: named("mirror")}, &pair, time.Second) }()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := hc.Get("https://" + l.Addr().String() + "/_ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.TLS == nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d, TLS %v: want 200 over TLS", resp.StatusCode, resp.TLS != nil)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

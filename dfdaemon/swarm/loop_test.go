@@ -79,7 +79,7 @@ func TestSwarmIgnoresOwnEnvironmentProxy(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sw := swarm.New(swarm.Options{Nodes: closedNodes(t), Home: t.TempDir(), IP: "127.0.0.1",
-		PropertyFile: "/nonexistent/dfget.yml", ServerExecutable: "/bin/false", Log: log})
+		ServerExecutable: "/bin/false", Log: log})
 	re, err := proxy.NewRegexp("blobs/sha256")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestSwarmRequestsThatComeBackAreRefused(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	sw := swarm.New(swarm.Options{Nodes: closedNodes(t), Home: t.TempDir(), IP: "127.0.0.1",
-		PropertyFile: "/nonexistent/dfget.yml", ServerExecutable: "/bin/false", Log: log})
+		ServerExecutable: "/bin/false", Log: log})
 	re, err := proxy.NewRegexp("blobs/sha256")
 	if err != nil {
 		t.Fatal(err)

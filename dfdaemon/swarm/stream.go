@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,8 +33,11 @@ var copiedHeaders = []string{"Content-Type", "Docker-Content-Digest", "Docker-Di
 func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Identity, head *http.Response) {
 	cfg, err := s.config(r, src, id)
 	if err != nil {
-		s.m.result("failed")
-		http.Error(w, "dfdaemon: "+err.Error(), http.StatusBadRequest)
+		// Options.Check found every error of the configuration at
+		// startup; what is left is this request's (its URL, its
+		// headers). The source serves it as it would without a swarm.
+		s.log.Warnf("GET %s: no swarm download (%v); forwarding the GET", src.URL.Redacted(), err)
+		s.Forward(w, r, src)
 		return
 	}
 	hdr := http.Header{}
@@ -101,19 +105,8 @@ const taskURLHost = "blobs.dfdaemon.invalid"
 
 // config is the dfget configuration of one stream download of src.
 func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Config, error) {
-	o := s.opt
-	cfg := dfgetcfg.New()
-	cfg.URL, cfg.Stream, cfg.Dfdaemon, cfg.CallSystem = src.URL.String(), true, true, "dfdaemon"
-	cfg.Nodes = append(nodes.List(nil), o.Nodes...)
-	cfg.Home, cfg.IP, cfg.Verbose, cfg.PropertyFile = o.Home, o.IP, o.Verbose, o.PropertyFile
-	cfg.LocalLimit, cfg.TotalLimit = o.RateLimit, o.RateLimit
-	cfg.CACerts, cfg.Insecure = src.CACerts, src.Insecure
-	cfg.ServerExecutable = o.ServerExecutable
-	cfg.Headers = headerLines(s.sourceHeaders(r.Header))
-	if id.Digest != "" {
-		cfg.Identifier, cfg.Digest = id.Digest, id.Digest
-	}
-	if err := cfg.Complete(); err != nil {
+	cfg, err := s.opt.download(src, headerLines(s.sourceHeaders(r.Header)), id)
+	if err != nil {
 		return nil, err
 	}
 	// The sign is per process and millisecond: a dfdaemon starting two
@@ -127,6 +120,39 @@ func (s *Swarm) config(r *http.Request, src Source, id Identity) (*dfgetcfg.Conf
 		cfg.TaskURL = id.TaskURL
 	}
 	return cfg, nil
+}
+
+// download is the completed dfget configuration o gives a stream
+// download of src with the source headers hdr.
+func (o *Options) download(src Source, hdr []string, id Identity) (*dfgetcfg.Config, error) {
+	cfg := dfgetcfg.New()
+	cfg.URL, cfg.Stream, cfg.Dfdaemon, cfg.CallSystem = src.URL.String(), true, true, "dfdaemon"
+	cfg.Nodes = append(nodes.List(nil), o.Nodes...)
+	cfg.Home, cfg.IP, cfg.Verbose = o.Home, o.IP, o.Verbose
+	cfg.LocalLimit, cfg.TotalLimit = o.RateLimit, o.RateLimit
+	cfg.CACerts, cfg.Insecure = src.CACerts, src.Insecure
+	cfg.ServerExecutable = o.ServerExecutable
+	cfg.Headers = hdr
+	if id.Digest != "" {
+		cfg.Identifier, cfg.Digest = id.Digest, id.Digest
+	}
+	if err := cfg.CompleteWith(o.Properties); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Check builds the dfget configuration o gives every download, for a
+// probe blob with no headers. An error there is o's (the IP, dfget's
+// properties, the work home), not a request's: it would fail every
+// download, so the caller makes it a startup error.
+func (o Options) Check() error {
+	probe := &url.URL{Scheme: "https", Host: taskURLHost, Path: "/check"}
+	id := Identity{Digest: "sha256:" + strings.Repeat("0", 64)}
+	if _, err := o.download(Source{URL: probe}, nil, id); err != nil {
+		return fmt.Errorf("download configuration: %w", err)
+	}
+	return nil
 }
 
 // headerLines are h as dfget --header lines, a repeated header's values

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
@@ -43,9 +44,12 @@ type Options struct {
 	IP string
 	// RateLimit bounds each download and the host's uploads (0: none).
 	RateLimit rate.Rate
-	// PropertyFile is dfget's properties file read for every download
-	// ("": dfget's default), as v1's dfget processes read it.
-	PropertyFile string
+	// Properties are dfget's properties (its /etc/dragonfly/dfget.yml),
+	// which apply to every download as they did to v1's dfget processes.
+	// The caller reads them once (dfgetcfg.ReadProperties), at startup:
+	// a file that is malformed must stop dfdaemon there, not fail every
+	// download.
+	Properties dfgetcfg.Properties
 	// ServerExecutable is the dfget binary started as the peer server
 	// when none runs for Home ("": this executable).
 	ServerExecutable string

@@ -49,7 +49,7 @@ func newTestSwarm(t *testing.T) *Swarm {
 	log.SetOutput(io.Discard)
 	// No peer server runs, and none may be spawned: the default, this
 	// executable, is the test binary.
-	return New(Options{Nodes: closedNode(t), Home: t.TempDir(), IP: "127.0.0.1", PropertyFile: "/nonexistent/dfget.yml",
+	return New(Options{Nodes: closedNode(t), Home: t.TempDir(), IP: "127.0.0.1",
 		ServerExecutable: "/bin/false", Log: log})
 }
 

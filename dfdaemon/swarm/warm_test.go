@@ -64,7 +64,7 @@ func warmSwarm(t *testing.T, sn *httptest.Server) *Swarm {
 	}
 	log := logrus.New()
 	log.SetOutput(tlogWriter{t})
-	return New(Options{Nodes: n, Home: t.TempDir(), IP: "127.0.0.1", PropertyFile: "/nonexistent/dfget.yml",
+	return New(Options{Nodes: n, Home: t.TempDir(), IP: "127.0.0.1",
 		ServerExecutable: "/bin/false", Log: log})
 }
 

@@ -242,6 +242,13 @@ func (c *Config) Complete() error {
 	if err != nil {
 		return err
 	}
+	return c.CompleteWith(p)
+}
+
+// CompleteWith is Complete with the properties already read (PropertyFile
+// is not read): a long-running caller such as dfdaemon reads the file
+// once, at startup, rather than for every download.
+func (c *Config) CompleteWith(p Properties) error {
 	if err := c.merge(p); err != nil {
 		return err
 	}
