@@ -37,8 +37,19 @@ type cutter struct {
 // error is a source failure: a broken read, a truncated body, or one that
 // ends before or runs past the announced length. A piece it returns is
 // complete.
+//
+// buf may be shorter than a piece if it holds more than the rest of the
+// announced length: the file's last piece fits, and a byte past its end
+// still shows in the same read.
 func (c *cutter) next(buf []byte) (num, n int, ok bool, err error) {
-	n, err = io.ReadFull(c.body, buf[:c.size])
+	want := c.size
+	if int64(len(buf)) < want {
+		if c.length < 0 || int64(len(buf)) <= c.length-c.off {
+			return 0, 0, false, fmt.Errorf("a buffer of %d bytes cannot hold piece %d of %s", len(buf), c.num, c.url)
+		}
+		want = int64(len(buf))
+	}
+	n, err = io.ReadFull(c.body, buf[:want])
 	// Only io.ReadFull's own end markers mean the body ended cleanly; a
 	// transport truncation arrives as errTruncated.
 	end := err == io.EOF || err == io.ErrUnexpectedEOF
