@@ -119,6 +119,62 @@ func TestTricklingFillHoldsOneBuffer(t *testing.T) {
 	}
 }
 
+// A source that never goes silent but sends 1 KiB/s, under the minimum
+// rate, fails the fill within two windows of the stall bound (the windows
+// run from the start of the body), where it used to hold it as long as
+// it kept sending.
+func TestTricklingSourceFails(t *testing.T) {
+	o := newTrickleOrigin(t, 1<<20, 100, 100*time.Millisecond)
+	m, _ := newManager(t, anyProgress(t), 0)
+	m.cfg.SourceTimeout = 200 * time.Millisecond
+	begin := time.Now()
+	done := make(chan Result, 1)
+	if _, err := m.Start(Source{TaskID: "trickle", RawURL: o.URL + "/f"}, func(r Result) { done <- r }); err != nil {
+		t.Fatal(err)
+	}
+	bound := 2 * m.stallBound()
+	select {
+	case res := <-done:
+		took := time.Since(begin)
+		t.Logf("failed after %s (stall bound %s): %v", took.Round(time.Millisecond), m.stallBound(), res.Err)
+		if res.OK || !IsSourceError(res.Err) || !strings.Contains(res.Err.Error(), "under the minimum") {
+			t.Fatalf("trickling source: %+v, want a source error for its rate", res)
+		}
+		if took > bound+time.Second {
+			t.Fatalf("trickling source failed after %s, want within %s", took, bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a source sending 1 KiB/s still holds its fill after 10 s (stall bound %s)", m.stallBound())
+	}
+}
+
+// An origin as slow as 64 KiB/s is well above the minimum rate: its fill
+// completes, also with a short stall bound.
+func TestSlowSourceAboveMinimumRateCompletes(t *testing.T) {
+	o := newTrickleOrigin(t, 160<<10, 16<<10, 250*time.Millisecond)
+	m, _ := newManager(t, anyProgress(t), 0)
+	m.cfg.SourceTimeout = 200 * time.Millisecond
+	_, res := start(t, m, Source{TaskID: "slow", RawURL: o.URL + "/f"})
+	if !res.OK {
+		t.Fatalf("a 64 KiB/s source failed: %v", res.Err)
+	}
+}
+
+// The bandwidth limit may hold a fill under the minimum rate: that is not
+// the source's doing, and the fill completes.
+func TestBandwidthLimitBelowMinimumRateCompletes(t *testing.T) {
+	// The limiter's first 256 KiB pass at once; the 8 KiB after them take
+	// 2 s at 4 KiB/s, in 2 KiB reads: 3.6 KiB per window of 0.9 s, under
+	// the 7.2 KiB the minimum rate asks.
+	o := newTrickleOrigin(t, 264<<10, 264<<10, time.Second)
+	m, _ := newManager(t, anyProgress(t), 4<<10)
+	m.cfg.SourceTimeout = 300 * time.Millisecond
+	_, res := start(t, m, Source{TaskID: "limited", RawURL: o.URL + "/f"})
+	if !res.OK {
+		t.Fatalf("a fill held back by the bandwidth limit failed: %v", res.Err)
+	}
+}
+
 // A buffer shorter than a piece holds a file shorter than one: the last
 // piece is cut from it, and a body that runs past the length shows in the
 // same read. One too short for the rest of the file is an error, never a
