@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/fsname"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
@@ -391,7 +392,9 @@ func (c *Config) derive() {
 	c.TaskURL = urlutil.FilterQuery(c.URL, c.Filter)
 	base := "stream"
 	if c.Output != "" {
-		base = filepath.Base(c.Output)
+		// Cut, so that the name the peer server checks (at most 255
+		// bytes) and the file it stores stay valid for any output name.
+		base = fsname.Base(c.Output)
 	}
 	c.TaskFileName = base + "-" + c.Sign
 }
