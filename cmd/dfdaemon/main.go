@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +26,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
 	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+	"github.com/damselfly-p2p/damselfly/pkg/shutdown"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -63,7 +63,7 @@ func newRoot() *cobra.Command {
 			if err := cfg.Load(cmd.Flags()); err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), shutdown.Signals()...)
 			defer stop()
 			return serve(ctx, cfg)
 		},
