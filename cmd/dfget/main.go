@@ -141,7 +141,7 @@ func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.StringVar(&cfg.NodeToken, "node-token", "", "token sent to the supernodes as 'Authorization: Bearer <token>' (default: properties nodeToken, else none)")
 	f.StringSliceVar(&cfg.NodeCACerts, "node-cacerts", nil, "CA certificate files (PEM) of the supernodes; when set, supernodes are reached over HTTPS")
 	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile,
-		"YAML properties file; given, it must exist; not given, the default is read if it exists, else v1's "+config.LegacyPropertyFile)
+		"YAML properties file, which must exist when given; not given, this default if it exists, else v1's "+config.LegacyPropertyFile+" if it exists")
 	f.StringVar(cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	_ = f.MarkHidden("cpuprofile")
 }
