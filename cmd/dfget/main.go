@@ -110,9 +110,9 @@ func newRoot() *cobra.Command {
 func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.StringVarP(&cfg.URL, "url", "u", "", "URL of the file to download")
 	f.StringVarP(&cfg.Output, "output", "o", "", "destination path (default: the last URL path segment; - for stdout, as --stream)")
-	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = no limit")
+	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = the properties' localLimit, else no limit")
 	f.Var(&cfg.MinRate, "minrate", "minimal expected rate, used for the default timeout; 0 = 64KB")
-	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = no limit")
+	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = the properties' totalLimit, else no limit")
 	f.VarP(seconds{&cfg.Timeout}, "timeout", "e", "download timeout, e.g. 300 or 5m; 0 = length/minrate + 10s")
 	f.StringVarP(&cfg.Md5, "md5", "m", "", "expected md5 of the file")
 	f.StringVar(&cfg.Digest, "digest", "", "expected digest of the file, sha256:<64 hex digits>")
