@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,6 +28,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	"github.com/damselfly-p2p/damselfly/dfget/core"
 	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+	"github.com/damselfly-p2p/damselfly/pkg/shutdown"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -68,7 +68,7 @@ func newRoot() *cobra.Command {
 			if cfg.MaxProcs > 0 {
 				runtime.GOMAXPROCS(cfg.MaxProcs)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), shutdown.Signals()...)
 			defer stop()
 			return serve(ctx, cfg)
 		},

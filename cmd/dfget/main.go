@@ -24,6 +24,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
 	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+	"github.com/damselfly-p2p/damselfly/pkg/shutdown"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -86,6 +87,9 @@ func newRoot() *cobra.Command {
 			if !cmd.Flags().Changed("url") {
 				return fmt.Errorf("please use -u/--url to give the URL to download")
 			}
+			if err := propertyFile(cmd.Flags(), cfg); err != nil {
+				return err
+			}
 			if err := cfg.Complete(); err != nil {
 				return err
 			}
@@ -106,9 +110,9 @@ func newRoot() *cobra.Command {
 func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.StringVarP(&cfg.URL, "url", "u", "", "URL of the file to download")
 	f.StringVarP(&cfg.Output, "output", "o", "", "destination path (default: the last URL path segment; - for stdout, as --stream)")
-	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = no limit")
+	f.VarP(&cfg.LocalLimit, "locallimit", "s", "rate limit of this download, e.g. 20MB; 0 = the properties' localLimit, else no limit")
 	f.Var(&cfg.MinRate, "minrate", "minimal expected rate, used for the default timeout; 0 = 64KB")
-	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = no limit")
+	f.Var(&cfg.TotalLimit, "totallimit", "rate limit shared by every download and upload on this host; 0 = the properties' totalLimit, else no limit")
 	f.VarP(seconds{&cfg.Timeout}, "timeout", "e", "download timeout, e.g. 300 or 5m; 0 = length/minrate + 10s")
 	f.StringVarP(&cfg.Md5, "md5", "m", "", "expected md5 of the file")
 	f.StringVar(&cfg.Digest, "digest", "", "expected digest of the file, sha256:<64 hex digits>")
@@ -136,9 +140,25 @@ func downloadFlags(f *pflag.FlagSet, cfg *config.Config, cpuProfile *string) {
 	f.IntVar(&cfg.WindowSize, "window-size", config.DefaultWindowSize, "stream mode: pieces held in the window")
 	f.StringVar(&cfg.NodeToken, "node-token", "", "token sent to the supernodes as 'Authorization: Bearer <token>' (default: properties nodeToken, else none)")
 	f.StringSliceVar(&cfg.NodeCACerts, "node-cacerts", nil, "CA certificate files (PEM) of the supernodes; when set, supernodes are reached over HTTPS")
-	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile, "YAML properties file")
+	f.StringVar(&cfg.PropertyFile, "config", config.DefaultPropertyFile,
+		"YAML properties file, which must exist when given; not given, this default if it exists, else v1's "+config.LegacyPropertyFile+" if it exists")
 	f.StringVar(cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	_ = f.MarkHidden("cpuprofile")
+}
+
+// propertyFile settles --config. Not given, the properties come from the
+// first of the default file and v1's legacy file that exists, none being
+// no properties (as in v1). Given, the file must exist: a mistyped path
+// is an error, not a run without the properties meant.
+func propertyFile(f *pflag.FlagSet, cfg *config.Config) error {
+	if !f.Changed("config") {
+		cfg.PropertyFile = ""
+		return nil
+	}
+	if _, err := os.Stat(cfg.PropertyFile); err != nil {
+		return fmt.Errorf("invalid --config: %w", err)
+	}
+	return nil
 }
 
 // startCPUProfile profiles the process into path (none when empty) until
@@ -159,14 +179,19 @@ func startCPUProfile(path string) (stop func(), err error) {
 }
 
 func download(ctx context.Context, cfg *config.Config) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	// A hangup (the terminal closed) stops the download as Ctrl-C does,
+	// so its temp files are removed.
+	ctx, stop := signal.NotifyContext(ctx, shutdown.Signals()...)
 	defer stop()
+	// A reader of stdout or stderr that goes away must give EPIPE, which
+	// the status lines ignore, not kill us: in file mode with the temp
+	// file left behind or a published file reported as a failure, in
+	// stream mode without the download's cleanup.
+	signal.Ignore(syscall.SIGPIPE)
 	out := core.IO{Data: os.Stdout, Console: os.Stdout}
 	if cfg.Stream {
-		// stdout carries data: status lines go to stderr, and a reader
-		// that closes early must give EPIPE, not kill us.
+		// stdout carries data: status lines go to stderr.
 		out.Console = os.Stderr
-		signal.Ignore(syscall.SIGPIPE)
 		growPipe(os.Stdout)
 	}
 	if progressbar.IsTerminal(os.Stderr) {
@@ -220,6 +245,9 @@ func newServer() *cobra.Command {
 // default to those under the work home, and its supernode credentials
 // come from the environment the spawning dfget set.
 func runServer(ctx context.Context, sc uploader.ServerConfig, home string, verbose bool) error {
+	if err := config.ValidateServerTimes(sc.ExpireTime, sc.AliveTime); err != nil {
+		return err
+	}
 	if home == "" {
 		h, err := config.DefaultHome()
 		if err != nil {

@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+	"github.com/damselfly-p2p/damselfly/pkg/shutdown"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 	"github.com/damselfly-p2p/damselfly/supernode/config"
 	"github.com/damselfly-p2p/damselfly/supernode/daemon"
@@ -103,7 +103,7 @@ func newRoot() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		ctx, stop := signal.NotifyContext(context.Background(), shutdown.Signals()...)
 		defer stop()
 		return d.Run(ctx)
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/fsname"
 	"github.com/damselfly-p2p/damselfly/pkg/logfile"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
@@ -293,6 +294,13 @@ func (c *Config) merge(p Properties) error {
 			return fmt.Errorf("invalid --node-cacerts: %w", err)
 		}
 	}
+	// Checked here like --node-cacerts, not when the source is first
+	// contacted (after the peer server and the registration).
+	for _, f := range c.CACerts {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("invalid --cacerts: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -347,11 +355,27 @@ func (c *Config) validate() error {
 	if c.Timeout < 0 {
 		return fmt.Errorf("invalid --timeout %v: negative", c.Timeout)
 	}
+	if err := ValidateServerTimes(c.ExpireTime, c.AliveTime); err != nil {
+		return err
+	}
 	if c.Port != 0 && (c.Port < 15000 || c.Port > 65000) {
 		return fmt.Errorf("invalid --port %d: want 15000..65000", c.Port)
 	}
 	if c.IP != "" && !isIPv4(c.IP) {
 		return fmt.Errorf("invalid --ip %q: want a dotted IPv4 address", c.IP)
+	}
+	return nil
+}
+
+// ValidateServerTimes checks the peer server's --expiretime and
+// --alivetime: a negative duration is refused rather than read as "at
+// once" or "never".
+func ValidateServerTimes(expire, alive time.Duration) error {
+	if expire < 0 {
+		return fmt.Errorf("invalid --expiretime %v: negative", expire)
+	}
+	if alive < 0 {
+		return fmt.Errorf("invalid --alivetime %v: negative (0 keeps the server alive)", alive)
 	}
 	return nil
 }
@@ -379,13 +403,15 @@ func (c *Config) completeTarget() error {
 	if c.Output == "-" {
 		c.Stream, c.Output = true, ""
 	}
+	if c.Stream && c.Output != "" {
+		return fmt.Errorf("invalid -o %q with --stream: a stream goes to stdout (give -o - or no -o)", c.Output)
+	}
 	if !c.Stream {
 		return c.completeOutput()
 	}
 	if c.WindowSize < 1 || c.WindowSize > 1024 {
 		return fmt.Errorf("invalid --window-size %d: want 1..1024", c.WindowSize)
 	}
-	c.Output = ""
 	return nil
 }
 
@@ -398,7 +424,9 @@ func (c *Config) derive() {
 	c.TaskURL = urlutil.FilterQuery(c.URL, c.Filter)
 	base := "stream"
 	if c.Output != "" {
-		base = filepath.Base(c.Output)
+		// Cut, so that the name the peer server checks (at most 255
+		// bytes) and the file it stores stay valid for any output name.
+		base = fsname.Base(c.Output)
 	}
 	c.TaskFileName = base + "-" + c.Sign
 }
@@ -421,15 +449,10 @@ func (c *Config) completeOutput() error {
 	if err != nil {
 		return fmt.Errorf("invalid output %q: %w", c.Output, err)
 	}
-	c.Output = out
-	if st, err := os.Stat(out); err == nil {
-		if st.IsDir() {
-			return fmt.Errorf("invalid output %q: is a directory", out)
-		}
-		if unix.Access(out, unix.W_OK) != nil {
-			return fmt.Errorf("invalid output %q: not writable", out)
-		}
+	if out, err = existingOutput(out); err != nil {
+		return err
 	}
+	c.Output = out
 	// The nearest existing parent must be a writable directory.
 	dir := filepath.Dir(out)
 	for {
@@ -451,6 +474,57 @@ func (c *Config) completeOutput() error {
 	}
 }
 
+// existingOutput checks what already is at the output path out, which the
+// download will replace by renaming a file over it: only a regular file
+// may be. A device, FIFO or socket is refused (as root, "-o /dev/null"
+// would otherwise replace /dev/null with the download). A symlink is
+// followed, and the path it resolves to returned: the download then
+// replaces the file the link names, beside it (so the rename stays
+// atomic), and the link stays. A link that does not resolve is refused.
+func existingOutput(out string) (string, error) {
+	st, err := os.Lstat(out)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("invalid output %q: %w", out, err)
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(out)
+		if err != nil {
+			return "", fmt.Errorf("invalid output %q: a symlink that does not resolve to a file: %w", out, err)
+		}
+		if st, err = os.Stat(target); err != nil {
+			return "", fmt.Errorf("invalid output %q: symlink target %s: %w", out, target, err)
+		}
+		out = target
+	}
+	switch {
+	case st.IsDir():
+		return "", fmt.Errorf("invalid output %q: is a directory", out)
+	case !st.Mode().IsRegular():
+		return "", fmt.Errorf("invalid output %q: not a regular file (%s): dfget replaces the output with the downloaded file", out, fileKind(st.Mode()))
+	case unix.Access(out, unix.W_OK) != nil:
+		return "", fmt.Errorf("invalid output %q: not writable", out)
+	}
+	return out, nil
+}
+
+// fileKind names a mode's file type for an error.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "type " + m.Type().String()
+}
+
 // Derived paths under the work home.
 func (c *Config) MetaDir() string  { return filepath.Join(c.Home, "meta") }
 func (c *Config) MetaPath() string { return filepath.Join(c.Home, "meta", "host.meta") }
@@ -469,8 +543,16 @@ func (c *Config) DownloadTimeout(fileLength int64) time.Duration {
 	return time.Duration(float64(fileLength)/float64(c.MinRate)*float64(time.Second)) + 10*time.Second
 }
 
-// validateHeaders checks the --header lines, and the Range among them.
+// validateHeaders checks the --header lines (a token name, a value
+// without control characters: an invalid one would fail only when a
+// request is sent, after registering, or reach the origin as several
+// fields), and the Range among them.
 func validateHeaders(lines []string) error {
+	for _, l := range lines {
+		if err := urlutil.CheckHeaderLine(l); err != nil {
+			return fmt.Errorf("invalid --header: %w", err)
+		}
+	}
 	hdr, err := urlutil.ParseHeaders(lines)
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/regist"
 	"github.com/damselfly-p2p/damselfly/dfget/core/uploader"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/fsname"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
@@ -569,7 +570,7 @@ func (d *Download) newPartialFile() (*partialFile, error) {
 	if d.peerPort > 0 {
 		path = filepath.Join(cfg.DataDir(), cfg.TaskFileName+uploader.ServiceSuffix)
 	} else {
-		f, err := os.CreateTemp(filepath.Dir(cfg.Output), "."+filepath.Base(cfg.Output)+".dfget-*")
+		f, err := os.CreateTemp(filepath.Dir(cfg.Output), fsname.TempPattern(cfg.Output, "dfget"))
 		if err != nil {
 			return nil, &downloader.LocalWriteError{Err: fmt.Errorf("create temp file: %w", err)}
 		}

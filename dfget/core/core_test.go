@@ -308,7 +308,7 @@ func TestStream(t *testing.T) {
 		o := origin(t, body)
 		sn := newFakeSupernode(t, body)
 		cfg := testConfig(t, o.URL+"/file", sn.node())
-		cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+		cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 2, true
 		peerServer(t, cfg)
 		var buf bytes.Buffer
 		if code, out := run(t, cfg, &buf); code != 0 {
@@ -345,7 +345,7 @@ func streamMigrates(t *testing.T, cfg *config.Config, good *fakeSupernode, body 
 func TestStreamMigratesToNodeIgnoringStart(t *testing.T) {
 	body := content(6*pieceContent + 5)
 	_, good, cfg := failoverPair(t, body, 3)
-	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 1, true
+	cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 1, true
 	streamMigrates(t, cfg, good, body)
 	good.mu.Lock()
 	defer good.mu.Unlock()
@@ -373,7 +373,7 @@ func TestStreamMigrationToOtherPieceSizeFallsBack(t *testing.T) {
 	good := newFakeSupernodeSize(t, body, bad.size/2)
 	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
 	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
-	cfg.Stream, cfg.WindowSize = true, 1
+	cfg.Stream, cfg.Output, cfg.WindowSize = true, "-", 1
 	streamMigrates(t, cfg, good, body)
 	good.mu.Lock()
 	defer good.mu.Unlock()
@@ -394,7 +394,7 @@ func TestStreamFallbackRefusesSourceOfOtherLength(t *testing.T) {
 		sn := newFakeSupernode(t, a)
 		sn.failAfter = 2
 		cfg := testConfig(t, o.URL+"/file", sn.node())
-		cfg.Stream, cfg.WindowSize = true, 1
+		cfg.Stream, cfg.Output, cfg.WindowSize = true, "-", 1
 		var buf bytes.Buffer
 		code, out := run(t, cfg, &buf)
 		if code != config.ExitDownloadError || !strings.Contains(out, "reason:3") ||
@@ -424,7 +424,7 @@ func TestStreamConsumerGone(t *testing.T) {
 	o := origin(t, body)
 	sn := newFakeSupernode(t, body)
 	cfg := testConfig(t, o.URL+"/file", sn.node())
-	cfg.Stream = true
+	cfg.Stream, cfg.Output = true, "-"
 	code, out := run(t, cfg, &closingWriter{left: 1000})
 	if code != 0 || !strings.Contains(out, "STOPPED") {
 		t.Fatalf("exit %d: %s", code, out)
@@ -442,14 +442,14 @@ func TestStreamFallbackConsumerGone(t *testing.T) {
 	body := content(3 << 20)
 	o := origin(t, body)
 	cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
-	cfg.Stream = true
+	cfg.Stream, cfg.Output = true, "-"
 	code, out := run(t, cfg, &closingWriter{left: 1000})
 	if code != 0 || !strings.Contains(out, "STOPPED") {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 	var buf bytes.Buffer
 	cfg = testConfig(t, o.URL+"/file", "127.0.0.1:1")
-	cfg.Stream = true
+	cfg.Stream, cfg.Output = true, "-"
 	if code, out := run(t, cfg, &buf); code != 0 || !bytes.Equal(buf.Bytes(), body) {
 		t.Fatalf("fallback stream: exit %d, %d bytes: %s", code, buf.Len(), out)
 	}

@@ -22,6 +22,9 @@ func TestTaskGoneRegistersAgain(t *testing.T) {
 		sn.forgetAt = 3
 		cfg := testConfig(t, o.URL+"/file", sn.node())
 		cfg.Stream, cfg.WindowSize, cfg.NotBS = stream, 2, true
+		if stream {
+			cfg.Output = "-"
+		}
 		peerServer(t, cfg)
 		var buf bytes.Buffer
 		code, out := run(t, cfg, &buf)
@@ -152,7 +155,7 @@ func streamThrough(t *testing.T, body []byte, set func(*fakeSupernode)) (*fakeSu
 	sn := newFakeSupernode(t, body)
 	set(sn)
 	cfg := testConfig(t, o.URL+"/file", sn.node())
-	cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, true
+	cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 2, true
 	peerServer(t, cfg)
 	var buf bytes.Buffer
 	code, out := run(t, cfg, &buf)
@@ -200,7 +203,7 @@ func TestStreamRefusesUndigestedPieces(t *testing.T) {
 		sn := newFakeSupernode(t, body)
 		sn.noPieceMd5, sn.corrupt[1] = true, true
 		cfg := testConfig(t, o.URL+"/file", sn.node())
-		cfg.Stream, cfg.WindowSize, cfg.NotBS = true, 2, notBS
+		cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 2, notBS
 		peerServer(t, cfg)
 		var buf bytes.Buffer
 		code, out := run(t, cfg, &buf)

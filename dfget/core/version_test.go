@@ -152,7 +152,7 @@ func streamMigration(t *testing.T, v1, v2 []byte, set func(bad, good *fakeSupern
 	good.refuse = func() bool { bad.mu.Lock(); defer bad.mu.Unlock(); return bad.pulls == 0 }
 	set(bad, good)
 	cfg := testConfig(t, o.URL+"/file", bad.node()+","+good.node())
-	cfg.Stream, cfg.WindowSize = true, 1
+	cfg.Stream, cfg.Output, cfg.WindowSize = true, "-", 1
 	peerServer(t, cfg)
 	var buf bytes.Buffer
 	code, out := run(t, cfg, &buf)

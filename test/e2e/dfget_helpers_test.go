@@ -76,7 +76,7 @@ type dfgetRun struct {
 // dfgetArgs are the flags every e2e dfget gets: this peer's IP and home, a
 // short peer server life, no properties file.
 func (p *dfgetPeer) args(sn *supernode, extra ...string) []string {
-	a := []string{"--ip", p.ip, "--home", p.home, "--config", "/nonexistent/dfget.yml", "--alivetime", "60s",
+	a := []string{"--ip", p.ip, "--home", p.home, "--config", "/dev/null", "--alivetime", "60s",
 		"--expiretime", "60s"}
 	if sn != nil {
 		a = append(a, "--node", Addr(sn.api))

@@ -67,6 +67,11 @@ const (
 // prove it holds the token host.meta names: not this user's server.
 var ErrServerUnproven = errors.New("peer server did not prove it holds its token")
 
+// ErrServerRefused is a check this host's peer server answered, proving
+// it holds its token, with an error: the server is up and ours, so
+// starting another would not help.
+var ErrServerRefused = errors.New("this host's peer server refused the check")
+
 // CheckProof is the peer server's answer to a check's nonce: hex
 // HMAC-SHA256 of the nonce under its token.
 func CheckProof(token, nonce string) string { return macHex(token, nonce) }
@@ -204,7 +209,8 @@ func (c *Client) peerDo(ctx context.Context, method, u string, hdr map[string]st
 // a fresh nonce and, instead of the token of SetLocalToken, CheckAuth of
 // it; the answer must carry CheckProof of the nonce, else the error is
 // ErrServerUnproven. A listener thus never learns the token, and is never
-// taken for the server.
+// taken for the server. A proven answer other than 200 is an error wrapping
+// ErrServerRefused.
 func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileName, dataDir string, totalLimit int64) (string, error) {
 	u := peerURL(ip, port, "/check/"+url.PathEscape(taskFileName), nil)
 	tok := c.localToken.Load()
@@ -216,13 +222,17 @@ func (c *Client) CheckServer(ctx context.Context, ip string, port int, taskFileN
 		HeaderDataDir: dataDir, HeaderTotalLimit: strconv.FormatInt(totalLimit, 10),
 		HeaderCheckNonce: nonce, HeaderCheckAuth: CheckAuth(*tok, nonce),
 	}), nil)
-	if err != nil {
+	if h == nil {
+		// Nothing answered.
 		return body, err
 	}
-	got, err := hex.DecodeString(h.Get(HeaderCheckProof))
+	got, perr := hex.DecodeString(h.Get(HeaderCheckProof))
 	want, _ := hex.DecodeString(CheckProof(*tok, nonce))
-	if err != nil || !hmac.Equal(got, want) {
+	if perr != nil || !hmac.Equal(got, want) {
 		return "", fmt.Errorf("%s: %w", u, ErrServerUnproven)
+	}
+	if err != nil {
+		return body, fmt.Errorf("%w: %w", ErrServerRefused, err)
 	}
 	return body, nil
 }

@@ -470,9 +470,17 @@ func (s *pullState) backOff() error {
 	if time.Since(s.lastProgress) > noProgressLimit && len(s.running) == 0 {
 		return errNoProgress
 	}
-	lo := 20 << min(s.wait, 5)
+	d := backOffDelay(s.wait, rand.IntN)
 	s.wait++
-	return s.await(time.Duration(lo+rand.IntN(lo)) * time.Millisecond)
+	return s.await(d)
+}
+
+// backOffDelay is the wait'th back-off (from 0): 20 ms doubling to 640 ms,
+// plus jitter(n) ms, jitter returning [0, n) as rand.IntN does, so
+// clients told to wait at once do not all pull again at once.
+func backOffDelay(wait int, jitter func(int) int) time.Duration {
+	lo := 20 << min(wait, 5)
+	return time.Duration(lo+jitter(lo)) * time.Millisecond
 }
 
 // finish ends the attempt on 600: the fetches still running are cancelled

@@ -18,6 +18,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
+	"github.com/damselfly-p2p/damselfly/pkg/fsname"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -300,7 +301,7 @@ func (s *BackSource) checkEnd(body io.Reader, at, want int64) error {
 // checks wantMd5 and s.Digest if given, and renames it over output. output is untouched
 // on failure. It returns the length.
 func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, onBytes func(int64)) (int64, error) {
-	f, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".backsource-*")
+	f, err := os.CreateTemp(filepath.Dir(output), fsname.TempPattern(output, "backsource"))
 	if err != nil {
 		return 0, fmt.Errorf("create temp file: %w", err)
 	}

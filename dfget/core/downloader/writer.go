@@ -15,6 +15,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
+	"github.com/damselfly-p2p/damselfly/pkg/fsname"
 )
 
 // Piece is one verified piece handed to a writer. The writer owns it until
@@ -351,7 +352,7 @@ func Publish(src, dst string) error {
 
 func publish(src, dst string) error {
 	dir := filepath.Dir(dst)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".dfget-*")
+	tmp, err := os.CreateTemp(dir, fsname.TempPattern(dst, "dfget"))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", dst, err)
 	}

@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -103,7 +104,7 @@ func TestCheckDoesNotReuseServerWithoutToken(t *testing.T) {
 	if err := os.WriteFile(meta, []byte(`{"servicePort":`+strconv.Itoa(old.Listener.Addr().(*net.TCPAddr).Port)+`}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := check(context.Background(), api.New(), SpawnOptions{IP: "127.0.0.1", MetaPath: meta, TaskFileName: "x"}); ok {
+	if _, ok, _ := check(context.Background(), api.New(), SpawnOptions{IP: "127.0.0.1", MetaPath: meta, TaskFileName: "x"}); ok {
 		t.Fatal("a listener without a token in host.meta was reused")
 	}
 }
@@ -129,7 +130,7 @@ func TestCheckProvesServerWithoutSendingToken(t *testing.T) {
 	c := api.New()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if p, ok := check(ctx, c, SpawnOptions{IP: "127.0.0.1", MetaPath: meta, DataDir: dir, TaskFileName: "x"}); !ok || p != port {
+	if p, ok, _ := check(ctx, c, SpawnOptions{IP: "127.0.0.1", MetaPath: meta, DataDir: dir, TaskFileName: "x"}); !ok || p != port {
 		t.Fatalf("check of the real server: port %d ok %v", p, ok)
 	}
 	if log.count() != 1 {
@@ -186,5 +187,37 @@ func TestCheckAnswersNonceWithProof(t *testing.T) {
 		if w := check(hdr); w.Code != http.StatusForbidden || w.Header().Get(api.HeaderCheckProof) != "" {
 			t.Errorf("%s: %d, proof %q", name, w.Code, w.Header().Get(api.HeaderCheckProof))
 		}
+	}
+}
+
+// A live server of ours that refuses the check (here a task file name
+// over 255 bytes) is reported, not taken for "no server": spawning
+// another would leave it running and take its host.meta, on every run.
+func TestStartOrReuseDoesNotSpawnBesideRefusingServer(t *testing.T) {
+	s, dir := newTestServer(t)
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	meta := filepath.Join(t.TempDir(), "host.meta")
+	if err := WriteMeta(meta, types.HostMeta{ServicePort: port, Token: testToken}); err != nil {
+		t.Fatal(err)
+	}
+	spawned := filepath.Join(t.TempDir(), "spawned")
+	exe := filepath.Join(t.TempDir(), "fake-dfget")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\ntouch '"+spawned+"'\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := StartOrReuse(ctx, api.New(), SpawnOptions{IP: "127.0.0.1", MetaPath: meta, DataDir: dir,
+		TaskFileName: strings.Repeat("n", 300), Executable: exe, LogPath: filepath.Join(t.TempDir(), "log")})
+	if !errors.Is(err, api.ErrServerRefused) {
+		t.Errorf("StartOrReuse: %v, want ErrServerRefused", err)
+	}
+	if _, serr := os.Stat(spawned); serr == nil {
+		t.Error("a second peer server was spawned beside the live one")
+	}
+	if m := ReadMeta(meta); m.ServicePort != port || m.Token != testToken {
+		t.Errorf("host.meta changed: %+v", m)
 	}
 }

@@ -25,6 +25,12 @@ import (
 // cache). The routes and their guards are in server.go.
 
 func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
+	if n := r.Header.Get(api.HeaderCheckNonce); n != "" {
+		// The dfget takes us for its server only with this proof; the
+		// body stays v1's. A refusal carries it too, so that the dfget
+		// reports it instead of starting another server for its home.
+		w.Header().Set(api.HeaderCheckProof, api.CheckProof(s.cfg.Token, n))
+	}
 	name := mux.Vars(r)["name"]
 	if !validName(name) {
 		text(w, http.StatusBadRequest, "invalid task file name")
@@ -54,11 +60,6 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 	t.accessTime = time.Now()
 	t.claim(owner, every)
 	s.mu.Unlock()
-	if n := r.Header.Get(api.HeaderCheckNonce); n != "" {
-		// The dfget takes us for its server only with this proof; the
-		// body stays v1's.
-		w.Header().Set(api.HeaderCheckProof, api.CheckProof(s.cfg.Token, n))
-	}
 	text(w, http.StatusOK, name+"@"+version.Version)
 }
 

@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
+	"github.com/damselfly-p2p/damselfly/pkg/shutdown"
 )
 
 // candidatePorts are the ports tried when none is given: Dragonfly 1.x's
@@ -336,6 +336,4 @@ func (s *Server) expireTasks(now time.Time, final bool) []*task {
 }
 
 // ShutdownSignals are the signals that end a peer server cleanly.
-func ShutdownSignals() []os.Signal {
-	return []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM}
-}
+func ShutdownSignals() []os.Signal { return shutdown.Signals() }

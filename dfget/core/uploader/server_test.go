@@ -527,7 +527,7 @@ func TestMetaTokenReachesDfget(t *testing.T) {
 	}
 	c := api.New()
 	o := SpawnOptions{IP: "127.0.0.1", MetaPath: meta, DataDir: filepath.Join(dir, "data"), TaskFileName: "x"}
-	if p, ok := check(ctx, c, o); !ok || p != m.ServicePort {
+	if p, ok, _ := check(ctx, c, o); !ok || p != m.ServicePort {
 		t.Fatalf("check: port %d ok %v", p, ok)
 	}
 	if _, err := c.FairRate(ctx, "127.0.0.1", m.ServicePort, "x", 10); err != nil {

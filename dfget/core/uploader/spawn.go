@@ -51,10 +51,12 @@ const (
 // StartOrReuse returns the port of this host's peer server for opts.Home,
 // registering opts.TaskFileName with it. It reuses a running server of the
 // same version, else spawns one, under an flock on the meta directory so
-// concurrent dfgets start exactly one.
+// concurrent dfgets start exactly one. A server that proves it is ours but
+// refuses the check is an error: spawning another for the same home would
+// leave it running and take its host.meta, on every run.
 func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, error) {
-	if p, ok := check(ctx, c, o); ok {
-		return p, nil
+	if p, ok, err := check(ctx, c, o); ok || err != nil {
+		return p, err
 	}
 	metaDir := filepath.Dir(o.MetaPath)
 	if err := os.MkdirAll(metaDir, 0o755); err != nil {
@@ -65,8 +67,8 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 		return 0, err
 	}
 	defer unlock()
-	if p, ok := check(ctx, c, o); ok {
-		return p, nil
+	if p, ok, err := check(ctx, c, o); ok || err != nil {
+		return p, err
 	}
 	exited, err := spawn(o)
 	if err != nil {
@@ -76,16 +78,16 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	// A server is up within a few milliseconds: polls start close
 	// together, since the download waits for it, and space out to 20 ms.
 	for wait := time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
-		if p, ok := check(ctx, c, o); ok {
-			return p, nil
+		if p, ok, err := check(ctx, c, o); ok || err != nil {
+			return p, err
 		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case err := <-exited:
 			// It may have lost a race to a server that is now running.
-			if p, ok := check(ctx, c, o); ok {
-				return p, nil
+			if p, ok, err := check(ctx, c, o); ok || err != nil {
+				return p, err
 			}
 			return 0, fmt.Errorf("peer server exited at start (see %s): %v", o.LogPath, err)
 		case <-time.After(wait):
@@ -101,16 +103,20 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 // no server, and StartOrReuse starts one on another port as it would after
 // a clean exit. The token then goes with every later control call of c. A
 // host.meta without a token (a server of an old version) cannot prove
-// anything either.
-func check(ctx context.Context, c *api.Client, o SpawnOptions) (int, bool) {
+// anything either. err is set only when the proven server refused the
+// check (api.ErrServerRefused).
+func check(ctx context.Context, c *api.Client, o SpawnOptions) (port int, ok bool, err error) {
 	m := ReadMeta(o.MetaPath)
 	p := m.ServicePort
 	if p <= 0 || m.Token == "" {
-		return 0, false
+		return 0, false, nil
 	}
 	c.SetLocalToken(m.Token)
 	body, err := c.CheckServer(ctx, o.IP, p, o.TaskFileName, o.DataDir, o.TotalLimit)
-	return p, err == nil && body == o.TaskFileName+"@"+version.Version
+	if errors.Is(err, api.ErrServerRefused) {
+		return 0, false, fmt.Errorf("peer server on port %d (%s): %w", p, o.MetaPath, err)
+	}
+	return p, err == nil && body == o.TaskFileName+"@"+version.Version, nil
 }
 
 // lockDir takes an exclusive flock on path, polling so ctx can end the wait.

@@ -3,6 +3,7 @@ package cdn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"strconv"
@@ -22,7 +23,14 @@ type plan struct {
 	headers map[string]string
 	// resume is the valid prefix that a Range answer continues.
 	resume *prefix
+	// userRange is the task's own Range ("" for none): the task's content
+	// is that range of the source, which a 206 must answer exactly.
+	userRange string
 }
+
+// errResumeDropped is settle's error for a 206 that does not continue the
+// cached part: the file must be asked for again, whole.
+var errResumeDropped = errors.New("resume dropped")
 
 // Start begins the CDN of a task: it returns once the source has answered
 // (or the cache was validated) and continues the body in the background;
@@ -67,7 +75,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 // vouches for (resumable), unless the client asked for a range itself.
 func (m *Manager) plan(src Source) *plan {
 	id := src.TaskID
-	p := &plan{headers: map[string]string{}}
+	p := &plan{headers: map[string]string{}, userRange: rangeHeader(src)}
 	meta, err := m.store.ReadMeta(id)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.WithError(err).Warnf("ignore unreadable cache meta of %s", id)
@@ -76,7 +84,7 @@ func (m *Manager) plan(src Source) *plan {
 		return p
 	}
 	p.meta = meta
-	_, userRange := src.Headers["Range"]
+	userRange := p.userRange != ""
 	switch {
 	case meta.Finish && meta.Success && !src.Digest.IsZero() && meta.Sha256 != src.Digest.String():
 		// A cache the expected sha256 was never checked on (or another one
@@ -122,27 +130,60 @@ func (p *plan) conditional() bool {
 	return etag || p.headers["If-Modified-Since"] != ""
 }
 
-// settle drops the resume unless the source answered the Range with the
-// same total (else it sent the whole file: changed, or no range support),
-// and returns the content length and the piece size of the fetch.
-func (p *plan) settle(resp *http.Response) (int64, int32) {
-	length := resp.ContentLength
-	if p.resume != nil {
-		total, ok := rangeTotal(resp, piece.ContentOffset(p.resume.count, p.meta.PieceSize))
-		if !ok || total != p.meta.HTTPFileLen {
+// settle checks the source's answer against the request and returns the
+// content length and the piece size of the fetch. A 200 is the whole file:
+// it ends a resume (the file changed, or the source ignores Range). A
+// resume goes on only with a 206 of exactly the range it asked for, of the
+// cached total and carrying no validator other than the cache's; any other
+// 206 (from a source or proxy that ignores If-Range, or answers another
+// range) returns an error wrapping errResumeDropped, and the file must be
+// asked for again. Without a resume, a 206 must answer the task's own
+// Range, whose bytes are the task's content.
+func (p *plan) settle(resp *http.Response) (int64, int32, error) {
+	partial := resp.StatusCode == http.StatusPartialContent
+	if p.resume != nil && partial {
+		if err := p.continues(resp); err != nil {
 			p.resume = nil
-		} else {
-			length = p.meta.HTTPFileLen
+			return 0, 0, fmt.Errorf("%w: %w", errResumeDropped, err)
+		}
+		return p.meta.HTTPFileLen, p.meta.PieceSize, nil
+	}
+	p.resume = nil
+	switch {
+	case partial && p.userRange == "":
+		return 0, 0, errors.New("the request had no Range")
+	case partial:
+		if _, err := partOf(resp, p.userRange); err != nil {
+			return 0, 0, err
 		}
 	}
-	if p.resume != nil {
-		return length, p.meta.PieceSize
-	}
-	return length, piece.ComputeSize(length)
+	return resp.ContentLength, piece.ComputeSize(resp.ContentLength), nil
 }
 
-// nextMeta is the meta of the fetch being started: a resumed file keeps
-// the validators it was fetched under.
+// continues checks that a 206 continues the cached part: the range the
+// resume asked for, of the same total, and not another version of the file
+// (an ETag or Last-Modified other than the cache's, sent by a source that
+// ignores If-Range).
+func (p *plan) continues(resp *http.Response) error {
+	cr, err := partOf(resp, p.headers["Range"])
+	if err != nil {
+		return err
+	}
+	if cr.Total != p.meta.HTTPFileLen {
+		return fmt.Errorf("Content-Range %q: a file of %d bytes, the cached part is of %d", resp.Header.Get("Content-Range"), cr.Total, p.meta.HTTPFileLen)
+	}
+	if etag := resp.Header.Get("ETag"); etag != "" && etag != p.meta.ETag {
+		return fmt.Errorf("ETag %s, the cached part is of %q (the source ignores If-Range?)", etag, p.meta.ETag)
+	}
+	if lm := resp.Header.Get("Last-Modified"); lm != "" && lastModifiedMillis(resp.Header) != p.meta.LastModified {
+		return fmt.Errorf("Last-Modified %q, the cached part is of %q (the source ignores If-Range?)", lm, httpTime(p.meta.LastModified))
+	}
+	return nil
+}
+
+// nextMeta is the meta of the fetch being started, with the answer's
+// validators: a resumed file's answer carries none but the cache's
+// (continues), and one it lacks is the cache's.
 func (p *plan) nextMeta(src Source, resp *http.Response, length int64, pieceSize int32) *store.Meta {
 	meta := &store.Meta{
 		TaskID: src.TaskID, URL: src.TaskURL, PieceSize: pieceSize, HTTPFileLen: length, BizID: src.Identifier,
@@ -150,14 +191,50 @@ func (p *plan) nextMeta(src Source, resp *http.Response, length int64, pieceSize
 		ETag: resp.Header.Get("ETag"),
 	}
 	if p.resume != nil {
-		meta.ETag, meta.LastModified = p.meta.ETag, p.meta.LastModified
+		if meta.ETag == "" {
+			meta.ETag = p.meta.ETag
+		}
+		if meta.LastModified == 0 {
+			meta.LastModified = p.meta.LastModified
+		}
 	}
 	return meta
 }
 
+// take settles the source's answer. A resume the answer does not continue
+// is dropped and the file asked for once more, with a plain GET (its
+// partial cache is then overwritten from the start). An answer that is not
+// what was asked for is a source error.
+func (m *Manager) take(ctx context.Context, src Source, p *plan, resp *http.Response) (*http.Response, int64, int32, error) {
+	length, pieceSize, err := p.settle(resp)
+	if errors.Is(err, errResumeDropped) {
+		resp.Body.Close()
+		m.log.WithField("task", src.TaskID).WithError(err).Warn("the source answered the resume with another part: fetching the file whole")
+		// The cached part is of a version the source no longer vouches
+		// for: should the GET below fail too, it is not resumed again.
+		if rerr := m.store.RemoveJournal(src.TaskID); rerr != nil {
+			m.log.WithField("task", src.TaskID).WithError(rerr).Warn("remove the journal of the dropped resume")
+		}
+		if resp, err = m.get(ctx, src, nil); err != nil {
+			return nil, 0, 0, err
+		}
+		length, pieceSize, err = p.settle(resp)
+	}
+	if err != nil {
+		resp.Body.Close()
+		m.countSourceFailure()
+		return nil, 0, 0, &SourceError{URL: src.RawURL, Status: resp.StatusCode, Err: err}
+	}
+	return resp, length, pieceSize, nil
+}
+
 // begin records the fetch's meta and reads the body in the background.
 func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Source, p *plan, resp *http.Response, done func(Result)) (Started, error) {
-	length, pieceSize := p.settle(resp)
+	resp, length, pieceSize, err := m.take(ctx, src, p, resp)
+	if err != nil {
+		cancel()
+		return Started{}, err
+	}
 	meta := p.nextMeta(src, resp, length, pieceSize)
 	if err := m.store.WriteMeta(meta); err != nil {
 		resp.Body.Close()

@@ -1,9 +1,11 @@
 package cdn
 
 import (
+	"errors"
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,39 +112,81 @@ func writePieces(t *testing.T, st *store.Store, id string, ps int32, cs, count i
 }
 
 // A resumed fetch keeps its piece size and validators only when the
-// source answers the Range from the byte asked for, with the same total;
-// otherwise it starts over with the size of the new length.
+// source answers the Range with exactly the bytes asked for, of the same
+// total and version; a 200 starts over with the size of the new length,
+// and any other 206 drops the resume and asks for the file again (a part
+// taken from byte 0, or a part of another version after the cached
+// pieces, would be stored as the file). Without a resume, a 206 answers
+// the task's own Range or nothing.
 func TestPlanSettle(t *testing.T) {
-	meta := &store.Meta{PieceSize: 64, HTTPFileLen: 1000, ETag: `"old"`, LastModified: 7}
+	meta := &store.Meta{PieceSize: 64, HTTPFileLen: 1000, ETag: `"old"`, LastModified: 7000}
+	oldMod := httpTime(7000)
+	const again = -2 // wantLen: the resume is dropped, the file asked for again
 	for name, tc := range map[string]struct {
 		status    int
 		cr        string
 		length    int64
-		wantLen   int64
+		header    http.Header // the answer's ETag and Last-Modified
+		userRange string      // the task's own Range: no resume
+		wantLen   int64       // again, or -3 for a source error
 		wantSize  int32
 		keepsETag bool
 	}{
 		// The resume asks from byte 59: one piece of 64 - 5 content bytes.
-		"range answered":  {http.StatusPartialContent, "bytes 59-999/1000", 941, 1000, 64, true},
-		"whole file":      {http.StatusOK, "", 1000, 1000, piece.DefaultSize, false},
-		"other total":     {http.StatusPartialContent, "bytes 59-1099/1100", 1041, 1041, piece.DefaultSize, false},
-		"unknown, whole":  {http.StatusOK, "", -1, -1, piece.DefaultSize, false},
-		"no total in 206": {http.StatusPartialContent, "bytes 59-999/*", 941, 941, piece.DefaultSize, false},
-		"other start":     {http.StatusPartialContent, "bytes 500-999/1000", 500, 500, piece.DefaultSize, false},
+		"range answered":            {status: 206, cr: "bytes 59-999/1000", length: 941, header: http.Header{"Etag": {`"old"`}}, wantLen: 1000, wantSize: 64, keepsETag: true},
+		"range answered, same date": {status: 206, cr: "bytes 59-999/1000", length: 941, header: http.Header{"Last-Modified": {oldMod}}, wantLen: 1000, wantSize: 64, keepsETag: true},
+		"range answered, unsized":   {status: 206, cr: "bytes 59-999/1000", length: -1, wantLen: 1000, wantSize: 64, keepsETag: true},
+		"whole file":                {status: 200, length: 1000, header: http.Header{"Etag": {`"new"`}}, wantLen: 1000, wantSize: piece.DefaultSize},
+		"unknown, whole":            {status: 200, length: -1, header: http.Header{"Etag": {`"new"`}}, wantLen: -1, wantSize: piece.DefaultSize},
+		// A source that ignores If-Range answers from the new version.
+		"other total":           {status: 206, cr: "bytes 59-1099/1100", length: 1041, wantLen: again},
+		"shorter total":         {status: 206, cr: "bytes 59-899/900", length: 841, wantLen: again},
+		"no total in 206":       {status: 206, cr: "bytes 59-999/*", length: 941, wantLen: again},
+		"other start":           {status: 206, cr: "bytes 500-999/1000", length: 500, wantLen: again},
+		"other end":             {status: 206, cr: "bytes 59-500/1000", length: 442, wantLen: again},
+		"length not the part":   {status: 206, cr: "bytes 59-999/1000", length: 100, wantLen: again},
+		"no Content-Range":      {status: 206, length: 941, wantLen: again},
+		"other ETag":            {status: 206, cr: "bytes 59-999/1000", length: 941, header: http.Header{"Etag": {`"new"`}}, wantLen: again},
+		"weak form of the ETag": {status: 206, cr: "bytes 59-999/1000", length: 941, header: http.Header{"Etag": {`W/"old"`}}, wantLen: again},
+		"other date":            {status: 206, cr: "bytes 59-999/1000", length: 941, header: http.Header{"Last-Modified": {httpTime(9000)}}, wantLen: again},
+		// Without a resume.
+		"206 without Range": {status: 206, cr: "bytes 0-99/1000", length: 100, userRange: "-", wantLen: -3},
+		"user range":        {status: 206, cr: "bytes 10-19/1000", length: 10, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, other": {status: 206, cr: "bytes 0-9/1000", length: 10, userRange: "bytes=10-19", wantLen: -3},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p := &plan{meta: meta, resume: &prefix{count: 1}}
-			resp := &http.Response{StatusCode: tc.status, ContentLength: tc.length, Header: http.Header{"Etag": {`"new"`}}}
+			p := &plan{meta: meta, resume: &prefix{count: 1}, headers: map[string]string{"Range": "bytes=59-999", "If-Range": `"old"`}}
+			if tc.userRange != "" {
+				p = &plan{headers: map[string]string{}, userRange: strings.TrimPrefix(tc.userRange, "-")}
+			}
+			resp := &http.Response{StatusCode: tc.status, ContentLength: tc.length, Header: http.Header{}}
+			maps.Copy(resp.Header, tc.header)
 			if tc.cr != "" {
 				resp.Header.Set("Content-Range", tc.cr)
 			}
-			length, size := p.settle(resp)
-			if length != tc.wantLen || size != tc.wantSize || (p.resume != nil) != tc.keepsETag {
-				t.Fatalf("settle = %d, %d, resume %v; want %d, %d, resume %v", length, size, p.resume != nil, tc.wantLen, tc.wantSize, tc.keepsETag)
+			length, size, err := p.settle(resp)
+			switch {
+			case tc.wantLen == again:
+				if !errors.Is(err, errResumeDropped) || p.resume != nil {
+					t.Fatalf("settle = %d, %d, %v, resume %v; want the resume dropped", length, size, err, p.resume != nil)
+				}
+				return
+			case tc.wantLen == -3:
+				if err == nil || errors.Is(err, errResumeDropped) {
+					t.Fatalf("settle = %d, %d, %v; want an error", length, size, err)
+				}
+				return
+			}
+			if err != nil || length != tc.wantLen || size != tc.wantSize || (p.resume != nil) != tc.keepsETag {
+				t.Fatalf("settle = %d, %d, %v, resume %v; want %d, %d, resume %v", length, size, err, p.resume != nil,
+					tc.wantLen, tc.wantSize, tc.keepsETag)
 			}
 			next := p.nextMeta(Source{TaskID: "t"}, resp, length, size)
-			if (next.ETag == `"old"`) != tc.keepsETag {
-				t.Errorf("next meta ETag %q (resumed %v)", next.ETag, tc.keepsETag)
+			if tc.keepsETag && (next.ETag != `"old"` || next.LastModified != 7000) {
+				t.Errorf("next meta of the resume: ETag %q, Last-Modified %d; want the cache's", next.ETag, next.LastModified)
+			}
+			if !tc.keepsETag && next.ETag != resp.Header.Get("ETag") {
+				t.Errorf("next meta ETag %q, want the answer's %q", next.ETag, resp.Header.Get("ETag"))
 			}
 		})
 	}

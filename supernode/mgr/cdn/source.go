@@ -25,6 +25,9 @@ type SourceError struct {
 
 // Error masks the URL's credentials: the message is logged and sent back.
 func (e *SourceError) Error() string {
+	if e.Status != 0 && e.Err != nil {
+		return fmt.Sprintf("source %s answered %d %s: %v", urlutil.Redact(e.URL), e.Status, http.StatusText(e.Status), e.Err)
+	}
 	if e.Status != 0 {
 		return fmt.Sprintf("source %s answered %d %s", urlutil.Redact(e.URL), e.Status, http.StatusText(e.Status))
 	}
@@ -101,7 +104,9 @@ func checkRedirect(allow []string) func(*http.Request, []*http.Request) error {
 }
 
 // get sends GET with the task headers plus extra, and fails on statuses
-// other than 200, 206 and 304.
+// other than 200, 206 and 304, and on a 206 to a request without Range: a
+// part of the file, from a source or proxy that answers so, would be
+// stored as the whole file.
 func (m *Manager) get(ctx context.Context, src Source, extra map[string]string) (*http.Response, error) {
 	c, err := m.client(src)
 	if err != nil {
@@ -122,30 +127,54 @@ func (m *Manager) get(ctx context.Context, src Source, extra map[string]string) 
 		m.countSourceFailure()
 		return nil, &SourceError{URL: src.RawURL, Err: err}
 	}
-	switch resp.StatusCode {
-	case http.StatusOK, http.StatusPartialContent, http.StatusNotModified:
+	st := resp.StatusCode
+	var serr error
+	switch {
+	case st == http.StatusPartialContent && req.Header.Get("Range") == "":
+		serr = errors.New("the request had no Range: a part of the file would be stored as the whole file")
+	case st == http.StatusOK, st == http.StatusPartialContent, st == http.StatusNotModified:
 		return resp, nil
 	}
 	resp.Body.Close()
 	m.countSourceFailure()
-	st := resp.StatusCode
-	return nil, &SourceError{URL: src.RawURL, Status: st, Auth: st == http.StatusUnauthorized || st == http.StatusProxyAuthRequired}
+	return nil, &SourceError{URL: src.RawURL, Status: st, Auth: st == http.StatusUnauthorized || st == http.StatusProxyAuthRequired, Err: serr}
 }
 
 func (m *Manager) countSourceFailure() {
 	m.metrics.SourceFailures.Inc()
 }
 
-// rangeTotal is the file's total length a 206 answer's Content-Range
-// states, if the answer starts at byte start as asked: a source or proxy
-// answering another range with the right total would otherwise have its
-// bytes taken, and digested, as those of the range asked for.
-func rangeTotal(resp *http.Response, start int64) (int64, bool) {
-	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
-	if resp.StatusCode != http.StatusPartialContent || err != nil || cr.First != start {
-		return -1, false
+// partOf checks that a 206 answer is the range the request's Range header
+// spec asked for: its Content-Range starts at the range's first byte and
+// ends at its last or, for a range open to the end or reaching past it, at
+// the file's last (so the total must be known); a suffix range is placed by
+// the total. Its Content-Length, if any, is the length of that range.
+// Another answer would have its bytes taken, and digested, as those of the
+// range asked for.
+func partOf(resp *http.Response, spec string) (urlutil.ContentRange, error) {
+	br, err := urlutil.ParseByteRange(spec)
+	if err != nil {
+		return urlutil.ContentRange{}, fmt.Errorf("the request's %w", err)
 	}
-	return cr.Total, true
+	got := resp.Header.Get("Content-Range")
+	cr, err := urlutil.ParseContentRange(got)
+	if err != nil {
+		return cr, fmt.Errorf("to Range %q: %w", spec, err)
+	}
+	first, atEnd := br.First, cr.Total >= 0 && cr.Last == cr.Total-1
+	if br.Suffix > 0 {
+		first, br.Last = max(cr.Total-br.Suffix, 0), -1
+	}
+	ends := cr.Last == br.Last || (atEnd && (br.Last < 0 || cr.Last < br.Last))
+	switch {
+	case br.Suffix > 0 && cr.Total < 0:
+		return cr, fmt.Errorf("Content-Range %q to Range %q: no total to place the suffix by", got, spec)
+	case cr.First != first || !ends:
+		return cr, fmt.Errorf("Content-Range %q is not the Range %q asked for", got, spec)
+	case resp.ContentLength >= 0 && resp.ContentLength != cr.Last-cr.First+1:
+		return cr, fmt.Errorf("Content-Range %q with a Content-Length of %d", got, resp.ContentLength)
+	}
+	return cr, nil
 }
 
 func lastModifiedMillis(h http.Header) int64 {

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/test/bench/report"
 	"github.com/damselfly-p2p/damselfly/test/cluster"
 	"github.com/damselfly-p2p/damselfly/test/imagetest"
@@ -85,10 +86,20 @@ func Section(ctx context.Context, cfg Config) report.Section {
 	s.Add("curl, the layer's first piece only (Range: bytes=0-4194303)", "%v: 2 x curl TTFB + this first piece's own time = %v (not checked)",
 		f.CurlFirstPiece.Round(time.Millisecond), (f.CurlTTFB + f.CurlFirstPiece).Round(time.Millisecond))
 	s.Add("dfdaemon, same layer again (in the CDN)", "TTFB %v", f.WarmTTFB.Round(time.Millisecond))
-	bound := int64(cfg.Layers) * (8 + 6 + 8) * pieceSize
-	s.Add(fmt.Sprintf("dfdaemon peak RSS, %d layers at once", cfg.Layers), "%d MiB (%d MiB streamed); bound %d x (8+6+8) pieces of 4 MiB = %d MiB: %s",
-		f.PeakRSS>>20, f.Streamed>>20, cfg.Layers, bound>>20, s.Check("dfdaemon peak RSS", f.PeakRSS <= bound))
+	bound, pieces := rssBound(cfg.Layers)
+	s.Add(fmt.Sprintf("dfdaemon peak RSS, %d layers at once", cfg.Layers), "%d MiB (%d MiB streamed); bound %d x (%s) pieces of 4 MiB = %d MiB: %s",
+		f.PeakRSS>>20, f.Streamed>>20, cfg.Layers, pieces, bound>>20, s.Check("dfdaemon peak RSS", f.PeakRSS <= bound))
 	return s
+}
+
+// rssBound is the piece memory of layers streams at once (docs/dfdaemon.md,
+// "Bounded memory"), and its per-stream sum as printed: each stream's
+// window and the pieces being fetched, and the peer server's ring of twice
+// the window (evicted pieces still being sent keep their slots).
+func rssBound(layers int) (int64, string) {
+	const window, queue = config.DefaultWindowSize, config.DefaultClientQueue
+	const ring = 2 * window
+	return int64(layers) * (window + queue + ring) * pieceSize, fmt.Sprintf("%d+%d+%d", window, queue, ring)
 }
 
 // bench is a running setup: registry, supernode, dfdaemon, client host.

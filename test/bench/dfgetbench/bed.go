@@ -102,7 +102,7 @@ func (b *bed) dfgetFile(ctx context.Context, cfg *Config, url, ip string, extra 
 	out := filepath.Join(cfg.WorkDir, "out-"+ip)
 	snUser0, snSys0 := procmem.Times(b.snPid)
 	r, err := timed(ctx, nil, cfg.DfgetBin, append([]string{"-u", url, "-o", out, "--node", b.node, "--ip", ip,
-		"--home", home, "--notbs", "--config", "/nonexistent", "--alivetime", "60s"}, extra...)...)
+		"--home", home, "--notbs", "--config", "/dev/null", "--alivetime", "60s"}, extra...)...)
 	if err != nil {
 		return r, err
 	}

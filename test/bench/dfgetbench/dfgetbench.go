@@ -269,7 +269,7 @@ func (b *bed) stream(ctx context.Context, cfg *Config, url, ip string, prof []st
 	home := b.home(cfg.WorkDir, ip)
 	h := crc32.NewIEEE()
 	r, err := timed(ctx, h, cfg.DfgetBin, append([]string{"-u", url, "--node", b.node, "--ip", ip, "--home", home,
-		"--notbs", "--config", "/nonexistent", "--alivetime", "60s", "--stream"}, prof...)...)
+		"--notbs", "--config", "/dev/null", "--alivetime", "60s", "--stream"}, prof...)...)
 	if err != nil {
 		return r, 0, err
 	}

@@ -1,0 +1,19 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+)
+
+// TestCLIDocsCurrent fails when docs/cli no longer matches the flags:
+// regenerate with `dfdaemon gen-doc -p docs/cli` (docs/operations.md).
+func TestCLIDocsCurrent(t *testing.T) {
+	stale, err := clidoc.Stale(newRoot(), "../../docs/cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stale {
+		t.Errorf("docs/cli/%s: run go run ./cmd/dfdaemon gen-doc -p docs/cli", s)
+	}
+}

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/damselfly-p2p/damselfly/pkg/clidoc"
+)
+
+// TestCLIDocsCurrent fails when docs/cli no longer matches the flags:
+// regenerate with `supernode gen-doc -p docs/cli` (docs/operations.md).
+func TestCLIDocsCurrent(t *testing.T) {
+	// --home-dir's default is shown as $HOME/...: make sure there is a
+	// home, as a CI job may have none.
+	t.Setenv("HOME", t.TempDir())
+	stale, err := clidoc.Stale(newRoot(), "../../docs/cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stale {
+		t.Errorf("docs/cli/%s: run go run ./cmd/supernode gen-doc -p docs/cli", s)
+	}
+}
