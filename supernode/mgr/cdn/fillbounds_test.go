@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/mock/gomock"
-
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
@@ -52,15 +50,6 @@ func newTrickleOrigin(t *testing.T, length int64, chunk int, every time.Duration
 	}))
 	t.Cleanup(o.Close)
 	return o
-}
-
-// anyProgress takes every piece event.
-func anyProgress(t *testing.T) *MockProgress {
-	p := NewMockProgress(gomock.NewController(t))
-	p.EXPECT().ResetCDN(gomock.Any()).AnyTimes()
-	p.EXPECT().SetCDNPiece(gomock.Any(), gomock.Any()).AnyTimes()
-	p.EXPECT().FinishCDN(gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes()
-	return p
 }
 
 // heapGrowth starts n fills of o, waits until each has its first bytes,
