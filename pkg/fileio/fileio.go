@@ -48,17 +48,63 @@ func WriteAt(w io.WriterAt, b []byte, off int64) (int, error) {
 // takes reserved blocks for written ones. Only a full file system or quota
 // is an error (wrapping unix.ENOSPC or unix.EDQUOT): one that cannot
 // reserve (no fallocate) is written as before.
+//
+// A length the file system has no room for is refused before any block is
+// taken (the length comes from a source's Content-Length, which anyone can
+// set). A reservation that fails anyway gives back what it took: on ext4 a
+// failed fallocate keeps the blocks it allocated, so the disk would stay
+// full until the file is removed.
 func Reserve(f *os.File, n int64, keepSize bool) error {
 	if n <= 0 {
 		return nil
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil // not a file to reserve in: written as before
+	}
+	if err := checkRoom(f, n, st.Blocks*512); err != nil {
+		return err
+	}
+	return allocate(f, n, keepSize, st.Size)
+}
+
+// checkRoom refuses n bytes for f, which holds allocated bytes already,
+// when its file system has less free space than they lack. Free space is
+// what unprivileged users may take: a root process could also take the
+// blocks reserved for root, which are left to the system. A file system
+// that reports no size at all is not checked.
+func checkRoom(f *os.File, n, allocated int64) error {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Blocks == 0 {
+		return nil
+	}
+	need := n - allocated
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	if need > free {
+		return fmt.Errorf("reserve %d bytes for %s: %d more bytes needed, %d free on its file system: %w",
+			n, f.Name(), need, free, unix.ENOSPC)
+	}
+	return nil
+}
+
+// allocate reserves [0, n) of f, whose length is size. On a full file
+// system or quota it truncates f back to size: that frees every block past
+// the length, those of this reservation included (and any an earlier one
+// left). Punching a hole would not do on ext4, which punches only up to
+// the file's length, while keepSize blocks lie past it; without keepSize,
+// ext4 also leaves the length where the failed allocation stopped.
+func allocate(f *os.File, n int64, keepSize bool, size int64) error {
 	mode := uint32(0)
 	if keepSize {
 		mode = unix.FALLOC_FL_KEEP_SIZE
 	}
 	err := unix.Fallocate(int(f.Fd()), mode, 0, n)
-	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("reserve %d bytes for %s: %w", n, f.Name(), err)
+	if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
+		return nil
 	}
-	return nil
+	err = fmt.Errorf("reserve %d bytes for %s: %w", n, f.Name(), err)
+	if terr := f.Truncate(size); terr != nil {
+		return fmt.Errorf("%w (giving the blocks back: %v)", err, terr)
+	}
+	return err
 }

@@ -5,8 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/test/disktest"
 )
 
 // chunkLog records each write's offset and length.
@@ -110,5 +115,79 @@ func TestReserve(t *testing.T) {
 	}
 	if err := Reserve(nil, 0, true); err != nil {
 		t.Errorf("Reserve of 0 bytes: %v", err)
+	}
+}
+
+// freeSpace is the free space of dir's file system, as Reserve counts it.
+func freeSpace(t *testing.T, dir string) int64 {
+	t.Helper()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize)
+}
+
+// allocated is the space f's blocks take.
+func allocated(t *testing.T, f *os.File) (size, blocks int64) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Size, st.Blocks * 512
+}
+
+// A length larger than the free space is refused before a block is taken,
+// with an error that says what was missing and wraps ENOSPC.
+func TestReserveRefusesMoreThanFree(t *testing.T) {
+	dir := disktest.Ext4(t, 32)
+	f, err := os.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	free := freeSpace(t, dir)
+	err = Reserve(f, 1<<30, true)
+	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "more bytes needed") {
+		t.Fatalf("Reserve of 1 GiB on %d free bytes: %v; want the refusal, wrapping ENOSPC", free, err)
+	}
+	if _, blocks := allocated(t, f); blocks != 0 {
+		t.Errorf("refused reservation took %d bytes", blocks)
+	}
+	if after := freeSpace(t, dir); after != free {
+		t.Errorf("free space %d after the refusal, %d before", after, free)
+	}
+}
+
+// A reservation the file system fails (here: more than it holds, asked
+// past the check) gives back the blocks it took, and the length it had:
+// ext4 keeps them otherwise, with and without keepSize.
+func TestReserveFailureGivesBlocksBack(t *testing.T) {
+	dir := disktest.Ext4(t, 32)
+	for _, keep := range []bool{true, false} {
+		f, err := os.Create(filepath.Join(dir, "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("head")); err != nil {
+			t.Fatal(err)
+		}
+		free := freeSpace(t, dir)
+		err = allocate(f, 1<<30, keep, 4)
+		size, blocks := allocated(t, f)
+		after := freeSpace(t, dir)
+		f.Close()
+		if err := os.Remove(f.Name()); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(err, unix.ENOSPC) {
+			t.Fatalf("keepSize=%v: allocate of 1 GiB on %d free bytes: %v, want ENOSPC", keep, free, err)
+		}
+		// The written head gets its block only now (delayed allocation).
+		if size != 4 || blocks > 64<<10 || after < free-64<<10 {
+			t.Errorf("keepSize=%v: after the failure the file has length %d and %d bytes allocated; %d bytes free, %d before",
+				keep, size, blocks, after, free)
+		}
 	}
 }

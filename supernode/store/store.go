@@ -330,6 +330,18 @@ func (s *Store) DataSize(taskID string) int64 {
 	return fi.Size()
 }
 
+// DataUsage is the space the data file takes on disk (0 when absent): its
+// allocated blocks. A fill reserves blocks past the length it has written
+// (fileio.Reserve), so the length alone can say 0 of a file that holds
+// gigabytes.
+func (s *Store) DataUsage(taskID string) int64 {
+	var st unix.Stat_t
+	if err := unix.Stat(s.DataPath(taskID), &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
+}
+
 // AvailSpace is the free space for unprivileged users on the repo's disk.
 func (s *Store) AvailSpace() (int64, error) {
 	var st unix.Statfs_t

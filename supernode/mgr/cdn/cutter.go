@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,8 +39,19 @@ type cutter struct {
 // error is a source failure: a broken read, a truncated body, or one that
 // ends before or runs past the announced length. A piece it returns is
 // complete.
+//
+// buf may be shorter than a piece if it holds more than the rest of the
+// announced length: the file's last piece fits, and a byte past its end
+// still shows in the same read.
 func (c *cutter) next(buf []byte) (num, n int, ok bool, err error) {
-	n, err = io.ReadFull(c.body, buf[:c.size])
+	want := c.size
+	if int64(len(buf)) < want {
+		if c.length < 0 || int64(len(buf)) <= c.length-c.off {
+			return 0, 0, false, fmt.Errorf("a buffer of %d bytes cannot hold piece %d of %s", len(buf), c.num, c.url)
+		}
+		want = int64(len(buf))
+	}
+	n, err = io.ReadFull(c.body, buf[:want])
 	// Only io.ReadFull's own end markers mean the body ended cleanly; a
 	// transport truncation arrives as errTruncated.
 	end := err == io.EOF || err == io.ErrUnexpectedEOF
@@ -63,63 +76,116 @@ func (c *cutter) next(buf []byte) (num, n int, ok bool, err error) {
 	return num, n, true, nil
 }
 
+// minSourceRate is the slowest a source may send, averaged over each
+// stall bound: 8 KiB/s, an eighth of an origin as slow as 64 KiB/s. A fill
+// holds a piece buffer and a task for as long as its source sends, and a
+// source that sends a byte now and then would hold them for good.
+const minSourceRate = 8 << 10
+
 // watchedBody is a source body read under the bandwidth limit, counted,
-// and watched: a source that sends nothing for idle is cancelled, so it
-// fails the task instead of holding it RUNNING forever.
+// and watched: a source that sends nothing for idle, or fewer than floor
+// bytes in a window of idle, is cancelled, so it fails the task instead
+// of holding it RUNNING forever.
 type watchedBody struct {
 	*countingReader
-	idle    time.Duration
-	stalled chan struct{}
-	timer   *time.Timer
+	idle  time.Duration
+	floor int64
+	idler *time.Timer // reset by every byte
+	rater *time.Timer // fires at the end of each window
+	// got counts the window's bytes; held is set when the bandwidth
+	// limit held a read back in it.
+	got  atomic.Int64
+	held atomic.Bool
+	// mu guards why, the stall, and done, set once the watch stopped: a
+	// timer that fires as it stops must not cancel a fill that ended.
+	mu   sync.Mutex
+	why  error
+	done bool
 }
 
 func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io.Reader) *watchedBody {
-	w := &watchedBody{idle: m.stallBound(), stalled: make(chan struct{})}
+	idle := m.stallBound()
+	w := &watchedBody{idle: idle, floor: int64(minSourceRate * idle.Seconds())}
 	// A member's stream is timed by its own bytes, keep-alives included,
 	// and a stalled member is dropped for the origin, which gets the whole
 	// bound again, rather than failing the fill.
 	mb, _ := r.(*memberBody)
-	w.timer = time.AfterFunc(w.idle, func() {
+	w.idler = time.AfterFunc(idle, func() {
 		if mb != nil && mb.dropStalled() {
-			w.timer.Reset(w.idle)
+			w.idler.Reset(idle)
 			return
 		}
-		close(w.stalled)
-		cancel()
+		w.stall(cancel, fmt.Errorf("no data for %s", idle))
 	})
-	progress := func() { w.timer.Reset(w.idle) }
+	w.rater = time.AfterFunc(idle, func() { w.checkRate(mb, cancel) })
+	alive := func() { w.idler.Reset(idle) }
 	if mb != nil {
-		mb.alive = progress
+		mb.alive = alive
 	}
-	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r), progress: progress}
+	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r),
+		progress: func(n int) {
+			w.got.Add(int64(n))
+			alive()
+		},
+		held: func() { w.held.Store(true) }}
 	return w
 }
 
+// checkRate ends a window: a source that sent fewer than floor bytes in
+// it stalls, unless the bandwidth limit held its reads back (the
+// slowness was the supernode's) or a member is read (it sends keep-alives
+// while it waits for its own origin, which its own watchdog times).
+func (w *watchedBody) checkRate(mb *memberBody, cancel context.CancelFunc) {
+	got, held := w.got.Swap(0), w.held.Swap(false)
+	if got >= w.floor || held || (mb != nil && mb.onMember.Load()) {
+		w.rater.Reset(w.idle)
+		return
+	}
+	w.stall(cancel, fmt.Errorf("%d bytes in %s, under the minimum of %d bytes/s", got, w.idle, minSourceRate))
+}
+
+// stall records why the source stalled and cancels the fill, unless the
+// watch stopped.
+func (w *watchedBody) stall(cancel context.CancelFunc, why error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done || w.why != nil {
+		return
+	}
+	w.why = why
+	cancel()
+}
+
 // stallBound is how long a source (a member too) may send nothing before
-// it is given up.
+// it is given up, and the window over which it must send at
+// minSourceRate.
 func (m *Manager) stallBound() time.Duration { return 3 * m.cfg.SourceTimeout }
 
 // stop ends the watch; it returns the stall as a source error if the
 // watchdog fired.
 func (w *watchedBody) stop(m *Manager, url string) error {
-	w.timer.Stop()
-	select {
-	case <-w.stalled:
-		m.countSourceFailure()
-		return &SourceError{URL: url, Err: fmt.Errorf("no data for %s", w.idle)}
-	default:
+	w.idler.Stop()
+	w.rater.Stop()
+	w.mu.Lock()
+	w.done = true
+	why := w.why
+	w.mu.Unlock()
+	if why == nil {
 		return nil
 	}
+	m.countSourceFailure()
+	return &SourceError{URL: url, Err: why}
 }
 
 // countingReader applies the bandwidth limit, counts source bytes and
-// reports progress (to the stall watchdog).
+// reports them (to the stall watchdog), and reads the limit held back.
 type countingReader struct {
 	r        io.Reader
 	ctx      context.Context
 	lim      *xrate.Limiter
 	c        prometheus.Counter
-	progress func()
+	progress func(n int)
+	held     func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -140,11 +206,15 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		err = errTruncated
 	}
 	if n > 0 {
-		c.progress()
+		c.progress(n)
 		c.c.Add(float64(n))
 		if c.lim != nil {
+			begin := time.Now()
 			if werr := c.lim.WaitN(c.ctx, n); werr != nil {
 				return n, werr
+			}
+			if time.Since(begin) > time.Millisecond {
+				c.held()
 			}
 		}
 	}

@@ -69,7 +69,7 @@ func (m *Manager) startJournal(id string, meta *store.Meta, resume *prefix) *sto
 func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src Source, r io.Reader, f *os.File,
 	cf *cacheFile, meta *store.Meta, sums *fileSums, first int, jr *store.Journal) (*cutter, error) {
 	ps := meta.PieceSize
-	w := m.startWriters(src.TaskID, f, cf, ps, sums, jr, cancel)
+	w := m.startWriters(src.TaskID, f, cf, ps, bufferSize(meta.HTTPFileLen, ps), sums, jr, cancel)
 	body := m.watchBody(ctx, cancel, r)
 	cut := &cutter{body: body, url: src.RawURL, size: piece.ContentSize(ps), length: meta.HTTPFileLen,
 		num: first, off: piece.ContentOffset(first, ps)}
@@ -91,6 +91,16 @@ func (m *Manager) writeBody(ctx context.Context, cancel context.CancelFunc, src 
 	return cut, nil
 }
 
+// bufferSize is the size of a fill's piece buffers: a piece, or the whole
+// wrapped file when it is shorter. A 1000-byte file has a 4 MiB piece
+// size; its buffers need not.
+func bufferSize(length int64, ps int32) int {
+	if wrapped := piece.WrappedLength(length, ps); wrapped >= 0 && wrapped < int64(ps) {
+		return int(wrapped)
+	}
+	return int(ps)
+}
+
 type job struct {
 	num  int
 	buf  []byte
@@ -102,16 +112,20 @@ type job struct {
 // digests, when a task needs any, run beside the reader so reading the
 // socket never waits for hashing; pieces reach them in order.
 type writers struct {
-	m      *Manager
-	id     string
-	f      *os.File
-	cf     *cacheFile
-	ps     int32
-	jobs   chan job
-	hashq  chan job
-	pool   chan []byte
-	hashed chan struct{}
-	wg     sync.WaitGroup
+	m     *Manager
+	id    string
+	f     *os.File
+	cf    *cacheFile
+	ps    int32
+	jobs  chan job
+	hashq chan job
+	// pool holds the free piece buffers, at most cap(pool); made counts
+	// the buffers made so far (the feeder's alone), of bufSize bytes.
+	pool    chan []byte
+	made    int
+	bufSize int
+	hashed  chan struct{}
+	wg      sync.WaitGroup
 	// Writes go one at a time: concurrent writers to one file wait on
 	// the inode lock in the kernel by spinning on the CPU that the other
 	// workers need for their hashing.
@@ -128,14 +142,11 @@ type writers struct {
 	journal *store.Journal
 }
 
-func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, sums *fileSums, jr *store.Journal,
-	stop context.CancelFunc) *writers {
+func (m *Manager) startWriters(id string, f *os.File, cf *cacheFile, ps int32, bufSize int, sums *fileSums,
+	jr *store.Journal, stop context.CancelFunc) *writers {
 	n := m.cfg.Workers
 	w := &writers{m: m, id: id, f: f, cf: cf, ps: ps, jobs: make(chan job, n), pool: make(chan []byte, n*2+1),
-		hashed: make(chan struct{}), journal: jr, failed: make(chan struct{}), stop: stop}
-	for range n*2 + 1 {
-		w.pool <- make([]byte, ps)
-	}
+		bufSize: bufSize, hashed: make(chan struct{}), journal: jr, failed: make(chan struct{}), stop: stop}
 	if sums.Active() {
 		w.hashq = make(chan job, n*2+1)
 		go func() {
@@ -227,16 +238,9 @@ func (w *writers) record(num, n int, b3 digest.Digest) {
 // see is the cancellation that failure caused, and wait returns the cause.
 func (w *writers) feed(ctx context.Context, cut *cutter) error {
 	for !cut.ended {
-		var buf []byte
-		select {
-		case buf = <-w.pool:
-		case <-w.failed:
-			return nil
-		case <-ctx.Done():
-			if w.stopped() {
-				return nil
-			}
-			return ctx.Err()
+		buf, err := w.take(ctx)
+		if buf == nil {
+			return err
 		}
 		// The pool and the failure may be ready together.
 		if w.stopped() {
@@ -260,6 +264,34 @@ func (w *writers) feed(ctx context.Context, cut *cutter) error {
 		w.jobs <- j
 	}
 	return nil
+}
+
+// take returns a free piece buffer: one from the pool, else a new one
+// while fewer than the pool holds were made, else the next one released.
+// Made only when none is free, the buffers are as many as the pieces in
+// flight: a source that trickles holds one, whatever the bound. It returns
+// nil when the fill stopped, with the error feed returns.
+func (w *writers) take(ctx context.Context) ([]byte, error) {
+	select {
+	case buf := <-w.pool:
+		return buf, nil
+	default:
+	}
+	if w.made < cap(w.pool) {
+		w.made++
+		return make([]byte, w.bufSize), nil
+	}
+	select {
+	case buf := <-w.pool:
+		return buf, nil
+	case <-w.failed:
+		return nil, nil
+	case <-ctx.Done():
+		if w.stopped() {
+			return nil, nil
+		}
+		return nil, ctx.Err()
+	}
 }
 
 // wait stops the writers and the hasher and returns the first write error.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
+	"github.com/damselfly-p2p/damselfly/test/disktest"
 )
 
 // readOnlyStore opens every data file read-only: each piece write fails
@@ -155,5 +156,44 @@ func TestWriteErrorAbortsABlockedRead(t *testing.T) {
 	t.Logf("fill failed after %s: %v", took.Round(time.Millisecond), res.Err)
 	if took > 5*time.Second {
 		t.Fatalf("the fill took %s to fail after piece 0 could not be written", took)
+	}
+}
+
+// A source that declares more than the cache disk holds (anyone can set a
+// Content-Length) fails the fill at once, with the refusal, and leaves the
+// disk as free as it found it: ext4 keeps the blocks of a failed
+// reservation, so the disk stayed full until a GC, which counted the file
+// as 0 bytes.
+func TestFillRefusesLengthBeyondFreeSpace(t *testing.T) {
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1073741824")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("x"))
+	}))
+	defer o.Close()
+	st, err := store.New(disktest.Ext4(t, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewMockProgress(gomock.NewController(t))
+	p.EXPECT().ResetCDN("huge")
+	p.EXPECT().FinishCDN("huge", 0, false)
+	m := New(Config{SourceAllow: loopbackAllow()}, st, p, Metrics{}, quietLog())
+	defer m.Close()
+	before, err := st.AvailSpace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, res := start(t, m, Source{TaskID: "huge", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"})
+	after, err := st.AvailSpace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fill: %v; %d bytes free before, %d after, the data file holds %d", res.Err, before, after, st.DataUsage("huge"))
+	if res.OK || !errors.Is(res.Err, syscall.ENOSPC) || !strings.Contains(res.Err.Error(), "more bytes needed") {
+		t.Errorf("fill of a 1 GiB file on a 64 MiB disk: %+v, want the refusal (ENOSPC)", res)
+	}
+	if after < before-1<<20 {
+		t.Errorf("the failed fill left %d bytes free, %d before", after, before)
 	}
 }

@@ -60,7 +60,9 @@ type CDN interface {
 type Store interface {
 	TaskIDs() ([]string, error)
 	ReadMeta(taskID string) (*store.Meta, error)
-	DataSize(taskID string) int64
+	// DataUsage is the space a task's data file takes on disk, its
+	// allocated blocks: what removing it frees.
+	DataUsage(taskID string) int64
 	AvailSpace() (int64, error)
 	Remove(taskID string) error
 }
@@ -251,7 +253,7 @@ func (m *Manager) GCDisk() {
 		if meta, err := m.store.ReadMeta(id); err == nil {
 			access = meta.AccessTime
 		}
-		cands = append(cands, cand{id, access, m.store.DataSize(id)})
+		cands = append(cands, cand{id, access, m.store.DataUsage(id)})
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].access < cands[j].access })
 	freed := int64(0)

@@ -2,14 +2,17 @@ package gc
 
 import (
 	"io"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
 
+	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
+	"github.com/damselfly-p2p/damselfly/test/disktest"
 )
 
 type mocks struct {
@@ -83,7 +86,7 @@ func TestGCDiskLRU(t *testing.T) {
 	for id, at := range map[string]int64{"new": 300, "old": 100, "mid": 200} {
 		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
 		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: at}, nil)
-		x.store.EXPECT().DataSize(id).Return(int64(30))
+		x.store.EXPECT().DataUsage(id).Return(int64(30))
 	}
 	gomock.InOrder(
 		x.store.EXPECT().Remove("old").Return(nil),
@@ -100,7 +103,7 @@ func TestGCDiskLRU(t *testing.T) {
 	x.store.EXPECT().TaskIDs().Return([]string{"fresh"}, nil)
 	x.tasks.EXPECT().Has("fresh").Return(false)
 	x.store.EXPECT().ReadMeta("fresh").Return(&store.Meta{TaskID: "fresh", AccessTime: x.m.now().UnixMilli()}, nil)
-	x.store.EXPECT().DataSize("fresh").Return(int64(30))
+	x.store.EXPECT().DataUsage("fresh").Return(int64(30))
 	x.m.GCDisk()
 
 	// Below the full threshold: recent files go too, oldest first, until
@@ -110,7 +113,7 @@ func TestGCDiskLRU(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
 		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: x.m.now().UnixMilli() + int64(id[0])}, nil)
-		x.store.EXPECT().DataSize(id).Return(int64(60))
+		x.store.EXPECT().DataUsage(id).Return(int64(60))
 	}
 	gomock.InOrder(x.store.EXPECT().Remove("a").Return(nil), x.store.EXPECT().Remove("b").Return(nil))
 	x.m.GCDisk()
@@ -129,4 +132,54 @@ func TestGCTaskStopsCDNBeforeProgress(t *testing.T) {
 	x.tasks.EXPECT().Has("t1").Return(true)
 	x.tasks.EXPECT().Remove("t1")
 	x.m.GCTask("t1", true)
+}
+
+// A cache file is counted by the blocks it holds, not by its length: a
+// fill's reservation past its written length (here all of it) frees its
+// blocks too, so removing it is enough, and a newer cache stays.
+func TestGCDiskCountsAllocatedBlocks(t *testing.T) {
+	st, err := store.New(disktest.Ext4(t, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reserved = 30 << 20
+	cacheFile(t, st, "reserved", 100, func(f *os.File) error { return fileio.Reserve(f, reserved, true) })
+	cacheFile(t, st, "other", 200, func(f *os.File) error {
+		_, err := f.Write(make([]byte, 8<<20))
+		return err
+	})
+	avail, err := st.AvailSpace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newMocks(t)
+	x.tasks.EXPECT().Has(gomock.Any()).Return(false).AnyTimes()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	x.m = New(Config{YoungGCThreshold: avail + reserved*2/3, YoungMinIdle: time.Hour},
+		x.tasks, x.dfget, x.prog, x.peers, x.cdn, st, Metrics{}, log)
+	x.m.GCDisk()
+	if _, err := st.ReadMeta("reserved"); err == nil {
+		t.Error("the cache holding the reservation was kept")
+	}
+	if _, err := st.ReadMeta("other"); err != nil {
+		t.Errorf("removing the reservation freed enough, yet the other cache went too: %v", err)
+	}
+}
+
+// cacheFile stores a task's meta, accessed at access (Unix ms), and a data
+// file that fill writes.
+func cacheFile(t *testing.T, st *store.Store, id string, access int64, fill func(*os.File) error) {
+	t.Helper()
+	if err := st.WriteMeta(&store.Meta{TaskID: id, AccessTime: access}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := st.OpenData(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := fill(f); err != nil {
+		t.Fatal(err)
+	}
 }

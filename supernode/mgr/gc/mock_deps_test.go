@@ -389,18 +389,18 @@ func (mr *MockStoreMockRecorder) AvailSpace() *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AvailSpace", reflect.TypeOf((*MockStore)(nil).AvailSpace))
 }
 
-// DataSize mocks base method.
-func (m *MockStore) DataSize(taskID string) int64 {
+// DataUsage mocks base method.
+func (m *MockStore) DataUsage(taskID string) int64 {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "DataSize", taskID)
+	ret := m.ctrl.Call(m, "DataUsage", taskID)
 	ret0, _ := ret[0].(int64)
 	return ret0
 }
 
-// DataSize indicates an expected call of DataSize.
-func (mr *MockStoreMockRecorder) DataSize(taskID any) *gomock.Call {
+// DataUsage indicates an expected call of DataUsage.
+func (mr *MockStoreMockRecorder) DataUsage(taskID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DataSize", reflect.TypeOf((*MockStore)(nil).DataSize), taskID)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DataUsage", reflect.TypeOf((*MockStore)(nil).DataUsage), taskID)
 }
 
 // ReadMeta mocks base method.
