@@ -96,7 +96,7 @@ func (m *Manager) plan(src Source) *plan {
 		if meta.LastModified != 0 {
 			p.headers["If-Modified-Since"] = httpTime(meta.LastModified)
 		}
-	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && (meta.ETag != "" || meta.LastModified != 0):
+	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && ifRange(meta) != "":
 		pre := m.resumable(id, meta, newFileSums(src))
 		if pre == nil {
 			break
@@ -104,13 +104,23 @@ func (m *Manager) plan(src Source) *plan {
 		p.resume = pre
 		p.headers["Range"] = "bytes=" + strconv.FormatInt(piece.ContentOffset(pre.count, meta.PieceSize), 10) + "-" +
 			strconv.FormatInt(meta.HTTPFileLen-1, 10)
-		if meta.ETag != "" {
-			p.headers["If-Range"] = meta.ETag
-		} else {
-			p.headers["If-Range"] = httpTime(meta.LastModified)
-		}
+		p.headers["If-Range"] = ifRange(meta)
 	}
 	return p
+}
+
+// ifRange is the validator a resume sends in If-Range ("" for none, and
+// then no resume): the ETag if it is strong, else Last-Modified. RFC 9110
+// (13.1.5) forbids a weak ETag there; a source answers it with the whole
+// file, so the partial cache would never be resumed.
+func ifRange(meta *store.Meta) string {
+	switch {
+	case meta.ETag != "" && !strings.HasPrefix(meta.ETag, "W/"):
+		return meta.ETag
+	case meta.LastModified != 0:
+		return httpTime(meta.LastModified)
+	}
+	return ""
 }
 
 // sameTask reports whether a cache meta is of this task: same ID and URL,

@@ -47,9 +47,12 @@ func TestPlan(t *testing.T) {
 		"complete, no checks": {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 		"partial":             {meta: &partial, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
 		"partial, date only":  {meta: &partial, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
-		"partial, no journal": {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
-		"partial, user range": {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
-		"partial, no checks":  {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
+		// RFC 9110 forbids a weak ETag in If-Range: the date, or no resume.
+		"partial, weak etag":      {meta: &partial, edit: func(m *store.Meta) { m.ETag = `W/"e1"` }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
+		"partial, weak etag only": {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = `W/"e1"`, 0 }, src: src, headers: map[string]string{}, resume: -1},
+		"partial, no journal":     {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
+		"partial, user range":     {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
+		"partial, no checks":      {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m, st := newManager(t, nil, 0)
