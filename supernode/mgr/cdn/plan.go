@@ -148,7 +148,8 @@ func (p *plan) conditional() bool {
 // 206 (from a source or proxy that ignores If-Range, or answers another
 // range) returns an error wrapping errResumeDropped, and the file must be
 // asked for again. Without a resume, a 206 must answer the task's own
-// Range, whose bytes are the task's content.
+// Range, whose bytes are the task's content (as many as its Content-Range
+// states, when it has no Content-Length).
 func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 	partial := resp.StatusCode == http.StatusPartialContent
 	if p.resume != nil && partial {
@@ -159,15 +160,20 @@ func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 		return p.meta.HTTPFileLen, p.meta.PieceSize, nil
 	}
 	p.resume = nil
+	length := resp.ContentLength
 	switch {
 	case partial && p.userRange == "":
 		return 0, 0, errors.New("the request had no Range")
 	case partial:
-		if _, err := partOf(resp, p.userRange); err != nil {
+		cr, err := partOf(resp, p.userRange)
+		if err != nil {
 			return 0, 0, err
 		}
+		// partOf checked a Content-Length against the span; without one
+		// the span is the length, which the cutter holds the body to.
+		length = cr.Last - cr.First + 1
 	}
-	return resp.ContentLength, piece.ComputeSize(resp.ContentLength), nil
+	return length, piece.ComputeSize(length), nil
 }
 
 // continues checks that a 206 continues the cached part: the range the

@@ -156,6 +156,8 @@ func TestPlanSettle(t *testing.T) {
 		"206 without Range": {status: 206, cr: "bytes 0-99/1000", length: 100, userRange: "-", wantLen: -3},
 		"user range":        {status: 206, cr: "bytes 10-19/1000", length: 10, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
 		"user range, other": {status: 206, cr: "bytes 0-9/1000", length: 10, userRange: "bytes=10-19", wantLen: -3},
+		// The span tells the length a chunked 206 does not.
+		"user range, unsized": {status: 206, cr: "bytes 10-19/1000", length: -1, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := &plan{meta: meta, resume: &prefix{count: 1}, headers: map[string]string{"Range": "bytes=59-999", "If-Range": `"old"`}}
