@@ -67,7 +67,7 @@ func (c *cutter) next(buf []byte) (num, n int, ok bool, err error) {
 // and watched: a source that sends nothing for idle is cancelled, so it
 // fails the task instead of holding it RUNNING forever.
 type watchedBody struct {
-	*countingReader
+	io.Reader
 	idle    time.Duration
 	stalled chan struct{}
 	timer   *time.Timer
@@ -91,7 +91,16 @@ func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io
 	if mb != nil {
 		mb.alive = progress
 	}
-	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r), progress: progress}
+	// A window's discarded bytes are read through the counting reader too,
+	// so a long skip is not taken for a stall.
+	win, _ := r.(*window)
+	if win != nil {
+		r = win.r
+	}
+	w.Reader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r), progress: progress}
+	if win != nil {
+		win.r, w.Reader = w.Reader, win
+	}
 	return w
 }
 

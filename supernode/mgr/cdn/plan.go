@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
 
@@ -149,7 +150,9 @@ func (p *plan) conditional() bool {
 // range) returns an error wrapping errResumeDropped, and the file must be
 // asked for again. Without a resume, a 206 must answer the task's own
 // Range, whose bytes are the task's content (as many as its Content-Range
-// states, when it has no Content-Length).
+// states, when it has no Content-Length); a 200 to that Range (a source
+// that ignores it) is the whole file, whose body settle narrows to the
+// range (ranged).
 func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 	partial := resp.StatusCode == http.StatusPartialContent
 	if p.resume != nil && partial {
@@ -172,8 +175,34 @@ func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 		// partOf checked a Content-Length against the span; without one
 		// the span is the length, which the cutter holds the body to.
 		length = cr.Last - cr.First + 1
+	case p.userRange != "":
+		var err error
+		if length, err = p.ranged(resp); err != nil {
+			return 0, 0, err
+		}
 	}
 	return length, piece.ComputeSize(length), nil
+}
+
+// ranged narrows a 200 to a task with its own Range to the range and
+// returns the range's length (-1: up to the body's end, of unknown
+// length). A member's body is already the task's content.
+func (p *plan) ranged(resp *http.Response) (int64, error) {
+	if _, ok := resp.Body.(*memberBody); ok {
+		return resp.ContentLength, nil
+	}
+	br, err := urlutil.ParseByteRange(p.userRange)
+	if err != nil {
+		return 0, fmt.Errorf("the request's %w", err)
+	}
+	first, length, err := inWhole(br, resp.ContentLength)
+	if err != nil {
+		return 0, fmt.Errorf("%w (Range %q)", err, p.userRange)
+	}
+	win := newWindow(resp.Body, first, length)
+	win.needsByte = true
+	resp.Body = win
+	return length, nil
 }
 
 // continues checks that a 206 continues the cached part: the range the

@@ -158,6 +158,15 @@ func TestPlanSettle(t *testing.T) {
 		"user range, other": {status: 206, cr: "bytes 0-9/1000", length: 10, userRange: "bytes=10-19", wantLen: -3},
 		// The span tells the length a chunked 206 does not.
 		"user range, unsized": {status: 206, cr: "bytes 10-19/1000", length: -1, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		// A 200 is the whole file: the task is its range.
+		"user range, 200":              {status: 200, length: 1000, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, 200 open":         {status: 200, length: 1000, userRange: "bytes=10-", wantLen: 990, wantSize: piece.DefaultSize},
+		"user range, 200 suffix":       {status: 200, length: 1000, userRange: "bytes=-10", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, 200 past the end": {status: 200, length: 1000, userRange: "bytes=990-1999", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, unsized 200":      {status: 200, length: -1, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, unsized 200 open": {status: 200, length: -1, userRange: "bytes=10-", wantLen: -1, wantSize: piece.DefaultSize},
+		"user suffix, unsized 200":     {status: 200, length: -1, userRange: "bytes=-10", wantLen: -3},
+		"user range, 200 too short":    {status: 200, length: 1000, userRange: "bytes=1000-", wantLen: -3},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := &plan{meta: meta, resume: &prefix{count: 1}, headers: map[string]string{"Range": "bytes=59-999", "If-Range": `"old"`}}
