@@ -79,3 +79,41 @@ func TestDfgetSuffixRangeSourcePattern(t *testing.T) {
 	}
 	fileEquals(t, dst, data[len(data)-3000000:])
 }
+
+// A source that ignores Range (here a chunked 200, without Content-Length)
+// answers the supernode's request for a ranged task with the whole file:
+// the CDN stores only the range, so dfget, P2P only, gets exactly those
+// bytes. A suffix range cannot be placed in a body of unknown length: the
+// task fails rather than giving the whole file.
+func TestDfgetRangeHeaderRangeDeafSource(t *testing.T) {
+	o := newOrigin(t)
+	data := randomData(5<<20+17, 41)
+	url := o.add("/deaf.bin", data)
+	o.mu.Lock()
+	o.chunked["/deaf.bin"] = true
+	o.mu.Unlock()
+	sn := startSupernode(t, t.TempDir())
+	out := t.TempDir()
+	for i, tc := range []struct {
+		rg   string
+		want []byte // nil: the download fails
+	}{
+		{"bytes=100-199", data[100:200]},
+		{fmt.Sprintf("bytes=%d-", 4<<20+3), data[4<<20+3:]},
+		{"bytes=-50", nil},
+	} {
+		p := newDfgetPeer(t, "127.0.4."+strconv.Itoa(i+1))
+		dst := filepath.Join(out, strconv.Itoa(i))
+		r := p.run(sn, "-u", url, "-o", dst, "--header", "Range: "+tc.rg, "--notbs")
+		if tc.want == nil {
+			if r.code == 0 {
+				t.Fatalf("%s of a body of unknown length: exit 0, want a failure: %s", tc.rg, lastLine(r.stdout))
+			}
+			continue
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, "length:"+strconv.Itoa(len(tc.want))+" ") {
+			t.Fatalf("%s: exit %d, want length %d: %s", tc.rg, r.code, len(tc.want), r.stdout)
+		}
+		fileEquals(t, dst, tc.want)
+	}
+}

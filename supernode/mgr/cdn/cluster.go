@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -167,8 +168,9 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 			h.Set(k, v)
 		}
 	}
+	// If-Range takes no weak ETag (RFC 9110 13.1.5): Last-Modified then.
 	mb.validator, mb.etag = h.Get("ETag"), true
-	if mb.validator == "" {
+	if mb.validator == "" || strings.HasPrefix(mb.validator, "W/") {
 		mb.validator, mb.etag = h.Get("Last-Modified"), false
 	}
 	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil

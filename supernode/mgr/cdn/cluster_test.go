@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -575,4 +576,41 @@ func countFrames(t *testing.T, b []byte) (pieces, beats int) {
 	}
 	t.Fatal("the stream has no end frame")
 	return 0, 0
+}
+
+// A home whose file carries only a weak ETag (and a Last-Modified): the
+// asker's resume from the origin after the home died sends the date in
+// If-Range, which takes no weak ETag (RFC 9110), so the origin answers the
+// rest rather than the whole file, and the fill completes.
+func TestClusterFallbackWeakETagResumesByDate(t *testing.T) {
+	n := 2*int(piece.ContentSize(piece.DefaultSize)) + 100
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * 3)
+	}
+	mod := time.Now().Add(-time.Hour)
+	var ifRange atomic.Value
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header.Get("If-Range"); v != "" {
+			ifRange.Store(v)
+		}
+		w.Header().Set("ETag", `W/"v1"`)
+		http.ServeContent(w, r, "", mod, bytes.NewReader(data))
+	}))
+	t.Cleanup(o.Close)
+	home, _ := clusterManager(t, anyProgress(t), Metrics{})
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	h := newHomeT(t, home, "t1", int64(n), "cut")
+	asker, st := clusterManager(t, anyProgress(t), Metrics{})
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	if _, res := start(t, asker, src); !res.OK {
+		t.Fatalf("asker: %+v", res)
+	}
+	checkCache(t, st, data)
+	if got, _ := ifRange.Load().(string); got != mod.UTC().Format(http.TimeFormat) {
+		t.Fatalf("resumed with If-Range %q, want the Last-Modified date", got)
+	}
 }

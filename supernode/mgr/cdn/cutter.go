@@ -87,7 +87,9 @@ const minSourceRate = 8 << 10
 // bytes in a window of idle, is cancelled, so it fails the task instead
 // of holding it RUNNING forever.
 type watchedBody struct {
-	*countingReader
+	// Reader is the counting reader over the body, inside the ranged
+	// task's window when it has one.
+	io.Reader
 	idle  time.Duration
 	floor int64
 	idler *time.Timer // reset by every byte
@@ -122,12 +124,21 @@ func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io
 	if mb != nil {
 		mb.alive = alive
 	}
-	w.countingReader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r),
+	// A window's discarded bytes are read through the counting reader too,
+	// so a long skip is not taken for a stall.
+	win, _ := r.(*window)
+	if win != nil {
+		r = win.r
+	}
+	w.Reader = &countingReader{r: r, ctx: ctx, lim: m.limiter, c: m.sourceCounter(r),
 		progress: func(n int) {
 			w.got.Add(int64(n))
 			alive()
 		},
 		held: func() { w.held.Store(true) }}
+	if win != nil {
+		win.r, w.Reader = w.Reader, win
+	}
 	return w
 }
 

@@ -8,11 +8,12 @@ package cdn
 // neither) nothing after byte 0 is taken from the origin, as the CDN's own
 // resume of a partial cache (plan) never resumes without one. A task with
 // the client's own Range is that range of the origin: the rest is the
-// range moved forward, as dfget moves it when it resumes a ranged download.
+// range moved forward, as dfget moves it when it resumes a ranged download;
+// an origin that ignores Range answers the whole file, of which the rest is
+// cut out as a fresh fill cuts the range (plan.ranged).
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,32 +51,37 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 	if err != nil {
 		return err
 	}
-	skip, err := b.checkAnswer(ask, resp)
+	skip, limit, err := b.checkAnswer(ask, resp)
 	if err != nil {
 		resp.Body.Close()
 		return fmt.Errorf("resume at %d after the member: %w", b.off, err)
 	}
-	skipped, err := io.CopyN(io.Discard, resp.Body, skip)
-	b.m.metrics.DownloadBytes.Add(float64(skipped))
-	if err != nil {
-		resp.Body.Close()
-		return fmt.Errorf("skip the %d bytes the member gave: %w", skip, err)
+	// The bytes before the rest are read as the rest is, so they count
+	// and keep the watchdog quiet; the member's own reader is not under
+	// the countingReader.
+	win := newWindow(resp.Body, skip, limit)
+	win.needsByte = ask.user && b.off == 0
+	win.skipped = func(n int) {
+		b.m.metrics.DownloadBytes.Add(float64(n))
+		b.keepAlive()
 	}
-	b.origin = resp.Body
+	b.origin = win
 	return nil
 }
 
 // checkAnswer checks that the origin's answer is the file from byte
 // b.off on, of the version the home read, and returns how many of its
-// bytes come before that byte.
-func (b *memberBody) checkAnswer(ask originAsk, resp *http.Response) (int64, error) {
+// bytes come before that byte and how many follow it that are the file's
+// (-1: up to the body's end).
+func (b *memberBody) checkAnswer(ask originAsk, resp *http.Response) (int64, int64, error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		return ask.checkPart(resp)
+		skip, err := ask.checkPart(resp)
+		return skip, -1, err
 	case http.StatusOK:
 		return ask.checkWhole(resp, b.sameVersion(resp.Header))
 	}
-	return 0, fmt.Errorf("answered %d", resp.StatusCode)
+	return 0, 0, fmt.Errorf("answered %d", resp.StatusCode)
 }
 
 // sameVersion reports whether an answer's validator is the home's: a 200
@@ -127,21 +133,39 @@ func newOriginAsk(src Source, off, length int64) (originAsk, error) {
 
 // checkWhole takes a 200: before any byte was given it is the fill from
 // the start, as a fresh fill takes it; after, only if the origin ignored
-// Range on the same version (it is then skipped to off), and never for a
-// task with its own Range, which a whole file is not.
-func (a originAsk) checkWhole(resp *http.Response, sameVersion bool) (int64, error) {
-	sized := a.length < 0 || resp.ContentLength < 0 || resp.ContentLength == a.length
-	switch {
-	case !sized:
-		return 0, fmt.Errorf("answered 200 with %d bytes for a file of %d", resp.ContentLength, a.length)
-	case a.off == 0:
-		return 0, nil
-	case a.user:
-		return 0, fmt.Errorf("answered 200 (the whole file) to Range %q: the rest of the task's range cannot be read from it", a.spec)
-	case !sameVersion:
-		return 0, fmt.Errorf("source changed since the member read it (If-Range answered with the whole file)")
+// Range on the same version (it is then skipped to off). For a task with
+// its own Range the 200 is the whole file, of which the file is the range
+// (as a fresh fill cuts it, plan.ranged): it is skipped to the range's
+// byte off and read to the range's end.
+func (a originAsk) checkWhole(resp *http.Response, sameVersion bool) (int64, int64, error) {
+	if a.off > 0 && !sameVersion {
+		return 0, 0, fmt.Errorf("source changed since the member read it (If-Range answered with the whole file)")
 	}
-	return a.off, nil
+	if a.user {
+		return a.rangeOfWhole(resp.ContentLength)
+	}
+	if a.length >= 0 && resp.ContentLength >= 0 && resp.ContentLength != a.length {
+		return 0, 0, fmt.Errorf("answered 200 with %d bytes for a file of %d", resp.ContentLength, a.length)
+	}
+	return a.off, -1, nil
+}
+
+// rangeOfWhole places the rest of a task's range in a 200's body of size
+// bytes (-1 when unknown): the bytes before it and its length.
+func (a originAsk) rangeOfWhole(size int64) (int64, int64, error) {
+	first, length, err := inWhole(a.br, size)
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("%w (Range %q)", err, a.spec)
+	case a.length >= 0 && size >= 0 && length != a.length:
+		return 0, 0, fmt.Errorf("answered 200 whose range %q is %d bytes, the member's file %d", a.spec, length, a.length)
+	case a.length >= 0:
+		length = a.length
+	}
+	if length >= 0 {
+		length -= a.off
+	}
+	return first + a.off, length, nil
 }
 
 // checkPart takes a 206 that starts at the byte asked for and ends where

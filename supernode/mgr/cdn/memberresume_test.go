@@ -168,7 +168,8 @@ func TestOriginAskCheck(t *testing.T) {
 		{"bytes=100-199", 10, 100, 206, "bytes 110-199/1000", false, 0},
 		{"bytes=100-199", 10, 100, 206, "bytes 110-150/1000", false, -1},
 		{"bytes=100-199", 10, 100, 206, "bytes 10-99/1000", false, -1},
-		{"bytes=100-199", 10, 100, 200, "", true, -1}, // the whole file is not the range
+		{"bytes=100-199", 10, 100, 200, "", true, 110}, // the whole file: skipped to the range's byte 10
+		{"bytes=100-199", 10, 100, 200, "", false, -1}, // changed
 		{"bytes=100-199", 0, 100, 206, "bytes 100-199/1000", false, 0},
 		{"bytes=100-", 10, 100, 206, "bytes 110-199/200", false, 0},
 		{"bytes=100-", 10, 100, 206, "bytes 110-199/300", false, -1},
@@ -195,7 +196,7 @@ func TestOriginAskCheck(t *testing.T) {
 		}
 		var skip int64
 		if tc.status == http.StatusOK {
-			skip, err = ask.checkWhole(resp, tc.same)
+			skip, _, err = ask.checkWhole(resp, tc.same)
 		} else {
 			skip, err = ask.checkPart(resp)
 		}

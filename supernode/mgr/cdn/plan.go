@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
 
@@ -96,7 +97,7 @@ func (m *Manager) plan(src Source) *plan {
 		if meta.LastModified != 0 {
 			p.headers["If-Modified-Since"] = httpTime(meta.LastModified)
 		}
-	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && (meta.ETag != "" || meta.LastModified != 0):
+	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && ifRange(meta) != "":
 		pre := m.resumable(id, meta, newFileSums(src))
 		if pre == nil {
 			break
@@ -104,13 +105,23 @@ func (m *Manager) plan(src Source) *plan {
 		p.resume = pre
 		p.headers["Range"] = "bytes=" + strconv.FormatInt(piece.ContentOffset(pre.count, meta.PieceSize), 10) + "-" +
 			strconv.FormatInt(meta.HTTPFileLen-1, 10)
-		if meta.ETag != "" {
-			p.headers["If-Range"] = meta.ETag
-		} else {
-			p.headers["If-Range"] = httpTime(meta.LastModified)
-		}
+		p.headers["If-Range"] = ifRange(meta)
 	}
 	return p
+}
+
+// ifRange is the validator a resume sends in If-Range ("" for none, and
+// then no resume): the ETag if it is strong, else Last-Modified. RFC 9110
+// (13.1.5) forbids a weak ETag there; a source answers it with the whole
+// file, so the partial cache would never be resumed.
+func ifRange(meta *store.Meta) string {
+	switch {
+	case meta.ETag != "" && !strings.HasPrefix(meta.ETag, "W/"):
+		return meta.ETag
+	case meta.LastModified != 0:
+		return httpTime(meta.LastModified)
+	}
+	return ""
 }
 
 // sameTask reports whether a cache meta is of this task: same ID and URL,
@@ -138,7 +149,10 @@ func (p *plan) conditional() bool {
 // 206 (from a source or proxy that ignores If-Range, or answers another
 // range) returns an error wrapping errResumeDropped, and the file must be
 // asked for again. Without a resume, a 206 must answer the task's own
-// Range, whose bytes are the task's content.
+// Range, whose bytes are the task's content (as many as its Content-Range
+// states, when it has no Content-Length); a 200 to that Range (a source
+// that ignores it) is the whole file, whose body settle narrows to the
+// range (ranged).
 func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 	partial := resp.StatusCode == http.StatusPartialContent
 	if p.resume != nil && partial {
@@ -149,15 +163,46 @@ func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 		return p.meta.HTTPFileLen, p.meta.PieceSize, nil
 	}
 	p.resume = nil
+	length := resp.ContentLength
 	switch {
 	case partial && p.userRange == "":
 		return 0, 0, errors.New("the request had no Range")
 	case partial:
-		if _, err := partOf(resp, p.userRange); err != nil {
+		cr, err := partOf(resp, p.userRange)
+		if err != nil {
+			return 0, 0, err
+		}
+		// partOf checked a Content-Length against the span; without one
+		// the span is the length, which the cutter holds the body to.
+		length = cr.Last - cr.First + 1
+	case p.userRange != "":
+		var err error
+		if length, err = p.ranged(resp); err != nil {
 			return 0, 0, err
 		}
 	}
-	return resp.ContentLength, piece.ComputeSize(resp.ContentLength), nil
+	return length, piece.ComputeSize(length), nil
+}
+
+// ranged narrows a 200 to a task with its own Range to the range and
+// returns the range's length (-1: up to the body's end, of unknown
+// length). A member's body is already the task's content.
+func (p *plan) ranged(resp *http.Response) (int64, error) {
+	if _, ok := resp.Body.(*memberBody); ok {
+		return resp.ContentLength, nil
+	}
+	br, err := urlutil.ParseByteRange(p.userRange)
+	if err != nil {
+		return 0, fmt.Errorf("the request's %w", err)
+	}
+	first, length, err := inWhole(br, resp.ContentLength)
+	if err != nil {
+		return 0, fmt.Errorf("%w (Range %q)", err, p.userRange)
+	}
+	win := newWindow(resp.Body, first, length)
+	win.needsByte = true
+	resp.Body = win
+	return length, nil
 }
 
 // continues checks that a 206 continues the cached part: the range the

@@ -47,9 +47,12 @@ func TestPlan(t *testing.T) {
 		"complete, no checks": {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 		"partial":             {meta: &partial, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
 		"partial, date only":  {meta: &partial, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
-		"partial, no journal": {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
-		"partial, user range": {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
-		"partial, no checks":  {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
+		// RFC 9110 forbids a weak ETag in If-Range: the date, or no resume.
+		"partial, weak etag":      {meta: &partial, edit: func(m *store.Meta) { m.ETag = `W/"e1"` }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
+		"partial, weak etag only": {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = `W/"e1"`, 0 }, src: src, headers: map[string]string{}, resume: -1},
+		"partial, no journal":     {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
+		"partial, user range":     {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
+		"partial, no checks":      {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m, st := newManager(t, nil, 0)
@@ -153,6 +156,17 @@ func TestPlanSettle(t *testing.T) {
 		"206 without Range": {status: 206, cr: "bytes 0-99/1000", length: 100, userRange: "-", wantLen: -3},
 		"user range":        {status: 206, cr: "bytes 10-19/1000", length: 10, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
 		"user range, other": {status: 206, cr: "bytes 0-9/1000", length: 10, userRange: "bytes=10-19", wantLen: -3},
+		// The span tells the length a chunked 206 does not.
+		"user range, unsized": {status: 206, cr: "bytes 10-19/1000", length: -1, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		// A 200 is the whole file: the task is its range.
+		"user range, 200":              {status: 200, length: 1000, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, 200 open":         {status: 200, length: 1000, userRange: "bytes=10-", wantLen: 990, wantSize: piece.DefaultSize},
+		"user range, 200 suffix":       {status: 200, length: 1000, userRange: "bytes=-10", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, 200 past the end": {status: 200, length: 1000, userRange: "bytes=990-1999", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, unsized 200":      {status: 200, length: -1, userRange: "bytes=10-19", wantLen: 10, wantSize: piece.DefaultSize},
+		"user range, unsized 200 open": {status: 200, length: -1, userRange: "bytes=10-", wantLen: -1, wantSize: piece.DefaultSize},
+		"user suffix, unsized 200":     {status: 200, length: -1, userRange: "bytes=-10", wantLen: -3},
+		"user range, 200 too short":    {status: 200, length: 1000, userRange: "bytes=1000-", wantLen: -3},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := &plan{meta: meta, resume: &prefix{count: 1}, headers: map[string]string{"Range": "bytes=59-999", "If-Range": `"old"`}}
