@@ -295,15 +295,12 @@ func (w *StreamWriter) Stop(ctx context.Context) (int64, error) {
 	case <-ctx.Done():
 		w.mu.Lock()
 		w.abandoned = true
-		stalled := w.cur >= 0
-		since := time.Since(w.outAt)
-		w.mu.Unlock()
-		if stalled {
-			w.mu.Lock()
+		if w.cur >= 0 {
 			defer w.mu.Unlock()
 			w.dropHeld()
-			return w.written, fmt.Errorf("stdout not read for %v: %w", since.Round(time.Second), ErrOutStalled)
+			return w.written, fmt.Errorf("stdout not read for %v: %w", time.Since(w.outAt).Round(time.Second), ErrOutStalled)
 		}
+		w.mu.Unlock()
 		<-w.done // run, between writes, sees abandoned and returns
 	}
 	w.mu.Lock()
