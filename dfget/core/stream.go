@@ -32,17 +32,26 @@ func (d *Download) stream(ctx context.Context) error {
 	if err == nil {
 		n, sum, err = w.Wait(pctx, d.pieceCount(res))
 	}
+	deadline, _ := pctx.Deadline()
 	cancel()
-	written, werr := w.Stop()
+	// The peer's part ends before the wait for out, which a reader that
+	// stopped reading may make long: its cache is not kept for a stream
+	// that will not go on, nor its service announced.
 	closeCache()
+	d.serviceDown()
+	sctx, scancel := context.WithDeadline(ctx, stopDeadline(deadline))
+	written, werr := w.Stop(sctx)
+	scancel()
 	want := int64(-1)
 	if err == nil {
 		want = d.expectedLength(res) // for a chunked source, the finish knows
 	}
-	d.serviceDown()
 	d.streamLength, d.length = d.length, written
 	if errors.Is(werr, downloader.ErrConsumerGone) {
 		return werr
+	}
+	if errors.Is(werr, downloader.ErrOutStalled) {
+		return fail(config.ReasonDownloadError, werr)
 	}
 	if err == nil {
 		d.fromPeers = res.FromPeers
@@ -66,6 +75,20 @@ func (d *Download) stream(ctx context.Context) error {
 	d.log.Warnf("p2p stream failed after %d bytes: %v", written, err)
 	d.sw, d.streamed = w, written
 	return fallBack(config.ReasonDownloadError, err)
+}
+
+// stopStallGrace is how long past the download's deadline (or now, if
+// later) the stream writer may still be stuck in a write to out before
+// dfget gives up on the reader: --timeout covers a stalled reader too.
+const stopStallGrace = 3 * time.Second
+
+// stopDeadline is when StreamWriter.Stop gives up on a stalled out:
+// stopStallGrace after the download's deadline, or after now if later.
+func stopDeadline(deadline time.Time) time.Time {
+	if now := time.Now(); deadline.Before(now) {
+		deadline = now
+	}
+	return deadline.Add(stopStallGrace)
 }
 
 // streamPieces runs P2P into w until it ends, moving to another supernode
@@ -265,7 +288,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.
 		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", d.streamSha256())
-		_, _ = d.sw.Stop()
+		_, _ = d.sw.Stop(ctx)
 	}
 	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
 	// After bytes of the registered file are out, the source must hold a

@@ -142,7 +142,7 @@ func TestStreamWriterOrderAndWindow(t *testing.T) {
 	if sum != hex.EncodeToString(want[:]) {
 		t.Fatalf("md5 %s", sum)
 	}
-	if written, _ := w.Stop(); written != int64(len(data)) {
+	if written, _ := w.Stop(context.Background()); written != int64(len(data)) {
 		t.Fatalf("stop reports %d", written)
 	}
 }

@@ -159,7 +159,7 @@ func TestVerifyHeldStreamPieces(t *testing.T) {
 		if errors.Is(err, ErrHeldMismatch) && errors.Is(err, ErrHeldUncomparable) {
 			t.Errorf("%s: both errors: %v", tc.name, err)
 		}
-		_, _ = w.Stop()
+		_, _ = w.Stop(context.Background())
 	}
 }
 
@@ -185,7 +185,7 @@ func TestStreamRefusesUndigestedSupernodePiece(t *testing.T) {
 	w := NewStreamWriter(&out, 4, true, false)
 	d := &P2P{Client: api.New(), Task: Task{Node: "n", PieceSize: heldSize}, Wrapped: true, Writer: w, Log: quietLog()}
 	ok, err := d.fetch(context.Background(), pi, nil)
-	n, _ := w.Stop()
+	n, _ := w.Stop(context.Background())
 	if ok || !errors.Is(err, api.ErrNoDigest) || n != 0 || out.Len() != 0 || hits.Load() != 0 {
 		t.Fatalf("stream: ok %v, %v; %d bytes written, %d fetches; want the piece refused unfetched", ok, err, n, hits.Load())
 	}

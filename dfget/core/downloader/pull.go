@@ -322,7 +322,10 @@ func (s *pullState) heldBefore(num int) bool {
 // start admits piece pi through the gate and spawns its fetch, or its
 // check when held from before. It returns false for a piece the gate
 // turned away as out of its window: that piece is given back to the
-// supernode as failed.
+// supernode as failed with no dstCid, so that no holder is charged for
+// it (the holder was never asked): a Dragonfly 1.x supernode updates no
+// peer's error counts or blacklist without one, ours takes it as a give-
+// back.
 func (s *pullState) start(pi types.PieceInfo, held bool) (bool, error) {
 	var release func()
 	// A held piece takes no window slot: it is not fetched into memory,
@@ -331,7 +334,7 @@ func (s *pullState) start(pi types.PieceInfo, held bool) (bool, error) {
 		var err error
 		release, err = s.l.Gate.Admit(s.ctx, pi.PieceNum)
 		if errors.Is(err, ErrOutOfWindow) {
-			s.fails = append(s.fails, event{num: pi.PieceNum, rng: pi.Range, dstCID: pi.CID})
+			s.fails = append(s.fails, event{num: pi.PieceNum, rng: pi.Range})
 			return false, nil
 		}
 		if err != nil {

@@ -407,8 +407,9 @@ func TestPullLoopFetchFailures(t *testing.T) {
 	}
 }
 
-// The stream window: a piece the gate turns away is given back as failed
-// and not fetched; an admitted one is fetched.
+// The stream window: a piece the gate turns away is given back as failed,
+// naming no holder (it was never fetched from one: a holder named would
+// be charged for it), and not fetched; an admitted one is fetched.
 func TestPullLoopGate(t *testing.T) {
 	sn, f := newFakeNode(t, answer{code: types.CodePeerContinue, pieces: []types.PieceInfo{info(0), info(5)}})
 	gate := NewMockGate(gomock.NewController(t))
@@ -427,6 +428,9 @@ func TestPullLoopGate(t *testing.T) {
 	for _, r := range f.pulls {
 		if r.Result == types.ResultFail {
 			failed = append(failed, r.Range)
+			if r.DstCID != "" {
+				t.Errorf("give-back of %s names holder %q", r.Range, r.DstCID)
+			}
 		}
 	}
 	if !slices.Equal(failed, []string{info(5).Range}) {

@@ -51,6 +51,16 @@ type StreamWriter struct {
 	// writing is the length of the piece on its way to out: neither held
 	// nor written while run has the lock released.
 	writing int64
+	// cur is the number of that piece, -1 while run writes none: a
+	// supernode the stream moved to may offer it again meanwhile, and it
+	// must count as had (Has), not be fetched and held past next.
+	cur int
+	// outAt is when out last took bytes (or run began a write): how long
+	// a reader has not read, for Stop.
+	outAt time.Time
+	// abandoned is set by a Stop that gave up on a stalled out: run
+	// starts no other write.
+	abandoned bool
 	// headFrom is when the stream's first piece was admitted: its head
 	// start counts from then (a supernode that offers other pieces first,
 	// as a Dragonfly 1.x one may, has no head start to wait for).
@@ -67,7 +77,7 @@ type StreamWriter struct {
 // either way.
 func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		digests: map[int]string{}, done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum)}
+		digests: map[int]string{}, done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum), cur: -1}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -145,7 +155,7 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 		}
 		return err
 	}
-	if p.Num < w.next || w.held[p.Num] != nil {
+	if p.Num < w.next || w.held[p.Num] != nil || p.Num == w.cur {
 		w.mu.Unlock()
 		p.Release()
 		return nil
@@ -190,38 +200,61 @@ func (w *StreamWriter) run() {
 			w.cond.Wait()
 		}
 		p := w.held[w.next]
-		if p == nil {
+		if p == nil || w.abandoned {
 			return
 		}
 		delete(w.held, w.next)
-		w.writing = int64(len(p.Content))
+		w.writing, w.cur, w.outAt = int64(len(p.Content)), p.Num, time.Now()
 		w.mu.Unlock()
-		_, err := w.out.Write(p.Content)
-		if err == nil {
-			_, _ = w.h.Write(p.Content)
-		}
-		n := int64(len(p.Content))
+		err := w.writeOut(p.Content)
 		p.Release()
 		w.mu.Lock()
-		w.writing = 0
+		w.writing, w.cur = 0, -1
 		if err != nil {
-			if errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) {
-				err = ErrConsumerGone
-			} else {
-				err = fmt.Errorf("write stream: %w", err)
-			}
-			w.err = err
-			w.stopped = true
-			w.cond.Broadcast()
-			for k, hp := range w.held {
-				hp.Release()
-				delete(w.held, k)
-			}
+			w.fail(err)
 			return
 		}
-		w.written += n
+		w.written += int64(len(p.Content))
 		w.next++
 		w.cond.Broadcast()
+	}
+}
+
+// outChunk is what writeOut hands out at a time: each chunk taken is a
+// sign of life from the reader, however slowly it reads a whole piece.
+const outChunk = 256 << 10
+
+// writeOut writes b to out and the running hashes, noting each chunk out
+// takes in w.outAt; w.mu is not held.
+func (w *StreamWriter) writeOut(b []byte) error {
+	for len(b) > 0 {
+		c := b[:min(len(b), outChunk)]
+		if _, err := w.out.Write(c); err != nil {
+			return err
+		}
+		_, _ = w.h.Write(c)
+		b = b[len(c):]
+		w.mu.Lock()
+		w.outAt = time.Now()
+		w.mu.Unlock()
+	}
+	return nil
+}
+
+// fail ends the writer with the error writing to out returned; w.mu is
+// held.
+func (w *StreamWriter) fail(err error) {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) {
+		err = ErrConsumerGone
+	} else {
+		err = fmt.Errorf("write stream: %w", err)
+	}
+	w.err = err
+	w.stopped = true
+	w.cond.Broadcast()
+	for k, hp := range w.held {
+		hp.Release()
+		delete(w.held, k)
 	}
 }
 
@@ -247,19 +280,44 @@ func (w *StreamWriter) Wait(ctx context.Context, count int) (int64, string, erro
 // Stop flushes the contiguous pieces already held, drops the rest and
 // stops the writer. It returns the bytes written, the state a fallback to
 // the source continues from, and the writer's error if it failed.
-func (w *StreamWriter) Stop() (int64, error) {
+//
+// Once ctx is done, a write that out has not taken bytes of is given up:
+// Stop returns ErrOutStalled, and the writer's goroutine stays blocked in
+// out.Write (it ends with the process; nothing else can unblock a write
+// to a pipe no one reads).
+func (w *StreamWriter) Stop(ctx context.Context) (int64, error) {
 	w.mu.Lock()
 	w.stopped = true
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	<-w.done
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		w.mu.Lock()
+		w.abandoned = true
+		if w.cur >= 0 {
+			defer w.mu.Unlock()
+			w.dropHeld()
+			return w.written, fmt.Errorf("stdout not read for %v: %w", time.Since(w.outAt).Round(time.Second), ErrOutStalled)
+		}
+		w.mu.Unlock()
+		<-w.done // run, between writes, sees abandoned and returns
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.dropHeld()
+	return w.written, w.err
+}
+
+// ErrOutStalled is a stream whose reader stopped taking bytes.
+var ErrOutStalled = errors.New("stream output stalled")
+
+// dropHeld releases the pieces held for writing; w.mu is held.
+func (w *StreamWriter) dropHeld() {
 	for k, p := range w.held {
 		p.Release()
 		delete(w.held, k)
 	}
-	return w.written, w.err
 }
 
 // Continue writes more bytes after Stop (the fallback), keeping the
@@ -272,7 +330,7 @@ func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
 func (w *StreamWriter) Has(num int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return num < w.next || w.held[num] != nil
+	return num < w.next || w.held[num] != nil || num == w.cur
 }
 
 // PieceDigest is the digest piece num was verified with, "" if it is not

@@ -3,6 +3,7 @@ package downloader
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -25,7 +26,7 @@ func admitAsync(w *StreamWriter, num int) <-chan error {
 func firstAdmitted(t *testing.T) *StreamWriter {
 	t.Helper()
 	w := NewStreamWriter(discard{}, 4, false, false)
-	t.Cleanup(func() { w.Stop() })
+	t.Cleanup(func() { w.Stop(context.Background()) })
 	if _, err := w.Admit(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func (g gatedOut) Write(b []byte) (int, error) {
 func TestStreamWriterWritesOutBeforePushEnds(t *testing.T) {
 	out := gatedOut{wrote: make(chan []byte, 4)}
 	w := NewStreamWriter(out, 2, false, false)
-	defer w.Stop()
+	defer w.Stop(context.Background())
 	var released atomic.Int32
 	var pushEnded atomic.Bool
 	w.Push = func(ctx context.Context, p *Piece) {
@@ -122,7 +123,7 @@ func TestStreamWriterWritesOutBeforePushEnds(t *testing.T) {
 func TestStreamWriterSkipsPushOfNoSharePiece(t *testing.T) {
 	var out bytes.Buffer
 	w := NewStreamWriter(&out, 2, false, false)
-	defer w.Stop()
+	defer w.Stop(context.Background())
 	var pushed []int
 	w.Push = func(_ context.Context, p *Piece) { pushed = append(pushed, p.Num) }
 	released := 0
@@ -149,9 +150,111 @@ func (discard) Write(b []byte) (int, error) { return len(b), nil }
 // in flight to wait for.
 func TestStreamWriterNoHeadStartWithoutFirstPiece(t *testing.T) {
 	w := NewStreamWriter(discard{}, 4, false, false)
-	defer w.Stop()
+	defer w.Stop(context.Background())
 	t0 := time.Now()
 	if _, err := w.Admit(context.Background(), 2); err != nil || time.Since(t0) > headStartWait/2 {
 		t.Fatalf("piece 2: %v after %v", err, time.Since(t0))
+	}
+}
+
+// heldOut is an out whose writes wait for the test: entered gets each
+// write as it begins, and it returns once release is sent to (or closed).
+type heldOut struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newHeldOut() heldOut {
+	return heldOut{entered: make(chan struct{}, 8), release: make(chan struct{}, 8)}
+}
+
+func (h heldOut) Write(b []byte) (int, error) {
+	h.entered <- struct{}{}
+	<-h.release
+	return len(b), nil
+}
+
+// A piece on its way to out when a supernode the stream moved to offers
+// it again is had: Has says so (the pull loop then checks its digest
+// instead of fetching it), its digest still answers, and a second copy
+// is dropped. Held again, it would never be written nor released: each
+// such piece took a window slot for good and counted in Committed.
+func TestStreamWriterPieceBeingWrittenIsHad(t *testing.T) {
+	out := newHeldOut()
+	w := NewStreamWriter(out, 2, false, false)
+	defer func() { close(out.release); w.Stop(context.Background()) }()
+	ctx := context.Background()
+	rel, err := w.Admit(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("a"), Digest: "md5:x", release: rel}); err != nil {
+		t.Fatal(err)
+	}
+	<-out.entered // piece 0 is being written; next is still 0
+	if !w.Has(0) {
+		t.Error("piece 0 not had while being written")
+	}
+	if d := w.PieceDigest(0); d != "md5:x" {
+		t.Errorf("digest of piece 0 while being written: %q", d)
+	}
+	released := false
+	if err := w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("a"), release: func() { released = true }}); err != nil {
+		t.Fatal(err)
+	}
+	if !released {
+		t.Error("second copy of the piece being written kept")
+	}
+	out.release <- struct{}{}
+	for w.Next() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	if c := w.Committed(); c != 1 {
+		t.Errorf("Committed %d after piece 0 (1 byte) written, want 1", c)
+	}
+	// Pieces 1 and 2 fill the window of 2 from next 1.
+	for _, n := range []int{1, 2} {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := w.Admit(actx, n)
+		cancel()
+		if err != nil {
+			t.Fatalf("admit %d with next 1, window 2: %v", n, err)
+		}
+	}
+}
+
+// A reader that stopped reading: once Stop's context ends, Stop gives up
+// on the write out is stuck in (the goroutine stays blocked; the process
+// ends it) instead of waiting for it for good.
+func TestStreamWriterStopGivesUpOnStalledOut(t *testing.T) {
+	out := newHeldOut()
+	w := NewStreamWriter(out, 2, false, false)
+	defer close(out.release)
+	ctx := context.Background()
+	if err := w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WritePiece(ctx, &Piece{Num: 1, Content: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	<-out.entered
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := w.Stop(sctx); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrOutStalled) {
+			t.Fatalf("Stop: %v, want ErrOutStalled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop still waits for a write out does not take")
+	}
+	// Released, the stuck write ends and no other begins.
+	out.release <- struct{}{}
+	select {
+	case <-out.entered:
+		t.Error("piece 1 written after Stop gave up")
+	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -66,7 +66,7 @@ func TestStreamWriterSha256(t *testing.T) {
 	if _, _, err := w.Wait(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Stop(); err != nil {
+	if _, err := w.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Continue().Write(data[6:]); err != nil {
@@ -76,7 +76,7 @@ func TestStreamWriterSha256(t *testing.T) {
 		t.Fatalf("sha256 %v of %q", got, out.String())
 	}
 	plain := NewStreamWriter(&bytes.Buffer{}, 1, false, false)
-	defer plain.Stop()
+	defer plain.Stop(context.Background())
 	if want := digest.Sum(digest.SHA256, nil); want.Check(plain.Sha256()) == nil {
 		t.Fatal("a stream without --digest matched a sha256")
 	}

@@ -33,6 +33,11 @@ const (
 	// It counts as had by that client but does not make it a holder; only
 	// Success (/peer/piece/suc, sent once the piece is written) does.
 	SemiSuccess
+	// GivenBack is a failure that names no holder (no dstCid): from a
+	// stream client, a piece its writer's window turned away before it
+	// was fetched. It is available again and no one is charged for it;
+	// from any other client it is a Failed.
+	GivenBack
 )
 
 // DefaultWindow is the window of a streaming client that asked for <= 0.
@@ -308,12 +313,13 @@ func (m *Manager) unrun(c *clientState, num int) (string, bool) {
 }
 
 // Update records that client cid finished piece num with status (Success,
-// SemiSuccess or Failed). A piece already had stays so: a re-report only
+// SemiSuccess, Failed or GivenBack). A piece already had stays so: a re-report only
 // adds the holder a Success brings, as v1 does when /peer/piece/suc follows
 // a 503. It returns the peer the piece was running from ("" if it was not).
 // A piece the CDN has not written is refused whatever the status, unless a
 // failure of a piece the client runs (the CDN may have started over since):
-// a number out of the task is a client's mistake or a forgery.
+// a number out of the task is a client's mistake or a forgery. A stream's
+// give-back returns "": no peer is to blame for it.
 func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -330,6 +336,16 @@ func (m *Manager) Update(taskID, cid string, num int, st Status) (string, error)
 		return "", fmt.Errorf("%w: piece %d of task %s", ErrUnknownPiece, num, taskID)
 	}
 	dst, wasRunning := m.stopRunning(c, num)
+	if st == GivenBack {
+		if c.stream {
+			// The holder was never asked for the piece: blaming it
+			// would blacklist it for this client's host, count
+			// against it for every client and probe it, all for a
+			// reader slower than the window.
+			return "", nil
+		}
+		st = Failed
+	}
 	// A stream's peer serves only what its stream cache holds, and the
 	// cache says what that is (AddHolder, RemoveHolder). Its success
 	// report does not make it a holder: a stream without a cache (its

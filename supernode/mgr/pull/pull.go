@@ -231,6 +231,11 @@ func (m *Manager) reportPiece(q Query, pieceSize int32) error {
 		st = progress.SemiSuccess
 	case types.ResultFail:
 		st = progress.Failed
+		if q.DstCID == "" {
+			// Our stream's give-back (the window was full); a
+			// fetch that failed names its holder.
+			st = progress.GivenBack
+		}
 	default:
 		return errorf(types.CodeParamError, "invalid result %d for a running task", q.Result)
 	}
@@ -242,7 +247,8 @@ func (m *Manager) reportPiece(q Query, pieceSize int32) error {
 	if err != nil {
 		return errorf(types.CodeTargetNotFound, "%w", err)
 	}
-	if st == progress.Failed && dst != "" && dst != m.Progress.SuperPID() {
+	// A stream's give-back comes back with no dst: nothing to probe.
+	if (st == progress.Failed || st == progress.GivenBack) && dst != "" && dst != m.Progress.SuperPID() {
 		m.Prober.Probe(dst)
 	}
 	return nil

@@ -225,6 +225,29 @@ func TestPullFailedPieceProbesPeer(t *testing.T) {
 				d.prober.EXPECT().Probe(tc.dst)
 			}
 			d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
+			if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", DstCID: "c2", Status: types.TaskStatusRunning,
+				Result: types.ResultFail, Range: "4194304-8388607"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// A failure that names no holder is a give-back (a stream's window was
+// full): progress is told so, and decides whom, if anyone, to charge. A
+// stream's give-back charges no one and probes no one; another client's
+// is a failure of the piece's holder, probed as such.
+func TestPullFailureWithoutDstIsGiveBack(t *testing.T) {
+	for _, dst := range []string{"", "p2"} {
+		t.Run("dst="+dst, func(t *testing.T) {
+			d := newDeps(t, 0)
+			idleWaiter(d)
+			id := running(t, d)
+			d.prog.EXPECT().Update(id, "c1", 1, progress.GivenBack).Return(dst, nil)
+			if dst != "" {
+				d.prober.EXPECT().Probe(dst)
+			}
+			d.sched.EXPECT().Schedule(id, "c1").Return(nil, scheduler.ErrLimited)
 			if _, err := d.m.Pull(context.Background(), Query{TaskID: id, SrcCID: "c1", Status: types.TaskStatusRunning,
 				Result: types.ResultFail, Range: "4194304-8388607"}); err != nil {
 				t.Fatal(err)
