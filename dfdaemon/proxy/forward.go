@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/damselfly-p2p/damselfly/pkg/fwdbody"
 	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -73,9 +73,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target *url.URL)
 			pr.Out.Header.Del("X-Forwarded-Host")  // a forward proxy keeps the
 			pr.Out.Header.Del("X-Forwarded-Proto") // origin's own Host and scheme
 			addVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor, p.via)
-			if pr.Out.Body != nil && pr.Out.ContentLength > 0 {
-				pr.Out.Body = &sizedBody{ReadCloser: pr.Out.Body, left: pr.Out.ContentLength}
-			}
+			fwdbody.Bound(pr.Out) // so a response already started cannot cut the forward
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			addVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor, p.via)
@@ -142,34 +140,4 @@ func newStdLogger(p *Proxy) *log.Logger { return log.New(logWriter{p}, "", 0) }
 func (l logWriter) Write(b []byte) (int, error) {
 	l.p.log.Debug("proxy: " + strings.TrimSpace(string(b)))
 	return len(b), nil
-}
-
-// sizedBody ends a request body of known length at that length without
-// another read. The transport, having sent the declared length, reads
-// once more to check for excess; by then an origin that answered as soon
-// as it had the body may have started the response, and net/http drains
-// and closes the client's body when a response starts. That read then
-// fails, the transport drops the origin connection, and the client gets
-// a cut response. The server's body never yields more than its length,
-// so the check has nothing to find. (EnableFullDuplex, which would keep
-// the body open, makes net/http panic when the handler leaves a body
-// unread: golang/go#68560.)
-type sizedBody struct {
-	io.ReadCloser
-	left int64
-}
-
-func (b *sizedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.ReadCloser.Read(p)
-	b.left -= int64(n)
-	if b.left <= 0 && err == nil {
-		err = io.EOF
-	}
-	return n, err
 }
