@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/damselfly-p2p/damselfly/pkg/fwdbody"
 	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
@@ -72,6 +73,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target *url.URL)
 			pr.Out.Header.Del("X-Forwarded-Host")  // a forward proxy keeps the
 			pr.Out.Header.Del("X-Forwarded-Proto") // origin's own Host and scheme
 			addVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor, p.via)
+			fwdbody.Bound(pr.Out) // so a response already started cannot cut the forward
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			addVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor, p.via)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -343,4 +344,79 @@ func TestForwardSlowOrigin(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("answered after %v, timeout 300ms", d)
 	}
+}
+
+// An origin that answers as soon as it has the request body starts the
+// response while the transport still holds that body: after the declared
+// length it reads it once more, to check for excess. That read must not
+// find the body closed under it, or the transport drops the origin
+// connection and the client gets a cut response (TestHijack's flake
+// under load). lateBodyTransport holds the transport's late read until
+// the client has the response headers, which makes the race certain.
+func TestForwardBodyOutlivesResponseStart(t *testing.T) {
+	payload := randomBytes(1 << 20)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		w.Write(payload)
+	}))
+	defer origin.Close()
+	tr := &lateBodyTransport{rt: newTransport(DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout),
+		gate: make(chan struct{}), late: make(chan error, 1)}
+	var release sync.Once
+	open := func() { release.Do(func() { close(tr.gate) }) }
+	t.Cleanup(open)
+	_, px := startProxy(t, Options{Transport: tr})
+	c := proxyClient(px.URL, nil)
+	defer c.CloseIdleConnections()
+
+	req, _ := http.NewRequest("PUT", origin.URL+"/up", strings.NewReader("up"))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	open()
+	if err := <-tr.late; err != io.EOF {
+		t.Errorf("the transport's read of the request body after the response started: %v, want EOF", err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Errorf("response through the proxy: %d of %d bytes, %v", len(got), len(payload), err)
+	}
+}
+
+// lateBodyTransport makes each request body's reads past its declared
+// length wait for gate, and reports the first such read's error on late.
+type lateBodyTransport struct {
+	rt   *http.Transport
+	gate chan struct{}
+	late chan error
+}
+
+func (l *lateBodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &lateBody{ReadCloser: r.Body, left: r.ContentLength, l: l}
+	}
+	return l.rt.RoundTrip(r)
+}
+
+func (l *lateBodyTransport) CloseIdleConnections() { l.rt.CloseIdleConnections() }
+
+type lateBody struct {
+	io.ReadCloser
+	left int64
+	l    *lateBodyTransport
+	once sync.Once
+}
+
+func (b *lateBody) Read(p []byte) (int, error) {
+	if b.left > 0 {
+		n, err := b.ReadCloser.Read(p)
+		b.left -= int64(n)
+		return n, err
+	}
+	<-b.l.gate
+	n, err := b.ReadCloser.Read(p)
+	b.once.Do(func() { b.l.late <- err })
+	return n, err
 }

@@ -86,8 +86,11 @@ func TestHijack(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, rawURL, err)
 		}
-		body, _ := io.ReadAll(resp.Body)
+		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s %s: reading the body: %v after %d bytes", method, rawURL, err, len(body))
+		}
 		return resp, string(body)
 	}
 	issuer := func(resp *http.Response) string { return resp.TLS.PeerCertificates[0].Issuer.CommonName }

@@ -61,9 +61,11 @@ func TestServeTLSWithLoadedPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // a failure below must not leave Serve running
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, l, &Handler{Mirror: named("mirror")}, &pair, time.Second) }()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	t.Cleanup(hc.CloseIdleConnections)
 	resp, err := hc.Get("https://" + l.Addr().String() + "/_ping")
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +74,7 @@ func TestServeTLSWithLoadedPair(t *testing.T) {
 	if resp.TLS == nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("%d, TLS %v: want 200 over TLS", resp.StatusCode, resp.TLS != nil)
 	}
+	hc.CloseIdleConnections()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 // originListener listens where http.ProxyFromEnvironment does not skip
@@ -39,7 +40,7 @@ func originListener(t *testing.T) (net.Listener, string) {
 			return l, net.JoinHostPort(h, port)
 		}
 	}
-	t.Skip("no address the environment proxy would be used for")
+	imagetest.Unavailable(t, "no address the environment proxy would be used for")
 	return nil, ""
 }
 

@@ -26,6 +26,7 @@ import (
 
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/fwdbody"
 	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
@@ -218,6 +219,7 @@ func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 			pr.Out.Host = ""
 			pr.SetXForwarded()
 			addVia(pr.Out.Header, s.opt.Via)
+			fwdbody.Bound(pr.Out) // so a response already started cannot cut the forward
 		},
 		Transport:     hc.Transport,
 		FlushInterval: -1,

@@ -7,7 +7,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
+	"github.com/damselfly-p2p/damselfly/pkg/taskid"
 )
 
 // An HTTPS origin whose certificate no system root signs. A dfget with
@@ -32,12 +36,26 @@ func TestIntegrityInsecureTaskNotShared(t *testing.T) {
 	sn := startSupernode(t, t.TempDir())
 	out := t.TempDir()
 	insecure := filepath.Join(out, "insecure")
-	if r := newDfgetPeer(t, "127.0.0.30").run(sn, "-u", url, "-o", insecure, "--insecure"); r.code != 0 {
+	r := newDfgetPeer(t, "127.0.0.30").run(sn, "-u", url, "-o", insecure, "--insecure")
+	if r.code != 0 {
 		t.Fatalf("--insecure: exit %d\n%s", r.code, r.stdout)
 	}
 	fileEquals(t, insecure, data)
+	// The --insecure run must have made the supernode task the verifying
+	// dfget is then kept from: had it fallen back to the source, there
+	// would be no task to share and the check below would prove nothing.
+	if strings.Contains(r.stdout, "from the source station") {
+		t.Fatalf("--insecure fell back to the source: no supernode task to keep from others\n%s", r.stdout)
+	}
+	id, err := taskid.Registration{RawURL: url, Trust: taskid.Trust{Insecure: true}}.ID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ti := taskInfo(t, sn, id); ti.CdnStatus != types.CDNStatusSuccess {
+		t.Fatalf("the --insecure task: CDN %s, want %s", ti.CdnStatus, types.CDNStatusSuccess)
+	}
 	verified := filepath.Join(out, "verified")
-	r := newDfgetPeer(t, "127.0.0.31").run(sn, "-u", url, "-o", verified)
+	r = newDfgetPeer(t, "127.0.0.31").run(sn, "-u", url, "-o", verified)
 	t.Logf("without --insecure: exit %d: %s", r.code, lastLine(r.stdout))
 	if r.code == 0 {
 		t.Fatal("a dfget that verifies the origin got the file of a task fetched with --insecure")

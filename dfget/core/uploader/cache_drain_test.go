@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,13 +12,17 @@ import (
 )
 
 // silentSupernode answers no request until the test ends, as a supernode
-// behind a black hole. Its channel gets a value as each request arrives.
-func silentSupernode(t *testing.T) (*httptest.Server, <-chan struct{}) {
+// behind a black hole. Its channel gets a value as each request arrives;
+// inflight counts the requests it holds.
+func silentSupernode(t *testing.T) (sn *httptest.Server, arrived <-chan struct{}, inflight *atomic.Int64) {
 	t.Helper()
 	release := make(chan struct{})
-	arrived := make(chan struct{}, 1024)
-	sn := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
+	arrivals := make(chan struct{}, 1024)
+	inflight = new(atomic.Int64)
+	sn = httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		arrivals <- struct{}{}
 		select {
 		case <-r.Context().Done():
 		case <-release:
@@ -25,7 +30,7 @@ func silentSupernode(t *testing.T) (*httptest.Server, <-chan struct{}) {
 	}))
 	t.Cleanup(sn.Close)
 	t.Cleanup(func() { close(release) }) // runs first: lets sn.Close return
-	return sn, arrived
+	return sn, arrivals, inflight
 }
 
 // waitArrived waits for a request to the silent supernode: a report is in
@@ -67,7 +72,7 @@ func pushPieces(t *testing.T, s *Server, name, superNode string, window, n, pid 
 // silent supernode held the drop (window+1) x 5 s, and the dfget's
 // DELETE /stream/task or the server's orphan sweep with it.
 func TestStreamDropBoundedBySilentSupernode(t *testing.T) {
-	sn, arrived := silentSupernode(t)
+	sn, arrived, _ := silentSupernode(t)
 	s, _ := newTestServer(t)
 	const window = 8
 	pushPieces(t, s, "st", sn.Listener.Addr().String(), window, window, 0)
@@ -95,7 +100,7 @@ func TestStreamDropBoundedBySilentSupernode(t *testing.T) {
 // The orphan sweep runs beside Run's loop: a stream whose dfget was killed
 // while the supernode is silent does not keep Run from ending on its ctx.
 func TestOrphanDropDoesNotHoldRun(t *testing.T) {
-	sn, arrived := silentSupernode(t)
+	sn, arrived, inflight := silentSupernode(t)
 	s, _ := newTestServer(t)
 	owner := startSleeper(t)
 	pushPieces(t, s, "st", sn.Listener.Addr().String(), 2, 2, owner.Process.Pid)
@@ -103,15 +108,16 @@ func TestOrphanDropDoesNotHoldRun(t *testing.T) {
 	_ = owner.Process.Kill()
 	_ = owner.Wait()
 	_, cancel, done := startRun(t, s)
-	// The first idle tick (1 s) starts the drop, which then waits for the
-	// silent supernode.
-	for i := 0; s.stream("st") != nil; i++ {
+	// The first idle tick (1 s) starts the drop: the stream is gone from
+	// the server. While a report is held by the silent supernode the drop
+	// cannot end (the notifier sends one at a time, and the drop waits for
+	// it), so Run's ctx ends while the drop waits.
+	for i := 0; s.stream("st") != nil || inflight.Load() == 0; i++ {
 		if i > 500 {
-			t.Fatal("the orphaned stream was not dropped")
+			t.Fatalf("after 5 s: stream still there %v, %d reports in flight", s.stream("st") != nil, inflight.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()
 	cancel()
 	select {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/damselfly-p2p/damselfly/test/imagetest"
 )
 
 // procPath is the /proc path of this process's fd, as a server names its
@@ -19,7 +21,7 @@ func memfd(t *testing.T, name string, size int64, seals int) int {
 	t.Helper()
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		t.Skipf("memfd: %v", err)
+		imagetest.Unavailable(t, "memfd: %v", err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	if err := unix.Ftruncate(fd, size); err != nil {
@@ -37,7 +39,7 @@ func memfd(t *testing.T, name string, size int64, seals int) int {
 func TestOpenRingTakesServersRing(t *testing.T) {
 	r, err := newRing(4, testPieceSize)
 	if err != nil {
-		t.Skipf("no ring here: %v", err)
+		imagetest.Unavailable(t, "no ring here: %v", err)
 	}
 	defer r.close()
 	f, err := OpenRing(r.path, 4, testPieceSize)

@@ -118,7 +118,7 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 	}
 	gc := time.NewTicker(gcEvery)
 	defer gc.Stop()
-	idle := time.NewTicker(time.Second)
+	idle := time.NewTicker(s.idleEvery)
 	defer idle.Stop()
 	// A drop waits for the eviction reports to the supernode (up to the
 	// notes' grace): it runs beside the loop, one at a time, so the loop
@@ -143,6 +143,7 @@ loop:
 				s.log.Infof("idle for %v, exiting", s.cfg.AliveTime)
 				break loop
 			}
+			s.idleChecks.Add(1)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -41,6 +42,26 @@ func startRun(t *testing.T, s *Server) (port int, cancel func(), done <-chan err
 		}
 	})
 	return l.Addr().(*net.TCPAddr).Port, cancel, ch
+}
+
+// keptRunning waits until n idle checks, all made after AliveTime of
+// quiet, found s still in use. It fails when Run ends instead, or when
+// the checks do not come.
+func keptRunning(s *Server, done <-chan error, n int64) error {
+	quiet := time.Unix(0, s.lastActive.Load()).Add(s.cfg.AliveTime)
+	time.Sleep(time.Until(quiet)) // a lower bound: the checks below come later
+	want := s.idleChecks.Load() + n
+	deadline := time.After(30 * time.Second)
+	for s.idleChecks.Load() < want {
+		select {
+		case err := <-done:
+			return fmt.Errorf("the server idled out (Run: %v) while it should have kept running", err)
+		case <-deadline:
+			return fmt.Errorf("%d idle checks in 30 s, want %d", s.idleChecks.Load(), want)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // startSleeper starts a process that stands for a dfget; the test kills
@@ -179,14 +200,11 @@ func TestIdleServerKeepsUnfinishedDownload(t *testing.T) {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	s.idleEvery = 20 * time.Millisecond
 	f := checkTask(t, s, "dl", nil) // a dfget that does not say its process
 	_, _, done := startRun(t, s)
-	// No check for 1.5 s (the idle tick is 1 s): the next is due later.
-	time.Sleep(1500 * time.Millisecond)
-	select {
-	case <-done:
-		t.Error("the server idled out under an unfinished download")
-	default:
+	if err := keptRunning(s, done, 2); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := os.Stat(f); err != nil {
 		t.Errorf("the unfinished download's file: %v", err)

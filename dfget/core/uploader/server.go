@@ -92,6 +92,12 @@ type Server struct {
 	// deadline (uploadDeadline).
 	uploadGrace     time.Duration
 	uploadFloorRate float64
+	// idleEvery is how often Run checks whether it idled out, and
+	// idleChecks counts the checks that found it still in use: tests
+	// shorten the one and wait on the other, rather than sleep through
+	// checks that may not have run yet.
+	idleEvery  time.Duration
+	idleChecks atomic.Int64
 }
 
 // NewServer returns a peer server for cfg.
@@ -100,7 +106,7 @@ func NewServer(cfg ServerConfig, log *logrus.Logger) *Server {
 		cfg.Token = rand.Text()
 	}
 	s := &Server{cfg: cfg, log: log, client: api.New(), nodes: map[string]*api.Client{}, tasks: map[string]*task{},
-		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second,
+		streams: map[string]*streamCache{}, slotTTL: 30 * time.Second, idleEvery: time.Second,
 		uploadGrace: uploadGrace, uploadFloorRate: uploadFloorRate}
 	if err := s.client.SecureNodes(cfg.NodeToken, cfg.NodeCACerts); err != nil {
 		// Files are still served; only stream-cache reports will fail.

@@ -15,14 +15,29 @@ import (
 func TestFailedCDNFailsTheTask(t *testing.T) {
 	d := newDeps(t)
 	id := running(t, d)
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		d.cdnDone(cdn.Result{Err: errors.New("write piece 0 of t: no space left on device")})
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if st, err := d.m.Wait(ctx, id); err != nil || st != types.CDNStatusFailed {
-		t.Fatalf("wait: %s %v", st, err)
+	type waited struct {
+		st  string
+		err error
+	}
+	got := make(chan waited, 1)
+	go func() {
+		st, err := d.m.Wait(ctx, id)
+		got <- waited{st, err}
+	}()
+	// The CDN ends only once Wait is parked on the running task, so what
+	// is tested is the wake-up, not a status read before the wait.
+	for d.m.waiting.Load() == 0 {
+		select {
+		case w := <-got:
+			t.Fatalf("Wait returned %s %v before the CDN ended", w.st, w.err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	d.cdnDone(cdn.Result{Err: errors.New("write piece 0 of t: no space left on device")})
+	if w := <-got; w.err != nil || w.st != types.CDNStatusFailed {
+		t.Fatalf("wait: %s %v", w.st, w.err)
 	}
 	if info, err := d.m.Info(id); err != nil || info.CdnStatus != types.CDNStatusFailed {
 		t.Fatalf("info: %+v %v", info, err)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -145,6 +146,10 @@ type Manager struct {
 
 	mu    sync.Mutex
 	tasks map[string]*Task
+
+	// waiting counts the Waits blocked for a status change, so a test can
+	// change the status once a waiter is parked rather than after a sleep.
+	waiting atomic.Int64
 }
 
 // New returns a task manager.
@@ -326,11 +331,14 @@ func (m *Manager) Wait(ctx context.Context, id string) (string, error) {
 		if s != types.CDNStatusRunning && s != types.CDNStatusWaiting {
 			return s, nil
 		}
+		m.waiting.Add(1)
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			m.waiting.Add(-1)
 			return s, ctx.Err()
 		}
+		m.waiting.Add(-1)
 	}
 }
 
