@@ -220,24 +220,20 @@ func (w *StreamWriter) run() {
 	}
 }
 
-// outChunk is what writeOut hands out at a time: each chunk taken is a
-// sign of life from the reader, however slowly it reads a whole piece.
-const outChunk = 256 << 10
-
-// writeOut writes b to out and the running hashes, noting each chunk out
-// takes in w.outAt; w.mu is not held.
+// writeOut writes b to out and the running hashes, noting in w.outAt when
+// out took it; w.mu is not held. A piece goes out in one write: in pieces
+// of it, each write into a pipe that had been emptied wakes the reader
+// again, and on a machine of few cores those wake-ups cost a stream its
+// margin over file mode. A reader that stalls is still caught, by the
+// write that does not end (Stop); outAt then dates the last whole piece.
 func (w *StreamWriter) writeOut(b []byte) error {
-	for len(b) > 0 {
-		c := b[:min(len(b), outChunk)]
-		if _, err := w.out.Write(c); err != nil {
-			return err
-		}
-		_, _ = w.h.Write(c)
-		b = b[len(c):]
-		w.mu.Lock()
-		w.outAt = time.Now()
-		w.mu.Unlock()
+	if _, err := w.out.Write(b); err != nil {
+		return err
 	}
+	_, _ = w.h.Write(b)
+	w.mu.Lock()
+	w.outAt = time.Now()
+	w.mu.Unlock()
 	return nil
 }
 
