@@ -241,6 +241,10 @@ func (m *Manager) GCDisk() {
 		m.log.WithError(err).Warn("gc: disk space")
 		return
 	}
+	// A pass that finds enough space counts too (v1 counted only a pass
+	// with files to remove): with capped thresholds most passes are that,
+	// and the gauge shows the GC loop is alive.
+	defer m.metrics.LastDisk.Set(float64(m.now().Unix()))
 	if avail >= young {
 		return
 	}
@@ -262,7 +266,6 @@ func (m *Manager) GCDisk() {
 			break
 		}
 	}
-	m.metrics.LastDisk.Set(float64(m.now().Unix()))
 }
 
 // diskCandidate is a cache file disk GC may remove.

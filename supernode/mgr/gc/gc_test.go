@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
 
@@ -148,7 +150,14 @@ func TestGCDiskThresholdsCappedToDiskSize(t *testing.T) {
 	x.tasks.EXPECT().Has("idle").Return(false).AnyTimes()
 	x.tasks.EXPECT().IfAbsent("idle", gomock.Any()).DoAndReturn(runAbsent).AnyTimes()
 	x.store.EXPECT().ReadMeta("idle").Return(&store.Meta{TaskID: "idle", AccessTime: x.m.now().Add(-time.Minute).UnixMilli()}, nil).AnyTimes()
+	last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "last"})
+	x.m.metrics.LastDisk = last
 	x.m.GCDisk()
+	// A pass that had nothing to do still counts as one.
+	var got dto.Metric
+	if err := last.Write(&got); err != nil || got.GetGauge().GetValue() != float64(x.m.now().Unix()) {
+		t.Errorf("last disk GC %v %v, want %v", got.GetGauge().GetValue(), err, x.m.now().Unix())
+	}
 	young, full, err := x.m.Thresholds()
 	if err != nil || young != (4<<30)/100*20 || full != (4<<30)/100*5 {
 		t.Fatalf("thresholds %d %d %v", young, full, err)
