@@ -60,6 +60,11 @@ type Daemon struct {
 	pieces    *http.Server
 	apiLn     net.Listener
 	pieceLn   net.Listener
+	// closing is closed when shutdown begins: it ends the streams to
+	// other members, which would hold the API server to its deadline.
+	closing chan struct{}
+	// shutdownWait is how long each server's in-flight requests get.
+	shutdownWait time.Duration
 }
 
 // New validates cfg, prepares the home directory and logs, builds the
@@ -79,7 +84,7 @@ func New(cfg config.Config, stderr io.Writer) (*Daemon, error) {
 	if b.Debug {
 		log.SetLevel(logrus.DebugLevel)
 	}
-	d := &Daemon{cfg: b, log: log, logFile: lf, metrics: metrics.New()}
+	d := &Daemon{cfg: b, log: log, logFile: lf, metrics: metrics.New(), closing: make(chan struct{}), shutdownWait: 15 * time.Second}
 	if d.memberTLS, err = memberTLS(b); err != nil {
 		lf.Close()
 		return nil, err
@@ -144,7 +149,7 @@ func (d *Daemon) build() error {
 		Tasks: tasks, Pulls: pulls, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
 		Cluster: clusterView, ClusterCDN: d.cdn,
 		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
-		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow,
+		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow, Closing: d.closing,
 	})
 	d.api = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, ErrorLog: nil}
@@ -243,6 +248,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		"up", d.apiLn.Addr(), d.pieceLn.Addr(), d.cfg.HomeDir, d.cfg.AdvertiseIP)
 	loopCtx, stopLoops := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
+	d.gc.WarnCapped()
 	loops.Add(2)
 	go func() { defer loops.Done(); d.gc.Run(loopCtx) }()
 	go func() { defer loops.Done(); d.pe.Run(loopCtx) }()
@@ -260,14 +266,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.WithError(err).Error("server stopped")
 	}
 	d.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if e := d.api.Shutdown(sctx); e != nil {
-		d.log.WithError(e).Warn("api shutdown")
-	}
-	if e := d.pieces.Shutdown(sctx); e != nil {
-		d.log.WithError(e).Warn("piece server shutdown")
-	}
+	d.shutdownServers()
 	stopLoops()
 	loops.Wait()
 	if d.cluster != nil {
@@ -278,6 +277,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.cdn.Close()
 	d.log.Info("stopped")
 	return err
+}
+
+// shutdownServers stops both servers at once, each with shutdownWait for
+// its in-flight requests: one after the other, a slow API request used the
+// piece server's time, and the piece port kept taking transfers meanwhile
+// that were then cut at exit. Member streams end first (closing): the
+// asking members read the origin instead.
+func (d *Daemon) shutdownServers() {
+	close(d.closing)
+	var wg sync.WaitGroup
+	for name, s := range map[string]*http.Server{"api": d.api, "piece server": d.pieces} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), d.shutdownWait)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				d.log.WithError(err).Warnf("%s shutdown", name)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // serve serves HTTPS when s has a TLS config (certificates loaded), else HTTP.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -86,7 +87,18 @@ func (a *api) streamTask(w http.ResponseWriter, r *http.Request, info types.Task
 		return
 	}
 	keepAlive := time.Duration(min(max(req.KeepAliveMillis, 0), time.Hour.Milliseconds())) * time.Millisecond
-	if err := a.ClusterCDN.ServeMember(r.Context(), info.ID, dw, rc.Flush, keepAlive); err != nil {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if a.Closing != nil {
+		go func() {
+			select {
+			case <-a.Closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	if err := a.ClusterCDN.ServeMember(ctx, info.ID, dw, rc.Flush, keepAlive); err != nil {
 		a.Log.WithField("task", info.ID).WithField("member", shown(req.From)).WithError(err).Warn("cluster fetch ended")
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -105,5 +106,62 @@ func TestClusterInfoRoute(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK || info.Members == nil || (view != nil) != (len(info.Members) == 1) {
 			t.Fatalf("cluster info %d %+v %v", resp.StatusCode, info, err)
 		}
+	}
+}
+
+// A member's stream, which lasts as long as its fill, ends when the
+// supernode shuts down (Closing), so it does not hold the API server's
+// shutdown: the asker gets an error frame and reads the origin.
+func TestClusterFetchEndsOnClosing(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	tasks, c := NewMockTasks(ctrl), NewMockClusterCDN(ctrl)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	closing := make(chan struct{})
+	srv := httptest.NewServer(NewAPI(Deps{Tasks: tasks, Peers: peer.New(nil, nil), Metrics: metrics.New(), Log: log,
+		ClusterCDN: c, Closing: closing}))
+	t.Cleanup(srv.Close)
+	c.EXPECT().MemberOf("t1").Return("")
+	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
+	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+	c.EXPECT().Validators("t1").Return(nil)
+	serving := make(chan struct{})
+	c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+		func(ctx context.Context, _ string, w io.Writer, flush func() error, _ time.Duration) error {
+			close(serving)
+			<-ctx.Done() // a fill that goes on
+			_, _ = w.Write([]byte("error frame"))
+			return flush()
+		})
+	// Cancelled first at cleanup: a stream that never ended would hold
+	// srv.Close.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ended := make(chan string, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+types.ClusterFetchPath,
+			strings.NewReader(`{"taskId":"t1","rawUrl":"http://origin/f"}`))
+		if err != nil {
+			ended <- err.Error()
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			ended <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		ended <- string(b)
+	}()
+	<-serving
+	close(closing)
+	select {
+	case got := <-ended:
+		if got != "error frame" {
+			t.Fatalf("stream: %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not end at shutdown")
 	}
 }

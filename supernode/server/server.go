@@ -108,6 +108,11 @@ type Deps struct {
 	// SourceAllow, when not empty, lists the only source hosts accepted
 	// at registration and preheat.
 	SourceAllow []string
+	// Closing, closed when the supernode shuts down, ends the streams to
+	// other members: one lasts as long as its fill and would hold the
+	// API server's shutdown to its deadline, when the asker can read the
+	// origin instead. Nil: never.
+	Closing <-chan struct{}
 }
 
 type api struct {

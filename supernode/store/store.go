@@ -351,6 +351,15 @@ func (s *Store) AvailSpace() (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// DiskSize is the size of the repo's file system.
+func (s *Store) DiskSize() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.root, err)
+	}
+	return int64(st.Blocks) * int64(st.Bsize), nil
+}
+
 func writeAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

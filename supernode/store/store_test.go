@@ -58,8 +58,12 @@ func TestSidecarsAndLayout(t *testing.T) {
 	if ids, err := s.TaskIDs(); err != nil || len(ids) != 1 || ids[0] != id {
 		t.Fatalf("ids %v %v", ids, err)
 	}
-	if avail, err := s.AvailSpace(); err != nil || avail <= 0 {
+	avail, err := s.AvailSpace()
+	if err != nil || avail <= 0 {
 		t.Fatalf("avail %d %v", avail, err)
+	}
+	if size, err := s.DiskSize(); err != nil || size < avail {
+		t.Fatalf("disk size %d (avail %d) %v", size, avail, err)
 	}
 	if err := s.Remove(id); err != nil {
 		t.Fatal(err)

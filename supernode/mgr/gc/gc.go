@@ -24,6 +24,9 @@ import (
 type Tasks interface {
 	Expired(before time.Time) []string
 	Has(id string) bool
+	// IfAbsent runs fn if task id is not in memory, with registrations
+	// held off while it runs, and reports whether it ran.
+	IfAbsent(id string, fn func()) bool
 	Remove(id string)
 }
 
@@ -60,10 +63,9 @@ type CDN interface {
 type Store interface {
 	TaskIDs() ([]string, error)
 	ReadMeta(taskID string) (*store.Meta, error)
-	// DataUsage is the space a task's data file takes on disk, its
-	// allocated blocks: what removing it frees.
-	DataUsage(taskID string) int64
 	AvailSpace() (int64, error)
+	// DiskSize is the size of the cache's file system.
+	DiskSize() (int64, error)
 	Remove(taskID string) error
 }
 
@@ -223,28 +225,63 @@ func (m *Manager) dropPeer(id string) error {
 // GCDisk frees cache space when free space is below the young threshold:
 // cache files of tasks not in memory go, least recently accessed first,
 // until free space is back above it. Files idle for less than YoungMinIdle
-// are kept unless free space is below the full threshold.
+// are kept unless free space is below the full threshold. Both thresholds
+// are capped to a share of the file system (Thresholds). Free space is
+// read again after each removal rather than summed from the files' sizes:
+// other supernodes may share the disk, and a file a transfer holds open
+// frees nothing until it is closed.
 func (m *Manager) GCDisk() {
+	young, full, err := m.Thresholds()
+	if err != nil {
+		m.log.WithError(err).Warn("gc: disk size")
+		return
+	}
 	avail, err := m.store.AvailSpace()
 	if err != nil {
 		m.log.WithError(err).Warn("gc: disk space")
 		return
 	}
-	if avail >= m.cfg.YoungGCThreshold {
+	// A pass that finds enough space counts too (v1 counted only a pass
+	// with files to remove): with capped thresholds most passes are that,
+	// and the gauge shows the GC loop is alive.
+	defer m.metrics.LastDisk.Set(float64(m.now().Unix()))
+	if avail >= young {
 		return
 	}
-	full := avail <= m.cfg.FullGCThreshold
-	ids, err := m.store.TaskIDs()
+	cands, err := m.diskCandidates()
 	if err != nil {
 		m.log.WithError(err).Warn("gc: list cache")
 		return
 	}
-	type cand struct {
-		id     string
-		access int64
-		size   int64
+	recent := m.now().Add(-m.cfg.YoungMinIdle).UnixMilli()
+	for _, c := range cands {
+		if avail >= young || (avail > full && c.access > recent) {
+			break // sorted: every later file is more recent
+		}
+		if !m.removeCache(c.id) {
+			continue
+		}
+		if avail, err = m.store.AvailSpace(); err != nil {
+			m.log.WithError(err).Warn("gc: disk space")
+			break
+		}
 	}
-	var cands []cand
+}
+
+// diskCandidate is a cache file disk GC may remove.
+type diskCandidate struct {
+	id     string
+	access int64 // Unix ms
+}
+
+// diskCandidates are the cache files of tasks not in memory, least
+// recently accessed first.
+func (m *Manager) diskCandidates() ([]diskCandidate, error) {
+	ids, err := m.store.TaskIDs()
+	if err != nil {
+		return nil, err
+	}
+	var cands []diskCandidate
 	for _, id := range ids {
 		if m.tasks.Has(id) {
 			continue
@@ -253,25 +290,57 @@ func (m *Manager) GCDisk() {
 		if meta, err := m.store.ReadMeta(id); err == nil {
 			access = meta.AccessTime
 		}
-		cands = append(cands, cand{id, access, m.store.DataUsage(id)})
+		cands = append(cands, diskCandidate{id, access})
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].access < cands[j].access })
-	freed := int64(0)
-	recent := m.now().Add(-m.cfg.YoungMinIdle).UnixMilli()
-	for _, c := range cands {
-		if avail+freed >= m.cfg.YoungGCThreshold || (!full && c.access > recent) {
-			break // sorted: every later file is more recent
-		}
-		if m.tasks.Has(c.id) {
-			continue // registered meanwhile
-		}
-		if err := m.store.Remove(c.id); err != nil {
-			m.log.WithError(err).Warnf("gc: remove cache of %s", c.id)
-			continue
-		}
-		freed += c.size
-		m.metrics.Disks.Inc()
-		m.log.Infof("gc: removed cache of %s (%d bytes)", c.id, c.size)
+	return cands, nil
+}
+
+// removeCache removes a task's cache files unless the task is in memory,
+// checked under the task manager's lock: a registration meanwhile would
+// open or reuse the files being removed. It reports whether they went.
+func (m *Manager) removeCache(id string) bool {
+	var err error
+	if !m.tasks.IfAbsent(id, func() { err = m.store.Remove(id) }) {
+		return false // registered meanwhile
 	}
-	m.metrics.LastDisk.Set(float64(m.now().Unix()))
+	if err != nil {
+		m.log.WithError(err).Warnf("gc: remove cache of %s", id)
+		return false
+	}
+	m.metrics.Disks.Inc()
+	m.log.Infof("gc: removed cache of %s", id)
+	return true
+}
+
+// Thresholds are the young and full GC thresholds in force: the
+// configured ones, capped to YoungShare and FullShare of the file
+// system's size, so a small disk (a home on a 4 GB tmpfs) is not below
+// them for good, with every idle cache file removed each round.
+func (m *Manager) Thresholds() (young, full int64, err error) {
+	size, err := m.store.DiskSize()
+	if err != nil {
+		return 0, 0, err
+	}
+	return min(m.cfg.YoungGCThreshold, size/100*YoungSharePercent),
+		min(m.cfg.FullGCThreshold, size/100*FullSharePercent), nil
+}
+
+// The caps of the GC thresholds, in percent of the file system's size.
+const (
+	YoungSharePercent = 20
+	FullSharePercent  = 5
+)
+
+// WarnCapped logs the thresholds that the file system's size caps.
+func (m *Manager) WarnCapped() {
+	young, full, err := m.Thresholds()
+	if err != nil {
+		m.log.WithError(err).Warn("gc: disk size")
+		return
+	}
+	if young < m.cfg.YoungGCThreshold || full < m.cfg.FullGCThreshold {
+		m.log.Warnf("gc: the cache's file system is small: disk GC thresholds capped to %d%% and %d%% of its size: young %d bytes (configured %d), full %d bytes (configured %d)",
+			YoungSharePercent, FullSharePercent, young, m.cfg.YoungGCThreshold, full, m.cfg.FullGCThreshold)
+	}
 }

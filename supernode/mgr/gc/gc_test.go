@@ -3,9 +3,12 @@ package gc
 import (
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/mock/gomock"
 
@@ -78,19 +81,23 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 func TestGCDiskLRU(t *testing.T) {
 	x := newMocks(t)
 	x.m.now = func() time.Time { return time.UnixMilli(1000).Add(2 * time.Hour) }
+	x.store.EXPECT().DiskSize().Return(int64(1000), nil).AnyTimes()
 	// 50 bytes free, young threshold 100: remove least recently used
-	// cache files not in memory until 100 are free.
-	x.store.EXPECT().AvailSpace().Return(int64(50), nil)
+	// cache files not in memory until 100 are free, reading free space
+	// again after each.
 	x.store.EXPECT().TaskIDs().Return([]string{"new", "old", "mid", "live"}, nil)
 	x.tasks.EXPECT().Has("live").Return(true)
 	for id, at := range map[string]int64{"new": 300, "old": 100, "mid": 200} {
 		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
+		x.tasks.EXPECT().IfAbsent(id, gomock.Any()).DoAndReturn(runAbsent).AnyTimes()
 		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: at}, nil)
-		x.store.EXPECT().DataUsage(id).Return(int64(30))
 	}
 	gomock.InOrder(
+		x.store.EXPECT().AvailSpace().Return(int64(50), nil),
 		x.store.EXPECT().Remove("old").Return(nil),
+		x.store.EXPECT().AvailSpace().Return(int64(80), nil),
 		x.store.EXPECT().Remove("mid").Return(nil),
+		x.store.EXPECT().AvailSpace().Return(int64(110), nil),
 	)
 	x.m.GCDisk()
 
@@ -103,20 +110,58 @@ func TestGCDiskLRU(t *testing.T) {
 	x.store.EXPECT().TaskIDs().Return([]string{"fresh"}, nil)
 	x.tasks.EXPECT().Has("fresh").Return(false)
 	x.store.EXPECT().ReadMeta("fresh").Return(&store.Meta{TaskID: "fresh", AccessTime: x.m.now().UnixMilli()}, nil)
-	x.store.EXPECT().DataUsage("fresh").Return(int64(30))
 	x.m.GCDisk()
 
-	// Below the full threshold: recent files go too, oldest first, until
-	// free space is back above the young threshold.
-	x.store.EXPECT().AvailSpace().Return(int64(5), nil)
-	x.store.EXPECT().TaskIDs().Return([]string{"a", "b", "c"}, nil)
-	for _, id := range []string{"a", "b", "c"} {
+	// Below the full threshold: recent files go too, oldest first, while
+	// free space stays at or below it; above it a young GC's rule holds.
+	x.store.EXPECT().TaskIDs().Return([]string{"a", "b", "c", "d"}, nil)
+	for _, id := range []string{"a", "b", "c", "d"} {
 		x.tasks.EXPECT().Has(id).Return(false).AnyTimes()
+		x.tasks.EXPECT().IfAbsent(id, gomock.Any()).DoAndReturn(runAbsent).AnyTimes()
 		x.store.EXPECT().ReadMeta(id).Return(&store.Meta{TaskID: id, AccessTime: x.m.now().UnixMilli() + int64(id[0])}, nil)
-		x.store.EXPECT().DataUsage(id).Return(int64(60))
 	}
-	gomock.InOrder(x.store.EXPECT().Remove("a").Return(nil), x.store.EXPECT().Remove("b").Return(nil))
+	gomock.InOrder(
+		x.store.EXPECT().AvailSpace().Return(int64(5), nil),
+		x.store.EXPECT().Remove("a").Return(nil),
+		// A file a transfer holds open frees nothing yet.
+		x.store.EXPECT().AvailSpace().Return(int64(5), nil),
+		x.store.EXPECT().Remove("b").Return(nil),
+		x.store.EXPECT().AvailSpace().Return(int64(60), nil),
+	)
 	x.m.GCDisk()
+}
+
+// runAbsent is Tasks.IfAbsent of a task not in memory.
+func runAbsent(_ string, fn func()) bool {
+	fn()
+	return true
+}
+
+// On a small file system the thresholds are a share of its size: with 3 GB
+// free of 4 GB, under the configured 20 GB and 5 GB, nothing goes, not
+// even a file idle for a minute (a full GC removed it).
+func TestGCDiskThresholdsCappedToDiskSize(t *testing.T) {
+	x := newMocks(t)
+	x.m.cfg.YoungGCThreshold, x.m.cfg.FullGCThreshold = 20<<30, 5<<30
+	x.m.now = func() time.Time { return time.UnixMilli(0).Add(24 * time.Hour) }
+	x.store.EXPECT().DiskSize().Return(int64(4<<30), nil).AnyTimes()
+	x.store.EXPECT().AvailSpace().Return(int64(3<<30), nil).AnyTimes()
+	x.store.EXPECT().TaskIDs().Return([]string{"idle"}, nil).AnyTimes()
+	x.tasks.EXPECT().Has("idle").Return(false).AnyTimes()
+	x.tasks.EXPECT().IfAbsent("idle", gomock.Any()).DoAndReturn(runAbsent).AnyTimes()
+	x.store.EXPECT().ReadMeta("idle").Return(&store.Meta{TaskID: "idle", AccessTime: x.m.now().Add(-time.Minute).UnixMilli()}, nil).AnyTimes()
+	last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "last"})
+	x.m.metrics.LastDisk = last
+	x.m.GCDisk()
+	// A pass that had nothing to do still counts as one.
+	var got dto.Metric
+	if err := last.Write(&got); err != nil || got.GetGauge().GetValue() != float64(x.m.now().Unix()) {
+		t.Errorf("last disk GC %v %v, want %v", got.GetGauge().GetValue(), err, x.m.now().Unix())
+	}
+	young, full, err := x.m.Thresholds()
+	if err != nil || young != (4<<30)/100*20 || full != (4<<30)/100*5 {
+		t.Fatalf("thresholds %d %d %v", young, full, err)
+	}
 }
 
 // A task dropped while its CDN runs: the fetch is stopped (cdn.Delete
@@ -134,9 +179,9 @@ func TestGCTaskStopsCDNBeforeProgress(t *testing.T) {
 	x.m.GCTask("t1", true)
 }
 
-// A cache file is counted by the blocks it holds, not by its length: a
-// fill's reservation past its written length (here all of it) frees its
-// blocks too, so removing it is enough, and a newer cache stays.
+// Free space is read again after a removal, so a fill's reservation past
+// its written length (here all of it) counts as freed: removing that file
+// is enough, and a newer cache stays.
 func TestGCDiskCountsAllocatedBlocks(t *testing.T) {
 	st, err := store.New(disktest.Ext4(t, 64))
 	if err != nil {
@@ -148,11 +193,28 @@ func TestGCDiskCountsAllocatedBlocks(t *testing.T) {
 		_, err := f.Write(make([]byte, 8<<20))
 		return err
 	})
+	// Thresholds are capped to a share of the disk: fill it to 10% free.
+	size, err := st.DiskSize()
+	if err != nil {
+		t.Fatal(err)
+	}
 	avail, err := st.AvailSpace()
 	if err != nil {
 		t.Fatal(err)
 	}
+	filler, err := os.Create(filepath.Join(st.Root(), "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	if err := fileio.Reserve(filler, avail-size/10, true); err != nil {
+		t.Fatal(err)
+	}
+	if avail, err = st.AvailSpace(); err != nil {
+		t.Fatal(err)
+	}
 	x := newMocks(t)
+	x.tasks.EXPECT().IfAbsent(gomock.Any(), gomock.Any()).DoAndReturn(runAbsent).AnyTimes()
 	x.tasks.EXPECT().Has(gomock.Any()).Return(false).AnyTimes()
 	log := logrus.New()
 	log.SetOutput(io.Discard)

@@ -70,6 +70,20 @@ func (mr *MockTasksMockRecorder) Has(id any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Has", reflect.TypeOf((*MockTasks)(nil).Has), id)
 }
 
+// IfAbsent mocks base method.
+func (m *MockTasks) IfAbsent(id string, fn func()) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "IfAbsent", id, fn)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// IfAbsent indicates an expected call of IfAbsent.
+func (mr *MockTasksMockRecorder) IfAbsent(id, fn any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "IfAbsent", reflect.TypeOf((*MockTasks)(nil).IfAbsent), id, fn)
+}
+
 // Remove mocks base method.
 func (m *MockTasks) Remove(id string) {
 	m.ctrl.T.Helper()
@@ -389,18 +403,19 @@ func (mr *MockStoreMockRecorder) AvailSpace() *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AvailSpace", reflect.TypeOf((*MockStore)(nil).AvailSpace))
 }
 
-// DataUsage mocks base method.
-func (m *MockStore) DataUsage(taskID string) int64 {
+// DiskSize mocks base method.
+func (m *MockStore) DiskSize() (int64, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "DataUsage", taskID)
+	ret := m.ctrl.Call(m, "DiskSize")
 	ret0, _ := ret[0].(int64)
-	return ret0
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
 }
 
-// DataUsage indicates an expected call of DataUsage.
-func (mr *MockStoreMockRecorder) DataUsage(taskID any) *gomock.Call {
+// DiskSize indicates an expected call of DiskSize.
+func (mr *MockStoreMockRecorder) DiskSize() *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DataUsage", reflect.TypeOf((*MockStore)(nil).DataUsage), taskID)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DiskSize", reflect.TypeOf((*MockStore)(nil).DiskSize))
 }
 
 // ReadMeta mocks base method.

@@ -369,6 +369,20 @@ func (m *Manager) Has(id string) bool {
 	return ok
 }
 
+// IfAbsent runs fn if task id is not in memory, under the lock a
+// registration inserts a task under, and reports whether it ran: no task
+// of id is created while fn runs. Disk GC removes a cache file in fn, so a
+// registration never opens or reuses a file that is being removed.
+func (m *Manager) IfAbsent(id string, fn func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.tasks[id]; ok {
+		return false
+	}
+	fn()
+	return true
+}
+
 // Remove forgets a task.
 func (m *Manager) Remove(id string) {
 	m.mu.Lock()
