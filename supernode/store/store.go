@@ -62,12 +62,68 @@ type Store struct {
 	root string
 }
 
-// New creates <root>/download if needed.
+// New creates <root>/download if needed and sweeps it of what a crash
+// left behind (sweep).
 func New(root string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(root, DownloadDir), 0o755); err != nil {
 		return nil, fmt.Errorf("create repo %s: %w", root, err)
 	}
-	return &Store{root: root}, nil
+	s := &Store{root: root}
+	if err := s.sweep(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sweep removes the files that disk GC, which lists tasks by their .meta,
+// would never remove: the temporary files of atomic writes a crash cut
+// short, and the data files, sidecars and journals of tasks without a
+// .meta (Remove deletes the .meta last, so a crash during a Remove leaves
+// it). It runs before the CDN starts: nothing it removes is being written.
+func (s *Store) sweep() error {
+	dir := filepath.Join(s.root, DownloadDir)
+	buckets, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("sweep repo %s: %w", s.root, err)
+	}
+	for _, b := range buckets {
+		if !b.IsDir() {
+			continue
+		}
+		bdir := filepath.Join(dir, b.Name())
+		files, err := os.ReadDir(bdir)
+		if err != nil {
+			continue // an unreadable bucket: disk GC reports it when it lists the repo
+		}
+		for _, f := range files {
+			if !f.IsDir() && leftover(bdir, f.Name()) {
+				// A failure is not fatal: the next start tries again.
+				_ = os.Remove(filepath.Join(bdir, f.Name()))
+			}
+		}
+		_ = os.Remove(bdir) // fails when not empty, as intended
+	}
+	return nil
+}
+
+// leftover reports whether file name of bucket dir is a temporary file, or
+// a task's data file, sidecar or journal while the task has no .meta.
+func leftover(dir, name string) bool {
+	if strings.HasPrefix(name, ".tmp-") {
+		return true
+	}
+	ext := filepath.Ext(name)
+	switch ext {
+	case "", ".md5", ".blake3", ".journal":
+	default:
+		return false
+	}
+	id := strings.TrimSuffix(name, ext)
+	if validID(id) != nil || bucket(id) != filepath.Base(dir) {
+		return false // not a file this store wrote
+	}
+	_, err := os.Lstat(filepath.Join(dir, id+".meta"))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // Root is the repo directory.
@@ -285,13 +341,17 @@ func readSidecar(path, want string) ([]string, error) {
 }
 
 // Remove deletes the data file, its sidecars and journal, and the bucket
-// when empty.
+// when empty. The .meta goes last: disk GC finds a task by it, so a Remove
+// cut short (a crash, an error) leaves it for the next one to finish.
 func (s *Store) Remove(taskID string) error {
 	if err := validID(taskID); err != nil {
 		return err
 	}
 	var errs []error
-	for _, p := range []string{s.DataPath(taskID), s.metaPath(taskID), s.md5Path(taskID), s.blake3Path(taskID), s.journalPath(taskID)} {
+	for _, p := range []string{s.DataPath(taskID), s.md5Path(taskID), s.blake3Path(taskID), s.journalPath(taskID), s.metaPath(taskID)} {
+		if len(errs) > 0 && p == s.metaPath(taskID) {
+			break // kept, for a later Remove to find the rest
+		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -166,3 +166,90 @@ func TestBlake3SidecarRefusesOtherLines(t *testing.T) {
 		}
 	}
 }
+
+// A Remove that fails part way keeps the .meta, by which disk GC finds the
+// task, so the next Remove finishes it; the data, sidecars and journal
+// without a .meta would be listed by nothing.
+func TestRemoveKeepsMetaUntilTheRestIsGone(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "abcdef"
+	if err := s.WriteMeta(&Meta{TaskID: id, URL: "http://o/f"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteMd5(id, []string{"a:1"}, "m"); err != nil {
+		t.Fatal(err)
+	}
+	// A data "file" that cannot be removed: a directory with a file in it.
+	if err := os.MkdirAll(filepath.Join(s.DataPath(id), "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(id); err == nil {
+		t.Fatal("a Remove that left the data reported no error")
+	}
+	if ids, err := s.TaskIDs(); err != nil || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("after a failed Remove, disk GC lists %v (%v), want [%s]", ids, err, id)
+	}
+	if err := os.RemoveAll(s.DataPath(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(s.DataPath(id))); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("files left after the second Remove")
+	}
+}
+
+// Opening a repo sweeps what no GC would remove: temporary files of
+// atomic writes a crash cut short, and a task's data, sidecars and
+// journal without its .meta. A task with a .meta, and files the store did
+// not write, stay.
+func TestNewSweepsLeftovers(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, gone := "abc111", "abc222"
+	if err := s.WriteMeta(&Meta{TaskID: kept, URL: "http://o/f"}); err != nil {
+		t.Fatal(err)
+	}
+	bucket := filepath.Dir(s.DataPath(kept))
+	var keep, sweep []string
+	for _, ext := range []string{"", ".md5", ".blake3", ".journal"} {
+		keep = append(keep, s.DataPath(kept)+ext)
+		sweep = append(sweep, s.DataPath(gone)+ext)
+	}
+	keep = append(keep, s.DataPath(kept)+".meta", filepath.Join(bucket, "notes.txt"), filepath.Join(root, DownloadDir, "zz", "abc333"))
+	sweep = append(sweep, filepath.Join(bucket, ".tmp-"+kept+".meta-12345"), filepath.Join(root, DownloadDir, "def", ".tmp-def444.md5-1"))
+	for _, p := range append(append([]string(nil), keep...), sweep...) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(p); err == nil {
+			continue // the meta written above
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := New(root); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range keep {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+	for _, p := range sweep {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s kept (%v)", strings.TrimPrefix(p, root), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, DownloadDir, "def")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("emptied bucket kept")
+	}
+}

@@ -34,14 +34,29 @@ type cacheFile struct {
 	source   bool
 	cancel   context.CancelFunc
 	finished chan struct{}
-	lazy     lazyMd5
+	// exited is closed once the fetch has made its last write and sent
+	// its last progress event, after finished (its end is reported after
+	// the file is marked ended).
+	exited chan struct{}
+	lazy   lazyMd5
 }
 
 // newCacheFile is the state of a fetch that starts with no piece ready;
 // total sizes the bitset when the piece count is known (else 0).
 func newCacheFile(pieceSize int32, total int, cancel context.CancelFunc) *cacheFile {
 	return &cacheFile{pieceSize: pieceSize, ready: bitset.New(uint(total)), cancel: cancel,
-		finished: make(chan struct{}), wrappedLen: -1}
+		finished: make(chan struct{}), exited: make(chan struct{}), wrappedLen: -1}
+}
+
+// stop cancels a running fetch and waits until it has exited (nil, or a
+// file with no fetch: nothing to stop): it writes nothing more, and sends
+// no more progress events.
+func (cf *cacheFile) stop() {
+	if cf == nil || cf.cancel == nil {
+		return
+	}
+	cf.cancel()
+	<-cf.exited
 }
 
 // setReady records a piece's digests and only then offers the piece, so no
@@ -83,6 +98,7 @@ func (cf *cacheFile) reused(path string, md5s []string, blake3s []digest.Digest,
 	cf.done, cf.ok, cf.wrappedLen = true, true, meta.FileLength
 	cf.lazy = lazyMd5{path: path, key: meta.Blake3, fileMd5: meta.RealMd5}
 	close(cf.finished)
+	close(cf.exited)
 }
 
 // blake3 is the BLAKE3 digest of piece num (zero when unknown).

@@ -204,14 +204,36 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// setFile makes cf the task's file, stopping the fetch of the one before.
+// setFile makes cf the task's file, stopping the fetch of the one before
+// and waiting for its end: two fetches never write one path at once.
 func (m *Manager) setFile(id string, cf *cacheFile) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old := m.files[id]; old != nil && old.cancel != nil {
-		old.cancel()
-	}
+	old := m.files[id]
 	m.files[id] = cf
+	m.mu.Unlock()
+	// Outside m.mu: the piece server's reads of the map do not wait for it.
+	old.stop()
+}
+
+// stopFile stops the running fetch of a task, if any, and waits for its
+// end, so that a fetch starting reads the cache, and resets the task's
+// progress, only once the last one wrote its last.
+func (m *Manager) stopFile(id string) {
+	m.file(id).stop()
+}
+
+// whileCurrent runs write while cf is still the task's file, under m.mu
+// so that Delete cannot drop it, and remove its files, meanwhile: a write
+// for a file dropped since would make a sidecar or meta for a task deleted,
+// which no GC removes. It reports whether write ran.
+func (m *Manager) whileCurrent(id string, cf *cacheFile, write func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.files[id] != cf {
+		return false
+	}
+	write()
+	return true
 }
 
 func (m *Manager) file(id string) *cacheFile {
@@ -308,10 +330,7 @@ func (m *Manager) Delete(taskID string, full bool) error {
 	cf := m.files[taskID]
 	delete(m.files, taskID)
 	m.mu.Unlock()
-	if cf != nil && cf.cancel != nil {
-		cf.cancel()
-		<-cf.finished
-	}
+	cf.stop()
 	if full {
 		return m.store.Remove(taskID)
 	}

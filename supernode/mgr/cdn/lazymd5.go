@@ -123,12 +123,15 @@ func (cf *cacheFile) completeMd5s() bool {
 // saveMd5s writes the .md5 sidecar once every piece md5 is known: partial
 // sets stay in memory (after a restart each piece is hashed again on
 // demand, one read of one piece), so a v1 client costs one sidecar write
-// per file, not one per piece.
+// per file, not one per piece. A file the task no longer has (GC dropped
+// it, and perhaps its cache) gets none.
 func (m *Manager) saveMd5s(id string, cf *cacheFile) {
 	cf.mu.Lock()
 	md5s, key := append([]string(nil), cf.md5s...), cf.lazy.key
 	cf.mu.Unlock()
-	if err := m.store.WriteMd5(id, md5s, key); err != nil {
+	var err error
+	m.whileCurrent(id, cf, func() { err = m.store.WriteMd5(id, md5s, key) })
+	if err != nil {
 		m.log.WithField("task", id).WithError(err).Warn("write md5 sidecar")
 	}
 }
@@ -274,13 +277,21 @@ func (m *Manager) waitAndHashFile(id string, cf *cacheFile) (string, error) {
 		m.reportDamage(id, err)
 		return "", err
 	}
-	if meta, err := m.store.ReadMeta(id); err == nil && meta.Blake3 == key && meta.Finish && meta.Success {
-		meta.RealMd5 = sum
-		if err := m.store.WriteMeta(meta); err != nil {
-			m.log.WithField("task", id).WithError(err).Warn("record the file md5")
-		}
-	}
+	m.whileCurrent(id, cf, func() { m.recordFileMd5(id, key, sum) })
 	return sum, nil
+}
+
+// recordFileMd5 writes a computed whole-file md5 into the meta, if the
+// meta is still of the complete file of content key.
+func (m *Manager) recordFileMd5(id, key, sum string) {
+	meta, err := m.store.ReadMeta(id)
+	if err != nil || meta.Blake3 != key || !meta.Finish || !meta.Success {
+		return
+	}
+	meta.RealMd5 = sum
+	if err := m.store.WriteMeta(meta); err != nil {
+		m.log.WithField("task", id).WithError(err).Warn("record the file md5")
+	}
 }
 
 // hashFile is the md5 of a cache file's content, each piece checked

@@ -40,6 +40,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
 		return Started{}, errors.New("cdn manager is closed")
 	}
+	m.stopFile(src.TaskID)
 	m.progress.ResetCDN(src.TaskID)
 	p := m.plan(src)
 	ctx, cancel := context.WithCancel(m.ctx)
@@ -293,7 +294,11 @@ func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Sour
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		done(m.run(ctx, cancel, src, resp, meta, p.resume, cf))
+		r := m.run(ctx, cancel, src, resp, meta, p.resume, cf)
+		// Before done: a stop waiting for the exit may hold what done
+		// takes (the task's lock, in a registration's Start).
+		close(cf.exited)
+		done(r)
 	}()
 	return Started{HTTPFileLength: length, PieceSize: pieceSize}, nil
 }

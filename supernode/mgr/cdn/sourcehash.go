@@ -34,6 +34,7 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
 		return Started{}, errors.New("cdn manager is closed")
 	}
+	m.stopFile(src.TaskID)
 	sp, err := m.probe(src)
 	if err != nil {
 		return Started{}, err
@@ -49,7 +50,9 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		done(m.hashSource(ctx, cancel, src, sp, cf))
+		r := m.hashSource(ctx, cancel, src, sp, cf)
+		close(cf.exited) // before done, as in begin
+		done(r)
 	}()
 	return Started{HTTPFileLength: sp.length, PieceSize: ps}, nil
 }

@@ -27,6 +27,10 @@ type Tasks interface {
 	// IfAbsent runs fn if task id is not in memory, with registrations
 	// held off while it runs, and reports whether it ran.
 	IfAbsent(id string, fn func()) bool
+	// Detach marks a task as being dropped: it returns once no CDN start
+	// for it is in flight, and none starts after; it reports whether the
+	// task was there (and not being dropped already).
+	Detach(id string) bool
 	Remove(id string)
 }
 
@@ -45,6 +49,8 @@ type Progress interface {
 	DeletePeer(peerID string)
 	DownSince(peerID string) time.Time
 	HasPeer(peerID string) bool
+	// PeerIDs lists the peers that have progress state.
+	PeerIDs() []string
 	SuperPID() string
 }
 
@@ -150,13 +156,20 @@ func (m *Manager) GCMeta() {
 }
 
 // GCTask drops a task from memory: its clients (their peers go down), its
-// CDN state and progress; full also deletes its cache files. The CDN goes
-// first: Delete returns once a running fetch has stopped, so its last
-// piece and finish events reach the progress store before the task is
-// deleted there, not after.
+// CDN state and progress; full also deletes its cache files. The task is
+// detached first: that waits for a CDN start in flight and keeps any
+// registration from starting another, so the fetch cdn.Delete stops is the
+// task's last and none runs on for a task no longer listed, one task GC
+// never sees again and disk GC may delete under it. The CDN goes before
+// the progress: Delete returns once a running fetch has stopped, so its
+// last piece and finish events reach the progress store before the task
+// is deleted there, not after.
 func (m *Manager) GCTask(taskID string, full bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.tasks.Detach(taskID) {
+		m.metrics.Tasks.Inc()
+	}
 	for _, dt := range m.dfget.ByTask(taskID) {
 		m.progress.PeerDown(dt.PeerID)
 		m.progress.DeleteClient(taskID, dt.CID)
@@ -166,9 +179,6 @@ func (m *Manager) GCTask(taskID string, full bool) {
 		m.log.WithError(err).Warnf("gc: delete cdn of %s", taskID)
 	}
 	m.progress.DeleteTask(taskID)
-	if m.tasks.Has(taskID) {
-		m.metrics.Tasks.Inc()
-	}
 	m.tasks.Remove(taskID)
 }
 
@@ -176,7 +186,12 @@ func (m *Manager) gcPeers() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	super := m.progress.SuperPID()
-	for _, id := range m.peers.IDs() {
+	// The states are listed before the records: a registration makes a
+	// peer's record before its state, so a state listed here whose record
+	// is not listed after belongs to a peer deleted, not one registering.
+	tracked := m.progress.PeerIDs()
+	records := m.peers.IDs()
+	for _, id := range records {
 		if id == super {
 			continue
 		}
@@ -188,6 +203,24 @@ func (m *Manager) gcPeers() {
 			m.metrics.Peers.Inc()
 		}
 		m.log.Infof("gc: peer %s", id)
+	}
+	m.sweepPeers(super, tracked, records)
+}
+
+// sweepPeers drops the progress state of peers without a record, which
+// the loop over the records never visits: state made for a peer after it
+// was deleted (a report or probe that overlapped the deletion) would
+// otherwise be kept forever.
+func (m *Manager) sweepPeers(super string, tracked, records []string) {
+	known := make(map[string]bool, len(records))
+	for _, id := range records {
+		known[id] = true
+	}
+	for _, id := range tracked {
+		if id != super && !known[id] {
+			m.progress.DeletePeer(id)
+			m.log.Infof("gc: progress of peer %s, which has no record", id)
+		}
 	}
 }
 

@@ -46,18 +46,23 @@ func TestGCMetaExpiresTasksAndPeers(t *testing.T) {
 	x.tasks.EXPECT().Expired(now.Add(-time.Minute)).Return([]string{"t1"})
 	x.dfget.EXPECT().ByTask("t1").Return([]dfgettask.Task{{CID: "c1", TaskID: "t1", PeerID: "p1"}})
 	gomock.InOrder(
+		x.tasks.EXPECT().Detach("t1").Return(true),
 		x.prog.EXPECT().PeerDown("p1"),
 		x.prog.EXPECT().DeleteClient("t1", "c1"),
 		x.dfget.EXPECT().Delete("c1", "t1"),
 		x.cdn.EXPECT().Delete("t1", false).Return(nil),
 		x.prog.EXPECT().DeleteTask("t1"),
+		x.tasks.EXPECT().Remove("t1"),
 	)
-	x.tasks.EXPECT().Has("t1").Return(true)
-	x.tasks.EXPECT().Remove("t1")
 	// Peers: super kept, p1 down long ago goes, p2 down just now stays,
-	// p3 up stays, p4 without progress goes.
+	// p3 up stays, p4 without progress goes, and p5's progress goes: it
+	// has no record (state made after its record was deleted).
 	x.prog.EXPECT().SuperPID().Return("super")
-	x.peers.EXPECT().IDs().Return([]string{"super", "p1", "p2", "p3", "p4"})
+	gomock.InOrder(
+		x.prog.EXPECT().PeerIDs().Return([]string{"super", "p1", "p2", "p3", "p5"}),
+		x.peers.EXPECT().IDs().Return([]string{"super", "p1", "p2", "p3", "p4"}),
+	)
+	x.prog.EXPECT().DeletePeer("p5")
 	x.prog.EXPECT().DownSince("p1").Return(now.Add(-2 * time.Minute))
 	x.prog.EXPECT().HasPeer("p1").Return(true)
 	x.prog.EXPECT().DownSince("p2").Return(now.Add(-time.Second))
@@ -164,18 +169,19 @@ func TestGCDiskThresholdsCappedToDiskSize(t *testing.T) {
 	}
 }
 
-// A task dropped while its CDN runs: the fetch is stopped (cdn.Delete
-// waits for it, and its last events reach the progress store) before the
-// task's progress is deleted, so no event arrives for a deleted task.
+// A task dropped while its CDN runs: it is detached first (no fetch
+// starts for it after), then the fetch is stopped (cdn.Delete waits for
+// it, and its last events reach the progress store) before the task's
+// progress is deleted, so no event arrives for a deleted task.
 func TestGCTaskStopsCDNBeforeProgress(t *testing.T) {
 	x := newMocks(t)
 	x.dfget.EXPECT().ByTask("t1").Return(nil)
 	gomock.InOrder(
+		x.tasks.EXPECT().Detach("t1").Return(true),
 		x.cdn.EXPECT().Delete("t1", true).Return(nil),
 		x.prog.EXPECT().DeleteTask("t1"),
+		x.tasks.EXPECT().Remove("t1"),
 	)
-	x.tasks.EXPECT().Has("t1").Return(true)
-	x.tasks.EXPECT().Remove("t1")
 	x.m.GCTask("t1", true)
 }
 

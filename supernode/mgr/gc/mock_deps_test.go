@@ -42,6 +42,20 @@ func (m *MockTasks) EXPECT() *MockTasksMockRecorder {
 	return m.recorder
 }
 
+// Detach mocks base method.
+func (m *MockTasks) Detach(id string) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Detach", id)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// Detach indicates an expected call of Detach.
+func (mr *MockTasksMockRecorder) Detach(id any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Detach", reflect.TypeOf((*MockTasks)(nil).Detach), id)
+}
+
 // Expired mocks base method.
 func (m *MockTasks) Expired(before time.Time) []string {
 	m.ctrl.T.Helper()
@@ -258,6 +272,20 @@ func (m *MockProgress) PeerDown(peerID string) {
 func (mr *MockProgressMockRecorder) PeerDown(peerID any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PeerDown", reflect.TypeOf((*MockProgress)(nil).PeerDown), peerID)
+}
+
+// PeerIDs mocks base method.
+func (m *MockProgress) PeerIDs() []string {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "PeerIDs")
+	ret0, _ := ret[0].([]string)
+	return ret0
+}
+
+// PeerIDs indicates an expected call of PeerIDs.
+func (mr *MockProgressMockRecorder) PeerIDs() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PeerIDs", reflect.TypeOf((*MockProgress)(nil).PeerIDs))
 }
 
 // SuperPID mocks base method.

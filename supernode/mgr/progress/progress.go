@@ -693,10 +693,18 @@ func (m *Manager) DropHolder(taskID, peerID string) {
 
 // PeerDown marks a peer offline: it is no longer offered as a holder, its
 // clients' running pieces are released and their windows dropped.
+//
+// A peer without state has nothing to mark: it has no client here, or was
+// deleted (a probe that overlapped its GC or DELETE /api/v1/peers/{id}).
+// State made for it now would be kept forever, as the peer GC walks the
+// peer records, and there is none.
 func (m *Manager) PeerDown(peerID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.peer(peerID)
+	p := m.peers[peerID]
+	if p == nil {
+		return
+	}
 	if p.down.IsZero() {
 		p.down = time.Now()
 	}
@@ -724,6 +732,17 @@ func (m *Manager) HasPeer(peerID string) bool {
 	defer m.mu.Unlock()
 	_, ok := m.peers[peerID]
 	return ok
+}
+
+// PeerIDs lists the peers that have progress state.
+func (m *Manager) PeerIDs() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]string, 0, len(m.peers))
+	for id := range m.peers {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // DeleteClient forgets client cid of task taskID, releasing its loads. A

@@ -590,3 +590,25 @@ func TestDroppedTaskNotRecreated(t *testing.T) {
 		t.Fatalf("%d tasks after the drop, want 0", n)
 	}
 }
+
+// A peer deleted (its GC, or DELETE /api/v1/peers/{id}) and then marked
+// down by a probe that overlapped the deletion gets no state back: the
+// peer GC walks the peer records, so state of a peer without one would be
+// kept forever. A peer with state is marked down as before.
+func TestPeerDownOfADeletedPeerMakesNoState(t *testing.T) {
+	m := setup(t, 1)
+	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.DeletePeer("pa")
+	m.PeerDown("pa")
+	if m.HasPeer("pa") || !m.DownSince("pa").IsZero() {
+		t.Fatal("PeerDown made state for a deleted peer")
+	}
+	if ids := m.PeerIDs(); len(ids) != 0 {
+		t.Fatalf("peers with state: %v", ids)
+	}
+	m.InitClient(task, "b", "pb", false, false, 0, 0)
+	m.PeerDown("pb")
+	if m.DownSince("pb").IsZero() || !slices.Equal(m.PeerIDs(), []string{"pb"}) {
+		t.Fatalf("pb: down %v, peers with state %v", m.DownSince("pb"), m.PeerIDs())
+	}
+}

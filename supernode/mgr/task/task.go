@@ -131,6 +131,9 @@ type Task struct {
 	failedAt   time.Time
 	failErr    error
 	changed    chan struct{}
+	// gone marks a task GC is dropping (Detach): no CDN fetch starts for
+	// it any more, so the one GC stops is its last.
+	gone bool
 }
 
 // Manager is the task manager.
@@ -185,6 +188,12 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.gone {
+		// GC is dropping the task (and perhaps its files): a fetch started
+		// now would outlive it. Once GC is done, a registration makes the
+		// task anew.
+		return nil, errorf(types.CodeSystemError, "task %s is being deleted: register again", src.TaskID)
+	}
 	t.access = m.now()
 	// The trust is in the ID; comparing it too means no choice of URL,
 	// identifier or Range can make a task ID that lets a client join a
@@ -229,12 +238,15 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 	return t, nil
 }
 
-// setStatus changes a task's CDN status; t.mu is held.
+// setStatus changes a task's CDN status; t.mu is held. A task GC dropped
+// left the gauge already (Detach): its fetch's end must not count it again.
 func (m *Manager) setStatus(t *Task, s string) {
 	if t.status == s {
 		return
 	}
-	m.gauge(t.status, s)
+	if !t.gone {
+		m.gauge(t.status, s)
+	}
 	t.status = s
 	close(t.changed)
 	t.changed = make(chan struct{})
@@ -383,16 +395,41 @@ func (m *Manager) IfAbsent(id string, fn func()) bool {
 	return true
 }
 
-// Remove forgets a task.
+// Detach marks task id gone, the first step of dropping it: it waits for
+// a CDN start in flight (ensure holds t.mu across it), and from then on no
+// registration starts a fetch for the task, so the fetch GC stops next
+// (cdn.Delete) is its last and no fetch outlives the task. The task stays
+// listed until Remove: a registration meanwhile is told to register again
+// rather than making a new task whose progress and files GC is deleting.
+// It reports whether the task was there and not gone already.
+func (m *Manager) Detach(id string) bool {
+	m.mu.Lock()
+	t := m.tasks[id]
+	m.mu.Unlock()
+	return t != nil && m.detach(t)
+}
+
+// detach marks t gone and takes it off the gauge; it reports whether t
+// was not gone already.
+func (m *Manager) detach(t *Task) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gone {
+		return false
+	}
+	t.gone = true
+	m.gauge(t.status, "")
+	return true
+}
+
+// Remove forgets a task (detaching it first if Detach was not called).
 func (m *Manager) Remove(id string) {
 	m.mu.Lock()
 	t := m.tasks[id]
 	delete(m.tasks, id)
 	m.mu.Unlock()
 	if t != nil {
-		t.mu.Lock()
-		m.gauge(t.status, "")
-		t.mu.Unlock()
+		m.detach(t)
 	}
 }
 
