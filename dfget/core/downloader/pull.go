@@ -398,10 +398,21 @@ type fetchQueue struct {
 // ends: a piece's check hashes with a large stack frame (BLAKE3's AVX-512
 // kernel), and a goroutine per piece paid growing and copying its stack
 // for every piece.
+//
+// After the loop's context ended no job is queued: the workers that saw
+// it end are gone, and a job queued behind them would never be done,
+// leaving stop waiting forever (and the interrupt swallowed).
 func (s *pullState) enqueue(j fetchJob) {
 	q := &s.fetches
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if s.ctx.Err() != nil {
+		if j.release != nil {
+			j.release()
+		}
+		s.wg.Done()
+		return
+	}
 	if s.l.MaxFetch <= 0 || q.workers < s.l.MaxFetch {
 		q.workers++
 		s.wg.Add(1)
@@ -427,6 +438,9 @@ func (s *pullState) fetchWorker(first fetchJob) {
 		if s.ctx.Err() != nil {
 			jobs := q.jobs
 			q.jobs = nil
+			// Under q.mu with the check of ctx: enqueue either sees
+			// this worker counted or the context ended.
+			q.workers--
 			q.mu.Unlock()
 			for _, j := range jobs {
 				if j.release != nil {
