@@ -71,7 +71,8 @@ type Base struct {
 	// response headers (not the body transfer).
 	SourceTimeout time.Duration `yaml:"sourceTimeout"`
 	// PieceWait is how long /peer/task may wait for a piece to appear before
-	// answering 602 (long poll). 0 answers at once, as v1.
+	// answering 602 (long poll). 0 answers at once, as v1. At most
+	// MaxPieceWait.
 	PieceWait time.Duration `yaml:"pieceWait"`
 	// SourceAllow, when not empty, is the only set of source hosts the
 	// supernode fetches from (registrations and preheats of other hosts
@@ -256,6 +257,11 @@ func Marshal(cfg Config) ([]byte, error) {
 	return b, nil
 }
 
+// MaxPieceWait bounds PieceWait. dfget gives a /peer/task call 10 s; a
+// long poll near that, plus the scheduling and the round trip, would time
+// out and make every waiting client leave this supernode for the next.
+const MaxPieceWait = 5 * time.Second
+
 // Validate checks ranges and fills derived values (advertise IP).
 func (b *Base) Validate() error {
 	switch {
@@ -277,6 +283,8 @@ func (b *Base) Validate() error {
 		return errors.New("task-expire-time, peer-gc-delay, gc-meta-interval and gcDiskInterval must be positive")
 	case b.FailAccessInterval < 0 || b.GCInitialDelay < 0 || b.PieceWait < 0 || b.ClusterProbeInterval < 0:
 		return errors.New("negative duration")
+	case b.PieceWait > MaxPieceWait:
+		return fmt.Errorf("pieceWait %v is above %v: dfget gives up on a /peer/task call after 10 s", b.PieceWait, MaxPieceWait)
 	case b.PreheatExpireTime < 0 || b.PreheatLimit < 0 || b.PreheatMaxRecords < 0:
 		return errors.New("preheat-expire-time, preheat-limit and preheat-max-records must not be negative")
 	case (b.TLSCert == "") != (b.TLSKey == ""):

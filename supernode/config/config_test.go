@@ -72,6 +72,8 @@ func TestValidate(t *testing.T) {
 		"limits":    func(b *Base) { b.PeerDownLimit = 0 },
 		"expire":    func(b *Base) { b.TaskExpireTime = 0 },
 		"log size":  func(b *Base) { b.LogConfig.MaxSize = -1 },
+		// A long poll dfget's /peer/task timeout (10 s) would cut.
+		"piece wait": func(b *Base) { b.PieceWait = 8 * time.Second },
 	} {
 		b := Default().Base
 		b.AdvertiseIP = "127.0.0.1"
@@ -157,5 +159,17 @@ func TestPreheatSettings(t *testing.T) {
 	c.Base.PreheatLimit = -1
 	if err := c.Base.Validate(); err == nil {
 		t.Fatal("negative preheat limit accepted")
+	}
+}
+
+// pieceWait up to its bound is accepted; above it refused.
+func TestPieceWaitBound(t *testing.T) {
+	for wait, ok := range map[time.Duration]bool{0: true, MaxPieceWait: true, MaxPieceWait + time.Millisecond: false} {
+		b := Default().Base
+		b.AdvertiseIP = "127.0.0.1"
+		b.PieceWait = wait
+		if err := b.Validate(); (err == nil) != ok {
+			t.Errorf("pieceWait %v: %v", wait, err)
+		}
 	}
 }

@@ -5,6 +5,8 @@
 // reused, and every query string is URL-escaped.
 package api
 
+//go:generate go tool mockgen -destination=mock_roundtripper_test.go -package=api net/http RoundTripper
+
 import (
 	"bytes"
 	"context"
@@ -42,10 +44,12 @@ func NewTransport() *http.Transport {
 			}
 			return dialer.DialContext(ctx, network, addr)
 		},
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   32,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+		// No shorter than a registration's wait for its answer, which
+		// this would otherwise cut.
+		ResponseHeaderTimeout: registerTimeout,
 		DisableCompression:    true,
 		WriteBufferSize:       64 << 10,
 		ReadBufferSize:        256 << 10,
@@ -179,6 +183,17 @@ func (c *Client) endpoint(node, path string, q url.Values) string {
 	return u.String()
 }
 
+// registerTimeout bounds a registration. A supernode
+// answers only after its CDN has the origin's response headers: with its
+// default sourceTimeout of 10 s, up to 10 s each to connect, for the TLS
+// handshake and for the headers, and 10 s more for a second request's
+// headers when the origin's answer to revalidating a cached copy sends it
+// back for the whole file: 40 s. Giving up sooner leaves a healthy node
+// filling while dfget tries the next one, which then reads the origin
+// too. Connecting is bounded apart (WithDialTimeout: 1 s when another
+// node is left).
+const registerTimeout = 45 * time.Second
+
 // Register posts the register request to node (host:port) and returns the
 // task data. Any non-200 code is an error.
 func (c *Client) Register(ctx context.Context, node string, req *types.RegisterRequest) (*types.RegisterResponseData, error) {
@@ -186,7 +201,7 @@ func (c *Client) Register(ctx context.Context, node string, req *types.RegisterR
 	if err != nil {
 		return nil, fmt.Errorf("encode register request: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	env, err := c.envelope(ctx, http.MethodPost, c.endpoint(node, "/peer/registry", nil), body)
 	if err != nil {

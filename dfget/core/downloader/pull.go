@@ -83,6 +83,10 @@ type PullLoop struct {
 	Verify VerifyFunc
 	// MaxFetch caps the pieces fetched at once; 0 means no cap.
 	MaxFetch int
+	// NoProgressLimit bounds how long the supernode may answer without
+	// progress while nothing runs here (see pullState.stuck); 0 means
+	// DefaultNoProgressLimit.
+	NoProgressLimit time.Duration
 	// Log may be nil: nothing is logged.
 	Log *logrus.Logger
 }
@@ -122,13 +126,13 @@ func (e *SupernodeError) Unwrap() error { return e.Err }
 // same supernode, starts the task afresh.
 var ErrTaskGone = errors.New("the supernode no longer knows this client")
 
-// errNoProgress ends an attempt whose supernode keeps saying "wait" for
-// too long without any piece arriving.
+// errNoProgress ends an attempt whose supernode keeps answering without
+// progress (603, or a 601 that starts nothing) while nothing runs here.
 var errNoProgress = errors.New("no piece scheduled for too long")
 
-// noProgressLimit is how long an attempt may wait with nothing running and
-// no piece arriving.
-const noProgressLimit = 2 * time.Minute
+// DefaultNoProgressLimit is how long an attempt may go on with nothing
+// running, no piece arriving and no 602 (pullState.stuck).
+const DefaultNoProgressLimit = 2 * time.Minute
 
 // Run pulls piece tasks until the supernode answers 600. It returns only
 // after every fetch it started has ended, so a caller may fall back to
@@ -149,7 +153,7 @@ func (l *PullLoop) Run(ctx context.Context) (*Result, error) {
 		case types.CodePeerContinue, types.CodeSuccess:
 			err = s.launch(env)
 		case types.CodePeerWait, types.CodePeerLimited:
-			err = s.backOff()
+			err = s.backOff(env.Code)
 		case types.CodePeerFinish:
 			return s.finish(env)
 		default:
@@ -195,13 +199,19 @@ type pullState struct {
 	lastOK  *event
 	started bool
 	// wait is the back-off exponent, reset by a piece arriving.
-	wait         int
+	wait int
+	// lastProgress is when a piece last arrived or the supernode last
+	// answered 602; limit is the loop's NoProgressLimit.
 	lastProgress time.Time
+	limit        time.Duration
 }
 
 func newPullState(ctx context.Context, l *PullLoop) *pullState {
 	s := &pullState{l: l, log: l.Log, events: make(chan event, 256), running: map[int]bool{}, done: map[int]bool{},
-		lastProgress: time.Now()}
+		lastProgress: time.Now(), limit: l.NoProgressLimit}
+	if s.limit <= 0 {
+		s.limit = DefaultNoProgressLimit
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	if s.log == nil {
 		s.log = logrus.New()
@@ -285,6 +295,9 @@ func (s *pullState) launch(env *api.Envelope) error {
 	for _, pi := range infos {
 		switch {
 		case pi.PieceSize != 0 && pi.PieceSize != s.l.PieceSize:
+			// Not this task's piece: given back, or a supernode that
+			// counts it running for us would wait for it forever.
+			s.giveBack(pi)
 		case s.done[pi.PieceNum]:
 			// Re-scheduled piece this attempt already wrote.
 			s.confirm(pi)
@@ -300,16 +313,36 @@ func (s *pullState) launch(env *api.Envelope) error {
 			}
 		}
 	}
-	switch {
-	case launched == 0 && confirmed > 0:
+	if launched > 0 {
+		return nil
+	}
+	// A 601 that starts nothing is no progress: with nothing running
+	// here, the supernode may count pieces running for us that it no
+	// longer hands out (a Dragonfly 1.x one drops some from its 601 and
+	// keeps them so: v1 bug 7).
+	if err := s.stuck(); err != nil {
+		return err
+	}
+	if confirmed > 0 {
 		// Only pieces we have: give the confirmations a moment to
 		// land, then ask for more.
 		return s.await(20 * time.Millisecond)
-	case launched == 0:
-		// At our limit or nothing new: wait for a fetch to end.
-		return s.await(time.Second)
 	}
-	return nil
+	// At our limit or nothing new: wait for a fetch to end.
+	return s.await(time.Second)
+}
+
+// giveBack queues pi to be reported failed with no dstCid, once: no
+// holder is charged for a piece that was never asked of one (a Dragonfly
+// 1.x supernode updates no peer's error counts or blacklist without a
+// dstCid, ours takes it as a give-back).
+func (s *pullState) giveBack(pi types.PieceInfo) {
+	for _, f := range s.fails {
+		if f.rng == pi.Range && f.dstCID == "" {
+			return
+		}
+	}
+	s.fails = append(s.fails, event{num: pi.PieceNum, rng: pi.Range})
 }
 
 // heldBefore reports that piece num was written before this attempt (the
@@ -322,10 +355,7 @@ func (s *pullState) heldBefore(num int) bool {
 // start admits piece pi through the gate and spawns its fetch, or its
 // check when held from before. It returns false for a piece the gate
 // turned away as out of its window: that piece is given back to the
-// supernode as failed with no dstCid, so that no holder is charged for
-// it (the holder was never asked): a Dragonfly 1.x supernode updates no
-// peer's error counts or blacklist without one, ours takes it as a give-
-// back.
+// supernode (giveBack).
 func (s *pullState) start(pi types.PieceInfo, held bool) (bool, error) {
 	var release func()
 	// A held piece takes no window slot: it is not fetched into memory,
@@ -334,7 +364,7 @@ func (s *pullState) start(pi types.PieceInfo, held bool) (bool, error) {
 		var err error
 		release, err = s.l.Gate.Admit(s.ctx, pi.PieceNum)
 		if errors.Is(err, ErrOutOfWindow) {
-			s.fails = append(s.fails, event{num: pi.PieceNum, rng: pi.Range})
+			s.giveBack(pi)
 			return false, nil
 		}
 		if err != nil {
@@ -368,10 +398,21 @@ type fetchQueue struct {
 // ends: a piece's check hashes with a large stack frame (BLAKE3's AVX-512
 // kernel), and a goroutine per piece paid growing and copying its stack
 // for every piece.
+//
+// After the loop's context ended no job is queued: the workers that saw
+// it end are gone, and a job queued behind them would never be done,
+// leaving stop waiting forever (and the interrupt swallowed).
 func (s *pullState) enqueue(j fetchJob) {
 	q := &s.fetches
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if s.ctx.Err() != nil {
+		if j.release != nil {
+			j.release()
+		}
+		s.wg.Done()
+		return
+	}
 	if s.l.MaxFetch <= 0 || q.workers < s.l.MaxFetch {
 		q.workers++
 		s.wg.Add(1)
@@ -397,6 +438,9 @@ func (s *pullState) fetchWorker(first fetchJob) {
 		if s.ctx.Err() != nil {
 			jobs := q.jobs
 			q.jobs = nil
+			// Under q.mu with the check of ctx: enqueue either sees
+			// this worker counted or the context ended.
+			q.workers--
 			q.mu.Unlock()
 			for _, j := range jobs {
 				if j.release != nil {
@@ -467,15 +511,34 @@ func (s *pullState) confirm(pi types.PieceInfo) {
 
 // backOff waits after 602 (nothing to fetch yet) or 603 (at this client's
 // limit): from 20 ms doubling to 640 ms, plus as much jitter, cut short by
-// a fetch ending. An attempt that waited too long with nothing running
-// and no piece arriving ends.
-func (s *pullState) backOff() error {
-	if time.Since(s.lastProgress) > noProgressLimit && len(s.running) == 0 {
-		return errNoProgress
+// a fetch ending.
+//
+// A 602 is the supernode saying pieces are coming: its CDN may be filling
+// from a slow origin (a 15 MiB piece takes two minutes under 128 KiB/s),
+// which is no reason to leave it; its own stall watchdog fails a fill that
+// stops, and --timeout bounds the download. So a 602 counts as progress.
+// A 603 with nothing running here does not (stuck).
+func (s *pullState) backOff(code int) error {
+	if code == types.CodePeerWait {
+		s.lastProgress = time.Now()
+	} else if err := s.stuck(); err != nil {
+		return err
 	}
 	d := backOffDelay(s.wait, rand.IntN)
 	s.wait++
 	return s.await(d)
+}
+
+// stuck ends the attempt when the supernode has answered without progress
+// (no piece arriving, no 602) for longer than the limit while nothing runs
+// here: it counts pieces running for this client that it does not hand
+// out, or hands out only pieces that are not this task's. Another
+// supernode may do (SupernodeError).
+func (s *pullState) stuck() error {
+	if len(s.running) > 0 || time.Since(s.lastProgress) <= s.limit {
+		return nil
+	}
+	return &SupernodeError{Node: s.l.Node, Err: fmt.Errorf("%w (%v without a piece or a 602)", errNoProgress, s.limit)}
 }
 
 // backOffDelay is the wait'th back-off (from 0): 20 ms doubling to 640 ms,

@@ -62,7 +62,7 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	if err := os.MkdirAll(metaDir, 0o755); err != nil {
 		return 0, fmt.Errorf("create meta dir: %w", err)
 	}
-	unlock, err := lockDir(ctx, filepath.Join(metaDir, "lock"))
+	unlock, err := lockDir(ctx, filepath.Join(metaDir, "lock"), lockWait)
 	if err != nil {
 		return 0, err
 	}
@@ -119,12 +119,24 @@ func check(ctx context.Context, c *api.Client, o SpawnOptions) (port int, ok boo
 	return p, err == nil && body == o.TaskFileName+"@"+version.Version, nil
 }
 
-// lockDir takes an exclusive flock on path, polling so ctx can end the wait.
-func lockDir(ctx context.Context, path string) (func(), error) {
+// lockWait bounds the wait for the meta directory's lock. Starting a
+// server takes its holder well under a second; one that holds it much
+// longer is stopped (a dfget suspended with Ctrl-Z keeps its flock), and
+// waiting on it would block every dfget of this home.
+const lockWait = 30 * time.Second
+
+// errLockBusy is the meta directory's lock held past lockWait.
+var errLockBusy = errors.New("held by another process for too long (a dfget stopped with Ctrl-Z?)")
+
+// lockDir takes an exclusive flock on path, polling so ctx can end the
+// wait, for at most wait.
+func lockDir(ctx context.Context, path string, wait time.Duration) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
+	ctx, cancel := context.WithTimeoutCause(ctx, wait, errLockBusy)
+	defer cancel()
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -137,7 +149,7 @@ func lockDir(ctx context.Context, path string) (func(), error) {
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+			return nil, fmt.Errorf("lock %s: %w", path, context.Cause(ctx))
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
