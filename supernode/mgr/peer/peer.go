@@ -5,7 +5,9 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -116,9 +118,5 @@ func (m *Manager) List(pageNum, pageSize int, desc bool) []types.PeerInfo {
 func (m *Manager) IDs() []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]string, 0, len(m.peers))
-	for id := range m.peers {
-		out = append(out, id)
-	}
-	return out
+	return slices.Collect(maps.Keys(m.peers))
 }

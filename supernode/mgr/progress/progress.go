@@ -12,6 +12,7 @@ package progress
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"sync"
@@ -738,11 +739,7 @@ func (m *Manager) HasPeer(peerID string) bool {
 func (m *Manager) PeerIDs() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ids := make([]string, 0, len(m.peers))
-	for id := range m.peers {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(m.peers))
 }
 
 // DeleteClient forgets client cid of task taskID, releasing its loads. A
