@@ -11,18 +11,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/test/disktest"
 )
 
 func TestSupernodeDownloadAndCache(t *testing.T) {
 	o := newOrigin(t)
 	data := randomData(9<<20+12345, 1)
 	u := o.add("/file.bin", data)
-	sn := startSupernode(t, t.TempDir())
+	home, small := cacheHome(t)
+	sn := startSupernode(t, home)
 
 	c := newClient(t, sn, "127.0.0.1-1-1.000")
 	reg := c.register(c.registerReq(u))
@@ -67,8 +70,16 @@ func TestSupernodeDownloadAndCache(t *testing.T) {
 	if err := sn.Stop(10 * time.Second); err != nil {
 		t.Fatalf("supernode exit after SIGTERM: %v", err)
 	}
-	// The restarted supernode runs disk GC at once with a threshold no disk
-	// meets (keys from a YAML config): a young GC must spare a recent file.
+	// The restarted supernode runs disk GC at once with a young threshold
+	// no disk meets (keys from a YAML config): a young GC must spare a
+	// recent file. The thresholds are capped to a share of the disk's size
+	// (docs/supernode.md), so the GC only runs on a nearly full disk: the
+	// home's small file system is filled to under that share.
+	if small {
+		fillTo(t, home, 4<<20)
+	} else {
+		t.Log("no small file system for the home (needs root and mkfs.ext4): the young GC finds enough space and removes nothing either way")
+	}
 	cfgPath := filepath.Join(t.TempDir(), "supernode.yml")
 	if err := os.WriteFile(cfgPath, []byte("base:\n  youngGCThreshold: 1000000GB\n  fullGCThreshold: 1KB\n  gcDiskInterval: 100ms\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -583,5 +594,32 @@ func TestSupernodePreheatExpiresAndBounds(t *testing.T) {
 	})
 	if info := preheat(t, sn, u); info.Status != types.PreheatSuccess {
 		t.Fatalf("preheat after expiry: %+v", info)
+	}
+}
+
+// cacheHome is a supernode home on a 64 MiB ext4 of its own when this host
+// can mount one (root, mkfs.ext4: CI's), else a temporary directory; small
+// says which.
+func cacheHome(t *testing.T) (home string, small bool) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil || os.Geteuid() != 0 {
+		return t.TempDir(), false
+	}
+	return disktest.Ext4(t, 64), true
+}
+
+// fillTo writes a filler file into dir's file system until about free
+// bytes are left.
+func fillTo(t *testing.T, dir string, free int64) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	n := int64(st.Bavail)*st.Bsize - free
+	if n <= 0 {
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, n), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
