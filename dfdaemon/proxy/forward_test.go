@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/fwdbody/fwdbodytest"
 )
 
 // echoOrigin answers with what it received: method, body digest, some
@@ -351,7 +353,7 @@ func TestForwardSlowOrigin(t *testing.T) {
 // length it reads it once more, to check for excess. That read must not
 // find the body closed under it, or the transport drops the origin
 // connection and the client gets a cut response (TestHijack's flake
-// under load). lateBodyTransport holds the transport's late read until
+// under load). fwdbodytest.LateBodyTransport holds the transport's late read until
 // the client has the response headers, which makes the race certain.
 func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	payload := randomBytes(1 << 20)
@@ -360,10 +362,9 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 		w.Write(payload)
 	}))
 	defer origin.Close()
-	tr := &lateBodyTransport{rt: newTransport(DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout),
-		gate: make(chan struct{}), late: make(chan error, 1)}
+	tr := fwdbodytest.New(newTransport(DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout))
 	var release sync.Once
-	open := func() { release.Do(func() { close(tr.gate) }) }
+	open := func() { release.Do(func() { close(tr.Gate) }) }
 	t.Cleanup(open)
 	_, px := startProxy(t, Options{Transport: tr})
 	c := proxyClient(px.URL, nil)
@@ -376,47 +377,11 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	open()
-	if err := <-tr.late; err != io.EOF {
+	if err := <-tr.Late; err != io.EOF {
 		t.Errorf("the transport's read of the request body after the response started: %v, want EOF", err)
 	}
 	got, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(got, payload) {
 		t.Errorf("response through the proxy: %d of %d bytes, %v", len(got), len(payload), err)
 	}
-}
-
-// lateBodyTransport makes each request body's reads past its declared
-// length wait for gate, and reports the first such read's error on late.
-type lateBodyTransport struct {
-	rt   *http.Transport
-	gate chan struct{}
-	late chan error
-}
-
-func (l *lateBodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &lateBody{ReadCloser: r.Body, left: r.ContentLength, l: l}
-	}
-	return l.rt.RoundTrip(r)
-}
-
-func (l *lateBodyTransport) CloseIdleConnections() { l.rt.CloseIdleConnections() }
-
-type lateBody struct {
-	io.ReadCloser
-	left int64
-	l    *lateBodyTransport
-	once sync.Once
-}
-
-func (b *lateBody) Read(p []byte) (int, error) {
-	if b.left > 0 {
-		n, err := b.ReadCloser.Read(p)
-		b.left -= int64(n)
-		return n, err
-	}
-	<-b.l.gate
-	n, err := b.ReadCloser.Read(p)
-	b.once.Do(func() { b.l.late <- err })
-	return n, err
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/damselfly-p2p/damselfly/pkg/fwdbody/fwdbodytest"
 )
 
 // A forwarded request (a registry push through the mirror, say) whose
@@ -18,7 +20,7 @@ import (
 // the body's length comes after the response started, when net/http has
 // closed the client's body. That read must not fail, or the transport
 // drops the source connection and the client gets a cut response.
-// lateBodyTransport holds that read until the client has the response
+// fwdbodytest.LateBodyTransport holds that read until the client has the response
 // headers, which makes the race certain.
 func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	payload := make([]byte, 1<<20)
@@ -29,10 +31,10 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	}))
 	defer origin.Close()
 	s := newTestSwarm(t)
-	tr := &lateBodyTransport{rt: &http.Transport{}, gate: make(chan struct{}), late: make(chan error, 1)}
-	defer tr.rt.CloseIdleConnections()
+	tr := fwdbodytest.New(&http.Transport{})
+	defer tr.CloseIdleConnections()
 	var release sync.Once
-	open := func() { release.Do(func() { close(tr.gate) }) }
+	open := func() { release.Do(func() { close(tr.Gate) }) }
 	t.Cleanup(open)
 	src := Source{URL: mustURL(t, origin.URL+"/v2/x/blobs/uploads/1")}
 	s.clients[fmt.Sprint(src.Insecure, src.CACerts)] = &http.Client{Transport: tr} // the client Forward uses
@@ -45,7 +47,7 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	open()
-	if err := <-tr.late; err != io.EOF {
+	if err := <-tr.Late; err != io.EOF {
 		t.Errorf("the transport's read of the request body after the response started: %v, want EOF", err)
 	}
 	got, err := io.ReadAll(resp.Body)
@@ -61,38 +63,4 @@ func mustURL(t *testing.T, raw string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
-}
-
-// lateBodyTransport makes each request body's reads past its declared
-// length wait for gate, and reports the first such read's error on late.
-type lateBodyTransport struct {
-	rt   *http.Transport
-	gate chan struct{}
-	late chan error
-}
-
-func (l *lateBodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &lateBody{ReadCloser: r.Body, left: r.ContentLength, l: l}
-	}
-	return l.rt.RoundTrip(r)
-}
-
-type lateBody struct {
-	io.ReadCloser
-	left int64
-	l    *lateBodyTransport
-	once sync.Once
-}
-
-func (b *lateBody) Read(p []byte) (int, error) {
-	if b.left > 0 {
-		n, err := b.ReadCloser.Read(p)
-		b.left -= int64(n)
-		return n, err
-	}
-	<-b.l.gate
-	n, err := b.ReadCloser.Read(p)
-	b.once.Do(func() { b.l.late <- err })
-	return n, err
 }
