@@ -90,15 +90,7 @@ func TestSwarmIgnoresOwnEnvironmentProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer px.Close()
-	var hops atomic.Int64
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hops.Add(1) > 20 {
-			http.Error(w, "test stops the loop", http.StatusLoopDetected)
-			return
-		}
-		px.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	front, hops := loopFront(t, px)
 	t.Setenv("HTTP_PROXY", front.URL)
 	t.Setenv("http_proxy", front.URL)
 	t.Setenv("NO_PROXY", "")
@@ -151,15 +143,7 @@ func TestSwarmRequestsThatComeBackAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer px.Close()
-	var hops atomic.Int64
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hops.Add(1) > 20 {
-			http.Error(w, "test stops the loop", http.StatusLoopDetected)
-			return
-		}
-		px.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	front, hops := loopFront(t, px)
 	pu, _ := url.Parse(front.URL)
 	relay := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 30 * time.Second}
 	var answerHEAD atomic.Bool
@@ -210,4 +194,19 @@ func TestSwarmRequestsThatComeBackAreRefused(t *testing.T) {
 				tc.name, n, tc.wantHops, tc.wantRelay)
 		}
 	}
+}
+
+// loopFront serves px, answering 508 past 20 requests so that a loop
+// through it ends; hops counts the requests it saw.
+func loopFront(t *testing.T, px http.Handler) (*httptest.Server, *atomic.Int64) {
+	hops := new(atomic.Int64)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hops.Add(1) > 20 {
+			http.Error(w, "test stops the loop", http.StatusLoopDetected)
+			return
+		}
+		px.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	return front, hops
 }
