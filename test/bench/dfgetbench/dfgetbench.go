@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,8 +41,8 @@ type Config struct {
 	// ProfileDir, if set, receives a CPU profile of each dfget run
 	// (cold-<round>.prof, warm-<round>.prof, stream-<round>.prof).
 	ProfileDir string
-	// Runs is how many rounds to measure (default 1); each figure is the
-	// fastest round.
+	// Runs is how many rounds to measure (default 1); Figures keep every
+	// round and each kind's fastest.
 	Runs int
 }
 
@@ -77,7 +76,7 @@ func (r Run) CPUFloor(cores int) time.Duration {
 // Figures are the measurements of one Measure call.
 type Figures struct {
 	Size int64
-	// Runs is the number of rounds; each figure is the fastest.
+	// Runs is the number of rounds; the Run fields are each kind's fastest.
 	Runs int
 	// CDN is the supernode alone bringing the file into its cache (a
 	// separate supernode, timed by cdnbench): the floor of a cold download.
@@ -93,11 +92,9 @@ type Figures struct {
 	// StreamServerRSS is the peak RSS (VmHWM) of the shared stream's peer
 	// server, which holds the stream cache.
 	StreamServerRSS int64
-	// StreamRounds is each round's stream throughput over that same
-	// round's file-mode (warm) throughput. The target is checked on the
-	// fastest runs (StreamVsFile); these show how far one round's pair
-	// moves on a shared machine.
-	StreamRounds []float64
+	// Rounds are every round's runs: the targets are checked on their
+	// per-round ratios (see Rounds).
+	Rounds Rounds
 }
 
 // ColdRatio is cold dfget time over curl time (target <= 1.3).
@@ -109,21 +106,6 @@ func (f *Figures) WarmRatio() float64 { return ratio(f.Warm.Wall, f.Curl.Wall) }
 // StreamVsFile is stream throughput over warm file-mode throughput (target >= 0.8).
 func (f *Figures) StreamVsFile() float64 { return ratio(f.Warm.Wall, f.Stream.Wall) }
 
-// StreamSpread is the median, least and greatest of StreamRounds (zeros
-// without rounds).
-func (f *Figures) StreamSpread() (median, lo, hi float64) {
-	if len(f.StreamRounds) == 0 {
-		return 0, 0, 0
-	}
-	r := slices.Sorted(slices.Values(f.StreamRounds))
-	n := len(r)
-	median = r[n/2]
-	if n%2 == 0 {
-		median = (r[n/2-1] + r[n/2]) / 2
-	}
-	return median, r[0], r[n-1]
-}
-
 // SharedVsFile is StreamVsFile for the stream whose pieces are shared.
 func (f *Figures) SharedVsFile() float64 { return ratio(f.Warm.Wall, f.StreamShared.Wall) }
 
@@ -133,39 +115,31 @@ func (f *Figures) CPUPerGiB(r Run) float64 {
 	return (r.CPU + r.ServerCPU).Seconds() / (float64(f.Size) / (1 << 30))
 }
 
-// CPURatio is a run's CPU per GiB over curl's (target <= 2).
-func (f *Figures) CPURatio(r Run) float64 {
-	c := f.CPUPerGiB(f.Curl)
-	if c <= 0 {
-		return 0
-	}
-	return f.CPUPerGiB(r) / c
-}
-
 // MBps is a throughput in MiB/s for d.
 func (f *Figures) MBps(d time.Duration) float64 { return float64(f.Size) / (1 << 20) / d.Seconds() }
 
 // String is a one-figure-per-line report.
 func (f *Figures) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "size %d bytes, best of %d rounds\n", f.Size, f.Runs)
+	fmt.Fprintf(&b, "size %d bytes, %d rounds: best of them, and per-round ratios (median, range)\n", f.Size, f.Runs)
 	fmt.Fprintf(&b, "curl -o            %8.3fs %7.1f MiB/s  cpu %.2fs  %.2f cpu-s/GiB\n", f.Curl.Wall.Seconds(), f.MBps(f.Curl.Wall),
 		f.Curl.CPU.Seconds(), f.CPUPerGiB(f.Curl))
 	fmt.Fprintf(&b, "supernode CDN fill %8.3fs %7.1f MiB/s  (cdnbench; floor of a cold download)\n", f.CDN.Seconds(), f.MBps(f.CDN))
 	for _, r := range []struct {
-		name string
-		run  Run
-		x    float64
-		max  string
-	}{{"dfget cold    ", f.Cold, f.ColdRatio(), "1.30"}, {"dfget warm    ", f.Warm, f.WarmRatio(), "1.10"}} {
-		fmt.Fprintf(&b, "%s     %8.3fs %7.1f MiB/s  cpu %.2fs + server %.2fs = %.2f cpu-s/GiB (%.2fx curl, target <= 2)  %.2fx curl (target <= %s)  peak RSS %d MiB\n",
+		name     string
+		run      Run
+		x        float64
+		per, cpu Spread
+		max      string
+	}{{"dfget cold    ", f.Cold, f.ColdRatio(), f.Rounds.Cold(), f.Rounds.CPU(func(r Round) Run { return r.Cold }), "1.30"},
+		{"dfget warm    ", f.Warm, f.WarmRatio(), f.Rounds.Warm(), f.Rounds.CPU(func(r Round) Run { return r.Warm }), "1.10"}} {
+		fmt.Fprintf(&b, "%s     %8.3fs %7.1f MiB/s  cpu %.2fs + server %.2fs = %.2f cpu-s/GiB (per round %v curl's, target <= 2)  %.2fx curl, per round %v (target <= %s)  peak RSS %d MiB\n",
 			r.name, r.run.Wall.Seconds(), f.MBps(r.run.Wall), r.run.CPU.Seconds(), r.run.ServerCPU.Seconds(), f.CPUPerGiB(r.run),
-			f.CPURatio(r.run), r.x, r.max, r.run.PeakRSS>>20)
+			r.cpu, r.x, r.per, r.max, r.run.PeakRSS>>20)
 	}
-	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
-		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
-	med, lo, hi := f.StreamSpread()
-	fmt.Fprintf(&b, "  each round against its own file-mode run: median %.2fx (%.2f-%.2fx)\n", med, lo, hi)
+	fmt.Fprintf(&b, "dfget --stream     %8.3fs %7.1f MiB/s  cpu %.2fs  %.2fx file mode, per round %v (target >= 0.80)  TTFB %v  peak RSS %d MiB\n",
+		f.Stream.Wall.Seconds(), f.MBps(f.Stream.Wall), f.Stream.CPU.Seconds(), f.StreamVsFile(), f.Rounds.Stream(),
+		f.Stream.TTFB.Round(time.Millisecond), f.Stream.PeakRSS>>20)
 	fmt.Fprintf(&b, "dfget --stream, shared %8.3fs %7.1f MiB/s  cpu %.2fs + server %.2fs  %.2fx file mode  TTFB %v  peak RSS %d MiB\n",
 		f.StreamShared.Wall.Seconds(), f.MBps(f.StreamShared.Wall), f.StreamShared.CPU.Seconds(), f.StreamShared.ServerCPU.Seconds(),
 		f.SharedVsFile(), f.StreamShared.TTFB.Round(time.Millisecond), f.StreamShared.PeakRSS>>20)
@@ -205,8 +179,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 	}
 	// Each round: curl, the CDN alone, a cold dfget (a task URL never used
 	// before), a warm one and a stream, each by a new peer (own IP and
-	// home). Figures keep each kind's fastest round: on a shared machine
-	// the spread is noise from other load and page-cache allocation.
+	// home). Figures keep every round (Rounds) and each kind's fastest.
 	for round := 0; round < cfg.Runs; round++ {
 		url := originURL + "?round=" + strconv.Itoa(round)
 		r, err := b.curl(ctx, cfg.WorkDir, url)
@@ -214,6 +187,7 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			return nil, err
 		}
 		f.Curl = best(f.Curl, r)
+		rd := Round{Curl: r}
 		settle()
 		cdn, err := cdnbench.MeasureCDN(ctx, url+"&cdn=1", cfg.SupernodeBin)
 		if err != nil {
@@ -222,19 +196,17 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 		if f.CDN == 0 || cdn < f.CDN {
 			f.CDN = cdn
 		}
-		var warm Run // this round's file-mode run, for StreamRounds
+		rd.CDN = cdn
 		for i, step := range []struct {
-			name string
-			run  *Run
-		}{{"cold", &f.Cold}, {"warm", &f.Warm}} {
+			name      string
+			best, out *Run
+		}{{"cold", &f.Cold, &rd.Cold}, {"warm", &f.Warm, &rd.Warm}} {
 			r, err := b.dfgetFile(ctx, &cfg, url, fmt.Sprintf("127.0.%d.%d", 10+round, 2+i), prof(step.name, round)...)
 			if err != nil {
 				return nil, err
 			}
-			*step.run = best(*step.run, r)
-			if step.run == &f.Warm {
-				warm = r
-			}
+			*step.best = best(*step.best, r)
+			*step.out = r
 		}
 		// The cold and warm clients have the whole file: the stream is
 		// alone on its task. Then a registered client that never fetches
@@ -244,7 +216,8 @@ func Measure(ctx context.Context, cfg Config) (*Figures, error) {
 			return nil, err
 		}
 		f.Stream = best(f.Stream, r)
-		f.StreamRounds = append(f.StreamRounds, ratio(warm.Wall, r.Wall))
+		rd.Stream = r
+		f.Rounds = append(f.Rounds, rd)
 		if err := b.lacking(ctx, url, fmt.Sprintf("bench-lacking-%d", round)); err != nil {
 			return nil, err
 		}

@@ -31,8 +31,8 @@ func addColdWarmRows(ctx context.Context, s *report.Section, dfget, sn string, m
 		return fmt.Sprintf("%.3f s (%.0f MiB/s)", r.Wall.Seconds(), mibps(coldWarmSize, r.Wall))
 	}
 	s.Add(size+": curl -o", "%s", run(c.Curl))
-	s.Add(size+": dfget cold", "%s; %.2fx curl, target <= 1.30: %s; %s", run(c.Cold), c.ColdRatio(),
-		s.Check(size+" dfget cold", c.ColdRatio() <= 1.3), cpuFloor(c.Cold, c.Curl.Wall))
-	s.Add(size+": dfget warm", "%s; %.2fx curl, target <= 1.10: %s", run(c.Warm), c.WarmRatio(),
-		s.Check(size+" dfget warm", c.WarmRatio() <= 1.1))
+	s.Add(size+": dfget cold", "%s; per round %v curl, target <= 1.30: %s; best of %d %.2fx; %s", run(c.Cold), c.Rounds.Cold(),
+		s.Check(size+" dfget cold", c.Rounds.Cold().Median <= 1.3), c.Runs, c.ColdRatio(), cpuFloor(c.Cold, c.Curl.Wall))
+	s.Add(size+": dfget warm", "%s; per round %v curl, target <= 1.10: %s; best of %d %.2fx", run(c.Warm), c.Rounds.Warm(),
+		s.Check(size+" dfget warm", c.Rounds.Warm().Median <= 1.1), c.Runs, c.WarmRatio())
 }
