@@ -221,11 +221,15 @@ func newServer() *cobra.Command {
 	var sc uploader.ServerConfig
 	var home string
 	var verbose bool
+	var readyFD int
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run this host's peer server (normally started by dfget)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if readyFD > 0 {
+				sc.Ready = os.NewFile(uintptr(readyFD), "ready")
+			}
 			return runServer(cmd.Context(), sc, home, verbose)
 		},
 	}
@@ -238,6 +242,8 @@ func newServer() *cobra.Command {
 	f.DurationVar(&sc.ExpireTime, "expiretime", config.DefaultExpireTime, "keep a served file this long after its last access")
 	f.DurationVar(&sc.AliveTime, "alivetime", config.DefaultAliveTime, "exit after idling this long (0: never)")
 	f.BoolVar(&verbose, "verbose", false, "debug logging")
+	f.IntVar(&readyFD, uploader.ReadyFDFlag, 0, "file descriptor to signal readiness on (set by the dfget that starts the server)")
+	_ = f.MarkHidden(uploader.ReadyFDFlag)
 	return cmd
 }
 

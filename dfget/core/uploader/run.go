@@ -104,6 +104,12 @@ func (s *Server) Run(ctx context.Context, l net.Listener, out io.Writer) error {
 		_ = os.WriteFile(PidPath(s.cfg.MetaPath), []byte(strconv.Itoa(os.Getpid())), 0o644)
 	}
 	fmt.Fprintf(out, "dfget uploader server port is %d\n", port)
+	if s.cfg.Ready != nil {
+		// l already queues connections: the spawner's check is answered
+		// once Serve below accepts them.
+		_, _ = s.cfg.Ready.Write([]byte{'1'})
+		_ = s.cfg.Ready.Close()
+	}
 	// Timeouts bound what a slow or silent client can hold: headers 10 s,
 	// a pushed stream piece 1 min. A piece upload has its own, shorter
 	// write deadline (uploadWriter); the 10 min here is only a backstop.

@@ -54,6 +54,10 @@ type ServerConfig struct {
 	// (api.HeaderLocalToken); NewServer makes a random one when empty.
 	// Run records it in MetaPath, which only the user can read.
 	Token string
+	// Ready, when set, gets one byte and is closed once MetaPath names
+	// this server and its listener is up: the dfget that spawned it waits
+	// on that instead of polling host.meta.
+	Ready io.WriteCloser
 }
 
 type task struct {

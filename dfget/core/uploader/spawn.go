@@ -70,31 +70,45 @@ func StartOrReuse(ctx context.Context, c *api.Client, o SpawnOptions) (int, erro
 	if p, ok, err := check(ctx, c, o); ok || err != nil {
 		return p, err
 	}
-	exited, err := spawn(o)
+	exited, ready, err := spawn(o)
 	if err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	// A server is up within a few milliseconds: polls start close
-	// together, since the download waits for it, and space out to 20 ms.
-	for wait := time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
-		if p, ok, err := check(ctx, c, o); ok || err != nil {
-			return p, err
-		}
+	deadline := time.NewTimer(spawnWait)
+	defer deadline.Stop()
+	// Checks start when the server says it is up. Without that byte (it
+	// exited, or lost a race to another that is now running), or when a
+	// check fails after it, they go on with growing gaps until the
+	// deadline.
+	var poll <-chan time.Time // nil until the readiness answer
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		case <-deadline.C:
+			return 0, fmt.Errorf("peer server did not come up within %v", spawnWait)
+		case <-ready:
+			ready = nil
+		case <-poll:
 		case err := <-exited:
-			// It may have lost a race to a server that is now running.
 			if p, ok, err := check(ctx, c, o); ok || err != nil {
 				return p, err
 			}
 			return 0, fmt.Errorf("peer server exited at start (see %s): %v", o.LogPath, err)
-		case <-time.After(wait):
 		}
+		if p, ok, err := check(ctx, c, o); ok || err != nil {
+			return p, err
+		}
+		poll = time.After(wait)
 	}
-	return 0, errors.New("peer server did not come up within 5s")
 }
+
+// spawnWait bounds how long a dfget waits for the server it started.
+const spawnWait = 5 * time.Second
+
+// ReadyFDFlag is the hidden "dfget server" flag naming the descriptor on
+// which the server tells its spawner it is up (ServerConfig.Ready).
+const ReadyFDFlag = "ready-fd"
 
 // check asks the server host.meta names whether it serves this dfget. The
 // check proves that the server holds the token host.meta records without
@@ -157,42 +171,63 @@ func lockDir(ctx context.Context, path string, wait time.Duration) (func(), erro
 
 // spawn starts "dfget server" detached: its own process group, stdin from
 // /dev/null and output to its log file, so it outlives this dfget and never
-// holds a caller's pipes open.
-func spawn(o SpawnOptions) (<-chan error, error) {
+// holds a caller's pipes open. ready gets true once the server says it is
+// up (ServerConfig.Ready), false if its end of the pipe closed first.
+func spawn(o SpawnOptions) (exited <-chan error, ready <-chan bool, err error) {
 	exe := o.Executable
 	if exe == "" {
-		var err error
 		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("find dfget executable: %w", err)
+			return nil, nil, fmt.Errorf("find dfget executable: %w", err)
 		}
 	}
+	// The pipe's write end is the child's fd 3, its first ExtraFiles.
 	args := []string{"server", "--ip", o.IP, "--port", strconv.Itoa(o.Port), "--meta", o.MetaPath,
-		"--data", o.DataDir, "--home", o.Home, "--expiretime", o.ExpireTime.String(), "--alivetime", o.AliveTime.String()}
+		"--data", o.DataDir, "--home", o.Home, "--expiretime", o.ExpireTime.String(), "--alivetime", o.AliveTime.String(),
+		"--" + ReadyFDFlag, "3"}
 	if o.Verbose {
 		args = append(args, "--verbose")
 	}
 	if err := os.MkdirAll(filepath.Dir(o.LogPath), 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
+		return nil, nil, fmt.Errorf("create log dir: %w", err)
 	}
 	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open peer server log: %w", err)
+		return nil, nil, fmt.Errorf("open peer server log: %w", err)
 	}
 	defer logf.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+		return nil, nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("readiness pipe: %w", err)
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Env = append(os.Environ(), EnvNodeToken+"="+o.NodeToken, EnvNodeCACerts+"="+strings.Join(o.NodeCACerts, ","))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start peer server: %w", err)
+	err = cmd.Start()
+	// Only the child keeps the write end: its exit then ends the read.
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, nil, fmt.Errorf("start peer server: %w", err)
 	}
 	// Reap it if it dies while we live; it is on its own otherwise.
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	return exited, nil
+	ex := make(chan error, 1)
+	go func() { ex <- cmd.Wait() }()
+	rd := make(chan bool, 1)
+	// The deadline ends the read (and this goroutine) of a child that
+	// neither signals nor exits.
+	_ = pr.SetReadDeadline(time.Now().Add(spawnWait))
+	go func() {
+		defer pr.Close()
+		var b [1]byte
+		n, _ := pr.Read(b[:])
+		rd <- n == 1
+	}()
+	return ex, rd, nil
 }
