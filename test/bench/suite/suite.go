@@ -123,6 +123,18 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
+	// The single downloads run first, on a machine no other section has
+	// churned. After the load section's 15,000 MiB went through the page
+	// cache and was freed, the dfget and the supernode of a cold download,
+	// each writing a new GiB, took 1.74 and 1.84 s of system time per GiB
+	// where they took 0.58-0.65 and about 0.7 without it, while curl's CPU
+	// went from 1.3-1.4 s to 1.5 s: the cold row then measured this VM's
+	// host handing memory back, twice as much for the cold download as
+	// for curl (docs/benchmarks.md, session 12).
+	if cfg.Selected(Single) && ctx.Err() == nil {
+		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
+		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
+	}
 	if cfg.Selected(Swarm) {
 		for _, size := range cfg.Sizes {
 			for _, n := range cfg.Peers {
@@ -153,10 +165,6 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 				res.Requests, res.RPS, res.PiecesDone, res.TaskP50, res.TaskP99, 100*res.HeldShare(), res.HeldP99,
 				res.ServerTaskP99, res.SupernodeCPU.Seconds(), res.Failed)
 		}
-	}
-	if cfg.Selected(Single) && ctx.Err() == nil {
-		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
-		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
 	}
 	if cfg.Selected(ClusterSection) && ctx.Err() == nil {
 		rep.Sections = append(rep.Sections, clusterSection(ctx, cfg, rep, logf))
