@@ -127,10 +127,10 @@ func Run(ctx context.Context, cfg Config) *report.Report {
 	// churned. After the load section's 15,000 MiB went through the page
 	// cache and was freed, the dfget and the supernode of a cold download,
 	// each writing a new GiB, took 1.74 and 1.84 s of system time per GiB
-	// where they took 0.58-0.65 and about 0.7 without it, while curl's CPU
-	// went from 1.3-1.4 s to 1.5 s: the cold row then measured this VM's
-	// host handing memory back, twice as much for the cold download as
-	// for curl (docs/benchmarks.md, session 12).
+	// where they took 0.58-0.65 and about 0.7 without it, and even the
+	// CDN alone took 1.35x curl's time, not 0.55-0.62x, while curl (one
+	// new GiB, not two) stayed in its usual range: the cold row then
+	// measured this VM handing memory back (docs/benchmarks.md, session 12).
 	if cfg.Selected(Single) && ctx.Err() == nil {
 		logf("dfget: single download vs curl, %s", swarm.FormatBytes(cfg.SingleSize))
 		rep.Sections = append(rep.Sections, singleSection(ctx, cfg.SingleSize))
