@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -363,9 +362,7 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	}))
 	defer origin.Close()
 	tr := fwdbodytest.New(newTransport(DefaultDialTimeout, DefaultHandshakeTimeout, DefaultIdleTimeout))
-	var release sync.Once
-	open := func() { release.Do(func() { close(tr.Gate) }) }
-	t.Cleanup(open)
+	t.Cleanup(tr.Open)
 	_, px := startProxy(t, Options{Transport: tr})
 	c := proxyClient(px.URL, nil)
 	defer c.CloseIdleConnections()
@@ -376,7 +373,7 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	open()
+	tr.Open()
 	if err := <-tr.Late; err != io.EOF {
 		t.Errorf("the transport's read of the request body after the response started: %v, want EOF", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/damselfly-p2p/damselfly/pkg/fwdbody/fwdbodytest"
@@ -33,9 +32,7 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 	s := newTestSwarm(t)
 	tr := fwdbodytest.New(&http.Transport{})
 	defer tr.CloseIdleConnections()
-	var release sync.Once
-	open := func() { release.Do(func() { close(tr.Gate) }) }
-	t.Cleanup(open)
+	t.Cleanup(tr.Open)
 	src := Source{URL: mustURL(t, origin.URL+"/v2/x/blobs/uploads/1")}
 	s.clients[fmt.Sprint(src.Insecure, src.CACerts)] = &http.Client{Transport: tr} // the client Forward uses
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.Forward(w, r, src) }))
@@ -46,7 +43,7 @@ func TestForwardBodyOutlivesResponseStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	open()
+	tr.Open()
 	if err := <-tr.Late; err != io.EOF {
 		t.Errorf("the transport's read of the request body after the response started: %v, want EOF", err)
 	}

@@ -16,7 +16,12 @@ type LateBodyTransport struct {
 	RT   *http.Transport
 	Gate chan struct{}
 	Late chan error
+	open sync.Once
 }
+
+// Open opens Gate; a test may call it more than once (say, in its body
+// and in a Cleanup that must not leave reads held).
+func (l *LateBodyTransport) Open() { l.open.Do(func() { close(l.Gate) }) }
 
 // New wraps rt.
 func New(rt *http.Transport) *LateBodyTransport {
