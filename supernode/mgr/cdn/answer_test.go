@@ -269,10 +269,7 @@ func TestPartialAnswerWithoutRangeFails(t *testing.T) {
 // A task with the client's own Range is that range of the source: a 206
 // is its content only with the Content-Range of that range.
 func TestRangedTaskTakesItsRangeOnly(t *testing.T) {
-	data := make([]byte, 1000)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := patterned(1000)
 	for name, tc := range map[string]struct {
 		rng, cr string // cr "" for an honest answer
 		want    []byte // nil: the fetch fails

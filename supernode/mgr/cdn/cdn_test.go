@@ -127,10 +127,7 @@ func expectRun(p *MockProgress, id string, pieces int) {
 }
 
 func TestFetchWritesWrappedPiecesAndSidecars(t *testing.T) {
-	data := make([]byte, 2*int(piece.ContentSize(piece.DefaultSize))+100)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := patterned(2*int(piece.ContentSize(piece.DefaultSize)) + 100)
 	o := newOriginT(t, data)
 	p := NewMockProgress(gomock.NewController(t))
 	m, st := newManager(t, p, 0)
@@ -317,4 +314,14 @@ func TestShortBodyNeverReady(t *testing.T) {
 	if _, state := m.Servable("t8", 0, 10); state != ServeNotFound {
 		t.Fatalf("short piece servable: %d", state)
 	}
+}
+
+// patterned is n bytes of a pattern that differs from one byte to the
+// next, so a piece read from the wrong offset shows.
+func patterned(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
 }

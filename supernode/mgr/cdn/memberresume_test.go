@@ -99,10 +99,7 @@ func TestClusterFallbackWithoutValidatorFails(t *testing.T) {
 // home gave (a suffix range asked unmoved and skipped), with If-Range.
 func TestClusterRangedTaskFallback(t *testing.T) {
 	n := 2*int(piece.ContentSize(piece.DefaultSize)) + 100
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := patterned(n)
 	itoa := strconv.Itoa
 	moved := itoa(100 + int(piece.ContentSize(piece.DefaultSize)))
 	for _, tc := range []struct{ rng, resume string }{

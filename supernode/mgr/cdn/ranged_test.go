@@ -51,10 +51,7 @@ func newRangeDeafOrigin(t *testing.T, data []byte, sized, hold bool) *rangeDeafO
 // and a range the body does not reach fails the fill.
 func TestRangedTaskAnswered200(t *testing.T) {
 	n := 2*int(piece.ContentSize(piece.DefaultSize)) + 100
-	data := make([]byte, n)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
+	data := patterned(n)
 	itoa := strconv.Itoa
 	const refused, failed = "refused", "failed"
 	for _, tc := range []struct {
