@@ -32,6 +32,9 @@ var (
 	// hold are held; the fetching peer fails the piece and gets it
 	// elsewhere.
 	errSendsBusy = errors.New("too many stream pieces being sent")
+	// errPeerBusy: the requesting peer's address is already being sent
+	// its share of the pieces; answered as errSendsBusy.
+	errPeerBusy = fmt.Errorf("%w to this peer", errSendsBusy)
 )
 
 // streamCache holds the last window pieces of a streaming dfget so other
@@ -73,6 +76,11 @@ type streamCache struct {
 	// never read would keep all a stream's pieces in memory until their
 	// write deadlines, not just the window.
 	held int
+	// peers counts the sends of each requesting peer address, at most
+	// peerShare each: without it one peer that asks for piece after piece
+	// and never reads takes all maxHeld places until its write deadlines,
+	// and every other peer is answered 503 meanwhile.
+	peers map[string]int
 
 	notes *noteQueue
 }
@@ -81,7 +89,7 @@ type streamCache struct {
 // dfget pushes piece bodies).
 func newStreamCache(t api.StreamTask, rg *ring, node *api.Client, owner proc) *streamCache {
 	return &streamCache{StreamTask: t, node: node, owner: owner, pieces: map[int]*cached{}, ring: rg,
-		pending: map[int]reservation{}, notes: newNoteQueue()}
+		pending: map[int]reservation{}, peers: map[string]int{}, notes: newNoteQueue()}
 }
 
 // cached is one piece in the cache; refs counts responses still sending it,
@@ -197,15 +205,20 @@ func (sc *streamCache) commitSlot(num, slot int, length string) error {
 // fails with errNotCached when the piece is not cached or does not fit,
 // and when the cache is shut: a request that found the cache before it
 // was replaced must not read a ring that may be unmapped. It fails with
-// errSendsBusy when sending the piece would hold one buffer more than
-// maxHeld; another send of a piece already being sent shares its buffer
-// and is always let through.
-func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) error {
+// errPeerBusy when peer (the requester's address) already has peerShare
+// sends, and with errSendsBusy when sending the piece would hold one
+// buffer more than maxHeld; another send of a piece already being sent
+// shares its buffer and is let through that bound.
+func (sc *streamCache) send(num int, maxLen int64, peer string, write func([]byte)) error {
 	sc.mu.Lock()
 	c, ok := sc.pieces[num]
 	if !ok || sc.shut || int64(len(c.b)) > maxLen {
 		sc.mu.Unlock()
 		return errNotCached
+	}
+	if sc.peers[peer] >= sc.peerShare() {
+		sc.mu.Unlock()
+		return errPeerBusy
 	}
 	if c.refs == 0 {
 		if sc.held >= sc.maxHeld() {
@@ -216,11 +229,15 @@ func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) error {
 	}
 	c.refs++
 	sc.sending++
+	sc.peers[peer]++
 	sc.mu.Unlock()
 	defer func() {
 		sc.mu.Lock()
 		c.refs--
 		sc.sending--
+		if sc.peers[peer]--; sc.peers[peer] == 0 {
+			delete(sc.peers, peer)
+		}
 		if c.refs == 0 {
 			sc.held--
 			if c.evicted {
@@ -241,6 +258,21 @@ func (sc *streamCache) send(num int, maxLen int64, write func([]byte)) error {
 // do, the cache's buffers are then at most four windows: the window, up to
 // two of evicted pieces still being sent, and the free list.
 func (sc *streamCache) maxHeld() int { return 2 * sc.WindowSize }
+
+// minPeerShare is the fewest sends one peer address may have at once: a
+// dfget, ours or a Dragonfly 1.x one, fetches up to --clientqueue (6 by
+// default) pieces at once, and a supernode hands one client at most
+// --down-limit (4 by default) running pieces, all of which may come from
+// this cache.
+const minPeerShare = 6
+
+// peerShare is how many pieces one peer address may be sent at once: a
+// quarter of maxHeld, so that a peer that never reads leaves the rest to
+// the others, and a bigger window serves several dfgets behind one
+// address (one host's, a NAT's) at full speed; never fewer than one
+// dfget fetches at once. Below a window of 4 that is every place: such a
+// cache has too few places to share.
+func (sc *streamCache) peerShare() int { return max(minPeerShare, sc.maxHeld()/4) }
 
 // replaced shuts a cache that a new registration of its task file took
 // over; its pieces are not reported evicted, the new cache owns the task.

@@ -72,7 +72,7 @@ func TestStreamCacheOwnLock(t *testing.T) {
 			defer wg.Done()
 			for i := range perPusher {
 				num := p*perPusher + i
-				sc.send(num, testPieceSize, func(b []byte) {
+				sc.send(num, testPieceSize, "127.0.0.1", func(b []byte) {
 					if _, err := piece.Unwrap(b); err != nil || len(b) != 100+num+piece.WrapSize {
 						errs <- errors.New("sent a piece other than the one cached: " + strconv.Itoa(num))
 					}
@@ -127,7 +127,7 @@ func TestStreamCacheRingConcurrent(t *testing.T) {
 				if err := sc.commitSlot(num, slot, strconv.Itoa(len(w))); err != nil {
 					t.Errorf("commit %d: %v", num, err)
 				}
-				sc.send(num, testPieceSize, func(b []byte) { _, _ = piece.Unwrap(b) })
+				sc.send(num, testPieceSize, "127.0.0.1", func(b []byte) { _, _ = piece.Unwrap(b) })
 			}
 		}()
 	}
@@ -178,7 +178,7 @@ func TestStreamCacheReplacedSendsNothing(t *testing.T) {
 	sc.replaced()
 	// The write callback does not touch the bytes: without the check it
 	// would be handed a slice of the unmapped ring.
-	if sc.send(0, testPieceSize, func([]byte) {}) == nil {
+	if sc.send(0, testPieceSize, "127.0.0.1", func([]byte) {}) == nil {
 		t.Fatal("a replaced cache sent a piece from its unmapped ring")
 	}
 	sc.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -237,13 +238,14 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string, 
 
 // serveStream sends a piece from a stream cache. The cache holds wrapped
 // pieces only, so a source-pattern request is not found there. When the
-// cache lets no more responses hold its buffers the answer is 503: the
-// fetching dfget (ours or a Dragonfly 1.x one) counts it a failed piece,
-// reports no piece error, and is scheduled elsewhere.
+// cache lets no more responses hold its buffers, or none more to the
+// requester's address, the answer is 503: the fetching dfget (ours or a
+// Dragonfly 1.x one) counts it a failed piece, reports no piece error,
+// and is scheduled elsewhere.
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, sc *streamCache, pr pieceRequest) {
 	err := errNotCached
 	if pr.wrapped {
-		err = sc.send(pr.num, pr.length+piece.WrapSize, func(b []byte) {
+		err = sc.send(pr.num, pr.length+piece.WrapSize, remoteIP(r), func(b []byte) {
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 			w.WriteHeader(http.StatusPartialContent)
@@ -261,6 +263,15 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, sc *streamC
 	case err != nil:
 		text(w, http.StatusNotFound, err.Error())
 	}
+}
+
+// remoteIP is the address a request came from, without its port: a peer
+// opens a connection per concurrent piece, each from another port.
+func remoteIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // Every piece response has a write deadline of its own: uploadGrace plus

@@ -18,15 +18,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // stalledPeer asks the server at addr for a piece on a connection with a
 // tiny receive buffer, reads the status line and nothing more, as a peer
-// that never reads the body. It returns the status code.
-func stalledPeer(t *testing.T, addr, name string, num, size int) (int, net.Conn) {
+// that never reads the body. It returns the status code. The connection
+// is from address from, or from where the system picks if it is "".
+func stalledPeer(t *testing.T, from, addr, name string, num, size int) (int, net.Conn) {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	d := net.Dialer{LocalAddr: localTCP(from), Control: func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
 	}}
 	c, err := d.Dial("tcp", addr)
@@ -49,6 +51,14 @@ func stalledPeer(t *testing.T, addr, name string, num, size int) (int, net.Conn)
 	}
 	code, _ := strconv.Atoi(f[1])
 	return code, c
+}
+
+// localTCP is a dialer's local address for IP from, nil for "".
+func localTCP(from string) net.Addr {
+	if from == "" {
+		return nil
+	}
+	return &net.TCPAddr{IP: net.ParseIP(from)}
 }
 
 // openStreamTask registers a stream cache of window pieces of size bytes
@@ -90,7 +100,7 @@ func TestStalledPeersHoldAtMostTwoWindows(t *testing.T) {
 	busy := 0
 	for i := 0; i < pieces; i++ {
 		pushStreamPiece(t, s, i, size, wrapped)
-		switch code, _ := stalledPeer(t, srv.Listener.Addr().String(), "st", i, size); code {
+		switch code, _ := stalledPeer(t, "", srv.Listener.Addr().String(), "st", i, size); code {
 		case http.StatusPartialContent:
 		case http.StatusServiceUnavailable:
 			busy++
@@ -112,6 +122,79 @@ func TestStalledPeersHoldAtMostTwoWindows(t *testing.T) {
 	}
 	if busy != pieces-2*window {
 		t.Errorf("%d of %d asks answered 503, want all past the first %d", busy, pieces, 2*window)
+	}
+}
+
+// One peer that asks for piece after piece and never reads is sent its
+// share of the stream cache's places, not all of them: a peer at another
+// address is still sent a piece, at once. Unshared, the stalled peer took
+// every place until its write deadlines (94 s for a 4 MiB piece) and
+// every other peer was answered 503 meanwhile.
+func TestStalledPeerLeavesOthersServed(t *testing.T) {
+	s, _ := newTestServer(t)
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	const size, window, pieces = 4 << 20, 4, 10
+	sc := openStreamTask(t, s, size, window)
+	wrapped := piece.Wrap(nil, make([]byte, size-piece.WrapSize), size)
+	addr := srv.Listener.Addr().String()
+	sent := 0
+	for i := 0; i < pieces; i++ {
+		pushStreamPiece(t, s, i, size, wrapped)
+		switch code, _ := stalledPeer(t, "127.0.0.1", addr, "st", i, size); code {
+		case http.StatusPartialContent:
+			sent++
+		case http.StatusServiceUnavailable:
+		default:
+			t.Fatalf("piece %d: %d", i, code)
+		}
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: (&net.Dialer{LocalAddr: localTCP("127.0.0.2")}).DialContext}}
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", srv.URL+"/peer/file/st", nil)
+	for k, v := range map[string]string{"Range": "bytes=" + piece.Range(pieces-1, size, -1),
+		"pieceNum": strconv.Itoa(pieces - 1), "pieceSize": strconv.Itoa(size)} {
+		req.Header.Set(k, v)
+	}
+	t0 := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusPartialContent || n != size || err != nil {
+		t.Fatalf("the other peer, while one stalls on %d pieces: %d, %d bytes, %v", sent, resp.StatusCode, n, err)
+	}
+	t.Logf("the other peer was sent piece %d in %v", pieces-1, time.Since(t0))
+	if share := sc.peerShare(); sent != share || share >= sc.maxHeld() {
+		t.Errorf("the stalled peer was sent %d pieces, want its share %d of %d places", sent, share, sc.maxHeld())
+	}
+}
+
+// One peer is sent as many pieces at once as a dfget fetches (its
+// --clientqueue, 6 by default), even at the default window, where a
+// quarter of the places is fewer; past its share it is answered 503
+// though places are left.
+func TestPeerGetsItsShare(t *testing.T) {
+	s, _ := newTestServer(t)
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	const size = 4 << 20
+	sc := openStreamTask(t, s, size, config.DefaultWindowSize)
+	wrapped := piece.Wrap(nil, make([]byte, size-piece.WrapSize), size)
+	addr := srv.Listener.Addr().String()
+	for i := 0; i <= config.DefaultClientQueue; i++ {
+		pushStreamPiece(t, s, i, size, wrapped)
+	}
+	for i := 0; i < config.DefaultClientQueue; i++ {
+		if code, _ := stalledPeer(t, "127.0.0.1", addr, "st", i, size); code != http.StatusPartialContent {
+			t.Fatalf("piece %d of %d fetched at once by one peer: %d", i+1, config.DefaultClientQueue, code)
+		}
+	}
+	if code, _ := stalledPeer(t, "127.0.0.1", addr, "st", config.DefaultClientQueue, size); code != http.StatusServiceUnavailable {
+		t.Errorf("piece %d of one peer with a share of %d: %d, want 503", config.DefaultClientQueue+1, sc.peerShare(), code)
 	}
 }
 
@@ -140,7 +223,7 @@ func TestStalledPeerCutOffAtPieceDeadline(t *testing.T) {
 				do(t, s.Handler(), "GET", "/check/"+name, "127.0.0.1:1", map[string]string{"dataDir": dir}, nil)
 			}
 			t0 := time.Now()
-			if code, _ := stalledPeer(t, srv.Listener.Addr().String(), name, 0, size); code != http.StatusPartialContent {
+			if code, _ := stalledPeer(t, "", srv.Listener.Addr().String(), name, 0, size); code != http.StatusPartialContent {
 				t.Fatalf("status %d", code)
 			}
 			for s.inflight.Load() > 0 {
@@ -152,10 +235,10 @@ func TestStalledPeerCutOffAtPieceDeadline(t *testing.T) {
 			t.Logf("cut off after %v", time.Since(t0))
 			if sc != nil {
 				sc.mu.Lock()
-				sending, held := sc.sending, sc.held
+				sending, held, peers := sc.sending, sc.held, len(sc.peers)
 				sc.mu.Unlock()
-				if sending != 0 || held != 0 {
-					t.Errorf("after the cut-off: %d sends hold %d pieces", sending, held)
+				if sending != 0 || held != 0 || peers != 0 {
+					t.Errorf("after the cut-off: %d sends hold %d pieces for %d peers", sending, held, peers)
 				}
 			}
 		})
