@@ -14,6 +14,13 @@ import (
 // start, the peer server) that a large one hides.
 const coldWarmSize = 256 << 20
 
+// coldWarmRounds is how many rounds the coldWarmSize rows take. A round
+// is short (about 1 s of downloads), so its fixed costs and the moment
+// it lands on swing its ratio most: within one five-round run 0.91-1.43x,
+// and the median between 1.08x and 1.39x over runs of the same code.
+// Eleven rounds cost about 10 s more and steady the median.
+const coldWarmRounds = 11
+
 // addColdWarmRows adds curl, cold and warm rows at coldWarmSize to s, with
 // the same targets as the section's main size (unless that is the same).
 func addColdWarmRows(ctx context.Context, s *report.Section, dfget, sn string, mainSize int64) {
@@ -21,7 +28,7 @@ func addColdWarmRows(ctx context.Context, s *report.Section, dfget, sn string, m
 		return
 	}
 	size := swarm.FormatBytes(coldWarmSize)
-	c, err := dfgetbench.MeasureColdWarm(ctx, dfgetbench.Config{DfgetBin: dfget, SupernodeBin: sn, Size: coldWarmSize, Runs: singleRounds})
+	c, err := dfgetbench.MeasureColdWarm(ctx, dfgetbench.Config{DfgetBin: dfget, SupernodeBin: sn, Size: coldWarmSize, Runs: coldWarmRounds})
 	if err != nil {
 		s.Add(size+" cold/warm", "ERROR: %v", err)
 		s.Missed = append(s.Missed, size+" cold/warm")

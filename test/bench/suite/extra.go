@@ -89,9 +89,11 @@ const Single = "dfget"
 // median of the rounds' own ratios: on two shared cores one round's ratio
 // moved by 2x from one run to the next (docs/benchmarks.md), and curl's
 // system time for 1 GiB between 1.2 and 2.7 s, most of it writing into
-// new page-cache pages, with dfget's moving alike. Five rounds, so that
-// two odd ones do not move the median.
-const singleRounds = 5
+// new page-cache pages, with dfget's moving alike. Seven rounds, so that
+// three odd ones do not move the median: with five, one run's rounds
+// ranged 0.69-1.21x on the stream row and its median moved from 0.80x to
+// 1.01x between runs of the same code (docs/benchmarks.md, session 13).
+const singleRounds = 7
 
 // singleSection runs dfgetbench.Measure: curl against dfget cold, warm and
 // --stream on one loopback file.
