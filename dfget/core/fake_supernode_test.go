@@ -72,6 +72,12 @@ type fakeSupernode struct {
 	// unknownLength registers with file length -1, as for a chunked
 	// source whose length the supernode does not know yet.
 	unknownLength bool
+	// failed is set once failAfter made /peer/task fail.
+	failed bool
+	// source, when set, makes this fake a supernode of the source
+	// pattern (newFakeSourceSupernode): pieces are raw ranges of the
+	// file, to be fetched from this URL, with no pieceMd5.
+	source string
 }
 
 type fakeClient struct {
@@ -82,6 +88,15 @@ type fakeClient struct {
 
 func newFakeSupernode(t *testing.T, content []byte) *fakeSupernode {
 	return newFakeSupernodeSize(t, content, piece.ComputeSize(int64(len(content))))
+}
+
+// newFakeSourceSupernode is a fake supernode of the source pattern for
+// the file content at url: a Dragonfly 1.x one offers its pieces without
+// a digest, a Damselfly one (blake3) with the BLAKE3 of the raw range.
+func newFakeSourceSupernode(t *testing.T, content []byte, url string) *fakeSupernode {
+	f := newFakeSupernode(t, content)
+	f.source, f.wrapped = url, content
+	return f
 }
 
 // newFakeSupernodeSize is newFakeSupernode cutting pieces of size bytes.
@@ -176,12 +191,21 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 	if f.unknownLength {
 		length = -1
 	}
+	cdnSource := types.CDNSourceSupernode
+	if f.source != "" {
+		cdnSource = types.CDNSourceSource
+	}
 	f.mu.Unlock()
 	reply(w, types.ResultInfo{Code: 200, Data: types.RegisterResponseData{TaskID: "task", FileLength: length,
-		PieceSize: f.size, CDNSource: types.CDNSourceSupernode}})
+		PieceSize: f.size, CDNSource: cdnSource}})
 }
 
-func (f *fakeSupernode) pieces() int { return piece.Count(int64(len(f.content)), f.size) }
+func (f *fakeSupernode) pieces() int {
+	if f.source != "" {
+		return max(1, (len(f.content)+int(f.size)-1)/int(f.size))
+	}
+	return piece.Count(int64(len(f.content)), f.size)
+}
 
 func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -212,6 +236,7 @@ func (f *fakeSupernode) task(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f.failAfter > 0 && len(c.done) >= f.failAfter {
+		f.failed = true
 		reply(w, types.ResultInfo{Code: types.CodeSystemError, Msg: "broken"})
 		return
 	}
@@ -254,7 +279,7 @@ func (f *fakeSupernode) holder(i int, withBlake3 bool) types.PieceInfo {
 	rg := piece.Range(i, f.size, int64(len(f.wrapped)))
 	s, e, _ := piece.ParseRange(rg)
 	p := types.PieceInfo{Range: rg, PieceNum: i, PieceSize: f.size, PieceMd5: piece.Md5Value(f.wrapped[s : e+1])}
-	if f.noPieceMd5 {
+	if f.noPieceMd5 || f.source != "" {
 		p.PieceMd5 = ""
 	}
 	if withBlake3 {
@@ -271,6 +296,9 @@ func (f *fakeSupernode) holder(i int, withBlake3 bool) types.PieceInfo {
 	host, port, _ := net.SplitHostPort(f.node())
 	p.CID, p.PeerIP, p.Path = types.SuperNodeCIDPrefix+"x~task", host, "/download/task"
 	p.PeerPort, _ = strconv.Atoi(port)
+	if f.source != "" {
+		p.Path = f.source
+	}
 	return p
 }
 

@@ -21,7 +21,8 @@ import (
 // can fetch them while they are in the window. When the supernode fails
 // mid-stream, the stream moves to the next --node and resumes at the first
 // piece not yet written; only when no node is left is the failure a
-// fallBack, and the source continues the stream where P2P left it.
+// fallBack, and the source continues the stream where P2P left it, once
+// its copy of the bytes out proves to be theirs (streamBackSource).
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
 	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "", d.streamSha256())
@@ -280,9 +281,13 @@ func (d *Download) writeSlot(ctx context.Context, f *os.File, slots int, p *down
 }
 
 // streamBackSource continues the stream from the source after the bytes
-// P2P streamed, so no byte already written is repeated or skipped. A
-// source of another length fails the download: the bytes out cannot be
-// taken back, so no further fallback helps.
+// P2P streamed, so no byte already written is repeated or skipped. The
+// source is read from byte 0: the bytes already out are checked against
+// the digests their pieces were verified with, never written again, and
+// a source whose copy of them differs, or whose file has another length,
+// fails the download: the bytes out cannot be taken back, so no further
+// fallback helps. A Range from the first byte not yet out would take
+// another version's tail on trust.
 func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSource) error {
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
@@ -290,27 +295,45 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", d.streamSha256())
 		_, _ = d.sw.Stop(ctx)
 	}
-	out, sum, off := d.sw.Continue(), d.sw.Sum, d.streamed
+	out, err := d.sw.Continue()
+	if err != nil {
+		return err
+	}
 	// After bytes of the registered file are out, the source must hold a
 	// file of its length (the check the migration path makes,
 	// errOtherVersion). From byte 0 its file, whatever its length, is a
 	// whole version, as in the file mode.
-	want := int64(-1)
-	if off > 0 {
+	head, want := d.streamed, int64(-1)
+	if head > 0 {
 		want = d.streamLength
 	}
-	n, err := src.Copy(ctx, out, off, want, d.bar.Add)
-	d.length = off + n
+	n, err := src.Copy(ctx, out, 0, want, afterFirst(head, d.bar.Add))
+	d.length = max(n, head) // n counts the head again
+	if err == nil {
+		err = out.Checked()
+	}
 	if err != nil {
 		if errors.Is(err, downloader.ErrConsumerGone) {
 			return downloader.ErrConsumerGone
 		}
 		return err
 	}
-	if d.cfg.Md5 != "" && !downloader.EqualMd5(sum(), d.cfg.Md5) {
-		return fmt.Errorf("md5 of the stream is %s, want %s", sum(), d.cfg.Md5)
+	if sum := d.sw.Sum(); d.cfg.Md5 != "" && !downloader.EqualMd5(sum, d.cfg.Md5) {
+		return fmt.Errorf("md5 of the stream is %s, want %s", sum, d.cfg.Md5)
 	}
 	return d.checkStreamDigest(d.sw)
+}
+
+// afterFirst is add without the first skip bytes it is told of: the
+// progress bar counted the head P2P streamed, which a fallback reads again.
+func afterFirst(skip int64, add func(int64)) func(int64) {
+	return func(n int64) {
+		s := min(n, skip)
+		skip -= s
+		if n > s {
+			add(n - s)
+		}
+	}
 }
 
 // streamSha256 reports whether the stream hashes its bytes for --digest.

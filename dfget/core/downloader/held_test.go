@@ -147,7 +147,7 @@ func TestVerifyHeldStreamPieces(t *testing.T) {
 		var out bytes.Buffer
 		w := NewStreamWriter(&out, 4, false, false)
 		p := pieceOf(v1, 0, heldSize-piece.WrapSize)
-		p.Digest = pieceDigest(tc.had)
+		p.Info = tc.had
 		if err := w.WritePiece(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}

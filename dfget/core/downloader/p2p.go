@@ -153,7 +153,7 @@ func (d *P2P) fetch(ctx context.Context, pi types.PieceInfo, release func()) (bo
 		content = b[piece.HeadSize : len(b)-1]
 	}
 	owned = false
-	p := &Piece{Num: pi.PieceNum, Range: pi.Range, NoShare: pi.NoShare, Digest: pieceDigest(pi), Content: content, Wrapped: b, release: func() {
+	p := &Piece{Num: pi.PieceNum, NoShare: pi.NoShare, Info: pi, Raw: !d.Wrapped, Content: content, Wrapped: b, release: func() {
 		d.pool.Put(buf)
 		if release != nil {
 			release()

@@ -181,9 +181,10 @@ type SourceSize struct {
 	Rest, Total int64
 }
 
-// ErrSourceChanged is a source whose file is not the length of the one a
-// stream began with: another version of it, whose bytes cannot follow the
-// ones already written.
+// ErrSourceChanged is a source whose file is not the one a stream began
+// with (another length, or other bytes where the stream's are already
+// out): another version of it, whose bytes cannot follow the ones already
+// written.
 var ErrSourceChanged = errors.New("the source holds another version of the file")
 
 // check is nil when an answer of this size can finish, from byte off, a
@@ -249,11 +250,12 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 }
 
 // Copy streams the source from off into w, counting bytes with onBytes.
-// want is the length of the whole stream (-1: unknown) when bytes before
-// off are already out: a source of another length is another version of
-// the file, whose bytes must not follow them. Its answer is checked
-// before any byte is written; one that does not state its size is cut at
-// want and must end there.
+// want is the length of the whole stream (-1: unknown) when bytes of it
+// are already out (before off, or the head a stream's tail checks rather
+// than writes, StreamWriter.Continue): a source of another length is
+// another version of the file, whose bytes must not follow them. Its
+// answer is checked before any byte is written; one that does not state
+// its size is cut at want and must end there.
 func (s *BackSource) Copy(ctx context.Context, w io.Writer, off, want int64, onBytes func(int64)) (int64, error) {
 	body, size, err := s.Open(ctx, off)
 	if err != nil {

@@ -41,10 +41,11 @@ type StreamWriter struct {
 	cond *sync.Cond
 	next int
 	held map[int]*Piece
-	// digests are the digests the pieces held or written were verified
-	// with (Piece.Digest), to check a piece a new supernode offers again
-	// after a migration: one short string per piece of the stream.
-	digests map[int]string
+	// kept is what the stream keeps of each piece held or written, in
+	// place of its bytes: the digest it was verified with, to check a
+	// piece a new supernode offers again after a migration, or the
+	// source's copy of the pieces written after a fallback (Continue).
+	kept    map[int]keptPiece
 	stopped bool
 	err     error
 	written int64
@@ -77,7 +78,7 @@ type StreamWriter struct {
 // either way.
 func NewStreamWriter(out io.Writer, window int, md5Sum, sha256Sum bool) *StreamWriter {
 	w := &StreamWriter{out: out, window: window, slots: make(chan struct{}, window), held: map[int]*Piece{},
-		digests: map[int]string{}, done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum), cur: -1}
+		kept: map[int]keptPiece{}, done: make(chan struct{}), h: digest.NewWhole(md5Sum, sha256Sum), cur: -1}
 	w.cond = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -145,6 +146,7 @@ func (w *StreamWriter) wake() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() }
 
 // WritePiece implements Writer.
 func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
+	k := keep(p)
 	w.mu.Lock()
 	if w.err != nil || w.stopped {
 		err := w.err
@@ -178,7 +180,7 @@ func (w *StreamWriter) WritePiece(ctx context.Context, p *Piece) error {
 		p.share()
 	}
 	w.held[p.Num] = p
-	w.digests[p.Num] = p.Digest
+	w.kept[p.Num] = k
 	if p.Num == w.next {
 		w.headDone = true
 	}
@@ -316,10 +318,6 @@ func (w *StreamWriter) dropHeld() {
 	}
 }
 
-// Continue writes more bytes after Stop (the fallback), keeping the
-// running md5.
-func (w *StreamWriter) Continue() io.Writer { return streamTail{w} }
-
 // Has implements HasPieces: piece num is written or held for writing. A
 // supernode the stream moved to that ignored where it resumed offers
 // such a piece again.
@@ -334,7 +332,7 @@ func (w *StreamWriter) Has(num int) bool {
 func (w *StreamWriter) PieceDigest(num int) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.digests[num]
+	return pieceDigest(w.kept[num].info)
 }
 
 // Next is the number of pieces written so far: where the stream resumes.
@@ -370,18 +368,4 @@ func (w *StreamWriter) Sha256() digest.Digest {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.h.Sha256()
-}
-
-type streamTail struct{ w *StreamWriter }
-
-func (t streamTail) Write(b []byte) (int, error) {
-	n, err := t.w.out.Write(b)
-	t.w.mu.Lock()
-	_, _ = t.w.h.Write(b[:n])
-	t.w.written += int64(n)
-	t.w.mu.Unlock()
-	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)) {
-		err = ErrConsumerGone
-	}
-	return n, err
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
 )
 
 // admitAsync runs w.Admit(num) in the background; the channel gets its
@@ -188,7 +190,7 @@ func TestStreamWriterPieceBeingWrittenIsHad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("a"), Digest: "md5:x", release: rel}); err != nil {
+	if err := w.WritePiece(ctx, &Piece{Num: 0, Content: []byte("a"), Info: types.PieceInfo{PieceMd5: "x"}, release: rel}); err != nil {
 		t.Fatal(err)
 	}
 	<-out.entered // piece 0 is being written; next is still 0

@@ -59,7 +59,7 @@ func TestStreamWriterSha256(t *testing.T) {
 		if _, err := w.Admit(ctx, n); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.WritePiece(ctx, pieceOf(data, n, 3)); err != nil {
+		if err := w.WritePiece(ctx, rawPiece(data, n, 3)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,7 +69,11 @@ func TestStreamWriterSha256(t *testing.T) {
 	if _, err := w.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Continue().Write(data[6:]); err != nil {
+	tail, err := w.Continue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tail.Write(data); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.Sha256(); got != digest.Sum(digest.SHA256, data) || out.String() != string(data) {

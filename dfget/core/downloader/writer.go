@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/pkg/fsname"
@@ -22,15 +23,17 @@ import (
 // it calls Release, which returns the buffer to the pool.
 type Piece struct {
 	Num     int
-	Range   string
 	Content []byte // plain bytes of the file
 	Wrapped []byte // bytes as received (wrapped unless source-CDN mode)
 	// NoShare: the supernode said no other client would fetch the piece
 	// from us, so a stream keeps it out of its stream cache.
 	NoShare bool
-	// Digest is the digest the piece was verified with ("" when it came
-	// without one): a stream remembers it for the pieces it wrote out.
-	Digest  string
+	// Info is the supernode's offer the piece was verified against (its
+	// digest, range and piece size), and Raw says it was served without
+	// a wrapper (source-CDN mode): a stream keeps both for the pieces it
+	// writes out, to check the same bytes from elsewhere later.
+	Info    types.PieceInfo
+	Raw     bool
 	release func()
 	// owners beyond the first: the stream writer and its push to the
 	// stream cache read the piece at the same time, and the buffer goes
