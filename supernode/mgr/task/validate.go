@@ -84,8 +84,10 @@ func CheckHeaderLines(lines []string) error {
 }
 
 // CheckPreheat refuses a preheat whose URL, filter, identifier or headers
-// exceed the limits or whose Range header names several ranges.
-func CheckPreheat(req types.PreheatCreateRequest) error {
+// exceed the limits or whose Range header a registration of the same source
+// would be refused for (checkRange; sourcePattern is the supernode's CDN
+// pattern): the preheat would be accepted, then fail with that message.
+func CheckPreheat(req types.PreheatCreateRequest, sourcePattern bool) error {
 	if err := CheckURL("url", req.URL); err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func CheckPreheat(req types.PreheatCreateRequest) error {
 	if err := CheckHeaderMap(req.Headers); err != nil {
 		return err
 	}
-	return CheckRange(req.Headers)
+	return checkRange(req.Headers, sourcePattern)
 }
 
 // CheckHeaderMap is CheckHeaderLines for a header map (a preheat's).
@@ -113,19 +115,18 @@ func CheckHeaderMap(h map[string]string) error {
 	return CheckHeaderLines(lines)
 }
 
-// CheckRange accepts a source Range header only if it names one range
+// checkRange accepts a source Range header only if it names one range
 // ("bytes=s-e", "bytes=s-" or "bytes=-n"): the answer to several ranges is
 // a multipart/byteranges body, which would be stored as the file. A range
 // no origin serves as asked (e before s, bytes=-0, a bound past int64) is
 // refused too: an origin ignores an invalid range and answers the whole
 // file, which would be stored as the range, or answers 416.
-func CheckRange(headers map[string]string) error { return checkRange(headers, false) }
-
-// checkRange is CheckRange for a supernode in the source CDN pattern when
-// sourcePattern is set: a suffix range is refused too. Clients re-base a
-// piece's range onto the Range's start, which for bytes=-n depends on the
-// source's length; the CDN would refuse it only after the task was made,
-// a system error to the client instead of this parameter error.
+//
+// With sourcePattern (a supernode in the source CDN pattern) a suffix
+// range is refused too. Clients re-base a piece's range onto the Range's
+// start, which for bytes=-n depends on the source's length; the CDN would
+// refuse it only after the task was made, a system error to the client
+// instead of this parameter error.
 func checkRange(headers map[string]string, sourcePattern bool) error {
 	for k, v := range headers {
 		if !strings.EqualFold(k, "Range") {

@@ -20,16 +20,16 @@ func TestCheckRange(t *testing.T) {
 		"bytes= 5-9": true, "bytes=9223372036854775807-": true, "": false, "bytes=+5-9": false, "bytes=5 - 9": false,
 		"bytes=-0": false, "bytes=5-4": false, "bytes=99999999999999999999-": false, "bytes=0-9223372036854775808": false,
 	} {
-		if err := CheckRange(map[string]string{"Range": v}); (err == nil) != ok {
+		if err := checkRange(map[string]string{"Range": v}, false); (err == nil) != ok {
 			t.Errorf("%q: %v, want ok=%v", v, err, ok)
 		}
 	}
 	// A preheat's header names are not canonical.
-	if err := CheckRange(map[string]string{"range": "bytes=0-1,3-4"}); CodeOf(err) != types.CodeParamError ||
+	if err := checkRange(map[string]string{"range": "bytes=0-1,3-4"}, false); CodeOf(err) != types.CodeParamError ||
 		!strings.Contains(err.Error(), "names several ranges") {
 		t.Errorf("lower-case multi-range: %v, want a 501 naming several ranges", err)
 	}
-	if CheckRange(map[string]string{"X": "y"}) != nil {
+	if checkRange(map[string]string{"X": "y"}, false) != nil {
 		t.Error("no Range refused")
 	}
 }
@@ -41,9 +41,9 @@ func TestLimitErrorsDoNotEcho(t *testing.T) {
 		CheckRequest(types.RegisterRequest{RawURL: huge}),
 		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Identifier: huge}),
 		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Headers: []string{"X: " + huge}}),
-		CheckPreheat(types.PreheatCreateRequest{URL: huge}),
-		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"X": huge}}),
-		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"Range": "bytes=0-1," + huge}}),
+		CheckPreheat(types.PreheatCreateRequest{URL: huge}, false),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"X": huge}}, false),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"Range": "bytes=0-1," + huge}}, false),
 	} {
 		if err == nil || CodeOf(err) != types.CodeParamError || len(err.Error()) > 512 {
 			t.Errorf("want a short 501 error, got code %d, %d bytes: %.200v", CodeOf(err), len(errString(err)), err)
