@@ -382,3 +382,23 @@ func TestPreheatSuffixRangeRefused(t *testing.T) {
 		t.Errorf("suffix range, supernode pattern: %d %s", st, got)
 	}
 }
+
+// A v1 client's registration whose header line is no single valid field
+// is refused with v1's bad-request result (HTTP 500, code 501) before the
+// task manager sees it (the mock expects no Register for those).
+func TestRegisterRefusesBadHeaderFields(t *testing.T) {
+	f := newFixture(t)
+	for _, h := range []string{"Bad Name:x", ":x", "X:\r\ny", "X: a\u0000", "nocolon"} {
+		hj, _ := json.Marshal([]string{"X-Good: 1", h})
+		st, body := f.do(t, "POST", "/peer/registry", "application/json",
+			`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":`+string(hj)+`}`)
+		if st != 500 || !strings.HasPrefix(body, `{"code":501,"message":"header 1: invalid header`) {
+			t.Errorf("header %q: HTTP %d %s", h, st, body)
+		}
+	}
+	f.tasks.EXPECT().Register(gomock.Any()).Return(types.RegisterResponseData{TaskID: "tid"}, nil)
+	if st, body := f.do(t, "POST", "/peer/registry", "application/json",
+		`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":["X-A: b c","Authorization: Bearer a=b:c"]}`); st != 200 {
+		t.Errorf("good headers: HTTP %d %s", st, body)
+	}
+}

@@ -65,7 +65,10 @@ func CheckURL(field, u string) error {
 	return nil
 }
 
-// CheckHeaderLines refuses too many or too long "Key: Value" lines.
+// CheckHeaderLines refuses too many or too long "Key: Value" lines, and a
+// line the CDN could not send to the source as one field: a name that is
+// not a token, a value with CR, LF or NUL (urlutil.CheckHeaderLine). The
+// fetch would fail, or the line would reach the origin as several fields.
 func CheckHeaderLines(lines []string) error {
 	if len(lines) > MaxHeaders {
 		return errorf(types.CodeParamError, "%d headers: the limit is %d", len(lines), MaxHeaders)
@@ -76,6 +79,11 @@ func CheckHeaderLines(lines []string) error {
 			return errorf(types.CodeParamError, "header %d is %d bytes: the limit is %d", i, len(l), MaxHeaderLen)
 		}
 		total += len(l)
+	}
+	for i, l := range lines {
+		if err := urlutil.CheckHeaderLine(l); err != nil {
+			return errorf(types.CodeParamError, "header %d: %w", i, err)
+		}
 	}
 	if total > MaxHeadersLen {
 		return errorf(types.CodeParamError, "headers are %d bytes: the limit is %d", total, MaxHeadersLen)
@@ -112,7 +120,16 @@ func CheckHeaderMap(h map[string]string) error {
 	for k, v := range h {
 		lines = append(lines, k+": "+v)
 	}
-	return CheckHeaderLines(lines)
+	if err := CheckHeaderLines(lines); err != nil {
+		return err
+	}
+	// The names on their own too: "a:b" passes as the line "a:b: v".
+	for k, v := range h {
+		if err := urlutil.CheckHeaderField(k, v); err != nil {
+			return errorf(types.CodeParamError, "header %q: %w", urlutil.Clip(k, EchoLimit), err)
+		}
+	}
+	return nil
 }
 
 // checkRange accepts a source Range header only if it names one range

@@ -122,3 +122,38 @@ func TestLocalPatternTakesSuffixRange(t *testing.T) {
 		t.Errorf("bytes=-100 refused: %v", err)
 	}
 }
+
+// A registration's header lines go to the origin with the CDN's request: a
+// name that is not a token or a value with CR, LF or NUL is refused with
+// 501 when the registration is checked, before any task or CDN (the mocks
+// expect no call), not when the CDN builds its request. So are a
+// preheat's header map entries.
+func TestHeaderFieldsRefused(t *testing.T) {
+	d := newDeps(t)
+	for _, h := range []string{"Bad Name:x", ":x", "X:\r\ny", "X: a\nb", "X: a\x00", "nocolon", "X(A): b", "X\xc3\xa9: b", "a b: c"} {
+		r := validReq()
+		r.Headers = []string{"X-Good: 1", h}
+		if err := CheckRequest(r); CodeOf(err) != types.CodeParamError {
+			t.Errorf("CheckRequest, header %q: %v (code %d), want 501", h, err, CodeOf(err))
+		}
+		if _, err := d.m.Register(RegisterParams{Req: r}); CodeOf(err) != types.CodeParamError {
+			t.Errorf("Register, header %q: %v (code %d), want 501", h, err, CodeOf(err))
+		}
+	}
+	for _, h := range []string{"X-A: b", " X-A :  b c\t", "Authorization: Bearer a=b:c", "X-Empty:", "X-Utf8: caf\xc3\xa9", "!#$%&'*+-.^_`|~09az: v"} {
+		r := validReq()
+		r.Headers = []string{h}
+		if err := CheckRequest(r); err != nil {
+			t.Errorf("header %q refused: %v", h, err)
+		}
+	}
+	for k, v := range map[string]string{"Bad Name": "x", "a:b": "v", "": "v", "X": "a\r\nb", "Y": "a\x00"} {
+		err := CheckPreheat(types.PreheatCreateRequest{URL: "http://o/f", Headers: map[string]string{"X-Good": "1", k: v}}, false)
+		if CodeOf(err) != types.CodeParamError {
+			t.Errorf("preheat header %q: %q: %v, want refused", k, v, err)
+		}
+	}
+	if err := CheckPreheat(types.PreheatCreateRequest{URL: "http://o/f", Headers: map[string]string{"x-a": " b\t", "Range": "bytes=0-9"}}, false); err != nil {
+		t.Errorf("good preheat headers refused: %v", err)
+	}
+}
