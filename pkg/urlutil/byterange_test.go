@@ -63,3 +63,32 @@ func FuzzParseByteRange(f *testing.F) {
 		}
 	})
 }
+
+// InWhole places a range in a whole-file body as an origin honouring Range
+// would answer it: cut at the end, a suffix by the size; what it cannot
+// place (a suffix of unknown or empty size, a start at or past the end)
+// is an error.
+func TestInWhole(t *testing.T) {
+	for _, tc := range []struct {
+		br                  ByteRange
+		size, first, length int64
+		ok                  bool
+	}{
+		{ByteRange{First: 20, Last: 29}, 100, 20, 10, true},
+		{ByteRange{First: 20, Last: 29}, -1, 20, 10, true},
+		{ByteRange{First: 95, Last: 199}, 100, 95, 5, true},
+		{ByteRange{First: 90, Last: -1}, 100, 90, 10, true},
+		{ByteRange{First: 90, Last: -1}, -1, 90, -1, true},
+		{ByteRange{Suffix: 5}, 100, 95, 5, true},
+		{ByteRange{Suffix: 500}, 100, 0, 100, true},
+		{ByteRange{First: 100, Last: -1}, 100, 0, 0, false},
+		{ByteRange{First: 100, Last: 120}, 100, 0, 0, false},
+		{ByteRange{Suffix: 5}, -1, 0, 0, false},
+		{ByteRange{Suffix: 5}, 0, 0, 0, false},
+	} {
+		first, length, err := tc.br.InWhole(tc.size)
+		if (err == nil) != tc.ok || tc.ok && (first != tc.first || length != tc.length) {
+			t.Errorf("%+v in %d: %d, %d, %v; want %d, %d, ok %v", tc.br, tc.size, first, length, err, tc.first, tc.length, tc.ok)
+		}
+	}
+}

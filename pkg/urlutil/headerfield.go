@@ -1,6 +1,7 @@
 package urlutil
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -40,17 +41,33 @@ func ValidHeaderValue(value string) bool {
 
 // CheckHeaderLine checks one "Key: Value" line as ParseHeaders reads it
 // (split on the first colon, both sides trimmed): the name must be a
-// token and the value free of control characters.
+// token, and the line free of control characters but tab. The line is
+// checked untrimmed: trimming takes a CR or LF off the ends ("X:\r\ny"
+// would read as X: y), and a line holding one is no single field.
 func CheckHeaderLine(line string) error {
 	k, v, ok := strings.Cut(line, ":")
 	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 	switch {
 	case !ok || k == "":
 		return fmt.Errorf("invalid header %q: want \"Key: Value\"", line)
-	case !ValidHeaderName(k):
-		return fmt.Errorf("invalid header %q: the name %q is not an HTTP token (letters, digits and !#$%%&'*+-.^_`|~ only, no space)", line, k)
-	case !ValidHeaderValue(v):
-		return fmt.Errorf("invalid header %q: the value holds a control character (CR, LF, NUL...)", line)
+	case !ValidHeaderValue(line):
+		return fmt.Errorf("invalid header %q: it holds a control character (CR, LF, NUL...)", line)
+	}
+	if err := CheckHeaderField(k, v); err != nil {
+		return fmt.Errorf("invalid header %q: %w", line, err)
+	}
+	return nil
+}
+
+// CheckHeaderField checks a header's name and value (a header map's entry,
+// or a line's parts): a token name, a value free of control characters.
+// The error quotes neither: the caller names the header.
+func CheckHeaderField(name, value string) error {
+	switch {
+	case !ValidHeaderName(name):
+		return errors.New("the name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only, no space)")
+	case !ValidHeaderValue(value):
+		return errors.New("the value holds a control character (CR, LF, NUL...)")
 	}
 	return nil
 }

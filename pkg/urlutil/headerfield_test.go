@@ -16,6 +16,9 @@ func TestCheckHeaderLine(t *testing.T) {
 		"X-A: b\x00":         false,
 		"X-A: b\x7f":         false,
 		": b":                false,
+		"X:\r\ny":            false,
+		"\r\nX: y":           false,
+		"X: y\r":             false,
 		"nocolon":            false,
 	} {
 		if err := CheckHeaderLine(line); (err == nil) != ok {

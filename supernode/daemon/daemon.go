@@ -149,7 +149,8 @@ func (d *Daemon) build() error {
 		Tasks: tasks, Pulls: pulls, Peers: peers, GC: d.gc, PieceErrors: d.pe, Preheats: d.preheat, Metrics: mx,
 		Cluster: clusterView, ClusterCDN: d.cdn,
 		Log: log.WithField("srv", "api"), Profiler: b.Debug || b.EnableProfiler,
-		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow, Closing: d.closing,
+		AuthToken: b.AuthToken, SourceAllow: b.SourceAllow, SourcePattern: b.CDNPattern == config.CDNPatternSource,
+		Closing: d.closing,
 	})
 	d.api = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, ErrorLog: nil}

@@ -291,7 +291,7 @@ func (a *api) createPreheat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
 		return
 	}
-	if err := task.CheckPreheat(req); err != nil {
+	if err := task.CheckPreheat(req, a.SourcePattern); err != nil {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -108,6 +108,9 @@ type Deps struct {
 	// SourceAllow, when not empty, lists the only source hosts accepted
 	// at registration and preheat.
 	SourceAllow []string
+	// SourcePattern is the source CDN pattern, whose registrations refuse
+	// a suffix Range: a preheat of one is refused when it is made too.
+	SourcePattern bool
 	// Closing, closed when the supernode shuts down, ends the streams to
 	// other members: one lasts as long as its fill and would hold the
 	// API server's shutdown to its deadline, when the asker can read the

@@ -32,14 +32,19 @@ type fixture struct {
 	srv      *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture serves the API over mocks; opts set the other Deps.
+func newFixture(t *testing.T, opts ...func(*Deps)) *fixture {
 	ctrl := gomock.NewController(t)
 	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil, nil), gc: NewMockGC(ctrl),
 		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	f.srv = httptest.NewServer(NewAPI(Deps{Tasks: f.tasks, Pulls: f.pulls, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
-		Preheats: f.preheats, Metrics: metrics.New(), Log: log}))
+	d := Deps{Tasks: f.tasks, Pulls: f.pulls, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
+		Preheats: f.preheats, Metrics: metrics.New(), Log: log}
+	for _, o := range opts {
+		o(&d)
+	}
+	f.srv = httptest.NewServer(NewAPI(d))
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -349,5 +354,51 @@ func TestPreheatListShapeAndFull(t *testing.T) {
 	if st, body := f.do(t, "POST", "/preheats", "", `{"type":"file","url":"http://x/y"}`); st != 503 ||
 		body != `{"code":503,"message":"too many preheat records held (2, the limit is 2)"}` {
 		t.Fatalf("full: %d %s", st, body)
+	}
+}
+
+// In the source CDN pattern a preheat with a suffix Range is refused when it
+// is made, as a registration of it is (with v1's preheat error shape), not
+// accepted with 201 to fail when it runs; a start-end Range is accepted. In
+// the supernode pattern the suffix range is accepted as a registration's is.
+func TestPreheatSuffixRangeRefused(t *testing.T) {
+	body := func(rg string) string {
+		return `{"type":"file","url":"http://x/y","headers":{"range":"` + rg + `"}}`
+	}
+	src := newFixture(t, func(d *Deps) { d.SourcePattern = true })
+	for _, path := range []string{"/preheats", "/api/v1/preheats"} {
+		st, got := src.do(t, "POST", path, "", body("bytes=-100"))
+		if st != 400 || !strings.HasPrefix(got, `{"code":400,"message":"Range header \"bytes=-100\" is a suffix range`) {
+			t.Errorf("POST %s, suffix range, source pattern: %d %s", path, st, got)
+		}
+		src.preheats.EXPECT().Create(gomock.Any()).Return("id", false, nil)
+		if st, got := src.do(t, "POST", path, "", body("bytes=100-")); st != 201 {
+			t.Errorf("POST %s, bytes=100-, source pattern: %d %s", path, st, got)
+		}
+	}
+	sn := newFixture(t)
+	sn.preheats.EXPECT().Create(gomock.Any()).Return("id", false, nil)
+	if st, got := sn.do(t, "POST", "/preheats", "", body("bytes=-100")); st != 201 {
+		t.Errorf("suffix range, supernode pattern: %d %s", st, got)
+	}
+}
+
+// A v1 client's registration whose header line is no single valid field
+// is refused with v1's bad-request result (HTTP 500, code 501) before the
+// task manager sees it (the mock expects no Register for those).
+func TestRegisterRefusesBadHeaderFields(t *testing.T) {
+	f := newFixture(t)
+	for _, h := range []string{"Bad Name:x", ":x", "X:\r\ny", "X: a\u0000", "nocolon"} {
+		hj, _ := json.Marshal([]string{"X-Good: 1", h})
+		st, body := f.do(t, "POST", "/peer/registry", "application/json",
+			`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":`+string(hj)+`}`)
+		if st != 500 || !strings.HasPrefix(body, `{"code":501,"message":"header 1: invalid header`) {
+			t.Errorf("header %q: HTTP %d %s", h, st, body)
+		}
+	}
+	f.tasks.EXPECT().Register(gomock.Any()).Return(types.RegisterResponseData{TaskID: "tid"}, nil)
+	if st, body := f.do(t, "POST", "/peer/registry", "application/json",
+		`{"rawUrl":"http://o/f","cid":"c1","port":15001,"path":"/peer/file/x","headers":["X-A: b c","Authorization: Bearer a=b:c"]}`); st != 200 {
+		t.Errorf("good headers: HTTP %d %s", st, body)
 	}
 }

@@ -83,7 +83,8 @@ func TestDfgetSuffixRangeSourcePattern(t *testing.T) {
 // A source that ignores Range (here a chunked 200, without Content-Length)
 // answers the supernode's request for a ranged task with the whole file:
 // the CDN stores only the range, so dfget, P2P only, gets exactly those
-// bytes. A suffix range cannot be placed in a body of unknown length: the
+// bytes, and dfget's own back-source (--pattern source) cuts it the same
+// way. A suffix range cannot be placed in a body of unknown length: the
 // task fails rather than giving the whole file.
 func TestDfgetRangeHeaderRangeDeafSource(t *testing.T) {
 	o := newOrigin(t)
@@ -103,17 +104,20 @@ func TestDfgetRangeHeaderRangeDeafSource(t *testing.T) {
 		{"bytes=-50", nil},
 	} {
 		p := newDfgetPeer(t, "127.0.4."+strconv.Itoa(i+1))
-		dst := filepath.Join(out, strconv.Itoa(i))
-		r := p.run(sn, "-u", url, "-o", dst, "--header", "Range: "+tc.rg, "--notbs")
-		if tc.want == nil {
-			if r.code == 0 {
-				t.Fatalf("%s of a body of unknown length: exit 0, want a failure: %s", tc.rg, lastLine(r.stdout))
+		for _, mode := range []string{"--notbs", "--pattern=source"} {
+			dst := filepath.Join(out, strconv.Itoa(i)+mode)
+			r := p.run(sn, "-u", url, "-o", dst, "--header", "Range: "+tc.rg, mode)
+			if tc.want == nil {
+				if r.code == 0 {
+					t.Fatalf("%s %s of a body of unknown length: exit 0, want a failure: %s", mode, tc.rg, lastLine(r.stdout))
+				}
+				noFile(t, dst)
+				continue
 			}
-			continue
+			if r.code != 0 || !strings.Contains(r.stdout, "length:"+strconv.Itoa(len(tc.want))+" ") {
+				t.Fatalf("%s %s: exit %d, want length %d: %s", mode, tc.rg, r.code, len(tc.want), r.stdout)
+			}
+			fileEquals(t, dst, tc.want)
 		}
-		if r.code != 0 || !strings.Contains(r.stdout, "length:"+strconv.Itoa(len(tc.want))+" ") {
-			t.Fatalf("%s: exit %d, want length %d: %s", tc.rg, r.code, len(tc.want), r.stdout)
-		}
-		fileEquals(t, dst, tc.want)
 	}
 }

@@ -1,6 +1,7 @@
 package downloader
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -131,15 +132,16 @@ func setRange(req *http.Request, off int64) (rangeAsk, error) {
 // bodySkip checks that the answer is the bytes asked for and returns how
 // many to skip to reach byte off, and the size of the answer (sourceSize
 // with Rest still counting the skipped bytes). A 200 is the whole file
-// from byte 0: fine when dfget asked for the rest of the file (skip off
-// bytes), never when the user asked for a range, which the body is not. A
-// 206 must state where it starts, and start where the range does.
+// from byte 0: when dfget asked for the rest of the file, off bytes are
+// skipped; when the user asked for a range, the range is cut out of it
+// (rangeOfWhole). A 206 must state where it starts, and start where the
+// range does.
 func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, SourceSize, error) {
 	rg := resp.Request.Header.Get("Range")
 	size := SourceSize{Rest: resp.ContentLength, Total: -1}
 	if resp.StatusCode == http.StatusOK {
 		if a.user {
-			return 0, size, fmt.Errorf("answered 200 (the whole file) to Range %q: the source ignores ranges, so the range cannot be downloaded from it", rg)
+			return a.rangeOfWhole(rg, resp.ContentLength, off)
 		}
 		size.Total = resp.ContentLength
 		return off, size, nil
@@ -171,6 +173,59 @@ func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, SourceSize, e
 		size.Total = cr.Total
 	}
 	return a.skip, size, nil
+}
+
+// rangeOfWhole places the user's range, from its byte off on, in a 200 of
+// size bytes (-1: unknown), the whole file of an origin that ignores
+// Range, as the supernode's CDN cuts a task's range out of one: the bytes
+// to skip and bodySkip's size, whose Rest ends at the range's end (Open
+// cuts the body there). Without it the range could not be downloaded from
+// such an origin at all, though its file holds the bytes.
+func (a rangeAsk) rangeOfWhole(rg string, size, off int64) (int64, SourceSize, error) {
+	none := SourceSize{Rest: -1, Total: -1}
+	if a.odd {
+		return 0, none, fmt.Errorf("answered 200 (the whole file) to Range %q, which is not one range dfget can cut out of it", rg)
+	}
+	// A moved range starts at the range's byte off; a suffix range is
+	// sent unmoved.
+	first, length, err := a.br.InWhole(size)
+	if err != nil {
+		return 0, none, fmt.Errorf("%w (Range %q)", err, rg)
+	}
+	if a.br.Suffix > 0 {
+		if length < off {
+			return 0, none, fmt.Errorf("answered 200 whose last %d bytes (Range %q) end before byte %d of them", length, rg, off)
+		}
+		first, length = first+off, length-off
+	}
+	if length >= 0 {
+		none.Rest = first + length
+	}
+	return first, none, nil
+}
+
+// rangeBody is the part of a whole-file body that is the range, once the
+// bytes before it are skipped: rest bytes, or up to the body's end when
+// rest is -1. A range that nothing of has come yet (off 0) must then get a
+// byte: one starting at the file's end is no content, which an origin
+// honouring Range answers 416, not an empty output.
+func rangeBody(body io.ReadCloser, rest, off int64) (io.ReadCloser, error) {
+	if rest >= 0 {
+		return readCloser{io.LimitReader(body, rest), body}, nil
+	}
+	if off > 0 {
+		return body, nil
+	}
+	var one [1]byte
+	if k, err := io.ReadFull(body, one[:]); k == 0 {
+		return nil, fmt.Errorf("answered 200 whose body ends where the range starts: %w", err)
+	}
+	return readCloser{io.MultiReader(bytes.NewReader(one[:]), body), body}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // SourceSize is what a source answer says of its size: Rest, the bytes
@@ -245,6 +300,14 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 	}
 	if size.Rest >= 0 {
 		size.Rest -= skip
+	}
+	if ask.user && resp.StatusCode == http.StatusOK {
+		body, err := rangeBody(resp.Body, size.Rest, off)
+		if err != nil {
+			resp.Body.Close()
+			return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
+		}
+		return body, size, nil
 	}
 	return resp.Body, size, nil
 }

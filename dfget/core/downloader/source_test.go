@@ -44,17 +44,28 @@ func TestSourceRefusesMultipartByteranges(t *testing.T) {
 }
 
 // With a user --header Range the answer must be that range. An origin that
-// ignores Range answers 200 with the whole file: neither the file mode
-// (whose output would be the whole file) nor a stream continued after P2P
-// (whose bytes would come from the file's start, not the range's) takes
-// it. A 206 must start where the range does; a suffix range is placed by
-// the Content-Range's total.
+// ignores Range answers 200 with the whole file: the range is cut out of
+// it, as the supernode's CDN cuts it (skipped to the range's start, read
+// for exactly its length, past the end cut at the end), both by the file
+// mode and by a stream continued after P2P (from byte off of the range).
+// A body that ends before the range does fails, as does a range starting
+// at the file's end (a 206 origin answers 416) and a suffix range of a
+// 200 whose length is unknown. A 206 must start where the range does; a
+// suffix range is placed by the Content-Range's total.
 func TestSourceUserRangeAnswer(t *testing.T) {
 	data := strings.Repeat("abcdefghij", 10) // 100 bytes
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/ignores":
 			w.Header().Set("Content-Length", "100")
+			_, _ = w.Write([]byte(data))
+		case "/unsized", "/short": // ignores Range; chunked, no Content-Length
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			if r.URL.Path == "/short" {
+				_, _ = w.Write([]byte(data[:25]))
+				return
+			}
 			_, _ = w.Write([]byte(data))
 		case "/liar": // names and sends the file's first bytes for any range
 			w.Header().Set("Content-Range", "bytes 0-9/100")
@@ -70,10 +81,24 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 		off       int64
 		want      string // "" for an error
 	}{
-		{"/ignores", "bytes=20-29", 0, ""},
-		{"/ignores", "bytes=20-29", 3, ""},
-		{"/ignores", "bytes=-5", 2, ""},
+		{"/ignores", "bytes=20-29", 0, data[20:30]},
+		{"/ignores", "bytes=20-29", 3, data[23:30]},
+		{"/ignores", "bytes=-5", 0, data[95:]},
+		{"/ignores", "bytes=-5", 2, data[97:]},
+		{"/ignores", "bytes=-500", 0, data},
+		{"/ignores", "bytes=90-", 4, data[94:]},
+		{"/ignores", "bytes=95-199", 0, data[95:]},
+		{"/ignores", "bytes=100-", 0, ""},
 		{"/ignores", "", 7, data[7:]},
+		{"/unsized", "bytes=20-29", 0, data[20:30]},
+		{"/unsized", "bytes=20-29", 3, data[23:30]},
+		{"/unsized", "bytes=90-", 0, data[90:]},
+		{"/unsized", "bytes=99-", 0, data[99:]},
+		{"/unsized", "bytes=100-", 0, ""},
+		{"/unsized", "bytes=-5", 0, ""},
+		{"/short", "bytes=20-29", 0, ""},
+		{"/short", "bytes=30-39", 0, ""},
+		{"/short", "bytes=30-", 0, ""},
 		{"/liar", "bytes=20-29", 3, ""},
 		{"/liar", "", 7, ""},
 		{"/f", "bytes=20-29", 0, data[20:30]},
@@ -93,10 +118,23 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 		}
 		t.Logf("%s %q from %d: %v", tc.path, tc.rng, tc.off, err)
 	}
-	out := filepath.Join(t.TempDir(), "out")
+	// A stream continued after P2P wrote the range's first 3 bytes.
 	s := &BackSource{HTTP: srv.Client(), URL: srv.URL + "/ignores", Headers: map[string]string{"Range": "bytes=20-29"}}
+	var stream strings.Builder
+	if _, err := s.Copy(context.Background(), &stream, 3, 10, nil); err != nil || stream.String() != data[23:30] {
+		t.Errorf("stream from byte 3 of the range: %q, %v", stream.String(), err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := s.DownloadFile(context.Background(), out, "", nil); err != nil {
+		t.Fatalf("file mode, range of a 200: %v", err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != data[20:30] {
+		t.Errorf("file mode wrote %q for the range of a 200, want %q", b, data[20:30])
+	}
+	s.URL = srv.URL + "/short"
+	out = filepath.Join(t.TempDir(), "out")
 	if _, err := s.DownloadFile(context.Background(), out, "", nil); err == nil {
-		t.Error("file mode took the whole file for a range")
+		t.Error("file mode took a 200 shorter than the range")
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a failed range download left a file at the output path")

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
+	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/pkg/version"
 )
 
@@ -120,12 +120,7 @@ type pieceRequest struct {
 // headers. The range is in wrapped coordinates unless cdnSource is source.
 func parsePieceRequest(h http.Header) (pieceRequest, error) {
 	var p pieceRequest
-	rg := h.Get("Range")
-	spec, ok := strings.CutPrefix(rg, "bytes=")
-	if !ok || strings.Count(spec, "-") != 1 {
-		return p, fmt.Errorf("invalid Range %q", rg)
-	}
-	start, end, err := piece.ParseRange(spec)
+	start, end, err := pieceRange(h.Get("Range"))
 	if err != nil {
 		return p, err
 	}
@@ -143,22 +138,37 @@ func parsePieceRequest(h http.Header) (pieceRequest, error) {
 		// num*size would wrap: the piece starts past any file.
 		return p, fmt.Errorf("pieceNum %d is past any file of %d-byte pieces", num, size)
 	}
-	if end-start+1 > size {
-		return p, fmt.Errorf("range %s is longer than a piece", spec)
+	// end-start, not its length: bytes=0-(2^63-1) has no int64 length.
+	if end-start >= size {
+		return p, fmt.Errorf("range %d-%d is longer than a piece", start, end)
 	}
 	if !p.wrapped {
 		p.start, p.length = start, end-start+1
 		return p, nil
 	}
 	if start != int64(num)*size {
-		return p, fmt.Errorf("range %s does not start piece %d", spec, num)
+		return p, fmt.Errorf("range %d-%d does not start piece %d", start, end, num)
 	}
 	if end-start+1 < piece.WrapSize {
-		return p, fmt.Errorf("range %s is shorter than the piece wrapper", spec)
+		return p, fmt.Errorf("range %d-%d is shorter than the piece wrapper", start, end)
 	}
 	p.start = start - int64(num)*piece.WrapSize
 	p.length = end - start + 1 - piece.WrapSize
 	return p, nil
+}
+
+// pieceRange reads a piece request's Range: one range naming both bounds,
+// as every dfget sends it (bytes=s-e). An open or suffix range names no
+// piece, and several ranges would want a multipart answer.
+func pieceRange(v string) (start, end int64, err error) {
+	br, err := urlutil.ParseByteRange(v)
+	if err != nil {
+		return 0, 0, fmt.Errorf("piece request: %w", err)
+	}
+	if br.Suffix > 0 || br.Last < 0 {
+		return 0, 0, fmt.Errorf("piece request: invalid Range %q: want bytes=start-end", v)
+	}
+	return br.First, br.Last, nil
 }
 
 // handleFile serves a piece of a task file (GET/HEAD /peer/file/{name}):

@@ -299,6 +299,8 @@ func FuzzPieceRequest(f *testing.F) {
 	f.Add("bytes=4194304-8388607", "1", "4194304", "")
 	f.Add("bytes=100-50", "0", "4194304", "source")
 	f.Add("bytes=-1", "x", "5", "")
+	// end - start + 1 is past int64.
+	f.Add("bytes=0-9223372036854775807", "0", "4194304", "source")
 	// pieceNum x pieceSize is 2^64: it wraps to 0, the range's start.
 	f.Add("bytes=0-99", "274877906944", "67108864", "")
 	f.Fuzz(func(t *testing.T, rg, num, size, src string) {
@@ -558,5 +560,58 @@ func TestLocalCallsOnAnyAddress(t *testing.T) {
 	}
 	if c := check("198.18.0.5:40000"); c != http.StatusForbidden {
 		t.Errorf("call from another host: %d", c)
+	}
+}
+
+// A piece request's Range is one range naming both bounds, as every dfget
+// (ours and Dragonfly 1.x) sends it; anything else is a 400 before any
+// file is opened, never a 416 or a piece.
+func TestPieceRequestRanges(t *testing.T) {
+	s, dir := newTestServer(t)
+	h := s.Handler()
+	content := bytes.Repeat([]byte("x"), 3*testPieceSize)
+	if err := os.WriteFile(filepath.Join(dir, "f"+ServiceSuffix), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	do(t, h, "GET", "/check/f", "127.0.0.1:1", map[string]string{"dataDir": dir}, nil)
+	p1 := piece.Range(1, testPieceSize, -1)
+	tests := []struct {
+		rg, num, src string
+		code         int
+		length       int64 // content bytes of an accepted request
+	}{
+		{"bytes=" + piece.Range(0, testPieceSize, -1), "0", "", http.StatusPartialContent, testPieceSize - piece.WrapSize},
+		{"bytes=" + p1, "1", "", http.StatusPartialContent, testPieceSize - piece.WrapSize},
+		{"bytes=5-5", "0", "source", http.StatusPartialContent, 1},
+		{"bytes=100-199", "0", "source", http.StatusPartialContent, 100},
+		{"bytes=-5", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=-" + strconv.Itoa(testPieceSize), "0", "", http.StatusBadRequest, 0},
+		{"bytes=0-99,200-299", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=" + p1 + ",0-4", "1", "", http.StatusBadRequest, 0},
+		{"bytes=99-0", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=5-", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=0-99999999999999999999", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=0-9223372036854775807", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=+0-99", "0", "source", http.StatusBadRequest, 0},
+		{"bytes=0-+99", "0", "source", http.StatusBadRequest, 0},
+		{"items=0-99", "0", "source", http.StatusBadRequest, 0},
+		{"bytes 0-99", "0", "source", http.StatusBadRequest, 0},
+		{"", "0", "source", http.StatusBadRequest, 0},
+	}
+	for _, tc := range tests {
+		hdr := http.Header{}
+		hdr.Set("Range", tc.rg)
+		hdr.Set("pieceNum", tc.num)
+		hdr.Set("pieceSize", strconv.Itoa(testPieceSize))
+		hdr.Set("cdnSource", tc.src)
+		p, err := parsePieceRequest(hdr)
+		if ok := tc.code == http.StatusPartialContent; ok != (err == nil) || (ok && p.length != tc.length) {
+			t.Errorf("parsePieceRequest(%q, num %s, %q) = %+v, %v", tc.rg, tc.num, tc.src, p, err)
+		}
+		w := do(t, h, "GET", "/peer/file/f", "10.0.0.9:1", map[string]string{"Range": tc.rg,
+			"pieceNum": tc.num, "pieceSize": strconv.Itoa(testPieceSize), "cdnSource": tc.src}, nil)
+		if w.Code != tc.code {
+			t.Errorf("GET Range %q, num %s, %q: %d %q, want %d", tc.rg, tc.num, tc.src, w.Code, w.Body, tc.code)
+		}
 	}
 }

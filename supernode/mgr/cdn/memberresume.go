@@ -153,7 +153,7 @@ func (a originAsk) checkWhole(resp *http.Response, sameVersion bool) (int64, int
 // rangeOfWhole places the rest of a task's range in a 200's body of size
 // bytes (-1 when unknown): the bytes before it and its length.
 func (a originAsk) rangeOfWhole(size int64) (int64, int64, error) {
-	first, length, err := inWhole(a.br, size)
+	first, length, err := a.br.InWhole(size)
 	switch {
 	case err != nil:
 		return 0, 0, fmt.Errorf("%w (Range %q)", err, a.spec)

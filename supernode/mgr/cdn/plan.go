@@ -196,7 +196,7 @@ func (p *plan) ranged(resp *http.Response) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("the request's %w", err)
 	}
-	first, length, err := inWhole(br, resp.ContentLength)
+	first, length, err := br.InWhole(resp.ContentLength)
 	if err != nil {
 		return 0, fmt.Errorf("%w (Range %q)", err, p.userRange)
 	}

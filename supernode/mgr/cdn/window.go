@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // window is the part of a source body that is the task's content: a task
@@ -91,30 +89,3 @@ func (w *window) discard(p []byte) error {
 }
 
 func (w *window) Close() error { return w.body.Close() }
-
-// inWhole places a task's range in a 200's body of size bytes (-1 when
-// unknown): the offset of its first byte and its length (-1: up to the
-// body's end). As an origin honouring Range would, it cuts a range past the
-// end at the end. A suffix range needs the size, which a body without
-// Content-Length tells only once it was read whole.
-func inWhole(br urlutil.ByteRange, size int64) (first, length int64, err error) {
-	switch {
-	case br.Suffix > 0 && size < 0:
-		return 0, 0, errors.New("answered 200 without Content-Length to a suffix Range: " +
-			"where its last bytes start is known only at the body's end")
-	case br.Suffix > 0 && size == 0:
-		return 0, 0, errors.New("answered 200 with an empty file to a suffix Range")
-	case br.Suffix > 0:
-		first = max(size-br.Suffix, 0)
-		return first, size - first, nil
-	case size >= 0 && br.First >= size:
-		return 0, 0, fmt.Errorf("answered 200 with a file of %d bytes to a Range from byte %d", size, br.First)
-	case br.Last < 0 && size < 0:
-		return br.First, -1, nil
-	case br.Last < 0:
-		return br.First, size - br.First, nil
-	case size < 0:
-		return br.First, br.Last - br.First + 1, nil
-	}
-	return br.First, min(br.Last, size-1) - br.First + 1, nil
-}

@@ -44,7 +44,15 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
 	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece); err != nil {
 		// GC dropped the task since ensure: the client registers again.
+		m.rollback(req.CID, src.TaskID, peerID)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task dropped while registering: %w", err)
+	}
+	if t.isGone() {
+		// GC is dropping the task and may have swept its clients before
+		// the Add above. Not gone here, its sweep (after Detach) sees the
+		// entry.
+		m.rollback(req.CID, src.TaskID, peerID)
+		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task %s is being deleted: register again", src.TaskID)
 	}
 	m.dropReplaced(old, peerID)
 	m.metrics.Registered.Inc()
@@ -53,6 +61,24 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		source = types.CDNSourceSource
 	}
 	return types.RegisterResponseData{TaskID: src.TaskID, FileLength: httpLen, PieceSize: pieceSize, CDNSource: source}, nil
+}
+
+// rollback undoes a failed registration's client entry and puts its new
+// peer down (the peer GC then collects it), as GC's sweep of a task's
+// clients would have. Left, the entry of a task GC dropped stayed until
+// the peer GC, naming a client of no task. An entry a later registration
+// of the client made is left alone.
+func (m *Manager) rollback(cid, taskID, peerID string) {
+	if dt, err := m.dfget.Get(cid, taskID); err == nil && dt.PeerID == peerID {
+		m.dfget.Delete(cid, taskID)
+	}
+	m.progress.PeerDown(peerID)
+}
+
+func (t *Task) isGone() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gone
 }
 
 // Ensure creates the task of src if needed and makes sure its CDN runs or

@@ -65,6 +65,7 @@ type DfgetTasks interface {
 	Add(t dfgettask.Task) error
 	Get(cid, taskID string) (dfgettask.Task, error)
 	ByPeer(peerID string) []dfgettask.Task
+	Delete(cid, taskID string)
 }
 
 // Error carries a protocol code (types.Code*) with its cause.

@@ -328,16 +328,55 @@ func TestRegisterDigest(t *testing.T) {
 	}
 }
 
-// A registration whose task GC dropped between ensure and InitClient fails
-// (the client registers again) instead of answering for a task whose
-// progress is gone.
+// A registration whose task GC drops while it registers fails (the client
+// registers again) instead of answering for a task whose progress is gone,
+// and leaves no client entry: GC swept the task's clients before the
+// registration added its own (the hook drops the task after the Add, as GC
+// would without its sweep seeing the entry), and the entry stayed until its
+// peer was collected. The new peer goes down, so the peer GC takes it.
+// Either the progress was already dropped (InitClient fails) or GC had only
+// detached the task (InitClient succeeds, the progress goes next). An entry
+// a later registration of the client made meanwhile is not its to remove.
 func TestRegisterTaskDroppedMeanwhile(t *testing.T) {
-	d := newDeps(t)
-	id := taskid.ID("http://o/f", "", "", map[string]string{})
-	d.prog.EXPECT().InitTask(id)
-	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
-	d.prog.EXPECT().InitClient(id, "c1", gomock.Any(), false, false, 0, 0).Return(progress.ErrUnknownTask)
-	if _, err := d.m.Register(RegisterParams{Req: validReq()}); !errors.Is(err, progress.ErrUnknownTask) || CodeOf(err) != types.CodeSystemError {
-		t.Fatalf("register: %v (code %d), want %v with 500", err, CodeOf(err), progress.ErrUnknownTask)
+	for _, tc := range []struct {
+		name                   string
+		progressGone, replaced bool
+	}{{"progress gone", true, false}, {"detached", false, false}, {"replaced meanwhile", false, true}} {
+		d := newDeps(t)
+		id := taskid.ID("http://o/f", "", "", map[string]string{})
+		d.prog.EXPECT().InitTask(id)
+		d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
+		var peerID string
+		d.prog.EXPECT().InitClient(id, "c1", gomock.Any(), false, false, 0, 0).DoAndReturn(
+			func(_, cid, pid string, _, _ bool, _, _ int) error {
+				if _, err := d.dfget.Get(cid, id); err != nil {
+					t.Errorf("%s: no client entry before InitClient: %v", tc.name, err)
+				}
+				peerID = pid
+				d.m.Detach(id)
+				if tc.replaced {
+					_ = d.dfget.Add(dfgettask.Task{CID: cid, TaskID: id, PeerID: "later", Path: "/peer/file/f-2"})
+				}
+				if tc.progressGone {
+					return progress.ErrUnknownTask
+				}
+				return nil
+			})
+		d.prog.EXPECT().PeerDown(gomock.Any()).Do(func(pid string) {
+			if pid != peerID {
+				t.Errorf("%s: peer %s down, want the registration's %s", tc.name, pid, peerID)
+			}
+		})
+		_, err := d.m.Register(RegisterParams{Req: validReq()})
+		if CodeOf(err) != types.CodeSystemError || (tc.progressGone && !errors.Is(err, progress.ErrUnknownTask)) {
+			t.Errorf("%s: register: %v (code %d), want a 500", tc.name, err, CodeOf(err))
+		}
+		dt, err := d.dfget.Get("c1", id)
+		if tc.replaced && (err != nil || dt.PeerID != "later") {
+			t.Errorf("%s: the later registration's entry: %+v, %v", tc.name, dt, err)
+		}
+		if !tc.replaced && err == nil {
+			t.Errorf("%s: the client entry of the dropped task stayed: %+v", tc.name, dt)
+		}
 	}
 }

@@ -65,7 +65,10 @@ func CheckURL(field, u string) error {
 	return nil
 }
 
-// CheckHeaderLines refuses too many or too long "Key: Value" lines.
+// CheckHeaderLines refuses too many or too long "Key: Value" lines, and a
+// line the CDN could not send to the source as one field: a name that is
+// not a token, a value with CR, LF or NUL (urlutil.CheckHeaderLine). The
+// fetch would fail, or the line would reach the origin as several fields.
 func CheckHeaderLines(lines []string) error {
 	if len(lines) > MaxHeaders {
 		return errorf(types.CodeParamError, "%d headers: the limit is %d", len(lines), MaxHeaders)
@@ -77,6 +80,11 @@ func CheckHeaderLines(lines []string) error {
 		}
 		total += len(l)
 	}
+	for i, l := range lines {
+		if err := urlutil.CheckHeaderLine(l); err != nil {
+			return errorf(types.CodeParamError, "header %d: %w", i, err)
+		}
+	}
 	if total > MaxHeadersLen {
 		return errorf(types.CodeParamError, "headers are %d bytes: the limit is %d", total, MaxHeadersLen)
 	}
@@ -84,8 +92,10 @@ func CheckHeaderLines(lines []string) error {
 }
 
 // CheckPreheat refuses a preheat whose URL, filter, identifier or headers
-// exceed the limits or whose Range header names several ranges.
-func CheckPreheat(req types.PreheatCreateRequest) error {
+// exceed the limits or whose Range header a registration of the same source
+// would be refused for (checkRange; sourcePattern is the supernode's CDN
+// pattern): the preheat would be accepted, then fail with that message.
+func CheckPreheat(req types.PreheatCreateRequest, sourcePattern bool) error {
 	if err := CheckURL("url", req.URL); err != nil {
 		return err
 	}
@@ -98,7 +108,7 @@ func CheckPreheat(req types.PreheatCreateRequest) error {
 	if err := CheckHeaderMap(req.Headers); err != nil {
 		return err
 	}
-	return CheckRange(req.Headers)
+	return checkRange(req.Headers, sourcePattern)
 }
 
 // CheckHeaderMap is CheckHeaderLines for a header map (a preheat's).
@@ -110,22 +120,30 @@ func CheckHeaderMap(h map[string]string) error {
 	for k, v := range h {
 		lines = append(lines, k+": "+v)
 	}
-	return CheckHeaderLines(lines)
+	if err := CheckHeaderLines(lines); err != nil {
+		return err
+	}
+	// The names on their own too: "a:b" passes as the line "a:b: v".
+	for k, v := range h {
+		if err := urlutil.CheckHeaderField(k, v); err != nil {
+			return errorf(types.CodeParamError, "header %q: %w", urlutil.Clip(k, EchoLimit), err)
+		}
+	}
+	return nil
 }
 
-// CheckRange accepts a source Range header only if it names one range
+// checkRange accepts a source Range header only if it names one range
 // ("bytes=s-e", "bytes=s-" or "bytes=-n"): the answer to several ranges is
 // a multipart/byteranges body, which would be stored as the file. A range
 // no origin serves as asked (e before s, bytes=-0, a bound past int64) is
 // refused too: an origin ignores an invalid range and answers the whole
 // file, which would be stored as the range, or answers 416.
-func CheckRange(headers map[string]string) error { return checkRange(headers, false) }
-
-// checkRange is CheckRange for a supernode in the source CDN pattern when
-// sourcePattern is set: a suffix range is refused too. Clients re-base a
-// piece's range onto the Range's start, which for bytes=-n depends on the
-// source's length; the CDN would refuse it only after the task was made,
-// a system error to the client instead of this parameter error.
+//
+// With sourcePattern (a supernode in the source CDN pattern) a suffix
+// range is refused too. Clients re-base a piece's range onto the Range's
+// start, which for bytes=-n depends on the source's length; the CDN would
+// refuse it only after the task was made, a system error to the client
+// instead of this parameter error.
 func checkRange(headers map[string]string, sourcePattern bool) error {
 	for k, v := range headers {
 		if !strings.EqualFold(k, "Range") {

@@ -20,16 +20,16 @@ func TestCheckRange(t *testing.T) {
 		"bytes= 5-9": true, "bytes=9223372036854775807-": true, "": false, "bytes=+5-9": false, "bytes=5 - 9": false,
 		"bytes=-0": false, "bytes=5-4": false, "bytes=99999999999999999999-": false, "bytes=0-9223372036854775808": false,
 	} {
-		if err := CheckRange(map[string]string{"Range": v}); (err == nil) != ok {
+		if err := checkRange(map[string]string{"Range": v}, false); (err == nil) != ok {
 			t.Errorf("%q: %v, want ok=%v", v, err, ok)
 		}
 	}
 	// A preheat's header names are not canonical.
-	if err := CheckRange(map[string]string{"range": "bytes=0-1,3-4"}); CodeOf(err) != types.CodeParamError ||
+	if err := checkRange(map[string]string{"range": "bytes=0-1,3-4"}, false); CodeOf(err) != types.CodeParamError ||
 		!strings.Contains(err.Error(), "names several ranges") {
 		t.Errorf("lower-case multi-range: %v, want a 501 naming several ranges", err)
 	}
-	if CheckRange(map[string]string{"X": "y"}) != nil {
+	if checkRange(map[string]string{"X": "y"}, false) != nil {
 		t.Error("no Range refused")
 	}
 }
@@ -41,9 +41,9 @@ func TestLimitErrorsDoNotEcho(t *testing.T) {
 		CheckRequest(types.RegisterRequest{RawURL: huge}),
 		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Identifier: huge}),
 		CheckRequest(types.RegisterRequest{RawURL: "http://o/", Headers: []string{"X: " + huge}}),
-		CheckPreheat(types.PreheatCreateRequest{URL: huge}),
-		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"X": huge}}),
-		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"Range": "bytes=0-1," + huge}}),
+		CheckPreheat(types.PreheatCreateRequest{URL: huge}, false),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"X": huge}}, false),
+		CheckPreheat(types.PreheatCreateRequest{URL: "http://o/", Headers: map[string]string{"Range": "bytes=0-1," + huge}}, false),
 	} {
 		if err == nil || CodeOf(err) != types.CodeParamError || len(err.Error()) > 512 {
 			t.Errorf("want a short 501 error, got code %d, %d bytes: %.200v", CodeOf(err), len(errString(err)), err)
@@ -120,5 +120,40 @@ func TestLocalPatternTakesSuffixRange(t *testing.T) {
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 100, PieceSize: piece.ComputeSize(100)}, nil)
 	if _, err := d.m.Ensure(cdn.Source{RawURL: "http://o/f", Headers: map[string]string{"Range": "bytes=-100"}}); err != nil {
 		t.Errorf("bytes=-100 refused: %v", err)
+	}
+}
+
+// A registration's header lines go to the origin with the CDN's request: a
+// name that is not a token or a value with CR, LF or NUL is refused with
+// 501 when the registration is checked, before any task or CDN (the mocks
+// expect no call), not when the CDN builds its request. So are a
+// preheat's header map entries.
+func TestHeaderFieldsRefused(t *testing.T) {
+	d := newDeps(t)
+	for _, h := range []string{"Bad Name:x", ":x", "X:\r\ny", "X: a\nb", "X: a\x00", "nocolon", "X(A): b", "X\xc3\xa9: b", "a b: c"} {
+		r := validReq()
+		r.Headers = []string{"X-Good: 1", h}
+		if err := CheckRequest(r); CodeOf(err) != types.CodeParamError {
+			t.Errorf("CheckRequest, header %q: %v (code %d), want 501", h, err, CodeOf(err))
+		}
+		if _, err := d.m.Register(RegisterParams{Req: r}); CodeOf(err) != types.CodeParamError {
+			t.Errorf("Register, header %q: %v (code %d), want 501", h, err, CodeOf(err))
+		}
+	}
+	for _, h := range []string{"X-A: b", " X-A :  b c\t", "Authorization: Bearer a=b:c", "X-Empty:", "X-Utf8: caf\xc3\xa9", "!#$%&'*+-.^_`|~09az: v"} {
+		r := validReq()
+		r.Headers = []string{h}
+		if err := CheckRequest(r); err != nil {
+			t.Errorf("header %q refused: %v", h, err)
+		}
+	}
+	for k, v := range map[string]string{"Bad Name": "x", "a:b": "v", "": "v", "X": "a\r\nb", "Y": "a\x00"} {
+		err := CheckPreheat(types.PreheatCreateRequest{URL: "http://o/f", Headers: map[string]string{"X-Good": "1", k: v}}, false)
+		if CodeOf(err) != types.CodeParamError {
+			t.Errorf("preheat header %q: %q: %v, want refused", k, v, err)
+		}
+	}
+	if err := CheckPreheat(types.PreheatCreateRequest{URL: "http://o/f", Headers: map[string]string{"x-a": " b\t", "Range": "bytes=0-9"}}, false); err != nil {
+		t.Errorf("good preheat headers refused: %v", err)
 	}
 }
