@@ -155,14 +155,14 @@ func TestFillCapHoldsTheNextFill(t *testing.T) {
 		}
 	}
 	st, last := startAsync(t, m, o.src("late"))
+	if got := o.next(300 * time.Millisecond); got != "" {
+		t.Fatalf("origin got %s while %d fills ran: the cap did not hold the fill past it", got, k)
+	}
 	if st.HTTPFileLength != -1 || st.PieceSize != piece.DefaultSize || !m.Waiting("late") {
 		t.Fatalf("the fill past the cap started as %+v (waiting %v), want length -1 and the default piece size",
 			st, m.Waiting("late"))
 	}
 	checkGauges(t, mx, k, 1)
-	if got := o.next(300 * time.Millisecond); got != "" {
-		t.Fatalf("origin got %s while %d fills ran: the cap did not hold the fill past it", got, k)
-	}
 	o.let("/f0")
 	if r := result(t, dones[0]); !r.OK {
 		t.Fatalf("f0: %+v", r)
@@ -325,10 +325,10 @@ func TestSourcePatternReadWaitsItsTurn(t *testing.T) {
 	if err != nil || st.HTTPFileLength != 100 {
 		t.Fatalf("StartSource: %+v, %v", st, err)
 	}
-	checkGauges(t, mx, 1, 1)
 	if got := o.next(300 * time.Millisecond); got != "" {
 		t.Fatalf("origin got %s while the one slot was taken", got)
 	}
+	checkGauges(t, mx, 1, 1)
 	o.let("/busy")
 	result(t, busy)
 	if got := o.next(5 * time.Second); got != "/src" {
