@@ -59,6 +59,7 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.DurationVar(&b.ClusterProbeInterval, "cluster-probe-interval", b.ClusterProbeInterval, "time between probes of the cluster's members and resolutions of their names")
 	fs.DurationVar(&b.PreheatExpireTime, "preheat-expire-time", b.PreheatExpireTime, "how long a finished preheat's record is kept")
 	fs.IntVar(&b.PreheatLimit, "preheat-limit", b.PreheatLimit, "preheats (image layers count one each) running at once; the rest wait in order")
+	fs.IntVar(&b.CDNFillLimit, "cdn-fill-limit", b.CDNFillLimit, "CDN fills (reads of a source into the cache) running at once, at least 1; the others wait in order, their clients told to wait")
 	fs.IntVar(&b.PreheatMaxRecords, "preheat-max-records", b.PreheatMaxRecords, "preheat records held at most, image layers included; beyond it POST /preheats answers 503")
 	fs.Var(&b.ClusterCACerts, "cluster-cacerts", "comma-separated PEM files of the CAs of the members' certificates; with --tls-cert, members are reached over HTTPS and trusted by these, the system's CAs and --tls-cert's own certificates")
 }

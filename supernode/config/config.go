@@ -112,6 +112,10 @@ type Base struct {
 	// PreheatMaxRecords bounds the preheat records held, layers included;
 	// beyond it POST /preheats answers 503. 0 means 10000.
 	PreheatMaxRecords int `yaml:"preheatMaxRecords"`
+	// CDNFillLimit caps the CDN fills (reads of a source, or of another
+	// member, into the cache) running at once; the others wait their turn
+	// in order. At least 1.
+	CDNFillLimit int `yaml:"cdnFillLimit"`
 }
 
 // ClusterList is the --cluster flag and the cluster key: one
@@ -224,6 +228,7 @@ func Default() Config {
 		PreheatExpireTime:       24 * time.Hour,
 		PreheatLimit:            8,
 		PreheatMaxRecords:       10000,
+		CDNFillLimit:            DefaultCDNFillLimit,
 	}}
 }
 
@@ -262,6 +267,13 @@ func Marshal(cfg Config) ([]byte, error) {
 // out and make every waiting client leave this supernode for the next.
 const MaxPieceWait = 5 * time.Second
 
+// DefaultCDNFillLimit is the default of CDNFillLimit. A fill holds up to
+// five piece buffers: 16 fills hold at most 320 MiB with 4 MiB pieces, 1.2
+// GiB with the largest (15 MiB). It is twice the preheat limit, so
+// preheats alone never fill it; a fixed number, not a multiple of CPUs, as
+// the bound is on memory and on the origin's connections.
+const DefaultCDNFillLimit = 16
+
 // Validate checks ranges and fills derived values (advertise IP).
 func (b *Base) Validate() error {
 	switch {
@@ -287,6 +299,8 @@ func (b *Base) Validate() error {
 		return fmt.Errorf("pieceWait %v is above %v: dfget gives up on a /peer/task call after 10 s", b.PieceWait, MaxPieceWait)
 	case b.PreheatExpireTime < 0 || b.PreheatLimit < 0 || b.PreheatMaxRecords < 0:
 		return errors.New("preheat-expire-time, preheat-limit and preheat-max-records must not be negative")
+	case b.CDNFillLimit < 1:
+		return fmt.Errorf("cdn-fill-limit %d: want at least 1 (fills running at once)", b.CDNFillLimit)
 	case (b.TLSCert == "") != (b.TLSKey == ""):
 		return errors.New("tls-cert and tls-key must be given together")
 	}

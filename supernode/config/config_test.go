@@ -173,3 +173,28 @@ func TestPieceWaitBound(t *testing.T) {
 		}
 	}
 }
+
+// cdnFillLimit defaults to DefaultCDNFillLimit, is read from the YAML
+// file, and must be at least 1.
+func TestCDNFillLimit(t *testing.T) {
+	c := Default()
+	if c.Base.CDNFillLimit != DefaultCDNFillLimit || DefaultCDNFillLimit != 16 {
+		t.Fatalf("default cdn fill limit %d", c.Base.CDNFillLimit)
+	}
+	p := filepath.Join(t.TempDir(), "sn.yml")
+	if err := os.WriteFile(p, []byte("base:\n  cdnFillLimit: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Load(&c, p, true); err != nil || c.Base.CDNFillLimit != 3 {
+		t.Fatalf("loaded cdnFillLimit %d, %v", c.Base.CDNFillLimit, err)
+	}
+	for limit, ok := range map[int]bool{1: true, 3: true, 0: false, -1: false} {
+		b := Default().Base
+		b.AdvertiseIP = "127.0.0.1"
+		b.CDNFillLimit = limit
+		err := b.Validate()
+		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "cdn-fill-limit")) {
+			t.Errorf("cdnFillLimit %d: %v", limit, err)
+		}
+	}
+}

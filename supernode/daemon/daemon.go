@@ -179,11 +179,12 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 	b, mx := d.cfg, d.metrics
 	return cdn.New(cdn.Config{Limit: int64(b.CDNLimit()), SourceTimeout: b.SourceTimeout, SourceAllow: b.SourceAllow,
 		Cluster: cdn.ClusterConfig{Self: b.ClusterSelf(), Token: b.AuthToken, TLS: d.memberTLS},
-		Damage:  damageRelay{d},
+		Damage:  damageRelay{d}, MaxFills: b.CDNFillLimit,
 	}, st, prog, cdn.Metrics{
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
+		Fills: mx.CDNFills, FillsWaiting: mx.CDNFillsWaiting,
 	}, d.log.WithField("mgr", "cdn"))
 }
 

@@ -56,6 +56,9 @@ type Metrics struct {
 	// Md5OnDemand counts md5s computed for clients that check md5 (a
 	// Dragonfly 1.x dfget): the fill computes BLAKE3 only.
 	Md5OnDemand prometheus.Counter
+	// CDNFills and CDNFillsWaiting are the CDN fills running and those
+	// waiting for their turn under --cdn-fill-limit.
+	CDNFills, CDNFillsWaiting prometheus.Gauge
 
 	// Cluster: members' liveness as this supernode probes them, and the
 	// CDN's bytes from other members (CDNDownloadBytes are the origin's).
@@ -140,7 +143,7 @@ func New() *Metrics {
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
-		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand)
+		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand, m.CDNFills, m.CDNFillsWaiting)
 	return m
 }
 
@@ -156,6 +159,10 @@ func addDamselfly(m *Metrics) {
 		Name: "source_failures_total", Help: "Failed requests to sources (status, timeout, transport)."})
 	m.Md5OnDemand = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 		Name: "md5_on_demand_total", Help: "md5s (of a piece or a whole file) computed for clients that check md5."})
+	m.CDNFills = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "cdn_fills_running", Help: "CDN fills running (at most --cdn-fill-limit)."})
+	m.CDNFillsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "cdn_fills_waiting", Help: "CDN fills waiting for their turn under --cdn-fill-limit."})
 }
 
 func newBuildInfo() *prometheus.GaugeVec {

@@ -25,7 +25,8 @@ func (a *api) clusterInfo(w http.ResponseWriter, _ *http.Request) {
 // clusterFetch answers POST /api/v1/cluster/fetch, another member asking
 // this one, the task's home, for its file: the task is made to exist here
 // with a CDN reading the origin (never another member), then its pieces
-// are streamed as they are written.
+// are streamed as they are written. A task whose fill waits for its turn
+// here (--cdn-fill-limit) is refused: the asker reads the origin.
 func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 	var req types.ClusterFetchRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -62,6 +63,12 @@ func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 	info, err := a.Tasks.Info(id)
 	if err != nil || id != req.TaskID {
 		writeError(w, http.StatusBadRequest, http.StatusBadRequest, fmt.Sprintf("task %s is %s here", req.TaskID, id))
+		return
+	}
+	if a.ClusterCDN.Waiting(id) {
+		// The asker's fill holds one of its slots: waiting on this line,
+		// whose fills may be waiting on the asker's, could never end.
+		writeError(w, http.StatusConflict, http.StatusConflict, "this supernode's fill of the task waits for a slot: read the origin")
 		return
 	}
 	a.streamTask(w, r, info, req)

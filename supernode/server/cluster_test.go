@@ -40,7 +40,8 @@ func post(t *testing.T, url, body string) (*http.Response, string) {
 }
 
 // A member asking for a task this supernode is itself reading from a
-// member is refused, so the two never wait on each other; any other ask
+// member, or whose fill waits for a slot here, is refused, so the two
+// never wait on each other; any other ask
 // makes the task exist here without routing it again, then streams it.
 func TestClusterFetchRoute(t *testing.T) {
 	ctrl := gomock.NewController(t)
@@ -66,6 +67,7 @@ func TestClusterFetchRoute(t *testing.T) {
 		c.EXPECT().MemberOf("t1").Return("")
 		tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
 		tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+		c.EXPECT().Waiting("t1").Return(false)
 		c.EXPECT().Validators("t1").Return(http.Header{"Etag": {`"v1"`}})
 		c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any(), tc.keepAlive).DoAndReturn(
 			func(_ any, _ string, w io.Writer, flush func() error, _ time.Duration) error {
@@ -77,6 +79,17 @@ func TestClusterFetchRoute(t *testing.T) {
 			resp.Header.Get(types.ClusterHeaderFileLength) != "42" || resp.Header.Get("ETag") != `"v1"` {
 			t.Fatalf("fetch: %d %q %v", resp.StatusCode, msg, resp.Header)
 		}
+	}
+
+	// A task whose fill waits for its turn here is refused too: the
+	// asker's fill holds a slot on its own supernode meanwhile.
+	c.EXPECT().MemberOf("t1").Return("")
+	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
+	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: -1, PieceSize: 4 << 20}, nil)
+	c.EXPECT().Waiting("t1").Return(true)
+	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(msg, "waits for a slot") {
+		t.Fatalf("fetch of a task whose fill waits: %d %s", resp.StatusCode, msg)
 	}
 
 	c.EXPECT().MemberOf("t2").Return("")
@@ -124,6 +137,7 @@ func TestClusterFetchEndsOnClosing(t *testing.T) {
 	c.EXPECT().MemberOf("t1").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
+	c.EXPECT().Waiting("t1").Return(false)
 	c.EXPECT().Validators("t1").Return(nil)
 	serving := make(chan struct{})
 	c.EXPECT().ServeMember(gomock.Any(), "t1", gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(

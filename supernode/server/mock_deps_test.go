@@ -252,6 +252,20 @@ func (mr *MockClusterCDNMockRecorder) Validators(taskID any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Validators", reflect.TypeOf((*MockClusterCDN)(nil).Validators), taskID)
 }
 
+// Waiting mocks base method.
+func (m *MockClusterCDN) Waiting(taskID string) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Waiting", taskID)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// Waiting indicates an expected call of Waiting.
+func (mr *MockClusterCDNMockRecorder) Waiting(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Waiting", reflect.TypeOf((*MockClusterCDN)(nil).Waiting), taskID)
+}
+
 // MockPuller is a mock of Puller interface.
 type MockPuller struct {
 	ctrl     *gomock.Controller

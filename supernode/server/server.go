@@ -49,10 +49,12 @@ type ClusterView interface {
 }
 
 // ClusterCDN serves a task's file to another member, and tells which
-// member a task is being read from (a fetch from that task is refused, so
-// no two members wait on each other).
+// member a task is being read from and whether its fill waits for a slot
+// (a fetch of such a task is refused, so no two members wait on each
+// other).
 type ClusterCDN interface {
 	MemberOf(taskID string) string
+	Waiting(taskID string) bool
 	Validators(taskID string) http.Header
 	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error, keepAlive time.Duration) error
 }

@@ -352,10 +352,7 @@ func TestSupernodeBadInput(t *testing.T) {
 func TestSupernodeEarlyPiecesAndResume(t *testing.T) {
 	o := newOrigin(t)
 	data := randomData(24<<20, 4)
-	u := o.add("/slow.bin", data)
-	o.mu.Lock()
-	o.delay["/slow.bin"] = 8 * time.Millisecond // ~8 MB/s: 3 s for the file
-	o.mu.Unlock()
+	u := o.addSlow("/slow.bin", data, 8*time.Millisecond) // ~8 MB/s: 3 s for the file
 	home := t.TempDir()
 	sn := startSupernode(t, home)
 	c := newClient(t, sn, "127.0.0.1-11-11.000")

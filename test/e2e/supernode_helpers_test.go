@@ -84,6 +84,15 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// addSlow is add for a file served at 64 KiB per delay.
+func (o *origin) addSlow(path string, data []byte, delay time.Duration) string {
+	u := o.add(path, data)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.delay[path] = delay
+	return u
+}
+
 // count is how many requests for path got status.
 func (o *origin) count(path string, status int) int {
 	o.mu.Lock()

@@ -31,7 +31,9 @@ type cacheFile struct {
 	done, ok   bool
 	wrappedLen int64
 	// source is a source-pattern task: digests only, no cache file.
-	source   bool
+	source bool
+	// waiting is a fill that waits for its turn (fills.go).
+	waiting  bool
 	cancel   context.CancelFunc
 	finished chan struct{}
 	// exited is closed once the fetch has made its last write and sent
@@ -87,18 +89,20 @@ func (cf *cacheFile) close(ok bool, wrappedLen int64) {
 	close(cf.finished)
 }
 
-// reused fills a tracked file from a complete cache: every piece's digests
-// (md5s may have blanks, computed on demand), and the content key and the
-// whole-file md5 (if known) of its meta.
+// reused fills a tracked file from a complete cache and ends it: every
+// piece ready with its digests (md5s may have blanks, computed on demand),
+// and the content key and the whole-file md5 (if known) of its meta. The
+// file's fetch, if any, closes exited itself.
 func (cf *cacheFile) reused(path string, md5s []string, blake3s []digest.Digest, meta *store.Meta) {
+	cf.mu.Lock()
 	cf.md5s, cf.blake3s, cf.lens = md5s, blake3s, make([]int32, len(blake3s))
 	for i := range cf.lens {
 		cf.lens[i] = int32(min(int64(cf.pieceSize), meta.FileLength-int64(i)*int64(cf.pieceSize)))
+		cf.ready.Set(uint(i))
 	}
-	cf.done, cf.ok, cf.wrappedLen = true, true, meta.FileLength
 	cf.lazy = lazyMd5{path: path, key: meta.Blake3, fileMd5: meta.RealMd5}
-	close(cf.finished)
-	close(cf.exited)
+	cf.mu.Unlock()
+	cf.close(true, meta.FileLength)
 }
 
 // blake3 is the BLAKE3 digest of piece num (zero when unknown).
@@ -116,6 +120,12 @@ func (cf *cacheFile) digests(total int) ([]string, []digest.Digest) {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
 	return append([]string(nil), cf.md5s[:total]...), append([]digest.Digest(nil), cf.blake3s[:total]...)
+}
+
+func (cf *cacheFile) isWaiting() bool {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	return cf.waiting
 }
 
 func (cf *cacheFile) running() bool {

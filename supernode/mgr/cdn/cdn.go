@@ -7,6 +7,8 @@
 // One file per concern, as Dragonfly 1.x split its CDN:
 //   - plan.go: what to ask the source (cache reuse, conditional request,
 //     Range resume) and starting the fetch;
+//   - fills.go: the cap on fills running at once, and the line of those
+//     waiting for their turn;
 //   - resume.go: what the cache already holds (reuse a complete file, keep
 //     the valid prefix of a partial one);
 //   - writer.go: the body cut into pieces, wrapped, hashed with BLAKE3 and
@@ -121,6 +123,9 @@ type Config struct {
 	// Damage is told of damage found on reading a cache file back (nil:
 	// only logged).
 	Damage Damage
+	// MaxFills caps the fills running at once (fills.go); 0 means
+	// DefaultMaxFills.
+	MaxFills int
 }
 
 // Metrics are the CDN collectors (any may be nil: New fills it with an
@@ -140,6 +145,9 @@ type Metrics struct {
 	// Md5OnDemand counts md5s computed for clients that check md5 (a
 	// piece's or a whole file's), each read back from the cache.
 	Md5OnDemand prometheus.Counter
+	// Fills and FillsWaiting are the fills running and those waiting for
+	// their turn (Config.MaxFills).
+	Fills, FillsWaiting prometheus.Gauge
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -155,6 +163,7 @@ type Manager struct {
 	// to the member its running fetch reads from.
 	members   *http.Client
 	viaMember sync.Map
+	fills     *fillGate
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -185,10 +194,14 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 		cfg.Cluster.DialTimeout = time.Second
 	}
 	mx.Md5OnDemand = metrics.OrCounter(mx.Md5OnDemand)
+	mx.Fills, mx.FillsWaiting = metrics.OrGauge(mx.Fills), metrics.OrGauge(mx.FillsWaiting)
+	if cfg.MaxFills <= 0 {
+		cfg.MaxFills = DefaultMaxFills
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
-		http: newClient(cfg, nil), members: newMemberClient(cfg),
+		http: newClient(cfg, nil), members: newMemberClient(cfg), fills: newFillGate(cfg.MaxFills, mx.Fills, mx.FillsWaiting),
 		ctx: ctx, cancel: cancel, files: map[string]*cacheFile{},
 	}
 	if cfg.Limit > 0 {

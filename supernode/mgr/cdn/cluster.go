@@ -400,6 +400,11 @@ func (m *Manager) ServeMember(ctx context.Context, taskID string, w io.Writer, f
 	if cf == nil || cf.source {
 		return writeErrFrame(w, flush, fmt.Errorf("task %s has no cache file", taskID))
 	}
+	if cf.isWaiting() {
+		// A member never waits on this one's line: its fill holds a slot
+		// there, which the fills ahead here could be waiting for.
+		return writeErrFrame(w, flush, fmt.Errorf("task %s waits for a fill slot", taskID))
+	}
 	beat := &beater{w: w, flush: flush, every: keepAlive, last: time.Now()}
 	if keepAlive > 0 {
 		beat.every = max(keepAlive, minKeepAlive)

@@ -256,11 +256,17 @@ func quietLog() *logrus.Logger {
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	t.Helper()
+	return written(t, c).GetCounter().GetValue()
+}
+
+// written is a collector's sample as it would be exported.
+func written(t *testing.T, c prometheus.Metric) *dto.Metric {
+	t.Helper()
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	return &m
 }
 
 // Two members that take each other for a task's home and start its fetch

@@ -27,47 +27,79 @@ type plan struct {
 	// userRange is the task's own Range ("" for none): the task's content
 	// is that range of the source, which a 206 must answer exactly.
 	userRange string
+	// pieceSize is the piece size of a fill that waited for its turn (0:
+	// the one of the length the source answers).
+	pieceSize int32
 }
 
 // errResumeDropped is settle's error for a 206 that does not continue the
 // cached part: the file must be asked for again, whole.
 var errResumeDropped = errors.New("resume dropped")
 
-// Start begins the CDN of a task: it returns once the source has answered
-// (or the cache was validated) and continues the body in the background;
-// done is called exactly once, from another goroutine, with the result.
+// Start begins the CDN of a task. With a fill slot free (fills.go) it
+// returns once the source has answered (or the cache was validated) and
+// continues the body in the background; with none it returns at once, the
+// length unknown, and the fill waits for its turn in the background. done
+// is called exactly once, from another goroutine, with the result.
 func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
 		return Started{}, errors.New("cdn manager is closed")
 	}
 	m.stopFile(src.TaskID)
 	m.progress.ResetCDN(src.TaskID)
-	p := m.plan(src)
+	t := m.fills.join()
+	if !t.granted() {
+		return m.enqueue(src, t, done), nil
+	}
+	st, running, err := m.startNow(src, done)
+	if !running {
+		m.fills.release()
+	}
+	return st, err
+}
+
+// startNow is Start with a slot: running reports that the fill went on in
+// the background, which then frees the slot.
+func (m *Manager) startNow(src Source, done func(Result)) (Started, bool, error) {
+	p := m.plan(src, 0)
 	ctx, cancel := context.WithCancel(m.ctx)
-	resp, err := m.open(ctx, src, p.headers)
+	resp, hit, err := m.ask(ctx, src, p)
 	if err != nil {
 		cancel()
-		return Started{}, err
+		return Started{}, false, err
 	}
-	if resp.StatusCode == http.StatusNotModified {
-		resp.Body.Close()
-		cancel()
-		if !p.conditional() {
-			return Started{}, &SourceError{URL: src.RawURL, Status: resp.StatusCode}
-		}
-		if st, ok := m.reuse(src, p.meta, done); ok {
-			return st, nil
+	if hit {
+		if r, ok := m.reuse(src, p.meta, nil); ok {
+			cancel()
+			go done(r)
+			return Started{HTTPFileLength: p.meta.HTTPFileLen, PieceSize: p.meta.PieceSize, CacheHit: true}, false, nil
 		}
 		// The cache is unusable after all: fetch it whole.
-		ctx, cancel = context.WithCancel(m.ctx)
-		resp, err = m.get(ctx, src, nil)
-		if err != nil {
+		if resp, err = m.get(ctx, src, nil); err != nil {
 			cancel()
-			return Started{}, err
+			return Started{}, false, err
 		}
 	}
 	m.metrics.Download.Inc()
-	return m.begin(ctx, cancel, src, p, resp, done)
+	st, err := m.begin(ctx, cancel, src, p, resp, done)
+	return st, err == nil, err
+}
+
+// ask sends the planned request. A 304 to a conditional request is a
+// cache hit: no answer, and hit set.
+func (m *Manager) ask(ctx context.Context, src Source, p *plan) (*http.Response, bool, error) {
+	resp, err := m.open(ctx, src, p.headers)
+	if err != nil {
+		return nil, false, err
+	}
+	if resp.StatusCode != http.StatusNotModified {
+		return resp, false, nil
+	}
+	resp.Body.Close()
+	if !p.conditional() {
+		return nil, false, &SourceError{URL: src.RawURL, Status: resp.StatusCode}
+	}
+	return nil, true, nil
 }
 
 // plan reads the task's cache meta and decides the request: a complete
@@ -75,14 +107,16 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 // (a file without validators is refetched, as v1 does); a partial one with
 // validators and a known length resumes after the pieces its journal
 // vouches for (resumable), unless the client asked for a range itself.
-func (m *Manager) plan(src Source) *plan {
+// pinned, when not 0, is the piece size the fill must have (a fill that
+// waited for its turn): a cache of another piece size is not used.
+func (m *Manager) plan(src Source, pinned int32) *plan {
 	id := src.TaskID
-	p := &plan{headers: map[string]string{}, userRange: rangeHeader(src)}
+	p := &plan{headers: map[string]string{}, userRange: rangeHeader(src), pieceSize: pinned}
 	meta, err := m.store.ReadMeta(id)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.WithError(err).Warnf("ignore unreadable cache meta of %s", id)
 	}
-	if err != nil || !sameTask(meta, src) {
+	if err != nil || !sameTask(meta, src) || (pinned != 0 && meta.PieceSize != pinned) {
 		return p
 	}
 	p.meta = meta
@@ -182,6 +216,9 @@ func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 			return 0, 0, err
 		}
 	}
+	if p.pieceSize != 0 {
+		return length, p.pieceSize, nil
+	}
 	return length, piece.ComputeSize(length), nil
 }
 
@@ -274,31 +311,50 @@ func (m *Manager) take(ctx context.Context, src Source, p *plan, resp *http.Resp
 	return resp, length, pieceSize, nil
 }
 
-// begin records the fetch's meta and reads the body in the background.
-func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Source, p *plan, resp *http.Response, done func(Result)) (Started, error) {
+// prepare settles the source's answer and records the fetch's meta.
+func (m *Manager) prepare(ctx context.Context, src Source, p *plan, resp *http.Response) (*http.Response, *store.Meta, error) {
 	resp, length, pieceSize, err := m.take(ctx, src, p, resp)
 	if err != nil {
-		cancel()
-		return Started{}, err
+		return nil, nil, err
 	}
 	meta := p.nextMeta(src, resp, length, pieceSize)
 	if err := m.store.WriteMeta(meta); err != nil {
 		resp.Body.Close()
+		return nil, nil, err
+	}
+	return resp, meta, nil
+}
+
+// begin records the fetch's meta and reads the body in the background,
+// which then frees the fill's slot.
+func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Source, p *plan, resp *http.Response, done func(Result)) (Started, error) {
+	resp, meta, err := m.prepare(ctx, src, p, resp)
+	if err != nil {
 		cancel()
 		return Started{}, err
 	}
-	cf := newCacheFile(pieceSize, 0, cancel)
+	// Read before the fill runs: it completes the meta.
+	st := Started{HTTPFileLength: meta.HTTPFileLen, PieceSize: meta.PieceSize}
+	cf := newCacheFile(meta.PieceSize, 0, cancel)
 	cf.lazy.path = m.store.DataPath(src.TaskID)
 	m.setFile(src.TaskID, cf)
+	m.background(cf, cancel, done, func() Result {
+		defer m.fills.release()
+		return m.run(ctx, cancel, src, resp, meta, p.resume, cf)
+	})
+	return st, nil
+}
+
+// background runs a task's fill, whose file is cf, and reports its result.
+func (m *Manager) background(cf *cacheFile, cancel context.CancelFunc, done func(Result), fill func() Result) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer cancel()
-		r := m.run(ctx, cancel, src, resp, meta, p.resume, cf)
+		r := fill()
 		// Before done: a stop waiting for the exit may hold what done
 		// takes (the task's lock, in a registration's Start).
 		close(cf.exited)
 		done(r)
 	}()
-	return Started{HTTPFileLength: length, PieceSize: pieceSize}, nil
 }

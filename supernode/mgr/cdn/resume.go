@@ -135,8 +135,9 @@ func (m *Manager) keepPrefix(f *os.File, src Source, cf *cacheFile, pieceSize in
 
 // reuse serves a validated complete cache file: piece digests from the
 // .md5 and .blake3 sidecars (or by re-hashing the file), every piece ready
-// at once.
-func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Started, bool) {
+// at once. cf is the task's file of a fill that waited for its turn (of
+// the cache's piece size: plan), or nil: a new one is installed.
+func (m *Manager) reuse(src Source, meta *store.Meta, cf *cacheFile) (Result, bool) {
 	id := src.TaskID
 	total := piece.Count(meta.HTTPFileLen, meta.PieceSize)
 	if meta.HTTPFileLen < 0 {
@@ -145,12 +146,12 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	md5s, blake3s, ok := m.cachedDigests(id, meta, total)
 	if !ok {
 		m.log.Warnf("cache of %s is damaged, refetching", id)
-		return Started{}, false
+		return Result{}, false
 	}
 	fi, err := os.Stat(m.store.DataPath(id))
 	if err != nil || fi.Size() != meta.FileLength {
 		m.log.Warnf("cache data of %s is missing or has the wrong size, refetching", id)
-		return Started{}, false
+		return Result{}, false
 	}
 	now := time.Now().UnixMilli()
 	meta.Interval = now - meta.AccessTime
@@ -158,21 +159,22 @@ func (m *Manager) reuse(src Source, meta *store.Meta, done func(Result)) (Starte
 	if err := m.store.WriteMeta(meta); err != nil {
 		m.log.WithError(err).Warnf("update meta of %s", id)
 	}
-	cf := newCacheFile(meta.PieceSize, total, nil)
-	cf.reused(m.store.DataPath(id), md5s, blake3s, meta)
-	for i := range total {
-		cf.ready.Set(uint(i))
+	// The file, with its digests, is complete before progress learns of
+	// any piece: the scheduler may offer a piece the moment it is announced.
+	if cf != nil {
+		cf.reused(m.store.DataPath(id), md5s, blake3s, meta)
+	} else {
+		cf = newCacheFile(meta.PieceSize, total, nil)
+		cf.reused(m.store.DataPath(id), md5s, blake3s, meta)
+		close(cf.exited)
+		m.setFile(id, cf)
 	}
-	// The file, with its digests, is installed before progress learns of any
-	// piece: the scheduler may offer a piece the moment it is announced.
-	m.setFile(id, cf)
 	for i := range total {
 		m.progress.SetCDNPiece(id, i)
 	}
 	m.progress.FinishCDN(id, total, true)
 	m.metrics.CacheHit.Inc()
-	go done(Result{OK: true, RealMd5: meta.RealMd5, FileLength: meta.FileLength, PieceTotal: total})
-	return Started{HTTPFileLength: meta.HTTPFileLen, PieceSize: meta.PieceSize, CacheHit: true}, true
+	return Result{OK: true, RealMd5: meta.RealMd5, FileLength: meta.FileLength, PieceTotal: total}, true
 }
 
 // cachedDigests returns the piece md5s (empty where not computed yet) and

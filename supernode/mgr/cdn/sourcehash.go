@@ -44,16 +44,14 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	m.progress.ResetCDN(src.TaskID)
 	ctx, cancel := context.WithCancel(m.ctx)
 	cf := newCacheFile(ps, total, cancel)
-	cf.source = true
+	cf.source, cf.waiting = true, true
 	m.setFile(src.TaskID, cf)
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		defer cancel()
-		r := m.hashSource(ctx, cancel, src, sp, cf)
-		close(cf.exited) // before done, as in begin
-		done(r)
-	}()
+	// The probe is not a fill (one short request, no buffer); the read is,
+	// and waits for its turn like one.
+	t := m.fills.join()
+	m.background(cf, cancel, done, func() Result {
+		return m.inTurn(ctx, src.TaskID, cf, t, func() Result { return m.hashSource(ctx, cancel, src, sp, cf) })
+	})
 	return Started{HTTPFileLength: sp.length, PieceSize: ps}, nil
 }
 

@@ -110,8 +110,9 @@ func failedFill(t *testing.T, o *unsizedOrigin) (Result, time.Duration, int64) {
 }
 
 // noGoroutinesLeft waits until the goroutine count is back to base and
-// none of the writer pool's goroutines remains. An idle source connection
-// is closed first: it is the transport's, kept for reuse, not a leak.
+// none of the writer pool's goroutines, nor a fill waiting for its turn,
+// remains. An idle source connection is closed first: it is the
+// transport's, kept for reuse, not a leak.
 func noGoroutinesLeft(t *testing.T, m *Manager, base int) {
 	t.Helper()
 	var stacks string
@@ -119,7 +120,8 @@ func noGoroutinesLeft(t *testing.T, m *Manager, base int) {
 		m.http.CloseIdleConnections()
 		buf := make([]byte, 1<<20)
 		stacks = string(buf[:runtime.Stack(buf, true)])
-		pool := strings.Contains(stacks, "cdn.(*writers)") || strings.Contains(stacks, "cdn.(*Manager).run")
+		pool := strings.Contains(stacks, "cdn.(*writers)") || strings.Contains(stacks, "cdn.(*Manager).run") ||
+			strings.Contains(stacks, "cdn.(*fillGate).wait")
 		if !pool && runtime.NumGoroutine() <= base {
 			return
 		}

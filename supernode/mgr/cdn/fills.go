@@ -1,0 +1,194 @@
+package cdn
+
+// The cap on fills running at once (Config.MaxFills). Each fill holds an
+// origin connection and up to five piece buffers (4 to 15 MiB each) for as
+// long as its source takes, so without a cap one client asking for many
+// URLs, or a burst of preheats, could exhaust the supernode's memory and
+// the origin's connections. A fill past the cap waits for its turn, first
+// come first served, holding neither: its task's registrations are
+// answered at once with the length unknown and the piece size the fill
+// will use (pinnedSize), and its clients are told to wait (602) as for any
+// fill that has written no piece yet. A waiting fill whose task is dropped
+// (cdn.Delete), or whose supernode closes, leaves the line at once.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/damselfly-p2p/damselfly/pkg/piece"
+)
+
+// DefaultMaxFills is the cap when Config.MaxFills is not set.
+const DefaultMaxFills = 16
+
+// fillGate hands out the fill slots in the order the fills asked.
+type fillGate struct {
+	mu      sync.Mutex
+	limit   int
+	running int
+	line    []*turn // the fills waiting, first in line first
+
+	runGauge, waitGauge prometheus.Gauge
+}
+
+// turn is one fill's place: ready is closed once it holds a slot.
+type turn struct{ ready chan struct{} }
+
+func newFillGate(limit int, running, waiting prometheus.Gauge) *fillGate {
+	return &fillGate{limit: limit, runGauge: running, waitGauge: waiting}
+}
+
+// join takes a slot when one is free and nobody waits, else a place at
+// the end of the line.
+func (g *fillGate) join() *turn {
+	t := &turn{ready: make(chan struct{})}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running < g.limit && len(g.line) == 0 {
+		g.running++
+		close(t.ready)
+	} else {
+		g.line = append(g.line, t)
+	}
+	g.show()
+	return t
+}
+
+// granted reports whether t holds a slot.
+func (t *turn) granted() bool {
+	select {
+	case <-t.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait blocks until t holds a slot or ctx ends; then t leaves the line,
+// handing on a slot granted meanwhile.
+func (g *fillGate) wait(ctx context.Context, t *turn) error {
+	if t.granted() {
+		return nil
+	}
+	select {
+	case <-t.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, w := range g.line {
+		if w == t {
+			g.line = append(g.line[:i], g.line[i+1:]...)
+			g.show()
+			return ctx.Err()
+		}
+	}
+	g.releaseLocked()
+	return ctx.Err()
+}
+
+// release frees a slot: the first fill in line gets it.
+func (g *fillGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.releaseLocked()
+}
+
+func (g *fillGate) releaseLocked() {
+	if len(g.line) > 0 {
+		next := g.line[0]
+		g.line[0] = nil
+		g.line = g.line[1:]
+		close(next.ready)
+	} else {
+		g.running--
+	}
+	g.show()
+}
+
+func (g *fillGate) show() {
+	g.runGauge.Set(float64(g.running))
+	g.waitGauge.Set(float64(len(g.line)))
+}
+
+// pinnedSize is the piece size of a fill that waits for its turn: its
+// registrations are answered before the source is asked, and every piece
+// must have the size they were given. It is the cache's when the cache is
+// this task's (a complete file is then reused, a partial one resumed, with
+// it), else the size of an unknown length.
+func (m *Manager) pinnedSize(src Source) int32 {
+	meta, err := m.store.ReadMeta(src.TaskID)
+	if err == nil && sameTask(meta, src) && meta.PieceSize >= piece.DefaultSize && meta.PieceSize <= piece.MaxSize {
+		return meta.PieceSize
+	}
+	return piece.ComputeSize(-1)
+}
+
+// enqueue starts a fill that waits for its turn: the task's file, with the
+// pinned piece size, is installed at once (the piece server answers "not
+// ready" for it, and a stop or Delete ends the wait).
+func (m *Manager) enqueue(src Source, t *turn, done func(Result)) Started {
+	ps := m.pinnedSize(src)
+	ctx, cancel := context.WithCancel(m.ctx)
+	cf := newCacheFile(ps, 0, cancel)
+	cf.lazy.path = m.store.DataPath(src.TaskID)
+	cf.waiting = true
+	m.setFile(src.TaskID, cf)
+	m.background(cf, cancel, done, func() Result {
+		return m.inTurn(ctx, src.TaskID, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf) })
+	})
+	return Started{HTTPFileLength: -1, PieceSize: ps}
+}
+
+// inTurn runs fill once t holds a slot, and frees the slot after it. A
+// fill stopped before its turn read nothing: it ends failed, but counts as
+// no failed download.
+func (m *Manager) inTurn(ctx context.Context, id string, cf *cacheFile, t *turn, fill func() Result) Result {
+	if err := m.fills.wait(ctx, t); err != nil {
+		cf.close(false, 0)
+		m.progress.FinishCDN(id, 0, false)
+		m.log.WithField("task", id).Info("cdn fill stopped while waiting for its turn")
+		return Result{Err: fmt.Errorf("waiting for a fill slot: %w", err)}
+	}
+	defer m.fills.release()
+	cf.mu.Lock()
+	cf.waiting = false
+	cf.mu.Unlock()
+	return fill()
+}
+
+// fillLater is Start's fill for a fill that waited: the same request, and
+// the cache reused or resumed the same way, into the file already
+// installed, whose piece size the plan keeps.
+func (m *Manager) fillLater(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile) Result {
+	id := src.TaskID
+	p := m.plan(src, cf.pieceSize)
+	resp, hit, err := m.ask(ctx, src, p)
+	if err != nil {
+		return m.fail(id, cf, err)
+	}
+	if hit {
+		if r, ok := m.reuse(src, p.meta, cf); ok {
+			return r
+		}
+		if resp, err = m.get(ctx, src, nil); err != nil {
+			return m.fail(id, cf, err)
+		}
+	}
+	m.metrics.Download.Inc()
+	resp, meta, err := m.prepare(ctx, src, p, resp)
+	if err != nil {
+		return m.fail(id, cf, err)
+	}
+	return m.run(ctx, cancel, src, resp, meta, p.resume, cf)
+}
+
+// Waiting reports whether the task's fill waits for its turn.
+func (m *Manager) Waiting(taskID string) bool {
+	cf := m.file(taskID)
+	return cf != nil && cf.isWaiting()
+}
