@@ -34,9 +34,7 @@ func otherVersion(data []byte, n int) []byte {
 func TestFaultMigrationBetweenVersions(t *testing.T) {
 	o := newOrigin(t)
 	v1 := randomData(24<<20, 97)
-	sn1 := startSupernode(t, t.TempDir())
-	sn2 := startSupernode(t, t.TempDir())
-	nodeList := Addr(sn1.api) + "=1000," + Addr(sn2.api)
+	sn1, sn2, nodeList := versionNodes(t)
 	cases := []struct {
 		name string
 		v2   []byte
@@ -46,11 +44,7 @@ func TestFaultMigrationBetweenVersions(t *testing.T) {
 		{name: "shorter", v2: otherVersion(v1, 20<<20)},
 	}
 	for i := range cases {
-		path := "/version-" + strconv.Itoa(i) + ".bin"
-		cases[i].url = urlHomedOn(t, o.add(path, v1), nodeList, Addr(sn1.api))
-		fill(t, sn1, cases[i].url, "127.0.0.9-fill1")
-		o.add(path, cases[i].v2) // the file changes at the origin
-		fill(t, sn2, cases[i].url, "127.0.0.9-fill2")
+		cases[i].url = fillVersions(t, o, "/version-"+strconv.Itoa(i)+".bin", v1, cases[i].v2, sn1, sn2, nodeList)
 	}
 
 	out := t.TempDir()
@@ -109,13 +103,8 @@ func TestFaultMigrationBetweenVersions(t *testing.T) {
 func TestFaultStreamMigrationBetweenVersions(t *testing.T) {
 	o := newOrigin(t)
 	v1 := randomData(24<<20, 98)
-	sn1 := startSupernode(t, t.TempDir())
-	sn2 := startSupernode(t, t.TempDir())
-	nodeList := Addr(sn1.api) + "=1000," + Addr(sn2.api)
-	url := urlHomedOn(t, o.add("/stream-version.bin", v1), nodeList, Addr(sn1.api))
-	fill(t, sn1, url, "127.0.0.9-fill1")
-	o.add("/stream-version.bin", otherVersion(v1, len(v1))) // same length
-	fill(t, sn2, url, "127.0.0.9-fill2")
+	sn1, sn2, nodeList := versionNodes(t)
+	url := fillVersions(t, o, "/stream-version.bin", v1, otherVersion(v1, len(v1)), sn1, sn2, nodeList)
 
 	p := newDfgetPeer(t, "127.0.0.30")
 	var got []byte
@@ -138,6 +127,24 @@ func TestFaultStreamMigrationBetweenVersions(t *testing.T) {
 	if len(got) > len(v1) || !bytes.Equal(got, v1[:len(got)]) {
 		t.Errorf("the %d bytes out are not a head of version 1: two versions spliced", len(got))
 	}
+}
+
+// versionNodes starts two supernodes and the --node list that has dfget
+// register with sn1 first.
+func versionNodes(t *testing.T) (sn1, sn2 *supernode, nodeList string) {
+	sn1, sn2 = startSupernode(t, t.TempDir()), startSupernode(t, t.TempDir())
+	return sn1, sn2, Addr(sn1.api) + "=1000," + Addr(sn2.api)
+}
+
+// fillVersions serves v1 at path, has sn1 cache it, changes it to v2 at
+// the origin and has sn2 cache that; it returns the URL, homed on sn1.
+func fillVersions(t *testing.T, o *origin, path string, v1, v2 []byte, sn1, sn2 *supernode, nodeList string) string {
+	t.Helper()
+	url := urlHomedOn(t, o.add(path, v1), nodeList, Addr(sn1.api))
+	fill(t, sn1, url, "127.0.0.9-fill1")
+	o.add(path, v2)
+	fill(t, sn2, url, "127.0.0.9-fill2")
+	return url
 }
 
 // fill has sn cache url's file as the origin serves it now.
