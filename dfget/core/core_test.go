@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -338,27 +339,39 @@ func streamMigrates(t *testing.T, cfg *config.Config, good *fakeSupernode, body 
 	}
 }
 
-// A stream whose supernode fails moves to the next node and resumes at the
-// first piece not yet written. This next node ignores startPiece (as a
-// Dragonfly 1.x one would) and offers the written pieces again: they are
-// confirmed, never fetched, and the stream is still exact.
-func TestStreamMigratesToNodeIgnoringStart(t *testing.T) {
+// A stream whose supernode fails moves to the next node and goes on after
+// the pieces written. It asks that node for no startPiece: whether it
+// would honour one (ours) or not (a Dragonfly 1.x one), it offers the
+// written pieces again, and each is confirmed once its digest is the one
+// it was verified with, never fetched; it is reported with share=0, as
+// the stream cache reopened for that node holds none of them. The stream
+// is exact.
+func TestStreamMigrationConfirmsWrittenPieces(t *testing.T) {
 	body := content(6*pieceContent + 5)
-	_, good, cfg := failoverPair(t, body, 3)
-	cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 1, true
-	streamMigrates(t, cfg, good, body)
-	good.mu.Lock()
-	defer good.mu.Unlock()
-	if good.startPiece < 1 {
-		t.Fatalf("registered with the next node at startPiece %d after 3 pieces", good.startPiece)
-	}
-	for i := 0; i < good.startPiece; i++ {
-		if good.served[i] != 0 {
-			t.Errorf("written piece %d fetched again from the next node", i)
+	for _, honour := range []bool{false, true} {
+		bad, good, cfg := failoverPair(t, body, 3)
+		good.honourStart = honour
+		cfg.Stream, cfg.Output, cfg.WindowSize, cfg.NotBS = true, "-", 1, true
+		streamMigrates(t, cfg, good, body)
+		bad.mu.Lock()
+		written := maps.Clone(bad.clients[bad.lastCID()].done)
+		bad.mu.Unlock()
+		good.mu.Lock()
+		if good.startPiece != 0 {
+			t.Errorf("honour %v: registered with the next node at startPiece %d", honour, good.startPiece)
 		}
-		if !good.clients[good.lastCID()].done[i] {
-			t.Errorf("written piece %d not confirmed to the next node", i)
+		if len(written) < 3 {
+			t.Errorf("honour %v: %d pieces reported to the first node, want 3: nothing tested", honour, len(written))
 		}
+		for i := range written {
+			if good.served[i] != 0 {
+				t.Errorf("honour %v: written piece %d fetched again from the next node", honour, i)
+			}
+			if !good.clients[good.lastCID()].done[i] || !good.unshared[i] {
+				t.Errorf("honour %v: written piece %d not confirmed to the next node with share=0", honour, i)
+			}
+		}
+		good.mu.Unlock()
 	}
 }
 

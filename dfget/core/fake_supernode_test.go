@@ -42,11 +42,17 @@ type fakeSupernode struct {
 	failTask  bool
 	failAfter int
 	// served counts CDN pieces sent; startPiece is the last register's
-	// startPiece, which this fake ignores as a Dragonfly 1.x one does.
-	served     map[int]int
-	startPiece int
-	refuse     func() bool
-	pulls      int
+	// startPiece, which this fake ignores as a Dragonfly 1.x one does,
+	// unless honourStart: then, as ours does, the pieces before it count
+	// as had and are never offered.
+	served      map[int]int
+	startPiece  int
+	honourStart bool
+	// unshared are the pieces reported with share=0, which make no one
+	// a holder (as on ours).
+	unshared map[int]bool
+	refuse   func() bool
+	pulls    int
 	// forgetAt makes the pull with that number find every client gone
 	// (code 502), as after the task was dropped; forgetEvery repeats it
 	// every that many pulls. registers counts registrations.
@@ -104,7 +110,7 @@ func newFakeSupernodeSize(t *testing.T, content []byte, size int32) *fakeSuperno
 	f := &fakeSupernode{t: t, content: content, size: size,
 		clients: map[string]*fakeClient{}, holders: map[int][]string{}, corrupt: map[int]bool{},
 		peerAddr: map[string]string{}, peerPath: map[string]string{}, served: map[int]int{}, streamReqs: map[string]int{},
-		asked: map[string]bool{}}
+		asked: map[string]bool{}, unshared: map[int]bool{}}
 	n := piece.Count(int64(len(content)), f.size)
 	for i := 0; i < n; i++ {
 		off := piece.ContentOffset(i, f.size)
@@ -179,6 +185,9 @@ func (f *fakeSupernode) register(w http.ResponseWriter, r *http.Request) {
 	f.asked[req.CID] = req.PieceDigest == "blake3"
 	if req.StreamMode {
 		c.window = req.WindowSize
+		for i := 0; f.honourStart && i < req.StartPiece; i++ {
+			c.done[i] = true
+		}
 	}
 	f.clients[req.CID] = c
 	delete(f.peerAddr, req.CID)
@@ -320,7 +329,11 @@ func (f *fakeSupernode) suc(w http.ResponseWriter, r *http.Request) {
 	}
 	c.done[num] = true
 	delete(c.running, num)
-	f.holders[num] = append(f.holders[num], q.Get("cid"))
+	if q.Get("share") == "0" {
+		f.unshared[num] = true
+	} else {
+		f.holders[num] = append(f.holders[num], q.Get("cid"))
+	}
 	f.mu.Unlock()
 	reply(w, types.ResultInfo{Code: types.CodeGetPieceReport})
 }

@@ -19,10 +19,11 @@ import (
 // stream downloads to the data writer in order, never touching the disk.
 // Verified pieces also go to the peer server's stream cache so other peers
 // can fetch them while they are in the window. When the supernode fails
-// mid-stream, the stream moves to the next --node and resumes at the first
-// piece not yet written; only when no node is left is the failure a
-// fallBack, and the source continues the stream where P2P left it, once
-// its copy of the bytes out proves to be theirs (streamBackSource).
+// mid-stream, the stream moves to the next --node and goes on after the
+// pieces written once that node's digests prove them its version's
+// (resumeStream); only when no node is left is the failure a fallBack,
+// and the source continues the stream where P2P left it, once its copy
+// of the bytes out proves to be theirs (streamBackSource).
 func (d *Download) stream(ctx context.Context) error {
 	cfg := d.cfg
 	w := downloader.NewStreamWriter(d.io.Data, cfg.WindowSize, cfg.Md5 != "", d.streamSha256())
@@ -113,7 +114,7 @@ func (d *Download) streamPieces(ctx, pctx context.Context, w *downloader.StreamW
 		if err := d.resumeStream(pctx, w, gone, err); err != nil {
 			return res, func() {}, err
 		}
-		d.log.Infof("stream resumes at piece %d on %s", d.regReq.StartPiece, d.reg.Node)
+		d.log.Infof("stream resumes at piece %d on %s, once it offers the pieces before with their digests", w.Next(), d.reg.Node)
 		closeCache = d.openStreamCache(ctx, w)
 	}
 }
@@ -122,16 +123,20 @@ func (d *Download) streamPieces(ctx, pctx context.Context, w *downloader.StreamW
 // another length than the one streamed so far: another version of it.
 var errOtherVersion = errors.New("the file changed")
 
-// resumeStream registers for the rest of the stream, from w's next piece:
-// again with a supernode that forgot this client (gone), else with the
-// next one. When it cannot, it returns err, the failure that stopped the
-// stream, extended with why when the new registration cuts the file into
-// other pieces (errOtherVersion when both lengths are known and differ, or
-// the one known is shorter than what was written). Pieces it offers
-// that the stream already wrote must have the digests they were verified
-// with (P2P.verifyHeld).
+// resumeStream registers for the rest of the stream: again with a
+// supernode that forgot this client (gone), else with the next one. When
+// it cannot, it returns err, the failure that stopped the stream, extended
+// with why when the new registration cuts the file into other pieces
+// (errOtherVersion when both lengths are known and differ, or the one
+// known is shorter than what was written).
+//
+// The registration names no startPiece, so the node offers the pieces the
+// stream wrote too, and each must have the digest it was verified with
+// (P2P.verifyHeld): that is the proof that the node's copy is the version
+// the bytes out are of. A node told to start after them (ours honours
+// startPiece) would offer none, and another version of the same length
+// and piece size would follow their head unseen.
 func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
-	d.regReq.StartPiece = w.Next()
 	size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {
 		return err

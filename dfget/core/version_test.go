@@ -58,23 +58,27 @@ func TestMigrationNeverMixesVersions(t *testing.T) {
 // (md5 on two Dragonfly 1.x supernodes, BLAKE3 on two Damselfly ones), or
 // both know the file's length and they differ, the stream fails (exit 80,
 // even with the source allowed: the source too may be another version)
-// instead of going on with the other version's bytes.
+// instead of going on with the other version's bytes. A new supernode
+// that would honour a startPiece (ours) is asked for no start: it offers
+// the written pieces too, and the same check catches the other version,
+// which it would otherwise have appended to the first one's head.
 func TestStreamMigrationToOtherVersionFails(t *testing.T) {
 	v1 := content(6*pieceContent + 5)
 	for _, tc := range []struct {
-		name   string
-		v2     []byte
-		blake3 bool
+		name          string
+		v2            []byte
+		blake3, start bool
 	}{
-		{"same length, md5", otherVersion(v1, len(v1), 0, 1, 2, 3, 4, 5), false},
-		{"same length, blake3", otherVersion(v1, len(v1), 0, 1, 2, 3, 4, 5), true},
-		{"shorter", otherVersion(v1, 5*pieceContent, 0), false},
+		{"same length, md5", otherVersion(v1, len(v1), 0, 1, 2, 3, 4, 5), false, false},
+		{"same length, blake3", otherVersion(v1, len(v1), 0, 1, 2, 3, 4, 5), true, false},
+		{"same length, blake3, node honouring startPiece", otherVersion(v1, len(v1), 0, 1, 2, 3, 4, 5), true, true},
+		{"shorter", otherVersion(v1, 5*pieceContent, 0), false, false},
 	} {
 		code, out, b := streamMigration(t, v1, tc.v2, func(bad, good *fakeSupernode) {
-			bad.blake3, good.blake3 = tc.blake3, tc.blake3
+			bad.blake3, good.blake3, good.honourStart = tc.blake3, tc.blake3, tc.start
 		})
 		t.Logf("%s: exit %d, %d bytes out: %s", tc.name, code, len(b), lastLine(out))
-		if code != config.ExitDownloadError {
+		if code != config.ExitDownloadError || !strings.Contains(out, "reason:3") {
 			t.Fatalf("%s: exit %d after streaming another version's bytes\n%s", tc.name, code, out)
 		}
 		if !bytes.Equal(b, v1[:len(b)]) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"io"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -33,9 +34,7 @@ func otherVersion(data []byte, n int) []byte {
 func TestFaultMigrationBetweenVersions(t *testing.T) {
 	o := newOrigin(t)
 	v1 := randomData(24<<20, 97)
-	sn1 := startSupernode(t, t.TempDir())
-	sn2 := startSupernode(t, t.TempDir())
-	nodeList := Addr(sn1.api) + "=1000," + Addr(sn2.api)
+	sn1, sn2, nodeList := versionNodes(t)
 	cases := []struct {
 		name string
 		v2   []byte
@@ -45,11 +44,7 @@ func TestFaultMigrationBetweenVersions(t *testing.T) {
 		{name: "shorter", v2: otherVersion(v1, 20<<20)},
 	}
 	for i := range cases {
-		path := "/version-" + strconv.Itoa(i) + ".bin"
-		cases[i].url = urlHomedOn(t, o.add(path, v1), nodeList, Addr(sn1.api))
-		fill(t, sn1, cases[i].url, "127.0.0.9-fill1")
-		o.add(path, cases[i].v2) // the file changes at the origin
-		fill(t, sn2, cases[i].url, "127.0.0.9-fill2")
+		cases[i].url = fillVersions(t, o, "/version-"+strconv.Itoa(i)+".bin", v1, cases[i].v2, sn1, sn2, nodeList)
 	}
 
 	out := t.TempDir()
@@ -95,6 +90,61 @@ func TestFaultMigrationBetweenVersions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A stream through sn1, whose cache holds version 1 of the file, moves to
+// sn2 when sn1 is killed (SIGKILL) mid-stream; sn2's cache holds version 2,
+// of the same length and piece size (the origin's file changed between
+// the two fills). sn2 would honour a startPiece and offer only the pieces
+// after it; dfget sends none, so sn2 offers the pieces already out too,
+// whose BLAKE3 digests there are not the ones they were verified with:
+// the stream fails (exit 80, reason 3) with only version 1's bytes out,
+// never version 2's tail after version 1's head.
+func TestFaultStreamMigrationBetweenVersions(t *testing.T) {
+	o := newOrigin(t)
+	v1 := randomData(24<<20, 98)
+	sn1, sn2, nodeList := versionNodes(t)
+	url := fillVersions(t, o, "/stream-version.bin", v1, otherVersion(v1, len(v1)), sn1, sn2, nodeList)
+
+	p := newDfgetPeer(t, "127.0.0.30")
+	var got []byte
+	r := p.stream(nil, func(r io.Reader) {
+		head := make([]byte, 6<<20)
+		if _, err := io.ReadFull(r, head); err != nil {
+			t.Errorf("first bytes: %v", err)
+		}
+		sn1.kill(t)
+		rest, _ := io.ReadAll(r)
+		got = append(head, rest...)
+	}, "-u", url, "--node", nodeList, "--window-size", "2", "--locallimit", "20MB", "--notbs")
+	t.Logf("exit %d, %d bytes out: %s", r.code, len(got), lastLine(r.stderr))
+	if !strings.Contains(r.stderr, "migrated to node:"+Addr(sn2.api)) {
+		t.Fatalf("no migration to sn2: exit %d\n%s", r.code, r.stderr)
+	}
+	if r.code != 80 || !strings.Contains(r.stderr, "reason:3") || !strings.Contains(r.stderr, "does not match the new supernode") {
+		t.Errorf("exit %d after a move to a node with another version; want 80, reason 3, the digest mismatch\n%s", r.code, r.stderr)
+	}
+	if len(got) > len(v1) || !bytes.Equal(got, v1[:len(got)]) {
+		t.Errorf("the %d bytes out are not a head of version 1: two versions spliced", len(got))
+	}
+}
+
+// versionNodes starts two supernodes and the --node list that has dfget
+// register with sn1 first.
+func versionNodes(t *testing.T) (sn1, sn2 *supernode, nodeList string) {
+	sn1, sn2 = startSupernode(t, t.TempDir()), startSupernode(t, t.TempDir())
+	return sn1, sn2, Addr(sn1.api) + "=1000," + Addr(sn2.api)
+}
+
+// fillVersions serves v1 at path, has sn1 cache it, changes it to v2 at
+// the origin and has sn2 cache that; it returns the URL, homed on sn1.
+func fillVersions(t *testing.T, o *origin, path string, v1, v2 []byte, sn1, sn2 *supernode, nodeList string) string {
+	t.Helper()
+	url := urlHomedOn(t, o.add(path, v1), nodeList, Addr(sn1.api))
+	fill(t, sn1, url, "127.0.0.9-fill1")
+	o.add(path, v2)
+	fill(t, sn2, url, "127.0.0.9-fill2")
+	return url
 }
 
 // fill has sn cache url's file as the origin serves it now.

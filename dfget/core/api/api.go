@@ -254,7 +254,8 @@ func (c *Client) PullPieceTask(ctx context.Context, node string, r PullRequest) 
 
 // ReportPieceSuccess calls GET /peer/piece/suc and wants code 611. Without
 // share it adds share=0 (Damselfly: the piece is had but served to no one),
-// which only a supernode that said noShare for the piece is sent.
+// which a stream sends for a piece the supernode said noShare for or one
+// it wrote before a migration; a Dragonfly 1.x supernode ignores it.
 func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstCID, pieceRange string, share bool) error {
 	q := url.Values{}
 	q.Set("taskId", taskID)

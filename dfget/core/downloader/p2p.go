@@ -103,8 +103,10 @@ var ErrHeldUncomparable = errors.New("a piece already written cannot be compared
 func (d *P2P) Run(ctx context.Context) (*Result, error) {
 	gate, _ := d.Writer.(Gate)
 	have, _ := d.Writer.(HasPieces)
+	// A writer that keeps only digests wrote its held pieces out.
+	_, gone := d.Writer.(heldDigests)
 	l := &PullLoop{Supernode: d.Client, Task: d.Task, Fetch: d.fetch, Verify: d.verifyHeld, Gate: gate, Have: have,
-		MaxFetch: d.MaxFetch, Log: d.Log}
+		HeldUnshared: gone, MaxFetch: d.MaxFetch, Log: d.Log}
 	return l.Run(ctx)
 }
 

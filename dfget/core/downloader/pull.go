@@ -81,6 +81,10 @@ type PullLoop struct {
 	// Verify checks a held piece before it is confirmed; without it a
 	// held piece is fetched again, never confirmed unchecked.
 	Verify VerifyFunc
+	// HeldUnshared confirms held pieces with share=0: the writer's peer
+	// server cannot serve them (a stream's, written before this attempt,
+	// are in no stream cache: the one open now is this attempt's).
+	HeldUnshared bool
 	// MaxFetch caps the pieces fetched at once; 0 means no cap.
 	MaxFetch int
 	// NoProgressLimit bounds how long the supernode may answer without
@@ -473,7 +477,13 @@ func (s *pullState) fetch(j fetchJob) {
 	if e.ok {
 		// Before the loop may name the piece in a pull (503): the
 		// supernode counts a 503 as "had" only after /peer/piece/suc.
+		if e.held && s.l.HeldUnshared {
+			pi.NoShare = true
+		}
 		s.reportSuccess(pi)
+		if e.held {
+			s.log.Debugf("piece %d held from before: checked against %s's digest and confirmed", pi.PieceNum, s.l.Node)
+		}
 	}
 	// The buffered send comes first: after a finish (600) cancels ctx, a
 	// written piece must still be counted, not dropped by a select that

@@ -330,6 +330,26 @@ func TestPullLoopConfirmsPiecesHad(t *testing.T) {
 	}
 }
 
+// A held piece is confirmed with share=0 when the writer cannot serve it
+// (HeldUnshared: a stream's written pieces), else as shared (a file's);
+// a piece fetched is shared either way.
+func TestPullLoopReportsHeldUnshared(t *testing.T) {
+	for _, unshared := range []bool{false, true} {
+		sn, f := newFakeNode(t, answer{code: types.CodePeerContinue, pieces: []types.PieceInfo{info(0), info(1)}})
+		have := NewMockHasPieces(gomock.NewController(t))
+		have.EXPECT().Has(gomock.Any()).DoAndReturn(func(n int) bool { return n == 0 }).AnyTimes()
+		l := loopFor(sn, &holders{})
+		l.Have, l.HeldUnshared = have, unshared
+		l.Verify = func(context.Context, types.PieceInfo) (bool, error) { return true, nil }
+		if _, err := l.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if f.reported[info(0).Range] != 1 || f.unshared[info(0).Range] != unshared || f.unshared[info(1).Range] {
+			t.Errorf("HeldUnshared %v: reports %v, unshared %v", unshared, f.reported, f.unshared)
+		}
+	}
+}
+
 // A held piece is never confirmed unchecked: one whose check fails, or
 // held with no way to check it, is fetched again; a check that errs ends
 // the attempt without confirming anything.

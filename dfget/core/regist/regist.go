@@ -42,8 +42,6 @@ type Request struct {
 	IP      string
 	Port    int // peer server port; 0 is the CDN pattern
 	RootCAs [][]byte
-	// StartPiece is where a stream resumes on another supernode.
-	StartPiece int
 }
 
 // LocalIP picks the address other peers reach us on: the local side of a
@@ -94,7 +92,10 @@ func Register(ctx context.Context, c *api.Client, cfg *config.Config, nodes []no
 		body.Pattern = config.PatternCDN
 	}
 	if cfg.Stream {
-		body.StreamMode, body.WindowSize, body.StartPiece = true, cfg.WindowSize, r.StartPiece
+		// No startPiece, even for a stream resumed elsewhere: the node
+		// must offer the pieces written before, for their digests to be
+		// checked (core's resumeStream).
+		body.StreamMode, body.WindowSize = true, cfg.WindowSize
 	}
 	var errs []string
 	for i, n := range nodes {

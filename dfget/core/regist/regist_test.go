@@ -92,14 +92,15 @@ func TestRegisterTriesNodesInOrder(t *testing.T) {
 	}
 }
 
-// The stream fields go only with --stream; startPiece only then too.
+// The stream fields go only with --stream; startPiece never (a resumed
+// stream has the pieces it wrote offered again, to check them).
 func TestRegisterStreamFields(t *testing.T) {
 	r := newRegistry(t, false)
 	for _, stream := range []bool{false, true} {
 		cfg := config.New()
 		cfg.URL, cfg.Stream, cfg.WindowSize = "http://origin/f", stream, 5
 		if _, err := Register(context.Background(), api.New(), cfg, []nodes.Node{r.node(t)},
-			Request{CID: "c", IP: "127.0.0.1", Port: 1, StartPiece: 7}); err != nil {
+			Request{CID: "c", IP: "127.0.0.1", Port: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,8 +108,8 @@ func TestRegisterStreamFields(t *testing.T) {
 	if file.StreamMode || file.WindowSize != 0 || file.StartPiece != 0 {
 		t.Errorf("file mode sent stream fields: %+v", file)
 	}
-	if !str.StreamMode || str.WindowSize != 5 || str.StartPiece != 7 {
-		t.Errorf("stream mode sent streamMode %v windowSize %d startPiece %d, want true 5 7", str.StreamMode, str.WindowSize, str.StartPiece)
+	if !str.StreamMode || str.WindowSize != 5 || str.StartPiece != 0 {
+		t.Errorf("stream mode sent streamMode %v windowSize %d startPiece %d, want true 5 0", str.StreamMode, str.WindowSize, str.StartPiece)
 	}
 }
 
