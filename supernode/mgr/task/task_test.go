@@ -70,6 +70,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"ftp", func(r *types.RegisterRequest) { r.RawURL = "ftp://o/f" }},
 		{"file", func(r *types.RegisterRequest) { r.RawURL = "file:///etc/passwd" }},
 		{"no cid", func(r *types.RegisterRequest) { r.CID = "" }},
+		{"supernode cid", func(r *types.RegisterRequest) { r.CID = types.SuperNodeCIDPrefix + "10.0.0.1~x" }},
 		{"no path", func(r *types.RegisterRequest) { r.Path = "" }},
 		{"port", func(r *types.RegisterRequest) { r.Port = 70000 }},
 		{"ipv6", func(r *types.RegisterRequest) { r.IP = "::1" }},
