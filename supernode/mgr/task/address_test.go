@@ -35,12 +35,30 @@ func clientCalls(d *deps, id string) []clientCall {
 	}
 }
 
-// expectClientCalls expects the progress changes of clientCalls by c1.
-func expectClientCalls(d *deps, id, peerID string) {
+// actAsC1 makes clientCalls as c1, then registers c1 again, all from
+// address from, and wants each to work: the calls change c1's progress,
+// the registration replaces c1's record (of peer peerID) with one bound
+// to from.
+func actAsC1(t *testing.T, d *deps, id, peerID string, from netip.Addr) {
+	t.Helper()
 	d.prog.EXPECT().Update(id, "c1", 0, progress.Success).Return("super", nil)
 	d.prog.EXPECT().AddHolder(id, "c1", 0).Return(nil)
 	d.prog.EXPECT().RemoveHolder(id, "c1", 0).Return(nil)
 	d.prog.EXPECT().PeerDown(peerID)
+	for _, c := range clientCalls(d, id) {
+		if err := c.call("c1", from); err != nil {
+			t.Errorf("%s from %s: %v", c.name, from, err)
+		}
+	}
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
+	d.prog.EXPECT().DropHolder(id, peerID)
+	d.prog.EXPECT().PeerDown(peerID)
+	if _, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: from.String()}); err != nil {
+		t.Fatalf("c1 registering again from %s: %v", from, err)
+	}
+	if after, _ := d.dfget.Get("c1", id); after.Addr != from || after.PeerID == peerID {
+		t.Fatalf("c1's record after registering again from %s: %+v", from, after)
+	}
 }
 
 // A CID is no secret (every 601 shows holders' CIDs to other clients), so
@@ -80,20 +98,7 @@ func TestClientCallsBoundToRegistrationAddress(t *testing.T) {
 	if n := len(d.peers.List(0, 0, false)); n != peers {
 		t.Fatalf("%d peers after the refused registration, was %d", n, peers)
 	}
-
-	expectClientCalls(d, id, before.PeerID)
-	for _, c := range clientCalls(d, id) {
-		if err := c.call("c1", owner); err != nil {
-			t.Errorf("%s from %s: %v", c.name, owner, err)
-		}
-	}
-	// Registering again from its own address replaces the record.
-	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
-	d.prog.EXPECT().DropHolder(id, before.PeerID)
-	d.prog.EXPECT().PeerDown(before.PeerID)
-	if _, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: owner.String()}); err != nil {
-		t.Fatalf("c1 registering again from %s: %v", owner, err)
-	}
+	actAsC1(t, d, id, before.PeerID, owner)
 }
 
 // With the binding off (a NAT pool), calls as a client from any address
@@ -102,19 +107,5 @@ func TestClientCallsFromAnyAddress(t *testing.T) {
 	d := newDepsWith(t, dfgettask.Config{SuperPID: "super", AnyAddress: true})
 	id := runningFrom(t, d, owner.String())
 	before, _ := d.dfget.Get("c1", id)
-	expectClientCalls(d, id, before.PeerID)
-	for _, c := range clientCalls(d, id) {
-		if err := c.call("c1", other); err != nil {
-			t.Errorf("%s from %s: %v", c.name, other, err)
-		}
-	}
-	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
-	d.prog.EXPECT().DropHolder(id, before.PeerID)
-	d.prog.EXPECT().PeerDown(before.PeerID)
-	if _, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: other.String()}); err != nil {
-		t.Fatalf("c1 registering again from %s: %v", other, err)
-	}
-	if after, _ := d.dfget.Get("c1", id); after.Addr != other {
-		t.Fatalf("c1's record is bound to %s, want %s", after.Addr, other)
-	}
+	actAsC1(t, d, id, before.PeerID, other)
 }
