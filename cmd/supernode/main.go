@@ -61,6 +61,7 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 	fs.IntVar(&b.PreheatLimit, "preheat-limit", b.PreheatLimit, "preheats (image layers count one each) running at once; the rest wait in order")
 	fs.IntVar(&b.CDNFillLimit, "cdn-fill-limit", b.CDNFillLimit, "CDN fills (reads of a source into the cache) running at once, at least 1; the others wait in order, their clients told to wait")
 	fs.IntVar(&b.PreheatMaxRecords, "preheat-max-records", b.PreheatMaxRecords, "preheat records held at most, image layers included; beyond it POST /preheats answers 503")
+	fs.BoolVar(&b.BindClientAddress, "bind-client-address", b.BindClientAddress, "take a client's calls only from the address it registered from (--bind-client-address=false where one client's source address changes between requests, e.g. a NAT pool)")
 	fs.Var(&b.ClusterCACerts, "cluster-cacerts", "comma-separated PEM files of the CAs of the members' certificates; with --tls-cert, members are reached over HTTPS and trusted by these, the system's CAs and --tls-cert's own certificates")
 }
 

@@ -116,6 +116,12 @@ type Base struct {
 	// member, into the cache) running at once; the others wait their turn
 	// in order. At least 1.
 	CDNFillLimit int `yaml:"cdnFillLimit"`
+	// BindClientAddress takes a client's calls (/peer/task, piece and
+	// service-down reports) only from the address it registered from:
+	// its CID is no secret, every 601 shows it to other clients. Off
+	// (as v1) only where one client's source address changes between
+	// requests, such as a NAT pool.
+	BindClientAddress bool `yaml:"bindClientAddress"`
 }
 
 // ClusterList is the --cluster flag and the cluster key: one
@@ -229,6 +235,7 @@ func Default() Config {
 		PreheatLimit:            8,
 		PreheatMaxRecords:       10000,
 		CDNFillLimit:            DefaultCDNFillLimit,
+		BindClientAddress:       true,
 	}}
 }
 

@@ -198,3 +198,18 @@ func TestCDNFillLimit(t *testing.T) {
 		}
 	}
 }
+
+// Binding clients to their registration's address is on unless the file
+// turns it off; a file that does not name the key keeps it on.
+func TestBindClientAddress(t *testing.T) {
+	for yml, want := range map[string]bool{"base:\n  listenPort: 8002\n": true, "base:\n  bindClientAddress: false\n": false} {
+		c := Default()
+		p := filepath.Join(t.TempDir(), "sn.yml")
+		if err := os.WriteFile(p, []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := Load(&c, p, true); err != nil || c.Base.BindClientAddress != want {
+			t.Errorf("%q: bindClientAddress %t %v, want %t", yml, c.Base.BindClientAddress, err, want)
+		}
+	}
+}

@@ -109,8 +109,8 @@ func (d *Daemon) build() error {
 		return fmt.Errorf("register the supernode as a peer: %w", err)
 	}
 	prog := progress.New(superPID)
-	dfgets := dfgettask.New(dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed,
-		Labels: mx.Labels}, superPID)
+	dfgets := dfgettask.New(dfgettask.Config{SuperPID: superPID, AnyAddress: !b.BindClientAddress},
+		dfgettask.Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed, Labels: mx.Labels})
 	d.cdn = d.newCDN(st, prog)
 	taskCfg := task.Config{
 		AdvertiseIP: b.AdvertiseIP, FailAccessInterval: b.FailAccessInterval, SourcePattern: b.CDNPattern == config.CDNPatternSource,

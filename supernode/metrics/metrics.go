@@ -59,6 +59,10 @@ type Metrics struct {
 	// CDNFills and CDNFillsWaiting are the CDN fills running and those
 	// waiting for their turn under --cdn-fill-limit.
 	CDNFills, CDNFillsWaiting prometheus.Gauge
+	// ClientAddressRefused counts calls as a client (and registrations
+	// of its CID) refused for coming from another address than the
+	// client registered from.
+	ClientAddressRefused prometheus.Counter
 
 	// Cluster: members' liveness as this supernode probes them, and the
 	// CDN's bytes from other members (CDNDownloadBytes are the origin's).
@@ -143,7 +147,7 @@ func New() *Metrics {
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
-		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand, m.CDNFills, m.CDNFillsWaiting)
+		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand, m.CDNFills, m.CDNFillsWaiting, m.ClientAddressRefused)
 	return m
 }
 
@@ -163,6 +167,8 @@ func addDamselfly(m *Metrics) {
 		Name: "cdn_fills_running", Help: "CDN fills running (at most --cdn-fill-limit)."})
 	m.CDNFillsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
 		Name: "cdn_fills_waiting", Help: "CDN fills waiting for their turn under --cdn-fill-limit."})
+	m.ClientAddressRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "client_address_refused_total", Help: "Calls as a client refused for coming from another address than its registration."})
 }
 
 func newBuildInfo() *prometheus.GaugeVec {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
+	"github.com/damselfly-p2p/damselfly/supernode/mgr/dfgettask"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/preheat"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/pull"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/task"
@@ -42,8 +44,10 @@ func (a *api) register(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := a.Tasks.Register(task.RegisterParams{Req: req, RemoteIP: hostOnly(r.RemoteAddr), LocalIP: localIP(r)})
 	if err != nil {
-		a.Log.Infof("register %s for %s failed: %s", urlutil.Clip(req.CID, task.EchoLimit),
-			urlutil.Clip(urlutil.Redact(req.RawURL), task.EchoLimit), shown(err.Error()))
+		if !a.refused(r, err) {
+			a.Log.Infof("register %s for %s failed: %s", urlutil.Clip(req.CID, task.EchoLimit),
+				urlutil.Clip(urlutil.Redact(req.RawURL), task.EchoLimit), shown(err.Error()))
+		}
 		writeError(w, http.StatusInternalServerError, task.CodeOf(err), err.Error())
 		return
 	}
@@ -65,6 +69,7 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.Pulls.Pull(r.Context(), pull.Query{
 		TaskID: q.TaskID, SrcCID: q.SrcCID, DstCID: q.DstCID, Range: q.Range, Status: q.Status, Result: q.Result,
+		From: clientAddr(r),
 	})
 	if res.Held > 0 {
 		// Long-poll time, so clients and benchmarks can tell waiting for a
@@ -72,6 +77,7 @@ func (a *api) pullTask(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Server-Timing"] = []string{"hold;dur=" + strconv.FormatFloat(float64(res.Held)/float64(time.Millisecond), 'f', 1, 64)}
 	}
 	if err != nil {
+		a.refused(r, err)
 		a.result(w, task.CodeOf(err), err.Error(), nil)
 		return
 	}
@@ -94,9 +100,10 @@ func (a *api) pieceSuccess(w http.ResponseWriter, r *http.Request) {
 	q, err := parsePieceQuery(r.URL.RawQuery)
 	if err == nil {
 		err = a.Tasks.PieceSuccess(task.PieceReport{TaskID: q.TaskID, CID: q.CID, DstCID: q.DstCID, Range: q.Range,
-			NoShare: q.NoShare})
+			NoShare: q.NoShare, From: clientAddr(r)})
 	}
 	if err != nil {
+		a.refused(r, err)
 		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
@@ -110,7 +117,8 @@ func (a *api) streamPiece(add bool) http.HandlerFunc {
 			writeResult(w, types.CodeParamError, err.Error(), nil)
 			return
 		}
-		if err := a.Tasks.StreamPiece(task.PieceReport{TaskID: q.TaskID, CID: q.CID, Range: q.Range}, add); err != nil {
+		if err := a.Tasks.StreamPiece(task.PieceReport{TaskID: q.TaskID, CID: q.CID, Range: q.Range, From: clientAddr(r)}, add); err != nil {
+			a.refused(r, err)
 			writeResult(w, task.CodeOf(err), err.Error(), nil)
 			return
 		}
@@ -122,9 +130,10 @@ func (a *api) streamPiece(add bool) http.HandlerFunc {
 func (a *api) serviceDown(w http.ResponseWriter, r *http.Request) {
 	v, err := required(r.URL.Query(), "taskId", "cid")
 	if err == nil {
-		err = a.Tasks.ServiceDown(v[0], v[1])
+		err = a.Tasks.ServiceDown(v[0], v[1], clientAddr(r))
 	}
 	if err != nil {
+		a.refused(r, err)
 		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
@@ -140,7 +149,7 @@ func (a *api) pieceError(w http.ResponseWriter, r *http.Request) {
 	}
 	if pid := a.Tasks.DstPeer(req.TaskID, req.DstPid); pid != "" {
 		req.DstPid = pid
-		if err := a.PieceErrors.Report(req); err != nil {
+		if err := a.PieceErrors.Report(req, clientAddr(r)); err != nil && !a.refused(r, err) {
 			a.Log.WithError(err).Warn("piece error dropped")
 		}
 	}
@@ -159,7 +168,8 @@ func (a *api) v1PieceError(w http.ResponseWriter, r *http.Request) {
 	}
 	vars := mux.Vars(r)
 	req.TaskID, req.Range = vars["id"], vars["pieceRange"]
-	if err := a.PieceErrors.Report(req); err != nil {
+	if err := a.PieceErrors.Report(req, clientAddr(r)); err != nil {
+		a.refused(r, err)
 		writeError(w, http.StatusInternalServerError, types.CodeSystemError, err.Error())
 		return
 	}
@@ -190,6 +200,27 @@ func (a *api) taskMetrics(w http.ResponseWriter, r *http.Request) {
 	a.Log.WithField("dfget", true).Infof("task metrics: task=%s cid=%s ip=%s success=%t duration=%.3fs length=%d reason=%s",
 		clip(req.TaskID), clip(req.CID), clip(req.IP), req.Success, req.Duration, req.FileLength, clip(req.BacksourceReason))
 	writeJSON(w, http.StatusOK, nil)
+}
+
+// clientAddr is the address a call came from, as a client's record is
+// bound to it (dfgettask.Caller).
+func clientAddr(r *http.Request) netip.Addr { return dfgettask.ParseAddr(r.RemoteAddr) }
+
+// refused logs and counts err if it refused a call (or a registration) as
+// a client for coming from another address than the client registered
+// from, and reports whether it did. Such a call is answered as for an
+// unknown client: this line, with both addresses, is all that tells the
+// two apart.
+func (a *api) refused(r *http.Request, err error) bool {
+	var fe *dfgettask.ForeignError
+	if !errors.As(err, &fe) {
+		return false
+	}
+	a.Metrics.ClientAddressRefused.Inc()
+	clip := func(s string) string { return urlutil.Clip(s, task.EchoLimit) }
+	a.Log.Warnf("%s %s as client %s of task %s from %s refused: it registered from %s",
+		r.Method, clip(r.URL.Path), clip(fe.CID), clip(fe.TaskID), fe.From, fe.Bound)
+	return true
 }
 
 // REST errors: v1 answers HTTP 500 {"code":500} for unknown IDs.

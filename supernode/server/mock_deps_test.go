@@ -13,6 +13,7 @@ import (
 	context "context"
 	io "io"
 	http "net/http"
+	netip "net/netip"
 	reflect "reflect"
 	time "time"
 
@@ -121,17 +122,17 @@ func (mr *MockTasksMockRecorder) Register(p any) *gomock.Call {
 }
 
 // ServiceDown mocks base method.
-func (m *MockTasks) ServiceDown(taskID, cid string) error {
+func (m *MockTasks) ServiceDown(taskID, cid string, from netip.Addr) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "ServiceDown", taskID, cid)
+	ret := m.ctrl.Call(m, "ServiceDown", taskID, cid, from)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // ServiceDown indicates an expected call of ServiceDown.
-func (mr *MockTasksMockRecorder) ServiceDown(taskID, cid any) *gomock.Call {
+func (mr *MockTasksMockRecorder) ServiceDown(taskID, cid, from any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServiceDown", reflect.TypeOf((*MockTasks)(nil).ServiceDown), taskID, cid)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "ServiceDown", reflect.TypeOf((*MockTasks)(nil).ServiceDown), taskID, cid, from)
 }
 
 // StreamPiece mocks base method.
@@ -380,17 +381,17 @@ func (m *MockPieceErrors) EXPECT() *MockPieceErrorsMockRecorder {
 }
 
 // Report mocks base method.
-func (m *MockPieceErrors) Report(req types.PieceErrorRequest) error {
+func (m *MockPieceErrors) Report(req types.PieceErrorRequest, from netip.Addr) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Report", req)
+	ret := m.ctrl.Call(m, "Report", req, from)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // Report indicates an expected call of Report.
-func (mr *MockPieceErrorsMockRecorder) Report(req any) *gomock.Call {
+func (mr *MockPieceErrorsMockRecorder) Report(req, from any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Report", reflect.TypeOf((*MockPieceErrors)(nil).Report), req)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Report", reflect.TypeOf((*MockPieceErrors)(nil).Report), req, from)
 }
 
 // MockPreheats is a mock of Preheats interface.

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ type Tasks interface {
 	Register(p task.RegisterParams) (types.RegisterResponseData, error)
 	PieceSuccess(r task.PieceReport) error
 	StreamPiece(r task.PieceReport, add bool) error
-	ServiceDown(taskID, cid string) error
+	ServiceDown(taskID, cid string, from netip.Addr) error
 	DstPeer(taskID, dstCID string) string
 	Info(id string) (types.TaskInfo, error)
 	EnsureLocal(src cdn.Source) (string, error)
@@ -78,9 +79,9 @@ type GC interface {
 	DeletePeer(id string) error
 }
 
-// PieceErrors receives piece error reports.
+// PieceErrors receives piece error reports, each from an address.
 type PieceErrors interface {
-	Report(req types.PieceErrorRequest) error
+	Report(req types.PieceErrorRequest, from netip.Addr) error
 }
 
 // Preheats runs preheat jobs.

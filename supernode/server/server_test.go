@@ -7,11 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/mock/gomock"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -29,18 +31,23 @@ type fixture struct {
 	gc       *MockGC
 	pe       *MockPieceErrors
 	preheats *MockPreheats
+	mx       *metrics.Metrics
+	logs     *logtest.Hook
 	srv      *httptest.Server
 }
+
+// loopback is the address the fixture's calls come from.
+var loopback = netip.MustParseAddr("127.0.0.1")
 
 // newFixture serves the API over mocks; opts set the other Deps.
 func newFixture(t *testing.T, opts ...func(*Deps)) *fixture {
 	ctrl := gomock.NewController(t)
 	f := &fixture{tasks: NewMockTasks(ctrl), pulls: NewMockPuller(ctrl), peers: peer.New(nil, nil), gc: NewMockGC(ctrl),
-		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl)}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
+		pe: NewMockPieceErrors(ctrl), preheats: NewMockPreheats(ctrl), mx: metrics.New()}
+	var log *logrus.Logger
+	log, f.logs = logtest.NewNullLogger()
 	d := Deps{Tasks: f.tasks, Pulls: f.pulls, Peers: f.peers, GC: f.gc, PieceErrors: f.pe,
-		Preheats: f.preheats, Metrics: metrics.New(), Log: log}
+		Preheats: f.preheats, Metrics: f.mx, Log: log}
 	for _, o := range opts {
 		o(&d)
 	}
@@ -159,13 +166,13 @@ func TestPullHoldTime(t *testing.T) {
 
 func TestPieceReportsAndStream(t *testing.T) {
 	f := newFixture(t)
-	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9"}).Return(nil)
+	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9", From: loopback}).Return(nil)
 	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
 		t.Fatalf("suc: %d %s", st, body)
 	}
 	// share=0 (a stream told noShare): had, not a holder; anything but 0
 	// or 1 is refused.
-	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9", NoShare: true}).Return(nil)
+	f.tasks.EXPECT().PieceSuccess(task.PieceReport{TaskID: "t", CID: "c", DstCID: "d", Range: "0-9", NoShare: true, From: loopback}).Return(nil)
 	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=t&cid=c&dstCid=d&pieceRange=0-9&share=0", "", ""); st != 200 || body != `{"code":611}` {
 		t.Fatalf("suc share=0: %d %s", st, body)
 	}
@@ -173,18 +180,18 @@ func TestPieceReportsAndStream(t *testing.T) {
 		!strings.Contains(body, `share \"no\"`) {
 		t.Fatalf("suc share=no: %d %s", st, body)
 	}
-	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9"}, true).Return(nil)
+	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9", From: loopback}, true).Return(nil)
 	if st, body := f.do(t, "POST", "/peer/piece/stream?taskId=t&cid=c&pieceRange=0-9", "", ""); st != 200 || body != `{"code":611}` {
 		t.Fatalf("stream post: %d %s", st, body)
 	}
-	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9"}, false).Return(&task.Error{Code: 502, Err: io.EOF})
+	f.tasks.EXPECT().StreamPiece(task.PieceReport{TaskID: "t", CID: "c", Range: "0-9", From: loopback}, false).Return(&task.Error{Code: 502, Err: io.EOF})
 	if st, body := f.do(t, "DELETE", "/peer/piece/stream?taskId=t&cid=c&pieceRange=0-9", "", ""); st != 200 || body != `{"code":502,"msg":"EOF"}` {
 		t.Fatalf("stream delete unknown: %d %s", st, body)
 	}
 	if st, body := f.do(t, "DELETE", "/peer/piece/stream?taskId=t&cid=c", "", ""); st != 200 || body != `{"code":501,"msg":"pieceRange is empty"}` {
 		t.Fatalf("stream delete without range: %d %s", st, body)
 	}
-	f.tasks.EXPECT().ServiceDown("t", "c").Return(nil)
+	f.tasks.EXPECT().ServiceDown("t", "c", loopback).Return(nil)
 	if st, body := f.do(t, "GET", "/peer/service/down?taskId=t&cid=c", "", ""); st != 200 || body != `{"code":612}` {
 		t.Fatalf("service down: %d %s", st, body)
 	}
@@ -198,7 +205,7 @@ func TestPieceReportsAndStream(t *testing.T) {
 	if st, body := f.do(t, "GET", "/peer/piece/suc?taskId=x&cid=c", "", ""); st != 500 || !strings.HasPrefix(body, `{"code":500,`) {
 		t.Fatalf("suc without range: %d %s", st, body)
 	}
-	f.tasks.EXPECT().ServiceDown("x", "c").Return(&task.Error{Code: 502, Err: errors.New("task x not found")})
+	f.tasks.EXPECT().ServiceDown("x", "c", loopback).Return(&task.Error{Code: 502, Err: errors.New("task x not found")})
 	if st, body := f.do(t, "GET", "/peer/service/down?taskId=x&cid=c", "", ""); st != 500 ||
 		body != `{"code":500,"message":"task x not found"}` {
 		t.Fatalf("service down for an unknown task: %d %s", st, body)
@@ -207,7 +214,7 @@ func TestPieceReportsAndStream(t *testing.T) {
 		t.Fatalf("service down without cid: %d %s", st, body)
 	}
 	f.tasks.EXPECT().DstPeer("t", "d").Return("pid")
-	f.pe.EXPECT().Report(types.PieceErrorRequest{TaskID: "t", SrcCid: "c", DstPid: "pid", ErrorType: "FILE_NOT_EXIST"}).Return(nil)
+	f.pe.EXPECT().Report(types.PieceErrorRequest{TaskID: "t", SrcCid: "c", DstPid: "pid", ErrorType: "FILE_NOT_EXIST"}, loopback).Return(nil)
 	if st, body := f.do(t, "GET", "/peer/piece/error?taskId=t&srcCid=c&dstCid=d&errorType=FILE_NOT_EXIST", "", ""); st != 200 || body != "" {
 		t.Fatalf("piece error: %d %q", st, body)
 	}

@@ -1,11 +1,13 @@
 // Package dfgettask keeps the supernode's record of each (client, task)
 // download: the dfget process's CID, its peer, the path its peer server
-// serves the file under, and the download's status.
+// serves the file under, the download's status, and the address the
+// client registered from, which its later calls must come from.
 package dfgettask
 
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +42,20 @@ type Task struct {
 	// registration: its 601 pieces carry pieceDigest. A Dragonfly 1.x
 	// dfget never asks and never sees the field.
 	Blake3 bool
+	// Addr is the address the client registered from (ParseAddr): the
+	// only one its calls as this client are taken from (Caller).
+	Addr netip.Addr
+}
+
+// Config of the manager.
+type Config struct {
+	// SuperPID is the supernode's own peer: its tasks are kept out of
+	// metrics.
+	SuperPID string
+	// AnyAddress takes a client's calls from any address, as Dragonfly
+	// 1.x did, for deployments where one client's source address changes
+	// between requests (NAT pools). The zero value binds.
+	AnyAddress bool
 }
 
 // Metrics are the dfget task collectors (any may be nil: New fills it with
@@ -58,16 +74,16 @@ type Manager struct {
 	tasks map[string]*Task
 	ptoc  map[string]string
 	m     Metrics
-	super string
+	cfg   Config
 }
 
-// New returns an empty manager; tasks of superPID are kept out of metrics.
-func New(m Metrics, superPID string) *Manager {
+// New returns an empty manager.
+func New(cfg Config, m Metrics) *Manager {
 	m.Gauge = metrics.OrGaugeVec(m.Gauge, "callsystem", "status")
 	m.Registered = metrics.OrCounterVec(m.Registered, "callsystem")
 	m.Failed = metrics.OrCounterVec(m.Failed, "callsystem")
 	m.Labels = metrics.OrLabels(m.Labels)
-	return &Manager{tasks: map[string]*Task{}, ptoc: map[string]string{}, m: m, super: superPID}
+	return &Manager{tasks: map[string]*Task{}, ptoc: map[string]string{}, m: m, cfg: cfg}
 }
 
 func key(a, b string) string { return a + "@" + b }
@@ -89,14 +105,14 @@ func (m *Manager) Add(t Task) error {
 	m.tasks[key(t.CID, t.TaskID)] = &t
 	m.ptoc[key(t.PeerID, t.TaskID)] = t.CID
 	m.gauge(&t, 1)
-	if t.PeerID != m.super {
+	if t.PeerID != m.cfg.SuperPID {
 		m.m.Registered.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem)).Inc()
 	}
 	return nil
 }
 
 func (m *Manager) gauge(t *Task, d float64) {
-	if t.PeerID != m.super {
+	if t.PeerID != m.cfg.SuperPID {
 		m.m.Gauge.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem), t.Status).Add(d)
 	}
 }
@@ -110,6 +126,61 @@ func (m *Manager) Get(cid, taskID string) (Task, error) {
 		return Task{}, fmt.Errorf("%w: %s", ErrNotFound, key(cid, taskID))
 	}
 	return *t, nil
+}
+
+// ParseAddr is the address records are bound by, from a connection's
+// remote address with or without its port: an IPv4-mapped IPv6 address
+// is its IPv4 address, so one client is one address whichever socket
+// family the supernode accepted it on. Anything else is the zero Addr.
+func ParseAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(remote)
+	return a.Unmap()
+}
+
+// ForeignError is a call as a registered client from another address
+// than the one it registered from.
+type ForeignError struct {
+	CID, TaskID string
+	// Bound is the client's registered address; From the call's.
+	Bound, From netip.Addr
+}
+
+func (e *ForeignError) Error() string {
+	return fmt.Sprintf("client %s of task %s is registered from another address", e.CID, e.TaskID)
+}
+
+// notFoundError is Caller's error. Its text is the same whether the
+// client is unknown or registered from another address (a *ForeignError
+// it wraps), so a caller cannot tell which: the API still finds the
+// ForeignError, to log and count it.
+type notFoundError struct {
+	cid, taskID string
+	cause       error
+}
+
+func (e *notFoundError) Error() string {
+	return fmt.Sprintf("client %s of task %s not found", e.cid, e.taskID)
+}
+
+func (e *notFoundError) Unwrap() error { return e.cause }
+
+// Caller returns the dfget task of cid for taskID to a call that acts as
+// that client, made from addr (ParseAddr). A CID is no secret (every 601
+// names its holders' CIDs), so a call from another address than the
+// registration's is refused, as for an unknown client, unless the
+// manager takes any address.
+func (m *Manager) Caller(cid, taskID string, from netip.Addr) (Task, error) {
+	t, err := m.Get(cid, taskID)
+	if err == nil && !m.cfg.AnyAddress && t.Addr != from {
+		t, err = Task{}, &ForeignError{CID: cid, TaskID: taskID, Bound: t.Addr, From: from}
+	}
+	if err != nil {
+		return Task{}, &notFoundError{cid: cid, taskID: taskID, cause: err}
+	}
+	return t, nil
 }
 
 // GetByPeer returns the dfget task of peer peerID for taskID.
@@ -137,7 +208,7 @@ func (m *Manager) SetStatus(cid, taskID, status string) error {
 	m.gauge(t, -1)
 	t.Status = status
 	m.gauge(t, 1)
-	if status == StatusFailed && t.PeerID != m.super {
+	if status == StatusFailed && t.PeerID != m.cfg.SuperPID {
 		m.m.Failed.WithLabelValues(m.m.Labels.CallSystem.Value(t.CallSystem)).Inc()
 	}
 	return nil

@@ -39,7 +39,7 @@ func callSystems(t *testing.T, mx *metrics.Metrics) (map[string]map[string]bool,
 // callsystem keeps its own series.
 func TestCallSystemLabelsBounded(t *testing.T) {
 	mx := metrics.New()
-	m := New(Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed, Labels: mx.Labels}, "super")
+	m := New(Config{SuperPID: "super"}, Metrics{Gauge: mx.DfgetTasks, Registered: mx.DfgetTasksReg, Failed: mx.DfgetTasksFailed, Labels: mx.Labels})
 	const n = 1000
 	add := func(cid, cs string) {
 		t.Helper()

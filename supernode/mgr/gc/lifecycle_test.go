@@ -71,7 +71,7 @@ func newLifecycle(t *testing.T) *lifecycle {
 	log.SetOutput(io.Discard)
 	prog := progress.New("super")
 	peers := peer.New(nil, nil)
-	dfgets := dfgettask.New(dfgettask.Metrics{}, "super")
+	dfgets := dfgettask.New(dfgettask.Config{SuperPID: "super"}, dfgettask.Metrics{})
 	l.cdn = cdn.New(cdn.Config{SourceAllow: []string{"127.0.0.1"}}, st, prog, cdn.Metrics{}, log)
 	t.Cleanup(l.cdn.Close) // before the origin closes: it ends the held requests
 	l.tasks = task.New(task.Config{AdvertiseIP: "10.0.0.1"}, l.cdn, prog, peers, dfgets, task.Metrics{}, log)
@@ -150,7 +150,7 @@ func TestPeerDownAfterDeletionLeavesNoState(t *testing.T) {
 	x := newMocks(t)
 	prog := progress.New("super")
 	peers := peer.New(nil, nil)
-	dfgets := dfgettask.New(dfgettask.Metrics{}, "super")
+	dfgets := dfgettask.New(dfgettask.Config{SuperPID: "super"}, dfgettask.Metrics{})
 	x.m = New(Config{PeerGCDelay: time.Minute}, x.tasks, dfgets, prog, peers, x.cdn, x.store, Metrics{}, x.m.log)
 	pid, err := peers.Register(types.PeerCreateRequest{IP: "127.0.0.2", HostName: "h", Port: 15001})
 	if err != nil {

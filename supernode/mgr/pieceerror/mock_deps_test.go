@@ -10,6 +10,7 @@
 package pieceerror
 
 import (
+	netip "net/netip"
 	reflect "reflect"
 
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -41,19 +42,19 @@ func (m *MockClients) EXPECT() *MockClientsMockRecorder {
 	return m.recorder
 }
 
-// Get mocks base method.
-func (m *MockClients) Get(cid, taskID string) (dfgettask.Task, error) {
+// Caller mocks base method.
+func (m *MockClients) Caller(cid, taskID string, from netip.Addr) (dfgettask.Task, error) {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "Get", cid, taskID)
+	ret := m.ctrl.Call(m, "Caller", cid, taskID, from)
 	ret0, _ := ret[0].(dfgettask.Task)
 	ret1, _ := ret[1].(error)
 	return ret0, ret1
 }
 
-// Get indicates an expected call of Get.
-func (mr *MockClientsMockRecorder) Get(cid, taskID any) *gomock.Call {
+// Caller indicates an expected call of Caller.
+func (mr *MockClientsMockRecorder) Caller(cid, taskID, from any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Get", reflect.TypeOf((*MockClients)(nil).Get), cid, taskID)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Caller", reflect.TypeOf((*MockClients)(nil).Caller), cid, taskID, from)
 }
 
 // MockCDN is a mock of CDN interface.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -27,9 +28,9 @@ import (
 )
 
 // Clients is the (client, task) registry: only a registered client of the
-// task may report about it.
+// task may report about it, from the address it registered from.
 type Clients interface {
-	Get(cid, taskID string) (dfgettask.Task, error)
+	Caller(cid, taskID string, from netip.Addr) (dfgettask.Task, error)
 }
 
 // CDN gives the written piece starting at an offset: where it lies and its
@@ -88,21 +89,22 @@ func New(cfg Config, cl Clients, c CDN, gc GC, path DataPath, log logrus.FieldLo
 		queue: make(chan types.PieceErrorRequest, 100), hold: 3 * time.Second, handled: map[string]time.Time{}}
 }
 
-// Report enqueues an error; errors about peers other than the supernode are
-// ignored (the scheduler's failure counts handle those). The reporter must
-// be a registered client of the task; it is checked before the duplicate
-// holds, so a stranger's report cannot hold back a client's. A client gets
-// one report per task queued per hold, so one client cannot fill the
-// queue and push out others' reports and the CDN's own.
-func (m *Manager) Report(req types.PieceErrorRequest) error {
+// Report enqueues an error, a call from address from; errors about peers
+// other than the supernode are ignored (the scheduler's failure counts
+// handle those). The reporter must be a registered client of the task,
+// calling from the address it registered from; it is checked before the
+// duplicate holds, so a stranger's report cannot hold back a client's. A
+// client gets one report per task queued per hold, so one client cannot
+// fill the queue and push out others' reports and the CDN's own.
+func (m *Manager) Report(req types.PieceErrorRequest, from netip.Addr) error {
 	if req.DstPid != m.cfg.SuperPID {
 		return nil
 	}
 	if req.ErrorType != types.PieceErrorFileNotExist && req.ErrorType != types.PieceErrorFileMd5NotMatch {
 		return fmt.Errorf("unknown piece error type %q", req.ErrorType)
 	}
-	if _, err := m.clients.Get(req.SrcCid, req.TaskID); err != nil {
-		return fmt.Errorf("%w: %q of task %s", ErrUnknownClient, req.SrcCid, req.TaskID)
+	if _, err := m.clients.Caller(req.SrcCid, req.TaskID, from); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnknownClient, err)
 	}
 	return m.enqueue(req, "client\x00"+req.TaskID+"\x00"+req.SrcCid)
 }

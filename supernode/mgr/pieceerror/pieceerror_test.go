@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,7 +53,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		}
 		return cdn.Span{}, false
 	}).AnyTimes()
-	f.clients.EXPECT().Get(gomock.Any(), gomock.Any()).DoAndReturn(func(cid, _ string) (dfgettask.Task, error) {
+	f.clients.EXPECT().Caller(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(func(cid, _ string, _ netip.Addr) (dfgettask.Task, error) {
 		if cid == "c" || cid == "d" {
 			return dfgettask.Task{CID: cid}, nil
 		}
@@ -72,15 +73,15 @@ func md5Error(rng string) types.PieceErrorRequest {
 func TestReportChecksTheReporter(t *testing.T) {
 	f := newFixture(t, Config{})
 	// Reports about other peers are ignored.
-	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "x", DstPid: "peer", ErrorType: types.PieceErrorFileNotExist}); err != nil {
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "x", DstPid: "peer", ErrorType: types.PieceErrorFileNotExist}, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "c", DstPid: "super", ErrorType: "WHAT"}); err == nil {
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "good", SrcCid: "c", DstPid: "super", ErrorType: "WHAT"}, netip.Addr{}); err == nil {
 		t.Fatal("unknown type accepted")
 	}
 	// Anyone but a client of the task is refused, and holds nothing back.
 	for _, src := range []string{"", "stranger"} {
-		err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: src, DstPid: "super", ErrorType: types.PieceErrorFileNotExist})
+		err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: src, DstPid: "super", ErrorType: types.PieceErrorFileNotExist}, netip.Addr{})
 		if !errors.Is(err, ErrUnknownClient) {
 			t.Fatalf("report from %q: %v, want %v", src, err, ErrUnknownClient)
 		}
@@ -88,7 +89,7 @@ func TestReportChecksTheReporter(t *testing.T) {
 	if n := len(f.m.queue); n != 0 {
 		t.Fatalf("%d reports queued from strangers", n)
 	}
-	if err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}); err != nil || len(f.m.queue) != 1 {
+	if err := f.m.Report(types.PieceErrorRequest{TaskID: "gone", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}, netip.Addr{}); err != nil || len(f.m.queue) != 1 {
 		t.Fatalf("a client's report: %v, %d queued", err, len(f.m.queue))
 	}
 }
@@ -154,7 +155,7 @@ func TestRunHandlesQueueAndDropsDuplicates(t *testing.T) {
 	done := make(chan struct{})
 	go func() { f.m.Run(ctx); close(done) }()
 	for range 3 {
-		if err := f.m.Report(types.PieceErrorRequest{TaskID: "q", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}); err != nil {
+		if err := f.m.Report(types.PieceErrorRequest{TaskID: "q", SrcCid: "c", DstPid: "super", ErrorType: types.PieceErrorFileNotExist}, netip.Addr{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -211,7 +212,7 @@ func TestHoldIsPerReportAndClient(t *testing.T) {
 		from("d", "16-24"), // the same report, and d's hold
 		from("c", "016-24"),
 	} {
-		if err := f.m.Report(req); err != nil {
+		if err := f.m.Report(req, netip.Addr{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,11 +231,11 @@ func TestHoldIsPerReportAndClient(t *testing.T) {
 	for range cap(f.m.queue) {
 		f.m.queue <- types.PieceErrorRequest{}
 	}
-	if err := f.m.Report(from("c", "0-15")); !errors.Is(err, ErrBusy) {
+	if err := f.m.Report(from("c", "0-15"), netip.Addr{}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("report to a full queue: %v, want %v", err, ErrBusy)
 	}
 	<-f.m.queue
-	if err := f.m.Report(from("c", "0-15")); err != nil || len(f.m.queue) != cap(f.m.queue) {
+	if err := f.m.Report(from("c", "0-15"), netip.Addr{}); err != nil || len(f.m.queue) != cap(f.m.queue) {
 		t.Fatalf("the refused report held back its retry: %v, %d queued", err, len(f.m.queue))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,7 +54,7 @@ type Progress interface {
 
 // DfgetTasks is the (client, task) registry.
 type DfgetTasks interface {
-	Get(cid, taskID string) (dfgettask.Task, error)
+	Caller(cid, taskID string, from netip.Addr) (dfgettask.Task, error)
 	GetByPeer(peerID, taskID string) (dfgettask.Task, error)
 	SetStatus(cid, taskID, status string) error
 }
@@ -126,10 +127,12 @@ func New(cfg Config, d Deps, mx Metrics) *Manager {
 // md5Wait bounds how long a 600 waits for a whole-file md5 being computed.
 const md5Wait = 3 * time.Second
 
-// Query is a /peer/task call.
+// Query is a /peer/task call, made from address From
+// (dfgettask.ParseAddr), which must be SrcCID's (dfgettask.Caller).
 type Query struct {
 	TaskID, SrcCID, DstCID, Range string
 	Status, Result                int
+	From                          netip.Addr
 }
 
 // Result is the answer to a /peer/task call.
@@ -173,9 +176,9 @@ func (m *Manager) Pull(ctx context.Context, q Query) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	dt, err := m.Dfget.Get(q.SrcCID, q.TaskID)
+	dt, err := m.Dfget.Caller(q.SrcCID, q.TaskID, q.From)
 	if err != nil {
-		return Result{}, errorf(types.CodeTargetNotFound, "client %s of task %s not found", q.SrcCID, q.TaskID)
+		return Result{}, &task.Error{Code: types.CodeTargetNotFound, Err: err}
 	}
 	if res, answered, err := m.report(ctx, q, t, dt); answered || err != nil {
 		return res, err

@@ -34,7 +34,7 @@ type deps struct {
 func newDeps(t *testing.T, wait time.Duration) *deps {
 	ctrl := gomock.NewController(t)
 	d := &deps{tasks: NewMockTasks(ctrl), sched: NewMockScheduler(ctrl), prog: NewMockProgress(ctrl),
-		dfget: dfgettask.New(dfgettask.Metrics{}, "super"), peers: peer.New(nil, nil), cdn: NewMockDigests(ctrl), prober: NewMockProber(ctrl)}
+		dfget: dfgettask.New(dfgettask.Config{SuperPID: "super"}, dfgettask.Metrics{}), peers: peer.New(nil, nil), cdn: NewMockDigests(ctrl), prober: NewMockProber(ctrl)}
 	d.m = New(Config{AdvertiseIP: "10.0.0.1", DownloadPort: 8001, PieceWait: wait}, Deps{
 		Tasks: d.tasks, Scheduler: d.sched, Progress: d.prog, Dfget: d.dfget, Peers: d.peers, Digests: d.cdn, Prober: d.prober,
 	}, Metrics{})

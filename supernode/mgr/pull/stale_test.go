@@ -36,7 +36,7 @@ const staleTask = "t"
 
 func newRealPull(t *testing.T, md5 string) *realPull {
 	ctrl := gomock.NewController(t)
-	r := &realPull{prog: progress.New("super"), peers: peer.New(nil, nil), dfgets: dfgettask.New(dfgettask.Metrics{}, "super")}
+	r := &realPull{prog: progress.New("super"), peers: peer.New(nil, nil), dfgets: dfgettask.New(dfgettask.Config{SuperPID: "super"}, dfgettask.Metrics{})}
 	r.prog.InitTask(staleTask)
 	r.prog.SetCDNPiece(staleTask, 0)
 	tasks, cdn := NewMockTasks(ctrl), NewMockDigests(ctrl)

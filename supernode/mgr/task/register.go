@@ -1,6 +1,8 @@
 package task
 
 import (
+	"errors"
+
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 	"github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
@@ -9,8 +11,10 @@ import (
 
 // RegisterParams is a registration as the API received it.
 type RegisterParams struct {
-	Req      types.RegisterRequest
-	RemoteIP string // the client's address, used when req.IP is empty
+	Req types.RegisterRequest
+	// RemoteIP is the client's address: the one its record is bound to
+	// (dfgettask.Caller), and its peer's when req.IP is empty.
+	RemoteIP string
 	LocalIP  string // the address the client reached us on
 }
 
@@ -22,6 +26,13 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, err
 	}
 	req, src := p.Req, reg.src
+	addr := dfgettask.ParseAddr(p.RemoteIP)
+	// A registration replaces the client's record: one from another
+	// address than the record's would take the client over.
+	var foreign *dfgettask.ForeignError
+	if _, err := m.dfget.Caller(req.CID, src.TaskID, addr); errors.As(err, &foreign) {
+		return types.RegisterResponseData{}, &Error{Code: types.CodeSystemError, Err: foreign}
+	}
 	t, err := m.ensure(src, true)
 	if err != nil {
 		return types.RegisterResponseData{}, err
@@ -37,7 +48,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	if err := m.dfget.Add(dfgettask.Task{
 		CID: req.CID, TaskID: src.TaskID, PeerID: peerID, Path: req.Path, CallSystem: req.CallSystem,
 		SupernodeIP: reg.superIP, PieceSize: pieceSize, Dfdaemon: req.Dfdaemon, Stream: req.StreamMode,
-		Blake3: reg.blake3,
+		Blake3: reg.blake3, Addr: addr,
 	}); err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}

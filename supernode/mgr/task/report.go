@@ -1,6 +1,7 @@
 package task
 
 import (
+	"net/netip"
 	"strings"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -14,10 +15,12 @@ import (
 // client a holder: the client's own word, binding whatever its mode. Our
 // dfget sends it only from a stream, whose success never makes it a holder
 // anyway (progress.Update: its cache's notes do); a client that says it
-// serves nothing is still never offered.
+// serves nothing is still never offered. From is the address the call
+// came from (dfgettask.ParseAddr): it must be CID's (dfgettask.Caller).
 type PieceReport struct {
 	TaskID, CID, DstCID, Range string
 	NoShare                    bool
+	From                       netip.Addr
 }
 
 func (m *Manager) reportTarget(r PieceReport) (dfgettask.Task, int, int64, error) {
@@ -25,9 +28,9 @@ func (m *Manager) reportTarget(r PieceReport) (dfgettask.Task, int, int64, error
 	if err != nil {
 		return dfgettask.Task{}, 0, 0, err
 	}
-	dt, err := m.dfget.Get(r.CID, r.TaskID)
+	dt, err := m.dfget.Caller(r.CID, r.TaskID, r.From)
 	if err != nil {
-		return dfgettask.Task{}, 0, 0, errorf(types.CodeTargetNotFound, "client %s of task %s not found", r.CID, r.TaskID)
+		return dfgettask.Task{}, 0, 0, &Error{Code: types.CodeTargetNotFound, Err: err}
 	}
 	t.mu.Lock()
 	ps := t.pieceSize
@@ -78,14 +81,14 @@ func (m *Manager) StreamPiece(r PieceReport, add bool) error {
 	return nil
 }
 
-// ServiceDown handles GET /peer/service/down.
-func (m *Manager) ServiceDown(taskID, cid string) error {
+// ServiceDown handles GET /peer/service/down, a call from address from.
+func (m *Manager) ServiceDown(taskID, cid string, from netip.Addr) error {
 	if _, err := m.task(taskID); err != nil {
 		return err
 	}
-	dt, err := m.dfget.Get(cid, taskID)
+	dt, err := m.dfget.Caller(cid, taskID, from)
 	if err != nil {
-		return errorf(types.CodeTargetNotFound, "client %s of task %s not found", cid, taskID)
+		return &Error{Code: types.CodeTargetNotFound, Err: err}
 	}
 	m.progress.PeerDown(dt.PeerID)
 	return nil

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,7 @@ type Peers interface {
 type DfgetTasks interface {
 	Add(t dfgettask.Task) error
 	Get(cid, taskID string) (dfgettask.Task, error)
+	Caller(cid, taskID string, from netip.Addr) (dfgettask.Task, error)
 	ByPeer(peerID string) []dfgettask.Task
 	Delete(cid, taskID string)
 }

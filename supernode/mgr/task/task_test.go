@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +32,12 @@ type deps struct {
 	cdnDone func(cdn.Result)
 }
 
-func newDeps(t *testing.T) *deps {
+func newDeps(t *testing.T) *deps { return newDepsWith(t, dfgettask.Config{SuperPID: "super"}) }
+
+// newDepsWith is newDeps with a dfget task registry configured by dc.
+func newDepsWith(t *testing.T, dc dfgettask.Config) *deps {
 	ctrl := gomock.NewController(t)
-	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: peer.New(nil, nil), dfget: dfgettask.New(dfgettask.Metrics{}, "super")}
+	d := &deps{cdn: NewMockCDN(ctrl), prog: NewMockProgress(ctrl), peers: peer.New(nil, nil), dfget: dfgettask.New(dc, dfgettask.Metrics{})}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d.m = New(Config{AdvertiseIP: "10.0.0.1", FailAccessInterval: time.Minute}, d.cdn, d.prog, d.peers, d.dfget, Metrics{}, log)
@@ -66,6 +70,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"ftp", func(r *types.RegisterRequest) { r.RawURL = "ftp://o/f" }},
 		{"file", func(r *types.RegisterRequest) { r.RawURL = "file:///etc/passwd" }},
 		{"no cid", func(r *types.RegisterRequest) { r.CID = "" }},
+		{"supernode cid", func(r *types.RegisterRequest) { r.CID = types.SuperNodeCIDPrefix + "10.0.0.1~x" }},
 		{"no path", func(r *types.RegisterRequest) { r.Path = "" }},
 		{"port", func(r *types.RegisterRequest) { r.Port = 70000 }},
 		{"ipv6", func(r *types.RegisterRequest) { r.IP = "::1" }},
@@ -179,7 +184,10 @@ func TestRegisterSourceErrorIsRemembered(t *testing.T) {
 }
 
 // running registers c1 on a running 3-piece task and returns its ID.
-func running(t *testing.T, d *deps) string {
+func running(t *testing.T, d *deps) string { return runningFrom(t, d, "") }
+
+// runningFrom is running with c1 registering from address remote.
+func runningFrom(t *testing.T, d *deps, remote string) string {
 	t.Helper()
 	d.prog.EXPECT().InitTask(gomock.Any())
 	var done func(cdn.Result)
@@ -189,7 +197,7 @@ func running(t *testing.T, d *deps) string {
 	})
 	id := taskid.ID("http://o/f", "", "", map[string]string{})
 	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
-	res, err := d.m.Register(RegisterParams{Req: validReq()})
+	res, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: remote})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +239,7 @@ func TestFinishedTaskReports(t *testing.T) {
 	}
 	c1, _ := d.dfget.Get("c1", id)
 	d.prog.EXPECT().PeerDown(c1.PeerID)
-	if err := d.m.ServiceDown(id, "c1"); err != nil {
+	if err := d.m.ServiceDown(id, "c1", netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	info, err := d.m.Info(id)

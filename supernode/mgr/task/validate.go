@@ -204,6 +204,10 @@ func checkRegistration(p RegisterParams, sourcePattern bool) (registration, erro
 	switch {
 	case req.CID == "":
 		return registration{}, errorf(types.CodeParamError, "cid is empty")
+	case strings.HasPrefix(req.CID, types.SuperNodeCIDPrefix):
+		// The supernode's own CIDs are never a client's: a client
+		// registered as one would be taken for the supernode.
+		return registration{}, errorf(types.CodeParamError, "cid: the %s prefix is the supernode's", types.SuperNodeCIDPrefix)
 	case req.Path == "":
 		return registration{}, errorf(types.CodeParamError, "path is empty")
 	case req.Port < 0 || req.Port > 65535:
