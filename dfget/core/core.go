@@ -765,7 +765,7 @@ func (d *Download) backSource(ctx context.Context, reason int) error {
 	if d.bar == nil {
 		d.startBar(-1)
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.length))
+	ctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.sourceLength()))
 	defer cancel()
 	if cfg.Stream {
 		return d.streamBackSource(ctx, src)
@@ -776,6 +776,17 @@ func (d *Download) backSource(ctx context.Context, reason int) error {
 	}
 	d.length = n
 	return nil
+}
+
+// sourceLength is the length of the file a back-source reads, which its
+// default timeout is made for. After a stream P2P wrote into, d.length is
+// the bytes out, not the file's, and the fallback reads the whole file
+// again from byte 0 (streamBackSource).
+func (d *Download) sourceLength() int64 {
+	if d.sw != nil {
+		return d.streamLength
+	}
+	return d.length
 }
 
 func (d *Download) reportMetrics(success bool, reason int) {

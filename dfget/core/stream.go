@@ -300,7 +300,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 		d.sw = downloader.NewStreamWriter(d.io.Data, 1, d.cfg.Md5 != "", d.streamSha256())
 		_, _ = d.sw.Stop(ctx)
 	}
-	out, err := d.sw.Continue()
+	out, err := d.sw.Continue(ctx, stopStallGrace)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package core
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/dfget/config"
+	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
 // fallbackCase is a stream P2P wrote the head of before its only
@@ -136,5 +140,30 @@ func TestAfterFirstSkipsTheHead(t *testing.T) {
 	}
 	if !slices.Equal(got, []int64{2, 5}) {
 		t.Fatalf("added %v, want [2 5]", got)
+	}
+}
+
+// A stream's fallback reads the whole file from byte 0 again, so its
+// default timeout (no --timeout) is the file's, length/minrate + 10 s, as
+// docs/dfget.md says; not one made for the bytes P2P wrote before it
+// failed, which are none when the first piece failed: 10 s for any file.
+func TestStreamFallbackTimeoutIsTheFiles(t *testing.T) {
+	cfg := config.New()
+	cfg.Timeout, cfg.MinRate = 0, rate.MB
+	const length = 1 << 30
+	for _, written := range []int64{0, 5 << 20} {
+		// What stream leaves for the fallback (d.sw, d.streamed).
+		w := downloader.NewStreamWriter(io.Discard, 1, false, false)
+		_, _ = w.Stop(context.Background())
+		d := &Download{cfg: cfg, sw: w, streamed: written, streamLength: length, length: written}
+		if got, want := cfg.DownloadTimeout(d.sourceLength()), cfg.DownloadTimeout(length); got != want {
+			t.Errorf("fallback after %d bytes streamed of %d: timeout %v, want %v", written, length, got, want)
+		}
+	}
+	// A file-mode fallback, or a stream's before P2P wrote into it, reads
+	// the registered length.
+	d := &Download{cfg: cfg, length: length}
+	if got, want := cfg.DownloadTimeout(d.sourceLength()), cfg.DownloadTimeout(length); got != want {
+		t.Errorf("fallback without a stream: timeout %v, want %v", got, want)
 	}
 }

@@ -293,7 +293,9 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	if skip > 0 {
-		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
+		// The skipped bytes cross the network as the kept ones do:
+		// --locallimit holds for them too.
+		if _, err := io.CopyN(io.Discard, api.LimitReader(ctx, resp.Body, s.Limiter), skip); err != nil {
 			resp.Body.Close()
 			return nil, none, fmt.Errorf("source %s: skip %d bytes: %w", s.URL, skip, err)
 		}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	xrate "golang.org/x/time/rate"
+
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -199,5 +201,30 @@ func TestSourceCopyRefusesOtherLength(t *testing.T) {
 		if out.String() != file(want)[10:10+min(out.Len(), want-10)] {
 			t.Errorf("%s: wrote bytes that are not the file's", tc.path)
 		}
+	}
+}
+
+// The bytes a back-source reads and drops (before a user range in a 200
+// that is the whole file) take --locallimit's tokens as the kept ones do:
+// a range near the end of a big file from an origin ignoring Range must
+// not read the whole file at full speed.
+func TestSourceSkipIsRateLimited(t *testing.T) {
+	data := strings.Repeat("abcdefghij", 100) // 1000 bytes
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000") // ignores Range
+		_, _ = w.Write([]byte(data))
+	}))
+	defer srv.Close()
+	// A limiter that refills next to nothing: what the copy took from its
+	// burst is what it counted.
+	const burst = 1 << 20
+	lim := xrate.NewLimiter(xrate.Limit(1e-9), burst)
+	s := &BackSource{HTTP: srv.Client(), URL: srv.URL, Headers: map[string]string{"Range": "bytes=900-909"}, Limiter: lim}
+	var out strings.Builder
+	if _, err := s.Copy(context.Background(), &out, 0, -1, nil); err != nil || out.String() != data[900:910] {
+		t.Fatalf("range of a 200: %q, %v", out.String(), err)
+	}
+	if used := burst - int64(lim.Tokens()); used != 910 {
+		t.Errorf("the limiter counted %d bytes, want 910 (900 skipped, 10 kept)", used)
 	}
 }

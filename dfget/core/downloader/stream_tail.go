@@ -1,10 +1,12 @@
 package downloader
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"syscall"
+	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/core/api"
@@ -63,7 +65,12 @@ var ErrHeadUnchecked = errors.New("the bytes already written cannot be checked a
 // whose bytes must not follow). Only the bytes after them go to out, and
 // into the running hashes. A piece out without a digest fails Continue
 // (ErrHeadUnchecked), before the source is asked for anything.
-func (w *StreamWriter) Continue() (*StreamTail, error) {
+//
+// A write to out still pending grace after ctx ends fails with
+// ErrOutStalled, as Stop gives up on a reader that stopped reading: the
+// source's read ends with ctx, but nothing else ends a write to a pipe no
+// one reads.
+func (w *StreamWriter) Continue(ctx context.Context, grace time.Duration) (*StreamTail, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	head := make([]keptPiece, w.next)
@@ -75,12 +82,14 @@ func (w *StreamWriter) Continue() (*StreamTail, error) {
 		}
 		head[i], longest = k, max(longest, k.n)
 	}
-	return &StreamTail{w: w, head: head, buf: make([]byte, 0, longest)}, nil
+	return &StreamTail{w: w, ctx: ctx, grace: grace, head: head, buf: make([]byte, 0, longest)}, nil
 }
 
 // StreamTail is the stream a fallback to the source writes (Continue).
 type StreamTail struct {
-	w *StreamWriter
+	w     *StreamWriter
+	ctx   context.Context
+	grace time.Duration
 	// head is the pieces already out not yet checked, in order, from
 	// piece num; buf holds what came of the first so far, and checked
 	// counts the bytes of those before it.
@@ -98,7 +107,7 @@ func (t *StreamTail) Write(b []byte) (int, error) {
 		return n, err
 	}
 	w := t.w
-	m, err := w.out.Write(b[n:])
+	m, err := t.writeOut(b[n:])
 	w.mu.Lock()
 	_, _ = w.h.Write(b[n : n+m])
 	w.written += int64(m)
@@ -107,6 +116,35 @@ func (t *StreamTail) Write(b []byte) (int, error) {
 		err = ErrConsumerGone
 	}
 	return n + m, err
+}
+
+// writeOut writes b to out, giving the write up (ErrOutStalled) when it
+// is still pending grace after t.ctx ended. The write then goes on in its
+// goroutine, blocked until the process ends, and b is not read again by
+// the copy that gets the error.
+func (t *StreamTail) writeOut(b []byte) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := t.w.out.Write(b)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-t.ctx.Done():
+	}
+	timer := time.NewTimer(t.grace)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-timer.C:
+		return 0, fmt.Errorf("stdout not read for %v after the download's end: %w", t.grace, ErrOutStalled)
+	}
 }
 
 // checkHead takes from b the bytes of the pieces already out, checking

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
@@ -80,7 +82,7 @@ func TestStreamTailChecksTheHead(t *testing.T) {
 			{"ends inside the head", v1[:c+7], ErrSourceChanged},
 		} {
 			var out bytes.Buffer
-			tail, err := streamed(t, &out, tc.pieces(v1)...).Continue()
+			tail, err := streamed(t, &out, tc.pieces(v1)...).Continue(context.Background(), 0)
 			if err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
@@ -114,7 +116,39 @@ func TestStreamTailRefusesUncheckableHead(t *testing.T) {
 	bare := wrappedPiece(file, 0, false)
 	bare.Info.PieceMd5 = ""
 	var out bytes.Buffer
-	if _, err := streamed(t, &out, bare).Continue(); !errors.Is(err, ErrHeadUnchecked) {
+	if _, err := streamed(t, &out, bare).Continue(context.Background(), 0); !errors.Is(err, ErrHeadUnchecked) {
 		t.Fatalf("Continue after a piece without a digest: %v", err)
+	}
+}
+
+// A fallback whose reader stopped reading does not hang: a write to out
+// still pending grace after the fallback's context ended fails with
+// ErrOutStalled, as Stop gives up on one in P2P's part of the stream. The
+// source's read ends with the context, a blocked write to a pipe does not.
+func TestStreamTailGivesUpOnStalledReader(t *testing.T) {
+	pr, pw := io.Pipe() // nobody reads
+	t.Cleanup(func() { _ = pr.Close() })
+	w := NewStreamWriter(pw, 1, false, false)
+	if _, err := w.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	tail, err := w.Continue(ctx, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := tail.Write([]byte("the source's bytes after the head"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrOutStalled) {
+			t.Fatalf("write to a reader that stopped reading: %v, want ErrOutStalled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write to a reader that stopped reading is still pending 5 s after the fallback's deadline")
 	}
 }

@@ -69,7 +69,7 @@ func TestStreamWriterSha256(t *testing.T) {
 	if _, err := w.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	tail, err := w.Continue()
+	tail, err := w.Continue(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
