@@ -122,17 +122,17 @@ func (mr *MockTaskProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.C
 }
 
 // InitClient mocks base method.
-func (m *MockTaskProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
+func (m *MockTaskProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // InitClient indicates an expected call of InitClient.
-func (mr *MockTaskProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window, start any) *gomock.Call {
+func (mr *MockTaskProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockTaskProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window, start)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockTaskProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window)
 }
 
 // InitTask mocks base method.

@@ -122,17 +122,17 @@ func (mr *MockProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.Call 
 }
 
 // InitClient mocks base method.
-func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
+func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // InitClient indicates an expected call of InitClient.
-func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window, start any) *gomock.Call {
+func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window, start)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window)
 }
 
 // InitTask mocks base method.

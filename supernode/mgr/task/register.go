@@ -53,7 +53,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}
 	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
-	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece); err != nil {
+	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize); err != nil {
 		// GC dropped the task since ensure: the client registers again.
 		m.rollback(req.CID, src.TaskID, peerID)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task dropped while registering: %w", err)

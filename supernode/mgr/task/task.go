@@ -40,7 +40,7 @@ type CDN interface {
 // Progress is what the task manager needs from the progress manager.
 type Progress interface {
 	InitTask(taskID string)
-	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error
+	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	AddHolder(taskID, cid string, num int) error
 	RemoveHolder(taskID, cid string, num int) error

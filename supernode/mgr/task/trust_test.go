@@ -25,7 +25,7 @@ func TestRegisterTrustSplitsTasks(t *testing.T) {
 		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
 	}).AnyTimes()
 	d.prog.EXPECT().InitTask(gomock.Any()).AnyTimes()
-	d.prog.EXPECT().InitClient(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes()
+	d.prog.EXPECT().InitClient(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes()
 	caA, caB := []byte("-----BEGIN CERTIFICATE-----\nA\n"), []byte("-----BEGIN CERTIFICATE-----\nB\n")
 	register := func(cid string, insecure bool, cas ...[]byte) string {
 		t.Helper()
