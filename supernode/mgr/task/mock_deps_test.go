@@ -11,6 +11,7 @@ package task
 
 import (
 	reflect "reflect"
+	time "time"
 
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	progress "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
@@ -107,6 +108,20 @@ func (m *MockProgress) AddHolder(taskID, cid string, num int) error {
 func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockProgress)(nil).AddHolder), taskID, cid, num)
+}
+
+// DownSince mocks base method.
+func (m *MockProgress) DownSince(peerID string) time.Time {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "DownSince", peerID)
+	ret0, _ := ret[0].(time.Time)
+	return ret0
+}
+
+// DownSince indicates an expected call of DownSince.
+func (mr *MockProgressMockRecorder) DownSince(peerID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DownSince", reflect.TypeOf((*MockProgress)(nil).DownSince), peerID)
 }
 
 // DropHolder mocks base method.

@@ -65,11 +65,11 @@ func TestEnsureRefusesAnotherTrust(t *testing.T) {
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil)
 	d.prog.EXPECT().InitTask(gomock.Any())
 	src := cdn.Source{TaskID: "t", RawURL: "https://o/f", TaskURL: "https://o/f", Insecure: true}
-	if _, err := d.m.ensure(src, false); err != nil {
+	if _, err := d.m.ensure(src, false, false); err != nil {
 		t.Fatal(err)
 	}
 	src.Insecure = false
-	if _, err := d.m.ensure(src, false); err == nil {
+	if _, err := d.m.ensure(src, false, false); err == nil {
 		t.Error("a verifying source joined the insecure task")
 	}
 }
