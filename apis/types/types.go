@@ -20,10 +20,10 @@ type ErrorResponse struct {
 // RegisterRequest is the body of POST /peer/registry, with the keys a
 // Dragonfly 1.x dfget sends. StreamMode, WindowSize and StartPiece are
 // Damselfly's stream-mode extension; a 1.x supernode ignores them.
-// StartPiece is where a stream resumes when it moves to another supernode:
-// the pieces before it are already written and are not scheduled. Our
-// dfget does not send it: offered those pieces, it checks their digests,
-// which proves the new supernode's copy the version it wrote.
+// StartPiece was where a stream resumed when it moved to another
+// supernode. Our supernode ignores it and our dfget no longer sends it: a
+// resumed stream is offered the pieces it wrote, whose digests prove the
+// new supernode's copy the version it wrote.
 // PieceDigest is Damselfly's digest negotiation: the algorithm ("blake3")
 // the client wants each piece's digest in, besides pieceMd5. A supernode
 // that knows it answers with PieceInfo.PieceDigest; a 1.x one ignores it.

@@ -341,7 +341,8 @@ func streamMigrates(t *testing.T, cfg *config.Config, good *fakeSupernode, body 
 
 // A stream whose supernode fails moves to the next node and goes on after
 // the pieces written. It asks that node for no startPiece: whether it
-// would honour one (ours) or not (a Dragonfly 1.x one), it offers the
+// would honour one (an older Damselfly one) or not (ours, a Dragonfly
+// 1.x one), it offers the
 // written pieces again, and each is confirmed once its digest is the one
 // it was verified with, never fetched; it is reported with share=0, as
 // the stream cache reopened for that node holds none of them. The stream

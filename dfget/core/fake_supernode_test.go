@@ -43,8 +43,8 @@ type fakeSupernode struct {
 	failAfter int
 	// served counts CDN pieces sent; startPiece is the last register's
 	// startPiece, which this fake ignores as a Dragonfly 1.x one does,
-	// unless honourStart: then, as ours does, the pieces before it count
-	// as had and are never offered.
+	// unless honourStart: then, as an older Damselfly one did, the pieces
+	// before it count as had and are never offered.
 	served      map[int]int
 	startPiece  int
 	honourStart bool

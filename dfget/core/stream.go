@@ -133,9 +133,10 @@ var errOtherVersion = errors.New("the file changed")
 // The registration names no startPiece, so the node offers the pieces the
 // stream wrote too, and each must have the digest it was verified with
 // (P2P.verifyHeld): that is the proof that the node's copy is the version
-// the bytes out are of. A node told to start after them (ours honours
-// startPiece) would offer none, and another version of the same length
-// and piece size would follow their head unseen.
+// the bytes out are of. A node told to start after them (an older
+// Damselfly supernode honoured startPiece) would offer none, and another
+// version of the same length and piece size would follow their head
+// unseen.
 func (d *Download) resumeStream(ctx context.Context, w *downloader.StreamWriter, gone bool, err error) error {
 	size, src, length := d.reg.Data.PieceSize, d.reg.Data.CDNSource, d.length
 	if (gone && !d.reregister(ctx)) || (!gone && !d.migrate(ctx)) {

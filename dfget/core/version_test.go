@@ -59,9 +59,10 @@ func TestMigrationNeverMixesVersions(t *testing.T) {
 // both know the file's length and they differ, the stream fails (exit 80,
 // even with the source allowed: the source too may be another version)
 // instead of going on with the other version's bytes. A new supernode
-// that would honour a startPiece (ours) is asked for no start: it offers
-// the written pieces too, and the same check catches the other version,
-// which it would otherwise have appended to the first one's head.
+// that would honour a startPiece (an older Damselfly one) is asked for no
+// start: it offers the written pieces too, and the same check catches the
+// other version, which it would otherwise have appended to the first
+// one's head.
 func TestStreamMigrationToOtherVersionFails(t *testing.T) {
 	v1 := content(6*pieceContent + 5)
 	for _, tc := range []struct {

@@ -76,9 +76,6 @@ func decodeRegisterForm(body string) (types.RegisterRequest, error) {
 	if req.WindowSize, err = intOf("windowSize"); err != nil {
 		return req, err
 	}
-	if req.StartPiece, err = intOf("startPiece"); err != nil {
-		return req, err
-	}
 	return req, nil
 }
 

@@ -95,8 +95,8 @@ func TestFaultMigrationBetweenVersions(t *testing.T) {
 // A stream through sn1, whose cache holds version 1 of the file, moves to
 // sn2 when sn1 is killed (SIGKILL) mid-stream; sn2's cache holds version 2,
 // of the same length and piece size (the origin's file changed between
-// the two fills). sn2 would honour a startPiece and offer only the pieces
-// after it; dfget sends none, so sn2 offers the pieces already out too,
+// the two fills). dfget sends no startPiece (and sn2 would ignore one), so
+// sn2 offers the pieces already out too,
 // whose BLAKE3 digests there are not the ones they were verified with:
 // the stream fails (exit 80, reason 3) with only version 1's bytes out,
 // never version 2's tail after version 1's head.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
@@ -65,4 +66,50 @@ func TestSupernodeFillLimitQueues(t *testing.T) {
 		t.Fatalf("dfget behind a running fill: exit %d: %s %s", run.code, run.stdout, run.stderr)
 	}
 	fileEquals(t, out, third)
+}
+
+// --cdn-fill-limit 1: a fill waiting behind a running one whose only
+// client went down (/peer/service/down) before its turn reads nothing from
+// the origin when its turn comes; the task's fill has then failed, and a
+// later registration starts it anew and downloads the file.
+func TestSupernodeFillLimitSkipsAbandonedFill(t *testing.T) {
+	o := newOrigin(t)
+	slow := randomData(8<<20, 24)
+	slowURL := o.addSlow("/slow.bin", slow, 8*time.Millisecond) // ~8 MB/s: 1 s for the file
+	next := randomData(1<<20+3, 25)
+	nextURL := o.add("/next.bin", next)
+	sn := startSupernode(t, t.TempDir(), "--cdn-fill-limit", "1")
+
+	c1 := newClient(t, sn, "127.0.0.1-24-24.000")
+	c1.register(c1.registerReq(slowURL))
+	gone := newClient(t, sn, "127.0.0.1-25-25.000")
+	if reg := gone.register(gone.registerReq(nextURL)); reg.FileLength != -1 {
+		t.Fatalf("registration past the limit: %+v, want length -1", reg)
+	}
+	if r := gone.get("/peer/service/down", url.Values{"taskId": {gone.taskID}, "cid": {gone.cid}}); r.Code != types.CodeGetPeerDown {
+		t.Fatalf("service down: %+v", r)
+	}
+	if got, _ := c1.download(time.Minute); !bytes.Equal(got, slow) {
+		t.Fatal("slow file differs")
+	}
+	Eventually(t, 10*time.Second, "the abandoned fill's turn", func() bool {
+		return taskInfo(t, sn, gone.taskID).CdnStatus != types.CDNStatusRunning
+	})
+	if s, n := taskInfo(t, sn, gone.taskID).CdnStatus, o.count("/next.bin", 200); s != types.CDNStatusFailed || n != 0 {
+		t.Fatalf("fill nobody was left to download: %s, origin served next.bin %d times; want FAILED and none", s, n)
+	}
+	checkFills(t, sn, 0, 0)
+	again := newClient(t, sn, "127.0.0.1-26-26.000")
+	again.register(again.registerReq(nextURL))
+	if got, _ := again.download(time.Minute); !bytes.Equal(got, next) {
+		t.Fatal("a registration after the abandoned fill got other bytes")
+	}
+}
+
+func checkFills(t *testing.T, sn *supernode, running, waiting float64) {
+	t.Helper()
+	r, w := metricValue(t, sn, "dragonfly_supernode_cdn_fills_running"), metricValue(t, sn, "dragonfly_supernode_cdn_fills_waiting")
+	if r != running || w != waiting {
+		t.Fatalf("fills running %v, waiting %v; want %v and %v", r, w, running, waiting)
+	}
 }

@@ -92,6 +92,10 @@ type Source struct {
 	// Via is the cluster member to read the file from (its home), or ""
 	// for the origin (see cluster.go).
 	Via string
+	// Wanted, when set, is asked once a fill that waited for its turn
+	// (fills.go) gets a slot: false (nobody is left to download the file)
+	// ends the fill there, without reading its source.
+	Wanted func() bool
 }
 
 // Started is what is known once the source answered.

@@ -13,6 +13,7 @@ package cdn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -139,19 +140,29 @@ func (m *Manager) enqueue(src Source, t *turn, done func(Result)) Started {
 	cf.waiting = true
 	m.setFile(src.TaskID, cf)
 	m.background(cf, cancel, done, func() Result {
-		return m.inTurn(ctx, src.TaskID, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf) })
+		return m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf) })
 	})
 	return Started{HTTPFileLength: -1, PieceSize: ps}
 }
 
+// errUnwanted ends a fill that waited for its turn and has nobody left to
+// download its file (Source.Wanted).
+var errUnwanted = errors.New("nobody is left to download the file")
+
 // inTurn runs fill once t holds a slot, and frees the slot after it. A
-// fill stopped before its turn read nothing: it ends failed, but counts as
-// no failed download.
-func (m *Manager) inTurn(ctx context.Context, id string, cf *cacheFile, t *turn, fill func() Result) Result {
-	if err := m.fills.wait(ctx, t); err != nil {
+// fill stopped before its turn, or with nobody left to download the file
+// when its turn comes, reads nothing: it ends failed, but counts as no
+// failed download.
+func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn, fill func() Result) Result {
+	err := m.fills.wait(ctx, t)
+	if err == nil && src.Wanted != nil && !src.Wanted() {
+		m.fills.release()
+		err = errUnwanted
+	}
+	if err != nil {
 		cf.close(false, 0)
-		m.progress.FinishCDN(id, 0, false)
-		m.log.WithField("task", id).Info("cdn fill stopped while waiting for its turn")
+		m.progress.FinishCDN(src.TaskID, 0, false)
+		m.log.WithField("task", src.TaskID).WithError(err).Info("cdn fill left the line without reading its source")
 		return Result{Err: fmt.Errorf("waiting for a fill slot: %w", err)}
 	}
 	defer m.fills.release()

@@ -184,6 +184,43 @@ func TestFillCapHoldsTheNextFill(t *testing.T) {
 	checkGauges(t, mx, 0, 0)
 }
 
+// A waiting fill with nobody left to download its file (Source.Wanted
+// false) never asks the origin: at its turn it ends failed and passes the
+// slot on, so the fill behind it runs; one still wanted reads its source.
+func TestUnwantedWaitingFillSkipsItsTurn(t *testing.T) {
+	o := newHeldOrigin(t, patterned(100))
+	m, _, mx := newCappedManager(t, 1)
+	_, running := startAsync(t, m, o.src("run"))
+	if o.next(5*time.Second) != "/run" {
+		t.Fatal("the first fill did not ask the origin")
+	}
+	var asked sync.WaitGroup
+	asked.Add(1)
+	left := o.src("left")
+	left.Wanted = func() bool { asked.Done(); return false }
+	kept := o.src("kept")
+	kept.Wanted = func() bool { return true }
+	_, leftDone := startAsync(t, m, left)
+	_, keptDone := startAsync(t, m, kept)
+	checkGauges(t, mx, 1, 2)
+	o.let("/run")
+	if r := result(t, running); !r.OK {
+		t.Fatalf("run: %+v", r)
+	}
+	if got := o.next(5 * time.Second); got != "/kept" {
+		t.Fatalf("origin got %q after the running fill, want /kept (the fill nobody wants skipped)", got)
+	}
+	asked.Wait()
+	if r := result(t, leftDone); r.OK || !errors.Is(r.Err, errUnwanted) {
+		t.Fatalf("unwanted fill: %+v, want failed with errUnwanted", r)
+	}
+	o.let("/kept")
+	if r := result(t, keptDone); !r.OK {
+		t.Fatalf("kept: %+v", r)
+	}
+	checkGauges(t, mx, 0, 0)
+}
+
 // A waiting fill whose task is dropped leaves the line at once, never asks
 // the origin, and the next in line keeps its place; Close ends a running
 // fill and the waiting ones promptly, leaving no goroutine behind.

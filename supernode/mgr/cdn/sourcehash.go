@@ -50,7 +50,7 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	// and waits for its turn like one.
 	t := m.fills.join()
 	m.background(cf, cancel, done, func() Result {
-		return m.inTurn(ctx, src.TaskID, cf, t, func() Result { return m.hashSource(ctx, cancel, src, sp, cf) })
+		return m.inTurn(ctx, src, cf, t, func() Result { return m.hashSource(ctx, cancel, src, sp, cf) })
 	})
 	return Started{HTTPFileLength: sp.length, PieceSize: ps}, nil
 }

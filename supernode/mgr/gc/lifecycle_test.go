@@ -157,7 +157,7 @@ func TestPeerDownAfterDeletionLeavesNoState(t *testing.T) {
 		t.Fatal(err)
 	}
 	prog.InitTask("t1")
-	if err := prog.InitClient("t1", "c1", pid, false, false, 0, 0); err != nil {
+	if err := prog.InitClient("t1", "c1", pid, false, false, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.m.DeletePeer(pid); err != nil {

@@ -11,6 +11,7 @@ package gc
 
 import (
 	reflect "reflect"
+	time "time"
 
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	progress "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
@@ -109,6 +110,20 @@ func (mr *MockTaskProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockTaskProgress)(nil).AddHolder), taskID, cid, num)
 }
 
+// DownSince mocks base method.
+func (m *MockTaskProgress) DownSince(peerID string) time.Time {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "DownSince", peerID)
+	ret0, _ := ret[0].(time.Time)
+	return ret0
+}
+
+// DownSince indicates an expected call of DownSince.
+func (mr *MockTaskProgressMockRecorder) DownSince(peerID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DownSince", reflect.TypeOf((*MockTaskProgress)(nil).DownSince), peerID)
+}
+
 // DropHolder mocks base method.
 func (m *MockTaskProgress) DropHolder(taskID, peerID string) {
 	m.ctrl.T.Helper()
@@ -122,17 +137,17 @@ func (mr *MockTaskProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.C
 }
 
 // InitClient mocks base method.
-func (m *MockTaskProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
+func (m *MockTaskProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // InitClient indicates an expected call of InitClient.
-func (mr *MockTaskProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window, start any) *gomock.Call {
+func (mr *MockTaskProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockTaskProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window, start)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockTaskProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window)
 }
 
 // InitTask mocks base method.

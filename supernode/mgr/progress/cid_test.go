@@ -12,7 +12,7 @@ func movedClient(t *testing.T) *Manager {
 		m.SetCDNPiece(id, 0)
 	}
 	for _, c := range []struct{ task, cid, peer string }{{"A", "x", "pa"}, {"A", "y", "py"}, {"B", "x", "pb"}} {
-		if err := m.InitClient(c.task, c.cid, c.peer, false, false, 0, 0); err != nil {
+		if err := m.InitClient(c.task, c.cid, c.peer, false, false, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

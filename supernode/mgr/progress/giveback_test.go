@@ -12,9 +12,9 @@ import (
 // blacklisted for that client nor counted against for the others.
 func TestStreamGiveBackDoesNotBlameHolder(t *testing.T) {
 	m := setup(t, 4)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "s", "ps", false, true, 2, 0)
-	m.InitClient(task, "y", "py", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "s", "ps", false, true, 2)
+	m.InitClient(task, "y", "py", false, false, 0)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +38,8 @@ func TestStreamGiveBackDoesNotBlameHolder(t *testing.T) {
 // offered again and the holder's load is released.
 func TestStreamGiveBackReleasesPiece(t *testing.T) {
 	m := setup(t, 4)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "s", "ps", false, true, 2, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "s", "ps", false, true, 2)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +60,13 @@ func TestStreamGiveBackReleasesPiece(t *testing.T) {
 // successes from the supernode never clear the count.
 func TestStreamGiveBacksAreNotClientErrors(t *testing.T) {
 	m := setup(t, 20)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
 	for i := range 20 {
 		if _, err := m.Update(task, "a", i, Success); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m.InitClient(task, "s", "ps", false, true, 8, 0)
+	m.InitClient(task, "s", "ps", false, true, 8)
 	for range 6 {
 		if d := assign1(m, "s", 0, true, lim, 100); d == "" {
 			t.Fatal("no assign")
@@ -85,8 +85,8 @@ func TestStreamGiveBacksAreNotClientErrors(t *testing.T) {
 // is still a failure of the holder it was assigned from.
 func TestGiveBackFromFileClientIsFailure(t *testing.T) {
 	m := setup(t, 4)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "f", "pf", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "f", "pf", false, false, 0)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}

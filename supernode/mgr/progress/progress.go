@@ -227,10 +227,11 @@ func (m *Manager) Waiter(taskID string) (wake <-chan struct{}, stop func()) {
 }
 
 // InitClient records a client (cid) of a task on peer peerID. With stream
-// it is a streaming client with that window (0: the default), whose window
-// starts at piece start (a stream moved here from another supernode). The
-// task must exist (InitTask).
-func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window, start int) error {
+// it is a streaming client with that window (0: the default), which starts
+// at piece 0 even when it moved here with pieces written: those are offered
+// to it too, so that it checks their digests against this copy. The task
+// must exist (InitTask).
+func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream bool, window int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t := m.tasks[taskID]
@@ -248,12 +249,9 @@ func (m *Manager) InitClient(taskID, cid, peerID string, cdnPattern bool, stream
 	if stream && window <= 0 {
 		window = DefaultWindow
 	}
-	if !stream || start < 0 {
-		start = 0
-	}
 	m.clients[cid] = &clientState{
 		taskID: taskID, peerID: peerID, success: bitset.New(0),
-		running: map[int]string{}, stream: stream, wnd: window, una: start, seeds: !cdnPattern,
+		running: map[int]string{}, stream: stream, wnd: window, seeds: !cdnPattern,
 	}
 	t.clients[cid] = struct{}{}
 	p := m.peer(peerID)

@@ -40,7 +40,7 @@ func nums(v View) []int {
 
 func TestViewAndAssignFromSupernode(t *testing.T) {
 	m := setup(t, 3)
-	m.InitClient(task, "c1", "p1", false, false, 0, 0)
+	m.InitClient(task, "c1", "p1", false, false, 0)
 	v, err := m.ClientView(task, "c1", 0, nil)
 	if err != nil || len(v.Candidates) != 3 {
 		t.Fatalf("view %+v %v", v, err)
@@ -72,8 +72,8 @@ func TestViewAndAssignFromSupernode(t *testing.T) {
 
 func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
 	m := setup(t, 5)
-	m.InitClient(task, "c1", "p1", false, false, 0, 0)
-	m.InitClient(task, "c2", "p2", false, false, 0, 0)
+	m.InitClient(task, "c1", "p1", false, false, 0)
+	m.InitClient(task, "c2", "p2", false, false, 0)
 	for i := range 3 {
 		if d := assign1(m, "c1", i, true, lim, 5); d != super {
 			t.Fatalf("piece %d -> %q", i, d)
@@ -94,7 +94,7 @@ func TestSuperLimitAndFailureReleasesLoad(t *testing.T) {
 func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 	m := setup(t, 2)
 	for _, c := range []string{"a", "b", "x", "y", "z"} {
-		m.InitClient(task, c, "p"+c, false, false, 0, 0)
+		m.InitClient(task, c, "p"+c, false, false, 0)
 	}
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
@@ -116,9 +116,9 @@ func TestPeerHolderPreferredLeastLoadedAndUpLimit(t *testing.T) {
 
 func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "x", "px", false, false, 0, 0)
-	m.InitClient(task, "y", "py", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "x", "px", false, false, 0)
+	m.InitClient(task, "y", "py", false, false, 0)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 	if h := m.Holders(task, 0); len(h) != 0 {
 		t.Fatalf("eliminated holder kept: %v", h)
 	}
-	m.InitClient(task, "b", "pb", false, false, 0, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
 	if _, err := m.Update(task, "b", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 		t.Fatal("pb not down")
 	}
 	m.Unassign(task, "y", 0)
-	m.InitClient(task, "z", "pz", false, false, 0, 0)
+	m.InitClient(task, "z", "pz", false, false, 0)
 	if d := assign1(m, "z", 0, true, lim, 5); d != super {
 		t.Fatalf("down peer offered: %q", d)
 	}
@@ -159,7 +159,7 @@ func TestBlacklistEliminationAndPeerDown(t *testing.T) {
 
 func TestStreamWindow(t *testing.T) {
 	m := setup(t, 10)
-	m.InitClient(task, "s", "ps", false, true, 3, 0)
+	m.InitClient(task, "s", "ps", false, true, 3)
 	v, _ := m.ClientView(task, "s", 0, nil)
 	if got := nums(v); len(got) != 3 || got[0] != 0 || got[2] != 2 || !v.Stream {
 		t.Fatalf("window at start: %v", got)
@@ -185,7 +185,7 @@ func TestStreamWindow(t *testing.T) {
 	// A stream is a holder of what its cache announced, until it evicts
 	// it; its success reports alone do not make it one (of its cache of 3
 	// pieces 0-2, piece 2: 0 is the next to leave it).
-	m.InitClient(task, "o", "po", false, true, 0, 0)
+	m.InitClient(task, "o", "po", false, true, 0)
 	if una, wnd, ok := m.Window("o"); !ok || una != 0 || wnd != DefaultWindow {
 		t.Fatalf("default window: %d %d %t", una, wnd, ok)
 	}
@@ -224,7 +224,7 @@ func TestStreamWindow(t *testing.T) {
 
 func TestUpdateRejectsUnwrittenPiece(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	if _, err := m.Update(task, "c", 7, Success); err == nil {
 		t.Fatal("success for a piece the cdn never wrote was accepted")
 	}
@@ -239,7 +239,7 @@ func TestUpdateRejectsUnwrittenPiece(t *testing.T) {
 func TestDoneAndWaiters(t *testing.T) {
 	m := New(super)
 	m.InitTask(task)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	w, stop := m.Waiter(task)
 	defer stop()
 	m.SetCDNPiece(task, 0)
@@ -274,7 +274,7 @@ func assign1(m *Manager, cid string, num int, peers bool, l Limits, elim int) st
 
 func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 	m := setup(t, 6)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	got := m.Assign(task, "c", []int{5, 4, 3, 2, 1}, lim.DownLimit, scheduler.NewHolderPicker(lim, 5, true))
 	if len(got) != 3 || got[0].Num != 5 || got[2].Num != 3 {
 		t.Fatalf("batch %v: want pieces 5 4 3 (super limit 3)", got)
@@ -291,8 +291,8 @@ func TestAssignBatchStopsAtDownLimit(t *testing.T) {
 
 func TestInflightCountsAsHolder(t *testing.T) {
 	m := setup(t, 3)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "b", "pb", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
 	if d := assign1(m, "a", 0, true, lim, 5); d != super {
 		t.Fatalf("a: %q", d)
 	}
@@ -319,9 +319,9 @@ func TestSuperSeeding(t *testing.T) {
 	m := setup(t, 2)
 	now := time.Now()
 	SetNow(m, func() time.Time { return now })
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "b", "pb", false, false, 0, 0)
-	m.InitClient(task, "c", "pc", true, false, 0, 0) // CDN pattern: never serves
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
+	m.InitClient(task, "c", "pc", true, false, 0) // CDN pattern: never serves
 	if d := assign1(m, "c", 0, true, lim, 5); d != super {
 		t.Fatalf("c: %q", d)
 	}
@@ -356,7 +356,7 @@ func TestCandidateHeldCounts(t *testing.T) {
 	const pieces = 130
 	m := setup(t, pieces)
 	for _, c := range []string{"a", "b", "c", "x"} {
-		m.InitClient(task, c, "p"+c, false, false, 0, 0)
+		m.InitClient(task, c, "p"+c, false, false, 0)
 	}
 	check := func(step string) {
 		t.Helper()
@@ -400,44 +400,15 @@ func TestCandidateHeldCounts(t *testing.T) {
 	}
 }
 
-// A stream that moved here from another supernode starts its window at
-// its start piece, is never offered the pieces before it, and is done when
-// the window passes the last piece, holding only the pieces it fetched here.
-func TestStreamStartPiece(t *testing.T) {
-	m := setup(t, 6)
-	m.FinishCDN(task, 6, true)
-	m.InitClient(task, "s", "ps", false, true, 2, 4)
-	if una, wnd, ok := m.Window("s"); !ok || una != 4 || wnd != 2 {
-		t.Fatalf("window %d+%d (%t), want 4+2", una, wnd, ok)
-	}
-	v, _ := m.ClientView(task, "s", 0, nil)
-	if got := nums(v); !slices.Equal(got, []int{4, 5}) || v.Done {
-		t.Fatalf("candidates %v done %t, want [4 5] and not done", got, v.Done)
-	}
-	for _, n := range []int{4, 5} {
-		if _, err := m.Update(task, "s", n, Success); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if v, _ := m.ClientView(task, "s", 0, nil); !v.Done || len(v.Candidates) != 0 {
-		t.Fatalf("after pieces 4 and 5: done %t, candidates %v", v.Done, nums(v))
-	}
-	// Not a stream: the start is ignored, every piece is due.
-	m.InitClient(task, "f", "pf", false, false, 0, 4)
-	if v, _ := m.ClientView(task, "f", 0, nil); len(v.Candidates) != 6 || v.Done {
-		t.Fatalf("file client candidates %v done %t", nums(v), v.Done)
-	}
-}
-
 // A 503 (SemiSuccess) is v1's "in my memory, not yet in my file": the piece
 // counts as had by that client (never scheduled to it again, its source's
 // load comes back) but nobody is sent to it for that piece until its
 // /peer/piece/suc (Success), which v1 may also send first.
 func TestSemiSuccessIsNotAHolderUntilSuccess(t *testing.T) {
 	m := setup(t, 2)
-	m.InitClient(task, "v1", "pv1", false, false, 0, 0)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(task, "x", "px", false, false, 0, 0)
+	m.InitClient(task, "v1", "pv1", false, false, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(task, "x", "px", false, false, 0)
 	if _, err := m.Update(task, "a", 0, Success); err != nil {
 		t.Fatal(err)
 	}
@@ -494,14 +465,14 @@ func TestSemiSuccessIsNotAHolderUntilSuccess(t *testing.T) {
 // piece; a client that leaves stops counting.
 func TestAlone(t *testing.T) {
 	m := setup(t, 3)
-	m.InitClient(task, "s", "ps", false, true, 4, 0)
+	m.InitClient(task, "s", "ps", false, true, 4)
 	if !m.Alone(task, "s") {
 		t.Fatal("the only client is not alone")
 	}
 	if m.Alone("other", "s") {
 		t.Fatal("alone in an unknown task")
 	}
-	m.InitClient(task, "f", "pf", false, false, 0, 0)
+	m.InitClient(task, "f", "pf", false, false, 0)
 	for i := range 3 {
 		if _, err := m.Update(task, "f", i, Success); err != nil {
 			t.Fatal(err)
@@ -514,7 +485,7 @@ func TestAlone(t *testing.T) {
 	if !m.Alone(task, "s") {
 		t.Fatal("not alone beside a client that has every piece")
 	}
-	m.InitClient(task, "l", "pl", false, false, 0, 0)
+	m.InitClient(task, "l", "pl", false, false, 0)
 	if _, err := m.Update(task, "l", 0, SemiSuccess); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +506,7 @@ func TestAlone(t *testing.T) {
 // what it was given.
 func TestOutOfTaskPieceRefused(t *testing.T) {
 	m := setup(t, 2)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	for _, st := range []Status{Success, SemiSuccess, Failed} {
 		if _, err := m.Update(task, "c", 1<<26, st); !errors.Is(err, ErrUnknownPiece) {
 			t.Errorf("status %d for piece 2^26: %v, want %v", st, err, ErrUnknownPiece)
@@ -571,7 +542,7 @@ func TestOutOfTaskPieceRefused(t *testing.T) {
 // registration about a task GC dropped leave nothing behind.
 func TestDroppedTaskNotRecreated(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	m.DeleteTask(task)
 	m.ResetCDN(task)
 	m.SetCDNPiece(task, 1)
@@ -583,7 +554,7 @@ func TestDroppedTaskNotRecreated(t *testing.T) {
 		t.Error("a waiter on a dropped task is not woken at once")
 	}
 	stop()
-	if err := m.InitClient(task, "d", "pd", false, false, 0, 0); !errors.Is(err, ErrUnknownTask) {
+	if err := m.InitClient(task, "d", "pd", false, false, 0); !errors.Is(err, ErrUnknownTask) {
 		t.Errorf("client of a dropped task: %v, want %v", err, ErrUnknownTask)
 	}
 	if n := Tasks(m); n != 0 {
@@ -597,7 +568,7 @@ func TestDroppedTaskNotRecreated(t *testing.T) {
 // kept forever. A peer with state is marked down as before.
 func TestPeerDownOfADeletedPeerMakesNoState(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
 	m.DeletePeer("pa")
 	m.PeerDown("pa")
 	if m.HasPeer("pa") || !m.DownSince("pa").IsZero() {
@@ -606,7 +577,7 @@ func TestPeerDownOfADeletedPeerMakesNoState(t *testing.T) {
 	if ids := m.PeerIDs(); len(ids) != 0 {
 		t.Fatalf("peers with state: %v", ids)
 	}
-	m.InitClient(task, "b", "pb", false, false, 0, 0)
+	m.InitClient(task, "b", "pb", false, false, 0)
 	m.PeerDown("pb")
 	if m.DownSince("pb").IsZero() || !slices.Equal(m.PeerIDs(), []string{"pb"}) {
 		t.Fatalf("pb: down %v, peers with state %v", m.DownSince("pb"), m.PeerIDs())

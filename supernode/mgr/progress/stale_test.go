@@ -22,7 +22,7 @@ func woken(w <-chan struct{}) bool {
 // the piece it could not offer. A report's release (Update) still wakes.
 func TestUnassignWakesNoOne(t *testing.T) {
 	m := setup(t, 1)
-	m.InitClient(task, "c", "pc", false, false, 0, 0)
+	m.InitClient(task, "c", "pc", false, false, 0)
 	w, stop := m.Waiter(task)
 	defer stop()
 	if d := assign1(m, "c", 0, true, lim, 5); d != super {
@@ -53,8 +53,8 @@ func TestDropHolderIsPerTask(t *testing.T) {
 	m := setup(t, 2)
 	m.InitTask(other)
 	m.SetCDNPiece(other, 0)
-	m.InitClient(task, "a", "pa", false, false, 0, 0)
-	m.InitClient(other, "a2", "pa", false, false, 0, 0)
+	m.InitClient(task, "a", "pa", false, false, 0)
+	m.InitClient(other, "a2", "pa", false, false, 0)
 	for _, r := range []struct {
 		task, cid string
 		num       int

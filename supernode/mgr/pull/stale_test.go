@@ -72,7 +72,7 @@ func (r *realPull) client(t *testing.T, cid, ip string) string {
 	if err := r.dfgets.Add(dfgettask.Task{CID: cid, TaskID: staleTask, PeerID: pid, Path: "/peer/file/" + cid}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.prog.InitClient(staleTask, cid, pid, false, false, 0, 0); err != nil {
+	if err := r.prog.InitClient(staleTask, cid, pid, false, false, 0); err != nil {
 		t.Fatal(err)
 	}
 	return pid

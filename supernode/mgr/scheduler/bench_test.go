@@ -19,7 +19,7 @@ func BenchmarkSchedule(b *testing.B) {
 	p.FinishCDN("t", pieces, true)
 	for c := range clients {
 		cid := "c" + strconv.Itoa(c)
-		p.InitClient("t", cid, "p"+cid, false, false, 0, 0)
+		p.InitClient("t", cid, "p"+cid, false, false, 0)
 		// Half the clients hold half the pieces.
 		if c%2 == 0 {
 			for i := 0; i < pieces; i += 2 {

@@ -33,7 +33,7 @@ func TestHolderPicker(t *testing.T) {
 		{name: "cdn-pattern holder skipped", holders: []string{"cdn"}, peers: true, want: "super"},
 		{name: "supernode at its limit", peers: true, want: "",
 			setup: func(t *testing.T, p *progress.Manager) {
-				p.InitClient("t", "o", "po", true, false, 0, 0)
+				p.InitClient("t", "o", "po", true, false, 0)
 				if a := p.Assign("t", "o", []int{1}, 4, NewHolderPicker(lim, 5, true)); len(a) != 1 || a[0].Dst != "super" {
 					t.Fatalf("other client: %v", a)
 				}
@@ -48,7 +48,7 @@ func TestHolderPicker(t *testing.T) {
 			for _, h := range tc.holders {
 				hold(t, p, h)
 			}
-			p.InitClient("t", "c", "pc", false, false, 0, 0)
+			p.InitClient("t", "c", "pc", false, false, 0)
 			if tc.setup != nil {
 				tc.setup(t, p)
 			}
@@ -69,7 +69,7 @@ func TestHolderPicker(t *testing.T) {
 // hold makes peer "p"+h a holder of piece 0 ("cdn": a CDN-pattern one).
 func hold(t *testing.T, p *progress.Manager, h string) {
 	t.Helper()
-	p.InitClient("t", h, "p"+h, h == "cdn", false, 0, 0)
+	p.InitClient("t", h, "p"+h, h == "cdn", false, 0)
 	if _, err := p.Update("t", h, 0, progress.Success); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func busy(t *testing.T, p *progress.Manager, h string, n int) {
 	t.Helper()
 	for i := range n {
 		cid := fmt.Sprintf("busy-%s-%d", h, i)
-		p.InitClient("t", cid, "p"+cid, true, false, 0, 0)
+		p.InitClient("t", cid, "p"+cid, true, false, 0)
 		if a := p.Assign("t", cid, []int{0}, 4, NewHolderPicker(progress.Limits{UpLimit: n}, 5, true)); len(a) != 1 || a[0].Dst != "p"+h {
 			t.Fatalf("busy %s: %v", h, a)
 		}

@@ -50,7 +50,7 @@ func actAsC1(t *testing.T, d *deps, id, peerID string, from netip.Addr) {
 			t.Errorf("%s from %s: %v", c.name, from, err)
 		}
 	}
-	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0)
 	d.prog.EXPECT().DropHolder(id, peerID)
 	d.prog.EXPECT().PeerDown(peerID)
 	if _, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: from.String()}); err != nil {

@@ -11,6 +11,7 @@ package task
 
 import (
 	reflect "reflect"
+	time "time"
 
 	cdn "github.com/damselfly-p2p/damselfly/supernode/mgr/cdn"
 	progress "github.com/damselfly-p2p/damselfly/supernode/mgr/progress"
@@ -109,6 +110,20 @@ func (mr *MockProgressMockRecorder) AddHolder(taskID, cid, num any) *gomock.Call
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AddHolder", reflect.TypeOf((*MockProgress)(nil).AddHolder), taskID, cid, num)
 }
 
+// DownSince mocks base method.
+func (m *MockProgress) DownSince(peerID string) time.Time {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "DownSince", peerID)
+	ret0, _ := ret[0].(time.Time)
+	return ret0
+}
+
+// DownSince indicates an expected call of DownSince.
+func (mr *MockProgressMockRecorder) DownSince(peerID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "DownSince", reflect.TypeOf((*MockProgress)(nil).DownSince), peerID)
+}
+
 // DropHolder mocks base method.
 func (m *MockProgress) DropHolder(taskID, peerID string) {
 	m.ctrl.T.Helper()
@@ -122,17 +137,17 @@ func (mr *MockProgressMockRecorder) DropHolder(taskID, peerID any) *gomock.Call 
 }
 
 // InitClient mocks base method.
-func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error {
+func (m *MockProgress) InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error {
 	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window, start)
+	ret := m.ctrl.Call(m, "InitClient", taskID, cid, peerID, cdnPattern, stream, window)
 	ret0, _ := ret[0].(error)
 	return ret0
 }
 
 // InitClient indicates an expected call of InitClient.
-func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window, start any) *gomock.Call {
+func (mr *MockProgressMockRecorder) InitClient(taskID, cid, peerID, cdnPattern, stream, window any) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window, start)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "InitClient", reflect.TypeOf((*MockProgress)(nil).InitClient), taskID, cid, peerID, cdnPattern, stream, window)
 }
 
 // InitTask mocks base method.

@@ -33,10 +33,12 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 	if _, err := m.dfget.Caller(req.CID, src.TaskID, addr); errors.As(err, &foreign) {
 		return types.RegisterResponseData{}, &Error{Code: types.CodeSystemError, Err: foreign}
 	}
-	t, err := m.ensure(src, true)
+	t, err := m.ensure(src, true, true)
 	if err != nil {
 		return types.RegisterResponseData{}, err
 	}
+	// Until its client entry is added, the registration wants the fill.
+	defer t.registering.Add(-1)
 	peerID, err := m.peers.Register(types.PeerCreateRequest{IP: reg.ip, HostName: req.HostName, Port: req.Port, Version: req.Version})
 	if err != nil {
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "register peer: %w", err)
@@ -53,7 +55,7 @@ func (m *Manager) Register(p RegisterParams) (types.RegisterResponseData, error)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "add dfget task: %w", err)
 	}
 	cdnPattern := req.Port == 0 || req.Pattern == "cdn"
-	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize, req.StartPiece); err != nil {
+	if err := m.progress.InitClient(src.TaskID, req.CID, peerID, cdnPattern, req.StreamMode, req.WindowSize); err != nil {
 		// GC dropped the task since ensure: the client registers again.
 		m.rollback(req.CID, src.TaskID, peerID)
 		return types.RegisterResponseData{}, errorf(types.CodeSystemError, "task dropped while registering: %w", err)
@@ -121,7 +123,7 @@ func (m *Manager) ensureSource(src cdn.Source, route bool) (string, error) {
 	}
 	src.Md5 = md5
 	src.TaskID = trustOf(src).ID(src.TaskURL, src.Md5, src.Identifier, src.Headers)
-	if _, err := m.ensure(src, route); err != nil {
+	if _, err := m.ensure(src, route, false); err != nil {
 		return "", err
 	}
 	return src.TaskID, nil

@@ -28,7 +28,7 @@ func TestRegisterAgainRetiresTheOldPeer(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
+			d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0)
 			d.prog.EXPECT().DropHolder(id, first.PeerID)
 			if !tc.other {
 				d.prog.EXPECT().PeerDown(first.PeerID)

@@ -40,12 +40,14 @@ type CDN interface {
 // Progress is what the task manager needs from the progress manager.
 type Progress interface {
 	InitTask(taskID string)
-	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window, start int) error
+	InitClient(taskID, cid, peerID string, cdnPattern, stream bool, window int) error
 	Update(taskID, cid string, num int, st progress.Status) (string, error)
 	AddHolder(taskID, cid string, num int) error
 	RemoveHolder(taskID, cid string, num int) error
 	DropHolder(taskID, peerID string)
 	PeerDown(peerID string)
+	// DownSince is when the peer went down (zero: it is up).
+	DownSince(peerID string) time.Time
 	SuperPID() string
 }
 
@@ -67,6 +69,7 @@ type DfgetTasks interface {
 	Get(cid, taskID string) (dfgettask.Task, error)
 	Caller(cid, taskID string, from netip.Addr) (dfgettask.Task, error)
 	ByPeer(peerID string) []dfgettask.Task
+	ByTask(taskID string) []dfgettask.Task
 	Delete(cid, taskID string)
 }
 
@@ -137,6 +140,12 @@ type Task struct {
 	// gone marks a task GC is dropping (Detach): no CDN fetch starts for
 	// it any more, so the one GC stops is its last.
 	gone bool
+	// kept marks a task a preheat or a cluster fetch asked for: its fill
+	// is for the cache, wanted with no client; registering counts the
+	// registrations between ensure and their client entry. Both are read
+	// by wanted without t.mu, which a stop of the fill may hold.
+	kept        atomic.Bool
+	registering atomic.Int32
 }
 
 // Manager is the task manager.
@@ -176,8 +185,10 @@ func (m *Manager) SuperCID(taskID string) string {
 
 // ensure creates or reuses the task of src and starts its CDN if it is not
 // running or done; route lets the cluster choose where the CDN reads from
-// (a cluster fetch from another member is never routed again).
-func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
+// (a cluster fetch from another member is never routed again). client is
+// a registration's, which must end with t.registering.Add(-1) when ensure
+// returned t; else a preheat's or a cluster fetch's, which keeps the task.
+func (m *Manager) ensure(src cdn.Source, route, client bool) (*Task, error) {
 	m.mu.Lock()
 	t := m.tasks[src.TaskID]
 	if t == nil {
@@ -209,10 +220,16 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 		return nil, errorf(types.CodeURLNotReachable, "url is not reachable (retry after %s): %w",
 			t.failedAt.Add(m.cfg.FailAccessInterval).Format(time.RFC3339), t.failErr)
 	}
+	if client {
+		t.registering.Add(1)
+	} else {
+		t.kept.Store(true)
+	}
 	if t.status != types.CDNStatusWaiting && t.status != types.CDNStatusFailed && t.status != types.CDNStatusSourceError {
 		return t, nil
 	}
 	t.rawURL, t.headers = src.RawURL, src.Headers
+	src.Wanted = func() bool { return m.wanted(t) }
 	m.metrics.CDNTrigger.Inc()
 	start := m.cdn.Start
 	if m.cfg.SourcePattern {
@@ -222,6 +239,9 @@ func (m *Manager) ensure(src cdn.Source, route bool) (*Task, error) {
 	}
 	st, err := start(src, func(r cdn.Result) { m.cdnDone(t, r) })
 	if err != nil {
+		if client {
+			t.registering.Add(-1)
+		}
 		m.metrics.CDNTriggerFailed.Inc()
 		m.setStatus(t, types.CDNStatusFailed)
 		if cdn.IsSourceError(err) {
@@ -262,6 +282,23 @@ func (m *Manager) gauge(from, to string) {
 	if to != "" {
 		m.metrics.Tasks.WithLabelValues(to).Inc()
 	}
+}
+
+// wanted reports whether anyone is left to download t's file, asked when
+// its fill, which waited for a slot, gets one: a fill nobody waits for
+// then reads no source. A preheat or cluster fetch asked for the file, a
+// registration is under way, or a client's peer is up (not gone down with
+// /peer/service/down, nor collected with its clients by the peer GC).
+func (m *Manager) wanted(t *Task) bool {
+	if t.kept.Load() || t.registering.Load() > 0 {
+		return true
+	}
+	for _, dt := range m.dfget.ByTask(t.id) {
+		if m.progress.DownSince(dt.PeerID).IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Manager) cdnDone(t *Task, r cdn.Result) {

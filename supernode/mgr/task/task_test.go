@@ -76,8 +76,6 @@ func TestRegisterValidation(t *testing.T) {
 		{"ipv6", func(r *types.RegisterRequest) { r.IP = "::1" }},
 		{"header", func(r *types.RegisterRequest) { r.Headers = []string{"bad"} }},
 		{"task url scheme", func(r *types.RegisterRequest) { r.TaskURL = "gopher://x" }},
-		{"negative start piece", func(r *types.RegisterRequest) { r.StreamMode, r.StartPiece = true, -1 }},
-		{"start piece without stream", func(r *types.RegisterRequest) { r.StartPiece = 3 }},
 		{"multi-range", func(r *types.RegisterRequest) { r.Headers = []string{"Range: bytes=0-9,20-29"} }},
 		{"two range headers", func(r *types.RegisterRequest) { r.Headers = []string{"Range: bytes=0-9", "range: bytes=20-29"} }},
 		{"range unit", func(r *types.RegisterRequest) { r.Headers = []string{"Range: items=0-9"} }},
@@ -117,8 +115,8 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 		}
 		return cdn.Started{HTTPFileLength: 300 << 20, PieceSize: piece.ComputeSize(300 << 20)}, nil
 	}).Times(1)
-	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
-	d.prog.EXPECT().InitClient(id, "c2", d.peerOf("c2", id), false, true, 3, 0)
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0)
+	d.prog.EXPECT().InitClient(id, "c2", d.peerOf("c2", id), false, true, 3)
 	res, err := d.m.Register(RegisterParams{Req: validReq()})
 	if err != nil || res.TaskID != id || res.FileLength != 300<<20 || res.PieceSize != 5<<20 || res.CDNSource != "supernode" {
 		t.Fatalf("register: %+v %v", res, err)
@@ -141,6 +139,28 @@ func TestRegisterStartsCDNOnce(t *testing.T) {
 	}
 }
 
+// A startPiece is ignored, whatever its value: a stream resumed here is
+// offered the pieces it wrote (from piece 0), so their digests prove this
+// supernode's copy the version it wrote; started after them, another
+// version of the same length would follow their head unchecked.
+func TestRegisterIgnoresStartPiece(t *testing.T) {
+	d := newDeps(t)
+	id := taskid.ID("http://o/f", "", "", map[string]string{})
+	d.prog.EXPECT().InitTask(id)
+	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
+	for i, tc := range []struct {
+		stream bool
+		start  int
+	}{{true, 3}, {true, -1}, {false, 3}} {
+		r := validReq()
+		r.CID, r.StreamMode, r.StartPiece = fmt.Sprintf("c%d", i), tc.stream, tc.start
+		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, tc.stream, 0)
+		if _, err := d.m.Register(RegisterParams{Req: r}); err != nil {
+			t.Errorf("stream %t startPiece %d: %v", tc.stream, tc.start, err)
+		}
+	}
+}
+
 // An expected md5 in upper case is the same task, and the same CDN
 // check, as in lower case: hex digits compare case-insensitively.
 func TestRegisterMd5IsCaseInsensitive(t *testing.T) {
@@ -157,7 +177,7 @@ func TestRegisterMd5IsCaseInsensitive(t *testing.T) {
 	for i, md5 := range []string{strings.ToUpper(lower), lower} {
 		r := validReq()
 		r.CID, r.Md5 = fmt.Sprintf("c%d", i), md5
-		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0, 0)
+		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0)
 		res, err := d.m.Register(RegisterParams{Req: r})
 		if err != nil || res.TaskID != id {
 			t.Fatalf("register with md5 %s: task %q, %v; want %q", md5, res.TaskID, err, id)
@@ -196,7 +216,7 @@ func runningFrom(t *testing.T, d *deps, remote string) string {
 		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
 	})
 	id := taskid.ID("http://o/f", "", "", map[string]string{})
-	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0, 0)
+	d.prog.EXPECT().InitClient(id, "c1", d.peerOf("c1", id), false, false, 0)
 	res, err := d.m.Register(RegisterParams{Req: validReq(), RemoteIP: remote})
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +282,7 @@ func TestRegisterPieceDigest(t *testing.T) {
 	}{{"blake3", true}, {"BLAKE3", true}, {"", false}, {"md5", false}, {"MD5", false}} {
 		r := validReq()
 		r.CID, r.PieceDigest = fmt.Sprintf("c%d", i), tc.name
-		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0, 0)
+		d.prog.EXPECT().InitClient(id, r.CID, d.peerOf(r.CID, id), false, false, 0)
 		if _, err := d.m.Register(RegisterParams{Req: r}); err != nil {
 			t.Fatalf("pieceDigest %q: %v", tc.name, err)
 		}
@@ -324,7 +344,7 @@ func TestRegisterDigest(t *testing.T) {
 		}
 		return cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil
 	}).Times(1)
-	d.prog.EXPECT().InitClient(id, gomock.Any(), gomock.Any(), false, false, 0, 0).Times(2)
+	d.prog.EXPECT().InitClient(id, gomock.Any(), gomock.Any(), false, false, 0).Times(2)
 	r := validReq()
 	r.Digest = "SHA256:" + strings.Repeat("AB", 32)
 	if res, err := d.m.Register(RegisterParams{Req: r}); err != nil || res.TaskID != id {
@@ -355,8 +375,8 @@ func TestRegisterTaskDroppedMeanwhile(t *testing.T) {
 		d.prog.EXPECT().InitTask(id)
 		d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: piece.ComputeSize(10)}, nil)
 		var peerID string
-		d.prog.EXPECT().InitClient(id, "c1", gomock.Any(), false, false, 0, 0).DoAndReturn(
-			func(_, cid, pid string, _, _ bool, _, _ int) error {
+		d.prog.EXPECT().InitClient(id, "c1", gomock.Any(), false, false, 0).DoAndReturn(
+			func(_, cid, pid string, _, _ bool, _ int) error {
 				if _, err := d.dfget.Get(cid, id); err != nil {
 					t.Errorf("%s: no client entry before InitClient: %v", tc.name, err)
 				}

@@ -25,7 +25,7 @@ func TestRegisterTrustSplitsTasks(t *testing.T) {
 		return cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil
 	}).AnyTimes()
 	d.prog.EXPECT().InitTask(gomock.Any()).AnyTimes()
-	d.prog.EXPECT().InitClient(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes()
+	d.prog.EXPECT().InitClient(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).AnyTimes()
 	caA, caB := []byte("-----BEGIN CERTIFICATE-----\nA\n"), []byte("-----BEGIN CERTIFICATE-----\nB\n")
 	register := func(cid string, insecure bool, cas ...[]byte) string {
 		t.Helper()
@@ -65,11 +65,11 @@ func TestEnsureRefusesAnotherTrust(t *testing.T) {
 	d.cdn.EXPECT().Start(gomock.Any(), gomock.Any()).Return(cdn.Started{HTTPFileLength: 10, PieceSize: 4 << 20}, nil)
 	d.prog.EXPECT().InitTask(gomock.Any())
 	src := cdn.Source{TaskID: "t", RawURL: "https://o/f", TaskURL: "https://o/f", Insecure: true}
-	if _, err := d.m.ensure(src, false); err != nil {
+	if _, err := d.m.ensure(src, false, false); err != nil {
 		t.Fatal(err)
 	}
 	src.Insecure = false
-	if _, err := d.m.ensure(src, false); err == nil {
+	if _, err := d.m.ensure(src, false, false); err == nil {
 		t.Error("a verifying source joined the insecure task")
 	}
 }

@@ -212,8 +212,6 @@ func checkRegistration(p RegisterParams, sourcePattern bool) (registration, erro
 		return registration{}, errorf(types.CodeParamError, "path is empty")
 	case req.Port < 0 || req.Port > 65535:
 		return registration{}, errorf(types.CodeParamError, "invalid port %d", req.Port)
-	case req.StartPiece < 0 || (req.StartPiece > 0 && !req.StreamMode):
-		return registration{}, errorf(types.CodeParamError, "invalid startPiece %d: want >= 0, and only with streamMode", req.StartPiece)
 	}
 	ip := req.IP
 	if ip == "" {
