@@ -41,16 +41,18 @@ func ValidHeaderValue(value string) bool {
 
 // CheckHeaderLine checks one "Key: Value" line as ParseHeaders reads it
 // (split on the first colon, both sides trimmed): the name must be a
-// token, and the line free of control characters but tab. The line is
-// checked untrimmed: trimming takes a CR or LF off the ends ("X:\r\ny"
-// would read as X: y), and a line holding one is no single field.
+// token, and the line free of control characters but tab. Whitespace at
+// the line's ends, a CR or LF included (a line read from a file with CRLF
+// endings, as a Dragonfly 1.x supernode took it), is trimmed as
+// ParseHeaders trims it; one inside the line ("X:\r\ny") would start
+// another field on the wire and is refused.
 func CheckHeaderLine(line string) error {
 	k, v, ok := strings.Cut(line, ":")
 	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 	switch {
 	case !ok || k == "":
 		return fmt.Errorf("invalid header %q: want \"Key: Value\"", line)
-	case !ValidHeaderValue(line):
+	case !ValidHeaderValue(strings.TrimSpace(line)):
 		return fmt.Errorf("invalid header %q: it holds a control character (CR, LF, NUL...)", line)
 	}
 	if err := CheckHeaderField(k, v); err != nil {

@@ -17,8 +17,10 @@ func TestCheckHeaderLine(t *testing.T) {
 		"X-A: b\x7f":         false,
 		": b":                false,
 		"X:\r\ny":            false,
-		"\r\nX: y":           false,
-		"X: y\r":             false,
+		"\r\nX: y":           true,
+		"X: y\r":             true,
+		"X: y\r\n":           true,
+		"X: y\r\n\r\nZ: w":   false,
 		"nocolon":            false,
 	} {
 		if err := CheckHeaderLine(line); (err == nil) != ok {
