@@ -313,7 +313,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	if head > 0 {
 		want = d.streamLength
 	}
-	n, err := src.Copy(ctx, out, 0, want, afterFirst(head, d.bar.Add))
+	n, err := src.Copy(ctx, out, want, afterFirst(head, d.bar.Add))
 	d.length = max(n, head) // n counts the head again
 	if err == nil {
 		err = out.Checked()
