@@ -767,10 +767,14 @@ func (d *Download) backSource(ctx context.Context, reason int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DownloadTimeout(d.sourceLength()))
 	defer cancel()
+	// Both read the file from byte 0 again, after the bar counted what
+	// P2P brought: a stream's head out and the pieces it held that Stop
+	// dropped, or a file's pieces, discarded with its temp file.
+	onBytes := afterFirst(d.bar.Done(), d.bar.Add)
 	if cfg.Stream {
-		return d.streamBackSource(ctx, src)
+		return d.streamBackSource(ctx, src, onBytes)
 	}
-	n, err := src.DownloadFile(ctx, cfg.Output, cfg.Md5, d.bar.Add)
+	n, err := src.DownloadFile(ctx, cfg.Output, cfg.Md5, onBytes)
 	if err != nil {
 		return err
 	}

@@ -293,8 +293,8 @@ func (d *Download) writeSlot(ctx context.Context, f *os.File, slots int, p *down
 // a source whose copy of them differs, or whose file has another length,
 // fails the download: the bytes out cannot be taken back, so no further
 // fallback helps. A Range from the first byte not yet out would take
-// another version's tail on trust.
-func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSource) error {
+// another version's tail on trust. onBytes counts the bytes read.
+func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSource, onBytes func(int64)) error {
 	if d.sw == nil {
 		// No P2P attempt wrote anything: a stopped writer still maps EPIPE
 		// and keeps the --md5 hash.
@@ -313,7 +313,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 	if head > 0 {
 		want = d.streamLength
 	}
-	n, err := src.Copy(ctx, out, 0, want, afterFirst(head, d.bar.Add))
+	n, err := src.Copy(ctx, out, want, onBytes)
 	d.length = max(n, head) // n counts the head again
 	if err == nil {
 		err = out.Checked()
@@ -331,7 +331,7 @@ func (d *Download) streamBackSource(ctx context.Context, src *downloader.BackSou
 }
 
 // afterFirst is add without the first skip bytes it is told of: the
-// progress bar counted the head P2P streamed, which a fallback reads again.
+// progress bar counted what P2P brought, which a fallback reads again.
 func afterFirst(skip int64, add func(int64)) func(int64) {
 	return func(n int64) {
 		s := min(n, skip)

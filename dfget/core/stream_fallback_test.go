@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/dfget/core/downloader"
+	"github.com/damselfly-p2p/damselfly/dfget/core/progressbar"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
 )
 
@@ -140,6 +145,51 @@ func TestAfterFirstSkipsTheHead(t *testing.T) {
 	}
 	if !slices.Equal(got, []int64{2, 5}) {
 		t.Fatalf("added %v, want [2 5]", got)
+	}
+}
+
+// The progress bar counts each byte of the file once when P2P falls
+// back to the source, which reads the file from byte 0 again: a stream's
+// pieces that Stop dropped, held after a gap, are not counted again with
+// the head, nor a file's pieces, discarded with its partial file.
+func TestFallbackBarCountsEachByteOnce(t *testing.T) {
+	file := content(30)
+	o := origin(t, file)
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	for _, stream := range []bool{true, false} {
+		cfg := testConfig(t, o.URL+"/file", "127.0.0.1:1")
+		cfg.Stream = stream
+		d := &Download{cfg: cfg, io: IO{Data: io.Discard, Console: io.Discard}, log: quiet,
+			bar: progressbar.New(nil, int64(len(file))), length: int64(len(file))}
+		if stream {
+			// P2P held pieces 0 and 2 (the bar counting each, as
+			// OnPiece does), then failed: Stop writes 0 out and drops 2.
+			w := downloader.NewStreamWriter(io.Discard, 3, false, false)
+			for _, num := range []int{0, 2} {
+				// Raw, as in the source pattern: checked by the
+				// stream's own digest of it.
+				p := &downloader.Piece{Num: num, Raw: true, Content: file[num*10 : num*10+10],
+					Info: types.PieceInfo{PieceNum: num, Range: fmt.Sprintf("%d-%d", num*10, num*10+9), PieceSize: 10}}
+				if err := w.WritePiece(context.Background(), p); err != nil {
+					t.Fatal(err)
+				}
+				d.bar.Add(10)
+			}
+			written, err := w.Stop(context.Background())
+			if err != nil || written != 10 {
+				t.Fatalf("stop: %d bytes out, %v; want 10", written, err)
+			}
+			d.sw, d.streamed, d.streamLength = w, written, int64(len(file))
+		} else {
+			d.bar.Add(20) // two pieces P2P wrote to the file
+		}
+		if err := d.backSource(context.Background(), config.ReasonDownloadError); err != nil {
+			t.Fatalf("stream %v: %v", stream, err)
+		}
+		if got := d.bar.Done(); got != int64(len(file)) {
+			t.Errorf("stream %v: the bar counted %d bytes of a %d-byte file", stream, got, len(file))
+		}
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	xrate "golang.org/x/time/rate"
 
@@ -69,85 +68,44 @@ func SourceClient(caFiles []string, insecure, envProxy bool) (*http.Client, erro
 	return &http.Client{Transport: tr}, nil
 }
 
-// rangeSpec is r as a Range header value.
-func rangeSpec(r urlutil.ByteRange) string {
-	last := ""
-	if r.Last >= 0 {
-		last = strconv.FormatInt(r.Last, 10)
-	}
-	return "bytes=" + strconv.FormatInt(r.First, 10) + "-" + last
-}
-
-// shiftRange moves a single "bytes=a-[b]" range forward by off bytes.
-func shiftRange(rg string, off int64) (string, bool) {
-	br, err := urlutil.ParseByteRange(rg)
-	if err != nil || br.Suffix > 0 {
-		return "", false
-	}
-	br.First += off
-	return rangeSpec(br), true
-}
-
-// rangeAsk is the Range a source request sent, so that the answer can be
-// checked to be those bytes.
+// rangeAsk is the user's --header Range a source request sent (none
+// without one), so that the answer can be checked to be those bytes.
 type rangeAsk struct {
-	user bool // the user's --header Range, possibly moved forward
-	sent bool
-	odd  bool // the user's Range is not one dfget can check an answer to
+	user bool
+	odd  bool // not one range dfget can check an answer to
 	br   urlutil.ByteRange
-	// skip is what a 206 body holds before byte off of the stream: a
-	// suffix range is sent unmoved.
-	skip int64
 }
 
-// setRange puts on req the Range that asks for the source (or the user's
-// range of it) from byte off on.
-func setRange(req *http.Request, off int64) (rangeAsk, error) {
+// askOf is what req, with the user's headers on, asks of the source.
+func askOf(req *http.Request) rangeAsk {
 	rg := req.Header.Get("Range")
 	if rg == "" {
-		if off == 0 {
-			return rangeAsk{}, nil
-		}
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-		return rangeAsk{sent: true, br: urlutil.ByteRange{First: off, Last: -1}}, nil
+		return rangeAsk{}
 	}
+	// Config refuses a Range it cannot parse; sent anyway, its answer is
+	// refused (by bodySkip, a multipart body by Open).
 	br, err := urlutil.ParseByteRange(rg)
-	ok := err == nil
-	ask := rangeAsk{user: true, sent: true, br: br, odd: !ok}
-	switch {
-	case !ok && off > 0:
-		return rangeAsk{}, fmt.Errorf("--header Range %q: want one range, bytes=a-b, bytes=a- or bytes=-n", rg)
-	case !ok:
-		// Config refuses such a header; sent anyway, its answer is
-		// refused below (a multipart body by Open).
-	case br.Suffix > 0:
-		ask.skip = off
-	case off > 0:
-		ask.br.First += off
-		req.Header.Set("Range", rangeSpec(ask.br))
-	}
-	return ask, nil
+	return rangeAsk{user: true, br: br, odd: err != nil}
 }
 
 // bodySkip checks that the answer is the bytes asked for and returns how
-// many to skip to reach byte off, and the size of the answer (sourceSize
-// with Rest still counting the skipped bytes). A 200 is the whole file
-// from byte 0: when dfget asked for the rest of the file, off bytes are
-// skipped; when the user asked for a range, the range is cut out of it
+// many to skip to reach them, and the size of the answer (sourceSize
+// with Rest still counting the skipped bytes). A 200 is the whole file:
+// when the user asked for a range, the range is cut out of it
 // (rangeOfWhole). A 206 must state where it starts, and start where the
 // range does.
-func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, SourceSize, error) {
+func (a rangeAsk) bodySkip(resp *http.Response) (int64, SourceSize, error) {
 	rg := resp.Request.Header.Get("Range")
 	size := SourceSize{Rest: resp.ContentLength, Total: -1}
 	if resp.StatusCode == http.StatusOK {
 		if a.user {
-			return a.rangeOfWhole(rg, resp.ContentLength, off)
+			return a.rangeOfWhole(rg, resp.ContentLength)
 		}
 		size.Total = resp.ContentLength
-		return off, size, nil
+		return 0, size, nil
 	}
 	switch {
-	case !a.sent:
+	case !a.user:
 		return 0, size, errors.New("answered 206 to a request without Range")
 	case a.odd:
 		return 0, size, fmt.Errorf("answered 206 to Range %q, which is not one range dfget can check", rg)
@@ -169,34 +127,23 @@ func (a rangeAsk) bodySkip(resp *http.Response, off int64) (int64, SourceSize, e
 	// The span says how much comes even when Content-Length does not
 	// (a chunked 206).
 	size.Rest = cr.Last - cr.First + 1
-	if !a.user {
-		size.Total = cr.Total
-	}
-	return a.skip, size, nil
+	return 0, size, nil
 }
 
-// rangeOfWhole places the user's range, from its byte off on, in a 200 of
-// size bytes (-1: unknown), the whole file of an origin that ignores
-// Range, as the supernode's CDN cuts a task's range out of one: the bytes
-// to skip and bodySkip's size, whose Rest ends at the range's end (Open
-// cuts the body there). Without it the range could not be downloaded from
-// such an origin at all, though its file holds the bytes.
-func (a rangeAsk) rangeOfWhole(rg string, size, off int64) (int64, SourceSize, error) {
+// rangeOfWhole places the user's range in a 200 of size bytes (-1:
+// unknown), the whole file of an origin that ignores Range, as the
+// supernode's CDN cuts a task's range out of one: the bytes to skip and
+// bodySkip's size, whose Rest ends at the range's end (Open cuts the body
+// there). Without it the range could not be downloaded from such an
+// origin at all, though its file holds the bytes.
+func (a rangeAsk) rangeOfWhole(rg string, size int64) (int64, SourceSize, error) {
 	none := SourceSize{Rest: -1, Total: -1}
 	if a.odd {
 		return 0, none, fmt.Errorf("answered 200 (the whole file) to Range %q, which is not one range dfget can cut out of it", rg)
 	}
-	// A moved range starts at the range's byte off; a suffix range is
-	// sent unmoved.
 	first, length, err := a.br.InWhole(size)
 	if err != nil {
 		return 0, none, fmt.Errorf("%w (Range %q)", err, rg)
-	}
-	if a.br.Suffix > 0 {
-		if length < off {
-			return 0, none, fmt.Errorf("answered 200 whose last %d bytes (Range %q) end before byte %d of them", length, rg, off)
-		}
-		first, length = first+off, length-off
 	}
 	if length >= 0 {
 		none.Rest = first + length
@@ -206,15 +153,12 @@ func (a rangeAsk) rangeOfWhole(rg string, size, off int64) (int64, SourceSize, e
 
 // rangeBody is the part of a whole-file body that is the range, once the
 // bytes before it are skipped: rest bytes, or up to the body's end when
-// rest is -1. A range that nothing of has come yet (off 0) must then get a
-// byte: one starting at the file's end is no content, which an origin
-// honouring Range answers 416, not an empty output.
-func rangeBody(body io.ReadCloser, rest, off int64) (io.ReadCloser, error) {
+// rest is -1. The range must then get a byte: one starting at the file's
+// end is no content, which an origin honouring Range answers 416, not an
+// empty output.
+func rangeBody(body io.ReadCloser, rest int64) (io.ReadCloser, error) {
 	if rest >= 0 {
 		return readCloser{io.LimitReader(body, rest), body}, nil
-	}
-	if off > 0 {
-		return body, nil
 	}
 	var one [1]byte
 	if k, err := io.ReadFull(body, one[:]); k == 0 {
@@ -229,9 +173,9 @@ type readCloser struct {
 }
 
 // SourceSize is what a source answer says of its size: Rest, the bytes
-// its body holds from the offset asked for, and Total, the whole file's
-// length (with a user Range, unknown: the stream is the range, not the
-// file); -1 when the answer does not say.
+// its body holds (with a user Range, of the range), and Total, the whole
+// file's length (with a user Range, unknown: the stream is the range, not
+// the file); -1 when the answer does not say.
 type SourceSize struct {
 	Rest, Total int64
 }
@@ -242,24 +186,24 @@ type SourceSize struct {
 // written.
 var ErrSourceChanged = errors.New("the source holds another version of the file")
 
-// check is nil when an answer of this size can finish, from byte off, a
-// stream of want bytes (-1: unknown, anything can).
-func (z SourceSize) check(off, want int64) error {
+// check is nil when an answer of this size can be a stream of want bytes
+// (-1: unknown, anything can).
+func (z SourceSize) check(want int64) error {
 	switch {
 	case want < 0:
 		return nil
 	case z.Total >= 0 && z.Total != want:
 		return fmt.Errorf("the file is %d bytes, the stream so far is of one of %d: %w", z.Total, want, ErrSourceChanged)
-	case z.Rest >= 0 && off+z.Rest != want:
-		return fmt.Errorf("the answer ends at byte %d, the stream so far is of a file of %d: %w", off+z.Rest, want, ErrSourceChanged)
+	case z.Rest >= 0 && z.Rest != want:
+		return fmt.Errorf("the answer ends at byte %d, the stream so far is of a file of %d: %w", z.Rest, want, ErrSourceChanged)
 	}
 	return nil
 }
 
-// Open requests the source from byte off on (of the user's range, if a
-// Range header was given) and returns the body positioned at off, with
-// the answer's size.
-func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, SourceSize, error) {
+// Open requests the source (the user's range of it, if a Range header
+// was given) and returns the body positioned at its first byte, with the
+// answer's size.
+func (s *BackSource) Open(ctx context.Context) (io.ReadCloser, SourceSize, error) {
 	none := SourceSize{Rest: -1, Total: -1}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
@@ -268,10 +212,7 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 	for k, v := range s.Headers {
 		req.Header.Set(k, v)
 	}
-	ask, err := setRange(req, off)
-	if err != nil {
-		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
-	}
+	ask := askOf(req)
 	resp, err := s.HTTP.Do(req)
 	if err != nil {
 		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
@@ -287,7 +228,7 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 		resp.Body.Close()
 		return nil, none, fmt.Errorf("source %s: answered multipart/byteranges (several ranges), not one body", s.URL)
 	}
-	skip, size, err := ask.bodySkip(resp, off)
+	skip, size, err := ask.bodySkip(resp)
 	if err != nil {
 		resp.Body.Close()
 		return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
@@ -304,7 +245,7 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 		size.Rest -= skip
 	}
 	if ask.user && resp.StatusCode == http.StatusOK {
-		body, err := rangeBody(resp.Body, size.Rest, off)
+		body, err := rangeBody(resp.Body, size.Rest)
 		if err != nil {
 			resp.Body.Close()
 			return nil, none, fmt.Errorf("source %s: %w", s.URL, err)
@@ -314,25 +255,25 @@ func (s *BackSource) Open(ctx context.Context, off int64) (io.ReadCloser, Source
 	return resp.Body, size, nil
 }
 
-// Copy streams the source from off into w, counting bytes with onBytes.
-// want is the length of the whole stream (-1: unknown) when bytes of it
-// are already out (before off, or the head a stream's tail checks rather
-// than writes, StreamWriter.Continue): a source of another length is
-// another version of the file, whose bytes must not follow them. Its
-// answer is checked before any byte is written; one that does not state
-// its size is cut at want and must end there.
-func (s *BackSource) Copy(ctx context.Context, w io.Writer, off, want int64, onBytes func(int64)) (int64, error) {
-	body, size, err := s.Open(ctx, off)
+// Copy streams the source into w, counting bytes with onBytes. want is
+// the length of the whole stream (-1: unknown) when bytes of it are
+// already out (the head a stream's tail checks rather than writes,
+// StreamWriter.Continue): a source of another length is another version
+// of the file, whose bytes must not follow them. Its answer is checked
+// before any byte is written; one that does not state its size is cut at
+// want and must end there.
+func (s *BackSource) Copy(ctx context.Context, w io.Writer, want int64, onBytes func(int64)) (int64, error) {
+	body, size, err := s.Open(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer body.Close()
-	if err := size.check(off, want); err != nil {
+	if err := size.check(want); err != nil {
 		return 0, fmt.Errorf("source %s: %w", s.URL, err)
 	}
 	var r io.Reader = api.LimitReader(ctx, body, s.Limiter)
 	if want >= 0 {
-		r = io.LimitReader(r, want-off)
+		r = io.LimitReader(r, want)
 	}
 	if onBytes != nil {
 		r = &countReader{r: r, f: onBytes}
@@ -346,16 +287,16 @@ func (s *BackSource) Copy(ctx context.Context, w io.Writer, off, want int64, onB
 		return n, fmt.Errorf("source %s: got %d of %d bytes", s.URL, n, size.Rest)
 	}
 	if want >= 0 {
-		return n, s.checkEnd(body, off+n, want)
+		return n, s.checkEnd(body, n, want)
 	}
 	return n, nil
 }
 
-// checkEnd checks that a source answer cut at want bytes (at, the byte
-// reached) ended there: neither short nor with more to come.
-func (s *BackSource) checkEnd(body io.Reader, at, want int64) error {
-	if at != want {
-		return fmt.Errorf("source %s: the file ends at byte %d, the stream so far is of one of %d: %w", s.URL, at, want, ErrSourceChanged)
+// checkEnd checks that a source answer cut at want bytes (n, the bytes
+// read) ended there: neither short nor with more to come.
+func (s *BackSource) checkEnd(body io.Reader, n, want int64) error {
+	if n != want {
+		return fmt.Errorf("source %s: the file ends at byte %d, the stream so far is of one of %d: %w", s.URL, n, want, ErrSourceChanged)
 	}
 	var one [1]byte
 	if k, _ := io.ReadFull(body, one[:]); k > 0 {
@@ -389,7 +330,7 @@ func (s *BackSource) DownloadFile(ctx context.Context, output, wantMd5 string, o
 	if h.Active() {
 		out = io.MultiWriter(f, &h)
 	}
-	n, err := s.Copy(ctx, out, 0, -1, onBytes)
+	n, err := s.Copy(ctx, out, -1, onBytes)
 	if err != nil {
 		return n, err
 	}

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	xrate "golang.org/x/time/rate"
-
-	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
 // An origin that answers a several-range request (or sends one anyway)
@@ -49,11 +47,12 @@ func TestSourceRefusesMultipartByteranges(t *testing.T) {
 // ignores Range answers 200 with the whole file: the range is cut out of
 // it, as the supernode's CDN cuts it (skipped to the range's start, read
 // for exactly its length, past the end cut at the end), both by the file
-// mode and by a stream continued after P2P (from byte off of the range).
+// mode and by a stream's fallback after P2P (the range's length known).
 // A body that ends before the range does fails, as does a range starting
 // at the file's end (a 206 origin answers 416) and a suffix range of a
-// 200 whose length is unknown. A 206 must start where the range does; a
-// suffix range is placed by the Content-Range's total.
+// 200 whose length is unknown. A 206 must start where the range does, and
+// come only to a Range; a suffix range is placed by the Content-Range's
+// total.
 func TestSourceUserRangeAnswer(t *testing.T) {
 	data := strings.Repeat("abcdefghij", 10) // 100 bytes
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,33 +79,29 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 	defer srv.Close()
 	for _, tc := range []struct {
 		path, rng string
-		off       int64
 		want      string // "" for an error
 	}{
-		{"/ignores", "bytes=20-29", 0, data[20:30]},
-		{"/ignores", "bytes=20-29", 3, data[23:30]},
-		{"/ignores", "bytes=-5", 0, data[95:]},
-		{"/ignores", "bytes=-5", 2, data[97:]},
-		{"/ignores", "bytes=-500", 0, data},
-		{"/ignores", "bytes=90-", 4, data[94:]},
-		{"/ignores", "bytes=95-199", 0, data[95:]},
-		{"/ignores", "bytes=100-", 0, ""},
-		{"/ignores", "", 7, data[7:]},
-		{"/unsized", "bytes=20-29", 0, data[20:30]},
-		{"/unsized", "bytes=20-29", 3, data[23:30]},
-		{"/unsized", "bytes=90-", 0, data[90:]},
-		{"/unsized", "bytes=99-", 0, data[99:]},
-		{"/unsized", "bytes=100-", 0, ""},
-		{"/unsized", "bytes=-5", 0, ""},
-		{"/short", "bytes=20-29", 0, ""},
-		{"/short", "bytes=30-39", 0, ""},
-		{"/short", "bytes=30-", 0, ""},
-		{"/liar", "bytes=20-29", 3, ""},
-		{"/liar", "", 7, ""},
-		{"/f", "bytes=20-29", 0, data[20:30]},
-		{"/f", "Bytes=20-29", 3, data[23:30]},
-		{"/f", "bytes=-5", 2, data[97:]},
-		{"/f", "bytes=90-", 4, data[94:]},
+		{"/ignores", "bytes=20-29", data[20:30]},
+		{"/ignores", "Bytes=20-29", data[20:30]},
+		{"/ignores", "bytes=-5", data[95:]},
+		{"/ignores", "bytes=-500", data},
+		{"/ignores", "bytes=90-", data[90:]},
+		{"/ignores", "bytes=95-199", data[95:]},
+		{"/ignores", "bytes=100-", ""},
+		{"/ignores", "", data},
+		{"/unsized", "bytes=20-29", data[20:30]},
+		{"/unsized", "bytes=90-", data[90:]},
+		{"/unsized", "bytes=99-", data[99:]},
+		{"/unsized", "bytes=100-", ""},
+		{"/unsized", "bytes=-5", ""},
+		{"/short", "bytes=20-29", ""},
+		{"/short", "bytes=30-39", ""},
+		{"/short", "bytes=30-", ""},
+		{"/liar", "bytes=20-29", ""},
+		{"/liar", "", ""},
+		{"/f", "bytes=20-29", data[20:30]},
+		{"/f", "bytes=-5", data[95:]},
+		{"/f", "bytes=90-", data[90:]},
 	} {
 		hdr := map[string]string{}
 		if tc.rng != "" {
@@ -114,17 +109,17 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 		}
 		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path, Headers: hdr}
 		var out strings.Builder
-		_, err := s.Copy(context.Background(), &out, tc.off, -1, nil)
+		_, err := s.Copy(context.Background(), &out, -1, nil)
 		if tc.want == "" && err == nil || tc.want != "" && (err != nil || out.String() != tc.want) {
-			t.Errorf("%s %q from %d: %q, %v; want %q", tc.path, tc.rng, tc.off, out.String(), err, tc.want)
+			t.Errorf("%s %q: %q, %v; want %q", tc.path, tc.rng, out.String(), err, tc.want)
 		}
-		t.Logf("%s %q from %d: %v", tc.path, tc.rng, tc.off, err)
+		t.Logf("%s %q: %v", tc.path, tc.rng, err)
 	}
-	// A stream continued after P2P wrote the range's first 3 bytes.
+	// A stream's fallback after P2P wrote the head of the range.
 	s := &BackSource{HTTP: srv.Client(), URL: srv.URL + "/ignores", Headers: map[string]string{"Range": "bytes=20-29"}}
 	var stream strings.Builder
-	if _, err := s.Copy(context.Background(), &stream, 3, 10, nil); err != nil || stream.String() != data[23:30] {
-		t.Errorf("stream from byte 3 of the range: %q, %v", stream.String(), err)
+	if _, err := s.Copy(context.Background(), &stream, 10, nil); err != nil || stream.String() != data[20:30] {
+		t.Errorf("stream of the range: %q, %v", stream.String(), err)
 	}
 	out := filepath.Join(t.TempDir(), "out")
 	if _, err := s.DownloadFile(context.Background(), out, "", nil); err != nil {
@@ -146,9 +141,9 @@ func TestSourceUserRangeAnswer(t *testing.T) {
 // A stream that P2P wrote the head of goes on from the source only if the
 // source's file has the stream's length: another length is another
 // version, whose tail must not follow the head. An answer that states its
-// size (Content-Range total or span, Content-Length) is refused before a
-// byte is written; one that does not is cut at the stream's length and
-// must end exactly there.
+// size (Content-Length, or a 206's span to the user's Range) is refused
+// before a byte is written; one that does not is cut at the stream's
+// length and must end exactly there.
 func TestSourceCopyRefusesOtherLength(t *testing.T) {
 	const want = 100
 	file := func(n int) string { return strings.Repeat("0123456789", 20)[:n] }
@@ -167,12 +162,12 @@ func TestSourceCopyRefusesOtherLength(t *testing.T) {
 			return
 		}
 		if _, err := fmt.Sscanf(r.URL.Path, "/star/%d", &n); err == nil {
-			// A 206 of the rest, total unknown ("*"), chunked.
-			br, _ := urlutil.ParseByteRange(r.Header.Get("Range"))
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", br.First, n-1))
+			// A 206 to the user's bytes=0-, total unknown ("*"),
+			// chunked: only its span tells its size.
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/*", n-1))
 			w.WriteHeader(http.StatusPartialContent)
 			w.(http.Flusher).Flush()
-			_, _ = w.Write([]byte(file(n)[br.First:]))
+			_, _ = w.Write([]byte(file(n)))
 			return
 		}
 		http.NotFound(w, r)
@@ -183,22 +178,25 @@ func TestSourceCopyRefusesOtherLength(t *testing.T) {
 		written int // bytes the source may write before failing
 		ok      bool
 	}{
-		{"/same/100", 90, true},
+		{"/same/100", 100, true},
 		{"/same/101", 0, false},
 		{"/same/99", 0, false},
-		{"/star/100", 90, true},
+		{"/star/100", 100, true},
 		{"/star/120", 0, false},
-		{"/unsized/100", 90, true},
-		{"/unsized/120", 90, false}, // cut at the stream's end, never past it
-		{"/unsized/95", 85, false},
+		{"/unsized/100", 100, true},
+		{"/unsized/120", 100, false}, // cut at the stream's end, never past it
+		{"/unsized/95", 95, false},
 	} {
 		s := &BackSource{HTTP: srv.Client(), URL: srv.URL + tc.path}
+		if strings.HasPrefix(tc.path, "/star/") {
+			s.Headers = map[string]string{"Range": "bytes=0-"}
+		}
 		var out strings.Builder
-		n, err := s.Copy(context.Background(), &out, 10, want, nil)
+		n, err := s.Copy(context.Background(), &out, want, nil)
 		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrSourceChanged) || out.Len() != tc.written || int(n) != tc.written {
 			t.Errorf("%s: wrote %d (n %d), err %v; want %d written, ok %v", tc.path, out.Len(), n, err, tc.written, tc.ok)
 		}
-		if out.String() != file(want)[10:10+min(out.Len(), want-10)] {
+		if out.String() != file(want)[:min(out.Len(), want)] {
 			t.Errorf("%s: wrote bytes that are not the file's", tc.path)
 		}
 	}
@@ -221,7 +219,7 @@ func TestSourceSkipIsRateLimited(t *testing.T) {
 	lim := xrate.NewLimiter(xrate.Limit(1e-9), burst)
 	s := &BackSource{HTTP: srv.Client(), URL: srv.URL, Headers: map[string]string{"Range": "bytes=900-909"}, Limiter: lim}
 	var out strings.Builder
-	if _, err := s.Copy(context.Background(), &out, 0, -1, nil); err != nil || out.String() != data[900:910] {
+	if _, err := s.Copy(context.Background(), &out, -1, nil); err != nil || out.String() != data[900:910] {
 		t.Fatalf("range of a 200: %q, %v", out.String(), err)
 	}
 	if used := burst - int64(lim.Tokens()); used != 910 {

@@ -44,6 +44,9 @@ func New(out io.Writer, total int64) *Bar {
 // Add counts n more bytes.
 func (b *Bar) Add(n int64) { b.done.Add(n) }
 
+// Done is the bytes counted so far.
+func (b *Bar) Done() int64 { return b.done.Load() }
+
 // Close draws the last state and ends the line.
 func (b *Bar) Close() {
 	close(b.stop)
