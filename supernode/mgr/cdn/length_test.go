@@ -125,9 +125,12 @@ func TestWaitingFillAnswersTheSourceLength(t *testing.T) {
 					st, m.Waiting("q"), tc.want, piece.ComputeSize(tc.want))
 			}
 			got := o.requests()
-			if len(got) != 1 || got[0].Header.Get("Range") != "bytes=0-0" || got[0].Header.Get("X-Auth") != "secret" {
-				t.Fatalf("origin got %d requests, the first with Range %q and X-Auth %q; want one, bytes=0-0, the task's header",
-					len(got), got[0].Header.Get("Range"), got[0].Header.Get("X-Auth"))
+			if len(got) != 1 {
+				t.Fatalf("origin got %d requests, want the one probe", len(got))
+			}
+			if got[0].Header.Get("Range") != "bytes=0-0" || got[0].Header.Get("X-Auth") != "secret" {
+				t.Fatalf("probe with Range %q and X-Auth %q, want bytes=0-0 and the task's header",
+					got[0].Header.Get("Range"), got[0].Header.Get("X-Auth"))
 			}
 			checkGauges(t, mx, 1, 1)
 			if err := m.Delete("q", false); err != nil {
@@ -330,5 +333,37 @@ func TestWaitingMemberFillAsksTheHome(t *testing.T) {
 				t.Fatalf("origin asked %d times for a task read from the home", n)
 			}
 		})
+	}
+}
+
+// A complete cache of the task whose length is not the one the source now
+// tells is not validated and reused (a source whose date did not move
+// would answer 304, and the clients would get the old file under the new
+// length): the waiting fill fetches the file whole.
+func TestWaitingFillSkipsACacheOfAnotherLength(t *testing.T) {
+	o := newOriginT(t, patterned(100))
+	m, _, release := fullManager(t, Config{})
+	src := Source{TaskID: "c", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
+	release()
+	if _, r := start(t, m, src); !r.OK || r.FileLength != 100+piece.WrapSize {
+		t.Fatalf("first fill: %+v", r)
+	}
+	if err := m.Delete("c", false); err != nil {
+		t.Fatal(err)
+	}
+	if !m.fills.join().granted() {
+		t.Fatal("the slot is taken")
+	}
+	o.data = patterned(120) // same Last-Modified: a conditional request gets 304
+	st, done := startAsync(t, m, src)
+	if st.HTTPFileLength != 120 {
+		t.Fatalf("waiting fill answered %+v, want length 120", st)
+	}
+	m.fills.release()
+	if r := result(t, done); !r.OK || r.FileLength != 120+piece.WrapSize {
+		t.Fatalf("waiting fill over a cache of 100 bytes: %+v, want the 120 bytes fetched", r)
+	}
+	if ranges, statuses := o.seen(t, 3); len(statuses) != 3 || statuses[2] != http.StatusOK || ranges[2] != "" {
+		t.Fatalf("origin answered %v to Ranges %q, want the last a 200 to a plain GET", statuses, ranges)
 	}
 }
