@@ -201,7 +201,9 @@ func (p *plan) conditional() bool {
 // Range, whose bytes are the task's content (as many as its Content-Range
 // states, when it has no Content-Length); a 200 to that Range (a source
 // that ignores it) is the whole file, whose body settle narrows to the
-// range (ranged).
+// range (ranged). A fill that waited for its turn keeps the piece size its
+// registrations were given, and an answer of another length than the one
+// they were given fails (errLengthChanged).
 func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 	partial := resp.StatusCode == http.StatusPartialContent
 	if p.resume != nil && partial {
