@@ -6,6 +6,11 @@ import "time"
 // cluster (the task's home) for a task's file on.
 const ClusterFetchPath = "/api/v1/cluster/fetch"
 
+// TaskInfoPath is the route of a task's info (GET, the task's ID
+// appended, path-escaped): a member asks the task's home for the length
+// the home gave it.
+const TaskInfoPath = "/api/v1/tasks/"
+
 // ClusterFetchRequest is the body of POST /api/v1/cluster/fetch: what
 // identifies the task and how to read its source, as a registration gives
 // it. The answer is the file as a stream of pieces with their digests (see

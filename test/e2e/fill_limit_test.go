@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/url"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,10 +15,13 @@ import (
 )
 
 // --cdn-fill-limit 1: while one fill runs, the registration of another
-// file is answered at once (length unknown, the default piece size), its
-// client is told to wait (602), the origin is not asked for the file until
-// the running fill ended, and then a v1-protocol client and a dfget both
-// get the file whole.
+// file is answered within a second with the file's length and the piece
+// size of that length (the origin asked for one byte, once: a 300 MiB file
+// gets 5 MiB pieces), its client is told to wait (602), the origin is not
+// asked for the file until the running fill ended, and then a v1-protocol
+// client and a dfget both get the file whole, the dfget having registered
+// with the length. A URL the origin answers 404 is refused at registration
+// (no fill waits for it).
 func TestSupernodeFillLimitQueues(t *testing.T) {
 	o := newOrigin(t)
 	slow := randomData(24<<20, 21)
@@ -29,14 +35,30 @@ func TestSupernodeFillLimitQueues(t *testing.T) {
 	c2 := newClient(t, sn, "127.0.0.1-22-22.000")
 	begin := time.Now()
 	reg := c2.register(c2.registerReq(nextURL))
-	if took := time.Since(begin); took > 2*time.Second || reg.FileLength != -1 || reg.PieceSize != piece.DefaultSize {
-		t.Fatalf("registration past the limit: %+v after %s, want length -1 and piece size %d at once",
-			reg, took, piece.DefaultSize)
+	if took := time.Since(begin); took > 2*time.Second || reg.FileLength != int64(len(next)) || reg.PieceSize != piece.DefaultSize {
+		t.Fatalf("registration past the limit: %+v after %s, want length %d and piece size %d at once",
+			reg, took, len(next), piece.DefaultSize)
+	}
+	if probes, fills := o.count("/next.bin", 206), o.count("/next.bin", 200); probes != 1 || fills != 0 {
+		t.Fatalf("origin answered next.bin %d times 206 and %d times 200 while the slow fill runs, want the one probe", probes, fills)
+	}
+	// Never read: its one client goes down before its turn.
+	bigURL := o.add("/big.bin", make([]byte, 300<<20))
+	big := newClient(t, sn, "127.0.0.1-27-27.000")
+	if reg := big.register(big.registerReq(bigURL)); reg.FileLength != 300<<20 || reg.PieceSize != piece.ComputeSize(300<<20) {
+		t.Fatalf("registration of 300 MiB past the limit: %+v, want its length and piece size %d", reg, piece.ComputeSize(300<<20))
+	}
+	if r := big.get("/peer/service/down", url.Values{"taskId": {big.taskID}, "cid": {big.cid}}); r.Code != types.CodeGetPeerDown {
+		t.Fatalf("service down: %+v", r)
+	}
+	missing := newClient(t, sn, "127.0.0.1-28-28.000")
+	if status, body := missing.registerRaw(missing.registerReq(o.URL + "/missing.bin")); !bytes.Contains(body, []byte(`"code":`+strconv.Itoa(types.CodeURLNotReachable))) {
+		t.Fatalf("registration of a 404 past the limit: HTTP %d %s, want code %d", status, body, types.CodeURLNotReachable)
 	}
 	if r := c2.pull(types.TaskStatusStart, types.ResultInvalid, "", ""); r.Code != types.CodePeerWait {
 		t.Fatalf("pull of a waiting fill: %+v, want 602", r)
 	}
-	if w := metricPresent(t, sn, "dragonfly_supernode_cdn_fills_waiting"); w != 1 || o.count("/next.bin", 200) != 0 {
+	if w := metricPresent(t, sn, "dragonfly_supernode_cdn_fills_waiting"); w != 2 || o.count("/next.bin", 200) != 0 {
 		t.Fatalf("%v fills waiting, origin served next.bin %d times, while the slow fill runs", w,
 			o.count("/next.bin", 200))
 	}
@@ -58,7 +80,8 @@ func TestSupernodeFillLimitQueues(t *testing.T) {
 	again := newClient(t, sn, "127.0.0.1-23-23.000")
 	again.register(again.registerReq(o.addSlow("/slow2.bin", slow, 8*time.Millisecond)))
 	out := filepath.Join(t.TempDir(), "third")
-	runs := newDfgetPeer(t, "127.0.0.24").runAsync(sn, "-u", thirdURL, "-o", out, "--notbs")
+	peer := newDfgetPeer(t, "127.0.0.24")
+	runs := peer.runAsync(sn, "-u", thirdURL, "-o", out, "--notbs")
 	Eventually(t, 10*time.Second, "the dfget's fill waiting", func() bool {
 		return metricValue(t, sn, "dragonfly_supernode_cdn_fills_waiting") == 1
 	})
@@ -66,6 +89,12 @@ func TestSupernodeFillLimitQueues(t *testing.T) {
 		t.Fatalf("dfget behind a running fill: exit %d: %s %s", run.code, run.stdout, run.stderr)
 	}
 	fileEquals(t, out, third)
+	if want := fmt.Sprintf("length %d piece size %d", len(third), piece.DefaultSize); !strings.Contains(peer.clientLog(), want) {
+		t.Fatalf("dfget's log has no %q: it did not register with the length", want)
+	}
+	if n := o.count("/big.bin", 200); n != 0 {
+		t.Fatalf("origin served the file nobody was left to download %d times", n)
+	}
 }
 
 // --cdn-fill-limit 1: a fill waiting behind a running one whose only
@@ -83,8 +112,8 @@ func TestSupernodeFillLimitSkipsAbandonedFill(t *testing.T) {
 	c1 := newClient(t, sn, "127.0.0.1-24-24.000")
 	c1.register(c1.registerReq(slowURL))
 	gone := newClient(t, sn, "127.0.0.1-25-25.000")
-	if reg := gone.register(gone.registerReq(nextURL)); reg.FileLength != -1 {
-		t.Fatalf("registration past the limit: %+v, want length -1", reg)
+	if reg := gone.register(gone.registerReq(nextURL)); reg.FileLength != int64(len(next)) {
+		t.Fatalf("registration past the limit: %+v, want length %d", reg, len(next))
 	}
 	if r := gone.get("/peer/service/down", url.Values{"taskId": {gone.taskID}, "cid": {gone.cid}}); r.Code != types.CodeGetPeerDown {
 		t.Fatalf("service down: %+v", r)

@@ -271,7 +271,7 @@ func (c *Client) ReportPieceSuccess(ctx context.Context, node, taskID, cid, dstC
 // TaskInfo calls GET /api/v1/tasks/{id}: the task as the supernode knows
 // it, its CDN status among the rest.
 func (c *Client) TaskInfo(ctx context.Context, node, taskID string) (*types.TaskInfo, error) {
-	u := c.endpoint(node, "/api/v1/tasks/"+url.PathEscape(taskID), nil)
+	u := c.endpoint(node, types.TaskInfoPath+url.PathEscape(taskID), nil)
 	b, status, err := c.do(ctx, http.MethodGet, u, nil, "")
 	if err != nil {
 		return nil, err

@@ -9,6 +9,8 @@
 //     Range resume) and starting the fetch;
 //   - fills.go: the cap on fills running at once, and the line of those
 //     waiting for their turn;
+//   - length.go: the length a waiting fill answers its registrations
+//     with, probed from the source (or the cluster home) once;
 //   - resume.go: what the cache already holds (reuse a complete file, keep
 //     the valid prefix of a partial one);
 //   - writer.go: the body cut into pieces, wrapped, hashed with BLAKE3 and

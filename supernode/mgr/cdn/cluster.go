@@ -138,15 +138,11 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		m.viaMember.Delete(src.TaskID)
 		return nil, reason, err
 	}
-	req, err := http.NewRequestWithContext(mctx, http.MethodPost, tlsconf.BaseURL(m.cfg.Cluster.TLS, src.Via)+types.ClusterFetchPath,
-		bytes.NewReader(body))
+	req, err := m.memberRequest(mctx, http.MethodPost, src.Via, types.ClusterFetchPath, bytes.NewReader(body))
 	if err != nil {
 		return fail(reasonBroken, fmt.Errorf("cluster fetch request: %w", err))
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if m.cfg.Cluster.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+m.cfg.Cluster.Token)
-	}
 	resp, err := m.members.Do(req)
 	if err != nil {
 		return fail(reasonUnreachable, fmt.Errorf("cluster fetch from %s: %w", src.Via, err))
@@ -174,6 +170,19 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		mb.validator, mb.etag = h.Get("Last-Modified"), false
 	}
 	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
+}
+
+// memberRequest is a request to member's API at path, with the cluster's
+// token (members share the API token).
+func (m *Manager) memberRequest(ctx context.Context, method, member, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, tlsconf.BaseURL(m.cfg.Cluster.TLS, member)+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("request to member %s: %w", member, err)
+	}
+	if m.cfg.Cluster.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+m.cfg.Cluster.Token)
+	}
+	return req, nil
 }
 
 // checkMemberAnswer reads the home's status and headers: the task must be

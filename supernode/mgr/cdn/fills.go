@@ -79,17 +79,23 @@ func (g *fillGate) wait(ctx context.Context, t *turn) error {
 		return nil
 	case <-ctx.Done():
 	}
+	g.leave(t)
+	return ctx.Err()
+}
+
+// leave gives t's place up: t leaves the line or, granted meanwhile,
+// hands its slot on.
+func (g *fillGate) leave(t *turn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for i, w := range g.line {
 		if w == t {
 			g.line = append(g.line[:i], g.line[i+1:]...)
 			g.show()
-			return ctx.Err()
+			return
 		}
 	}
 	g.releaseLocked()
-	return ctx.Err()
 }
 
 // release frees a slot: the first fill in line gets it.
@@ -117,32 +123,35 @@ func (g *fillGate) show() {
 }
 
 // pinnedSize is the piece size of a fill that waits for its turn: its
-// registrations are answered before the source is asked, and every piece
-// must have the size they were given. It is the cache's when the cache is
-// this task's (a complete file is then reused, a partial one resumed, with
-// it), else the size of an unknown length.
-func (m *Manager) pinnedSize(src Source) int32 {
+// registrations are answered before the fill asks the source, and every
+// piece must have the size they were given. It is the cache's when the
+// cache is this task's and of the length the registrations are given (a
+// complete file is then reused, a partial one resumed, with it), else the
+// size of that length (unknown: -1).
+func (m *Manager) pinnedSize(src Source, length int64) int32 {
 	meta, err := m.store.ReadMeta(src.TaskID)
-	if err == nil && sameTask(meta, src) && meta.PieceSize >= piece.DefaultSize && meta.PieceSize <= piece.MaxSize {
+	if err == nil && sameTask(meta, src) && (length < 0 || meta.HTTPFileLen == length) &&
+		meta.PieceSize >= piece.DefaultSize && meta.PieceSize <= piece.MaxSize {
 		return meta.PieceSize
 	}
-	return piece.ComputeSize(-1)
+	return piece.ComputeSize(length)
 }
 
-// enqueue starts a fill that waits for its turn: the task's file, with the
-// pinned piece size, is installed at once (the piece server answers "not
-// ready" for it, and a stop or Delete ends the wait).
-func (m *Manager) enqueue(src Source, t *turn, done func(Result)) Started {
-	ps := m.pinnedSize(src)
+// enqueue starts a fill that waits for its turn, whose registrations are
+// answered with length (-1: unknown; see queuedLength): the task's file,
+// with the pinned piece size, is installed at once (the piece server
+// answers "not ready" for it, and a stop or Delete ends the wait).
+func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) Started {
+	given := Started{HTTPFileLength: length, PieceSize: m.pinnedSize(src, length)}
 	ctx, cancel := context.WithCancel(m.ctx)
-	cf := newCacheFile(ps, 0, cancel)
+	cf := newCacheFile(given.PieceSize, 0, cancel)
 	cf.lazy.path = m.store.DataPath(src.TaskID)
 	cf.waiting = true
 	m.setFile(src.TaskID, cf)
 	m.background(cf, cancel, done, func() Result {
-		return m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf) })
+		return m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf, given) })
 	})
-	return Started{HTTPFileLength: -1, PieceSize: ps}
+	return given
 }
 
 // errUnwanted ends a fill that waited for its turn and has nobody left to
@@ -174,10 +183,11 @@ func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn
 
 // fillLater is Start's fill for a fill that waited: the same request, and
 // the cache reused or resumed the same way, into the file already
-// installed, whose piece size the plan keeps.
-func (m *Manager) fillLater(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile) Result {
+// installed, whose piece size and length (when known) the plan keeps to
+// what the registrations were given.
+func (m *Manager) fillLater(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile, given Started) Result {
 	id := src.TaskID
-	p := m.plan(src, cf.pieceSize)
+	p := m.plan(src, &given)
 	resp, hit, err := m.ask(ctx, src, p)
 	if err != nil {
 		return m.fail(id, cf, err)

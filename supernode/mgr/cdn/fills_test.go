@@ -138,9 +138,9 @@ func result(t *testing.T, done chan Result) Result {
 }
 
 // With a cap of K, K fills run and the next one waits: its registration is
-// answered at once (length unknown, the piece size its pieces will have),
-// the origin hears of it only once one of the K ended, and it then
-// completes.
+// answered once the origin told the length (a one-byte Range request), with
+// the piece size its pieces will have; the origin hears of its fill only
+// once one of the K ended, and it then completes.
 func TestFillCapHoldsTheNextFill(t *testing.T) {
 	const k = 2
 	o := newHeldOrigin(t, patterned(100))
@@ -158,8 +158,8 @@ func TestFillCapHoldsTheNextFill(t *testing.T) {
 	if got := o.next(300 * time.Millisecond); got != "" {
 		t.Fatalf("origin got %s while %d fills ran: the cap did not hold the fill past it", got, k)
 	}
-	if st.HTTPFileLength != -1 || st.PieceSize != piece.DefaultSize || !m.Waiting("late") {
-		t.Fatalf("the fill past the cap started as %+v (waiting %v), want length -1 and the default piece size",
+	if st.HTTPFileLength != 100 || st.PieceSize != piece.DefaultSize || !m.Waiting("late") {
+		t.Fatalf("the fill past the cap started as %+v (waiting %v), want length 100 and the default piece size",
 			st, m.Waiting("late"))
 	}
 	checkGauges(t, mx, k, 1)
@@ -275,7 +275,7 @@ func TestWaitingFillReusesTheCache(t *testing.T) {
 	_, busy := startAsync(t, m, o.src("busy"))
 	o.next(5 * time.Second)
 	st, done := startAsync(t, m, src)
-	if st.PieceSize != piece.DefaultSize || st.HTTPFileLength != -1 || st.CacheHit {
+	if st.PieceSize != piece.DefaultSize || st.HTTPFileLength != int64(len(data)) || st.CacheHit {
 		t.Fatalf("waiting fill started as %+v", st)
 	}
 	o.let("/busy")
@@ -285,8 +285,9 @@ func TestWaitingFillReusesTheCache(t *testing.T) {
 	if !r.OK || r.PieceTotal != 3 || r.FileLength != wrapped {
 		t.Fatalf("waiting fill of a cached file: %+v", r)
 	}
-	if _, statuses := cached.seen(t, 2); statuses[len(statuses)-1] != http.StatusNotModified {
-		t.Fatalf("origin answered %v, want a 304 last", statuses)
+	// The fill, the waiting fill's length probe, its conditional request.
+	if ranges, statuses := cached.seen(t, 3); len(statuses) != 3 || statuses[2] != http.StatusNotModified || ranges[1] != "bytes=0-0" {
+		t.Fatalf("origin answered %v to Ranges %q, want a 206 to the probe and a 304 last", statuses, ranges)
 	}
 	if size, state := m.Servable("hit", 0, 10); state != ServeOK || size != wrapped || m.Running("hit") {
 		t.Fatalf("reused file servable %d, %d", size, state)
@@ -409,5 +410,29 @@ func TestFillGateOrder(t *testing.T) {
 	g.release()
 	if gaugeValue(t, run) != 0 {
 		t.Fatalf("running %v after the last release", gaugeValue(t, run))
+	}
+}
+
+// A fill that gives its place up (its length probe failed) leaves the
+// line, or, granted a slot meanwhile, hands it on.
+func TestFillGateLeave(t *testing.T) {
+	run, wait := prometheus.NewGauge(prometheus.GaugeOpts{Name: "r"}), prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"})
+	g := newFillGate(1, run, wait)
+	first := g.join()
+	a, b := g.join(), g.join()
+	g.leave(a)
+	if a.granted() || gaugeValue(t, wait) != 1 {
+		t.Fatalf("a left the line: granted %v, %v waiting", a.granted(), gaugeValue(t, wait))
+	}
+	g.release()
+	if !first.granted() || !b.granted() || gaugeValue(t, run) != 1 || gaugeValue(t, wait) != 0 {
+		t.Fatalf("b granted %v, running %v, waiting %v", b.granted(), gaugeValue(t, run), gaugeValue(t, wait))
+	}
+	g.leave(b)
+	if gaugeValue(t, run) != 0 {
+		t.Fatalf("running %v once the granted fill left", gaugeValue(t, run))
+	}
+	if !g.join().granted() {
+		t.Fatal("the slot left by b is not free")
 	}
 }

@@ -27,10 +27,16 @@ type plan struct {
 	// userRange is the task's own Range ("" for none): the task's content
 	// is that range of the source, which a 206 must answer exactly.
 	userRange string
-	// pieceSize is the piece size of a fill that waited for its turn (0:
-	// the one of the length the source answers).
-	pieceSize int32
+	// given is what the registrations of a fill that waited for its turn
+	// were answered (nil for a fill with a slot at once): its pieces have
+	// that size, and the file that length when it was known (>= 0).
+	given *Started
 }
+
+// errLengthChanged fails a fill that waited for its turn when the source's
+// answer is of another length than the one its registrations were given:
+// their clients count pieces, and check the file, by that length.
+var errLengthChanged = errors.New("the file changed while its fill waited for its turn")
 
 // errResumeDropped is settle's error for a 206 that does not continue the
 // cached part: the file must be asked for again, whole.
@@ -38,9 +44,10 @@ var errResumeDropped = errors.New("resume dropped")
 
 // Start begins the CDN of a task. With a fill slot free (fills.go) it
 // returns once the source has answered (or the cache was validated) and
-// continues the body in the background; with none it returns at once, the
-// length unknown, and the fill waits for its turn in the background. done
-// is called exactly once, from another goroutine, with the result.
+// continues the body in the background; with none it returns once the
+// source was asked for the length alone (queuedLength), and the fill waits
+// for its turn in the background. done is called exactly once, from
+// another goroutine, with the result.
 func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
 		return Started{}, errors.New("cdn manager is closed")
@@ -49,7 +56,12 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	m.progress.ResetCDN(src.TaskID)
 	t := m.fills.join()
 	if !t.granted() {
-		return m.enqueue(src, t, done), nil
+		length, err := m.queuedLength(src)
+		if err != nil {
+			m.fills.leave(t)
+			return Started{}, err
+		}
+		return m.enqueue(src, t, length, done), nil
 	}
 	st, running, err := m.startNow(src, done)
 	if !running {
@@ -61,7 +73,7 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 // startNow is Start with a slot: running reports that the fill went on in
 // the background, which then frees the slot.
 func (m *Manager) startNow(src Source, done func(Result)) (Started, bool, error) {
-	p := m.plan(src, 0)
+	p := m.plan(src, nil)
 	ctx, cancel := context.WithCancel(m.ctx)
 	resp, hit, err := m.ask(ctx, src, p)
 	if err != nil {
@@ -107,16 +119,18 @@ func (m *Manager) ask(ctx context.Context, src Source, p *plan) (*http.Response,
 // (a file without validators is refetched, as v1 does); a partial one with
 // validators and a known length resumes after the pieces its journal
 // vouches for (resumable), unless the client asked for a range itself.
-// pinned, when not 0, is the piece size the fill must have (a fill that
-// waited for its turn): a cache of another piece size is not used.
-func (m *Manager) plan(src Source, pinned int32) *plan {
+// given, when not nil, is what the registrations of a fill that waited for
+// its turn were answered: its piece size, and its length when known, are
+// the fill's, and a cache of another is not used.
+func (m *Manager) plan(src Source, given *Started) *plan {
 	id := src.TaskID
-	p := &plan{headers: map[string]string{}, userRange: rangeHeader(src), pieceSize: pinned}
+	p := &plan{headers: map[string]string{}, userRange: rangeHeader(src), given: given}
 	meta, err := m.store.ReadMeta(id)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.WithError(err).Warnf("ignore unreadable cache meta of %s", id)
 	}
-	if err != nil || !sameTask(meta, src) || (pinned != 0 && meta.PieceSize != pinned) {
+	if err != nil || !sameTask(meta, src) ||
+		(given != nil && (meta.PieceSize != given.PieceSize || (given.HTTPFileLength >= 0 && meta.HTTPFileLen != given.HTTPFileLength))) {
 		return p
 	}
 	p.meta = meta
@@ -187,7 +201,9 @@ func (p *plan) conditional() bool {
 // Range, whose bytes are the task's content (as many as its Content-Range
 // states, when it has no Content-Length); a 200 to that Range (a source
 // that ignores it) is the whole file, whose body settle narrows to the
-// range (ranged).
+// range (ranged). A fill that waited for its turn keeps the piece size its
+// registrations were given, and an answer of another length than the one
+// they were given fails (errLengthChanged).
 func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 	partial := resp.StatusCode == http.StatusPartialContent
 	if p.resume != nil && partial {
@@ -216,10 +232,18 @@ func (p *plan) settle(resp *http.Response) (int64, int32, error) {
 			return 0, 0, err
 		}
 	}
-	if p.pieceSize != 0 {
-		return length, p.pieceSize, nil
+	if p.given == nil {
+		return length, piece.ComputeSize(length), nil
 	}
-	return length, piece.ComputeSize(length), nil
+	if want := p.given.HTTPFileLength; want >= 0 && length != want {
+		if length >= 0 {
+			return 0, 0, fmt.Errorf("%w: a file of %d bytes, its registrations were answered %d", errLengthChanged, length, want)
+		}
+		// No length told (chunked): the cutter holds the body to the one
+		// given, and fails a body of another.
+		length = want
+	}
+	return length, p.given.PieceSize, nil
 }
 
 // ranged narrows a 200 to a task with its own Range to the range and

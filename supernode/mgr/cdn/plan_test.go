@@ -73,7 +73,7 @@ func TestPlan(t *testing.T) {
 					j.Close()
 				}
 			}
-			p := m.plan(tc.src, 0)
+			p := m.plan(tc.src, nil)
 			if !maps.Equal(p.headers, tc.headers) {
 				t.Errorf("headers %v, want %v", p.headers, tc.headers)
 			}

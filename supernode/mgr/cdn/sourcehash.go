@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,13 +113,10 @@ func (m *Manager) probe(src Source) (span, error) {
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.SourceTimeout)
 	defer cancel()
-	first := strconv.FormatInt(br.First, 10)
-	resp, err := m.get(ctx, src, map[string]string{"Range": "bytes=" + first + "-" + first})
+	resp, err := m.askByte(ctx, src, br.First)
 	if err != nil {
 		return span{}, err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
-	resp.Body.Close()
 	cr, err := urlutil.ParseContentRange(resp.Header.Get("Content-Range"))
 	if resp.StatusCode != http.StatusPartialContent || err != nil || cr.First != br.First || cr.Total <= 0 {
 		return span{}, &SourceError{URL: src.RawURL, Status: resp.StatusCode,
