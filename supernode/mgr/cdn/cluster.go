@@ -169,6 +169,7 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		}
 	}
 	// If-Range takes no weak ETag (RFC 9110 13.1.5): Last-Modified then.
+	mb.home = h
 	mb.validator, mb.etag = h.Get("ETag"), true
 	if mb.validator == "" || strings.HasPrefix(mb.validator, "W/") {
 		mb.validator, mb.etag = h.Get("Last-Modified"), false
@@ -255,6 +256,9 @@ type memberBody struct {
 	// that changed since is not completed with another version's bytes.
 	validator string
 	etag      bool
+	// home is the home's ETag and Last-Modified, which an origin's 206
+	// after the switch must not contradict.
+	home http.Header
 	// alive resets the stall watchdog; set by watchBody before the first
 	// Read.
 	alive func()
