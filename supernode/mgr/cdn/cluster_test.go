@@ -3,9 +3,11 @@ package cdn
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -618,5 +620,65 @@ func TestClusterFallbackWeakETagResumesByDate(t *testing.T) {
 	checkCache(t, st, data)
 	if got, _ := ifRange.Load().(string); got != mod.UTC().Format(http.TimeFormat) {
 		t.Fatalf("resumed with If-Range %q, want the Last-Modified date", got)
+	}
+}
+
+// A member over TLS that accepts the connection and never answers the
+// handshake (hung, or a port that is not the API's) is given up after
+// the connect bound, as one that does not connect: the fill reads the
+// origin. The handshake had no bound: the fill, and the registration
+// that started it, waited for good.
+func TestClusterMemberSilentInTLSHandshake(t *testing.T) {
+	data := patterned(1000)
+	o := newOriginT(t, data)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, silent
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	})
+	mx := Metrics{ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	asker := New(Config{SourceAllow: loopbackAllow(), SourceTimeout: 300 * time.Millisecond,
+		Cluster: ClusterConfig{DialTimeout: 200 * time.Millisecond, TLS: &tls.Config{MinVersion: tls.VersionTLS12}}},
+		st, anyProgress(t), mx, quietLog())
+	t.Cleanup(asker.Close)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f", Via: ln.Addr().String()}
+	done := make(chan Result, 1)
+	started := make(chan error, 1)
+	go func() {
+		_, err := asker.Start(src, func(r Result) { done <- r })
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fill still waits for a member silent in its TLS handshake after 5 s (connect bound 200 ms)")
+	}
+	if r := <-done; !r.OK {
+		t.Fatalf("fill: %+v", r)
+	}
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonUnreachable)); n != 1 {
+		t.Fatalf("%v unreachable fallbacks, want 1", n)
 	}
 }
