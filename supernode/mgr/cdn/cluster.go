@@ -89,9 +89,13 @@ const (
 
 func newMemberClient(cfg Config) *http.Client {
 	d := &net.Dialer{Timeout: cfg.Cluster.DialTimeout, KeepAlive: 30 * time.Second}
-	// The home answers once its own source answered: the same bound.
+	// The home answers once its own source answered: the same bound. A
+	// handshake is part of connecting, and gets its bound: the fill's
+	// context has no deadline, and nothing else ends a member that
+	// accepts the connection but never answers its TLS handshake.
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, ResponseHeaderTimeout: cfg.SourceTimeout + cfg.Cluster.DialTimeout,
-		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true, TLSClientConfig: cfg.Cluster.TLS}}
+		TLSHandshakeTimeout: cfg.Cluster.DialTimeout, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true,
+		TLSClientConfig: cfg.Cluster.TLS}}
 }
 
 // open is the seam between the origin and the cluster: src.Via names the
