@@ -682,3 +682,71 @@ func TestClusterMemberSilentInTLSHandshake(t *testing.T) {
 		t.Fatalf("%v unreachable fallbacks, want 1", n)
 	}
 }
+
+// dripWriter sends its bytes step at a time, every every, until ctx ends:
+// a home up but slow (an overloaded host or link), never silent long.
+type dripWriter struct {
+	w     http.ResponseWriter
+	ctx   context.Context
+	step  int
+	every time.Duration
+}
+
+func (d *dripWriter) Write(p []byte) (int, error) {
+	sent := 0
+	for sent < len(p) {
+		select {
+		case <-d.ctx.Done():
+			return sent, d.ctx.Err()
+		case <-time.After(d.every):
+		}
+		n, err := d.w.Write(p[sent:min(len(p), sent+d.step)])
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+		d.w.(http.Flusher).Flush()
+	}
+	return sent, nil
+}
+
+// A home that sends its file under the minimum source rate, never silent
+// for the stall bound and sending no keep-alive (it waits for no origin:
+// its file is whole), is dropped for the origin as an origin that slow
+// fails its fill. It held the fill (its slot, the task) for as long as
+// the file took at its rate: here 3 KB/s, about 45 minutes for 8 MiB.
+func TestClusterDrippingHomeDroppedForOrigin(t *testing.T) {
+	data := patterned(2*int(piece.ContentSize(piece.DefaultSize)) + 100)
+	o, home, src := warmHome(t, data, 3)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range home.Validators("t1") {
+			w.Header()[k] = v
+		}
+		w.Header().Set(types.ClusterHeaderTaskID, "t1")
+		w.Header().Set(types.ClusterHeaderFileLength, strconv.Itoa(len(data)))
+		out := &dripWriter{w: w, ctx: r.Context(), step: 64, every: 20 * time.Millisecond}
+		_ = home.ServeMember(r.Context(), "t1", out, func() error { return nil }, askedKeepAlive(t, r))
+	}))
+	t.Cleanup(srv.Close)
+	asker, st, mx := timedAsker(t, 300*time.Millisecond) // 8 KiB/s over 900 ms windows
+	src.Via = strings.TrimPrefix(srv.URL, "http://")
+	done := make(chan Result, 1)
+	if _, err := asker.Start(src, func(r Result) { done <- r }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if !r.OK {
+			t.Fatalf("asker: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fill still reads a home sending 3 KB/s after 10 s (minimum 8 KiB/s over 900 ms)")
+	}
+	checkCache(t, st, data)
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonBroken)); n != 1 {
+		t.Fatalf("%v fallbacks, want the slow home dropped once", n)
+	}
+	if ranges, _ := originRequests(t, o, 2); ranges[1] != "" {
+		t.Fatalf("origin requests %q, want the whole file after the home gave no piece", ranges)
+	}
+}
