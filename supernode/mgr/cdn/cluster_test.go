@@ -132,6 +132,17 @@ func warmHome(t *testing.T, data []byte, pieces int) (*originT, *Manager, Source
 	return o, home, src
 }
 
+// homeOf is a member that has fetched task t1 whole from origin/f.
+func homeOf(t *testing.T, origin string) (*Manager, Source) {
+	t.Helper()
+	home, _ := clusterManager(t, anyProgress(t), Metrics{})
+	src := Source{TaskID: "t1", RawURL: origin + "/f", TaskURL: origin + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	return home, src
+}
+
 func clusterManager(t *testing.T, p Progress, mx Metrics) (*Manager, *store.Store) {
 	st, err := store.New(t.TempDir())
 	if err != nil {
@@ -606,11 +617,7 @@ func TestClusterFallbackWeakETagResumesByDate(t *testing.T) {
 		http.ServeContent(w, r, "", mod, bytes.NewReader(data))
 	}))
 	t.Cleanup(o.Close)
-	home, _ := clusterManager(t, anyProgress(t), Metrics{})
-	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, home, src); !res.OK {
-		t.Fatalf("home: %+v", res)
-	}
+	home, src := homeOf(t, o.URL)
 	h := newHomeT(t, home, "t1", int64(n), "cut")
 	asker, st := clusterManager(t, anyProgress(t), Metrics{})
 	src.Via = strings.TrimPrefix(h.URL, "http://")

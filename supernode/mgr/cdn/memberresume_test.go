@@ -228,11 +228,7 @@ func TestClusterFallbackRefusesAnotherVersionsPart(t *testing.T) {
 		http.ServeContent(w, r, "", mod, bytes.NewReader(d))
 	}))
 	t.Cleanup(o.Close)
-	home, _ := clusterManager(t, anyProgress(t), Metrics{})
-	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, home, src); !res.OK {
-		t.Fatalf("home: %+v", res)
-	}
+	home, src := homeOf(t, o.URL)
 	mu.Lock()
 	data, etag = bytes.Repeat([]byte("B"), n), `"v2"`
 	mu.Unlock()
