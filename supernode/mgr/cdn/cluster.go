@@ -89,9 +89,13 @@ const (
 
 func newMemberClient(cfg Config) *http.Client {
 	d := &net.Dialer{Timeout: cfg.Cluster.DialTimeout, KeepAlive: 30 * time.Second}
-	// The home answers once its own source answered: the same bound.
+	// The home answers once its own source answered: the same bound. A
+	// handshake is part of connecting, and gets its bound: the fill's
+	// context has no deadline, and nothing else ends a member that
+	// accepts the connection but never answers its TLS handshake.
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, ResponseHeaderTimeout: cfg.SourceTimeout + cfg.Cluster.DialTimeout,
-		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true, TLSClientConfig: cfg.Cluster.TLS}}
+		TLSHandshakeTimeout: cfg.Cluster.DialTimeout, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, DisableCompression: true,
+		TLSClientConfig: cfg.Cluster.TLS}}
 }
 
 // open is the seam between the origin and the cluster: src.Via names the
@@ -165,6 +169,7 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 		}
 	}
 	// If-Range takes no weak ETag (RFC 9110 13.1.5): Last-Modified then.
+	mb.home = h
 	mb.validator, mb.etag = h.Get("ETag"), true
 	if mb.validator == "" || strings.HasPrefix(mb.validator, "W/") {
 		mb.validator, mb.etag = h.Get("Last-Modified"), false
@@ -242,9 +247,11 @@ func (m *Manager) sourceCounter(body io.Reader) prometheus.Counter {
 //
 // The CDN's stall watchdog (watchBody) times it: any byte from the home,
 // a keep-alive frame too, resets it (alive), and when it fires while the
-// home is still read it drops the home (dropStalled) instead of failing
-// the fill. One timer thus bounds both the home's silence and the
-// origin's, at the stall bound the docs give.
+// home is still read it drops the home (drop) instead of failing the
+// fill. One timer thus bounds both the home's silence and the origin's,
+// at the stall bound the docs give; the rate floor holds the home to the
+// origin's minimum too, over its stream's bytes, unless it sent a
+// keep-alive (it then waits for its own origin, which it times).
 type memberBody struct {
 	m       *Manager
 	ctx     context.Context
@@ -264,12 +271,19 @@ type memberBody struct {
 	// that changed since is not completed with another version's bytes.
 	validator string
 	etag      bool
+	// home is the home's ETag and Last-Modified, which an origin's 206
+	// after the switch must not contradict.
+	home http.Header
 	// alive resets the stall watchdog; set by watchBody before the first
 	// Read.
 	alive func()
-	// onMember is set while the home is read; stalled once the watchdog
-	// dropped it. Both are touched by the watchdog's goroutine.
-	onMember, stalled atomic.Bool
+	// onMember is set while the home is read; dropped holds why the
+	// watchdog dropped it. sent counts the home's bytes, and beat is set
+	// by a keep-alive, since the watchdog's last window. All are touched
+	// by the watchdog's goroutines.
+	onMember, beat atomic.Bool
+	dropped        atomic.Pointer[error]
+	sent           atomic.Int64
 }
 
 // aliveReader reads the home's stream, telling the watchdog of each byte.
@@ -281,6 +295,7 @@ type aliveReader struct {
 func (a aliveReader) Read(p []byte) (int, error) {
 	n, err := a.r.Read(p)
 	if n > 0 {
+		a.b.sent.Add(int64(n))
 		a.b.keepAlive()
 	}
 	return n, err
@@ -292,16 +307,22 @@ func (b *memberBody) keepAlive() {
 	}
 }
 
-// dropStalled stops reading the home, which sent nothing for the stall
-// bound; it reports false when the home is no longer read (the origin is,
-// and its stall fails the fill).
-func (b *memberBody) dropStalled() bool {
+// drop stops reading the home, silent or too slow (why); it reports
+// false when the home is no longer read (the origin is, and its stall
+// fails the fill).
+func (b *memberBody) drop(why error) bool {
 	if !b.onMember.Load() {
 		return false
 	}
-	b.stalled.Store(true)
+	b.dropped.CompareAndSwap(nil, &why)
 	b.cancel()
 	return true
+}
+
+// window is the home's bytes since the last call, and whether one of them
+// was a keep-alive (the home waits for its origin, which it times itself).
+func (b *memberBody) window() (int64, bool) {
+	return b.sent.Swap(0), b.beat.Swap(false)
 }
 
 func (b *memberBody) Read(p []byte) (int, error) {
@@ -318,8 +339,8 @@ func (b *memberBody) Read(p []byte) (int, error) {
 			if cerr := b.ctx.Err(); cerr != nil {
 				return 0, cerr
 			}
-			if b.stalled.Load() {
-				err = fmt.Errorf("home silent for %s: %w", b.m.stallBound(), err)
+			if why := b.dropped.Load(); why != nil {
+				err = fmt.Errorf("%w: %w", *why, err)
 			}
 			if err := b.toOrigin(reason, err); err != nil {
 				return 0, err
@@ -352,6 +373,7 @@ func (b *memberBody) next() (string, error) {
 		return reasonBroken, fmt.Errorf("home failed: %s", msg)
 	case num == frameBeat && n == 0:
 		// The home waits for its origin; the bytes reset the watchdog.
+		b.beat.Store(true)
 		return "", nil
 	case int(num) != b.num || n < piece.WrapSize || n > 1<<30:
 		return reasonBroken, fmt.Errorf("cluster stream: frame %d of %d bytes, want piece %d", num, n, b.num)

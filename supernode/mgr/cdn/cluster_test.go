@@ -3,9 +3,11 @@ package cdn
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -128,6 +130,17 @@ func warmHome(t *testing.T, data []byte, pieces int) (*originT, *Manager, Source
 		t.Fatalf("home: %+v", res)
 	}
 	return o, home, src
+}
+
+// homeOf is a member that has fetched task t1 whole from origin/f.
+func homeOf(t *testing.T, origin string) (*Manager, Source) {
+	t.Helper()
+	home, _ := clusterManager(t, anyProgress(t), Metrics{})
+	src := Source{TaskID: "t1", RawURL: origin + "/f", TaskURL: origin + "/f"}
+	if _, res := start(t, home, src); !res.OK {
+		t.Fatalf("home: %+v", res)
+	}
+	return home, src
 }
 
 func clusterManager(t *testing.T, p Progress, mx Metrics) (*Manager, *store.Store) {
@@ -604,11 +617,7 @@ func TestClusterFallbackWeakETagResumesByDate(t *testing.T) {
 		http.ServeContent(w, r, "", mod, bytes.NewReader(data))
 	}))
 	t.Cleanup(o.Close)
-	home, _ := clusterManager(t, anyProgress(t), Metrics{})
-	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	if _, res := start(t, home, src); !res.OK {
-		t.Fatalf("home: %+v", res)
-	}
+	home, src := homeOf(t, o.URL)
 	h := newHomeT(t, home, "t1", int64(n), "cut")
 	asker, st := clusterManager(t, anyProgress(t), Metrics{})
 	src.Via = strings.TrimPrefix(h.URL, "http://")
@@ -618,5 +627,133 @@ func TestClusterFallbackWeakETagResumesByDate(t *testing.T) {
 	checkCache(t, st, data)
 	if got, _ := ifRange.Load().(string); got != mod.UTC().Format(http.TimeFormat) {
 		t.Fatalf("resumed with If-Range %q, want the Last-Modified date", got)
+	}
+}
+
+// A member over TLS that accepts the connection and never answers the
+// handshake (hung, or a port that is not the API's) is given up after
+// the connect bound, as one that does not connect: the fill reads the
+// origin. The handshake had no bound: the fill, and the registration
+// that started it, waited for good.
+func TestClusterMemberSilentInTLSHandshake(t *testing.T) {
+	data := patterned(1000)
+	o := newOriginT(t, data)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, silent
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	})
+	mx := Metrics{ClusterFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"reason"})}
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	asker := New(Config{SourceAllow: loopbackAllow(), SourceTimeout: 300 * time.Millisecond,
+		Cluster: ClusterConfig{DialTimeout: 200 * time.Millisecond, TLS: &tls.Config{MinVersion: tls.VersionTLS12}}},
+		st, anyProgress(t), mx, quietLog())
+	t.Cleanup(asker.Close)
+	src := Source{TaskID: "t1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f", Via: ln.Addr().String()}
+	done := make(chan Result, 1)
+	started := make(chan error, 1)
+	go func() {
+		_, err := asker.Start(src, func(r Result) { done <- r })
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fill still waits for a member silent in its TLS handshake after 5 s (connect bound 200 ms)")
+	}
+	if r := <-done; !r.OK {
+		t.Fatalf("fill: %+v", r)
+	}
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonUnreachable)); n != 1 {
+		t.Fatalf("%v unreachable fallbacks, want 1", n)
+	}
+}
+
+// dripWriter sends its bytes step at a time, every every, until ctx ends:
+// a home up but slow (an overloaded host or link), never silent long.
+type dripWriter struct {
+	w     http.ResponseWriter
+	ctx   context.Context
+	step  int
+	every time.Duration
+}
+
+func (d *dripWriter) Write(p []byte) (int, error) {
+	sent := 0
+	for sent < len(p) {
+		select {
+		case <-d.ctx.Done():
+			return sent, d.ctx.Err()
+		case <-time.After(d.every):
+		}
+		n, err := d.w.Write(p[sent:min(len(p), sent+d.step)])
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+		d.w.(http.Flusher).Flush()
+	}
+	return sent, nil
+}
+
+// A home that sends its file under the minimum source rate, never silent
+// for the stall bound and sending no keep-alive (it waits for no origin:
+// its file is whole), is dropped for the origin as an origin that slow
+// fails its fill. It held the fill (its slot, the task) for as long as
+// the file took at its rate: here 3 KB/s, about 45 minutes for 8 MiB.
+func TestClusterDrippingHomeDroppedForOrigin(t *testing.T) {
+	data := patterned(2*int(piece.ContentSize(piece.DefaultSize)) + 100)
+	o, home, src := warmHome(t, data, 3)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range home.Validators("t1") {
+			w.Header()[k] = v
+		}
+		w.Header().Set(types.ClusterHeaderTaskID, "t1")
+		w.Header().Set(types.ClusterHeaderFileLength, strconv.Itoa(len(data)))
+		out := &dripWriter{w: w, ctx: r.Context(), step: 64, every: 20 * time.Millisecond}
+		_ = home.ServeMember(r.Context(), "t1", out, func() error { return nil }, askedKeepAlive(t, r))
+	}))
+	t.Cleanup(srv.Close)
+	asker, st, mx := timedAsker(t, 300*time.Millisecond) // 8 KiB/s over 900 ms windows
+	src.Via = strings.TrimPrefix(srv.URL, "http://")
+	done := make(chan Result, 1)
+	if _, err := asker.Start(src, func(r Result) { done <- r }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if !r.OK {
+			t.Fatalf("asker: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fill still reads a home sending 3 KB/s after 10 s (minimum 8 KiB/s over 900 ms)")
+	}
+	checkCache(t, st, data)
+	if n := counterValue(t, mx.ClusterFallbacks.WithLabelValues(reasonBroken)); n != 1 {
+		t.Fatalf("%v fallbacks, want the slow home dropped once", n)
+	}
+	if ranges, _ := originRequests(t, o, 2); ranges[1] != "" {
+		t.Fatalf("origin requests %q, want the whole file after the home gave no piece", ranges)
 	}
 }

@@ -113,7 +113,7 @@ func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io
 	// bound again, rather than failing the fill.
 	mb, _ := r.(*memberBody)
 	w.idler = time.AfterFunc(idle, func() {
-		if mb != nil && mb.dropStalled() {
+		if mb != nil && mb.drop(fmt.Errorf("home silent for %s", idle)) {
 			w.idler.Reset(idle)
 			return
 		}
@@ -144,11 +144,20 @@ func (m *Manager) watchBody(ctx context.Context, cancel context.CancelFunc, r io
 
 // checkRate ends a window: a source that sent fewer than floor bytes in
 // it stalls, unless the bandwidth limit held its reads back (the
-// slowness was the supernode's) or a member is read (it sends keep-alives
-// while it waits for its own origin, which its own watchdog times).
+// slowness was the supernode's). A member is timed by its stream's bytes
+// (a piece's content comes out whole, once its frame is in), and dropped
+// for the origin rather than failing the fill; a keep-alive in the window
+// exempts it: it waits for its own origin, which its own watchdog times.
 func (w *watchedBody) checkRate(mb *memberBody, cancel context.CancelFunc) {
 	got, held := w.got.Swap(0), w.held.Swap(false)
-	if got >= w.floor || held || (mb != nil && mb.onMember.Load()) {
+	if mb != nil && mb.onMember.Load() {
+		if sent, beat := mb.window(); !beat && !held && sent < w.floor {
+			mb.drop(fmt.Errorf("home sent %d bytes in %s, under the minimum of %d bytes/s", sent, w.idle, minSourceRate))
+		}
+		w.rater.Reset(w.idle)
+		return
+	}
+	if got >= w.floor || held {
 		w.rater.Reset(w.idle)
 		return
 	}

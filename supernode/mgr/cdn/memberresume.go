@@ -70,14 +70,21 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 }
 
 // checkAnswer checks that the origin's answer is the file from byte
-// b.off on, of the version the home read, and returns how many of its
+// b.off on, of the version the home read (a 206 of another version, from
+// an origin that ignores If-Range, is refused), and returns how many of its
 // bytes come before that byte and how many follow it that are the file's
 // (-1: up to the body's end).
 func (b *memberBody) checkAnswer(ask originAsk, resp *http.Response) (int64, int64, error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		skip, err := ask.checkPart(resp)
-		return skip, -1, err
+		if err == nil && b.off > 0 {
+			err = sameValidators(resp.Header, b.home.Get("ETag"), lastModifiedMillis(b.home))
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		return skip, -1, nil
 	case http.StatusOK:
 		return ask.checkWhole(resp, b.sameVersion(resp.Header))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,5 +201,53 @@ func TestOriginAskCheck(t *testing.T) {
 		if (err != nil) != (tc.skip < 0) || (err == nil && skip != tc.skip) {
 			t.Errorf("Range %q at %d of %d: %d %q: skip %d, err %v; want skip %d", tc.rng, tc.off, tc.len, tc.status, tc.cr, skip, err, tc.skip)
 		}
+	}
+}
+
+// A home that dies mid-file after the origin's file changed, at an origin
+// that ignores If-Range (some object stores and proxies do): the origin
+// answers the Range from its new version, with the new version's ETag.
+// Taken, the asker's file would be the home's pieces of the old version
+// followed by the new one's tail; as the CDN's own resume (plan.continues)
+// does, a 206 carrying another validator than the home's is refused.
+func TestClusterFallbackRefusesAnotherVersionsPart(t *testing.T) {
+	n := 2*int(piece.ContentSize(piece.DefaultSize)) + 100
+	mod := time.Now().Add(-time.Hour)
+	var mu sync.Mutex
+	data, etag := bytes.Repeat([]byte("A"), n), `"v1"`
+	var rangeAnswers int
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		d, e := data, etag
+		if r.Header.Get("Range") != "" {
+			rangeAnswers++
+		}
+		mu.Unlock()
+		w.Header().Set("ETag", e)
+		r.Header.Del("If-Range") // this origin ignores it
+		http.ServeContent(w, r, "", mod, bytes.NewReader(d))
+	}))
+	t.Cleanup(o.Close)
+	home, src := homeOf(t, o.URL)
+	mu.Lock()
+	data, etag = bytes.Repeat([]byte("B"), n), `"v2"`
+	mu.Unlock()
+	h := newHomeT(t, home, "t1", int64(n), "cut")
+	asker, st := clusterManager(t, anyProgress(t), Metrics{})
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	_, res := start(t, asker, src)
+	mu.Lock()
+	asked := rangeAnswers
+	mu.Unlock()
+	if asked != 1 {
+		t.Fatalf("the origin was asked for a range %d times, want once (the resume after the home)", asked)
+	}
+	if res.OK {
+		raw, _ := os.ReadFile(st.DataPath("t1"))
+		t.Fatalf("the fill completed across versions (%d wrapped bytes, %d of them 'A', %d 'B')",
+			len(raw), bytes.Count(raw, []byte("A")), bytes.Count(raw, []byte("B")))
+	}
+	if res.Err == nil || !strings.Contains(res.Err.Error(), `ETag "v2", the part before is of ETag "v1"`) {
+		t.Fatalf("failed with %v, want the 206 refused for its ETag", res.Err)
 	}
 }

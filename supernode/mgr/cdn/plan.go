@@ -1,6 +1,7 @@
 package cdn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -279,11 +280,19 @@ func (p *plan) continues(resp *http.Response) error {
 	if cr.Total != p.meta.HTTPFileLen {
 		return fmt.Errorf("Content-Range %q: a file of %d bytes, the cached part is of %d", resp.Header.Get("Content-Range"), cr.Total, p.meta.HTTPFileLen)
 	}
-	if etag := resp.Header.Get("ETag"); etag != "" && etag != p.meta.ETag {
-		return fmt.Errorf("ETag %s, the cached part is of %q (the source ignores If-Range?)", etag, p.meta.ETag)
+	return sameValidators(resp.Header, p.meta.ETag, p.meta.LastModified)
+}
+
+// sameValidators checks that a 206 resuming a part carries no validator
+// other than the part's (etag, and lastModified in Unix milliseconds): a
+// source that ignores If-Range answers the Range from its new version,
+// which would follow the old one's bytes.
+func sameValidators(h http.Header, etag string, lastModified int64) error {
+	if got := h.Get("ETag"); got != "" && got != etag {
+		return fmt.Errorf("ETag %s, the part before is of ETag %s (the source ignores If-Range?)", got, cmp.Or(etag, "none"))
 	}
-	if lm := resp.Header.Get("Last-Modified"); lm != "" && lastModifiedMillis(resp.Header) != p.meta.LastModified {
-		return fmt.Errorf("Last-Modified %q, the cached part is of %q (the source ignores If-Range?)", lm, httpTime(p.meta.LastModified))
+	if lm := h.Get("Last-Modified"); lm != "" && lastModifiedMillis(h) != lastModified {
+		return fmt.Errorf("Last-Modified %q, the part before is of %q (the source ignores If-Range?)", lm, httpTime(lastModified))
 	}
 	return nil
 }

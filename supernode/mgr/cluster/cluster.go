@@ -68,6 +68,10 @@ type member struct {
 	// the connection none.
 	slow   bool
 	misses int
+	// listed is the list entry the member comes from ("host:port");
+	// unresolved marks the entry of a name that never resolved.
+	listed     string
+	unresolved bool
 }
 
 // slowMisses is how many timed-out probes in a row make a member dead.
@@ -120,15 +124,7 @@ func (c *Cluster) round(ctx context.Context) {
 	var next []member
 	for _, n := range c.cfg.Nodes {
 		// One by one, to show each member under the name it was listed as.
-		list, errs := nodes.List{n}.Resolve(rctx, c.resolver)
-		for _, err := range errs {
-			c.log.WithError(err).Warn("cluster member")
-		}
-		for _, a := range list {
-			id := a.Addr()
-			next = append(next, member{ClusterMember: types.ClusterMember{ID: id, Host: n.Host, Weight: a.Weight,
-				Self: id == c.cfg.Self, Alive: id == c.cfg.Self}, ring: ring.Member{ID: id, Weight: a.Weight}})
-		}
+		next = append(next, c.resolve(rctx, n)...)
 	}
 	// Stable, so of an address listed twice the first listing counts.
 	slices.SortStableFunc(next, func(a, b member) int { return cmpString(a.ID, b.ID) })
@@ -137,6 +133,9 @@ func (c *Cluster) round(ctx context.Context) {
 	for i := range next {
 		if next[i].Self {
 			next[i].LastSeen = time.Now()
+			continue
+		}
+		if next[i].unresolved {
 			continue
 		}
 		wg.Add(1)
@@ -151,6 +150,51 @@ func (c *Cluster) round(ctx context.Context) {
 	}
 	wg.Wait()
 	c.install(next)
+}
+
+// resolve is the members listed as n this round, one per address of its
+// name. A name whose lookup fails keeps the addresses it had at the last
+// round: a DNS hiccup, or a lookup slower than the round, must not move
+// the homes every member and dfget agree on. A name that never resolved is
+// listed under its name but never alive: probed, the name would reach
+// whichever address the probe's own lookup gives, home to every task.
+func (c *Cluster) resolve(ctx context.Context, n nodes.Node) []member {
+	list, errs := nodes.List{n}.Resolve(ctx, c.resolver)
+	if len(errs) > 0 {
+		for _, err := range errs {
+			c.log.WithError(err).Warn("cluster member")
+		}
+		if last := c.lastResolved(n); len(last) > 0 {
+			return last
+		}
+		m := c.newMember(n, n.Addr())
+		m.LastErr, m.unresolved = errors.Join(errs...).Error(), true
+		return []member{m}
+	}
+	out := make([]member, 0, len(list))
+	for _, a := range list {
+		out = append(out, c.newMember(n, a.Addr()))
+	}
+	return out
+}
+
+// lastResolved is the members the last round had for n, as new members.
+func (c *Cluster) lastResolved(n nodes.Node) []member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []member
+	for _, m := range c.members {
+		if m.listed == n.Addr() && !m.unresolved {
+			out = append(out, c.newMember(n, m.ID))
+		}
+	}
+	return out
+}
+
+// newMember is the member id ("ip:port"), listed as n, with its weight.
+func (c *Cluster) newMember(n nodes.Node, id string) member {
+	return member{ClusterMember: types.ClusterMember{ID: id, Host: n.Host, Weight: n.Weight, Self: id == c.cfg.Self,
+		Alive: id == c.cfg.Self}, ring: ring.Member{ID: id, Weight: n.Weight}, listed: n.Addr()}
 }
 
 // install makes next the members, keeping the last-seen times of those

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,5 +179,52 @@ func TestSlowMemberSecondChance(t *testing.T) {
 	c.round(context.Background())
 	if a := alive(); a[addr] {
 		t.Fatalf("after two slow probes %v: want the slow member dead", a)
+	}
+}
+
+// flakyResolver answers from a table, or fails every lookup while down (a
+// DNS server that times out, or a lookup slower than the round).
+type flakyResolver struct {
+	fakeResolver
+	down atomic.Bool
+}
+
+func (f *flakyResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	if f.down.Load() {
+		return nil, &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true, IsTemporary: true}
+	}
+	return f.fakeResolver.LookupHost(ctx, host)
+}
+
+// A round whose lookup of the cluster's name fails keeps the addresses the
+// name had: the homes stay where every member and dfget put them. The
+// name itself, probed instead, is no member: a probe reaches whichever
+// address its own lookup gives, and that one would be home to every task
+// (or, as here, the name does not resolve for the probe either, and every
+// task is read from the origin by whichever member it reaches).
+func TestLookupFailureKeepsMembers(t *testing.T) {
+	live := pingServerT(t)
+	_, port, err := net.SplitHostPort(live.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The live member answers on 127.0.0.1; this one is 127.0.0.2, never
+	// probed (every address of a name has the name's port).
+	r := &flakyResolver{fakeResolver: fakeResolver{"sn.test": {"127.0.0.1", "127.0.0.2"}}}
+	self, other := "127.0.0.2:"+port, "127.0.0.1:"+port
+	c := New(Config{Nodes: list(t, "sn.test:"+port), Self: self, Timeout: 300 * time.Millisecond}, r, nil, logrus.New())
+	c.round(context.Background())
+	var keys []string
+	for i := 0; len(keys) < 20; i++ {
+		if key := "task-" + strconv.Itoa(i); c.Via(key) == other {
+			keys = append(keys, key)
+		}
+	}
+	r.down.Store(true)
+	c.round(context.Background())
+	for _, key := range keys {
+		if via := c.Via(key); via != other {
+			t.Fatalf("after one failed lookup the task %s whose home is %s is read via %q; members %+v", key, other, via, c.Info().Members)
+		}
 	}
 }
