@@ -1,7 +1,8 @@
 // Package store is the supernode's on-disk cache layout under <home>/repo:
 // the wrapped CDN data file of each task and its .meta (JSON), .md5 and
 // .blake3 (text) sidecars, written atomically so a crash never leaves a
-// torn sidecar.
+// torn sidecar, and the .journal of a fill (journal.go), appended a line per
+// piece and read strictly, so a resume keeps only pieces it vouches for.
 package store
 
 import (

@@ -1,5 +1,8 @@
-// Package regist registers a dfget download with a supernode, trying the
-// configured nodes in weighted random order until one accepts.
+// Package regist registers a dfget download with a supernode: it orders
+// the configured nodes (Order: by rendezvous hashing of the task ID, so
+// every peer of a file tries its home first, or in Dragonfly 1.x's weighted
+// random order with --node-order random) and tries them in that order
+// until one accepts (Register).
 package regist
 
 import (

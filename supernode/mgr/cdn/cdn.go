@@ -1,7 +1,9 @@
 // Package cdn fetches a task's file from its source once, writes it into the
-// supernode's cache in the wrapped piece format with per-piece and whole-file
-// md5s, and reports each piece as soon as it is on disk so peers can start
-// before the fetch ends. A complete cached file is reused after a
+// supernode's cache in the wrapped piece format with a BLAKE3 digest per
+// piece, and reports each piece as soon as it is written and hashed so peers
+// can start before the fetch ends. The md5s Dragonfly 1.x clients check are
+// computed on demand; a whole-file md5 or sha256 only when the task expects
+// one. A complete cached file is reused after a
 // conditional request to the source; a half-fetched one resumes with Range.
 //
 // One file per concern, as Dragonfly 1.x split its CDN:
@@ -24,7 +26,12 @@
 //   - cachefile.go: one task's in-memory state, what the piece server may
 //     send of it;
 //   - sourcehash.go: the source pattern, digests without a cache file;
-//   - source.go: the guarded HTTP client and source errors.
+//   - source.go: the guarded HTTP client and source errors;
+//   - window.go: the range of a ranged task cut out of a source's 200;
+//   - cluster.go: reading a task from its cluster home instead of the
+//     origin, each piece checked against the home's BLAKE3;
+//   - memberresume.go: the switch from the home to the origin, from the
+//     first byte not verified.
 package cdn
 
 //go:generate go tool mockgen -source=cdn.go -destination=mock_deps_test.go -package=cdn -exclude_interfaces=Store

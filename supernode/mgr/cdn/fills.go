@@ -6,9 +6,10 @@ package cdn
 // URLs, or a burst of preheats, could exhaust the supernode's memory and
 // the origin's connections. A fill past the cap waits for its turn, first
 // come first served, holding neither: its task's registrations are
-// answered at once with the length unknown and the piece size the fill
-// will use (pinnedSize), and its clients are told to wait (602) as for any
-// fill that has written no piece yet. A waiting fill whose task is dropped
+// answered with the length a one-byte probe of the source gave
+// (queuedLength, length.go; -1 when it told none) and the piece size the
+// fill will use (pinnedSize), and its clients are told to wait (602) as for
+// any fill that has written no piece yet. A waiting fill whose task is dropped
 // (cdn.Delete), or whose supernode closes, leaves the line at once.
 
 import (
