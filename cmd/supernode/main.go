@@ -39,7 +39,7 @@ func bindFlags(fs *pflag.FlagSet, b *config.Base) {
 		fs.Lookup("home-dir").DefValue = "$HOME" + strings.TrimPrefix(b.HomeDir, h)
 	}
 	fs.Var(&b.SystemReservedBandwidth, "system-bandwidth", "bandwidth reserved for the system, subtracted from --max-bandwidth")
-	fs.Var(&b.MaxBandwidth, "max-bandwidth", "network bandwidth of the host; when set, the CDN reads sources at max-bandwidth minus system-bandwidth (default: unlimited)")
+	fs.Var(&b.MaxBandwidth, "max-bandwidth", "network bandwidth of the host, 0 for unlimited; when set, the CDN reads sources at max-bandwidth minus system-bandwidth")
 	fs.IntVar(&b.SchedulerCorePoolSize, "pool-size", b.SchedulerCorePoolSize, "accepted for v1 compatibility; unused")
 	fs.BoolVar(&b.EnableProfiler, "profiler", b.EnableProfiler, "serve /debug/pprof on the API port")
 	fs.BoolVarP(&b.Debug, "debug", "D", b.Debug, "debug logging and /debug/pprof")
