@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) 
 # End-to-end tests find the binaries here.
 export DAMSELFLY_BIN := $(BIN)
 
-.PHONY: all build test unit e2e lint generate fuzz demo bench clean
+.PHONY: all build test unit e2e lint generate docs fuzz demo bench clean
 
 all: build
 
@@ -32,6 +32,11 @@ lint:
 
 generate:
 	$(GO) generate ./...
+
+# The command reference in docs/cli, from the binaries' own flags
+# (TestCLIDocsCurrent fails when a page is stale).
+docs: build
+	for b in supernode dfget dfdaemon; do $(BIN)/$$b gen-doc -p docs/cli; done
 
 # Short runs of every fuzz target (corpora live in testdata/fuzz).
 FUZZTIME ?= 5s
