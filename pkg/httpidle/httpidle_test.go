@@ -2,6 +2,7 @@ package httpidle
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -41,5 +42,54 @@ func TestWriteToStalledClientFails(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("10 s after the client stopped reading (idle 200 ms), the handler is still blocked in a write")
+	}
+}
+
+// A body read that waits on a source sending nothing fails once Idle
+// passed; the time a caller spends between reads (writing to a slow
+// client) does not count.
+func TestTransportBoundsOnlyTheWaitInRead(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "4")
+		_, _ = w.Write([]byte("ab"))
+		http.NewResponseController(w).Flush()
+		if r.URL.Path == "/stall" {
+			<-stall
+			return
+		}
+		time.Sleep(idle / 4)
+		_, _ = w.Write([]byte("cd"))
+	}))
+	defer srv.Close()
+	defer close(stall)
+	c := &http.Client{Transport: Transport{Base: http.DefaultTransport, Idle: idle}}
+	get := func(path string) *http.Response {
+		resp, err := c.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get("/slow-reader")
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * idle) // the caller is busy: not the source's idleness
+	rest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(rest) != "cd" {
+		t.Fatalf("after a pause between reads: %q, %v; want the rest of the body", rest, err)
+	}
+	resp = get("/stall")
+	defer resp.Body.Close()
+	start := time.Now()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read %q from a source that stopped sending, without an error", b)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the read of a stalled source failed after %v (idle %v)", d, idle)
 	}
 }
