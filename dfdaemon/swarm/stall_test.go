@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -84,5 +85,49 @@ func TestForwardDropsClientThatStopsReading(t *testing.T) {
 	}
 	if !waitFor(15*time.Second, func() bool { return running.Load() == 0 }) {
 		t.Fatal("15 s after a client stopped reading (write idle 1 s), the forward still runs")
+	}
+}
+
+// A source that sends the head of a forwarded answer (a manifest, a Range
+// GET) and then nothing more must not hold the handler and its source
+// connection for as long as the client waits: after SourceIdle without a
+// byte the forward ends, and the client sees a cut answer, not a whole
+// one.
+func TestForwardDropsSourceThatStopsSending(t *testing.T) {
+	release := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		_, _ = w.Write([]byte("{\"head\":"))
+		http.NewResponseController(w).Flush()
+		<-release
+	}))
+	t.Cleanup(origin.Close)
+	t.Cleanup(func() { close(release) }) // before origin.Close, which waits for the handler
+	s := newTestSwarm(t)
+	s.opt.SourceIdle = time.Second
+	u, _ := url.Parse(origin.URL + "/v2/x/manifests/latest")
+	var running atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		running.Add(1)
+		defer running.Add(-1)
+		s.Forward(w, r, Source{URL: u})
+	}))
+	t.Cleanup(srv.Close)
+	c := &http.Client{Timeout: 15 * time.Second}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the client got %d bytes as a whole answer of 1000", len(b))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the cut came %v after the source stopped (source idle 1 s): %v", d, err)
+	}
+	if !waitFor(5*time.Second, func() bool { return running.Load() == 0 }) {
+		t.Fatal("the forward still runs after the client saw the cut")
 	}
 }

@@ -60,6 +60,11 @@ type Options struct {
 	// streams as long as it takes; this bounds a client that keeps its
 	// connection open but stopped reading.
 	WriteIdle time.Duration
+	// SourceIdle is how long a read of a forwarded answer's body may
+	// wait for the source (0: DefaultSourceIdle). A source that stops
+	// sending mid-body is then cut off and the client's answer aborted,
+	// instead of both being held for as long as the client waits.
+	SourceIdle time.Duration
 	// Via is the pseudonym this dfdaemon's proxy recognises in Via
 	// headers ("": a random one; see Swarm.Via). Every request the swarm
 	// sends a source carries it, so one that comes back through the proxy
@@ -74,6 +79,10 @@ type Options struct {
 // healthy client's pause (an engine unpacking a layer still reads), far
 // shorter than forever.
 const DefaultWriteIdle = 2 * time.Minute
+
+// DefaultSourceIdle is Options.SourceIdle's default: the same bound as
+// for a client, for the other side of a forward.
+const DefaultSourceIdle = DefaultWriteIdle
 
 // Source is where a GET goes when the swarm does not serve it, and where
 // the swarm's CDN and fallback read it: the URL and how to trust it.
@@ -118,6 +127,9 @@ func New(opt Options) *Swarm {
 	}
 	if opt.WriteIdle <= 0 {
 		opt.WriteIdle = DefaultWriteIdle
+	}
+	if opt.SourceIdle <= 0 {
+		opt.SourceIdle = DefaultSourceIdle
 	}
 	if opt.Via == "" {
 		b := make([]byte, 4)
@@ -221,7 +233,7 @@ func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 			addVia(pr.Out.Header, s.opt.Via)
 			fwdbody.Bound(pr.Out) // so a response already started cannot cut the forward
 		},
-		Transport:     hc.Transport,
+		Transport:     httpidle.Transport{Base: hc.Transport, Idle: s.opt.SourceIdle},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil {
