@@ -161,6 +161,25 @@ func addVia(h http.Header, name string) {
 	h.Set("Via", v)
 }
 
+// refuseLoop answers 508 to r if it is one of this swarm's own requests to
+// a source come back (its Via names this dfdaemon): a source that leads
+// back to dfdaemon, such as a registry_mirror.remote naming its own port
+// or a registry name resolved to its host, would otherwise have every
+// request forwarded to itself again, a connection and a goroutine per
+// hop, until the process runs out of descriptors.
+func (s *Swarm) refuseLoop(w http.ResponseWriter, r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, s.opt.Via) {
+			s.log.Warnf("%s %s came back through this dfdaemon (Via %q): its source leads to dfdaemon itself",
+				r.Method, r.URL.Redacted(), v)
+			http.Error(w, "dfdaemon: request loop (it came back to this dfdaemon: does the registry lead to it?)",
+				http.StatusLoopDetected)
+			return true
+		}
+	}
+	return false
+}
+
 // headTimeout bounds the HEAD that learns a source's length.
 const headTimeout = 30 * time.Second
 
@@ -170,6 +189,9 @@ const headTimeout = 30 * time.Second
 // forwarded to the source as it is, so the client sees the source's own
 // answer (an auth challenge, a 404).
 func (s *Swarm) ServeGET(w http.ResponseWriter, r *http.Request, src Source, id Identity) {
+	if s.refuseLoop(w, r) {
+		return
+	}
 	if r.Method != http.MethodGet || r.Header.Get("Range") != "" {
 		s.Forward(w, r, src)
 		return
@@ -218,6 +240,9 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 // Forward proxies r to src unchanged (method, headers, body), streaming
 // the answer back. Redirects are the client's to follow.
 func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
+	if s.refuseLoop(w, r) {
+		return
+	}
 	s.m.Forwarded.Inc()
 	w = httpidle.New(w, s.opt.WriteIdle)
 	hc, err := s.client(src)
