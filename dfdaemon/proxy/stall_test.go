@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle/httpidletest"
 )
 
 // A client that sends a forwarded GET and then reads nothing must not
@@ -66,15 +68,7 @@ func TestForwardDropsClientThatStopsReading(t *testing.T) {
 // client sees a cut answer, and the handler and the origin connection are
 // freed, rather than held for as long as the client waits.
 func TestForwardDropsOriginThatStopsSending(t *testing.T) {
-	release := make(chan struct{})
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
-		_, _ = w.Write([]byte("head"))
-		http.NewResponseController(w).Flush()
-		<-release
-	}))
-	t.Cleanup(origin.Close)
-	t.Cleanup(func() { close(release) })
+	origin := httpidletest.StalledOrigin(t, "head", 1000)
 	_, srv := startProxy(t, Options{IdleTimeout: time.Second})
 	start := time.Now()
 	// The head may stay in the proxy's buffer (no flush interval), so

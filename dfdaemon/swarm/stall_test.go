@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle/httpidletest"
 )
 
 // stalledClient sends raw, an HTTP request, to addr and then never reads
@@ -42,6 +44,19 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return true
 }
 
+// countingServer serves h, counting the requests in it; it closes with
+// the test.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	running := new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		running.Add(1)
+		defer running.Add(-1)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, running
+}
+
 // A client that sends a blob GET and then reads nothing must not pin the
 // stream (its window, the source connection, the handler): after
 // WriteIdle without progress it is a client gone.
@@ -72,13 +87,9 @@ func TestForwardDropsClientThatStopsReading(t *testing.T) {
 	s := newTestSwarm(t)
 	s.opt.WriteIdle = time.Second
 	u, _ := url.Parse(origin.URL + "/blob")
-	var running atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		running.Add(1)
-		defer running.Add(-1)
+	srv, running := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		s.ServeGET(w, r, Source{URL: u}, Identity{})
-	}))
-	t.Cleanup(srv.Close)
+	})
 	stalledClient(t, srv.Listener.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n")
 	if !waitFor(3*time.Second, func() bool { return running.Load() == 1 }) {
 		t.Fatal("the forward never started")
@@ -94,25 +105,13 @@ func TestForwardDropsClientThatStopsReading(t *testing.T) {
 // byte the forward ends, and the client sees a cut answer, not a whole
 // one.
 func TestForwardDropsSourceThatStopsSending(t *testing.T) {
-	release := make(chan struct{})
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
-		_, _ = w.Write([]byte("{\"head\":"))
-		http.NewResponseController(w).Flush()
-		<-release
-	}))
-	t.Cleanup(origin.Close)
-	t.Cleanup(func() { close(release) }) // before origin.Close, which waits for the handler
+	origin := httpidletest.StalledOrigin(t, `{"head":`, 1000)
 	s := newTestSwarm(t)
 	s.opt.SourceIdle = time.Second
 	u, _ := url.Parse(origin.URL + "/v2/x/manifests/latest")
-	var running atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		running.Add(1)
-		defer running.Add(-1)
+	srv, running := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		s.Forward(w, r, Source{URL: u})
-	}))
-	t.Cleanup(srv.Close)
+	})
 	c := &http.Client{Timeout: 15 * time.Second}
 	resp, err := c.Get(srv.URL)
 	if err != nil {

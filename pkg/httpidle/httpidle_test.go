@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle/httpidletest"
 )
 
 // A handler writing to a client that reads nothing gets an error once
@@ -50,29 +52,19 @@ func TestWriteToStalledClientFails(t *testing.T) {
 // client) does not count.
 func TestTransportBoundsOnlyTheWaitInRead(t *testing.T) {
 	const idle = 200 * time.Millisecond
-	stall := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "4")
 		_, _ = w.Write([]byte("ab"))
 		http.NewResponseController(w).Flush()
-		if r.URL.Path == "/stall" {
-			<-stall
-			return
-		}
 		time.Sleep(idle / 4)
 		_, _ = w.Write([]byte("cd"))
 	}))
 	defer srv.Close()
-	defer close(stall)
 	c := &http.Client{Transport: Transport{Base: http.DefaultTransport, Idle: idle}}
-	get := func(path string) *http.Response {
-		resp, err := c.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp := get("/slow-reader")
 	buf := make([]byte, 2)
 	if _, err := io.ReadFull(resp.Body, buf); err != nil {
 		t.Fatal(err)
@@ -83,7 +75,10 @@ func TestTransportBoundsOnlyTheWaitInRead(t *testing.T) {
 	if err != nil || string(rest) != "cd" {
 		t.Fatalf("after a pause between reads: %q, %v; want the rest of the body", rest, err)
 	}
-	resp = get("/stall")
+	resp, err = c.Get(httpidletest.StalledOrigin(t, "ab", 4).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer resp.Body.Close()
 	start := time.Now()
 	if b, err := io.ReadAll(resp.Body); err == nil {
