@@ -58,9 +58,10 @@ func (p *Proxy) viaSwarm(w http.ResponseWriter, r *http.Request, target *url.URL
 // either body: a standard library reverse proxy pointed at the URL the
 // rules chose, which also drops hop-by-hop headers both ways.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	// A client that stops reading must not hold the origin connection and
-	// this handler forever: each write gets the idle timeout, as a
-	// tunnel's do.
+	// A client that stops reading, or an origin that stops sending, must
+	// not hold the other side and this handler forever: each write to the
+	// client and each read of the origin's body gets the idle timeout, as
+	// a tunnel's do.
 	w = httpidle.New(w, p.idle)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -79,7 +80,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target *url.URL)
 			addVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor, p.via)
 			return nil
 		},
-		Transport:    p.transportFor(target),
+		Transport:    httpidle.Transport{Base: p.transportFor(target), Idle: p.idle},
 		ErrorHandler: p.forwardError,
 		ErrorLog:     newStdLogger(p),
 	}

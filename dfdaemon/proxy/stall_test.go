@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle/httpidletest"
 )
 
 // A client that sends a forwarded GET and then reads nothing must not
@@ -57,5 +60,29 @@ func TestForwardDropsClientThatStopsReading(t *testing.T) {
 	}
 	if !wait(15*time.Second, 0) {
 		t.Fatal("15 s after a client stopped reading (idle timeout 1 s), the forward still runs")
+	}
+}
+
+// An origin that sends the head of a forwarded answer and then nothing
+// more is cut off after the idle timeout, as an idle tunnel is: the
+// client sees a cut answer, and the handler and the origin connection are
+// freed, rather than held for as long as the client waits.
+func TestForwardDropsOriginThatStopsSending(t *testing.T) {
+	origin := httpidletest.StalledOrigin(t, "head", 1000)
+	_, srv := startProxy(t, Options{IdleTimeout: time.Second})
+	start := time.Now()
+	// The head may stay in the proxy's buffer (no flush interval), so
+	// the cut shows either before or after the response header.
+	resp, err := proxyClient(srv.URL, nil).Get(origin.URL + "/manifest")
+	if err == nil {
+		var b []byte
+		b, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("the client got %d bytes as a whole answer of 1000", len(b))
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the cut came %v after the origin stopped (idle 1 s): %v", d, err)
 	}
 }

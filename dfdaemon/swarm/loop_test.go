@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/damselfly-p2p/damselfly/dfdaemon/mirror"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/proxy"
 	"github.com/damselfly-p2p/damselfly/dfdaemon/swarm"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
@@ -209,4 +211,45 @@ func loopFront(t *testing.T, px http.Handler) (*httptest.Server, *atomic.Int64) 
 	}))
 	t.Cleanup(front.Close)
 	return front, hops
+}
+
+// A mirror whose registry leads back to itself (registry_mirror.remote
+// naming dfdaemon's own port, or a registry name resolved to its host)
+// must not forward each request to itself without end, a connection and
+// a goroutine per hop: the swarm's HEAD and forwards carry its Via, and a
+// request that comes back with it is refused as a loop.
+func TestMirrorThatLeadsToItselfRefusesTheLoop(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	sw := swarm.New(swarm.Options{Nodes: closedNodes(t), Home: t.TempDir(), IP: "127.0.0.1",
+		ServerExecutable: "/bin/false", Log: log})
+	m := &mirror.Mirror{Swarm: sw}
+	front, hops := loopFront(t, m)
+	m.Remote, _ = url.Parse(front.URL)
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		method, path string
+		wantHops     int64
+		wantRelay    string
+	}{
+		{http.MethodGet, "/v2/x/manifests/latest", 2, "the forward"},
+		{http.MethodHead, "/v2/x/blobs/" + d, 2, "the forward"},
+		{http.MethodGet, "/v2/x/blobs/" + d, 3, "the HEAD, then the forward"},
+	} {
+		hops.Store(0)
+		req, _ := http.NewRequest(tc.method, front.URL+tc.path, nil)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusLoopDetected {
+			t.Errorf("%s %s: %s, want 508", tc.method, tc.path, resp.Status)
+		}
+		if n := hops.Load(); n != tc.wantHops {
+			t.Errorf("%s %s: %d requests reached the mirror, want %d (the client's, and %s refused as a loop)",
+				tc.method, tc.path, n, tc.wantHops, tc.wantRelay)
+		}
+	}
 }

@@ -60,6 +60,11 @@ type Options struct {
 	// streams as long as it takes; this bounds a client that keeps its
 	// connection open but stopped reading.
 	WriteIdle time.Duration
+	// SourceIdle is how long a read of a forwarded answer's body may
+	// wait for the source (0: DefaultSourceIdle). A source that stops
+	// sending mid-body is then cut off and the client's answer aborted,
+	// instead of both being held for as long as the client waits.
+	SourceIdle time.Duration
 	// Via is the pseudonym this dfdaemon's proxy recognises in Via
 	// headers ("": a random one; see Swarm.Via). Every request the swarm
 	// sends a source carries it, so one that comes back through the proxy
@@ -74,6 +79,10 @@ type Options struct {
 // healthy client's pause (an engine unpacking a layer still reads), far
 // shorter than forever.
 const DefaultWriteIdle = 2 * time.Minute
+
+// DefaultSourceIdle is Options.SourceIdle's default: the same bound as
+// for a client, for the other side of a forward.
+const DefaultSourceIdle = DefaultWriteIdle
 
 // Source is where a GET goes when the swarm does not serve it, and where
 // the swarm's CDN and fallback read it: the URL and how to trust it.
@@ -119,6 +128,9 @@ func New(opt Options) *Swarm {
 	if opt.WriteIdle <= 0 {
 		opt.WriteIdle = DefaultWriteIdle
 	}
+	if opt.SourceIdle <= 0 {
+		opt.SourceIdle = DefaultSourceIdle
+	}
 	if opt.Via == "" {
 		b := make([]byte, 4)
 		_, _ = rand.Read(b) // never fails (crypto/rand panics on a broken system source)
@@ -149,6 +161,25 @@ func addVia(h http.Header, name string) {
 	h.Set("Via", v)
 }
 
+// refuseLoop answers 508 to r if it is one of this swarm's own requests to
+// a source come back (its Via names this dfdaemon): a source that leads
+// back to dfdaemon, such as a registry_mirror.remote naming its own port
+// or a registry name resolved to its host, would otherwise have every
+// request forwarded to itself again, a connection and a goroutine per
+// hop, until the process runs out of descriptors.
+func (s *Swarm) refuseLoop(w http.ResponseWriter, r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, s.opt.Via) {
+			s.log.Warnf("%s %s came back through this dfdaemon (Via %q): its source leads to dfdaemon itself",
+				r.Method, r.URL.Redacted(), v)
+			http.Error(w, "dfdaemon: request loop (it came back to this dfdaemon: does the registry lead to it?)",
+				http.StatusLoopDetected)
+			return true
+		}
+	}
+	return false
+}
+
 // headTimeout bounds the HEAD that learns a source's length.
 const headTimeout = 30 * time.Second
 
@@ -158,6 +189,9 @@ const headTimeout = 30 * time.Second
 // forwarded to the source as it is, so the client sees the source's own
 // answer (an auth challenge, a 404).
 func (s *Swarm) ServeGET(w http.ResponseWriter, r *http.Request, src Source, id Identity) {
+	if s.refuseLoop(w, r) {
+		return
+	}
 	if r.Method != http.MethodGet || r.Header.Get("Range") != "" {
 		s.Forward(w, r, src)
 		return
@@ -206,6 +240,9 @@ func (s *Swarm) head(ctx context.Context, r *http.Request, src Source) (*http.Re
 // Forward proxies r to src unchanged (method, headers, body), streaming
 // the answer back. Redirects are the client's to follow.
 func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
+	if s.refuseLoop(w, r) {
+		return
+	}
 	s.m.Forwarded.Inc()
 	w = httpidle.New(w, s.opt.WriteIdle)
 	hc, err := s.client(src)
@@ -221,7 +258,7 @@ func (s *Swarm) Forward(w http.ResponseWriter, r *http.Request, src Source) {
 			addVia(pr.Out.Header, s.opt.Via)
 			fwdbody.Bound(pr.Out) // so a response already started cannot cut the forward
 		},
-		Transport:     hc.Transport,
+		Transport:     httpidle.Transport{Base: hc.Transport, Idle: s.opt.SourceIdle},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil {

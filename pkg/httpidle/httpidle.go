@@ -1,8 +1,10 @@
 // Package httpidle bounds how long a handler may stay blocked writing to a
-// client that stopped reading. dfdaemon's server has no WriteTimeout (a
-// layer streams as long as it takes), so without this a client that keeps
-// its connection open but reads nothing holds the handler, and all the
-// download behind it, forever.
+// client that stopped reading (Writer), or reading a forwarded answer from
+// a source that stopped sending (Transport). dfdaemon's server has no
+// WriteTimeout (a layer streams as long as it takes), so without these a
+// client that keeps its connection open but reads nothing, or a source
+// that sends a head and then nothing, holds the handler, and all the
+// download or source connection behind it, forever.
 package httpidle
 
 import (
