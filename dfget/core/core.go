@@ -752,7 +752,7 @@ func (d *Download) keepAlive(ctx context.Context) func() {
 // a stream continues where P2P left it (d.sw).
 func (d *Download) backSource(ctx context.Context, reason int) error {
 	cfg := d.cfg
-	hc, err := downloader.SourceClient(cfg.CACerts, cfg.Insecure, !cfg.Dfdaemon)
+	hc, err := downloader.SourceClient(cfg.CACerts, cfg.Insecure, !cfg.Dfdaemon, downloader.SourceIdle)
 	if err != nil {
 		return err
 	}

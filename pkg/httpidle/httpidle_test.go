@@ -88,3 +88,22 @@ func TestTransportBoundsOnlyTheWaitInRead(t *testing.T) {
 		t.Fatalf("the read of a stalled source failed after %v (idle %v)", d, idle)
 	}
 }
+
+type idleCloser struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *idleCloser) CloseIdleConnections() { c.closed++ }
+
+// TestTransportClosesBaseIdleConnections: http.Client.CloseIdleConnections
+// reaches the wrapped transport, so a client built on Transport does not
+// keep its source connections open after use.
+func TestTransportClosesBaseIdleConnections(t *testing.T) {
+	base := &idleCloser{RoundTripper: http.DefaultTransport}
+	hc := &http.Client{Transport: Transport{Base: base, Idle: time.Second}}
+	hc.CloseIdleConnections()
+	if base.closed != 1 {
+		t.Fatalf("base transport's CloseIdleConnections called %d times, want 1", base.closed)
+	}
+}

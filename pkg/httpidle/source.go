@@ -2,8 +2,10 @@ package httpidle
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,10 +35,22 @@ func (t Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		cancel()
 		return nil, err
 	}
-	timer := time.AfterFunc(time.Hour, cancel)
-	timer.Stop()
-	resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, idle: t.Idle, cancel: cancel}
+	b := &idleBody{ReadCloser: resp.Body, idle: t.Idle, cancel: cancel}
+	b.timer = time.AfterFunc(time.Hour, func() {
+		b.fired.Store(true)
+		cancel()
+	})
+	b.timer.Stop()
+	resp.Body = b
 	return resp, nil
+}
+
+// CloseIdleConnections closes Base's idle connections, as
+// http.Client.CloseIdleConnections does for a Transport it knows.
+func (t Transport) CloseIdleConnections() {
+	if c, ok := t.Base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // idleBody is a response body whose every Read is bounded by idle.
@@ -45,12 +59,17 @@ type idleBody struct {
 	timer  *time.Timer
 	idle   time.Duration
 	cancel context.CancelFunc
+	fired  atomic.Bool // the bound cancelled the request
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	b.timer.Reset(b.idle)
 	n, err := b.ReadCloser.Read(p)
 	b.timer.Stop()
+	if err != nil && err != io.EOF && b.fired.Load() {
+		// Said plainly: the cancellation alone reads "context canceled".
+		err = fmt.Errorf("the source sent nothing for %s: %w", b.idle, err)
+	}
 	return n, err
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	xrate "golang.org/x/time/rate"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fileio"
 	"github.com/damselfly-p2p/damselfly/pkg/fsname"
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/urlutil"
 )
 
@@ -34,12 +36,22 @@ type BackSource struct {
 	Digest digest.Digest
 }
 
+// SourceIdle is how long a read of the source's body may wait for a byte
+// (SourceClient's idle). The download's own timeout grows with the file
+// (--minrate: 4.5 hours for a GiB at the default), so without it an origin
+// that stops sending mid-file would hold dfget, and the container engine
+// behind a dfdaemon, for that long. The supernode's CDN gives up on a
+// silent origin after 30 s; a fallback, often the last resort, gets twice
+// that.
+const SourceIdle = time.Minute
+
 // SourceClient returns an HTTP client for the origin honouring --cacerts
 // and --insecure, and the environment's HTTP(S)_PROXY when envProxy.
 // Inside dfdaemon (--dfdaemon) envProxy is false: dfdaemon's environment
 // proxy usually is dfdaemon itself, and the download it serves would come
-// back to it.
-func SourceClient(caFiles []string, insecure, envProxy bool) (*http.Client, error) {
+// back to it. A read of a body that waits longer than idle for the source
+// fails (idle <= 0: unbounded).
+func SourceClient(caFiles []string, insecure, envProxy bool, idle time.Duration) (*http.Client, error) {
 	tr := api.NewTransport()
 	tr.ResponseHeaderTimeout = 0
 	if envProxy {
@@ -65,7 +77,7 @@ func SourceClient(caFiles []string, insecure, envProxy bool) (*http.Client, erro
 		}
 		tr.TLSClientConfig = cfg
 	}
-	return &http.Client{Transport: tr}, nil
+	return &http.Client{Transport: httpidle.Transport{Base: tr, Idle: idle}}, nil
 }
 
 // rangeAsk is the user's --header Range a source request sent (none

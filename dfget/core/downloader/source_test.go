@@ -13,6 +13,8 @@ import (
 	"time"
 
 	xrate "golang.org/x/time/rate"
+
+	"github.com/damselfly-p2p/damselfly/pkg/httpidle/httpidletest"
 )
 
 // An origin that answers a several-range request (or sends one anyway)
@@ -224,5 +226,32 @@ func TestSourceSkipIsRateLimited(t *testing.T) {
 	}
 	if used := burst - int64(lim.Tokens()); used != 910 {
 		t.Errorf("the limiter counted %d bytes, want 910 (900 skipped, 10 kept)", used)
+	}
+}
+
+// TestSourceClientGivesUpOnStalledSource: an origin that sends part of the
+// file and then nothing fails the download within the client's idle
+// bound, where the download's own timeout (hours for a large file) would
+// have held it, and leaves no file behind.
+func TestSourceClientGivesUpOnStalledSource(t *testing.T) {
+	srv := httpidletest.StalledOrigin(t, "head of the file", 1<<20)
+	const idle = 200 * time.Millisecond
+	hc, err := SourceClient(nil, false, false, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.CloseIdleConnections()
+	out := filepath.Join(t.TempDir(), "out")
+	s := &BackSource{HTTP: hc, URL: srv.URL + "/f"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	n, err := s.DownloadFile(ctx, out, "", nil)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "the source sent nothing for 200ms") || ctx.Err() != nil || took > 10*idle {
+		t.Fatalf("stalled source: %d bytes, err %v after %s (idle %s), want an error within the idle bound", n, err, took, idle)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
+		t.Fatalf("left %d files behind: %v", len(ents), ents)
 	}
 }
