@@ -299,14 +299,17 @@ func sameValidators(h http.Header, etag string, lastModified int64) error {
 
 // nextMeta is the meta of the fetch being started, with the answer's
 // validators: a resumed file's answer carries none but the cache's
-// (continues), and one it lacks is the cache's.
+// (continues), and one it lacks is the cache's. A resumed file's date is
+// as strong as it was for the cached part: a later Date proves nothing of
+// the version those bytes were.
 func (p *plan) nextMeta(src Source, resp *http.Response, length int64, pieceSize int32) *store.Meta {
 	meta := &store.Meta{
 		TaskID: src.TaskID, URL: src.TaskURL, PieceSize: pieceSize, HTTPFileLen: length, BizID: src.Identifier,
 		AccessTime: time.Now().UnixMilli(), Md5: src.Md5, LastModified: lastModifiedMillis(resp.Header),
-		ETag: resp.Header.Get("ETag"),
+		ETag: resp.Header.Get("ETag"), LastModifiedStrong: answerStrongLastModified(resp),
 	}
 	if p.resume != nil {
+		meta.LastModifiedStrong = p.meta.LastModifiedStrong
 		if meta.ETag == "" {
 			meta.ETag = p.meta.ETag
 		}
