@@ -42,8 +42,13 @@ func strongAt(lastModified, date time.Time) bool {
 }
 
 // answerStrongLastModified is strongLastModified of the answer a fetch
-// takes.
+// takes. A member's file comes with its home's word for it (the home saw
+// the origin's Date, the asker does not): an older home, which gives none,
+// leaves the date weak.
 func answerStrongLastModified(resp *http.Response) bool {
+	if mb, ok := resp.Body.(*memberBody); ok {
+		return mb.lastModifiedStrong
+	}
 	return strongLastModified(resp.Header)
 }
 

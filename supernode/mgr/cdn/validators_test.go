@@ -7,10 +7,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/damselfly-p2p/damselfly/apis/types"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -243,5 +245,78 @@ func TestWeakDateDoesNotReuse(t *testing.T) {
 	if len(reqs) != 2 || reqs[1].Get("If-Modified-Since") != "" || statuses[1] != http.StatusOK {
 		t.Fatalf("second request If-Modified-Since %q answered %v, want a plain GET answered 200",
 			reqs[1].Get("If-Modified-Since"), statuses)
+	}
+}
+
+// A home that dies mid-file whose origin sent only a weak date: If-Range
+// by that date would take the rest from a version rewritten in the same
+// second, after the home's pieces of the old one. The home does not vouch
+// for the date, so the asker has no validator and fails the fill, as
+// without any; the next fill reads the origin whole.
+func TestClusterFallbackWeakDateFails(t *testing.T) {
+	n := 2*int(piece.ContentSize(piece.DefaultSize)) + 100
+	v1, v2 := bytes.Repeat([]byte("a"), n), bytes.Repeat([]byte("b"), n)
+	o := newSameSecondOrigin(t, v1)
+	home, src := homeOf(t, o.URL)
+	o.rewrite(v2)
+	h := newHomeT(t, home, "t1", int64(n), "cut")
+	asker, st := clusterManager(t, anyProgress(t), Metrics{})
+	src.Via = strings.TrimPrefix(h.URL, "http://")
+	_, res := start(t, asker, src)
+	if res.OK {
+		got := cachedContent(t, st, "t1")
+		t.Fatalf("the fill completed across versions (%d bytes of the old, %d of the new)",
+			bytes.Count(got, []byte("a")), bytes.Count(got, []byte("b")))
+	}
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "no strong validator") {
+		t.Fatalf("failed with %v, want no strong validator", res.Err)
+	}
+	if reqs, _ := o.seen(t, 1); len(reqs) != 1 {
+		t.Fatalf("the origin was asked %d times, want once (by the home)", len(reqs))
+	}
+	src.Via = ""
+	if _, res := start(t, asker, src); !res.OK || !bytes.Equal(cachedContent(t, st, "t1"), v2) {
+		t.Fatalf("the next fill: %+v, want the new version whole", res)
+	}
+}
+
+// A home sends its Last-Modified only when it is strong, and says so; an
+// asker resumes with a home's date only on that word (a home before it
+// sends any date, unmarked), and with a strong ETag first.
+func TestHomeValidators(t *testing.T) {
+	mod := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	date := mod.Format(http.TimeFormat)
+	for name, tc := range map[string]struct {
+		etag      string
+		strong    bool
+		wantLM    string
+		wantValid string
+	}{
+		"strong date":       {strong: true, wantLM: date, wantValid: date},
+		"weak date":         {},
+		"strong ETag":       {etag: `"e"`, wantValid: `"e"`},
+		"weak ETag, strong": {etag: `W/"e"`, strong: true, wantLM: date, wantValid: date},
+		"weak ETag, weak":   {etag: `W/"e"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, st := newManager(t, nil, 0)
+			if err := st.WriteMeta(&store.Meta{TaskID: "t", URL: "http://o/f", ETag: tc.etag, LastModified: mod.UnixMilli(),
+				LastModifiedStrong: tc.strong}); err != nil {
+				t.Fatal(err)
+			}
+			h := m.Validators("t")
+			marked := h.Get(types.ClusterHeaderLastModifiedStrong) == "1"
+			if h.Get("Last-Modified") != tc.wantLM || marked != (tc.wantLM != "") || h.Get("ETag") != tc.etag {
+				t.Fatalf("home sends %v, want ETag %q and Last-Modified %q, marked strong", h, tc.etag, tc.wantLM)
+			}
+			if v, _ := homeValidator(h, marked); v != tc.wantValid {
+				t.Fatalf("asker's If-Range %q, want %q", v, tc.wantValid)
+			}
+		})
+	}
+	// A home before the mark sends a date it may not know strong.
+	old := http.Header{"Last-Modified": {date}}
+	if v, _ := homeValidator(old, false); v != "" {
+		t.Fatalf("an unmarked date gives If-Range %q, want none", v)
 	}
 }
