@@ -192,17 +192,7 @@ func TestWeakDateDoesNotResume(t *testing.T) {
 	o.stallAt = 2 * cs
 	m1, st := newManager(t, anyProgress(t), 0)
 	src := Source{TaskID: "w1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-	done := make(chan Result, 1)
-	if _, err := m1.Start(src, func(r Result) { done <- r }); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); m1.PieceDigest("w1", 1).IsZero(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("piece 1 never written")
-		}
-	}
-	m1.Close()
-	<-done
+	interruptAfter(t, m1, src, 1)
 	if meta, err := st.ReadMeta("w1"); err != nil || meta.LastModified == 0 || meta.LastModifiedStrong {
 		t.Fatalf("partial cache meta %+v (%v), want its date recorded weak", meta, err)
 	}
