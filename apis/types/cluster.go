@@ -43,6 +43,11 @@ const (
 	ClusterHeaderTaskID     = "X-Damselfly-Task-Id"
 	ClusterHeaderFileLength = "X-Damselfly-File-Length" // the source's length, -1 when unknown
 	ClusterHeaderPieceSize  = "X-Damselfly-Piece-Size"
+	// ClusterHeaderLastModifiedStrong is "1" when the Last-Modified sent
+	// with the file is a strong validator (the origin's Date was at least
+	// a second later); the asker, which never sees that Date, resumes from
+	// the origin with the date only then. A home sends no weak date.
+	ClusterHeaderLastModifiedStrong = "X-Damselfly-Last-Modified-Strong"
 )
 
 // ClusterInfo is the reply of GET /api/v1/cluster: the members as this

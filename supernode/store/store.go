@@ -48,6 +48,13 @@ type Meta struct {
 	ETag         string `json:"eTag"`
 	Finish       bool   `json:"finish"`
 	Success      bool   `json:"success"`
+	// LastModifiedStrong says LastModified is a strong validator: the
+	// source's Date, in the answer it came in, was at least a second
+	// later (RFC 9110 8.8.2.2). A weak date may be shared by two versions
+	// written within one second, so it never validates nor resumes a
+	// cache. False in a meta written before the field: such a date is
+	// taken for weak.
+	LastModifiedStrong bool `json:"lastModifiedStrong,omitempty"`
 	// Blake3 identifies the content of a complete file: the BLAKE3 of its
 	// pieces' BLAKE3 digests. The sidecars are keyed by it, so a sidecar
 	// of other content is never read. Empty in a cache written before it.

@@ -160,17 +160,7 @@ func TestResumeTakesOnlyTheRangeOfTheCachedVersion(t *testing.T) {
 			o := newBlindOrigin(t, v1, 2*cs)
 			m1, st := newManager(t, anyProgress(t), 0)
 			src := Source{TaskID: "b1", RawURL: o.URL + "/f", TaskURL: o.URL + "/f"}
-			done := make(chan Result, 1)
-			if _, err := m1.Start(src, func(r Result) { done <- r }); err != nil {
-				t.Fatal(err)
-			}
-			for deadline := time.Now().Add(20 * time.Second); m1.PieceDigest("b1", 1).IsZero(); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("piece 1 never written")
-				}
-			}
-			m1.Close()
-			<-done
+			interruptAfter(t, m1, src, 1)
 			o.setAnswer(ignoresIfRange(tc.now, tc.cr))
 
 			started, res := start(t, restarted(t, st, anyProgress(t)), src)

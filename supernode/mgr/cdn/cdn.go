@@ -5,6 +5,7 @@
 // computed on demand; a whole-file md5 or sha256 only when the task expects
 // one. A complete cached file is reused after a
 // conditional request to the source; a half-fetched one resumes with Range.
+// Both only with a strong validator (validators.go).
 //
 // One file per concern, as Dragonfly 1.x split its CDN:
 //   - plan.go: what to ask the source (cache reuse, conditional request,
@@ -31,7 +32,9 @@
 //   - cluster.go: reading a task from its cluster home instead of the
 //     origin, each piece checked against the home's BLAKE3;
 //   - memberresume.go: the switch from the home to the origin, from the
-//     first byte not verified.
+//     first byte not verified;
+//   - validators.go: which ETag and Last-Modified may vouch for cached
+//     bytes (strong ones: a date at least a second before the Date).
 package cdn
 
 //go:generate go tool mockgen -source=cdn.go -destination=mock_deps_test.go -package=cdn -exclude_interfaces=Store

@@ -33,7 +33,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -168,13 +167,24 @@ func (m *Manager) fromMember(ctx context.Context, src Source) (*http.Response, s
 			h.Set(k, v)
 		}
 	}
-	// If-Range takes no weak ETag (RFC 9110 13.1.5): Last-Modified then.
 	mb.home = h
-	mb.validator, mb.etag = h.Get("ETag"), true
-	if mb.validator == "" || strings.HasPrefix(mb.validator, "W/") {
-		mb.validator, mb.etag = h.Get("Last-Modified"), false
-	}
+	mb.lastModifiedStrong = h.Get("Last-Modified") != "" && resp.Header.Get(types.ClusterHeaderLastModifiedStrong) == "1"
+	mb.validator, mb.etag = homeValidator(h, mb.lastModifiedStrong)
 	return &http.Response{StatusCode: http.StatusOK, ContentLength: length, Header: h, Body: mb}, "", nil
+}
+
+// homeValidator is the validator a resume from the origin asks If-Range
+// with ("" for none): the home's ETag if it is strong (RFC 9110 13.1.5
+// takes no weak ETag there), else its Last-Modified if the home vouched
+// that it was strong; etag tells which.
+func homeValidator(h http.Header, lastModifiedStrong bool) (string, bool) {
+	if etag := h.Get("ETag"); strongETag(etag) {
+		return etag, true
+	}
+	if lastModifiedStrong {
+		return h.Get("Last-Modified"), false
+	}
+	return "", false
 }
 
 // memberRequest is a request to member's API at path, with the cluster's
@@ -209,7 +219,10 @@ func checkMemberAnswer(resp *http.Response, taskID string) (int64, error) {
 
 // Validators are the source's ETag and Last-Modified of a task's cache
 // file, as a member sends them with the file: the asker keeps them in its
-// own meta and resumes from the origin only if they still hold.
+// own meta and resumes from the origin only if they still hold. The asker
+// never sees the origin's Date, so Last-Modified is sent only when it is
+// strong, and marked so (ClusterHeaderLastModifiedStrong): an asker that
+// predates the mark would resume with any date it is given.
 func (m *Manager) Validators(taskID string) http.Header {
 	h := http.Header{}
 	meta, err := m.store.ReadMeta(taskID)
@@ -219,8 +232,9 @@ func (m *Manager) Validators(taskID string) http.Header {
 	if meta.ETag != "" {
 		h.Set("ETag", meta.ETag)
 	}
-	if meta.LastModified != 0 {
-		h.Set("Last-Modified", httpTime(meta.LastModified))
+	if date := strongDate(meta); date != "" {
+		h.Set("Last-Modified", date)
+		h.Set(types.ClusterHeaderLastModifiedStrong, "1")
 	}
 	return h
 }
@@ -266,11 +280,15 @@ type memberBody struct {
 	buf     []byte
 	ended   bool          // the member closed the file
 	origin  io.ReadCloser // after a switch to the origin
-	// validator is the home's ETag (etag set) or else Last-Modified of
-	// the file: a resume from the origin asks If-Range with it, so a file
-	// that changed since is not completed with another version's bytes.
+	// validator is the home's strong ETag (etag set) or else its strong
+	// Last-Modified of the file ("" for neither): a resume from the origin
+	// asks If-Range with it, so a file that changed since is not
+	// completed with another version's bytes.
 	validator string
 	etag      bool
+	// lastModifiedStrong is the home's word that its Last-Modified is a
+	// strong validator (it saw the origin's Date with it).
+	lastModifiedStrong bool
 	// home is the home's ETag and Last-Modified, which an origin's 206
 	// after the switch must not contradict.
 	home http.Header

@@ -3,10 +3,12 @@ package cdn
 // The switch from a member to the origin. Pieces the home gave were
 // already offered to peers, so the fill cannot start over: the rest must be
 // the same version's bytes, from the first byte not verified, or the fill
-// fails. Only a validator can prove that: a resume asks If-Range with the
-// ETag or Last-Modified the home sent, and without one (the origin sends
-// neither) nothing after byte 0 is taken from the origin, as the CDN's own
-// resume of a partial cache (plan) never resumes without one. A task with
+// fails. Only a strong validator can prove that: a resume asks If-Range
+// with the strong ETag or the strong Last-Modified the home sent (a date is
+// strong when the origin's Date was a second later, which only the home
+// saw: validators.go), and without one (the origin sent neither, or only
+// weak ones) nothing after byte 0 is taken from the origin, as the CDN's
+// own resume of a partial cache (plan) never resumes without one. A task with
 // the client's own Range is that range of the origin: the rest is the
 // range moved forward, as dfget moves it when it resumes a ranged download;
 // an origin that ignores Range answers the whole file, of which the rest is
@@ -32,7 +34,8 @@ func (b *memberBody) toOrigin(reason string, cause error) error {
 	b.keepAlive()
 	if b.off > 0 && b.validator == "" {
 		b.m.metrics.ClusterFallbacks.WithLabelValues(reason).Inc()
-		return fmt.Errorf("cluster fetch %s after %d bytes (%v), and the source sent neither ETag nor Last-Modified: "+
+		return fmt.Errorf("cluster fetch %s after %d bytes (%v), and the source sent no strong validator "+
+			"(a strong ETag, or a Last-Modified at least 1 s before its Date): "+
 			"the rest cannot be proven the same version, so the fill fails", reason, b.off, cause)
 	}
 	b.m.fallback(b.src, reason, cause)

@@ -83,7 +83,7 @@ func TestClusterFallbackWithoutValidatorFails(t *testing.T) {
 			ap.EXPECT().FinishCDN("t1", gomock.Any(), gomock.Any()) // the result is checked below
 			asker, _ := clusterManager(t, ap, Metrics{})
 			src.Via = strings.TrimPrefix(h.URL, "http://")
-			if _, res := start(t, asker, src); res.OK || res.Err == nil || !strings.Contains(res.Err.Error(), "neither ETag nor Last-Modified") {
+			if _, res := start(t, asker, src); res.OK || res.Err == nil || !strings.Contains(res.Err.Error(), "no strong validator") {
 				t.Fatalf("a fill resumed from the origin without a validator: %+v", res)
 			}
 			o.mu.Lock()

@@ -116,10 +116,12 @@ func (m *Manager) ask(ctx context.Context, src Source, p *plan) (*http.Response,
 }
 
 // plan reads the task's cache meta and decides the request: a complete
-// file of the same task is validated with If-None-Match/If-Modified-Since
-// (a file without validators is refetched, as v1 does); a partial one with
-// validators and a known length resumes after the pieces its journal
-// vouches for (resumable), unless the client asked for a range itself.
+// file of the same task is validated with If-None-Match/If-Modified-Since,
+// each sent only with a strong validator (a file without one is refetched,
+// as v1 does one without any: a 304 to a weak one could be of a newer
+// version); a partial one with a strong validator and a known length
+// resumes after the pieces its journal vouches for (resumable), unless the
+// client asked for a range itself.
 // given, when not nil, is what the registrations of a fill that waited for
 // its turn were answered: its piece size, and its length when known, are
 // the fill's, and a cache of another is not used.
@@ -141,11 +143,11 @@ func (m *Manager) plan(src Source, given *Started) *plan {
 		// A cache the expected sha256 was never checked on (or another one
 		// was): fetched whole, so this fetch checks it.
 	case meta.Finish && meta.Success:
-		if meta.ETag != "" {
+		if strongETag(meta.ETag) {
 			p.headers["If-None-Match"] = meta.ETag
 		}
-		if meta.LastModified != 0 {
-			p.headers["If-Modified-Since"] = httpTime(meta.LastModified)
+		if date := strongDate(meta); date != "" {
+			p.headers["If-Modified-Since"] = date
 		}
 	case !meta.Finish && meta.HTTPFileLen > 0 && !userRange && ifRange(meta) != "":
 		pre := m.resumable(id, meta, newFileSums(src))
@@ -161,17 +163,15 @@ func (m *Manager) plan(src Source, given *Started) *plan {
 }
 
 // ifRange is the validator a resume sends in If-Range ("" for none, and
-// then no resume): the ETag if it is strong, else Last-Modified. RFC 9110
-// (13.1.5) forbids a weak ETag there; a source answers it with the whole
-// file, so the partial cache would never be resumed.
+// then no resume): the ETag if it is strong, else Last-Modified if it is.
+// RFC 9110 (13.1.5) forbids a weak ETag there (a source answers it with
+// the whole file), and a weak date lets a source honour it with the range
+// of a version written in the same second, after the old one's pieces.
 func ifRange(meta *store.Meta) string {
-	switch {
-	case meta.ETag != "" && !strings.HasPrefix(meta.ETag, "W/"):
+	if strongETag(meta.ETag) {
 		return meta.ETag
-	case meta.LastModified != 0:
-		return httpTime(meta.LastModified)
 	}
-	return ""
+	return strongDate(meta)
 }
 
 // sameTask reports whether a cache meta is of this task: same ID and URL,
@@ -286,7 +286,10 @@ func (p *plan) continues(resp *http.Response) error {
 // sameValidators checks that a 206 resuming a part carries no validator
 // other than the part's (etag, and lastModified in Unix milliseconds): a
 // source that ignores If-Range answers the Range from its new version,
-// which would follow the old one's bytes.
+// which would follow the old one's bytes. It only refuses: a validator
+// that differs proves another version, weak or not, while an equal one
+// proves the same version only when strong, which is why a resume is
+// asked only with a strong one (ifRange).
 func sameValidators(h http.Header, etag string, lastModified int64) error {
 	if got := h.Get("ETag"); got != "" && got != etag {
 		return fmt.Errorf("ETag %s, the part before is of ETag %s (the source ignores If-Range?)", got, cmp.Or(etag, "none"))
@@ -299,14 +302,17 @@ func sameValidators(h http.Header, etag string, lastModified int64) error {
 
 // nextMeta is the meta of the fetch being started, with the answer's
 // validators: a resumed file's answer carries none but the cache's
-// (continues), and one it lacks is the cache's.
+// (continues), and one it lacks is the cache's. A resumed file's date is
+// as strong as it was for the cached part: a later Date proves nothing of
+// the version those bytes were.
 func (p *plan) nextMeta(src Source, resp *http.Response, length int64, pieceSize int32) *store.Meta {
 	meta := &store.Meta{
 		TaskID: src.TaskID, URL: src.TaskURL, PieceSize: pieceSize, HTTPFileLen: length, BizID: src.Identifier,
 		AccessTime: time.Now().UnixMilli(), Md5: src.Md5, LastModified: lastModifiedMillis(resp.Header),
-		ETag: resp.Header.Get("ETag"),
+		ETag: resp.Header.Get("ETag"), LastModifiedStrong: answerStrongLastModified(resp),
 	}
 	if p.resume != nil {
+		meta.LastModifiedStrong = p.meta.LastModifiedStrong
 		if meta.ETag == "" {
 			meta.ETag = p.meta.ETag
 		}

@@ -16,13 +16,14 @@ import (
 
 // plan asks the source what the cache needs: nothing special without a
 // usable meta, a conditional request for a complete file it can validate,
-// a Range after the valid pieces of a partial one.
+// a Range after the valid pieces of a partial one. Only strong validators
+// are sent: a 304 or a 206 to a weak one could be of another version.
 func TestPlan(t *testing.T) {
 	const ps = 1 << 20 // the header keeps the size above its 24 length bits
 	cs := int(piece.ContentSize(ps))
 	mod := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	complete := store.Meta{TaskID: "t", URL: "http://o/f", PieceSize: ps, HTTPFileLen: 3 * int64(cs), Md5: "ABC",
-		Finish: true, Success: true, ETag: `"e1"`, LastModified: mod.UnixMilli()}
+		Finish: true, Success: true, ETag: `"e1"`, LastModified: mod.UnixMilli(), LastModifiedStrong: true}
 	partial := complete
 	partial.Finish, partial.Success = false, false
 	src := Source{TaskID: "t", TaskURL: "http://o/f", Md5: "abc"}
@@ -39,20 +40,27 @@ func TestPlan(t *testing.T) {
 		// noJournal leaves the pieces without the journal of their fetch.
 		noJournal bool
 	}{
-		"no meta":             {src: src, headers: map[string]string{}, resume: -1},
-		"other url":           {meta: &complete, edit: func(m *store.Meta) { m.URL = "http://o/g" }, src: src, headers: map[string]string{}, resume: -1},
-		"other md5":           {meta: &complete, edit: func(m *store.Meta) { m.Md5 = "abd" }, src: src, headers: map[string]string{}, resume: -1},
-		"complete":            {meta: &complete, src: src, resume: -1, headers: map[string]string{"If-None-Match": `"e1"`, "If-Modified-Since": mod.Format(http.TimeFormat)}},
-		"complete, no etag":   {meta: &complete, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: -1, headers: map[string]string{"If-Modified-Since": mod.Format(http.TimeFormat)}},
-		"complete, no checks": {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
-		"partial":             {meta: &partial, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
-		"partial, date only":  {meta: &partial, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
+		"no meta":                      {src: src, headers: map[string]string{}, resume: -1},
+		"other url":                    {meta: &complete, edit: func(m *store.Meta) { m.URL = "http://o/g" }, src: src, headers: map[string]string{}, resume: -1},
+		"other md5":                    {meta: &complete, edit: func(m *store.Meta) { m.Md5 = "abd" }, src: src, headers: map[string]string{}, resume: -1},
+		"complete":                     {meta: &complete, src: src, resume: -1, headers: map[string]string{"If-None-Match": `"e1"`, "If-Modified-Since": mod.Format(http.TimeFormat)}},
+		"complete, no etag":            {meta: &complete, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: -1, headers: map[string]string{"If-Modified-Since": mod.Format(http.TimeFormat)}},
+		"complete, no checks":          {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
+		"complete, weak date":          {meta: &complete, edit: func(m *store.Meta) { m.LastModifiedStrong = false }, src: src, resume: -1, headers: map[string]string{"If-None-Match": `"e1"`}},
+		"complete, weak etag":          {meta: &complete, edit: func(m *store.Meta) { m.ETag = `W/"e1"` }, src: src, resume: -1, headers: map[string]string{"If-Modified-Since": mod.Format(http.TimeFormat)}},
+		"complete, weak only":          {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModifiedStrong = `W/"e1"`, false }, src: src, headers: map[string]string{}, resume: -1},
+		"complete, weak date, no etag": {meta: &complete, edit: func(m *store.Meta) { m.ETag, m.LastModifiedStrong = "", false }, src: src, headers: map[string]string{}, resume: -1},
+		"partial":                      {meta: &partial, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
+		"partial, date only":           {meta: &partial, edit: func(m *store.Meta) { m.ETag = "" }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
 		// RFC 9110 forbids a weak ETag in If-Range: the date, or no resume.
 		"partial, weak etag":      {meta: &partial, edit: func(m *store.Meta) { m.ETag = `W/"e1"` }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": mod.Format(http.TimeFormat)}},
 		"partial, weak etag only": {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = `W/"e1"`, 0 }, src: src, headers: map[string]string{}, resume: -1},
 		"partial, no journal":     {meta: &partial, src: src, headers: map[string]string{}, resume: -1, noJournal: true},
 		"partial, user range":     {meta: &partial, src: ranged, headers: map[string]string{}, resume: -1},
 		"partial, no checks":      {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModified = "", 0 }, src: src, headers: map[string]string{}, resume: -1},
+		"partial, weak date":      {meta: &partial, edit: func(m *store.Meta) { m.LastModifiedStrong = false }, src: src, resume: 2, headers: map[string]string{"Range": rangeAfter2, "If-Range": `"e1"`}},
+		"partial, weak date only": {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModifiedStrong = "", false }, src: src, headers: map[string]string{}, resume: -1},
+		"partial, weak only":      {meta: &partial, edit: func(m *store.Meta) { m.ETag, m.LastModifiedStrong = `W/"e1"`, false }, src: src, headers: map[string]string{}, resume: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m, st := newManager(t, nil, 0)

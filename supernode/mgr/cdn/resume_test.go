@@ -28,21 +28,28 @@ func interrupted(t *testing.T, id string, data []byte, keep int) (*store.Store, 
 	p.EXPECT().FinishCDN(id, 0, false)
 	m, st := newManager(t, p, 0)
 	src := Source{TaskID: id, RawURL: o.URL + "/f", TaskURL: o.URL + "/f", Md5: piece.Md5Hex(data)}
+	if res := interruptAfter(t, m, src, keep-1); res.OK {
+		t.Fatalf("interrupted fill succeeded: %+v", res)
+	}
+	return st, o, src
+}
+
+// interruptAfter starts src's fill on m and, once piece num is written,
+// closes m as a supernode stop does: the cache is left partial, with its
+// journal. It returns the fill's result.
+func interruptAfter(t *testing.T, m *Manager, src Source, num int) Result {
+	t.Helper()
 	done := make(chan Result, 1)
 	if _, err := m.Start(src, func(r Result) { done <- r }); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); m.PieceDigest(id, keep-1).IsZero(); {
+	for deadline := time.Now().Add(20 * time.Second); m.PieceDigest(src.TaskID, num).IsZero(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("piece %d never written", keep-1)
+			t.Fatalf("piece %d never written", num)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	m.Close()
-	if res := <-done; res.OK {
-		t.Fatalf("interrupted fill succeeded: %+v", res)
-	}
-	return st, o, src
+	return <-done
 }
 
 // editJournal rewrites the journal of id with edit applied to its lines
