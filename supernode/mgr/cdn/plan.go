@@ -68,6 +68,9 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if !running {
 		m.fills.release()
 	}
+	if errors.Is(err, errHomeWaits) {
+		return m.startAfterHomeWaits(src, done)
+	}
 	return st, err
 }
 
