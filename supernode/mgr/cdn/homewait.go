@@ -39,12 +39,13 @@ const (
 	// longer than a home's line takes to move under a busy but working
 	// origin (a slot frees whenever one of its fills ends: 16 fills of
 	// layers of a few hundred MiB at tens of MiB/s each take seconds to
-	// tens of seconds), and short beside what its clients wait: a dfget
-	// without --timeout gets 5 minutes for a file of unknown length and
-	// length/64 KiB/s + 10 s otherwise, 8.5 minutes for 32 MiB. A home
-	// whose fill has not started after it has a line that does not move (a
-	// stalled origin ahead, each fill of which may take its stall bounds):
-	// reading the origin here is then the lesser cost.
+	// tens of seconds), and within what its clients wait: a dfget without
+	// --timeout gets 5 minutes for a file of unknown length and
+	// length/64 KiB/s + 10 s otherwise, 2 minutes from 7 MiB on (the
+	// clients of a smaller file may give up first, as in any fill's
+	// line). A home whose fill has not started after it has a line that
+	// does not move (a stalled origin ahead, each fill of which may take
+	// its stall bounds): reading the origin here is then the lesser cost.
 	homeWaitBound = 2 * time.Minute
 	// homePollEvery is how often a waiting fill asks its home for the
 	// task's info: one small request a second per waiting fill.
