@@ -17,19 +17,7 @@ func TestClusterFillLimitWaitsForHome(t *testing.T) {
 	m, ctx := startMulti(t, MultiSpec{Supernodes: 2, Files: 4, PeersPerFile: 3, Size: size, OriginRate: 200 * Mbit,
 		Cluster: true, SupernodeArgs: []string{"--cdn-fill-limit", "1"}})
 	r := homedRound(t, m, "fill-wait", 2)
-	rnd := rand.New(rand.NewPCG(5, 6))
-	picks := map[[2]int]int{}
-	for f, url := range r.URLs {
-		home := m.Home(url)
-		for p := range m.Peers[f] {
-			pick := rnd.IntN(len(m.Supernodes))
-			if p == 0 {
-				pick = 1 - home
-			}
-			picks[[2]int{f, p}] = pick
-		}
-	}
-	r.Nodes = func(f, p int) []string { return []string{m.Supernodes[picks[[2]int{f, p}]].Node()} }
+	r.Nodes = randomNodes(m, r, rand.New(rand.NewPCG(5, 6)))
 	res, err := m.Run(ctx, r)
 	if err != nil {
 		t.Fatal(err)
@@ -37,16 +25,9 @@ func TestClusterFillLimitWaitsForHome(t *testing.T) {
 	for _, err := range res.Errors {
 		t.Error(err)
 	}
-	var fromMembers, waited, fallbacks float64
-	for _, s := range m.Supernodes {
-		mx, err := s.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fromMembers += SumMetric(mx, "dragonfly_supernode_cdn_cluster_bytes_total")
-		fallbacks += SumMetric(mx, "dragonfly_supernode_cluster_fetch_fallbacks_total")
-		waited += mx["dragonfly_supernode_cdn_fills_waiting_home"]
-	}
+	sums := sumMetrics(ctx, t, m, "dragonfly_supernode_cdn_cluster_bytes_total", "dragonfly_supernode_cluster_fetch_fallbacks_total",
+		"dragonfly_supernode_cdn_fills_waiting_home")
+	fromMembers, fallbacks, waited := sums[0], sums[1], sums[2]
 	for f, n := range res.OriginBytes {
 		// The one-byte length probes of waiting fills add a byte each.
 		reads := n / size
