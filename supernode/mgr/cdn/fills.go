@@ -75,8 +75,7 @@ func (g *fillGate) join() *turn {
 // holding one waits on another supernode's line: at the end of the line,
 // it would wait a second turn, and under a steady stream of new fills
 // could wait out its bound and read the origin after all, the double read
-// the wait is for. Nobody is passed who was not already behind it when
-// it first got its slot, save fills that came meanwhile.
+// the wait is for. Every fill it passes joined the line after it did.
 func (g *fillGate) rejoin() *turn {
 	t := &turn{ready: make(chan struct{}), back: true}
 	g.mu.Lock()
