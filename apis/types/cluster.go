@@ -11,6 +11,14 @@ const ClusterFetchPath = "/api/v1/cluster/fetch"
 // the home gave it.
 const TaskInfoPath = "/api/v1/tasks/"
 
+// CodeClusterFillWaits is the code in the JSON error body of a cluster
+// fetch's 409 from a home whose own fill of the task waits for a fill slot
+// (--cdn-fill-limit): the asker gives its own slot back, waits for the
+// home's fill to start (TaskInfo.FillWaiting turns false) and asks again.
+// Any other 409 (code 409: the home reads the task from a member) means
+// "read the origin", as every 409 from a home older than this code does.
+const CodeClusterFillWaits = 4091
+
 // ClusterFetchRequest is the body of POST /api/v1/cluster/fetch: what
 // identifies the task and how to read its source, as a registration gives
 // it. The answer is the file as a stream of pieces with their digests (see

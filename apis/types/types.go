@@ -133,6 +133,11 @@ type TaskInfo struct {
 	Identifier     string            `json:"identifier,omitempty"`
 	Headers        map[string]string `json:"headers,omitempty"`
 	AsSeed         bool              `json:"asSeed"`
+	// FillWaiting (Damselfly) marks a RUNNING task whose CDN fill has not
+	// started: it waits for a fill slot (--cdn-fill-limit) or, on a
+	// cluster member, for its home's fill. A member waiting for this
+	// supernode's fill asks for the file once it is false.
+	FillWaiting bool `json:"fillWaiting,omitempty"`
 }
 
 // PeerCreateRequest is the body of POST /api/v1/peers.

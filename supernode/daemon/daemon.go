@@ -184,7 +184,7 @@ func (d *Daemon) newCDN(st *store.Store, prog *progress.Manager) *cdn.Manager {
 		CacheHit: mx.CDNCacheHit, Download: mx.CDNDownload, DownloadBytes: mx.CDNDownloadBytes,
 		DownloadFailed: mx.CDNDownloadFailed, SourceFailures: mx.SourceFailures,
 		ClusterBytes: mx.CDNClusterBytes, ClusterFallbacks: mx.ClusterFallbacks, Md5OnDemand: mx.Md5OnDemand,
-		Fills: mx.CDNFills, FillsWaiting: mx.CDNFillsWaiting,
+		Fills: mx.CDNFills, FillsWaiting: mx.CDNFillsWaiting, FillsWaitingHome: mx.CDNFillsWaitingHome,
 	}, d.log.WithField("mgr", "cdn"))
 }
 

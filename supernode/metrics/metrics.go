@@ -57,8 +57,10 @@ type Metrics struct {
 	// Dragonfly 1.x dfget): the fill computes BLAKE3 only.
 	Md5OnDemand prometheus.Counter
 	// CDNFills and CDNFillsWaiting are the CDN fills running and those
-	// waiting for their turn under --cdn-fill-limit.
-	CDNFills, CDNFillsWaiting prometheus.Gauge
+	// waiting for their turn under --cdn-fill-limit; CDNFillsWaitingHome
+	// those that gave their slot back to wait for their cluster home's
+	// fill, itself waiting for a slot there.
+	CDNFills, CDNFillsWaiting, CDNFillsWaitingHome prometheus.Gauge
 	// ClientAddressRefused counts calls as a client (and registrations
 	// of its CID) refused for coming from another address than the
 	// client registered from.
@@ -147,7 +149,8 @@ func New() *Metrics {
 		m.CDNDownloadFailed, m.GCTasks, m.GCPeers, m.GCDisks, m.LastGCDisks,
 		m.DfgetDuration, m.DfgetBytes, m.DfgetTotal, m.DfgetFailed,
 		m.PieceServerBytes, m.PiecesScheduled, m.PiecesFailed, m.SourceFailures,
-		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand, m.CDNFills, m.CDNFillsWaiting, m.ClientAddressRefused)
+		m.ClusterMemberUp, m.CDNClusterBytes, m.ClusterFallbacks, m.Md5OnDemand, m.CDNFills, m.CDNFillsWaiting, m.CDNFillsWaitingHome,
+		m.ClientAddressRefused)
 	return m
 }
 
@@ -167,6 +170,8 @@ func addDamselfly(m *Metrics) {
 		Name: "cdn_fills_running", Help: "CDN fills running (at most --cdn-fill-limit)."})
 	m.CDNFillsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
 		Name: "cdn_fills_waiting", Help: "CDN fills waiting for their turn under --cdn-fill-limit."})
+	m.CDNFillsWaitingHome = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "supernode",
+		Name: "cdn_fills_waiting_home", Help: "CDN fills without a slot waiting for their cluster home's fill to start."})
 	m.ClientAddressRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "supernode",
 		Name: "client_address_refused_total", Help: "Calls as a client refused for coming from another address than its registration."})
 }

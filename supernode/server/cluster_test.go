@@ -40,9 +40,10 @@ func post(t *testing.T, url, body string) (*http.Response, string) {
 }
 
 // A member asking for a task this supernode is itself reading from a
-// member, or whose fill waits for a slot here, is refused, so the two
-// never wait on each other; any other ask
-// makes the task exist here without routing it again, then streams it.
+// member, or whose fill waits here for the asker's own fill, is told to
+// read the origin (code 409); one whose fill waits for a slot here is told
+// so (CodeClusterFillWaits), so the asker waits without a slot; any other
+// ask makes the task exist here without routing it again, then streams it.
 func TestClusterFetchRoute(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	tasks, c := NewMockTasks(ctrl), NewMockClusterCDN(ctrl)
@@ -65,6 +66,7 @@ func TestClusterFetchRoute(t *testing.T) {
 		{strings.Replace(body, "{", `{"keepAliveMs":500,`, 1), 500 * time.Millisecond},
 	} {
 		c.EXPECT().MemberOf("t1").Return("")
+		c.EXPECT().WaitsOn("t1").Return("10.0.0.3:8002")
 		tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
 		tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
 		c.EXPECT().Waiting("t1").Return(false)
@@ -82,17 +84,32 @@ func TestClusterFetchRoute(t *testing.T) {
 	}
 
 	// A task whose fill waits for its turn here is refused too: the
-	// asker's fill holds a slot on its own supernode meanwhile.
+	// asker's fill holds a slot on its own supernode meanwhile, and is
+	// told to give it back and wait.
 	c.EXPECT().MemberOf("t1").Return("")
+	c.EXPECT().WaitsOn("t1").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: -1, PieceSize: 4 << 20}, nil)
 	c.EXPECT().Waiting("t1").Return(true)
 	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
-	if resp.StatusCode != http.StatusConflict || !strings.Contains(msg, "waits for a slot") {
+	var e types.ErrorResponse
+	if resp.StatusCode != http.StatusConflict || json.Unmarshal([]byte(msg), &e) != nil || e.Code != types.CodeClusterFillWaits ||
+		!strings.Contains(e.Message, "waits for a slot") {
 		t.Fatalf("fetch of a task whose fill waits: %d %s", resp.StatusCode, msg)
 	}
 
+	// Whose fill here waits for the asker's own: each takes the other for
+	// the home, and the asker reads the origin.
+	c.EXPECT().MemberOf("t1").Return("")
+	c.EXPECT().WaitsOn("t1").Return("10.0.0.2:8002")
+	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
+	if resp.StatusCode != http.StatusConflict || json.Unmarshal([]byte(msg), &e) != nil || e.Code != http.StatusConflict ||
+		!strings.Contains(e.Message, "read the origin") {
+		t.Fatalf("fetch of a task whose fill waits for the asker's: %d %s", resp.StatusCode, msg)
+	}
+
 	c.EXPECT().MemberOf("t2").Return("")
+	c.EXPECT().WaitsOn("t2").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1"}, nil)
 	if resp, _ = post(t, srv.URL+types.ClusterFetchPath, `{"taskId":"t2","rawUrl":"http://origin/f"}`); resp.StatusCode != http.StatusBadRequest {
@@ -135,6 +152,7 @@ func TestClusterFetchEndsOnClosing(t *testing.T) {
 		ClusterCDN: c, Closing: closing}))
 	t.Cleanup(srv.Close)
 	c.EXPECT().MemberOf("t1").Return("")
+	c.EXPECT().WaitsOn("t1").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
 	c.EXPECT().Waiting("t1").Return(false)

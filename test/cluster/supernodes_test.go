@@ -141,37 +141,54 @@ func cdnBytes(ctx context.Context, t *testing.T, m *Multi) []float64 {
 func TestClusterFetchFromHome(t *testing.T) {
 	m, ctx := startMulti(t, MultiSpec{Supernodes: 3, Files: 3, PeersPerFile: 4, Size: multiSize, OriginRate: multiOrigin, Cluster: true})
 	r := m.NewRound("one-node")
-	rnd := rand.New(rand.NewPCG(3, 4))
+	r.Nodes = randomNodes(m, r, rand.New(rand.NewPCG(3, 4)))
+	res, err := m.Run(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRound(t, "one-node", res, multiSize, 1.05)
+	sums := sumMetrics(ctx, t, m, "dragonfly_supernode_cdn_cluster_bytes_total", "dragonfly_supernode_cluster_fetch_fallbacks_total")
+	fromMembers, fallbacks := sums[0], sums[1]
+	t.Logf("CDN bytes from members: %.0f (%.2f x F), fallbacks to the origin: %.0f", fromMembers, fromMembers/multiSize, fallbacks)
+	if fromMembers < multiSize*3 || fallbacks != 0 {
+		t.Errorf("CDN read %.0f bytes from members with %.0f fallbacks; want every file's non-home supernode fed by its home", fromMembers, fallbacks)
+	}
+}
+
+// sumMetrics is each named metric (all its series) summed over the
+// supernodes.
+func sumMetrics(ctx context.Context, t *testing.T, m *Multi, names ...string) []float64 {
+	t.Helper()
+	out := make([]float64, len(names))
+	for _, s := range m.Supernodes {
+		mx, err := s.Metrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, name := range names {
+			out[i] += SumMetric(mx, name)
+		}
+	}
+	return out
+}
+
+// randomNodes gives each peer of r one supernode picked at random, as
+// Dragonfly 1.x dfgets pick one, except the first peer of each file, which
+// gets the supernode after the file's home: every file is asked for on a
+// supernode that is not its home.
+func randomNodes(m *Multi, r *Round, rnd *rand.Rand) func(f, p int) []string {
 	picks := map[[2]int]int{}
 	for f, url := range r.URLs {
 		home := m.Home(url)
 		for p := range m.Peers[f] {
 			pick := rnd.IntN(len(m.Supernodes))
 			if p == 0 {
-				pick = (home + 1) % len(m.Supernodes) // at least one peer of each file elsewhere
+				pick = (home + 1) % len(m.Supernodes)
 			}
 			picks[[2]int{f, p}] = pick
 		}
 	}
-	r.Nodes = func(f, p int) []string { return []string{m.Supernodes[picks[[2]int{f, p}]].Node()} }
-	res, err := m.Run(ctx, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkRound(t, "one-node", res, multiSize, 1.05)
-	var fromMembers, fallbacks float64
-	for _, s := range m.Supernodes {
-		mx, err := s.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fromMembers += SumMetric(mx, "dragonfly_supernode_cdn_cluster_bytes_total")
-		fallbacks += SumMetric(mx, "dragonfly_supernode_cluster_fetch_fallbacks_total")
-	}
-	t.Logf("CDN bytes from members: %.0f (%.2f x F), fallbacks to the origin: %.0f", fromMembers, fromMembers/multiSize, fallbacks)
-	if fromMembers < multiSize*3 || fallbacks != 0 {
-		t.Errorf("CDN read %.0f bytes from members with %.0f fallbacks; want every file's non-home supernode fed by its home", fromMembers, fallbacks)
-	}
+	return func(f, p int) []string { return []string{m.Supernodes[picks[[2]int{f, p}]].Node()} }
 }
 
 // The home of a file is killed with SIGKILL while its peers download: they

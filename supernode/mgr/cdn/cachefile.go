@@ -32,7 +32,8 @@ type cacheFile struct {
 	wrappedLen int64
 	// source is a source-pattern task: digests only, no cache file.
 	source bool
-	// waiting is a fill that waits for its turn (fills.go).
+	// waiting is a fill that waits for its turn (fills.go) or for its
+	// cluster home's fill (homewait.go).
 	waiting  bool
 	cancel   context.CancelFunc
 	finished chan struct{}
@@ -126,6 +127,12 @@ func (cf *cacheFile) isWaiting() bool {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
 	return cf.waiting
+}
+
+func (cf *cacheFile) setWaiting(w bool) {
+	cf.mu.Lock()
+	cf.waiting = w
+	cf.mu.Unlock()
 }
 
 func (cf *cacheFile) running() bool {

@@ -31,6 +31,8 @@
 //   - window.go: the range of a ranged task cut out of a source's 200;
 //   - cluster.go: reading a task from its cluster home instead of the
 //     origin, each piece checked against the home's BLAKE3;
+//   - homewait.go: a member's fill whose home's own fill waits for a slot
+//     waits for it without a slot, rather than read the origin too;
 //   - memberresume.go: the switch from the home to the origin, from the
 //     first byte not verified;
 //   - validators.go: which ETag and Last-Modified may vouch for cached
@@ -105,9 +107,14 @@ type Source struct {
 	// for the origin (see cluster.go).
 	Via string
 	// Wanted, when set, is asked once a fill that waited for its turn
-	// (fills.go) gets a slot: false (nobody is left to download the file)
-	// ends the fill there, without reading its source.
+	// (fills.go) gets a slot, and while it waits for its home's fill
+	// (homewait.go): false (nobody is left to download the file) ends the
+	// fill there, without reading its source.
 	Wanted func() bool
+	// HomeNow, when set, is the member the task would be read from now
+	// (as Via was chosen), asked while a fill waits for its home's fill: an
+	// answer other than Via sends the fill to the origin.
+	HomeNow func() string
 }
 
 // Started is what is known once the source answered.
@@ -162,8 +169,9 @@ type Metrics struct {
 	// piece's or a whole file's), each read back from the cache.
 	Md5OnDemand prometheus.Counter
 	// Fills and FillsWaiting are the fills running and those waiting for
-	// their turn (Config.MaxFills).
-	Fills, FillsWaiting prometheus.Gauge
+	// their turn (Config.MaxFills); FillsWaitingHome those that gave their
+	// slot back to wait for their cluster home's fill (homewait.go).
+	Fills, FillsWaiting, FillsWaitingHome prometheus.Gauge
 }
 
 // Manager runs CDN fetches. Close stops them and waits.
@@ -180,6 +188,12 @@ type Manager struct {
 	members   *http.Client
 	viaMember sync.Map
 	fills     *fillGate
+	// waitsOn maps a task ID to the member whose fill its fill waits for
+	// (homewait.go); homeWait bounds that wait, homePoll is how often it
+	// asks the member (homeWaitBound and homePollEvery; tests shorten
+	// them).
+	waitsOn            sync.Map
+	homeWait, homePoll time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -211,6 +225,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	}
 	mx.Md5OnDemand = metrics.OrCounter(mx.Md5OnDemand)
 	mx.Fills, mx.FillsWaiting = metrics.OrGauge(mx.Fills), metrics.OrGauge(mx.FillsWaiting)
+	mx.FillsWaitingHome = metrics.OrGauge(mx.FillsWaitingHome)
 	if cfg.MaxFills <= 0 {
 		cfg.MaxFills = DefaultMaxFills
 	}
@@ -218,7 +233,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
 		http: newClient(cfg, nil), members: newMemberClient(cfg), fills: newFillGate(cfg.MaxFills, mx.Fills, mx.FillsWaiting),
-		ctx: ctx, cancel: cancel, files: map[string]*cacheFile{},
+		ctx: ctx, cancel: cancel, files: map[string]*cacheFile{}, homeWait: homeWaitBound, homePoll: homePollEvery,
 	}
 	if cfg.Limit > 0 {
 		m.limiter = xrate.NewLimiter(xrate.Limit(cfg.Limit), max(readChunk, int(min(cfg.Limit, 1<<30))))

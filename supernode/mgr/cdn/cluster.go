@@ -18,6 +18,8 @@ package cdn
 // and a supernode whose CDN is itself reading a task from a member refuses
 // to serve that task to another (MemberOf), so two supernodes with
 // disagreeing lists cannot wait on each other: the asker reads the origin.
+// A home whose own fill of the task waits for a slot says so, and the
+// asker waits for that fill without a slot (homewait.go).
 
 import (
 	"bufio"
@@ -107,6 +109,10 @@ func (m *Manager) open(ctx context.Context, src Source, extra map[string]string)
 	resp, reason, err := m.fromMember(ctx, src)
 	if err == nil {
 		return resp, nil
+	}
+	if errors.Is(err, errHomeWaits) {
+		// The fill waits for the home's (homewait.go), not the origin.
+		return nil, err
 	}
 	m.fallback(src, reason, err)
 	return m.get(ctx, src, extra)
@@ -201,11 +207,17 @@ func (m *Manager) memberRequest(ctx context.Context, method, member, path string
 }
 
 // checkMemberAnswer reads the home's status and headers: the task must be
-// the one asked for. It returns the file's length (-1 when unknown).
+// the one asked for. It returns the file's length (-1 when unknown), or
+// an error wrapping errHomeWaits when the home's own fill of the task
+// waits for a slot.
 func checkMemberAnswer(resp *http.Response, taskID string) (int64, error) {
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("cluster fetch answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+		err := fmt.Errorf("cluster fetch answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+		if resp.StatusCode == http.StatusConflict && fillWaits(msg) {
+			return 0, fmt.Errorf("%w: %w", errHomeWaits, err)
+		}
+		return 0, err
 	}
 	if got := resp.Header.Get(types.ClusterHeaderTaskID); got != taskID {
 		return 0, fmt.Errorf("cluster fetch answered task %q, want %s", got, taskID)

@@ -10,13 +10,18 @@ package cdn
 // (queuedLength, length.go; -1 when it told none) and the piece size the
 // fill will use (pinnedSize), and its clients are told to wait (602) as for
 // any fill that has written no piece yet. A waiting fill whose task is dropped
-// (cdn.Delete), or whose supernode closes, leaves the line at once.
+// (cdn.Delete), or whose supernode closes, leaves the line at once. A
+// member's fill whose cluster home's own fill waits gives its slot back
+// while it waits for that fill, and comes back to the front of the line
+// (homewait.go).
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,8 +41,12 @@ type fillGate struct {
 	runGauge, waitGauge prometheus.Gauge
 }
 
-// turn is one fill's place: ready is closed once it holds a slot.
-type turn struct{ ready chan struct{} }
+// turn is one fill's place: ready is closed once it holds a slot. back
+// marks a fill back from a wait for its cluster home (rejoin).
+type turn struct {
+	ready chan struct{}
+	back  bool
+}
 
 func newFillGate(limit int, running, waiting prometheus.Gauge) *fillGate {
 	return &fillGate{limit: limit, runGauge: running, waitGauge: waiting}
@@ -54,6 +63,33 @@ func (g *fillGate) join() *turn {
 		close(t.ready)
 	} else {
 		g.line = append(g.line, t)
+	}
+	g.show()
+	return t
+}
+
+// rejoin is join for a fill that held a slot and gave it back to wait for
+// its cluster home's fill (homewait.go): it takes a free slot, or the first
+// place in line, behind only the fills back from such a wait before it.
+// It already had its turn, and gave the slot back only so that no fill
+// holding one waits on another supernode's line: at the end of the line,
+// it would wait a second turn, and under a steady stream of new fills
+// could wait out its bound and read the origin after all, the double read
+// the wait is for. Every fill it passes joined the line after it did.
+func (g *fillGate) rejoin() *turn {
+	t := &turn{ready: make(chan struct{}), back: true}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running < g.limit {
+		// A free slot means an empty line: release hands slots on.
+		g.running++
+		close(t.ready)
+	} else {
+		i := 0
+		for i < len(g.line) && g.line[i].back {
+			i++
+		}
+		g.line = slices.Insert(g.line, i, t)
 	}
 	g.show()
 	return t
@@ -138,10 +174,11 @@ func (m *Manager) pinnedSize(src Source, length int64) int32 {
 	return piece.ComputeSize(length)
 }
 
-// enqueue starts a fill that waits for its turn, whose registrations are
-// answered with length (-1: unknown; see queuedLength): the task's file,
-// with the pinned piece size, is installed at once (the piece server
-// answers "not ready" for it, and a stop or Delete ends the wait).
+// enqueue starts a fill that waits for its turn t (nil: for its cluster
+// home's fill first, see homewait.go), whose registrations are answered
+// with length (-1: unknown; see queuedLength): the task's file, with the
+// pinned piece size, is installed at once (the piece server answers "not
+// ready" for it, and a stop or Delete ends the wait).
 func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) Started {
 	given := Started{HTTPFileLength: length, PieceSize: m.pinnedSize(src, length)}
 	ctx, cancel := context.WithCancel(m.ctx)
@@ -149,10 +186,35 @@ func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) 
 	cf.lazy.path = m.store.DataPath(src.TaskID)
 	cf.waiting = true
 	m.setFile(src.TaskID, cf)
-	m.background(cf, cancel, done, func() Result {
-		return m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf, given) })
-	})
+	m.background(cf, cancel, done, func() Result { return m.waitedFill(ctx, cancel, src, cf, t, given) })
 	return given
+}
+
+// waitedFill runs a fill that waits: for its turn t, and, each time its
+// cluster home answers that its own fill waits for a slot (errHomeWaits,
+// or from the start when t is nil), for the home's fill to start, without
+// a slot, and then for a slot again (rejoin). The wait for the home is
+// bounded in total (homeWait), after which the fill reads the origin.
+func (m *Manager) waitedFill(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile, t *turn, given Started) Result {
+	var deadline time.Time
+	for {
+		if t == nil {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(m.homeWait)
+			}
+			via, err := m.awaitHome(ctx, src, deadline)
+			if err != nil {
+				return m.leftLine(src, cf, err)
+			}
+			src.Via = via
+			t = m.fills.rejoin()
+		}
+		r := m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf, given) })
+		if !errors.Is(r.Err, errHomeWaits) {
+			return r
+		}
+		t = nil
+	}
 }
 
 // errUnwanted ends a fill that waited for its turn and has nobody left to
@@ -170,26 +232,37 @@ func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn
 		err = errUnwanted
 	}
 	if err != nil {
-		cf.close(false, 0)
-		m.progress.FinishCDN(src.TaskID, 0, false)
-		m.log.WithField("task", src.TaskID).WithError(err).Info("cdn fill left the line without reading its source")
-		return Result{Err: fmt.Errorf("waiting for a fill slot: %w", err)}
+		return m.leftLine(src, cf, err)
 	}
 	defer m.fills.release()
-	cf.mu.Lock()
-	cf.waiting = false
-	cf.mu.Unlock()
+	cf.setWaiting(false)
 	return fill()
+}
+
+// leftLine ends a fill that stopped waiting (err says why) without
+// reading its source: failed, but no failed download.
+func (m *Manager) leftLine(src Source, cf *cacheFile, err error) Result {
+	cf.close(false, 0)
+	m.progress.FinishCDN(src.TaskID, 0, false)
+	m.log.WithField("task", src.TaskID).WithError(err).Info("cdn fill left the line without reading its source")
+	return Result{Err: fmt.Errorf("waiting for a fill slot: %w", err)}
 }
 
 // fillLater is Start's fill for a fill that waited: the same request, and
 // the cache reused or resumed the same way, into the file already
 // installed, whose piece size and length (when known) the plan keeps to
-// what the registrations were given.
+// what the registrations were given. A home that answers that its own
+// fill waits ends it with errHomeWaits, the file left waiting, for
+// waitedFill to wait for the home.
 func (m *Manager) fillLater(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile, given Started) Result {
 	id := src.TaskID
 	p := m.plan(src, &given)
 	resp, hit, err := m.ask(ctx, src, p)
+	if errors.Is(err, errHomeWaits) {
+		// Waiting again, for the home this time: nothing was read.
+		cf.setWaiting(true)
+		return Result{Err: err}
+	}
 	if err != nil {
 		return m.fail(id, cf, err)
 	}

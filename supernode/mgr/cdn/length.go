@@ -9,12 +9,9 @@ package cdn
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/damselfly-p2p/damselfly/apis/types"
@@ -93,35 +90,18 @@ func probedLength(src Source, resp *http.Response) int64 {
 
 // homeLength is the length the task's cluster home gave the task (-1 when
 // it has none, or cannot be asked): the task's info, read from the home
-// (GET /api/v1/tasks/{id}), which starts no fill there and sends no
-// request to the origin. Asking the origin here would add an origin
-// request per member for a file the members read from the home; asking
-// the home for the file (a cluster fetch) would start the home's fill even
-// if nobody is left to want it when this fill's turn comes.
+// (homeInfo), which starts no fill there and sends no request to the
+// origin. Asking the origin here would add an origin request per member
+// for a file the members read from the home; asking the home for the file
+// (a cluster fetch) would start the home's fill even if nobody is left to
+// want it when this fill's turn comes.
 func (m *Manager) homeLength(ctx context.Context, src Source) int64 {
-	log := m.log.WithField("task", src.TaskID).WithField("member", src.Via)
-	req, err := m.memberRequest(ctx, http.MethodGet, src.Via, types.TaskInfoPath+url.PathEscape(src.TaskID), nil)
+	info, _, err := m.homeInfo(ctx, src)
 	if err != nil {
-		log.WithError(err).Info("waiting fill: length unknown")
+		m.log.WithField("task", src.TaskID).WithField("member", src.Via).WithError(err).Info("waiting fill: the home did not tell its length")
 		return -1
 	}
-	resp, err := m.members.Do(req)
-	if err != nil {
-		log.WithError(err).Info("waiting fill: the home did not answer its length")
-		return -1
-	}
-	defer resp.Body.Close()
-	var info types.TaskInfo
-	if resp.StatusCode != http.StatusOK {
-		log.Infof("waiting fill: the home answered %d to the task's info", resp.StatusCode)
-		return -1
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
-		log.WithError(err).Info("waiting fill: the home's task info")
-		return -1
-	}
-	if info.ID != src.TaskID || info.HTTPFileLength < 0 ||
-		(info.CdnStatus != types.CDNStatusRunning && info.CdnStatus != types.CDNStatusSuccess) {
+	if info.HTTPFileLength < 0 || (info.CdnStatus != types.CDNStatusRunning && info.CdnStatus != types.CDNStatusSuccess) {
 		return -1
 	}
 	return info.HTTPFileLength

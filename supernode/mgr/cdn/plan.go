@@ -47,7 +47,9 @@ var errResumeDropped = errors.New("resume dropped")
 // returns once the source has answered (or the cache was validated) and
 // continues the body in the background; with none it returns once the
 // source was asked for the length alone (queuedLength), and the fill waits
-// for its turn in the background. done is called exactly once, from
+// for its turn in the background; so does a member's fill whose home
+// answered that its own fill waits (homewait.go), once the home told the
+// length. done is called exactly once, from
 // another goroutine, with the result.
 func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	if m.ctx.Err() != nil {
@@ -67,6 +69,9 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	st, running, err := m.startNow(src, done)
 	if !running {
 		m.fills.release()
+	}
+	if errors.Is(err, errHomeWaits) {
+		return m.startAfterHomeWaits(src, done)
 	}
 	return st, err
 }

@@ -72,6 +72,20 @@ func (mr *MockTaskCDNMockRecorder) StartSource(src, done any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StartSource", reflect.TypeOf((*MockTaskCDN)(nil).StartSource), src, done)
 }
 
+// Waiting mocks base method.
+func (m *MockTaskCDN) Waiting(taskID string) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Waiting", taskID)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// Waiting indicates an expected call of Waiting.
+func (mr *MockTaskCDNMockRecorder) Waiting(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Waiting", reflect.TypeOf((*MockTaskCDN)(nil).Waiting), taskID)
+}
+
 // MockTaskProgress is a mock of Progress interface.
 type MockTaskProgress struct {
 	ctrl     *gomock.Controller

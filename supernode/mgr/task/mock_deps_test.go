@@ -72,6 +72,20 @@ func (mr *MockCDNMockRecorder) StartSource(src, done any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "StartSource", reflect.TypeOf((*MockCDN)(nil).StartSource), src, done)
 }
 
+// Waiting mocks base method.
+func (m *MockCDN) Waiting(taskID string) bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Waiting", taskID)
+	ret0, _ := ret[0].(bool)
+	return ret0
+}
+
+// Waiting indicates an expected call of Waiting.
+func (mr *MockCDNMockRecorder) Waiting(taskID any) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Waiting", reflect.TypeOf((*MockCDN)(nil).Waiting), taskID)
+}
+
 // MockProgress is a mock of Progress interface.
 type MockProgress struct {
 	ctrl     *gomock.Controller

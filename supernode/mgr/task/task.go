@@ -35,6 +35,9 @@ import (
 type CDN interface {
 	Start(src cdn.Source, done func(cdn.Result)) (cdn.Started, error)
 	StartSource(src cdn.Source, done func(cdn.Result)) (cdn.Started, error)
+	// Waiting reports whether the task's fill waits to start (for a slot,
+	// or for its cluster home's fill).
+	Waiting(taskID string) bool
 }
 
 // Progress is what the task manager needs from the progress manager.
@@ -235,7 +238,8 @@ func (m *Manager) ensure(src cdn.Source, route, client bool) (*Task, error) {
 	if m.cfg.SourcePattern {
 		start = m.cdn.StartSource
 	} else if route && m.cfg.Home != nil {
-		src.Via = m.cfg.Home.Via(src.TaskID)
+		home, id := m.cfg.Home, src.TaskID
+		src.Via, src.HomeNow = home.Via(id), func() string { return home.Via(id) }
 	}
 	st, err := start(src, func(r cdn.Result) { m.cdnDone(t, r) })
 	if err != nil {
@@ -332,6 +336,15 @@ func (m *Manager) Info(id string) (types.TaskInfo, error) {
 	if err != nil {
 		return types.TaskInfo{}, err
 	}
+	info := t.info()
+	if info.CdnStatus == types.CDNStatusRunning {
+		// Asked outside t.mu: the CDN's locks are never taken under it.
+		info.FillWaiting = m.cdn.Waiting(id)
+	}
+	return info, nil
+}
+
+func (t *Task) info() types.TaskInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	fl := t.fileLength
@@ -346,7 +359,7 @@ func (m *Manager) Info(id string) (types.TaskInfo, error) {
 		ID: t.id, FileLength: fl, HTTPFileLength: t.httpLen, PieceSize: t.pieceSize, PieceTotal: int32(total),
 		CdnStatus: t.status, RawURL: urlutil.Redact(t.rawURL), TaskURL: urlutil.Redact(t.taskURL), Md5: t.md5, RealMd5: t.realMd5,
 		Identifier: t.identifier, Headers: maskedHeaders(t.headers),
-	}, nil
+	}
 }
 
 // secretHeader matches the names of headers whose values are credentials.
