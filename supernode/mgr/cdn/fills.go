@@ -10,118 +10,20 @@ package cdn
 // (queuedLength, length.go; -1 when it told none) and the piece size the
 // fill will use (pinnedSize), and its clients are told to wait (602) as for
 // any fill that has written no piece yet. A waiting fill whose task is dropped
-// (cdn.Delete), or whose supernode closes, leaves the line at once.
+// (cdn.Delete), or whose supernode closes, leaves the line at once. The
+// line itself is pkg/gate's.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/damselfly-p2p/damselfly/pkg/gate"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // DefaultMaxFills is the cap when Config.MaxFills is not set.
 const DefaultMaxFills = 16
-
-// fillGate hands out the fill slots in the order the fills asked.
-type fillGate struct {
-	mu      sync.Mutex
-	limit   int
-	running int
-	line    []*turn // the fills waiting, first in line first
-
-	runGauge, waitGauge prometheus.Gauge
-}
-
-// turn is one fill's place: ready is closed once it holds a slot.
-type turn struct{ ready chan struct{} }
-
-func newFillGate(limit int, running, waiting prometheus.Gauge) *fillGate {
-	return &fillGate{limit: limit, runGauge: running, waitGauge: waiting}
-}
-
-// join takes a slot when one is free and nobody waits, else a place at
-// the end of the line.
-func (g *fillGate) join() *turn {
-	t := &turn{ready: make(chan struct{})}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.running < g.limit && len(g.line) == 0 {
-		g.running++
-		close(t.ready)
-	} else {
-		g.line = append(g.line, t)
-	}
-	g.show()
-	return t
-}
-
-// granted reports whether t holds a slot.
-func (t *turn) granted() bool {
-	select {
-	case <-t.ready:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait blocks until t holds a slot or ctx ends; then t leaves the line,
-// handing on a slot granted meanwhile.
-func (g *fillGate) wait(ctx context.Context, t *turn) error {
-	if t.granted() {
-		return nil
-	}
-	select {
-	case <-t.ready:
-		return nil
-	case <-ctx.Done():
-	}
-	g.leave(t)
-	return ctx.Err()
-}
-
-// leave gives t's place up: t leaves the line or, granted meanwhile,
-// hands its slot on.
-func (g *fillGate) leave(t *turn) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for i, w := range g.line {
-		if w == t {
-			g.line = append(g.line[:i], g.line[i+1:]...)
-			g.show()
-			return
-		}
-	}
-	g.releaseLocked()
-}
-
-// release frees a slot: the first fill in line gets it.
-func (g *fillGate) release() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.releaseLocked()
-}
-
-func (g *fillGate) releaseLocked() {
-	if len(g.line) > 0 {
-		next := g.line[0]
-		g.line[0] = nil
-		g.line = g.line[1:]
-		close(next.ready)
-	} else {
-		g.running--
-	}
-	g.show()
-}
-
-func (g *fillGate) show() {
-	g.runGauge.Set(float64(g.running))
-	g.waitGauge.Set(float64(len(g.line)))
-}
 
 // pinnedSize is the piece size of a fill that waits for its turn: its
 // registrations are answered before the fill asks the source, and every
@@ -142,7 +44,7 @@ func (m *Manager) pinnedSize(src Source, length int64) int32 {
 // answered with length (-1: unknown; see queuedLength): the task's file,
 // with the pinned piece size, is installed at once (the piece server
 // answers "not ready" for it, and a stop or Delete ends the wait).
-func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) Started {
+func (m *Manager) enqueue(src Source, t *gate.Turn, length int64, done func(Result)) Started {
 	given := Started{HTTPFileLength: length, PieceSize: m.pinnedSize(src, length)}
 	ctx, cancel := context.WithCancel(m.ctx)
 	cf := newCacheFile(given.PieceSize, 0, cancel)
@@ -163,10 +65,10 @@ var errUnwanted = errors.New("nobody is left to download the file")
 // fill stopped before its turn, or with nobody left to download the file
 // when its turn comes, reads nothing: it ends failed, but counts as no
 // failed download.
-func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn, fill func() Result) Result {
-	err := m.fills.wait(ctx, t)
+func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *gate.Turn, fill func() Result) Result {
+	err := m.fills.Wait(ctx, t)
 	if err == nil && src.Wanted != nil && !src.Wanted() {
-		m.fills.release()
+		m.fills.Release()
 		err = errUnwanted
 	}
 	if err != nil {
@@ -175,7 +77,7 @@ func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn
 		m.log.WithField("task", src.TaskID).WithError(err).Info("cdn fill left the line without reading its source")
 		return Result{Err: fmt.Errorf("waiting for a fill slot: %w", err)}
 	}
-	defer m.fills.release()
+	defer m.fills.Release()
 	cf.mu.Lock()
 	cf.waiting = false
 	cf.mu.Unlock()
