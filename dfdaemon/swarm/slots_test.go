@@ -118,6 +118,17 @@ func capServer(t *testing.T, s *Swarm, o *heldBlobs) (*httptest.Server, func() i
 	return srv, running.Load
 }
 
+// streamA starts a GET of /a and waits until its stream runs (the source
+// has its GET): it holds a slot until /a is let go.
+func streamA(t *testing.T, s *Swarm, o *heldBlobs, srv *httptest.Server) <-chan answer {
+	t.Helper()
+	ch := get(context.Background(), srv, http.MethodGet, "/a")
+	if !waitFor(5*time.Second, func() bool { return o.getsOf("/a") == 1 && value(s.m.InFlight) == 1 }) {
+		t.Fatal("the first stream never started")
+	}
+	return ch
+}
+
 // answer is what a client got: status, body and error.
 type answer struct {
 	code int
@@ -184,10 +195,7 @@ func TestStreamCapSecondGETWaits(t *testing.T) {
 			o := newHeldBlobs(t)
 			s := newTestSwarmWith(t, func(opt *Options) { opt.MaxStreams = tc.max })
 			srv, _ := capServer(t, s, o)
-			first := get(context.Background(), srv, http.MethodGet, "/a")
-			if !waitFor(5*time.Second, func() bool { return o.getsOf("/a") == 1 && value(s.m.InFlight) == 1 }) {
-				t.Fatal("the first stream never started")
-			}
+			first := streamA(t, s, o, srv)
 			second := get(context.Background(), srv, http.MethodGet, tc.second)
 			if tc.max == 0 {
 				if !waitFor(5*time.Second, func() bool { return value(s.m.InFlight) == 2 }) {
@@ -228,10 +236,7 @@ func TestStreamCapWaiterLeaves(t *testing.T) {
 	o := newHeldBlobs(t)
 	s := newTestSwarmWith(t, func(opt *Options) { opt.MaxStreams = 1 })
 	srv, running := capServer(t, s, o)
-	first := get(context.Background(), srv, http.MethodGet, "/a")
-	if !waitFor(5*time.Second, func() bool { return value(s.m.InFlight) == 1 }) {
-		t.Fatal("the first stream never started")
-	}
+	first := streamA(t, s, o, srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	leaving := get(ctx, srv, http.MethodGet, "/b")
 	if !waitFor(5*time.Second, func() bool { return value(s.m.Waiting) == 1 }) {
@@ -265,10 +270,7 @@ func TestStreamCapBoundForwards(t *testing.T) {
 	const bound = 300 * time.Millisecond
 	s := newTestSwarmWith(t, func(opt *Options) { opt.MaxStreams, opt.StreamWait = 1, bound })
 	srv, _ := capServer(t, s, o)
-	first := get(context.Background(), srv, http.MethodGet, "/a")
-	if !waitFor(5*time.Second, func() bool { return value(s.m.InFlight) == 1 }) {
-		t.Fatal("the first stream never started")
-	}
+	first := streamA(t, s, o, srv)
 	o.let("/b")
 	start := time.Now()
 	wantBlob(t, get(context.Background(), srv, http.MethodGet, "/b"), "/b", 10*time.Second)
@@ -290,10 +292,7 @@ func TestStreamCapForwardsDoNotWait(t *testing.T) {
 	o := newHeldBlobs(t)
 	s := newTestSwarmWith(t, func(opt *Options) { opt.MaxStreams = 1 })
 	srv, _ := capServer(t, s, o)
-	first := get(context.Background(), srv, http.MethodGet, "/a")
-	if !waitFor(5*time.Second, func() bool { return value(s.m.InFlight) == 1 }) {
-		t.Fatal("the first stream never started")
-	}
+	first := streamA(t, s, o, srv)
 	o.let("/b")
 	u, _ := url.Parse(o.URL + "/b")
 	manifest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.Forward(w, r, Source{URL: u}) }))
