@@ -118,7 +118,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}
 	fmt.Printf("dfdaemon %s listening on %s (registry %s, peer server port %d)\n", version.Version, l.Addr(),
 		cfg.Registry().Redacted(), ps.Port)
-	log.Infof("listening on %s, registry %s, peer server port %d", l.Addr(), cfg.Registry().Redacted(), ps.Port)
+	log.Infof("listening on %s, registry %s, peer server port %d, at most %d streams in flight (0: no cap)", l.Addr(),
+		cfg.Registry().Redacted(), ps.Port, cfg.MaxStreams)
 	return server.Serve(ctx, l, h, cfg.TLSCert, 30*time.Second)
 }
 

@@ -35,6 +35,13 @@ const (
 	DefaultRateLimit = 20 * rate.MB
 )
 
+// DefaultMaxStreams is MaxStreams's default (not in v1, whose dfget
+// processes wrote files): dockerd and containerd fetch 3 layers of a pull
+// at once, so 6 streams serve two pulls in full. A stream holds at most
+// about (8 + 6 + 16) pieces, 120 MiB of 4 MiB pieces, so 6 bound the
+// streams' piece memory to about 720 MiB.
+const DefaultMaxStreams = 6
+
 // Exit statuses of v1's dfdaemon for a configuration it cannot run with.
 const (
 	ExitConfig         = 10
@@ -90,6 +97,9 @@ type Config struct {
 	// "host:port", whose registry blobs fetched through the proxy share
 	// one task per digest with the mirror's; see DigestHosts.
 	ProxyDigestHosts []string `yaml:"proxy_digest_hosts"`
+	// MaxStreams (not in v1) caps the blob streams in flight (0: no cap);
+	// a blob GET past it waits for a slot (swarm.Options.MaxStreams).
+	MaxStreams int `yaml:"maxStreams"`
 	// MaxProcs is GOMAXPROCS (0: Go's own, the CPUs available to the
 	// process; v1 defaulted to 4).
 	MaxProcs int `yaml:"maxprocs"`
@@ -125,7 +135,7 @@ type Config struct {
 // New returns a Config with v1's defaults.
 func New() *Config {
 	return &Config{Port: DefaultPort, RateLimit: DefaultRateLimit, RegistryMirror: RegistryMirror{Remote: DefaultRegistry},
-		File: DefaultConfig}
+		File: DefaultConfig, MaxStreams: DefaultMaxStreams}
 }
 
 // BindFlags registers v1's flags on f, writing into c.
@@ -141,6 +151,8 @@ func (c *Config) BindFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.CertPem, "certpem", "", "TLS certificate (PEM) of the listener; with --keypem the listener is HTTPS")
 	f.StringVar(&c.KeyPem, "keypem", "", "TLS key (PEM) of the listener")
 	f.BoolVar(&c.Verbose, "verbose", false, "debug logging")
+	f.IntVar(&c.MaxStreams, "max-streams", DefaultMaxStreams,
+		"blob streams in flight (YAML maxStreams); a blob GET past it waits for a slot, and is forwarded to the registry after 1 minute; 0 = no cap")
 	c.bindV1Flags(f)
 }
 
@@ -215,6 +227,9 @@ func (c *Config) complete() error {
 	if c.MaxProcs < 0 {
 		return errorf(ExitConfig, "invalid maxprocs %d: negative", c.MaxProcs)
 	}
+	if c.MaxStreams < 0 {
+		return errorf(ExitConfig, "invalid maxStreams %d: negative (0 is no cap)", c.MaxStreams)
+	}
 	if err := c.completePaths(); err != nil {
 		return err
 	}
@@ -266,7 +281,7 @@ func (c *Config) completeDownloads() error {
 // caller adds the logger, the metrics and the dfget binary.
 func (c *Config) SwarmOptions() swarm.Options {
 	return swarm.Options{Nodes: c.Nodes, Home: c.WorkHome, IP: c.LocalIP, RateLimit: c.RateLimit,
-		Properties: c.DfgetProperties, Verbose: c.Verbose, ServerExecutable: c.DfPath}
+		Properties: c.DfgetProperties, Verbose: c.Verbose, ServerExecutable: c.DfPath, MaxStreams: c.MaxStreams}
 }
 
 // loadTLS loads the listener's certificate and key, so that a pair that

@@ -129,6 +129,33 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Port != 65001 || c.RateLimit != 20*rate.MB || c.Registry().String() != DefaultRegistry || len(c.Nodes) != 0 {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if c.MaxStreams != 6 || c.SwarmOptions().MaxStreams != 6 {
+		t.Fatalf("max streams %d (swarm %d), want the default 6", c.MaxStreams, c.SwarmOptions().MaxStreams)
+	}
+}
+
+// maxStreams comes from the file, a flag wins over it, and 0 lifts the
+// cap.
+func TestMaxStreams(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		args []string
+		want int
+	}{
+		{"maxStreams: 2\n", nil, 2},
+		{"maxStreams: 2\n", []string{"--max-streams", "9"}, 9},
+		{"", []string{"--max-streams", "0"}, 0},
+		{v1File, nil, DefaultMaxStreams},
+	} {
+		c, err := load(t, tc.file, tc.args...)
+		if err != nil {
+			t.Fatalf("file %q args %v: %v", tc.file, tc.args, err)
+		}
+		if c.MaxStreams != tc.want || c.SwarmOptions().MaxStreams != tc.want {
+			t.Errorf("file %q args %v: max streams %d (swarm %d), want %d", tc.file, tc.args, c.MaxStreams,
+				c.SwarmOptions().MaxStreams, tc.want)
+		}
+	}
 }
 
 func TestBadConfigExitCodes(t *testing.T) {
@@ -144,6 +171,8 @@ func TestBadConfigExitCodes(t *testing.T) {
 		{"", []string{"--certpem", "/x.pem"}, ExitConfig},
 		{"supernodes: ['bad host']\n", nil, ExitConfig},
 		{"ratelimit: lots\n", nil, ExitConfig},
+		{"maxStreams: -1\n", nil, ExitConfig},
+		{"", []string{"--max-streams", "-2"}, ExitConfig},
 		{"proxies:\n- regx: '('\n", nil, ExitConfig},
 		{"proxies:\n- direct: true\n", nil, ExitConfig},
 		{"hijack_https:\n  cert: ca.crt\n", nil, ExitConfig},

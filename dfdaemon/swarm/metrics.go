@@ -13,6 +13,11 @@ type Metrics struct {
 	Forwarded prometheus.Counter
 	// Warmed counts blobs whose CDN fill a manifest started (Warm).
 	Warmed prometheus.Counter
+	// Waiting is the GETs waiting for a stream slot (Options.MaxStreams);
+	// WaitTimeouts counts those forwarded to the source after waiting
+	// Options.StreamWait.
+	Waiting      prometheus.Gauge
+	WaitTimeouts prometheus.Counter
 }
 
 // NewMetrics builds the collectors and registers them on reg (nil: none).
@@ -28,12 +33,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "forwarded_total", Help: "Requests forwarded to their source as they are."}),
 		Warmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "dragonfly", Subsystem: "dfdaemon",
 			Name: "warmed_total", Help: "Blobs whose CDN fill was started when their manifest passed."}),
+		Waiting: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "dragonfly", Subsystem: "dfdaemon",
+			Name: "streams_waiting", Help: "Blob GETs waiting for a stream slot (--max-streams)."}),
+		WaitTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "dragonfly", Subsystem: "dfdaemon",
+			Name: "stream_wait_timeouts_total", Help: "Blob GETs forwarded to the registry after waiting the bound for a stream slot."}),
 	}
 	for _, r := range []string{"p2p", "source", "digest_mismatch", "client_gone", "failed"} {
 		m.Streams.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Streams, m.Bytes, m.InFlight, m.Forwarded, m.Warmed)
+		reg.MustRegister(m.Streams, m.Bytes, m.InFlight, m.Forwarded, m.Warmed, m.Waiting, m.WaitTimeouts)
 	}
 	return m
 }

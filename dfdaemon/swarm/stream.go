@@ -40,6 +40,11 @@ func (s *Swarm) stream(w http.ResponseWriter, r *http.Request, src Source, id Id
 		s.Forward(w, r, src)
 		return
 	}
+	release, ok := s.slot(w, r, src)
+	if !ok {
+		return
+	}
+	defer release()
 	hdr := http.Header{}
 	for _, k := range copiedHeaders {
 		if v := head.Header.Values(k); len(v) > 0 {

@@ -27,6 +27,7 @@ import (
 	dfgetcfg "github.com/damselfly-p2p/damselfly/dfget/config"
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
 	"github.com/damselfly-p2p/damselfly/pkg/fwdbody"
+	"github.com/damselfly-p2p/damselfly/pkg/gate"
 	"github.com/damselfly-p2p/damselfly/pkg/httpidle"
 	"github.com/damselfly-p2p/damselfly/pkg/nodes"
 	"github.com/damselfly-p2p/damselfly/pkg/rate"
@@ -65,6 +66,15 @@ type Options struct {
 	// sending mid-body is then cut off and the client's answer aborted,
 	// instead of both being held for as long as the client waits.
 	SourceIdle time.Duration
+	// MaxStreams caps the stream downloads in flight (0: no cap). Each
+	// holds its own window, fetch queue and stream cache ring, even when
+	// another stream downloads the same blob, so memory grows with the
+	// streams at once, not with their size: a GET past the cap waits for
+	// a slot, first come first served (slots.go).
+	MaxStreams int
+	// StreamWait bounds a GET's wait for a stream slot (0:
+	// DefaultStreamWait); past it the GET is forwarded to the source.
+	StreamWait time.Duration
 	// Via is the pseudonym this dfdaemon's proxy recognises in Via
 	// headers ("": a random one; see Swarm.Via). Every request the swarm
 	// sends a source carries it, so one that comes back through the proxy
@@ -83,6 +93,12 @@ const DefaultWriteIdle = 2 * time.Minute
 // DefaultSourceIdle is Options.SourceIdle's default: the same bound as
 // for a client, for the other side of a forward.
 const DefaultSourceIdle = DefaultWriteIdle
+
+// DefaultStreamWait is Options.StreamWait's default: time for the streams
+// ahead to end (three layers of a few hundred MiB at 20 MB/s take 10 to 30
+// s each), well inside the engines' own patience (containerd's CRI gives up
+// on a pull without progress after 5 minutes).
+const DefaultStreamWait = time.Minute
 
 // Source is where a GET goes when the swarm does not serve it, and where
 // the swarm's CDN and fallback read it: the URL and how to trust it.
@@ -108,6 +124,8 @@ type Swarm struct {
 	opt Options
 	log *logrus.Logger
 	m   *Metrics
+	// slots caps the streams in flight (nil: no cap).
+	slots *gate.Gate
 
 	mu      sync.Mutex
 	clients map[string]*http.Client // by TLS settings
@@ -131,12 +149,19 @@ func New(opt Options) *Swarm {
 	if opt.SourceIdle <= 0 {
 		opt.SourceIdle = DefaultSourceIdle
 	}
+	if opt.StreamWait <= 0 {
+		opt.StreamWait = DefaultStreamWait
+	}
+	var slots *gate.Gate
+	if opt.MaxStreams > 0 {
+		slots = gate.New(opt.MaxStreams, nil, m.Waiting)
+	}
 	if opt.Via == "" {
 		b := make([]byte, 4)
 		_, _ = rand.Read(b) // never fails (crypto/rand panics on a broken system source)
 		opt.Via = "dfdaemon-" + hex.EncodeToString(b)
 	}
-	return &Swarm{opt: opt, log: log, m: m, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
+	return &Swarm{opt: opt, log: log, m: m, slots: slots, clients: map[string]*http.Client{}, warmed: map[string]time.Time{}}
 }
 
 // Via is the pseudonym the swarm's source requests carry in their Via

@@ -44,13 +44,20 @@ func closedNode(t *testing.T) nodes.List {
 	return n
 }
 
-func newTestSwarm(t *testing.T) *Swarm {
+func newTestSwarm(t *testing.T) *Swarm { return newTestSwarmWith(t, nil) }
+
+// newTestSwarmWith is newTestSwarm with the options edit makes (nil:
+// none).
+func newTestSwarmWith(t *testing.T, edit func(*Options)) *Swarm {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	// No peer server runs, and none may be spawned: the default, this
 	// executable, is the test binary.
-	return New(Options{Nodes: closedNode(t), Home: t.TempDir(), IP: "127.0.0.1",
-		ServerExecutable: "/bin/false", Log: log})
+	opt := Options{Nodes: closedNode(t), Home: t.TempDir(), IP: "127.0.0.1", ServerExecutable: "/bin/false", Log: log}
+	if edit != nil {
+		edit(&opt)
+	}
+	return New(opt)
 }
 
 // serve runs ServeGET for every request to a test server, with the

@@ -53,6 +53,7 @@ import (
 	xrate "golang.org/x/time/rate"
 
 	"github.com/damselfly-p2p/damselfly/pkg/digest"
+	"github.com/damselfly-p2p/damselfly/pkg/gate"
 	"github.com/damselfly-p2p/damselfly/supernode/metrics"
 	"github.com/damselfly-p2p/damselfly/supernode/store"
 )
@@ -187,7 +188,7 @@ type Manager struct {
 	// to the member its running fetch reads from.
 	members   *http.Client
 	viaMember sync.Map
-	fills     *fillGate
+	fills     *gate.Gate
 	// waitsOn maps a task ID to the member whose fill its fill waits for
 	// (homewait.go); homeWait bounds that wait, homePoll is how often it
 	// asks the member (homeWaitBound and homePollEvery; tests shorten
@@ -232,7 +233,7 @@ func New(cfg Config, st Store, p Progress, mx Metrics, log logrus.FieldLogger) *
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: cfg, store: st, progress: p, metrics: mx, log: log,
-		http: newClient(cfg, nil), members: newMemberClient(cfg), fills: newFillGate(cfg.MaxFills, mx.Fills, mx.FillsWaiting),
+		http: newClient(cfg, nil), members: newMemberClient(cfg), fills: gate.New(cfg.MaxFills, mx.Fills, mx.FillsWaiting),
 		ctx: ctx, cancel: cancel, files: map[string]*cacheFile{}, homeWait: homeWaitBound, homePoll: homePollEvery,
 	}
 	if cfg.Limit > 0 {

@@ -56,9 +56,6 @@ func newTrickleOrigin(t *testing.T, length int64, chunk int, every time.Duration
 // and returns how much the heap in use grew, with the fills still running.
 func heapGrowth(t *testing.T, m *Manager, o *trickleOrigin, n int) int64 {
 	t.Helper()
-	// Every fill running at once, past the default cap: the measure is of
-	// n running fills.
-	m.fills.limit = max(m.fills.limit, n)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -90,7 +87,9 @@ func heapGrowth(t *testing.T, m *Manager, o *trickleOrigin, n int) int64 {
 // wrapped file.
 func TestSlowSmallFillsHoldLittleMemory(t *testing.T) {
 	o := newTrickleOrigin(t, 1000, 1, 2*time.Second)
-	m, _ := newManager(t, anyProgress(t), 0)
+	// Every fill running at once, past the default cap: the measure is of
+	// running fills.
+	m, _, _ := newCappedManager(t, 50)
 	grew := heapGrowth(t, m, o, 50)
 	t.Logf("50 running fills of 1000-byte files: heap in use grew by %d KiB", grew>>10)
 	if grew >= 50<<20 {
@@ -102,8 +101,8 @@ func TestSlowSmallFillsHoldLittleMemory(t *testing.T) {
 // trickles holds the one it is read into, not the whole pool (5 pieces).
 func TestTricklingFillHoldsOneBuffer(t *testing.T) {
 	o := newTrickleOrigin(t, -1, 1, 2*time.Second)
-	m, _ := newManager(t, anyProgress(t), 0)
 	const fills, ps = 10, 4 << 20
+	m, _, _ := newCappedManager(t, fills)
 	grew := heapGrowth(t, m, o, fills)
 	t.Logf("%d running fills of unknown length (4 MiB pieces): heap in use grew by %d MiB", fills, grew>>20)
 	if grew >= fills*ps*3/2 {

@@ -13,151 +13,20 @@ package cdn
 // (cdn.Delete), or whose supernode closes, leaves the line at once. A
 // member's fill whose cluster home's own fill waits gives its slot back
 // while it waits for that fill, and comes back to the front of the line
-// (homewait.go).
+// (homewait.go). The line itself is pkg/gate's.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/damselfly-p2p/damselfly/pkg/gate"
 	"github.com/damselfly-p2p/damselfly/pkg/piece"
 )
 
 // DefaultMaxFills is the cap when Config.MaxFills is not set.
 const DefaultMaxFills = 16
-
-// fillGate hands out the fill slots in the order the fills asked.
-type fillGate struct {
-	mu      sync.Mutex
-	limit   int
-	running int
-	line    []*turn // the fills waiting, first in line first
-
-	runGauge, waitGauge prometheus.Gauge
-}
-
-// turn is one fill's place: ready is closed once it holds a slot. back
-// marks a fill back from a wait for its cluster home (rejoin).
-type turn struct {
-	ready chan struct{}
-	back  bool
-}
-
-func newFillGate(limit int, running, waiting prometheus.Gauge) *fillGate {
-	return &fillGate{limit: limit, runGauge: running, waitGauge: waiting}
-}
-
-// join takes a slot when one is free and nobody waits, else a place at
-// the end of the line.
-func (g *fillGate) join() *turn {
-	t := &turn{ready: make(chan struct{})}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.running < g.limit && len(g.line) == 0 {
-		g.running++
-		close(t.ready)
-	} else {
-		g.line = append(g.line, t)
-	}
-	g.show()
-	return t
-}
-
-// rejoin is join for a fill that held a slot and gave it back to wait for
-// its cluster home's fill (homewait.go): it takes a free slot, or the first
-// place in line, behind only the fills back from such a wait before it.
-// It already had its turn, and gave the slot back only so that no fill
-// holding one waits on another supernode's line: at the end of the line,
-// it would wait a second turn, and under a steady stream of new fills
-// could wait out its bound and read the origin after all, the double read
-// the wait is for. Every fill it passes joined the line after it did.
-func (g *fillGate) rejoin() *turn {
-	t := &turn{ready: make(chan struct{}), back: true}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.running < g.limit {
-		// A free slot means an empty line: release hands slots on.
-		g.running++
-		close(t.ready)
-	} else {
-		i := 0
-		for i < len(g.line) && g.line[i].back {
-			i++
-		}
-		g.line = slices.Insert(g.line, i, t)
-	}
-	g.show()
-	return t
-}
-
-// granted reports whether t holds a slot.
-func (t *turn) granted() bool {
-	select {
-	case <-t.ready:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait blocks until t holds a slot or ctx ends; then t leaves the line,
-// handing on a slot granted meanwhile.
-func (g *fillGate) wait(ctx context.Context, t *turn) error {
-	if t.granted() {
-		return nil
-	}
-	select {
-	case <-t.ready:
-		return nil
-	case <-ctx.Done():
-	}
-	g.leave(t)
-	return ctx.Err()
-}
-
-// leave gives t's place up: t leaves the line or, granted meanwhile,
-// hands its slot on.
-func (g *fillGate) leave(t *turn) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for i, w := range g.line {
-		if w == t {
-			g.line = append(g.line[:i], g.line[i+1:]...)
-			g.show()
-			return
-		}
-	}
-	g.releaseLocked()
-}
-
-// release frees a slot: the first fill in line gets it.
-func (g *fillGate) release() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.releaseLocked()
-}
-
-func (g *fillGate) releaseLocked() {
-	if len(g.line) > 0 {
-		next := g.line[0]
-		g.line[0] = nil
-		g.line = g.line[1:]
-		close(next.ready)
-	} else {
-		g.running--
-	}
-	g.show()
-}
-
-func (g *fillGate) show() {
-	g.runGauge.Set(float64(g.running))
-	g.waitGauge.Set(float64(len(g.line)))
-}
 
 // pinnedSize is the piece size of a fill that waits for its turn: its
 // registrations are answered before the fill asks the source, and every
@@ -179,7 +48,7 @@ func (m *Manager) pinnedSize(src Source, length int64) int32 {
 // with length (-1: unknown; see queuedLength): the task's file, with the
 // pinned piece size, is installed at once (the piece server answers "not
 // ready" for it, and a stop or Delete ends the wait).
-func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) Started {
+func (m *Manager) enqueue(src Source, t *gate.Turn, length int64, done func(Result)) Started {
 	given := Started{HTTPFileLength: length, PieceSize: m.pinnedSize(src, length)}
 	ctx, cancel := context.WithCancel(m.ctx)
 	cf := newCacheFile(given.PieceSize, 0, cancel)
@@ -195,7 +64,7 @@ func (m *Manager) enqueue(src Source, t *turn, length int64, done func(Result)) 
 // or from the start when t is nil), for the home's fill to start, without
 // a slot, and then for a slot again (rejoin). The wait for the home is
 // bounded in total (homeWait), after which the fill reads the origin.
-func (m *Manager) waitedFill(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile, t *turn, given Started) Result {
+func (m *Manager) waitedFill(ctx context.Context, cancel context.CancelFunc, src Source, cf *cacheFile, t *gate.Turn, given Started) Result {
 	var deadline time.Time
 	for {
 		if t == nil {
@@ -207,7 +76,7 @@ func (m *Manager) waitedFill(ctx context.Context, cancel context.CancelFunc, src
 				return m.leftLine(src, cf, err)
 			}
 			src.Via = via
-			t = m.fills.rejoin()
+			t = m.fills.Rejoin()
 		}
 		r := m.inTurn(ctx, src, cf, t, func() Result { return m.fillLater(ctx, cancel, src, cf, given) })
 		if !errors.Is(r.Err, errHomeWaits) {
@@ -225,16 +94,16 @@ var errUnwanted = errors.New("nobody is left to download the file")
 // fill stopped before its turn, or with nobody left to download the file
 // when its turn comes, reads nothing: it ends failed, but counts as no
 // failed download.
-func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *turn, fill func() Result) Result {
-	err := m.fills.wait(ctx, t)
+func (m *Manager) inTurn(ctx context.Context, src Source, cf *cacheFile, t *gate.Turn, fill func() Result) Result {
+	err := m.fills.Wait(ctx, t)
 	if err == nil && src.Wanted != nil && !src.Wanted() {
-		m.fills.release()
+		m.fills.Release()
 		err = errUnwanted
 	}
 	if err != nil {
 		return m.leftLine(src, cf, err)
 	}
-	defer m.fills.release()
+	defer m.fills.Release()
 	cf.setWaiting(false)
 	return fill()
 }

@@ -11,7 +11,7 @@ package cdn
 // "waiting": its clients get 602, a member asking for it is told the fill
 // waits) and asks the home for the task's info about once a second. Once
 // the home's fill runs, or succeeded, it takes a slot again at the front
-// of its line (fillGate.rejoin) and asks the home for the file as usual.
+// of its line (gate.Gate.Rejoin) and asks the home for the file as usual.
 // No fill that holds a slot ever waits on one that does not, so every wait
 // ends: a fill with a slot reads the origin, or a home whose fill runs.
 //

@@ -461,28 +461,3 @@ func TestOtherConflictReadsTheOrigin(t *testing.T) {
 		}
 	}
 }
-
-// A fill back from its home's wait takes a free slot, or the front of the
-// line, behind only the fills back before it.
-func TestFillGateRejoin(t *testing.T) {
-	run, wait := prometheus.NewGauge(prometheus.GaugeOpts{Name: "r"}), prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"})
-	g := newFillGate(1, run, wait)
-	if !g.rejoin().granted() {
-		t.Fatal("a fill back with a slot free waits")
-	}
-	a := g.join()
-	b1, b2 := g.rejoin(), g.rejoin()
-	order := []*turn{b1, b2, a}
-	for i := range order {
-		g.release()
-		for j, other := range order {
-			if other.granted() != (j <= i) {
-				t.Fatalf("after %d releases: turn %d granted %t", i+1, j, other.granted())
-			}
-		}
-	}
-	g.release()
-	if gaugeValue(t, run) != 0 || gaugeValue(t, wait) != 0 {
-		t.Fatalf("running %v, waiting %v after the last release", gaugeValue(t, run), gaugeValue(t, wait))
-	}
-}

@@ -29,11 +29,11 @@ func fullManager(t *testing.T, cfg Config) (*Manager, Metrics, func()) {
 	cfg.MaxFills, cfg.SourceAllow = 1, loopbackAllow()
 	m := New(cfg, st, anyProgress(t), mx, quietLog())
 	t.Cleanup(m.Close)
-	if !m.fills.join().granted() {
+	if !m.fills.Join().Granted() {
 		t.Fatal("the one slot is taken")
 	}
 	var once sync.Once
-	return m, m.metrics, func() { once.Do(m.fills.release) }
+	return m, m.metrics, func() { once.Do(m.fills.Release) }
 }
 
 // askedOrigin runs answer for every request and records the requests.
@@ -351,7 +351,7 @@ func TestWaitingFillSkipsACacheOfAnotherLength(t *testing.T) {
 	if err := m.Delete("c", false); err != nil {
 		t.Fatal(err)
 	}
-	if !m.fills.join().granted() {
+	if !m.fills.Join().Granted() {
 		t.Fatal("the slot is taken")
 	}
 	o.data = patterned(120) // same Last-Modified: a conditional request gets 304
@@ -359,7 +359,7 @@ func TestWaitingFillSkipsACacheOfAnotherLength(t *testing.T) {
 	if st.HTTPFileLength != 120 {
 		t.Fatalf("waiting fill answered %+v, want length 120", st)
 	}
-	m.fills.release()
+	m.fills.Release()
 	if r := result(t, done); !r.OK || r.FileLength != 120+piece.WrapSize {
 		t.Fatalf("waiting fill over a cache of 100 bytes: %+v, want the 120 bytes fetched", r)
 	}

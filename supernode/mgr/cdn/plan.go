@@ -57,18 +57,18 @@ func (m *Manager) Start(src Source, done func(Result)) (Started, error) {
 	}
 	m.stopFile(src.TaskID)
 	m.progress.ResetCDN(src.TaskID)
-	t := m.fills.join()
-	if !t.granted() {
+	t := m.fills.Join()
+	if !t.Granted() {
 		length, err := m.queuedLength(src)
 		if err != nil {
-			m.fills.leave(t)
+			m.fills.Leave(t)
 			return Started{}, err
 		}
 		return m.enqueue(src, t, length, done), nil
 	}
 	st, running, err := m.startNow(src, done)
 	if !running {
-		m.fills.release()
+		m.fills.Release()
 	}
 	if errors.Is(err, errHomeWaits) {
 		return m.startAfterHomeWaits(src, done)
@@ -383,7 +383,7 @@ func (m *Manager) begin(ctx context.Context, cancel context.CancelFunc, src Sour
 	cf.lazy.path = m.store.DataPath(src.TaskID)
 	m.setFile(src.TaskID, cf)
 	m.background(cf, cancel, done, func() Result {
-		defer m.fills.release()
+		defer m.fills.Release()
 		return m.run(ctx, cancel, src, resp, meta, p.resume, cf)
 	})
 	return st, nil

@@ -47,7 +47,7 @@ func (m *Manager) StartSource(src Source, done func(Result)) (Started, error) {
 	m.setFile(src.TaskID, cf)
 	// The probe is not a fill (one short request, no buffer); the read is,
 	// and waits for its turn like one.
-	t := m.fills.join()
+	t := m.fills.Join()
 	m.background(cf, cancel, done, func() Result {
 		return m.inTurn(ctx, src, cf, t, func() Result { return m.hashSource(ctx, cancel, src, sp, cf) })
 	})

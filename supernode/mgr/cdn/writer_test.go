@@ -121,7 +121,7 @@ func noGoroutinesLeft(t *testing.T, m *Manager, base int) {
 		buf := make([]byte, 1<<20)
 		stacks = string(buf[:runtime.Stack(buf, true)])
 		pool := strings.Contains(stacks, "cdn.(*writers)") || strings.Contains(stacks, "cdn.(*Manager).run") ||
-			strings.Contains(stacks, "cdn.(*fillGate).wait")
+			strings.Contains(stacks, "gate.(*Gate).Wait")
 		if !pool && runtime.NumGoroutine() <= base {
 			return
 		}
