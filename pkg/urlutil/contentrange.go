@@ -2,7 +2,6 @@ package urlutil
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -26,14 +25,18 @@ func ParseContentRange(v string) (ContentRange, error) {
 	if !ok || !ok2 {
 		return bad()
 	}
+	// Digits only (rangeBound), as RFC 9110 14.4 has them: strconv alone
+	// took "-2" for a total, read by callers as "unknown" (-1's meaning),
+	// and "+0" for a bound.
 	cr := ContentRange{Total: -1}
-	var err1, err2, err3 error
-	cr.First, err1 = strconv.ParseInt(first, 10, 64)
-	cr.Last, err2 = strconv.ParseInt(last, 10, 64)
-	if total != "*" {
-		cr.Total, err3 = strconv.ParseInt(total, 10, 64)
+	var firstOK, lastOK bool
+	cr.First, firstOK = rangeBound(first)
+	cr.Last, lastOK = rangeBound(last)
+	totalOK := total == "*"
+	if !totalOK {
+		cr.Total, totalOK = rangeBound(total)
 	}
-	if err1 != nil || err2 != nil || err3 != nil || cr.First < 0 || cr.Last < cr.First || (cr.Total >= 0 && cr.Last >= cr.Total) {
+	if !firstOK || !lastOK || !totalOK || cr.Last < cr.First || (cr.Total >= 0 && cr.Last >= cr.Total) {
 		return bad()
 	}
 	return cr, nil
