@@ -25,11 +25,11 @@ func (a *api) clusterInfo(w http.ResponseWriter, _ *http.Request) {
 // clusterFetch answers POST /api/v1/cluster/fetch, another member asking
 // this one, the task's home, for its file: the task is made to exist here
 // with a CDN reading the origin (never another member), then its pieces
-// are streamed as they are written. A task whose fill waits here (for its
-// turn under --cdn-fill-limit, or for a home of its own) is refused with
-// types.CodeClusterFillWaits: the asker waits for the fill to start,
-// without a slot. A task this supernode reads from a member, or waits for
-// the asker's own fill of, is refused with code 409: read the origin.
+// are streamed as they are written. A task whose fill waits here for its
+// turn (--cdn-fill-limit) is refused with types.CodeClusterFillWaits: the
+// asker waits for the fill to start, without a slot. A task this
+// supernode reads from a member, or whose fill waits for a member's, is
+// refused with code 409: read the origin.
 func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 	var req types.ClusterFetchRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -45,13 +45,9 @@ func (a *api) clusterFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if via := a.ClusterCDN.MemberOf(req.TaskID); via != "" {
+		// Reading from it or waiting for its fill: the asker's list and
+		// this one's disagree, and a wait here could meet the asker's own.
 		writeError(w, http.StatusConflict, http.StatusConflict, "this supernode reads the task from "+via+": read the origin")
-		return
-	}
-	if on := a.ClusterCDN.WaitsOn(req.TaskID); on != "" && on == req.From {
-		// Each takes the other for the home: waiting for each other
-		// would end only at the bound.
-		writeError(w, http.StatusConflict, http.StatusConflict, "this supernode waits for your fill of the task: read the origin")
 		return
 	}
 	want, err := task.FileDigest(req.Digest)

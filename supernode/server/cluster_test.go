@@ -66,7 +66,6 @@ func TestClusterFetchRoute(t *testing.T) {
 		{strings.Replace(body, "{", `{"keepAliveMs":500,`, 1), 500 * time.Millisecond},
 	} {
 		c.EXPECT().MemberOf("t1").Return("")
-		c.EXPECT().WaitsOn("t1").Return("10.0.0.3:8002")
 		tasks.EXPECT().EnsureLocal(cdn.Source{RawURL: "http://origin/f"}).Return("t1", nil)
 		tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
 		c.EXPECT().Waiting("t1").Return(false)
@@ -87,7 +86,6 @@ func TestClusterFetchRoute(t *testing.T) {
 	// asker's fill holds a slot on its own supernode meanwhile, and is
 	// told to give it back and wait.
 	c.EXPECT().MemberOf("t1").Return("")
-	c.EXPECT().WaitsOn("t1").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: -1, PieceSize: 4 << 20}, nil)
 	c.EXPECT().Waiting("t1").Return(true)
@@ -100,8 +98,7 @@ func TestClusterFetchRoute(t *testing.T) {
 
 	// Whose fill here waits for the asker's own: each takes the other for
 	// the home, and the asker reads the origin.
-	c.EXPECT().MemberOf("t1").Return("")
-	c.EXPECT().WaitsOn("t1").Return("10.0.0.2:8002")
+	c.EXPECT().MemberOf("t1").Return("10.0.0.2:8002")
 	resp, msg = post(t, srv.URL+types.ClusterFetchPath, body)
 	if resp.StatusCode != http.StatusConflict || json.Unmarshal([]byte(msg), &e) != nil || e.Code != http.StatusConflict ||
 		!strings.Contains(e.Message, "read the origin") {
@@ -109,7 +106,6 @@ func TestClusterFetchRoute(t *testing.T) {
 	}
 
 	c.EXPECT().MemberOf("t2").Return("")
-	c.EXPECT().WaitsOn("t2").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1"}, nil)
 	if resp, _ = post(t, srv.URL+types.ClusterFetchPath, `{"taskId":"t2","rawUrl":"http://origin/f"}`); resp.StatusCode != http.StatusBadRequest {
@@ -152,7 +148,6 @@ func TestClusterFetchEndsOnClosing(t *testing.T) {
 		ClusterCDN: c, Closing: closing}))
 	t.Cleanup(srv.Close)
 	c.EXPECT().MemberOf("t1").Return("")
-	c.EXPECT().WaitsOn("t1").Return("")
 	tasks.EXPECT().EnsureLocal(gomock.Any()).Return("t1", nil)
 	tasks.EXPECT().Info("t1").Return(types.TaskInfo{ID: "t1", HTTPFileLength: 42, PieceSize: 4 << 20}, nil)
 	c.EXPECT().Waiting("t1").Return(false)

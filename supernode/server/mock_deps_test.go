@@ -267,20 +267,6 @@ func (mr *MockClusterCDNMockRecorder) Waiting(taskID any) *gomock.Call {
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Waiting", reflect.TypeOf((*MockClusterCDN)(nil).Waiting), taskID)
 }
 
-// WaitsOn mocks base method.
-func (m *MockClusterCDN) WaitsOn(taskID string) string {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "WaitsOn", taskID)
-	ret0, _ := ret[0].(string)
-	return ret0
-}
-
-// WaitsOn indicates an expected call of WaitsOn.
-func (mr *MockClusterCDNMockRecorder) WaitsOn(taskID any) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "WaitsOn", reflect.TypeOf((*MockClusterCDN)(nil).WaitsOn), taskID)
-}
-
 // MockPuller is a mock of Puller interface.
 type MockPuller struct {
 	ctrl     *gomock.Controller

@@ -50,13 +50,12 @@ type ClusterView interface {
 }
 
 // ClusterCDN serves a task's file to another member, and tells which
-// member a task is being read from, whether its fill waits (for a slot,
-// or for its home's fill), and for which member's fill (a fetch of such a
-// task is refused, so no two members wait on each other holding a slot).
+// member a task is being read from (or its fill waits for), and whether
+// its fill waits (for a slot, or for its home's fill): a fetch of such a
+// task is refused, so no two members wait on each other holding a slot.
 type ClusterCDN interface {
 	MemberOf(taskID string) string
 	Waiting(taskID string) bool
-	WaitsOn(taskID string) string
 	Validators(taskID string) http.Header
 	ServeMember(ctx context.Context, taskID string, w io.Writer, flush func() error, keepAlive time.Duration) error
 }

@@ -185,15 +185,14 @@ type Manager struct {
 	limiter  *xrate.Limiter
 	log      logrus.FieldLogger
 	// members is the client of cluster fetches; viaMember maps a task ID
-	// to the member its running fetch reads from.
+	// to the member its running fetch reads from, or whose fill it waits
+	// for (homewait.go).
 	members   *http.Client
 	viaMember sync.Map
 	fills     *gate.Gate
-	// waitsOn maps a task ID to the member whose fill its fill waits for
-	// (homewait.go); homeWait bounds that wait, homePoll is how often it
-	// asks the member (homeWaitBound and homePollEvery; tests shorten
-	// them).
-	waitsOn            sync.Map
+	// homeWait bounds a fill's wait for its home's fill (homewait.go),
+	// homePoll is how often it asks the member (homeWaitBound and
+	// homePollEvery; tests shorten them).
 	homeWait, homePoll time.Duration
 
 	ctx    context.Context

@@ -251,8 +251,8 @@ func (m *Manager) Validators(taskID string) http.Header {
 	return h
 }
 
-// MemberOf is the member a task's CDN is reading from right now ("" when
-// it reads the origin, or runs not at all).
+// MemberOf is the member a task's CDN is reading from right now, or whose
+// fill it waits for ("" when it reads the origin, or runs not at all).
 func (m *Manager) MemberOf(taskID string) string {
 	v, _ := m.viaMember.Load(taskID)
 	s, _ := v.(string)

@@ -91,8 +91,14 @@ func (m *Manager) startAfterHomeWaits(src Source, done func(Result)) (Started, e
 func (m *Manager) awaitHome(ctx context.Context, src Source, deadline time.Time) (string, error) {
 	m.metrics.FillsWaitingHome.Inc()
 	defer m.metrics.FillsWaitingHome.Dec()
-	m.waitsOn.Store(src.TaskID, src.Via)
-	defer m.waitsOn.CompareAndDelete(src.TaskID, src.Via)
+	// While it waits, the task counts as read from the member (MemberOf):
+	// any member asking for it is told to read the origin, as it is once
+	// the fill reads the member. The asker takes this supernode for the
+	// home and this one takes another, so their lists disagree: waiting
+	// on this one's wait would end in that same refusal, later, and the
+	// member waited for asking it back would wait on each other.
+	m.viaMember.Store(src.TaskID, src.Via)
+	defer m.viaMember.CompareAndDelete(src.TaskID, src.Via)
 	m.log.WithField("task", src.TaskID).WithField("member", src.Via).Info("the home's fill of the task waits for a slot: waiting for it without one")
 	for {
 		timer := time.NewTimer(max(min(m.homePoll, time.Until(deadline)), 0))
@@ -180,15 +186,4 @@ func (m *Manager) homeInfo(ctx context.Context, src Source) (types.TaskInfo, int
 		return info, resp.StatusCode, fmt.Errorf("task info from %s: task %q, want %s", src.Via, info.ID, src.TaskID)
 	}
 	return info, resp.StatusCode, nil
-}
-
-// WaitsOn is the member whose fill of the task this supernode's fill
-// waits for ("" when none). That member asking for the task has lists
-// that disagree with this one's (each takes the other for the home): it
-// is told to read the origin, or the two would wait on each other until
-// the bound.
-func (m *Manager) WaitsOn(taskID string) string {
-	v, _ := m.waitsOn.Load(taskID)
-	s, _ := v.(string)
-	return s
 }

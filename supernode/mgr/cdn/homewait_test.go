@@ -111,7 +111,7 @@ func (h *memberT) fetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := ask.TaskID
-	if h.m.MemberOf(id) != "" || (ask.From != "" && h.m.WaitsOn(id) == ask.From) {
+	if h.m.MemberOf(id) != "" {
 		writeCode(w, http.StatusConflict, "read the origin")
 		return
 	}
@@ -354,9 +354,9 @@ func TestMemberFillWaitsForItsHome(t *testing.T) {
 				t.Fatalf("registration answered %+v, want the home's length %d", st, len(data))
 			}
 			eventually(t, "the fill polls its home", func() bool { return h.polls.Load() >= 3 })
-			if !m.Waiting("w") || m.WaitsOn("w") != h.member() || gaugeValue(t, m.metrics.FillsWaitingHome) != 1 {
-				t.Fatalf("fill waiting for its home: Waiting %t, WaitsOn %q, gauge %v",
-					m.Waiting("w"), m.WaitsOn("w"), gaugeValue(t, m.metrics.FillsWaitingHome))
+			if !m.Waiting("w") || m.MemberOf("w") != h.member() || gaugeValue(t, m.metrics.FillsWaitingHome) != 1 {
+				t.Fatalf("fill waiting for its home: Waiting %t, MemberOf %q, gauge %v",
+					m.Waiting("w"), m.MemberOf("w"), gaugeValue(t, m.metrics.FillsWaitingHome))
 			}
 			checkGauges(t, mx, 0, 0) // its slot given back
 			if size, state := m.Servable("w", 0, 10); state != ServeNotReady {
@@ -381,9 +381,9 @@ func TestMemberFillWaitsForItsHome(t *testing.T) {
 			if tc.end == nil && time.Since(began) < m.homeWait {
 				t.Fatalf("the fill went to the origin after %s, before its bound %s", time.Since(began), m.homeWait)
 			}
-			if h.fetches.Load() != 1 || gaugeValue(t, m.metrics.FillsWaitingHome) != 0 || m.WaitsOn("w") != "" {
-				t.Fatalf("home asked for the file %d times, %v fills waiting for their home, WaitsOn %q",
-					h.fetches.Load(), gaugeValue(t, m.metrics.FillsWaitingHome), m.WaitsOn("w"))
+			if h.fetches.Load() != 1 || gaugeValue(t, m.metrics.FillsWaitingHome) != 0 || m.MemberOf("w") != "" {
+				t.Fatalf("home asked for the file %d times, %v fills waiting for their home, MemberOf %q",
+					h.fetches.Load(), gaugeValue(t, m.metrics.FillsWaitingHome), m.MemberOf("w"))
 			}
 		})
 	}
