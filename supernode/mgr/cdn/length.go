@@ -31,11 +31,11 @@ const lengthProbeTimeout = 4 * time.Second
 // empty file), leaves the length unknown. A task read from a cluster home
 // asks the home instead, never the origin (homeLength).
 func (m *Manager) queuedLength(src Source) (int64, error) {
+	if src.Via != "" {
+		return m.homeLength(m.ctx, src), nil // homeInfo bounds its request
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, min(m.cfg.SourceTimeout, lengthProbeTimeout))
 	defer cancel()
-	if src.Via != "" {
-		return m.homeLength(ctx, src), nil
-	}
 	resp, err := m.askByte(ctx, src, 0)
 	if err == nil {
 		return probedLength(src, resp), nil
